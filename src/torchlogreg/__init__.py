@@ -1,0 +1,37 @@
+"""torchlogreg: fast, well-behaved logistic regression on MNIST-style data with PyTorch."""
+
+from .config import PRESETS, TrainConfig, preset
+from .data import Data, Split, load_data
+from .evaluation import evaluate, predict_proba
+from .exceptions import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergenceError,
+    InputError,
+    TorchLogRegError,
+)
+from .model import LogisticRegression
+from .training import TrainResult, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "CheckpointError",
+    "ConfigError",
+    "Data",
+    "DataError",
+    "DivergenceError",
+    "InputError",
+    "LogisticRegression",
+    "Split",
+    "TorchLogRegError",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "load_data",
+    "predict_proba",
+    "preset",
+    "train",
+]

@@ -1,0 +1,7 @@
+"""`python -m torchlogreg` (and `torchrun -m torchlogreg`) run the command-line interface."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,299 @@
+"""The `torchlogreg` command: a thin shell over the Python API.
+
+    torchlogreg train --data-root ../shared/data            # default preset, ~1 s on a laptop CPU
+    torchlogreg train --preset tutorial --out runs/tutorial
+    torchlogreg evaluate runs/tutorial
+    torchlogreg predict runs/tutorial digit.png --top-k 3
+
+argparse (standard library) rather than typer/click: no extra dependency and no start-up cost;
+heavy modules (torch, torchvision) are imported only inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from datetime import datetime
+from pathlib import Path
+
+from .config import DATASET_NAMES, OPTIMIZERS, PRESETS, SCHEDULES
+from .exceptions import ConfigError, TorchLogRegError
+
+DEFAULT = PRESETS["default"]
+
+
+def _class_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected class numbers like 3,8, got {text!r}") from None
+
+
+def _add_data_options(parser: argparse.ArgumentParser, dataset_help: str) -> None:
+    parser.add_argument("--dataset", help=dataset_help, metavar="NAME")
+    parser.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="folder holding the datasets (default: $TORCHLOGREG_DATA, else ~/.cache/torchlogreg)",
+    )
+    parser.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Flags that set TrainConfig fields; each defaults to None so the preset's value stays."""
+    presets = ", ".join(PRESETS)
+    parser.add_argument(
+        "--preset", default="default", help=f"starting settings: {presets} (default: default)"
+    )
+    _add_data_options(parser, f"one of {', '.join(DATASET_NAMES)} (default: {DEFAULT.dataset})")
+    task = parser.add_argument_group("task")
+    task.add_argument(
+        "--classes",
+        type=_class_list,
+        metavar="A,B,...",
+        help="keep only these classes; two classes train a binary (sigmoid) model",
+    )
+    task.add_argument(
+        "--positive", type=int, metavar="CLASS", help="binary model: this class against all others"
+    )
+    task.add_argument(
+        "--threshold", type=float, help=f"binary decision threshold (default: {DEFAULT.threshold})"
+    )
+    task.add_argument(
+        "--val-size", type=int, help=f"validation samples taken from train (default: {DEFAULT.val_size})"
+    )
+    task.add_argument(
+        "--train-size", type=int, help="use a class-balanced subset of this many training samples"
+    )
+    opt = parser.add_argument_group("optimisation (defaults are the default preset's)")
+    opt.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default: {DEFAULT.optimizer})")
+    opt.add_argument("--lr", type=float, help="learning rate (default: 0.5 for sgd, 0.005 adam, 1 lbfgs)")
+    opt.add_argument("--batch-size", type=int, help=f"samples per step (default: {DEFAULT.batch_size})")
+    opt.add_argument("--epochs", type=int, help=f"passes over the training set (default: {DEFAULT.epochs})")
+    opt.add_argument("--iters", type=int, help="optimizer steps in total, instead of --epochs")
+    opt.add_argument(
+        "--weight-decay", type=float, help=f"L2 penalty on the weights (default: {DEFAULT.weight_decay})"
+    )
+    opt.add_argument("--l1", type=float, help=f"L1 penalty on the weights (default: {DEFAULT.l1})")
+    opt.add_argument("--momentum", type=float, help=f"SGD momentum (default: {DEFAULT.momentum})")
+    opt.add_argument(
+        "--nesterov",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"Nesterov momentum for SGD (default: {DEFAULT.nesterov})",
+    )
+    opt.add_argument(
+        "--schedule", help=f"learning-rate schedule: {', '.join(SCHEDULES)} (default: {DEFAULT.schedule})"
+    )
+    opt.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="print iteration, loss and val accuracy every N iterations (default: every epoch)",
+    )
+    opt.add_argument("--patience", type=int, help="stop after N checks without a better val loss")
+    opt.add_argument(
+        "--seed", type=int, help=f"seed of the split and the shuffling (default: {DEFAULT.seed})"
+    )
+
+
+CONFIG_FLAGS = (
+    "dataset",
+    "data_root",
+    "device",
+    "classes",
+    "positive",
+    "threshold",
+    "val_size",
+    "train_size",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "epochs",
+    "iters",
+    "weight_decay",
+    "l1",
+    "momentum",
+    "nesterov",
+    "schedule",
+    "eval_every",
+    "patience",
+    "seed",
+)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The preset named by --preset with every flag the user gave applied."""
+    from .config import preset
+
+    return preset(args.preset, **{name: getattr(args, name) for name in CONFIG_FLAGS})
+
+
+def _default_out() -> Path:
+    out = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    suffix = 1
+    while out.exists():
+        out = out.with_name(f"{out.name.split('_')[0]}_{suffix}")
+        suffix += 1
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    from .checkpoints import command_line, is_run_folder, save_run
+    from .data import load_data
+    from .exceptions import CheckpointError
+    from .training import train
+
+    out = Path(args.out) if args.out else _default_out()
+    if is_run_folder(out) and not args.overwrite:
+        raise CheckpointError(f"{out} already holds a run; choose another --out or pass --overwrite")
+    data = load_data(config)
+    say = (lambda *_: None) if args.quiet else print
+    val = len(data.val) if data.val is not None else 0
+    budget = f"{config.iters} iterations" if config.iters else f"{config.epochs} epochs"
+    say(
+        f"training {config.dataset}: {len(data.train)} train / {val} val / {len(data.test)} test, "
+        f"{data.n_classes} classes{' (binary)' if data.binary else ''}; {config.optimizer} "
+        f"lr {config.learning_rate:g}, batch {config.batch_size}, {budget}"
+    )
+    result = train(config, data, verbose=not args.quiet)
+    save_run(result, out, overwrite=args.overwrite, command=command_line())
+    metrics = result.metrics
+    val_text = f" | val {metrics['val']['accuracy']:.4f}" if "val" in metrics else ""
+    print(
+        f"test accuracy {metrics['test']['accuracy']:.4f} (loss {metrics['test']['loss']:.4f}){val_text} | "
+        f"trained in {metrics['train_seconds']:.2f} s ({metrics['epochs']:g} epochs, "
+        f"{metrics['iterations']} iterations, {metrics['device']})"
+    )
+    say(f"saved run to {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoints import load_run
+    from .data import load_splits, prepare
+    from .evaluation import evaluate
+    from .training import resolve_device
+
+    run = load_run(args.run_dir, device=resolve_device(args.device or "auto"))
+    config = run.config.replace(
+        dataset=args.dataset or run.config.dataset,
+        data_root=args.data_root or run.config.data_root,
+        train_size=None,
+    )
+    train_split, test_split, names = load_splits(config.dataset, config.data_root)
+    data = prepare(config, train_split, test_split, names)
+    if data.n_classes != run.model.n_classes:
+        raise ConfigError(
+            f"dataset {config.dataset} gives {data.n_classes} classes but the run's "
+            f"model has {run.model.n_classes}"
+        )
+    split = {"test": data.test, "val": data.val, "train": data.train}[args.split]
+    if split is None:
+        raise ConfigError(f"--split {args.split}: the run has no validation set (val_size 0)")
+    metrics = evaluate(run.model, split.images, split.labels, run.threshold)
+    if args.json:
+        print(json.dumps({"dataset": config.dataset, "split": args.split, **metrics}))
+    else:
+        print(
+            f"{config.dataset} {args.split}: accuracy {metrics['accuracy']:.4f}, "
+            f"loss {metrics['loss']:.4f} ({metrics['n']} samples)"
+        )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .checkpoints import load_run
+    from .evaluation import top_k
+    from .images import load_inputs
+    from .training import resolve_device
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be an integer >= 1, got {args.top_k}")
+    run = load_run(args.run_dir, device=resolve_device(args.device or "auto"))
+    images, names = load_inputs(args.files)
+    results = top_k(run.model, images, run.class_names, args.top_k, run.threshold)
+    for name, result in zip(names, results, strict=True):
+        if args.json:
+            print(json.dumps({"file": name, **result}))
+        else:
+            others = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top_k"])
+            print(f"{name}: {result['label']} ({result['probability']:.3f})   top: {others}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchlogreg",
+        description="Logistic regression on MNIST-style data with PyTorch: train, evaluate, predict.",
+        epilog="Run 'torchlogreg COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model and save a run folder",
+        description="Train a logistic regression; writes model.safetensors, "
+        "model.json, metrics.json and history.csv into --out.",
+    )
+    _add_train_options(train)
+    out = train.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR", help="run folder to write (default: runs/<timestamp>)")
+    out.add_argument("--overwrite", action="store_true", help="allow replacing a run already in --out")
+    out.add_argument("--quiet", action="store_true", help="no progress bar and no periodic lines")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure a saved run on a dataset split",
+        description="Accuracy and loss of a saved run on a split of its "
+        "dataset (or of another dataset with the same classes).",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
+    _add_data_options(evaluate, "dataset to evaluate on (default: the run's)")
+    evaluate.add_argument(
+        "--split", choices=("test", "val", "train"), default="test", help="which split (default: test)"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    predict = commands.add_parser(
+        "predict",
+        help="classify image or array files",
+        description="Classify images (PNG/JPG/BMP/...: preprocessed like "
+        "MNIST) or arrays (.npy/.npz of 28x28 images, uint8 or floats in [0,1]).",
+    )
+    predict.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
+    predict.add_argument("files", metavar="FILE", nargs="+", help="images or .npy/.npz arrays")
+    predict.add_argument("--top-k", type=int, default=3, help="how many classes to list (default: 3)")
+    predict.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per input per line: file, label, probability, top_k",
+    )
+    predict.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    predict.set_defaults(handler=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except TorchLogRegError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"torchlogreg {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"torchlogreg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Training configuration: one dataclass, the presets, and the one validator.
+
+The field defaults *are* the ``default`` preset; ``PRESETS`` holds every named preset.
+Build a config with ``preset("tutorial", lr=0.01)``; the CLI does the same from flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from .exceptions import ConfigError, did_you_mean
+
+DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist", "qmnist", "emnist-digits", "emnist-letters")
+OPTIMIZERS = ("sgd", "adam", "lbfgs")
+SCHEDULES = ("none", "cosine", "step")
+# Learning rate used when `lr` is None: each optimizer's own sensible scale.
+DEFAULT_LR = {"sgd": 0.5, "adam": 0.005, "lbfgs": 1.0}
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what a training run computes."""
+
+    # --- data ---
+    dataset: str = "mnist"  # one of DATASET_NAMES
+    data_root: str | None = None  # None: $TORCHLOGREG_DATA, else ~/.cache/torchlogreg
+    classes: tuple[int, ...] | None = None  # keep only these labels; two of them -> binary model
+    positive: int | None = None  # this label against all others -> binary model
+    threshold: float = 0.5  # binary decision threshold on P(positive), in (0, 1)
+    val_size: int = 5000  # validation samples carved from train (0: none)
+    train_size: int | None = None  # class-balanced training subset (None: all that is left)
+    # --- optimisation ---
+    optimizer: str = "sgd"  # one of OPTIMIZERS; lbfgs is full-batch
+    lr: float | None = None  # None: DEFAULT_LR[optimizer]
+    momentum: float = 0.9  # sgd only, in [0, 1)
+    nesterov: bool = True  # sgd only, used when momentum > 0
+    batch_size: int = 128  # samples per step (ignored by lbfgs)
+    epochs: int | None = 4  # passes over the training set (lbfgs: iterations); or set iters
+    iters: int | None = None  # optimizer steps in total; overrides epochs
+    weight_decay: float = 3e-5  # L2 penalty on the weights (not the bias)
+    l1: float = 0.0  # L1 penalty on the weights (not the bias)
+    schedule: str = "cosine"  # one of SCHEDULES, stepped per iteration
+    eval_every: int | None = None  # iterations between validation checks (None: once per epoch)
+    patience: int | None = None  # stop after this many checks without a better val loss
+    seed: int = 0  # seeds the split, the subset and the shuffling
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate in effect: `lr`, or the optimizer's default."""
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.optimizer, 0.1)
+
+    @property
+    def binary(self) -> bool:
+        return self.positive is not None or (self.classes is not None and len(self.classes) == 2)
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with `changes`; unknown names raise ConfigError with a suggestion."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = [k for k in changes if k not in names]
+        if unknown:
+            raise ConfigError("; ".join(f"unknown option {k!r}{did_you_mean(k, names)}" for k in unknown))
+        if "iters" in changes and changes["iters"] is not None and "epochs" not in changes:
+            changes["epochs"] = None
+        if "epochs" in changes and changes["epochs"] is not None and "iters" not in changes:
+            changes["iters"] = None
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        if data["classes"] is not None:
+            data["classes"] = list(data["classes"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("classes") is not None:
+            values["classes"] = tuple(values["classes"])
+        return cls(**values)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # Fastest settings found that reach the model's ceiling (>= 92.5% MNIST test accuracy).
+    "default": TrainConfig(),
+    # The classic tutorial: plain SGD, lr 0.001, batch 100, 3000 iterations (82-83%).
+    "tutorial": TrainConfig(
+        optimizer="sgd",
+        lr=0.001,
+        momentum=0.0,
+        nesterov=False,
+        batch_size=100,
+        epochs=None,
+        iters=3000,
+        weight_decay=0.0,
+        schedule="none",
+        eval_every=500,
+    ),
+    # Full-batch L-BFGS, the solver scikit-learn uses: slower, for reference.
+    "lbfgs": TrainConfig(optimizer="lbfgs", epochs=100, schedule="none", weight_decay=1.8e-5),
+}
+
+
+def preset(name: str = "default", **overrides) -> TrainConfig:
+    """The named preset with `overrides` applied (None values are ignored), validated."""
+    if name not in PRESETS:
+        raise ConfigError(
+            f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; valid: {', '.join(PRESETS)}"
+        )
+    config = PRESETS[name].replace(**{k: v for k, v in overrides.items() if v is not None})
+    validate(config)
+    return config
+
+
+def _range_problems(config: TrainConfig) -> list[str]:
+    rules = [
+        ("lr", config.lr, lambda v: v > 0, "a number > 0"),
+        ("batch_size", config.batch_size, lambda v: v > 0, "an integer > 0"),
+        ("epochs", config.epochs, lambda v: v > 0, "an integer > 0"),
+        ("iters", config.iters, lambda v: v > 0, "an integer > 0"),
+        ("weight_decay", config.weight_decay, lambda v: v >= 0, "a number >= 0"),
+        ("l1", config.l1, lambda v: v >= 0, "a number >= 0"),
+        ("momentum", config.momentum, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+        ("threshold", config.threshold, lambda v: 0 < v < 1, "a number in (0, 1)"),
+        ("val_size", config.val_size, lambda v: v >= 0, "an integer >= 0"),
+        ("train_size", config.train_size, lambda v: v > 0, "an integer > 0"),
+        ("eval_every", config.eval_every, lambda v: v > 0, "an integer > 0"),
+        ("patience", config.patience, lambda v: v > 0, "an integer > 0"),
+    ]
+    problems = []
+    for name, value, ok, allowed in rules:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or not ok(value):
+            problems.append(f"{name} must be {allowed}, got {value!r}")
+    return problems
+
+
+def _choice_problems(config: TrainConfig) -> list[str]:
+    problems = []
+    for name, value, choices in [
+        ("dataset", config.dataset, DATASET_NAMES),
+        ("optimizer", config.optimizer, OPTIMIZERS),
+        ("schedule", config.schedule, SCHEDULES),
+    ]:
+        if value not in choices:
+            problems.append(
+                f"{name} must be one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}"
+            )
+    if not _DEVICE_PATTERN.match(str(config.device)):
+        problems.append(f"device must be auto, cpu, cuda, cuda:N or mps, got {config.device!r}")
+    return problems
+
+
+def _combination_problems(config: TrainConfig) -> list[str]:
+    problems = []
+    if config.epochs is None and config.iters is None:
+        problems.append("set epochs or iters")
+    if config.epochs is not None and config.iters is not None:
+        problems.append("set epochs or iters, not both")
+    if config.classes is not None and config.positive is not None:
+        problems.append("set classes or positive, not both")
+    if config.classes is not None:
+        if len(config.classes) < 2:
+            problems.append(f"classes must name at least two classes, got {list(config.classes)}")
+        if len(set(config.classes)) != len(config.classes):
+            problems.append(f"classes must not repeat, got {list(config.classes)}")
+    if config.patience is not None and config.val_size == 0:
+        problems.append("patience needs a validation set: set val_size > 0")
+    return problems
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise one ConfigError listing every problem with `config` (data-independent checks)."""
+    problems = _choice_problems(config) + _range_problems(config) + _combination_problems(config)
+    if problems:
+        raise ConfigError("; ".join(problems))

@@ -1,0 +1,318 @@
+"""Datasets as in-memory tensors: load with torchvision once, then split and subset by index.
+
+Each split is held as ONE uint8 tensor (N x 28 x 28) and one int64 label tensor; the trainer
+scales batches to [0, 1] as it draws them, so no per-sample Python or PIL work ever runs.
+
+    >>> data = load_data(TrainConfig(dataset="mnist", data_root="../shared/data"))
+    >>> data.train.images.shape, data.class_names
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .exceptions import ConfigError, DataError, did_you_mean
+
+DATA_ENV = "TORCHLOGREG_DATA"
+_DIGITS = tuple(str(d) for d in range(10))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where one MNIST-family dataset lives and how to read it."""
+
+    torchvision_class: str  # class in torchvision.datasets that downloads it (also its folder)
+    files: tuple[str, ...]  # train images, train labels, test images, test labels in <class>/raw
+    class_names: tuple[str, ...]
+    split: str | None = None  # EMNIST split
+    transposed: bool = False  # EMNIST images are stored transposed
+    label_offset: int = 0  # EMNIST letters are labelled 1..26
+
+
+def _idx_files(train_prefix: str, test_prefix: str, labels: str = "labels-idx1-ubyte") -> tuple[str, ...]:
+    return tuple(
+        f"{prefix}-{kind}" for prefix in (train_prefix, test_prefix) for kind in ("images-idx3-ubyte", labels)
+    )
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec("MNIST", _idx_files("train", "t10k"), _DIGITS),
+    "fashion-mnist": DatasetSpec(
+        "FashionMNIST",
+        _idx_files("train", "t10k"),
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+    ),
+    "kmnist": DatasetSpec(
+        "KMNIST", _idx_files("train", "t10k"), ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
+    ),
+    "qmnist": DatasetSpec("QMNIST", _idx_files("qmnist-train", "qmnist-test", "labels-idx2-int"), _DIGITS),
+    "emnist-digits": DatasetSpec(
+        "EMNIST", _idx_files("emnist-digits-train", "emnist-digits-test"), _DIGITS, "digits", transposed=True
+    ),
+    "emnist-letters": DatasetSpec(
+        "EMNIST",
+        _idx_files("emnist-letters-train", "emnist-letters-test"),
+        tuple("abcdefghijklmnopqrstuvwxyz"),
+        "letters",
+        transposed=True,
+        label_offset=1,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One set of samples: uint8 images (N x H x W) and int64 labels (N)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, index: torch.Tensor) -> Split:
+        return Split(self.images[index], self.labels[index])
+
+
+@dataclass(frozen=True)
+class Data:
+    """Train, validation and test splits with the names of their classes."""
+
+    dataset: str
+    train: Split
+    val: Split | None
+    test: Split
+    class_names: tuple[str, ...]
+    source_labels: tuple[int, ...]  # dataset label behind each class index
+    binary: bool
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.images.shape[1:])
+
+
+def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
+    """`data_root`, else $TORCHLOGREG_DATA, else ~/.cache/torchlogreg."""
+    if data_root:
+        return Path(data_root).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return Path.home() / ".cache" / "torchlogreg"
+
+
+def _spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise ConfigError(
+            f"dataset must be one of {', '.join(DATASETS)}, got {name!r}{did_you_mean(name, DATASETS)}"
+        )
+    return DATASETS[name]
+
+
+def _missing_message(name: str, raw: Path, spec: DatasetSpec, reason: str) -> str:
+    present = {p.name for p in raw.iterdir()} if raw.is_dir() else set()
+    missing = [f for f in spec.files if f not in present]
+    return (
+        f"{name} data not found in {raw} ({reason}); expected the files "
+        f"{', '.join(spec.files)} (missing: {', '.join(missing) or 'none'}). "
+        f"Put them there, or point --data-root / ${DATA_ENV} at a folder holding "
+        f"{spec.torchvision_class}/raw/"
+    )
+
+
+_IDX_TYPES = {0x08: np.dtype(np.uint8), 0x0C: np.dtype(">i4")}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """The array in an IDX file (uint8 or int32), checked against its header.
+
+    Written by hand rather than through torchvision: importing torchvision costs ~2 s (more than
+    training takes), and its reader checks the format with bare asserts, which give no message.
+    """
+    try:
+        blob = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror})") from None
+    if len(blob) < 4 or blob[0:2] != b"\x00\x00" or blob[2] not in _IDX_TYPES or not 1 <= blob[3] <= 3:
+        raise DataError(
+            f"{path}: not an IDX file (magic number {blob[:4].hex() or 'missing'}, "
+            "expected 0000080N or 00000c0N)"
+        )
+    dtype, ndim = _IDX_TYPES[blob[2]], blob[3]
+    header = 4 + 4 * ndim
+    if len(blob) < header:
+        raise DataError(f"{path}: IDX header cut short ({len(blob)} bytes)")
+    dims = [int.from_bytes(blob[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(blob) - header != expected:
+        raise DataError(
+            f"{path}: header says {' x '.join(map(str, dims))} values ({expected} bytes) but the file "
+            f"holds {len(blob) - header} bytes after the header (truncated or corrupt)"
+        )
+    return np.frombuffer(blob, dtype=dtype, offset=header).reshape(dims)
+
+
+def _read_pair(raw: Path, images_file: str, labels_file: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = read_idx(raw / images_file), read_idx(raw / labels_file)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DataError(f"{raw / images_file}: expected uint8 images N x H x W, got shape {images.shape}")
+    if labels.ndim == 2:  # QMNIST: one row of metadata per image, the class first
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise DataError(f"{raw / labels_file}: expected one label per image, got shape {labels.shape}")
+    if len(images) != len(labels):
+        raise DataError(
+            f"{raw / images_file} holds {len(images)} images but {raw / labels_file} "
+            f"holds {len(labels)} labels"
+        )
+    return images, labels
+
+
+def _download(name: str, spec: DatasetSpec, root: Path, raw: Path) -> None:
+    """Fetch the dataset with torchvision (mirrors, md5 check, extraction)."""
+    from torchvision import datasets  # lazy: only needed when files are missing
+
+    cls = getattr(datasets, spec.torchvision_class)
+    kwargs = {"split": spec.split} if spec.split else {}
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            for train in (True, False):
+                if spec.torchvision_class == "QMNIST":  # takes `what` instead of `train`
+                    cls(str(root), what="train" if train else "test", download=True)
+                else:
+                    cls(str(root), train=train, download=True, **kwargs)
+    except Exception as error:  # torchvision raises RuntimeError, URLError or OSError here
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(_missing_message(name, raw, spec, f"download failed: {reason}")) from error
+
+
+def load_splits(
+    name: str, data_root: str | os.PathLike | None = None, download: bool = True
+) -> tuple[Split, Split, tuple[str, ...]]:
+    """The full train and test splits of dataset `name` and its class names."""
+    spec = _spec(name)
+    root = resolve_data_root(data_root)
+    raw = root / spec.torchvision_class / "raw"
+    if not all((raw / f).is_file() for f in spec.files):
+        if not download:
+            raise DataError(_missing_message(name, raw, spec, "download disabled"))
+        _download(name, spec, root, raw)
+    splits = []
+    for images_file, labels_file in (spec.files[0:2], spec.files[2:4]):
+        images, labels = _read_pair(raw, images_file, labels_file)
+        labels = labels.astype(np.int64) - spec.label_offset
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(spec.class_names)):
+            raise DataError(
+                f"{raw / labels_file}: labels must lie in {spec.label_offset}.."
+                f"{len(spec.class_names) - 1 + spec.label_offset}, found "
+                f"{labels.min() + spec.label_offset}..{labels.max() + spec.label_offset}"
+            )
+        tensor = torch.from_numpy(images.copy())  # copy: frombuffer arrays are read-only
+        if spec.transposed:
+            tensor = tensor.transpose(1, 2).contiguous()
+        splits.append(Split(tensor, torch.from_numpy(labels)))
+    return splits[0], splits[1], spec.class_names
+
+
+def select_classes(split: Split, classes: tuple[int, ...] | None, positive: int | None) -> Split:
+    """Keep `classes` (relabelled 0..k-1 in the given order) or mark `positive` as 1, rest 0."""
+    if positive is not None:
+        return Split(split.images, (split.labels == positive).long())
+    if classes is None:
+        return split
+    wanted = torch.tensor(classes)
+    keep = torch.isin(split.labels, wanted)
+    lookup = torch.full((int(split.labels.max()) + 1,), -1, dtype=torch.long)
+    lookup[wanted] = torch.arange(len(classes))
+    return Split(split.images[keep], lookup[split.labels[keep]])
+
+
+def split_validation(split: Split, val_size: int, seed: int) -> tuple[Split, Split | None]:
+    """Carve `val_size` random samples (fixed by `seed`) out of `split`."""
+    if val_size == 0:
+        return split, None
+    if val_size >= len(split):
+        raise ConfigError(f"val_size must be smaller than the {len(split)} training samples, got {val_size}")
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    return split.take(order[val_size:].sort().values), split.take(order[:val_size].sort().values)
+
+
+def balanced_subset(split: Split, size: int, n_classes: int, seed: int) -> Split:
+    """`size` samples with the classes as equal as possible, chosen at random by `seed`."""
+    if size > len(split):
+        raise ConfigError(
+            f"train_size must be at most the {len(split)} training samples available, got {size}"
+        )
+    generator = torch.Generator().manual_seed(seed + 1)
+    quotas = [size // n_classes + (1 if c < size % n_classes else 0) for c in range(n_classes)]
+    by_class = [torch.nonzero(split.labels == c).flatten() for c in range(n_classes)]
+    short = [c for c in range(n_classes) if len(by_class[c]) < quotas[c]]
+    if short:
+        raise ConfigError(
+            f"train_size {size} needs {quotas[short[0]]} samples of class {short[0]} "
+            f"but only {len(by_class[short[0]])} are available"
+        )
+    picked = [
+        members[torch.randperm(len(members), generator=generator)[:quota]]
+        for members, quota in zip(by_class, quotas, strict=True)
+    ]
+    return split.take(torch.cat(picked).sort().values)
+
+
+def _task_classes(config: TrainConfig, names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Class names and dataset labels of the task `config` describes; checks they exist."""
+    requested = (
+        config.classes
+        if config.classes is not None
+        else ((config.positive,) if config.positive is not None else ())
+    )
+    bad = [c for c in requested if not 0 <= c < len(names)]
+    if bad:
+        option = "classes" if config.classes is not None else "positive"
+        raise ConfigError(
+            f"{option} names class {bad[0]}, but {config.dataset} has classes 0..{len(names) - 1}"
+        )
+    if config.positive is not None:
+        return (f"not {names[config.positive]}", names[config.positive]), (-1, config.positive)
+    if config.classes is not None:
+        return tuple(names[c] for c in config.classes), tuple(config.classes)
+    return names, tuple(range(len(names)))
+
+
+def prepare(config: TrainConfig, train: Split, test: Split, names: tuple[str, ...]) -> Data:
+    """Apply the task (classes/positive), the validation split and the training subset."""
+    class_names, source_labels = _task_classes(config, names)
+    train = select_classes(train, config.classes, config.positive)
+    test = select_classes(test, config.classes, config.positive)
+    train, val = split_validation(train, config.val_size, config.seed)
+    if config.train_size is not None:
+        train = balanced_subset(train, config.train_size, len(class_names), config.seed)
+    return Data(config.dataset, train, val, test, class_names, source_labels, config.binary)
+
+
+def load_data(config: TrainConfig, download: bool = True) -> Data:
+    """Load `config.dataset` from `config.data_root` and prepare it for `config`'s task."""
+    train, test, names = load_splits(config.dataset, config.data_root, download)
+    return prepare(config, train, test, names)

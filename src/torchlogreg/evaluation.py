@@ -1,0 +1,73 @@
+"""Metrics of a model on a split: exact mean loss and accuracy over the whole set."""
+
+from __future__ import annotations
+
+import torch
+
+from .model import LogisticRegression
+
+EVAL_BATCH = 8192  # rows per forward pass: bounds memory, large enough to be fast
+
+
+@torch.no_grad()
+def logits_of(model: LogisticRegression, images: torch.Tensor) -> torch.Tensor:
+    """Logits for every image, computed in chunks on the model's device."""
+    device = model.linear.weight.device
+    chunks = [model(images[i : i + EVAL_BATCH].to(device)) for i in range(0, len(images), EVAL_BATCH)]
+    if not chunks:
+        return torch.empty(0, model.linear.out_features, device=device)
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def predict_proba(model: LogisticRegression, images: torch.Tensor) -> torch.Tensor:
+    """Class probabilities (N, C) for `images` (uint8 pixels or floats in [0, 1])."""
+    return model.probabilities(logits_of(model, images))
+
+
+def predictions_from(model: LogisticRegression, logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    if model.binary:
+        return (torch.sigmoid(logits.squeeze(-1)) >= threshold).long()
+    return logits.argmax(dim=-1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: LogisticRegression, images: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5
+) -> dict[str, float]:
+    """{"accuracy", "loss", "n"}: accuracy as a fraction, loss as the exact mean over the set."""
+    was_training = model.training
+    model.eval()
+    logits = logits_of(model, images)
+    labels = labels.to(logits.device)
+    loss = model.loss(logits, labels).item() if len(labels) else float("nan")
+    correct = (predictions_from(model, logits, threshold) == labels).sum().item()
+    model.train(was_training)
+    return {"accuracy": correct / max(len(labels), 1), "loss": loss, "n": len(labels)}
+
+
+def top_k(
+    model: LogisticRegression,
+    images: torch.Tensor,
+    class_names: tuple[str, ...],
+    k: int = 3,
+    threshold: float = 0.5,
+) -> list[dict]:
+    """Per image: the predicted `label`, its `probability`, and the `top_k` labels by probability."""
+    logits = logits_of(model, images)
+    probabilities = model.probabilities(logits).cpu()
+    predicted = predictions_from(model, logits, threshold).cpu()
+    k = max(1, min(k, len(class_names)))
+    values, indices = probabilities.topk(k, dim=1)
+    return [
+        {
+            "label": class_names[int(label)],
+            "index": int(label),
+            "probability": float(row[int(label)]),
+            "top_k": [
+                {"label": class_names[int(i)], "probability": float(v)}
+                for v, i in zip(vals, idx, strict=True)
+            ],
+        }
+        for label, row, vals, idx in zip(predicted, probabilities, values, indices, strict=True)
+    ]

@@ -1,0 +1,44 @@
+"""The errors torchlogreg raises: one base class, one subclass per kind of problem.
+
+The CLI prints any ``TorchLogRegError`` as one line and exits non-zero; a traceback
+is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class TorchLogRegError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(TorchLogRegError, ValueError):
+    """An option has a value that is not allowed (names the option and what would be valid)."""
+
+    exit_code = 2
+
+
+class DataError(TorchLogRegError):
+    """A dataset is missing, corrupt or does not fit the task (names the file or folder)."""
+
+
+class InputError(TorchLogRegError, ValueError):
+    """An image or array given for prediction cannot be used (names the file)."""
+
+
+class CheckpointError(TorchLogRegError):
+    """A run folder or checkpoint is missing, corrupt, unsafe or inconsistent."""
+
+
+class DivergenceError(TorchLogRegError, FloatingPointError):
+    """Training diverged: the loss became NaN/inf or exploded."""
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """Return ' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
+    match = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""

@@ -1,0 +1,210 @@
+"""Inputs for prediction: image files made to look like MNIST digits, and ready-made arrays.
+
+MNIST digits are white ink on black, fitted into a 20x20 box and centred by their centre of
+mass in a 28x28 field. `mnist_style` does the same to any picture of a dark-on-light (or
+light-on-dark) digit, so a photo of a pen-written digit is classified like a test digit.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .exceptions import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+ARRAY_SUFFIXES = {".npy", ".npz"}
+MAX_IMAGE_PIXELS = 50_000_000  # refuse larger images before decoding them (decompression bombs)
+FIELD = 28  # MNIST's field size
+BOX = 20  # MNIST fits each digit into a box this size
+WORK_SIZE = 96  # large crops are first reduced to this size before stroke thickening
+INK_LEVEL = 0.2  # fraction of the darkest ink below which a pixel counts as paper
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Grayscale pixels in [0, 1] of the image file at `path` (transparency composited on white)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InputError(
+                    f"{path}: image of {width}x{height} pixels is larger than the limit of "
+                    f"{max_pixels} pixels; refusing to decode it"
+                )
+            if getattr(image, "n_frames", 1) > 1:
+                raise InputError(
+                    f"{path}: animated or multi-frame image ({image.n_frames} frames); "
+                    "save the frame to classify as a single image"
+                )
+            image = ImageOps.exif_transpose(image)
+            return _to_gray(image)
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image Pillow can read (empty, corrupt or another format)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise InputError(f"{path}: corrupt or unreadable image ({error})") from None
+
+
+def _to_gray(image) -> np.ndarray:
+    from PIL import Image
+
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return np.clip(np.asarray(image, dtype=np.float32) / 65535.0, 0.0, 1.0)
+    if image.mode == "F":
+        return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    gray = Image.alpha_composite(white, rgba).convert("L")
+    return np.asarray(gray, dtype=np.float32) / 255.0
+
+
+def _ink(gray: np.ndarray) -> np.ndarray:
+    """Ink as bright-on-black in [0, 1], background removed; light paper is inverted first."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) > 0.5:
+        gray = 1.0 - gray
+    ink = np.clip(gray - np.median(gray), 0.0, None)  # most of a picture is background
+    peak = float(ink.max()) if ink.size else 0.0
+    if peak < 0.05:
+        raise InputError("no digit found: the image is blank or has no contrast")
+    ink = ink / peak
+    return np.where(ink < INK_LEVEL, 0.0, (ink - INK_LEVEL) / (1 - INK_LEVEL)).astype(np.float32)
+
+
+def _resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    from PIL import Image
+
+    resized = Image.fromarray(pixels.astype(np.float32), mode="F").resize(
+        (width, height), Image.Resampling.LANCZOS
+    )
+    return np.clip(np.asarray(resized), 0.0, 1.0)
+
+
+def _thicken(crop: np.ndarray) -> np.ndarray:
+    """Widen thin pen strokes to MNIST's stroke width (about 1/8 of the digit's size)."""
+    from PIL import Image, ImageFilter
+
+    mask = crop > 0.5
+    area = int(mask.sum())
+    if area == 0:
+        return crop
+    interior = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    edge = max(area - int(interior.sum()), 1)
+    width = 2.0 * area / edge  # a stroke of width w and length L has area wL and edge ~2L
+    target = max(crop.shape) / 8.0
+    grow = int(round(target - width))
+    if grow < 2:
+        return crop
+    size = grow + 1 if grow % 2 == 0 else grow  # MaxFilter needs an odd size
+    image = Image.fromarray(crop.astype(np.float32), mode="F").filter(ImageFilter.MaxFilter(min(size, 15)))
+    return np.asarray(image, dtype=np.float32)
+
+
+def mnist_style(gray: np.ndarray) -> np.ndarray:
+    """A 28x28 float image in MNIST's layout from a grayscale picture of one digit."""
+    ink = _ink(np.asarray(gray, dtype=np.float32))
+    rows, cols = np.nonzero(ink.any(axis=1))[0], np.nonzero(ink.any(axis=0))[0]
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    if max(crop.shape) > WORK_SIZE:
+        factor = WORK_SIZE / max(crop.shape)
+        crop = _resize(crop, max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
+        crop = crop / max(float(crop.max()), 1e-6)
+    crop = _thicken(crop)
+    factor = BOX / max(crop.shape)
+    height, width = max(1, round(crop.shape[0] * factor)), max(1, round(crop.shape[1] * factor))
+    digit = _resize(crop, width, height)
+    digit = digit / max(float(digit.max()), 1e-6)
+    total = float(digit.sum())
+    centre_y = float((digit.sum(axis=1) * np.arange(height)).sum()) / total
+    centre_x = float((digit.sum(axis=0) * np.arange(width)).sum()) / total
+    top = int(np.clip(round((FIELD - 1) / 2 - centre_y), 0, FIELD - height))
+    left = int(np.clip(round((FIELD - 1) / 2 - centre_x), 0, FIELD - width))
+    field = np.zeros((FIELD, FIELD), dtype=np.float32)
+    field[top : top + height, left : left + width] = digit
+    return field
+
+
+def _array_images(array: np.ndarray, path: Path, n_pixels: int) -> np.ndarray:
+    """Rows of `array` as float images in [0, 1], shape (N, n_pixels)."""
+    if array.size == 0:
+        raise InputError(f"{path}: the array is empty")
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise InputError(f"{path}: arrays must hold numbers (uint8 0..255 or floats 0..1), got {array.dtype}")
+    side = int(round(n_pixels**0.5))
+    if array.shape[-2:] == (side, side) or array.shape[-1] == n_pixels and array.ndim <= 2:
+        array = array.reshape(-1, n_pixels)
+    else:
+        raise InputError(
+            f"{path}: array of shape {array.shape} does not hold {side}x{side} images "
+            f"(expected ({side}, {side}), (N, {side}, {side}), ({n_pixels},) or (N, {n_pixels}))"
+        )
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InputError(f"{path}: the array holds NaN or infinite values")
+        if array.min() < 0 or array.max() > 1:
+            raise InputError(
+                f"{path}: float arrays must hold values in [0, 1], found {array.min():g}..{array.max():g}"
+            )
+        return array.astype(np.float32)
+    if array.dtype != bool and (array.min() < 0 or array.max() > 255):
+        raise InputError(
+            f"{path}: integer arrays must hold values in 0..255, found {array.min()}..{array.max()}"
+        )
+    return array.astype(np.float32) / (1.0 if array.dtype == bool else 255.0)
+
+
+def read_array(path: str | os.PathLike, n_pixels: int = FIELD * FIELD) -> np.ndarray:
+    """Images stored in a .npy, or a one-array .npz (or its array 'images'/'x')."""
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (ValueError, OSError, EOFError) as error:
+        raise InputError(f"{path}: not a readable NumPy file without pickles ({error})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            keys = list(loaded.keys())
+            key = next((k for k in ("images", "x", "X") if k in keys), keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise InputError(f"{path}: holds arrays {keys}; name the images 'images' or keep one array")
+            loaded = loaded[key]
+    return _array_images(loaded, path, n_pixels)
+
+
+def load_inputs(paths: Sequence[str | os.PathLike]) -> tuple[torch.Tensor, list[str]]:
+    """Float images (N, 28, 28) in [0, 1] from image and array files, with a name for each."""
+    images, names = [], []
+    for raw in paths:
+        path = Path(raw)
+        suffix = path.suffix.lower()
+        if suffix in ARRAY_SUFFIXES:
+            rows = read_array(path)
+            images.extend(rows.reshape(-1, FIELD, FIELD))
+            names.extend([str(path)] if len(rows) == 1 else [f"{path}[{i}]" for i in range(len(rows))])
+        elif suffix in IMAGE_SUFFIXES:
+            try:
+                images.append(mnist_style(read_image(path)))
+            except InputError as error:
+                if str(error).startswith(str(path)):
+                    raise
+                raise InputError(f"{path}: {error}") from None
+            names.append(str(path))
+        else:
+            raise InputError(
+                f"{path}: unsupported file type {suffix or '(none)'}; give images "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}) or arrays (.npy, .npz)"
+            )
+    if not images:
+        raise InputError("no inputs given")
+    return torch.from_numpy(np.stack(images).astype(np.float32)), names

@@ -1,0 +1,135 @@
+"""Logistic regression as an ``nn.Module``, with its loss and the loss's gradient in closed form.
+
+Multinomial: C logits, softmax, cross-entropy. Binary: one logit, sigmoid, binary
+cross-entropy. The model takes float inputs in [0, 1] or raw uint8 pixels (0..255); the
+1/255 scaling is folded into the matrix product so uint8 batches are never rescaled in memory.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PIXEL_SCALE = 1.0 / 255.0
+
+
+def log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """log softmax over the last dimension, stable for large logits."""
+    return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+
+
+def softmax(logits: torch.Tensor) -> torch.Tensor:
+    """softmax over the last dimension: exp(z - max) normalised, so no overflow."""
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    exp = shifted.exp()
+    return exp / exp.sum(dim=-1, keepdim=True)
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood of integer `targets` under softmax(`logits`)."""
+    return -log_softmax(logits).gather(-1, targets.unsqueeze(-1)).mean()
+
+
+def binary_cross_entropy_with_logits(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean BCE of 0/1 `target` under sigmoid(`logit`): max(z,0) - z*y + log(1+exp(-|z|))."""
+    target = target.to(logit.dtype)
+    return (logit.clamp(min=0) - logit * target + torch.log1p(torch.exp(-logit.abs()))).mean()
+
+
+def loss_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """d(mean loss)/d(logits): (softmax - one_hot)/N, or (sigmoid - y)/N for one logit."""
+    if logits.shape[-1] == 1:
+        residual = torch.sigmoid(logits).sub_(targets.to(logits.dtype).unsqueeze(-1))
+    else:
+        residual = torch.softmax(logits, dim=-1)
+        residual.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(residual[:, :1], -1.0))
+    return residual.div_(len(logits))
+
+
+class LogisticRegression(nn.Module):
+    """A linear layer read as class scores: `n_classes` logits, or one logit when binary."""
+
+    def __init__(self, n_features: int, n_classes: int):
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+        self.n_features = n_features
+        self.n_classes = n_classes
+        self.linear = nn.Linear(n_features, 1 if n_classes == 2 else n_classes)
+        # Zero start, as scikit-learn: the loss is convex, so nothing needs breaking symmetry,
+        # and pixels that are never lit keep weight 0, which keeps the templates clean.
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    @property
+    def binary(self) -> bool:
+        return self.n_classes == 2
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
+        x = x.reshape(len(x), -1)
+        if x.shape[1] != self.n_features:
+            raise ValueError(f"expected {self.n_features} features per sample, got {x.shape[1]}")
+        scale = PIXEL_SCALE if x.dtype == torch.uint8 else 1.0
+        return x.to(self.linear.weight.dtype), scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, shape (N, C) or (N, 1) when binary."""
+        features, scale = self._features(x)
+        return torch.addmm(self.linear.bias, features, self.linear.weight.T, alpha=scale)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean loss from logits (the loss applies softmax/sigmoid itself, exactly once)."""
+        if self.binary:
+            return F.binary_cross_entropy_with_logits(logits.squeeze(-1), targets.to(logits.dtype))
+        return F.cross_entropy(logits, targets)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, C) from logits; binary gives two columns, P(0) and P(1)."""
+        if self.binary:
+            positive = torch.sigmoid(logits)
+            return torch.cat([1 - positive, positive], dim=-1)
+        return torch.softmax(logits, dim=-1)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return self.probabilities(self(x))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+        """Class indices; binary uses P(positive) >= `threshold`."""
+        logits = self(x)
+        if self.binary:
+            return (torch.sigmoid(logits.squeeze(-1)) >= threshold).long()
+        return logits.argmax(dim=-1)
+
+    @torch.no_grad()
+    def accumulate_gradients(
+        self, x: torch.Tensor, targets: torch.Tensor, weight: float = 1.0
+    ) -> torch.Tensor:
+        """Add `weight` x the closed-form gradient of the mean loss on (x, targets) to .grad.
+
+        Returns the (unweighted) mean loss. Written by hand because it is about 1.5x faster than
+        autograd for this model: one log-softmax and two small matrix products per batch, no graph.
+        """
+        features, scale = self._features(x)
+        logits = torch.addmm(self.linear.bias, features, self.linear.weight.T, alpha=scale)
+        if self.binary:
+            loss = self.loss(logits, targets)
+            residual = loss_gradient(logits, targets)
+        else:  # one log-softmax gives both the loss and the gradient
+            log_probs = torch.log_softmax(logits, dim=-1)
+            picked = log_probs.gather(-1, targets.unsqueeze(-1))
+            loss = picked.mean().neg()
+            residual = log_probs.exp_().scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(picked, -1.0))
+            residual.div_(len(logits))
+        residual.mul_(weight * scale)
+        grad_weight = residual.T.mm(features)
+        residual.div_(scale)
+        grad_bias = residual.sum(dim=0)
+        for param, grad in ((self.linear.weight, grad_weight), (self.linear.bias, grad_bias)):
+            if param.grad is None:
+                param.grad = grad
+            else:
+                param.grad.add_(grad)
+        return loss

@@ -1,0 +1,122 @@
+"""Optimizer updates and learning-rate schedules for the trainer.
+
+SGD (momentum, Nesterov) and Adam are written out here with the exact update rules of
+``torch.optim.SGD`` / ``torch.optim.Adam`` (the tests check them step for step), because
+``torch.optim`` imports ``torch._dynamo`` on first use, about 2 s here, longer than a whole
+training run, and wraps every ``step()``. L-BFGS, which is long and subtle, stays torch's own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .config import TrainConfig
+
+
+class SGD:
+    """torch.optim.SGD with momentum, dampening 0 and optional Nesterov; no weight decay."""
+
+    def __init__(self, params: list[torch.Tensor], momentum: float = 0.0, nesterov: bool = False):
+        self.params = params
+        self.momentum = momentum
+        self.nesterov = nesterov and momentum > 0
+        self.buffers = [torch.zeros_like(p) for p in params] if momentum > 0 else []
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        for index, param in enumerate(self.params):
+            grad = param.grad
+            if self.momentum > 0:
+                buffer = self.buffers[index].mul_(self.momentum).add_(grad)
+                grad = grad.add(buffer, alpha=self.momentum) if self.nesterov else buffer
+            param.add_(grad, alpha=-lr)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"momentum_{i}": b for i, b in enumerate(self.buffers)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for i, buffer in enumerate(self.buffers):
+            buffer.copy_(state[f"momentum_{i}"])
+
+
+class Adam:
+    """torch.optim.Adam (betas 0.9/0.999, eps 1e-8, no amsgrad); no weight decay."""
+
+    def __init__(
+        self, params: list[torch.Tensor], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ):
+        self.params = params
+        self.betas = betas
+        self.eps = eps
+        self.steps = 0
+        self.first = [torch.zeros_like(p) for p in params]
+        self.second = [torch.zeros_like(p) for p in params]
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        beta1, beta2 = self.betas
+        self.steps += 1
+        correction1 = 1 - beta1**self.steps
+        correction2_sqrt = math.sqrt(1 - beta2**self.steps)
+        for param, first, second in zip(self.params, self.first, self.second, strict=True):
+            first.lerp_(param.grad, 1 - beta1)
+            second.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
+            denominator = (second.sqrt() / correction2_sqrt).add_(self.eps)
+            param.addcdiv_(first, denominator, value=-lr / correction1)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {"steps": torch.tensor(self.steps)}
+        for i, (first, second) in enumerate(zip(self.first, self.second, strict=True)):
+            state[f"first_{i}"], state[f"second_{i}"] = first, second
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.steps = int(state["steps"])
+        for i, (first, second) in enumerate(zip(self.first, self.second, strict=True)):
+            first.copy_(state[f"first_{i}"])
+            second.copy_(state[f"second_{i}"])
+
+
+class LBFGS:
+    """torch.optim.LBFGS with a strong-Wolfe line search, one iteration per `step`."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float):
+        self.optimizer = torch.optim.LBFGS(
+            params, lr=lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe"
+        )
+
+    def step(self, lr: float, closure: Callable[[], torch.Tensor]) -> None:
+        self.optimizer.param_groups[0]["lr"] = lr
+        self.optimizer.step(closure)
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def make_optimizer(params: list[torch.Tensor], config: TrainConfig) -> SGD | Adam | LBFGS:
+    if config.optimizer == "sgd":
+        return SGD(params, config.momentum, config.nesterov)
+    if config.optimizer == "adam":
+        return Adam(params)
+    return LBFGS(params, config.learning_rate)
+
+
+def scheduled_lr(config: TrainConfig, iteration: int, total: int) -> float:
+    """The learning rate for step `iteration` (0-based) of `total`.
+
+    cosine: lr * (1 + cos(pi * t / T)) / 2, as CosineAnnealingLR(T_max=total, eta_min=0);
+    step: x0.1 at 50% and again at 75% of the run, as MultiStepLR(gamma=0.1).
+    """
+    lr = config.learning_rate
+    if config.schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * iteration / total))
+    if config.schedule == "step":
+        milestones = (max(1, total // 2), max(1, (3 * total) // 4))
+        return lr * 0.1 ** sum(iteration >= m for m in milestones)
+    return lr

@@ -1,0 +1,263 @@
+"""The trainer: mini-batches drawn by index from in-memory tensors, a torch optimizer, metrics.
+
+>>> from torchlogreg import preset, train
+>>> result = train(preset("default", data_root="../shared/data"))
+>>> result.metrics["test"]["accuracy"]
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from .config import TrainConfig, validate
+from .data import Data, load_data
+from .evaluation import evaluate
+from .exceptions import ConfigError, DivergenceError
+from .model import LogisticRegression
+from .optimizers import make_optimizer, scheduled_lr
+
+LBFGS_CHUNK = 16384  # rows per chunk of the full-batch gradient: bounds memory
+TRAIN_ACCURACY_SAMPLES = 10_000  # periodic train accuracy is measured on this many samples
+EXPLOSION_FACTOR = 100.0  # a loss this many times its starting value counts as diverged
+HISTORY_KEYS = ("iteration", "epoch", "lr", "loss", "train_accuracy", "val_accuracy", "val_loss")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: the model, its history and its metrics."""
+
+    model: LogisticRegression
+    config: TrainConfig
+    class_names: tuple[str, ...]
+    source_labels: tuple[int, ...]
+    image_shape: tuple[int, ...]
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda, then mps, then cpu; an unavailable device raises ConfigError."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+    ):
+        raise ConfigError(
+            f"device {name!r} is not available here (CUDA devices: "
+            f"{torch.cuda.device_count()}); use --device cpu or auto"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} is not available here; use --device cpu or auto")
+    return device
+
+
+def add_penalty_gradients(model: LogisticRegression, config: TrainConfig) -> None:
+    """Add the gradients of the L2 and L1 penalties to the weight's .grad.
+
+    Done here rather than through the optimizer's weight_decay so that the bias is never
+    penalised (as in scikit-learn) and L-BFGS, which has no weight_decay, gets the same objective.
+    """
+    weight = model.linear.weight
+    with torch.no_grad():
+        if config.weight_decay:
+            weight.grad.add_(weight, alpha=config.weight_decay)
+        if config.l1:
+            weight.grad.add_(weight.sign(), alpha=config.l1)
+
+
+def penalty(model: LogisticRegression, config: TrainConfig) -> float:
+    """The value of the L2 and L1 penalties: 0.5 * weight_decay * |w|^2 + l1 * |w|_1."""
+    weight = model.linear.weight.detach()
+    return float(0.5 * config.weight_decay * weight.square().sum() + config.l1 * weight.abs().sum())
+
+
+def _check_loss(loss: float, start: float, iteration: int, config: TrainConfig) -> None:
+    if not math.isfinite(loss) or loss > EXPLOSION_FACTOR * max(start, 1.0):
+        what = f"became {loss}" if not math.isfinite(loss) else f"rose to {loss:.4g} from {start:.4g}"
+        raise DivergenceError(
+            f"training diverged: the loss {what} at iteration {iteration} with "
+            f"{config.optimizer} lr {config.learning_rate:g}; lower --lr"
+        )
+
+
+class Trainer:
+    """Runs one training: call `run()` once."""
+
+    def __init__(
+        self, config: TrainConfig, data: Data, *, verbose: bool = True, progress: bool | None = None
+    ):
+        validate(config)
+        self.config = config
+        self.data = data
+        self.verbose = verbose
+        self.progress = progress if verbose else False
+        self.device = resolve_device(config.device)
+        self.train_x = data.train.images.reshape(len(data.train), -1).to(self.device)
+        self.train_y = data.train.labels.to(self.device)
+        n_train = len(self.train_y)
+        if config.optimizer != "lbfgs" and config.batch_size > n_train:
+            raise ConfigError(
+                f"batch_size must be at most the {n_train} training samples, got {config.batch_size}"
+            )
+        self.steps_per_epoch = 1 if config.optimizer == "lbfgs" else math.ceil(n_train / config.batch_size)
+        self.total = config.iters or config.epochs * self.steps_per_epoch
+        self.eval_every = config.eval_every or (10 if config.optimizer == "lbfgs" else self.steps_per_epoch)
+        self.model = LogisticRegression(self.train_x.shape[1], data.n_classes).to(self.device)
+        self.optimizer = make_optimizer(list(self.model.parameters()), config)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.history: list[dict] = []
+        self.iteration = 0
+        self.start_loss: float | None = None
+        self.best = (math.inf, None, 0)  # (val loss, state dict, iteration)
+        self.checks_without_progress = 0
+
+    # --- one optimizer step ---------------------------------------------------------------
+    def _batch_step(self, index: torch.Tensor, lr: float) -> float:
+        x = self.train_x.index_select(0, index)
+        y = self.train_y.index_select(0, index)
+        self.model.zero_grad(set_to_none=True)
+        loss = self.model.accumulate_gradients(x, y).item()
+        add_penalty_gradients(self.model, self.config)
+        self.optimizer.step(lr)
+        return loss
+
+    def _full_batch_step(self, lr: float) -> float:
+        n = len(self.train_y)
+        data_loss = 0.0
+
+        def closure() -> torch.Tensor:
+            nonlocal data_loss
+            self.model.zero_grad(set_to_none=True)
+            data_loss = 0.0
+            for start in range(0, n, LBFGS_CHUNK):
+                x, y = self.train_x[start : start + LBFGS_CHUNK], self.train_y[start : start + LBFGS_CHUNK]
+                data_loss += self.model.accumulate_gradients(x, y, weight=len(y) / n).item() * len(y) / n
+            add_penalty_gradients(self.model, self.config)
+            return torch.tensor(data_loss + penalty(self.model, self.config))
+
+        self.optimizer.step(lr, closure)
+        return data_loss
+
+    def _batches(self):
+        """Index tensors of the mini-batches, epoch after epoch, one permutation per epoch."""
+        n, size = len(self.train_y), self.config.batch_size
+        while True:
+            order = torch.randperm(n, generator=self.generator).to(self.device)
+            for start in range(0, n, size):
+                yield order[start : start + size]
+
+    # --- checks ---------------------------------------------------------------------------
+    def _record(self, loss: float, lr: float) -> dict:
+        row = dict.fromkeys(HISTORY_KEYS)
+        row.update(iteration=self.iteration, epoch=self.iteration / self.steps_per_epoch, lr=lr, loss=loss)
+        self.history.append(row)
+        return row
+
+    def _evaluate(self, row: dict) -> bool:
+        """Fill the periodic metrics into `row`; return True when early stopping says stop."""
+        threshold = self.config.threshold
+        sample = slice(0, TRAIN_ACCURACY_SAMPLES)
+        row["train_accuracy"] = evaluate(self.model, self.train_x[sample], self.train_y[sample], threshold)[
+            "accuracy"
+        ]
+        if self.data.val is None:
+            train_accuracy = row["train_accuracy"]
+            self._log(
+                f"iteration {self.iteration:>7}  loss {row['loss']:.4f}  train accuracy {train_accuracy:.4f}"
+            )
+            return False
+        val = evaluate(self.model, self.data.val.images, self.data.val.labels, threshold)
+        row.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
+        self._log(
+            f"iteration {self.iteration:>7}  loss {row['loss']:.4f}  val accuracy {val['accuracy']:.4f}"
+        )
+        if val["loss"] < self.best[0] - 1e-7:
+            state = copy.deepcopy(self.model.state_dict()) if self.config.patience else None
+            self.best = (val["loss"], state, self.iteration)
+            self.checks_without_progress = 0
+        else:
+            self.checks_without_progress += 1
+        return self.config.patience is not None and self.checks_without_progress >= self.config.patience
+
+    def _log(self, line: str) -> None:
+        if self.verbose:
+            tqdm.write(line)
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        # disable=None lets tqdm decide: no bar when stderr is not a terminal.
+        disable = None if self.progress is None else not self.progress
+        bar = tqdm(total=self.total, unit="it", disable=disable, leave=False, dynamic_ncols=True)
+        batches = self._batches()
+        stopped_early = False
+        started = time.perf_counter()
+        while self.iteration < self.total:
+            lr = scheduled_lr(self.config, self.iteration, self.total)
+            if self.config.optimizer == "lbfgs":
+                loss = self._full_batch_step(lr)
+            else:
+                loss = self._batch_step(next(batches), lr)
+            self.iteration += 1
+            self.start_loss = loss if self.start_loss is None else self.start_loss
+            _check_loss(loss, self.start_loss, self.iteration, self.config)
+            row = self._record(loss, lr)
+            bar.update()
+            if (self.iteration % self.eval_every == 0 or self.iteration == self.total) and self._evaluate(
+                row
+            ):
+                stopped_early = True
+                break
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        train_seconds = time.perf_counter() - started
+        bar.close()
+        if self.config.patience is not None and self.best[1] is not None:
+            self.model.load_state_dict(self.best[1])
+        return TrainResult(
+            model=self.model.eval(),
+            config=self.config,
+            class_names=self.data.class_names,
+            source_labels=self.data.source_labels,
+            image_shape=self.data.image_shape,
+            history=self.history,
+            metrics=self._final_metrics(train_seconds, stopped_early),
+        )
+
+    def _final_metrics(self, train_seconds: float, stopped_early: bool) -> dict:
+        threshold = self.config.threshold
+        splits = {"train": self.data.train, "val": self.data.val, "test": self.data.test}
+        metrics = {
+            name: evaluate(self.model, split.images, split.labels, threshold)
+            for name, split in splits.items()
+            if split is not None
+        }
+        metrics.update(
+            train_seconds=train_seconds,
+            iterations=self.iteration,
+            epochs=round(self.iteration / self.steps_per_epoch, 4),
+            stopped_early=stopped_early,
+            best_iteration=self.best[2] if self.data.val is not None else None,
+            device=str(self.device),
+        )
+        return metrics
+
+
+def train(
+    config: TrainConfig, data: Data | None = None, *, verbose: bool = True, progress: bool | None = None
+) -> TrainResult:
+    """Train a logistic regression as `config` says; load the data too unless given."""
+    validate(config)
+    if data is None:
+        data = load_data(config)
+    return Trainer(config, data, verbose=verbose, progress=progress).run()
