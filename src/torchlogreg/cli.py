@@ -38,6 +38,11 @@ def _add_data_options(parser: argparse.ArgumentParser, dataset_help: str) -> Non
         metavar="DIR",
         help="folder holding the datasets (default: $TORCHLOGREG_DATA, else ~/.cache/torchlogreg)",
     )
+    parser.add_argument(
+        "--no-download",
+        action="store_true",
+        help="fail instead of downloading when the dataset files are missing",
+    )
     parser.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
 
 
@@ -150,7 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out()
     if is_run_folder(out) and not args.overwrite:
         raise CheckpointError(f"{out} already holds a run; choose another --out or pass --overwrite")
-    data = load_data(config)
+    data = load_data(config, download=not args.no_download)
     say = (lambda *_: None) if args.quiet else print
     val = len(data.val) if data.val is not None else 0
     budget = f"{config.iters} iterations" if config.iters else f"{config.epochs} epochs"
@@ -184,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data_root=args.data_root or run.config.data_root,
         train_size=None,
     )
-    train_split, test_split, names = load_splits(config.dataset, config.data_root)
+    train_split, test_split, names = load_splits(config.dataset, config.data_root, not args.no_download)
     data = prepare(config, train_split, test_split, names)
     if data.n_classes != run.model.n_classes:
         raise ConfigError(

@@ -22,7 +22,7 @@ MAX_IMAGE_PIXELS = 50_000_000  # refuse larger images before decoding them (deco
 FIELD = 28  # MNIST's field size
 BOX = 20  # MNIST fits each digit into a box this size
 WORK_SIZE = 96  # large crops are first reduced to this size before stroke thickening
-INK_LEVEL = 0.2  # fraction of the darkest ink below which a pixel counts as paper
+INK_LEVEL = 0.1  # fraction of the darkest ink below which a pixel counts as paper
 
 
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
@@ -68,17 +68,36 @@ def _to_gray(image) -> np.ndarray:
     return np.asarray(gray, dtype=np.float32) / 255.0
 
 
+def _background(gray: np.ndarray, tiles: int = 6) -> np.ndarray:
+    """The paper's level at each pixel (ink bright): per-tile low percentiles, interpolated.
+
+    A photo is lit unevenly, so one global level leaves shadows that look like ink; ink is
+    brighter than paper and rarely fills a whole tile, so a tile's 10th percentile is its paper.
+    """
+    from PIL import Image
+
+    height, width = gray.shape
+    rows = np.array_split(np.arange(height), min(tiles, height))
+    cols = np.array_split(np.arange(width), min(tiles, width))
+    levels = np.array([[np.percentile(gray[np.ix_(r, c)], 10) for c in cols] for r in rows], dtype=np.float32)
+    smooth = Image.fromarray(levels, mode="F").resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(smooth, dtype=np.float32)
+
+
 def _ink(gray: np.ndarray) -> np.ndarray:
-    """Ink as bright-on-black in [0, 1], background removed; light paper is inverted first."""
+    """Ink as bright-on-black in [0, 1] with the paper removed; light paper is inverted first."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if np.median(border) > 0.5:
         gray = 1.0 - gray
-    ink = np.clip(gray - np.median(gray), 0.0, None)  # most of a picture is background
+    ink = np.clip(gray - _background(gray), 0.0, None)
     peak = float(ink.max()) if ink.size else 0.0
     if peak < 0.05:
         raise InputError("no digit found: the image is blank or has no contrast")
-    ink = ink / peak
-    return np.where(ink < INK_LEVEL, 0.0, (ink - INK_LEVEL) / (1 - INK_LEVEL)).astype(np.float32)
+    # Noise level from the median absolute deviation (paper is most of the picture); what is
+    # within a few noise widths of the paper, or fainter than INK_LEVEL of the ink, is paper.
+    noise = 1.4826 * float(np.median(np.abs(ink - np.median(ink))))
+    level = max(INK_LEVEL * peak, 4.0 * noise)
+    return (np.clip(ink - level, 0.0, None) / max(peak - level, 1e-6)).astype(np.float32)
 
 
 def _resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -110,11 +129,23 @@ def _thicken(crop: np.ndarray) -> np.ndarray:
     return np.asarray(image, dtype=np.float32)
 
 
+def _mass_span(profile: np.ndarray, tail: float = 0.002) -> tuple[int, int]:
+    """Start and end of the ink along one axis, ignoring the outer `tail` of its mass.
+
+    A few stray specks of noise far from the digit would otherwise stretch its box.
+    """
+    cumulative = np.cumsum(profile) / profile.sum()
+    return int(np.searchsorted(cumulative, tail, side="right")), int(
+        np.searchsorted(cumulative, 1 - tail)
+    ) + 1
+
+
 def mnist_style(gray: np.ndarray) -> np.ndarray:
     """A 28x28 float image in MNIST's layout from a grayscale picture of one digit."""
     ink = _ink(np.asarray(gray, dtype=np.float32))
-    rows, cols = np.nonzero(ink.any(axis=1))[0], np.nonzero(ink.any(axis=0))[0]
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    row_start, row_end = _mass_span(ink.sum(axis=1))
+    col_start, col_end = _mass_span(ink.sum(axis=0))
+    crop = ink[row_start:row_end, col_start:col_end]
     if max(crop.shape) > WORK_SIZE:
         factor = WORK_SIZE / max(crop.shape)
         crop = _resize(crop, max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
@@ -127,8 +158,8 @@ def mnist_style(gray: np.ndarray) -> np.ndarray:
     total = float(digit.sum())
     centre_y = float((digit.sum(axis=1) * np.arange(height)).sum()) / total
     centre_x = float((digit.sum(axis=0) * np.arange(width)).sum()) / total
-    top = int(np.clip(round((FIELD - 1) / 2 - centre_y), 0, FIELD - height))
-    left = int(np.clip(round((FIELD - 1) / 2 - centre_x), 0, FIELD - width))
+    top = int(np.clip(round(FIELD / 2 - centre_y), 0, FIELD - height))
+    left = int(np.clip(round(FIELD / 2 - centre_x), 0, FIELD - width))
     field = np.zeros((FIELD, FIELD), dtype=np.float32)
     field[top : top + height, left : left + width] = digit
     return field

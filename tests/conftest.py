@@ -1,0 +1,84 @@
+"""Shared fixtures: the real MNIST from ../shared/data (or $TORCHLOGREG_DATA), tiny synthetic data,
+and one trained default run reused by the tests that only read it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchlogreg import TrainConfig, preset, train
+from torchlogreg.data import Data, Split, load_splits, prepare
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("TORCHLOGREG_DATA") or REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def mnist_splits(data_root):
+    """(train, test, class names) of the real MNIST, loaded once."""
+    return load_splits("mnist", data_root, download=False)
+
+
+@pytest.fixture(scope="session")
+def mnist_data(mnist_splits) -> Data:
+    return prepare(TrainConfig(), *mnist_splits)
+
+
+@pytest.fixture(scope="session")
+def default_result(mnist_data, data_root):
+    """The default preset trained once on real MNIST."""
+    return train(preset("default", data_root=str(data_root), device="cpu"), mnist_data, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def default_run(default_result, tmp_path_factory) -> Path:
+    from torchlogreg.checkpoints import save_run
+
+    return save_run(default_result, tmp_path_factory.mktemp("runs") / "default")
+
+
+def synthetic_data(n_train=240, n_val=60, n_test=60, n_classes=3, side=4, seed=0) -> Data:
+    """Separable-ish blobs as uint8 images: class c lights up pixel block c."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        labels = torch.arange(n) % n_classes
+        images = torch.randint(0, 60, (n, side, side), generator=generator, dtype=torch.uint8)
+        flat = images.view(n, -1)
+        for c in range(n_classes):
+            flat[labels == c, c] = 250
+        return Split(images, labels)
+
+    names = tuple(str(c) for c in range(n_classes))
+    return Data(
+        "synthetic",
+        split(n_train),
+        split(n_val) if n_val else None,
+        split(n_test),
+        names,
+        tuple(range(n_classes)),
+        n_classes == 2,
+    )
+
+
+@pytest.fixture
+def tiny_data() -> Data:
+    return synthetic_data()
+
+
+@pytest.fixture
+def tiny_config() -> TrainConfig:
+    return TrainConfig(batch_size=16, epochs=3, device="cpu", val_size=60)

@@ -1,0 +1,103 @@
+"""Run folders: what is written, the round trip, and loading that refuses anything unsafe or
+inconsistent."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from torchlogreg import CheckpointError
+from torchlogreg.checkpoints import load_run, save_run
+from torchlogreg.evaluation import evaluate
+
+
+def test_run_folder_holds_the_promised_files(default_run):
+    names = {p.name for p in default_run.iterdir()}
+    assert {"model.safetensors", "model.json", "metrics.json", "history.csv"} <= names
+    meta = json.loads((default_run / "model.json").read_text())
+    assert meta["dataset"] == "mnist" and meta["class_names"] == list("0123456789")
+    assert meta["input_shape"] == [28, 28] and meta["config"]["optimizer"] == "sgd"
+    assert {"torch", "torchlogreg", "python"} <= meta["versions"].keys() and len(meta["weights_sha256"]) == 64
+    metrics = json.loads((default_run / "metrics.json").read_text())
+    assert (
+        0 < metrics["test"]["accuracy"] <= 1
+        and {"val", "train_seconds", "epochs", "iterations"} <= metrics.keys()
+    )
+    header, first = (default_run / "history.csv").read_text().splitlines()[:2]
+    assert header == "iteration,epoch,lr,loss,train_accuracy,val_accuracy,val_loss"
+    assert first.startswith("1,")
+    assert not list(default_run.glob(".*.tmp"))
+
+
+def test_round_trip_gives_the_same_metrics_and_predictions(default_run, default_result, mnist_data):
+    run = load_run(default_run)
+    test = mnist_data.test
+    assert evaluate(run.model, test.images, test.labels) == pytest.approx(default_result.metrics["test"])
+    assert torch.equal(run.model.predict(test.images), default_result.model.predict(test.images))
+
+
+def test_existing_run_is_not_overwritten(default_run, default_result):
+    with pytest.raises(
+        CheckpointError, match="already holds a run; choose another --out or pass --overwrite"
+    ):
+        save_run(default_result, default_run)
+
+
+@pytest.fixture
+def run_copy(default_run, tmp_path):
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for path in default_run.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    return copy
+
+
+def test_pickle_posing_as_a_checkpoint_is_refused_without_running_it(run_copy, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (run_copy / "model.safetensors").write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(CheckpointError, match="looks like a pickle"):
+        load_run(run_copy)
+    assert not marker.exists()
+
+
+def test_torch_save_file_is_refused(run_copy):
+    torch.save({"linear.weight": torch.zeros(10, 784)}, run_copy / "model.safetensors")
+    with pytest.raises(CheckpointError, match="pickle / torch.save"):
+        load_run(run_copy)
+
+
+def test_changed_weights_fail_the_checksum(run_copy):
+    path = run_copy / "model.safetensors"
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="SHA-256 .* does not match"):
+        load_run(run_copy)
+
+
+def test_shapes_disagreeing_with_metadata_are_refused(run_copy):
+    meta_path = run_copy / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update(n_classes=5, class_names=list("01234"))
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(
+        CheckpointError, match=r"tensors .*\(10, 784\).* do not match the shapes .*\(5, 784\)"
+    ):
+        load_run(run_copy)
+
+
+def test_missing_or_broken_metadata(run_copy, tmp_path):
+    with pytest.raises(CheckpointError, match="is not a folder"):
+        load_run(tmp_path / "nowhere")
+    (run_copy / "model.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="model.json is not valid JSON"):
+        load_run(run_copy)
+    (run_copy / "model.json").unlink()
+    with pytest.raises(CheckpointError, match="model.json is missing"):
+        load_run(run_copy)

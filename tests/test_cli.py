@@ -1,0 +1,116 @@
+"""The command line: help, train/evaluate/predict end to end on real MNIST, and errors as one
+line with a non-zero exit."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from torchlogreg.cli import main
+
+
+def run_cli(*args):
+    """Run the installed CLI as a user would, in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "torchlogreg", *map(str, args)], capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"]])
+def test_help_is_complete(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    if command == ["train"]:
+        for flag in (
+            "--dataset",
+            "--data-root",
+            "--out",
+            "--preset",
+            "--optimizer",
+            "--lr",
+            "--batch-size",
+            "--epochs",
+            "--iters",
+            "--weight-decay",
+            "--l1",
+            "--momentum",
+            "--schedule",
+            "--val-size",
+            "--train-size",
+            "--classes",
+            "--positive",
+            "--threshold",
+            "--eval-every",
+            "--patience",
+            "--seed",
+            "--device",
+            "--quiet",
+        ):
+            assert flag in text
+
+
+def test_train_evaluate_predict(tmp_path, data_root, mnist_splits):
+    out = tmp_path / "run"
+    trained = run_cli("train", "--data-root", data_root, "--out", out, "--epochs", "1", "--device", "cpu")
+    assert trained.returncode == 0, trained.stderr
+    assert "iteration     430  loss" in trained.stdout and "test accuracy 0.9" in trained.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    evaluated = run_cli("evaluate", out, "--data-root", data_root, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout)
+    assert result["accuracy"] == metrics["test"]["accuracy"]
+    assert result["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-6)
+
+    digit = 255 - mnist_splits[1].images[0].numpy()
+    Image.fromarray(digit).resize((90, 90)).save(tmp_path / "seven.png")
+    np.save(tmp_path / "digits.npy", mnist_splits[1].images[:3].numpy())
+    predicted = run_cli(
+        "predict", out, tmp_path / "seven.png", tmp_path / "digits.npy", "--json", "--top-k", "2"
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    rows = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert [row["label"] for row in rows] == ["7", "7", "2", "1"]
+    assert rows[1]["file"].endswith("digits.npy[0]") and len(rows[0]["top_k"]) == 2
+    assert rows[0]["top_k"][0]["label"] == "7" and 0.5 < rows[0]["probability"] <= 1
+
+
+def test_binary_run_from_the_command_line(tmp_path, data_root):
+    out = tmp_path / "binary"
+    trained = run_cli("train", "--data-root", data_root, "--out", out, "--classes", "3,8", "--quiet")
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((out / "model.json").read_text())["binary"] is True
+    assert json.loads((out / "metrics.json").read_text())["test"]["accuracy"] >= 0.95
+
+
+@pytest.mark.parametrize(
+    "args,fragment,code",
+    [
+        (["train", "--lr", "-1"], "lr must be a number > 0, got -1.0", 2),
+        (["train", "--optimizer", "adamw"], "did you mean 'adam'?", 2),
+        (["train", "--dataset", "mnits"], "did you mean 'mnist'?", 2),
+        (["train", "--preset", "tutorail"], "did you mean 'tutorial'?", 2),
+        (["evaluate", "no/such/run"], "no/such/run is not a folder", 1),
+    ],
+)
+def test_errors_are_one_line_and_non_zero(args, fragment, code, capsys):
+    assert main(args) == code
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_missing_data_is_one_clear_line(tmp_path):
+    result = run_cli("train", "--data-root", tmp_path, "--out", tmp_path / "run", "--quiet", "--no-download")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "train-images-idx3-ubyte" in result.stderr and str(tmp_path / "MNIST" / "raw") in result.stderr
+
+
+def test_debug_shows_the_traceback(capsys):
+    assert main(["--debug", "evaluate", "no/such/run"]) == 1
+    assert "Traceback" in capsys.readouterr().err

@@ -1,0 +1,86 @@
+"""Configuration: presets, overrides and the one validator's messages."""
+
+import pytest
+
+from torchlogreg import PRESETS, ConfigError, TrainConfig, preset
+from torchlogreg.config import validate
+
+
+def test_default_preset_is_the_dataclass_defaults():
+    assert PRESETS["default"] == TrainConfig()
+
+
+def test_tutorial_preset_is_the_tutorials_loop():
+    config = preset("tutorial")
+    assert (config.optimizer, config.learning_rate, config.batch_size, config.iters) == (
+        "sgd",
+        0.001,
+        100,
+        3000,
+    )
+    assert config.momentum == 0 and config.schedule == "none" and config.epochs is None
+
+
+def test_flags_override_a_preset_and_none_keeps_it():
+    config = preset("tutorial", lr=0.1, epochs=1, batch_size=None)
+    assert config.lr == 0.1 and config.epochs == 1 and config.iters is None and config.batch_size == 100
+
+
+def test_unknown_preset_suggests_the_closest():
+    with pytest.raises(ConfigError, match="did you mean 'tutorial'"):
+        preset("tutorail")
+
+
+def test_unknown_option_suggests_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown option 'weight_decy' \(did you mean 'weight_decay'\?\)"):
+        TrainConfig().replace(weight_decy=0.1)
+
+
+def test_validator_reports_every_problem_at_once():
+    config = TrainConfig(lr=-1, batch_size=0, optimizer="sgdd", dataset="mnsit", momentum=1.5)
+    with pytest.raises(ConfigError) as error:
+        validate(config)
+    message = str(error.value)
+    for fragment in (
+        "lr must be a number > 0, got -1",
+        "batch_size must be an integer > 0, got 0",
+        "optimizer must be one of sgd, adam, lbfgs, got 'sgdd' (did you mean 'sgd'?)",
+        "dataset must be one of",
+        "(did you mean 'mnist'?)",
+        "momentum must be a number in [0, 1)",
+    ):
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    "changes,fragment",
+    [
+        ({"classes": (3,)}, "at least two classes"),
+        ({"classes": (3, 3)}, "must not repeat"),
+        ({"classes": (3, 8), "positive": 1}, "classes or positive, not both"),
+        ({"patience": 2, "val_size": 0}, "patience needs a validation set"),
+        ({"device": "gpu"}, "device must be auto, cpu, cuda, cuda:N or mps"),
+        ({"threshold": 1.0}, "threshold must be a number in (0, 1)"),
+        ({"lr": float("nan")}, "lr must be a number > 0"),
+    ],
+)
+def test_invalid_combinations(changes, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        validate(TrainConfig(**changes))
+
+
+def test_epochs_and_iters_are_exclusive():
+    with pytest.raises(ConfigError, match="not both"):
+        validate(TrainConfig(epochs=2, iters=5))
+    assert TrainConfig().replace(iters=10).epochs is None
+
+
+def test_learning_rate_defaults_per_optimizer():
+    assert TrainConfig(optimizer="adam").learning_rate == 0.005
+    assert TrainConfig(optimizer="lbfgs").learning_rate == 1.0
+    assert TrainConfig(optimizer="adam", lr=0.1).learning_rate == 0.1
+
+
+def test_config_round_trips_through_a_dict():
+    config = TrainConfig(classes=(3, 8), lr=0.2)
+    assert TrainConfig.from_dict(config.to_dict()) == config

@@ -1,0 +1,163 @@
+"""Prediction inputs: MNIST-style preprocessing of pictures (checked on real test digits made to
+look like photos) and the reading of image and array files, with their errors."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFilter
+
+from torchlogreg import InputError
+from torchlogreg.images import load_inputs, mnist_style, read_array, read_image
+
+N_DIGITS = 600
+
+
+def _as_paper(digit: np.ndarray, rng, scale: int, photo: bool, thin: bool) -> np.ndarray:
+    """A test digit as dark ink on light paper, enlarged, shifted, optionally lit like a photo."""
+    image = Image.fromarray(255 - digit).resize((28 * scale, 28 * scale), Image.Resampling.BILINEAR)
+    if thin:  # thinner pen strokes than MNIST's
+        image = Image.fromarray(
+            255 - np.asarray(Image.fromarray(255 - np.asarray(image)).filter(ImageFilter.MinFilter(3)))
+        )
+    paper = np.ones((28 * scale + 40, 28 * scale + 60), np.float32)
+    top, left = rng.integers(0, 40), rng.integers(0, 60)
+    paper[top : top + 28 * scale, left : left + 28 * scale] = np.asarray(image, np.float32) / 255
+    if photo:  # uneven light, grey ink, sensor noise
+        light = 0.8 + 0.15 * np.linspace(0, 1, paper.shape[1])[None, :]
+        paper = np.clip(light * (paper * 0.85 + 0.1) + rng.normal(0, 0.02, paper.shape), 0, 1)
+    return paper
+
+
+@pytest.mark.parametrize("photo,thin", [(False, False), (True, False), (True, True)])
+def test_preprocessing_keeps_accuracy(default_result, mnist_splits, photo, thin):
+    test = mnist_splits[1]
+    digits, labels = test.images[:N_DIGITS], test.labels[:N_DIGITS]
+    rng = np.random.default_rng(0)
+    papers = [_as_paper(d.numpy(), rng, int(rng.integers(3, 6)), photo, thin) for d in digits]
+    processed = torch.from_numpy(np.stack([mnist_style(p) for p in papers]))
+    model = default_result.model
+    raw = (model.predict(digits) == labels).float().mean().item()
+    ours = (model.predict(processed) == labels).float().mean().item()
+    assert ours >= raw - 0.03, (raw, ours)
+
+
+def test_mnist_digit_passes_through_unchanged(mnist_splits):
+    digit = mnist_splits[1].images[0].numpy().astype(np.float32) / 255
+    assert np.abs(mnist_style(digit) - digit).mean() < 0.01
+
+
+def test_blank_image_is_refused():
+    with pytest.raises(InputError, match="no digit found"):
+        mnist_style(np.ones((50, 50), np.float32))
+
+
+def _digit_png(tmp_path, mnist_splits, mode="L", name="digit.png"):
+    digit = 255 - mnist_splits[1].images[0].numpy()  # a 7, dark on white
+    image = Image.fromarray(digit).resize((112, 112))
+    if mode == "RGBA":  # ink opaque, paper transparent (black but invisible)
+        alpha = 255 - np.asarray(image)
+        image = Image.fromarray(np.dstack([np.zeros((112, 112, 3), np.uint8), alpha]), "RGBA")
+    elif mode == "I;16":
+        image = Image.fromarray(np.asarray(image).astype(np.uint16) * 257)
+    path = tmp_path / name
+    image.save(path)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16"])
+def test_image_files_are_read_and_classified(default_result, mnist_splits, tmp_path, mode):
+    path = _digit_png(tmp_path, mnist_splits, mode)
+    images, names = load_inputs([path])
+    assert images.shape == (1, 28, 28) and names == [str(path)]
+    assert default_result.model.predict(images).item() == 7
+
+
+def test_rgba_transparency_is_composited_on_white(tmp_path, mnist_splits):
+    gray = read_image(_digit_png(tmp_path, mnist_splits, "RGBA"))
+    assert np.median(gray) > 0.9  # the transparent (black) paper became white
+
+
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        (b"", "not an image Pillow can read"),
+        (b"hello, I am text", "not an image Pillow can read"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image Pillow can read|corrupt"),
+    ],
+)
+def test_broken_image_files_are_refused(tmp_path, content, fragment):
+    path = tmp_path / "broken.png"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=f"{path}: ({fragment})"):
+        load_inputs([path])
+
+
+def test_truncated_jpeg_is_refused(tmp_path, mnist_splits):
+    path = tmp_path / "digit.jpg"
+    Image.fromarray(mnist_splits[1].images[0].numpy()).resize((200, 200)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(InputError, match="digit.jpg: corrupt or unreadable"):
+        load_inputs([path])
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (9000, 9000)).save(path)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(InputError, match="bomb.png: image of 9000x9000 pixels is larger than the limit"):
+        load_inputs([path])
+
+
+def test_animated_image_is_refused(tmp_path):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("L", (30, 30), color) for color in (0, 255)]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    with pytest.raises(InputError, match="anim.gif: animated or multi-frame image"):
+        load_inputs([path])
+
+
+def test_unsupported_suffix_is_refused(tmp_path):
+    with pytest.raises(InputError, match="unsupported file type .txt"):
+        load_inputs([tmp_path / "digit.txt"])
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (3, 28, 28), (784,), (2, 784)])
+def test_arrays_of_every_layout(tmp_path, shape):
+    path = tmp_path / "a.npy"
+    np.save(path, np.full(shape, 255, np.uint8))
+    images, names = load_inputs([path])
+    rows = int(np.prod(shape)) // 784
+    assert images.shape == (rows, 28, 28) and float(images.max()) == 1.0
+    assert len(names) == rows
+
+
+def test_npz_with_named_images(tmp_path):
+    path = tmp_path / "a.npz"
+    np.savez(path, images=np.zeros((2, 28, 28), np.float32), labels=np.array([1, 2]))
+    assert read_array(path).shape == (2, 784)
+
+
+@pytest.mark.parametrize(
+    "array,fragment",
+    [
+        (np.full((28, 28), np.nan, np.float32), "NaN or infinite"),
+        (np.full((28, 28), np.inf), "NaN or infinite"),
+        (np.full((28, 28), 3.0), r"float arrays must hold values in \[0, 1\]"),
+        (np.full((28, 28), 300, np.int32), "integer arrays must hold values in 0..255"),
+        (np.zeros((5, 10)), r"array of shape \(5, 10\) does not hold 28x28 images"),
+        (np.zeros((0, 784)), "the array is empty"),
+        (np.array(["a"] * 784), "arrays must hold numbers"),
+    ],
+)
+def test_bad_arrays_are_refused(tmp_path, array, fragment):
+    path = tmp_path / "bad.npy"
+    np.save(path, array)
+    with pytest.raises(InputError, match=fragment):
+        read_array(path)
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match="without pickles"):
+        read_array(path)

@@ -1,0 +1,110 @@
+"""Training end to end: accuracy of the presets on real MNIST, reproducibility, optimizers,
+early stopping, divergence and the history it records."""
+
+import pytest
+import torch
+
+from torchlogreg import ConfigError, DivergenceError, TrainConfig, preset, train
+from torchlogreg.data import prepare
+from torchlogreg.training import HISTORY_KEYS
+
+
+def test_default_preset_reaches_the_ceiling(default_result):
+    metrics = default_result.metrics
+    assert metrics["test"]["accuracy"] >= 0.925
+    assert metrics["test"]["n"] == 10000 and metrics["iterations"] == 4 * 430
+    assert {"train_seconds", "epochs", "iterations", "val", "train"} <= metrics.keys()
+
+
+def test_tutorial_preset_reproduces_the_tutorials(mnist_data, data_root):
+    result = train(preset("tutorial", device="cpu"), mnist_data, verbose=False)
+    assert 0.80 <= result.metrics["test"]["accuracy"] <= 0.85
+    assert result.metrics["iterations"] == 3000
+    checked = [row["iteration"] for row in result.history if row["val_accuracy"] is not None]
+    assert checked == [500, 1000, 1500, 2000, 2500, 3000]
+
+
+def test_binary_three_against_eight(mnist_splits):
+    config = preset("default", classes=(3, 8), device="cpu")
+    result = train(config, prepare(config, *mnist_splits), verbose=False)
+    assert result.model.binary and result.metrics["test"]["accuracy"] >= 0.95
+    assert result.metrics["test"]["n"] == 1010 + 974
+
+
+def test_same_seed_gives_identical_weights(tiny_data, tiny_config):
+    first = train(tiny_config, tiny_data, verbose=False).model.state_dict()
+    second = train(tiny_config, tiny_data, verbose=False).model.state_dict()
+    other = train(tiny_config.replace(seed=1), tiny_data, verbose=False).model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(first["linear.weight"], other["linear.weight"])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "lbfgs"])
+def test_every_optimizer_learns(tiny_data, tiny_config, optimizer):
+    result = train(tiny_config.replace(optimizer=optimizer, epochs=20), tiny_data, verbose=False)
+    assert result.metrics["test"]["accuracy"] >= 0.9
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_iters_counts_steps_across_epochs(tiny_data, tiny_config):
+    result = train(tiny_config.replace(iters=37, eval_every=10), tiny_data, verbose=False)
+    assert result.metrics["iterations"] == 37 and len(result.history) == 37
+    assert result.metrics["epochs"] == pytest.approx(37 / 15, abs=1e-3)
+    assert [r["iteration"] for r in result.history if r["val_accuracy"] is not None] == [10, 20, 30, 37]
+    assert all(tuple(row) == HISTORY_KEYS for row in result.history)
+
+
+def test_weight_decay_and_l1_shrink_the_weights(tiny_data, tiny_config):
+    def norm(**changes):
+        return train(tiny_config.replace(**changes), tiny_data, verbose=False).model.linear.weight.abs().sum()
+
+    plain = norm(weight_decay=0.0)
+    assert norm(weight_decay=0.5) < plain and norm(l1=0.05) < plain
+
+
+def test_early_stopping_restores_the_best_weights(tiny_data, tiny_config):
+    config = tiny_config.replace(epochs=200, eval_every=5, patience=3, lr=0.05)
+    result = train(config, tiny_data, verbose=False)
+    assert result.metrics["stopped_early"]
+    best = result.metrics["best_iteration"]
+    assert best < result.metrics["iterations"]
+    at_best = next(r["val_loss"] for r in result.history if r["iteration"] == best)
+    assert result.metrics["val"]["loss"] == pytest.approx(at_best, rel=1e-6)
+
+
+def test_exploding_loss_stops_with_a_clear_error(tiny_data, tiny_config):
+    with pytest.raises(DivergenceError, match="lower --lr"):
+        train(tiny_config.replace(lr=1e12, momentum=0.0), tiny_data, verbose=False)
+
+
+def test_nan_loss_stops_with_a_clear_error(tiny_data, tiny_config):
+    with pytest.raises(DivergenceError, match="became nan"):
+        train(tiny_config.replace(lr=1e38, momentum=0.0), tiny_data, verbose=False)
+
+
+def test_batch_larger_than_the_data_is_refused(tiny_data, tiny_config):
+    with pytest.raises(ConfigError, match="batch_size must be at most the 240 training samples, got 500"):
+        train(tiny_config.replace(batch_size=500), tiny_data, verbose=False)
+
+
+def test_unavailable_device_is_refused(tiny_data, tiny_config):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ConfigError, match="device 'cuda' is not available"):
+        train(tiny_config.replace(device="cuda"), tiny_data, verbose=False)
+
+
+def test_training_without_validation(tiny_data, tiny_config):
+    data = type(tiny_data)(**{**tiny_data.__dict__, "val": None})
+    result = train(tiny_config.replace(val_size=0), data, verbose=False)
+    assert "val" not in result.metrics and result.history[-1]["train_accuracy"] is not None
+
+
+def test_eval_lines_are_printed_like_the_tutorials(tiny_data, tiny_config, capsys):
+    train(tiny_config.replace(iters=20, eval_every=10), tiny_data, verbose=True, progress=False)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].split()[:2] == ["iteration", "10"] and "val accuracy" in lines[0]
+
+
+def test_tiny_config_is_valid(tiny_config):
+    assert isinstance(tiny_config, TrainConfig)
