@@ -174,6 +174,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{metrics['iterations']} iterations, {metrics['device']})"
     )
     say(f"saved run to {out}")
+    if args.report:
+        from .checkpoints import load_run
+        from .report import write_report
+
+        say(f"wrote the report to {write_report(load_run(out), data) / 'report.html'}")
     return 0
 
 
@@ -230,6 +235,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import report_for_run
+
+    out = report_for_run(args.run_dir, args.data_root, download=not args.no_download)
+    print(f"wrote {out / 'report.html'} and its figures")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demos
+
+    if args.name == "cross-entropy":
+        print(demos.format_cross_entropy(demos.cross_entropy_cases()))
+    else:
+        print(f"wrote {demos.linear_vs_logistic(args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchlogreg",
@@ -250,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", metavar="DIR", help="run folder to write (default: runs/<timestamp>)")
     out.add_argument("--overwrite", action="store_true", help="allow replacing a run already in --out")
     out.add_argument("--quiet", action="store_true", help="no progress bar and no periodic lines")
+    out.add_argument(
+        "--report", action="store_true", help="also write the figures and report.html (see 'report')"
+    )
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser(
@@ -282,6 +308,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     predict.set_defaults(handler=cmd_predict)
+
+    report = commands.add_parser(
+        "report",
+        help="write figures and a self-contained HTML report of a run",
+        description="Writes RUN_DIR/report/: samples, weights, curves, confusion, mistakes and calibration "
+        "figures (plus ROC/PR for binary runs) and report.html; adds per-class metrics and ECE to "
+        "metrics.json.",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
+    report.add_argument("--data-root", metavar="DIR", help="folder holding the datasets (default: the run's)")
+    report.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    report.set_defaults(handler=cmd_report)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the tutorials' teaching demos",
+        description="linear-vs-logistic: the fever example as a figure; "
+        "cross-entropy: the loss of confident right and wrong answers.",
+    )
+    demo.add_argument("name", choices=("linear-vs-logistic", "cross-entropy"), help="which demo")
+    demo.add_argument("--out", default="linear_vs_logistic.png", help="figure file (linear-vs-logistic)")
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 

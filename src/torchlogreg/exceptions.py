@@ -38,6 +38,22 @@ class DivergenceError(TorchLogRegError, FloatingPointError):
     """Training diverged: the loss became NaN/inf or exploded."""
 
 
+class DependencyError(TorchLogRegError):
+    """An optional dependency is missing (names the extra to install)."""
+
+
+def require(module: str, extra: str):
+    """Import `module`, or raise DependencyError naming `pip install 'torchlogreg[extra]'`."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DependencyError(
+            f"this needs {module.split('.')[0]}: pip install 'torchlogreg[{extra}]'"
+        ) from None
+
+
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     match = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)

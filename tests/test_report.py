@@ -1,0 +1,155 @@
+"""Reports: every figure is a real PNG of the fixed size drawn from the run's data, the metrics
+added to metrics.json are right, report.html is self-contained and renders in Chromium; demos."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from torchlogreg import preset, train
+from torchlogreg.checkpoints import load_run, save_run
+from torchlogreg.data import prepare
+from torchlogreg.demos import cross_entropy_cases, fit_logistic, least_squares, linear_vs_logistic
+from torchlogreg.report import (
+    DPI,
+    FIGSIZE,
+    Predictions,
+    calibration_bins,
+    expected_calibration_error,
+    weights_figure,
+    write_report,
+)
+
+FIGURES = ("samples", "weights", "curves", "confusion", "mistakes", "calibration")
+SIZE = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+
+
+@pytest.fixture(scope="module")
+def report_dir(default_run, mnist_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("report") / "run"
+    shutil.copytree(default_run, run_dir)
+    return write_report(load_run(run_dir), mnist_data)
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_each_figure_is_a_png_of_the_fixed_size(report_dir, name):
+    with Image.open(report_dir / f"{name}.png") as image:
+        assert image.format == "PNG" and image.size == SIZE
+        pixels = np.asarray(image.convert("L"))
+    assert pixels.std() > 10  # something is drawn
+
+
+def test_metrics_json_gains_the_report_metrics(report_dir):
+    metrics = json.loads((report_dir.parent / "metrics.json").read_text())
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 10000
+    assert np.trace(matrix) / 10000 == pytest.approx(metrics["test"]["accuracy"])
+    assert [row["class"] for row in metrics["per_class"]] == list("0123456789")
+    assert sum(row["support"] for row in metrics["per_class"]) == 10000
+    assert 0 <= metrics["ece"] < 0.05
+
+
+def test_weights_figure_has_one_panel_per_class(default_run, mnist_data):
+    figure = weights_figure(load_run(default_run), mnist_data.image_shape)
+    assert sum(1 for ax in figure.axes if ax.images and ax.get_title()) == 10
+    assert [ax.get_title() for ax in figure.axes if ax.images and ax.get_title()] == list("0123456789")
+
+
+def test_report_html_is_self_contained(report_dir):
+    page = (report_dir / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page and "src='//" not in page
+    assert page.count("data:image/png;base64,") == len(FIGURES)
+    for fragment in ("ECE", "precision", "recall", "F1", "Settings", "0.92"):
+        assert fragment in page
+
+
+def test_report_renders_in_chromium(report_dir, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium); .ci/run installs it")
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'p'}",
+            f"--screenshot={shot}",
+            "--window-size=1000,2400",
+            (report_dir / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    with Image.open(shot) as image:
+        assert image.size == (1000, 2400)
+        gray = np.asarray(image.convert("L"))
+    assert gray.std() > 20  # text and figures, not a blank page
+    shutil.copy(shot, report_dir / "screenshot.png")
+
+
+def test_binary_report_has_roc_and_pr(mnist_splits, tmp_path):
+    config = preset("default", classes=(3, 8), device="cpu", epochs=1)
+    data = prepare(config, *mnist_splits)
+    run_dir = save_run(train(config, data, verbose=False), tmp_path / "binary")
+    out = write_report(load_run(run_dir), data)
+    with Image.open(out / "roc_pr.png") as image:
+        assert image.size == SIZE
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["roc_auc"] > 0.97 and metrics["average_precision"] > 0.97
+    assert sum(map(sum, metrics["confusion_matrix"])) == 1010 + 974
+    assert "Decision threshold: 0.5" in (out / "report.html").read_text()
+    assert len([ax for ax in weights_figure(load_run(run_dir), (28, 28)).axes if ax.images]) == 1
+
+
+def test_ece_and_bins_on_a_known_case():
+    probabilities = np.array([[0.95, 0.05], [0.95, 0.05], [0.35, 0.65], [0.35, 0.65]])
+    pred = Predictions(
+        labels=np.array([0, 1, 1, 1]), predicted=np.array([0, 0, 1, 1]), probabilities=probabilities
+    )
+    bins = [b for b in calibration_bins(pred) if b["count"]]
+    assert [(b["count"], b["accuracy"]) for b in bins] == [(2, 1.0), (2, 0.5)]
+    # bin 0.6-0.7: confidence 0.65, accuracy 1.0; bin 0.9-1.0: confidence 0.95, accuracy 0.5
+    assert expected_calibration_error(pred) == pytest.approx(0.5 * 0.35 + 0.5 * 0.45)
+
+
+def test_cross_entropy_demo_numbers():
+    losses = {(row["label"], row["p"]): row["loss"] for row in cross_entropy_cases()}
+    assert losses[(0, 1e-5)] == pytest.approx(1e-5, rel=1e-3)
+    assert losses[(0, 0.99999)] == pytest.approx(11.5129, abs=1e-3)
+    assert losses[(1, 0.5)] == pytest.approx(np.log(2))
+
+
+def test_outlier_drags_the_line_not_the_logistic_cut(tmp_path):
+    x = np.array([1, 5, 10, 10, 25, 50, 70, 75, 100.0])
+    y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
+
+    def cuts(x, y):
+        slope, intercept = least_squares(x, y)
+        model = fit_logistic(x, y)
+        return (0.5 - intercept) / slope, -model.linear.bias.item() / model.linear.weight.item()
+
+    (line, logistic), (line_out, logistic_out) = cuts(x, y), cuts(np.append(x, 300), np.append(y, 1))
+    assert abs(line_out - line) > 10 > abs(logistic_out - logistic)
+    assert 25 < logistic < 50 and 25 < logistic_out < 50
+    with Image.open(linear_vs_logistic(tmp_path / "fever.png")) as image:
+        assert image.format == "PNG"
+
+
+def test_model_predictions_agree_with_report_confusion(default_run, mnist_data):
+    run = load_run(default_run)
+    predicted = run.model.predict(mnist_data.test.images)
+    assert (predicted == mnist_data.test.labels).float().mean().item() == pytest.approx(
+        run.metrics["test"]["accuracy"]
+    )
+    assert torch.is_tensor(predicted)
