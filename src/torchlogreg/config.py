@@ -17,7 +17,7 @@ OPTIMIZERS = ("sgd", "adam", "lbfgs")
 SCHEDULES = ("none", "cosine", "step")
 # Learning rate used when `lr` is None: each optimizer's own sensible scale.
 DEFAULT_LR = {"sgd": 0.5, "adam": 0.005, "lbfgs": 1.0}
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def _choice_problems(config: TrainConfig) -> list[str]:
             problems.append(
                 f"{name} must be one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}"
             )
-    if not _DEVICE_PATTERN.match(str(config.device)):
+    if not DEVICE_PATTERN.match(str(config.device)):
         problems.append(f"device must be auto, cpu, cuda, cuda:N or mps, got {config.device!r}")
     return problems
 

@@ -105,25 +105,34 @@ class LogisticRegression(nn.Module):
 
     @torch.no_grad()
     def accumulate_gradients(
-        self, x: torch.Tensor, targets: torch.Tensor, weight: float = 1.0
+        self,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        weight: float = 1.0,
+        sample_weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Add `weight` x the closed-form gradient of the mean loss on (x, targets) to .grad.
 
-        Returns the (unweighted) mean loss. Written by hand because it is about 1.5x faster than
-        autograd for this model: one log-softmax and two small matrix products per batch, no graph.
+        With `sample_weight`, the loss is sum(w_i * loss_i) / N. Returns the (unscaled by `weight`)
+        mean loss. Written by hand because it is about 1.5x faster than autograd for this model:
+        one log-softmax and two small matrix products per batch, no graph.
         """
         features, scale = self._features(x)
         logits = torch.addmm(self.linear.bias, features, self.linear.weight.T, alpha=scale)
         if self.binary:
-            loss = self.loss(logits, targets)
-            residual = loss_gradient(logits, targets)
+            target = targets.to(logits.dtype).unsqueeze(-1)
+            losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none").squeeze(-1)
+            residual = torch.sigmoid(logits).sub_(target)
         else:  # one log-softmax gives both the loss and the gradient
             log_probs = torch.log_softmax(logits, dim=-1)
             picked = log_probs.gather(-1, targets.unsqueeze(-1))
-            loss = picked.mean().neg()
+            losses = picked.squeeze(-1).neg()
             residual = log_probs.exp_().scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(picked, -1.0))
-            residual.div_(len(logits))
-        residual.mul_(weight * scale)
+        if sample_weight is not None:
+            sample_weight = sample_weight.to(logits.dtype)
+            losses = losses * sample_weight
+            residual.mul_(sample_weight.unsqueeze(-1))
+        residual.mul_(weight * scale / len(logits))
         grad_weight = residual.T.mm(features)
         residual.div_(scale)
         grad_bias = residual.sum(dim=0)
@@ -132,4 +141,4 @@ class LogisticRegression(nn.Module):
                 param.grad = grad
             else:
                 param.grad.add_(grad)
-        return loss
+        return losses.mean()

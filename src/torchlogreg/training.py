@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from .config import TrainConfig, validate
+from .config import DEVICE_PATTERN, TrainConfig, validate
 from .data import Data, load_data
 from .evaluation import evaluate
 from .exceptions import ConfigError, DivergenceError
@@ -42,7 +42,9 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda, then mps, then cpu; an unavailable device raises ConfigError."""
+    """'auto' -> cuda, then mps, then cpu; an unknown or unavailable device raises ConfigError."""
+    if not DEVICE_PATTERN.match(str(name)):
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -62,24 +64,23 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def add_penalty_gradients(model: LogisticRegression, config: TrainConfig) -> None:
-    """Add the gradients of the L2 and L1 penalties to the weight's .grad.
+def add_penalty_gradients(weight: torch.Tensor, weight_decay: float, l1: float) -> None:
+    """Add the gradients of 0.5 * weight_decay * |w|^2 + l1 * |w|_1 to `weight`.grad.
 
-    Done here rather than through the optimizer's weight_decay so that the bias is never
-    penalised (as in scikit-learn) and L-BFGS, which has no weight_decay, gets the same objective.
+    Applied to the weight alone, never the bias (as in scikit-learn); done here rather than
+    through the optimizer so that L-BFGS, which has no weight_decay, gets the same objective.
     """
-    weight = model.linear.weight
     with torch.no_grad():
-        if config.weight_decay:
-            weight.grad.add_(weight, alpha=config.weight_decay)
-        if config.l1:
-            weight.grad.add_(weight.sign(), alpha=config.l1)
+        if weight_decay:
+            weight.grad.add_(weight, alpha=weight_decay)
+        if l1:
+            weight.grad.add_(weight.sign(), alpha=l1)
 
 
-def penalty(model: LogisticRegression, config: TrainConfig) -> float:
-    """The value of the L2 and L1 penalties: 0.5 * weight_decay * |w|^2 + l1 * |w|_1."""
-    weight = model.linear.weight.detach()
-    return float(0.5 * config.weight_decay * weight.square().sum() + config.l1 * weight.abs().sum())
+def penalty(weight: torch.Tensor, weight_decay: float, l1: float) -> float:
+    """The value of 0.5 * weight_decay * |w|^2 + l1 * |w|_1."""
+    weight = weight.detach()
+    return float(0.5 * weight_decay * weight.square().sum() + l1 * weight.abs().sum())
 
 
 def _check_loss(loss: float, start: float, iteration: int, config: TrainConfig) -> None:
@@ -128,7 +129,7 @@ class Trainer:
         y = self.train_y.index_select(0, index)
         self.model.zero_grad(set_to_none=True)
         loss = self.model.accumulate_gradients(x, y).item()
-        add_penalty_gradients(self.model, self.config)
+        add_penalty_gradients(self.model.linear.weight, self.config.weight_decay, self.config.l1)
         self.optimizer.step(lr)
         return loss
 
@@ -143,8 +144,9 @@ class Trainer:
             for start in range(0, n, LBFGS_CHUNK):
                 x, y = self.train_x[start : start + LBFGS_CHUNK], self.train_y[start : start + LBFGS_CHUNK]
                 data_loss += self.model.accumulate_gradients(x, y, weight=len(y) / n).item() * len(y) / n
-            add_penalty_gradients(self.model, self.config)
-            return torch.tensor(data_loss + penalty(self.model, self.config))
+            weight, config = self.model.linear.weight, self.config
+            add_penalty_gradients(weight, config.weight_decay, config.l1)
+            return torch.tensor(data_loss + penalty(weight, config.weight_decay, config.l1))
 
         self.optimizer.step(lr, closure)
         return data_loss

@@ -1,0 +1,448 @@
+"""A scikit-learn classifier with this package's speed and device support.
+
+    from torchlogreg.estimator import TorchLogisticRegression
+    clf = TorchLogisticRegression(C=1.0, solver="sgd").fit(X_train, y_train)
+    clf.predict_proba(X_test)
+
+It follows scikit-learn's estimator contract (parameters only stored in ``__init__``, validated
+in ``fit`` from one declarative table, learned attributes ending in ``_``), so it works in
+``Pipeline``, ``cross_val_score`` and ``GridSearchCV``. The objective is scikit-learn's:
+mean (weighted) log-loss + penalty / (C * n_samples), the intercept never penalised.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from .exceptions import TorchLogRegError
+from .model import LogisticRegression
+from .optimizers import SGD, Adam
+from .training import add_penalty_gradients, penalty, resolve_device
+
+CHUNK = 8192  # rows per full-pass chunk (and per densified block of a sparse matrix)
+DEFAULT_LR = {"sgd": 0.5, "adam": 0.005, "lbfgs": 1.0}
+DEFAULT_MAX_ITER = {"lbfgs": 100, "sgd": 5, "adam": 5}  # lbfgs: iterations; sgd/adam: epochs
+
+
+class NotFittedError(SklearnNotFittedError, TorchLogRegError):
+    """Raised when a method needs a fitted estimator; call fit or partial_fit first."""
+
+
+class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
+    """Logistic regression (multinomial, or one sigmoid logit for two classes) trained with PyTorch.
+
+    Parameters
+    ----------
+    penalty : {'l2', 'l1', 'elasticnet'} or None, default='l2'
+    C : float, default=1.0 -- inverse regularisation strength, as in scikit-learn.
+    l1_ratio : float in [0, 1] or None -- the L1 share of 'elasticnet'.
+    solver : {'lbfgs', 'sgd', 'adam'}, default='lbfgs' -- 'lbfgs' is full batch and exact;
+        'sgd' (Nesterov momentum 0.9, cosine schedule, mini-batches) is the fast one on large data.
+    lr : float or None -- learning rate (None: 1.0 lbfgs, 0.5 sgd, 0.005 adam).
+    batch_size : int, default=128 -- samples per step for sgd/adam.
+    max_iter : int or None -- lbfgs iterations, or sgd/adam epochs (None: 100, 5, 5).
+    tol : float, default=1e-4 -- lbfgs stops when the gradient's max-norm is below it; sgd/adam
+        warn (ConvergenceWarning) when the last epoch still lowered the objective by more than it.
+    early_stopping, validation_fraction, n_iter_no_change -- sgd/adam: stop when the loss on a
+        held-out fraction has not improved for n_iter_no_change epochs, keeping the best weights.
+    class_weight : dict, 'balanced' or None; fit_intercept : bool; warm_start : bool;
+    device : 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; dtype : 'float32' or 'float64';
+    random_state : int or None; verbose : int.
+    """
+
+    _parameter_constraints: dict = {
+        "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "l1_ratio": [Interval(Real, 0, 1, closed="both"), None],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "lr": [Interval(Real, 0, None, closed="neither"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), None],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "fit_intercept": ["boolean"],
+        "warm_start": ["boolean"],
+        "device": [str],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        penalty="l2",
+        C=1.0,
+        l1_ratio=None,
+        solver="lbfgs",
+        lr=None,
+        batch_size=128,
+        max_iter=None,
+        tol=1e-4,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        class_weight=None,
+        fit_intercept=True,
+        warm_start=False,
+        device="cpu",
+        dtype="float32",
+        random_state=None,
+        verbose=0,
+    ):
+        self.penalty = penalty
+        self.C = C
+        self.l1_ratio = l1_ratio
+        self.solver = solver
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
+        self.fit_intercept = fit_intercept
+        self.warm_start = warm_start
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # --- scikit-learn plumbing -----------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def _check_params(self) -> None:
+        """Rules that span several parameters (the table checks each alone)."""
+        if self.penalty == "elasticnet" and self.l1_ratio is None:
+            raise ValueError("penalty='elasticnet' needs l1_ratio, a float in [0, 1]; got None.")
+        if self.penalty in ("l1", "elasticnet") and self.solver == "lbfgs":
+            raise ValueError(
+                f"penalty={self.penalty!r} is not supported by solver='lbfgs' (the L1 term is not "
+                "smooth); use solver='sgd' or 'adam'."
+            )
+        resolve_device(self.device)  # raises ConfigError (a ValueError) naming the device
+
+    def _penalties(self, n_samples: int) -> tuple[float, float]:
+        """(weight_decay, l1) such that mean loss + penalty matches scikit-learn's objective."""
+        if self.penalty is None:
+            return 0.0, 0.0
+        strength = 1.0 / (self.C * n_samples)
+        l1_share = {"l2": 0.0, "l1": 1.0}.get(self.penalty, self.l1_ratio)
+        return strength * (1.0 - l1_share), strength * l1_share
+
+    @property
+    def _torch_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == "float64" else torch.float32
+
+    def _to_tensor(self, block, device) -> torch.Tensor:
+        """A dense tensor from a numpy block or a sparse block (densified here, block by block)."""
+        if hasattr(block, "toarray"):
+            block = block.toarray()
+        block = np.require(block, requirements=["C", "W"])  # torch wants writable memory (copies if not)
+        return torch.as_tensor(block, dtype=self._torch_dtype, device=device)
+
+    def _validate_X(self, X, reset: bool):
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        return validate_data(
+            self,
+            X,
+            reset=reset,
+            accept_sparse="csr",
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=1,
+        )
+
+    # --- fitting -------------------------------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Fit on (X, y); `sample_weight` scales each sample's loss."""
+        self._validate_params()
+        self._check_params()
+        X, y = self._validate_Xy(X, y, reset=True)
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(
+                f"This solver needs samples of at least 2 classes in the data, but the data contains only "
+                f"one class: {classes[0]!r}"
+            )
+        weights = self._sample_weights(X, y, classes, sample_weight)
+        if not (self.warm_start and hasattr(self, "model_") and np.array_equal(self.classes_, classes)):
+            self.classes_ = classes
+            self._init_model(X.shape[1])
+        targets = np.searchsorted(self.classes_, y)
+        solver = self.solver
+        if solver == "lbfgs":
+            self.n_iter_ = np.array([self._fit_lbfgs(X, targets, weights)])
+        else:
+            self.n_iter_ = np.array([self._fit_minibatch(X, targets, weights)])
+        return self
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch of sgd/adam (constant lr) on this chunk; give `classes` on the first call."""
+        first = not hasattr(self, "model_")
+        if first:
+            self._validate_params()
+            self._check_params()
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+        X, y = self._validate_Xy(X, y, reset=first)
+        check_classification_targets(y)
+        if first:
+            self.classes_ = np.unique(classes)
+            self._init_model(X.shape[1])
+            self.n_iter_ = np.array([0])
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"classes {np.unique(classes)} differ from the first call's {self.classes_}")
+        unknown = np.setdiff1d(y, self.classes_)
+        if len(unknown):
+            raise ValueError(f"y holds labels {unknown} that are not in classes {self.classes_}")
+        weights = self._sample_weights(X, y, self.classes_, sample_weight)
+        targets = np.searchsorted(self.classes_, y)
+        solver = "sgd" if self.solver == "lbfgs" else self.solver
+        self._run_epochs(X, targets, weights, epochs=1, solver=solver, schedule=False)
+        self.n_iter_ = self.n_iter_ + 1
+        return self
+
+    def _validate_Xy(self, X, y, reset: bool):
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu().numpy()
+        if isinstance(y, torch.Tensor):
+            y = y.detach().cpu().numpy()
+        return validate_data(
+            self,
+            X,
+            y,
+            reset=reset,
+            accept_sparse="csr",
+            dtype=[np.float64, np.float32],
+            y_numeric=False,
+        )
+
+    def _sample_weights(self, X, y, classes, sample_weight) -> np.ndarray:
+        weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        if self.class_weight is not None:
+            if isinstance(self.class_weight, dict):
+                unknown = set(self.class_weight) - set(classes.tolist())
+                if unknown:
+                    raise ValueError(f"class_weight names classes {sorted(unknown)} not in the data")
+            weights = weights * compute_sample_weight(self.class_weight, y)
+        return weights
+
+    def _init_model(self, n_features: int) -> None:
+        self.model_ = LogisticRegression(n_features, len(self.classes_)).to(self._torch_dtype)
+        self.optimizer_state_ = None
+
+    def _parameters(self, model: LogisticRegression) -> list[torch.Tensor]:
+        if self.fit_intercept:
+            return list(model.parameters())
+        with torch.no_grad():
+            model.linear.bias.zero_()
+        return [model.linear.weight]
+
+    def _objective(self, model, X, targets, weights, decay, l1) -> float:
+        """Full objective; also leaves its gradient in .grad (chunked: bounded memory)."""
+        n = X.shape[0]
+        device = model.linear.weight.device
+        model.zero_grad(set_to_none=True)
+        total = 0.0
+        for start in range(0, n, CHUNK):
+            stop = min(start + CHUNK, n)
+            x = self._to_tensor(X[start:stop], device)
+            y = torch.as_tensor(targets[start:stop], device=device)
+            w = torch.as_tensor(weights[start:stop], device=device)
+            total += model.accumulate_gradients(x, y, (stop - start) / n, w).item() * (stop - start) / n
+        add_penalty_gradients(model.linear.weight, decay, l1)
+        return total + penalty(model.linear.weight, decay, l1)
+
+    def _fit_lbfgs(self, X, targets, weights) -> int:
+        device = resolve_device(self.device)
+        model = self.model_.to(device)
+        params = self._parameters(model)
+        decay, l1 = self._penalties(X.shape[0])
+        max_iter = self.max_iter or DEFAULT_MAX_ITER["lbfgs"]
+        optimizer = torch.optim.LBFGS(
+            params,
+            lr=self.lr or DEFAULT_LR["lbfgs"],
+            max_iter=max_iter,
+            max_eval=2 * max_iter + 1,
+            tolerance_grad=self.tol,
+            tolerance_change=1e-12,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure():
+            value = self._objective(model, X, targets, weights, decay, l1)
+            if not self.fit_intercept:
+                model.linear.bias.grad = None
+            if not math.isfinite(value):
+                raise FloatingPointError("the loss became non-finite; scale the features or lower lr")
+            return torch.tensor(value, dtype=self._torch_dtype)
+
+        optimizer.step(closure)
+        iterations = int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
+        self._objective(model, X, targets, weights, decay, l1)  # the gradient where L-BFGS stopped
+        gradient = max(float(p.grad.abs().max()) for p in params)
+        model.zero_grad(set_to_none=True)
+        if gradient > self.tol:
+            warnings.warn(
+                f"lbfgs stopped after {iterations} iterations (max_iter={max_iter}) with the gradient's "
+                f"max-norm {gradient:.3g} above tol={self.tol}; raise max_iter or scale the features.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self.model_ = model.cpu()
+        return max(iterations, 1)
+
+    def _fit_minibatch(self, X, targets, weights) -> int:
+        epochs = self.max_iter or DEFAULT_MAX_ITER[self.solver]
+        validation = None
+        if self.early_stopping:
+            from sklearn.model_selection import train_test_split
+
+            index = np.arange(X.shape[0])
+            train_index, val_index = train_test_split(
+                index,
+                test_size=self.validation_fraction,
+                random_state=self.random_state,
+                stratify=targets if np.bincount(targets).min() >= 2 else None,
+            )
+            validation = (X[val_index], targets[val_index], weights[val_index])
+            X, targets, weights = X[train_index], targets[train_index], weights[train_index]
+        return self._run_epochs(X, targets, weights, epochs, self.solver, True, validation)
+
+    def _run_epochs(self, X, targets, weights, epochs, solver, schedule, validation=None) -> int:
+        device = resolve_device(self.device)
+        model = self.model_.to(device)
+        params = self._parameters(model)
+        optimizer = SGD(params, 0.9, nesterov=True) if solver == "sgd" else Adam(params)
+        if self.optimizer_state_ is not None and self.optimizer_state_[0] == solver:
+            optimizer.load_state_dict({k: v.to(device) for k, v in self.optimizer_state_[1].items()})
+        decay, l1 = self._penalties(X.shape[0])
+        base_lr = self.lr or DEFAULT_LR[solver]
+        n = X.shape[0]
+        batch = min(self.batch_size, n)
+        steps = epochs * math.ceil(n / batch)
+        seed = self.random_state if isinstance(self.random_state, Integral) else None
+        generator = torch.Generator().manual_seed(seed if seed is not None else int(np.random.randint(2**31)))
+        X_dense = None if hasattr(X, "toarray") else self._to_tensor(X, device)
+        y_all = torch.as_tensor(targets, device=device)
+        w_all = torch.as_tensor(weights, device=device)
+        history, best, step, epochs_run = [], (math.inf, None), 0, 0
+        for epoch in range(epochs):
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, batch):
+                index = order[start : start + batch]
+                index = index.to(device)
+                x = self._to_tensor(X[index.cpu().numpy()], device) if X_dense is None else X_dense[index]
+                model.zero_grad(set_to_none=True)
+                loss = model.accumulate_gradients(x, y_all[index], 1.0, w_all[index]).item()
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the loss became {loss} in epoch {epoch + 1}; lower lr, scale X"
+                    )
+                add_penalty_gradients(model.linear.weight, decay, l1)
+                lr = base_lr * 0.5 * (1 + math.cos(math.pi * step / steps)) if schedule else base_lr
+                optimizer.step(lr)
+                step += 1
+            epochs_run = epoch + 1
+            objective = self._objective(model, X, targets, weights, decay, l1)
+            history.append(objective)
+            if self.verbose:
+                print(f"epoch {epochs_run}: objective {objective:.6f}")
+            if validation is not None:
+                val_loss = self._objective(model, *validation, 0.0, 0.0)
+                if val_loss < best[0] - self.tol:
+                    best = (val_loss, {k: v.clone() for k, v in model.state_dict().items()}, 0)
+                else:
+                    best = (best[0], best[1], best[2] + 1)
+                if best[2] >= self.n_iter_no_change:
+                    model.load_state_dict(best[1])
+                    break
+        else:
+            still_falling = len(history) >= 2 and history[-2] - history[-1] > self.tol * max(
+                abs(history[-1]), 1
+            )
+            if schedule and still_falling:
+                warnings.warn(
+                    f"{solver} ran max_iter={epochs} epochs and the objective was still falling by more than "
+                    f"tol={self.tol} per epoch; raise max_iter.",
+                    ConvergenceWarning,
+                    stacklevel=4,
+                )
+        model.zero_grad(set_to_none=True)
+        self.optimizer_state_ = (solver, {k: v.cpu() for k, v in optimizer.state_dict().items()})
+        self.model_ = model.cpu()
+        return epochs_run
+
+    # --- prediction ----------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        try:
+            check_is_fitted(self, "model_")
+        except SklearnNotFittedError:
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+                "arguments before using this estimator."
+            ) from None
+
+    def _logits(self, X) -> torch.Tensor:
+        self._check_fitted()
+        X = self._validate_X(X, reset=False)
+        device = resolve_device(self.device)
+        model = self.model_.to(device)
+        with torch.no_grad():
+            blocks = (X[start : start + CHUNK] for start in range(0, X.shape[0], CHUNK))
+            logits = [model(self._to_tensor(block, device)).cpu() for block in blocks]
+        self.model_ = model.cpu()
+        return torch.cat(logits).double()
+
+    def decision_function(self, X) -> np.ndarray:
+        """Scores: (n_samples,) for two classes (the logit of classes_[1]), else (n_samples, n_classes)."""
+        logits = self._logits(X)
+        return logits.squeeze(1).numpy() if self.model_.binary else logits.numpy()
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        logits = self._logits(X)
+        if self.model_.binary:
+            logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
+        return torch.log_softmax(logits, dim=1).numpy()
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Probabilities, columns ordered as classes_."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict(self, X) -> np.ndarray:
+        scores = self.decision_function(X)
+        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[index]
+
+    # --- learned attributes with scikit-learn's names ------------------------------------------
+    @property
+    def coef_(self) -> np.ndarray:
+        self._check_fitted()
+        return self.model_.linear.weight.detach().cpu().numpy().astype(np.float64)
+
+    @property
+    def intercept_(self) -> np.ndarray:
+        self._check_fitted()
+        return self.model_.linear.bias.detach().cpu().numpy().astype(np.float64)
