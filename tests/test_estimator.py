@@ -52,7 +52,7 @@ def test_lbfgs_matches_scikit_learn(digits, C):
     X, y = digits
     ours = TorchLogisticRegression(C=C, dtype="float64", tol=1e-6, max_iter=2000).fit(X, y)
     theirs = LogisticRegression(C=C, tol=1e-10, max_iter=5000).fit(X, y)
-    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=2e-4)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=5e-4)
     assert ours.score(X, y) == pytest.approx(theirs.score(X, y), abs=0.002)
 
 

@@ -12,13 +12,14 @@ heavy modules (torch, torchvision) are imported only inside the command that nee
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import traceback
 from datetime import datetime
 from pathlib import Path
 
-from .config import DATASET_NAMES, OPTIMIZERS, PRESETS, SCHEDULES
+from .config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from .exceptions import ConfigError, TorchLogRegError
 
 DEFAULT = PRESETS["default"]
@@ -93,6 +94,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "--schedule", help=f"learning-rate schedule: {', '.join(SCHEDULES)} (default: {DEFAULT.schedule})"
     )
     opt.add_argument(
+        "--init", help=f"starting weights: {', '.join(INITS)} (nn.Linear's) (default: {DEFAULT.init})"
+    )
+    opt.add_argument(
         "--eval-every",
         type=int,
         metavar="N",
@@ -104,29 +108,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-CONFIG_FLAGS = (
-    "dataset",
-    "data_root",
-    "device",
-    "classes",
-    "positive",
-    "threshold",
-    "val_size",
-    "train_size",
-    "optimizer",
-    "lr",
-    "batch_size",
-    "epochs",
-    "iters",
-    "weight_decay",
-    "l1",
-    "momentum",
-    "nesterov",
-    "schedule",
-    "eval_every",
-    "patience",
-    "seed",
-)
+CONFIG_FLAGS = tuple(field.name for field in dataclasses.fields(TrainConfig))  # one flag each
 
 
 def config_from_args(args: argparse.Namespace):

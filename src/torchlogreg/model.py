@@ -47,6 +47,11 @@ def loss_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return residual.div_(len(logits))
 
 
+def _minus_ones(rows: int, like: torch.Tensor) -> torch.Tensor:
+    """A (rows, 1) view of -1s, for subtracting the one-hot targets in place."""
+    return torch.full((1, 1), -1.0, dtype=like.dtype, device=like.device).expand(rows, 1)
+
+
 class LogisticRegression(nn.Module):
     """A linear layer read as class scores: `n_classes` logits, or one logit when binary."""
 
@@ -65,6 +70,14 @@ class LogisticRegression(nn.Module):
     @property
     def binary(self) -> bool:
         return self.n_classes == 2
+
+    @torch.no_grad()
+    def init_uniform(self, generator: torch.Generator) -> LogisticRegression:
+        """nn.Linear's default start: U(-1/sqrt(n_features), 1/sqrt(n_features)), from `generator`."""
+        bound = 1.0 / self.n_features**0.5
+        for param in (self.linear.weight, self.linear.bias):
+            param.copy_(torch.rand(param.shape, generator=generator, dtype=param.dtype) * 2 * bound - bound)
+        return self
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
         x = x.reshape(len(x), -1)
@@ -119,18 +132,18 @@ class LogisticRegression(nn.Module):
         """
         features, scale = self._features(x)
         logits = torch.addmm(self.linear.bias, features, self.linear.weight.T, alpha=scale)
+        reduction = "mean" if sample_weight is None else "none"
         if self.binary:
             target = targets.to(logits.dtype).unsqueeze(-1)
-            losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none").squeeze(-1)
+            loss = F.binary_cross_entropy_with_logits(logits, target, reduction=reduction)
             residual = torch.sigmoid(logits).sub_(target)
-        else:  # one log-softmax gives both the loss and the gradient
-            log_probs = torch.log_softmax(logits, dim=-1)
-            picked = log_probs.gather(-1, targets.unsqueeze(-1))
-            losses = picked.squeeze(-1).neg()
-            residual = log_probs.exp_().scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(picked, -1.0))
+        else:  # fused cross-entropy for the loss, softmax - one_hot for the gradient
+            loss = F.cross_entropy(logits, targets, reduction=reduction)
+            residual = torch.softmax(logits, dim=-1)
+            residual.scatter_add_(-1, targets.unsqueeze(-1), _minus_ones(len(logits), logits))
         if sample_weight is not None:
             sample_weight = sample_weight.to(logits.dtype)
-            losses = losses * sample_weight
+            loss = (loss.reshape(-1) * sample_weight).mean()
             residual.mul_(sample_weight.unsqueeze(-1))
         residual.mul_(weight * scale / len(logits))
         grad_weight = residual.T.mm(features)
@@ -141,4 +154,4 @@ class LogisticRegression(nn.Module):
                 param.grad = grad
             else:
                 param.grad.add_(grad)
-        return losses.mean()
+        return loss

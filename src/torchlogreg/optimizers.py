@@ -27,12 +27,16 @@ class SGD:
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
-        for index, param in enumerate(self.params):
-            grad = param.grad
-            if self.momentum > 0:
-                buffer = self.buffers[index].mul_(self.momentum).add_(grad)
-                grad = grad.add(buffer, alpha=self.momentum) if self.nesterov else buffer
-            param.add_(grad, alpha=-lr)
+        # _foreach ops update all parameters in one call each, as torch.optim does
+        grads = [param.grad for param in self.params]
+        if self.momentum > 0:
+            torch._foreach_mul_(self.buffers, self.momentum)
+            torch._foreach_add_(self.buffers, grads)
+            if self.nesterov:
+                grads = torch._foreach_add(grads, self.buffers, alpha=self.momentum)
+            else:
+                grads = self.buffers
+        torch._foreach_add_(self.params, grads, alpha=-lr)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"momentum_{i}": b for i, b in enumerate(self.buffers)}

@@ -114,9 +114,13 @@ class Trainer:
         self.steps_per_epoch = 1 if config.optimizer == "lbfgs" else math.ceil(n_train / config.batch_size)
         self.total = config.iters or config.epochs * self.steps_per_epoch
         self.eval_every = config.eval_every or (10 if config.optimizer == "lbfgs" else self.steps_per_epoch)
-        self.model = LogisticRegression(self.train_x.shape[1], data.n_classes).to(self.device)
-        self.optimizer = make_optimizer(list(self.model.parameters()), config)
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.model = LogisticRegression(self.train_x.shape[1], data.n_classes)
+        if config.init == "uniform":
+            self.model.init_uniform(self.generator)
+        self.model.to(self.device)
+        self.parameters = list(self.model.parameters())
+        self.optimizer = make_optimizer(self.parameters, config)
         self.history: list[dict] = []
         self.iteration = 0
         self.start_loss: float | None = None
@@ -127,7 +131,8 @@ class Trainer:
     def _batch_step(self, index: torch.Tensor, lr: float) -> float:
         x = self.train_x.index_select(0, index)
         y = self.train_y.index_select(0, index)
-        self.model.zero_grad(set_to_none=True)
+        for param in self.parameters:
+            param.grad = None
         loss = self.model.accumulate_gradients(x, y).item()
         add_penalty_gradients(self.model.linear.weight, self.config.weight_decay, self.config.l1)
         self.optimizer.step(lr)

@@ -1,0 +1,166 @@
+"""How training cost grows with the number of samples, and how close an epoch comes to the CPU's limit.
+
+    python -m benchmarks.scaling                 # N = 1k, 10k, 60k, 600k, 3M
+    python -m benchmarks.scaling --sizes 1000,10000
+
+Sets above 60,000 are MNIST's training set stacked with randomly shifted copies. Each N runs in
+its own process: one epoch of the default preset's optimizer (SGD, batch 128); we record seconds
+per epoch and the process's peak RSS, next to the size of the data as uint8 and as float32.
+It also measures matrix-product throughput, to say how close an epoch comes to the CPU's limit.
+Writes benchmarks/results/scaling.{md,json,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.compare import REPO, RESULTS, default_data_root
+
+SIZES = (1_000, 10_000, 60_000, 600_000, 3_000_000)
+PIXELS, CLASSES = 784, 10
+
+
+def shifted_mnist(size: int, data_root: str):
+    """`size` training samples: MNIST's 60,000, then copies each shifted by up to 2 pixels."""
+    import torch
+
+    from torchlogreg.data import Split, load_splits
+
+    train, test, _ = load_splits("mnist", data_root, download=False)
+    if size <= len(train):
+        return train.take(slice(0, size)), test
+    generator = torch.Generator().manual_seed(0)
+    images, labels = [train.images], [train.labels]
+    while sum(len(x) for x in labels) < size:
+        dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=generator))
+        images.append(torch.roll(train.images, shifts=(dy, dx), dims=(1, 2)))
+        labels.append(train.labels)
+    return Split(torch.cat(images)[:size], torch.cat(labels)[:size]), test
+
+
+def worker(size: int, data_root: str) -> dict:
+    """One epoch at `size` samples in this process; returns seconds and peak RSS."""
+    from torchlogreg import TrainConfig
+    from torchlogreg.data import Data
+    from torchlogreg.training import Trainer
+
+    train, test = shifted_mnist(size, data_root)
+    data = Data("mnist", train, None, test, tuple("0123456789"), tuple(range(10)), False)
+    config = TrainConfig(epochs=1, val_size=0, device="cpu", batch_size=min(128, size))
+    trainer = Trainer(config, data, verbose=False)
+    started = time.perf_counter()
+    trainer.run()
+    return {
+        "size": size,
+        "epoch_seconds": time.perf_counter() - started,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "uint8_mb": size * PIXELS / 2**20,
+        "float32_mb": size * PIXELS * 4 / 2**20,
+    }
+
+
+def matmul_gflops() -> dict:
+    """GFLOP/s of this CPU on the epoch's two products at batch 128, and on a large square one."""
+    import torch
+
+    def rate(a, b, repeats):
+        a @ b
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        return 2 * a.shape[0] * a.shape[1] * b.shape[1] * repeats / (time.perf_counter() - started) / 1e9
+
+    x, w, r = torch.rand(128, PIXELS), torch.rand(CLASSES, PIXELS), torch.rand(128, CLASSES)
+    big = torch.rand(2048, 2048)
+    return {
+        "forward_128": rate(x, w.T, 2000),
+        "gradient_128": rate(r.T, x, 2000),
+        "square_2048": rate(big, big, 5),
+    }
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    sizes = [r["size"] for r in rows]
+    figure = Figure(figsize=(11, 4.5), dpi=100, layout="constrained")
+    time_ax, memory_ax = figure.subplots(1, 2)
+    time_ax.loglog(sizes, [r["epoch_seconds"] for r in rows], "o-", label="measured")
+    scale = rows[-1]["epoch_seconds"] / sizes[-1]
+    time_ax.loglog(sizes, [scale * n for n in sizes], "--", color="gray", label="linear in N")
+    time_ax.set(xlabel="training samples N", ylabel="seconds per epoch", title="Time per epoch")
+    time_ax.legend()
+    memory_ax.loglog(sizes, [r["peak_mb"] for r in rows], "o-", label="peak RSS of the process")
+    memory_ax.loglog(
+        sizes, [r["uint8_mb"] + rows[0]["peak_mb"] for r in rows], "--", label="uint8 data + baseline"
+    )
+    memory_ax.loglog(sizes, [r["float32_mb"] for r in rows], ":", label="N x 784 float32 (not held)")
+    memory_ax.set(xlabel="training samples N", ylabel="MB", title="Peak memory")
+    memory_ax.legend()
+    figure.suptitle("Scaling of one epoch (SGD, batch 128, 2-core CPU)")
+    figure.savefig(path)
+
+
+def markdown(rows: list[dict], rates: dict) -> str:
+    lines = [
+        "| N | s / epoch | µs / sample | epoch GFLOP/s | peak RSS MB | uint8 data MB | float32 would be MB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        gflops = 4 * r["size"] * PIXELS * CLASSES / r["epoch_seconds"] / 1e9
+        lines.append(
+            f"| {r['size']:,} | {r['epoch_seconds']:.3f} | {1e6 * r['epoch_seconds'] / r['size']:.2f} | "
+            f"{gflops:.1f} | {r['peak_mb']:.0f} | {r['uint8_mb']:.0f} | {r['float32_mb']:.0f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Matrix-product throughput here: {rates['forward_128']:.1f} GFLOP/s for the forward product "
+        f"(128x784 @ 784x10), {rates['gradient_128']:.1f} for the gradient (10x128 @ 128x784), "
+        f"{rates['square_2048']:.1f} for a 2048^3 product. An epoch does 4·N·784·10 FLOP."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--data-root", default=default_data_root())
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.data_root)))
+        return
+    rows = []
+    for size in map(int, args.sizes.split(",")):
+        print(f"N = {size:,}...", file=sys.stderr, flush=True)
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.scaling",
+            "--worker",
+            str(size),
+            "--data-root",
+            args.data_root,
+        ]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rates = matmul_gflops()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(rows, rates)
+    print(table)
+    (out / "scaling.md").write_text(table)
+    (out / "scaling.json").write_text(json.dumps({"rows": rows, "matmul_gflops": rates}, indent=2) + "\n")
+    plot(rows, out / "scaling.png")
+    print(f"wrote {out / 'scaling.png'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Smoke test of the benchmark entry points in tiny mode: they run and their tables have the
+promised columns. No thresholds on time here (speed belongs in benchmarks/)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_compare_tiny(tmp_path, data_root):
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compare", "--tiny", "--out", tmp_path, "--data-root", data_root],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    header = next(line for line in done.stdout.splitlines() if line.startswith("| row"))
+    assert header == (
+        "| row | device | test accuracy | train s (median) | repeats | CLI end-to-end s | peak MB "
+        "| speed-up |"
+    )
+    (json_file,) = tmp_path.glob("*-tiny.json")
+    rows = json.loads(json_file.read_text())["rows"]
+    workers = {row["worker"] for row in rows}
+    assert {
+        "tutorial-loop",
+        "sklearn",
+        "torchlogreg-tutorial",
+        "torchlogreg-default",
+        "estimator-sgd",
+    } <= workers
+    for row in rows:
+        assert 0 <= row["accuracy"] <= 1 and row["train_seconds"] > 0 and row["peak_mb"] > 0
+    ours = next(row for row in rows if row["worker"] == "torchlogreg-default")
+    assert ours["cli_seconds"] > 0 and "speedup" in ours
+
+
+def test_scaling_tiny(tmp_path, data_root):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.scaling",
+            "--sizes",
+            "500,2000",
+            "--out",
+            tmp_path,
+            "--data-root",
+            data_root,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "scaling.json").read_text())["rows"]
+    assert [row["size"] for row in rows] == [500, 2000]
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    assert "| N | s / epoch |" in (tmp_path / "scaling.md").read_text()
