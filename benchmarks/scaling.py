@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -36,12 +37,13 @@ def shifted_mnist(size: int, data_root: str):
     if size <= len(train):
         return train.take(slice(0, size)), test
     generator = torch.Generator().manual_seed(0)
-    images, labels = [train.images], [train.labels]
-    while sum(len(x) for x in labels) < size:
-        dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=generator))
-        images.append(torch.roll(train.images, shifts=(dy, dx), dims=(1, 2)))
-        labels.append(train.labels)
-    return Split(torch.cat(images)[:size], torch.cat(labels)[:size]), test
+    images = torch.empty((size, *train.images.shape[1:]), dtype=torch.uint8)  # filled in place: no 2x peak
+    labels = train.labels.repeat(math.ceil(size / len(train)))[:size]
+    for start in range(0, size, len(train)):
+        stop = min(start + len(train), size)
+        dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=generator)) if start else (0, 0)
+        images[start:stop] = torch.roll(train.images[: stop - start], shifts=(dy, dx), dims=(1, 2))
+    return Split(images, labels), test
 
 
 def worker(size: int, data_root: str) -> dict:

@@ -9,6 +9,7 @@ import torch
 
 from torchlogreg import ConfigError, DataError, TrainConfig
 from torchlogreg.data import (
+    balanced_quotas,
     balanced_subset,
     load_splits,
     prepare,
@@ -60,6 +61,16 @@ def test_train_size_is_class_balanced(mnist_data):
     subset = balanced_subset(mnist_data.train, 1005, 10, seed=0)
     counts = torch.bincount(subset.labels, minlength=10).tolist()
     assert sum(counts) == 1005 and max(counts) - min(counts) <= 1
+
+
+def test_balanced_quotas_give_a_short_class_s_share_to_others():
+    assert balanced_quotas(10, [5, 5]) == [5, 5]
+    assert balanced_quotas(9, [2, 10, 10]) == [2, 4, 3]
+    assert sum(balanced_quotas(54_999, [5000, 6000, 44_000])) == 54_999
+
+
+def test_train_size_of_all_samples_takes_them_all(mnist_data):
+    assert len(balanced_subset(mnist_data.train, 55000, 10, seed=0)) == 55000
 
 
 def test_train_size_larger_than_the_data_is_refused(mnist_data):

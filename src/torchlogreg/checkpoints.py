@@ -12,7 +12,7 @@ import json
 import platform
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -81,7 +81,7 @@ def model_metadata(result: TrainResult, weights_sha256: str, command: list[str] 
         "preprocessing": PREPROCESSING,
         "config": result.config.to_dict(),
         "command": command,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
 

@@ -118,8 +118,8 @@ def config_from_args(args: argparse.Namespace):
     return preset(args.preset, **{name: getattr(args, name) for name in CONFIG_FLAGS})
 
 
-def _default_out() -> Path:
-    out = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+def _default_out(parent: str = "runs") -> Path:
+    out = Path(parent) / datetime.now().strftime("%Y%m%d-%H%M%S")
     suffix = 1
     while out.exists():
         out = out.with_name(f"{out.name.split('_')[0]}_{suffix}")
@@ -217,6 +217,46 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from . import sweep
+
+    base = config_from_args(args)
+    grid = sweep.parse_grid(args.grid or [], args.grid_file)
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be an integer >= 1, got {args.seeds}")
+    if args.hue is not None and args.hue.replace("-", "_") not in grid.axes:
+        raise ConfigError(f"--hue {args.hue} is not swept; swept: {', '.join(grid.axes)}")
+    out = Path(args.out) if args.out else _default_out("sweeps")
+    runs = len(grid.combinations()) * args.seeds
+    if not args.quiet:
+        print(f"sweeping {', '.join(grid.axes)}: {runs} runs into {out}")
+    rows = sweep.run_sweep(base, grid, args.seeds, out, progress=False if args.quiet else None)
+    summary = sweep.summarize(rows, grid)
+    sweep.write_outputs(summary, grid, args.seeds, out, args.hue.replace("-", "_") if args.hue else None)
+    seconds = sum(float(row["train_seconds"]) for row in rows)
+    print(f"{len(rows)} runs ({seconds:.1f} s of training); results.csv, summary.md and plots in {out}")
+    best = summary[0]
+    if args.select or args.retrain:
+        options = ", ".join(f"{k}={v}" for k, v in best["options"].items())
+        print(
+            f"best by validation accuracy: {options} (val {best['val_accuracy']:.4f}, "
+            f"test {best['test_accuracy']:.4f})"
+        )
+    if args.retrain:
+        from .checkpoints import command_line, save_run
+        from .data import load_data
+        from .training import train
+
+        config = sweep.best_config(base, summary, grid).replace(val_size=0, train_size=None, patience=None)
+        result = train(config, load_data(config), verbose=False)
+        save_run(result, out / "best", overwrite=True, command=command_line())
+        print(
+            f"retrained on the full training set: test accuracy {result.metrics['test']['accuracy']:.4f} "
+            f"-> {out / 'best'}"
+        )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report_for_run
 
@@ -290,6 +330,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     predict.set_defaults(handler=cmd_predict)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="train every combination of a grid of options",
+        description="Train every combination of --grid values (x --seeds) in one process, reusing the data. "
+        "Writes results.csv (one row per run; the same command resumes an interrupted sweep), summary.md "
+        "(mean ± std over seeds, best validation accuracy first) and accuracy plots. Other flags set the "
+        "base configuration.",
+    )
+    _add_train_options(sweep)
+    grid = sweep.add_argument_group("sweep")
+    grid.add_argument(
+        "--grid",
+        action="append",
+        metavar="NAME=V1,V2",
+        help="an option and its values, e.g. lr=0.001,0.01,0.1 (repeat for more options)",
+    )
+    grid.add_argument("--grid-file", metavar="TOML", help="a TOML file with a [grid] table: name = [values]")
+    grid.add_argument("--seeds", type=int, default=1, help="seeds per combination (default: 1)")
+    grid.add_argument("--hue", metavar="NAME", help="in the plots, one line per value of this swept option")
+    grid.add_argument("--select", choices=("val",), help="print the best combination by validation accuracy")
+    grid.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain the best combination on the full training set into SWEEP_DIR/best",
+    )
+    grid.add_argument("--out", metavar="DIR", help="sweep folder (default: sweeps/<timestamp>)")
+    grid.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.set_defaults(handler=cmd_sweep)
 
     report = commands.add_parser(
         "report",

@@ -259,21 +259,30 @@ def split_validation(split: Split, val_size: int, seed: int) -> tuple[Split, Spl
     return split.take(order[val_size:].sort().values), split.take(order[:val_size].sort().values)
 
 
+def balanced_quotas(size: int, available: list[int]) -> list[int]:
+    """Samples to take per class: equal shares, a class short of its share giving the rest to others."""
+    quotas = [0] * len(available)
+    remaining = size
+    open_classes = [c for c, count in enumerate(available) if count > 0]
+    while remaining > 0 and open_classes:
+        share, extra = divmod(remaining, len(open_classes))
+        for rank, c in enumerate(open_classes):
+            give = min(share + (1 if rank < extra else 0), available[c] - quotas[c])
+            quotas[c] += give
+            remaining -= give
+        open_classes = [c for c in open_classes if quotas[c] < available[c]]
+    return quotas
+
+
 def balanced_subset(split: Split, size: int, n_classes: int, seed: int) -> Split:
-    """`size` samples with the classes as equal as possible, chosen at random by `seed`."""
+    """`size` samples with the classes as equal as the data allows, chosen at random by `seed`."""
     if size > len(split):
         raise ConfigError(
             f"train_size must be at most the {len(split)} training samples available, got {size}"
         )
     generator = torch.Generator().manual_seed(seed + 1)
-    quotas = [size // n_classes + (1 if c < size % n_classes else 0) for c in range(n_classes)]
     by_class = [torch.nonzero(split.labels == c).flatten() for c in range(n_classes)]
-    short = [c for c in range(n_classes) if len(by_class[c]) < quotas[c]]
-    if short:
-        raise ConfigError(
-            f"train_size {size} needs {quotas[short[0]]} samples of class {short[0]} "
-            f"but only {len(by_class[short[0]])} are available"
-        )
+    quotas = balanced_quotas(size, [len(members) for members in by_class])
     picked = [
         members[torch.randperm(len(members), generator=generator)[:quota]]
         for members, quota in zip(by_class, quotas, strict=True)

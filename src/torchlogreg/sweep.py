@@ -1,0 +1,361 @@
+"""Sweeps: train every combination of a grid of options (x seeds) in one process.
+
+    torchlogreg sweep --grid batch_size=32,100,1000 --grid lr=0.001,0.01,0.1 --seeds 3 --out sweeps/a
+
+Data is loaded once and reused; each finished run is appended to SWEEP_DIR/results.csv at
+once (atomically), so an interrupted sweep loses at most the run in progress and the same
+command resumes it. summary.md gives mean +- std over seeds, best validation accuracy first;
+the best combination is chosen on validation accuracy, never on test.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+import math
+import statistics
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig, validate
+from .exceptions import ConfigError, did_you_mean
+from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_text
+
+METRIC_COLUMNS = (
+    "val_accuracy",
+    "test_accuracy",
+    "train_accuracy",
+    "train_loss",
+    "train_seconds",
+    "epochs",
+    "iterations",
+)
+RESULTS_FILE = "results.csv"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The swept options, each with its values, in the order given."""
+
+    axes: dict[str, tuple]
+
+    def combinations(self) -> list[dict]:
+        names = list(self.axes)
+        return [dict(zip(names, values, strict=True)) for values in itertools.product(*self.axes.values())]
+
+
+def _field_types(name: str) -> tuple[tuple[type, ...], bool]:
+    """The types option `name` takes, and whether it may be None."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return tuple(arg for arg in args if arg is not type(None)), type(None) in args
+
+
+def parse_value(name: str, text) -> object:
+    """`text` (a string from the command line, or a TOML value) as the type of option `name`."""
+    allowed, optional = _field_types(name)
+    if optional and isinstance(text, str) and text.strip().lower() == "none":
+        return None
+    for kind in allowed:
+        try:
+            if kind is bool:
+                if isinstance(text, bool):
+                    return text
+                if str(text).lower() in ("true", "false", "1", "0", "yes", "no"):
+                    return str(text).lower() in ("true", "1", "yes")
+                continue
+            if kind is int:
+                value = float(text)
+                if value.is_integer():
+                    return int(value)
+                continue
+            if kind is float:
+                return float(text)
+            if kind is str:
+                return str(text)
+        except (TypeError, ValueError):
+            continue
+    kinds = " or ".join(k.__name__ for k in allowed)
+    raise ConfigError(f"--grid {name}: {text!r} is not a valid {kinds}")
+
+
+def _option_name(raw: str) -> str:
+    name = raw.strip().replace("-", "_")
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    if name not in fields:
+        raise ConfigError(f"--grid names unknown option {raw!r}{did_you_mean(name, fields)}")
+    if name in ("classes", "data_root", "dataset", "device"):
+        raise ConfigError(f"--grid cannot sweep {name}; set it once for the whole sweep")
+    return name
+
+
+def parse_grid(options: Iterable[str], file: str | Path | None = None) -> Grid:
+    """A Grid from `--grid name=v1,v2` options and/or a TOML file with a [grid] table."""
+    axes: dict[str, tuple] = {}
+    if file is not None:
+        import tomllib
+
+        try:
+            table = tomllib.loads(Path(file).read_text()).get("grid")
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"--grid-file {file}: {error}") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"--grid-file {file}: expected a [grid] table of option = [values]")
+        for raw, values in table.items():
+            name = _option_name(raw)
+            values = values if isinstance(values, list) else [values]
+            axes[name] = tuple(parse_value(name, v) for v in values)
+    for option in options:
+        raw, sep, values = option.partition("=")
+        if not sep or not values.strip():
+            raise ConfigError(f"--grid {option!r}: expected NAME=VALUE[,VALUE...], e.g. lr=0.01,0.1")
+        name = _option_name(raw)
+        axes[name] = tuple(parse_value(name, v) for v in values.split(","))
+    if not axes:
+        raise ConfigError("give at least one --grid NAME=VALUES (or --grid-file)")
+    return Grid(axes)
+
+
+def _row_key(config: TrainConfig) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True, default=str)
+
+
+def read_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _config_columns() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def _csv_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ":".join(map(str, value))
+    return str(value)
+
+
+def run_sweep(
+    base: TrainConfig, grid: Grid, seeds: int, out: Path, progress: bool | None = None
+) -> list[dict]:
+    """Train every combination x seed not already in out/results.csv; return all rows."""
+    from tqdm import tqdm
+
+    from .data import load_splits, prepare
+    from .training import train
+
+    configs = []
+    for combination in grid.combinations():
+        for offset in range(seeds):
+            config = base.replace(**combination, seed=base.seed + offset)
+            validate(config)
+            configs.append(config)
+    path = out / RESULTS_FILE
+    rows = read_results(path)
+    done = {row["key"] for row in rows}
+    todo = [config for config in configs if _row_key(config) not in done]
+    splits = load_splits(base.dataset, base.data_root) if todo else None
+    columns = ["key", *_config_columns(), *METRIC_COLUMNS]
+    bar = tqdm(
+        total=len(configs),
+        initial=len(configs) - len(todo),
+        unit="run",
+        disable=None if progress is None else not progress,
+        dynamic_ncols=True,
+    )
+    for config in todo:
+        result = train(config, prepare(config, *splits), verbose=False)
+        metrics = result.metrics
+        row = {"key": _row_key(config), **{k: _csv_value(v) for k, v in config.to_dict().items()}}
+        row.update(
+            val_accuracy=metrics["val"]["accuracy"] if "val" in metrics else "",
+            test_accuracy=metrics["test"]["accuracy"],
+            train_accuracy=metrics["train"]["accuracy"],
+            train_loss=metrics["train"]["loss"],
+            train_seconds=metrics["train_seconds"],
+            epochs=metrics["epochs"],
+            iterations=metrics["iterations"],
+        )
+        rows.append({k: str(v) for k, v in row.items()})
+        atomic_write_csv(path, columns, rows)  # after every run: an interruption loses one run at most
+        bar.update()
+    bar.close()
+    wanted = {_row_key(config) for config in configs}
+    return [row for row in rows if row["key"] in wanted]
+
+
+def _number(text: str) -> float:
+    return float(text) if text not in ("", None) else math.nan
+
+
+def summarize(rows: list[dict], grid: Grid) -> list[dict]:
+    """Per combination: mean and std over seeds of each metric, best validation accuracy first."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[name] for name in grid.axes), []).append(row)
+    summary = []
+    for values, members in groups.items():
+        entry = {"options": dict(zip(grid.axes, values, strict=True)), "runs": len(members)}
+        for metric in ("val_accuracy", "test_accuracy", "train_accuracy", "train_loss", "train_seconds"):
+            numbers = [_number(m[metric]) for m in members]
+            entry[metric] = statistics.fmean(numbers)
+            entry[f"{metric}_std"] = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+        summary.append(entry)
+    key = "val_accuracy" if not all(math.isnan(e["val_accuracy"]) for e in summary) else "train_accuracy"
+    return sorted(summary, key=lambda e: -e[key])
+
+
+def summary_markdown(summary: list[dict], grid: Grid, seeds: int) -> str:
+    names = list(grid.axes)
+    lines = [
+        f"Sweep over {', '.join(names)}: {len(summary)} combinations x {seeds} seed(s); mean ± std over "
+        "seeds, sorted by validation accuracy (the selection never looks at test).",
+        "",
+        "| "
+        + " | ".join([*names, "val accuracy", "test accuracy", "train accuracy", "train loss", "train s"])
+        + " |",
+        "|" + " --- |" * (len(names) + 5),
+    ]
+    for entry in summary:
+        cells = [entry["options"][n] for n in names]
+        for metric, digits in (
+            ("val_accuracy", 4),
+            ("test_accuracy", 4),
+            ("train_accuracy", 4),
+            ("train_loss", 4),
+            ("train_seconds", 2),
+        ):
+            cells.append(f"{entry[metric]:.{digits}f} ± {entry[metric + '_std']:.{digits}f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _sort_values(values: list[str]) -> list[str]:
+    try:
+        return sorted(values, key=lambda v: (v == "", float(v) if v else 0.0))
+    except ValueError:
+        return sorted(values)
+
+
+def _is_numeric(values: list[str]) -> bool:
+    try:
+        [float(v) for v in values if v]
+        return True
+    except ValueError:
+        return False
+
+
+def _wide_positive_range(values: tuple) -> bool:
+    """True for positive numbers spanning two decades or more (they read best on a log axis)."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return len(numbers) == len(values) and min(numbers) > 0 and max(numbers) / min(numbers) >= 100
+
+
+def plot_sweep(summary: list[dict], grid: Grid, out: Path, hue: str | None = None) -> list[Path]:
+    """accuracy_vs_<option>.png for each swept option, and learning_curve.png when train_size is swept."""
+    from matplotlib.figure import Figure
+
+    written = []
+    for option in grid.axes:
+        figure = Figure(figsize=(9, 6), dpi=100, layout="constrained")
+        ax = figure.subplots()
+        groups = {}
+        for entry in summary:
+            label = entry["options"][hue] if hue and hue != option else "all"
+            groups.setdefault(label, []).append(entry)
+        for label, entries in sorted(groups.items()):
+            xs = _sort_values(list({e["options"][option] for e in entries}))
+            for metric, style in (("val_accuracy", "-o"), ("test_accuracy", ":s")):
+                means = [
+                    statistics.fmean(e[metric] for e in entries if e["options"][option] == x) for x in xs
+                ]
+                if all(math.isnan(m) for m in means):
+                    continue
+                positions = (
+                    [float(x) for x in xs] if _is_numeric(xs) and "" not in xs else list(range(len(xs)))
+                )
+                name = metric.split("_")[0]
+                ax.plot(
+                    positions, means, style, label=f"{name}" + (f", {hue}={label}" if label != "all" else "")
+                )
+            if not (_is_numeric(xs) and "" not in xs):
+                ax.set_xticks(range(len(xs)), [x or "None" for x in xs])
+        if _wide_positive_range(grid.axes[option]):
+            ax.set_xscale("log")
+        ax.set(xlabel=option, ylabel="accuracy (mean over seeds)", title=f"Accuracy against {option}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = out / f"accuracy_vs_{option}.png"
+        _save(figure, path)
+        written.append(path)
+    if "train_size" in grid.axes:
+        written.append(_learning_curve(summary, out))
+    return written
+
+
+def _learning_curve(summary: list[dict], out: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 6), dpi=100, layout="constrained")
+    ax = figure.subplots()
+    by_decay: dict[str, list[dict]] = {}
+    for entry in summary:
+        by_decay.setdefault(entry["options"].get("weight_decay", "as set"), []).append(entry)
+    for decay, entries in sorted(by_decay.items()):
+        sizes = _sort_values(list({e["options"]["train_size"] for e in entries}))
+        for metric, style in (("train_accuracy", "--o"), ("test_accuracy", "-s")):
+            # the best other settings at each size, chosen by validation accuracy
+            best = [
+                max(
+                    (e for e in entries if e["options"]["train_size"] == s),
+                    key=lambda e: e["val_accuracy"] if not math.isnan(e["val_accuracy"]) else 0,
+                )
+                for s in sizes
+            ]
+            ax.plot(
+                [float(s) for s in sizes],
+                [b[metric] for b in best],
+                style,
+                label=f"{metric.split('_')[0]}, weight decay {decay}",
+            )
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="training-set size",
+        ylabel="accuracy",
+        title="Learning curve: train vs test accuracy (the gap is over-fitting)",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = out / "learning_curve.png"
+    _save(figure, path)
+    return path
+
+
+def _save(figure, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def best_config(base: TrainConfig, summary: list[dict], grid: Grid) -> TrainConfig:
+    """The base config with the options of the best combination (by validation accuracy)."""
+    best = summary[0]["options"]
+    return base.replace(
+        **{name: parse_value(name, best[name]) if best[name] != "" else None for name in grid.axes}
+    )
+
+
+def write_outputs(summary: list[dict], grid: Grid, seeds: int, out: Path, hue: str | None) -> None:
+    atomic_write_text(out / "summary.md", summary_markdown(summary, grid, seeds))
+    plot_sweep(summary, grid, out, hue)

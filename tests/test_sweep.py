@@ -1,0 +1,169 @@
+"""Sweeps: grid parsing and its errors, one results row per run, resuming, summary statistics,
+plots, selection by validation accuracy, and reproducibility."""
+
+import csv
+import math
+
+import pytest
+
+from torchlogreg import ConfigError, TrainConfig
+from torchlogreg.cli import main
+from torchlogreg.sweep import Grid, parse_grid, parse_value, read_results, run_sweep, summarize
+
+
+def test_grid_values_take_the_options_types(tmp_path):
+    grid = parse_grid(["batch-size=32,100", "lr=0.001,1e-2", "schedule=none,cosine", "train_size=500,none"])
+    assert grid.axes == {
+        "batch_size": (32, 100),
+        "lr": (0.001, 0.01),
+        "schedule": ("none", "cosine"),
+        "train_size": (500, None),
+    }
+    assert len(grid.combinations()) == 16
+    path = tmp_path / "grid.toml"
+    path.write_text("[grid]\nweight_decay = [0, 1e-4]\nnesterov = [true, false]\n")
+    assert parse_grid([], path).axes == {"weight_decay": (0, 0.0001), "nesterov": (True, False)}
+
+
+@pytest.mark.parametrize(
+    "option,fragment",
+    [
+        ("batch_size=32,abc", "--grid batch_size: 'abc' is not a valid int"),
+        ("batch_size=3.5", "not a valid int"),
+        ("learning_rate=0.1", "unknown option 'learning_rate'"),
+        ("weight_decy=0.1", "did you mean 'weight_decay'?"),
+        ("lr", "expected NAME=VALUE"),
+        ("dataset=mnist,kmnist", "cannot sweep dataset"),
+    ],
+)
+def test_bad_grids_name_the_option(option, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("?", r"\?").replace("(", r"\(")):
+        parse_grid([option])
+
+
+def test_parse_value_for_optional_fields():
+    assert parse_value("patience", "none") is None and parse_value("patience", "3") == 3
+    assert parse_value("momentum", "0.5") == 0.5
+
+
+def _tiny_sweep(tmp_path, data_root, seeds=2):
+    base = TrainConfig(
+        data_root=str(data_root), device="cpu", train_size=600, val_size=300, epochs=1, batch_size=100
+    )
+    grid = Grid({"lr": (0.05, 0.5), "weight_decay": (0.0, 0.01)})
+    return base, grid, run_sweep(base, grid, seeds, tmp_path, progress=False)
+
+
+def test_one_row_per_run_and_resume_skips_finished_runs(tmp_path, data_root):
+    base, grid, rows = _tiny_sweep(tmp_path, data_root)
+    assert len(rows) == 4 * 2 == len(read_results(tmp_path / "results.csv"))
+    header = next(csv.reader((tmp_path / "results.csv").open()))
+    assert {
+        "lr",
+        "weight_decay",
+        "seed",
+        "batch_size",
+        "val_accuracy",
+        "test_accuracy",
+        "train_loss",
+        "train_seconds",
+        "epochs",
+    } <= set(header)
+    # interrupted after 3 runs: keep those rows only, then run the same sweep again
+    kept = read_results(tmp_path / "results.csv")[:3]
+    with (tmp_path / "results.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(kept)
+    again = run_sweep(base, grid, 2, tmp_path, progress=False)
+    assert len(again) == 8
+    assert [r["train_seconds"] for r in again[:3]] == [r["train_seconds"] for r in kept]  # not rerun
+
+
+def test_sweeps_are_reproducible(tmp_path, data_root):
+    first = _tiny_sweep(tmp_path / "a", data_root, seeds=1)[2]
+    second = _tiny_sweep(tmp_path / "b", data_root, seeds=1)[2]
+    assert [r["test_accuracy"] for r in first] == [r["test_accuracy"] for r in second]
+
+
+def test_summary_statistics_on_a_tiny_grid():
+    grid = Grid({"lr": (0.1, 0.2)})
+    rows = [
+        {
+            "lr": "0.1",
+            "val_accuracy": "0.5",
+            "test_accuracy": "0.4",
+            "train_accuracy": "0.6",
+            "train_loss": "1",
+            "train_seconds": "1",
+        },
+        {
+            "lr": "0.1",
+            "val_accuracy": "0.7",
+            "test_accuracy": "0.6",
+            "train_accuracy": "0.8",
+            "train_loss": "2",
+            "train_seconds": "3",
+        },
+        {
+            "lr": "0.2",
+            "val_accuracy": "0.9",
+            "test_accuracy": "0.1",
+            "train_accuracy": "0.9",
+            "train_loss": "1",
+            "train_seconds": "1",
+        },
+    ]
+    summary = summarize(rows, grid)
+    assert summary[0]["options"] == {"lr": "0.2"}  # best by validation, although its test is worst
+    low = summary[1]
+    assert low["val_accuracy"] == pytest.approx(0.6) and low["val_accuracy_std"] == pytest.approx(
+        math.sqrt(0.02)
+    )
+    assert low["runs"] == 2 and summary[0]["val_accuracy_std"] == 0.0
+
+
+def test_cli_sweep_writes_results_summary_plots_and_retrains(tmp_path, data_root, capsys):
+    out = tmp_path / "sweep"
+    code = main(
+        [
+            "sweep",
+            "--data-root",
+            str(data_root),
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+            "--val-size",
+            "500",
+            "--grid",
+            "train_size=200,1000",
+            "--grid",
+            "weight_decay=0,0.01",
+            "--hue",
+            "weight_decay",
+            "--out",
+            str(out),
+            "--select",
+            "val",
+            "--retrain",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert (
+        "best by validation accuracy: train_size=" in printed
+        and "retrained on the full training set" in printed
+    )
+    assert len(read_results(out / "results.csv")) == 4
+    summary = (out / "summary.md").read_text()
+    assert summary.count("\n| ") == 6 and "±" in summary  # header, rule, 4 combinations
+    for name in ("accuracy_vs_train_size.png", "accuracy_vs_weight_decay.png", "learning_curve.png"):
+        assert (out / name).stat().st_size > 10_000
+    assert (out / "best" / "model.safetensors").exists()
+
+
+def test_cli_sweep_rejects_a_bad_grid(capsys):
+    assert main(["sweep", "--grid", "lr=fast"]) == 2
+    assert "--grid lr: 'fast' is not a valid float" in capsys.readouterr().err
