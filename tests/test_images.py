@@ -77,45 +77,6 @@ def test_rgba_transparency_is_composited_on_white(tmp_path, mnist_splits):
     assert np.median(gray) > 0.9  # the transparent (black) paper became white
 
 
-@pytest.mark.parametrize(
-    "content,fragment",
-    [
-        (b"", "not an image Pillow can read"),
-        (b"hello, I am text", "not an image Pillow can read"),
-        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "not an image Pillow can read|corrupt"),
-    ],
-)
-def test_broken_image_files_are_refused(tmp_path, content, fragment):
-    path = tmp_path / "broken.png"
-    path.write_bytes(content)
-    with pytest.raises(InputError, match=f"{path}: ({fragment})"):
-        load_inputs([path])
-
-
-def test_truncated_jpeg_is_refused(tmp_path, mnist_splits):
-    path = tmp_path / "digit.jpg"
-    Image.fromarray(mnist_splits[1].images[0].numpy()).resize((200, 200)).save(path)
-    path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(InputError, match="digit.jpg: corrupt or unreadable"):
-        load_inputs([path])
-
-
-def test_decompression_bomb_is_refused_before_decoding(tmp_path):
-    path = tmp_path / "bomb.png"
-    Image.new("1", (9000, 9000)).save(path)
-    assert path.stat().st_size < 1_000_000
-    with pytest.raises(InputError, match="bomb.png: image of 9000x9000 pixels is larger than the limit"):
-        load_inputs([path])
-
-
-def test_animated_image_is_refused(tmp_path):
-    path = tmp_path / "anim.gif"
-    frames = [Image.new("L", (30, 30), color) for color in (0, 255)]
-    frames[0].save(path, save_all=True, append_images=frames[1:])
-    with pytest.raises(InputError, match="anim.gif: animated or multi-frame image"):
-        load_inputs([path])
-
-
 def test_unsupported_suffix_is_refused(tmp_path):
     with pytest.raises(InputError, match="unsupported file type .txt"):
         load_inputs([tmp_path / "digit.txt"])
@@ -135,29 +96,3 @@ def test_npz_with_named_images(tmp_path):
     path = tmp_path / "a.npz"
     np.savez(path, images=np.zeros((2, 28, 28), np.float32), labels=np.array([1, 2]))
     assert read_array(path).shape == (2, 784)
-
-
-@pytest.mark.parametrize(
-    "array,fragment",
-    [
-        (np.full((28, 28), np.nan, np.float32), "NaN or infinite"),
-        (np.full((28, 28), np.inf), "NaN or infinite"),
-        (np.full((28, 28), 3.0), r"float arrays must hold values in \[0, 1\]"),
-        (np.full((28, 28), 300, np.int32), "integer arrays must hold values in 0..255"),
-        (np.zeros((5, 10)), r"array of shape \(5, 10\) does not hold 28x28 images"),
-        (np.zeros((0, 784)), "the array is empty"),
-        (np.array(["a"] * 784), "arrays must hold numbers"),
-    ],
-)
-def test_bad_arrays_are_refused(tmp_path, array, fragment):
-    path = tmp_path / "bad.npy"
-    np.save(path, array)
-    with pytest.raises(InputError, match=fragment):
-        read_array(path)
-
-
-def test_pickled_arrays_are_refused(tmp_path):
-    path = tmp_path / "objects.npy"
-    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(InputError, match="without pickles"):
-        read_array(path)

@@ -10,6 +10,7 @@ from .exceptions import (
     DependencyError,
     DivergenceError,
     InputError,
+    Interrupted,
     TorchLogRegError,
 )
 from .model import LogisticRegression
@@ -26,6 +27,7 @@ __all__ = [
     "DependencyError",
     "DivergenceError",
     "InputError",
+    "Interrupted",
     "LogisticRegression",
     "Split",
     "TorchLogRegError",

@@ -7,6 +7,7 @@ no code: weights through safetensors, metadata as JSON, and the weights' SHA-256
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import platform
@@ -87,7 +88,8 @@ def model_metadata(result: TrainResult, weights_sha256: str, command: list[str] 
 
 
 def is_run_folder(path: str | Path) -> bool:
-    return (Path(path) / WEIGHTS_FILE).exists() or (Path(path) / META_FILE).exists()
+    path = Path(path)
+    return any((path / name).exists() for name in (WEIGHTS_FILE, META_FILE, "checkpoint.json"))
 
 
 def save_run(
@@ -179,6 +181,64 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     metrics_path = run_dir / METRICS_FILE
     metrics = _read_json(metrics_path) if metrics_path.exists() else {}
     return Run(run_dir, model.to(device).eval(), meta, metrics)
+
+
+CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
+CHECKPOINT_META = "checkpoint.json"
+CHECKPOINT_HISTORY = "checkpoint-history.csv"
+
+
+def save_training_state(
+    out: str | Path, tensors: dict[str, torch.Tensor], meta: dict, history: list[dict]
+) -> None:
+    """Write a resumable training state (weights, optimizer, RNG, counters, history) atomically.
+
+    The JSON, written last, names the SHA-256 of the tensors, so a reader never pairs a new JSON
+    with old tensors.
+    """
+    from safetensors.torch import save
+
+    out = Path(out)
+    blob = save({k: v.contiguous() for k, v in tensors.items()})
+    atomic_write_csv(out / CHECKPOINT_HISTORY, HISTORY_KEYS, history)
+    atomic_write_bytes(out / CHECKPOINT_WEIGHTS, blob)
+    atomic_write_json(
+        out / CHECKPOINT_META, {**meta, "format": FORMAT, "weights_sha256": hashlib.sha256(blob).hexdigest()}
+    )
+
+
+def has_training_state(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / CHECKPOINT_META).exists()
+
+
+def load_training_state(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict, list[dict]]:
+    """The state written by save_training_state, checked like a run's weights."""
+    run_dir = Path(run_dir)
+    if not has_training_state(run_dir):
+        raise CheckpointError(f"{run_dir} holds no resumable checkpoint ({CHECKPOINT_META} is missing)")
+    meta = _read_json(run_dir / CHECKPOINT_META)
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{run_dir / CHECKPOINT_META}: not a torchlogreg checkpoint")
+    tensors = _read_weights(run_dir / CHECKPOINT_WEIGHTS, meta.get("weights_sha256"))
+    return tensors, meta, read_history(run_dir / CHECKPOINT_HISTORY)
+
+
+def remove_training_state(run_dir: str | Path) -> None:
+    for name in (CHECKPOINT_META, CHECKPOINT_WEIGHTS, CHECKPOINT_HISTORY):
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+def read_history(path: Path) -> list[dict]:
+    """history.csv as records; empty cells become None, numbers become floats/ints."""
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows.append({k: (None if v == "" else float(v)) for k, v in row.items()})
+    for row in rows:
+        row["iteration"] = int(row["iteration"])
+    return rows
 
 
 def command_line() -> list[str]:

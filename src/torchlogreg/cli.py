@@ -127,16 +127,70 @@ def _default_out(parent: str = "runs") -> Path:
     return out
 
 
+class StopFlag:
+    """Set by the first SIGINT/SIGTERM so training stops after the current step and checkpoints;
+    a second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def install(self) -> None:
+        import signal
+
+        def handle(signum, frame):
+            if self.requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.requested = True
+
+        signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGTERM, handle)
+
+
+def _resume_config(args: argparse.Namespace):
+    """The interrupted run's own config (only --device may change); refuse other settings."""
+    from .checkpoints import load_training_state
+
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in CONFIG_FLAGS
+        if name != "device" and getattr(args, name) is not None
+    ]
+    if given or args.preset != "default":
+        raise ConfigError(
+            f"--resume continues with the run's own settings; drop {', '.join(given) or '--preset'}"
+        )
+    tensors, meta, history = load_training_state(args.resume)
+    config = TrainConfig.from_dict(meta["config"])
+    if args.device:
+        config = config.replace(device=args.device)
+    if args.data_root:
+        config = config.replace(data_root=args.data_root)
+    return config, (tensors, meta, history)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    from .checkpoints import command_line, is_run_folder, save_run
+    from .checkpoints import command_line, has_training_state, is_run_folder, remove_training_state, save_run
     from .data import load_data
     from .exceptions import CheckpointError
-    from .training import train
+    from .training import Trainer
 
-    out = Path(args.out) if args.out else _default_out()
-    if is_run_folder(out) and not args.overwrite:
-        raise CheckpointError(f"{out} already holds a run; choose another --out or pass --overwrite")
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every must be an integer >= 1, got {args.checkpoint_every}")
+    if args.resume:
+        out = Path(args.resume)
+        config, state = _resume_config(args)
+    else:
+        config, state = config_from_args(args), None
+        out = Path(args.out) if args.out else _default_out()
+        if is_run_folder(out) and not args.overwrite:
+            hint = f"; continue it with --resume {out}" if has_training_state(out) else ""
+            raise CheckpointError(
+                f"{out} already holds a run; choose another --out or pass --overwrite{hint}"
+            )
+        remove_training_state(out)
     data = load_data(config, download=not args.no_download)
     say = (lambda *_: None) if args.quiet else print
     val = len(data.val) if data.val is not None else 0
@@ -146,8 +200,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{data.n_classes} classes{' (binary)' if data.binary else ''}; {config.optimizer} "
         f"lr {config.learning_rate:g}, batch {config.batch_size}, {budget}"
     )
-    result = train(config, data, verbose=not args.quiet)
-    save_run(result, out, overwrite=args.overwrite, command=command_line())
+    stop = StopFlag()
+    stop.install()
+    trainer = Trainer(
+        config,
+        data,
+        verbose=not args.quiet,
+        checkpoint_dir=out,
+        checkpoint_every=args.checkpoint_every,
+        should_stop=stop,
+    )
+    if state is not None:
+        trainer.restore(*state)
+        say(f"resuming at iteration {trainer.iteration} of {trainer.total}")
+    result = trainer.run()
+    save_run(result, out, overwrite=True if state is not None else args.overwrite, command=command_line())
+    remove_training_state(out)
     metrics = result.metrics
     val_text = f" | val {metrics['val']['accuracy']:.4f}" if "val" in metrics else ""
     print(
@@ -294,6 +362,17 @@ def build_parser() -> argparse.ArgumentParser:
     out = train.add_argument_group("output")
     out.add_argument("--out", metavar="DIR", help="run folder to write (default: runs/<timestamp>)")
     out.add_argument("--overwrite", action="store_true", help="allow replacing a run already in --out")
+    out.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its checkpoint, with its own settings",
+    )
+    out.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="also write a resumable checkpoint every N iterations (default: only on interrupt)",
+    )
     out.add_argument("--quiet", action="store_true", help="no progress bar and no periodic lines")
     out.add_argument(
         "--report", action="store_true", help="also write the figures and report.html (see 'report')"
@@ -395,7 +474,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"torchlogreg {args.command}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print(f"torchlogreg {args.command}: interrupted", file=sys.stderr)
+        hint = (
+            "; finished runs are in results.csv: run the same command to resume"
+            if args.command == "sweep"
+            else ""
+        )
+        print(f"torchlogreg {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

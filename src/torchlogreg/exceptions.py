@@ -38,6 +38,16 @@ class DivergenceError(TorchLogRegError, FloatingPointError):
     """Training diverged: the loss became NaN/inf or exploded."""
 
 
+class Interrupted(TorchLogRegError):
+    """Training was stopped on request (SIGINT/SIGTERM) after saving a resumable checkpoint."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, iteration: int = 0):
+        super().__init__(message)
+        self.iteration = iteration
+
+
 class DependencyError(TorchLogRegError):
     """An optional dependency is missing (names the extra to install)."""
 

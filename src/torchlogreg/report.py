@@ -10,7 +10,6 @@ and all have the same size; the page embeds them, so it opens offline in any bro
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 import math
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import METRICS_FILE, Run, load_run
+from .checkpoints import METRICS_FILE, Run, load_run, read_history
 from .data import Data, load_data
 from .evaluation import logits_of, predictions_from
 from .exceptions import require
@@ -324,19 +323,6 @@ def roc_pr_figure(pred: Predictions, class_names: tuple[str, ...], threshold: fl
 
 
 # --- the report ----------------------------------------------------------------------------
-
-
-def read_history(path: Path) -> list[dict]:
-    """history.csv as records; empty cells become None, numbers become floats/ints."""
-    if not path.exists():
-        return []
-    rows = []
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            rows.append({k: (None if v == "" else float(v)) for k, v in row.items()})
-    for row in rows:
-        row["iteration"] = int(row["iteration"])
-    return rows
 
 
 def _metrics_html(metrics: dict, extra: dict) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -18,7 +20,7 @@ from tqdm import tqdm
 from .config import DEVICE_PATTERN, TrainConfig, validate
 from .data import Data, load_data
 from .evaluation import evaluate
-from .exceptions import ConfigError, DivergenceError
+from .exceptions import ConfigError, DivergenceError, Interrupted
 from .model import LogisticRegression
 from .optimizers import make_optimizer, scheduled_lr
 
@@ -96,9 +98,20 @@ class Trainer:
     """Runs one training: call `run()` once."""
 
     def __init__(
-        self, config: TrainConfig, data: Data, *, verbose: bool = True, progress: bool | None = None
+        self,
+        config: TrainConfig,
+        data: Data,
+        *,
+        verbose: bool = True,
+        progress: bool | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ):
         validate(config)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.should_stop = should_stop
         self.config = config
         self.data = data
         self.verbose = verbose
@@ -126,6 +139,10 @@ class Trainer:
         self.start_loss: float | None = None
         self.best = (math.inf, None, 0)  # (val loss, state dict, iteration)
         self.checks_without_progress = 0
+        self.epoch_rng_state = self.generator.get_state()  # the generator as the current epoch began
+        self.skip_batches = 0  # batches of the current epoch already done before a resume
+        self.seconds_before = 0.0  # training time spent before a resume
+        self.last_good = self.snapshot()
 
     # --- one optimizer step ---------------------------------------------------------------
     def _batch_step(self, index: torch.Tensor, lr: float) -> float:
@@ -160,9 +177,68 @@ class Trainer:
         """Index tensors of the mini-batches, epoch after epoch, one permutation per epoch."""
         n, size = len(self.train_y), self.config.batch_size
         while True:
+            self.epoch_rng_state = self.generator.get_state()
             order = torch.randperm(n, generator=self.generator).to(self.device)
-            for start in range(0, n, size):
+            for start in range(self.skip_batches * size, n, size):
                 yield order[start : start + size]
+            self.skip_batches = 0
+
+    # --- resumable state ------------------------------------------------------------------
+    def snapshot(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything needed to continue exactly from here: tensors, and JSON-able numbers."""
+        tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        if self.config.optimizer != "lbfgs":  # L-BFGS's history is not kept: it restarts on resume
+            tensors.update(
+                {f"optimizer.{k}": v.detach().cpu().clone() for k, v in self.optimizer.state_dict().items()}
+            )
+        at_epoch_start = self.iteration % self.steps_per_epoch == 0
+        tensors["rng.epoch"] = self.generator.get_state() if at_epoch_start else self.epoch_rng_state.clone()
+        if self.best[1] is not None:
+            tensors.update({f"best.{k}": v.detach().cpu().clone() for k, v in self.best[1].items()})
+        meta = {
+            "iteration": self.iteration,
+            "start_loss": self.start_loss,
+            "best_loss": self.best[0] if math.isfinite(self.best[0]) else None,
+            "best_iteration": self.best[2],
+            "checks_without_progress": self.checks_without_progress,
+            "train_seconds": self.seconds_before,
+            "history_rows": len(self.history),
+        }
+        return tensors, meta
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict, history: list[dict]) -> None:
+        """Continue from a snapshot written by an interrupted run of the same config."""
+
+        def part(prefix):
+            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+        self.model.load_state_dict(part("model."))
+        if self.config.optimizer != "lbfgs":
+            self.optimizer.load_state_dict({k: v.to(self.device) for k, v in part("optimizer.").items()})
+        self.generator.set_state(tensors["rng.epoch"])
+        self.iteration = int(meta["iteration"])
+        self.skip_batches = self.iteration % self.steps_per_epoch
+        self.start_loss = meta["start_loss"]
+        best_state = part("best.")
+        best_loss = meta["best_loss"] if meta["best_loss"] is not None else math.inf
+        self.best = (best_loss, best_state or None, int(meta["best_iteration"]))
+        self.checks_without_progress = int(meta["checks_without_progress"])
+        self.seconds_before = float(meta["train_seconds"])
+        self.history = history[: int(meta["history_rows"])]
+        self.last_good = self.snapshot()
+
+    def _write_checkpoint(self, state: tuple[dict, dict] | None = None) -> None:
+        if self.checkpoint_dir is None:
+            return
+        from .checkpoints import save_training_state
+
+        tensors, meta = state or self.snapshot()
+        save_training_state(
+            self.checkpoint_dir,
+            tensors,
+            {**meta, "config": self.config.to_dict()},
+            self.history[: meta["history_rows"]],
+        )
 
     # --- checks ---------------------------------------------------------------------------
     def _record(self, loss: float, lr: float) -> dict:
@@ -217,20 +293,42 @@ class Trainer:
                 loss = self._batch_step(next(batches), lr)
             self.iteration += 1
             self.start_loss = loss if self.start_loss is None else self.start_loss
-            _check_loss(loss, self.start_loss, self.iteration, self.config)
+            try:
+                _check_loss(loss, self.start_loss, self.iteration, self.config)
+            except DivergenceError as error:
+                self._write_checkpoint(self.last_good)
+                if self.checkpoint_dir is not None:
+                    error.args = (
+                        f"{error}; kept the last good checkpoint (iteration "
+                        f"{self.last_good[1]['iteration']}) in {self.checkpoint_dir}",
+                    )
+                raise
             row = self._record(loss, lr)
             bar.update()
-            if (self.iteration % self.eval_every == 0 or self.iteration == self.total) and self._evaluate(
-                row
-            ):
-                stopped_early = True
-                break
+            if self.iteration % self.eval_every == 0 or self.iteration == self.total:
+                stopped_early = self._evaluate(row)
+                self.last_good = self.snapshot()
+                if stopped_early:
+                    break
+            if self.checkpoint_every and self.iteration % self.checkpoint_every == 0:
+                self._write_checkpoint()
+            if self.should_stop is not None and self.iteration < self.total and self.should_stop():
+                self.seconds_before += time.perf_counter() - started
+                self._write_checkpoint()
+                bar.close()
+                where = f" in {self.checkpoint_dir}" if self.checkpoint_dir else ""
+                raise Interrupted(
+                    f"interrupted at iteration {self.iteration} of {self.total}; saved a checkpoint{where}. "
+                    f"Continue with: torchlogreg train --resume {self.checkpoint_dir or 'RUN_DIR'}",
+                    iteration=self.iteration,
+                )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         train_seconds = time.perf_counter() - started
         bar.close()
         if self.config.patience is not None and self.best[1] is not None:
             self.model.load_state_dict(self.best[1])
+        train_seconds += self.seconds_before
         return TrainResult(
             model=self.model.eval(),
             config=self.config,

@@ -1,0 +1,159 @@
+"""Bad input gets one clear error: each file of tests/corpus/ and each bad option, with the exact
+error class and a message naming the file or option; writes are atomic even under kill -9."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from torchlogreg import ConfigError, InputError
+from torchlogreg.cli import main
+from torchlogreg.images import load_inputs
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+
+BAD_FILES = [
+    ("text_named.png", "not an image Pillow can read"),
+    ("empty.png", "not an image Pillow can read"),
+    ("corrupt.png", "corrupt or unreadable image|not an image Pillow can read"),
+    ("truncated.jpg", "corrupt or unreadable image"),
+    ("bomb.png", "image of 9000x9000 pixels is larger than the limit"),
+    ("animated.gif", "animated or multi-frame image"),
+    ("blank.png", "no digit found"),
+    ("nan.npy", "NaN or infinite"),
+    ("inf.npy", "NaN or infinite"),
+    ("wrong_features.npy", r"array of shape \(5, 10\) does not hold 28x28 images"),
+    ("empty.npy", "the array is empty"),
+    ("out_of_range.npy", r"float arrays must hold values in \[0, 1\]"),
+    ("int_over_255.npy", "integer arrays must hold values in 0..255"),
+    ("strings.npy", "arrays must hold numbers"),
+    ("object_pickle.npy", "not a readable NumPy file without pickles"),
+    ("not_numpy.npy", "not a readable NumPy file"),
+]
+
+
+@pytest.mark.parametrize("name,fragment", BAD_FILES)
+def test_each_bad_file_is_refused_naming_it(name, fragment):
+    path = CORPUS / name
+    with pytest.raises(InputError, match=fragment) as error:
+        load_inputs([path])
+    assert type(error.value) is InputError and str(error.value).startswith(str(path))
+
+
+@pytest.mark.parametrize("name", ["rgba_transparent.png", "gray16.png"])
+def test_unusual_but_valid_images_are_read(name):
+    images, _ = load_inputs([CORPUS / name])
+    assert images.shape == (1, 28, 28) and 0.9 < float(images.max()) <= 1.0
+
+
+@pytest.mark.parametrize("name,fragment", BAD_FILES[:4] + BAD_FILES[7:9])
+def test_predict_command_gives_one_line_and_exit_1(default_run, name, fragment, capsys):
+    assert main(["predict", str(default_run), str(CORPUS / name)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and name in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--lr", "0"], "lr must be a number > 0, got 0.0"),
+        (["--lr", "-0.5"], "lr must be a number > 0, got -0.5"),
+        (["--batch-size", "0"], "batch_size must be an integer > 0, got 0"),
+        (["--batch-size", "60000"], "batch_size must be at most the 55000 training samples, got 60000"),
+        (
+            ["--optimizer", "adamw"],
+            "optimizer must be one of sgd, adam, lbfgs, got 'adamw' (did you mean 'adam'?)",
+        ),
+        (["--dataset", "fashion"], "(did you mean 'fashion-mnist'?)"),
+        (["--classes", "3,12"], "classes names class 12, but mnist has classes 0..9"),
+        (["--positive", "10"], "positive names class 10, but mnist has classes 0..9"),
+        (
+            ["--train-size", "70000"],
+            "train_size must be at most the 55000 training samples available, got 70000",
+        ),
+        (["--schedule", "linear"], "schedule must be one of none, cosine, step, got 'linear'"),
+        (["--checkpoint-every", "0"], "--checkpoint-every must be an integer >= 1, got 0"),
+    ],
+)
+def test_bad_options_are_one_line_naming_the_option(args, fragment, data_root, tmp_path, capsys):
+    code = main(["train", "--data-root", str(data_root), "--out", str(tmp_path / "run"), "--quiet", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert fragment in err and len(err.splitlines()) == 1
+
+
+def test_config_errors_have_their_own_class():
+    from torchlogreg import preset
+
+    with pytest.raises(ConfigError):
+        preset("default", lr=-1)
+
+
+def test_diverging_training_stops_and_says_what_to_lower(data_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--data-root",
+            str(data_root),
+            "--out",
+            str(out),
+            "--quiet",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e12",
+            "--iters",
+            "50",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "training diverged" in err and "lower --lr" in err and "last good checkpoint" in err
+    assert (out / "checkpoint.safetensors").exists() and not (out / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "array,fragment",
+    [
+        (np.full((3, 784), np.nan), "Input X contains NaN"),
+        (np.full((3, 784), np.inf), "Input X contains infinity"),
+        (np.zeros((3, 10)), "X has 10 features, but TorchLogisticRegression is expecting 784 features"),
+        (np.zeros((0, 784)), "0 sample"),
+        (np.array([["a"] * 784] * 3), "could not convert|dtype"),
+    ],
+)
+def test_estimator_refuses_bad_arrays(array, fragment):
+    from torchlogreg.estimator import TorchLogisticRegression
+
+    rng = np.random.default_rng(0)
+    clf = TorchLogisticRegression(max_iter=5).fit(rng.random((40, 784)), np.arange(40) % 2)
+    with pytest.raises(ValueError, match=fragment):
+        clf.predict(array)
+
+
+WRITER = """
+import sys
+from torchlogreg.storage import atomic_write_bytes
+print("writing", flush=True)
+atomic_write_bytes(sys.argv[1], b"B" * 300_000_000)
+print("done", flush=True)
+"""
+
+
+def test_kill_during_a_large_write_leaves_the_old_file_whole(tmp_path):
+    target = tmp_path / "big.bin"
+    old = b"A" * 1000
+    from torchlogreg.storage import atomic_write_bytes
+
+    atomic_write_bytes(target, old)
+    process = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    content = target.read_bytes()
+    assert content == old or hashlib.sha256(content).digest() == hashlib.sha256(b"B" * 300_000_000).digest()

@@ -1,0 +1,111 @@
+"""Interrupted training loses nothing: a checkpoint at a fixed iteration, resumed, ends with the
+same weights as an uninterrupted run; SIGINT/SIGTERM from the command line do the same."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from torchlogreg import DivergenceError, Interrupted
+from torchlogreg.checkpoints import has_training_state, load_training_state
+from torchlogreg.training import Trainer
+
+
+@pytest.mark.parametrize("optimizer,stop_at", [("sgd", 7), ("sgd", 15), ("adam", 11)])
+def test_resume_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, optimizer, stop_at):
+    config = tiny_config.replace(optimizer=optimizer, epochs=4, eval_every=4, patience=50)
+    reference = Trainer(config, tiny_data, verbose=False).run()
+    interrupted = Trainer(
+        config,
+        tiny_data,
+        verbose=False,
+        checkpoint_dir=tmp_path,
+        should_stop=lambda: interrupted.iteration == stop_at,
+    )
+    with pytest.raises(Interrupted, match=f"interrupted at iteration {stop_at} of 60"):
+        interrupted.run()
+    assert has_training_state(tmp_path)
+    resumed = Trainer(config, tiny_data, verbose=False)
+    resumed.restore(*load_training_state(tmp_path))
+    result = resumed.run()
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, result.model.state_dict()[key]), key
+    assert [r["loss"] for r in result.history] == [r["loss"] for r in reference.history]
+    assert result.metrics["iterations"] == 60
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tiny_data, tiny_config, tmp_path):
+    config = tiny_config.replace(lr=1e12, momentum=0.0, eval_every=1)
+    with pytest.raises(DivergenceError, match="kept the last good checkpoint"):
+        Trainer(config, tiny_data, verbose=False, checkpoint_dir=tmp_path).run()
+    tensors, meta, _ = load_training_state(tmp_path)
+    assert torch.isfinite(tensors["model.linear.weight"]).all()
+
+
+def _train_command(data_root, out, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "torchlogreg",
+        "train",
+        "--data-root",
+        str(data_root),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--epochs",
+        "12",
+        "--eval-every",
+        "100",
+        "--val-size",
+        "1000",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_checkpoints_and_resume_matches(tmp_path, data_root, signum):
+    reference = tmp_path / "reference"
+    subprocess.run(_train_command(data_root, reference, "--quiet"), check=True, capture_output=True)
+    out = tmp_path / "interrupted"
+    process = subprocess.Popen(
+        _train_command(data_root, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for line in process.stdout:  # wait until training is under way (no sleeps)
+        if line.startswith("iteration"):
+            break
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("training finished before the signal arrived")
+    assert process.returncode == 130, stderr
+    assert "interrupted at iteration" in stderr and f"--resume {out}" in stderr and "Traceback" not in stderr
+    assert has_training_state(out) and not (out / "model.safetensors").exists()
+    refused = subprocess.run(_train_command(data_root, out), capture_output=True, text=True)
+    assert refused.returncode != 0 and f"--resume {out}" in refused.stderr
+    resumed = subprocess.run(
+        [sys.executable, "-m", "torchlogreg", "train", "--resume", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    ours, theirs = load_file(out / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert not has_training_state(out)
+    assert (
+        json.loads((out / "metrics.json").read_text())["iterations"] == 12 * 461
+    )  # ceil(59000 / 128) per epoch
+
+
+def test_resume_refuses_other_settings(tmp_path, tiny_data):
+    done = subprocess.run(
+        [sys.executable, "-m", "torchlogreg", "train", "--resume", str(tmp_path), "--lr", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "--resume continues with the run's own settings; drop --lr" in done.stderr
