@@ -325,6 +325,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serving import serve
+
+    print(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be an integer >= 1, got {args.workers}")
+    serve(args.run_dir, args.host, args.port, args.workers)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report_for_run
 
@@ -438,6 +448,22 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--out", metavar="DIR", help="sweep folder (default: sweeps/<timestamp>)")
     grid.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(handler=cmd_sweep)
+
+    serve = commands.add_parser(
+        "serve",
+        help="a web page to draw digits on, and an HTTP API (needs torchlogreg[serve])",
+        description="Serve the run: / is a drawing page, POST /api/predict takes an image upload (field "
+        "'file') or JSON {'pixels': 28x28}, GET /api/model, GET /healthz, docs at /docs.",
+    )
+    serve.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes, e.g. one per core (default: 1)"
+    )
+    serve.set_defaults(handler=cmd_serve)
 
     report = commands.add_parser(
         "report",

@@ -25,13 +25,15 @@ WORK_SIZE = 96  # large crops are first reduced to this size before stroke thick
 INK_LEVEL = 0.1  # fraction of the darkest ink below which a pixel counts as paper
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Grayscale pixels in [0, 1] of the image file at `path` (transparency composited on white)."""
+def read_image(path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None) -> np.ndarray:
+    """Grayscale pixels in [0, 1] of an image file (a path, or a binary file object called `name`);
+    transparency is composited on white."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
+    source = path
+    path = Path(name if name is not None else getattr(path, "name", None) or path)
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise InputError(
@@ -77,9 +79,10 @@ def _background(gray: np.ndarray, tiles: int = 6) -> np.ndarray:
     from PIL import Image
 
     height, width = gray.shape
-    rows = np.array_split(np.arange(height), min(tiles, height))
-    cols = np.array_split(np.arange(width), min(tiles, width))
-    levels = np.array([[np.percentile(gray[np.ix_(r, c)], 10) for c in cols] for r in rows], dtype=np.float32)
+    tile_h, tile_w = max(1, height // tiles), max(1, width // tiles)
+    rows, cols = height // tile_h, width // tile_w
+    blocks = gray[: rows * tile_h, : cols * tile_w].reshape(rows, tile_h, cols, tile_w).swapaxes(1, 2)
+    levels = np.percentile(blocks.reshape(rows, cols, -1), 10, axis=-1).astype(np.float32)
     smooth = Image.fromarray(levels, mode="F").resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(smooth, dtype=np.float32)
 
@@ -194,11 +197,13 @@ def _array_images(array: np.ndarray, path: Path, n_pixels: int) -> np.ndarray:
     return array.astype(np.float32) / (1.0 if array.dtype == bool else 255.0)
 
 
-def read_array(path: str | os.PathLike, n_pixels: int = FIELD * FIELD) -> np.ndarray:
-    """Images stored in a .npy, or a one-array .npz (or its array 'images'/'x')."""
-    path = Path(path)
+def read_array(path, n_pixels: int = FIELD * FIELD, name: str | None = None) -> np.ndarray:
+    """Images stored in a .npy, or a one-array .npz (or its array 'images'/'x'); `path` may be a
+    binary file object called `name`."""
+    source = path
+    path = Path(name if name is not None else getattr(path, "name", None) or path)
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(source, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except (ValueError, OSError, EOFError) as error:

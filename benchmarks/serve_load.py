@@ -1,0 +1,147 @@
+"""A bounded load run against `torchlogreg serve` on loopback: PNG uploads from concurrent clients.
+
+    python -m benchmarks.serve_load RUN_DIR --seconds 20 --clients 16
+
+Starts the server on a free 127.0.0.1 port, runs `--clients` threads, each on its own keep-alive
+connection, for `--seconds`, and reports requests per second and latency percentiles. The
+clients share the machine with the server (2 cores here), so the figure is a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+
+from benchmarks.compare import default_data_root
+
+
+def _payloads(data_root: str, count: int = 64) -> list[tuple[bytes, str]]:
+    """Multipart bodies of MNIST test digits drawn as 140x140 dark-on-white PNGs."""
+    from PIL import Image
+
+    from torchlogreg.data import load_splits
+
+    _, test, _ = load_splits("mnist", data_root, download=False)
+    bodies = []
+    for image in test.images[:count]:
+        buffer = io.BytesIO()
+        Image.fromarray(255 - image.numpy()).resize((140, 140)).save(buffer, format="PNG")
+        boundary = uuid.uuid4().hex
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.png"\r\n'
+                f"Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + buffer.getvalue()
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        bodies.append((body, f"multipart/form-data; boundary={boundary}"))
+    return bodies
+
+
+def _client(port: int, payloads, deadline: float, latencies: list[float], errors: list[str]) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    index = 0
+    while time.perf_counter() < deadline:
+        body, content_type = payloads[index % len(payloads)]
+        index += 1
+        started = time.perf_counter()
+        try:
+            connection.request("POST", "/api/predict", body=body, headers={"Content-Type": content_type})
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                errors.append(str(response.status))
+                continue
+        except (OSError, http.client.HTTPException) as error:
+            errors.append(type(error).__name__)
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            continue
+        latencies.append(time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="server processes")
+    parser.add_argument("--data-root", default=default_data_root())
+    args = parser.parse_args()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torchlogreg",
+            "serve",
+            args.run_dir,
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    sys.exit("the server did not start")
+        payloads = _payloads(args.data_root)
+        latencies: list[float] = []
+        errors: list[str] = []
+        end = time.perf_counter() + args.seconds
+        threads = [
+            threading.Thread(target=_client, args=(port, payloads, end, latencies, errors))
+            for _ in range(args.clients)
+        ]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    latencies.sort()
+
+    def percentile(q: float) -> float:
+        return (
+            1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")
+        )
+
+    result = {
+        "workers": args.workers,
+        "clients": args.clients,
+        "seconds": round(elapsed, 2),
+        "requests": len(latencies),
+        "errors": len(errors),
+        "requests_per_second": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(0.50), 2),
+        "p99_ms": round(percentile(0.99), 2),
+        "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else None,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

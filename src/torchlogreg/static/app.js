@@ -1,0 +1,151 @@
+// Drawing pad -> POST /api/predict -> probability bars, the model's 28x28 input and evidence maps.
+"use strict";
+
+const pad = document.getElementById("pad");
+const ink = pad.getContext("2d");
+const strokes = [];
+let current = null;
+let inFlight = false;
+let pending = false;
+
+function clearPad() {
+  ink.fillStyle = "#fff";
+  ink.fillRect(0, 0, pad.width, pad.height);
+}
+
+function redraw() {
+  clearPad();
+  ink.strokeStyle = "#000";
+  ink.lineWidth = pad.width / 14;
+  ink.lineCap = "round";
+  ink.lineJoin = "round";
+  for (const stroke of strokes) {
+    ink.beginPath();
+    ink.moveTo(stroke[0].x, stroke[0].y);
+    for (const point of stroke.slice(1)) ink.lineTo(point.x, point.y);
+    if (stroke.length === 1) ink.lineTo(stroke[0].x + 0.1, stroke[0].y);
+    ink.stroke();
+  }
+}
+
+function position(event) {
+  const box = pad.getBoundingClientRect();
+  return { x: (event.clientX - box.left) * pad.width / box.width,
+           y: (event.clientY - box.top) * pad.height / box.height };
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  pad.setPointerCapture(event.pointerId);
+  current = [position(event)];
+  strokes.push(current);
+  redraw();
+  predictSoon();
+});
+pad.addEventListener("pointermove", (event) => {
+  if (!current) return;
+  current.push(position(event));
+  redraw();
+  predictSoon();
+});
+for (const type of ["pointerup", "pointercancel"]) {
+  pad.addEventListener(type, () => { current = null; predictSoon(); });
+}
+
+document.getElementById("clear").addEventListener("click", () => { strokes.length = 0; redraw(); showEmpty(); });
+document.getElementById("undo").addEventListener("click", () => {
+  strokes.pop();
+  redraw();
+  if (strokes.length) predictSoon(); else showEmpty();
+});
+
+function predictSoon() {
+  if (inFlight) { pending = true; return; }
+  if (!strokes.length) return;
+  inFlight = true;
+  pad.toBlob(async (blob) => {
+    try {
+      const form = new FormData();
+      form.append("file", blob, "drawing.png");
+      const response = await fetch("/api/predict", { method: "POST", body: form });
+      const data = await response.json();
+      if (response.ok) show(data); else showMessage(data.error || response.statusText);
+    } catch (error) {
+      showMessage(String(error));
+    } finally {
+      inFlight = false;
+      if (pending) { pending = false; predictSoon(); }
+    }
+  }, "image/png");
+}
+
+function showEmpty() {
+  const label = document.getElementById("label");
+  label.textContent = "?";
+  label.dataset.label = "";
+  document.getElementById("confidence").textContent = "";
+  document.getElementById("bars").replaceChildren();
+  for (const id of ["seen", "evidence-predicted", "evidence-runner-up"]) {
+    const canvas = document.getElementById(id);
+    canvas.getContext("2d").clearRect(0, 0, 28, 28);
+  }
+  showMessage("");
+}
+
+function showMessage(text) {
+  document.getElementById("status").textContent = text.includes("no digit found") ? "Draw a digit." : text;
+}
+
+function show(data) {
+  showMessage("");
+  const label = document.getElementById("label");
+  label.textContent = data.label;
+  label.dataset.label = data.label;
+  document.getElementById("confidence").textContent = `${(100 * data.probability).toFixed(1)}%`;
+  const bars = document.getElementById("bars");
+  const ranked = Object.entries(data.probabilities).sort((a, b) => b[1] - a[1]).slice(0, 5);
+  bars.replaceChildren(...ranked.map(([name, p]) => {
+    const item = document.createElement("li");
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    bar.style.width = `${Math.max(1, 100 * p)}%`;
+    const track = document.createElement("div");
+    track.append(bar);
+    item.append(Object.assign(document.createElement("span"), { textContent: name }), track,
+                Object.assign(document.createElement("span"), { textContent: `${(100 * p).toFixed(1)}%` }));
+    return item;
+  }));
+  paint("seen", data.image, (v) => [255 * v, 255 * v, 255 * v]);
+  const all = data.evidence.predicted.flat().concat(data.evidence.runner_up.flat());
+  const scale = Math.max(1e-9, ...all.map(Math.abs));
+  const diverging = (v) => v >= 0 ? [255 * v / scale, 40 * v / scale, 30 * v / scale]
+                                   : [30 * -v / scale, 90 * -v / scale, 255 * -v / scale];
+  paint("evidence-predicted", data.evidence.predicted, diverging);
+  paint("evidence-runner-up", data.evidence.runner_up, diverging);
+  document.getElementById("caption-predicted").textContent = `Evidence for ${data.label}`;
+  document.getElementById("caption-runner-up").textContent = `Evidence for ${data.runner_up} (runner-up)`;
+}
+
+function paint(id, grid, color) {
+  const context = document.getElementById(id).getContext("2d");
+  const pixels = context.createImageData(28, 28);
+  grid.flat().forEach((value, i) => {
+    const [r, g, b] = color(value);
+    pixels.data.set([r, g, b, 255], 4 * i);
+  });
+  context.putImageData(pixels, 0, 0);
+}
+
+async function loadModelInfo() {
+  const info = document.getElementById("model-info");
+  try {
+    const { meta, metrics } = await (await fetch("/api/model")).json();
+    const accuracy = metrics.test ? `, ${(100 * metrics.test.accuracy).toFixed(2)}% test accuracy` : "";
+    info.textContent = `${meta.dataset}: ${meta.class_names.length} classes${accuracy}. ` +
+                       "Draw with a mouse or a finger; the answer updates as you draw.";
+  } catch (error) {
+    info.textContent = "Could not load the model's details.";
+  }
+}
+
+redraw();
+loadModelInfo();
