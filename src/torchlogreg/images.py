@@ -25,6 +25,15 @@ WORK_SIZE = 96  # large crops are first reduced to this size before stroke thick
 INK_LEVEL = 0.1  # fraction of the darkest ink below which a pixel counts as paper
 
 
+def _source_name(source, name: str | None) -> Path:
+    """How messages name an input: `name`, the path itself, or a file object's name."""
+    if name is not None:
+        return Path(name)
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source)
+    return Path(getattr(source, "name", None) or "upload")
+
+
 def read_image(path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None) -> np.ndarray:
     """Grayscale pixels in [0, 1] of an image file (a path, or a binary file object called `name`);
     transparency is composited on white."""
