@@ -40,7 +40,7 @@ def read_image(path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     source = path
-    path = Path(name if name is not None else getattr(path, "name", None) or path)
+    path = _source_name(path, name)
     try:
         with Image.open(source) as image:
             width, height = image.size
@@ -210,7 +210,7 @@ def read_array(path, n_pixels: int = FIELD * FIELD, name: str | None = None) -> 
     """Images stored in a .npy, or a one-array .npz (or its array 'images'/'x'); `path` may be a
     binary file object called `name`."""
     source = path
-    path = Path(name if name is not None else getattr(path, "name", None) or path)
+    path = _source_name(path, name)
     try:
         loaded = np.load(source, allow_pickle=False)
     except FileNotFoundError:
