@@ -2,6 +2,7 @@
 same weights as an uninterrupted run; SIGINT/SIGTERM from the command line do the same."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -73,8 +74,12 @@ def test_signal_checkpoints_and_resume_matches(tmp_path, data_root, signum):
     reference = tmp_path / "reference"
     subprocess.run(_train_command(data_root, reference, "--quiet"), check=True, capture_output=True)
     out = tmp_path / "interrupted"
-    process = subprocess.Popen(
-        _train_command(data_root, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    process = subprocess.Popen(  # unbuffered: progress lines arrive as printed
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        args=_train_command(data_root, out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     for line in process.stdout:  # wait until training is under way (no sleeps)
         if line.startswith("iteration"):

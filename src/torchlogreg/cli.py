@@ -171,9 +171,18 @@ def _resume_config(args: argparse.Namespace):
     return config, (tensors, meta, history)
 
 
+def _join_process_group(config, timeout: float):
+    """The torch.distributed context when launched by torchrun, else None."""
+    from .distributed import init_from_environment
+    from .training import resolve_device
+
+    return init_from_environment(resolve_device(config.device).type, timeout)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoints import command_line, has_training_state, is_run_folder, remove_training_state, save_run
     from .data import load_data
+    from .distributed import broadcast_object, shutdown
     from .exceptions import CheckpointError
     from .training import Trainer
 
@@ -184,29 +193,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         config, state = _resume_config(args)
     else:
         config, state = config_from_args(args), None
-        out = Path(args.out) if args.out else _default_out()
+        out = Path(args.out) if args.out else None
+    dist = _join_process_group(config, args.dist_timeout)
+    if dist is not None and config.device.startswith("cuda"):
+        config = config.replace(device=f"cuda:{dist.local_rank}")  # one GPU per process
+    main_rank = dist is None or dist.is_main
+    if out is None:
+        out = Path(broadcast_object(str(_default_out()) if main_rank else None, dist))
+    if state is None:
         if is_run_folder(out) and not args.overwrite:
             hint = f"; continue it with --resume {out}" if has_training_state(out) else ""
             raise CheckpointError(
                 f"{out} already holds a run; choose another --out or pass --overwrite{hint}"
             )
-        remove_training_state(out)
+        if main_rank:
+            remove_training_state(out)
     data = load_data(config, download=not args.no_download)
-    say = (lambda *_: None) if args.quiet else print
+    quiet = args.quiet or not main_rank
+    say = (lambda *_: None) if quiet else print
     val = len(data.val) if data.val is not None else 0
     budget = f"{config.iters} iterations" if config.iters else f"{config.epochs} epochs"
+    ranks = f" on {dist.world_size} processes" if dist else ""
     say(
         f"training {config.dataset}: {len(data.train)} train / {val} val / {len(data.test)} test, "
         f"{data.n_classes} classes{' (binary)' if data.binary else ''}; {config.optimizer} "
-        f"lr {config.learning_rate:g}, batch {config.batch_size}, {budget}"
+        f"lr {config.learning_rate:g}, batch {config.batch_size}, {budget}{ranks}"
     )
     stop = StopFlag()
     stop.install()
     trainer = Trainer(
         config,
         data,
-        verbose=not args.quiet,
+        verbose=not quiet,
         checkpoint_dir=out,
+        dist=dist,
         checkpoint_every=args.checkpoint_every,
         should_stop=stop,
     )
@@ -214,7 +234,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer.restore(*state)
         say(f"resuming at iteration {trainer.iteration} of {trainer.total}")
     result = trainer.run()
-    save_run(result, out, overwrite=True if state is not None else args.overwrite, command=command_line())
+    shutdown(dist)
+    if not main_rank:
+        return 0
+    save_run(result, out, overwrite=True, command=command_line())  # checked before training began
     remove_training_state(out)
     metrics = result.metrics
     val_text = f" | val {metrics['val']['accuracy']:.4f}" if "val" in metrics else ""
@@ -376,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RUN_DIR",
         help="continue an interrupted run from its checkpoint, with its own settings",
+    )
+    out.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="under torchrun: how long a rank waits for the others before failing (default: 60)",
     )
     out.add_argument(
         "--checkpoint-every",

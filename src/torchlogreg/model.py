@@ -91,11 +91,12 @@ class LogisticRegression(nn.Module):
         features, scale = self._features(x)
         return torch.addmm(self.linear.bias, features, self.linear.weight.T, alpha=scale)
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean loss from logits (the loss applies softmax/sigmoid itself, exactly once)."""
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Loss from logits (the loss applies softmax/sigmoid itself, exactly once)."""
         if self.binary:
-            return F.binary_cross_entropy_with_logits(logits.squeeze(-1), targets.to(logits.dtype))
-        return F.cross_entropy(logits, targets)
+            target = targets.to(logits.dtype)
+            return F.binary_cross_entropy_with_logits(logits.squeeze(-1), target, reduction=reduction)
+        return F.cross_entropy(logits, targets, reduction=reduction)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, C) from logits; binary gives two columns, P(0) and P(1)."""

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from .config import DEVICE_PATTERN, TrainConfig, validate
 from .data import Data, load_data
+from .distributed import DistContext, all_reduce_sum
 from .evaluation import evaluate
 from .exceptions import ConfigError, DivergenceError, Interrupted
 from .model import LogisticRegression
@@ -107,8 +108,14 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int | None = None,
         should_stop: Callable[[], bool] | None = None,
+        dist: DistContext | None = None,
     ):
         validate(config)
+        self.dist = dist
+        if dist is not None and config.optimizer == "lbfgs":
+            raise ConfigError(
+                "optimizer lbfgs is full batch and runs in one process; use sgd or adam with torchrun"
+            )
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
         self.should_stop = should_stop
@@ -133,6 +140,12 @@ class Trainer:
             self.model.init_uniform(self.generator)
         self.model.to(self.device)
         self.parameters = list(self.model.parameters())
+        self.ddp = None
+        if dist is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
         self.optimizer = make_optimizer(self.parameters, config)
         self.history: list[dict] = []
         self.iteration = 0
@@ -154,6 +167,43 @@ class Trainer:
         add_penalty_gradients(self.model.linear.weight, self.config.weight_decay, self.config.l1)
         self.optimizer.step(lr)
         return loss
+
+    def _distributed_step(self, index: torch.Tensor, lr: float, stop: bool) -> tuple[float, bool]:
+        """This rank's slice of the global batch through DDP; returns the global mean loss and stop.
+
+        Each rank backpropagates its loss *sum* x world_size / global batch size; DDP averages the
+        gradients over ranks, which gives exactly the gradient of the global batch's mean loss.
+        """
+        world, rank = self.dist.world_size, self.dist.rank
+        local = index[rank::world]
+        x, y = self.train_x.index_select(0, local), self.train_y.index_select(0, local)
+        for param in self.parameters:
+            param.grad = None
+        loss_sum = self.model.loss(self.ddp(x), y, reduction="sum")
+        (loss_sum * (world / len(index))).backward()
+        add_penalty_gradients(self.model.linear.weight, self.config.weight_decay, self.config.l1)
+        self.optimizer.step(lr)
+        shared = torch.tensor([loss_sum.item(), float(stop)], dtype=torch.float64, device=self.device)
+        all_reduce_sum(shared, self.dist, f"the all-reduce of iteration {self.iteration + 1}")
+        return shared[0].item() / len(index), shared[1].item() > 0
+
+    def _evaluate_split(self, images, labels) -> dict:
+        """evaluate(), sharded over the ranks and summed when distributed."""
+        if self.dist is None:
+            return evaluate(self.model, images, labels, self.config.threshold)
+        shard = torch.arange(self.dist.rank, len(labels), self.dist.world_size)
+        local = evaluate(self.model, images[shard], labels[shard], self.config.threshold)
+        n = local["n"]
+        totals = torch.tensor(
+            [local["loss"] * n if n else 0.0, local["accuracy"] * n, n], dtype=torch.float64
+        )
+        all_reduce_sum(totals, self.dist, "the all-reduce of the metrics")
+        count = max(totals[2].item(), 1.0)
+        return {
+            "accuracy": round(totals[1].item()) / count,
+            "loss": totals[0].item() / count,
+            "n": int(totals[2]),
+        }
 
     def _full_batch_step(self, lr: float) -> float:
         n = len(self.train_y)
@@ -228,7 +278,7 @@ class Trainer:
         self.last_good = self.snapshot()
 
     def _write_checkpoint(self, state: tuple[dict, dict] | None = None) -> None:
-        if self.checkpoint_dir is None:
+        if self.checkpoint_dir is None or (self.dist is not None and not self.dist.is_main):
             return
         from .checkpoints import save_training_state
 
@@ -249,18 +299,15 @@ class Trainer:
 
     def _evaluate(self, row: dict) -> bool:
         """Fill the periodic metrics into `row`; return True when early stopping says stop."""
-        threshold = self.config.threshold
         sample = slice(0, TRAIN_ACCURACY_SAMPLES)
-        row["train_accuracy"] = evaluate(self.model, self.train_x[sample], self.train_y[sample], threshold)[
-            "accuracy"
-        ]
+        row["train_accuracy"] = self._evaluate_split(self.train_x[sample], self.train_y[sample])["accuracy"]
         if self.data.val is None:
             train_accuracy = row["train_accuracy"]
             self._log(
                 f"iteration {self.iteration:>7}  loss {row['loss']:.4f}  train accuracy {train_accuracy:.4f}"
             )
             return False
-        val = evaluate(self.model, self.data.val.images, self.data.val.labels, threshold)
+        val = self._evaluate_split(self.data.val.images, self.data.val.labels)
         row.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
         self._log(
             f"iteration {self.iteration:>7}  loss {row['loss']:.4f}  val accuracy {val['accuracy']:.4f}"
@@ -287,8 +334,12 @@ class Trainer:
         started = time.perf_counter()
         while self.iteration < self.total:
             lr = scheduled_lr(self.config, self.iteration, self.total)
+            stop = False
             if self.config.optimizer == "lbfgs":
                 loss = self._full_batch_step(lr)
+            elif self.dist is not None:  # the stop request travels with the loss: all ranks stop together
+                wants_stop = self.should_stop is not None and self.should_stop()
+                loss, stop = self._distributed_step(next(batches), lr, wants_stop)
             else:
                 loss = self._batch_step(next(batches), lr)
             self.iteration += 1
@@ -312,7 +363,9 @@ class Trainer:
                     break
             if self.checkpoint_every and self.iteration % self.checkpoint_every == 0:
                 self._write_checkpoint()
-            if self.should_stop is not None and self.iteration < self.total and self.should_stop():
+            if self.dist is None:
+                stop = self.should_stop is not None and self.should_stop()
+            if stop and self.iteration < self.total:
                 self.seconds_before += time.perf_counter() - started
                 self._write_checkpoint()
                 bar.close()
@@ -340,10 +393,9 @@ class Trainer:
         )
 
     def _final_metrics(self, train_seconds: float, stopped_early: bool) -> dict:
-        threshold = self.config.threshold
         splits = {"train": self.data.train, "val": self.data.val, "test": self.data.test}
         metrics = {
-            name: evaluate(self.model, split.images, split.labels, threshold)
+            name: self._evaluate_split(split.images, split.labels)
             for name, split in splits.items()
             if split is not None
         }
@@ -354,6 +406,7 @@ class Trainer:
             stopped_early=stopped_early,
             best_iteration=self.best[2] if self.data.val is not None else None,
             device=str(self.device),
+            world_size=self.dist.world_size if self.dist else 1,
         )
         return metrics
 
