@@ -2,6 +2,7 @@
 
     python -m benchmarks.scaling                 # N = 1k, 10k, 60k, 600k, 3M
     python -m benchmarks.scaling --sizes 1000,10000
+    python -m benchmarks.scaling --on-disk 3000000   # out of core: train from disk, check peak memory
 
 Sets above 60,000 are MNIST's training set stacked with randomly shifted copies. Each N runs in
 its own process: one epoch of the default preset's optimizer (SGD, batch 128); we record seconds
@@ -44,6 +45,71 @@ def shifted_mnist(size: int, data_root: str):
         dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=generator)) if start else (0, 0)
         images[start:stop] = torch.roll(train.images[: stop - start], shifts=(dy, dx), dims=(1, 2))
     return Split(images, labels), test
+
+
+def write_worker(size: int, data_root: str, folder: str) -> dict:
+    """Build the `size`-sample set and write it in the on-disk format (its own process)."""
+    from torchlogreg.ondisk import write_dataset
+
+    train, test = shifted_mnist(size, data_root)
+    write_dataset(folder, train, test, tuple("0123456789"))
+    return {"written": size}
+
+
+def disk_worker(folder: str) -> dict:
+    """One epoch reading the training set from disk, a shard at a time; peak RSS of this process."""
+    from torchlogreg import TrainConfig
+    from torchlogreg.data import load_data
+    from torchlogreg.training import Trainer
+
+    config = TrainConfig(dataset=folder, epochs=1, val_size=5000, device="cpu")
+    data = load_data(config)
+    started = time.perf_counter()
+    result = Trainer(config, data, verbose=False).run()
+    size = len(data.train) + len(data.val)
+    return {
+        "size": size,
+        "epoch_seconds": time.perf_counter() - started,
+        "test_accuracy": result.metrics["test"]["accuracy"],
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "uint8_mb": size * PIXELS / 2**20,
+        "float32_mb": size * PIXELS * 4 / 2**20,
+    }
+
+
+def on_disk(size: int, data_root: str, out: Path) -> None:
+    """Out-of-core: write N samples to disk, train one epoch from there, check the peak memory."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="torchlogreg-ondisk-")
+    try:
+        for command in (["--write-worker", str(size), "--folder", folder], ["--disk-worker", folder]):
+            done = subprocess.run(
+                [sys.executable, "-m", "benchmarks.scaling", "--data-root", data_root, *command],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    row["within_budget"] = row["peak_mb"] < 0.5 * row["float32_mb"]  # generous: float32 would not fit this
+    text = (
+        f"Out of core, N = {row['size']:,}: one epoch from disk in {row['epoch_seconds']:.1f} s, "
+        f"test accuracy {row['test_accuracy']:.4f}, peak RSS {row['peak_mb']:.0f} MB; "
+        f"the data is {row['uint8_mb']:.0f} MB "
+        f"as uint8 and would be {row['float32_mb']:.0f} MB as float32.\n"
+    )
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ondisk.md").write_text(text)
+    (out / "ondisk.json").write_text(json.dumps(row, indent=2) + "\n")
+    if not row["within_budget"]:
+        sys.exit(
+            f"peak RSS {row['peak_mb']:.0f} MB is not well below the float32 size {row['float32_mb']:.0f} MB"
+        )
 
 
 def worker(size: int, data_root: str) -> dict:
@@ -134,10 +200,23 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--data-root", default=default_data_root())
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--on-disk", type=int, metavar="N", help="out-of-core run at N samples instead")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--write-worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--disk-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.data_root)))
+        return
+    if args.write_worker:
+        print(json.dumps(write_worker(args.write_worker, args.data_root, args.folder)))
+        return
+    if args.disk_worker:
+        print(json.dumps(disk_worker(args.disk_worker)))
+        return
+    if args.on_disk:
+        on_disk(args.on_disk, args.data_root, Path(args.out))
         return
     rows = []
     for size in map(int, args.sizes.split(",")):

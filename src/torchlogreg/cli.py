@@ -358,6 +358,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    """Write a dataset in the on-disk (out-of-core) format."""
+    from .data import Split, load_splits
+    from .ondisk import write_dataset
+
+    if args.from_npz:
+        import numpy as np
+        import torch
+
+        try:
+            with np.load(args.from_npz, allow_pickle=False) as arrays:
+                parts = {
+                    k: torch.from_numpy(arrays[k])
+                    for k in ("train_images", "train_labels", "test_images", "test_labels")
+                }
+        except (OSError, ValueError, KeyError) as error:
+            raise ConfigError(
+                f"--from-npz {args.from_npz}: needs uint8 arrays train_images, train_labels, "
+                f"test_images, test_labels ({error})"
+            ) from None
+        train = Split(parts["train_images"].to(torch.uint8), parts["train_labels"].long())
+        test = Split(parts["test_images"].to(torch.uint8), parts["test_labels"].long())
+        names = tuple(str(c) for c in range(int(max(train.labels.max(), test.labels.max())) + 1))
+    else:
+        train, test, names = load_splits(args.dataset, args.data_root, download=not args.no_download)
+    out = write_dataset(args.out, train, test, names)
+    print(f"wrote {len(train)} train and {len(test)} test images to {out}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report_for_run
 
@@ -506,6 +536,28 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--data-root", metavar="DIR", help="folder holding the datasets (default: the run's)")
     report.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     report.set_defaults(handler=cmd_report)
+
+    data = commands.add_parser("data", help="dataset tools: convert to the out-of-core format")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    convert = data_commands.add_parser(
+        "convert",
+        help="write a dataset as .npy files that training reads from disk a shard at a time",
+        description="Writes OUT/meta.json, train-images.npy (N x H x W uint8, rows shuffled), "
+        "train-labels.npy, "
+        "test-images.npy and test-labels.npy. Train on it with --dataset OUT.",
+    )
+    convert.add_argument(
+        "--dataset", default="mnist", help=f"one of {', '.join(DATASET_NAMES)} (default: mnist)"
+    )
+    convert.add_argument(
+        "--from-npz",
+        metavar="FILE",
+        help="instead: an .npz with train_images, train_labels, test_images, test_labels",
+    )
+    convert.add_argument("--data-root", metavar="DIR", help="folder holding the datasets")
+    convert.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    convert.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
+    convert.set_defaults(handler=cmd_data_convert)
 
     demo = commands.add_parser(
         "demo",

@@ -26,7 +26,7 @@ class TrainConfig:
     """Everything that decides what a training run computes."""
 
     # --- data ---
-    dataset: str = "mnist"  # one of DATASET_NAMES
+    dataset: str = "mnist"  # one of DATASET_NAMES, or a dataset folder (see ondisk.py)
     data_root: str | None = None  # None: $TORCHLOGREG_DATA, else ~/.cache/torchlogreg
     classes: tuple[int, ...] | None = None  # keep only these labels; two of them -> binary model
     positive: int | None = None  # this label against all others -> binary model
@@ -147,13 +147,15 @@ def _range_problems(config: TrainConfig) -> list[str]:
 
 def _choice_problems(config: TrainConfig) -> list[str]:
     problems = []
+    from .ondisk import is_disk_dataset
+
     for name, value, choices in [
-        ("dataset", config.dataset, DATASET_NAMES),
+        ("dataset", config.dataset, () if is_disk_dataset(str(config.dataset)) else DATASET_NAMES),
         ("optimizer", config.optimizer, OPTIMIZERS),
         ("schedule", config.schedule, SCHEDULES),
         ("init", config.init, INITS),
     ]:
-        if value not in choices:
+        if choices and value not in choices:
             problems.append(
                 f"{name} must be one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}"
             )

@@ -323,5 +323,9 @@ def prepare(config: TrainConfig, train: Split, test: Split, names: tuple[str, ..
 
 def load_data(config: TrainConfig, download: bool = True) -> Data:
     """Load `config.dataset` from `config.data_root` and prepare it for `config`'s task."""
+    from .ondisk import is_disk_dataset, load_disk_data
+
+    if is_disk_dataset(config.dataset):
+        return load_disk_data(config)
     train, test, names = load_splits(config.dataset, config.data_root, download)
     return prepare(config, train, test, names)

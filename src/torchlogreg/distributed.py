@@ -88,4 +88,5 @@ def shutdown(context: DistContext | None) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            dist.barrier()  # leave together: tearing gloo down while a peer still talks can abort it
             dist.destroy_process_group()

@@ -13,10 +13,14 @@ EVAL_BATCH = 8192  # rows per forward pass: bounds memory, large enough to be fa
 def logits_of(model: LogisticRegression, images: torch.Tensor) -> torch.Tensor:
     """Logits for every image, computed in chunks on the model's device."""
     device = model.linear.weight.device
-    chunks = [model(images[i : i + EVAL_BATCH].to(device)) for i in range(0, len(images), EVAL_BATCH)]
-    if not chunks:
-        return torch.empty(0, model.linear.out_features, device=device)
-    return torch.cat(chunks)
+    # One output filled in place: small per-chunk results kept alive between the large temporary
+    # buffers would fragment the heap (seen as GBs of peak memory when images stream from disk).
+    logits = torch.empty(
+        len(images), model.linear.out_features, device=device, dtype=model.linear.weight.dtype
+    )
+    for start in range(0, len(images), EVAL_BATCH):
+        logits[start : start + EVAL_BATCH] = model(images[start : start + EVAL_BATCH].to(device))
+    return logits
 
 
 @torch.no_grad()

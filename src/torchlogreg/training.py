@@ -23,6 +23,7 @@ from .distributed import DistContext, all_reduce_sum
 from .evaluation import evaluate
 from .exceptions import ConfigError, DivergenceError, Interrupted
 from .model import LogisticRegression
+from .ondisk import SHARD_ROWS, DiskImages
 from .optimizers import make_optimizer, scheduled_lr
 
 LBFGS_CHUNK = 16384  # rows per chunk of the full-batch gradient: bounds memory
@@ -124,18 +125,32 @@ class Trainer:
         self.verbose = verbose
         self.progress = progress if verbose else False
         self.device = resolve_device(config.device)
-        self.train_x = data.train.images.reshape(len(data.train), -1).to(self.device)
+        self.on_disk = isinstance(data.train.images, DiskImages)
+        if self.on_disk and dist is not None:
+            raise ConfigError(
+                "out-of-core datasets train in one process for now; drop torchrun or load into memory"
+            )
+        if self.on_disk:  # stays on disk: read a shard at a time in _disk_batches
+            self.train_x = data.train.images
+        else:
+            self.train_x = data.train.images.reshape(len(data.train), -1).to(self.device)
         self.train_y = data.train.labels.to(self.device)
         n_train = len(self.train_y)
         if config.optimizer != "lbfgs" and config.batch_size > n_train:
             raise ConfigError(
                 f"batch_size must be at most the {n_train} training samples, got {config.batch_size}"
             )
-        self.steps_per_epoch = 1 if config.optimizer == "lbfgs" else math.ceil(n_train / config.batch_size)
+        if config.optimizer == "lbfgs":
+            self.steps_per_epoch = 1
+        elif self.on_disk:  # batches do not cross shard boundaries
+            shard_sizes = [min(SHARD_ROWS, n_train - s) for s in range(0, n_train, SHARD_ROWS)]
+            self.steps_per_epoch = sum(math.ceil(size / config.batch_size) for size in shard_sizes)
+        else:
+            self.steps_per_epoch = math.ceil(n_train / config.batch_size)
         self.total = config.iters or config.epochs * self.steps_per_epoch
         self.eval_every = config.eval_every or (10 if config.optimizer == "lbfgs" else self.steps_per_epoch)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.model = LogisticRegression(self.train_x.shape[1], data.n_classes)
+        self.model = LogisticRegression(math.prod(data.image_shape), data.n_classes)
         if config.init == "uniform":
             self.model.init_uniform(self.generator)
         self.model.to(self.device)
@@ -158,9 +173,7 @@ class Trainer:
         self.last_good = self.snapshot()
 
     # --- one optimizer step ---------------------------------------------------------------
-    def _batch_step(self, index: torch.Tensor, lr: float) -> float:
-        x = self.train_x.index_select(0, index)
-        y = self.train_y.index_select(0, index)
+    def _batch_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
         for param in self.parameters:
             param.grad = None
         loss = self.model.accumulate_gradients(x, y).item()
@@ -222,6 +235,26 @@ class Trainer:
 
         self.optimizer.step(lr, closure)
         return data_loss
+
+    def _disk_batches(self):
+        """(x, y) mini-batches from disk: shards in a random order, rows shuffled within each shard."""
+        n, size = len(self.train_y), self.config.batch_size
+        while True:
+            self.epoch_rng_state = self.generator.get_state()
+            shard_order = torch.randperm(math.ceil(n / SHARD_ROWS), generator=self.generator)
+            skip = self.skip_batches
+            for shard in shard_order.tolist():
+                start = shard * SHARD_ROWS
+                rows = self.train_x.read(start, start + SHARD_ROWS).to(self.device)
+                labels = self.train_y[start : start + len(rows)]
+                order = torch.randperm(len(rows), generator=self.generator).to(self.device)
+                for offset in range(0, len(rows), size):
+                    if skip:
+                        skip -= 1
+                        continue
+                    index = order[offset : offset + size]
+                    yield rows.index_select(0, index), labels.index_select(0, index)
+            self.skip_batches = 0
 
     def _batches(self):
         """Index tensors of the mini-batches, epoch after epoch, one permutation per epoch."""
@@ -329,7 +362,7 @@ class Trainer:
         # disable=None lets tqdm decide: no bar when stderr is not a terminal.
         disable = None if self.progress is None else not self.progress
         bar = tqdm(total=self.total, unit="it", disable=disable, leave=False, dynamic_ncols=True)
-        batches = self._batches()
+        batches = self._disk_batches() if self.on_disk else self._batches()
         stopped_early = False
         started = time.perf_counter()
         while self.iteration < self.total:
@@ -340,8 +373,13 @@ class Trainer:
             elif self.dist is not None:  # the stop request travels with the loss: all ranks stop together
                 wants_stop = self.should_stop is not None and self.should_stop()
                 loss, stop = self._distributed_step(next(batches), lr, wants_stop)
+            elif self.on_disk:
+                loss = self._batch_step(*next(batches), lr)
             else:
-                loss = self._batch_step(next(batches), lr)
+                index = next(batches)
+                loss = self._batch_step(
+                    self.train_x.index_select(0, index), self.train_y.index_select(0, index), lr
+                )
             self.iteration += 1
             self.start_loss = loss if self.start_loss is None else self.start_loss
             try:

@@ -1,0 +1,145 @@
+"""Out-of-core datasets: uint8 images in .npy files on disk, read a shard at a time.
+
+A dataset folder holds ``meta.json`` plus ``train-images.npy`` (N x H x W uint8),
+``train-labels.npy`` (N int64), ``test-images.npy`` and ``test-labels.npy``. The training rows
+are shuffled when written, so the validation set (the last ``val_size`` rows) is a random one.
+
+    torchlogreg data convert --dataset mnist --out data/mnist-disk
+    torchlogreg train --dataset data/mnist-disk
+
+Rows are read with plain file reads (not mmap), so what training holds in memory is one shard
+of uint8 rows plus the model, whatever N is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .exceptions import ConfigError, DataError
+from .storage import atomic_write_json
+
+FORMAT = "torchlogreg-data"
+SHARD_ROWS = 65_536  # rows read at once during training: ~51 MB of 28x28 uint8
+
+
+class DiskImages:
+    """Rows of a uint8 .npy array on disk, read on demand; slicing gives (n, features) tensors."""
+
+    def __init__(self, path: Path, start: int = 0, stop: int | None = None):
+        self.path = Path(path)
+        with self.path.open("rb") as handle:
+            try:
+                version = np.lib.format.read_magic(handle)
+                reader = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran_order, dtype = reader(handle)
+            except ValueError as error:
+                raise DataError(f"{self.path}: not a .npy file ({error})") from None
+            self.offset = handle.tell()
+        if dtype != np.uint8 or fortran_order or len(shape) < 2:
+            raise DataError(f"{self.path}: expected a C-ordered uint8 array N x H x W, got {dtype} {shape}")
+        self.image_shape = tuple(shape[1:])
+        self.row_bytes = int(np.prod(self.image_shape))
+        expected = self.offset + shape[0] * self.row_bytes
+        if self.path.stat().st_size < expected:
+            raise DataError(
+                f"{self.path}: truncated ({self.path.stat().st_size} bytes, header says {expected})"
+            )
+        self.start, self.stop = start, shape[0] if stop is None else stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.image_shape)
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of this view as a (n, features) uint8 tensor, by one file read."""
+        start, stop = max(0, start), min(len(self), stop)
+        count = max(0, stop - start) * self.row_bytes
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset + (self.start + start) * self.row_bytes)
+            data = np.fromfile(handle, dtype=np.uint8, count=count)
+        return torch.from_numpy(data.reshape(-1, self.row_bytes))
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("DiskImages supports contiguous slices only")
+        start, stop, _ = index.indices(len(self))
+        return self.read(start, stop)
+
+    def view(self, start: int, stop: int) -> DiskImages:
+        return DiskImages(self.path, self.start + start, self.start + stop)
+
+
+def is_disk_dataset(name: str) -> bool:
+    return (Path(name) / "meta.json").is_file()
+
+
+def write_dataset(out: str | Path, train, test, class_names, seed: int = 0, chunk: int = SHARD_ROWS) -> Path:
+    """Write train/test Splits in the on-disk format; train rows are shuffled (by `seed`)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    for name, split, rows in (("train", train, order), ("test", test, torch.arange(len(test)))):
+        shape = (len(split), *split.images.shape[1:])
+        images = np.lib.format.open_memmap(
+            out / f"{name}-images.npy.tmp", mode="w+", dtype=np.uint8, shape=shape
+        )
+        for start in range(0, len(split), chunk):  # chunk by chunk: never two copies in memory
+            images[start : start + chunk] = split.images[rows[start : start + chunk]].numpy()
+        images.flush()
+        del images
+        (out / f"{name}-images.npy.tmp").replace(out / f"{name}-images.npy")
+        np.save(out / f"{name}-labels.npy", split.labels[rows].numpy().astype(np.int64))
+    atomic_write_json(
+        out / "meta.json",
+        {
+            "format": FORMAT,
+            "class_names": list(class_names),
+            "image_shape": list(train.images.shape[1:]),
+            "splits": {"train": len(train), "test": len(test)},
+        },
+    )
+    return out
+
+
+def load_disk_data(config):
+    """Data for `config` from the dataset folder `config.dataset`; train stays on disk."""
+    from .data import Data, Split
+
+    folder = Path(config.dataset)
+    meta = json.loads((folder / "meta.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{folder / 'meta.json'}: not a torchlogreg dataset folder")
+    if config.classes is not None or config.positive is not None or config.train_size is not None:
+        raise ConfigError(
+            f"classes, positive and train_size need an in-memory dataset; {folder} is read from disk as it is"
+        )
+    train_images = DiskImages(folder / "train-images.npy")
+    train_labels = torch.from_numpy(np.load(folder / "train-labels.npy"))
+    n_train = len(train_images) - config.val_size
+    if n_train <= 0:
+        raise ConfigError(f"val_size must be smaller than the {len(train_images)} training samples")
+    val = None
+    if config.val_size:
+        val = Split(
+            train_images.read(n_train, len(train_images)).reshape(-1, *train_images.image_shape),
+            train_labels[n_train:],
+        )
+    test_images = DiskImages(folder / "test-images.npy")
+    test = Split(
+        test_images.read(0, len(test_images)).reshape(-1, *test_images.image_shape),
+        torch.from_numpy(np.load(folder / "test-labels.npy")),
+    )
+    names = tuple(meta["class_names"])
+    train = Split(train_images.view(0, n_train), train_labels[:n_train])
+    return Data(str(folder), train, val, test, names, tuple(range(len(names))), len(names) == 2)
