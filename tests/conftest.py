@@ -82,3 +82,15 @@ def tiny_data() -> Data:
 @pytest.fixture
 def tiny_config() -> TrainConfig:
     return TrainConfig(batch_size=16, epochs=3, device="cpu", val_size=60)
+
+
+# Headless Chromium as this machine allows it: no sandbox as root, no background network calls.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)

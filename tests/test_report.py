@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from conftest import CHROMIUM_FLAGS
 from PIL import Image
 
 from torchlogreg import preset, train
@@ -75,13 +76,7 @@ def test_report_renders_in_chromium(report_dir, tmp_path):
     subprocess.run(
         [
             chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
+            *CHROMIUM_FLAGS,
             f"--user-data-dir={tmp_path / 'p'}",
             f"--screenshot={shot}",
             "--window-size=1000,2400",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHROMIUM_FLAGS
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -171,13 +172,7 @@ def test_drawing_a_one_in_chromium(server, tmp_path):
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
+        *CHROMIUM_FLAGS,
         "--window-size=1000,900",
         f"--user-data-dir={tmp_path / 'profile'}",
     ):

@@ -161,23 +161,22 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         return torch.as_tensor(block, dtype=self._torch_dtype, device=device)
 
     def _validate_X(self, X, reset: bool):
-        if isinstance(X, torch.Tensor):
-            X = X.detach().cpu().numpy()
-        return validate_data(
-            self,
-            X,
-            reset=reset,
-            accept_sparse="csr",
-            dtype=[np.float64, np.float32],
-            ensure_min_samples=1,
-        )
+        return self._validate(X, "no_validation", reset)
+
+    def _validate(self, X, y, reset: bool):
+        """scikit-learn's checks of X (and of y, unless y is "no_validation"); tensors become arrays."""
+        X, y = (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v for v in (X, y))
+        kwargs = {"reset": reset, "accept_sparse": "csr", "dtype": [np.float64, np.float32]}
+        if isinstance(y, str) and y == "no_validation":
+            return validate_data(self, X, ensure_min_samples=1, **kwargs)
+        return validate_data(self, X, y, y_numeric=False, **kwargs)
 
     # --- fitting -------------------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
         """Fit on (X, y); `sample_weight` scales each sample's loss."""
         self._validate_params()
         self._check_params()
-        X, y = self._validate_Xy(X, y, reset=True)
+        X, y = self._validate(X, y, reset=True)
         check_classification_targets(y)
         classes = np.unique(y)
         if len(classes) < 2:
@@ -205,7 +204,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
             self._check_params()
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
-        X, y = self._validate_Xy(X, y, reset=first)
+        X, y = self._validate(X, y, reset=first)
         check_classification_targets(y)
         if first:
             self.classes_ = np.unique(classes)
@@ -222,21 +221,6 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         self._run_epochs(X, targets, weights, epochs=1, solver=solver, schedule=False)
         self.n_iter_ = self.n_iter_ + 1
         return self
-
-    def _validate_Xy(self, X, y, reset: bool):
-        if isinstance(X, torch.Tensor):
-            X = X.detach().cpu().numpy()
-        if isinstance(y, torch.Tensor):
-            y = y.detach().cpu().numpy()
-        return validate_data(
-            self,
-            X,
-            y,
-            reset=reset,
-            accept_sparse="csr",
-            dtype=[np.float64, np.float32],
-            y_numeric=False,
-        )
 
     def _sample_weights(self, X, y, classes, sample_weight) -> np.ndarray:
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
