@@ -54,7 +54,7 @@ def _tiny_sweep(tmp_path, data_root, seeds=2):
     return base, grid, run_sweep(base, grid, seeds, tmp_path, progress=False)
 
 
-def test_one_row_per_run_and_resume_skips_finished_runs(tmp_path, data_root):
+def test_one_row_per_run_and_resume_skips_finished_runs(tmp_path, data_root, monkeypatch):
     base, grid, rows = _tiny_sweep(tmp_path, data_root)
     assert len(rows) == 4 * 2 == len(read_results(tmp_path / "results.csv"))
     header = next(csv.reader((tmp_path / "results.csv").open()))
@@ -75,9 +75,16 @@ def test_one_row_per_run_and_resume_skips_finished_runs(tmp_path, data_root):
         writer = csv.DictWriter(handle, fieldnames=header)
         writer.writeheader()
         writer.writerows(kept)
+    import torchlogreg.training
+
+    trained = []
+    real_train = torchlogreg.training.train
+    monkeypatch.setattr(
+        torchlogreg.training, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k)
+    )
     again = run_sweep(base, grid, 2, tmp_path, progress=False)
-    assert len(again) == 8
-    assert [r["train_seconds"] for r in again[:3]] == [r["train_seconds"] for r in kept]  # not rerun
+    assert len(again) == 8 and len(trained) == 5  # the 3 finished runs were not trained again
+    assert again[:3] == kept
 
 
 def test_sweeps_are_reproducible(tmp_path, data_root):

@@ -29,7 +29,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from .exceptions import TorchLogRegError
 from .model import LogisticRegression
 from .optimizers import SGD, Adam
-from .training import add_penalty_gradients, penalty, resolve_device
+from .training import add_penalty_gradients, full_gradient, resolve_device
 
 CHUNK = 8192  # rows per full-pass chunk (and per densified block of a sparse matrix)
 DEFAULT_LR = {"sgd": 0.5, "adam": 0.005, "lbfgs": 1.0}
@@ -247,16 +247,15 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         """Full objective; also leaves its gradient in .grad (chunked: bounded memory)."""
         n = X.shape[0]
         device = model.linear.weight.device
-        model.zero_grad(set_to_none=True)
-        total = 0.0
-        for start in range(0, n, CHUNK):
-            stop = min(start + CHUNK, n)
-            x = self._to_tensor(X[start:stop], device)
-            y = torch.as_tensor(targets[start:stop], device=device)
-            w = torch.as_tensor(weights[start:stop], device=device)
-            total += model.accumulate_gradients(x, y, (stop - start) / n, w).item() * (stop - start) / n
-        add_penalty_gradients(model.linear.weight, decay, l1)
-        return total + penalty(model.linear.weight, decay, l1)
+        chunks = (
+            (
+                self._to_tensor(X[start : start + CHUNK], device),
+                torch.as_tensor(targets[start : start + CHUNK], device=device),
+                torch.as_tensor(weights[start : start + CHUNK], device=device),
+            )
+            for start in range(0, n, CHUNK)
+        )
+        return full_gradient(model, chunks, n, decay, l1)[1]
 
     def _fit_lbfgs(self, X, targets, weights) -> int:
         device = resolve_device(self.device)

@@ -87,6 +87,23 @@ def penalty(weight: torch.Tensor, weight_decay: float, l1: float) -> float:
     return float(0.5 * weight_decay * weight.square().sum() + l1 * weight.abs().sum())
 
 
+def full_gradient(
+    model: LogisticRegression, chunks, n: int, weight_decay: float, l1: float
+) -> tuple[float, float]:
+    """Gradient of the whole objective into .grad, from (x, y, sample_weight or None) chunks of n rows.
+
+    Returns (mean data loss, objective = data loss + penalty). Chunked so memory stays bounded.
+    """
+    model.zero_grad(set_to_none=True)
+    data_loss = 0.0
+    for x, y, sample_weight in chunks:
+        share = len(y) / n
+        data_loss += model.accumulate_gradients(x, y, share, sample_weight).item() * share
+    weight = model.linear.weight
+    add_penalty_gradients(weight, weight_decay, l1)
+    return data_loss, data_loss + penalty(weight, weight_decay, l1)
+
+
 def _check_loss(loss: float, start: float, iteration: int, config: TrainConfig) -> None:
     if not math.isfinite(loss) or loss > EXPLOSION_FACTOR * max(start, 1.0):
         what = f"became {loss}" if not math.isfinite(loss) else f"rose to {loss:.4g} from {start:.4g}"
@@ -224,14 +241,14 @@ class Trainer:
 
         def closure() -> torch.Tensor:
             nonlocal data_loss
-            self.model.zero_grad(set_to_none=True)
-            data_loss = 0.0
-            for start in range(0, n, LBFGS_CHUNK):
-                x, y = self.train_x[start : start + LBFGS_CHUNK], self.train_y[start : start + LBFGS_CHUNK]
-                data_loss += self.model.accumulate_gradients(x, y, weight=len(y) / n).item() * len(y) / n
-            weight, config = self.model.linear.weight, self.config
-            add_penalty_gradients(weight, config.weight_decay, config.l1)
-            return torch.tensor(data_loss + penalty(weight, config.weight_decay, config.l1))
+            chunks = (
+                (self.train_x[start : start + LBFGS_CHUNK], self.train_y[start : start + LBFGS_CHUNK], None)
+                for start in range(0, n, LBFGS_CHUNK)
+            )
+            data_loss, objective = full_gradient(
+                self.model, chunks, n, self.config.weight_decay, self.config.l1
+            )
+            return torch.tensor(objective)
 
         self.optimizer.step(lr, closure)
         return data_loss
