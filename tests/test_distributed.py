@@ -1,6 +1,8 @@
 """torch.distributed data parallel on CPU (gloo, loopback, 2 processes): the same weights as one
-process; a killed rank stops the job with a non-zero exit; checkpoints resume across world sizes."""
+process, in memory and out of core; a killed rank stops the job with a non-zero exit; checkpoints
+resume across world sizes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -51,10 +53,22 @@ def test_two_processes_match_one(tmp_path, data_root):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert _max_difference(one, two) <= 1e-5
-    import json
-
     metrics = json.loads((two / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["test"]["n"] == 10000
+
+
+def test_out_of_core_two_processes_match_one(tmp_path, mnist_splits):
+    from torchlogreg.ondisk import write_dataset
+
+    folder = write_dataset(tmp_path / "disk", *mnist_splits)
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = ("--dataset", folder, "--device", "cpu", "--val-size", "1000", "--iters", "150", "--quiet")
+    subprocess.run(_single("--out", one, *args), check=True, capture_output=True)
+    done = subprocess.run(_torchrun(2, "--out", two, *args), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _max_difference(one, two) <= 1e-5
+    metrics = json.loads((two / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["train"]["n"] == 59000
 
 
 def _rank_pids(parent: int) -> dict[int, int]:

@@ -1,5 +1,5 @@
-"""Out-of-core data: the on-disk format round trip, training from disk to the in-memory accuracy,
-and clear errors for what it does not support."""
+"""Out-of-core data: the on-disk format round trip, how batches are cut so that each rank reads its
+own part, training from disk to the in-memory accuracy, exact resume, and clear errors."""
 
 import json
 
@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from torchlogreg import ConfigError, DataError, preset, train
+from torchlogreg import ConfigError, DataError, Interrupted, preset, train
+from torchlogreg.checkpoints import load_training_state
 from torchlogreg.cli import main
 from torchlogreg.data import Split, load_data
-from torchlogreg.ondisk import DiskImages, write_dataset
+from torchlogreg.ondisk import CHUNK_ROWS, DiskImages, shard_batches, write_dataset
+from torchlogreg.training import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +88,57 @@ def test_unsupported_options_and_broken_files_are_refused(mnist_on_disk, tmp_pat
     with pytest.raises(DataError, match="expected a C-ordered uint8 array"):
         DiskImages(tmp_path / "floats.npy")
     assert Split  # the in-memory container the test split still uses
+
+
+@pytest.mark.parametrize("shard_size,batch_size", [(1000, 128), (97, 10), (64, 64)])
+def test_shard_batches_are_the_same_at_any_world_size(shard_size, batch_size):
+    def plan(rank, world):
+        rows, local, sizes = shard_batches(
+            shard_size, batch_size, torch.Generator().manual_seed(3), rank, world
+        )
+        return list(torch.split(rows, local)), sizes
+
+    single, sizes = plan(0, 1)
+    assert sorted(torch.cat(single).tolist()) == list(range(shard_size))  # every row once per epoch
+    for world in (2, 3):
+        parts = [plan(rank, world) for rank in range(world)]
+        assert all(part_sizes == sizes for _, part_sizes in parts)
+        for batch, rows in enumerate(single):  # the ranks' parts, in rank order, make the same batch
+            assert torch.equal(torch.cat([part[0][batch] for part in parts]), rows)
+    # runs of CHUNK_ROWS consecutive rows: a rank reads a few contiguous stretches, not single rows
+    runs = (torch.diff(torch.cat(single)) != 1).sum().item() + 1
+    assert runs <= shard_size // CHUNK_ROWS + len(sizes) + 1
+
+
+def test_take_reads_rows_in_the_order_asked(mnist_on_disk):
+    images = DiskImages(mnist_on_disk / "train-images.npy").view(100, 1100)
+    rows = torch.tensor([5, 6, 7, 900, 3, 4, 999])
+    assert torch.equal(images.take(rows), torch.cat([images[r : r + 1] for r in rows.tolist()]))
+    assert images.take(torch.tensor([], dtype=torch.long)).shape == (0, 784)
+    with pytest.raises(IndexError, match="rows outside 0..999"):
+        images.take(torch.tensor([1000]))
+
+
+def test_resume_from_disk_ends_with_the_same_weights(mnist_on_disk, tmp_path, monkeypatch):
+    monkeypatch.setattr("torchlogreg.training.SHARD_ROWS", 4000)  # several shards to skip on resume
+    config = preset("default", dataset=str(mnist_on_disk), device="cpu", iters=60, eval_every=20)
+    data = load_data(config)
+    data = type(
+        data
+    )(  # 12,000 training rows: three shards
+        data.dataset,
+        type(data.train)(data.train.images.view(0, 12000), data.train.labels[:12000]),
+        *(getattr(data, name) for name in ("val", "test", "class_names", "source_labels", "binary")),
+    )
+    config = config.replace(batch_size=500)  # 8 batches per shard, 24 per epoch
+    reference = Trainer(config, data, verbose=False).run()
+    interrupted = Trainer(
+        config, data, verbose=False, checkpoint_dir=tmp_path, should_stop=lambda: interrupted.iteration == 43
+    )
+    with pytest.raises(Interrupted):
+        interrupted.run()
+    resumed = Trainer(config, data, verbose=False)
+    resumed.restore(*load_training_state(tmp_path))
+    result = resumed.run()
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, result.model.state_dict()[key]), key

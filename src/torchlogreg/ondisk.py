@@ -8,7 +8,9 @@ are shuffled when written, so the validation set (the last ``val_size`` rows) is
     torchlogreg train --dataset data/mnist-disk
 
 Rows are read with plain file reads (not mmap), so what training holds in memory is one shard
-of uint8 rows plus the model, whatever N is.
+of uint8 rows plus the model, whatever N is. Training shuffles runs of CHUNK_ROWS rows rather than
+single rows (the file is shuffled already): each rank of a torchrun job then reads only its own
+part of every batch, as a few contiguous reads, and the batches are the same at any world size.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .storage import atomic_write_json
 
 FORMAT = "torchlogreg-data"
 SHARD_ROWS = 65_536  # rows read at once during training: ~51 MB of 28x28 uint8
+CHUNK_ROWS = 32  # training shuffles runs of this many rows: each is one file read
 
 
 class DiskImages:
@@ -70,6 +73,24 @@ class DiskImages:
             data = np.fromfile(handle, dtype=np.uint8, count=count)
         return torch.from_numpy(data.reshape(-1, self.row_bytes))
 
+    def take(self, rows: torch.Tensor) -> torch.Tensor:
+        """The given rows of this view, in that order, as (n, features) uint8: one read per run of
+        consecutive rows."""
+        rows = rows.numpy()
+        out = np.empty((len(rows), self.row_bytes), dtype=np.uint8)
+        if not len(rows):
+            return torch.from_numpy(out)
+        if rows.min() < 0 or rows.max() >= len(self):
+            raise IndexError(f"rows outside 0..{len(self) - 1} of {self.path}")
+        starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
+        ends = np.append(starts[1:], len(rows))
+        with self.path.open("rb") as handle:
+            for first, last in zip(starts.tolist(), ends.tolist(), strict=True):
+                handle.seek(self.offset + (self.start + int(rows[first])) * self.row_bytes)
+                if handle.readinto(memoryview(out[first:last]).cast("B")) != (last - first) * self.row_bytes:
+                    raise DataError(f"{self.path}: could not read rows (file shrank while training?)")
+        return torch.from_numpy(out)
+
     def __getitem__(self, index) -> torch.Tensor:
         if not isinstance(index, slice) or index.step not in (None, 1):
             raise TypeError("DiskImages supports contiguous slices only")
@@ -78,6 +99,30 @@ class DiskImages:
 
     def view(self, start: int, stop: int) -> DiskImages:
         return DiskImages(self.path, self.start + start, self.start + stop)
+
+
+def shard_batches(
+    shard_size: int, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1
+) -> tuple[torch.Tensor, list[int], list[int]]:
+    """One epoch's pass over a shard: (this rank's rows in the order used, how many of them each
+    batch takes, each batch's global size).
+
+    The shard's CHUNK_ROWS-row runs are permuted and cut into batches of `batch_size`; rank r takes
+    the r-th of `world_size` contiguous parts of every batch. The batches do not depend on the
+    world size, so N processes do the same math as one.
+    """
+    chunk_starts = torch.arange(0, shard_size, CHUNK_ROWS)
+    order = chunk_starts[torch.randperm(len(chunk_starts), generator=generator)]
+    sequence = (order[:, None] + torch.arange(CHUNK_ROWS)).flatten()
+    sequence = sequence[sequence < shard_size]  # the shard's last run may be short
+    parts, local_sizes, global_sizes = [], [], []
+    for offset in range(0, shard_size, batch_size):
+        size = min(batch_size, shard_size - offset)
+        first, last = offset + rank * size // world_size, offset + (rank + 1) * size // world_size
+        parts.append(sequence[first:last])
+        local_sizes.append(last - first)
+        global_sizes.append(size)
+    return torch.cat(parts), local_sizes, global_sizes
 
 
 def is_disk_dataset(name: str) -> bool:

@@ -23,7 +23,7 @@ from .distributed import DistContext, all_reduce_sum
 from .evaluation import evaluate
 from .exceptions import ConfigError, DivergenceError, Interrupted
 from .model import LogisticRegression
-from .ondisk import SHARD_ROWS, DiskImages
+from .ondisk import SHARD_ROWS, DiskImages, shard_batches
 from .optimizers import make_optimizer, scheduled_lr
 
 LBFGS_CHUNK = 16384  # rows per chunk of the full-batch gradient: bounds memory
@@ -143,10 +143,6 @@ class Trainer:
         self.progress = progress if verbose else False
         self.device = resolve_device(config.device)
         self.on_disk = isinstance(data.train.images, DiskImages)
-        if self.on_disk and dist is not None:
-            raise ConfigError(
-                "out-of-core datasets train in one process for now; drop torchrun or load into memory"
-            )
         if self.on_disk:  # stays on disk: read a shard at a time in _disk_batches
             self.train_x = data.train.images
         else:
@@ -198,31 +194,32 @@ class Trainer:
         self.optimizer.step(lr)
         return loss
 
-    def _distributed_step(self, index: torch.Tensor, lr: float, stop: bool) -> tuple[float, bool]:
-        """This rank's slice of the global batch through DDP; returns the global mean loss and stop.
+    def _distributed_step(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float, stop: bool
+    ) -> tuple[float, bool]:
+        """This rank's part (x, y) of a global batch through DDP; returns the global mean loss and stop.
 
         Each rank backpropagates its loss *sum* x world_size / global batch size; DDP averages the
         gradients over ranks, which gives exactly the gradient of the global batch's mean loss.
         """
-        world, rank = self.dist.world_size, self.dist.rank
-        local = index[rank::world]
-        x, y = self.train_x.index_select(0, local), self.train_y.index_select(0, local)
         for param in self.parameters:
             param.grad = None
         loss_sum = self.model.loss(self.ddp(x), y, reduction="sum")
-        (loss_sum * (world / len(index))).backward()
+        (loss_sum * (self.dist.world_size / batch_size)).backward()
         add_penalty_gradients(self.model.linear.weight, self.config.weight_decay, self.config.l1)
         self.optimizer.step(lr)
         shared = torch.tensor([loss_sum.item(), float(stop)], dtype=torch.float64, device=self.device)
         all_reduce_sum(shared, self.dist, f"the all-reduce of iteration {self.iteration + 1}")
-        return shared[0].item() / len(index), shared[1].item() > 0
+        return shared[0].item() / batch_size, shared[1].item() > 0
 
     def _evaluate_split(self, images, labels) -> dict:
-        """evaluate(), sharded over the ranks and summed when distributed."""
+        """evaluate(), each rank on its contiguous part (read from disk alone), summed when distributed."""
         if self.dist is None:
             return evaluate(self.model, images, labels, self.config.threshold)
-        shard = torch.arange(self.dist.rank, len(labels), self.dist.world_size)
-        local = evaluate(self.model, images[shard], labels[shard], self.config.threshold)
+        n, rank, world = len(labels), self.dist.rank, self.dist.world_size
+        first, last = rank * n // world, (rank + 1) * n // world
+        part = images.view(first, last) if isinstance(images, DiskImages) else images[first:last]
+        local = evaluate(self.model, part, labels[first:last], self.config.threshold)
         n = local["n"]
         totals = torch.tensor(
             [local["loss"] * n if n else 0.0, local["accuracy"] * n, n], dtype=torch.float64
@@ -254,33 +251,46 @@ class Trainer:
         return data_loss
 
     def _disk_batches(self):
-        """(x, y) mini-batches from disk: shards in a random order, rows shuffled within each shard."""
-        n, size = len(self.train_y), self.config.batch_size
+        """(x, y, global batch size) from disk, epoch after epoch: shards in a random order, each
+        read a rank's part at a time (see ondisk.shard_batches)."""
+        n = len(self.train_y)
+        rank, world = (self.dist.rank, self.dist.world_size) if self.dist else (0, 1)
         while True:
             self.epoch_rng_state = self.generator.get_state()
             shard_order = torch.randperm(math.ceil(n / SHARD_ROWS), generator=self.generator)
             skip = self.skip_batches
             for shard in shard_order.tolist():
                 start = shard * SHARD_ROWS
-                rows = self.train_x.read(start, start + SHARD_ROWS).to(self.device)
-                labels = self.train_y[start : start + len(rows)]
-                order = torch.randperm(len(rows), generator=self.generator).to(self.device)
-                for offset in range(0, len(rows), size):
-                    if skip:
-                        skip -= 1
-                        continue
-                    index = order[offset : offset + size]
-                    yield rows.index_select(0, index), labels.index_select(0, index)
+                size = min(SHARD_ROWS, n - start)
+                rows, local_sizes, batch_sizes = shard_batches(
+                    size, self.config.batch_size, self.generator, rank, world
+                )
+                if skip >= len(batch_sizes):  # done before a resume: not even read
+                    skip -= len(batch_sizes)
+                    continue
+                ends = torch.tensor(local_sizes).cumsum(0).tolist()
+                rows = rows[ends[skip - 1] if skip else 0 :]
+                images = self.train_x.view(start, start + size).take(rows).to(self.device)
+                labels = self.train_y[start + rows.to(self.device)]
+                first = 0
+                for batch in range(skip, len(batch_sizes)):
+                    last = first + local_sizes[batch]
+                    yield images[first:last], labels[first:last], batch_sizes[batch]
+                    first = last
+                skip = 0
             self.skip_batches = 0
 
     def _batches(self):
-        """Index tensors of the mini-batches, epoch after epoch, one permutation per epoch."""
+        """(x, y, global batch size) from memory, epoch after epoch, one permutation per epoch;
+        under torchrun, this rank's strided slice of each global batch."""
         n, size = len(self.train_y), self.config.batch_size
         while True:
             self.epoch_rng_state = self.generator.get_state()
             order = torch.randperm(n, generator=self.generator).to(self.device)
             for start in range(self.skip_batches * size, n, size):
-                yield order[start : start + size]
+                index = order[start : start + size]
+                local = index[self.dist.rank :: self.dist.world_size] if self.dist else index
+                yield self.train_x.index_select(0, local), self.train_y.index_select(0, local), len(index)
             self.skip_batches = 0
 
     # --- resumable state ------------------------------------------------------------------
@@ -349,8 +359,9 @@ class Trainer:
 
     def _evaluate(self, row: dict) -> bool:
         """Fill the periodic metrics into `row`; return True when early stopping says stop."""
-        sample = slice(0, TRAIN_ACCURACY_SAMPLES)
-        row["train_accuracy"] = self._evaluate_split(self.train_x[sample], self.train_y[sample])["accuracy"]
+        count = min(TRAIN_ACCURACY_SAMPLES, len(self.train_y))
+        sample = self.train_x.view(0, count) if self.on_disk else self.train_x[:count]
+        row["train_accuracy"] = self._evaluate_split(sample, self.train_y[:count])["accuracy"]
         if self.data.val is None:
             train_accuracy = row["train_accuracy"]
             self._log(
@@ -389,14 +400,10 @@ class Trainer:
                 loss = self._full_batch_step(lr)
             elif self.dist is not None:  # the stop request travels with the loss: all ranks stop together
                 wants_stop = self.should_stop is not None and self.should_stop()
-                loss, stop = self._distributed_step(next(batches), lr, wants_stop)
-            elif self.on_disk:
-                loss = self._batch_step(*next(batches), lr)
+                loss, stop = self._distributed_step(*next(batches), lr, wants_stop)
             else:
-                index = next(batches)
-                loss = self._batch_step(
-                    self.train_x.index_select(0, index), self.train_y.index_select(0, index), lr
-                )
+                x, y, _ = next(batches)
+                loss = self._batch_step(x, y, lr)
             self.iteration += 1
             self.start_loss = loss if self.start_loss is None else self.start_loss
             try:
