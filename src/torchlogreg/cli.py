@@ -360,31 +360,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
     """Write a dataset in the on-disk (out-of-core) format."""
-    from .data import Split, load_splits
-    from .ondisk import write_dataset
+    from .convert import convert
 
-    if args.from_npz:
-        import numpy as np
-        import torch
-
-        try:
-            with np.load(args.from_npz, allow_pickle=False) as arrays:
-                parts = {
-                    k: torch.from_numpy(arrays[k])
-                    for k in ("train_images", "train_labels", "test_images", "test_labels")
-                }
-        except (OSError, ValueError, KeyError) as error:
-            raise ConfigError(
-                f"--from-npz {args.from_npz}: needs uint8 arrays train_images, train_labels, "
-                f"test_images, test_labels ({error})"
-            ) from None
-        train = Split(parts["train_images"].to(torch.uint8), parts["train_labels"].long())
-        test = Split(parts["test_images"].to(torch.uint8), parts["test_labels"].long())
-        names = tuple(str(c) for c in range(int(max(train.labels.max(), test.labels.max())) + 1))
-    else:
-        train, test, names = load_splits(args.dataset, args.data_root, download=not args.no_download)
-    out = write_dataset(args.out, train, test, names)
-    print(f"wrote {len(train)} train and {len(test)} test images to {out}")
+    written = convert(
+        args.out,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        download=not args.no_download,
+        npz=args.from_npz,
+        idx=args.from_idx,
+        csv=args.from_csv,
+        folder=args.from_folder,
+        label_column=args.label_column,
+        image_size=args.image_size,
+        class_names=args.class_names.split(",") if args.class_names else None,
+        overwrite=args.overwrite,
+        progress=sys.stderr.isatty(),
+    )
+    height, width = written["image_shape"]
+    print(
+        f"wrote {written['train']} train and {written['test']} test images ({height}x{width}, "
+        f"{len(written['class_names'])} classes) to {written['out']}"
+    )
     return 0
 
 
@@ -542,21 +539,56 @@ def build_parser() -> argparse.ArgumentParser:
     convert = data_commands.add_parser(
         "convert",
         help="write a dataset as .npy files that training reads from disk a shard at a time",
-        description="Writes OUT/meta.json, train-images.npy (N x H x W uint8, rows shuffled), "
-        "train-labels.npy, "
-        "test-images.npy and test-labels.npy. Train on it with --dataset OUT.",
+        description="Reads a built-in dataset (--dataset), an .npz, a folder of IDX files, two CSV files "
+        "or a train/test image folder tree, and writes OUT/meta.json, train-images.npy (N x H x W uint8, "
+        "rows shuffled), train-labels.npy, test-images.npy and test-labels.npy. Train on it with "
+        "--dataset OUT, in one process or under torchrun.",
     )
     convert.add_argument(
         "--dataset", default="mnist", help=f"one of {', '.join(DATASET_NAMES)} (default: mnist)"
     )
-    convert.add_argument(
+    source = convert.add_mutually_exclusive_group()
+    source.add_argument(
         "--from-npz",
         metavar="FILE",
-        help="instead: an .npz with train_images, train_labels, test_images, test_labels",
+        help="instead: an .npz with uint8 train_images, test_images (N x H x W), train_labels, test_labels",
+    )
+    source.add_argument(
+        "--from-idx",
+        metavar="DIR",
+        help="instead: a folder of MNIST-style IDX files (train-images-..., t10k-/test-labels-..., or .gz)",
+    )
+    source.add_argument(
+        "--from-csv",
+        nargs=2,
+        metavar=("TRAIN_CSV", "TEST_CSV"),
+        help="instead: CSV files with a label column and one column per pixel (0..255, or 0..1 "
+        "fractions), header optional; streamed, so larger than memory is fine",
+    )
+    source.add_argument(
+        "--from-folder",
+        metavar="DIR",
+        help="instead: DIR/train/<class>/*.png and DIR/test/<class>/*.png (any image format), read as "
+        "grayscale; the class names are the subfolders' names",
+    )
+    convert.add_argument(
+        "--label-column",
+        metavar="COL",
+        help="CSV: the label column, by name or index (-1 = last); default: a column named "
+        "label/class/target/y, else the first",
+    )
+    convert.add_argument(
+        "--image-size",
+        metavar="HxW",
+        help="CSV: the image shape when the pixels do not make a square; folders: resize every image to it",
+    )
+    convert.add_argument(
+        "--class-names", metavar="A,B,...", help="names of classes 0, 1, ... (default: the numbers)"
     )
     convert.add_argument("--data-root", metavar="DIR", help="folder holding the datasets")
     convert.add_argument("--no-download", action="store_true", help="fail instead of downloading")
     convert.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
+    convert.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     convert.set_defaults(handler=cmd_data_convert)
 
     demo = commands.add_parser(

@@ -10,6 +10,7 @@ scales batches to [0, 1] as it draws them, so no per-sample Python or PIL work e
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import os
 from dataclasses import dataclass
@@ -146,15 +147,17 @@ _IDX_TYPES = {0x08: np.dtype(np.uint8), 0x0C: np.dtype(">i4")}
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """The array in an IDX file (uint8 or int32), checked against its header.
+    """The array in an IDX file (uint8 or int32; gzipped when named .gz), checked against its header.
 
     Written by hand rather than through torchvision: importing torchvision costs ~2 s (more than
     training takes), and its reader checks the format with bare asserts, which give no message.
     """
     try:
         blob = path.read_bytes()
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror})") from None
+        if path.suffix == ".gz":
+            blob = gzip.decompress(blob)
+    except (OSError, EOFError) as error:
+        raise DataError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
     if len(blob) < 4 or blob[0:2] != b"\x00\x00" or blob[2] not in _IDX_TYPES or not 1 <= blob[3] <= 3:
         raise DataError(
             f"{path}: not an IDX file (magic number {blob[:4].hex() or 'missing'}, "
@@ -174,18 +177,18 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(blob, dtype=dtype, offset=header).reshape(dims)
 
 
-def _read_pair(raw: Path, images_file: str, labels_file: str) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = read_idx(raw / images_file), read_idx(raw / labels_file)
+def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N x H x W uint8) and labels (N) from two IDX files, checked to belong together."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise DataError(f"{raw / images_file}: expected uint8 images N x H x W, got shape {images.shape}")
+        raise DataError(f"{images_path}: expected uint8 images N x H x W, got shape {images.shape}")
     if labels.ndim == 2:  # QMNIST: one row of metadata per image, the class first
         labels = labels[:, 0]
     if labels.ndim != 1:
-        raise DataError(f"{raw / labels_file}: expected one label per image, got shape {labels.shape}")
+        raise DataError(f"{labels_path}: expected one label per image, got shape {labels.shape}")
     if len(images) != len(labels):
         raise DataError(
-            f"{raw / images_file} holds {len(images)} images but {raw / labels_file} "
-            f"holds {len(labels)} labels"
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
         )
     return images, labels
 
@@ -221,7 +224,7 @@ def load_splits(
         _download(name, spec, root, raw)
     splits = []
     for images_file, labels_file in (spec.files[0:2], spec.files[2:4]):
-        images, labels = _read_pair(raw, images_file, labels_file)
+        images, labels = read_idx_pair(raw / images_file, raw / labels_file)
         labels = labels.astype(np.int64) - spec.label_offset
         if len(labels) and (labels.min() < 0 or labels.max() >= len(spec.class_names)):
             raise DataError(

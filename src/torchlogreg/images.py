@@ -112,7 +112,8 @@ def _ink(gray: np.ndarray) -> np.ndarray:
     return (np.clip(ink - level, 0.0, None) / max(peak - level, 1e-6)).astype(np.float32)
 
 
-def _resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Grayscale pixels in [0, 1] resized to width x height (Lanczos)."""
     from PIL import Image
 
     resized = Image.fromarray(pixels.astype(np.float32), mode="F").resize(
@@ -160,12 +161,12 @@ def mnist_style(gray: np.ndarray) -> np.ndarray:
     crop = ink[row_start:row_end, col_start:col_end]
     if max(crop.shape) > WORK_SIZE:
         factor = WORK_SIZE / max(crop.shape)
-        crop = _resize(crop, max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
+        crop = resize(crop, max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
         crop = crop / max(float(crop.max()), 1e-6)
     crop = _thicken(crop)
     factor = BOX / max(crop.shape)
     height, width = max(1, round(crop.shape[0] * factor)), max(1, round(crop.shape[1] * factor))
-    digit = _resize(crop, width, height)
+    digit = resize(crop, width, height)
     digit = digit / max(float(digit.max()), 1e-6)
     total = float(digit.sum())
     centre_y = float((digit.sum(axis=1) * np.arange(height)).sum()) / total

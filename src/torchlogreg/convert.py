@@ -1,0 +1,367 @@
+"""Datasets in other formats written as out-of-core dataset folders (see ondisk.py).
+
+    torchlogreg data convert --dataset fashion-mnist --out data/fashion
+    torchlogreg data convert --from-idx raw/ --out data/mine      # train-*, t10k-* or test-* (.gz too)
+    torchlogreg data convert --from-npz arrays.npz --out data/mine
+    torchlogreg data convert --from-csv train.csv test.csv --out data/mine   # label + one column per pixel
+    torchlogreg data convert --from-folder photos/ --out data/mine  # photos/{train,test}/<class>/*.png
+
+CSV files and image folders stream through scratch files in the output folder, so converting
+needs memory for one chunk of rows, not for the dataset.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from .data import Split, load_splits, read_idx_pair
+from .exceptions import ConfigError, DataError
+from .ondisk import is_disk_dataset, write_dataset
+
+CSV_CHUNK = 10_000  # CSV rows parsed at once
+LABEL_NAMES = ("label", "labels", "class", "target", "y")  # a CSV header column taken as the label
+SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'HxW' -> (height, width); None stays None."""
+    if text is None:
+        return None
+    match = SIZE_PATTERN.match(text.strip())
+    if not match or 0 in (int(match[1]), int(match[2])):
+        raise ConfigError(f"--image-size must look like 28x28 (height x width), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _integer_label_names(labels: list[torch.Tensor], class_names: list[str] | None, where: str):
+    """Class names for integer labels 0..K-1: `class_names` when given, else '0'..'K-1'."""
+    low = min(int(t.min()) for t in labels if len(t))
+    high = max(int(t.max()) for t in labels if len(t))
+    if low < 0:
+        raise DataError(f"{where}: labels must be integers >= 0, found {low}")
+    if class_names is None:
+        return tuple(str(c) for c in range(high + 1))
+    if len(class_names) <= high:
+        raise ConfigError(f"--class-names lists {len(class_names)} names but {where} has labels up to {high}")
+    return tuple(class_names)
+
+
+# --- whole-array sources ---------------------------------------------------------------------
+def read_npz(path: str | os.PathLike) -> tuple[Split, Split]:
+    """Splits from an .npz holding train_images, train_labels, test_images, test_labels."""
+    keys = ("train_images", "train_labels", "test_images", "test_labels")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            parts = {key: arrays[key] for key in keys}
+    except (OSError, ValueError, KeyError) as error:
+        raise DataError(f"{path}: needs arrays {', '.join(keys)} ({error})") from None
+    for key in ("train_images", "test_images"):
+        if parts[key].ndim != 3 or parts[key].dtype != np.uint8:
+            raise DataError(
+                f"{path}: {key} must be uint8 N x H x W, got {parts[key].dtype} {parts[key].shape}"
+            )
+    return tuple(
+        Split(torch.from_numpy(parts[f"{name}_images"]), torch.from_numpy(parts[f"{name}_labels"]).long())
+        for name in ("train", "test")
+    )
+
+
+def _find_idx(folder: Path, split_words: tuple[str, ...], kind: str) -> Path:
+    """The one file in `folder` whose name holds `kind` and one of `split_words`; raw beats .gz."""
+    matches = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and kind in p.name and any(w in p.name for w in split_words)
+    )
+    raw = [p for p in matches if p.suffix != ".gz"]
+    matches = raw or matches
+    if len(matches) != 1:
+        found = ", ".join(p.name for p in matches) or "none"
+        raise DataError(
+            f"{folder}: expected one {'/'.join(split_words)} {kind} IDX file (e.g. "
+            f"{split_words[0]}-{kind}-idx{3 if kind == 'images' else 1}-ubyte), found: {found}"
+        )
+    return matches[0]
+
+
+def read_idx_folder(folder: str | os.PathLike) -> tuple[Split, Split]:
+    """Splits from the four IDX files of an MNIST-style raw folder (train-*, t10k-* or test-*)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"--from-idx {folder}: no such folder")
+    splits = []
+    for words in (("train",), ("t10k", "test")):
+        images, labels = read_idx_pair(_find_idx(folder, words, "images"), _find_idx(folder, words, "labels"))
+        splits.append(Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))))
+    return tuple(splits)
+
+
+# --- streamed sources ------------------------------------------------------------------------
+class _RowWriter:
+    """Appends uint8 image rows to a scratch file; `finish` maps it back as an N x H x W tensor."""
+
+    def __init__(self, path: Path):
+        self.path, self.count, self.shape = path, 0, None
+        self.handle = path.open("wb")
+
+    def add(self, images: np.ndarray) -> None:
+        self.shape = self.shape or images.shape[1:]
+        self.handle.write(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+        self.count += len(images)
+
+    def finish(self) -> torch.Tensor:
+        self.handle.close()
+        if not self.count:
+            return torch.empty((0, *(self.shape or (0, 0))), dtype=torch.uint8)
+        return torch.from_numpy(np.memmap(self.path, np.uint8, "r+", shape=(self.count, *self.shape)))
+
+
+def _csv_lines(handle: TextIO, path: Path) -> tuple[Iterator[str], list[str], str, bool]:
+    """The data lines, the first row's fields, the delimiter and whether that row is a header."""
+    try:
+        first = handle.readline()
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not a text file ({error})") from None
+    delimiter = max((",", ";", "\t"), key=first.count)
+    fields = [f.strip().strip('"') for f in first.rstrip("\r\n").split(delimiter)]
+    if len(fields) < 2:
+        raise DataError(f"{path}: expected a label column and pixel columns, got one column")
+    header = not all(re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", f) for f in fields)
+    lines = handle if header else itertools.chain([first], handle)
+    return lines, fields, delimiter, header
+
+
+def _label_index(fields: list[str], header: bool, label_column: str | None, path: Path) -> int:
+    if label_column is None:
+        names = [f.lower() for f in fields] if header else []
+        return next((names.index(n) for n in LABEL_NAMES if n in names), 0)
+    if re.fullmatch(r"-?\d+", label_column):
+        index = int(label_column)
+        if not -len(fields) <= index < len(fields):
+            raise ConfigError(f"--label-column {index}: {path} has {len(fields)} columns")
+        return index % len(fields)
+    if header and label_column in fields:
+        return fields.index(label_column)
+    columns = ", ".join(fields[:5]) + (", ..." if len(fields) > 5 else "") if header else "none (no header)"
+    raise ConfigError(f"--label-column {label_column!r} is not a column of {path}; columns: {columns}")
+
+
+def _pixels_to_uint8(values: np.ndarray, unit_scale: bool, path: Path, line: int) -> np.ndarray:
+    """CSV pixel values as uint8: integers 0..255, or floats in [0, 1] when `unit_scale`."""
+    low, high = float(values.min(initial=0)), float(values.max(initial=0))
+    if unit_scale:
+        if low < 0 or high > 1:
+            raise DataError(
+                f"{path}: pixel values from line {line} lie in {low:g}..{high:g}, but earlier rows were "
+                "fractions in [0, 1]; use one scale for the whole file"
+            )
+        return np.rint(values * 255).astype(np.uint8)
+    if low < 0 or high > 255 or not np.array_equal(values, np.rint(values)):
+        raise DataError(
+            f"{path}: pixel values from line {line} must be integers in 0..255 (or fractions in [0, 1] "
+            f"throughout), found {low:g}..{high:g}"
+        )
+    return values.astype(np.uint8)
+
+
+def read_csv(
+    path: str | os.PathLike,
+    scratch: Path,
+    label_column: str | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> Split:
+    """A split from a CSV with one row per image: a label column and one column per pixel (row
+    by row), with or without a header; streamed CSV_CHUNK rows at a time through `scratch`."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as handle:
+            return _read_csv_rows(handle, path, scratch, label_column, image_size)
+    except FileNotFoundError:
+        raise DataError(f"--from-csv {path}: no such file") from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not a text file ({error})") from None
+
+
+def _read_csv_rows(
+    handle: TextIO, path: Path, scratch: Path, label_column: str | None, image_size: tuple[int, int] | None
+) -> Split:
+    lines, fields, delimiter, header = _csv_lines(handle, path)
+    label_index = _label_index(fields, header, label_column, path)
+    n_pixels = len(fields) - 1
+    if image_size is None:
+        side = math.isqrt(n_pixels)
+        if side * side != n_pixels:
+            raise ConfigError(
+                f"{path}: {n_pixels} pixel columns do not make a square image; pass --image-size HxW"
+            )
+        image_size = (side, side)
+    if image_size[0] * image_size[1] != n_pixels:
+        raise ConfigError(
+            f"--image-size {image_size[0]}x{image_size[1]} does not match {n_pixels} pixel columns"
+        )
+    writer, labels, unit_scale = _RowWriter(scratch), [], None
+    line = 1 + header
+    with writer.handle:
+        while chunk := list(itertools.islice(lines, CSV_CHUNK)):
+            try:
+                values = np.loadtxt(chunk, delimiter=delimiter, dtype=np.float64, ndmin=2)
+            except ValueError as error:
+                raise DataError(f"{path}: in the {len(chunk)} lines from line {line}: {error}") from None
+            if values.shape[1] != n_pixels + 1:
+                raise DataError(
+                    f"{path}: lines from {line} have {values.shape[1]} columns, expected {n_pixels + 1}"
+                )
+            label_values = values[:, label_index]
+            if not np.array_equal(label_values, np.rint(label_values)):
+                raise DataError(f"{path}: labels (column {label_index}) must be integers, from line {line}")
+            pixels = np.delete(values, label_index, axis=1)
+            if unit_scale is None:  # decided by the first chunk, then held to
+                unit_scale = not np.array_equal(pixels, np.rint(pixels))
+            writer.add(_pixels_to_uint8(pixels, unit_scale, path, line).reshape(-1, *image_size))
+            labels.append(torch.from_numpy(label_values.astype(np.int64)))
+            line += len(chunk)
+    if not writer.count:
+        raise DataError(f"{path}: no data rows")
+    return Split(writer.finish(), torch.cat(labels))
+
+
+def read_image_folders(
+    root: str | os.PathLike, scratch: Path, image_size: tuple[int, int] | None = None, progress: bool = False
+) -> tuple[Split, Split, tuple[str, ...]]:
+    """Splits from ROOT/train/<class>/* and ROOT/test/<class>/* (torchvision's ImageFolder layout),
+    as grayscale; images must share one size unless `image_size` resizes them all."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+    from tqdm import tqdm
+
+    from .images import read_image, resize
+
+    root = Path(root)
+    folders = {name: root / name for name in ("train", "test")}
+    for folder in folders.values():
+        if not folder.is_dir():
+            raise DataError(f"--from-folder {root}: needs {folder} with one subfolder per class")
+    class_names, class_to_index = find_classes(folders["train"])
+    extra = sorted(set(find_classes(folders["test"])[0]) - set(class_names))
+    if extra:
+        raise DataError(f"{folders['test']}: classes {', '.join(extra)} are not in {folders['train']}")
+    splits = []
+    for name, folder in folders.items():
+        try:
+            samples = make_dataset(folder, class_to_index, IMG_EXTENSIONS, allow_empty=name == "test")
+        except FileNotFoundError as error:
+            raise DataError(f"{folder}: {error}") from None
+        if not samples:
+            raise DataError(f"{folder}: no images ({', '.join(IMG_EXTENSIONS)})")
+        writer = _RowWriter(scratch / f"{name}.raw")
+        with writer.handle:
+            for file, _ in tqdm(samples, desc=name, unit="img", disable=not progress, leave=False):
+                gray = read_image(file)
+                if image_size is not None and gray.shape != image_size:
+                    gray = resize(gray, image_size[1], image_size[0])
+                expected = image_size or writer.shape or gray.shape
+                if gray.shape != tuple(expected):
+                    raise DataError(
+                        f"{file}: {gray.shape[0]}x{gray.shape[1]} pixels, but {samples[0][0]} is "
+                        f"{expected[0]}x{expected[1]}; pass --image-size HxW to resize them all"
+                    )
+                writer.add(np.rint(gray * 255).astype(np.uint8)[None])
+        labels = torch.tensor([index for _, index in samples], dtype=torch.int64)
+        splits.append(Split(writer.finish(), labels))
+    if splits[0].images.shape[1:] != splits[1].images.shape[1:]:
+        raise DataError(f"{root}: train and test images differ in size; pass --image-size HxW")
+    return splits[0], splits[1], tuple(class_names)
+
+
+# --- the conversion --------------------------------------------------------------------------
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse to replace anything but an earlier dataset folder, and that only when overwriting."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder to create")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not is_disk_dataset(str(out)):
+        raise ConfigError(f"--out {out} holds other files; give a new or empty folder")
+    if not overwrite:
+        raise ConfigError(f"--out {out} already holds a dataset; pass --overwrite to replace it")
+
+
+def convert(
+    out: str | os.PathLike,
+    *,
+    dataset: str = "mnist",
+    data_root: str | None = None,
+    download: bool = True,
+    npz: str | os.PathLike | None = None,
+    idx: str | os.PathLike | None = None,
+    csv: tuple[str | os.PathLike, str | os.PathLike] | None = None,
+    folder: str | os.PathLike | None = None,
+    label_column: str | None = None,
+    image_size: str | None = None,
+    class_names: list[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Write one source (npz, idx, csv = (train, test), folder, else the built-in `dataset`) to `out`.
+
+    Returns {"out", "train", "test", "class_names", "image_shape"} of what was written.
+    """
+    out = Path(out)
+    if sum(source is not None for source in (npz, idx, csv, folder)) > 1:
+        raise ConfigError("give one source: --from-npz, --from-idx, --from-csv or --from-folder")
+    if folder is not None and class_names is not None:
+        raise ConfigError("--class-names: an image folder's class names are its subfolders' names")
+    size = parse_size(image_size)
+    check_output(out, overwrite)
+    # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
+    staging = out.parent / f".{out.name}.converting"
+    shutil.rmtree(staging, ignore_errors=True)
+    scratch = staging / "scratch"
+    scratch.mkdir(parents=True)
+    try:
+        names = None
+        if folder is not None:
+            train, test, names = read_image_folders(folder, scratch, size, progress)
+        elif npz is not None:
+            train, test = read_npz(npz)
+        elif idx is not None:
+            train, test = read_idx_folder(idx)
+        elif csv is not None:
+            train = read_csv(csv[0], scratch / "train.raw", label_column, size)
+            test = read_csv(csv[1], scratch / "test.raw", label_column, size)
+        else:
+            train, test, names = load_splits(dataset, data_root, download=download)
+        if names is None or class_names is not None:
+            source = npz or idx or (csv and f"{csv[0]} and {csv[1]}") or dataset
+            names = _integer_label_names([train.labels, test.labels], class_names, str(source))
+        if train.images.shape[1:] != test.images.shape[1:]:
+            raise DataError(
+                f"train images are {tuple(train.images.shape[1:])} but test images "
+                f"{tuple(test.images.shape[1:])}; they must match"
+            )
+        write_dataset(staging, train, test, names)
+        del train, test  # unmaps the scratch files
+        shutil.rmtree(scratch)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    meta = json.loads((out / "meta.json").read_text())
+    return {
+        "out": out,
+        "train": meta["splits"]["train"],
+        "test": meta["splits"]["test"],
+        "class_names": tuple(meta["class_names"]),
+        "image_shape": tuple(meta["image_shape"]),
+    }

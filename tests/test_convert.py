@@ -1,0 +1,215 @@
+"""Converting other formats to dataset folders: IDX (raw and gzipped), NPZ, CSV (streamed in
+chunks, with and without a header, 0..255 or 0..1 pixels) and train/test image folders; what is
+refused, and that a failed conversion leaves the output as it was."""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from torchlogreg import ConfigError, DataError, preset, train
+from torchlogreg.cli import main
+from torchlogreg.convert import convert
+from torchlogreg.data import load_data
+
+
+def _synthetic(n: int, shape=(4, 4), classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *shape), dtype=np.uint8), np.arange(n) % classes
+
+
+def _load(folder, split):
+    return np.load(folder / f"{split}-images.npy"), np.load(folder / f"{split}-labels.npy")
+
+
+def _same_rows(folder, split, images, labels):
+    """The folder's split holds exactly these (image, label) pairs (train rows are shuffled)."""
+    ours, our_labels = _load(folder, split)
+    flat = images.reshape(len(images), -1)
+    key = np.concatenate([labels[:, None], flat], 1)
+    our_key = np.concatenate([our_labels[:, None], ours.reshape(len(ours), -1)], 1)
+    return ours.shape == images.shape and np.array_equal(np.unique(key, axis=0), np.unique(our_key, axis=0))
+
+
+def _write_idx(path, array):
+    dtype_code = {np.uint8: 0x08}[array.dtype.type]
+    header = bytes([0, 0, dtype_code, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    data = header + array.tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+def test_idx_folder_gives_the_same_dataset_as_the_builtin(tmp_path, data_root):
+    convert(tmp_path / "builtin", dataset="mnist", data_root=data_root, download=False)
+    written = convert(tmp_path / "idx", idx=f"{data_root}/MNIST/raw")
+    assert written["train"] == 60000 and written["class_names"] == tuple("0123456789")
+    for name in ("train-images.npy", "train-labels.npy", "test-images.npy", "test-labels.npy"):
+        assert (tmp_path / "builtin" / name).read_bytes() == (tmp_path / "idx" / name).read_bytes(), name
+
+
+def test_gzipped_idx_and_class_names(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    images, labels = _synthetic(40)
+    test_images, test_labels = _synthetic(10, seed=1)
+    _write_idx(raw / "train-images-idx3-ubyte.gz", images)
+    _write_idx(raw / "train-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    _write_idx(raw / "test-images-idx3-ubyte.gz", test_images)
+    _write_idx(raw / "test-labels-idx1-ubyte.gz", test_labels.astype(np.uint8))
+    written = convert(tmp_path / "out", idx=raw, class_names=["a", "b", "c"])
+    assert written["class_names"] == ("a", "b", "c") and written["image_shape"] == (4, 4)
+    assert np.array_equal(_load(tmp_path / "out", "test")[0], test_images)
+    assert _same_rows(tmp_path / "out", "train", images, labels)
+    with pytest.raises(ConfigError, match="--class-names lists 2 names but .* labels up to 2"):
+        convert(tmp_path / "two", idx=raw, class_names=["a", "b"])
+
+
+def test_npz(tmp_path):
+    images, labels = _synthetic(30)
+    np.savez(tmp_path / "a.npz", train_images=images, train_labels=labels, test_images=images[:5],
+             test_labels=labels[:5])  # fmt: skip
+    written = convert(tmp_path / "out", npz=tmp_path / "a.npz")
+    assert written["train"] == 30 and _same_rows(tmp_path / "out", "train", images, labels)
+    np.savez(tmp_path / "bad.npz", train_images=images.astype(np.float32), train_labels=labels,
+             test_images=images, test_labels=labels)  # fmt: skip
+    with pytest.raises(DataError, match="train_images must be uint8"):
+        convert(tmp_path / "bad", npz=tmp_path / "bad.npz")
+
+
+def _write_csv(path, images, labels, header=True, label_at=0, unit=False):
+    pixels = images.reshape(len(images), -1)
+    values = pixels / 255 if unit else pixels
+    columns = [f"pixel{i}" for i in range(pixels.shape[1])]
+    rows = [[f"{v:.6f}" if unit else str(v) for v in row] for row in values]
+    for row, label in zip(rows, labels, strict=True):
+        row.insert(label_at, str(label))
+    columns.insert(label_at, "label")
+    lines = ([",".join(columns)] if header else []) + [",".join(row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    "header,label_at,unit,label_column",
+    [(True, 0, False, None), (True, 5, False, None), (False, 0, False, None), (False, 16, True, "-1")],
+)
+def test_csv_streams_in_chunks(tmp_path, monkeypatch, header, label_at, unit, label_column):
+    monkeypatch.setattr("torchlogreg.convert.CSV_CHUNK", 7)  # many chunks, a short last one
+    images, labels = _synthetic(50)
+    test_images, test_labels = _synthetic(12, seed=1)
+    _write_csv(tmp_path / "train.csv", images, labels, header, label_at, unit)
+    _write_csv(tmp_path / "test.csv", test_images, test_labels, header, label_at, unit)
+    written = convert(
+        tmp_path / "out", csv=(tmp_path / "train.csv", tmp_path / "test.csv"), label_column=label_column
+    )
+    assert written["image_shape"] == (4, 4) and written["class_names"] == ("0", "1", "2")
+    # 0..1 fractions written with 6 decimals come back as the same uint8 values
+    assert np.array_equal(_load(tmp_path / "out", "test")[0], test_images)
+    assert _same_rows(tmp_path / "out", "train", images, labels)
+    assert not list(tmp_path.glob(".*converting"))  # scratch files are gone
+
+
+def test_csv_image_size_and_errors(tmp_path):
+    images, labels = _synthetic(10, shape=(2, 5))
+    _write_csv(tmp_path / "wide.csv", images, labels)
+    with pytest.raises(ConfigError, match="10 pixel columns do not make a square image; pass --image-size"):
+        convert(tmp_path / "a", csv=(tmp_path / "wide.csv", tmp_path / "wide.csv"))
+    convert(tmp_path / "b", csv=(tmp_path / "wide.csv", tmp_path / "wide.csv"), image_size="2x5")
+    assert np.array_equal(_load(tmp_path / "b", "test")[0], images)
+    with pytest.raises(ConfigError, match="--image-size 3x3 does not match 10 pixel columns"):
+        convert(tmp_path / "c", csv=(tmp_path / "wide.csv", tmp_path / "wide.csv"), image_size="3x3")
+    with pytest.raises(ConfigError, match="--label-column 'digit' is not a column of .*wide.csv"):
+        convert(tmp_path / "c", csv=(tmp_path / "wide.csv", tmp_path / "wide.csv"), label_column="digit")
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("label,a,b,c,d\n1,0,0,0,0\n2,0,x,0,0\n")
+    with pytest.raises(DataError, match=r"bad.csv: in the 2 lines from line 2: .*'x'"):
+        convert(tmp_path / "d", csv=(bad, bad))
+    bad.write_text("1,0,0,0,300\n")
+    with pytest.raises(DataError, match="must be integers in 0..255"):
+        convert(tmp_path / "d", csv=(bad, bad))
+    bad.write_text("1.5,0,0,0,0\n")
+    with pytest.raises(DataError, match="labels .* must be integers"):
+        convert(tmp_path / "d", csv=(bad, bad))
+    with pytest.raises(DataError, match="missing.csv: no such file"):
+        convert(tmp_path / "d", csv=(tmp_path / "missing.csv", bad))
+
+
+def test_csv_refuses_a_change_of_pixel_scale(tmp_path, monkeypatch):
+    monkeypatch.setattr("torchlogreg.convert.CSV_CHUNK", 1)
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("0,0.5,0,0,1\n1,0,200,0,0\n")
+    with pytest.raises(DataError, match="from line 2 lie in 0..200, but earlier rows were fractions"):
+        convert(tmp_path / "out", csv=(mixed, mixed))
+
+
+def _image_tree(root, images, labels, names, split, mode="L"):
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        folder = root / split / names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).convert(mode).save(folder / f"{i:03d}.png")
+
+
+def test_image_folders(tmp_path):
+    images, labels = _synthetic(30, shape=(6, 5))
+    test_images, test_labels = _synthetic(6, shape=(6, 5), seed=1)
+    root = tmp_path / "photos"
+    _image_tree(root, images, labels, ["cat", "dog", "emu"], "train")
+    _image_tree(root, test_images, test_labels, ["cat", "dog", "emu"], "test", mode="RGB")
+    written = convert(tmp_path / "out", folder=root)
+    assert written["class_names"] == ("cat", "dog", "emu") and written["image_shape"] == (6, 5)
+    assert _same_rows(tmp_path / "out", "train", images, labels)
+    test_ours, test_our_labels = _load(tmp_path / "out", "test")  # in folder order: class, then file
+    order = np.lexsort((np.arange(6), test_labels))
+    assert np.array_equal(test_ours, test_images[order]) and np.array_equal(
+        test_our_labels, test_labels[order]
+    )
+
+    resized = convert(tmp_path / "resized", folder=root, image_size="28x28")
+    assert resized["image_shape"] == (28, 28)
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(root / "train" / "cat" / "big.png")
+    with pytest.raises(DataError, match=r"9x9 pixels, but .* is 6x5; pass --image-size"):
+        convert(tmp_path / "mixed", folder=root)
+    (root / "test" / "fox").mkdir()
+    Image.fromarray(np.zeros((6, 5), np.uint8)).save(root / "test" / "fox" / "a.png")
+    with pytest.raises(DataError, match="classes fox are not in"):
+        convert(tmp_path / "fox", folder=root, image_size="6x5")
+
+
+def test_output_folder_rules_and_failed_conversion_keeps_the_old_dataset(tmp_path):
+    images, labels = _synthetic(20)
+    np.savez(tmp_path / "a.npz", train_images=images, train_labels=labels, test_images=images,
+             test_labels=labels)  # fmt: skip
+    out = tmp_path / "out"
+    convert(out, npz=tmp_path / "a.npz")
+    before = (out / "train-images.npy").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a dataset; pass --overwrite"):
+        convert(out, npz=tmp_path / "a.npz")
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError):
+        convert(out, npz=tmp_path / "broken.npz", overwrite=True)
+    assert (out / "train-images.npy").read_bytes() == before and not list(tmp_path.glob(".*converting"))
+    other = tmp_path / "home"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds other files"):
+        convert(other, npz=tmp_path / "a.npz", overwrite=True)
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_cli_convert_from_csv_then_train(tmp_path, data_root, capsys):
+    train_csv, test_csv = tmp_path / "train.csv", tmp_path / "test.csv"
+    splits = load_data(preset("default", data_root=data_root, train_size=3000, val_size=0))
+    _write_csv(train_csv, splits.train.images.numpy(), splits.train.labels.numpy())
+    _write_csv(test_csv, splits.test.images.numpy()[:1000], splits.test.labels.numpy()[:1000])
+    folder = tmp_path / "csv-data"
+    assert main(["data", "convert", "--from-csv", str(train_csv), str(test_csv), "--out", str(folder)]) == 0
+    assert "wrote 3000 train and 1000 test images (28x28, 10 classes)" in capsys.readouterr().out
+    result = train(preset("default", dataset=str(folder), val_size=300, device="cpu"), verbose=False)
+    assert result.metrics["test"]["accuracy"] > 0.8
+    assert json.loads((folder / "meta.json").read_text())["splits"] == {"train": 3000, "test": 1000}
+    with pytest.raises(SystemExit) as exit_info:  # argparse: one source only
+        main(["data", "convert", "--from-npz", "a.npz", "--from-idx", "raw", "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    assert main(["data", "convert", "--from-csv", str(train_csv), str(test_csv), "--out", str(folder)]) == 2
+    assert "already holds a dataset" in capsys.readouterr().err
