@@ -39,15 +39,22 @@ def predictions_from(model: LogisticRegression, logits: torch.Tensor, threshold:
 def evaluate(
     model: LogisticRegression, images: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5
 ) -> dict[str, float]:
-    """{"accuracy", "loss", "n"}: accuracy as a fraction, loss as the exact mean over the set."""
+    """{"accuracy", "loss", "n"}: accuracy as a fraction, loss as the exact mean over the set.
+
+    Summed chunk by chunk, so memory does not grow with the set (which may stream from disk).
+    """
     was_training = model.training
     model.eval()
-    logits = logits_of(model, images)
-    labels = labels.to(logits.device)
-    loss = model.loss(logits, labels).item() if len(labels) else float("nan")
-    correct = (predictions_from(model, logits, threshold) == labels).sum().item()
+    device = model.linear.weight.device
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(labels), EVAL_BATCH):
+        logits = model(images[start : start + EVAL_BATCH].to(device))
+        chunk_labels = labels[start : start + EVAL_BATCH].to(device)
+        loss_sum += model.loss(logits, chunk_labels, reduction="sum").item()
+        correct += (predictions_from(model, logits, threshold) == chunk_labels).sum().item()
     model.train(was_training)
-    return {"accuracy": correct / max(len(labels), 1), "loss": loss, "n": len(labels)}
+    n = len(labels)
+    return {"accuracy": correct / max(n, 1), "loss": loss_sum / n if n else float("nan"), "n": n}
 
 
 def top_k(

@@ -1,0 +1,71 @@
+"""Metrics: exact mean loss and accuracy whatever the chunking, binary thresholds, top-k, and
+evaluation straight from an on-disk split."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torchlogreg.evaluation import evaluate, logits_of, predict_proba, top_k
+from torchlogreg.model import LogisticRegression
+from torchlogreg.ondisk import DiskImages
+
+
+def _model(n_classes: int, seed: int = 0) -> LogisticRegression:
+    model = LogisticRegression(16, n_classes)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(seed)
+        model.linear.weight.copy_(torch.randn(model.linear.weight.shape, generator=generator))
+        model.linear.bias.copy_(torch.randn(model.linear.bias.shape, generator=generator))
+    return model
+
+
+@pytest.fixture
+def samples():
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (50, 4, 4), generator=generator, dtype=torch.uint8)
+    return images, torch.randint(0, 3, (50,), generator=generator)
+
+
+@pytest.mark.parametrize("chunk", [7, 50, 8192])
+def test_metrics_do_not_depend_on_the_chunking(samples, monkeypatch, chunk):
+    monkeypatch.setattr("torchlogreg.evaluation.EVAL_BATCH", chunk)
+    images, labels = samples
+    model = _model(3)
+    logits = model(images.reshape(50, -1))
+    metrics = evaluate(model, images.reshape(50, -1), labels)
+    assert metrics["n"] == 50
+    assert metrics["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
+    assert metrics["accuracy"] == (logits.argmax(1) == labels).sum().item() / 50
+    assert torch.allclose(logits_of(model, images.reshape(50, -1)), logits.detach())
+
+
+def test_binary_threshold_moves_the_predictions(samples):
+    images, labels = samples
+    images, labels = images.reshape(50, -1), (labels == 1).long()
+    model = _model(2)
+    probability = torch.sigmoid(model(images)).squeeze(-1).detach()
+    for threshold in (0.1, 0.5, 0.9):
+        expected = ((probability >= threshold).long() == labels).float().mean().item()
+        assert evaluate(model, images, labels, threshold)["accuracy"] == pytest.approx(expected)
+    assert predict_proba(model, images).shape == (50, 2)
+
+
+def test_top_k_and_empty_sets(samples):
+    images, _ = samples
+    model = _model(3)
+    rows = top_k(model, images[:2].reshape(2, -1), ("a", "b", "c"), k=2)
+    assert [len(row["top_k"]) for row in rows] == [2, 2]
+    assert rows[0]["top_k"][0]["label"] == rows[0]["label"]
+    empty = evaluate(model, images[:0].reshape(0, 16), torch.zeros(0, dtype=torch.long))
+    assert empty["n"] == 0 and empty["accuracy"] == 0 and np.isnan(empty["loss"])
+
+
+def test_evaluates_a_split_on_disk_like_in_memory(samples, tmp_path, monkeypatch):
+    monkeypatch.setattr("torchlogreg.evaluation.EVAL_BATCH", 9)
+    images, labels = samples
+    np.save(tmp_path / "images.npy", images.numpy())
+    model = _model(3)
+    on_disk = evaluate(model, DiskImages(tmp_path / "images.npy"), labels)
+    in_memory = evaluate(model, images.reshape(50, -1), labels)
+    assert on_disk == pytest.approx(in_memory)
