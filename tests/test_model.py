@@ -100,3 +100,10 @@ def test_zero_initialised_and_binary_has_one_logit():
     model = LogisticRegression(784, 10)
     assert model.linear.out_features == 10
     assert not model.linear.weight.any() and not model.linear.bias.any()
+
+
+def test_zero_rows_give_zero_logits():
+    """A rank's part of a short last batch can be empty under torchrun."""
+    model = LogisticRegression(784, 10)
+    assert model(torch.zeros(0, 28, 28, dtype=torch.uint8)).shape == (0, 10)
+    assert model(torch.zeros(0, 784)).shape == (0, 10)

@@ -80,7 +80,7 @@ class LogisticRegression(nn.Module):
         return self
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
-        x = x.reshape(len(x), -1)
+        x = x.flatten(1) if x.dim() > 1 else x.reshape(len(x), -1)  # flatten: also for zero rows
         if x.shape[1] != self.n_features:
             raise ValueError(f"expected {self.n_features} features per sample, got {x.shape[1]}")
         scale = PIXEL_SCALE if x.dtype == torch.uint8 else 1.0
