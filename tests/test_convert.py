@@ -170,6 +170,10 @@ def test_image_folders(tmp_path):
     Image.fromarray(np.zeros((9, 9), np.uint8)).save(root / "train" / "cat" / "big.png")
     with pytest.raises(DataError, match=r"9x9 pixels, but .* is 6x5; pass --image-size"):
         convert(tmp_path / "mixed", folder=root)
+    (tmp_path / "flat" / "train").mkdir(parents=True)
+    (tmp_path / "flat" / "test").mkdir()
+    with pytest.raises(DataError, match="Couldn't find any class folder"):
+        convert(tmp_path / "flat-out", folder=tmp_path / "flat")
     (root / "test" / "fox").mkdir()
     Image.fromarray(np.zeros((6, 5), np.uint8)).save(root / "test" / "fox" / "a.png")
     with pytest.raises(DataError, match="classes fox are not in"):

@@ -109,11 +109,18 @@ def read_idx_folder(folder: str | os.PathLike) -> tuple[Split, Split]:
 
 # --- streamed sources ------------------------------------------------------------------------
 class _RowWriter:
-    """Appends uint8 image rows to a scratch file; `finish` maps it back as an N x H x W tensor."""
+    """Appends uint8 image rows to a scratch file (use in a with block); `finish` maps the file
+    back as an N x H x W tensor."""
 
     def __init__(self, path: Path):
         self.path, self.count, self.shape = path, 0, None
         self.handle = path.open("wb")
+
+    def __enter__(self) -> _RowWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.handle.close()
 
     def add(self, images: np.ndarray) -> None:
         self.shape = self.shape or images.shape[1:]
@@ -121,7 +128,7 @@ class _RowWriter:
         self.count += len(images)
 
     def finish(self) -> torch.Tensor:
-        self.handle.close()
+        self.handle.close()  # flushed before mapping
         if not self.count:
             return torch.empty((0, *(self.shape or (0, 0))), dtype=torch.uint8)
         return torch.from_numpy(np.memmap(self.path, np.uint8, "r+", shape=(self.count, *self.shape)))
@@ -210,9 +217,9 @@ def _read_csv_rows(
         raise ConfigError(
             f"--image-size {image_size[0]}x{image_size[1]} does not match {n_pixels} pixel columns"
         )
-    writer, labels, unit_scale = _RowWriter(scratch), [], None
+    labels, unit_scale = [], None
     line = 1 + header
-    with writer.handle:
+    with _RowWriter(scratch) as writer:
         while chunk := list(itertools.islice(lines, CSV_CHUNK)):
             try:
                 values = np.loadtxt(chunk, delimiter=delimiter, dtype=np.float64, ndmin=2)
@@ -251,8 +258,11 @@ def read_image_folders(
     for folder in folders.values():
         if not folder.is_dir():
             raise DataError(f"--from-folder {root}: needs {folder} with one subfolder per class")
-    class_names, class_to_index = find_classes(folders["train"])
-    extra = sorted(set(find_classes(folders["test"])[0]) - set(class_names))
+    try:
+        class_names, class_to_index = find_classes(folders["train"])
+        extra = sorted(set(find_classes(folders["test"])[0]) - set(class_names))
+    except FileNotFoundError as error:  # a split without class subfolders
+        raise DataError(f"--from-folder {root}: {error}") from None
     if extra:
         raise DataError(f"{folders['test']}: classes {', '.join(extra)} are not in {folders['train']}")
     splits = []
@@ -263,8 +273,7 @@ def read_image_folders(
             raise DataError(f"{folder}: {error}") from None
         if not samples:
             raise DataError(f"{folder}: no images ({', '.join(IMG_EXTENSIONS)})")
-        writer = _RowWriter(scratch / f"{name}.raw")
-        with writer.handle:
+        with _RowWriter(scratch / f"{name}.raw") as writer:
             for file, _ in tqdm(samples, desc=name, unit="img", disable=not progress, leave=False):
                 gray = read_image(file)
                 if image_size is not None and gray.shape != image_size:
