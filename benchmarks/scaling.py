@@ -61,15 +61,14 @@ def count_disk_reads() -> dict:
     from torchlogreg.ondisk import DiskImages
 
     counter = {"bytes": 0}
-    for name in ("read", "take"):
-        original = getattr(DiskImages, name)
+    take = DiskImages.take  # every read goes through take
 
-        def counted(self, *args, _original=original):
-            rows = _original(self, *args)
-            counter["bytes"] += rows.numel()
-            return rows
+    def counted(self, rows):
+        images = take(self, rows)
+        counter["bytes"] += images.numel()
+        return images
 
-        setattr(DiskImages, name, counted)
+    DiskImages.take = counted
     return counter
 
 
@@ -117,25 +116,13 @@ def on_disk(size: int, data_root: str, out: Path, worlds: tuple[int, ...] = (1, 
     import tempfile
 
     folder = tempfile.mkdtemp(prefix="torchlogreg-ondisk-")
-    worker = ["-m", "benchmarks.scaling", "--data-root", data_root, "--disk-worker", folder]
+    module = ["-m", "benchmarks.scaling", "--data-root", data_root]
     rows = []
     try:
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.scaling",
-                "--data-root",
-                data_root,
-                "--write-worker",
-                str(size),
-                "--folder",
-                folder,
-            ]
-        )
+        _run([sys.executable, *module, "--write-worker", str(size), "--folder", folder])
         for world in worlds:
             launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world)]
-            _run([sys.executable, *(launcher if world > 1 else []), *worker])
+            _run([sys.executable, *(launcher if world > 1 else []), *module, "--disk-worker", folder])
             for rank in range(world):  # each rank wrote its own file: printed lines would interleave
                 rows.append(json.loads((Path(folder) / f"result-{world}-{rank}.json").read_text()))
     finally:

@@ -46,6 +46,8 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 def _integer_label_names(labels: list[torch.Tensor], class_names: list[str] | None, where: str):
     """Class names for integer labels 0..K-1: `class_names` when given, else '0'..'K-1'."""
+    if not any(len(t) for t in labels):
+        raise DataError(f"{where}: no samples")
     low = min(int(t.min()) for t in labels if len(t))
     high = max(int(t.max()) for t in labels if len(t))
     if low < 0:
@@ -136,10 +138,7 @@ class _RowWriter:
 
 def _csv_lines(handle: TextIO, path: Path) -> tuple[Iterator[str], list[str], str, bool]:
     """The data lines, the first row's fields, the delimiter and whether that row is a header."""
-    try:
-        first = handle.readline()
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not a text file ({error})") from None
+    first = handle.readline()
     delimiter = max((",", ";", "\t"), key=first.count)
     fields = [f.strip().strip('"') for f in first.rstrip("\r\n").split(delimiter)]
     if len(fields) < 2:

@@ -65,13 +65,9 @@ class DiskImages:
         return (len(self), *self.image_shape)
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        """Rows [start, stop) of this view as a (n, features) uint8 tensor, by one file read."""
+        """Rows [start, stop) of this view, clipped to it, as (n, features) uint8: one file read."""
         start, stop = max(0, start), min(len(self), stop)
-        count = max(0, stop - start) * self.row_bytes
-        with self.path.open("rb") as handle:
-            handle.seek(self.offset + (self.start + start) * self.row_bytes)
-            data = np.fromfile(handle, dtype=np.uint8, count=count)
-        return torch.from_numpy(data.reshape(-1, self.row_bytes))
+        return self.take(torch.arange(start, max(start, stop)))
 
     def take(self, rows: torch.Tensor) -> torch.Tensor:
         """The given rows of this view, in that order, as (n, features) uint8: one read per run of

@@ -268,8 +268,7 @@ class Trainer:
                 if skip >= len(batch_sizes):  # done before a resume: not even read
                     skip -= len(batch_sizes)
                     continue
-                ends = torch.tensor(local_sizes).cumsum(0).tolist()
-                rows = rows[ends[skip - 1] if skip else 0 :]
+                rows = rows[sum(local_sizes[:skip]) :]
                 images = self.train_x.view(start, start + size).take(rows).to(self.device)
                 labels = self.train_y[start + rows.to(self.device)]
                 first = 0
