@@ -94,3 +94,21 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--no-first-run",
 )
+
+
+def matmul_rounding_bound(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """How far two float32 evaluations of `x @ weight.T + bias` may lie apart, element by element.
+
+    BLAS sums the k products of a row in an order that depends on the CPU and on how many rows share
+    the call. Whatever the order, the result is within gamma_k * (|x| @ |weight|.T + |bias|) of the
+    exact value, gamma_k = k*u / (1 - k*u) with u = 2^-24 (Higham, Accuracy and Stability of
+    Numerical Algorithms, 3.1); two orders are within twice that. k counts the products, the bias
+    and the 1/255 scaling of uint8 pixels.
+    """
+    k = x.shape[1] + 2
+    u = torch.finfo(torch.float32).eps / 2
+    gamma = k * u / (1 - k * u)
+    magnitude = x.double().abs() @ weight.double().abs().T + bias.double().abs()
+    if x.dtype == torch.uint8:
+        magnitude = x.double().abs() / 255 @ weight.double().abs().T + bias.double().abs()
+    return 2 * gamma * magnitude

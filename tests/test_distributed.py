@@ -42,6 +42,7 @@ def _max_difference(a: Path, b: Path) -> float:
 SMALL = ("--device", "cpu", "--train-size", "3000", "--val-size", "500", "--epochs", "2", "--quiet")
 
 
+@pytest.mark.numerics
 def test_two_processes_match_one(tmp_path, data_root):
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(_single("--data-root", data_root, "--out", one, *SMALL), check=True, capture_output=True)
@@ -57,6 +58,7 @@ def test_two_processes_match_one(tmp_path, data_root):
     assert metrics["world_size"] == 2 and metrics["test"]["n"] == 10000
 
 
+@pytest.mark.numerics
 def test_out_of_core_two_processes_match_one(tmp_path, mnist_splits):
     from torchlogreg.ondisk import write_dataset
 
@@ -131,6 +133,7 @@ def test_killed_rank_stops_the_job_and_resume_completes_in_one_process(tmp_path,
     assert _max_difference(out, reference) <= 1e-5
 
 
+@pytest.mark.numerics
 def test_checkpoint_of_one_process_resumes_in_two(tmp_path, data_root):
     out, reference = tmp_path / "run", tmp_path / "reference"
     args = ("--data-root", data_root, *SMALL)

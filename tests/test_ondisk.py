@@ -14,6 +14,7 @@ from torchlogreg.data import Split, load_data
 from torchlogreg.ondisk import CHUNK_ROWS, DiskImages, shard_batches, write_dataset
 from torchlogreg.training import Trainer
 
+pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 
 @pytest.fixture(scope="module")
 def mnist_on_disk(tmp_path_factory, mnist_splits):

@@ -16,6 +16,7 @@ from torchlogreg.checkpoints import has_training_state, load_training_state
 from torchlogreg.training import Trainer
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("optimizer,stop_at", [("sgd", 7), ("sgd", 15), ("adam", 11)])
 def test_resume_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, optimizer, stop_at):
     config = tiny_config.replace(optimizer=optimizer, epochs=4, eval_every=4, patience=50)
@@ -69,6 +70,7 @@ def _train_command(data_root, out, *extra):
     ]
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_checkpoints_and_resume_matches(tmp_path, data_root, signum):
     reference = tmp_path / "reference"
