@@ -78,14 +78,14 @@ def disk_worker(folder: str) -> dict:
     from torchlogreg import TrainConfig
     from torchlogreg.data import load_data
     from torchlogreg.distributed import init_from_environment, shutdown
-    from torchlogreg.training import Trainer
+    from torchlogreg.runs import train
 
     config = TrainConfig(dataset=folder, epochs=1, val_size=5000, device="cpu")
     dist = init_from_environment("cpu", timeout_seconds=600)
     data = load_data(config)
     disk_reads = count_disk_reads()
     started = time.perf_counter()
-    result = Trainer(config, data, verbose=False, dist=dist).run()
+    result = train(config, data, verbose=False)  # joins the process group torchrun describes
     seconds = time.perf_counter() - started
     read_mb = disk_reads["bytes"] / 2**20
     shutdown(dist)
@@ -156,14 +156,13 @@ def worker(size: int, data_root: str) -> dict:
     """One epoch at `size` samples in this process; returns seconds and peak RSS."""
     from torchlogreg import TrainConfig
     from torchlogreg.data import Data
-    from torchlogreg.training import Trainer
+    from torchlogreg.runs import train
 
-    train, test = shifted_mnist(size, data_root)
-    data = Data("mnist", train, None, test, tuple("0123456789"), tuple(range(10)), False)
+    train_split, test = shifted_mnist(size, data_root)
+    data = Data("mnist", train_split, None, test, tuple("0123456789"), tuple(range(10)), False)
     config = TrainConfig(epochs=1, val_size=0, device="cpu", batch_size=min(128, size))
-    trainer = Trainer(config, data, verbose=False)
     started = time.perf_counter()
-    trainer.run()
+    train(config, data, verbose=False)
     return {
         "size": size,
         "epoch_seconds": time.perf_counter() - started,

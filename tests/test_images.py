@@ -96,3 +96,49 @@ def test_npz_with_named_images(tmp_path):
     path = tmp_path / "a.npz"
     np.savez(path, images=np.zeros((2, 28, 28), np.float32), labels=np.array([1, 2]))
     assert read_array(path).shape == (2, 784)
+
+
+def _ink_box(image: np.ndarray) -> tuple[int, int]:
+    """Height and width of the rows and columns holding any ink."""
+    rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+@pytest.mark.parametrize("shape", [(32, 24), (24, 32), (56, 56)])
+def test_pictures_are_fitted_to_the_runs_shape(tmp_path, mnist_splits, shape):
+    # MNIST's layout scaled: the ink fills a box of 20/28 of the field, centred by its mass
+    images, _ = load_inputs([_digit_png(tmp_path, mnist_splits)], image_shape=shape)
+    assert images.shape == (1, *shape) and 0.99 < float(images.max()) <= 1.0
+    image = images[0].numpy()
+    box = (round(shape[0] * 20 / 28), round(shape[1] * 20 / 28))
+    ink = _ink_box(image)
+    assert ink[0] <= box[0] and ink[1] <= box[1]  # fitted ...
+    assert max(ink[0] - box[0], ink[1] - box[1]) >= -1  # ... as large as fits, proportions kept
+    rows, cols = np.indices(shape)
+    centre_y, centre_x = (image * rows).sum() / image.sum(), (image * cols).sum() / image.sum()
+    assert abs(centre_y - shape[0] / 2) <= 1 and abs(centre_x - shape[1] / 2) <= 1
+
+
+@pytest.mark.parametrize("layout", [(32, 24), (2, 32, 24), (768,), (3, 768)])
+def test_arrays_of_the_runs_shape(tmp_path, layout):
+    path = tmp_path / "a.npy"
+    np.save(path, np.full(layout, 255, np.uint8))
+    images, names = load_inputs([path], image_shape=(32, 24))
+    rows = int(np.prod(layout)) // 768
+    assert images.shape == (rows, 32, 24) and len(names) == rows
+
+
+@pytest.mark.parametrize(
+    "layout,image_shape,found,expected",
+    [
+        ((3, 28, 28), (32, 32), r"\(3, 28, 28\)", "32x32"),
+        ((784,), (32, 24), r"\(784,\)", "32x24"),
+        ((2, 32, 32), (28, 28), r"\(2, 32, 32\)", "28x28"),
+    ],
+)
+def test_arrays_of_another_shape_are_refused(tmp_path, layout, image_shape, found, expected):
+    path = tmp_path / "wrong.npy"
+    np.save(path, np.zeros(layout, np.uint8))
+    with pytest.raises(InputError, match=rf"array of shape {found} does not hold {expected} images") as error:
+        load_inputs([path], image_shape=image_shape)
+    assert str(error.value).startswith(str(path))

@@ -1,6 +1,7 @@
 """Out-of-core data: the on-disk format round trip, how batches are cut so that each rank reads its
 own part, training from disk to the in-memory accuracy, exact resume, and clear errors."""
 
+import itertools
 import json
 
 import numpy as np
@@ -8,11 +9,9 @@ import pytest
 import torch
 
 from torchlogreg import ConfigError, DataError, Interrupted, preset, train
-from torchlogreg.checkpoints import load_training_state
 from torchlogreg.cli import main
 from torchlogreg.data import Split, load_data
 from torchlogreg.ondisk import CHUNK_ROWS, DiskImages, shard_batches, write_dataset
-from torchlogreg.training import Trainer
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 
@@ -31,7 +30,7 @@ def test_format_round_trip(mnist_on_disk, mnist_splits):
     # rows are shuffled, but the multiset of (image, label) pairs is the same
     assert sorted(np.bincount(labels).tolist()) == sorted(torch.bincount(train.labels).tolist())
     test_images = DiskImages(mnist_on_disk / "test-images.npy")
-    assert torch.equal(test_images[0:10], test.images[:10].reshape(10, -1))
+    assert torch.equal(test_images[0:10], test.images[:10])  # shaped (n, H, W) like a split in memory
     assert torch.equal(images.view(100, 200)[0:5], images[100:105])
 
 
@@ -114,14 +113,14 @@ def test_shard_batches_are_the_same_at_any_world_size(shard_size, batch_size):
 def test_take_reads_rows_in_the_order_asked(mnist_on_disk):
     images = DiskImages(mnist_on_disk / "train-images.npy").view(100, 1100)
     rows = torch.tensor([5, 6, 7, 900, 3, 4, 999])
-    assert torch.equal(images.take(rows), torch.cat([images[r : r + 1] for r in rows.tolist()]))
+    assert torch.equal(images.take(rows), torch.cat([images[r : r + 1] for r in rows.tolist()]).flatten(1))
     assert images.take(torch.tensor([], dtype=torch.long)).shape == (0, 784)
-    with pytest.raises(IndexError, match="rows outside 0..999"):
+    with pytest.raises(DataError, match="outside 0..999"):
         images.take(torch.tensor([1000]))
 
 
 def test_resume_from_disk_ends_with_the_same_weights(mnist_on_disk, tmp_path, monkeypatch):
-    monkeypatch.setattr("torchlogreg.training.SHARD_ROWS", 4000)  # several shards to skip on resume
+    monkeypatch.setattr("torchlogreg.batches.SHARD_ROWS", 4000)  # several shards to skip on resume
     config = preset("default", dataset=str(mnist_on_disk), device="cpu", iters=60, eval_every=20)
     data = load_data(config)
     data = type(
@@ -132,14 +131,10 @@ def test_resume_from_disk_ends_with_the_same_weights(mnist_on_disk, tmp_path, mo
         *(getattr(data, name) for name in ("val", "test", "class_names", "source_labels", "binary")),
     )
     config = config.replace(batch_size=500)  # 8 batches per shard, 24 per epoch
-    reference = Trainer(config, data, verbose=False).run()
-    interrupted = Trainer(
-        config, data, verbose=False, checkpoint_dir=tmp_path, should_stop=lambda: interrupted.iteration == 43
-    )
-    with pytest.raises(Interrupted):
-        interrupted.run()
-    resumed = Trainer(config, data, verbose=False)
-    resumed.restore(*load_training_state(tmp_path))
-    result = resumed.run()
+    reference = train(config, data, verbose=False)
+    steps = itertools.count(1)
+    with pytest.raises(Interrupted, match="iteration 43 of 60"):
+        train(config, data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 43)
+    result = train(data=data, out=tmp_path, resume=True, verbose=False)
     for key, value in reference.model.state_dict().items():
         assert torch.equal(value, result.model.state_dict()[key]), key

@@ -22,7 +22,7 @@ def _run(make, lr_at, steps=6):
 
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False), (0.9, True)])
 def test_sgd_matches_torch(momentum, nesterov):
-    ours = _run(lambda p: SGD(p, momentum, nesterov), lambda o, s: o.step(0.1 / (s + 1)))
+    ours = _run(lambda p: SGD(p, momentum, nesterov), lambda o, s: o.step(0.1 / (s + 1), lambda: None))
 
     def torch_step(optimizer, step):
         optimizer.param_groups[0]["lr"] = 0.1 / (step + 1)
@@ -34,7 +34,7 @@ def test_sgd_matches_torch(momentum, nesterov):
 
 
 def test_adam_matches_torch():
-    ours = _run(Adam, lambda o, s: o.step(0.01))
+    ours = _run(Adam, lambda o, s: o.step(0.01, lambda: None))
     theirs = _run(lambda p: torch.optim.Adam(p, lr=0.01), lambda o, s: o.step())
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b)

@@ -1,6 +1,7 @@
 """Interrupted training loses nothing: a checkpoint at a fixed iteration, resumed, ends with the
 same weights as an uninterrupted run; SIGINT/SIGTERM from the command line do the same."""
 
+import itertools
 import json
 import os
 import signal
@@ -11,29 +12,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from torchlogreg import DivergenceError, Interrupted
+from torchlogreg import DivergenceError, Interrupted, train
 from torchlogreg.checkpoints import has_training_state, load_training_state
-from torchlogreg.training import Trainer
 
 
 @pytest.mark.numerics
 @pytest.mark.parametrize("optimizer,stop_at", [("sgd", 7), ("sgd", 15), ("adam", 11)])
 def test_resume_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, optimizer, stop_at):
     config = tiny_config.replace(optimizer=optimizer, epochs=4, eval_every=4, patience=50)
-    reference = Trainer(config, tiny_data, verbose=False).run()
-    interrupted = Trainer(
-        config,
-        tiny_data,
-        verbose=False,
-        checkpoint_dir=tmp_path,
-        should_stop=lambda: interrupted.iteration == stop_at,
-    )
+    reference = train(config, tiny_data, verbose=False)
+    steps = itertools.count(1)  # should_stop is asked before each step: stop after step stop_at
     with pytest.raises(Interrupted, match=f"interrupted at iteration {stop_at} of 60"):
-        interrupted.run()
+        train(config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == stop_at)
     assert has_training_state(tmp_path)
-    resumed = Trainer(config, tiny_data, verbose=False)
-    resumed.restore(*load_training_state(tmp_path))
-    result = resumed.run()
+    result = train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+    assert not has_training_state(tmp_path) and (tmp_path / "model.safetensors").is_file()
     for key, value in reference.model.state_dict().items():
         assert torch.equal(value, result.model.state_dict()[key]), key
     assert [r["loss"] for r in result.history] == [r["loss"] for r in reference.history]
@@ -43,7 +36,7 @@ def test_resume_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, opt
 def test_divergence_keeps_the_last_good_checkpoint(tiny_data, tiny_config, tmp_path):
     config = tiny_config.replace(lr=1e12, momentum=0.0, eval_every=1)
     with pytest.raises(DivergenceError, match="kept the last good checkpoint"):
-        Trainer(config, tiny_data, verbose=False, checkpoint_dir=tmp_path).run()
+        train(config, tiny_data, out=tmp_path, verbose=False)
     tensors, meta, _ = load_training_state(tmp_path)
     assert torch.isfinite(tensors["model.linear.weight"]).all()
 

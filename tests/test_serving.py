@@ -34,10 +34,17 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def test_health_and_model(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     info = client.get("/api/model").json()
     assert info["meta"]["dataset"] == "mnist" and info["metrics"]["test"]["accuracy"] > 0.92
+    assert info["input_shape"] == [28, 28]
 
 
 def test_page_and_assets_are_served_locally(client):
@@ -123,6 +130,66 @@ def test_blank_drawing_says_no_digit(client):
     blank = _png(np.full((280, 280), 255, np.uint8))
     response = client.post("/api/predict", files={"file": ("drawing.png", blank, "image/png")})
     assert response.status_code == 422 and "no digit found" in response.json()["error"]
+
+
+# --- a run on 32x32 images -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data_32():
+    from conftest import synthetic_data
+
+    return synthetic_data(side=32)
+
+
+@pytest.fixture(scope="module")
+def client_32(data_32, tmp_path_factory):
+    """A client serving a tiny run trained on synthetic 32x32 images."""
+    from torchlogreg import TrainConfig, train
+    from torchlogreg.checkpoints import save_run
+
+    result = train(TrainConfig(batch_size=16, epochs=2, device="cpu", val_size=60), data_32, verbose=False)
+    run = save_run(result, tmp_path_factory.mktemp("runs") / "side32")
+    return TestClient(create_app(run))
+
+
+def test_a_32x32_run_reports_its_shape(client_32):
+    assert client_32.get("/api/model").json()["input_shape"] == [32, 32]
+
+
+def test_a_32x32_run_classifies_pngs_and_pixels(client_32, data_32):
+    drawing = np.full((150, 150), 255, np.uint8)
+    drawing[30:120, 60:85] = 0  # a dark bar on white paper
+    sent = [
+        {"files": {"file": ("bar.png", _png(drawing), "image/png")}},
+        {"json": {"pixels": data_32.test.images[0].tolist()}},
+        {"json": {"pixels": (data_32.test.images[1].numpy().reshape(-1) / 255).tolist()}},
+    ]
+    bodies = []
+    for kwargs in sent:
+        response = client_32.post("/api/predict", **kwargs)
+        assert response.status_code == 200, response.text
+        bodies.append(response.json())
+    for body in bodies:
+        assert body["label"] in {"0", "1", "2"}
+        for grid in (body["image"], body["evidence"]["predicted"], body["evidence"]["runner_up"]):
+            assert np.array(grid).shape == (32, 32)
+    rows = np.flatnonzero(np.array(bodies[0]["image"]).any(axis=1))
+    assert rows[-1] - rows[0] + 1 == round(32 * 20 / 28)  # the bar fills MNIST's box, scaled to 32x32
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"json": {"pixels": np.zeros((28, 28)).tolist()}},
+        {"json": {"pixels": [0] * 784}},
+        {"files": {"file": ("a.npy", _npy(np.zeros((28, 28), np.uint8)), "application/octet-stream")}},
+    ],
+)
+def test_a_32x32_run_refuses_28x28_arrays(client_32, kwargs):
+    response = client_32.post("/api/predict", **kwargs)
+    assert response.status_code == 422
+    assert "does not hold 32x32 images" in response.json()["error"]
 
 
 # --- the page in a real browser ------------------------------------------------------------

@@ -75,12 +75,12 @@ def test_one_row_per_run_and_resume_skips_finished_runs(tmp_path, data_root, mon
         writer = csv.DictWriter(handle, fieldnames=header)
         writer.writeheader()
         writer.writerows(kept)
-    import torchlogreg.training
+    import torchlogreg.runs
 
     trained = []
-    real_train = torchlogreg.training.train
+    real_train = torchlogreg.runs.train
     monkeypatch.setattr(
-        torchlogreg.training, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k)
+        torchlogreg.runs, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k)
     )
     again = run_sweep(base, grid, 2, tmp_path, progress=False)
     assert len(again) == 8 and len(trained) == 5  # the 3 finished runs were not trained again

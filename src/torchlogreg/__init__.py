@@ -8,13 +8,15 @@ from .exceptions import (
     ConfigError,
     DataError,
     DependencyError,
+    DistributedError,
     DivergenceError,
     InputError,
     Interrupted,
     TorchLogRegError,
 )
 from .model import LogisticRegression
-from .training import TrainResult, train
+from .runs import train
+from .training import TrainResult
 
 __version__ = "0.1.0"
 
@@ -25,6 +27,7 @@ __all__ = [
     "Data",
     "DataError",
     "DependencyError",
+    "DistributedError",
     "DivergenceError",
     "InputError",
     "Interrupted",

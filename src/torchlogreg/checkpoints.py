@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig
+from .engine import HISTORY_KEYS
 from .exceptions import CheckpointError
 from .model import LogisticRegression
 from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_json
-from .training import HISTORY_KEYS, TrainResult
+from .training import TrainResult
 
 FORMAT = "torchlogreg-run"
 FORMAT_VERSION = 1
@@ -56,6 +57,10 @@ class Run:
     @property
     def threshold(self) -> float:
         return float(self.meta["threshold"])
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["input_shape"])
 
 
 def _versions() -> dict:

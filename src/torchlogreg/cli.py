@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import traceback
-from datetime import datetime
 from pathlib import Path
 
 from .config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
@@ -109,6 +109,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
 
 CONFIG_FLAGS = tuple(field.name for field in dataclasses.fields(TrainConfig))  # one flag each
+RESUMABLE = ("device", "data_root")  # the flags --resume accepts
 
 
 def config_from_args(args: argparse.Namespace):
@@ -118,127 +119,47 @@ def config_from_args(args: argparse.Namespace):
     return preset(args.preset, **{name: getattr(args, name) for name in CONFIG_FLAGS})
 
 
-def _default_out(parent: str = "runs") -> Path:
-    out = Path(parent) / datetime.now().strftime("%Y%m%d-%H%M%S")
-    suffix = 1
-    while out.exists():
-        out = out.with_name(f"{out.name.split('_')[0]}_{suffix}")
-        suffix += 1
-    return out
-
-
-class StopFlag:
-    """Set by the first SIGINT/SIGTERM so training stops after the current step and checkpoints;
-    a second SIGINT interrupts at once."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def install(self) -> None:
-        import signal
-
-        def handle(signum, frame):
-            if self.requested and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.requested = True
-
-        signal.signal(signal.SIGINT, handle)
-        signal.signal(signal.SIGTERM, handle)
-
-
-def _resume_config(args: argparse.Namespace):
-    """The interrupted run's own config (only --device may change); refuse other settings."""
-    from .checkpoints import load_training_state
-
+def _given_config(args: argparse.Namespace):
+    """With --resume: None, or the run's own settings with --device/--data-root (others refused)."""
     given = [
-        f"--{name.replace('_', '-')}"
-        for name in CONFIG_FLAGS
-        if name != "device" and getattr(args, name) is not None
+        f"--{n.replace('_', '-')}"
+        for n in CONFIG_FLAGS
+        if n not in RESUMABLE and getattr(args, n) is not None
     ]
     if given or args.preset != "default":
         raise ConfigError(
             f"--resume continues with the run's own settings; drop {', '.join(given) or '--preset'}"
         )
-    tensors, meta, history = load_training_state(args.resume)
-    config = TrainConfig.from_dict(meta["config"])
-    if args.device:
-        config = config.replace(device=args.device)
-    if args.data_root:
-        config = config.replace(data_root=args.data_root)
-    return config, (tensors, meta, history)
-
-
-def _join_process_group(config, timeout: float):
-    """The torch.distributed context when launched by torchrun, else None."""
-    from .distributed import init_from_environment
-    from .training import resolve_device
-
-    return init_from_environment(resolve_device(config.device).type, timeout)
+    return {name: getattr(args, name) for name in RESUMABLE if getattr(args, name) is not None}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .checkpoints import command_line, has_training_state, is_run_folder, remove_training_state, save_run
-    from .data import load_data
-    from .distributed import broadcast_object, shutdown
-    from .exceptions import CheckpointError
-    from .training import Trainer
+    from .checkpoints import command_line
+    from .runs import default_out, resumed_config, train
 
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be an integer >= 1, got {args.checkpoint_every}")
     if args.resume:
-        out = Path(args.resume)
-        config, state = _resume_config(args)
+        if args.out is not None:
+            raise ConfigError("--resume continues in the run's own folder; drop --out")
+        out, allowed = Path(args.resume), _given_config(args)
+        config = resumed_config(out, None)[0].replace(**allowed)
     else:
-        config, state = config_from_args(args), None
-        out = Path(args.out) if args.out else None
-    dist = _join_process_group(config, args.dist_timeout)
-    if dist is not None and config.device.startswith("cuda"):
-        config = config.replace(device=f"cuda:{dist.local_rank}")  # one GPU per process
-    main_rank = dist is None or dist.is_main
-    if out is None:
-        out = Path(broadcast_object(str(_default_out()) if main_rank else None, dist))
-    if state is None:
-        if is_run_folder(out) and not args.overwrite:
-            hint = f"; continue it with --resume {out}" if has_training_state(out) else ""
-            raise CheckpointError(
-                f"{out} already holds a run; choose another --out or pass --overwrite{hint}"
-            )
-        if main_rank:
-            remove_training_state(out)
-    data = load_data(config, download=not args.no_download)
-    quiet = args.quiet or not main_rank
-    say = (lambda *_: None) if quiet else print
-    val = len(data.val) if data.val is not None else 0
-    budget = f"{config.iters} iterations" if config.iters else f"{config.epochs} epochs"
-    ranks = f" on {dist.world_size} processes" if dist else ""
-    say(
-        f"training {config.dataset}: {len(data.train)} train / {val} val / {len(data.test)} test, "
-        f"{data.n_classes} classes{' (binary)' if data.binary else ''}; {config.optimizer} "
-        f"lr {config.learning_rate:g}, batch {config.batch_size}, {budget}{ranks}"
-    )
-    stop = StopFlag()
-    stop.install()
-    trainer = Trainer(
+        config, out = config_from_args(args), Path(args.out) if args.out else default_out()
+    result = train(
         config,
-        data,
-        verbose=not quiet,
-        checkpoint_dir=out,
-        dist=dist,
+        out=out,
+        resume=bool(args.resume),
+        overwrite=args.overwrite,
         checkpoint_every=args.checkpoint_every,
-        should_stop=stop,
+        verbose=not args.quiet,
+        handle_signals=True,
+        command=command_line(),
+        dist_timeout=args.dist_timeout,
+        announce=None if args.quiet else print,
     )
-    if state is not None:
-        trainer.restore(*state)
-        say(f"resuming at iteration {trainer.iteration} of {trainer.total}")
-    result = trainer.run()
-    shutdown(dist)
-    if not main_rank:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
-    save_run(result, out, overwrite=True, command=command_line())  # checked before training began
-    remove_training_state(out)
     metrics = result.metrics
     val_text = f" | val {metrics['val']['accuracy']:.4f}" if "val" in metrics else ""
     print(
@@ -246,43 +167,33 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"trained in {metrics['train_seconds']:.2f} s ({metrics['epochs']:g} epochs, "
         f"{metrics['iterations']} iterations, {metrics['device']})"
     )
-    say(f"saved run to {out}")
+    if not args.quiet:
+        print(f"saved run to {out}")
     if args.report:
-        from .checkpoints import load_run
-        from .report import write_report
+        from .report import report_for_run
 
-        say(f"wrote the report to {write_report(load_run(out), data) / 'report.html'}")
+        path = report_for_run(out, config.data_root, download=not args.no_download)
+        print(f"wrote the report to {path / 'report.html'}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoints import load_run
-    from .data import load_splits, prepare
+    from .data import load_run_data
+    from .devices import resolve_device
     from .evaluation import evaluate
-    from .training import resolve_device
 
     run = load_run(args.run_dir, device=resolve_device(args.device or "auto"))
-    config = run.config.replace(
-        dataset=args.dataset or run.config.dataset,
-        data_root=args.data_root or run.config.data_root,
-        train_size=None,
-    )
-    train_split, test_split, names = load_splits(config.dataset, config.data_root, not args.no_download)
-    data = prepare(config, train_split, test_split, names)
-    if data.n_classes != run.model.n_classes:
-        raise ConfigError(
-            f"dataset {config.dataset} gives {data.n_classes} classes but the run's "
-            f"model has {run.model.n_classes}"
-        )
+    data = load_run_data(run.config, run.model.n_classes, args.dataset, args.data_root, not args.no_download)
     split = {"test": data.test, "val": data.val, "train": data.train}[args.split]
     if split is None:
         raise ConfigError(f"--split {args.split}: the run has no validation set (val_size 0)")
     metrics = evaluate(run.model, split.images, split.labels, run.threshold)
     if args.json:
-        print(json.dumps({"dataset": config.dataset, "split": args.split, **metrics}))
+        print(json.dumps({"dataset": data.dataset, "split": args.split, **metrics}))
     else:
         print(
-            f"{config.dataset} {args.split}: accuracy {metrics['accuracy']:.4f}, "
+            f"{data.dataset} {args.split}: accuracy {metrics['accuracy']:.4f}, "
             f"loss {metrics['loss']:.4f} ({metrics['n']} samples)"
         )
     return 0
@@ -290,14 +201,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .checkpoints import load_run
+    from .devices import resolve_device
     from .evaluation import top_k
     from .images import load_inputs
-    from .training import resolve_device
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be an integer >= 1, got {args.top_k}")
     run = load_run(args.run_dir, device=resolve_device(args.device or "auto"))
-    images, names = load_inputs(args.files)
+    images, names = load_inputs(args.files, image_shape=run.image_shape)
     results = top_k(run.model, images, run.class_names, args.top_k, run.threshold)
     for name, result in zip(names, results, strict=True):
         if args.json:
@@ -310,6 +221,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from . import sweep
+    from .runs import default_out
 
     base = config_from_args(args)
     grid = sweep.parse_grid(args.grid or [], args.grid_file)
@@ -317,7 +229,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds must be an integer >= 1, got {args.seeds}")
     if args.hue is not None and args.hue.replace("-", "_") not in grid.axes:
         raise ConfigError(f"--hue {args.hue} is not swept; swept: {', '.join(grid.axes)}")
-    out = Path(args.out) if args.out else _default_out("sweeps")
+    out = Path(args.out) if args.out else default_out("sweeps")
     runs = len(grid.combinations()) * args.seeds
     if not args.quiet:
         print(f"sweeping {', '.join(grid.axes)}: {runs} runs into {out}")
@@ -334,13 +246,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"test {best['test_accuracy']:.4f})"
         )
     if args.retrain:
-        from .checkpoints import command_line, save_run
-        from .data import load_data
-        from .training import train
+        from .checkpoints import command_line
+        from .runs import train
 
         config = sweep.best_config(base, summary, grid).replace(val_size=0, train_size=None, patience=None)
-        result = train(config, load_data(config), verbose=False)
-        save_run(result, out / "best", overwrite=True, command=command_line())
+        result = train(config, out=out / "best", overwrite=True, verbose=False, command=command_line())
         print(
             f"retrained on the full training set: test accuracy {result.metrics['test']['accuracy']:.4f} "
             f"-> {out / 'best'}"

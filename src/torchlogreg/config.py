@@ -7,12 +7,14 @@ Build a config with ``preset("tutorial", lr=0.01)``; the CLI does the same from 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import re
 from dataclasses import dataclass
 
+from .datasets import DATASET_NAMES, looks_like_folder
 from .exceptions import ConfigError, did_you_mean
 
-DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist", "qmnist", "emnist-digits", "emnist-letters")
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
 SCHEDULES = ("none", "cosine", "step")
 INITS = ("zeros", "uniform")
@@ -26,7 +28,7 @@ class TrainConfig:
     """Everything that decides what a training run computes."""
 
     # --- data ---
-    dataset: str = "mnist"  # one of DATASET_NAMES, or a dataset folder (see ondisk.py)
+    dataset: str = "mnist"  # one of DATASET_NAMES, or a dataset folder path like data/mine (ondisk.py)
     data_root: str | None = None  # None: $TORCHLOGREG_DATA, else ~/.cache/torchlogreg
     classes: tuple[int, ...] | None = None  # keep only these labels; two of them -> binary model
     positive: int | None = None  # this label against all others -> binary model
@@ -121,6 +123,36 @@ def preset(name: str = "default", **overrides) -> TrainConfig:
     return config
 
 
+INTEGER_FIELDS = ("batch_size", "epochs", "iters", "val_size", "train_size", "eval_every", "patience", "seed")
+NUMBER_FIELDS = ("lr", "momentum", "weight_decay", "l1", "threshold")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
+
+
+def _type_problems(config: TrainConfig) -> list[str]:
+    """Fields of the wrong type: integers must be int, numbers finite int/float, flags bool."""
+    problems = []
+    for name in INTEGER_FIELDS:
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            problems.append(f"{name} must be an integer, got {value!r}")
+    for name in NUMBER_FIELDS:
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            problems.append(f"{name} must be a finite number, got {value!r}")
+    if not isinstance(config.nesterov, bool):
+        problems.append(f"nesterov must be True or False, got {config.nesterov!r}")
+    if _is_int(config.seed) and not 0 <= config.seed <= MAX_SEED:
+        problems.append(f"seed must be an integer in 0..2**63-1, got {config.seed!r}")
+    for name in ("dataset", "optimizer", "schedule", "init", "device"):
+        if not isinstance(getattr(config, name), str):
+            problems.append(f"{name} must be a string, got {getattr(config, name)!r}")
+    if config.data_root is not None and not isinstance(config.data_root, (str, os.PathLike)):
+        problems.append(f"data_root must be a path string or None, got {config.data_root!r}")
+    return problems
+
+
 def _range_problems(config: TrainConfig) -> list[str]:
     rules = [
         ("lr", config.lr, lambda v: v > 0, "a number > 0"),
@@ -138,28 +170,33 @@ def _range_problems(config: TrainConfig) -> list[str]:
     ]
     problems = []
     for name, value, ok, allowed in rules:
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or not ok(value):
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # a wrong type is reported by _type_problems
+        if value != value or not ok(value):
             problems.append(f"{name} must be {allowed}, got {value!r}")
     return problems
 
 
 def _choice_problems(config: TrainConfig) -> list[str]:
+    """Named choices; a dataset that is not built in must be written as a folder path (checked for
+    existence where the data is loaded, so validation never reads the disk)."""
     problems = []
-    from .ondisk import is_disk_dataset
-
+    dataset = config.dataset
+    if isinstance(dataset, str) and dataset not in DATASET_NAMES and not looks_like_folder(dataset):
+        problems.append(
+            f"dataset must be one of {', '.join(DATASET_NAMES)} or a dataset folder path (data/mine, "
+            f"./mine), got {dataset!r}{did_you_mean(dataset, DATASET_NAMES)}"
+        )
     for name, value, choices in [
-        ("dataset", config.dataset, () if is_disk_dataset(str(config.dataset)) else DATASET_NAMES),
         ("optimizer", config.optimizer, OPTIMIZERS),
         ("schedule", config.schedule, SCHEDULES),
         ("init", config.init, INITS),
     ]:
-        if choices and value not in choices:
+        if isinstance(value, str) and value not in choices:
             problems.append(
                 f"{name} must be one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}"
             )
-    if not DEVICE_PATTERN.match(str(config.device)):
+    if isinstance(config.device, str) and not DEVICE_PATTERN.match(config.device):
         problems.append(f"device must be auto, cpu, cuda, cuda:N or mps, got {config.device!r}")
     return problems
 
@@ -172,18 +209,36 @@ def _combination_problems(config: TrainConfig) -> list[str]:
         problems.append("set epochs or iters, not both")
     if config.classes is not None and config.positive is not None:
         problems.append("set classes or positive, not both")
-    if config.classes is not None:
+    if config.classes is not None and (
+        not isinstance(config.classes, tuple) or not all(_is_int(c) and c >= 0 for c in config.classes)
+    ):
+        problems.append(f"classes must be a tuple of class numbers like (3, 8), got {config.classes!r}")
+    elif config.classes is not None:
         if len(config.classes) < 2:
             problems.append(f"classes must name at least two classes, got {list(config.classes)}")
         if len(set(config.classes)) != len(config.classes):
             problems.append(f"classes must not repeat, got {list(config.classes)}")
+    if config.positive is not None and not (_is_int(config.positive) and config.positive >= 0):
+        problems.append(f"positive must be a class number >= 0, got {config.positive!r}")
     if config.patience is not None and config.val_size == 0:
         problems.append("patience needs a validation set: set val_size > 0")
     return problems
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def validate(config: TrainConfig) -> None:
-    """Raise one ConfigError listing every problem with `config` (data-independent checks)."""
-    problems = _choice_problems(config) + _range_problems(config) + _combination_problems(config)
+    """Raise one ConfigError listing every problem with `config`. Pure: it never reads the disk
+    (whether a dataset folder exists is checked where the data is loaded)."""
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"expected a TrainConfig (see torchlogreg.preset), got {type(config).__name__}")
+    problems = (
+        _type_problems(config)
+        + _choice_problems(config)
+        + _range_problems(config)
+        + _combination_problems(config)
+    )
     if problems:
         raise ConfigError("; ".join(problems))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,64 +21,11 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
+from .datasets import DATASETS, DatasetSpec
 from .exceptions import ConfigError, DataError, did_you_mean
+from .ondisk import FORMAT, DiskImages
 
 DATA_ENV = "TORCHLOGREG_DATA"
-_DIGITS = tuple(str(d) for d in range(10))
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Where one MNIST-family dataset lives and how to read it."""
-
-    torchvision_class: str  # class in torchvision.datasets that downloads it (also its folder)
-    files: tuple[str, ...]  # train images, train labels, test images, test labels in <class>/raw
-    class_names: tuple[str, ...]
-    split: str | None = None  # EMNIST split
-    transposed: bool = False  # EMNIST images are stored transposed
-    label_offset: int = 0  # EMNIST letters are labelled 1..26
-
-
-def _idx_files(train_prefix: str, test_prefix: str, labels: str = "labels-idx1-ubyte") -> tuple[str, ...]:
-    return tuple(
-        f"{prefix}-{kind}" for prefix in (train_prefix, test_prefix) for kind in ("images-idx3-ubyte", labels)
-    )
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec("MNIST", _idx_files("train", "t10k"), _DIGITS),
-    "fashion-mnist": DatasetSpec(
-        "FashionMNIST",
-        _idx_files("train", "t10k"),
-        (
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
-    ),
-    "kmnist": DatasetSpec(
-        "KMNIST", _idx_files("train", "t10k"), ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
-    ),
-    "qmnist": DatasetSpec("QMNIST", _idx_files("qmnist-train", "qmnist-test", "labels-idx2-int"), _DIGITS),
-    "emnist-digits": DatasetSpec(
-        "EMNIST", _idx_files("emnist-digits-train", "emnist-digits-test"), _DIGITS, "digits", transposed=True
-    ),
-    "emnist-letters": DatasetSpec(
-        "EMNIST",
-        _idx_files("emnist-letters-train", "emnist-letters-test"),
-        tuple("abcdefghijklmnopqrstuvwxyz"),
-        "letters",
-        transposed=True,
-        label_offset=1,
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -325,10 +273,96 @@ def prepare(config: TrainConfig, train: Split, test: Split, names: tuple[str, ..
 
 
 def load_data(config: TrainConfig, download: bool = True) -> Data:
-    """Load `config.dataset` from `config.data_root` and prepare it for `config`'s task."""
-    from .ondisk import is_disk_dataset, load_disk_data
+    """Load `config.dataset` (a built-in name or a dataset folder) and prepare it for `config`'s task."""
+    if config.dataset in DATASETS:
+        train, test, names = load_splits(config.dataset, config.data_root, download)
+        return prepare(config, train, test, names)
+    folder = Path(config.dataset).expanduser()
+    if not (folder / "meta.json").is_file():
+        what = "is not a folder" if not folder.is_dir() else "holds no meta.json"
+        raise DataError(
+            f"dataset {config.dataset}: {folder} {what}; write a dataset folder with 'torchlogreg data "
+            f"convert', or use a built-in dataset: {', '.join(DATASETS)}"
+        )
+    return load_disk_data(config)
 
-    if is_disk_dataset(config.dataset):
-        return load_disk_data(config)
-    train, test, names = load_splits(config.dataset, config.data_root, download)
-    return prepare(config, train, test, names)
+
+def load_run_data(
+    config: TrainConfig,
+    n_classes: int,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    download: bool = True,
+) -> Data:
+    """The splits a saved run is measured on (its own dataset, or another one with as many classes):
+    the same validation split as in training, the whole training set."""
+    config = config.replace(
+        dataset=dataset or config.dataset, data_root=data_root or config.data_root, train_size=None
+    )
+    data = load_data(config, download)
+    if data.n_classes != n_classes:
+        raise ConfigError(
+            f"dataset {config.dataset} gives {data.n_classes} classes but the run's model has {n_classes}"
+        )
+    return data
+
+
+def read_meta(folder: Path) -> dict:
+    """A dataset folder's meta.json, checked: format, class names, image shape."""
+    path = folder / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise DataError(f"{path}: cannot read it as JSON ({type(error).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"{path}: not a torchlogreg dataset folder (format {FORMAT!r} expected)")
+    names, shape = meta.get("class_names"), meta.get("image_shape")
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{path}: class_names must list at least two names, got {names!r}")
+    if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(v, int) and v > 0 for v in shape):
+        raise DataError(f"{path}: image_shape must be [height, width], got {shape!r}")
+    return meta
+
+
+def _disk_labels(path: Path, count: int, n_classes: int) -> torch.Tensor:
+    """A dataset folder's labels: `count` integers in 0..n_classes-1, else a DataError naming the file."""
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"{path}: cannot read it as a .npy array ({error})") from None
+    if labels.shape != (count,) or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: expected {count} integer labels, got {labels.dtype} {labels.shape}")
+    if count and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(
+            f"{path}: labels must lie in 0..{n_classes - 1}, found {labels.min()}..{labels.max()}"
+        )
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def load_disk_data(config: TrainConfig) -> Data:
+    """Data for `config` from the dataset folder `config.dataset`; train stays on disk."""
+    folder = Path(config.dataset).expanduser()
+    meta = read_meta(folder)
+    if config.classes is not None or config.positive is not None or config.train_size is not None:
+        raise ConfigError(
+            f"classes, positive and train_size need an in-memory dataset; {folder} is read from disk as it is"
+        )
+    train_images = DiskImages(folder / "train-images.npy")
+    names = tuple(meta["class_names"])
+    train_labels = _disk_labels(folder / "train-labels.npy", len(train_images), len(names))
+    n_train = len(train_images) - config.val_size
+    if n_train <= 0:
+        raise ConfigError(f"val_size must be smaller than the {len(train_images)} training samples")
+    val = None
+    if config.val_size:
+        val = Split(
+            train_images.read(n_train, len(train_images)).reshape(-1, *train_images.image_shape),
+            train_labels[n_train:],
+        )
+    test_images = DiskImages(folder / "test-images.npy")
+    test = Split(
+        test_images.read(0, len(test_images)).reshape(-1, *test_images.image_shape),
+        _disk_labels(folder / "test-labels.npy", len(test_images), len(names)),
+    )
+    train = Split(train_images.view(0, n_train), train_labels[:n_train])
+    return Data(str(folder), train, val, test, names, tuple(range(len(names))), len(names) == 2)

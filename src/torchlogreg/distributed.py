@@ -15,11 +15,7 @@ from datetime import timedelta
 
 import torch
 
-from .exceptions import TorchLogRegError
-
-
-class DistributedError(TorchLogRegError):
-    """A collective failed or timed out: another rank died or hangs."""
+from .exceptions import DistributedError
 
 
 @dataclass(frozen=True)

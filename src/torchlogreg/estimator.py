@@ -26,18 +26,57 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from .exceptions import TorchLogRegError
+from .batches import MemoryBatches
+from .config import DEFAULT_LR
+from .devices import resolve_device
+from .engine import Engine, full_objective
+from .exceptions import NotFittedError
 from .model import LogisticRegression
-from .optimizers import SGD, Adam
-from .training import add_penalty_gradients, full_gradient, resolve_device
+from .objective import Objective
+from .optimizers import make_optimizer, schedule_lr
 
 CHUNK = 8192  # rows per full-pass chunk (and per densified block of a sparse matrix)
-DEFAULT_LR = {"sgd": 0.5, "adam": 0.005, "lbfgs": 1.0}
 DEFAULT_MAX_ITER = {"lbfgs": 100, "sgd": 5, "adam": 5}  # lbfgs: iterations; sgd/adam: epochs
 
 
-class NotFittedError(SklearnNotFittedError, TorchLogRegError):
-    """Raised when a method needs a fitted estimator; call fit or partial_fit first."""
+class SparseRows:
+    """Rows of a SciPy CSR matrix, densified only when taken (one batch at a time)."""
+
+    def __init__(self, matrix, dtype: torch.dtype):
+        self.matrix, self.dtype = matrix, dtype
+
+    def __len__(self) -> int:
+        return self.matrix.shape[0]
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.matrix[index.numpy()].toarray(), dtype=self.dtype)
+
+
+class EpochEnd:
+    """Engine callback: at each epoch's end, the full objective (for the convergence warning and
+    verbose output) and, with a validation source, early stopping on its loss, keeping the best."""
+
+    def __init__(self, validation: MemoryBatches | None, tol: float, patience: int, verbose: int):
+        self.validation, self.tol, self.patience, self.verbose = validation, tol, patience, verbose
+        self.objectives: list[float] = []
+        self.best_loss, self.best_state, self.bad_epochs = math.inf, None, 0
+
+    def on_step(self, engine: Engine, row: dict) -> None:
+        if engine.iteration % engine.steps_per_epoch:
+            return
+        self.objectives.append(full_objective(engine))
+        if self.verbose:
+            print(f"epoch {len(self.objectives)}: objective {self.objectives[-1]:.6f}")
+        if self.validation is None:
+            return
+        val_loss = full_objective(engine, self.validation, Objective())
+        if val_loss < self.best_loss - self.tol:
+            self.best_loss, self.bad_epochs = val_loss, 0
+            self.best_state = {k: v.clone() for k, v in engine.model.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            engine.stop_reason = "early stopping"
 
 
 class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
@@ -243,58 +282,66 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
             model.linear.bias.zero_()
         return [model.linear.weight]
 
-    def _objective(self, model, X, targets, weights, decay, l1) -> float:
-        """Full objective; also leaves its gradient in .grad (chunked: bounded memory)."""
-        n = X.shape[0]
-        device = model.linear.weight.device
-        chunks = (
-            (
-                self._to_tensor(X[start : start + CHUNK], device),
-                torch.as_tensor(targets[start : start + CHUNK], device=device),
-                torch.as_tensor(weights[start : start + CHUNK], device=device),
-            )
-            for start in range(0, n, CHUNK)
-        )
-        return full_gradient(model, chunks, n, decay, l1)[1]
+    def _source(self, X, targets, weights, device, batch_size: int) -> MemoryBatches:
+        """The engine's batch source over (X, y, sample weights); sparse X is densified per batch."""
+        features = SparseRows(X, self._torch_dtype) if hasattr(X, "toarray") else self._to_tensor(X, device)
+        labels = torch.as_tensor(targets, device=device)
+        sample_weight = torch.as_tensor(weights, device=device)
+        return MemoryBatches(features, labels, batch_size, sample_weight, device)
 
-    def _fit_lbfgs(self, X, targets, weights) -> int:
+    def _engine(self, X, targets, weights, solver: str, total: int, batch_size: int, **kwargs) -> Engine:
+        """The shared training engine, set up with this estimator's objective and `solver`."""
         device = resolve_device(self.device)
         model = self.model_.to(device)
         params = self._parameters(model)
-        decay, l1 = self._penalties(X.shape[0])
-        max_iter = self.max_iter or DEFAULT_MAX_ITER["lbfgs"]
-        optimizer = torch.optim.LBFGS(
-            params,
-            lr=self.lr or DEFAULT_LR["lbfgs"],
-            max_iter=max_iter,
-            max_eval=2 * max_iter + 1,
-            tolerance_grad=self.tol,
-            tolerance_change=1e-12,
-            history_size=20,
-            line_search_fn="strong_wolfe",
+        lr = self.lr or DEFAULT_LR[solver]
+        lbfgs_iterations = kwargs.pop("lbfgs_iterations", 1)
+        optimizer = make_optimizer(
+            params, solver, lr, tolerance_grad=self.tol, lbfgs_iterations=lbfgs_iterations
+        )
+        if self.optimizer_state_ is not None and self.optimizer_state_[0] == solver:
+            optimizer.load_state_dict({k: v.to(device) for k, v in self.optimizer_state_[1].items()})
+        seed = self.random_state if isinstance(self.random_state, Integral) else None
+        generator = torch.Generator().manual_seed(seed if seed is not None else int(np.random.randint(2**31)))
+        return Engine(
+            model,
+            Objective(*self._penalties(X.shape[0])),
+            optimizer,
+            self._source(X, targets, weights, device, batch_size),
+            kwargs.pop("schedule", lambda step: lr),
+            total,
+            generator=generator,
+            parameters=params,
+            advice="lower lr, raise C or scale the features",
+            explosion_factor=None,  # mini-batch losses on unscaled features swing widely; NaN/inf only
+            **kwargs,
         )
 
-        def closure():
-            value = self._objective(model, X, targets, weights, decay, l1)
-            if not self.fit_intercept:
-                model.linear.bias.grad = None
-            if not math.isfinite(value):
-                raise FloatingPointError("the loss became non-finite; scale the features or lower lr")
-            return torch.tensor(value, dtype=self._torch_dtype)
+    def _finish(self, engine: Engine, solver: str) -> None:
+        engine.model.zero_grad(set_to_none=True)
+        state = {k: v.cpu() for k, v in engine.optimizer.state_dict().items()}
+        self.optimizer_state_ = (solver, state)
+        self.model_ = engine.model.cpu()
 
-        optimizer.step(closure)
-        iterations = int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
-        self._objective(model, X, targets, weights, decay, l1)  # the gradient where L-BFGS stopped
-        gradient = max(float(p.grad.abs().max()) for p in params)
-        model.zero_grad(set_to_none=True)
+    def _fit_lbfgs(self, X, targets, weights) -> int:
+        """One engine step of up to max_iter L-BFGS iterations on the full batch."""
+        max_iter = self.max_iter or DEFAULT_MAX_ITER["lbfgs"]
+        engine = self._engine(
+            X, targets, weights, "lbfgs", 1, X.shape[0], full_batch=True, lbfgs_iterations=max_iter
+        )
+        engine.run()
+        iterations = engine.optimizer.iterations
+        full_objective(engine)  # the gradient where L-BFGS stopped
+        gradient = max(float(p.grad.abs().max()) for p in engine.parameters)
         if gradient > self.tol:
             warnings.warn(
-                f"lbfgs stopped after {iterations} iterations (max_iter={max_iter}) with the gradient's "
-                f"max-norm {gradient:.3g} above tol={self.tol}; raise max_iter or scale the features.",
+                f"lbfgs failed to converge after {iterations} iterations (max_iter={max_iter}): the "
+                f"gradient's max-norm is {gradient:.3g}, above tol={self.tol}; raise max_iter or scale "
+                "the features.",
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        self.model_ = model.cpu()
+        self._finish(engine, "lbfgs")
         return max(iterations, 1)
 
     def _fit_minibatch(self, X, targets, weights) -> int:
@@ -315,68 +362,36 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         return self._run_epochs(X, targets, weights, epochs, self.solver, True, validation)
 
     def _run_epochs(self, X, targets, weights, epochs, solver, schedule, validation=None) -> int:
+        batch = min(self.batch_size, X.shape[0])
+        steps = epochs * math.ceil(X.shape[0] / batch)
+        lr = self.lr or DEFAULT_LR[solver]
         device = resolve_device(self.device)
-        model = self.model_.to(device)
-        params = self._parameters(model)
-        optimizer = SGD(params, 0.9, nesterov=True) if solver == "sgd" else Adam(params)
-        if self.optimizer_state_ is not None and self.optimizer_state_[0] == solver:
-            optimizer.load_state_dict({k: v.to(device) for k, v in self.optimizer_state_[1].items()})
-        decay, l1 = self._penalties(X.shape[0])
-        base_lr = self.lr or DEFAULT_LR[solver]
-        n = X.shape[0]
-        batch = min(self.batch_size, n)
-        steps = epochs * math.ceil(n / batch)
-        seed = self.random_state if isinstance(self.random_state, Integral) else None
-        generator = torch.Generator().manual_seed(seed if seed is not None else int(np.random.randint(2**31)))
-        X_dense = None if hasattr(X, "toarray") else self._to_tensor(X, device)
-        y_all = torch.as_tensor(targets, device=device)
-        w_all = torch.as_tensor(weights, device=device)
-        history, best, step, epochs_run = [], (math.inf, None), 0, 0
-        for epoch in range(epochs):
-            order = torch.randperm(n, generator=generator)
-            for start in range(0, n, batch):
-                index = order[start : start + batch]
-                index = index.to(device)
-                x = self._to_tensor(X[index.cpu().numpy()], device) if X_dense is None else X_dense[index]
-                model.zero_grad(set_to_none=True)
-                loss = model.accumulate_gradients(x, y_all[index], 1.0, w_all[index]).item()
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the loss became {loss} in epoch {epoch + 1}; lower lr, scale X"
-                    )
-                add_penalty_gradients(model.linear.weight, decay, l1)
-                lr = base_lr * 0.5 * (1 + math.cos(math.pi * step / steps)) if schedule else base_lr
-                optimizer.step(lr)
-                step += 1
-            epochs_run = epoch + 1
-            objective = self._objective(model, X, targets, weights, decay, l1)
-            history.append(objective)
-            if self.verbose:
-                print(f"epoch {epochs_run}: objective {objective:.6f}")
-            if validation is not None:
-                val_loss = self._objective(model, *validation, 0.0, 0.0)
-                if val_loss < best[0] - self.tol:
-                    best = (val_loss, {k: v.clone() for k, v in model.state_dict().items()}, 0)
-                else:
-                    best = (best[0], best[1], best[2] + 1)
-                if best[2] >= self.n_iter_no_change:
-                    model.load_state_dict(best[1])
-                    break
-        else:
-            still_falling = len(history) >= 2 and history[-2] - history[-1] > self.tol * max(
-                abs(history[-1]), 1
+        val_source = None if validation is None else self._source(*validation, device, CHUNK)
+        watcher = EpochEnd(val_source, self.tol, self.n_iter_no_change, self.verbose)
+        engine = self._engine(
+            X,
+            targets,
+            weights,
+            solver,
+            steps,
+            batch,
+            schedule=(lambda step: schedule_lr("cosine", lr, step, steps)) if schedule else (lambda step: lr),
+            callbacks=[watcher],
+        )
+        engine.run()
+        if watcher.best_state is not None and engine.stop_reason == "early stopping":
+            engine.model.load_state_dict(watcher.best_state)
+        history = watcher.objectives
+        still_falling = len(history) >= 2 and history[-2] - history[-1] > self.tol * max(abs(history[-1]), 1)
+        if schedule and engine.stop_reason is None and still_falling:
+            warnings.warn(
+                f"{solver} failed to converge: it ran max_iter={epochs} epochs and the objective was still "
+                f"falling by more than tol={self.tol} per epoch; raise max_iter.",
+                ConvergenceWarning,
+                stacklevel=4,
             )
-            if schedule and still_falling:
-                warnings.warn(
-                    f"{solver} ran max_iter={epochs} epochs and the objective was still falling by more than "
-                    f"tol={self.tol} per epoch; raise max_iter.",
-                    ConvergenceWarning,
-                    stacklevel=4,
-                )
-        model.zero_grad(set_to_none=True)
-        self.optimizer_state_ = (solver, {k: v.cpu() for k, v in optimizer.state_dict().items()})
-        self.model_ = model.cpu()
-        return epochs_run
+        self._finish(engine, solver)
+        return math.ceil(engine.epochs)
 
     # --- prediction ----------------------------------------------------------------------------
     def _check_fitted(self) -> None:

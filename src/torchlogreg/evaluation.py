@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from .model import LogisticRegression
+from .batches import rank_range
+from .distributed import DistContext, all_reduce_sum
+from .model import LogisticRegression, decide
+from .ondisk import DiskImages
 
 EVAL_BATCH = 8192  # rows per forward pass: bounds memory, large enough to be fast
 
@@ -29,12 +32,6 @@ def predict_proba(model: LogisticRegression, images: torch.Tensor) -> torch.Tens
     return model.probabilities(logits_of(model, images))
 
 
-def predictions_from(model: LogisticRegression, logits: torch.Tensor, threshold: float) -> torch.Tensor:
-    if model.binary:
-        return (torch.sigmoid(logits.squeeze(-1)) >= threshold).long()
-    return logits.argmax(dim=-1)
-
-
 @torch.no_grad()
 def evaluate(
     model: LogisticRegression, images: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5
@@ -51,10 +48,31 @@ def evaluate(
         logits = model(images[start : start + EVAL_BATCH].to(device))
         chunk_labels = labels[start : start + EVAL_BATCH].to(device)
         loss_sum += model.loss(logits, chunk_labels, reduction="sum").item()
-        correct += (predictions_from(model, logits, threshold) == chunk_labels).sum().item()
+        correct += (decide(logits, threshold) == chunk_labels).sum().item()
     model.train(was_training)
     n = len(labels)
     return {"accuracy": correct / max(n, 1), "loss": loss_sum / n if n else float("nan"), "n": n}
+
+
+def evaluate_on_ranks(
+    model: LogisticRegression, images, labels: torch.Tensor, threshold: float, dist: DistContext | None
+) -> dict[str, float]:
+    """evaluate(); under torchrun each rank takes its contiguous part (read from disk alone) and the
+    sums are all-reduced, so every rank gets the metrics of the whole set."""
+    if dist is None:
+        return evaluate(model, images, labels, threshold)
+    first, last = rank_range(len(labels), dist.rank, dist.world_size)
+    part = images.view(first, last) if isinstance(images, DiskImages) else images[first:last]
+    local = evaluate(model, part, labels[first:last], threshold)
+    n = local["n"]
+    totals = torch.tensor([local["loss"] * n if n else 0.0, local["accuracy"] * n, n], dtype=torch.float64)
+    all_reduce_sum(totals, dist, "the all-reduce of the metrics")
+    count = max(totals[2].item(), 1.0)
+    return {
+        "accuracy": round(totals[1].item()) / count,
+        "loss": totals[0].item() / count,
+        "n": int(totals[2]),
+    }
 
 
 def top_k(
@@ -67,7 +85,7 @@ def top_k(
     """Per image: the predicted `label`, its `probability`, and the `top_k` labels by probability."""
     logits = logits_of(model, images)
     probabilities = model.probabilities(logits).cpu()
-    predicted = predictions_from(model, logits, threshold).cpu()
+    predicted = decide(logits, threshold).cpu()
     k = max(1, min(k, len(class_names)))
     values, indices = probabilities.topk(k, dim=1)
     return [

@@ -48,6 +48,10 @@ class Interrupted(TorchLogRegError):
         self.iteration = iteration
 
 
+class DistributedError(TorchLogRegError):
+    """A collective failed or timed out under torchrun: another rank died or hangs."""
+
+
 class DependencyError(TorchLogRegError):
     """An optional dependency is missing (names the extra to install)."""
 
@@ -68,3 +72,22 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     match = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def __getattr__(name: str):
+    """NotFittedError, built on first use: it subclasses scikit-learn's NotFittedError too (so
+    scikit-learn's own checks recognise it), and importing scikit-learn costs start-up time."""
+    if name != "NotFittedError":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    error = type(
+        "NotFittedError",
+        (SklearnNotFittedError, TorchLogRegError),
+        {
+            "__doc__": "A method needs a fitted estimator: call fit or partial_fit first.",
+            "__module__": __name__,
+        },
+    )
+    globals()["NotFittedError"] = error
+    return error

@@ -2,7 +2,8 @@
 
 MNIST digits are white ink on black, fitted into a 20x20 box and centred by their centre of
 mass in a 28x28 field. `mnist_style` does the same to any picture of a dark-on-light (or
-light-on-dark) digit, so a photo of a pen-written digit is classified like a test digit.
+light-on-dark) digit, so a photo of a pen-written digit is classified like a test digit. Runs
+trained on other H x W images get the same layout scaled: a box of H*20/28 x W*20/28 in H x W.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ ARRAY_SUFFIXES = {".npy", ".npz"}
 MAX_IMAGE_PIXELS = 50_000_000  # refuse larger images before decoding them (decompression bombs)
 FIELD = 28  # MNIST's field size
 BOX = 20  # MNIST fits each digit into a box this size
+MNIST_SHAPE = (FIELD, FIELD)
 WORK_SIZE = 96  # large crops are first reduced to this size before stroke thickening
 INK_LEVEL = 0.1  # fraction of the darkest ink below which a pixel counts as paper
 
@@ -153,8 +155,40 @@ def _mass_span(profile: np.ndarray, tail: float = 0.002) -> tuple[int, int]:
     ) + 1
 
 
-def mnist_style(gray: np.ndarray) -> np.ndarray:
-    """A 28x28 float image in MNIST's layout from a grayscale picture of one digit."""
+def as_shape(shape) -> tuple[int, int]:
+    """`shape` as (height, width) of positive integers, the only image shapes a run can have."""
+    try:
+        height, width = (int(side) for side in shape)
+    except (TypeError, ValueError):
+        height = width = 0
+    if height < 1 or width < 1:
+        raise InputError(f"image shape must be (height, width) with two positive integers, got {shape!r}")
+    return height, width
+
+
+def box_for(shape: tuple[int, int]) -> tuple[int, int]:
+    """The box (height, width) the ink is fitted into in a field of `shape`: MNIST's 20/28 of it."""
+    height, width = as_shape(shape)
+    return max(1, round(height * BOX / FIELD)), max(1, round(width * BOX / FIELD))
+
+
+def _place(digit: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`digit` pasted into a black field of `shape` with its centre of mass at the field's centre."""
+    field_h, field_w = shape
+    height, width = digit.shape
+    total = float(digit.sum())
+    centre_y = float((digit.sum(axis=1) * np.arange(height)).sum()) / total
+    centre_x = float((digit.sum(axis=0) * np.arange(width)).sum()) / total
+    top = int(np.clip(round(field_h / 2 - centre_y), 0, field_h - height))
+    left = int(np.clip(round(field_w / 2 - centre_x), 0, field_w - width))
+    field = np.zeros(shape, dtype=np.float32)
+    field[top : top + height, left : left + width] = digit
+    return field
+
+
+def mnist_style(gray: np.ndarray, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarray:
+    """A float image of `shape` (H, W) in MNIST's layout from a grayscale picture of one digit."""
+    shape = as_shape(shape)
     ink = _ink(np.asarray(gray, dtype=np.float32))
     row_start, row_end = _mass_span(ink.sum(axis=1))
     col_start, col_end = _mass_span(ink.sum(axis=0))
@@ -164,33 +198,29 @@ def mnist_style(gray: np.ndarray) -> np.ndarray:
         crop = resize(crop, max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
         crop = crop / max(float(crop.max()), 1e-6)
     crop = _thicken(crop)
-    factor = BOX / max(crop.shape)
-    height, width = max(1, round(crop.shape[0] * factor)), max(1, round(crop.shape[1] * factor))
+    box_h, box_w = box_for(shape)
+    factor = min(box_h / crop.shape[0], box_w / crop.shape[1])  # the whole digit fits, proportions kept
+    height = min(box_h, max(1, round(crop.shape[0] * factor)))
+    width = min(box_w, max(1, round(crop.shape[1] * factor)))
     digit = resize(crop, width, height)
     digit = digit / max(float(digit.max()), 1e-6)
-    total = float(digit.sum())
-    centre_y = float((digit.sum(axis=1) * np.arange(height)).sum()) / total
-    centre_x = float((digit.sum(axis=0) * np.arange(width)).sum()) / total
-    top = int(np.clip(round(FIELD / 2 - centre_y), 0, FIELD - height))
-    left = int(np.clip(round(FIELD / 2 - centre_x), 0, FIELD - width))
-    field = np.zeros((FIELD, FIELD), dtype=np.float32)
-    field[top : top + height, left : left + width] = digit
-    return field
+    return _place(digit, shape)
 
 
-def _array_images(array: np.ndarray, path: Path, n_pixels: int) -> np.ndarray:
-    """Rows of `array` as float images in [0, 1], shape (N, n_pixels)."""
+def _array_images(array: np.ndarray, path: Path, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarray:
+    """Rows of `array` as float images in [0, 1], shape (N, H*W), for images of `shape` (H, W)."""
     if array.size == 0:
         raise InputError(f"{path}: the array is empty")
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise InputError(f"{path}: arrays must hold numbers (uint8 0..255 or floats 0..1), got {array.dtype}")
-    side = int(round(n_pixels**0.5))
-    if array.shape[-2:] == (side, side) or array.shape[-1] == n_pixels and array.ndim <= 2:
+    height, width = as_shape(shape)
+    n_pixels = height * width
+    if array.shape[-2:] == (height, width) or array.shape[-1] == n_pixels and array.ndim <= 2:
         array = array.reshape(-1, n_pixels)
     else:
         raise InputError(
-            f"{path}: array of shape {array.shape} does not hold {side}x{side} images "
-            f"(expected ({side}, {side}), (N, {side}, {side}), ({n_pixels},) or (N, {n_pixels}))"
+            f"{path}: array of shape {array.shape} does not hold {height}x{width} images "
+            f"(expected ({height}, {width}), (N, {height}, {width}), ({n_pixels},) or (N, {n_pixels}))"
         )
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
@@ -207,9 +237,9 @@ def _array_images(array: np.ndarray, path: Path, n_pixels: int) -> np.ndarray:
     return array.astype(np.float32) / (1.0 if array.dtype == bool else 255.0)
 
 
-def read_array(path, n_pixels: int = FIELD * FIELD, name: str | None = None) -> np.ndarray:
-    """Images stored in a .npy, or a one-array .npz (or its array 'images'/'x'); `path` may be a
-    binary file object called `name`."""
+def read_array(path, image_shape: tuple[int, int] = MNIST_SHAPE, name: str | None = None) -> np.ndarray:
+    """Images of `image_shape` (H, W) as rows (N, H*W) from a .npy, or a one-array .npz (or its array
+    'images'/'x'); `path` may be a binary file object called `name`."""
     source = path
     path = _source_name(path, name)
     try:
@@ -225,22 +255,26 @@ def read_array(path, n_pixels: int = FIELD * FIELD, name: str | None = None) -> 
             if key is None:
                 raise InputError(f"{path}: holds arrays {keys}; name the images 'images' or keep one array")
             loaded = loaded[key]
-    return _array_images(loaded, path, n_pixels)
+    return _array_images(loaded, path, image_shape)
 
 
-def load_inputs(paths: Sequence[str | os.PathLike]) -> tuple[torch.Tensor, list[str]]:
-    """Float images (N, 28, 28) in [0, 1] from image and array files, with a name for each."""
+def load_inputs(
+    paths: Sequence[str | os.PathLike], image_shape: tuple[int, int] = MNIST_SHAPE
+) -> tuple[torch.Tensor, list[str]]:
+    """Float images (N, H, W) in [0, 1] from image and array files, with a name for each; (H, W) is
+    `image_shape`, the run's input shape, so pictures are fitted to it and arrays must match it."""
+    image_shape = as_shape(image_shape)
     images, names = [], []
     for raw in paths:
         path = Path(raw)
         suffix = path.suffix.lower()
         if suffix in ARRAY_SUFFIXES:
-            rows = read_array(path)
-            images.extend(rows.reshape(-1, FIELD, FIELD))
+            rows = read_array(path, image_shape)
+            images.extend(rows.reshape(-1, *image_shape))
             names.extend([str(path)] if len(rows) == 1 else [f"{path}[{i}]" for i in range(len(rows))])
         elif suffix in IMAGE_SUFFIXES:
             try:
-                images.append(mnist_style(read_image(path)))
+                images.append(mnist_style(read_image(path), image_shape))
             except InputError as error:
                 if str(error).startswith(str(path)):
                     raise

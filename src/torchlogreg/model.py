@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .exceptions import ConfigError, InputError
+
 PIXEL_SCALE = 1.0 / 255.0
 
 
@@ -47,6 +49,13 @@ def loss_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return residual.div_(len(logits))
 
 
+def decide(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """The one prediction rule: argmax of C logits; for one logit, P(positive) >= `threshold`."""
+    if logits.shape[-1] == 1:
+        return (torch.sigmoid(logits.squeeze(-1)) >= threshold).long()
+    return logits.argmax(dim=-1)
+
+
 def _minus_ones(rows: int, like: torch.Tensor) -> torch.Tensor:
     """A (rows, 1) view of -1s, for subtracting the one-hot targets in place."""
     return torch.full((1, 1), -1.0, dtype=like.dtype, device=like.device).expand(rows, 1)
@@ -58,7 +67,7 @@ class LogisticRegression(nn.Module):
     def __init__(self, n_features: int, n_classes: int):
         super().__init__()
         if n_classes < 2:
-            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+            raise ConfigError(f"n_classes must be >= 2, got {n_classes}")
         self.n_features = n_features
         self.n_classes = n_classes
         self.linear = nn.Linear(n_features, 1 if n_classes == 2 else n_classes)
@@ -82,7 +91,7 @@ class LogisticRegression(nn.Module):
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, float]:
         x = x.flatten(1) if x.dim() > 1 else x.reshape(len(x), -1)  # flatten: also for zero rows
         if x.shape[1] != self.n_features:
-            raise ValueError(f"expected {self.n_features} features per sample, got {x.shape[1]}")
+            raise InputError(f"expected {self.n_features} features per sample, got {x.shape[1]}")
         scale = PIXEL_SCALE if x.dtype == torch.uint8 else 1.0
         return x.to(self.linear.weight.dtype), scale
 
@@ -112,10 +121,7 @@ class LogisticRegression(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
         """Class indices; binary uses P(positive) >= `threshold`."""
-        logits = self(x)
-        if self.binary:
-            return (torch.sigmoid(logits.squeeze(-1)) >= threshold).long()
-        return logits.argmax(dim=-1)
+        return decide(self(x), threshold)
 
     @torch.no_grad()
     def accumulate_gradients(

@@ -15,13 +15,12 @@ part of every batch, as a few contiguous reads, and the batches are the same at 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .exceptions import ConfigError, DataError
+from .exceptions import DataError
 from .storage import atomic_write_json
 
 FORMAT = "torchlogreg-data"
@@ -77,7 +76,7 @@ class DiskImages:
         if not len(rows):
             return torch.from_numpy(out)
         if rows.min() < 0 or rows.max() >= len(self):
-            raise IndexError(f"rows outside 0..{len(self) - 1} of {self.path}")
+            raise DataError(f"{self.path}: rows {rows.min()}..{rows.max()} outside 0..{len(self) - 1}")
         starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
         ends = np.append(starts[1:], len(rows))
         with self.path.open("rb") as handle:
@@ -88,10 +87,13 @@ class DiskImages:
         return torch.from_numpy(out)
 
     def __getitem__(self, index) -> torch.Tensor:
-        if not isinstance(index, slice) or index.step not in (None, 1):
-            raise TypeError("DiskImages supports contiguous slices only")
-        start, stop, _ = index.indices(len(self))
-        return self.read(start, stop)
+        """Images (n, H, W) like an in-memory split's: a slice, or a tensor/list of row numbers."""
+        if isinstance(index, slice):
+            rows = torch.arange(*index.indices(len(self)))
+        else:
+            rows = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+            rows = torch.where(rows < 0, rows + len(self), rows)
+        return self.take(rows).reshape(-1, *self.image_shape)
 
     def view(self, start: int, stop: int) -> DiskImages:
         return DiskImages(self.path, self.start + start, self.start + stop)
@@ -151,36 +153,3 @@ def write_dataset(out: str | Path, train, test, class_names, seed: int = 0, chun
         },
     )
     return out
-
-
-def load_disk_data(config):
-    """Data for `config` from the dataset folder `config.dataset`; train stays on disk."""
-    from .data import Data, Split
-
-    folder = Path(config.dataset)
-    meta = json.loads((folder / "meta.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise DataError(f"{folder / 'meta.json'}: not a torchlogreg dataset folder")
-    if config.classes is not None or config.positive is not None or config.train_size is not None:
-        raise ConfigError(
-            f"classes, positive and train_size need an in-memory dataset; {folder} is read from disk as it is"
-        )
-    train_images = DiskImages(folder / "train-images.npy")
-    train_labels = torch.from_numpy(np.load(folder / "train-labels.npy"))
-    n_train = len(train_images) - config.val_size
-    if n_train <= 0:
-        raise ConfigError(f"val_size must be smaller than the {len(train_images)} training samples")
-    val = None
-    if config.val_size:
-        val = Split(
-            train_images.read(n_train, len(train_images)).reshape(-1, *train_images.image_shape),
-            train_labels[n_train:],
-        )
-    test_images = DiskImages(folder / "test-images.npy")
-    test = Split(
-        test_images.read(0, len(test_images)).reshape(-1, *test_images.image_shape),
-        torch.from_numpy(np.load(folder / "test-labels.npy")),
-    )
-    names = tuple(meta["class_names"])
-    train = Split(train_images.view(0, n_train), train_labels[:n_train])
-    return Data(str(folder), train, val, test, names, tuple(range(len(names))), len(names) == 2)

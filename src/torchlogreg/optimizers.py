@@ -26,7 +26,9 @@ class SGD:
         self.buffers = [torch.zeros_like(p) for p in params] if momentum > 0 else []
 
     @torch.no_grad()
-    def step(self, lr: float) -> None:
+    def step(self, lr: float, closure: Callable[[], object]) -> None:
+        """Gradients from `closure` (which fills .grad), then one update."""
+        closure()
         # _foreach ops update all parameters in one call each, as torch.optim does
         grads = [param.grad for param in self.params]
         if self.momentum > 0:
@@ -60,7 +62,9 @@ class Adam:
         self.second = [torch.zeros_like(p) for p in params]
 
     @torch.no_grad()
-    def step(self, lr: float) -> None:
+    def step(self, lr: float, closure: Callable[[], object]) -> None:
+        """Gradients from `closure` (which fills .grad), then one update."""
+        closure()
         beta1, beta2 = self.betas
         self.steps += 1
         correction1 = 1 - beta1**self.steps
@@ -85,42 +89,76 @@ class Adam:
 
 
 class LBFGS:
-    """torch.optim.LBFGS with a strong-Wolfe line search, one iteration per `step`."""
+    """torch.optim.LBFGS with a strong-Wolfe line search, one iteration per `step`.
 
-    def __init__(self, params: list[torch.Tensor], lr: float):
+    `closure` fills .grad and returns the objective; it may be called several times (line search).
+    Its curvature history is not checkpointed: a resumed run restarts it from the saved weights.
+    """
+
+    def __init__(
+        self, params: list[torch.Tensor], lr: float, tolerance_grad: float = 1e-7, max_iter: int = 1
+    ):
         self.optimizer = torch.optim.LBFGS(
-            params, lr=lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe"
+            params,
+            lr=lr,
+            max_iter=max_iter,
+            max_eval=2 * max_iter + 1,
+            history_size=20,
+            tolerance_grad=tolerance_grad,
+            tolerance_change=0.0,  # stop on the gradient (tol), never on a small step
+            line_search_fn="strong_wolfe",
         )
+        self.iterations = 0
 
     def step(self, lr: float, closure: Callable[[], torch.Tensor]) -> None:
+        """Up to `max_iter` iterations (counted in `iterations`); fewer when the gradient's max-norm
+        falls within `tolerance_grad`."""
         self.optimizer.param_groups[0]["lr"] = lr
+        state = self.optimizer.state[self.optimizer.param_groups[0]["params"][0]]
+        before = state.get("n_iter", 0)
         self.optimizer.step(closure)
+        self.iterations = state.get("n_iter", 0) - before
 
-    def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        pass
 
 
-def make_optimizer(params: list[torch.Tensor], config: TrainConfig) -> SGD | Adam | LBFGS:
-    if config.optimizer == "sgd":
-        return SGD(params, config.momentum, config.nesterov)
-    if config.optimizer == "adam":
+def make_optimizer(
+    params: list[torch.Tensor],
+    name: str,
+    lr: float,
+    *,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    tolerance_grad: float = 1e-7,
+    lbfgs_iterations: int = 1,
+) -> SGD | Adam | LBFGS:
+    """The optimizer `name` (sgd, adam or lbfgs) over `params`; lbfgs takes its first lr here, and
+    runs `lbfgs_iterations` iterations per step."""
+    if name == "sgd":
+        return SGD(params, momentum, nesterov)
+    if name == "adam":
         return Adam(params)
-    return LBFGS(params, config.learning_rate)
+    return LBFGS(params, lr, tolerance_grad, lbfgs_iterations)
 
 
-def scheduled_lr(config: TrainConfig, iteration: int, total: int) -> float:
+def schedule_lr(schedule: str, lr: float, iteration: int, total: int) -> float:
     """The learning rate for step `iteration` (0-based) of `total`.
 
     cosine: lr * (1 + cos(pi * t / T)) / 2, as CosineAnnealingLR(T_max=total, eta_min=0);
     step: x0.1 at 50% and again at 75% of the run, as MultiStepLR(gamma=0.1).
     """
-    lr = config.learning_rate
-    if config.schedule == "cosine":
+    if schedule == "cosine":
         return lr * 0.5 * (1.0 + math.cos(math.pi * iteration / total))
-    if config.schedule == "step":
+    if schedule == "step":
         milestones = (max(1, total // 2), max(1, (3 * total) // 4))
         return lr * 0.1 ** sum(iteration >= m for m in milestones)
     return lr
+
+
+def scheduled_lr(config: TrainConfig, iteration: int, total: int) -> float:
+    """schedule_lr with `config`'s schedule and learning rate."""
+    return schedule_lr(config.schedule, config.learning_rate, iteration, total)

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from .checkpoints import METRICS_FILE, Run, load_run, read_history
-from .data import Data, load_data
-from .evaluation import logits_of, predictions_from
+from .data import Data, load_run_data
+from .evaluation import logits_of
 from .exceptions import require
+from .model import decide
 from .storage import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 FIGSIZE = (9.0, 6.0)  # inches; every figure has this size
@@ -50,7 +51,7 @@ def predict_split(run: Run, images: torch.Tensor, labels: torch.Tensor) -> Predi
     logits = logits_of(run.model, images)
     return Predictions(
         labels=labels.numpy(),
-        predicted=predictions_from(run.model, logits, run.threshold).cpu().numpy(),
+        predicted=decide(logits, run.threshold).cpu().numpy(),
         probabilities=run.model.probabilities(logits).cpu().numpy(),
     )
 
@@ -433,5 +434,4 @@ def write_report(run: Run, data: Data) -> Path:
 def report_for_run(run_dir: str | Path, data_root: str | None = None, download: bool = True) -> Path:
     """Load the run in `run_dir` and its dataset, then write its report."""
     run = load_run(run_dir)
-    config = run.config.replace(data_root=data_root or run.config.data_root)
-    return write_report(run, load_data(config, download=download))
+    return write_report(run, load_run_data(run.config, run.model.n_classes, None, data_root, download))

@@ -3,11 +3,12 @@
     torchlogreg serve RUN_DIR --port 8000        # then open http://127.0.0.1:8000/
 
 Routes: ``GET /`` (the drawing page, all assets served from the package, no CDN),
-``POST /api/predict`` (multipart field ``file``, or JSON ``{"pixels": 28x28 or 784 numbers}``:
-integers 0..255 or floats 0..1),
-``GET /api/model``, ``GET /healthz``, OpenAPI docs at ``/docs``. The model is loaded once at
-start (safetensors, no pickle) and only read by requests. Errors are JSON: 413 for uploads over
-the size limit, 422 for anything that is not a usable image or array.
+``POST /api/predict`` (multipart field ``file``, or JSON ``{"pixels": HxW or H*W numbers}`` for
+the run's input shape, 28x28 or 784 for MNIST: integers 0..255 or floats 0..1),
+``GET /api/model`` (the run's metadata, with its ``input_shape``), ``GET /healthz``, OpenAPI docs
+at ``/docs``. The model is loaded once at start (safetensors, no pickle) and only read by
+requests. Errors are JSON: 413 for uploads over the size limit, 422 for anything that is not a
+usable image or array.
 """
 
 import io
@@ -18,15 +19,21 @@ import torch
 
 from .checkpoints import Run, load_run
 from .exceptions import InputError, require
-from .images import FIELD, MAX_IMAGE_PIXELS, _array_images, mnist_style, read_image
+from .images import MAX_IMAGE_PIXELS, _array_images, as_shape, mnist_style, read_array, read_image
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 SERVE_IMAGE_PIXELS = 4_000_000  # a drawing or a photo of one digit needs far fewer
 
 
+def input_shape(run: Run) -> tuple[int, int]:
+    """The (height, width) of the images `run` was trained on, from its model.json."""
+    return as_shape(run.meta["input_shape"])
+
+
 def explain(run: Run, image: np.ndarray, top_k: int = 3) -> dict:
-    """Prediction for one 28x28 float image, with the per-pixel evidence (weight x input)."""
+    """Prediction for one float image of the run's input shape, with per-pixel evidence (weight x input)."""
+    shape = input_shape(run)
     model = run.model
     x = torch.from_numpy(image.reshape(1, -1).astype(np.float32))
     with torch.no_grad():
@@ -47,37 +54,37 @@ def explain(run: Run, image: np.ndarray, top_k: int = 3) -> dict:
             row = weight[0] * (1 if index == 1 else -1)
         else:
             row = weight[index]
-        return (row * pixels).reshape(FIELD, FIELD).tolist()
+        return (row * pixels).reshape(shape).tolist()
 
     return {
         "label": names[predicted],
         "probability": float(probabilities[predicted]),
         "probabilities": {name: float(p) for name, p in zip(names, probabilities, strict=True)},
         "top_k": [{"label": names[i], "probability": float(probabilities[i])} for i in order[:top_k]],
-        "image": image.reshape(FIELD, FIELD).round(4).tolist(),
+        "image": image.reshape(shape).round(4).tolist(),
         "evidence": {"predicted": evidence(predicted), "runner_up": evidence(runner_up)},
         "runner_up": names[runner_up],
     }
 
 
-def _image_from_upload(data: bytes, filename: str) -> np.ndarray:
+def _image_from_upload(data: bytes, filename: str, shape: tuple[int, int]) -> np.ndarray:
+    """One image of `shape` from an uploaded picture (fitted MNIST-style) or array (as it is)."""
     if not data:
         raise InputError(f"{filename}: the upload is empty")
     if filename.lower().endswith((".npy", ".npz")):
-        from .images import read_array
-
-        return _first_image(read_array(io.BytesIO(data), name=filename), filename)
+        return _first_image(read_array(io.BytesIO(data), shape, name=filename), filename, shape)
     gray = read_image(io.BytesIO(data), max_pixels=min(SERVE_IMAGE_PIXELS, MAX_IMAGE_PIXELS), name=filename)
     try:
-        return mnist_style(gray)
+        return mnist_style(gray, shape)
     except InputError as exc:
         raise InputError(f"{filename}: {exc}") from None
 
 
-def _first_image(rows: np.ndarray, name: str) -> np.ndarray:
+def _first_image(rows: np.ndarray, name: str, shape: tuple[int, int]) -> np.ndarray:
+    """The single image of `shape` in `rows`; a request classifies one image."""
     if len(rows) != 1:
         raise InputError(f"{name}: send one image at a time, got {len(rows)}")
-    return rows[0].reshape(FIELD, FIELD)
+    return rows[0].reshape(shape)
 
 
 def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
@@ -89,6 +96,9 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
 
     run = load_run(run_dir)
     run.model.requires_grad_(False)
+    shape = input_shape(run)
+    height, width = shape
+    wanted = f"a {height}x{width} (or {height * width}) array of numbers"
     app = FastAPI(
         title="torchlogreg",
         description="Logistic regression on MNIST-style digits",
@@ -114,11 +124,12 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     @app.get("/api/model")
     def model_info() -> dict:
         meta = {k: v for k, v in run.meta.items() if k != "command"}
-        return {"meta": meta, "metrics": {k: v for k, v in run.metrics.items() if k != "confusion_matrix"}}
+        metrics = {k: v for k, v in run.metrics.items() if k != "confusion_matrix"}
+        return {"input_shape": list(shape), "meta": meta, "metrics": metrics}
 
     @app.post("/api/predict")
     async def predict(request: Request):
-        """Classify an image upload (multipart field `file`) or a JSON {"pixels": 28x28 or 784 values}."""
+        """Classify an image upload (multipart field `file`) or a JSON {"pixels": HxW or H*W values}."""
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_upload_bytes:
             return error(413, f"upload of {declared} bytes is over the limit of {max_upload_bytes} bytes")
@@ -131,7 +142,7 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
             upload = form.get("file")
             if upload is None or not hasattr(upload, "read"):
                 return error(422, "multipart upload needs a file in the field 'file'")
-            image = _image_from_upload(await upload.read(), upload.filename or "upload")
+            image = _image_from_upload(await upload.read(), upload.filename or "upload", shape)
         elif content_type.startswith("application/json"):
             import json
 
@@ -141,15 +152,15 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
                 return error(422, f"body is not valid JSON ({exc})")
             pixels = payload.get("pixels") if isinstance(payload, dict) else None
             if pixels is None:
-                return error(422, 'JSON body needs "pixels": a 28x28 (or 784) array of numbers')
+                return error(422, f'JSON body needs "pixels": {wanted}')
             try:  # integers are read as 0..255, floats as 0..1
                 array = np.asarray(pixels)
             except (TypeError, ValueError):
-                return error(422, '"pixels" must be a 28x28 (or 784) array of numbers')
-            image = _first_image(_array_images(array, Path("pixels"), FIELD * FIELD), "pixels")
+                return error(422, f'"pixels" must be {wanted}')
+            image = _first_image(_array_images(array, Path("pixels"), shape), "pixels", shape)
         else:
             return error(415, "send multipart/form-data with a 'file', or application/json with 'pixels'")
-        # a JSONResponse skips FastAPI's jsonable_encoder walk over the 3 x 784 numbers (40% of the time)
+        # a JSONResponse skips FastAPI's jsonable_encoder walk over the 3 x H*W numbers (40% of the time)
         return JSONResponse(explain(run, image))
 
     return app

@@ -150,20 +150,23 @@ def run_sweep(
     """Train every combination x seed not already in out/results.csv; return all rows."""
     from tqdm import tqdm
 
-    from .data import load_splits, prepare
-    from .training import train
+    from .data import load_data, load_splits, prepare
+    from .datasets import DATASETS
+    from .runs import train
 
     configs = []
     for combination in grid.combinations():
         for offset in range(seeds):
-            config = base.replace(**combination, seed=base.seed + offset)
+            seed = combination.get("seed", base.seed) + offset
+            config = base.replace(**{**combination, "seed": seed})
             validate(config)
             configs.append(config)
     path = out / RESULTS_FILE
     rows = read_results(path)
     done = {row["key"] for row in rows}
     todo = [config for config in configs if _row_key(config) not in done]
-    splits = load_splits(base.dataset, base.data_root) if todo else None
+    in_memory = base.dataset in DATASETS  # built-in: loaded once, every run takes its split of it
+    splits = load_splits(base.dataset, base.data_root) if todo and in_memory else None
     columns = ["key", *_config_columns(), *METRIC_COLUMNS]
     bar = tqdm(
         total=len(configs),
@@ -173,7 +176,8 @@ def run_sweep(
         dynamic_ncols=True,
     )
     for config in todo:
-        result = train(config, prepare(config, *splits), verbose=False)
+        data = prepare(config, *splits) if in_memory else load_data(config)
+        result = train(config, data, verbose=False)
         metrics = result.metrics
         row = {"key": _row_key(config), **{k: _csv_value(v) for k, v in config.to_dict().items()}}
         row.update(

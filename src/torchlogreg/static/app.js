@@ -1,5 +1,9 @@
-// Drawing pad -> POST /api/predict -> probability bars, the model's 28x28 input and evidence maps.
+// Drawing pad -> POST /api/predict -> probability bars, the model's input and evidence maps, sized to
+// the run's input shape (from /api/model; 28x28 for MNIST).
 "use strict";
+
+const MAPS = ["seen", "evidence-predicted", "evidence-runner-up"];
+const MAP_SIZE = 112;  // CSS pixels of a map's longer side
 
 const pad = document.getElementById("pad");
 const ink = pad.getContext("2d");
@@ -84,9 +88,9 @@ function showEmpty() {
   label.dataset.label = "";
   document.getElementById("confidence").textContent = "";
   document.getElementById("bars").replaceChildren();
-  for (const id of ["seen", "evidence-predicted", "evidence-runner-up"]) {
+  for (const id of MAPS) {
     const canvas = document.getElementById(id);
-    canvas.getContext("2d").clearRect(0, 0, 28, 28);
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
   }
   showMessage("");
 }
@@ -125,9 +129,22 @@ function show(data) {
   document.getElementById("caption-runner-up").textContent = `Evidence for ${data.runner_up} (runner-up)`;
 }
 
+function sizeMap(canvas, height, width) {
+  // one canvas pixel per image pixel, shown at MAP_SIZE on the longer side with the image's proportions
+  if (canvas.width !== width || canvas.height !== height) {
+    canvas.width = width;
+    canvas.height = height;
+  }
+  const scale = MAP_SIZE / Math.max(height, width);
+  canvas.style.width = `${Math.round(width * scale)}px`;
+  canvas.style.height = `${Math.round(height * scale)}px`;
+}
+
 function paint(id, grid, color) {
-  const context = document.getElementById(id).getContext("2d");
-  const pixels = context.createImageData(28, 28);
+  const canvas = document.getElementById(id);
+  sizeMap(canvas, grid.length, grid[0].length);
+  const context = canvas.getContext("2d");
+  const pixels = context.createImageData(canvas.width, canvas.height);
   grid.flat().forEach((value, i) => {
     const [r, g, b] = color(value);
     pixels.data.set([r, g, b, 255], 4 * i);
@@ -138,7 +155,10 @@ function paint(id, grid, color) {
 async function loadModelInfo() {
   const info = document.getElementById("model-info");
   try {
-    const { meta, metrics } = await (await fetch("/api/model")).json();
+    const { input_shape: shape, meta, metrics } = await (await fetch("/api/model")).json();
+    const [height, width] = shape || meta.input_shape || [28, 28];
+    for (const id of MAPS) sizeMap(document.getElementById(id), height, width);
+    document.getElementById("caption-seen").textContent = `What the model sees (${height}×${width})`;
     const accuracy = metrics.test ? `, ${(100 * metrics.test.accuracy).toFixed(2)}% test accuracy` : "";
     info.textContent = `${meta.dataset}: ${meta.class_names.length} classes${accuracy}. ` +
                        "Draw with a mouse or a finger; the answer updates as you draw.";

@@ -1,0 +1,158 @@
+"""Batch sources: one interface over in-memory tensors and on-disk shards, rank-aware under torchrun.
+
+The engine asks a source for an epoch of batches (from a seeded generator, skipping the batches a
+resumed run already did) or for the whole set in chunks (full-batch L-BFGS, the objective). It
+never asks what kind of data it has. Under torchrun every rank draws the same global batch and
+keeps its own part, so N processes do the same math as one, and checkpoints resume across world
+sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .ondisk import SHARD_ROWS, DiskImages, shard_batches
+
+FULL_BATCH_CHUNK = 16384  # rows per chunk of a full pass: bounds memory
+
+
+@dataclass(frozen=True)
+class Batch:
+    """This rank's part of one global batch of `size` rows."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    sample_weight: torch.Tensor | None
+    size: int
+
+
+def rank_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The rank's contiguous part [first, last) of n rows."""
+    return rank * n // world_size, (rank + 1) * n // world_size
+
+
+def take_rows(features, index: torch.Tensor) -> torch.Tensor:
+    """Rows `index` of a tensor (index_select) or of anything with `take` (on disk, sparse)."""
+    if isinstance(features, torch.Tensor):
+        return features.index_select(0, index.to(features.device))
+    return features.take(index.cpu())
+
+
+class MemoryBatches:
+    """Batches drawn by index from rows held in memory: one permutation per epoch; under torchrun,
+    rank r of N takes the r-th strided slice of each global batch."""
+
+    def __init__(
+        self,
+        features,
+        labels: torch.Tensor,
+        batch_size: int,
+        sample_weight: torch.Tensor | None = None,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.features, self.labels, self.sample_weight = features, labels.to(device), sample_weight
+        if sample_weight is not None:
+            self.sample_weight = sample_weight.to(device)
+        self.batch_size, self.device = batch_size, torch.device(device)
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self) / self.batch_size)
+
+    def _batch(self, index: torch.Tensor, size: int) -> Batch:
+        weight = None if self.sample_weight is None else self.sample_weight[index]
+        x = take_rows(self.features, index).to(self.device)
+        return Batch(x, self.labels.index_select(0, index), weight, size)
+
+    def epoch(self, generator: torch.Generator, skip: int = 0) -> Iterator[Batch]:
+        order = torch.randperm(len(self), generator=generator).to(self.device)
+        for start in range(skip * self.batch_size, len(self), self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self._batch(index[self.rank :: self.world_size], len(index))
+
+    def chunks(self) -> Iterator[Batch]:
+        """This rank's contiguous part of the whole set, in chunks; `size` is the whole set's."""
+        first, last = rank_range(len(self), self.rank, self.world_size)
+        for start in range(first, last, FULL_BATCH_CHUNK):
+            index = torch.arange(start, min(start + FULL_BATCH_CHUNK, last), device=self.device)
+            yield self._batch(index, len(self))
+
+
+class DiskBatches:
+    """Batches read from an on-disk split a shard at a time: shards in a random order, runs of rows
+    shuffled within a shard (see ondisk.shard_batches); each rank reads only its part."""
+
+    def __init__(
+        self,
+        images: DiskImages,
+        labels: torch.Tensor,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.images, self.labels = images, labels.to(device)
+        self.sample_weight = None
+        self.batch_size, self.device = batch_size, torch.device(device)
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _shard_sizes(self) -> list[int]:
+        return [min(SHARD_ROWS, len(self) - start) for start in range(0, len(self), SHARD_ROWS)]
+
+    @property
+    def steps_per_epoch(self) -> int:  # batches do not cross shard boundaries
+        return sum(math.ceil(size / self.batch_size) for size in self._shard_sizes())
+
+    def epoch(self, generator: torch.Generator, skip: int = 0) -> Iterator[Batch]:
+        shard_order = torch.randperm(len(self._shard_sizes()), generator=generator)
+        for shard in shard_order.tolist():
+            start = shard * SHARD_ROWS
+            size = min(SHARD_ROWS, len(self) - start)
+            rows, local_sizes, batch_sizes = shard_batches(
+                size, self.batch_size, generator, self.rank, self.world_size
+            )
+            if skip >= len(batch_sizes):  # done before a resume: not even read
+                skip -= len(batch_sizes)
+                continue
+            rows = rows[sum(local_sizes[:skip]) :]
+            images = self.images.view(start, start + size).take(rows).to(self.device)
+            labels = self.labels[start + rows.to(self.device)]
+            first = 0
+            for batch in range(skip, len(batch_sizes)):
+                last = first + local_sizes[batch]
+                yield Batch(images[first:last], labels[first:last], None, batch_sizes[batch])
+                first = last
+            skip = 0
+
+    def chunks(self) -> Iterator[Batch]:
+        first, last = rank_range(len(self), self.rank, self.world_size)
+        for start in range(first, last, FULL_BATCH_CHUNK):
+            stop = min(start + FULL_BATCH_CHUNK, last)
+            x = self.images.read(start, stop).to(self.device)
+            yield Batch(x, self.labels[start:stop], None, len(self))
+
+
+def batch_source(
+    features, labels: torch.Tensor, batch_size: int, device, rank: int = 0, world_size: int = 1, **kwargs
+) -> MemoryBatches | DiskBatches:
+    """The source for a split's rows: read from disk a shard at a time, or drawn from memory."""
+    if isinstance(features, DiskImages):
+        return DiskBatches(features, labels, batch_size, device, rank, world_size)
+    if isinstance(features, torch.Tensor):
+        features = features.reshape(len(features), -1).to(device)
+    return MemoryBatches(
+        features, labels, batch_size, device=device, rank=rank, world_size=world_size, **kwargs
+    )

@@ -1,0 +1,218 @@
+"""The one training loop. Every front end drives it: the CLI and `tl.train`, the sweep, and the
+scikit-learn estimator.
+
+It takes a model, an objective, an optimizer with one `step(lr, closure)` signature (SGD, Adam and
+L-BFGS alike), a batch source and callbacks (evaluation, early stopping, checkpoints, progress). One
+gradient path everywhere: the closed-form gradient of this rank's part of the batch, and under
+torchrun one all-reduce of the flat gradient per evaluation of the objective, with the stop request
+riding along, so every rank stops at the same step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import torch
+
+from .batches import Batch
+from .distributed import DistContext, all_reduce_sum
+from .exceptions import DivergenceError
+from .model import LogisticRegression
+from .objective import Objective
+
+EXPLOSION_FACTOR = 100.0  # a loss this many times its starting value counts as diverged
+HISTORY_KEYS = ("iteration", "epoch", "lr", "loss", "train_accuracy", "val_accuracy", "val_loss")
+
+
+class Callback(Protocol):
+    """Called after every step with the history row just recorded; may set `engine.stop_reason`."""
+
+    def on_step(self, engine: Engine, row: dict) -> None: ...
+
+
+class Engine:
+    """Runs steps until `total` or a callback stops it; `run()` may be called again after a stop."""
+
+    def __init__(
+        self,
+        model: LogisticRegression,
+        objective: Objective,
+        optimizer,
+        source,
+        schedule: Callable[[int], float],
+        total: int,
+        *,
+        generator: torch.Generator,
+        full_batch: bool = False,
+        parameters: Sequence[torch.Tensor] | None = None,
+        callbacks: Sequence[Callback] = (),
+        dist: DistContext | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        advice: str = "lower the learning rate",
+        explosion_factor: float | None = EXPLOSION_FACTOR,
+    ):
+        self.model, self.objective, self.optimizer, self.source = model, objective, optimizer, source
+        self.schedule, self.total, self.generator = schedule, total, generator
+        self.full_batch, self.dist, self.should_stop, self.advice = full_batch, dist, should_stop, advice
+        self.explosion_factor = explosion_factor  # None: only a non-finite loss counts as diverged
+        self.parameters = list(parameters if parameters is not None else model.parameters())
+        self._fixed = [p for p in model.parameters() if all(p is not q for q in self.parameters)]
+        self.callbacks = list(callbacks)
+        self.steps_per_epoch = 1 if full_batch else source.steps_per_epoch
+        self.iteration, self.history, self.start_loss = 0, [], None
+        self.train_seconds, self.stop_reason = 0.0, None
+        self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
+        self._batches = None
+
+    # --- one step --------------------------------------------------------------------------------
+    def _reduce(self, loss: float, stop: bool) -> tuple[float, bool]:
+        """Sum the flat gradient, the loss and the stop flag over ranks in one all-reduce."""
+        if self.dist is None:
+            return loss, stop
+        grads = [param.grad.reshape(-1) for param in self.parameters]
+        flat = torch.cat([*grads, grads[0].new_tensor([loss, float(stop)])])
+        all_reduce_sum(flat, self.dist, f"the all-reduce of iteration {self.iteration + 1}")
+        offset = 0
+        for param in self.parameters:
+            param.grad.copy_(flat[offset : offset + param.numel()].view_as(param))
+            offset += param.numel()
+        return flat[-2].item(), flat[-1].item() > 0
+
+    def _gradient(self, batches: Sequence[Batch] | None, stop: bool) -> tuple[float, bool]:
+        """(data loss, stop) with the objective's gradient in .grad."""
+        for param in self.parameters:
+            param.grad = None
+        parts = self.source.chunks() if batches is None else batches
+        loss = 0.0
+        for part in parts:
+            loss += self.objective.add_data_gradients(
+                self.model, part.x, part.y, part.size, part.sample_weight
+            )
+        for param in self._fixed:  # e.g. the bias without an intercept: takes no step
+            param.grad = None
+        loss, stop = self._reduce(loss, stop)
+        self.objective.add_penalty_gradients(self.model.linear.weight)
+        return loss, stop
+
+    def _next_batch(self) -> Batch:
+        while True:
+            if self._batches is None:
+                self.epoch_rng_state = self.generator.get_state()
+                skip = self.iteration % self.steps_per_epoch
+                self._batches = self.source.epoch(self.generator, skip)
+            batch = next(self._batches, None)
+            if batch is not None:
+                return batch
+            self._batches = None
+
+    def step(self, lr: float) -> tuple[float, bool]:
+        """One optimizer step; returns (data loss, stop requested on any rank)."""
+        wants_stop = self.should_stop is not None and self.should_stop()
+        batches = None if self.full_batch else [self._next_batch()]
+        result = {}
+
+        def closure() -> torch.Tensor | None:
+            result["loss"], result["stop"] = self._gradient(batches, wants_stop)
+            if not self.full_batch:  # SGD and Adam need only the gradient
+                return None
+            objective = result["loss"] + self.objective.penalty(self.model.linear.weight)
+            return torch.tensor(objective, dtype=self.model.linear.weight.dtype)
+
+        self.optimizer.step(lr, closure)
+        return result["loss"], result["stop"]
+
+    # --- the loop --------------------------------------------------------------------------------
+    def _check_loss(self, loss: float) -> None:
+        start = self.start_loss
+        exploded = self.explosion_factor is not None and loss > self.explosion_factor * max(start, 1.0)
+        if not math.isfinite(loss) or exploded:
+            what = f"became {loss}" if not math.isfinite(loss) else f"rose to {loss:.4g} from {start:.4g}"
+            raise DivergenceError(
+                f"training diverged: the loss {what} at iteration {self.iteration}; {self.advice}"
+            )
+
+    def _record(self, loss: float, lr: float) -> dict:
+        row = dict.fromkeys(HISTORY_KEYS)
+        row.update(iteration=self.iteration, epoch=self.iteration / self.steps_per_epoch, lr=lr, loss=loss)
+        self.history.append(row)
+        return row
+
+    def run(self) -> Engine:
+        """Step until `total`, or until a callback or a stop request sets `stop_reason`."""
+        self.stop_reason = None
+        started = time.perf_counter()
+        try:
+            while self.iteration < self.total and self.stop_reason is None:
+                lr = self.schedule(self.iteration)
+                loss, stop = self.step(lr)
+                self.iteration += 1
+                self.start_loss = loss if self.start_loss is None else self.start_loss
+                self._check_loss(loss)
+                row = self._record(loss, lr)
+                for callback in self.callbacks:
+                    callback.on_step(self, row)
+                if stop and self.stop_reason is None and self.iteration < self.total:
+                    self.stop_reason = "interrupted"
+        finally:
+            if self.parameters[0].device.type == "cuda":
+                torch.cuda.synchronize(self.parameters[0].device)
+            self.train_seconds += time.perf_counter() - started
+        return self
+
+    @property
+    def epochs(self) -> float:
+        return self.iteration / self.steps_per_epoch
+
+    # --- resumable state -------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything needed to continue exactly from here: tensors, and JSON-able numbers."""
+        tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        tensors.update(
+            {f"optimizer.{k}": v.detach().cpu().clone() for k, v in self.optimizer.state_dict().items()}
+        )
+        at_epoch_start = self.iteration % self.steps_per_epoch == 0
+        tensors["rng.epoch"] = self.generator.get_state() if at_epoch_start else self.epoch_rng_state.clone()
+        meta = {
+            "iteration": self.iteration,
+            "start_loss": self.start_loss,
+            "train_seconds": self.train_seconds,
+            "history_rows": len(self.history),
+        }
+        for callback in self.callbacks:
+            if hasattr(callback, "state_dict"):
+                callback.state_dict(tensors, meta)
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict, history: list[dict]) -> None:
+        """Continue from `state_dict()` of an interrupted run of the same settings."""
+        device = self.parameters[0].device
+        self.model.load_state_dict(_part(tensors, "model."))
+        self.optimizer.load_state_dict({k: v.to(device) for k, v in _part(tensors, "optimizer.").items()})
+        self.generator.set_state(tensors["rng.epoch"])
+        self.iteration = int(meta["iteration"])
+        self.start_loss = meta["start_loss"]
+        self.train_seconds = float(meta["train_seconds"])
+        self.history = history[: int(meta["history_rows"])]
+        self._batches = None
+        for callback in self.callbacks:
+            if hasattr(callback, "load_state_dict"):
+                callback.load_state_dict(tensors, meta)
+
+
+def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def full_objective(engine: Engine, source=None, objective: Objective | None = None) -> float:
+    """The objective over a whole source (default: the engine's own), its gradient left in .grad.
+    In this process only: the estimator's measure of progress."""
+    source, objective, model = source or engine.source, objective or engine.objective, engine.model
+    model.zero_grad(set_to_none=True)
+    loss = 0.0
+    for part in source.chunks():
+        loss += objective.add_data_gradients(model, part.x, part.y, part.size, part.sample_weight)
+    objective.add_penalty_gradients(model.linear.weight)
+    return loss + objective.penalty(model.linear.weight)

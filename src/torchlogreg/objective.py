@@ -1,0 +1,51 @@
+"""What training minimises: the mean (optionally sample-weighted) log-loss plus penalties on the weights.
+
+The data term's gradient is the model's closed-form one (model.accumulate_gradients). The penalties
+apply to the weight alone, never the bias (as in scikit-learn), and are added here rather than
+through the optimizer, so SGD, Adam and L-BFGS all minimise the same objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .model import LogisticRegression
+
+
+@dataclass(frozen=True)
+class Objective:
+    """mean loss + 0.5 * weight_decay * |w|^2 + l1 * |w|_1."""
+
+    weight_decay: float = 0.0
+    l1: float = 0.0
+
+    def penalty(self, weight: torch.Tensor) -> float:
+        weight = weight.detach()
+        return float(0.5 * self.weight_decay * weight.square().sum() + self.l1 * weight.abs().sum())
+
+    @torch.no_grad()
+    def add_penalty_gradients(self, weight: torch.Tensor) -> None:
+        if self.weight_decay:
+            weight.grad.add_(weight, alpha=self.weight_decay)
+        if self.l1:
+            weight.grad.add_(weight.sign(), alpha=self.l1)
+
+    @staticmethod
+    def add_data_gradients(
+        model: LogisticRegression,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        total_rows: int,
+        sample_weight: torch.Tensor | None = None,
+    ) -> float:
+        """Add the gradient of (sum of the loss over these rows) / total_rows to .grad; return that
+        share of the mean loss. Rows of one batch may be split over calls (chunks, ranks)."""
+        if len(y) == 0:  # an empty part of a batch (a rank's share of a short last batch)
+            for param in model.parameters():
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
+            return 0.0
+        share = len(y) / total_rows
+        return model.accumulate_gradients(x, y, share, sample_weight).item() * share

@@ -1,0 +1,242 @@
+"""The run's life: its folder (created, never overwritten by accident, checkpointed, finalized),
+resume, stop requests (SIGINT/SIGTERM), and torchrun. The CLI and Python callers share it:
+
+    import torchlogreg as tl
+    tl.train(tl.preset("default"), out="runs/x", checkpoint_every=500)   # Ctrl-C: a checkpoint
+    tl.train(out="runs/x", resume=True)                                  # goes on exactly
+
+Under torchrun (WORLD_SIZE > 1) `train` joins the process group itself; rank 0 writes the folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from datetime import datetime
+from pathlib import Path
+
+from .checkpoints import (
+    has_training_state,
+    is_run_folder,
+    load_training_state,
+    remove_training_state,
+    save_run,
+    save_training_state,
+)
+from .config import TrainConfig, validate
+from .data import Data, load_data
+from .devices import resolve_device
+from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
+from .exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
+from .training import Training, TrainResult, build, finish
+
+RESUMABLE_CHANGES = ("device", "data_root")  # what may differ when a run is resumed
+
+
+class StopFlag:
+    """Set by the first SIGINT/SIGTERM so training stops after the current step and checkpoints;
+    a second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def install(self) -> None:
+        def handle(signum, frame):
+            if self.requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.requested = True
+
+        signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGTERM, handle)
+
+
+def default_out(parent: str = "runs") -> Path:
+    """parent/<timestamp>, with a suffix when that exists already."""
+    out = Path(parent) / datetime.now().strftime("%Y%m%d-%H%M%S")
+    suffix = 1
+    while out.exists():
+        out = out.with_name(f"{out.name.split('_')[0]}_{suffix}")
+        suffix += 1
+    return out
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and prove it takes files, before any work that would be lost otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CheckpointError(
+            f"cannot write the run folder {folder}: {error.strerror or error}; choose another --out"
+        ) from None
+
+
+def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, tuple]:
+    """The interrupted run's config and state; `config`, when given, may change only the device and
+    the data root."""
+    tensors, meta, history = load_training_state(out)
+    try:
+        saved = TrainConfig.from_dict(meta["config"])
+        validate(saved)
+    except (TypeError, ConfigError) as error:
+        raise CheckpointError(f"{out}: the checkpoint's config is damaged ({error})") from None
+    if config is None:
+        return saved, (tensors, meta, history)
+    differ = [
+        f"{f.name} ({getattr(config, f.name)!r}, the run has {getattr(saved, f.name)!r})"
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in RESUMABLE_CHANGES and getattr(config, f.name) != getattr(saved, f.name)
+    ]
+    if differ:
+        raise ConfigError(f"resume continues with the run's own settings; these differ: {', '.join(differ)}")
+    return saved.replace(**{k: getattr(config, k) for k in RESUMABLE_CHANGES}), (tensors, meta, history)
+
+
+def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
+    if is_run_folder(out) and not overwrite:
+        hint = f"; continue it with --resume {out}" if has_training_state(out) else ""
+        raise CheckpointError(f"{out} already holds a run; choose another --out or pass --overwrite{hint}")
+    if main_rank:
+        check_writable(out)
+        remove_training_state(out)
+
+
+class Checkpointer:
+    """Callback: a resumable checkpoint every `every` steps; a last good state at each evaluation."""
+
+    def __init__(self, out: Path | None, every: int | None, main_rank: bool, config: TrainConfig):
+        self.out, self.every, self.main_rank, self.config = out, every, main_rank, config.to_dict()
+        self.last_good = None
+
+    def write(self, engine, state=None) -> None:
+        if self.out is None or not self.main_rank:
+            return
+        tensors, meta = state or engine.state_dict()
+        history = engine.history[: meta["history_rows"]]
+        save_training_state(self.out, tensors, {**meta, "config": self.config}, history)
+
+    def on_step(self, engine, row: dict) -> None:
+        if row["train_accuracy"] is not None:  # evaluated at this step, so not diverging
+            self.last_good = engine.state_dict()
+        if self.every and engine.iteration % self.every == 0:
+            self.write(engine)
+
+
+def describe(training: Training) -> str:
+    """One line: the data, the task, the optimizer and the budget (and where a resume starts)."""
+    config, data, engine = training.config, training.data, training.engine
+    val = len(data.val) if data.val is not None else 0
+    budget = f"{config.iters} iterations" if config.iters else f"{config.epochs} epochs"
+    ranks = f" on {training.dist.world_size} processes" if training.dist else ""
+    line = (
+        f"training {config.dataset}: {len(data.train)} train / {val} val / {len(data.test)} test, "
+        f"{data.n_classes} classes{' (binary)' if data.binary else ''}; {config.optimizer} "
+        f"lr {config.learning_rate:g}, batch {config.batch_size}, {budget}{ranks}"
+    )
+    if engine.iteration:
+        line += f"\nresuming at iteration {engine.iteration} of {engine.total}"
+    return line
+
+
+def _join(config: TrainConfig, timeout: float) -> tuple[TrainConfig, DistContext | None]:
+    dist = init_from_environment(resolve_device(config.device).type, timeout)
+    if dist is not None and config.device.startswith("cuda"):
+        config = config.replace(device=f"cuda:{dist.local_rank}")  # one GPU per process
+    return config, dist
+
+
+def _run(training: Training, checkpointer: Checkpointer) -> None:
+    """engine.run(); on divergence keep the last good state, on a stop request a checkpoint."""
+    engine, out = training.engine, checkpointer.out
+    checkpointer.last_good = engine.state_dict()  # the start, until an evaluation passes
+    try:
+        engine.run()
+    except DivergenceError as error:
+        if out is not None and checkpointer.last_good is not None:
+            checkpointer.write(engine, checkpointer.last_good)
+            iteration = checkpointer.last_good[1]["iteration"]
+            error.args = (f"{error}; kept the last good checkpoint (iteration {iteration}) in {out}",)
+        raise
+    if engine.stop_reason == "interrupted":
+        checkpointer.write(engine)
+        where = (
+            f"; saved a checkpoint in {out}. Continue with: torchlogreg train --resume {out}" if out else ""
+        )
+        raise Interrupted(
+            f"interrupted at iteration {engine.iteration} of {engine.total}{where}",
+            iteration=engine.iteration,
+        )
+
+
+def train(
+    config: TrainConfig | None = None,
+    data: Data | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    checkpoint_every: int | None = None,
+    verbose: bool = True,
+    progress: bool | None = None,
+    should_stop=None,
+    handle_signals: bool = False,
+    command: list[str] | None = None,
+    dist_timeout: float = 60.0,
+    announce=None,
+) -> TrainResult:
+    """Train as `config` says (on `data`, else loaded), and with `out` save the run there.
+
+    resume=True continues the interrupted run in `out` with its own settings (config may change only
+    the device and data root). checkpoint_every=N also checkpoints every N steps; a stop request
+    (`should_stop()` true, or SIGINT/SIGTERM with handle_signals) checkpoints and raises Interrupted.
+    `announce` (e.g. print) gets a line describing the run before it starts, on rank 0.
+    """
+    if checkpoint_every is not None and not (type(checkpoint_every) is int and checkpoint_every >= 1):
+        raise ConfigError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+    if resume and out is None:
+        raise ConfigError("resume needs out: the folder of the interrupted run")
+    state = None
+    if resume:
+        config, state = resumed_config(Path(out), config)
+    elif config is None:
+        raise ConfigError("train needs a config (torchlogreg.preset(...)) or resume=True with out")
+    validate(config)
+    config, dist = _join(config, dist_timeout)
+    main_rank = dist is None or dist.is_main
+    try:
+        if out is not None:
+            out = Path(broadcast_object(str(out), dist))
+            if state is None:
+                _prepare_folder(out, overwrite, main_rank)
+        if handle_signals:
+            should_stop = StopFlag()
+            should_stop.install()
+        data = data if data is not None else load_data(config)
+        checkpointer = Checkpointer(out, checkpoint_every, main_rank, config)
+        training = build(
+            config,
+            data,
+            dist=dist,
+            verbose=verbose and main_rank,
+            progress=progress,
+            callbacks=[checkpointer],
+            should_stop=should_stop,
+        )
+        if state is not None:
+            training.engine.load_state_dict(*state)
+        if announce is not None and main_rank:
+            announce(describe(training))
+        _run(training, checkpointer)
+        result = finish(training)
+        if out is not None and main_rank:
+            save_run(result, out, overwrite=True, command=command)  # the folder was checked before
+            remove_training_state(out)
+        return result
+    finally:
+        shutdown(dist)
