@@ -114,3 +114,46 @@ def test_missing_data_is_one_clear_line(tmp_path):
 def test_debug_shows_the_traceback(capsys):
     assert main(["--debug", "evaluate", "no/such/run"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+# --- every command on an on-disk dataset and on images of another size -------------------------
+def _disk_run(tmp_path, side: int):
+    """A run trained from an on-disk dataset of side x side synthetic images, via the CLI."""
+    from conftest import synthetic_data
+
+    from torchlogreg.ondisk import write_dataset
+
+    data = synthetic_data(n_train=300, n_val=0, n_test=60, side=side)
+    folder = write_dataset(tmp_path / "disk", data.train, data.test, data.class_names)
+    run = tmp_path / "run"
+    code = main(
+        ["train", "--dataset", str(folder), "--device", "cpu", "--val-size", "60", "--batch-size", "16"]
+        + ["--epochs", "2", "--quiet", "--out", str(run)]
+    )
+    assert code == 0
+    return run, data
+
+
+def test_evaluate_and_report_work_on_a_run_trained_from_disk(tmp_path, capsys):
+    run, _ = _disk_run(tmp_path, side=4)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 60 and result["accuracy"] > 0.9
+    assert main(["evaluate", str(run), "--split", "val"]) == 0
+    assert main(["report", str(run)]) == 0
+    assert (run / "report" / "report.html").stat().st_size > 0
+
+
+def test_predict_honours_the_runs_image_size(tmp_path, capsys):
+    run, data = _disk_run(tmp_path, side=32)
+    assert json.loads((run / "model.json").read_text())["input_shape"] == [32, 32]
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.pad(np.full((12, 4), 255, np.uint8), 10)).save(image)  # a white bar on black
+    array = tmp_path / "rows.npy"
+    np.save(array, data.test.images[:3].numpy())
+    capsys.readouterr()
+    assert main(["predict", str(run), str(image), str(array), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 4 and all(line["label"] in data.class_names for line in lines)
+    assert [line["label"] for line in lines[1:]] == [data.class_names[int(c)] for c in data.test.labels[:3]]

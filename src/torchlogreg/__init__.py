@@ -1,5 +1,6 @@
 """torchlogreg: fast, well-behaved logistic regression on MNIST-style data with PyTorch."""
 
+from .checkpoints import package_version
 from .config import PRESETS, TrainConfig, preset
 from .data import Data, Split, load_data
 from .evaluation import evaluate, predict_proba
@@ -18,7 +19,7 @@ from .model import LogisticRegression
 from .runs import train
 from .training import TrainResult
 
-__version__ = "0.1.0"
+__version__ = package_version()
 
 __all__ = [
     "PRESETS",

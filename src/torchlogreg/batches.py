@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -20,9 +20,8 @@ from .ondisk import SHARD_ROWS, DiskImages, shard_batches
 FULL_BATCH_CHUNK = 16384  # rows per chunk of a full pass: bounds memory
 
 
-@dataclass(frozen=True)
-class Batch:
-    """This rank's part of one global batch of `size` rows."""
+class Batch(NamedTuple):
+    """This rank's part of one global batch of `size` rows (a tuple: cheap to make every step)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -35,11 +34,12 @@ def rank_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
     return rank * n // world_size, (rank + 1) * n // world_size
 
 
-def take_rows(features, index: torch.Tensor) -> torch.Tensor:
-    """Rows `index` of a tensor (index_select) or of anything with `take` (on disk, sparse)."""
+def take_rows(features, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Rows `index` of a tensor already on `device` (index_select), or of anything with `take` (on
+    disk, sparse), moved there. No `.to()` on the hot path: a no-op `.to()` still costs microseconds."""
     if isinstance(features, torch.Tensor):
-        return features.index_select(0, index.to(features.device))
-    return features.take(index.cpu())
+        return features.index_select(0, index)
+    return features.take(index.cpu()).to(device)
 
 
 class MemoryBatches:
@@ -71,14 +71,15 @@ class MemoryBatches:
 
     def _batch(self, index: torch.Tensor, size: int) -> Batch:
         weight = None if self.sample_weight is None else self.sample_weight[index]
-        x = take_rows(self.features, index).to(self.device)
+        x = take_rows(self.features, index, self.device)
         return Batch(x, self.labels.index_select(0, index), weight, size)
 
     def epoch(self, generator: torch.Generator, skip: int = 0) -> Iterator[Batch]:
         order = torch.randperm(len(self), generator=generator).to(self.device)
         for start in range(skip * self.batch_size, len(self), self.batch_size):
             index = order[start : start + self.batch_size]
-            yield self._batch(index[self.rank :: self.world_size], len(index))
+            local = index[self.rank :: self.world_size] if self.world_size > 1 else index
+            yield self._batch(local, index.shape[0])
 
     def chunks(self) -> Iterator[Batch]:
         """This rank's contiguous part of the whole set, in chunks; `size` is the whole set's."""

@@ -20,7 +20,7 @@ import torch
 
 from .config import TrainConfig
 from .engine import HISTORY_KEYS
-from .exceptions import CheckpointError
+from .exceptions import CheckpointError, ConfigError
 from .model import LogisticRegression
 from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .training import TrainResult
@@ -48,7 +48,10 @@ class Run:
 
     @property
     def config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.meta["config"])
+        try:
+            return TrainConfig.from_dict(self.meta["config"])
+        except ConfigError as error:
+            raise CheckpointError(f"{self.path / META_FILE}: its config is damaged ({error})") from None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -63,10 +66,18 @@ class Run:
         return tuple(self.meta["input_shape"])
 
 
-def _versions() -> dict:
-    from . import __version__
+def package_version() -> str:
+    """This package's installed version (from its metadata: one source, pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"torchlogreg": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    try:
+        return version("torchlogreg")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+def _versions() -> dict:
+    return {"torchlogreg": package_version(), "torch": torch.__version__, "python": platform.python_version()}
 
 
 def model_metadata(result: TrainResult, weights_sha256: str, command: list[str] | None) -> dict:
@@ -123,6 +134,10 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError(f"{path} is missing: not a torchlogreg run folder") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path} is not valid JSON ({error})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} nests too deeply to be a torchlogreg file") from None
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read it ({error.strerror or error})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object")
     return data
@@ -136,6 +151,8 @@ def _read_weights(path: Path, expected_sha256: str | None) -> dict[str, torch.Te
         blob = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing: not a torchlogreg run folder") from None
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read it ({error.strerror or error})") from None
     if blob[:1] == b"\x80" or blob[:2] == b"PK":
         raise CheckpointError(
             f"{path} looks like a pickle / torch.save file; refusing to load it "

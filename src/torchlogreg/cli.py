@@ -313,15 +313,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="torchlogreg",
-        description="Logistic regression on MNIST-style data with PyTorch: train, evaluate, predict.",
-        epilog="Run 'torchlogreg COMMAND --help' for a command's options.",
-    )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _train_parser(commands) -> None:
     train = commands.add_parser(
         "train",
         help="train a model and save a run folder",
@@ -356,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=cmd_train)
 
+
+def _evaluate_parser(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate",
         help="measure a saved run on a dataset split",
@@ -370,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+
+def _predict_parser(commands) -> None:
     predict = commands.add_parser(
         "predict",
         help="classify image or array files",
@@ -387,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     predict.set_defaults(handler=cmd_predict)
 
+
+def _sweep_parser(commands) -> None:
     sweep = commands.add_parser(
         "sweep",
         help="train every combination of a grid of options",
@@ -416,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(handler=cmd_sweep)
 
+
+def _serve_parser(commands) -> None:
     serve = commands.add_parser(
         "serve",
         help="a web page to draw digits on, and an HTTP API (needs torchlogreg[serve])",
@@ -432,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=cmd_serve)
 
+
+def _report_parser(commands) -> None:
     report = commands.add_parser(
         "report",
         help="write figures and a self-contained HTML report of a run",
@@ -444,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     report.set_defaults(handler=cmd_report)
 
+
+def _data_parser(commands) -> None:
     data = commands.add_parser("data", help="dataset tools: convert to the out-of-core format")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     convert = data_commands.add_parser(
@@ -501,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     convert.set_defaults(handler=cmd_data_convert)
 
+
+def _demo_parser(commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="the tutorials' teaching demos",
@@ -510,6 +516,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("name", choices=("linear-vs-logistic", "cross-entropy"), help="which demo")
     demo.add_argument("--out", default="linear_vs_logistic.png", help="figure file (linear-vs-logistic)")
     demo.set_defaults(handler=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="torchlogreg",
+        description="Logistic regression on MNIST-style data with PyTorch: train, evaluate, predict.",
+        epilog="Run 'torchlogreg COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _train_parser(commands)
+    _evaluate_parser(commands)
+    _predict_parser(commands)
+    _sweep_parser(commands)
+    _serve_parser(commands)
+    _report_parser(commands)
+    _data_parser(commands)
+    _demo_parser(commands)
     return parser
 
 

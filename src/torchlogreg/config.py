@@ -52,6 +52,9 @@ class TrainConfig:
     seed: int = 0  # seeds the split, the subset and the shuffling
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
 
+    def __post_init__(self):
+        validate(self)  # checked once, where it is built (replace() builds anew, so it is checked too)
+
     @property
     def learning_rate(self) -> float:
         """The learning rate in effect: `lr`, or the optimizer's default."""
@@ -81,46 +84,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
+        """A config from to_dict()'s output (e.g. a run's model.json); bad values raise ConfigError."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        if values.get("classes") is not None:
+        if isinstance(values.get("classes"), list):
             values["classes"] = tuple(values["classes"])
         return cls(**values)
-
-
-PRESETS: dict[str, TrainConfig] = {
-    # Fastest settings found that reach the model's ceiling (>= 92.5% MNIST test accuracy).
-    "default": TrainConfig(),
-    # The classic tutorial: plain SGD, lr 0.001, batch 100, 3000 iterations on all 60,000
-    # training images, nn.Linear's default initialisation (82-83%).
-    "tutorial": TrainConfig(
-        val_size=0,
-        init="uniform",
-        optimizer="sgd",
-        lr=0.001,
-        momentum=0.0,
-        nesterov=False,
-        batch_size=100,
-        epochs=None,
-        iters=3000,
-        weight_decay=0.0,
-        schedule="none",
-        eval_every=500,
-    ),
-    # Full-batch L-BFGS, the solver scikit-learn uses: slower, for reference.
-    "lbfgs": TrainConfig(optimizer="lbfgs", epochs=100, schedule="none", weight_decay=1.8e-5),
-}
-
-
-def preset(name: str = "default", **overrides) -> TrainConfig:
-    """The named preset with `overrides` applied (None values are ignored), validated."""
-    if name not in PRESETS:
-        raise ConfigError(
-            f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; valid: {', '.join(PRESETS)}"
-        )
-    config = PRESETS[name].replace(**{k: v for k, v in overrides.items() if v is not None})
-    validate(config)
-    return config
 
 
 INTEGER_FIELDS = ("batch_size", "epochs", "iters", "val_size", "train_size", "eval_every", "patience", "seed")
@@ -242,3 +213,36 @@ def validate(config: TrainConfig) -> None:
     )
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # Fastest settings found that reach the model's ceiling (>= 92.5% MNIST test accuracy).
+    "default": TrainConfig(),
+    # The classic tutorial: plain SGD, lr 0.001, batch 100, 3000 iterations on all 60,000
+    # training images, nn.Linear's default initialisation (82-83%).
+    "tutorial": TrainConfig(
+        val_size=0,
+        init="uniform",
+        optimizer="sgd",
+        lr=0.001,
+        momentum=0.0,
+        nesterov=False,
+        batch_size=100,
+        epochs=None,
+        iters=3000,
+        weight_decay=0.0,
+        schedule="none",
+        eval_every=500,
+    ),
+    # Full-batch L-BFGS, the solver scikit-learn uses: slower, for reference.
+    "lbfgs": TrainConfig(optimizer="lbfgs", epochs=100, schedule="none", weight_decay=1.8e-5),
+}
+
+
+def preset(name: str = "default", **overrides) -> TrainConfig:
+    """The named preset with `overrides` applied (None values are ignored); validated as it is built."""
+    if name not in PRESETS:
+        raise ConfigError(
+            f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; valid: {', '.join(PRESETS)}"
+        )
+    return PRESETS[name].replace(**{k: v for k, v in overrides.items() if v is not None})

@@ -304,6 +304,22 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out} already holds a dataset; pass --overwrite to replace it")
 
 
+def _read_source(
+    scratch: Path, dataset, data_root, download, npz, idx, csv, folder, label_column, size, progress
+):
+    """(train, test, class names or None) from the one source given, else the built-in `dataset`."""
+    if folder is not None:
+        return read_image_folders(folder, scratch, size, progress)
+    if npz is not None:
+        return (*read_npz(npz), None)
+    if idx is not None:
+        return (*read_idx_folder(idx), None)
+    if csv is not None:
+        train = read_csv(csv[0], scratch / "train.raw", label_column, size)
+        return train, read_csv(csv[1], scratch / "test.raw", label_column, size), None
+    return load_splits(dataset, data_root, download=download)
+
+
 def convert(
     out: str | os.PathLike,
     *,
@@ -337,18 +353,9 @@ def convert(
     scratch = staging / "scratch"
     scratch.mkdir(parents=True)
     try:
-        names = None
-        if folder is not None:
-            train, test, names = read_image_folders(folder, scratch, size, progress)
-        elif npz is not None:
-            train, test = read_npz(npz)
-        elif idx is not None:
-            train, test = read_idx_folder(idx)
-        elif csv is not None:
-            train = read_csv(csv[0], scratch / "train.raw", label_column, size)
-            test = read_csv(csv[1], scratch / "test.raw", label_column, size)
-        else:
-            train, test, names = load_splits(dataset, data_root, download=download)
+        train, test, names = _read_source(
+            scratch, dataset, data_root, download, npz, idx, csv, folder, label_column, size, progress
+        )
         if names is None or class_names is not None:
             source = npz or idx or (csv and f"{csv[0]} and {csv[1]}") or dataset
             names = _integer_label_names([train.labels, test.labels], class_names, str(source))

@@ -31,12 +31,20 @@ from .config import DEFAULT_LR
 from .devices import resolve_device
 from .engine import Engine, full_objective
 from .exceptions import NotFittedError
-from .model import LogisticRegression
+from .model import LogisticRegression, decide
 from .objective import Objective
 from .optimizers import make_optimizer, schedule_lr
 
 CHUNK = 8192  # rows per full-pass chunk (and per densified block of a sparse matrix)
 DEFAULT_MAX_ITER = {"lbfgs": 100, "sgd": 5, "adam": 5}  # lbfgs: iterations; sgd/adam: epochs
+
+
+def to_tensor(block, device, dtype: torch.dtype) -> torch.Tensor:
+    """A dense tensor from a numpy block or a sparse block (densified here, block by block)."""
+    if hasattr(block, "toarray"):
+        block = block.toarray()
+    block = np.require(block, requirements=["C", "W"])  # torch wants writable memory (copies if not)
+    return torch.as_tensor(block, dtype=dtype, device=device)
 
 
 class SparseRows:
@@ -79,6 +87,179 @@ class EpochEnd:
             engine.stop_reason = "early stopping"
 
 
+class _EngineAdapter:
+    """Turns an estimator's arrays and parameters into runs of the package's one engine: a batch
+    source over (X, y, sample weights), its objective and solver, and the learned model back."""
+
+    def __init__(self, estimator: TorchLogisticRegression):
+        self.est = estimator
+
+    def check_params(self) -> None:
+        """Rules that span several parameters (the table checks each alone)."""
+        if self.est.penalty == "elasticnet" and self.est.l1_ratio is None:
+            raise ValueError("penalty='elasticnet' needs l1_ratio, a float in [0, 1]; got None.")
+        if self.est.penalty in ("l1", "elasticnet") and self.est.solver == "lbfgs":
+            raise ValueError(
+                f"penalty={self.est.penalty!r} is not supported by solver='lbfgs' (the L1 term is not "
+                "smooth); use solver='sgd' or 'adam'."
+            )
+        resolve_device(self.est.device)  # raises ConfigError (a ValueError) naming the device
+
+    def sample_weights(self, X, y, classes, sample_weight) -> np.ndarray:
+        weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        if self.est.class_weight is not None:
+            if isinstance(self.est.class_weight, dict):
+                unknown = set(self.est.class_weight) - set(classes.tolist())
+                if unknown:
+                    raise ValueError(f"class_weight names classes {sorted(unknown)} not in the data")
+            weights = weights * compute_sample_weight(self.est.class_weight, y)
+        return weights
+
+    def penalties(self, n_samples: int) -> tuple[float, float]:
+        """(weight_decay, l1) such that mean loss + penalty matches scikit-learn's objective."""
+        if self.est.penalty is None:
+            return 0.0, 0.0
+        strength = 1.0 / (self.est.C * n_samples)
+        l1_share = {"l2": 0.0, "l1": 1.0}.get(self.est.penalty, self.est.l1_ratio)
+        return strength * (1.0 - l1_share), strength * l1_share
+
+    def _parameters(self, model: LogisticRegression) -> list[torch.Tensor]:
+        if self.est.fit_intercept:
+            return list(model.parameters())
+        with torch.no_grad():
+            model.linear.bias.zero_()
+        return [model.linear.weight]
+
+    def _source(self, X, targets, weights, device, batch_size: int) -> MemoryBatches:
+        """The engine's batch source over (X, y, sample weights); sparse X is densified per batch."""
+        dtype = self.est._torch_dtype
+        features = SparseRows(X, dtype) if hasattr(X, "toarray") else to_tensor(X, device, dtype)
+        labels = torch.as_tensor(targets, device=device)
+        sample_weight = torch.as_tensor(weights, device=device)
+        return MemoryBatches(features, labels, batch_size, sample_weight, device)
+
+    def _engine(self, X, targets, weights, solver: str, total: int, batch_size: int, **kwargs) -> Engine:
+        """The shared training engine, set up with this estimator's objective and `solver`."""
+        device = resolve_device(self.est.device)
+        model = self.est.model_.to(device)
+        params = self._parameters(model)
+        lr = self.est.lr or DEFAULT_LR[solver]
+        lbfgs_iterations = kwargs.pop("lbfgs_iterations", 1)
+        optimizer = make_optimizer(
+            params, solver, lr, tolerance_grad=self.est.tol, lbfgs_iterations=lbfgs_iterations
+        )
+        if self.est.optimizer_state_ is not None and self.est.optimizer_state_[0] == solver:
+            optimizer.load_state_dict({k: v.to(device) for k, v in self.est.optimizer_state_[1].items()})
+        seed = self.est.random_state if isinstance(self.est.random_state, Integral) else None
+        generator = torch.Generator().manual_seed(seed if seed is not None else int(np.random.randint(2**31)))
+        return Engine(
+            model,
+            Objective(*self.penalties(X.shape[0])),
+            optimizer,
+            self._source(X, targets, weights, device, batch_size),
+            kwargs.pop("schedule", lambda step: lr),
+            total,
+            generator=generator,
+            parameters=params,
+            advice="lower lr, raise C or scale the features",
+            explosion_factor=None,  # mini-batch losses on unscaled features swing widely; NaN/inf only
+            **kwargs,
+        )
+
+    def _finish(self, engine: Engine, solver: str) -> None:
+        engine.model.zero_grad(set_to_none=True)
+        state = {k: v.cpu() for k, v in engine.optimizer.state_dict().items()}
+        self.est.optimizer_state_ = (solver, state)
+        self.est.model_ = engine.model.cpu()
+
+    def fit_lbfgs(self, X, targets, weights) -> int:
+        """One engine step of up to max_iter L-BFGS iterations on the full batch."""
+        max_iter = self.est.max_iter or DEFAULT_MAX_ITER["lbfgs"]
+        engine = self._engine(
+            X, targets, weights, "lbfgs", 1, X.shape[0], full_batch=True, lbfgs_iterations=max_iter
+        )
+        engine.run()
+        iterations = engine.optimizer.iterations
+        full_objective(engine)  # the gradient where L-BFGS stopped
+        gradient = max(float(p.grad.abs().max()) for p in engine.parameters)
+        if gradient > self.est.tol:
+            warnings.warn(
+                f"lbfgs failed to converge after {iterations} iterations (max_iter={max_iter}): the "
+                f"gradient's max-norm is {gradient:.3g}, above tol={self.est.tol}; raise max_iter or scale "
+                "the features.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self._finish(engine, "lbfgs")
+        return max(iterations, 1)
+
+    def fit_minibatch(self, X, targets, weights) -> int:
+        epochs = self.est.max_iter or DEFAULT_MAX_ITER[self.est.solver]
+        validation = None
+        if self.est.early_stopping:
+            from sklearn.model_selection import train_test_split
+
+            index = np.arange(X.shape[0])
+            train_index, val_index = train_test_split(
+                index,
+                test_size=self.est.validation_fraction,
+                random_state=self.est.random_state,
+                stratify=targets if np.bincount(targets).min() >= 2 else None,
+            )
+            validation = (X[val_index], targets[val_index], weights[val_index])
+            X, targets, weights = X[train_index], targets[train_index], weights[train_index]
+        return self.run_epochs(X, targets, weights, epochs, self.est.solver, True, validation)
+
+    def run_epochs(self, X, targets, weights, epochs, solver, schedule, validation=None) -> int:
+        batch = min(self.est.batch_size, X.shape[0])
+        steps = epochs * math.ceil(X.shape[0] / batch)
+        lr = self.est.lr or DEFAULT_LR[solver]
+        device = resolve_device(self.est.device)
+        val_source = None if validation is None else self._source(*validation, device, CHUNK)
+        watcher = EpochEnd(val_source, self.est.tol, self.est.n_iter_no_change, self.est.verbose)
+        engine = self._engine(
+            X,
+            targets,
+            weights,
+            solver,
+            steps,
+            batch,
+            schedule=(lambda step: schedule_lr("cosine", lr, step, steps)) if schedule else (lambda step: lr),
+            callbacks=[watcher],
+        )
+        engine.run()
+        if watcher.best_state is not None and engine.stop_reason == "early stopping":
+            engine.model.load_state_dict(watcher.best_state)
+        history = watcher.objectives
+        tol = self.est.tol
+        still_falling = len(history) >= 2 and history[-2] - history[-1] > tol * max(abs(history[-1]), 1)
+        if schedule and engine.stop_reason is None and still_falling:
+            warnings.warn(
+                f"{solver} failed to converge: it ran max_iter={epochs} epochs and the objective was still "
+                f"falling by more than tol={self.est.tol} per epoch; raise max_iter.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        self._finish(engine, solver)
+        return math.ceil(engine.epochs)
+
+
+    def logits(self, X) -> torch.Tensor:
+        """float64 logits of validated X, whatever `dtype` the model was trained in.
+
+        A float32 dot product's rounding depends on the kernel BLAS picks, which depends on the CPU and
+        on how many rows share the call, so in float32 a sample's score would depend on the other
+        samples passed with it (by up to ~1e-6). In float64 the same differences are ~1e-13, far below
+        anything visible, and scikit-learn's subset-invariance check (rtol 1e-7) holds on any CPU.
+        """
+        device = resolve_device(self.est.device)
+        weight = self.est.model_.linear.weight.detach().to(device, torch.float64)
+        bias = self.est.model_.linear.bias.detach().to(device, torch.float64)
+        blocks = (X[start : start + CHUNK] for start in range(0, X.shape[0], CHUNK))
+        logits = [torch.addmm(bias, to_tensor(b, device, torch.float64), weight.T) for b in blocks]
+        return torch.cat(logits).cpu()
+
+
 class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     """Logistic regression (multinomial, or one sigmoid logit for two classes) trained with PyTorch.
 
@@ -99,6 +280,8 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     class_weight : dict, 'balanced' or None; fit_intercept : bool; warm_start : bool;
     device : 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; dtype : 'float32' or 'float64';
     random_state : int or None; verbose : int.
+    threshold : float in (0, 1), default=0.5 -- two classes: predict classes_[1] when its probability
+        is at least this (the rule the rest of the package uses).
     """
 
     _parameter_constraints: dict = {
@@ -120,6 +303,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         "dtype": [StrOptions({"float32", "float64"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "threshold": [Interval(Real, 0, 1, closed="neither")],
     }
 
     def __init__(
@@ -143,6 +327,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         dtype="float32",
         random_state=None,
         verbose=0,
+        threshold=0.5,
     ):
         self.penalty = penalty
         self.C = C
@@ -162,6 +347,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.threshold = threshold
 
     # --- scikit-learn plumbing -----------------------------------------------------------------
     def __sklearn_tags__(self):
@@ -169,35 +355,9 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
-    def _check_params(self) -> None:
-        """Rules that span several parameters (the table checks each alone)."""
-        if self.penalty == "elasticnet" and self.l1_ratio is None:
-            raise ValueError("penalty='elasticnet' needs l1_ratio, a float in [0, 1]; got None.")
-        if self.penalty in ("l1", "elasticnet") and self.solver == "lbfgs":
-            raise ValueError(
-                f"penalty={self.penalty!r} is not supported by solver='lbfgs' (the L1 term is not "
-                "smooth); use solver='sgd' or 'adam'."
-            )
-        resolve_device(self.device)  # raises ConfigError (a ValueError) naming the device
-
-    def _penalties(self, n_samples: int) -> tuple[float, float]:
-        """(weight_decay, l1) such that mean loss + penalty matches scikit-learn's objective."""
-        if self.penalty is None:
-            return 0.0, 0.0
-        strength = 1.0 / (self.C * n_samples)
-        l1_share = {"l2": 0.0, "l1": 1.0}.get(self.penalty, self.l1_ratio)
-        return strength * (1.0 - l1_share), strength * l1_share
-
     @property
     def _torch_dtype(self) -> torch.dtype:
         return torch.float64 if self.dtype == "float64" else torch.float32
-
-    def _to_tensor(self, block, device, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """A dense tensor from a numpy block or a sparse block (densified here, block by block)."""
-        if hasattr(block, "toarray"):
-            block = block.toarray()
-        block = np.require(block, requirements=["C", "W"])  # torch wants writable memory (copies if not)
-        return torch.as_tensor(block, dtype=dtype or self._torch_dtype, device=device)
 
     def _validate_X(self, X, reset: bool):
         return self._validate(X, "no_validation", reset)
@@ -214,7 +374,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, sample_weight=None):
         """Fit on (X, y); `sample_weight` scales each sample's loss."""
         self._validate_params()
-        self._check_params()
+        _EngineAdapter(self).check_params()
         X, y = self._validate(X, y, reset=True)
         check_classification_targets(y)
         classes = np.unique(y)
@@ -223,16 +383,16 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
                 f"This solver needs samples of at least 2 classes in the data, but the data contains only "
                 f"one class: {classes[0]!r}"
             )
-        weights = self._sample_weights(X, y, classes, sample_weight)
+        weights = _EngineAdapter(self).sample_weights(X, y, classes, sample_weight)
         if not (self.warm_start and hasattr(self, "model_") and np.array_equal(self.classes_, classes)):
             self.classes_ = classes
             self._init_model(X.shape[1])
         targets = np.searchsorted(self.classes_, y)
         solver = self.solver
         if solver == "lbfgs":
-            self.n_iter_ = np.array([self._fit_lbfgs(X, targets, weights)])
+            self.n_iter_ = np.array([_EngineAdapter(self).fit_lbfgs(X, targets, weights)])
         else:
-            self.n_iter_ = np.array([self._fit_minibatch(X, targets, weights)])
+            self.n_iter_ = np.array([_EngineAdapter(self).fit_minibatch(X, targets, weights)])
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -240,7 +400,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         first = not hasattr(self, "model_")
         if first:
             self._validate_params()
-            self._check_params()
+            _EngineAdapter(self).check_params()
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
         X, y = self._validate(X, y, reset=first)
@@ -254,144 +414,16 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         unknown = np.setdiff1d(y, self.classes_)
         if len(unknown):
             raise ValueError(f"y holds labels {unknown} that are not in classes {self.classes_}")
-        weights = self._sample_weights(X, y, self.classes_, sample_weight)
+        weights = _EngineAdapter(self).sample_weights(X, y, self.classes_, sample_weight)
         targets = np.searchsorted(self.classes_, y)
         solver = "sgd" if self.solver == "lbfgs" else self.solver
-        self._run_epochs(X, targets, weights, epochs=1, solver=solver, schedule=False)
+        _EngineAdapter(self).run_epochs(X, targets, weights, epochs=1, solver=solver, schedule=False)
         self.n_iter_ = self.n_iter_ + 1
         return self
-
-    def _sample_weights(self, X, y, classes, sample_weight) -> np.ndarray:
-        weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        if self.class_weight is not None:
-            if isinstance(self.class_weight, dict):
-                unknown = set(self.class_weight) - set(classes.tolist())
-                if unknown:
-                    raise ValueError(f"class_weight names classes {sorted(unknown)} not in the data")
-            weights = weights * compute_sample_weight(self.class_weight, y)
-        return weights
 
     def _init_model(self, n_features: int) -> None:
         self.model_ = LogisticRegression(n_features, len(self.classes_)).to(self._torch_dtype)
         self.optimizer_state_ = None
-
-    def _parameters(self, model: LogisticRegression) -> list[torch.Tensor]:
-        if self.fit_intercept:
-            return list(model.parameters())
-        with torch.no_grad():
-            model.linear.bias.zero_()
-        return [model.linear.weight]
-
-    def _source(self, X, targets, weights, device, batch_size: int) -> MemoryBatches:
-        """The engine's batch source over (X, y, sample weights); sparse X is densified per batch."""
-        features = SparseRows(X, self._torch_dtype) if hasattr(X, "toarray") else self._to_tensor(X, device)
-        labels = torch.as_tensor(targets, device=device)
-        sample_weight = torch.as_tensor(weights, device=device)
-        return MemoryBatches(features, labels, batch_size, sample_weight, device)
-
-    def _engine(self, X, targets, weights, solver: str, total: int, batch_size: int, **kwargs) -> Engine:
-        """The shared training engine, set up with this estimator's objective and `solver`."""
-        device = resolve_device(self.device)
-        model = self.model_.to(device)
-        params = self._parameters(model)
-        lr = self.lr or DEFAULT_LR[solver]
-        lbfgs_iterations = kwargs.pop("lbfgs_iterations", 1)
-        optimizer = make_optimizer(
-            params, solver, lr, tolerance_grad=self.tol, lbfgs_iterations=lbfgs_iterations
-        )
-        if self.optimizer_state_ is not None and self.optimizer_state_[0] == solver:
-            optimizer.load_state_dict({k: v.to(device) for k, v in self.optimizer_state_[1].items()})
-        seed = self.random_state if isinstance(self.random_state, Integral) else None
-        generator = torch.Generator().manual_seed(seed if seed is not None else int(np.random.randint(2**31)))
-        return Engine(
-            model,
-            Objective(*self._penalties(X.shape[0])),
-            optimizer,
-            self._source(X, targets, weights, device, batch_size),
-            kwargs.pop("schedule", lambda step: lr),
-            total,
-            generator=generator,
-            parameters=params,
-            advice="lower lr, raise C or scale the features",
-            explosion_factor=None,  # mini-batch losses on unscaled features swing widely; NaN/inf only
-            **kwargs,
-        )
-
-    def _finish(self, engine: Engine, solver: str) -> None:
-        engine.model.zero_grad(set_to_none=True)
-        state = {k: v.cpu() for k, v in engine.optimizer.state_dict().items()}
-        self.optimizer_state_ = (solver, state)
-        self.model_ = engine.model.cpu()
-
-    def _fit_lbfgs(self, X, targets, weights) -> int:
-        """One engine step of up to max_iter L-BFGS iterations on the full batch."""
-        max_iter = self.max_iter or DEFAULT_MAX_ITER["lbfgs"]
-        engine = self._engine(
-            X, targets, weights, "lbfgs", 1, X.shape[0], full_batch=True, lbfgs_iterations=max_iter
-        )
-        engine.run()
-        iterations = engine.optimizer.iterations
-        full_objective(engine)  # the gradient where L-BFGS stopped
-        gradient = max(float(p.grad.abs().max()) for p in engine.parameters)
-        if gradient > self.tol:
-            warnings.warn(
-                f"lbfgs failed to converge after {iterations} iterations (max_iter={max_iter}): the "
-                f"gradient's max-norm is {gradient:.3g}, above tol={self.tol}; raise max_iter or scale "
-                "the features.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        self._finish(engine, "lbfgs")
-        return max(iterations, 1)
-
-    def _fit_minibatch(self, X, targets, weights) -> int:
-        epochs = self.max_iter or DEFAULT_MAX_ITER[self.solver]
-        validation = None
-        if self.early_stopping:
-            from sklearn.model_selection import train_test_split
-
-            index = np.arange(X.shape[0])
-            train_index, val_index = train_test_split(
-                index,
-                test_size=self.validation_fraction,
-                random_state=self.random_state,
-                stratify=targets if np.bincount(targets).min() >= 2 else None,
-            )
-            validation = (X[val_index], targets[val_index], weights[val_index])
-            X, targets, weights = X[train_index], targets[train_index], weights[train_index]
-        return self._run_epochs(X, targets, weights, epochs, self.solver, True, validation)
-
-    def _run_epochs(self, X, targets, weights, epochs, solver, schedule, validation=None) -> int:
-        batch = min(self.batch_size, X.shape[0])
-        steps = epochs * math.ceil(X.shape[0] / batch)
-        lr = self.lr or DEFAULT_LR[solver]
-        device = resolve_device(self.device)
-        val_source = None if validation is None else self._source(*validation, device, CHUNK)
-        watcher = EpochEnd(val_source, self.tol, self.n_iter_no_change, self.verbose)
-        engine = self._engine(
-            X,
-            targets,
-            weights,
-            solver,
-            steps,
-            batch,
-            schedule=(lambda step: schedule_lr("cosine", lr, step, steps)) if schedule else (lambda step: lr),
-            callbacks=[watcher],
-        )
-        engine.run()
-        if watcher.best_state is not None and engine.stop_reason == "early stopping":
-            engine.model.load_state_dict(watcher.best_state)
-        history = watcher.objectives
-        still_falling = len(history) >= 2 and history[-2] - history[-1] > self.tol * max(abs(history[-1]), 1)
-        if schedule and engine.stop_reason is None and still_falling:
-            warnings.warn(
-                f"{solver} failed to converge: it ran max_iter={epochs} epochs and the objective was still "
-                f"falling by more than tol={self.tol} per epoch; raise max_iter.",
-                ConvergenceWarning,
-                stacklevel=4,
-            )
-        self._finish(engine, solver)
-        return math.ceil(engine.epochs)
 
     # --- prediction ----------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -404,21 +436,8 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
             ) from None
 
     def _logits(self, X) -> torch.Tensor:
-        """float64 logits, whatever `dtype` the model was trained in.
-
-        A float32 dot product's rounding depends on the kernel BLAS picks, which depends on the CPU and
-        on how many rows share the call, so in float32 a sample's score would depend on the other
-        samples passed with it (by up to ~1e-6). In float64 the same differences are ~1e-13, far below
-        anything visible, and scikit-learn's subset-invariance check (rtol 1e-7) holds on any CPU.
-        """
         self._check_fitted()
-        X = self._validate_X(X, reset=False)
-        device = resolve_device(self.device)
-        weight = self.model_.linear.weight.detach().to(device, torch.float64)
-        bias = self.model_.linear.bias.detach().to(device, torch.float64)
-        blocks = (X[start : start + CHUNK] for start in range(0, X.shape[0], CHUNK))
-        logits = [torch.addmm(bias, self._to_tensor(b, device, torch.float64), weight.T) for b in blocks]
-        return torch.cat(logits).cpu()
+        return _EngineAdapter(self).logits(self._validate_X(X, reset=False))
 
     def decision_function(self, X) -> np.ndarray:
         """Scores: (n_samples,) for two classes (the logit of classes_[1]), else (n_samples, n_classes)."""
@@ -436,8 +455,8 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         return np.exp(self.predict_log_proba(X))
 
     def predict(self, X) -> np.ndarray:
-        scores = self.decision_function(X)
-        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        """classes_ by the package's one rule: argmax, or P(classes_[1]) >= threshold for two."""
+        index = decide(self._logits(X), self.threshold).numpy()  # checks fitted state first
         return self.classes_[index]
 
     # --- learned attributes with scikit-learn's names ------------------------------------------

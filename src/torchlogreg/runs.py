@@ -24,7 +24,7 @@ from .checkpoints import (
     save_run,
     save_training_state,
 )
-from .config import TrainConfig, validate
+from .config import TrainConfig
 from .data import Data, load_data
 from .devices import resolve_device
 from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
@@ -83,8 +83,7 @@ def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, 
     tensors, meta, history = load_training_state(out)
     try:
         saved = TrainConfig.from_dict(meta["config"])
-        validate(saved)
-    except (TypeError, ConfigError) as error:
+    except ConfigError as error:
         raise CheckpointError(f"{out}: the checkpoint's config is damaged ({error})") from None
     if config is None:
         return saved, (tensors, meta, history)
@@ -197,16 +196,7 @@ def train(
     (`should_stop()` true, or SIGINT/SIGTERM with handle_signals) checkpoints and raises Interrupted.
     `announce` (e.g. print) gets a line describing the run before it starts, on rank 0.
     """
-    if checkpoint_every is not None and not (type(checkpoint_every) is int and checkpoint_every >= 1):
-        raise ConfigError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
-    if resume and out is None:
-        raise ConfigError("resume needs out: the folder of the interrupted run")
-    state = None
-    if resume:
-        config, state = resumed_config(Path(out), config)
-    elif config is None:
-        raise ConfigError("train needs a config (torchlogreg.preset(...)) or resume=True with out")
-    validate(config)
+    config, state = _settings(config, out, resume, checkpoint_every)
     config, dist = _join(config, dist_timeout)
     main_rank = dist is None or dist.is_main
     try:
@@ -219,15 +209,10 @@ def train(
             should_stop.install()
         data = data if data is not None else load_data(config)
         checkpointer = Checkpointer(out, checkpoint_every, main_rank, config)
-        training = build(
-            config,
-            data,
-            dist=dist,
-            verbose=verbose and main_rank,
-            progress=progress,
-            callbacks=[checkpointer],
-            should_stop=should_stop,
-        )
+        verbose = verbose and main_rank
+        callbacks = [checkpointer]
+        training = build(config, data, dist=dist, verbose=verbose, progress=progress, callbacks=callbacks)
+        training.engine.should_stop = should_stop
         if state is not None:
             training.engine.load_state_dict(*state)
         if announce is not None and main_rank:
@@ -240,3 +225,20 @@ def train(
         return result
     finally:
         shutdown(dist)
+
+
+def _settings(
+    config: TrainConfig | None, out, resume: bool, checkpoint_every: int | None
+) -> tuple[TrainConfig, tuple | None]:
+    """The config to train with, and the state to resume from (None for a fresh run)."""
+    if checkpoint_every is not None and not (type(checkpoint_every) is int and checkpoint_every >= 1):
+        raise ConfigError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+    if resume:
+        if out is None:
+            raise ConfigError("resume needs out: the folder of the interrupted run")
+        return resumed_config(Path(out), config)
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(
+            f"train needs a TrainConfig (torchlogreg.preset(...)), or resume=True with out; got {config!r}"
+        )
+    return config, None

@@ -20,6 +20,7 @@ import torch
 from .checkpoints import Run, load_run
 from .exceptions import InputError, require
 from .images import MAX_IMAGE_PIXELS, _array_images, as_shape, mnist_style, read_array, read_image
+from .model import decide
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
@@ -40,10 +41,7 @@ def explain(run: Run, image: np.ndarray, top_k: int = 3) -> dict:
         logits = model(x)
         probabilities = model.probabilities(logits)[0]
     names = run.class_names
-    if model.binary:
-        predicted = int(probabilities[1] >= run.threshold)
-    else:
-        predicted = int(probabilities.argmax())
+    predicted = int(decide(logits, run.threshold)[0])
     order = torch.argsort(probabilities, descending=True).tolist()
     runner_up = next(i for i in order if i != predicted)
     weight = model.linear.weight.detach()
@@ -87,6 +85,27 @@ def _first_image(rows: np.ndarray, name: str, shape: tuple[int, int]) -> np.ndar
     return rows[0].reshape(shape)
 
 
+def _image_from_json(body: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """The image in a JSON body {"pixels": HxW or H*W numbers}; integers read as 0..255, floats 0..1."""
+    import json
+
+    wanted = f"a {shape[0]}x{shape[1]} (or {shape[0] * shape[1]}) array of numbers"
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InputError("body nests too deeply to be an image") from None
+    pixels = payload.get("pixels") if isinstance(payload, dict) else None
+    if pixels is None:
+        raise InputError(f'JSON body needs "pixels": {wanted}')
+    try:
+        array = np.asarray(pixels)
+    except (TypeError, ValueError, RecursionError):
+        raise InputError(f'"pixels" must be {wanted}') from None
+    return _first_image(_array_images(array, Path("pixels"), shape), "pixels", shape)
+
+
 def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     """The FastAPI application serving the run in `run_dir`."""
     require("fastapi", "serve")
@@ -97,8 +116,6 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     run = load_run(run_dir)
     run.model.requires_grad_(False)
     shape = input_shape(run)
-    height, width = shape
-    wanted = f"a {height}x{width} (or {height * width}) array of numbers"
     app = FastAPI(
         title="torchlogreg",
         description="Logistic regression on MNIST-style digits",
@@ -144,20 +161,7 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
                 return error(422, "multipart upload needs a file in the field 'file'")
             image = _image_from_upload(await upload.read(), upload.filename or "upload", shape)
         elif content_type.startswith("application/json"):
-            import json
-
-            try:
-                payload = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                return error(422, f"body is not valid JSON ({exc})")
-            pixels = payload.get("pixels") if isinstance(payload, dict) else None
-            if pixels is None:
-                return error(422, f'JSON body needs "pixels": {wanted}')
-            try:  # integers are read as 0..255, floats as 0..1
-                array = np.asarray(pixels)
-            except (TypeError, ValueError):
-                return error(422, f'"pixels" must be {wanted}')
-            image = _first_image(_array_images(array, Path("pixels"), shape), "pixels", shape)
+            image = _image_from_json(body, shape)
         else:
             return error(415, "send multipart/form-data with a 'file', or application/json with 'pixels'")
         # a JSONResponse skips FastAPI's jsonable_encoder walk over the 3 x H*W numbers (40% of the time)

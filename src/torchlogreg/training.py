@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .batches import batch_source
-from .config import TrainConfig, validate
+from .config import TrainConfig
 from .data import Data
 from .devices import resolve_device
 from .distributed import DistContext
@@ -151,7 +151,6 @@ def build(
     should_stop: Callable[[], bool] | None = None,
 ) -> Training:
     """The engine for `config` on `data`: model, objective, optimizer, batches, evaluation."""
-    validate(config)
     _check_fits(config, data)
     device = resolve_device(config.device)
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)

@@ -1,0 +1,49 @@
+"""The shape of the package: every module sits in one layer and imports only from layers below it,
+so there are no import cycles and data flows one way (dataset -> tensors -> model -> engine ->
+metrics -> run folder). A new module must be placed here; a new upward import fails."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
+
+LAYERS = [
+    {"exceptions", "datasets", "storage"},  # no imports from the package
+    {"config", "distributed", "images", "model", "ondisk"},
+    {"devices", "objective", "optimizers", "data", "batches"},
+    {"engine", "evaluation", "convert"},  # the one training loop; metrics; dataset conversion
+    {"training"},  # a config turned into an engine run
+    {"checkpoints"},  # run folders on disk
+    {"runs"},  # the run's life: folders, resume, torchrun, signals
+    {"estimator", "sweep", "report", "serving", "demos"},  # front ends
+    {"cli"},
+    {"__init__", "__main__"},
+]
+LAYER_OF = {module: depth for depth, modules in enumerate(LAYERS) for module in modules}
+
+
+def _imports(path: Path) -> set[str]:
+    """The package's modules that `path` imports (relative imports, at any depth, lazy ones too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+            found.update(name for name in names if name in LAYER_OF)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("torchlogreg."):
+            found.add(node.module.split(".")[1])
+    return found
+
+
+def test_every_module_has_a_layer():
+    modules = {path.stem for path in PACKAGE.glob("*.py")}
+    assert modules == set(LAYER_OF), f"place these in LAYERS: {sorted(modules ^ set(LAYER_OF))}"
+
+
+@pytest.mark.parametrize("module", sorted(LAYER_OF))
+def test_imports_only_go_down(module):
+    upward = {
+        other for other in _imports(PACKAGE / f"{module}.py") if LAYER_OF[other] >= LAYER_OF[module]
+    }
+    assert not upward, f"{module} (layer {LAYER_OF[module]}) imports {sorted(upward)} from its layer or above"
