@@ -85,8 +85,12 @@ class MemoryBatches:
         """This rank's contiguous part of the whole set, in chunks; `size` is the whole set's."""
         first, last = rank_range(len(self), self.rank, self.world_size)
         for start in range(first, last, FULL_BATCH_CHUNK):
-            index = torch.arange(start, min(start + FULL_BATCH_CHUNK, last), device=self.device)
-            yield self._batch(index, len(self))
+            stop = min(start + FULL_BATCH_CHUNK, last)
+            if isinstance(self.features, torch.Tensor):  # a slice: no copy of the rows
+                weight = None if self.sample_weight is None else self.sample_weight[start:stop]
+                yield Batch(self.features[start:stop], self.labels[start:stop], weight, len(self))
+            else:
+                yield self._batch(torch.arange(start, stop, device=self.device), len(self))
 
 
 class DiskBatches:
