@@ -112,3 +112,22 @@ def matmul_rounding_bound(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     if x.dtype == torch.uint8:
         magnitude = x.double().abs() / 255 @ weight.double().abs().T + bias.double().abs()
     return 2 * gamma * magnitude
+
+
+@pytest.fixture
+def memory_cap():
+    """Cap this process's heap (RLIMIT_DATA) at its current size + 1 GiB for the test, so an input that
+    makes the code allocate without bound fails with MemoryError instead of swapping the machine."""
+    import resource
+
+    with open("/proc/self/status") as status:
+        data_kb = next(int(line.split()[1]) for line in status if line.startswith("VmData:"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    cap = data_kb * 1024 + 2**30
+    resource.setrlimit(
+        resource.RLIMIT_DATA, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard)
+    )
+    try:
+        yield cap
+    finally:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))

@@ -13,6 +13,7 @@ from torchlogreg.evaluation import evaluate
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 
+
 def test_run_folder_holds_the_promised_files(default_run):
     names = {p.name for p in default_run.iterdir()}
     assert {"model.safetensors", "model.json", "metrics.json", "history.csv"} <= names
@@ -102,3 +103,78 @@ def test_missing_or_broken_metadata(run_copy, tmp_path):
     (run_copy / "model.json").unlink()
     with pytest.raises(CheckpointError, match="model.json is missing"):
         load_run(run_copy)
+
+
+# --- run folders from strangers ------------------------------------------------------------------
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from torchlogreg import TorchLogRegError  # noqa: E402
+
+
+def _copy(run, tmp_path, name="copy"):
+    folder = tmp_path / name
+    shutil.copytree(run, folder)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["model.json", "model.safetensors", "metrics.json"])
+def test_links_fifos_and_devices_are_refused_unread(default_run, tmp_path, name):
+    for kind in ("symlink", "fifo", "folder"):
+        folder = _copy(default_run, tmp_path, f"{name}-{kind}")
+        (folder / name).unlink()
+        if kind == "symlink":
+            os.symlink("/dev/zero", folder / name)
+        elif kind == "fifo":
+            os.mkfifo(folder / name)  # opening it for reading would block forever
+        else:
+            (folder / name).mkdir()
+        with pytest.raises(CheckpointError, match="not a regular file"):
+            load_run(folder)
+
+
+def test_an_empty_hash_does_not_turn_the_check_off(default_run, tmp_path):
+    folder = _copy(default_run, tmp_path)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["weights_sha256"] = ""
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="weights_sha256"):
+        load_run(folder)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+FIELDS = [
+    "n_features",
+    "n_classes",
+    "class_names",
+    "threshold",
+    "input_shape",
+    "config",
+    "weights_sha256",
+    "format",
+    "binary",
+    "dataset",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, min_size=1, max_size=3))
+def test_damaged_model_json_is_one_clear_error(default_run, tmp_path_factory, memory_cap, changes):
+    """Any damage to model.json's fields: a CheckpointError, or a run that still loads; never another
+    exception, and never memory without bound (the fixture caps the heap)."""
+    folder = _copy(default_run, tmp_path_factory.mktemp("damaged"))
+    meta = json.loads((folder / "model.json").read_text())
+    meta.update(changes)
+    (folder / "model.json").write_text(json.dumps(meta))
+    try:
+        run = load_run(folder)
+        run.config, run.class_names, run.threshold, run.image_shape  # noqa: B018 - each must work
+    except TorchLogRegError:
+        pass

@@ -1,5 +1,7 @@
 """Configuration: presets, overrides and the one validator's messages."""
 
+import dataclasses
+
 import pytest
 
 from torchlogreg import PRESETS, ConfigError, TrainConfig, preset
@@ -82,3 +84,53 @@ def test_learning_rate_defaults_per_optimizer():
 def test_config_round_trips_through_a_dict():
     config = TrainConfig(classes=(3, 8), lr=0.2)
     assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+# --- generated bad values: one ConfigError, never another exception -------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ANY_VALUE = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.tuples(st.integers(-3, 12), st.integers(-3, 12))
+    | st.lists(st.integers(-3, 12), max_size=3)
+)
+FIELD_NAMES = [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(changes=st.dictionaries(st.sampled_from(FIELD_NAMES), ANY_VALUE, min_size=1, max_size=4))
+def test_any_field_value_is_valid_or_one_config_error(changes):
+    try:
+        config = TrainConfig(**changes)
+    except ConfigError:
+        return
+    assert isinstance(config.batch_size, int) and not isinstance(config.batch_size, bool)
+    assert config.learning_rate > 0 and isinstance(config.nesterov, bool)
+
+
+@pytest.mark.parametrize(
+    "changes,fragment",
+    [
+        ({"batch_size": 2.5}, "batch_size must be an integer"),
+        ({"classes": "3,8"}, "classes must be a tuple"),
+        ({"positive": "3"}, "positive must be a class number"),
+        ({"seed": "x"}, "seed must be an integer"),
+        ({"seed": 2**70}, r"seed must be an integer in 0\.\.2\*\*63-1"),
+        ({"nesterov": "no"}, "nesterov must be True or False"),
+        ({"lr": 1e39}, "lr must be at most"),
+        ({"weight_decay": 1e300}, "weight_decay must be at most"),
+        ({"threshold": 0.3}, "threshold applies to binary tasks"),
+        ({"dataset": "/no/such/dir"}, None),  # a folder path: checked where the data is loaded
+    ],
+)
+def test_python_api_values_are_checked_where_the_config_is_built(changes, fragment):
+    if fragment is None:
+        assert TrainConfig(**changes).dataset == changes["dataset"]
+        return
+    with pytest.raises(ConfigError, match=fragment):
+        TrainConfig(**changes)

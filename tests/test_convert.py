@@ -217,3 +217,70 @@ def test_cli_convert_from_csv_then_train(tmp_path, data_root, capsys):
     assert exit_info.value.code == 2
     assert main(["data", "convert", "--from-csv", str(train_csv), str(test_csv), "--out", str(folder)]) == 2
     assert "already holds a dataset" in capsys.readouterr().err
+
+
+# --- hostile and broken sources: one clear error, or the data kept whole ------------------------
+def test_a_byte_order_mark_is_not_data(tmp_path):
+    images, labels = _synthetic(20)
+    _write_csv(tmp_path / "train.csv", images, labels, header=False)
+    _write_csv(tmp_path / "test.csv", images[:5], labels[:5], header=False)
+    for name in ("train.csv", "test.csv"):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # Excel's UTF-8 BOM
+    convert(tmp_path / "out", csv=(tmp_path / "train.csv", tmp_path / "test.csv"))
+    assert _same_rows(tmp_path / "out", "train", images, labels)  # the first row kept
+
+
+@pytest.mark.parametrize(
+    "cell,fragment",
+    [("nan", "line 3 holds NaN or infinite"), ("inf", "line 3 holds NaN"), ("1e12", r"labels .* 0\.\.99999")],
+)
+def test_csv_cells_that_are_not_pixels_or_labels(tmp_path, cell, fragment):
+    images, labels = _synthetic(6)
+    _write_csv(tmp_path / "train.csv", images, labels)
+    lines = (tmp_path / "train.csv").read_text().splitlines()
+    fields = lines[2].split(",")
+    fields[0 if cell == "1e12" else 3] = cell
+    lines[2] = ",".join(fields)
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=fragment):
+        convert(tmp_path / "out", csv=(tmp_path / "train.csv", tmp_path / "train.csv"))
+
+
+def test_npz_counts_must_match_and_text_is_not_an_archive(tmp_path):
+    images, labels = _synthetic(3)
+    np.savez(
+        tmp_path / "a.npz",
+        train_images=images,
+        train_labels=labels[:2],
+        test_images=images,
+        test_labels=labels,
+    )
+    with pytest.raises(DataError, match="train_labels must be 3 integers, one per image"):
+        convert(tmp_path / "out", npz=tmp_path / "a.npz")
+    (tmp_path / "b.npz").write_text("label,pixel0\n1,2\n")
+    with pytest.raises(DataError, match="not an .npz archive"):
+        convert(tmp_path / "out", npz=tmp_path / "b.npz")
+
+
+def test_one_class_is_refused(tmp_path):
+    images, _ = _synthetic(8)
+    np.savez(
+        tmp_path / "a.npz",
+        train_images=images,
+        train_labels=np.zeros(8, np.int64),
+        test_images=images,
+        test_labels=np.zeros(8, np.int64),
+    )
+    with pytest.raises(DataError, match="only class 0; a classifier needs at least two"):
+        convert(tmp_path / "out", npz=tmp_path / "a.npz")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_symlink_loop_in_an_image_folder_is_refused(tmp_path):
+    images, labels = _synthetic(6, shape=(8, 8))
+    for split in ("train", "test"):
+        _image_tree(tmp_path / "photos", images, labels, ["a", "b", "c"], split)
+    (tmp_path / "photos" / "train" / "a" / "loop").symlink_to(tmp_path / "photos" / "train")
+    with pytest.raises(DataError, match="same image as .*symlink loop"):
+        convert(tmp_path / "out", folder=tmp_path / "photos")

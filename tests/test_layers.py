@@ -14,10 +14,10 @@ LAYERS = [
     {"config", "distributed", "images", "model", "ondisk"},
     {"devices", "objective", "optimizers", "data", "batches"},
     {"engine", "evaluation", "convert"},  # the one training loop; metrics; dataset conversion
-    {"training"},  # a config turned into an engine run
+    {"training", "tensorboard"},  # a config turned into an engine run; its TensorBoard callback
     {"checkpoints"},  # run folders on disk
     {"runs"},  # the run's life: folders, resume, torchrun, signals
-    {"estimator", "sweep", "report", "serving", "demos"},  # front ends
+    {"estimator", "sweep", "report", "serving", "demos", "export"},  # front ends
     {"cli"},
     {"__init__", "__main__"},
 ]

@@ -157,3 +157,97 @@ def test_kill_during_a_large_write_leaves_the_old_file_whole(tmp_path):
     process.wait()
     content = target.read_bytes()
     assert content == old or hashlib.sha256(content).digest() == hashlib.sha256(b"B" * 300_000_000).digest()
+
+
+# --- every front end: one line, nothing lost, nothing silently ignored ---------------------------
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "torchlogreg", *map(str, args)], capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["train", "--lrr", "1"], "unrecognized arguments: --lrr 1 (did you mean --lr?)"),
+        (["train", "--classes", "a,b"], "expected class numbers like 3,8"),
+        (["train", "--lr", "1e39"], "lr must be at most"),
+        (["train", "--threshold", "0.3"], "threshold applies to binary tasks"),
+        (["train", "--dataset", "/no/such/dir"], "/no/such/dir is not a folder; write a dataset folder"),
+        (["serve", "runs/x", "--port", "99999"], "--port must be in 1..65535"),
+        (["sweep", "--grid", "lr=0.1", "--grid", "lr=0.2"], "--grid lr is given twice"),
+        (["sweep", "--grid", "lr=0.1", "--val-size", "0", "--select", "val"], "set --val-size > 0"),
+    ],
+)
+def test_bad_options_are_one_line(args, fragment, tmp_path):
+    done = _cli(*args, *(["--out", tmp_path / "o"] if args[0] == "sweep" else []))
+    lines = done.stderr.strip().splitlines()
+    code = 1 if "/no/such/dir" in args else 2  # a missing dataset is a data problem, the others options
+    assert done.returncode == code and len(lines) == 1 and fragment in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_version_and_fast_help():
+    done = _cli("--version")
+    assert done.returncode == 0 and done.stdout.startswith("torchlogreg ")
+
+
+def test_an_unwritable_out_is_found_before_training(tmp_path, data_root):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    done = _cli("train", "--data-root", data_root, "--out", blocker / "run", "--epochs", "1", "--quiet")
+    assert done.returncode == 1 and "cannot write the run folder" in done.stderr
+    assert "training mnist" not in done.stdout and "Traceback" not in done.stderr
+
+
+def test_names_from_strangers_cannot_drive_the_terminal(default_run, tmp_path):
+    array = tmp_path / "digit\x1b[2J\nfake line.npy"
+    np.save(array, np.zeros((1, 28, 28), np.uint8))
+    done = _cli("predict", default_run, array)
+    assert done.returncode == 0 and "\x1b" not in done.stdout and len(done.stdout.strip().splitlines()) == 1
+    assert "\\x1b[2J\\nfake line.npy" in done.stdout
+
+
+def test_demo_does_not_overwrite(tmp_path):
+    keep = tmp_path / "keep.png"
+    keep.write_bytes(b"precious")
+    done = _cli("demo", "linear-vs-logistic", "--out", keep)
+    assert done.returncode == 2 and "exists" in done.stderr and keep.read_bytes() == b"precious"
+
+
+def test_sweep_refuses_a_run_folder_and_takes_seed_as_an_axis(default_run, tmp_path, data_root):
+    done = _cli("sweep", "--grid", "lr=0.1", "--out", default_run, "--data-root", data_root)
+    assert done.returncode == 2 and "holds a training run" in done.stderr
+    done = _cli(
+        "sweep",
+        "--grid",
+        "seed=1,2",
+        "--train-size",
+        "500",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--data-root",
+        data_root,
+        "--out",
+        tmp_path / "s",
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_python_api_misuse_is_one_clear_error(default_run, tmp_path, mnist_data):
+    import torchlogreg as tl
+    from torchlogreg.checkpoints import load_run, save_run
+
+    with pytest.raises(ConfigError, match="train needs a TrainConfig"):
+        tl.train(None)
+    with pytest.raises(ConfigError, match="the data holds 10 classes but the config asks for 2"):
+        tl.train(tl.TrainConfig(classes=(3, 8), device="cpu"), mnist_data, verbose=False)
+    (tmp_path / "file").write_text("x")
+    run = load_run(default_run)
+    result = tl.TrainResult(run.model, run.config, run.class_names, (), run.image_shape)
+    with pytest.raises(tl.CheckpointError, match="is a file, not a folder"):
+        save_run(result, tmp_path / "file")
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(ConfigError, match="not available here"):
+            load_run(default_run, device="cuda")

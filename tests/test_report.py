@@ -148,3 +148,30 @@ def test_model_predictions_agree_with_report_confusion(default_run, mnist_data):
         run.metrics["test"]["accuracy"]
     )
     assert torch.is_tensor(predicted)
+
+
+def test_values_from_the_run_folder_are_escaped_on_the_page(default_run, tmp_path):
+    """metrics.json and model.json may come from a stranger: nothing in them becomes markup."""
+    from torchlogreg.report import render_html
+
+    folder = tmp_path / "run"
+    shutil.copytree(default_run, folder)
+    attack = "<img src=x onerror=alert(1)>"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["train"]["n"] = attack
+    metrics["test"]["accuracy"] = attack  # a string where a number belongs must not break the page
+    run = load_run(folder)
+    run.meta["dataset"] = attack
+    run.meta["config"][attack] = attack
+    extra = {
+        "ece": 0.01,
+        "per_class": [
+            dict(
+                zip(
+                    ("class", "precision", "recall", "f1", "support"), (attack, 1.0, 1.0, 1.0, 5), strict=True
+                )
+            )
+        ],
+    }
+    page = render_html(run, metrics, extra, {})
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page

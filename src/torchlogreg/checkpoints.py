@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import os
 import platform
+import stat
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .config import TrainConfig
+from .devices import resolve_device
 from .engine import HISTORY_KEYS
 from .exceptions import CheckpointError, ConfigError
 from .model import LogisticRegression
@@ -31,6 +35,11 @@ WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+MAX_JSON_BYTES = 4 * 2**20  # model.json, metrics.json, checkpoint.json: a few KB in practice
+MAX_FEATURES = 2**24  # pixels per image (4096 x 4096)
+MAX_CLASSES = 100_000
+MAX_HISTORY_BYTES = 256 * 2**20  # history.csv: one row per step, ~100 bytes each
+MAX_CHECKPOINT_BYTES = 2**31  # a checkpoint holds the weights a few times over (optimizer state, best)
 PREPROCESSING = {
     "input": "grayscale image, white ink on black, digit fitted to 20x20 and centred by mass in 28x28",
     "scale": "uint8 pixel / 255 -> float in [0, 1]",
@@ -115,6 +124,8 @@ def save_run(
     from safetensors.torch import save
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out} is a file, not a folder; choose another --out")
     if is_run_folder(out) and not overwrite:
         raise CheckpointError(f"{out} already holds a run; choose another --out or pass --overwrite")
     tensors = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
@@ -127,42 +138,61 @@ def save_run(
     return out
 
 
-def _read_json(path: Path) -> dict:
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes: a run folder may come
+    from a stranger, so a symlink (to /dev/zero, say), a FIFO or a device is refused, never read."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing: not a torchlogreg run folder") from None
+    except OSError as error:  # ELOOP: a symlink; EISDIR and the like
+        raise CheckpointError(f"{path}: not a regular file ({error.strerror or error})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointError(f"{path}: not a regular file (a FIFO, device or folder is never read)")
+        if info.st_size > limit:
+            raise CheckpointError(f"{path} is {info.st_size} bytes, over the {limit} bytes allowed for it")
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(2**20, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise CheckpointError(f"{path} grew past the {limit} bytes allowed for it while being read")
+    return data
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(read_regular_file(path, MAX_JSON_BYTES).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path} is not valid JSON ({error})") from None
     except RecursionError:
         raise CheckpointError(f"{path} nests too deeply to be a torchlogreg file") from None
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot read it ({error.strerror or error})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object")
     return data
 
 
-def _read_weights(path: Path, expected_sha256: str | None) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path, expected_sha256: str, limit: int, named_in: str = META_FILE) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: not a torchlogreg run folder") from None
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot read it ({error.strerror or error})") from None
+    blob = read_regular_file(path, limit)
     if blob[:1] == b"\x80" or blob[:2] == b"PK":
         raise CheckpointError(
             f"{path} looks like a pickle / torch.save file; refusing to load it "
             "(unpickling can run code). Only safetensors weights are accepted"
         )
     digest = hashlib.sha256(blob).hexdigest()
-    if expected_sha256 and digest != expected_sha256:
+    if digest != expected_sha256:
         raise CheckpointError(
             f"{path}: SHA-256 {digest[:16]}... does not match {expected_sha256[:16]}... "
-            f"recorded in {META_FILE} (file changed or corrupt)"
+            f"recorded in {named_in} (file changed or corrupt)"
         )
     try:
         return load(blob)
@@ -170,17 +200,51 @@ def _read_weights(path: Path, expected_sha256: str | None) -> dict[str, torch.Te
         raise CheckpointError(f"{path} is not a valid safetensors file ({error})") from None
 
 
+def _is_int(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _meta_problems(meta: dict) -> list[str]:
+    """model.json checked against its schema before anything is built from it."""
+    problems = []
+    n_features, n_classes = meta.get("n_features"), meta.get("n_classes")
+    if not _is_int(n_features, 1, MAX_FEATURES):
+        problems.append(f"n_features must be an integer in 1..{MAX_FEATURES}, got {n_features!r}")
+    if not _is_int(n_classes, 2, MAX_CLASSES):
+        problems.append(f"n_classes must be an integer in 2..{MAX_CLASSES}, got {n_classes!r}")
+    names = meta.get("class_names")
+    if not (isinstance(names, list) and all(isinstance(n, str) and len(n) <= 200 for n in names)):
+        problems.append("class_names must be a list of names (strings of at most 200 characters)")
+    elif isinstance(n_classes, int) and len(names) != n_classes:
+        problems.append(f"{len(names)} class names for {n_classes} classes")
+    threshold = meta.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        problems.append(f"threshold must be a number in (0, 1), got {threshold!r}")
+    shape = meta.get("input_shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v, 1, MAX_FEATURES) for v in shape)):
+        problems.append(f"input_shape must be [height, width], got {shape!r}")
+    elif isinstance(n_features, int) and shape[0] * shape[1] != n_features:
+        problems.append(f"input_shape {shape} does not hold n_features {n_features}")
+    digest = meta.get("weights_sha256")
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        problems.append("weights_sha256 must be the 64-hex-digit SHA-256 of the weights")
+    if not isinstance(meta.get("config"), dict):
+        problems.append("config must be a JSON object")
+    return problems
+
+
 def _check_meta(path: Path, meta: dict) -> None:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a torchlogreg run (format {meta.get('format')!r})")
-    required = ("n_features", "n_classes", "class_names", "threshold", "config", "weights_sha256")
-    missing = [key for key in required if key not in meta]
-    if missing:
-        raise CheckpointError(f"{path} lacks {', '.join(missing)}")
-    if len(meta["class_names"]) != meta["n_classes"]:
-        raise CheckpointError(
-            f"{path}: {len(meta['class_names'])} class names for {meta['n_classes']} classes"
-        )
+    problems = _meta_problems(meta)
+    if problems:
+        raise CheckpointError(f"{path}: {'; '.join(problems)}")
+
+
+def weights_limit(n_features: int, n_classes: int) -> int:
+    """The most bytes a safetensors file of this model can take (float64, plus its header)."""
+    rows = 1 if n_classes == 2 else n_classes
+    return (n_features + 1) * rows * 8 + 64 * 1024
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -190,16 +254,20 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
         raise CheckpointError(f"{run_dir} is not a folder (expected a run folder from 'train')")
     meta = _read_json(run_dir / META_FILE)
     _check_meta(run_dir / META_FILE, meta)
-    tensors = _read_weights(run_dir / WEIGHTS_FILE, meta["weights_sha256"])
-    model = LogisticRegression(int(meta["n_features"]), int(meta["n_classes"]))
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    n_features, n_classes = meta["n_features"], meta["n_classes"]
+    limit = weights_limit(n_features, n_classes)
+    tensors = _read_weights(run_dir / WEIGHTS_FILE, meta["weights_sha256"], limit)
+    rows = 1 if n_classes == 2 else n_classes
+    expected = {"linear.weight": (rows, n_features), "linear.bias": (rows,)}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
-    if expected != found:
+    if expected != found:  # checked before the model is allocated
         raise CheckpointError(
             f"{run_dir / WEIGHTS_FILE}: tensors {found} do not match the shapes {expected} "
             f"that {META_FILE} describes"
         )
-    model.load_state_dict(tensors)
+    device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    model = LogisticRegression(n_features, n_classes)
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
     metrics_path = run_dir / METRICS_FILE
     metrics = _read_json(metrics_path) if metrics_path.exists() else {}
     return Run(run_dir, model.to(device).eval(), meta, metrics)
@@ -239,9 +307,12 @@ def load_training_state(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], d
     if not has_training_state(run_dir):
         raise CheckpointError(f"{run_dir} holds no resumable checkpoint ({CHECKPOINT_META} is missing)")
     meta = _read_json(run_dir / CHECKPOINT_META)
-    if meta.get("format") != FORMAT or "config" not in meta:
+    if meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{run_dir / CHECKPOINT_META}: not a torchlogreg checkpoint")
-    tensors = _read_weights(run_dir / CHECKPOINT_WEIGHTS, meta.get("weights_sha256"))
+    digest = meta.get("weights_sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise CheckpointError(f"{run_dir / CHECKPOINT_META}: weights_sha256 must be a 64-hex-digit SHA-256")
+    tensors = _read_weights(run_dir / CHECKPOINT_WEIGHTS, digest, MAX_CHECKPOINT_BYTES, CHECKPOINT_META)
     return tensors, meta, read_history(run_dir / CHECKPOINT_HISTORY)
 
 
@@ -251,15 +322,23 @@ def remove_training_state(run_dir: str | Path) -> None:
 
 
 def read_history(path: Path) -> list[dict]:
-    """history.csv as records; empty cells become None, numbers become floats/ints."""
-    if not path.exists():
+    """history.csv as records; empty cells become None, numbers floats (iteration an int)."""
+    if not path.exists() and not path.is_symlink():
         return []
+    try:
+        text = read_regular_file(path, MAX_HISTORY_BYTES).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not a UTF-8 CSV file") from None
     rows = []
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            rows.append({k: (None if v == "" else float(v)) for k, v in row.items()})
-    for row in rows:
-        row["iteration"] = int(row["iteration"])
+    for number, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+        try:
+            record = {k: (None if v in ("", None) else float(v)) for k, v in row.items() if k in HISTORY_KEYS}
+            record["iteration"] = int(record["iteration"])
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise CheckpointError(
+                f"{path}: row {number} is not a history row ({', '.join(HISTORY_KEYS)}, numbers)"
+            ) from None
+        rows.append(record)
     return rows
 
 

@@ -25,6 +25,38 @@ from .exceptions import ConfigError, TorchLogRegError
 DEFAULT = PRESETS["default"]
 
 
+def printable(text) -> str:
+    """`text` safe for a terminal: control characters (newlines, ESC sequences that could rewrite the
+    screen or fake lines) shown as escapes. File and class names may come from strangers."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text)
+    )
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), and "did you mean" for unknown options."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments:"):
+            import difflib
+
+            known = {o for action in _all_actions(self) for o in action.option_strings}
+            guesses = [difflib.get_close_matches(w, known, n=1) for w in message.split(":", 1)[1].split()]
+            hints = [g[0] for g in guesses if g]
+            message += f" (did you mean {', '.join(hints)}?)" if hints else ""
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The parser's actions and those of all its subcommands."""
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                actions.extend(_all_actions(sub))
+    return actions
+
+
 def _class_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(",") if part.strip())
@@ -193,8 +225,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps({"dataset": data.dataset, "split": args.split, **metrics}))
     else:
         print(
-            f"{data.dataset} {args.split}: accuracy {metrics['accuracy']:.4f}, "
-            f"loss {metrics['loss']:.4f} ({metrics['n']} samples)"
+            printable(f"{data.dataset} {args.split}: accuracy {metrics['accuracy']:.4f}, ")
+            + f"loss {metrics['loss']:.4f} ({metrics['n']} samples)"
         )
     return 0
 
@@ -212,10 +244,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results = top_k(run.model, images, run.class_names, args.top_k, run.threshold)
     for name, result in zip(names, results, strict=True):
         if args.json:
-            print(json.dumps({"file": name, **result}))
+            print(json.dumps({"file": name, **result}))  # JSON escapes control characters itself
         else:
             others = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top_k"])
-            print(f"{name}: {result['label']} ({result['probability']:.3f})   top: {others}")
+            line = f"{name}: {result['label']} ({result['probability']:.3f})   top: {others}"
+            print(printable(line))
     return 0
 
 
@@ -230,6 +263,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.hue is not None and args.hue.replace("-", "_") not in grid.axes:
         raise ConfigError(f"--hue {args.hue} is not swept; swept: {', '.join(grid.axes)}")
     out = Path(args.out) if args.out else default_out("sweeps")
+    if (args.select or args.retrain) and base.val_size == 0:
+        raise ConfigError("--select val and --retrain choose by validation accuracy: set --val-size > 0")
+    sweep.check_out(out)
     runs = len(grid.combinations()) * args.seeds
     if not args.quiet:
         print(f"sweeping {', '.join(grid.axes)}: {runs} runs into {out}")
@@ -259,13 +295,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .checkpoints import load_run
     from .serving import serve
 
-    print(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (Ctrl-C to stop)")
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be an integer >= 1, got {args.workers}")
+    load_run(args.run_dir)  # a broken run folder fails here, before anything is announced
+    _check_port_free(args.host, args.port)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: --host {printable(args.host)} accepts connections from other machines; the API has "
+            "no authentication: put it behind a reverse proxy (README: Security)",
+            file=sys.stderr,
+        )
+    print(printable(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (Ctrl-C to stop)"))
     serve(args.run_dir, args.host, args.port, args.workers)
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
@@ -309,7 +366,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.name == "cross-entropy":
         print(demos.format_cross_entropy(demos.cross_entropy_cases()))
     else:
-        print(f"wrote {demos.linear_vs_logistic(args.out)}")
+        if Path(args.out).exists() and not args.overwrite:
+            raise ConfigError(f"{args.out} exists; choose another --out or pass --overwrite")
+        print(printable(f"wrote {demos.linear_vs_logistic(args.out)}"))
     return 0
 
 
@@ -515,16 +574,27 @@ def _demo_parser(commands) -> None:
     )
     demo.add_argument("name", choices=("linear-vs-logistic", "cross-entropy"), help="which demo")
     demo.add_argument("--out", default="linear_vs_logistic.png", help="figure file (linear-vs-logistic)")
+    demo.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     demo.set_defaults(handler=cmd_demo)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torchlogreg")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="torchlogreg",
         description="Logistic regression on MNIST-style data with PyTorch: train, evaluate, predict.",
         epilog="Run 'torchlogreg COMMAND --help' for a command's options.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"torchlogreg {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _train_parser(commands)
@@ -539,22 +609,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    command, debug = "start-up", False
     try:
+        args = build_parser().parse_args(argv)
+        command, debug = args.command, args.debug
         return args.handler(args)
     except TorchLogRegError as error:
-        if args.debug:
+        if debug:
             traceback.print_exc()
-        print(f"torchlogreg {args.command}: error: {error}", file=sys.stderr)
+        print(f"torchlogreg {command}: error: {printable(error)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         hint = (
-            "; finished runs are in results.csv: run the same command to resume"
-            if args.command == "sweep"
-            else ""
+            "; finished runs are in results.csv: run the same command to resume" if command == "sweep" else ""
         )
-        print(f"torchlogreg {args.command}: interrupted{hint}", file=sys.stderr)
+        print(f"torchlogreg {command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

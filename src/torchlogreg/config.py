@@ -62,7 +62,7 @@ class TrainConfig:
 
     @property
     def binary(self) -> bool:
-        return self.positive is not None or (self.classes is not None and len(self.classes) == 2)
+        return self.positive is not None or (isinstance(self.classes, tuple) and len(self.classes) == 2)
 
     def replace(self, **changes) -> TrainConfig:
         """A copy with `changes`; unknown names raise ConfigError with a suggestion."""
@@ -95,13 +95,15 @@ class TrainConfig:
 
 
 INTEGER_FIELDS = ("batch_size", "epochs", "iters", "val_size", "train_size", "eval_every", "patience", "seed")
+REQUIRED_FIELDS = ("batch_size", "val_size", "seed", "momentum", "weight_decay", "l1", "threshold")
 NUMBER_FIELDS = ("lr", "momentum", "weight_decay", "l1", "threshold")
+FLOAT32_MAX = 3.4028234663852886e38
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 
 
 def _type_problems(config: TrainConfig) -> list[str]:
     """Fields of the wrong type: integers must be int, numbers finite int/float, flags bool."""
-    problems = []
+    problems = [f"{name} must be set, got None" for name in REQUIRED_FIELDS if getattr(config, name) is None]
     for name in INTEGER_FIELDS:
         value = getattr(config, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -112,6 +114,8 @@ def _type_problems(config: TrainConfig) -> list[str]:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             problems.append(f"{name} must be a finite number, got {value!r}")
+        elif abs(value) > FLOAT32_MAX:  # training runs in float32: larger values become inf
+            problems.append(f"{name} must be at most {FLOAT32_MAX:.3g} (float32), got {value!r}")
     if not isinstance(config.nesterov, bool):
         problems.append(f"nesterov must be True or False, got {config.nesterov!r}")
     if _is_int(config.seed) and not 0 <= config.seed <= MAX_SEED:
@@ -191,6 +195,10 @@ def _combination_problems(config: TrainConfig) -> list[str]:
             problems.append(f"classes must not repeat, got {list(config.classes)}")
     if config.positive is not None and not (_is_int(config.positive) and config.positive >= 0):
         problems.append(f"positive must be a class number >= 0, got {config.positive!r}")
+    if config.threshold != 0.5 and not config.binary and config.dataset in DATASET_NAMES:  # all multi-class
+        problems.append(
+            "threshold applies to binary tasks (classes A,B or positive N); this config trains every class"
+        )
     if config.patience is not None and config.val_size == 0:
         problems.append("patience needs a validation set: set val_size > 0")
     return problems

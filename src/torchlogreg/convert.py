@@ -32,6 +32,7 @@ from .ondisk import is_disk_dataset, write_dataset
 CSV_CHUNK = 10_000  # CSV rows parsed at once
 LABEL_NAMES = ("label", "labels", "class", "target", "y")  # a CSV header column taken as the label
 SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
+MAX_LABEL = 99_999  # labels are class numbers: 0..MAX_LABEL
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -50,8 +51,8 @@ def _integer_label_names(labels: list[torch.Tensor], class_names: list[str] | No
         raise DataError(f"{where}: no samples")
     low = min(int(t.min()) for t in labels if len(t))
     high = max(int(t.max()) for t in labels if len(t))
-    if low < 0:
-        raise DataError(f"{where}: labels must be integers >= 0, found {low}")
+    if low < 0 or high > MAX_LABEL:
+        raise DataError(f"{where}: labels must be integers in 0..{MAX_LABEL}, found {low}..{high}")
     if class_names is None:
         return tuple(str(c) for c in range(high + 1))
     if len(class_names) <= high:
@@ -64,6 +65,9 @@ def read_npz(path: str | os.PathLike) -> tuple[Split, Split]:
     """Splits from an .npz holding train_images, train_labels, test_images, test_labels."""
     keys = ("train_images", "train_labels", "test_images", "test_labels")
     try:
+        with open(path, "rb") as handle:
+            if handle.read(2) != b"PK":
+                raise DataError(f"--from-npz {path}: not an .npz archive (a zip of .npy arrays)")
         with np.load(path, allow_pickle=False) as arrays:
             parts = {key: arrays[key] for key in keys}
     except (OSError, ValueError, KeyError) as error:
@@ -72,6 +76,13 @@ def read_npz(path: str | os.PathLike) -> tuple[Split, Split]:
         if parts[key].ndim != 3 or parts[key].dtype != np.uint8:
             raise DataError(
                 f"{path}: {key} must be uint8 N x H x W, got {parts[key].dtype} {parts[key].shape}"
+            )
+    for name in ("train", "test"):
+        images, labels = parts[f"{name}_images"], parts[f"{name}_labels"]
+        if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(images):
+            raise DataError(
+                f"{path}: {name}_labels must be {len(images)} integers, one per image, got "
+                f"{labels.dtype} {labels.shape}"
             )
     return tuple(
         Split(torch.from_numpy(parts[f"{name}_images"]), torch.from_numpy(parts[f"{name}_labels"]).long())
@@ -191,7 +202,7 @@ def read_csv(
     by row), with or without a header; streamed CSV_CHUNK rows at a time through `scratch`."""
     path = Path(path)
     try:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not data
             return _read_csv_rows(handle, path, scratch, label_column, image_size)
     except FileNotFoundError:
         raise DataError(f"--from-csv {path}: no such file") from None
@@ -228,9 +239,20 @@ def _read_csv_rows(
                 raise DataError(
                     f"{path}: lines from {line} have {values.shape[1]} columns, expected {n_pixels + 1}"
                 )
+            if not np.isfinite(values).all():
+                bad = line + int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
+                raise DataError(
+                    f"{path}: line {bad} holds NaN or infinite values; every cell must be a number"
+                )
             label_values = values[:, label_index]
-            if not np.array_equal(label_values, np.rint(label_values)):
-                raise DataError(f"{path}: labels (column {label_index}) must be integers, from line {line}")
+            if (
+                not np.array_equal(label_values, np.rint(label_values))
+                or np.abs(label_values).max() > MAX_LABEL
+            ):
+                raise DataError(
+                    f"{path}: labels (column {label_index}) must be integers in 0..{MAX_LABEL}, "
+                    f"from line {line}"
+                )
             pixels = np.delete(values, label_index, axis=1)
             if unit_scale is None:  # decided by the first chunk, then held to
                 unit_scale = not np.array_equal(pixels, np.rint(pixels))
@@ -240,6 +262,18 @@ def _read_csv_rows(
     if not writer.count:
         raise DataError(f"{path}: no data rows")
     return Split(writer.finish(), torch.cat(labels))
+
+
+def _refuse_repeats(samples: list[tuple[str, int]], seen: dict[str, str]) -> None:
+    """Each image file once: a symlink loop (or a link between splits) would copy it many times."""
+    for file, _ in samples:
+        real = os.path.realpath(file)
+        if real in seen:
+            raise DataError(
+                f"{file} is the same image as {seen[real]} (a symlink loop, or a link between folders?); "
+                "each image must appear once"
+            )
+        seen[real] = file
 
 
 def read_image_folders(
@@ -264,7 +298,7 @@ def read_image_folders(
         raise DataError(f"--from-folder {root}: {error}") from None
     if extra:
         raise DataError(f"{folders['test']}: classes {', '.join(extra)} are not in {folders['train']}")
-    splits = []
+    splits, seen = [], {}
     for name, folder in folders.items():
         try:
             samples = make_dataset(folder, class_to_index, IMG_EXTENSIONS, allow_empty=name == "test")
@@ -272,6 +306,7 @@ def read_image_folders(
             raise DataError(f"{folder}: {error}") from None
         if not samples:
             raise DataError(f"{folder}: no images ({', '.join(IMG_EXTENSIONS)})")
+        _refuse_repeats(samples, seen)
         with _RowWriter(scratch / f"{name}.raw") as writer:
             for file, _ in tqdm(samples, desc=name, unit="img", disable=not progress, leave=False):
                 gray = read_image(file)
@@ -359,6 +394,12 @@ def convert(
         if names is None or class_names is not None:
             source = npz or idx or (csv and f"{csv[0]} and {csv[1]}") or dataset
             names = _integer_label_names([train.labels, test.labels], class_names, str(source))
+        present = torch.unique(train.labels)
+        if len(present) < 2:
+            raise DataError(
+                f"the training data holds only class {names[int(present[0])] if len(present) else 'none'}; "
+                "a classifier needs at least two"
+            )
         if train.images.shape[1:] != test.images.shape[1:]:
             raise DataError(
                 f"train images are {tuple(train.images.shape[1:])} but test images "

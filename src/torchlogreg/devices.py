@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from .config import DEVICE_PATTERN
@@ -29,3 +32,29 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {name!r} is not available here; use --device cpu or auto")
     return device
+
+
+SMALL_PRODUCT = 2**18  # rows x features of a step below which one CPU thread is as fast as several
+
+
+def threads_for(rows_per_step: int, features: int, device: torch.device) -> int | None:
+    """CPU threads for steps of this size: 1 for mini-batches (their products are too small to split,
+    and a second thread that waits for a core another program holds made training 3x slower here);
+    None (torch's choice) for full batches and other devices."""
+    if device.type != "cpu" or rows_per_step * features > SMALL_PRODUCT:
+        return None
+    return 1
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `count` for the block, then restored (None: unchanged)."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

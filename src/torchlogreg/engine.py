@@ -19,7 +19,7 @@ import torch
 
 from .batches import Batch
 from .distributed import DistContext, all_reduce_sum
-from .exceptions import DivergenceError
+from .exceptions import CheckpointError, DivergenceError
 from .model import LogisticRegression
 from .objective import Objective
 
@@ -188,6 +188,13 @@ class Engine:
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict, history: list[dict]) -> None:
         """Continue from `state_dict()` of an interrupted run of the same settings."""
+        iteration, rows = meta.get("iteration"), meta.get("history_rows")
+        fits = _is_count(iteration) and iteration <= self.total and _is_count(rows) and rows <= len(history)
+        if not fits:
+            raise CheckpointError(
+                f"the checkpoint's iteration {iteration!r} (of {self.total}) or history rows {rows!r} "
+                f"(of {len(history)}) are out of range"
+            )
         device = self.parameters[0].device
         self.model.load_state_dict(_part(tensors, "model."))
         self.optimizer.load_state_dict({k: v.to(device) for k, v in _part(tensors, "optimizer.").items()})
@@ -200,6 +207,10 @@ class Engine:
         for callback in self.callbacks:
             if hasattr(callback, "load_state_dict"):
                 callback.load_state_dict(tensors, meta)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -28,7 +28,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from .batches import MemoryBatches
 from .config import DEFAULT_LR
-from .devices import resolve_device
+from .devices import cpu_threads, resolve_device, threads_for
 from .engine import Engine, full_objective
 from .exceptions import NotFittedError
 from .model import LogisticRegression, decide
@@ -227,7 +227,8 @@ class _EngineAdapter:
             schedule=(lambda step: schedule_lr("cosine", lr, step, steps)) if schedule else (lambda step: lr),
             callbacks=[watcher],
         )
-        engine.run()
+        with cpu_threads(threads_for(batch, engine.model.n_features, engine.parameters[0].device)):
+            engine.run()
         if watcher.best_state is not None and engine.stop_reason == "early stopping":
             engine.model.load_state_dict(watcher.best_state)
         history = watcher.objectives

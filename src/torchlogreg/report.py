@@ -326,26 +326,43 @@ def roc_pr_figure(pred: Predictions, class_names: tuple[str, ...], threshold: fl
 # --- the report ----------------------------------------------------------------------------
 
 
+def _text(value, spec: str = "") -> str:
+    """Every value that reaches the page passes here: formatted by `spec` when it is a number, and
+    always HTML-escaped (metrics.json and model.json may come from a stranger)."""
+    if spec and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return html.escape(format(value, spec))
+    return html.escape(str(value))
+
+
+def _row(cells: list[str], header: str = "") -> str:
+    """A table row of already escaped cells; the first is a header cell when `header` is set."""
+    first = f"<th>{header}</th>" if header else ""
+    return "<tr>" + first + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
 def _metrics_html(metrics: dict, extra: dict) -> str:
-    splits = [s for s in ("train", "val", "test") if s in metrics]
+    splits = [s for s in ("train", "val", "test") if isinstance(metrics.get(s), dict)]
     rows = "".join(
-        f"<tr><th>{s}</th><td>{metrics[s]['accuracy']:.4f}</td><td>{metrics[s]['loss']:.4f}</td>"
-        f"<td>{metrics[s]['n']}</td></tr>"
+        _row(
+            [_text(metrics[s].get(k), ".4f") for k in ("accuracy", "loss")] + [_text(metrics[s].get("n"))], s
+        )
         for s in splits
     )
     summary = (
         f"<table><tr><th>split</th><th>accuracy</th><th>loss</th><th>samples</th></tr>{rows}</table>"
-        f"<p>Expected calibration error (ECE, test): <b>{extra['ece']:.4f}</b>"
+        f"<p>Expected calibration error (ECE, test): <b>{_text(extra['ece'], '.4f')}</b>"
     )
     if "roc_auc" in extra:
         summary += (
-            f" · ROC AUC <b>{extra['roc_auc']:.4f}</b> · average precision "
-            f"<b>{extra['average_precision']:.4f}</b>"
+            f" · ROC AUC <b>{_text(extra['roc_auc'], '.4f')}</b> · average precision "
+            f"<b>{_text(extra['average_precision'], '.4f')}</b>"
         )
-    summary += f" · training time <b>{metrics.get('train_seconds', float('nan')):.2f} s</b></p>"
+    summary += f" · training time <b>{_text(metrics.get('train_seconds'), '.2f')} s</b></p>"
     per_class = "".join(
-        f"<tr><th>{html.escape(r['class'])}</th><td>{r['precision']:.4f}</td><td>{r['recall']:.4f}</td>"
-        f"<td>{r['f1']:.4f}</td><td>{r['support']}</td></tr>"
+        _row(
+            [_text(r[k], ".4f") for k in ("precision", "recall", "f1")] + [_text(r["support"])],
+            _text(r["class"]),
+        )
         for r in extra["per_class"]
     )
     return summary + (
@@ -355,10 +372,7 @@ def _metrics_html(metrics: dict, extra: dict) -> str:
 
 
 def _settings_html(meta: dict) -> str:
-    rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
-        for k, v in meta["config"].items()
-    )
+    rows = "".join(_row([_text(json.dumps(v))], _text(k)) for k, v in meta["config"].items())
     return f"<table class='settings'>{rows}</table>"
 
 
@@ -385,20 +399,21 @@ table.settings td { text-align: left; font-family: monospace; }
 
 def render_html(run: Run, metrics: dict, extra: dict, figures: dict[str, bytes]) -> str:
     meta = run.meta
-    title = f"torchlogreg run {run.path.name}: {meta['dataset']}"
+    title = f"torchlogreg run {run.path.name}: {meta.get('dataset')}"
     images = "".join(
         f"<h2>{FIGURE_TITLES[name]}</h2><img alt='{name}' src='data:image/png;base64,"
         f"{base64.b64encode(png).decode('ascii')}'>"
         for name, png in figures.items()
     )
-    threshold = f"<p>Decision threshold: {run.threshold:g}</p>" if run.model.binary else ""
+    threshold = f"<p>Decision threshold: {_text(run.threshold, 'g')}</p>" if run.model.binary else ""
+    versions = meta.get("versions") if isinstance(meta.get("versions"), dict) else {}
     return (
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_text(title)}</title>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<style>{PAGE_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<p>Classes: {html.escape(', '.join(run.class_names))}"
-        f" · created {html.escape(str(meta.get('created')))}"
-        f" · torch {html.escape(str(meta.get('versions', {}).get('torch')))}</p>{threshold}"
+        f"<style>{PAGE_STYLE}</style></head><body><h1>{_text(title)}</h1>"
+        f"<p>Classes: {_text(', '.join(run.class_names))}"
+        f" · created {_text(meta.get('created'))}"
+        f" · torch {_text(versions.get('torch'))}</p>{threshold}"
         f"<h2>Metrics</h2>{_metrics_html(metrics, extra)}{images}"
         f"<h2>Settings</h2>{_settings_html(meta)}</body></html>\n"
     )

@@ -26,7 +26,7 @@ from .checkpoints import (
 )
 from .config import TrainConfig
 from .data import Data, load_data
-from .devices import resolve_device
+from .devices import cpu_threads, resolve_device, threads_for
 from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
 from .exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
 from .training import Training, TrainResult, build, finish
@@ -150,17 +150,32 @@ def _join(config: TrainConfig, timeout: float) -> tuple[TrainConfig, DistContext
     return config, dist
 
 
+def _restore(training: Training, state: tuple, out: Path) -> None:
+    """Continue from the checkpoint in `out`; a checkpoint that does not fit is one clear error."""
+    try:
+        training.engine.load_state_dict(*state)
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{out}: the checkpoint does not fit this run ({first_line[:300]})") from None
+
+
 def _run(training: Training, checkpointer: Checkpointer) -> None:
     """engine.run(); on divergence keep the last good state, on a stop request a checkpoint."""
     engine, out = training.engine, checkpointer.out
     checkpointer.last_good = engine.state_dict()  # the start, until an evaluation passes
+    rows = len(training.data.train) if engine.full_batch else training.config.batch_size
+    threads = threads_for(rows, engine.model.n_features, engine.parameters[0].device)
     try:
-        engine.run()
+        with cpu_threads(threads):
+            engine.run()
     except DivergenceError as error:
         if out is not None and checkpointer.last_good is not None:
             checkpointer.write(engine, checkpointer.last_good)
             iteration = checkpointer.last_good[1]["iteration"]
-            error.args = (f"{error}; kept the last good checkpoint (iteration {iteration}) in {out}",)
+            error.args = (
+                f"{error} and train again in a new --out (--resume would repeat these settings); kept the "
+                f"last good checkpoint (iteration {iteration}) in {out}",
+            )
         raise
     if engine.stop_reason == "interrupted":
         checkpointer.write(engine)
@@ -214,7 +229,7 @@ def train(
         training = build(config, data, dist=dist, verbose=verbose, progress=progress, callbacks=callbacks)
         training.engine.should_stop = should_stop
         if state is not None:
-            training.engine.load_state_dict(*state)
+            _restore(training, state, out)
         if announce is not None and main_rank:
             announce(describe(training))
         _run(training, checkpointer)

@@ -94,6 +94,16 @@ def _option_name(raw: str) -> str:
     return name
 
 
+def check_out(out: Path) -> None:
+    """The sweep folder: never a training run's folder, and writable before the first run starts."""
+    from .checkpoints import is_run_folder
+    from .runs import check_writable
+
+    if is_run_folder(out):
+        raise ConfigError(f"{out} holds a training run; choose another --out for the sweep")
+    check_writable(out)
+
+
 def parse_grid(options: Iterable[str], file: str | Path | None = None) -> Grid:
     """A Grid from `--grid name=v1,v2` options and/or a TOML file with a [grid] table."""
     axes: dict[str, tuple] = {}
@@ -115,6 +125,8 @@ def parse_grid(options: Iterable[str], file: str | Path | None = None) -> Grid:
         if not sep or not values.strip():
             raise ConfigError(f"--grid {option!r}: expected NAME=VALUE[,VALUE...], e.g. lr=0.01,0.1")
         name = _option_name(raw)
+        if name in axes:
+            raise ConfigError(f"--grid {name} is given twice (here or in --grid-file); give its values once")
         axes[name] = tuple(parse_value(name, v) for v in values.split(","))
     if not axes:
         raise ConfigError("give at least one --grid NAME=VALUES (or --grid-file)")

@@ -132,6 +132,8 @@ def _check_fits(config: TrainConfig, data: Data) -> None:
         raise ConfigError(
             f"batch_size must be at most the {len(data.train)} training samples, got {config.batch_size}"
         )
+    if config.threshold != 0.5 and not data.binary:
+        raise ConfigError(f"threshold applies to binary tasks; {config.dataset} has {data.n_classes} classes")
     expected = 2 if config.positive is not None else len(config.classes or ()) or None
     if expected is not None and data.n_classes != expected:
         raise ConfigError(
