@@ -157,3 +157,18 @@ def test_predict_honours_the_runs_image_size(tmp_path, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 4 and all(line["label"] in data.class_names for line in lines)
     assert [line["label"] for line in lines[1:]] == [data.class_names[int(c)] for c in data.test.labels[:3]]
+
+
+def test_train_logs_for_tensorboard_and_export_writes_onnx(tmp_path, data_root, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, logs = tmp_path / "run", tmp_path / "tb"
+    args = ["--data-root", str(data_root), "--train-size", "2000", "--epochs", "2", "--device", "cpu"]
+    assert main(["train", *args, "--quiet", "--out", str(run), "--tensorboard", str(logs)]) == 0
+    events = EventAccumulator(str(logs)).Reload()
+    assert [e.step for e in events.Scalars("val/accuracy")] == [16, 32]  # ceil(2000 / 128) per epoch
+    assert len(events.Images("weights/7")) == 1
+    assert main(["export", str(run), "--out", str(tmp_path / "model.onnx")]) == 0
+    assert (tmp_path / "model.onnx").stat().st_size > 0
+    assert main(["export", str(run), "--out", str(tmp_path / "model.onnx")]) == 1  # no silent overwrite
+    assert "already exists" in capsys.readouterr().err

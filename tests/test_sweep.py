@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from torchlogreg import ConfigError, TrainConfig
+from torchlogreg import ConfigError, TrainConfig, preset
 from torchlogreg.cli import main
 from torchlogreg.sweep import Grid, parse_grid, parse_value, read_results, run_sweep, summarize
 
@@ -174,3 +174,17 @@ def test_cli_sweep_writes_results_summary_plots_and_retrains(tmp_path, data_root
 def test_cli_sweep_rejects_a_bad_grid(capsys):
     assert main(["sweep", "--grid", "lr=fast"]) == 2
     assert "--grid lr: 'fast' is not a valid float" in capsys.readouterr().err
+
+
+def test_sweep_logs_each_run_for_tensorboards_hparams_table(tmp_path, data_root):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    base = preset("default", data_root=str(data_root), device="cpu", train_size=500, val_size=500, epochs=1)
+    grid = parse_grid(["lr=0.1,0.5"])
+    run_sweep(base, grid, 1, tmp_path / "sweep", progress=False, tensorboard=tmp_path / "tb")
+    runs = sorted((tmp_path / "tb").iterdir())
+    assert len(runs) == 2
+    for folder in runs:
+        events = EventAccumulator(str(folder)).Reload()
+        assert events.PluginTagToContent("hparams")  # TensorBoard's HParams plugin data
+        assert events.Scalars("val/accuracy")  # the run's curve beside its hparams row

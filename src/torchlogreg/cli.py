@@ -189,6 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         command=command_line(),
         dist_timeout=args.dist_timeout,
         announce=None if args.quiet else print,
+        tensorboard=args.tensorboard,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
@@ -269,7 +270,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     runs = len(grid.combinations()) * args.seeds
     if not args.quiet:
         print(f"sweeping {', '.join(grid.axes)}: {runs} runs into {out}")
-    rows = sweep.run_sweep(base, grid, args.seeds, out, progress=False if args.quiet else None)
+    progress = False if args.quiet else None
+    rows = sweep.run_sweep(base, grid, args.seeds, out, progress, tensorboard=args.tensorboard)
     summary = sweep.summarize(rows, grid)
     sweep.write_outputs(summary, grid, args.seeds, out, args.hue.replace("-", "_") if args.hue else None)
     seconds = sum(float(row["train_seconds"]) for row in rows)
@@ -360,6 +362,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    path = export_onnx(args.run_dir, args.out, overwrite=args.overwrite)
+    print(
+        printable(
+            f"wrote {path}: input 'images' (N x H x W float32 in [0, 1]), outputs 'probabilities', 'label'"
+        )
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import demos
 
@@ -402,6 +416,11 @@ def _train_parser(commands) -> None:
         help="also write a resumable checkpoint every N iterations (default: only on interrupt)",
     )
     out.add_argument("--quiet", action="store_true", help="no progress bar and no periodic lines")
+    out.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also log the curves and weight templates for TensorBoard into DIR (torchlogreg[tensorboard])",
+    )
     out.add_argument(
         "--report", action="store_true", help="also write the figures and report.html (see 'report')"
     )
@@ -471,6 +490,11 @@ def _sweep_parser(commands) -> None:
     )
     grid.add_argument("--out", metavar="DIR", help="sweep folder (default: sweeps/<timestamp>)")
     grid.add_argument("--quiet", action="store_true", help="no progress bar")
+    grid.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="log each run's curves and hyperparameters for TensorBoard into DIR",
+    )
     sweep.set_defaults(handler=cmd_sweep)
 
 
@@ -565,6 +589,22 @@ def _data_parser(commands) -> None:
     convert.set_defaults(handler=cmd_data_convert)
 
 
+def _export_parser(commands) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write the model as ONNX, for ONNX Runtime (needs torchlogreg[export])",
+        description="Writes an ONNX model: input 'images' (N x H x W float32 in [0, 1]; divide uint8 by "
+        "255), outputs 'probabilities' and 'label' (the run's threshold for binary runs), with the class "
+        "names, input shape and the run's weights SHA-256 as metadata. Checked against ONNX Runtime before "
+        "writing.",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="the format (default: onnx)")
+    export.add_argument("--out", required=True, metavar="FILE", help="the file to write, e.g. model.onnx")
+    export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    export.set_defaults(handler=cmd_export)
+
+
 def _demo_parser(commands) -> None:
     demo = commands.add_parser(
         "demo",
@@ -604,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(commands)
     _report_parser(commands)
     _data_parser(commands)
+    _export_parser(commands)
     _demo_parser(commands)
     return parser
 

@@ -203,6 +203,7 @@ def train(
     command: list[str] | None = None,
     dist_timeout: float = 60.0,
     announce=None,
+    tensorboard: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train as `config` says (on `data`, else loaded), and with `out` save the run there.
 
@@ -210,6 +211,7 @@ def train(
     the device and data root). checkpoint_every=N also checkpoints every N steps; a stop request
     (`should_stop()` true, or SIGINT/SIGTERM with handle_signals) checkpoints and raises Interrupted.
     `announce` (e.g. print) gets a line describing the run before it starts, on rank 0.
+    `tensorboard` (a folder) logs the curves and the weight templates there, on rank 0.
     """
     config, state = _settings(config, out, resume, checkpoint_every)
     config, dist = _join(config, dist_timeout)
@@ -225,21 +227,35 @@ def train(
         data = data if data is not None else load_data(config)
         checkpointer = Checkpointer(out, checkpoint_every, main_rank, config)
         verbose = verbose and main_rank
-        callbacks = [checkpointer]
+        logger = _tensorboard_logger(tensorboard, data) if main_rank else None
+        callbacks = [checkpointer] + ([logger] if logger else [])
         training = build(config, data, dist=dist, verbose=verbose, progress=progress, callbacks=callbacks)
         training.engine.should_stop = should_stop
         if state is not None:
             _restore(training, state, out)
         if announce is not None and main_rank:
             announce(describe(training))
-        _run(training, checkpointer)
-        result = finish(training)
+        try:
+            _run(training, checkpointer)
+            result = finish(training)
+        finally:
+            if logger is not None:
+                logger.close(training.engine.model, data.image_shape)
         if out is not None and main_rank:
             save_run(result, out, overwrite=True, command=command)  # the folder was checked before
             remove_training_state(out)
         return result
     finally:
         shutdown(dist)
+
+
+def _tensorboard_logger(folder, data: Data):
+    """The TensorBoard callback for `folder` (None when off: nothing of tensorboard is imported)."""
+    if folder is None:
+        return None
+    from .tensorboard import TensorBoardLogger
+
+    return TensorBoardLogger(folder, image_shape=data.image_shape, class_names=data.class_names)
 
 
 def _settings(

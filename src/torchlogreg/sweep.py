@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -157,9 +158,15 @@ def _csv_value(value) -> str:
 
 
 def run_sweep(
-    base: TrainConfig, grid: Grid, seeds: int, out: Path, progress: bool | None = None
+    base: TrainConfig,
+    grid: Grid,
+    seeds: int,
+    out: Path,
+    progress: bool | None = None,
+    tensorboard: str | Path | None = None,
 ) -> list[dict]:
-    """Train every combination x seed not already in out/results.csv; return all rows."""
+    """Train every combination x seed not already in out/results.csv; return all rows. With
+    `tensorboard`, each run logs its curves and hyperparameters into a subfolder of it."""
     from tqdm import tqdm
 
     from .data import load_data, load_splits, prepare
@@ -188,8 +195,14 @@ def run_sweep(
     )
     for config in todo:
         data = prepare(config, *splits) if in_memory else load_data(config)
-        result = train(config, data, verbose=False)
+        key = _row_key(config)
+        log_dir = (
+            None if tensorboard is None else Path(tensorboard) / hashlib.sha1(key.encode()).hexdigest()[:12]
+        )
+        result = train(config, data, verbose=False, tensorboard=log_dir)
         metrics = result.metrics
+        if log_dir is not None:
+            _log_hparams(log_dir, grid, config, metrics)
         row = {"key": _row_key(config), **{k: _csv_value(v) for k, v in config.to_dict().items()}}
         row.update(
             val_accuracy=metrics["val"]["accuracy"] if "val" in metrics else "",
@@ -206,6 +219,19 @@ def run_sweep(
     bar.close()
     wanted = {_row_key(config) for config in configs}
     return [row for row in rows if row["key"] in wanted]
+
+
+def _log_hparams(log_dir: Path, grid: Grid, config: TrainConfig, metrics: dict) -> None:
+    """One run's swept options and final metrics in TensorBoard's HParams table."""
+    from .tensorboard import log_sweep_run
+
+    options = {name: getattr(config, name) for name in grid.axes} | {"seed": config.seed}
+    finals = {
+        f"{split}_accuracy": metrics[split]["accuracy"]
+        for split in ("train", "val", "test")
+        if split in metrics
+    }
+    log_sweep_run(log_dir, options, finals | {"train_loss": metrics["train"]["loss"]})
 
 
 def _number(text: str) -> float:
