@@ -11,3 +11,9 @@ def test_readme_estimator_example_runs(capsys):
     example = next(block for block in blocks if "GridSearchCV" in block)
     exec(compile(example, "README.md", "exec"), {})
     assert "torchlogisticregression__C" in capsys.readouterr().out
+
+
+def test_readme_plain_pytorch_lines_are_the_tested_ones():
+    from test_export import PLAIN_PYTORCH
+
+    assert f"```python\n{PLAIN_PYTORCH}```" in README.read_text()
