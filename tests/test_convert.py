@@ -284,3 +284,89 @@ def test_a_symlink_loop_in_an_image_folder_is_refused(tmp_path):
     (tmp_path / "photos" / "train" / "a" / "loop").symlink_to(tmp_path / "photos" / "train")
     with pytest.raises(DataError, match="same image as .*symlink loop"):
         convert(tmp_path / "out", folder=tmp_path / "photos")
+
+
+# --- generated damage: meta.json of dataset folders, CSV rows -------------------------------------
+import contextlib
+import shutil  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from torchlogreg import TorchLogRegError, TrainConfig  # noqa: E402
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    images, labels = _synthetic(40)
+    folder = tmp_path_factory.mktemp("ds") / "data"
+    np.savez(
+        folder.parent / "a.npz",
+        train_images=images,
+        train_labels=labels,
+        test_images=images[:10],
+        test_labels=labels[:10],
+    )
+    return convert(folder, npz=folder.parent / "a.npz")["out"]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(["format", "class_names", "image_shape", "splits"]),
+        JSON_VALUES,
+        min_size=1,
+        max_size=2,
+    )
+)
+def test_damaged_meta_json_is_one_clear_error(small_dataset, tmp_path_factory, memory_cap, changes):
+    folder = tmp_path_factory.mktemp("meta") / "data"
+    shutil.copytree(small_dataset, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta.update(changes)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with contextlib.suppress(TorchLogRegError):
+        load_data(TrainConfig(dataset=str(folder), val_size=10, device="cpu"))
+
+
+@pytest.mark.parametrize(
+    "labels,fragment",
+    [
+        (np.full(40, 10**9), r"labels must lie in 0\.\.2"),
+        (np.zeros(39, np.int64), "expected 40 integer labels"),
+    ],
+)
+def test_damaged_labels_on_disk(small_dataset, tmp_path, labels, fragment):
+    folder = tmp_path / "data"
+    shutil.copytree(small_dataset, folder)
+    np.save(folder / "train-labels.npy", labels)
+    with pytest.raises(DataError, match=fragment):
+        load_data(TrainConfig(dataset=str(folder), val_size=10, device="cpu"))
+
+
+CELLS = st.one_of(
+    st.integers(-300, 300).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=6),
+    st.just(""),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.lists(CELLS, min_size=0, max_size=20), min_size=1, max_size=8), header=st.booleans())
+def test_generated_csv_rows_convert_or_fail_cleanly(tmp_path_factory, memory_cap, rows, header):
+    folder = tmp_path_factory.mktemp("csv")
+    lines = ([",".join(["label", *[f"pixel{i}" for i in range(16)]])] if header else []) + [
+        ",".join(r) for r in rows
+    ]
+    (folder / "train.csv").write_text("\n".join(lines) + "\n")
+    try:
+        convert(folder / "out", csv=(folder / "train.csv", folder / "train.csv"))
+    except TorchLogRegError:
+        assert not (folder / "out").exists()  # a failed conversion leaves nothing behind
