@@ -2,14 +2,18 @@
 chunks, with and without a header, 0..255 or 0..1 pixels) and train/test image folders; what is
 refused, and that a failed conversion leaves the output as it was."""
 
+import contextlib
 import gzip
 import json
+import shutil
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from torchlogreg import ConfigError, DataError, preset, train
+from torchlogreg import ConfigError, DataError, TorchLogRegError, TrainConfig, preset, train
 from torchlogreg.cli import main
 from torchlogreg.convert import convert
 from torchlogreg.data import load_data
@@ -287,13 +291,8 @@ def test_a_symlink_loop_in_an_image_folder_is_refused(tmp_path):
 
 
 # --- generated damage: meta.json of dataset folders, CSV rows -------------------------------------
-import contextlib
-import shutil  # noqa: E402
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
-from torchlogreg import TorchLogRegError, TrainConfig  # noqa: E402
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=10),
