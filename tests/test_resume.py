@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from torchlogreg import DivergenceError, Interrupted, train
+from torchlogreg import CheckpointError, DivergenceError, Interrupted, train
 from torchlogreg.checkpoints import has_training_state, load_training_state
 
 
@@ -109,3 +109,25 @@ def test_resume_refuses_other_settings(tmp_path, tiny_data):
         text=True,
     )
     assert done.returncode == 2 and "--resume continues with the run's own settings; drop --lr" in done.stderr
+
+
+@pytest.mark.parametrize("iteration", [-5, 10**15, "7", None])
+def test_a_checkpoint_with_an_impossible_iteration_is_refused(tiny_data, tiny_config, tmp_path, iteration):
+    steps = itertools.count(1)
+    with pytest.raises(Interrupted):
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 5)
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    meta["iteration"] = iteration
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="iteration .* out of range"):
+        train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+
+
+def test_a_truncated_checkpoint_names_the_checkpoint(tiny_data, tiny_config, tmp_path):
+    steps = itertools.count(1)
+    with pytest.raises(Interrupted):
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 5)
+    weights = tmp_path / "checkpoint.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="recorded in checkpoint.json"):
+        train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
