@@ -194,7 +194,7 @@ def test_not_fitted_error_says_what_to_call(digits):
 @pytest.mark.parametrize(
     "params,fragment",
     [
-        ({"C": -1}, "The 'C' parameter of TorchLogisticRegression must be a float in the range (0.0, inf)"),
+        ({"C": -1}, "The 'C' parameter of TorchLogisticRegression must be a float in the range (0.0, inf]"),
         ({"solver": "newton"}, "The 'solver' parameter of TorchLogisticRegression must be a str among"),
         ({"penalty": "elasticnet"}, "penalty='elasticnet' needs l1_ratio"),
         ({"penalty": "l1"}, "penalty='l1' is not supported by solver='lbfgs'"),
@@ -231,3 +231,33 @@ def test_warm_start_continues(digits):
 def test_make_classification_binary():
     X, y = make_classification(n_samples=400, n_features=20, random_state=0)
     assert TorchLogisticRegression().fit(X, y).score(X, y) > 0.85
+
+
+# --- LogisticRegression's contract: the parts a user touches ---------------------------------------
+def test_coef_and_intercept_are_writable_and_used_by_prediction(digits):
+    X, y = digits
+    model = TorchLogisticRegression(max_iter=30).fit(X, y)
+    model.coef_[:] = 0
+    model.intercept_[:] = 0
+    model.intercept_[3] = 1.0
+    assert (model.predict(X) == 3).all()
+    model.sparsify()
+    assert sp.issparse(model.coef_) and (model.predict(X) == 3).all()
+    assert isinstance(model.densify().coef_, np.ndarray)
+
+
+def test_coef_has_the_inputs_float_dtype(digits):
+    X, y = digits
+    assert TorchLogisticRegression(max_iter=5).fit(X.astype(np.float32), y).coef_.dtype == np.float32
+    assert TorchLogisticRegression(max_iter=5).fit(X, y).coef_.dtype == np.float64
+
+
+def test_logistic_regressions_other_parameters_are_accepted(digits):
+    X, y = digits
+    model = TorchLogisticRegression(C=np.inf, max_iter=20, n_jobs=2, dual=False, intercept_scaling=2.0)
+    assert model.fit(X[:200], y[:200]).score(X[:200], y[:200]) > 0.9
+    with pytest.warns(ConvergenceWarning, match="failed to converge"):
+        untrained = TorchLogisticRegression(max_iter=0).fit(X, y)
+    assert untrained.n_iter_[0] == 0 and not untrained.coef_.any()
+    with pytest.warns(UserWarning, match="penalty=None will ignore the C"):
+        TorchLogisticRegression(penalty=None, C=0.1, max_iter=5).fit(X, y)

@@ -1,9 +1,12 @@
 """Prediction inputs: MNIST-style preprocessing of pictures (checked on real test digits made to
 look like photos) and the reading of image and array files, with their errors."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
+from corpus.hostile import npy_with_header, npz_bomb
 from PIL import Image, ImageFilter
 
 from torchlogreg import InputError
@@ -142,3 +145,215 @@ def test_arrays_of_another_shape_are_refused(tmp_path, layout, image_shape, foun
     with pytest.raises(InputError, match=rf"array of shape {found} does not hold {expected} images") as error:
         load_inputs([path], image_shape=image_shape)
     assert str(error.value).startswith(str(path))
+
+
+# --- pictures with no digit, turned by EXIF, or of wide pixels -------------------------------------
+
+
+def _ramp(size: int, kind: str) -> np.ndarray:
+    x = np.linspace(0, 1, size, dtype=np.float32)
+    rows, cols = np.indices((size, size)) / size
+    return {
+        "horizontal": np.tile(x, (size, 1)),
+        "vertical": np.tile(x[:, None], (1, size)),
+        "diagonal": (x[:, None] + x[None, :]) / 2,
+        "radial": np.clip(1 - np.hypot(rows - 0.5, cols - 0.5), 0, 1),
+        "vignette": 0.9 - 0.4 * np.hypot(rows - 0.5, cols - 0.5) ** 2,
+        "lit page": np.clip(0.8 + 0.15 * cols + np.random.default_rng(0).normal(0, 0.02, (size, size)), 0, 1),
+    }[kind].astype(np.float32)
+
+
+@pytest.mark.parametrize("size", [28, 64, 280, 1000])
+@pytest.mark.parametrize("kind", ["horizontal", "vertical", "diagonal", "radial", "vignette", "lit page"])
+def test_a_page_without_ink_is_no_digit(size, kind):
+    # a blank gradient used to be called "3 (0.925)": smooth light is not ink
+    with pytest.raises(InputError, match="no digit found"):
+        mnist_style(_ramp(size, kind))
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("size", [(28, 28), (64, 48), (300, 400)])
+def test_random_noise_is_no_digit(seed, size):
+    # uniform noise used to leave no ink after thresholding and divide by zero
+    noise = np.random.default_rng(seed).random(size).astype(np.float32)
+    with pytest.raises(InputError, match="no digit found"):
+        mnist_style(noise)
+
+
+@pytest.mark.parametrize(
+    "gray,fragment",
+    [
+        (np.ones(5, np.float32), "2-D"),
+        (np.ones((0, 5), np.float32), "non-empty"),
+        (np.full((9, 9), np.nan, np.float32), "NaN"),
+        (np.full((9, 9), 255, np.float32), r"\[0, 1\]"),
+    ],
+)
+def test_mnist_style_refuses_what_is_not_a_picture(gray, fragment):
+    with pytest.raises(InputError, match=fragment):
+        mnist_style(gray)
+
+
+def _upright_seven(mnist_splits) -> Image.Image:
+    return Image.fromarray(255 - mnist_splits[1].images[0].numpy()).resize((112, 112))  # a 7, dark on white
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF", "WEBP", "MPO"])
+@pytest.mark.parametrize("orientation,turn", [(3, 180), (6, 90), (8, -90)])
+def test_exif_orientation_is_applied(default_result, mnist_splits, tmp_path, fmt, orientation, turn):
+    # a phone stores the sensor's pixels and an EXIF tag saying how to turn them upright
+    stored = _upright_seven(mnist_splits).convert("RGB").rotate(turn, expand=True)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"phone.{fmt.lower()}"
+    extra = {"save_all": True, "append_images": [stored.resize((28, 28))]} if fmt == "MPO" else {}
+    stored.save(path, format=fmt, exif=exif, **extra)  # an MPO: the photo plus a thumbnail frame
+    images, _ = load_inputs([path.rename(path.with_suffix(".jpg")) if fmt == "MPO" else path])
+    assert default_result.model.predict(images).item() == 7
+
+
+@pytest.mark.parametrize(
+    "mode,white",
+    [("I", 255), ("I", 65535), ("I", 2**31 - 1), ("F", 1.0), ("F", 255.0), ("F", 65535.0), ("I;16", 65535)],
+)
+def test_wide_pixels_are_scaled_by_their_depth(default_result, mnist_splits, tmp_path, mode, white):
+    # a 32-bit TIFF used to be divided by 65535 and clipped: all white, "no digit found"
+    values = np.asarray(_upright_seven(mnist_splits), np.float64) / 255 * white
+    dtype = {"I": np.int32, "F": np.float32, "I;16": np.uint16}[mode]
+    image = Image.fromarray(values.astype(dtype))
+    assert image.mode == mode
+    path = tmp_path / "wide.tif"
+    image.save(path)
+    gray = read_image(path)
+    assert gray.max() > 0.99 and gray.min() < 0.01
+    images, _ = load_inputs([path])
+    assert default_result.model.predict(images).item() == 7
+
+
+# --- arrays: headers are checked before data is read ---------------------------------------------
+
+
+def _allocated_while(function) -> tuple[int, str]:
+    """Peak bytes Python and NumPy allocated while `function` ran, and the InputError it raised."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError) as error:
+            function()
+        return tracemalloc.get_traced_memory()[1], str(error.value)
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "shape,descr,fragment",
+    [
+        (
+            (100_000_000, 784),
+            "|u1",
+            r"shape \(100000000, 784\) \(uint8\) would decode to 73 GiB, over the limit",
+        ),
+        ((2**40, 28, 28), "<f8", "over the limit"),
+        ((), "<f8", r"a single value \(a 0-d array\) does not hold 28x28 images"),
+        ((-5, 784), "|u1", "negative size"),
+        ((3, 784), "|O", "without pickles"),
+        ((3, 784), "<c8", "must hold numbers"),
+        ((3, 784), "<M8[s]", "must hold numbers"),
+        ((3, 784), [("a", "<f4")], "must hold numbers"),
+        ((3, 784), "|u1", r"truncated \(its header promises 2352 bytes of data, found 0\)"),
+    ],
+)
+def test_npy_headers_are_checked_before_reading(tmp_path, shape, descr, fragment):
+    path = tmp_path / "hostile.npy"
+    path.write_bytes(npy_with_header(shape, descr))
+    peak, message = _allocated_while(lambda: load_inputs([path]))
+    assert re.search(fragment, message) and message.startswith(str(path)) and "\n" not in message
+    assert peak < 1_000_000  # refused from the header: nothing of the declared size was allocated
+
+
+def test_npz_bomb_is_refused_from_its_headers(tmp_path):
+    path = tmp_path / "bomb.npz"
+    npz_bomb(path, 350_000)  # 274 MB decoded, 1.2 MB on disk
+    assert path.stat().st_size < 1_500_000
+    peak, message = _allocated_while(lambda: load_inputs([path]))
+    assert "its arrays would decode to 262 MiB, over the limit of 256 MiB for one file" in message
+    assert peak < 2_000_000
+
+
+def test_max_bytes_counts_every_member_of_an_npz(tmp_path):
+    path = tmp_path / "a.npz"
+    np.savez_compressed(path, images=np.zeros((10, 28, 28), np.uint8), extra=np.zeros(100_000, np.uint8))
+    assert read_array(path, max_bytes=200_000).shape == (10, 784)
+    with pytest.raises(InputError, match="its arrays would decode to 105 KiB, over the limit of 97.7 KiB"):
+        read_array(path, max_bytes=100_000)
+
+
+@pytest.mark.parametrize(
+    "members,fragment",
+    [
+        ({f"a{i}": np.zeros(1) for i in range(33)}, "holds 33 arrays; a .npz may hold 1 to 32"),
+        ({"images": np.zeros((2, 784), np.uint8), "meta": np.array([{}], dtype=object)}, "without pickles"),
+        ({"images": np.zeros((2, 28, 28), np.uint8), "labels": np.arange(2)}, None),
+        ({"a": np.zeros((2, 784)), "b": np.zeros((2, 784))}, "name the images 'images'"),
+        ({"images": np.array(3.0)}, r"a single value \(a 0-d array\)"),
+    ],
+)
+def test_npz_members(tmp_path, members, fragment):
+    path = tmp_path / "a.npz"
+    np.savez(path, **members)
+    if fragment is None:
+        assert read_array(path).shape == (2, 784)
+        return
+    with pytest.raises(InputError, match=fragment) as error:
+        read_array(path)
+    assert str(error.value).startswith(str(path))
+
+
+def _zip(path, entries, compression=None, comment=b"") -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression or zipfile.ZIP_STORED) as archive:
+        archive.comment = comment
+        for name, data in entries:
+            archive.writestr(name, data)
+
+
+def test_damaged_npz_files_are_refused(tmp_path):
+    import zipfile
+
+    npy = npy_with_header((1, 784), data=bytes(784))
+    cases = {
+        "no_npy_inside.npz": ([("readme.txt", b"hello")], None, "not a readable NumPy file"),
+        "bzip2.npz": ([("images.npy", npy)], zipfile.ZIP_BZIP2, "a .npz uses stored or deflate"),
+        "truncated_member.npz": ([("images.npy", npy[:-100])], None, "truncated"),
+        "empty.npz": ([], None, "holds 0 arrays"),
+        "many_entries.npz": ([(f"{i}.npy", b"") for i in range(5000)], None, "zip directory is too large"),
+    }
+    for name, (entries, compression, fragment) in cases.items():
+        _zip(tmp_path / name, entries, compression)
+        with pytest.raises(InputError, match=fragment):
+            read_array(tmp_path / name)
+    _zip(tmp_path / "good.npz", [("images.npy", npy)], comment=b"PK" * 100)
+    assert read_array(tmp_path / "good.npz").shape == (1, 784)
+    whole = (tmp_path / "good.npz").read_bytes()
+    for cut in (10, len(whole) // 2, len(whole) - 250):  # the comment is 200 bytes
+        (tmp_path / "cut.npz").write_bytes(whole[:cut])
+        with pytest.raises(InputError, match="not a readable NumPy file"):
+            read_array(tmp_path / "cut.npz")
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.asfortranarray(np.random.default_rng(0).random((3, 28, 28))),
+        np.full((2, 784), 7, ">i4"),
+        np.ones((1, 28, 28), bool),
+        np.full((28, 28), 0.5, np.float16),
+    ],
+)
+def test_unusual_but_valid_arrays_are_read(tmp_path, array):
+    np.save(tmp_path / "a.npy", array)
+    rows = read_array(tmp_path / "a.npy")
+    expected = array.astype(np.float64) / (255 if array.dtype.kind == "i" else 1)
+    np.testing.assert_allclose(rows, expected.reshape(-1, 784), rtol=1e-3)

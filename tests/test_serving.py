@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import CHROMIUM_FLAGS
+from corpus.hostile import memory_cap, npy_with_header, npz_bomb
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -43,8 +44,31 @@ def _npy(array: np.ndarray) -> bytes:
 def test_health_and_model(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     info = client.get("/api/model").json()
-    assert info["meta"]["dataset"] == "mnist" and info["metrics"]["test"]["accuracy"] > 0.92
-    assert info["input_shape"] == [28, 28]
+    assert info["dataset"] == "mnist" and info["metrics"]["test"]["accuracy"] > 0.92
+    assert info["input_shape"] == [28, 28] and info["class_names"] == list("0123456789")
+    assert info["binary"] is False and info["threshold"] is None
+    assert "20x20" in info["preprocessing"] and info["limits"]["upload_bytes"] == 200_000
+
+
+def test_model_info_leaks_no_paths_or_versions(client, default_run):
+    # only what a client needs: no data_root, run folder, command line or exact library versions
+    import platform
+
+    import torch
+
+    text = client.get("/api/model").text
+    for secret in (str(default_run), str(Path.home()), "data_root", "command", torch.__version__):
+        assert secret not in text
+    assert "versions" not in text and platform.python_version() not in text
+    assert client.get("/openapi.json").json()["info"]["version"] == "1"
+
+
+def test_head_and_unknown_routes(client):
+    for path in ("/", "/healthz"):
+        assert client.head(path).status_code == 200
+    assert client.get("/nowhere").json() == {"error": "Not Found"}
+    response = client.get("/api/predict")
+    assert response.status_code == 405 and response.json() == {"error": "Method Not Allowed"}
 
 
 def test_page_and_assets_are_served_locally(client):
@@ -108,7 +132,7 @@ def test_predicts_arrays_sent_as_json(client, mnist_splits, default_result):
             "NaN",
         ),
         ({"json": {"other": 1}}, 422, '"pixels"'),
-        ({"json": {"pixels": "abc"}}, 422, "must hold numbers"),
+        ({"json": {"pixels": "abc"}}, 422, "array of numbers"),
         ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "multipart"),
     ],
 )
@@ -117,6 +141,156 @@ def test_errors_are_json_4xx(client, kwargs, status, fragment):
     assert response.status_code == status
     body = response.json()
     assert fragment in body["error"] and "Traceback" not in json.dumps(body)
+
+
+def _npz(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _json(text: bytes) -> dict:
+    return {"content": text, "headers": {"content-type": "application/json"}}
+
+
+def _file(name: str, data: bytes) -> dict:
+    return {"files": {"file": (name, data, "application/octet-stream")}}
+
+
+NOISE = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+GRADIENT = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (64, 1))
+
+# Each gets a 422 JSON naming the problem; most used to get a plain-text 500 (a number or booleans for
+# pixels, a noise PNG, an object .npz, a 0-d or huge-shape .npy) or a wrong answer (booleans, a gradient).
+HOSTILE = {
+    "a number for pixels": ({"json": {"pixels": 5}}, '"pixels" must be a 28x28 (or 784) array'),
+    "booleans for pixels": ({"json": {"pixels": [True] * 784}}, "true/false"),
+    "nulls for pixels": ({"json": {"pixels": [None] * 784}}, "true/false, null"),
+    "mixed numbers and lists": ({"json": {"pixels": [[0] * 28] * 27 + [0]}}, "as JSON lists"),
+    "ragged rows": ({"json": {"pixels": [[0] * 28] * 27 + [[0] * 27]}}, "rows differ in length"),
+    "4 levels of lists": ({"json": {"pixels": [[[[0] * 28] * 28]]}}, "as JSON lists"),
+    "huge integers": ({"json": {"pixels": [10**30] * 784}}, "far out of range"),
+    "an integer of 5000 digits": (_json(b'{"pixels": [' + b"9" * 5000 + b"]}"), "not valid JSON"),
+    "5k-deep JSON": (_json(b'{"pixels": ' + b"[" * 5000 + b"]" * 5000 + b"}"), "nests too deeply"),
+    "5k-deep objects": (_json(b'{"a": ' * 5000 + b"1" + b"}" * 5000), "nests too deeply"),
+    "a JSON list": ({"json": [0] * 784}, 'needs "pixels"'),
+    "two images": ({"json": {"pixels": [[0] * 784] * 2}}, "one image at a time, got 2"),
+    "a noise PNG": (_file("noise.png", _png(NOISE)), "noise.png: no digit found"),
+    "a blank gradient": (_file("gradient.png", _png(GRADIENT)), "gradient.png: no digit found"),
+    "an object .npz": (_file("o.npz", _npz(images=np.array([{}], dtype=object))), "without pickles"),
+    "a 0-d .npy": (_file("z.npy", _npy(np.array(3.0))), "a single value (a 0-d array)"),
+    "a huge-shape .npy header": (
+        _file("h.npy", npy_with_header((100_000_000, 784))),
+        "h.npy: its array of shape (100000000, 784) (uint8) would decode to 73 GiB, over the limit of 8 MiB",
+    ),
+    "a truncated .npy": (_file("t.npy", _npy(np.zeros((1, 784), np.uint8))[:-10]), "truncated"),
+    "a .npz of two images": (_file("two.npz", _npz(images=np.zeros((2, 784), np.uint8))), "got 2"),
+    "a PNG named .npy": (_file("p.npy", _png(GRADIENT)), "not a readable NumPy file"),
+    "a filename with a path": (_file("../../etc/x.png", b"junk"), "x.png: not an image"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_hostile_inputs_are_json_422(client, case):
+    kwargs, fragment = HOSTILE[case]
+    response = client.post("/api/predict", **kwargs)
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]
+    assert fragment in message and "\n" not in message and "Traceback" not in message
+    assert "../" not in message
+
+
+def test_upload_names_in_messages_are_one_short_line(client):
+    long = client.post("/api/predict", **_file("n" * 500 + ".npy", b"junk")).json()["error"]
+    assert long.startswith("...nnn") and long.index(".npy: not a readable NumPy file") == 76  # 80 in all
+    body = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a\tb.png"\r\n\r\njunk\r\n--x--\r\n'
+    headers = {"content-type": "multipart/form-data; boundary=x"}
+    tabbed = client.post("/api/predict", content=body, headers=headers).json()["error"]
+    assert tabbed.startswith("a\\tb.png: not an image")
+
+
+def test_an_npz_bomb_is_refused_before_decoding(default_run):
+    # ~440 kB of deflated zeros, 100 MB decoded: under the 2 MB upload limit, over the 8 MiB decoded one
+    bomb = io.BytesIO()
+    npz_bomb(bomb, 130_000)
+    client = TestClient(create_app(default_run))
+    response = client.post("/api/predict", **_file("bomb.npz", bomb.getvalue()))
+    assert response.status_code == 422
+    assert "would decode to 97.2 MiB, over the limit of 8 MiB" in response.json()["error"]
+
+
+def test_malformed_multipart_is_json_422(client):
+    for headers, body in [
+        ({"content-type": "multipart/form-data"}, b"--x\r\n"),  # no boundary
+        ({"content-type": "multipart/form-data; boundary=x"}, b"--x\r\nContent-Disposition: bad\r\n\r\n"),
+    ]:
+        response = client.post("/api/predict", content=body, headers=headers)
+        assert response.status_code == 422 and "malformed multipart upload" in response.json()["error"]
+    two = {"file": ("a.png", b"x", "image/png"), "other": ("b.png", b"y", "image/png")}
+    response = client.post("/api/predict", files=two)
+    assert response.status_code == 422 and "malformed multipart upload" in response.json()["error"]
+
+
+def test_unexpected_errors_are_a_json_500_logged_here(default_run, monkeypatch, caplog):
+    import logging
+
+    from torchlogreg import serving
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("detail for the log only")
+
+    monkeypatch.setattr(serving, "explain", broken)
+    client = TestClient(create_app(default_run), raise_server_exceptions=False)
+    with caplog.at_level(logging.ERROR, logger="torchlogreg.serving"):
+        response = client.post("/api/predict", json={"pixels": [0] * 784})
+    assert response.status_code == 500 and response.json() == {"error": "internal error"}
+    assert "detail for the log only" in caplog.text and "Traceback" in caplog.text
+
+
+def _post_long_body(
+    app, content_type: str, total: int = 256 << 20, chunk: int = 64 << 10
+) -> tuple[dict, int]:
+    """Send `app` a chunked POST /api/predict of `total` bytes; (its reply, the bytes it read)."""
+    import anyio
+
+    read = 0
+    messages = []
+
+    async def receive():
+        nonlocal read
+        read += chunk
+        return {"type": "http.request", "body": bytes(chunk), "more_body": read < total}
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/predict",
+        "raw_path": b"/api/predict",
+        "query_string": b"",
+        "root_path": "",
+        "server": ("testserver", 80),
+        "client": ("testclient", 50000),
+        "headers": [(b"content-type", content_type.encode()), (b"transfer-encoding", b"chunked")],
+    }
+    anyio.run(app, scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return {"status": messages[0]["status"], "json": json.loads(body)}, read
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "multipart/form-data; boundary=x"])
+def test_a_chunked_body_is_cut_at_the_limit(default_run, content_type):
+    # no Content-Length to check up front: the body is counted as it arrives and cut at the limit
+    app = create_app(default_run, max_upload_bytes=200_000)
+    with memory_cap():  # a server that read it all would hold 256 MB (and once took 3.6 GB for 1.5)
+        reply, read = _post_long_body(app, content_type)
+    assert reply["status"] == 413 and "over the limit of 200000 bytes" in reply["json"]["error"]
+    assert read <= 200_000 + 64 * 1024
 
 
 def test_images_over_the_pixel_limit_are_refused(client):
@@ -202,7 +376,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(default_run):
+def served(default_run):
+    """The real server (uvicorn in a subprocess) on the default run: (its URL, its process)."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "torchlogreg", "serve", str(default_run), "--port", str(port)],
@@ -221,9 +396,51 @@ def server(default_run):
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 pytest.fail(f"server did not start: {process.stdout.read()}")
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}", process
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
+
+
+def _peak_rss(pid: int) -> int:
+    """The peak resident memory of process `pid` so far, in bytes (Linux)."""
+    status = Path(f"/proc/{pid}/status")
+    if not status.exists():
+        pytest.skip("needs /proc to read a process's peak memory")
+    line = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_the_real_server_cuts_a_chunked_body_at_the_limit(served):
+    # 1.5 GB sent chunked used to be read whole (3.6 GB peak) before the 413
+    import select
+
+    url, process = served
+    port = int(url.rsplit(":", 1)[1])
+    before = _peak_rss(process.pid)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"%x\r\n%s\r\n" % (1 << 20, b"[" * (1 << 20))
+        while sent < 300 << 20 and not select.select([sock], [], [], 0)[0]:
+            try:
+                sock.sendall(chunk)
+            except OSError:  # the server answered and closed its side
+                break
+            sent += 1 << 20
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert b'"error":"upload is over the limit of 2097152 bytes"' in reply
+    grown = _peak_rss(process.pid) - before
+    print(f"sent {sent >> 20} MiB before the reply; the server's peak memory grew {grown >> 20} MiB")
+    assert grown < 100 << 20
 
 
 def test_drawing_a_one_in_chromium(server, tmp_path):

@@ -104,6 +104,10 @@ class _EngineAdapter:
                 "smooth); use solver='sgd' or 'adam'."
             )
         resolve_device(self.est.device)  # raises ConfigError (a ValueError) naming the device
+        if self.est.penalty is None and (self.est.C != 1.0 or self.est.l1_ratio is not None):
+            warnings.warn(
+                "Setting penalty=None will ignore the C and l1_ratio parameters", UserWarning, stacklevel=4
+            )
 
     def sample_weights(self, X, y, classes, sample_weight) -> np.ndarray:
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
@@ -119,7 +123,7 @@ class _EngineAdapter:
         """(weight_decay, l1) such that mean loss + penalty matches scikit-learn's objective."""
         if self.est.penalty is None:
             return 0.0, 0.0
-        strength = 1.0 / (self.est.C * n_samples)
+        strength = 1.0 / (self.est.C * n_samples)  # C = inf: 0, no penalty
         l1_share = {"l2": 0.0, "l1": 1.0}.get(self.est.penalty, self.est.l1_ratio)
         return strength * (1.0 - l1_share), strength * l1_share
 
@@ -244,6 +248,23 @@ class _EngineAdapter:
         self._finish(engine, solver)
         return math.ceil(engine.epochs)
 
+    def publish(self) -> None:
+        """coef_ and intercept_ from the trained model, in the input's float dtype. They are plain
+        attributes: prediction reads them, so editing them (or sparsify()) changes predictions."""
+        dtype = getattr(self.est, "_coef_dtype", np.float64)
+        self.est.coef_ = self.est.model_.linear.weight.detach().cpu().numpy().astype(dtype)
+        self.est.intercept_ = self.est.model_.linear.bias.detach().cpu().numpy().astype(dtype)
+
+    def sync_model(self) -> None:
+        """The model's weights from coef_ and intercept_ (which a user may have edited)."""
+        if not hasattr(self.est, "coef_"):
+            return
+        coef = self.est.coef_.toarray() if hasattr(self.est.coef_, "toarray") else np.asarray(self.est.coef_)
+        with torch.no_grad():
+            self.est.model_.linear.weight.copy_(
+                torch.as_tensor(coef.reshape(self.est.model_.linear.weight.shape))
+            )
+            self.est.model_.linear.bias.copy_(torch.as_tensor(np.asarray(self.est.intercept_).reshape(-1)))
 
     def logits(self, X) -> torch.Tensor:
         """float64 logits of validated X, whatever `dtype` the model was trained in.
@@ -254,8 +275,9 @@ class _EngineAdapter:
         anything visible, and scikit-learn's subset-invariance check (rtol 1e-7) holds on any CPU.
         """
         device = resolve_device(self.est.device)
-        weight = self.est.model_.linear.weight.detach().to(device, torch.float64)
-        bias = self.est.model_.linear.bias.detach().to(device, torch.float64)
+        coef = self.est.coef_.toarray() if hasattr(self.est.coef_, "toarray") else self.est.coef_
+        weight = torch.as_tensor(np.asarray(coef, dtype=np.float64), device=device)
+        bias = torch.as_tensor(np.asarray(self.est.intercept_, dtype=np.float64).reshape(-1), device=device)
         blocks = (X[start : start + CHUNK] for start in range(0, X.shape[0], CHUNK))
         logits = [torch.addmm(bias, to_tensor(b, device, torch.float64), weight.T) for b in blocks]
         return torch.cat(logits).cpu()
@@ -281,18 +303,19 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     class_weight : dict, 'balanced' or None; fit_intercept : bool; warm_start : bool;
     device : 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; dtype : 'float32' or 'float64';
     random_state : int or None; verbose : int.
+    dual, intercept_scaling, n_jobs -- accepted as LogisticRegression accepts them; they change nothing here.
     threshold : float in (0, 1), default=0.5 -- two classes: predict classes_[1] when its probability
         is at least this (the rule the rest of the package uses).
     """
 
     _parameter_constraints: dict = {
         "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
-        "C": [Interval(Real, 0, None, closed="neither")],
+        "C": [Interval(Real, 0, None, closed="right")],  # up to and including inf: no penalty
         "l1_ratio": [Interval(Real, 0, 1, closed="both"), None],
         "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
         "lr": [Interval(Real, 0, None, closed="neither"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left"), None],
+        "max_iter": [Interval(Integral, 0, None, closed="left"), None],
         "tol": [Interval(Real, 0, None, closed="left")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -305,6 +328,9 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "threshold": [Interval(Real, 0, 1, closed="neither")],
+        "dual": ["boolean"],
+        "intercept_scaling": [Interval(Real, 0, None, closed="neither")],
+        "n_jobs": [Integral, None],
     }
 
     def __init__(
@@ -329,6 +355,9 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         random_state=None,
         verbose=0,
         threshold=0.5,
+        dual=False,
+        intercept_scaling=1.0,
+        n_jobs=None,
     ):
         self.penalty = penalty
         self.C = C
@@ -349,6 +378,9 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.threshold = threshold
+        self.dual = dual  # accepted for LogisticRegression's signature; no effect (no dual solver here)
+        self.intercept_scaling = intercept_scaling  # liblinear's; no effect (the intercept is not penalised)
+        self.n_jobs = n_jobs  # no effect: torch's threads do the work
 
     # --- scikit-learn plumbing -----------------------------------------------------------------
     def __sklearn_tags__(self):
@@ -388,12 +420,24 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         if not (self.warm_start and hasattr(self, "model_") and np.array_equal(self.classes_, classes)):
             self.classes_ = classes
             self._init_model(X.shape[1])
+        else:
+            _EngineAdapter(
+                self
+            ).sync_model()  # warm start from coef_ / intercept_ as they are now (a user may edit them)
         targets = np.searchsorted(self.classes_, y)
-        solver = self.solver
-        if solver == "lbfgs":
+        self._coef_dtype = X.dtype
+        if self.max_iter == 0:  # initialised, not trained, as scikit-learn does
+            warnings.warn(
+                "max_iter=0: the model is initialised, not fitted; failed to converge.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+            self.n_iter_ = np.array([0])
+        elif self.solver == "lbfgs":
             self.n_iter_ = np.array([_EngineAdapter(self).fit_lbfgs(X, targets, weights)])
         else:
             self.n_iter_ = np.array([_EngineAdapter(self).fit_minibatch(X, targets, weights)])
+        _EngineAdapter(self).publish()
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -418,8 +462,13 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         weights = _EngineAdapter(self).sample_weights(X, y, self.classes_, sample_weight)
         targets = np.searchsorted(self.classes_, y)
         solver = "sgd" if self.solver == "lbfgs" else self.solver
+        if first:
+            self._coef_dtype = X.dtype
+        else:
+            _EngineAdapter(self).sync_model()
         _EngineAdapter(self).run_epochs(X, targets, weights, epochs=1, solver=solver, schedule=False)
         self.n_iter_ = self.n_iter_ + 1
+        _EngineAdapter(self).publish()
         return self
 
     def _init_model(self, n_features: int) -> None:
@@ -461,12 +510,17 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         return self.classes_[index]
 
     # --- learned attributes with scikit-learn's names ------------------------------------------
-    @property
-    def coef_(self) -> np.ndarray:
+    def densify(self):
+        """coef_ as a dense array (after sparsify); returns self."""
         self._check_fitted()
-        return self.model_.linear.weight.detach().cpu().numpy().astype(np.float64)
+        if hasattr(self.coef_, "toarray"):
+            self.coef_ = self.coef_.toarray()
+        return self
 
-    @property
-    def intercept_(self) -> np.ndarray:
+    def sparsify(self):
+        """coef_ as a SciPy CSR matrix, worth it when L1 made most weights zero; returns self."""
+        import scipy.sparse
+
         self._check_fitted()
-        return self.model_.linear.bias.detach().cpu().numpy().astype(np.float64)
+        self.coef_ = scipy.sparse.csr_matrix(self.coef_)
+        return self

@@ -5,13 +5,22 @@
 Routes: ``GET /`` (the drawing page, all assets served from the package, no CDN),
 ``POST /api/predict`` (multipart field ``file``, or JSON ``{"pixels": HxW or H*W numbers}`` for
 the run's input shape, 28x28 or 784 for MNIST: integers 0..255 or floats 0..1),
-``GET /api/model`` (the run's metadata, with its ``input_shape``), ``GET /healthz``, OpenAPI docs
-at ``/docs``. The model is loaded once at start (safetensors, no pickle) and only read by
-requests. Errors are JSON: 413 for uploads over the size limit, 422 for anything that is not a
-usable image or array.
+``GET /api/model`` (what a client needs: class names, ``input_shape``, decision rule, metrics,
+preprocessing, limits; no paths or versions), ``GET /healthz`` (``HEAD`` too, like ``/``),
+OpenAPI docs at ``/docs``. The model is loaded once at start (safetensors, no pickle) and only
+read by requests.
+
+Hostile input costs bounded memory: the body is read as it streams in and cut at
+MAX_UPLOAD_BYTES (chunked bodies too), images are refused above SERVE_IMAGE_PIXELS before
+decoding, and arrays whose headers declare more than SERVE_ARRAY_BYTES decoded before reading.
+Errors are JSON ``{"error": ...}``: 413 for bodies over the limit, 415 for other content types,
+422 for anything that is not a usable image or array; an unexpected exception is logged here
+and answered 500 ``{"error": "internal error"}``, never with a traceback.
 """
 
 import io
+import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +28,25 @@ import torch
 
 from .checkpoints import Run, load_run
 from .exceptions import InputError, require
-from .images import MAX_IMAGE_PIXELS, _array_images, as_shape, mnist_style, read_array, read_image
+from .images import (
+    MAX_IMAGE_PIXELS,
+    _array_images,
+    _why,
+    as_shape,
+    box_for,
+    mnist_style,
+    read_array,
+    read_image,
+)
 from .model import decide
 
 STATIC = Path(__file__).resolve().parent / "static"
-MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+API_VERSION = "1"  # what /openapi.json reports: the API's version, not the package's
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # request body, counted as it streams in (chunked bodies too)
 SERVE_IMAGE_PIXELS = 4_000_000  # a drawing or a photo of one digit needs far fewer
+SERVE_ARRAY_BYTES = 8 * 1024 * 1024  # decoded size of an uploaded .npy/.npz; one image needs kilobytes
+MAX_FORM_FIELDS = 8  # multipart fields besides the file
+logger = logging.getLogger(__name__)
 
 
 def input_shape(run: Run) -> tuple[int, int]:
@@ -65,12 +87,21 @@ def explain(run: Run, image: np.ndarray, top_k: int = 3) -> dict:
     }
 
 
+def _display_name(filename: str | None) -> str:
+    """An uploaded file's name for messages and its type: its last part, on one line, at most 80
+    characters (cut at the front, so the suffix stays)."""
+    name = Path(filename or "upload").name or "upload"
+    name = name if name.isprintable() else repr(name)[1:-1]
+    return name if len(name) <= 80 else "..." + name[-77:]
+
+
 def _image_from_upload(data: bytes, filename: str, shape: tuple[int, int]) -> np.ndarray:
     """One image of `shape` from an uploaded picture (fitted MNIST-style) or array (as it is)."""
     if not data:
         raise InputError(f"{filename}: the upload is empty")
     if filename.lower().endswith((".npy", ".npz")):
-        return _first_image(read_array(io.BytesIO(data), shape, name=filename), filename, shape)
+        rows = read_array(io.BytesIO(data), shape, name=filename, max_bytes=SERVE_ARRAY_BYTES)
+        return _first_image(rows, filename, shape)
     gray = read_image(io.BytesIO(data), max_pixels=min(SERVE_IMAGE_PIXELS, MAX_IMAGE_PIXELS), name=filename)
     try:
         return mnist_style(gray, shape)
@@ -85,6 +116,19 @@ def _first_image(rows: np.ndarray, name: str, shape: tuple[int, int]) -> np.ndar
     return rows[0].reshape(shape)
 
 
+def _check_pixel_lists(pixels, wanted: str) -> None:
+    """Refuse anything but lists of JSON numbers, nested at most as (N, H, W); true and false are not
+    pixels (NumPy would read them as 1 and 0), nor are null or strings."""
+    level = [pixels]
+    for _ in range(3):
+        if not all(type(item) is list for item in level):
+            break
+        level = [value for item in level for value in item]
+        if all(type(value) in (int, float) for value in level):
+            return
+    raise InputError(f'"pixels" must be {wanted} as JSON lists (true/false, null and strings are not pixels)')
+
+
 def _image_from_json(body: bytes, shape: tuple[int, int]) -> np.ndarray:
     """The image in a JSON body {"pixels": HxW or H*W numbers}; integers read as 0..255, floats 0..1."""
     import json
@@ -92,18 +136,124 @@ def _image_from_json(body: bytes, shape: tuple[int, int]) -> np.ndarray:
     wanted = f"a {shape[0]}x{shape[1]} (or {shape[0] * shape[1]}) array of numbers"
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"body is not valid JSON ({exc})") from None
     except RecursionError:
         raise InputError("body nests too deeply to be an image") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
+        raise InputError(f"body is not valid JSON ({_why(exc)})") from None
     pixels = payload.get("pixels") if isinstance(payload, dict) else None
     if pixels is None:
         raise InputError(f'JSON body needs "pixels": {wanted}')
+    _check_pixel_lists(pixels, wanted)
     try:
         array = np.asarray(pixels)
-    except (TypeError, ValueError, RecursionError):
-        raise InputError(f'"pixels" must be {wanted}') from None
+    except (ValueError, OverflowError):  # rows of different lengths
+        raise InputError(f'"pixels" must be {wanted}; its rows differ in length') from None
+    if array.dtype == object:  # integers too large for any NumPy type
+        raise InputError('"pixels" holds numbers far out of range (integers 0..255 or floats 0..1)')
     return _first_image(_array_images(array, Path("pixels"), shape), "pixels", shape)
+
+
+async def _read_body(request, limit: int) -> bytes | None:
+    """The request body read as it streams in (chunked or not); None as soon as it passes `limit`
+    bytes, so a huge body is never held in memory."""
+    from contextlib import aclosing
+
+    chunks, size = [], 0
+    async with aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _upload_from_multipart(request, body: bytes) -> tuple[bytes, str] | None:
+    """(data, file name) of the multipart field `file` in `body`; None when there is no such file."""
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def replay():
+        yield body
+
+    parser = MultiPartParser(request.headers, replay(), max_files=1, max_fields=MAX_FORM_FIELDS)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InputError(f"malformed multipart upload ({exc.message})") from None
+    try:
+        upload = form.get("file")
+        if upload is None or not hasattr(upload, "read"):
+            return None
+        return await upload.read(), _display_name(upload.filename)
+    finally:
+        await form.close()
+
+
+def model_summary(run: Run, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict:
+    """What a client needs to use the run: classes, input shape, decision rule, test metrics and
+    how inputs are read; no paths, command line or library versions."""
+    shape = input_shape(run)
+    box = box_for(shape)
+    binary = bool(run.meta.get("binary"))
+    metrics = {
+        split: {key: _finite(values.get(key)) for key in ("accuracy", "loss", "n")}
+        for split, values in run.metrics.items()
+        if split in ("train", "val", "test") and isinstance(values, dict)
+    }
+    return {
+        "dataset": Path(str(run.meta.get("dataset", ""))).name,  # a dataset folder's name, not its path
+        "class_names": list(run.class_names),
+        "input_shape": list(shape),
+        "binary": binary,
+        "threshold": run.threshold if binary else None,  # P(class 1) >= threshold decides class 1
+        "metrics": metrics,
+        "preprocessing": (
+            f"pictures: grayscale, white ink on black, the digit fitted into {box[0]}x{box[1]} and centred "
+            f"by mass in {shape[0]}x{shape[1]}; arrays: {shape[0]}x{shape[1]} or {shape[0] * shape[1]} "
+            "values, integers 0..255 or floats 0..1"
+        ),
+        "limits": {
+            "upload_bytes": max_upload_bytes,
+            "image_pixels": min(SERVE_IMAGE_PIXELS, MAX_IMAGE_PIXELS),
+            "array_bytes": SERVE_ARRAY_BYTES,
+        },
+    }
+
+
+def _finite(value):
+    """`value`, or None for NaN and infinities (which JSON cannot carry)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _json_error(status: int, message: str):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(status_code=status, content={"error": message})
+
+
+def _install_error_handlers(app) -> None:
+    """Every error is JSON: bad input 422, 404/405 as they are, and a bug 500 without its traceback."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    error = _json_error
+
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, exc: InputError):
+        return error(422, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):  # 404, 405: JSON like every other error
+        return JSONResponse(
+            status_code=exc.status_code, content={"error": str(exc.detail)}, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        # a bug, not bad input: logged here with its traceback; the client learns nothing about the code
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error(500, "internal error")
 
 
 def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
@@ -112,58 +262,61 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
+    from starlette.requests import ClientDisconnect
 
     run = load_run(run_dir)
     run.model.requires_grad_(False)
     shape = input_shape(run)
+    summary = model_summary(run, max_upload_bytes)
     app = FastAPI(
-        title="torchlogreg",
-        description="Logistic regression on MNIST-style digits",
-        version=run.meta.get("versions", {}).get("torchlogreg", ""),
+        title="torchlogreg", description="Logistic regression on MNIST-style digits", version=API_VERSION
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse(status_code=status, content={"error": message})
 
-    @app.exception_handler(InputError)
-    async def input_error(request: Request, exc: InputError):
-        return error(422, str(exc))
+    def too_large() -> JSONResponse:
+        return error(413, f"upload is over the limit of {max_upload_bytes} bytes")
 
-    @app.get("/", include_in_schema=False)
+    _install_error_handlers(app)
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def page():
         return FileResponse(STATIC / "index.html")
 
     @app.get("/healthz")
+    @app.head("/healthz", include_in_schema=False)
     def healthz() -> dict:
         return {"status": "ok"}
 
     @app.get("/api/model")
     def model_info() -> dict:
-        meta = {k: v for k, v in run.meta.items() if k != "command"}
-        metrics = {k: v for k, v in run.metrics.items() if k != "confusion_matrix"}
-        return {"input_shape": list(shape), "meta": meta, "metrics": metrics}
+        return summary
 
     @app.post("/api/predict")
     async def predict(request: Request):
         """Classify an image upload (multipart field `file`) or a JSON {"pixels": HxW or H*W values}."""
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_upload_bytes:
-            return error(413, f"upload of {declared} bytes is over the limit of {max_upload_bytes} bytes")
-        body = await request.body()
-        if len(body) > max_upload_bytes:
-            return error(413, f"upload of {len(body)} bytes is over the limit of {max_upload_bytes} bytes")
         content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
-            form = await request.form()
-            upload = form.get("file")
-            if upload is None or not hasattr(upload, "read"):
-                return error(422, "multipart upload needs a file in the field 'file'")
-            image = _image_from_upload(await upload.read(), upload.filename or "upload", shape)
-        elif content_type.startswith("application/json"):
-            image = _image_from_json(body, shape)
-        else:
+        multipart = content_type.startswith("multipart/form-data")
+        if not (multipart or content_type.startswith("application/json")):
             return error(415, "send multipart/form-data with a 'file', or application/json with 'pixels'")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_upload_bytes:
+            return too_large()
+        try:
+            body = await _read_body(request, max_upload_bytes)
+        except ClientDisconnect:
+            return error(400, "the client disconnected before sending the whole body")
+        if body is None:
+            return too_large()
+        if multipart:
+            upload = await _upload_from_multipart(request, body)
+            if upload is None:
+                return error(422, "multipart upload needs a file in the field 'file'")
+            image = _image_from_upload(*upload, shape)
+        else:
+            image = _image_from_json(body, shape)
         # a JSONResponse skips FastAPI's jsonable_encoder walk over the 3 x H*W numbers (40% of the time)
         return JSONResponse(explain(run, image))
 

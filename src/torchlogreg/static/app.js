@@ -155,12 +155,13 @@ function paint(id, grid, color) {
 async function loadModelInfo() {
   const info = document.getElementById("model-info");
   try {
-    const { input_shape: shape, meta, metrics } = await (await fetch("/api/model")).json();
-    const [height, width] = shape || meta.input_shape || [28, 28];
+    const { input_shape: shape, dataset, class_names: classes, metrics } = await (await fetch("/api/model")).json();
+    const [height, width] = shape || [28, 28];
     for (const id of MAPS) sizeMap(document.getElementById(id), height, width);
     document.getElementById("caption-seen").textContent = `What the model sees (${height}×${width})`;
-    const accuracy = metrics.test ? `, ${(100 * metrics.test.accuracy).toFixed(2)}% test accuracy` : "";
-    info.textContent = `${meta.dataset}: ${meta.class_names.length} classes${accuracy}. ` +
+    const test = metrics && metrics.test;
+    const accuracy = test && test.accuracy != null ? `, ${(100 * test.accuracy).toFixed(2)}% test accuracy` : "";
+    info.textContent = `${dataset}: ${classes.length} classes${accuracy}. ` +
                        "Draw with a mouse or a finger; the answer updates as you draw.";
   } catch (error) {
     info.textContent = "Could not load the model's details.";
