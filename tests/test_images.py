@@ -357,3 +357,21 @@ def test_unusual_but_valid_arrays_are_read(tmp_path, array):
     rows = read_array(tmp_path / "a.npy")
     expected = array.astype(np.float64) / (255 if array.dtype.kind == "i" else 1)
     np.testing.assert_allclose(rows, expected.reshape(-1, 784), rtol=1e-3)
+
+
+def test_folders_patterns_and_stdin_are_named_as_what_they_are(tmp_path):
+    from torchlogreg.images import expand_inputs
+
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    for name in ("b/2.npy", "a.npy", "b/c/1.npy"):
+        np.save(tmp_path / name, np.zeros((1, 28, 28), np.uint8))
+    (tmp_path / "notes.txt").write_text("skipped: not an image or array")
+    images, names = load_inputs([tmp_path])
+    assert names == [str(tmp_path / n) for n in ("a.npy", "b/2.npy", "b/c/1.npy")] and images.shape[0] == 3
+    with pytest.raises(InputError, match="no file matches this pattern"):
+        expand_inputs([str(tmp_path / "*.png")])
+    with pytest.raises(InputError, match="standard input is not supported"):
+        expand_inputs(["-"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no images or arrays"):
+        expand_inputs([tmp_path / "empty"])

@@ -529,6 +529,30 @@ def read_array(
     return _array_images(array, path, image_shape)
 
 
+def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The files named: folders give every image and array inside them (recursively, sorted);
+    '-' and shell patterns that matched nothing are named as what they are."""
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if str(raw) == "-":
+            raise InputError("-: reading from standard input is not supported; give files or a folder")
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | ARRAY_SUFFIXES
+            )
+            if not found:
+                raise InputError(f"{path}: the folder holds no images or arrays")
+            files.extend(found)
+        elif not path.exists() and any(c in str(raw) for c in "*?["):
+            raise InputError(f"{raw}: no file matches this pattern")
+        else:
+            files.append(path)
+    return files
+
+
 def load_inputs(
     paths: Sequence[str | os.PathLike], image_shape: tuple[int, int] = MNIST_SHAPE
 ) -> tuple[torch.Tensor, list[str]]:
@@ -537,8 +561,7 @@ def load_inputs(
     Each array file may decode to at most MAX_ARRAY_BYTES, each picture hold MAX_IMAGE_PIXELS."""
     image_shape = as_shape(image_shape)
     parts, names = [], []
-    for raw in paths:
-        path = Path(raw)
+    for path in expand_inputs(paths):
         suffix = path.suffix.lower()
         if suffix in ARRAY_SUFFIXES:
             rows = read_array(path, image_shape)
