@@ -85,6 +85,11 @@ def test_resume_hides_steps_logged_after_the_checkpoint(tmp_path):
     for step in (10, 20, 30):  # the crashed attempt: it got past the checkpoint at 20
         first.on_step(None, {"iteration": step, "loss": 1.0, "train_accuracy": 0.5, "lr": 0.1} | _no_val())
     first.close()
+    # TensorBoard reads event files in name order (time, host, pid, a per-process counter compared as
+    # text); a real resume starts later in another process. Date the crashed attempt's file back so the
+    # order is that one, whatever the counter reached in this test process.
+    (crashed,) = tmp_path.glob("events.out.tfevents.*")
+    crashed.rename(tmp_path / ("events.out.tfevents.0000000001." + crashed.name.split(".", 4)[4]))
     second = TensorBoardLogger(tmp_path)
     second.load_state_dict({}, {"iteration": 20})
     second.on_step(None, {"iteration": 30, "loss": 2.0, "train_accuracy": 0.7, "lr": 0.1} | _no_val())
