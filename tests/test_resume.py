@@ -131,3 +131,9 @@ def test_a_truncated_checkpoint_names_the_checkpoint(tiny_data, tiny_config, tmp
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="recorded in checkpoint.json"):
         train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+
+
+def test_signal_handlers_are_put_back_after_training(tiny_data, tiny_config):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    train(tiny_config, tiny_data, verbose=False, handle_signals=True)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -2,9 +2,10 @@
 
     torchrun --nproc-per-node 2 -m torchlogreg train --out runs/ddp        # gloo on CPU, nccl on CUDA
 
-torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; the trainer then wraps the model in
-DistributedDataParallel. Every rank draws the same global batch (same seeded permutation) and takes
-its slice, so world size N with global batch B does the same math as one process with batch B.
+torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; `torchlogreg.train` joins the group. Every rank draws the
+same global batch (same seeded permutation) and takes its part (strided in memory, contiguous on
+disk); the engine sums the flat gradient of the parts in one all-reduce per step (engine._reduce), so
+world size N with global batch B does the same math as one process with batch B.
 """
 
 from __future__ import annotations

@@ -91,6 +91,9 @@ class Engine:
             loss += self.objective.add_data_gradients(
                 self.model, part.x, part.y, part.size, part.sample_weight
             )
+        for param in self.parameters:  # a rank with no rows of this set still takes part in the sum
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
         for param in self._fixed:  # e.g. the bias without an intercept: takes no step
             param.grad = None
         loss, stop = self._reduce(loss, stop)

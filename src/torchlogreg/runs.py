@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -40,18 +41,28 @@ class StopFlag:
 
     def __init__(self):
         self.requested = False
+        self.previous = {}
 
     def __call__(self) -> bool:
         return self.requested
 
     def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise ConfigError("handle_signals needs the main thread (Python delivers signals there only)")
+
         def handle(signum, frame):
             if self.requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
             self.requested = True
 
-        signal.signal(signal.SIGINT, handle)
-        signal.signal(signal.SIGTERM, handle)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, handle)
+
+    def uninstall(self) -> None:
+        """Put back the handlers that were there before install()."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
 
 
 def default_out(parent: str = "runs") -> Path:
@@ -121,8 +132,8 @@ class Checkpointer:
         save_training_state(self.out, tensors, {**meta, "config": self.config}, history)
 
     def on_step(self, engine, row: dict) -> None:
-        if row["train_accuracy"] is not None:  # evaluated at this step, so not diverging
-            self.last_good = engine.state_dict()
+        if row["train_accuracy"] is not None and self.out is not None and self.main_rank:
+            self.last_good = engine.state_dict()  # evaluated at this step, so not diverging
         if self.every and engine.iteration % self.every == 0:
             self.write(engine)
 
@@ -162,13 +173,15 @@ def _restore(training: Training, state: tuple, out: Path) -> None:
 def _run(training: Training, checkpointer: Checkpointer) -> None:
     """engine.run(); on divergence keep the last good state, on a stop request a checkpoint."""
     engine, out = training.engine, checkpointer.out
-    checkpointer.last_good = engine.state_dict()  # the start, until an evaluation passes
+    if out is not None and checkpointer.main_rank:
+        checkpointer.last_good = engine.state_dict()  # the start, until an evaluation passes
     rows = len(training.data.train) if engine.full_batch else training.config.batch_size
     threads = threads_for(rows, engine.model.n_features, engine.parameters[0].device)
     try:
         with cpu_threads(threads):
             engine.run()
     except DivergenceError as error:
+        training.bar.close()
         if out is not None and checkpointer.last_good is not None:
             checkpointer.write(engine, checkpointer.last_good)
             iteration = checkpointer.last_good[1]["iteration"]
@@ -177,6 +190,7 @@ def _run(training: Training, checkpointer: Checkpointer) -> None:
                 f"last good checkpoint (iteration {iteration}) in {out}",
             )
         raise
+    training.bar.close()
     if engine.stop_reason == "interrupted":
         checkpointer.write(engine)
         where = (
@@ -216,36 +230,39 @@ def train(
     config, state = _settings(config, out, resume, checkpoint_every)
     config, dist = _join(config, dist_timeout)
     main_rank = dist is None or dist.is_main
+    stop_flag, logger = None, None
     try:
         if out is not None:
             out = Path(broadcast_object(str(out), dist))
             if state is None:
                 _prepare_folder(out, overwrite, main_rank)
-        if handle_signals:
-            should_stop = StopFlag()
-            should_stop.install()
         data = data if data is not None else load_data(config)
+        if handle_signals:
+            should_stop = stop_flag = StopFlag()
+            stop_flag.install()
         checkpointer = Checkpointer(out, checkpoint_every, main_rank, config)
-        verbose = verbose and main_rank
         logger = _tensorboard_logger(tensorboard, data) if main_rank else None
         callbacks = [checkpointer] + ([logger] if logger else [])
+        verbose = verbose and main_rank
         training = build(config, data, dist=dist, verbose=verbose, progress=progress, callbacks=callbacks)
         training.engine.should_stop = should_stop
         if state is not None:
             _restore(training, state, out)
         if announce is not None and main_rank:
             announce(describe(training))
-        try:
-            _run(training, checkpointer)
-            result = finish(training)
-        finally:
-            if logger is not None:
-                logger.close(training.engine.model, data.image_shape)
+        _run(training, checkpointer)
+        result = finish(training)
         if out is not None and main_rank:
             save_run(result, out, overwrite=True, command=command)  # the folder was checked before
             remove_training_state(out)
+        if logger is not None:
+            logger.add_weights(result.model, data.image_shape)
         return result
     finally:
+        if logger is not None:
+            logger.close()
+        if stop_flag is not None:
+            stop_flag.uninstall()
         shutdown(dist)
 
 

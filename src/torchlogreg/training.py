@@ -114,6 +114,14 @@ class ProgressBar:
         if engine.stop_reason is not None or engine.iteration >= engine.total:
             self.bar.close()
 
+    def load_state_dict(self, tensors: dict, meta: dict) -> None:
+        """A resumed run's bar starts where the run stopped."""
+        self.bar.n = int(meta["iteration"])
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
 
 @dataclass
 class Training:
@@ -124,6 +132,7 @@ class Training:
     engine: Engine
     evaluator: Evaluator
     dist: DistContext | None
+    bar: ProgressBar
 
 
 def _check_fits(config: TrainConfig, data: Data) -> None:
@@ -190,7 +199,7 @@ def build(
         should_stop=should_stop,
         advice=f"with {config.optimizer} lr {config.learning_rate:g}: lower --lr",
     )
-    return Training(config, data, engine, evaluator, dist)
+    return Training(config, data, engine, evaluator, dist, bar)
 
 
 def finish(training: Training) -> TrainResult:
