@@ -251,3 +251,28 @@ def test_python_api_misuse_is_one_clear_error(default_run, tmp_path, mnist_data)
     if not __import__("torch").cuda.is_available():
         with pytest.raises(ConfigError, match="not available here"):
             load_run(default_run, device="cuda")
+
+
+def test_serve_warns_on_every_interface_and_checks_the_port(default_run):
+    import socket
+
+    with socket.create_server(("0.0.0.0", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = _cli("serve", default_run, "--host", "0.0.0.0", "--port", port)
+    assert "warning: --host 0.0.0.0 accepts connections from other machines" in done.stderr
+    assert (
+        done.returncode == 2
+        and f"cannot listen on 0.0.0.0:{port}" in done.stderr
+        and "serving" not in done.stdout
+    )
+
+
+def test_resume_with_out_and_a_damaged_history_are_one_line(default_run, tmp_path):
+    done = _cli("train", "--resume", tmp_path, "--out", tmp_path / "other")
+    assert done.returncode == 2 and "drop --out" in done.stderr
+    from torchlogreg import CheckpointError
+    from torchlogreg.checkpoints import read_history
+
+    (tmp_path / "history.csv").write_text("iteration,loss\nabc,<script>\n")
+    with pytest.raises(CheckpointError, match="row 2 is not a history row"):
+        read_history(tmp_path / "history.csv")

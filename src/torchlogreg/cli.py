@@ -305,13 +305,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers must be an integer >= 1, got {args.workers}")
     load_run(args.run_dir)  # a broken run folder fails here, before anything is announced
-    _check_port_free(args.host, args.port)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"warning: --host {printable(args.host)} accepts connections from other machines; the API has "
             "no authentication: put it behind a reverse proxy (README: Security)",
             file=sys.stderr,
         )
+    _check_port_free(args.host, args.port)
     print(printable(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (Ctrl-C to stop)"))
     serve(args.run_dir, args.host, args.port, args.workers)
     return 0
