@@ -172,3 +172,59 @@ def test_train_logs_for_tensorboard_and_export_writes_onnx(tmp_path, data_root, 
     assert (tmp_path / "model.onnx").stat().st_size > 0
     assert main(["export", str(run), "--out", str(tmp_path / "model.onnx")]) == 1  # no silent overwrite
     assert "already exists" in capsys.readouterr().err
+
+
+# --- Kaggle's Digit Recognizer workflow: one labelled CSV in, a submission CSV out -------------------
+def _kaggle_csvs(folder, splits, n_train=3000, n_test=300):
+    train, test = splits
+    x, y = train.images[:n_train].reshape(n_train, -1).numpy(), train.labels[:n_train].numpy()
+    header = "label," + ",".join(f"pixel{i}" for i in range(784))
+    np.savetxt(
+        folder / "train.csv", np.column_stack([y, x]), fmt="%d", delimiter=",", header=header, comments=""
+    )
+    t = test.images[:n_test].reshape(n_test, -1).numpy()
+    pixels = ",".join(f"pixel{i}" for i in range(784))
+    np.savetxt(folder / "test.csv", t, fmt="%d", delimiter=",", header=pixels, comments="")
+    return test.labels[:n_test].numpy()
+
+
+def test_kaggle_workflow_in_three_commands(tmp_path, mnist_splits, capsys):
+    truth = _kaggle_csvs(tmp_path, mnist_splits[:2])
+    data = tmp_path / "kaggle"
+    assert main(["data", "convert", "--from-csv", str(tmp_path / "train.csv"), "--out", str(data)]) == 0
+    labels = np.load(data / "test-labels.npy")
+    assert len(labels) == 600 and np.all(
+        np.abs(np.bincount(labels) - 0.2 * np.bincount(mnist_splits[0].labels[:3000].numpy())) <= 0.5
+    )  # stratified: 20% of each class
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(data), "--val-size", "300", "--quiet", "--out", str(run)]) == 0
+    submission = tmp_path / "submission.csv"
+    assert main(["predict", str(run), str(tmp_path / "test.csv"), "--output", str(submission)]) == 0
+    rows = submission.read_text().splitlines()
+    assert rows[0] == "ImageId,Label" and len(rows) == 301 and rows[1].startswith("1,")
+    accuracy = np.mean([int(row.split(",")[1]) == label for row, label in zip(rows[1:], truth, strict=True)])
+    assert accuracy > 0.85
+    assert (
+        main(["predict", str(run), str(tmp_path / "test.csv"), "--output", str(submission)]) == 2
+    )  # no overwrite
+    capsys.readouterr()
+    assert (
+        main(["predict", str(run), str(tmp_path / "train.csv"), "--output", str(tmp_path / "p.jsonl")]) == 0
+    )
+    assert "column label taken as the label" in capsys.readouterr().err
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 3000
+
+
+@pytest.mark.parametrize(
+    "row,fragment",
+    [
+        ("1,2,3", "row 3 has 3 cells, expected 784"),
+        (",".join(["7"] * 783 + ["x"]), "row 3: 'x' is not a number"),
+    ],
+)
+def test_bad_csv_rows_name_the_file_and_row(tmp_path, default_run, row, fragment, capsys):
+    lines = [",".join(f"pixel{i}" for i in range(784)), ",".join(["0"] * 784), row]
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    assert main(["predict", str(default_run), str(tmp_path / "rows.csv")]) == 1
+    error = capsys.readouterr().err
+    assert "rows.csv" in error and fragment in error and len(error.strip().splitlines()) == 1

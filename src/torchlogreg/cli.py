@@ -240,9 +240,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be an integer >= 1, got {args.top_k}")
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        _check_output_file(output, args.overwrite)
     run = load_run(args.run_dir, device=resolve_device(args.device or "auto"))
-    images, names = load_inputs(args.files, image_shape=run.image_shape)
+    notes = []
+    images, names = load_inputs(args.files, image_shape=run.image_shape, notes=notes)
+    for note in notes:
+        print(printable(note), file=sys.stderr)
     results = top_k(run.model, images, run.class_names, args.top_k, run.threshold)
+    if output is not None:
+        _write_predictions(output, names, results)
+        print(printable(f"wrote {len(results)} predictions to {output}"))
+        return 0
     for name, result in zip(names, results, strict=True):
         if args.json:
             print(json.dumps({"file": name, **result}))  # JSON escapes control characters itself
@@ -251,6 +261,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
             line = f"{name}: {result['label']} ({result['probability']:.3f})   top: {others}"
             print(printable(line))
     return 0
+
+
+def _check_output_file(output: Path, overwrite: bool) -> None:
+    if output.suffix.lower() not in (".csv", ".jsonl", ".json"):
+        raise ConfigError(
+            f"--output {output}: name a .csv (ImageId,Label) or .jsonl (one JSON object per input)"
+        )
+    if output.exists() and not overwrite:
+        raise ConfigError(f"--output {output} exists; choose another file or pass --overwrite")
+
+
+def _write_predictions(output: Path, names: list[str], results: list[dict]) -> None:
+    """CSV in Kaggle's submission form (ImageId from 1, in input order), or JSON lines; atomically."""
+    from .storage import atomic_write_csv, atomic_write_text
+
+    if output.suffix.lower() == ".csv":
+        rows = [{"ImageId": i, "Label": r["label"]} for i, r in enumerate(results, start=1)]
+        atomic_write_csv(output, ("ImageId", "Label"), rows)
+    else:
+        lines = (json.dumps({"file": name, **result}) for name, result in zip(names, results, strict=True))
+        atomic_write_text(output, "".join(line + "\n" for line in lines))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -331,6 +362,8 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     """Write a dataset in the on-disk (out-of-core) format."""
     from .convert import convert
 
+    if args.from_csv is not None and len(args.from_csv) > 2:
+        raise ConfigError(f"--from-csv takes TRAIN_CSV [TEST_CSV], got {len(args.from_csv)} files")
     written = convert(
         args.out,
         dataset=args.dataset,
@@ -339,6 +372,8 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
         npz=args.from_npz,
         idx=args.from_idx,
         csv=args.from_csv,
+        test_size=args.test_size,
+        seed=args.seed,
         folder=args.from_folder,
         label_column=args.label_column,
         image_size=args.image_size,
@@ -459,6 +494,13 @@ def _predict_parser(commands) -> None:
         help="one JSON object per input per line: file, label, probability, top_k",
     )
     predict.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    predict.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the predictions to FILE instead: .csv as ImageId,Label (Kaggle's submission form, "
+        "ImageId from 1 in input order) or .jsonl, one JSON object per input; written atomically",
+    )
+    predict.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     predict.set_defaults(handler=cmd_predict)
 
 
@@ -557,10 +599,11 @@ def _data_parser(commands) -> None:
     )
     source.add_argument(
         "--from-csv",
-        nargs=2,
-        metavar=("TRAIN_CSV", "TEST_CSV"),
-        help="instead: CSV files with a label column and one column per pixel (0..255, or 0..1 "
-        "fractions), header optional; streamed, so larger than memory is fine",
+        nargs="+",
+        metavar="CSV",
+        help="instead: TRAIN_CSV [TEST_CSV], a label column and one column per pixel (0..255, or 0..1 "
+        "fractions), header optional; streamed, so larger than memory is fine. One CSV (Kaggle's "
+        "train.csv): a stratified test split of --test-size",
     )
     source.add_argument(
         "--from-folder",
@@ -584,6 +627,10 @@ def _data_parser(commands) -> None:
     )
     convert.add_argument("--data-root", metavar="DIR", help="folder holding the datasets")
     convert.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    convert.add_argument(
+        "--test-size", type=float, default=0.2, help="one CSV: the fraction held out for test (default: 0.2)"
+    )
+    convert.add_argument("--seed", type=int, default=0, help="one CSV: seed of the test split (default: 0)")
     convert.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
     convert.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     convert.set_defaults(handler=cmd_data_convert)

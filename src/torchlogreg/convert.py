@@ -339,8 +339,38 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out} already holds a dataset; pass --overwrite to replace it")
 
 
+def stratified_split(split: Split, test_size: float, seed: int) -> tuple[Split, Split]:
+    """(train, test): round(test_size x count) rows of each class go to test, chosen by `seed`."""
+    if not 0 < test_size < 1:
+        raise ConfigError(f"--test-size must be a fraction in (0, 1), got {test_size}")
+    generator = torch.Generator().manual_seed(seed)
+    test_rows = []
+    for label in torch.unique(split.labels):
+        members = torch.nonzero(split.labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        test_rows.append(members[: round(test_size * len(members))])
+    test_index = torch.cat(test_rows).sort().values
+    if not len(test_index) or len(test_index) == len(split):
+        raise ConfigError(f"--test-size {test_size} leaves {len(test_index)} of {len(split)} rows for test")
+    keep = torch.ones(len(split), dtype=torch.bool)
+    keep[test_index] = False
+    return split.take(torch.nonzero(keep).flatten()), split.take(test_index)
+
+
 def _read_source(
-    scratch: Path, dataset, data_root, download, npz, idx, csv, folder, label_column, size, progress
+    scratch: Path,
+    dataset,
+    data_root,
+    download,
+    npz,
+    idx,
+    csv,
+    folder,
+    label_column,
+    size,
+    progress,
+    test_size: float = 0.2,
+    seed: int = 0,
 ):
     """(train, test, class names or None) from the one source given, else the built-in `dataset`."""
     if folder is not None:
@@ -349,6 +379,11 @@ def _read_source(
         return (*read_npz(npz), None)
     if idx is not None:
         return (*read_idx_folder(idx), None)
+    if csv is not None and len(csv) == 1:  # one labelled CSV (Kaggle's train.csv): split off a test set
+        return (
+            *stratified_split(read_csv(csv[0], scratch / "train.raw", label_column, size), test_size, seed),
+            None,
+        )
     if csv is not None:
         train = read_csv(csv[0], scratch / "train.raw", label_column, size)
         return train, read_csv(csv[1], scratch / "test.raw", label_column, size), None
@@ -363,15 +398,18 @@ def convert(
     download: bool = True,
     npz: str | os.PathLike | None = None,
     idx: str | os.PathLike | None = None,
-    csv: tuple[str | os.PathLike, str | os.PathLike] | None = None,
+    csv: tuple[str | os.PathLike, ...] | None = None,
     folder: str | os.PathLike | None = None,
     label_column: str | None = None,
     image_size: str | None = None,
     class_names: list[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    test_size: float = 0.2,
+    seed: int = 0,
 ) -> dict:
     """Write one source (npz, idx, csv = (train, test), folder, else the built-in `dataset`) to `out`.
+    A single CSV, csv = (train,), gives a stratified test split of `test_size`, chosen by `seed`.
 
     Returns {"out", "train", "test", "class_names", "image_shape"} of what was written.
     """
@@ -389,10 +427,22 @@ def convert(
     scratch.mkdir(parents=True)
     try:
         train, test, names = _read_source(
-            scratch, dataset, data_root, download, npz, idx, csv, folder, label_column, size, progress
+            scratch,
+            dataset,
+            data_root,
+            download,
+            npz,
+            idx,
+            csv,
+            folder,
+            label_column,
+            size,
+            progress,
+            test_size,
+            seed,
         )
         if names is None or class_names is not None:
-            source = npz or idx or (csv and f"{csv[0]} and {csv[1]}") or dataset
+            source = npz or idx or (csv and " and ".join(map(str, csv))) or dataset
             names = _integer_label_names([train.labels, test.labels], class_names, str(source))
         present = torch.unique(train.labels)
         if len(present) < 2:

@@ -13,6 +13,7 @@ that would decode to gigabytes gives one `InputError` line instead of a full mem
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import struct
@@ -27,6 +28,9 @@ from .exceptions import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 ARRAY_SUFFIXES = {".npy", ".npz"}
+TABLE_SUFFIXES = {".csv"}  # one image per row: pixel columns, optionally a label column
+CSV_LABEL_NAMES = ("label", "labels", "class", "target", "y")
+CSV_CHUNK_ROWS = 10_000
 MAX_IMAGE_PIXELS = 50_000_000  # refuse larger images before decoding them (decompression bombs)
 MAX_ARRAY_BYTES = 256 * 1024 * 1024  # decoded size of one .npy/.npz: ~340k 28x28 uint8 images
 MAX_NPZ_MEMBERS = 32  # arrays in one .npz (np.savez writes one member per array)
@@ -553,8 +557,89 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
+def _csv_header(first: str, n_pixels: int, path: Path) -> tuple[bool, int | None, str]:
+    """(has a header, the label column or None, a note) from a CSV's first line."""
+    fields = [f.strip().strip('"') for f in first.rstrip("\r\n").split(",")]
+    header = not all(_is_number(f) for f in fields)
+    names = [f.lower() for f in fields]
+    label = next((names.index(n) for n in CSV_LABEL_NAMES if header and n in names), None)
+    if label is None and len(fields) == n_pixels + 1:
+        label = 0  # one column more than pixels and none named: the first, as Kaggle writes it
+    if len(fields) - (label is not None) != n_pixels:
+        raise InputError(
+            f"{path}: {len(fields)} columns, expected {n_pixels} pixel columns (and optionally a label)"
+        )
+    note = (
+        f"{path}: column {fields[label] if header else label} taken as the label, not used"
+        if label is not None
+        else ""
+    )
+    return header, label, note
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv_rows(path: Path, image_shape: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """Images (N, H, W) in [0, 1] from a CSV of one image per row (pixels 0..255, or fractions in
+    [0, 1]), read CSV_CHUNK_ROWS rows at a time; and a note naming the label column when there is one."""
+    n_pixels = image_shape[0] * image_shape[1]
+    parts = []
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            first = handle.readline()
+            header, label, note = _csv_header(first, n_pixels, path)
+            line = 1 if header else 0
+            rows = handle if header else itertools.chain([first], handle)
+            while chunk := list(itertools.islice(rows, CSV_CHUNK_ROWS)):
+                parts.append(_csv_chunk(chunk, line + 1, label, n_pixels, path))
+                line += len(chunk)
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read it as a text CSV ({_why(error)})") from None
+    if not parts:
+        raise InputError(f"{path}: no data rows")
+    pixels = np.concatenate(parts)
+    scale = 1.0 if pixels.max(initial=0) <= 1 and not np.array_equal(pixels, np.rint(pixels)) else 255.0
+    if scale == 255.0 and pixels.max(initial=0) > 255:
+        raise InputError(
+            f"{path}: pixel values must be 0..255 (or fractions in [0, 1]), found up to {pixels.max():g}"
+        )
+    return (pixels / scale).astype(np.float32).reshape(-1, *image_shape), note
+
+
+def _csv_chunk(chunk: list[str], first_line: int, label: int | None, n_pixels: int, path: Path) -> np.ndarray:
+    """One chunk of CSV rows as float pixels, checked row by row only when the fast parse fails."""
+    width = n_pixels + (label is not None)
+    try:
+        values = np.loadtxt(chunk, delimiter=",", dtype=np.float64, ndmin=2)
+        if values.shape[1] != width:
+            raise ValueError
+    except ValueError:
+        for offset, row in enumerate(chunk):
+            cells = row.rstrip("\r\n").split(",")
+            where = f"{path}: row {first_line + offset}"
+            if len(cells) != width:
+                raise InputError(f"{where} has {len(cells)} cells, expected {width}") from None
+            bad = next((c for c in cells if not _is_number(c)), None)
+            if bad is not None:
+                raise InputError(f"{where}: {bad[:20]!r} is not a number") from None
+        raise InputError(
+            f"{path}: rows {first_line}..{first_line + len(chunk) - 1} cannot be parsed"
+        ) from None
+    if not np.isfinite(values).all() or values.min(initial=0) < 0:
+        raise InputError(f"{path}: rows from {first_line} hold NaN, infinite or negative values")
+    return np.delete(values, label, axis=1) if label is not None else values
+
+
 def load_inputs(
-    paths: Sequence[str | os.PathLike], image_shape: tuple[int, int] = MNIST_SHAPE
+    paths: Sequence[str | os.PathLike],
+    image_shape: tuple[int, int] = MNIST_SHAPE,
+    notes: list[str] | None = None,
 ) -> tuple[torch.Tensor, list[str]]:
     """Float images (N, H, W) in [0, 1] from image and array files, with a name for each; (H, W) is
     `image_shape`, the run's input shape, so pictures are fitted to it and arrays must match it.
@@ -563,7 +648,13 @@ def load_inputs(
     parts, names = [], []
     for path in expand_inputs(paths):
         suffix = path.suffix.lower()
-        if suffix in ARRAY_SUFFIXES:
+        if suffix in TABLE_SUFFIXES:
+            rows, note = read_csv_rows(path, image_shape)
+            parts.append(rows)
+            names.extend(f"{path}[{i}]" for i in range(len(rows)))
+            if note and notes is not None:
+                notes.append(note)
+        elif suffix in ARRAY_SUFFIXES:
             rows = read_array(path, image_shape)
             parts.append(rows.reshape(-1, *image_shape))
             names.extend([str(path)] if len(rows) == 1 else [f"{path}[{i}]" for i in range(len(rows))])
@@ -578,7 +669,7 @@ def load_inputs(
         else:
             raise InputError(
                 f"{path}: unsupported file type {suffix or '(none)'}; give images "
-                f"({', '.join(sorted(IMAGE_SUFFIXES))}) or arrays (.npy, .npz)"
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}), arrays (.npy, .npz) or CSV rows (.csv)"
             )
     if not parts:
         raise InputError("no inputs given")
