@@ -357,37 +357,38 @@ def stratified_split(split: Split, test_size: float, seed: int) -> tuple[Split, 
     return split.take(torch.nonzero(keep).flatten()), split.take(test_index)
 
 
-def _read_source(
-    scratch: Path,
-    dataset,
-    data_root,
-    download,
-    npz,
-    idx,
-    csv,
-    folder,
-    label_column,
-    size,
-    progress,
-    test_size: float = 0.2,
-    seed: int = 0,
-):
-    """(train, test, class names or None) from the one source given, else the built-in `dataset`."""
+def _read_source(scratch: Path, options: dict) -> tuple[Split, Split, tuple[str, ...] | None]:
+    """(train, test, class names or None) from the one source `options` name (convert's keyword
+    arguments), else the built-in dataset."""
+    folder, npz, idx, csv = (options[k] for k in ("folder", "npz", "idx", "csv"))
+    label_column, size = options["label_column"], parse_size(options["image_size"])
     if folder is not None:
-        return read_image_folders(folder, scratch, size, progress)
+        return read_image_folders(folder, scratch, size, options["progress"])
     if npz is not None:
         return (*read_npz(npz), None)
     if idx is not None:
         return (*read_idx_folder(idx), None)
-    if csv is not None and len(csv) == 1:  # one labelled CSV (Kaggle's train.csv): split off a test set
-        return (
-            *stratified_split(read_csv(csv[0], scratch / "train.raw", label_column, size), test_size, seed),
-            None,
-        )
     if csv is not None:
         train = read_csv(csv[0], scratch / "train.raw", label_column, size)
+        if len(csv) == 1:  # one labelled CSV (Kaggle's train.csv): split off a test set
+            return (*stratified_split(train, options["test_size"], options["seed"]), None)
         return train, read_csv(csv[1], scratch / "test.raw", label_column, size), None
-    return load_splits(dataset, data_root, download=download)
+    return load_splits(options["dataset"], options["data_root"], download=options["download"])
+
+
+def _check_splits(train: Split, test: Split, names: tuple[str, ...]) -> None:
+    """At least two classes to learn, and one image size in both splits."""
+    present = torch.unique(train.labels)
+    if len(present) < 2:
+        raise DataError(
+            f"the training data holds only class {names[int(present[0])] if len(present) else 'none'}; "
+            "a classifier needs at least two"
+        )
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise DataError(
+            f"train images are {tuple(train.images.shape[1:])} but test images "
+            f"{tuple(test.images.shape[1:])}; they must match"
+        )
 
 
 def convert(
@@ -413,12 +414,13 @@ def convert(
 
     Returns {"out", "train", "test", "class_names", "image_shape"} of what was written.
     """
+    options = dict(locals())  # the keyword arguments, as _read_source reads them
     out = Path(out)
     if sum(source is not None for source in (npz, idx, csv, folder)) > 1:
         raise ConfigError("give one source: --from-npz, --from-idx, --from-csv or --from-folder")
     if folder is not None and class_names is not None:
         raise ConfigError("--class-names: an image folder's class names are its subfolders' names")
-    size = parse_size(image_size)
+    parse_size(image_size)  # a bad size is refused before anything is written
     check_output(out, overwrite)
     # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
     staging = out.parent / f".{out.name}.converting"
@@ -426,35 +428,11 @@ def convert(
     scratch = staging / "scratch"
     scratch.mkdir(parents=True)
     try:
-        train, test, names = _read_source(
-            scratch,
-            dataset,
-            data_root,
-            download,
-            npz,
-            idx,
-            csv,
-            folder,
-            label_column,
-            size,
-            progress,
-            test_size,
-            seed,
-        )
+        train, test, names = _read_source(scratch, options)
         if names is None or class_names is not None:
             source = npz or idx or (csv and " and ".join(map(str, csv))) or dataset
             names = _integer_label_names([train.labels, test.labels], class_names, str(source))
-        present = torch.unique(train.labels)
-        if len(present) < 2:
-            raise DataError(
-                f"the training data holds only class {names[int(present[0])] if len(present) else 'none'}; "
-                "a classifier needs at least two"
-            )
-        if train.images.shape[1:] != test.images.shape[1:]:
-            raise DataError(
-                f"train images are {tuple(train.images.shape[1:])} but test images "
-                f"{tuple(test.images.shape[1:])}; they must match"
-            )
+        _check_splits(train, test, names)
         write_dataset(staging, train, test, names)
         del train, test  # unmaps the scratch files
         shutil.rmtree(scratch)
