@@ -10,7 +10,8 @@ from corpus.hostile import npy_with_header, npz_bomb
 from PIL import Image, ImageFilter
 
 from torchlogreg import InputError
-from torchlogreg.images import load_inputs, mnist_style, read_array, read_image
+from torchlogreg.images import mnist_style, read_image
+from torchlogreg.inputs import load_inputs, read_array
 
 N_DIGITS = 600
 
@@ -360,7 +361,7 @@ def test_unusual_but_valid_arrays_are_read(tmp_path, array):
 
 
 def test_folders_patterns_and_stdin_are_named_as_what_they_are(tmp_path):
-    from torchlogreg.images import expand_inputs
+    from torchlogreg.inputs import expand_inputs
 
     (tmp_path / "b" / "c").mkdir(parents=True)
     for name in ("b/2.npy", "a.npy", "b/c/1.npy"):

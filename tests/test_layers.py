@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
 LAYERS = [
     {"exceptions", "datasets", "storage"},  # no imports from the package
     {"config", "distributed", "images", "model", "ondisk"},
-    {"devices", "objective", "optimizers", "data", "batches"},
+    {"devices", "objective", "optimizers", "data", "batches", "inputs"},
     {"engine", "evaluation", "convert"},  # the one training loop; metrics; dataset conversion
     {"training", "tensorboard"},  # a config turned into an engine run; its TensorBoard callback
     {"checkpoints"},  # run folders on disk

@@ -13,7 +13,7 @@ import pytest
 
 from torchlogreg import ConfigError, InputError
 from torchlogreg.cli import main
-from torchlogreg.images import load_inputs
+from torchlogreg.inputs import load_inputs
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 

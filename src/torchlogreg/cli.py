@@ -236,7 +236,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .checkpoints import load_run
     from .devices import resolve_device
     from .evaluation import top_k
-    from .images import load_inputs
+    from .inputs import load_inputs
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be an integer >= 1, got {args.top_k}")

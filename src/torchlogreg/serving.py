@@ -28,16 +28,8 @@ import torch
 
 from .checkpoints import Run, load_run
 from .exceptions import InputError, require
-from .images import (
-    MAX_IMAGE_PIXELS,
-    _array_images,
-    _why,
-    as_shape,
-    box_for,
-    mnist_style,
-    read_array,
-    read_image,
-)
+from .images import MAX_IMAGE_PIXELS, _why, as_shape, box_for, mnist_style, read_image
+from .inputs import _array_images, read_array
 from .model import decide
 
 STATIC = Path(__file__).resolve().parent / "static"
