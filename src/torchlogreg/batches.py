@@ -15,9 +15,11 @@ from typing import NamedTuple
 
 import torch
 
+from .model import PIXEL_SCALE
 from .ondisk import SHARD_ROWS, DiskImages, shard_batches
 
 FULL_BATCH_CHUNK = 16384  # rows per chunk of a full pass: bounds memory
+BLOCK_BYTES = 8 * 2**20  # float rows gathered at once: one gather and one conversion per block, not per batch
 
 
 class Batch(NamedTuple):
@@ -72,14 +74,55 @@ class MemoryBatches:
     def _batch(self, index: torch.Tensor, size: int) -> Batch:
         weight = None if self.sample_weight is None else self.sample_weight[index]
         x = take_rows(self.features, index, self.device)
+        if x.dtype == torch.uint8:  # pixels to [0, 1] floats
+            x = x.to(torch.float32).mul_(PIXEL_SCALE)
         return Batch(x, self.labels.index_select(0, index), weight, size)
 
+    def _block_buffers(self, block_rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(raw rows, float rows) to gather blocks into, or None for rows not held in one tensor.
+        Allocated once per epoch: a fresh multi-megabyte block per gather costs more in page
+        faults than the copy itself."""
+        if not isinstance(self.features, torch.Tensor):
+            return None
+        shape, dtype = (block_rows, *self.features.shape[1:]), self.features.dtype
+        raw = torch.empty(shape, dtype=dtype, device=self.device)
+        return raw, raw if dtype != torch.uint8 else torch.empty(shape, device=self.device)
+
+    def _block(self, index: torch.Tensor, buffers) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Rows `index` (x as floats, y, sample weights), x written into `buffers` when given."""
+        if buffers is None:
+            batch = self._batch(index, 0)
+            return batch.x, batch.y, batch.sample_weight
+        raw, floats = (buffer[: len(index)] for buffer in buffers)
+        x = torch.index_select(self.features, 0, index, out=raw)
+        if x.dtype == torch.uint8:
+            x = floats.copy_(x).mul_(PIXEL_SCALE)
+        weight = None if self.sample_weight is None else self.sample_weight[index]
+        return x, self.labels.index_select(0, index), weight
+
     def epoch(self, generator: torch.Generator, skip: int = 0) -> Iterator[Batch]:
+        """One permutation's batches. The rows of several batches are gathered (and converted to
+        floats) at once, each batch a slice of the block: per-batch gathers cost about as much as
+        the step's products. A batch's tensors are overwritten by a later block: copy one to keep it."""
         order = torch.randperm(len(self), generator=generator).to(self.device)
-        for start in range(skip * self.batch_size, len(self), self.batch_size):
-            index = order[start : start + self.batch_size]
-            local = index[self.rank :: self.world_size] if self.world_size > 1 else index
-            yield self._batch(local, index.shape[0])
+        features = math.prod(self.features.shape[1:]) if isinstance(self.features, torch.Tensor) else 1
+        block_rows = max(1, BLOCK_BYTES // (4 * features * self.batch_size)) * self.batch_size
+        buffers = self._block_buffers(min(block_rows, len(self)))
+        for start in range(skip * self.batch_size, len(self), block_rows):
+            batches = order[start : start + block_rows].split(self.batch_size)
+            parts = (
+                [index[self.rank :: self.world_size] for index in batches] if self.world_size > 1 else batches
+            )
+            x, y, weight = self._block(
+                torch.cat(parts) if self.world_size > 1 else order[start : start + block_rows], buffers
+            )
+            first = 0
+            for part, index in zip(parts, batches, strict=True):
+                last = first + len(part)
+                yield Batch(
+                    x[first:last], y[first:last], None if weight is None else weight[first:last], len(index)
+                )
+                first = last
 
     def chunks(self) -> Iterator[Batch]:
         """This rank's contiguous part of the whole set, in chunks; `size` is the whole set's."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import LogisticRegression
+from .model import LogisticRegression, without_grad
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Objective:
         weight = weight.detach()
         return float(0.5 * self.weight_decay * weight.square().sum() + self.l1 * weight.abs().sum())
 
-    @torch.no_grad()
+    @without_grad
     def add_penalty_gradients(self, weight: torch.Tensor) -> None:
         if self.weight_decay:
             weight.grad.add_(weight, alpha=self.weight_decay)
@@ -42,10 +42,10 @@ class Objective:
     ) -> float:
         """Add the gradient of (sum of the loss over these rows) / total_rows to .grad; return that
         share of the mean loss. Rows of one batch may be split over calls (chunks, ranks)."""
-        if len(y) == 0:  # an empty part of a batch (a rank's share of a short last batch)
+        if y.shape[0] == 0:  # an empty part of a batch (a rank's share of a short last batch)
             for param in model.parameters():
                 if param.grad is None:
                     param.grad = torch.zeros_like(param)
             return 0.0
-        share = len(y) / total_rows
+        share = y.shape[0] / total_rows
         return model.accumulate_gradients(x, y, share, sample_weight).item() * share

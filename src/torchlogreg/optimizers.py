@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from .config import TrainConfig
+from .model import without_grad
 
 
 class SGD:
@@ -25,20 +26,23 @@ class SGD:
         self.nesterov = nesterov and momentum > 0
         self.buffers = [torch.zeros_like(p) for p in params] if momentum > 0 else []
 
-    @torch.no_grad()
+    @without_grad
     def step(self, lr: float, closure: Callable[[], object]) -> None:
-        """Gradients from `closure` (which fills .grad), then one update."""
+        """Gradients from `closure` (which fills .grad), then one update: up to three kernels per
+        tensor, as with two small tensors plain ops beat _foreach ones, which cost more to launch."""
         closure()
-        # _foreach ops update all parameters in one call each, as torch.optim does
-        grads = [param.grad for param in self.params]
-        if self.momentum > 0:
-            torch._foreach_mul_(self.buffers, self.momentum)
-            torch._foreach_add_(self.buffers, grads)
-            if self.nesterov:
-                grads = torch._foreach_add(grads, self.buffers, alpha=self.momentum)
+        for index, value in enumerate(self.params):
+            grad = value.grad
+            if self.momentum == 0:
+                value.add_(grad, alpha=-lr)
+                continue
+            buffer = self.buffers[index]
+            torch.add(grad, buffer, alpha=self.momentum, out=buffer)  # buffer = grad + momentum * buffer
+            if self.nesterov:  # step along grad + momentum * buffer
+                value.add_(grad, alpha=-lr)
+                value.add_(buffer, alpha=-lr * self.momentum)
             else:
-                grads = self.buffers
-        torch._foreach_add_(self.params, grads, alpha=-lr)
+                value.add_(buffer, alpha=-lr)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"momentum_{i}": b for i, b in enumerate(self.buffers)}
@@ -61,7 +65,7 @@ class Adam:
         self.first = [torch.zeros_like(p) for p in params]
         self.second = [torch.zeros_like(p) for p in params]
 
-    @torch.no_grad()
+    @without_grad
     def step(self, lr: float, closure: Callable[[], object]) -> None:
         """Gradients from `closure` (which fills .grad), then one update."""
         closure()
