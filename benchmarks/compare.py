@@ -152,27 +152,80 @@ def worker_sklearn(repeats: int) -> dict:
     }
 
 
-def worker_estimator(repeats: int, device: str) -> dict:
-    """TorchLogisticRegression(solver='sgd', C=1) on the same pixels as the scikit-learn row."""
+def worker_estimator(repeats: int, device: str, solver: str) -> dict:
+    """TorchLogisticRegression(solver=..., C=1) on the same pixels as the scikit-learn row."""
     from torchlogreg.estimator import TorchLogisticRegression
 
     X, y, X_test, y_test = _float_pixels()
     times = []
     for _ in range(repeats):
-        model = TorchLogisticRegression(solver="sgd", C=1.0, random_state=0, device=device)
+        model = TorchLogisticRegression(solver=solver, C=1.0, random_state=0, device=device)
         started = time.perf_counter()
         model.fit(X, y)
         times.append(time.perf_counter() - started)
     return {"accuracy": float(model.score(X_test, y_test)), "times": times}
 
 
+def worker_gemm(repeats: int) -> dict:
+    """The machine's limit for our step: seconds of the two products of one mini-batch step (logits
+    and weight gradient), one thread, hot caches, in both layouts of the logits (x @ W.T and W @ x.T);
+    the best rates bound how fast a preset can train."""
+    import torch
+
+    torch.set_num_threads(1)
+    rates = {}
+    for batch in sorted({preset_value("batch_size", "default"), preset_value("batch_size", "tutorial")}):
+        x, weight, residual = torch.rand(batch, 784), torch.rand(10, 784), torch.rand(10, batch)
+        products = {
+            "x @ W.T": lambda: torch.mm(x, weight.T),  # noqa: B023
+            "W @ x.T": lambda: torch.mm(weight, x.T),  # noqa: B023
+            "gradient R @ x": lambda: torch.mm(residual, x),  # noqa: B023
+        }
+        rates[batch] = {name: _median_seconds(product) for name, product in products.items()}
+    return {"accuracy": None, "times": [0.0], "gemm": rates}
+
+
+def _median_seconds(function, calls: int = 2000, rounds: int = 7) -> float:
+    for _ in range(100):
+        function()
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(calls):
+            function()
+        times.append((time.perf_counter() - started) / calls)
+    return statistics.median(times)
+
+
+def preset_value(field: str, name: str):
+    from torchlogreg import preset
+
+    return getattr(preset(name), field)
+
+
+def floor_seconds(gemm: dict, name: str, train_rows: int) -> tuple[float, float]:
+    """(seconds, GFLOP) of the products alone for preset `name`: its steps x (best logits product +
+    gradient product), at the rates `worker_gemm` measured."""
+    import math
+
+    from torchlogreg import preset
+
+    config = preset(name)
+    steps = config.iters or config.epochs * math.ceil(train_rows / config.batch_size)
+    times = gemm[str(config.batch_size)] if str(config.batch_size) in gemm else gemm[config.batch_size]
+    seconds = steps * (min(times["x @ W.T"], times["W @ x.T"]) + times["gradient R @ x"])
+    return seconds, steps * 4 * config.batch_size * 784 * 10 / 1e9
+
+
 WORKERS = {
+    "gemm": lambda a: worker_gemm(a.repeats),
     "tutorial-loop": lambda a: worker_tutorial_loop(a.repeats, 0.001, None, 60 if a.tiny else 3000),
     "tutorial-loop-lr0.1": lambda a: worker_tutorial_loop(a.repeats, 0.1, 1, None),
     "torchlogreg-tutorial": lambda a: worker_torchlogreg(a.repeats, "tutorial", a.device),
     "torchlogreg-default": lambda a: worker_torchlogreg(a.repeats, "default", a.device),
     "sklearn": lambda a: worker_sklearn(a.repeats),
-    "estimator-sgd": lambda a: worker_estimator(a.repeats, a.device),
+    "estimator-sgd": lambda a: worker_estimator(a.repeats, a.device, "sgd"),
+    "estimator-lbfgs": lambda a: worker_estimator(a.repeats, a.device, "lbfgs"),
 }
 
 
@@ -255,6 +308,13 @@ def build_rows(devices: list[str]) -> list[dict]:
             ("torchlogreg --preset tutorial", "torchlogreg-tutorial", device, fast, "tutorial"),
             ("torchlogreg --preset default", "torchlogreg-default", device, fast, "default"),
             ("TorchLogisticRegression(solver='sgd', C=1)", "estimator-sgd", device, fast, None),
+            (
+                "TorchLogisticRegression(solver='lbfgs', C=1), the default",
+                "estimator-lbfgs",
+                device,
+                fast,
+                None,
+            ),
         ]
     rows = []
     for label, worker, device, repeats, cli_preset in plan:
@@ -282,6 +342,7 @@ def add_speedups(rows: list[dict]) -> None:
         "torchlogreg-tutorial": "tutorial-loop",
         "torchlogreg-default": "sklearn",
         "estimator-sgd": "sklearn",
+        "estimator-lbfgs": "sklearn",
     }
     by_worker = {(r["worker"], r["device"]): r for r in rows}
     for row in rows:
@@ -290,6 +351,37 @@ def add_speedups(rows: list[dict]) -> None:
             row["speedup_vs"] = peer["row"]
             row["speedup"] = peer["train_seconds"] / row["train_seconds"]
             row["accuracy_gap_points"] = 100 * (row["accuracy"] - peer["accuracy"])
+
+
+def add_floors(rows: list[dict], gemm: dict) -> dict:
+    """Each CPU preset row's floor (its products alone at the measured rates) and its time over it."""
+    if ARGS.tiny:  # the tiny runs change the presets' lengths: no floor to compare with
+        return {}
+    floors = {}
+    for name, rows_seen in {"tutorial": 60_000, "default": 55_000}.items():
+        seconds, gflop = floor_seconds(gemm, name, rows_seen)
+        floors[name] = {"seconds": seconds, "gflop": gflop}
+        for row in rows:
+            if row["worker"] == f"torchlogreg-{name}" and row["device"] == "cpu":
+                row["floor_ratio"] = row["train_seconds"] / seconds
+                floors[name]["ratio"] = row["floor_ratio"]
+    return floors
+
+
+def floor_lines(meta: dict) -> list[str]:
+    """The products' measured rates and each preset's floor, for the results file."""
+    lines = ["", "The machine's limit (one thread, hot caches; `worker_gemm`):", ""]
+    for batch, times in meta["gemm_seconds"].items():
+        rates = ", ".join(
+            f"{name} {1e6 * t:.1f} µs ({2 * int(batch) * 784 * 10 / t / 1e9:.0f} GFLOP/s)"
+            for name, t in times.items()
+        )
+        lines.append(f"- batch {batch}: {rates}")
+    for name, floor in meta["floors"].items():
+        ratio = f", measured {floor['ratio']:.2f}x the floor" if "ratio" in floor else ""
+        gflop, seconds = floor["gflop"], floor["seconds"]
+        lines.append(f"- `--preset {name}`: {gflop:.2f} GFLOP of products, floor {seconds:.3f} s{ratio}")
+    return lines
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -321,6 +413,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
             speedup,
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += floor_lines(meta)
     return "\n".join(lines) + "\n"
 
 
@@ -328,14 +421,19 @@ def main() -> None:
     import torch
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print("measuring the products' rates...", file=sys.stderr, flush=True)
+    gemm = run_worker("gemm", 1, "cpu")["gemm"]
     rows = build_rows(devices)
     add_speedups(rows)
+    floors = add_floors(rows, gemm)
     meta = {
         "machine": machine_name(),
         "date": date.today().isoformat(),
         "torch": torch.__version__,
         "tiny": ARGS.tiny,
         "python": platform.python_version(),
+        "gemm_seconds": gemm,
+        "floors": floors,
     }
     table = markdown(rows, meta)
     print(table)
