@@ -19,7 +19,7 @@ from .model import PIXEL_SCALE
 from .ondisk import SHARD_ROWS, DiskImages, shard_batches
 
 FULL_BATCH_CHUNK = 16384  # rows per chunk of a full pass: bounds memory
-BLOCK_BYTES = 8 * 2**20  # float rows gathered at once: one gather and one conversion per block, not per batch
+BLOCK_BYTES = 2 * 2**20  # float rows gathered at once (one gather and one conversion per block), cache-sized
 
 
 class Batch(NamedTuple):

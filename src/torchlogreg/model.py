@@ -145,18 +145,19 @@ class LogisticRegression(nn.Module):
         targets: torch.Tensor,
         weight: float = 1.0,
         sample_weight: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Add `weight` x the closed-form gradient of the mean loss on (x, targets) to .grad.
+    ) -> float:
+        """Add `weight` x the closed-form gradient of the mean loss on (x, targets) to .grad, and
+        return that mean loss (unscaled by `weight`); with `sample_weight`, sum(w_i * loss_i) / N.
 
-        With `sample_weight`, the loss is sum(w_i * loss_i) / N. Returns the (unscaled by `weight`)
-        mean loss. Written by hand because it is about 3x faster than autograd for this model: no
-        graph, eight kernels, and the logits computed as W @ x.T, classes by rows, which MKL runs
-        faster than x @ W.T for a handful of classes (benchmarks/compare.py measures both).
+        Written by hand because it is about 3x faster than autograd for this model: no graph, eight
+        kernels, and the logits computed as W @ x.T, classes by rows, which MKL runs faster than
+        x @ W.T for a handful of classes (benchmarks/compare.py measures both). Scalars ride in
+        BLAS's alpha rather than in kernels of their own.
         """
         features, scale = self._features(x)
         rows = features.shape[0]
         weight_t, bias = self.linear.weight, self.linear.bias
-        logits = torch.addmm(bias.unsqueeze(1), weight_t, features.T, alpha=scale)  # (C, N)
+        logits = torch.addmm(bias.unsqueeze(1), weight_t, features.t(), alpha=scale)  # (C, N)
         columns = targets.unsqueeze(0)
         if self.binary:
             target = columns.to(logits.dtype)
@@ -164,16 +165,17 @@ class LogisticRegression(nn.Module):
             residual = torch.sigmoid(logits).sub_(target)
         else:  # log-softmax down each column; its exp less the one-hot targets is the residual
             log_p = torch.log_softmax(logits, dim=0)
-            losses = log_p.gather(0, columns).neg_()
+            losses = log_p.gather(0, columns)  # minus the loss: negated below, on the host
             residual = log_p.exp_().scatter_(0, columns, -1.0, reduce="add")
         if sample_weight is not None:
             sample_weight = sample_weight.to(logits.dtype).unsqueeze(0)
-            losses.mul_(sample_weight)
+            losses = losses * sample_weight
             residual.mul_(sample_weight)
         share = weight / rows
         _add_product(weight_t, residual, features, share * scale)
         _add_product(bias, residual, _ones(rows, residual), share)
-        return losses.sum() / rows
+        total = float(losses.sum())
+        return (total if self.binary else -total) / rows
 
 
 def _ones(rows: int, like: torch.Tensor) -> torch.Tensor:

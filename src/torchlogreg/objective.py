@@ -48,4 +48,4 @@ class Objective:
                     param.grad = torch.zeros_like(param)
             return 0.0
         share = y.shape[0] / total_rows
-        return model.accumulate_gradients(x, y, share, sample_weight).item() * share
+        return model.accumulate_gradients(x, y, share, sample_weight) * share
