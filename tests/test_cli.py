@@ -228,3 +228,48 @@ def test_bad_csv_rows_name_the_file_and_row(tmp_path, default_run, row, fragment
     assert main(["predict", str(default_run), str(tmp_path / "rows.csv")]) == 1
     error = capsys.readouterr().err
     assert "rows.csv" in error and fragment in error and len(error.strip().splitlines()) == 1
+
+
+def test_skip_bad_predicts_the_rest_and_keeps_stdout_clean(tmp_path, default_run, mnist_splits, capsys):
+    # a bad row and a bad file among good inputs: by default nothing is printed but one error line; with
+    # --skip-bad each is one stderr line, a count ends them, and stdout holds only the predictions
+    pixels = mnist_splits[1].images[:3].reshape(3, -1).numpy()
+    rows = [",".join(map(str, row)) for row in pixels]
+    rows.insert(1, ",".join(["0"] * 783))
+    (tmp_path / "rows.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "cut.npy").write_bytes(b"\x93NUMPY\x01\x00")
+    np.save(tmp_path / "digits.npy", mnist_splits[1].images[3:5].numpy())
+    files = [str(tmp_path / name) for name in ("rows.csv", "cut.npy", "digits.npy")]
+    assert main(["predict", str(default_run), *files, "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1
+    assert "rows.csv: row 2 has 783 cells, expected 784" in captured.err and "--skip-bad" in captured.err
+
+    assert main(["predict", str(default_run), *files, "--json", "--skip-bad"]) == 0
+    captured = capsys.readouterr()
+    predicted = [json.loads(line) for line in captured.out.splitlines()]
+    names = [f"{files[0]}[0]", f"{files[0]}[2]", f"{files[0]}[3]", f"{files[2]}[0]", f"{files[2]}[1]"]
+    assert [p["file"] for p in predicted] == names
+    truth = mnist_splits[1].labels[:5].tolist()
+    assert sum(p["label"] == str(t) for p, t in zip(predicted, truth, strict=True)) >= 4
+    err = captured.err.splitlines()
+    assert err[0].startswith(f"skipped {files[0]}: row 2 has 783 cells") and err[1].startswith(
+        f"skipped {files[1]}:"
+    )
+    assert err[2] == "skipped 1 bad file and 1 bad row; predicted 5" and len(err) == 3
+
+    submission = tmp_path / "submission.csv"
+    assert main(["predict", str(default_run), *files, "--output", str(submission), "--skip-bad"]) == 0
+    ids = [line.split(",")[0] for line in submission.read_text().splitlines()]
+    assert ids == ["ImageId", "1", "3", "4", "6", "7"]  # a bad row or file keeps its ImageId, unused
+
+
+def test_predict_prints_text_lines_in_input_order(tmp_path, default_run, mnist_splits, capsys):
+    np.save(tmp_path / "digits.npy", mnist_splits[1].images[:3].numpy())
+    assert main(["predict", str(default_run), str(tmp_path / "digits.npy"), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and [line.split(": ")[0] for line in lines] == [
+        f"{tmp_path / 'digits.npy'}[{i}]" for i in range(3)
+    ]
+    assert all(line.count("   top: ") == 1 and line.count(", ") == 1 for line in lines)
+    assert [line.split(": ")[1].split()[0] for line in lines] == ["7", "2", "1"]

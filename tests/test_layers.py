@@ -17,7 +17,7 @@ LAYERS = [
     {"training", "tensorboard"},  # a config turned into an engine run; its TensorBoard callback
     {"checkpoints"},  # run folders on disk
     {"runs"},  # the run's life: folders, resume, torchrun, signals
-    {"estimator", "sweep", "report", "serving", "demos", "export"},  # front ends
+    {"estimator", "sweep", "report", "serving", "demos", "export", "prediction"},  # front ends
     {"cli"},
     {"__init__", "__main__"},
 ]

@@ -235,8 +235,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .checkpoints import load_run
     from .devices import resolve_device
-    from .evaluation import top_k
-    from .inputs import load_inputs
+    from .exceptions import InputError
+    from .inputs import expand_inputs
+    from .prediction import atomic_output, predict_files, show_progress, spool_to
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be an integer >= 1, got {args.top_k}")
@@ -244,23 +245,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if output is not None:
         _check_output_file(output, args.overwrite)
     run = load_run(args.run_dir, device=resolve_device(args.device or "auto"))
-    notes = []
-    images, names = load_inputs(args.files, image_shape=run.image_shape, notes=notes)
-    for note in notes:
-        print(printable(note), file=sys.stderr)
-    results = top_k(run.model, images, run.class_names, args.top_k, run.threshold)
+    files = expand_inputs(args.files)
+    fmt = _predict_format(output, args.json, run.class_names, args.top_k)
+    report = _print_to_stderr
+    try:
+        # written as they come to a temporary file: renamed to --output, or copied to stdout, at the end
+        with atomic_output(output) if output is not None else spool_to(sys.stdout) as sink:
+            tally = predict_files(
+                run, files, sink, fmt, skip_bad=args.skip_bad, report=report, progress=show_progress(files)
+            )
+    except InputError as error:
+        hint = "" if args.skip_bad else "; nothing written (--skip-bad leaves bad files and rows out)"
+        raise InputError(f"{error}{hint}") from None
+    if tally.skipped_files or tally.skipped_rows:
+        counts = {"file": tally.skipped_files, "row": tally.skipped_rows}
+        skipped = " and ".join(f"{n} bad {what}{'s' * (n > 1)}" for what, n in counts.items() if n)
+        report(f"skipped {skipped}; predicted {tally.predicted}")
     if output is not None:
-        _write_predictions(output, names, results)
-        print(printable(f"wrote {len(results)} predictions to {output}"))
-        return 0
-    for name, result in zip(names, results, strict=True):
-        if args.json:
-            print(json.dumps({"file": name, **result}))  # JSON escapes control characters itself
-        else:
-            others = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top_k"])
-            line = f"{name}: {result['label']} ({result['probability']:.3f})   top: {others}"
-            print(printable(line))
+        print(printable(f"wrote {tally.predicted} predictions to {output}"))
     return 0
+
+
+def _print_to_stderr(message: str) -> None:
+    print(printable(message), file=sys.stderr)
 
 
 def _check_output_file(output: Path, overwrite: bool) -> None:
@@ -272,16 +279,24 @@ def _check_output_file(output: Path, overwrite: bool) -> None:
         raise ConfigError(f"--output {output} exists; choose another file or pass --overwrite")
 
 
-def _write_predictions(output: Path, names: list[str], results: list[dict]) -> None:
-    """CSV in Kaggle's submission form (ImageId from 1, in input order), or JSON lines; atomically."""
-    from .storage import atomic_write_csv, atomic_write_text
+def _predict_format(output: Path | None, as_json: bool, class_names: tuple[str, ...], top_k: int):
+    """The output's format: Kaggle's CSV or JSON lines for --output, JSON lines or text on stdout."""
+    from .prediction import Format, json_lines, kaggle_csv
 
-    if output.suffix.lower() == ".csv":
-        rows = [{"ImageId": i, "Label": r["label"]} for i, r in enumerate(results, start=1)]
-        atomic_write_csv(output, ("ImageId", "Label"), rows)
-    else:
-        lines = (json.dumps({"file": name, **result}) for name, result in zip(names, results, strict=True))
-        atomic_write_text(output, "".join(line + "\n" for line in lines))
+    if output is not None and output.suffix.lower() == ".csv":
+        return kaggle_csv(class_names)
+    if output is not None or as_json:
+        return json_lines(class_names, top_k)
+
+    def render(batch) -> str:
+        text = []
+        for name, result in batch.results(class_names):
+            others = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top_k"])
+            line = f"{name}: {result['label']} ({result['probability']:.3f})   top: {others}"
+            text.append(printable(line) + "\n")
+        return "".join(text)
+
+    return Format("", max(1, min(top_k, len(class_names))), render)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -481,12 +496,15 @@ def _evaluate_parser(commands) -> None:
 def _predict_parser(commands) -> None:
     predict = commands.add_parser(
         "predict",
-        help="classify image or array files",
-        description="Classify images (PNG/JPG/BMP/...: preprocessed like "
-        "MNIST) or arrays (.npy/.npz of 28x28 images, uint8 or floats in [0,1]).",
+        help="classify image, array or CSV files",
+        description="Classify images (PNG/JPG/BMP/...: preprocessed like MNIST), arrays (.npy/.npz of "
+        "28x28 images, uint8 or floats in [0,1]) or CSV rows (one image per row, pixels 0..255 or "
+        "fractions in [0,1]). Inputs of any size are read, predicted and written a chunk at a time.",
     )
     predict.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
-    predict.add_argument("files", metavar="FILE", nargs="+", help="images or .npy/.npz arrays")
+    predict.add_argument(
+        "files", metavar="FILE", nargs="+", help="images, .npy/.npz arrays, .csv rows, or folders of them"
+    )
     predict.add_argument("--top-k", type=int, default=3, help="how many classes to list (default: 3)")
     predict.add_argument(
         "--json",
@@ -501,6 +519,12 @@ def _predict_parser(commands) -> None:
         "ImageId from 1 in input order) or .jsonl, one JSON object per input; written atomically",
     )
     predict.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    predict.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out unreadable files and bad CSV rows (one line each on stderr, a count at the end) "
+        "and predict the rest; their ImageIds stay unused. Default: stop at the first, writing nothing",
+    )
     predict.set_defaults(handler=cmd_predict)
 
 

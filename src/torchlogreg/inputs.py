@@ -1,5 +1,11 @@
-"""Input files for prediction: arrays (.npy/.npz), CSV rows, and folders of images, read into
-float images of a run's shape. Pictures go through `images.mnist_style`.
+"""Input files for prediction: arrays (.npy/.npz), CSV rows, and folders of images, read a chunk at a
+time (`read_chunks`) or all at once (`load_inputs`) as images of a run's shape. Pictures go through
+`images.mnist_style`.
+
+Memory does not grow with a file: a CSV is parsed CSV_BLOCK_BYTES of whole lines at a time, a .npy
+read ARRAY_CHUNK_ROWS rows at a time. Kaggle-style CSVs (integers 0..255) take a vectorised NumPy
+parse of the bytes (`_uint8_cells`, about 20x np.loadtxt); other numbers go through np.loadtxt, and
+a block that fails is read cell by cell to name its bad rows.
 
 Hostile files are refused before they cost memory: a .npy's (or each .npz member's) header is
 checked before its data is read, so a small file that would decode to gigabytes gives one
@@ -9,11 +15,11 @@ checked before its data is read, so a small file that would decode to gigabytes 
 from __future__ import annotations
 
 import contextlib
-import itertools
+import dataclasses
 import math
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from tokenize import TokenError
 
@@ -26,7 +32,10 @@ from .images import IMAGE_SUFFIXES, MNIST_SHAPE, _size, _source_name, _why, as_s
 ARRAY_SUFFIXES = {".npy", ".npz"}
 TABLE_SUFFIXES = {".csv"}  # one image per row: pixel columns, optionally a label column
 CSV_LABEL_NAMES = ("label", "labels", "class", "target", "y")
-CSV_CHUNK_ROWS = 10_000
+PIXEL_RANGE = "0..255 (or fractions in [0, 1])"
+CSV_BLOCK_BYTES = 1024 * 1024  # CSV text parsed at a time (whole lines): ~550 rows of 28x28 pixels
+CSV_CELL_BYTES = 32  # a CSV row may take this many bytes per cell (or CSV_BLOCK_BYTES) before it is refused
+ARRAY_CHUNK_ROWS = 2048  # rows of an array handed on at a time: 1.5 MB of 28x28 uint8, 6 MB as float
 MAX_ARRAY_BYTES = 256 * 1024 * 1024  # decoded size of one .npy/.npz: ~340k 28x28 uint8 images
 MAX_NPZ_MEMBERS = 32  # arrays in one .npz (np.savez writes one member per array)
 NPY_MAGIC = b"\x93NUMPY"
@@ -39,6 +48,24 @@ _ZIP_END = struct.Struct("<4s4H2LH")
 _ZIP_END_SIGNATURE = b"PK\x05\x06"
 _ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
 _ZIP_ENTRY_BYTES = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    """Consecutive images of one input file, ready for the model."""
+
+    source: Path  # the file they come from
+    rows: np.ndarray  # each image's row in the file, from 0 (a bad row left out leaves a gap)
+    images: np.ndarray  # (len(rows), H*W): uint8 pixels 0..255, or float32 in [0, 1]
+    end: int  # rows of the file read so far, bad ones included
+    nbytes: int = 0  # bytes of the file this chunk took (for progress bars)
+    single: bool = False  # the file holds one image, named without a row index
+
+    def names(self) -> list[str]:
+        """How outputs name each image: the file, or file[row]."""
+        if self.single:
+            return [str(self.source)]
+        return [f"{self.source}[{row}]" for row in self.rows.tolist()]
 
 
 # --- arrays: what a header declares is checked before the data is read ----------------------------
@@ -85,26 +112,40 @@ def _check_budget(n_bytes: int, max_bytes: int, label: object, what: str) -> Non
         )
 
 
+def _pixels(rows: np.ndarray, label: object) -> np.ndarray:
+    """Array rows checked and made ready for the model: uint8 pixels 0..255 as they are (the model
+    folds in the 1/255), other integers 0..255 as uint8, floats in [0, 1] and booleans as float32."""
+    if np.issubdtype(rows.dtype, np.floating):
+        if not np.isfinite(rows).all():
+            raise InputError(f"{label}: the array holds NaN or infinite values")
+        low, high = rows.min(), rows.max()
+        if low < 0 or high > 1:
+            raise InputError(f"{label}: float arrays must hold values in [0, 1], found {low:g}..{high:g}")
+        return rows.astype(np.float32, copy=False)  # float32 rows as read are used as they are
+    if rows.dtype == bool:
+        return rows.astype(np.float32)
+    if rows.dtype == np.uint8:
+        return rows
+    low, high = rows.min(), rows.max()
+    if low < 0 or high > 255:
+        raise InputError(f"{label}: integer arrays must hold values in 0..255, found {low}..{high}")
+    return rows.astype(np.uint8)
+
+
+def _as_float(pixels: np.ndarray) -> np.ndarray:
+    """`_pixels`' output as float32 in [0, 1]."""
+    if pixels.dtype != np.uint8:
+        return pixels
+    images = pixels.astype(np.float32)
+    images /= 255.0  # in place: a large batch is not copied twice
+    return images
+
+
 def _array_images(array: np.ndarray, path: Path, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarray:
     """Rows of `array` as float images in [0, 1], shape (N, H*W), for images of `shape` (H, W)."""
     height, width = as_shape(shape)
     _check_declared(array.shape, array.dtype, path, (height, width))
-    rows = array.reshape(-1, height * width)
-    if np.issubdtype(rows.dtype, np.floating):
-        if not np.isfinite(rows).all():
-            raise InputError(f"{path}: the array holds NaN or infinite values")
-        low, high = rows.min(), rows.max()
-        if low < 0 or high > 1:
-            raise InputError(f"{path}: float arrays must hold values in [0, 1], found {low:g}..{high:g}")
-        return rows.astype(np.float32, copy=False)  # float32 rows as read are used as they are
-    if rows.dtype == bool:
-        return rows.astype(np.float32)
-    low, high = rows.min(), rows.max()
-    if low < 0 or high > 255:
-        raise InputError(f"{path}: integer arrays must hold values in 0..255, found {low}..{high}")
-    images = rows.astype(np.float32)
-    images /= 255.0  # in place: a large batch is not copied twice
-    return images
+    return _as_float(_pixels(array.reshape(-1, height * width), path))
 
 
 def _npy_header(stream, label: object) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -271,28 +312,164 @@ def read_array(
     return _array_images(array, path, image_shape)
 
 
-def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """The files named: folders give every image and array inside them (recursively, sorted);
-    '-' and shell patterns that matched nothing are named as what they are."""
-    files = []
-    for raw in paths:
-        path = Path(raw)
-        if str(raw) == "-":
-            raise InputError("-: reading from standard input is not supported; give files or a folder")
-        if path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | ARRAY_SUFFIXES
-            )
-            if not found:
-                raise InputError(f"{path}: the folder holds no images or arrays")
-            files.extend(found)
-        elif not path.exists() and any(c in str(raw) for c in "*?["):
-            raise InputError(f"{raw}: no file matches this pattern")
+# --- reading a chunk at a time -----------------------------------------------------------------------
+
+
+def _row_chunks(rows: np.ndarray, path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    """An array's rows (N, H*W), already in memory, as chunks of `chunk_rows`."""
+    for start in range(0, len(rows), chunk_rows):
+        part = rows[start : start + chunk_rows]
+        stop = start + len(part)
+        yield Chunk(path, np.arange(start, stop), _pixels(part, path), stop, part.nbytes, len(rows) == 1)
+
+
+def _npy_chunks(handle, path: Path, image_shape: tuple[int, int], chunk_rows: int) -> Iterator[Chunk]:
+    """A .npy's rows, read `chunk_rows` at a time after its header (and the file's size) is checked."""
+    shape, fortran_order, dtype = _npy_header(handle, path)
+    n_bytes = _check_declared(shape, dtype, path, image_shape)
+    _check_budget(n_bytes, MAX_ARRAY_BYTES, path, f"its array of shape {tuple(shape)} ({dtype}) would")
+    found = os.fstat(handle.fileno()).st_size - handle.tell()
+    if found < n_bytes:  # found before any row is handed on: a cut file is bad as a whole
+        raise InputError(f"{path}: truncated (its header promises {n_bytes} bytes of data, found {found})")
+    n_pixels = image_shape[0] * image_shape[1]
+    if fortran_order:  # column-major: no row is contiguous, so the array is read whole
+        array = _read_data(handle, shape, True, dtype, n_bytes, path)
+        yield from _row_chunks(array.reshape(-1, n_pixels), path, chunk_rows)
+        return
+    n_rows, row_bytes = math.prod(shape) // n_pixels, n_pixels * dtype.itemsize
+    for start in range(0, n_rows, chunk_rows):
+        count = min(chunk_rows, n_rows - start)
+        rows = _read_data(handle, (count, n_pixels), False, dtype, count * row_bytes, path)
+        yield Chunk(
+            path,
+            np.arange(start, start + count),
+            _pixels(rows, path),
+            start + count,
+            rows.nbytes,
+            n_rows == 1,
+        )
+
+
+def _array_chunks(path: Path, image_shape: tuple[int, int], chunk_rows: int) -> Iterator[Chunk]:
+    """The rows of a .npy (streamed) or of a .npz's images array (read whole, within MAX_ARRAY_BYTES)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(len(NPY_MAGIC))
+        handle.seek(0)
+        if magic == NPY_MAGIC:
+            yield from _npy_chunks(handle, path, image_shape, chunk_rows)
+        elif magic.startswith(ZIP_MAGIC):
+            array = _read_npz(handle, path, image_shape, MAX_ARRAY_BYTES)
+            yield from _row_chunks(array.reshape(-1, image_shape[0] * image_shape[1]), path, chunk_rows)
         else:
-            files.append(path)
-    return files
+            raise InputError(f"{path}: not a readable NumPy file (no .npy or .npz signature)")
+
+
+def _image_chunks(path: Path, image_shape: tuple[int, int]) -> Iterator[Chunk]:
+    """A picture, preprocessed like MNIST, as one chunk of one image."""
+    try:
+        image = mnist_style(read_image(path), image_shape)
+    except InputError as error:
+        if str(error).startswith(str(path)):
+            raise
+        raise InputError(f"{path}: {error}") from None
+    pixels = image.reshape(1, -1).astype(np.float32, copy=False)
+    yield Chunk(path, np.zeros(1, np.int64), pixels, 1, os.path.getsize(path), single=True)
+
+
+def read_chunks(
+    path: str | os.PathLike,
+    image_shape: tuple[int, int] = MNIST_SHAPE,
+    *,
+    skip_row: Callable[[str], None] | None = None,
+    note: Callable[[str], None] | None = None,
+    chunk_rows: int | None = None,
+    block_bytes: int | None = None,
+) -> Iterator[Chunk]:
+    """The images of one file (picture, .npy/.npz array or CSV rows), a chunk at a time, so memory
+    holds one chunk however large the file. A bad file raises `InputError` naming it; a bad CSV row
+    too, unless `skip_row` is given: it is then called with the row's one-line message and the row
+    left out. `note` is called with what is worth saying (the label column a CSV's rows carry).
+    `chunk_rows` (array rows) and `block_bytes` (CSV text) default to ARRAY_CHUNK_ROWS, CSV_BLOCK_BYTES."""
+    path, image_shape = Path(path), as_shape(image_shape)
+    chunk_rows, block_bytes = chunk_rows or ARRAY_CHUNK_ROWS, block_bytes or CSV_BLOCK_BYTES
+    suffix = path.suffix.lower()
+    try:
+        if suffix in TABLE_SUFFIXES:
+            reader = _CsvReader(path, image_shape, skip_row, note)
+            with open(path, "rb") as handle:
+                yield from reader.chunks(handle, block_bytes)
+        elif suffix in ARRAY_SUFFIXES:
+            yield from _array_chunks(path, image_shape, chunk_rows)
+        elif suffix in IMAGE_SUFFIXES:
+            yield from _image_chunks(path, image_shape)
+        else:
+            raise InputError(
+                f"{path}: unsupported file type {suffix or '(none)'}; give images "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}), arrays (.npy, .npz) or CSV rows (.csv)"
+            )
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read it ({error.strerror or _why(error)})") from None
+
+
+# --- CSV rows: one image per row -----------------------------------------------------------------------
+
+
+def _uint8_cells(block: bytes, width: int) -> np.ndarray | None:
+    """The cells of `block` (whole lines, each ending in a newline) as uint8 rows (N, `width`) when
+    every cell is an integer 0..255 of 1 to 3 digits and every row has `width` cells, else None.
+
+    Vectorised over the bytes: a cell ends at each non-digit; the number ending at each byte is that
+    digit plus 10x and 100x the digits before it, as far as they are digits. About 20x np.loadtxt."""
+    raw = np.frombuffer(block, np.uint8)
+    digits = np.empty(len(raw) + 3, np.uint8)
+    digits[:3] = 10  # three non-digits in front, so every byte can look back three
+    np.subtract(raw, 48, out=digits[3:])  # '0'..'9' -> 0..9; every other byte wraps to >= 10
+    is_digit = digits < 10
+    ends = np.flatnonzero(~is_digit[3:])  # the byte after each cell
+    if len(ends) == 0 or len(ends) % width or ends[-1] != len(raw) - 1:
+        return None
+    separators = raw[ends].reshape(-1, width)
+    if not ((separators[:, :-1] == ord(",")).all() and (separators[:, -1] == ord("\n")).all()):
+        return None
+    if not (is_digit[2:-1] | is_digit[3:]).all():
+        return None  # two separators in a row: an empty cell
+    longer = is_digit[:-3] & is_digit[1:-2]
+    longer &= is_digit[2:-1]
+    longer &= is_digit[3:]
+    if longer.any():
+        return None  # a number of 4 digits or more: the general parse decides
+    digits *= is_digit  # non-digits count as 0 below
+    value = digits[3:].astype(np.uint16)
+    value += digits[2:-1] * np.uint8(10)
+    hundreds = digits[1:-2] * is_digit[2:-1]  # only when the tens are a digit of the same cell
+    value += hundreds.astype(np.uint16) * np.uint16(100)
+    values = value[ends - 1]
+    if values.max() > 255:
+        return None
+    return values.astype(np.uint8).reshape(-1, width)
+
+
+def _csv_blocks(handle, pending: bytes, line: int, block_bytes: int, max_line: int, path: Path):
+    """(number of its first line, whole lines ending in a newline) from a binary stream, about
+    `block_bytes` at a time; `pending` comes first. A line over `max_line` bytes is refused."""
+    while True:
+        data = handle.read(block_bytes)
+        if not data:
+            if pending:  # the last line, without its newline
+                yield line, pending if pending.endswith(b"\n") else pending + b"\n"
+            return
+        data = pending + data if pending else data
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if len(data) > max_line:
+                raise InputError(f"{path}: row {line} is longer than {_size(max_line)}; is this a CSV?")
+            pending = data
+            continue
+        pending = data[cut:]
+        yield line, data[:cut]
+        line += data.count(b"\n", 0, cut)
 
 
 def _csv_header(first: str, n_pixels: int, path: Path) -> tuple[bool, int | None, str]:
@@ -323,55 +500,173 @@ def _is_number(text: str) -> bool:
     return True
 
 
+class _CsvReader:
+    """One CSV's rows as chunks: block by block, the fast integer parse or np.loadtxt, and cell by
+    cell only where a block holds bad rows. Pixels are 0..255 or, when the first rows hold
+    fractions in [0, 1], fractions throughout; a row outside that is bad."""
+
+    def __init__(self, path: Path, image_shape: tuple[int, int], skip_row, note):
+        self.path, self.image_shape = path, image_shape
+        self.n_pixels = image_shape[0] * image_shape[1]
+        self.skip_row, self.note = skip_row, note
+        self.label: int | None = None  # the label column, left out
+        self.width = self.n_pixels  # cells per row, with the label
+        self.fractions: bool | None = None  # decided by the first good rows
+        self.rows = 0  # data rows read so far
+        self.max_line = max(CSV_BLOCK_BYTES, CSV_CELL_BYTES * (self.n_pixels + 1))
+
+    def chunks(self, handle, block_bytes: int) -> Iterator[Chunk]:
+        pending, line = self._header(handle)
+        for first_line, block in _csv_blocks(handle, pending, line, block_bytes, self.max_line, self.path):
+            yield self._chunk(block, first_line)
+        if self.rows == 0:
+            raise InputError(f"{self.path}: no data rows")
+
+    def _header(self, handle) -> tuple[bytes, int]:
+        """Reads the first line: (the bytes still to parse as rows, their first line number)."""
+        first = handle.readline(self.max_line + 1).removeprefix(b"\xef\xbb\xbf")  # a byte-order mark
+        if not first.strip():
+            raise InputError(f"{self.path}: no data rows" + (" (the first line is empty)" if first else ""))
+        if len(first) > self.max_line:
+            raise InputError(f"{self.path}: row 1 is longer than {_size(self.max_line)}; is this a CSV?")
+        try:
+            header, self.label, note = _csv_header(first.decode("utf-8"), self.n_pixels, self.path)
+        except UnicodeDecodeError as error:
+            raise InputError(f"{self.path}: cannot read it as a text CSV ({_why(error)})") from None
+        self.width = self.n_pixels + (self.label is not None)
+        if note and self.note is not None:
+            self.note(note)
+        return (b"", 2) if header else (first, 1)
+
+    def _chunk(self, block: bytes, line: int) -> Chunk:
+        """The good rows of `block` (whole lines from `line`), bad ones raised or skipped."""
+        size = len(block)
+        if b"\r" in block:
+            block = block.replace(b"\r\n", b"\n")
+        bad: list[tuple[int, str]] = []
+        cells = _uint8_cells(block, self.width)
+        if cells is not None:
+            lines, parsed = np.arange(line, line + len(cells)), np.ones(len(cells), bool)
+        else:
+            lines, parsed, cells = self._parse(block, line, bad)
+        pixels = np.delete(cells, self.label, axis=1) if self.label is not None else cells
+        kept, pixels = self._ready(pixels, lines[parsed], bad)
+        for number, message in sorted(bad):
+            if self.skip_row is None:
+                raise InputError(f"{self.path}: row {number}{message}")
+            self.skip_row(f"{self.path}: row {number}{message}")
+        rows = self.rows + np.flatnonzero(parsed)[kept]
+        self.rows += len(lines)
+        return Chunk(self.path, rows, pixels, self.rows, size)
+
+    def _parse(self, block: bytes, line: int, bad: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(line numbers of the data lines, which of them parsed, their cells as float64) for a block
+        the fast parse refused; blank lines are not rows."""
+        data = [(n, raw) for n, raw in enumerate(block.split(b"\n")[:-1], start=line) if raw.strip()]
+        lines = np.array([n for n, _ in data], dtype=np.int64)
+        if not data:
+            return lines, np.zeros(0, bool), np.zeros((0, self.width))
+        try:
+            texts = [raw.decode("utf-8") for _, raw in data]
+            cells = np.loadtxt(texts, delimiter=",", dtype=np.float64, ndmin=2, comments=None)
+            if cells.shape == (len(data), self.width):
+                return lines, np.ones(len(data), bool), cells
+        except (ValueError, UnicodeDecodeError):
+            pass
+        parsed, rows = np.zeros(len(data), bool), []
+        for i, (number, raw) in enumerate(data):
+            problem, values = self._cells(raw)
+            if problem:
+                bad.append((number, problem))
+            else:
+                parsed[i] = True
+                rows.append(values)
+        return lines, parsed, np.array(rows, dtype=np.float64).reshape(-1, self.width)
+
+    def _cells(self, raw: bytes) -> tuple[str, list[float]]:
+        """What is wrong with one row (or "") and its values."""
+        try:
+            cells = raw.decode("utf-8").split(",")
+        except UnicodeDecodeError:
+            return " is not UTF-8 text", []
+        if len(cells) != self.width:
+            label = "a label and " if self.label is not None else ""
+            height, width = self.image_shape
+            return (
+                f" has {len(cells)} cells, expected {self.width} ({label}{self.n_pixels} pixels of "
+                f"{height}x{width} images)",
+                [],
+            )
+        try:
+            return "", [float(cell) for cell in cells]
+        except ValueError:
+            cell = next(c for c in cells if not _is_number(c))
+            return f": {cell[:20]!r} is not a number", []
+
+    def _ready(self, pixels: np.ndarray, lines: np.ndarray, bad: list) -> tuple[np.ndarray, np.ndarray]:
+        """(which rows are kept, their pixels for the model): uint8 0..255, or float32 in [0, 1]."""
+        if pixels.dtype == np.uint8 and self.fractions is not True:
+            if len(pixels):
+                self.fractions = False
+            return np.ones(len(pixels), bool), pixels
+        pixels = pixels.astype(np.float64, copy=False)
+        valid = (pixels >= 0).all(axis=1) & np.isfinite(pixels).all(axis=1)  # NaN >= 0 is False
+        if self.fractions is None and valid.any():
+            good = pixels[valid]
+            self.fractions = bool(good.max() <= 1 and not np.array_equal(good, np.rint(good)))
+        limit = 1 if self.fractions else 255
+        kept = valid & (pixels <= limit).all(axis=1)
+        for i in np.flatnonzero(~kept):
+            column = int(np.flatnonzero(~((pixels[i] >= 0) & (pixels[i] <= limit)))[0])
+            expected = "a fraction in [0, 1] as in the first rows" if self.fractions else PIXEL_RANGE
+            bad.append((int(lines[i]), f": pixel {column} is {pixels[i, column]:g}, expected {expected}"))
+        scaled = pixels[kept] if self.fractions else pixels[kept] / 255.0
+        return kept, scaled.astype(np.float32)
+
+
+def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """The files named: folders give every image and array inside them (recursively, sorted);
+    '-' and shell patterns that matched nothing are named as what they are."""
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if str(raw) == "-":
+            raise InputError("-: reading from standard input is not supported; give files or a folder")
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | ARRAY_SUFFIXES
+            )
+            if not found:
+                raise InputError(f"{path}: the folder holds no images or arrays")
+            files.extend(found)
+        elif not path.exists() and any(c in str(raw) for c in "*?["):
+            raise InputError(f"{raw}: no file matches this pattern")
+        else:
+            files.append(path)
+    return files
+
+
+def _stack(chunks: list[Chunk], image_shape: tuple[int, int]) -> np.ndarray:
+    """The chunks' images as one float32 array (N, H, W) in [0, 1], filled in place."""
+    images = np.empty((sum(len(chunk.rows) for chunk in chunks), image_shape[0] * image_shape[1]), np.float32)
+    at = 0
+    for chunk in chunks:
+        part = images[at : at + len(chunk.rows)]
+        part[...] = chunk.images
+        if chunk.images.dtype == np.uint8:
+            part /= 255.0
+        at += len(chunk.rows)
+    return images.reshape(-1, *image_shape)
+
+
 def read_csv_rows(path: Path, image_shape: tuple[int, int]) -> tuple[np.ndarray, str]:
     """Images (N, H, W) in [0, 1] from a CSV of one image per row (pixels 0..255, or fractions in
-    [0, 1]), read CSV_CHUNK_ROWS rows at a time; and a note naming the label column when there is one."""
-    n_pixels = image_shape[0] * image_shape[1]
-    parts = []
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            first = handle.readline()
-            header, label, note = _csv_header(first, n_pixels, path)
-            line = 1 if header else 0
-            rows = handle if header else itertools.chain([first], handle)
-            while chunk := list(itertools.islice(rows, CSV_CHUNK_ROWS)):
-                parts.append(_csv_chunk(chunk, line + 1, label, n_pixels, path))
-                line += len(chunk)
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot read it as a text CSV ({_why(error)})") from None
-    if not parts:
-        raise InputError(f"{path}: no data rows")
-    pixels = np.concatenate(parts)
-    scale = 1.0 if pixels.max(initial=0) <= 1 and not np.array_equal(pixels, np.rint(pixels)) else 255.0
-    if scale == 255.0 and pixels.max(initial=0) > 255:
-        raise InputError(
-            f"{path}: pixel values must be 0..255 (or fractions in [0, 1]), found up to {pixels.max():g}"
-        )
-    return (pixels / scale).astype(np.float32).reshape(-1, *image_shape), note
-
-
-def _csv_chunk(chunk: list[str], first_line: int, label: int | None, n_pixels: int, path: Path) -> np.ndarray:
-    """One chunk of CSV rows as float pixels, checked row by row only when the fast parse fails."""
-    width = n_pixels + (label is not None)
-    try:
-        values = np.loadtxt(chunk, delimiter=",", dtype=np.float64, ndmin=2)
-        if values.shape[1] != width:
-            raise ValueError
-    except ValueError:
-        for offset, row in enumerate(chunk):
-            cells = row.rstrip("\r\n").split(",")
-            where = f"{path}: row {first_line + offset}"
-            if len(cells) != width:
-                raise InputError(f"{where} has {len(cells)} cells, expected {width}") from None
-            bad = next((c for c in cells if not _is_number(c)), None)
-            if bad is not None:
-                raise InputError(f"{where}: {bad[:20]!r} is not a number") from None
-        raise InputError(
-            f"{path}: rows {first_line}..{first_line + len(chunk) - 1} cannot be parsed"
-        ) from None
-    if not np.isfinite(values).all() or values.min(initial=0) < 0:
-        raise InputError(f"{path}: rows from {first_line} hold NaN, infinite or negative values")
-    return np.delete(values, label, axis=1) if label is not None else values
+    [0, 1]); and a note naming the label column when there is one."""
+    notes: list[str] = []
+    chunks = list(read_chunks(path, image_shape, note=notes.append))
+    return _stack(chunks, as_shape(image_shape)), " ".join(notes)
 
 
 def load_inputs(
@@ -379,37 +674,14 @@ def load_inputs(
     image_shape: tuple[int, int] = MNIST_SHAPE,
     notes: list[str] | None = None,
 ) -> tuple[torch.Tensor, list[str]]:
-    """Float images (N, H, W) in [0, 1] from image and array files, with a name for each; (H, W) is
-    `image_shape`, the run's input shape, so pictures are fitted to it and arrays must match it.
-    Each array file may decode to at most MAX_ARRAY_BYTES, each picture hold MAX_IMAGE_PIXELS."""
+    """Float images (N, H, W) in [0, 1] from image, array and CSV files, with a name for each; (H, W)
+    is `image_shape`, the run's input shape, so pictures are fitted to it and arrays must match it.
+    Each array file may decode to at most MAX_ARRAY_BYTES, each picture hold MAX_IMAGE_PIXELS.
+    All at once: `read_chunks` reads a file of any size a chunk at a time."""
     image_shape = as_shape(image_shape)
-    parts, names = [], []
-    for path in expand_inputs(paths):
-        suffix = path.suffix.lower()
-        if suffix in TABLE_SUFFIXES:
-            rows, note = read_csv_rows(path, image_shape)
-            parts.append(rows)
-            names.extend(f"{path}[{i}]" for i in range(len(rows)))
-            if note and notes is not None:
-                notes.append(note)
-        elif suffix in ARRAY_SUFFIXES:
-            rows = read_array(path, image_shape)
-            parts.append(rows.reshape(-1, *image_shape))
-            names.extend([str(path)] if len(rows) == 1 else [f"{path}[{i}]" for i in range(len(rows))])
-        elif suffix in IMAGE_SUFFIXES:
-            try:
-                parts.append(mnist_style(read_image(path), image_shape)[None])
-            except InputError as error:
-                if str(error).startswith(str(path)):
-                    raise
-                raise InputError(f"{path}: {error}") from None
-            names.append(str(path))
-        else:
-            raise InputError(
-                f"{path}: unsupported file type {suffix or '(none)'}; give images "
-                f"({', '.join(sorted(IMAGE_SUFFIXES))}), arrays (.npy, .npz) or CSV rows (.csv)"
-            )
-    if not parts:
+    note = notes.append if notes is not None else None
+    chunks = [chunk for path in expand_inputs(paths) for chunk in read_chunks(path, image_shape, note=note)]
+    if not chunks:
         raise InputError("no inputs given")
-    images = parts[0] if len(parts) == 1 else np.concatenate(parts)  # one file: no copy
-    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)), names
+    names = [name for chunk in chunks for name in chunk.names()]
+    return torch.from_numpy(_stack(chunks, image_shape)), names
