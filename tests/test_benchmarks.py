@@ -62,3 +62,48 @@ def test_scaling_tiny(tmp_path, data_root):
     assert [row["size"] for row in rows] == [500, 2000]
     assert (tmp_path / "scaling.png").stat().st_size > 0
     assert "| N | s / epoch |" in (tmp_path / "scaling.md").read_text()
+
+
+def test_predict_speed_tiny(tmp_path, data_root):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.predict_speed",
+            "--tiny",
+            "--out",
+            tmp_path,
+            "--data-root",
+            data_root,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "predict_speed-tiny.md").read_text()
+    assert "600-row .npy" in table and "Kaggle CSV" in table
+
+
+def test_torchrun_tiny(tmp_path, data_root):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.torchrun",
+            "--tiny",
+            "--repeats",
+            "1",
+            "--out",
+            tmp_path,
+            "--data-root",
+            data_root,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "torchrun.json").read_text())["rows"]
+    assert sorted(row["processes"] for row in rows) == [1, 2]
+    assert rows[0]["test_accuracy"] == rows[1]["test_accuracy"]  # the same math in 1 and 2 processes
