@@ -13,7 +13,7 @@ LAYERS = [
     {"exceptions", "datasets", "storage"},  # no imports from the package
     {"config", "distributed", "images", "model", "ondisk"},
     {"devices", "objective", "optimizers", "data", "batches", "inputs"},
-    {"engine", "evaluation", "convert"},  # the one training loop; metrics; dataset conversion
+    {"engine", "evaluation", "convert", "solvers"},  # the one training loop; metrics; dataset conversion
     {"training", "tensorboard"},  # a config turned into an engine run; its TensorBoard callback
     {"checkpoints"},  # run folders on disk
     {"runs"},  # the run's life: folders, resume, torchrun, signals
