@@ -33,7 +33,7 @@ def test_compare_tiny(tmp_path, data_root):
         "estimator-sgd",
         "estimator-lbfgs",
     } <= workers
-    assert "- batch 128: x @ W.T" in done.stdout  # the products' rates, the machine's limit
+    assert "- batch 256: x @ W.T" in done.stdout  # the products' rates, the machine's limit
     for row in rows:
         assert 0 <= row["accuracy"] <= 1 and row["train_seconds"] > 0 and row["peak_mb"] > 0
     ours = next(row for row in rows if row["worker"] == "torchlogreg-default")

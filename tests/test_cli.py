@@ -58,7 +58,7 @@ def test_train_evaluate_predict(tmp_path, data_root, mnist_splits):
     out = tmp_path / "run"
     trained = run_cli("train", "--data-root", data_root, "--out", out, "--epochs", "1", "--device", "cpu")
     assert trained.returncode == 0, trained.stderr
-    assert "iteration     430  loss" in trained.stdout and "test accuracy 0.9" in trained.stdout
+    assert "iteration     215  loss" in trained.stdout and "test accuracy 0.9" in trained.stdout
     metrics = json.loads((out / "metrics.json").read_text())
 
     evaluated = run_cli("evaluate", out, "--data-root", data_root, "--json")
@@ -166,7 +166,7 @@ def test_train_logs_for_tensorboard_and_export_writes_onnx(tmp_path, data_root, 
     args = ["--data-root", str(data_root), "--train-size", "2000", "--epochs", "2", "--device", "cpu"]
     assert main(["train", *args, "--quiet", "--out", str(run), "--tensorboard", str(logs)]) == 0
     events = EventAccumulator(str(logs)).Reload()
-    assert [e.step for e in events.Scalars("val/accuracy")] == [16, 32]  # ceil(2000 / 128) per epoch
+    assert [e.step for e in events.Scalars("val/accuracy")] == [8, 16]  # ceil(2000 / 256) per epoch
     assert len(events.Images("weights/7")) == 1
     assert main(["export", str(run), "--out", str(tmp_path / "model.onnx")]) == 0
     assert (tmp_path / "model.onnx").stat().st_size > 0

@@ -98,8 +98,8 @@ def test_signal_checkpoints_and_resume_matches(tmp_path, data_root, signum):
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     assert not has_training_state(out)
     assert (
-        json.loads((out / "metrics.json").read_text())["iterations"] == 12 * 461
-    )  # ceil(59000 / 128) per epoch
+        json.loads((out / "metrics.json").read_text())["iterations"] == 12 * 231
+    )  # ceil(59000 / 256) per epoch
 
 
 def test_resume_refuses_other_settings(tmp_path, tiny_data):

@@ -144,7 +144,7 @@ def test_cli_sweep_writes_results_summary_plots_and_retrains(tmp_path, data_root
             "--val-size",
             "500",
             "--grid",
-            "train_size=200,1000",
+            "train_size=300,1000",
             "--grid",
             "weight_decay=0,0.01",
             "--hue",

@@ -19,7 +19,7 @@ OPTIMIZERS = ("sgd", "adam", "lbfgs")
 SCHEDULES = ("none", "cosine", "step")
 INITS = ("zeros", "uniform")
 # Learning rate used when `lr` is None: each optimizer's own sensible scale.
-DEFAULT_LR = {"sgd": 0.5, "adam": 0.005, "lbfgs": 1.0}
+DEFAULT_LR = {"sgd": 0.8, "adam": 0.005, "lbfgs": 1.0}
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -40,7 +40,7 @@ class TrainConfig:
     lr: float | None = None  # None: DEFAULT_LR[optimizer]
     momentum: float = 0.9  # sgd only, in [0, 1)
     nesterov: bool = True  # sgd only, used when momentum > 0
-    batch_size: int = 128  # samples per step (ignored by lbfgs)
+    batch_size: int = 256  # samples per step (ignored by lbfgs)
     epochs: int | None = 4  # passes over the training set (lbfgs: iterations); or set iters
     iters: int | None = None  # optimizer steps in total; overrides epochs
     weight_decay: float = 3e-5  # L2 penalty on the weights (not the bias)

@@ -226,12 +226,10 @@ def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tens
 
 
 def full_objective(engine: Engine, source=None, objective: Objective | None = None) -> float:
-    """The objective over a whole source (default: the engine's own), its gradient left in .grad.
-    In this process only: the estimator's measure of progress."""
+    """The objective over a whole source (default: the engine's own), forward passes only, in this
+    process only: the estimator's measure of progress between epochs."""
     source, objective, model = source or engine.source, objective or engine.objective, engine.model
-    model.zero_grad(set_to_none=True)
-    loss = 0.0
-    for part in source.chunks():
-        loss += objective.add_data_gradients(model, part.x, part.y, part.size, part.sample_weight)
-    objective.add_penalty_gradients(model.linear.weight)
+    loss = sum(
+        objective.data_loss(model, part.x, part.y, part.size, part.sample_weight) for part in source.chunks()
+    )
     return loss + objective.penalty(model.linear.weight)

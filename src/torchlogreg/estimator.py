@@ -208,7 +208,8 @@ class _Fit:
         dtype = self.est._torch_dtype
         features = SparseRows(X, dtype) if hasattr(X, "toarray") else to_tensor(X, device, dtype)
         labels = torch.as_tensor(targets, device=device)
-        sample_weight = torch.as_tensor(weights, device=device)
+        uniform = bool(np.all(weights == 1))  # the plain mean: no weights to gather and multiply each step
+        sample_weight = None if uniform else torch.as_tensor(weights, device=device)
         return MemoryBatches(features, labels, batch_size, sample_weight, device)
 
 
@@ -505,8 +506,8 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     verbose : int -- print the objective per lbfgs iteration or sgd/adam epoch.
     warm_start : bool -- start from coef_ and intercept_ as they are (a user may edit them).
     n_jobs : int or None -- no effect (as in scikit-learn >= 1.8, which warns when it is set).
-    lr : float or None -- sgd/adam learning rate (None: 0.5 sgd, 0.005 adam).
-    batch_size : int, default=128 -- samples per step for sgd/adam.
+    lr : float or None -- sgd/adam learning rate (None: 0.8 sgd, 0.005 adam).
+    batch_size : int, default=256 -- samples per step for sgd/adam.
     early_stopping, validation_fraction, n_iter_no_change -- sgd/adam: stop on the loss of a held-out
         fraction, keeping the best weights (see tol).
     device : 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' -- lbfgs evaluates its loss with NumPy on the
@@ -560,7 +561,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         warm_start=False,
         n_jobs=None,
         lr=None,
-        batch_size=128,
+        batch_size=256,
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=5,

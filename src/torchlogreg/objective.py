@@ -33,6 +33,23 @@ class Objective:
             weight.grad.add_(weight.sign(), alpha=self.l1)
 
     @staticmethod
+    @without_grad
+    def data_loss(
+        model: LogisticRegression,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        total_rows: int,
+        sample_weight: torch.Tensor | None = None,
+    ) -> float:
+        """(sum of the loss over these rows) / total_rows, forward only: a share of the mean loss."""
+        if y.shape[0] == 0:
+            return 0.0
+        losses = model.loss(model(x), y, reduction="none")
+        if sample_weight is not None:
+            losses = losses * sample_weight.to(losses.dtype)
+        return float(losses.sum()) / total_rows
+
+    @staticmethod
     def add_data_gradients(
         model: LogisticRegression,
         x: torch.Tensor,
