@@ -66,6 +66,8 @@ def test_cli_convert_and_train(tmp_path, data_root, capsys):
                 "50",
                 "--batch-size",
                 "50",
+                "--lr",  # uniform noise is dense: the default lr is tuned for MNIST's sparse strokes
+                "0.1",
                 "--epochs",
                 "1",
                 "--out",
