@@ -5,7 +5,8 @@
     python -m benchmarks.scaling --on-disk 3000000   # out of core, 1 and 2 processes: memory, bytes read
 
 Sets above 60,000 are MNIST's training set stacked with randomly shifted copies. Each N runs in
-its own process: one epoch of the default preset's optimizer (SGD, batch 128); we record seconds
+its own process: one epoch of the default preset's optimizer at batch 128 (fixed here, so tables from
+different versions compare the same work); we record seconds
 per epoch and the process's peak RSS, next to the size of the data as uint8 and as float32.
 It also measures matrix-product throughput, to say how close an epoch comes to the CPU's limit.
 Writes benchmarks/results/scaling.{md,json,png}.
@@ -26,6 +27,7 @@ from benchmarks.compare import REPO, RESULTS, default_data_root
 
 SIZES = (1_000, 10_000, 60_000, 600_000, 3_000_000)
 PIXELS, CLASSES = 784, 10
+BATCH = 128
 
 
 def shifted_mnist(size: int, data_root: str):
@@ -80,7 +82,7 @@ def disk_worker(folder: str) -> dict:
     from torchlogreg.distributed import init_from_environment, shutdown
     from torchlogreg.runs import train
 
-    config = TrainConfig(dataset=folder, epochs=1, val_size=5000, device="cpu")
+    config = TrainConfig(dataset=folder, epochs=1, val_size=5000, device="cpu", batch_size=BATCH)
     dist = init_from_environment("cpu", timeout_seconds=600)
     data = load_data(config)
     disk_reads = count_disk_reads()
@@ -160,7 +162,7 @@ def worker(size: int, data_root: str) -> dict:
 
     train_split, test = shifted_mnist(size, data_root)
     data = Data("mnist", train_split, None, test, tuple("0123456789"), tuple(range(10)), False)
-    config = TrainConfig(epochs=1, val_size=0, device="cpu", batch_size=min(128, size))
+    config = TrainConfig(epochs=1, val_size=0, device="cpu", batch_size=min(BATCH, size))
     started = time.perf_counter()
     train(config, data, verbose=False)
     return {
@@ -183,10 +185,10 @@ def matmul_gflops() -> dict:
             a @ b
         return 2 * a.shape[0] * a.shape[1] * b.shape[1] * repeats / (time.perf_counter() - started) / 1e9
 
-    x, w, r = torch.rand(128, PIXELS), torch.rand(CLASSES, PIXELS), torch.rand(128, CLASSES)
+    x, w, r = torch.rand(BATCH, PIXELS), torch.rand(CLASSES, PIXELS), torch.rand(BATCH, CLASSES)
     big = torch.rand(2048, 2048)
     return {
-        "forward_128": rate(x, w.T, 2000),
+        "forward_128": rate(w, x.T, 2000),  # the logits as the model computes them: W @ x.T
         "gradient_128": rate(r.T, x, 2000),
         "square_2048": rate(big, big, 5),
     }
@@ -228,7 +230,7 @@ def markdown(rows: list[dict], rates: dict) -> str:
     lines.append("")
     lines.append(
         f"Matrix-product throughput here: {rates['forward_128']:.1f} GFLOP/s for the forward product "
-        f"(128x784 @ 784x10), {rates['gradient_128']:.1f} for the gradient (10x128 @ 128x784), "
+        f"(10x784 @ 784x128), {rates['gradient_128']:.1f} for the gradient (10x128 @ 128x784), "
         f"{rates['square_2048']:.1f} for a 2048^3 product. An epoch does 4·N·784·10 FLOP."
     )
     return "\n".join(lines) + "\n"
