@@ -4,6 +4,9 @@ MNIST digits are white ink on black, fitted into a 20x20 box and centred by thei
 mass in a 28x28 field. `mnist_style` does the same to any picture of a dark-on-light (or
 light-on-dark) digit, so a photo of a pen-written digit is classified like a test digit. Runs
 trained on other H x W images get the same layout scaled: a box of H*20/28 x W*20/28 in H x W.
+It holds up on real pictures: sensor noise, blur, JPEG, shadows and uneven light, ruled or
+squared paper, coloured ink and paper, fine pens and markers, small digits in large photos;
+`python -m benchmarks.robustness` measures each against the raw test digits.
 
 Hostile files are refused before they cost memory: an image's size is checked before it is
 decoded, so a small file that would decode to gigabytes gives one `InputError` line.
@@ -23,10 +26,27 @@ MAX_IMAGE_PIXELS = 50_000_000  # refuse larger images before decoding them (deco
 FIELD = 28  # MNIST's field size
 BOX = 20  # MNIST fits each digit into a box this size
 MNIST_SHAPE = (FIELD, FIELD)
-WORK_SIZE = 96  # large crops are first reduced to this size before stroke thickening
-INK_LEVEL = 0.1  # fraction of the darkest ink below which a pixel counts as paper
-MIN_INK_CONTRAST = 0.25  # ink must stand this far above the paper, beyond its noise, to be a digit
-NOISE_WIDTHS = 5.0  # the brightest of a million paper pixels lies about 5 noise widths above the rest
+WORK_SIDE = 400  # larger pictures are first averaged over blocks down to at most this long side
+ZOOM_BELOW = 64  # a digit fewer pixels tall or wide than this after the reduction is looked at again
+ZOOM_MARGIN = 0.5  # ... in the full-size pixels around it, as far out as this share of its size
+COARSE_SIDE = 96  # the long side of the coarse copy that tells light paper from dark
+DARK_PAPER_SKEW = 0.5  # light ink on dark paper skews departures at least this far (MNIST: 1 or more)
+DENOISED_NOISE = 0.03  # Gaussian smoothing brings the pixel noise down to about this (white = 1)
+DARKEST_PAPER = 0.1  # ink is measured against the paper's level, but never a darker one than this
+PAPER_WINDOW = 0.3  # the paper's level comes from windows this fraction of the picture's short side
+MIN_INK_CONTRAST = 0.25  # the ink must take this share of its paper's light away to be a digit
+INK_OVER_NOISE = 4.0  # ... stand this many times the paper's noise clear (noise alone: about 2) ...
+MIN_INK_DEPTH = 0.08  # ... and lie this far below its paper (white = 1), about 20 levels of 255
+LINE_LEVEL = 0.1  # a row (column) taking this share of the paper's light, at both ends too, is a line
+LINE_END = 0.05  # the share of a row, at each end, where a ruled line must be seen as well
+LINE_WIDEST = 0.04  # a ruled line is at most this share of the picture wide; a pen's stroke is wider
+MIN_LINE_SPAN = 16  # pictures narrower than this many pixels have no ruled lines to find
+SPECK = 0.02  # ink pieces smaller than this share of the largest piece are noise
+NEAR = 0.25  # pieces within this share of the largest piece's size of it belong to the digit
+FAINTEST = 0.01  # the crop ends where the digit's soft edge fades below this
+STROKE_SIDE = 96  # the digit's pen width is measured and changed at this size
+MNIST_STROKES = (0.1, 0.2)  # MNIST's usual pen widths over digit size: about its 5th to 95th percentiles
+BLOB_DEPTH = 0.3  # ink this share of its size deep is a blob (a bright spot), not a pen's stroke
 FULL_SCALES = (1.0, 255.0, 65535.0, 2.0**31 - 1)  # white of 1-, 8-, 16- and 32-bit (signed) pixels
 NO_DIGIT = "no digit found: the image is blank, noise, or its ink is too faint"
 
@@ -95,11 +115,14 @@ def read_image(path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None
 
 
 def _to_gray(image, path: Path) -> np.ndarray:
-    """Pixels of a Pillow image in [0, 1]: wide pixels scaled by their depth, the rest through RGBA."""
+    """Pixels of a Pillow image in [0, 1]: wide pixels scaled by their depth, opaque grey and RGB
+    converted to luminance directly, the rest composited on white through RGBA."""
     from PIL import Image
 
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         return _scaled(np.asarray(image, dtype=np.float32), image.mode, path)
+    if image.mode in ("L", "RGB") and "transparency" not in image.info:  # opaque: nothing to composite
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     try:
         rgba = image.convert("RGBA")
     except ValueError as error:  # a mode Pillow cannot convert (LAB, for one)
@@ -125,45 +148,230 @@ def _scaled(values: np.ndarray, mode: str, path: Path) -> np.ndarray:
     return np.clip(scaled, 0.0, 1.0).astype(np.float32)
 
 
-def _background(gray: np.ndarray, tiles: int = 6) -> np.ndarray:
-    """The paper's level at each pixel (ink bright): per-tile low percentiles, interpolated.
+# --- finding the digit in a picture ---------------------------------------------------------------
+# The steps, each undoing one way a user's picture differs from MNIST: average a large photo down
+# (`_reduced`); tell light paper from dark (`_light_paper`); smooth sensor noise (`_denoised`);
+# divide by the paper's own level so shadows and uneven light vanish (`_paper`, `_ink`); take out
+# ruled and squared paper's lines (`_without_ruled_lines`); keep the digit's connected pieces and
+# drop specks and strays (`_digit_mask`); look again, up close, at a digit that came out small
+# (`_digit_in`); bring a fine pen or a marker to MNIST's pen width (`_mnist_strokes`); fit into
+# the 20x20 box and centre by mass (`_fitted`, `_place`).
+# SciPy's ndimage does the pixel work: Gaussian filter, grey closing, connected-component labels
+# and distance transforms, each one pass in C where NumPy would need Python loops or a copy of the
+# picture per window position; Pillow averages and resizes. Otsu or Sauvola thresholds
+# (scikit-image) were not needed: dividing by the closing's paper level leaves ink at a known
+# level, which a fixed share of it separates from paper.
 
-    A photo is lit unevenly, so one global level leaves shadows that look like ink; ink is
-    brighter than paper and rarely fills a whole tile, so a tile's 10th percentile is its paper.
-    """
+
+def _reduction(shape: tuple[int, ...]) -> int:
+    """The block size that brings a picture of `shape` to at most WORK_SIDE on its long side."""
+    return max(1, -(-max(shape) // WORK_SIDE))  # ceiling division
+
+
+def _reduced(gray: np.ndarray) -> np.ndarray:
+    """`gray` averaged over square blocks (Pillow's `reduce`, fast in C) until its long side is at
+    most WORK_SIDE: a photo of millions of pixels holds no more of a 20x20 digit than this, the
+    averaging lowers its noise, and every later step is faster."""
     from PIL import Image
 
+    factor = _reduction(gray.shape)
+    return gray if factor == 1 else np.asarray(Image.fromarray(gray).reduce(factor), dtype=np.float32)
+
+
+def _median(values: np.ndarray, most: int = 20_000) -> float:
+    """The median of `values`, from an even sample of at most about `most` of them (exact enough for
+    levels and noise widths, and several times faster on a photo's hundred thousand pixels)."""
+    flat = values.ravel()
+    return float(np.median(flat[:: max(1, flat.size // most)]))
+
+
+def _noise_level(gray: np.ndarray) -> float:
+    """Standard deviation of the pixel noise, from the median step between neighbours: strokes'
+    edges are too few of the steps to move the median, so the digit does not count as noise."""
+    steps = np.abs(np.diff(gray, axis=1)) if gray.shape[1] > 1 else np.abs(np.diff(gray, axis=0))
+    return 1.4826 * _median(steps) / np.sqrt(2.0) if steps.size else 0.0
+
+
+def _light_paper(gray: np.ndarray) -> bool:
+    """Whether the paper is lighter than the ink. Ink is thin, so it stands out from a blurred copy
+    as a strong narrow core with a faint wide halo of the other sign: the departures are skewed
+    towards the ink's side. A shadow's edge departs as much each way, and a slope not at all, so
+    a page without ink counts as light paper, as most photos are."""
+    from PIL import Image
+    from scipy import ndimage
+
     height, width = gray.shape
-    tile_h, tile_w = max(1, height // tiles), max(1, width // tiles)
-    rows, cols = height // tile_h, width // tile_w
-    blocks = gray[: rows * tile_h, : cols * tile_w].reshape(rows, tile_h, cols, tile_w).swapaxes(1, 2)
-    levels = np.percentile(blocks.reshape(rows, cols, -1), 10, axis=-1).astype(np.float32)
-    smooth = Image.fromarray(levels, mode="F").resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(smooth, dtype=np.float32)
+    factor = min(1.0, COARSE_SIDE / max(height, width))
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    coarse = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.BOX), dtype=np.float64)
+    blurred = ndimage.gaussian_filter(coarse, max(1.0, min(coarse.shape) / 6), mode="nearest", truncate=3.0)
+    departure = coarse - blurred
+    spread = max(float((departure**2).mean()) ** 1.5, 1e-12)
+    return float((departure**3).mean()) / spread < DARK_PAPER_SKEW
+
+
+def _denoised(gray: np.ndarray, noise: float) -> tuple[np.ndarray, float]:
+    """`gray` smoothed (Gaussian) just enough to bring its noise near DENOISED_NOISE, and the noise
+    left; the blur is at most 1/50 of the picture's short side, under the strokes' width of any
+    digit that fills a fair part of it (a digit that does not is looked at again, up close)."""
+    from scipy import ndimage
+
+    sigma = min(noise / (2 * np.sqrt(np.pi) * DENOISED_NOISE), min(gray.shape) / 50)
+    if sigma < 0.5:  # not worth a pass: the noise is already low
+        return gray, noise
+    return ndimage.gaussian_filter(gray, sigma, mode="nearest"), noise / (2 * np.sqrt(np.pi) * sigma)
+
+
+def _paper(gray: np.ndarray) -> np.ndarray:
+    """The paper's level at each pixel of a light-paper picture: a grey closing (maximum, then
+    minimum, over windows wider than any stroke) fills in the dark ink and keeps the steps of
+    shadows and the slopes of uneven light, which tiles or a blur would smear into false ink."""
+    from scipy import ndimage
+
+    window = max(3, round(PAPER_WINDOW * min(gray.shape)))
+    return _edges_extended(ndimage.grey_closing(gray, size=(window, window), mode="nearest"), window // 2)
+
+
+def _edges_extended(closed: np.ndarray, band: int) -> np.ndarray:
+    """`closed` with its outer `band` of pixels continued in a straight line from the inside where
+    that is darker: a window cut off by the picture's edge sees only the light side of paper that
+    darkens towards the edge (vignetting), and would take its brightest paper for the edge's."""
+    paper = closed.copy()
+    steps = np.arange(band, 0, -1, dtype=np.float32)  # distances from the band's inner end
+    for axis in (0, 1):
+        if band < 1 or paper.shape[axis] < 4 * band:
+            continue
+        view = np.moveaxis(paper, axis, 0)  # writes go to `paper`
+        for inner, further, edge in (
+            (band, 2 * band, slice(0, band)),
+            (-band - 1, -2 * band - 1, slice(-band, None)),
+        ):
+            slope = (view[further] - view[inner]) / band  # change per pixel, going inwards
+            line = view[inner][None] - slope[None] * (steps if inner > 0 else steps[::-1])[:, None]
+            view[edge] = np.minimum(view[edge], line)
+    return paper
 
 
 def _ink(gray: np.ndarray) -> np.ndarray:
-    """Ink as bright-on-black in [0, 1] with the paper removed; light paper is inverted first."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) > 0.5:
+    """Ink as bright-on-black, about 1 in strokes and 0 on paper, whatever the light, paper, ruling
+    or polarity; `InputError` (no digit) when nothing stands far enough above the paper's noise."""
+    noise = _noise_level(gray)
+    if not _light_paper(gray):
         gray = 1.0 - gray
-    ink = np.clip(gray - _background(gray), 0.0, None)
-    # Noise level from the median absolute deviation (paper is most of the picture). A digit is ink
-    # well above the paper (its 10th percentile: a tight crop may be mostly ink) even after the
-    # noise's extremes; a blank page, a lighting gradient or random noise leaves residues that are
-    # faint or no brighter than the noise.
-    median = float(np.median(ink))
-    noise = 1.4826 * float(np.median(np.abs(ink - median)))
-    peak = float(ink.max())
-    contrast = peak - float(np.percentile(ink, 10)) - NOISE_WIDTHS * noise
-    if contrast < MIN_INK_CONTRAST:
-        raise InputError(f"{NO_DIGIT} (ink contrast {max(contrast, 0.0):.2f}, needs {MIN_INK_CONTRAST})")
-    # What is within a few noise widths of the paper, or fainter than INK_LEVEL of the ink, is paper.
-    level = max(INK_LEVEL * peak, 4.0 * noise)
-    ink = (np.clip(ink - level, 0.0, None) / max(peak - level, 1e-6)).astype(np.float32)
-    if not ink.any():
-        raise InputError(NO_DIGIT)
+    smooth, noise = _denoised(gray, noise)
+    paper = _paper(smooth)
+    depth = paper - smooth  # how much darker than its paper each pixel is
+    ink = depth / np.maximum(paper, DARKEST_PAPER)  # as a share of the paper's light: shadows divide out
+    faint = ink < 0.5 * float(ink.max())
+    if faint.all() or not faint.any():  # a flat picture
+        raise InputError(f"{NO_DIGIT} (ink contrast 0.00, needs {MIN_INK_CONTRAST})")
+    depth -= _median(depth[faint])  # the closing rides on the noise's peaks
+    ink = _without_ruled_lines(ink - _median(ink[faint]))
+    faint = ink < 0.5 * float(ink.max())
+    if faint.all() or not faint.any():  # nothing but ruled lines
+        raise InputError(f"{NO_DIGIT} (ink contrast 0.00, needs {MIN_INK_CONTRAST})")
+    noise = max(noise / max(_median(paper), DARKEST_PAPER), 1.4826 * _median(np.abs(ink[faint])))
+    level = _median(ink[~faint])  # the ink's own level: strokes are set to 1
+    if level < MIN_INK_CONTRAST or level < INK_OVER_NOISE * noise or _median(depth[~faint]) < MIN_INK_DEPTH:
+        raise InputError(f"{NO_DIGIT} (ink contrast {level:.2f} over paper noise {noise:.2f})")
+    return np.clip(ink / level, 0.0, 2.0).astype(np.float32)
+
+
+def _without_ruled_lines(ink: np.ndarray) -> np.ndarray:
+    """`ink` (a share of the paper's light) without the lines of ruled or squared paper. A line runs
+    along a whole row or column: ink across most of it, so its median, and at both of its ends;
+    and it is thin, where a digit's stroke running edge to edge in a tight crop is not. Where a
+    line crosses the digit, the pen's ink is kept as its share of the light the line left."""
+    for axis in (1, 0):  # along rows (horizontal lines), then along columns
+        length = ink.shape[axis]
+        if length < MIN_LINE_SPAN:
+            continue
+        edge = max(1, round(LINE_END * length))
+        level = np.median(ink, axis=axis)
+        start = np.take(ink, np.arange(edge), axis=axis).mean(axis=axis)
+        end = np.take(ink, np.arange(length - edge, length), axis=axis).mean(axis=axis)
+        line = _thin_runs((level > LINE_LEVEL) & (np.minimum(start, end) > LINE_LEVEL), LINE_WIDEST)
+        if line.any():
+            level = np.expand_dims(np.where(line, np.minimum(level, 0.9), 0.0), axis)  # 0.9: as dark as ink
+            ink = np.clip((ink - level) / (1.0 - level), 0.0, None)
     return ink
+
+
+def _thin_runs(flags: np.ndarray, widest: float) -> np.ndarray:
+    """`flags` (one per row or column) keeping only runs of neighbours at most `widest` of their number."""
+    from scipy import ndimage
+
+    runs, count = ndimage.label(flags)
+    if count == 0:
+        return flags
+    lengths = np.bincount(runs, minlength=count + 1)
+    return flags & (lengths[runs] <= max(1.0, widest * flags.size))
+
+
+def _digit_mask(mask: np.ndarray) -> np.ndarray:
+    """The digit's pixels in `mask`: its largest connected piece and the pieces near it, without
+    noise's specks or far-off marks (a digit may come in several strokes, a 5's bar or a 4's top)."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count == 0:
+        raise InputError(NO_DIGIT)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    boxes = ndimage.find_objects(labels)
+    main = int(np.argmax(areas))
+    rows, cols = boxes[main]
+    reach = NEAR * max(rows.stop - rows.start, cols.stop - cols.start)
+    keep = np.zeros(count + 1, bool)
+    for index, (piece_rows, piece_cols) in enumerate(boxes):
+        near = (
+            piece_rows.start < rows.stop + reach
+            and piece_rows.stop > rows.start - reach
+            and piece_cols.start < cols.stop + reach
+            and piece_cols.stop > cols.start - reach
+        )
+        keep[index + 1] = areas[index] >= SPECK * areas[main] and (near or areas[index] >= 0.3 * areas[main])
+    return keep[labels]
+
+
+def _bounds(mask: np.ndarray) -> tuple[slice, slice]:
+    """The rows and columns spanned by `mask`'s pixels."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def _digit_crop(ink: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """The digit cut from the ink map, specks and strays left out, in [0, 1], and where it lies:
+    strokes are set solid and their edges sharpened by as much as the crop is larger than MNIST's
+    box, since shrinking it to the box will smooth them again, as MNIST's own anti-aliasing did."""
+    from scipy import ndimage
+
+    digit = _digit_mask(ink > 0.5)
+    found = rows, cols = _bounds(digit)
+    sharpness = max(1.0, max(rows.stop - rows.start, cols.stop - cols.start) / BOX)
+    rows = slice(max(rows.start - 2, 0), rows.stop + 2)  # room for the strokes' soft edges
+    cols = slice(max(cols.start - 2, 0), cols.stop + 2)
+    near = ndimage.binary_dilation(digit[rows, cols], np.ones((3, 3), bool), iterations=2)
+    crop = np.clip((ink[rows, cols] - 0.5) * sharpness + 0.5, 0.0, 1.0) * near
+    return crop[_bounds(crop > FAINTEST)], found
+
+
+def _digit_in(gray: np.ndarray) -> np.ndarray:
+    """The digit's crop from a picture of any size: found in a copy reduced to WORK_SIDE and, when
+    it is small there (a digit far off in a large photo), found again in the full-size pixels
+    around it, reduced less; the first crop stands if the second look finds nothing."""
+    factor = _reduction(gray.shape)
+    crop, (rows, cols) = _digit_crop(_ink(_reduced(gray)))
+    size = max(rows.stop - rows.start, cols.stop - cols.start)
+    if factor == 1 or size >= ZOOM_BELOW:
+        return crop
+    margin = round(ZOOM_MARGIN * size)
+    around = tuple(
+        slice(max(0, (span.start - margin) * factor), (span.stop + margin) * factor) for span in (rows, cols)
+    )
+    try:
+        return _digit_crop(_ink(_reduced(gray[around])))[0]
+    except InputError:
+        return crop
 
 
 def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -176,35 +384,51 @@ def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.clip(np.asarray(resized), 0.0, 1.0)
 
 
-def _thicken(crop: np.ndarray) -> np.ndarray:
-    """Widen thin pen strokes to MNIST's stroke width (about 1/8 of the digit's size)."""
-    from PIL import Image, ImageFilter
+def _stroke_width(mask: np.ndarray) -> float:
+    """Mean stroke width in pixels: a stroke of width w and length L covers wL pixels, 2L of them
+    on its outline, so the width is twice the area over the outline."""
+    from scipy import ndimage
 
-    mask = crop > 0.5
     area = int(mask.sum())
-    if area == 0:
+    outline = area - int(ndimage.binary_erosion(mask, border_value=0).sum())
+    return 2.0 * area / max(outline, 1)
+
+
+def _mnist_strokes(crop: np.ndarray) -> np.ndarray:
+    """`crop` itself when its pen width is one of MNIST's usual widths; else the digit at STROKE_SIDE
+    with its strokes widened (a fine pen) or narrowed (a marker) to the nearest usual width, by
+    distance transforms of the ink, which grow or shrink every stroke by the same amount.
+    `InputError` (no digit) for a blob: ink far thicker than any pen, such as a bright spot."""
+    from scipy import ndimage
+
+    factor = STROKE_SIDE / max(crop.shape)
+    sized = resize(crop, max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
+    mask = sized > 0.5
+    inside = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]  # padded: beyond the crop is paper
+    if inside.max() > BLOB_DEPTH * STROKE_SIDE:
+        raise InputError(f"{NO_DIGIT} (a smooth blob, not pen strokes)")
+    width = _stroke_width(mask) / STROKE_SIDE
+    change = (np.clip(width, *MNIST_STROKES) - width) * STROKE_SIDE / 2
+    if abs(change) < 0.5 or not mask.any():  # each side of each stroke would move by `change` pixels
         return crop
-    interior = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
-    edge = max(area - int(interior.sum()), 1)
-    width = 2.0 * area / edge  # a stroke of width w and length L has area wL and edge ~2L
-    target = max(crop.shape) / 8.0
-    grow = int(round(target - width))
-    if grow < 2:
-        return crop
-    size = grow + 1 if grow % 2 == 0 else grow  # MaxFilter needs an odd size
-    image = Image.fromarray(crop.astype(np.float32), mode="F").filter(ImageFilter.MaxFilter(min(size, 15)))
-    return np.asarray(image, dtype=np.float32)
+    margin = max(int(np.ceil(change)), 0) + 1  # room around the digit for wider strokes
+    sized, mask, inside = (np.pad(array, margin) for array in (sized, mask, inside))
+    if change > 0:
+        outside = ndimage.distance_transform_edt(~mask)
+        sized = np.maximum(sized, np.clip(change + 1.0 - outside, 0.0, 1.0))
+    else:
+        sized = np.minimum(sized, np.clip(inside + change, 0.0, 1.0))
+    return sized[_bounds(sized > FAINTEST)] if (sized > FAINTEST).any() else crop
 
 
-def _mass_span(profile: np.ndarray, tail: float = 0.002) -> tuple[int, int]:
-    """Start and end of the ink along one axis, ignoring the outer `tail` of its mass.
-
-    A few stray specks of noise far from the digit would otherwise stretch its box.
-    """
-    cumulative = np.cumsum(profile) / profile.sum()
-    return int(np.searchsorted(cumulative, tail, side="right")), int(
-        np.searchsorted(cumulative, 1 - tail)
-    ) + 1
+def _fitted(crop: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`crop` resized to fill the box for `shape` with its proportions kept, brightest pixel 1."""
+    box_h, box_w = box_for(shape)
+    factor = min(box_h / crop.shape[0], box_w / crop.shape[1])  # the whole digit fits, proportions kept
+    height = min(box_h, max(1, round(crop.shape[0] * factor)))
+    width = min(box_w, max(1, round(crop.shape[1] * factor)))
+    digit = resize(crop, width, height)
+    return digit / max(float(digit.max()), 1e-6)
 
 
 def as_shape(shape) -> tuple[int, int]:
@@ -261,19 +485,5 @@ def mnist_style(gray: np.ndarray, shape: tuple[int, int] = MNIST_SHAPE) -> np.nd
     """A float image of `shape` (H, W) in MNIST's layout from a grayscale picture of one digit;
     `InputError` "no digit found" when the picture has no ink that stands out from its paper."""
     shape = as_shape(shape)
-    ink = _ink(_as_gray(gray))
-    row_start, row_end = _mass_span(ink.sum(axis=1))
-    col_start, col_end = _mass_span(ink.sum(axis=0))
-    crop = ink[row_start:row_end, col_start:col_end]
-    if max(crop.shape) > WORK_SIZE:
-        factor = WORK_SIZE / max(crop.shape)
-        crop = resize(crop, max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
-        crop = crop / max(float(crop.max()), 1e-6)
-    crop = _thicken(crop)
-    box_h, box_w = box_for(shape)
-    factor = min(box_h / crop.shape[0], box_w / crop.shape[1])  # the whole digit fits, proportions kept
-    height = min(box_h, max(1, round(crop.shape[0] * factor)))
-    width = min(box_w, max(1, round(crop.shape[1] * factor)))
-    digit = resize(crop, width, height)
-    digit = digit / max(float(digit.max()), 1e-6)
-    return _place(digit, shape)
+    crop = _mnist_strokes(_digit_in(_as_gray(gray)))
+    return _place(_fitted(crop, shape), shape)
