@@ -10,7 +10,8 @@ sizes.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import NamedTuple
 
 import torch
@@ -100,29 +101,44 @@ class MemoryBatches:
         weight = None if self.sample_weight is None else self.sample_weight[index]
         return x, self.labels.index_select(0, index), weight
 
-    def epoch(self, generator: torch.Generator, skip: int = 0) -> Iterator[Batch]:
-        """One permutation's batches. The rows of several batches are gathered (and converted to
-        floats) at once, each batch a slice of the block: per-batch gathers cost about as much as
-        the step's products. A batch's tensors are overwritten by a later block: copy one to keep it."""
-        order = torch.randperm(len(self), generator=generator).to(self.device)
+    def _plan(self, order: torch.Tensor, skip: int) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
+        """Per block: (each batch's global indices, this rank's rows of the block)."""
         features = math.prod(self.features.shape[1:]) if isinstance(self.features, torch.Tensor) else 1
         block_rows = max(1, BLOCK_BYTES // (4 * features * self.batch_size)) * self.batch_size
-        buffers = self._block_buffers(min(block_rows, len(self)))
+        plan = []
         for start in range(skip * self.batch_size, len(self), block_rows):
-            batches = order[start : start + block_rows].split(self.batch_size)
-            parts = (
-                [index[self.rank :: self.world_size] for index in batches] if self.world_size > 1 else batches
-            )
-            x, y, weight = self._block(
-                torch.cat(parts) if self.world_size > 1 else order[start : start + block_rows], buffers
-            )
-            first = 0
-            for part, index in zip(parts, batches, strict=True):
-                last = first + len(part)
-                yield Batch(
-                    x[first:last], y[first:last], None if weight is None else weight[first:last], len(index)
-                )
-                first = last
+            block = order[start : start + block_rows]
+            batches = block.split(self.batch_size)
+            if self.world_size > 1:
+                block = torch.cat([index[self.rank :: self.world_size] for index in batches])
+            plan.append((batches, block))
+        return plan
+
+    def epoch(self, generator: torch.Generator, skip: int = 0) -> Iterator[Batch]:
+        """One permutation's batches. The rows of several batches are gathered (and converted to
+        floats) at once, each batch a slice of the block, and on a CPU in one process the next block
+        is prepared on a second thread while this one trains: gathering and converting rows costs
+        about half as much as a step's products. A batch's tensors are overwritten by a later
+        block: copy one to keep it."""
+        order = torch.randperm(len(self), generator=generator).to(self.device)
+        plan = self._plan(order, skip)
+        rows = max((len(block) for _, block in plan), default=0)
+        buffers = [self._block_buffers(rows), self._block_buffers(rows)]  # one trains, one fills
+        ahead = self.device.type == "cpu" and self.world_size == 1 and buffers[0] is not None
+        with ThreadPoolExecutor(1) if ahead else _Inline() as worker:
+            pending = worker.submit(self._block, plan[0][1], buffers[0]) if plan else None
+            for number, (batches, _) in enumerate(plan):
+                x, y, weight = pending.result()
+                if number + 1 < len(plan):  # the other buffer: its batches were all used
+                    pending = worker.submit(self._block, plan[number + 1][1], buffers[(number + 1) % 2])
+                first = 0
+                for index in batches:
+                    last = first + (
+                        len(index[self.rank :: self.world_size]) if self.world_size > 1 else len(index)
+                    )
+                    weights = None if weight is None else weight[first:last]
+                    yield Batch(x[first:last], y[first:last], weights, len(index))
+                    first = last
 
     def chunks(self) -> Iterator[Batch]:
         """This rank's contiguous part of the whole set, in chunks; `size` is the whole set's."""
@@ -204,3 +220,19 @@ def batch_source(
     return MemoryBatches(
         features, labels, batch_size, device=device, rank=rank, world_size=world_size, **kwargs
     )
+
+
+class _Inline:
+    """An executor that runs each task at once, in this thread: `ThreadPoolExecutor`'s interface
+    where a second thread would not help (GPUs queue work anyway; ranks share the cores)."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def submit(self, function: Callable, *args) -> Future:
+        future = Future()
+        future.set_result(function(*args))
+        return future
