@@ -53,12 +53,23 @@ def init_from_environment(device_type: str, timeout_seconds: float) -> DistConte
     return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+GATHER_LIMIT = 1 << 20  # values x ranks up to which gloo sums by all-gather (a step's gradient is 7,850)
+
+
 def all_reduce_sum(values: torch.Tensor, context: DistContext, what: str) -> torch.Tensor:
-    """Sum `values` over all ranks; a dead or hung peer becomes a DistributedError naming this rank."""
+    """Sum `values` over all ranks, in place; a dead or hung peer becomes a DistributedError naming
+    this rank. On gloo a small tensor is gathered from every rank and added up here, in rank order:
+    one all-gather took 0.6 ms on loopback where gloo's ring all-reduce took 2 ms (benchmarks/
+    torchrun.py), and every rank adds the same parts in the same order, so all get the same sum."""
     import torch.distributed as dist
 
     try:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        if dist.get_backend() == "gloo" and values.numel() * context.world_size <= GATHER_LIMIT:
+            parts = [torch.empty_like(values) for _ in range(context.world_size)]
+            dist.all_gather(parts, values)
+            torch.sum(torch.stack(parts), dim=0, out=values)
+        else:
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
     except (RuntimeError, dist.DistBackendError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DistributedError(
