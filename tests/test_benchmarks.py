@@ -9,13 +9,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _benchmark(module: str, *args, tmp_path, data_root) -> subprocess.CompletedProcess:
+    """`python -m benchmarks.MODULE ARGS --out tmp_path --data-root data_root`, from the repository."""
+    command = [sys.executable, "-m", f"benchmarks.{module}", *map(str, args)]
+    command += ["--out", str(tmp_path), "--data-root", str(data_root)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+
+
 def test_compare_tiny(tmp_path, data_root):
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.compare", "--tiny", "--out", tmp_path, "--data-root", data_root],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    done = _benchmark("compare", "--tiny", tmp_path=tmp_path, data_root=data_root)
     assert done.returncode == 0, done.stderr
     header = next(line for line in done.stdout.splitlines() if line.startswith("| row"))
     assert header == (
@@ -41,22 +43,7 @@ def test_compare_tiny(tmp_path, data_root):
 
 
 def test_scaling_tiny(tmp_path, data_root):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.scaling",
-            "--sizes",
-            "500,2000",
-            "--out",
-            tmp_path,
-            "--data-root",
-            data_root,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    done = _benchmark("scaling", "--sizes", "500,2000", tmp_path=tmp_path, data_root=data_root)
     assert done.returncode == 0, done.stderr
     rows = json.loads((tmp_path / "scaling.json").read_text())["rows"]
     assert [row["size"] for row in rows] == [500, 2000]
@@ -65,44 +52,14 @@ def test_scaling_tiny(tmp_path, data_root):
 
 
 def test_predict_speed_tiny(tmp_path, data_root):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.predict_speed",
-            "--tiny",
-            "--out",
-            tmp_path,
-            "--data-root",
-            data_root,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    done = _benchmark("predict_speed", "--tiny", tmp_path=tmp_path, data_root=data_root)
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "predict_speed-tiny.md").read_text()
     assert "600-row .npy" in table and "Kaggle CSV" in table
 
 
 def test_torchrun_tiny(tmp_path, data_root):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.torchrun",
-            "--tiny",
-            "--repeats",
-            "1",
-            "--out",
-            tmp_path,
-            "--data-root",
-            data_root,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    done = _benchmark("torchrun", "--tiny", "--repeats", "1", tmp_path=tmp_path, data_root=data_root)
     assert done.returncode == 0, done.stderr
     rows = json.loads((tmp_path / "torchrun.json").read_text())["rows"]
     assert sorted(row["processes"] for row in rows) == [1, 2]

@@ -27,7 +27,8 @@ from torchlogreg import InputError, inputs
 from torchlogreg.checkpoints import load_run
 from torchlogreg.cli import main
 from torchlogreg.inputs import load_inputs, read_chunks
-from torchlogreg.prediction import atomic_output, json_lines, kaggle_csv, predict_files, show_progress
+from torchlogreg.prediction import json_lines, kaggle_csv, predict_files, show_progress
+from torchlogreg.storage import atomic_output
 
 FUZZ = settings(
     max_examples=int(os.environ.get("TORCHLOGREG_FUZZ_EXAMPLES", 60)),

@@ -237,7 +237,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .devices import resolve_device
     from .exceptions import InputError
     from .inputs import expand_inputs
-    from .prediction import atomic_output, predict_files, show_progress, spool_to
+    from .prediction import predict_files, show_progress, spool_to
+    from .storage import atomic_output
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be an integer >= 1, got {args.top_k}")

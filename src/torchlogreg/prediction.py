@@ -34,7 +34,6 @@ import torch
 from .devices import cpu_threads
 from .exceptions import InputError
 from .inputs import Chunk, read_chunks
-from .storage import _umask
 
 if TYPE_CHECKING:
     from .checkpoints import Run
@@ -245,26 +244,6 @@ def show_progress(files: Sequence[Path], stream=None) -> bool:
     if not (hasattr(stream, "isatty") and stream.isatty()):
         return False
     return len(files) >= PROGRESS_MIN_FILES or sum(map(_file_size, files)) >= PROGRESS_MIN_BYTES
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """A binary file that becomes `path` when the block ends normally: written as a temporary file
-    beside it, fsynced and renamed over it; removed when the block raises (Ctrl-C too), so `path`
-    is never partial and no temporary file stays behind (`storage.atomic_write_bytes`, streamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(handle, "w+b") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager
