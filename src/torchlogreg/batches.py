@@ -10,8 +10,7 @@ sizes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -20,16 +19,17 @@ from .model import PIXEL_SCALE
 from .ondisk import SHARD_ROWS, DiskImages, shard_batches
 
 FULL_BATCH_CHUNK = 16384  # rows per chunk of a full pass: bounds memory
-BLOCK_BYTES = 2 * 2**20  # float rows gathered at once (one gather and one conversion per block), cache-sized
 
 
 class Batch(NamedTuple):
-    """This rank's part of one global batch of `size` rows (a tuple: cheap to make every step)."""
+    """This rank's part of one global batch of `size` rows (a tuple: cheap to make every step); the
+    features are `x * scale`."""
 
     x: torch.Tensor
     y: torch.Tensor
     sample_weight: torch.Tensor | None
     size: int
+    scale: float = 1.0
 
 
 def rank_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -79,66 +79,40 @@ class MemoryBatches:
             x = x.to(torch.float32).mul_(PIXEL_SCALE)
         return Batch(x, self.labels.index_select(0, index), weight, size)
 
-    def _block_buffers(self, block_rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(raw rows, float rows) to gather blocks into, or None for rows not held in one tensor.
-        Allocated once per epoch: a fresh multi-megabyte block per gather costs more in page
-        faults than the copy itself."""
+    def _buffers(self, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(raw rows, float rows) to gather each batch into, or None for rows not held in one tensor.
+        Allocated once per epoch and reused by every batch, so they stay in the core's cache for the
+        step's products: fresh ones page-fault, and several batches' worth came from memory (each
+        about 2x slower here)."""
         if not isinstance(self.features, torch.Tensor):
             return None
-        shape, dtype = (block_rows, *self.features.shape[1:]), self.features.dtype
+        shape, dtype = (rows, *self.features.shape[1:]), self.features.dtype
         raw = torch.empty(shape, dtype=dtype, device=self.device)
         return raw, raw if dtype != torch.uint8 else torch.empty(shape, device=self.device)
 
-    def _block(self, index: torch.Tensor, buffers) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Rows `index` (x as floats, y, sample weights), x written into `buffers` when given."""
+    def _rows(self, index: torch.Tensor, buffers) -> Batch:
+        """Rows `index` as floats (written into `buffers` when given), with their labels and weights.
+        Pixels are converted but not scaled: the 1/255 rides in the batch's `scale`, which the model
+        folds into its product (a separate multiply would be a second pass over the batch)."""
         if buffers is None:
-            batch = self._batch(index, 0)
-            return batch.x, batch.y, batch.sample_weight
+            return self._batch(index, 0)
         raw, floats = (buffer[: len(index)] for buffer in buffers)
         x = torch.index_select(self.features, 0, index, out=raw)
+        scale = 1.0
         if x.dtype == torch.uint8:
-            x = floats.copy_(x).mul_(PIXEL_SCALE)
-        weight = None if self.sample_weight is None else self.sample_weight[index]
-        return x, self.labels.index_select(0, index), weight
-
-    def _plan(self, order: torch.Tensor, skip: int) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
-        """Per block: (each batch's global indices, this rank's rows of the block)."""
-        features = math.prod(self.features.shape[1:]) if isinstance(self.features, torch.Tensor) else 1
-        block_rows = max(1, BLOCK_BYTES // (4 * features * self.batch_size)) * self.batch_size
-        plan = []
-        for start in range(skip * self.batch_size, len(self), block_rows):
-            block = order[start : start + block_rows]
-            batches = block.split(self.batch_size)
-            if self.world_size > 1:
-                block = torch.cat([index[self.rank :: self.world_size] for index in batches])
-            plan.append((batches, block))
-        return plan
+            x, scale = floats.copy_(x), PIXEL_SCALE
+        weight = None if self.sample_weight is None else self.sample_weight.index_select(0, index)
+        return Batch(x, self.labels.index_select(0, index), weight, 0, scale)
 
     def epoch(self, generator: torch.Generator, skip: int = 0) -> Iterator[Batch]:
-        """One permutation's batches. The rows of several batches are gathered (and converted to
-        floats) at once, each batch a slice of the block, and on a CPU in one process the next block
-        is prepared on a second thread while this one trains: gathering and converting rows costs
-        about half as much as a step's products. A batch's tensors are overwritten by a later
-        block: copy one to keep it."""
+        """One permutation's batches, after skipping the first `skip` (a resumed run's). Each batch's
+        rows are gathered (and converted to floats) into the same buffers: a yielded batch is
+        overwritten by the next one, so copy it to keep it."""
         order = torch.randperm(len(self), generator=generator).to(self.device)
-        plan = self._plan(order, skip)
-        rows = max((len(block) for _, block in plan), default=0)
-        buffers = [self._block_buffers(rows), self._block_buffers(rows)]  # one trains, one fills
-        ahead = self.device.type == "cpu" and self.world_size == 1 and buffers[0] is not None
-        with ThreadPoolExecutor(1) if ahead else _Inline() as worker:
-            pending = worker.submit(self._block, plan[0][1], buffers[0]) if plan else None
-            for number, (batches, _) in enumerate(plan):
-                x, y, weight = pending.result()
-                if number + 1 < len(plan):  # the other buffer: its batches were all used
-                    pending = worker.submit(self._block, plan[number + 1][1], buffers[(number + 1) % 2])
-                first = 0
-                for index in batches:
-                    last = first + (
-                        len(index[self.rank :: self.world_size]) if self.world_size > 1 else len(index)
-                    )
-                    weights = None if weight is None else weight[first:last]
-                    yield Batch(x[first:last], y[first:last], weights, len(index))
-                    first = last
+        buffers = self._buffers(math.ceil(self.batch_size / self.world_size))
+        for index in order[skip * self.batch_size :].split(self.batch_size):
+            mine = index[self.rank :: self.world_size] if self.world_size > 1 else index
+            yield self._rows(mine, buffers)._replace(size=len(index))
 
     def chunks(self) -> Iterator[Batch]:
         """This rank's contiguous part of the whole set, in chunks; `size` is the whole set's."""
@@ -220,19 +194,3 @@ def batch_source(
     return MemoryBatches(
         features, labels, batch_size, device=device, rank=rank, world_size=world_size, **kwargs
     )
-
-
-class _Inline:
-    """An executor that runs each task at once, in this thread: `ThreadPoolExecutor`'s interface
-    where a second thread would not help (GPUs queue work anyway; ranks share the cores)."""
-
-    def __enter__(self) -> _Inline:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def submit(self, function: Callable, *args) -> Future:
-        future = Future()
-        future.set_result(function(*args))
-        return future
