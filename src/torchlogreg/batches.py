@@ -90,19 +90,22 @@ class MemoryBatches:
         raw = torch.empty(shape, dtype=dtype, device=self.device)
         return raw, raw if dtype != torch.uint8 else torch.empty(shape, device=self.device)
 
-    def _rows(self, index: torch.Tensor, buffers) -> Batch:
-        """Rows `index` as floats (written into `buffers` when given), with their labels and weights.
-        Pixels are converted but not scaled: the 1/255 rides in the batch's `scale`, which the model
-        folds into its product (a separate multiply would be a second pass over the batch)."""
+    def _rows(self, index: torch.Tensor, buffers, size: int) -> Batch:
+        """Rows `index` as floats (written into `buffers` when given), with their labels and weights,
+        as part of a global batch of `size` rows. Pixels are converted but not scaled: the 1/255
+        rides in the batch's `scale`, which the model folds into its product (a multiply would be
+        a second pass over the rows)."""
         if buffers is None:
-            return self._batch(index, 0)
-        raw, floats = (buffer[: len(index)] for buffer in buffers)
+            return self._batch(index, size)
+        raw, floats = buffers
+        if len(index) < len(raw):  # the epoch's short last batch
+            raw, floats = raw[: len(index)], floats[: len(index)]
         x = torch.index_select(self.features, 0, index, out=raw)
         scale = 1.0
         if x.dtype == torch.uint8:
             x, scale = floats.copy_(x), PIXEL_SCALE
         weight = None if self.sample_weight is None else self.sample_weight.index_select(0, index)
-        return Batch(x, self.labels.index_select(0, index), weight, 0, scale)
+        return Batch(x, self.labels.index_select(0, index), weight, size, scale)
 
     def epoch(self, generator: torch.Generator, skip: int = 0) -> Iterator[Batch]:
         """One permutation's batches, after skipping the first `skip` (a resumed run's). Each batch's
@@ -110,9 +113,9 @@ class MemoryBatches:
         overwritten by the next one, so copy it to keep it."""
         order = torch.randperm(len(self), generator=generator).to(self.device)
         buffers = self._buffers(math.ceil(self.batch_size / self.world_size))
+        rank, world = self.rank, self.world_size
         for index in order[skip * self.batch_size :].split(self.batch_size):
-            mine = index[self.rank :: self.world_size] if self.world_size > 1 else index
-            yield self._rows(mine, buffers)._replace(size=len(index))
+            yield self._rows(index[rank::world] if world > 1 else index, buffers, len(index))
 
     def chunks(self) -> Iterator[Batch]:
         """This rank's contiguous part of the whole set, in chunks; `size` is the whole set's."""

@@ -60,6 +60,8 @@ class Engine:
         self.explosion_factor = explosion_factor  # None: only a non-finite loss counts as diverged
         self.parameters = list(parameters if parameters is not None else model.parameters())
         self._fixed = [p for p in model.parameters() if all(p is not q for q in self.parameters)]
+        self._weight = model.linear.weight  # the penalised tensor, looked up once
+        self._penalised = bool(objective.weight_decay or objective.l1)
         self.callbacks = list(callbacks)
         self.steps_per_epoch = 1 if full_batch else source.steps_per_epoch
         self.iteration, self.history, self.start_loss = 0, [], None
@@ -97,7 +99,8 @@ class Engine:
         for param in self._fixed:  # e.g. the bias without an intercept: takes no step
             param.grad = None
         loss, stop = self._reduce(loss, stop)
-        self.objective.add_penalty_gradients(self.model.linear.weight)
+        if self._penalised:
+            self.objective.add_penalty_gradients(self._weight)
         return loss, stop
 
     def _next_batch(self) -> Batch:
@@ -121,7 +124,7 @@ class Engine:
             result["loss"], result["stop"] = self._gradient(batches, wants_stop)
             if not self.full_batch:  # SGD and Adam need only the gradient
                 return None
-            objective = result["loss"] + self.objective.penalty(self.model.linear.weight)
+            objective = result["loss"] + self.objective.penalty(self._weight)
             return torch.tensor(objective, dtype=self.model.linear.weight.dtype)
 
         self.optimizer.step(lr, closure)

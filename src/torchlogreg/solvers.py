@@ -49,8 +49,7 @@ class HostLoss:
         self.X, self.n_outputs, self.targets = X, n_outputs, targets
         self.columns = np.arange(X.shape[0])
         self.share = sample_weight / sample_weight.sum()  # s_i / sum(s), float64 for the loss's sum
-        self.row_share = self.share.astype(X.dtype)
-        self.positive = (targets == 1).astype(X.dtype)
+        self.positive = (targets == 1).astype(np.float64)
 
     def _logits(self, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
         coef = coef.astype(self.X.dtype, copy=False)
@@ -62,7 +61,10 @@ class HostLoss:
         return logits
 
     def __call__(self, coef: np.ndarray, intercept: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        logits = self._logits(coef, intercept)
+        # The products in X's dtype, the per-sample softmax and the loss in float64: a float32 loss
+        # is known only to about 1e-8, and L-BFGS-B then stopped on that noise above tol (iris at
+        # tol 1e-5 on one CPU and not another); the products are the cost, the rest is cheap.
+        logits = self._logits(coef, intercept).astype(np.float64, copy=False)
         if self.n_outputs == 1:
             z = logits[0]
             losses = np.logaddexp(0.0, z) - self.positive * z
@@ -76,8 +78,9 @@ class HostLoss:
             losses = np.log(total) + top - picked
             residual /= total
             residual[self.targets, self.columns] -= 1.0
-        residual *= self.row_share
+        residual *= self.share
         loss = float(np.dot(losses, self.share))
+        residual = residual.astype(self.X.dtype, copy=False)
         grad_coef = np.asarray(residual @ self.X)
         return loss, grad_coef.astype(np.float64, copy=False), residual.sum(axis=1, dtype=np.float64)
 
