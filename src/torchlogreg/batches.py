@@ -18,7 +18,8 @@ import torch
 from .model import PIXEL_SCALE
 from .ondisk import SHARD_ROWS, DiskImages, shard_batches
 
-FULL_BATCH_CHUNK = 16384  # rows per chunk of a full pass: bounds memory
+FULL_BATCH_CHUNK = 1024  # rows per chunk of a full pass in memory: cache-sized (16,384: 40% slower here)
+DISK_CHUNK = 16384  # rows per read of a full pass from disk: bounds memory
 
 
 class Batch(NamedTuple):
@@ -180,8 +181,8 @@ class DiskBatches:
 
     def chunks(self) -> Iterator[Batch]:
         first, last = rank_range(len(self), self.rank, self.world_size)
-        for start in range(first, last, FULL_BATCH_CHUNK):
-            stop = min(start + FULL_BATCH_CHUNK, last)
+        for start in range(first, last, DISK_CHUNK):
+            stop = min(start + DISK_CHUNK, last)
             x = self.images.read(start, stop).to(self.device)
             yield Batch(x, self.labels[start:stop], None, len(self))
 
