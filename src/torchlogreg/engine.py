@@ -18,7 +18,7 @@ from typing import Protocol
 import torch
 
 from .batches import Batch
-from .distributed import DistContext, all_reduce_sum
+from .distributed import DistContext, step_sum
 from .exceptions import CheckpointError, DivergenceError
 from .model import LogisticRegression
 from .objective import Objective
@@ -67,7 +67,7 @@ class Engine:
         self.iteration, self.history, self.start_loss = 0, [], None
         self.train_seconds, self.stop_reason = 0.0, None
         self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
-        self._batches = None
+        self._batches, self._sum = None, None
 
     # --- one step --------------------------------------------------------------------------------
     def _reduce(self, loss: float, stop: bool) -> tuple[float, bool]:
@@ -76,7 +76,9 @@ class Engine:
             return loss, stop
         grads = [param.grad.reshape(-1) for param in self.parameters]
         flat = torch.cat([*grads, grads[0].new_tensor([loss, float(stop)])])
-        all_reduce_sum(flat, self.dist, f"the all-reduce of iteration {self.iteration + 1}")
+        if self._sum is None:  # collective: every rank's first step
+            self._sum = step_sum(self.dist, flat)
+        self._sum(flat, f"the sum of iteration {self.iteration + 1}")
         offset = 0
         for param in self.parameters:
             param.grad.copy_(flat[offset : offset + param.numel()].view_as(param))
