@@ -67,23 +67,20 @@ class Engine:
         self.iteration, self.history, self.start_loss = 0, [], None
         self.train_seconds, self.stop_reason = 0.0, None
         self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
-        self._batches, self._sum = None, None
+        self._batches, self._sum, self._flat = None, None, None
 
     # --- one step --------------------------------------------------------------------------------
     def _reduce(self, loss: float, stop: bool) -> tuple[float, bool]:
-        """Sum the flat gradient, the loss and the stop flag over ranks in one all-reduce."""
+        """Sum the flat gradient, the loss and the stop flag over ranks, in one exchange."""
         if self.dist is None:
             return loss, stop
-        grads = [param.grad.reshape(-1) for param in self.parameters]
-        flat = torch.cat([*grads, grads[0].new_tensor([loss, float(stop)])])
         if self._sum is None:  # collective: every rank's first step
-            self._sum = step_sum(self.dist, flat)
-        self._sum(flat, f"the sum of iteration {self.iteration + 1}")
-        offset = 0
-        for param in self.parameters:
-            param.grad.copy_(flat[offset : offset + param.numel()].view_as(param))
-            offset += param.numel()
-        return flat[-2].item(), flat[-1].item() > 0
+            self._flat = _Flat(self.parameters)
+            self._sum = step_sum(self.dist, self._flat.values)
+        flat = self._flat
+        flat.pack(self.parameters, loss, stop)
+        self._sum(flat.values, f"the sum of iteration {self.iteration + 1}")
+        return flat.unpack(self.parameters)
 
     def _gradient(self, batches: Sequence[Batch] | None, stop: bool) -> tuple[float, bool]:
         """(data loss, stop) with the objective's gradient in .grad."""
@@ -220,6 +217,35 @@ class Engine:
         for callback in self.callbacks:
             if hasattr(callback, "load_state_dict"):
                 callback.load_state_dict(tensors, meta)
+
+
+class _Flat:
+    """One tensor holding the gradients, the loss and the stop flag of a step, for one exchange; the
+    gradients' places in it are views made once, and on a CPU the two numbers are written and read
+    through a NumPy view (no kernel each)."""
+
+    def __init__(self, parameters: Sequence[torch.Tensor]):
+        sizes = [param.numel() for param in parameters]
+        first = parameters[0]
+        self.values = torch.empty(sum(sizes) + 2, dtype=first.dtype, device=first.device)
+        self.gradients = self.values[:-2]
+        parts = self.gradients.split(sizes)
+        self.views = [part.view_as(param) for part, param in zip(parts, parameters, strict=True)]
+        self.host = self.values.numpy() if first.device.type == "cpu" else None
+
+    def pack(self, parameters: Sequence[torch.Tensor], loss: float, stop: bool) -> None:
+        torch.cat([param.grad.reshape(-1) for param in parameters], out=self.gradients)
+        if self.host is not None:
+            self.host[-2:] = loss, float(stop)
+        else:
+            self.values[-2:].copy_(torch.tensor([loss, float(stop)]))
+
+    def unpack(self, parameters: Sequence[torch.Tensor]) -> tuple[float, bool]:
+        """The summed gradients into .grad; returns (summed loss, whether any rank asked to stop)."""
+        for view, param in zip(self.views, parameters, strict=True):
+            param.grad.copy_(view)
+        loss, stop = (self.host[-2:] if self.host is not None else self.values[-2:].tolist())
+        return float(loss), stop > 0
 
 
 def _is_count(value) -> bool:
