@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -174,7 +175,7 @@ def _alive(pid: int) -> bool:
         return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except FileNotFoundError:
         return False
-    except OSError:  # no /proc: ask the kernel whether the pid exists
+    except OSError:  # /proc unreadable: ask the kernel whether the pid exists
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -186,13 +187,14 @@ def _alive(pid: int) -> bool:
 
 def step_sum(context: DistContext, like: torch.Tensor) -> Callable[[torch.Tensor, str], torch.Tensor]:
     """The engine's per-step sum of tensors like `like`: through shared memory when every rank is on
-    this host, on x86-64 and on the CPU (gloo); otherwise all_reduce_sum. Collective: every rank
+    this host, on x86-64 Linux and on the CPU (gloo); otherwise all_reduce_sum. Collective: every rank
     calls it at the same point."""
     import torch.distributed as dist
 
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0"))
     same_host = local_world == context.world_size and like.device.type == "cpu"
-    if same_host and dist.get_backend() == "gloo" and platform.machine().lower() in ("x86_64", "amd64"):
+    x86_linux = sys.platform.startswith("linux") and platform.machine() == "x86_64"
+    if same_host and x86_linux and dist.get_backend() == "gloo":
         try:
             return SharedMemorySum(context, like)
         except OSError as error:
@@ -216,5 +218,8 @@ def shutdown(context: DistContext | None) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
-            dist.barrier()  # leave together: tearing gloo down while a peer still talks can abort it
+            try:
+                dist.barrier()  # leave together: tearing gloo down while a peer still talks can abort it
+            except (RuntimeError, dist.DistBackendError):
+                pass  # a peer is gone; the error that ended the run, if any, already says which
             dist.destroy_process_group()
