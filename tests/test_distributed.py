@@ -4,7 +4,6 @@ resume across world sizes."""
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -127,8 +126,6 @@ def test_killed_rank_stops_the_job_and_resume_completes_in_one_process(tmp_path,
     output = "".join(lines) + output
     assert process.returncode != 0
     assert "rank" in output and ("rank: 1" in output or "rank 1" in output)
-    if sys.platform.startswith("linux") and platform.machine() == "x86_64":  # the shared-memory sum
-        assert "rank 1 died" in output  # rank 0 notices at once and says so in one line
     assert has_training_state(out)
     resumed = subprocess.run(_single("--resume", out, "--quiet"), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
