@@ -157,7 +157,7 @@ class LogisticRegression(nn.Module):
         """Add `weight` x the closed-form gradient of the mean loss on (x * scale, targets) to .grad,
         and return that mean loss (unscaled by `weight`); with `sample_weight`, sum(w_i * loss_i) / N.
 
-        Written by hand because it is about 3x faster than autograd for this model: no graph, ten
+        Written by hand because it is about 3x faster than autograd for this model: no graph, nine
         kernels, and the logits computed as W @ x.T, classes by rows, which MKL runs faster than
         x @ W.T for a handful of classes (benchmarks/compare.py measures both). Scalars ride in
         BLAS's alpha rather than in kernels of their own.
