@@ -12,11 +12,13 @@ process group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -108,28 +110,16 @@ class SharedMemorySum:
     rank order, so every rank gets the same sum, the same as the process group's. A rank can be at
     most one step ahead (the next step waits for every counter), so it never overwrites a slot that
     another rank is still reading. The protocol needs stores to become visible in program order,
-    as on x86-64; `step_sum` uses it only there. A rank that waits checks that the others are alive
-    and gives up after the context's timeout.
+    as on x86-64; `step_sum` uses it only there. A waiting rank spins briefly, then sleeps in short
+    naps (so that it does not hold a core another rank's threads need), checks that the others are
+    alive, and gives up after the context's timeout.
     """
 
-    def __init__(self, context: DistContext, like: torch.Tensor):
-        import torch.distributed as dist
+    SPIN_SECONDS = 2e-4  # a step's exchange usually completes within this; longer waits nap
+    NAP_SECONDS = 5e-5
 
-        self.context, self.step = context, 0
-        lines = np.dtype(np.int64).itemsize * 16  # one 128-byte line per rank: counter, pid
-        slot_bytes = like.numel() * like.element_size()
-        size = lines * context.world_size + 2 * context.world_size * slot_bytes
-        path = [_segment(size) if context.is_main else None]
-        dist.broadcast_object_list(path, src=0)
-        memory = np.memmap(path[0], dtype=np.uint8, mode="r+", shape=(size,))
-        dist.barrier()  # everyone has it mapped: the name can go, the memory stays until unmapped
-        if context.is_main:
-            os.unlink(path[0])
-        self.header = memory[: lines * context.world_size].view(np.int64).reshape(context.world_size, 16)
-        self.header[context.rank, 1] = os.getpid()
-        slots = torch.from_numpy(memory[lines * context.world_size :]).view(like.dtype)
-        self.slots = slots.view(2, context.world_size, like.numel())
-        dist.barrier()  # every pid is written
+    def __init__(self, context: DistContext, header: np.ndarray, slots: torch.Tensor):
+        self.context, self.header, self.slots, self.step = context, header, slots, 0
 
     def __call__(self, values: torch.Tensor, what: str) -> torch.Tensor:
         """Sum `values` over all ranks, in place."""
@@ -143,26 +133,77 @@ class SharedMemorySum:
         return torch.sum(slots, dim=0, out=values)
 
     def _wait(self, peer: int, step: int, what: str) -> None:
-        deadline, spins = time.monotonic() + self.context.timeout, 0
+        started = time.perf_counter()
+        spin_until, deadline, next_check = started + self.SPIN_SECONDS, started + self.context.timeout, 0.0
         while self.header[peer, 0] < step:
-            spins += 1
-            if spins % 1024:
+            now = time.perf_counter()
+            if now < spin_until:
                 continue
-            if not _alive(int(self.header[peer, 1])):
-                raise _failure(self.context, what, f"rank {peer} died")
-            if time.monotonic() > deadline:
-                raise _failure(
-                    self.context, what, f"rank {peer} did not answer within {self.context.timeout:g} s"
-                )
-            os.sched_yield()  # a rank waiting for a core another rank needs lets it run
+            if now >= next_check:  # every 10 ms: is the peer still there?
+                if not _alive(int(self.header[peer, 1])):
+                    raise _failure(self.context, what, f"rank {peer} died")
+                if now > deadline:
+                    reason = f"rank {peer} did not answer within {self.context.timeout:g} s"
+                    raise _failure(self.context, what, reason)
+                next_check = now + 0.01
+            time.sleep(self.NAP_SECONDS)
+
+
+def _shared_memory_sum(context: DistContext, like: torch.Tensor) -> SharedMemorySum | None:
+    """Set up the shared-memory segment (collective), or None when some rank could not (all ranks
+    then agree to use the process group). Rank 0 creates it and removes its name once every rank
+    has mapped it or failed to, so nothing is left behind in /dev/shm."""
+    import torch.distributed as dist
+
+    lines = np.dtype(np.int64).itemsize * 16  # one 128-byte line per rank: counter, pid
+    size = lines * context.world_size + 2 * context.world_size * like.numel() * like.element_size()
+    holder, mapped = [None], None
+    try:
+        if context.is_main:
+            holder = [_segment(size)]  # a path, or the reason there is none
+        dist.broadcast_object_list(holder, src=0)
+        path = holder[0]
+        if isinstance(path, str) and path.startswith("/"):
+            try:
+                mapped = np.memmap(path, dtype=np.uint8, mode="r+", shape=(size,))
+            except (OSError, ValueError):
+                mapped = None
+        everyone = torch.tensor([0 if mapped is None else 1])
+        dist.all_reduce(everyone, op=dist.ReduceOp.MIN)
+    finally:
+        if context.is_main and isinstance(holder[0], str) and holder[0].startswith("/"):
+            Path(holder[0]).unlink(missing_ok=True)  # mapped memory stays until unmapped
+    if not everyone.item():
+        if context.is_main:
+            reason = path if not path.startswith("/") else "a rank could not map it"
+            warnings.warn(
+                f"the shared-memory segment for the per-step sum ({size} bytes in /dev/shm) could not be "
+                f"set up ({reason}): summing through the process group, which is slower",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return None
+    header = mapped[: lines * context.world_size].view(np.int64).reshape(context.world_size, 16)
+    header[context.rank, 1] = os.getpid()
+    slots = torch.from_numpy(mapped[lines * context.world_size :]).view(like.dtype)
+    dist.barrier()  # every pid is written
+    return SharedMemorySum(context, header, slots.view(2, context.world_size, like.numel()))
 
 
 def _segment(size: int) -> str:
-    """A new zero-filled file of `size` bytes in memory (/dev/shm), or else in the temporary folder."""
+    """The path of a new zero-filled file of `size` bytes in memory (/dev/shm, else the temporary
+    folder), or why there is none. The space is reserved now: a sparse file on a full /dev/shm
+    would kill the process with SIGBUS at its first write."""
     folder = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    descriptor, path = tempfile.mkstemp(prefix="torchlogreg-", dir=folder)
     try:
-        os.ftruncate(descriptor, size)
+        descriptor, path = tempfile.mkstemp(prefix="torchlogreg-", dir=folder)
+    except OSError as error:
+        return f"cannot create it: {error}"
+    try:
+        os.posix_fallocate(descriptor, 0, size)
+    except OSError as error:
+        os.unlink(path)
+        return f"no room for {size} bytes: {error}"
     finally:
         os.close(descriptor)
     return path
@@ -185,20 +226,32 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def step_sum(context: DistContext, like: torch.Tensor) -> Callable[[torch.Tensor, str], torch.Tensor]:
-    """The engine's per-step sum of tensors like `like`: through shared memory when every rank is on
-    this host, on x86-64 Linux and on the CPU (gloo); otherwise all_reduce_sum. Collective: every rank
-    calls it at the same point."""
+def step_sum(
+    context: DistContext, like: torch.Tensor, short_steps: bool = True
+) -> Callable[[torch.Tensor, str], torch.Tensor]:
+    """The engine's per-step sum of tensors like `like`: through shared memory for `short_steps`
+    (mini-batches, whose cost is the exchange's latency) when every rank is on this host, on x86-64
+    Linux and on the CPU (gloo); otherwise, or when the segment cannot be set up, all_reduce_sum.
+    Full passes (L-BFGS) keep the process group: a rank waiting a long time there sleeps in the
+    kernel, leaving its core to the other ranks' threads (spinning cost 2x with 2 threads per rank).
+    Collective: every rank calls it at the same point, and all ranks agree."""
     import torch.distributed as dist
 
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "0"))
-    same_host = local_world == context.world_size and like.device.type == "cpu"
+    same_host = short_steps and local_world == context.world_size and like.device.type == "cpu"
     x86_linux = sys.platform.startswith("linux") and platform.machine() == "x86_64"
-    if same_host and x86_linux and dist.get_backend() == "gloo":
-        try:
-            return SharedMemorySum(context, like)
-        except OSError as error:
-            raise _failure(context, "setting up the shared-memory sum", str(error)) from None
+    shared = None
+    try:
+        if dist.get_backend() == "gloo":  # ranks on CUDA (nccl) never share host memory here
+            eligible = torch.tensor([int(same_host and x86_linux)])
+            dist.all_reduce(eligible, op=dist.ReduceOp.MIN)  # one rank's no is everyone's
+            shared = _shared_memory_sum(context, like) if eligible.item() else None
+    except (RuntimeError, dist.DistBackendError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = f"another rank died or did not answer within the timeout ({first_line})"
+        raise _failure(context, "setting up the per-step sum", reason) from None
+    if shared is not None:
+        return shared
     return lambda values, what: all_reduce_sum(values, context, what)
 
 
@@ -218,8 +271,8 @@ def shutdown(context: DistContext | None) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
-            try:
-                dist.barrier()  # leave together: tearing gloo down while a peer still talks can abort it
-            except (RuntimeError, dist.DistBackendError):
-                pass  # a peer is gone; the error that ended the run, if any, already says which
+            # leave together: tearing gloo down while a peer still talks can abort it; a peer that is
+            # gone fails the barrier, and the error that ended the run, if any, already says which
+            with contextlib.suppress(RuntimeError, dist.DistBackendError):
+                dist.barrier()
             dist.destroy_process_group()

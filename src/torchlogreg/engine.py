@@ -76,7 +76,7 @@ class Engine:
             return loss, stop
         if self._sum is None:  # collective: every rank's first step
             self._flat = _Flat(self.parameters)
-            self._sum = step_sum(self.dist, self._flat.values)
+            self._sum = step_sum(self.dist, self._flat.values, short_steps=not self.full_batch)
         flat = self._flat
         flat.pack(self.parameters, loss, stop)
         self._sum(flat.values, f"the sum of iteration {self.iteration + 1}")
@@ -244,8 +244,8 @@ class _Flat:
         """The summed gradients into .grad; returns (summed loss, whether any rank asked to stop)."""
         for view, param in zip(self.views, parameters, strict=True):
             param.grad.copy_(view)
-        loss, stop = (self.host[-2:] if self.host is not None else self.values[-2:].tolist())
-        return float(loss), stop > 0
+        loss, stop = self.host[-2:] if self.host is not None else self.values[-2:].tolist()
+        return float(loss), bool(stop > 0)
 
 
 def _is_count(value) -> bool:
@@ -261,6 +261,7 @@ def full_objective(engine: Engine, source=None, objective: Objective | None = No
     process only: the estimator's measure of progress between epochs."""
     source, objective, model = source or engine.source, objective or engine.objective, engine.model
     loss = sum(
-        objective.data_loss(model, part.x, part.y, part.size, part.sample_weight) for part in source.chunks()
+        objective.data_loss(model, part.x, part.y, part.size, part.sample_weight, part.scale)
+        for part in source.chunks()
     )
     return loss + objective.penalty(model.linear.weight)

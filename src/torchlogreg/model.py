@@ -126,7 +126,10 @@ class LogisticRegression(nn.Module):
         if self.binary:
             target = targets.to(logits.dtype)
             return F.binary_cross_entropy_with_logits(logits.squeeze(-1), target, reduction=reduction)
-        losses = F.cross_entropy(logits.T.unsqueeze(0), targets.unsqueeze(0), reduction=reduction)
+        if logits.dim() != 2 or targets.dim() != 1:  # not (N, C) scores and class indices
+            return F.cross_entropy(logits, targets, reduction=reduction)
+        scores, classes = logits.T.unsqueeze(0), targets.long().unsqueeze(0)
+        losses = F.cross_entropy(scores, classes, reduction=reduction)
         return losses[0] if reduction == "none" else losses
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:

@@ -40,10 +40,14 @@ class Objective:
         y: torch.Tensor,
         total_rows: int,
         sample_weight: torch.Tensor | None = None,
+        scale: float = 1.0,
     ) -> float:
-        """(sum of the loss over these rows) / total_rows, forward only: a share of the mean loss."""
+        """(sum of the loss over these rows) / total_rows, forward only: a share of the mean loss. The
+        features are `x * scale`."""
         if y.shape[0] == 0:
             return 0.0
+        if scale != 1.0:  # a batch source's converted pixels (full passes' chunks come unscaled)
+            x = x * scale
         losses = model.loss(model(x), y, reduction="none")
         if sample_weight is not None:
             losses = losses * sample_weight.to(losses.dtype)

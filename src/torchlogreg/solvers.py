@@ -100,7 +100,9 @@ class DeviceLoss:
         self.model.zero_grad(set_to_none=True)
         loss = 0.0
         for part in self.source.chunks():
-            loss += Objective.add_data_gradients(self.model, part.x, part.y, part.size, part.sample_weight)
+            loss += Objective.add_data_gradients(
+                self.model, part.x, part.y, part.size, part.sample_weight, part.scale
+            )
         grads = (
             param.grad.detach().to("cpu", torch.float64).numpy() * self.scale for param in (weight, bias)
         )
