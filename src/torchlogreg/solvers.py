@@ -80,9 +80,9 @@ class HostLoss:
             residual[self.targets, self.columns] -= 1.0
         residual *= self.share
         loss = float(np.dot(losses, self.share))
-        residual = residual.astype(self.X.dtype, copy=False)
-        grad_coef = np.asarray(residual @ self.X)
-        return loss, grad_coef.astype(np.float64, copy=False), residual.sum(axis=1, dtype=np.float64)
+        grad_intercept = residual.sum(axis=1)
+        grad_coef = np.asarray(residual.astype(self.X.dtype, copy=False) @ self.X)
+        return loss, grad_coef.astype(np.float64, copy=False), grad_intercept
 
 
 class DeviceLoss:
