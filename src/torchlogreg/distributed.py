@@ -84,12 +84,7 @@ def all_reduce_sum(values: torch.Tensor, context: DistContext, what: str) -> tor
         else:
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
     except (RuntimeError, dist.DistBackendError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DistributedError(
-            f"rank {context.rank} of {context.world_size}: {what} failed: another rank died or did not "
-            f"answer within the timeout ({first_line}); torchrun's summary names the failed rank. "
-            "Resume with --resume"
-        ) from None
+        raise _failure(context, what, _peer_lost(error)) from None
     return values
 
 
@@ -98,6 +93,12 @@ def _failure(context: DistContext, what: str, reason: str) -> DistributedError:
         f"rank {context.rank} of {context.world_size}: {what} failed: {reason}; torchrun's summary "
         "names the failed rank. Resume with --resume"
     )
+
+
+def _peer_lost(error: Exception) -> str:
+    """The reason for a failed collective, with the first line of the backend's message."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"another rank died or did not answer within the timeout ({first_line})"
 
 
 class SharedMemorySum:
@@ -157,13 +158,13 @@ def _shared_memory_sum(context: DistContext, like: torch.Tensor) -> SharedMemory
 
     lines = np.dtype(np.int64).itemsize * 16  # one 128-byte line per rank: counter, pid
     size = lines * context.world_size + 2 * context.world_size * like.numel() * like.element_size()
-    holder, mapped = [None], None
+    holder, mapped = [(None, None)], None
     try:
         if context.is_main:
-            holder = [_segment(size)]  # a path, or the reason there is none
+            holder = [_segment(size)]
         dist.broadcast_object_list(holder, src=0)
-        path = holder[0]
-        if isinstance(path, str) and path.startswith("/"):
+        path, reason = holder[0]
+        if path is not None:
             try:
                 mapped = np.memmap(path, dtype=np.uint8, mode="r+", shape=(size,))
             except (OSError, ValueError):
@@ -171,14 +172,14 @@ def _shared_memory_sum(context: DistContext, like: torch.Tensor) -> SharedMemory
         everyone = torch.tensor([0 if mapped is None else 1])
         dist.all_reduce(everyone, op=dist.ReduceOp.MIN)
     finally:
-        if context.is_main and isinstance(holder[0], str) and holder[0].startswith("/"):
-            Path(holder[0]).unlink(missing_ok=True)  # mapped memory stays until unmapped
+        if context.is_main and holder[0][0] is not None:
+            Path(holder[0][0]).unlink(missing_ok=True)  # mapped memory stays until unmapped
     if not everyone.item():
         if context.is_main:
-            reason = path if not path.startswith("/") else "a rank could not map it"
             warnings.warn(
                 f"the shared-memory segment for the per-step sum ({size} bytes in /dev/shm) could not be "
-                f"set up ({reason}): summing through the process group, which is slower",
+                f"set up ({reason or 'a rank could not map it'}): summing through the process group, "
+                "which is slower",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -190,23 +191,23 @@ def _shared_memory_sum(context: DistContext, like: torch.Tensor) -> SharedMemory
     return SharedMemorySum(context, header, slots.view(2, context.world_size, like.numel()))
 
 
-def _segment(size: int) -> str:
-    """The path of a new zero-filled file of `size` bytes in memory (/dev/shm, else the temporary
-    folder), or why there is none. The space is reserved now: a sparse file on a full /dev/shm
-    would kill the process with SIGBUS at its first write."""
+def _segment(size: int) -> tuple[str | None, str | None]:
+    """(path, None) of a new zero-filled file of `size` bytes in memory (/dev/shm, else the temporary
+    folder), or (None, why there is none). The space is reserved now: a sparse file on a full
+    /dev/shm would kill the process with SIGBUS at its first write."""
     folder = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     try:
         descriptor, path = tempfile.mkstemp(prefix="torchlogreg-", dir=folder)
     except OSError as error:
-        return f"cannot create it: {error}"
+        return None, f"cannot create it: {error}"
     try:
         os.posix_fallocate(descriptor, 0, size)
     except OSError as error:
         os.unlink(path)
-        return f"no room for {size} bytes: {error}"
+        return None, f"no room for {size} bytes: {error}"
     finally:
         os.close(descriptor)
-    return path
+    return path, None
 
 
 def _alive(pid: int) -> bool:
@@ -247,9 +248,7 @@ def step_sum(
             dist.all_reduce(eligible, op=dist.ReduceOp.MIN)  # one rank's no is everyone's
             shared = _shared_memory_sum(context, like) if eligible.item() else None
     except (RuntimeError, dist.DistBackendError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        reason = f"another rank died or did not answer within the timeout ({first_line})"
-        raise _failure(context, "setting up the per-step sum", reason) from None
+        raise _failure(context, "setting up the per-step sum", _peer_lost(error)) from None
     if shared is not None:
         return shared
     return lambda values, what: all_reduce_sum(values, context, what)

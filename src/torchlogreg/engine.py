@@ -124,7 +124,7 @@ class Engine:
             if not self.full_batch:  # SGD and Adam need only the gradient
                 return None
             objective = result["loss"] + self.objective.penalty(self._weight)
-            return torch.tensor(objective, dtype=self.model.linear.weight.dtype)
+            return torch.tensor(objective, dtype=self._weight.dtype)
 
         self.optimizer.step(lr, closure)
         return result["loss"], result["stop"]

@@ -377,7 +377,7 @@ class _EngineAdapter(_Fit):
         engine = self._engine(
             X, targets, weights, penalty, solver, steps, batch, schedule=schedule, callbacks=[watcher]
         )
-        zero = float(weights.mean()) * math.log(engine.model.n_classes)  # the all-zero model's objective
+        zero = math.log(engine.model.n_classes)  # the all-zero model's objective (weights of mean 1)
         start = full_objective(engine, None, objective) if _has_weights(engine.model) else zero
         with cpu_threads(threads_for(batch, engine.model.n_features, engine.parameters[0].device)):
             engine.run()
