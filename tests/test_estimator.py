@@ -65,7 +65,9 @@ def test_lbfgs_matches_scikit_learn(digits, C):
 def test_float64_sample_weights_equal_repeated_samples(digits):
     X, y = digits[0][:300], digits[1][:300]
     weights = np.random.default_rng(0).integers(0, 3, len(y))
-    kwargs = dict(dtype="float64", tol=1e-6, max_iter=3000)
+    # Both fits stop within tol of the one optimum, not at it: at tol 1e-6 their probabilities were
+    # 1.2e-5 apart on an AMD EPYC (passed on Intel); at 3e-8, 2.9e-6 on both MKL code paths.
+    kwargs = dict(dtype="float64", tol=3e-8, max_iter=3000)
     weighted = TorchLogisticRegression(**kwargs).fit(X, y, sample_weight=weights)
     repeated = TorchLogisticRegression(**kwargs).fit(np.repeat(X, weights, 0), np.repeat(y, weights))
     np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X), atol=1e-5)
@@ -384,9 +386,15 @@ def test_sparse_input_gives_the_dense_solution(iris):
 
 def test_float32_input_converges_in_float32(iris):
     X, y = iris
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ConvergenceWarning)
+    # In float32 the objective is known to about 1e-8, so whether L-BFGS-B reaches |pg| <= 1e-5 before
+    # its steps fall below that noise depends on the CPU's rounding (yes on an Intel Xeon, |pg| 1.8e-5
+    # on an AMD EPYC). Either way the fit must be as good as float32 allows, and the only warning
+    # allowed is the one that says so.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
         model = TorchLogisticRegression(l1_ratio=0.5, tol=1e-5).fit(X.astype(np.float32), y)
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert all("no longer falls measurably in float32 arithmetic" in m for m in messages), messages
     reference = TorchLogisticRegression(l1_ratio=0.5, tol=1e-7, max_iter=1000).fit(X, y)
     assert model.coef_.dtype == np.float32
     assert _objective(model, X, y, 1.0, 0.5) == pytest.approx(_objective(reference, X, y, 1.0, 0.5), abs=1e-7)

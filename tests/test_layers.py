@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
 
 LAYERS = [
-    {"exceptions", "datasets", "storage"},  # no imports from the package
+    {"exceptions", "datasets", "storage", "fused"},  # no imports from the package
     {"config", "distributed", "images", "model", "ondisk"},
     {"devices", "objective", "optimizers", "data", "batches", "inputs"},
     {"engine", "evaluation", "convert", "solvers"},  # the one training loop; metrics; dataset conversion

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import torch
 
+from . import fused
 from .model import PIXEL_SCALE
 from .ondisk import SHARD_ROWS, DiskImages, shard_batches
 
@@ -25,13 +26,15 @@ DISK_CHUNK = 16384  # rows per read of a full pass from disk: bounds memory
 
 class Batch(NamedTuple):
     """This rank's part of one global batch of `size` rows (a tuple: cheap to make every step); the
-    features are `x * scale`."""
+    features are `x * scale`. With `index`, the part is rows `index` of x, y and sample_weight, which
+    the fused CPU gradient reads in place (no gather)."""
 
     x: torch.Tensor
     y: torch.Tensor
     sample_weight: torch.Tensor | None
     size: int
     scale: float = 1.0
+    index: torch.Tensor | None = None
 
 
 def rank_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -109,16 +112,37 @@ class MemoryBatches:
         weight = None if self.sample_weight is None else self.sample_weight.index_select(0, index)
         return Batch(x, self.labels.index_select(0, index), weight, size, scale)
 
+    def _in_place(self) -> bool:
+        """Whether batches can be rows read in place by the fused gradient (see fused.usable)."""
+        features, weight = self.features, self.sample_weight
+        return (
+            fused.available()
+            and isinstance(features, torch.Tensor)
+            and features.device.type == "cpu"
+            and features.dtype in fused.FEATURE_DTYPES
+            and features.dim() == 2
+            and features.is_contiguous()
+            and self.labels.dtype == torch.int64
+            and (weight is None or weight.dtype == torch.float32)
+        )
+
     def epoch(self, generator: torch.Generator, skip: int = 0) -> Iterator[Batch]:
-        """One permutation's batches, after skipping the first `skip` (a resumed run's). Each batch's
+        """One permutation's batches, after skipping the first `skip` (a resumed run's). Where the
+        fused gradient applies, a batch is its rows' index into the whole set; otherwise each batch's
         rows are gathered (and converted to floats) into the same buffers: a yielded batch is
         overwritten by the next one, so copy it to keep it."""
         order = torch.randperm(len(self), generator=generator).to(self.device)
-        buffers = self._buffers(math.ceil(self.batch_size / self.world_size))
         rank, world = self.rank, self.world_size
         if skip * self.batch_size >= len(self):  # nothing left (split would give one empty batch)
             return
-        for index in order[skip * self.batch_size :].split(self.batch_size):
+        batches = order[skip * self.batch_size :].split(self.batch_size)
+        if self._in_place():
+            for index in batches:
+                part = index[rank::world].contiguous() if world > 1 else index
+                yield Batch(self.features, self.labels, self.sample_weight, len(index), 1.0, part)
+            return
+        buffers = self._buffers(math.ceil(self.batch_size / self.world_size))
+        for index in batches:
             yield self._rows(index[rank::world] if world > 1 else index, buffers, len(index))
 
     def chunks(self) -> Iterator[Batch]:

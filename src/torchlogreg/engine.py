@@ -90,7 +90,7 @@ class Engine:
         loss = 0.0
         for part in parts:
             loss += self.objective.add_data_gradients(
-                self.model, part.x, part.y, part.size, part.sample_weight, part.scale
+                self.model, part.x, part.y, part.size, part.sample_weight, part.scale, part.index
             )
         for param in self.parameters:  # a rank with no rows of this set still takes part in the sum
             if param.grad is None:

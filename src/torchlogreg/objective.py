@@ -61,14 +61,16 @@ class Objective:
         total_rows: int,
         sample_weight: torch.Tensor | None = None,
         scale: float = 1.0,
+        index: torch.Tensor | None = None,
     ) -> float:
         """Add the gradient of (sum of the loss over these rows) / total_rows to .grad; return that
         share of the mean loss. Rows of one batch may be split over calls (chunks, ranks). The
-        features are `x * scale`."""
-        if y.shape[0] == 0:  # an empty part of a batch (a rank's share of a short last batch)
+        features are `x * scale`; with `index`, the rows are rows `index` of x, y and sample_weight."""
+        rows = y.shape[0] if index is None else index.shape[0]
+        if rows == 0:  # an empty part of a batch (a rank's share of a short last batch)
             for param in model.parameters():
                 if param.grad is None:
                     param.grad = torch.zeros_like(param)
             return 0.0
-        share = y.shape[0] / total_rows
-        return model.accumulate_gradients(x, y, share, sample_weight, scale) * share
+        share = rows / total_rows
+        return model.accumulate_gradients(x, y, share, sample_weight, scale, index) * share

@@ -1,0 +1,233 @@
+/* The log-loss gradient of a batch for logistic regression, in one call and one pass per pair of rows.
+
+   Why by hand: with a handful of classes, a training step in eager PyTorch is about a dozen small
+   kernels (gather, convert, two thin GEMMs, softmax, gathers, sums) at a few microseconds of dispatch
+   each. Here each pair of rows is read straight from the data set (by index), converted once into an
+   L1-resident buffer, scored against every class, turned into its residual and added to the gradient
+   while still in cache: nothing is written but the gradient, and there is one call per batch.
+
+   Arithmetic: float32 products with float32 accumulators (as BLAS), the softmax and the loss in
+   float64. Rows are visited in order, and each row's scores depend only on that row, so a row's
+   contribution does not depend on the batch it is in.
+
+   One function, `gradient`; torchlogreg/fused.py is its Python side and documents the arguments.
+   Tensors come as addresses (`tensor.data_ptr()`), so nothing here depends on torch's headers. The
+   products exist once per instruction set (_fused_kernel.h), picked at run time. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct batch {
+    const void *x;        /* rows of features: uint8 or float32 */
+    int is_uint8;
+    int64_t rows;         /* rows in this batch */
+    int64_t x_stride;     /* elements between rows of x */
+    int64_t features;
+    const int64_t *index; /* the batch's rows of x, labels and weights; NULL: rows 0 .. rows-1 */
+    const int64_t *labels;
+    const float *weights; /* per-row sample weights, or NULL */
+};
+
+struct model {
+    const float *w;       /* (classes, features) weights, rows w_stride apart */
+    int64_t w_stride;
+    const float *b;
+    int64_t classes;      /* 1: one logit (binary) */
+    double scale;         /* the features are x * scale */
+    double share;         /* each row's gradient is added times this */
+    float *gw;            /* gradients, added to */
+    int64_t gw_stride;
+    float *gb;
+    int accumulate;       /* 0: gw and gb are overwritten */
+};
+
+struct work {
+    float *rows;          /* a block's rows, converted */
+    double *scores;       /* a block's rows of scores */
+    float *residuals;     /* a block's rows of residuals */
+    int32_t *live;        /* offsets of the chunks of features where the block has a nonzero */
+    int64_t bad_label;    /* set to the row of a label out of range; -1 while none */
+};
+
+/* The (weighted) loss of one row from its raw scores z, with d(loss)/d(score) x weight x share in r. */
+static inline double row_loss(const struct batch *in, const struct model *m, int64_t row, double *z,
+                              float *r, struct work *work) {
+    int64_t at = in->index ? in->index[row] : row, label = in->labels[at], classes = m->classes;
+    double weight = in->weights ? in->weights[at] : 1.0, factor = weight * m->share;
+    if (label < 0 || label >= (classes == 1 ? 2 : classes)) {
+        if (work->bad_label < 0) work->bad_label = at;
+        label = 0;
+    }
+    for (int64_t c = 0; c < classes; c++) z[c] = z[c] * m->scale + m->b[c];
+    if (classes == 1) { /* sigmoid and binary cross-entropy */
+        double y = (double)label, p = 1.0 / (1.0 + exp(-z[0]));
+        r[0] = (float)((p - y) * factor);
+        return weight * (fmax(z[0], 0.0) - z[0] * y + log1p(exp(-fabs(z[0]))));
+    }
+    double top = z[0], sum = 0.0;
+    for (int64_t c = 1; c < classes; c++) top = z[c] > top ? z[c] : top;
+    double label_score = z[label] - top;
+    for (int64_t c = 0; c < classes; c++) sum += (z[c] = exp(z[c] - top));
+    for (int64_t c = 0; c < classes; c++) r[c] = (float)((z[c] / sum - (c == label)) * factor);
+    return weight * (log(sum) - label_score);
+}
+
+/* The (weighted) loss of one row of C >= 2 classes from its raw scores z, and a count in *correct
+   when its first top score (NaN counted largest, as torch's max) is its label's. */
+static inline double row_sums(const struct batch *in, const struct model *m, int64_t row, double *z,
+                              struct work *work, int64_t *correct) {
+    int64_t at = in->index ? in->index[row] : row, label = in->labels[at], classes = m->classes;
+    double weight = in->weights ? in->weights[at] : 1.0;
+    if (label < 0 || label >= classes) {
+        if (work->bad_label < 0) work->bad_label = at;
+        label = 0;
+    }
+    int64_t top = 0;
+    for (int64_t c = 0; c < classes; c++) {
+        z[c] = (double)(float)(z[c] * m->scale + m->b[c]); /* the float32 logits torch would have */
+        if (!isnan(z[top]) && (isnan(z[c]) || z[c] > z[top])) top = c;
+    }
+    *correct += top == label;
+    double peak = z[top], sum = 0.0;
+    for (int64_t c = 0; c < classes; c++) sum += exp(z[c] - peak);
+    return weight * (log(sum) - (z[label] - peak));
+}
+
+/* Rows per block: ROWS x CLASS_BLOCK accumulators, the rows and a weight fit 32 registers (AVX-512)
+   or 16 (AVX2, SSE). */
+#define MAX_ROWS 4
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LANES 16
+#define ROWS 4
+#define CLASS_BLOCK 5
+#define TARGET __attribute__((target("avx512f,avx2,fma")))
+#define SUFFIX avx512
+#include "_fused_kernel.h"
+#undef LANES
+#undef ROWS
+#undef CLASS_BLOCK
+#undef TARGET
+#undef SUFFIX
+#define LANES 8
+#define ROWS 2
+#define CLASS_BLOCK 5
+#define TARGET __attribute__((target("avx2,fma")))
+#define SUFFIX avx2
+#include "_fused_kernel.h"
+#undef LANES
+#undef ROWS
+#undef CLASS_BLOCK
+#undef TARGET
+#undef SUFFIX
+#endif
+#define LANES 4
+#define ROWS 2
+#define CLASS_BLOCK 5
+#define TARGET
+#define SUFFIX baseline
+#include "_fused_kernel.h"
+
+typedef double (*gradient_kernel)(const struct batch *, const struct model *, struct work *);
+typedef double (*sums_kernel)(const struct batch *, const struct model *, struct work *, int64_t *);
+
+static gradient_kernel chosen;
+static sums_kernel chosen_sums;
+static const char *chosen_name = "baseline";
+
+static void pick_kernels(void) {
+    chosen = batch_gradient_baseline, chosen_sums = batch_sums_baseline;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) {
+        chosen = batch_gradient_avx512, chosen_sums = batch_sums_avx512, chosen_name = "avx512";
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        chosen = batch_gradient_avx2, chosen_sums = batch_sums_avx2, chosen_name = "avx2";
+    }
+#endif
+}
+
+#define ARGUMENTS 18
+
+/* Both entry points take the same 18 arguments (see fused.py); `sums` ignores the gradient's. */
+static PyObject *run(PyObject *const *args, Py_ssize_t nargs, int sums, const char *name) {
+    if (nargs != ARGUMENTS) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %d arguments, got %zd", name, ARGUMENTS, nargs);
+        return NULL;
+    }
+    long long v[ARGUMENTS];
+    for (int i = 0; i < ARGUMENTS; i++) v[i] = (i == 12 || i == 13) ? 0 : PyLong_AsLongLong(args[i]);
+    double scale = PyFloat_AsDouble(args[12]), share = PyFloat_AsDouble(args[13]);
+    if (PyErr_Occurred()) return NULL;
+    struct batch in = {(const void *)v[0], (int)v[1], v[2], v[3], v[4], (const int64_t *)v[5],
+                       (const int64_t *)v[6], (const float *)v[7]};
+    struct model m = {(const float *)v[8], v[9], (const float *)v[10], v[11], scale, share,
+                      (float *)v[14], v[15], (float *)v[16], (int)v[17]};
+    if (in.rows < 0 || in.features < 0 || m.classes < (sums ? 2 : 1)) {
+        PyErr_Format(PyExc_ValueError, "%s(): negative rows or features, or too few classes", name);
+        return NULL;
+    }
+    float *floats = malloc((MAX_ROWS * in.features + MAX_ROWS * m.classes) * sizeof(float));
+    double *scores = malloc(MAX_ROWS * m.classes * sizeof(double));
+    int32_t *live = malloc((in.features + 1) * sizeof(int32_t));
+    if (!floats || !scores || !live) {
+        free(floats);
+        free(scores);
+        free(live);
+        return PyErr_NoMemory();
+    }
+    struct work work = {floats, scores, floats + MAX_ROWS * in.features, live, -1};
+    double loss;
+    int64_t correct = 0;
+    Py_BEGIN_ALLOW_THREADS
+    loss = sums ? chosen_sums(&in, &m, &work, &correct) : chosen(&in, &m, &work);
+    Py_END_ALLOW_THREADS
+    free(floats);
+    free(scores);
+    free(live);
+    if (work.bad_label >= 0) {
+        long long label = in.labels[work.bad_label];
+        PyErr_Format(PyExc_IndexError, "label %lld (row %lld) is out of range for %lld classes",
+                     label, (long long)work.bad_label, (long long)(m.classes == 1 ? 2 : m.classes));
+        return NULL;
+    }
+    return sums ? Py_BuildValue("(dL)", loss, (long long)correct) : PyFloat_FromDouble(loss);
+}
+
+static PyObject *gradient(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    return run(args, nargs, 0, "gradient");
+}
+
+static PyObject *sums(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    return run(args, nargs, 1, "sums");
+}
+
+static PyObject *instruction_set(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    return PyUnicode_FromString(chosen_name);
+}
+
+static PyMethodDef methods[] = {
+    {"gradient", (PyCFunction)(void (*)(void))gradient, METH_FASTCALL,
+     "gradient(x, is_uint8, rows, x_stride, features, index, labels, weights, w, w_stride, b, classes,"
+     " scale, share, gw, gw_stride, gb, accumulate) -> the rows' summed (weighted) loss; adds to (or,"
+     " without accumulate, writes) gw and gb"},
+    {"sums", (PyCFunction)(void (*)(void))sums, METH_FASTCALL,
+     "sums(the same arguments) -> (the rows' summed (weighted) loss, rows whose top score is their label's);"
+     " two or more classes"},
+    {"instruction_set", instruction_set, METH_NOARGS, "the instruction set the products use"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_fused", .m_size = -1,
+                                    .m_methods = methods};
+
+PyMODINIT_FUNC PyInit__fused(void) {
+    pick_kernels();
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,117 @@
+"""The fused CPU kernels (the `_fused` C extension): a batch's gradient, or a set's loss and correct
+count, in one call instead of a dozen PyTorch kernels.
+
+They cover float32 parameters on the CPU, rows of uint8 or float32 features (read by index, so a
+batch needs no gather), int64 labels and optional float32 sample weights; `usable` says whether a
+call is covered, and callers fall back to PyTorch kernels otherwise, and everywhere when the
+extension was not built (no C compiler at install). The kernels run on the calling thread.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:
+    from . import _fused
+except ImportError:  # built optionally (setup.py): pure PyTorch then
+    _fused = None
+
+FEATURE_DTYPES = (torch.uint8, torch.float32)
+
+
+def available() -> bool:
+    """Whether the extension was built and imports."""
+    return _fused is not None
+
+
+def instruction_set() -> str | None:
+    """The vector instructions the extension picked for this CPU (avx512, avx2, baseline), or None."""
+    return None if _fused is None else _fused.instruction_set()
+
+
+def _dense(tensor: torch.Tensor, dim: int, dtype: torch.dtype) -> bool:
+    """A contiguous CPU tensor of `dim` dimensions and `dtype` (checked every step: cheap calls only)."""
+    return tensor.is_cpu and tensor.dtype == dtype and tensor.dim() == dim and tensor.is_contiguous()
+
+
+def usable(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    sample_weight: torch.Tensor | None = None,
+    index: torch.Tensor | None = None,
+) -> bool:
+    """Whether `add_gradients` and `sums` cover this call (else: PyTorch kernels). An `index` is not
+    checked against the rows: it must come from the batch source, which draws it from range(len(x))."""
+    rows, float32 = x.shape[0], torch.float32
+    return (
+        _fused is not None
+        and _dense(weight, 2, float32)
+        and _dense(bias, 1, float32)
+        and (weight.grad is None or _dense(weight.grad, 2, float32))
+        and (bias.grad is None or _dense(bias.grad, 1, float32))
+        and (_dense(x, 2, torch.uint8) or _dense(x, 2, float32))
+        and x.shape[1] == weight.shape[1]
+        and _dense(labels, 1, torch.int64)
+        and labels.shape[0] == rows
+        and (sample_weight is None or (_dense(sample_weight, 1, float32) and sample_weight.shape[0] == rows))
+        and (index is None or _dense(index, 1, torch.int64))
+    )
+
+
+def _arguments(weight, bias, x, labels, scale, sample_weight, index, share=0.0, accumulate=False):
+    """The extension's 18 arguments: tensors as addresses, then sizes and scalars (see _fused.c)."""
+    rows, features = x.shape if index is None else (index.shape[0], x.shape[1])
+    grad = weight.grad
+    return (
+        x.data_ptr(),
+        x.dtype == torch.uint8,
+        rows,
+        features,  # elements between rows: the tensors are contiguous
+        features,
+        0 if index is None else index.data_ptr(),
+        labels.data_ptr(),
+        0 if sample_weight is None else sample_weight.data_ptr(),
+        weight.data_ptr(),
+        features,
+        bias.data_ptr(),
+        weight.shape[0],
+        scale,
+        share,
+        0 if grad is None else grad.data_ptr(),
+        features,
+        0 if bias.grad is None else bias.grad.data_ptr(),
+        accumulate,
+    )
+
+
+def add_gradients(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    share: float,
+    scale: float,
+    sample_weight: torch.Tensor | None = None,
+    index: torch.Tensor | None = None,
+) -> float:
+    """Add `share` x the gradient of the summed loss over rows `index` (default: all) of
+    (x * scale, labels) to weight.grad and bias.grad (written when both are None); return the summed
+    loss. `usable(...)` must hold. Logits are `scale * weight @ x_row + bias`."""
+    accumulate = weight.grad is not None or bias.grad is not None
+    if not accumulate:  # written by the call: no zeroing kernels
+        weight.grad, bias.grad = torch.empty_like(weight), torch.empty_like(bias)
+    for param in (weight, bias):
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+    arguments = _arguments(weight, bias, x, labels, scale, sample_weight, index, share, accumulate)
+    return _fused.gradient(*arguments)
+
+
+def sums(
+    weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, scale: float
+) -> tuple[float, int]:
+    """(summed loss, rows whose first top logit is their label) over (x * scale, labels), for two or
+    more logits; `usable(...)` must hold. The forward pass of evaluation, with no logits in memory."""
+    return _fused.sums(*_arguments(weight, bias, x, labels, scale, None, None))

@@ -1,0 +1,206 @@
+"""The fused CPU kernels against the PyTorch path they replace: gradients and losses against autograd
+in float64, evaluation sums against `evaluate`'s plain path, the fallbacks, and bad labels."""
+
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import torchlogreg as tl
+from torchlogreg import fused
+from torchlogreg.devices import cpu_threads
+from torchlogreg.evaluation import evaluate
+from torchlogreg.model import PIXEL_SCALE, LogisticRegression
+
+pytestmark = pytest.mark.numerics  # compares floats across code paths: CI reruns it under other MKL paths
+
+
+@pytest.fixture(autouse=True)
+def _built():
+    if not fused.available():
+        if shutil.which("cc") is None and shutil.which("gcc") is None:
+            pytest.skip("no C compiler here, so torchlogreg._fused was not built")
+        pytest.fail("torchlogreg._fused is not built although a C compiler is here: pip install -e . again")
+
+
+@pytest.fixture
+def plain(monkeypatch):
+    """The PyTorch path everywhere, as where the extension is not built."""
+    monkeypatch.setattr(fused, "_fused", None)
+
+
+def _model(features: int, classes: int, seed: int = 0) -> LogisticRegression:
+    model = LogisticRegression(features, classes)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    return model
+
+
+def _data(rows: int, features: int, classes: int, dtype: torch.dtype, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (rows, features), generator=generator, dtype=torch.uint8)
+    x[:, : features // 3] = 0  # blank chunks, as MNIST's borders: the kernel skips them
+    if dtype == torch.float32:
+        x = x.float() * PIXEL_SCALE
+    labels = torch.randint(0, 2 if classes == 2 else classes, (rows,), generator=generator)
+    weights = torch.rand(rows, generator=generator) * 2
+    return x, labels, weights
+
+
+def _autograd(model, x, labels, weights, index):
+    """d/d(params) of the weighted mean loss over rows `index`, in float64 with autograd."""
+    rows = torch.arange(len(labels)) if index is None else index
+    features = x[rows].double() * (PIXEL_SCALE if x.dtype == torch.uint8 else 1.0)
+    weight = model.linear.weight.detach().double().requires_grad_()
+    bias = model.linear.bias.detach().double().requires_grad_()
+    logits = features @ weight.T + bias
+    if model.binary:
+        losses = F.binary_cross_entropy_with_logits(logits[:, 0], labels[rows].double(), reduction="none")
+    else:
+        losses = F.cross_entropy(logits, labels[rows], reduction="none")
+    w = torch.ones(len(rows), dtype=torch.float64) if weights is None else weights[rows].double()
+    loss = (losses * w).sum() / len(rows)
+    return (loss.item(), *torch.autograd.grad(loss, [weight, bias]))
+
+
+def _fused_gradient(model, x, labels, weights, index, share=1.0):
+    assert fused.usable(model.linear.weight, model.linear.bias, x, labels, weights, index)
+    with cpu_threads(1):
+        return model.accumulate_gradients(x, labels, share, weights, index=index)
+
+
+@pytest.mark.parametrize("classes", [2, 3, 10, 13])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("indexed", [False, True])
+def test_gradient_matches_autograd(classes, dtype, weighted, indexed):
+    features, rows = 37, 23  # neither a multiple of any vector width, nor of the row block
+    model = _model(features, classes)
+    x, labels, weights = _data(60, features, classes, dtype)
+    weights = weights if weighted else None
+    index = torch.randperm(60, generator=torch.Generator().manual_seed(1))[:rows] if indexed else None
+    if index is None:
+        x, labels = x[:rows].contiguous(), labels[:rows].contiguous()
+        weights = None if weights is None else weights[:rows].contiguous()
+    loss = _fused_gradient(model, x, labels, weights, index)
+    expected_loss, expected_weight, expected_bias = _autograd(model, x, labels, weights, index)
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    torch.testing.assert_close(model.linear.weight.grad.double(), expected_weight, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model.linear.bias.grad.double(), expected_bias, rtol=1e-4, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 19),
+    features=st.integers(1, 70),
+    classes=st.integers(2, 12),
+    dtype=st.sampled_from([torch.uint8, torch.float32]),
+    seed=st.integers(0, 2**16),
+)
+def test_gradient_matches_autograd_for_any_shape(rows, features, classes, dtype, seed):
+    model = _model(features, classes, seed)
+    x, labels, weights = _data(rows, features, classes, dtype, seed)
+    loss = _fused_gradient(model, x, labels, weights, None)
+    expected_loss, expected_weight, expected_bias = _autograd(model, x, labels, weights, None)
+    assert loss == pytest.approx(expected_loss, rel=1e-5, abs=1e-7)
+    torch.testing.assert_close(model.linear.weight.grad.double(), expected_weight, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model.linear.bias.grad.double(), expected_bias, rtol=1e-4, atol=1e-6)
+
+
+def test_parts_of_a_batch_add_up(plain):
+    """Gradients accumulate across calls (chunks, ranks), on either path, to the same values."""
+    model = _model(20, 4)
+    x, labels, _ = _data(30, 20, 4, torch.uint8)
+    results = {}
+    for path in ("plain", "fused"):
+        if path == "fused":
+            fused._fused = pytest.importorskip("torchlogreg._fused")
+        model.zero_grad(set_to_none=True)
+        with cpu_threads(1):
+            first = model.accumulate_gradients(x[:11].contiguous(), labels[:11].contiguous(), 11 / 30)
+            second = model.accumulate_gradients(x[11:].contiguous(), labels[11:].contiguous(), 19 / 30)
+        results[path] = (first * 11 / 30 + second * 19 / 30, model.linear.weight.grad.clone())
+    assert results["fused"][0] == pytest.approx(results["plain"][0], rel=1e-5)
+    torch.testing.assert_close(results["fused"][1], results["plain"][1], rtol=1e-4, atol=1e-6)
+
+
+def test_a_rows_contribution_does_not_depend_on_its_batch():
+    """Rows are scored one by one in a fixed order, so a batch's gradient is the same bits whichever
+    other rows were in the call before (no BLAS kernel chosen by the batch's size)."""
+    model = _model(784, 10)
+    x, labels, _ = _data(64, 784, 10, torch.uint8)
+    _fused_gradient(model, x[:8].contiguous(), labels[:8].contiguous(), None, None)
+    alone = model.linear.weight.grad.clone()
+    model.zero_grad(set_to_none=True)
+    _fused_gradient(model, x, labels, None, torch.arange(8))
+    assert torch.equal(model.linear.weight.grad, alone)
+
+
+def test_a_label_out_of_range_is_an_error_not_a_read_out_of_bounds():
+    model = _model(8, 3)
+    x, labels, _ = _data(5, 8, 3, torch.uint8)
+    labels[3] = 7
+    with pytest.raises(IndexError, match="label 7 .*out of range for 3 classes"):
+        _fused_gradient(model, x, labels, None, None)
+    labels[3] = -1
+    with pytest.raises(IndexError, match="label -1"):
+        _fused_gradient(model, x, labels, None, None)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["float64 model", "int32 labels", "float64 weights", "strided rows", "threads"],
+)
+def test_uncovered_calls_take_the_pytorch_path(case):
+    model = _model(10, 3)
+    x, labels, weights = _data(12, 10, 3, torch.float32)
+    threads = 1
+    if case == "float64 model":
+        model = model.double()
+        x = x.double()
+    elif case == "int32 labels":
+        labels = labels.int()
+    elif case == "float64 weights":
+        weights = weights.double()
+    elif case == "strided rows":
+        x = torch.cat([x, x], dim=1)[:, ::2]
+    elif case == "threads":
+        threads = 2
+    weight, bias = model.linear.weight, model.linear.bias
+    assert case == "threads" or not fused.usable(weight, bias, x, labels, weights)
+    with cpu_threads(threads):
+        loss = model.accumulate_gradients(x, labels, 1.0, weights)
+    expected_loss, expected_weight, _ = _autograd(model.float(), x.float(), labels.long(), weights, None)
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    torch.testing.assert_close(weight.grad.double(), expected_weight, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_evaluation_sums_match_the_pytorch_path(dtype, monkeypatch):
+    model = _model(50, 10)
+    x, labels, _ = _data(1100, 50, 10, dtype)  # more than one evaluation chunk
+    x[5] = 0  # all scores equal the biases: ties go to the first top score, as torch's max
+    with torch.no_grad():
+        model.linear.bias[:] = 0.0
+        model.linear.bias[[4, 7]] = 1.0
+    ours = evaluate(model, x, labels)
+    monkeypatch.setattr(fused, "_fused", None)
+    theirs = evaluate(model, x, labels)
+    assert ours["accuracy"] == theirs["accuracy"] and ours["n"] == theirs["n"]
+    assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-6)
+
+
+def test_training_takes_the_same_path_with_or_without_the_extension(monkeypatch, data_root):
+    """The extension changes rounding, not the run: the same seed gives the same run to float32's
+    precision, and the same test accuracy to within a few images."""
+    config = tl.preset("default", data_root=str(data_root), train_size=6000, epochs=2, val_size=1000)
+    ours = tl.train(config)
+    monkeypatch.setattr(fused, "_fused", None)
+    theirs = tl.train(config)
+    assert abs(ours.metrics["test"]["accuracy"] - theirs.metrics["test"]["accuracy"]) <= 0.002
+    torch.testing.assert_close(ours.model.linear.weight, theirs.model.linear.weight, rtol=0, atol=2e-4)
