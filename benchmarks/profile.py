@@ -2,9 +2,10 @@
 
     python -m benchmarks.profile                  # the default preset; --preset tutorial for the other
 
-Runs one epoch plain (the time per step without a profiler), then a second one under torch.profiler
-and prints the operators' own CPU time per step, largest first; what no operator accounts for is
-Python (the engine, the batch source, the optimizer's loop). The profiler's own cost inflates the small
+Runs one epoch plain (the time per step without a profiler), one with the fused C kernel's calls timed
+(torchlogreg.fused, where the extension is built), then one under torch.profiler, and prints the
+kernel's and the operators' own CPU time per step, largest first; what neither accounts for is Python
+(the engine, the batch source, the optimizer's loop). The profiler's own cost inflates the small
 operators, so read the table for proportions and the first line for the real time.
 Writes benchmarks/results/profile-<preset>.md.
 """
@@ -12,6 +13,7 @@ Writes benchmarks/results/profile-<preset>.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -43,7 +45,12 @@ def profile(preset_name: str, data_root: str) -> str:
     engine.total = steps
     engine.run()
     plain = (time.perf_counter() - started) / steps
+    kernel = _TimedKernel()
     engine.total = 2 * steps
+    with kernel.installed():
+        engine.run()
+    kernel_us, kernel_calls = 1e6 * kernel.seconds / steps, kernel.calls / steps
+    engine.total = 3 * steps
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         started = time.perf_counter()
         engine.run()
@@ -59,12 +66,50 @@ def profile(preset_name: str, data_root: str) -> str:
         "|---|---|---|---|",
     ]
     step_us = 1e6 * profiled
+    if kernel_calls:
+        lines.append(
+            f"| fused gradient kernel (C, timed in its own epoch) | {kernel_calls:.1f} | {kernel_us:.1f} | "
+            f"{kernel_us / step_us:.0%} |"
+        )
     for event in events[:12]:
         per_step, calls = event.self_cpu_time_total / steps, event.count / steps
         lines.append(f"| `{event.key}` | {calls:.1f} | {per_step:.1f} | {per_step / step_us:.0%} |")
-    python = step_us - total_ops
+    python = step_us - total_ops - kernel_us
     lines.append(f"| Python (engine, batches, optimizer loop) | | {python:.1f} | {python / step_us:.0%} |")
     return "\n".join(lines) + "\n"
+
+
+class _TimedKernel:
+    """Stands in for the `_fused` extension and times its `gradient` calls (torch.profiler sees only
+    aten operators)."""
+
+    def __init__(self):
+        self.seconds, self.calls = 0.0, 0
+
+    def gradient(self, *arguments):
+        started = time.perf_counter()
+        try:
+            return self.real.gradient(*arguments)
+        finally:
+            self.seconds += time.perf_counter() - started
+            self.calls += 1
+
+    def sums(self, *arguments):
+        return self.real.sums(*arguments)
+
+    @contextlib.contextmanager
+    def installed(self):
+        from torchlogreg import fused
+
+        self.real = fused._fused
+        if self.real is None:  # not built: nothing to time
+            yield
+            return
+        fused._fused = self
+        try:
+            yield
+        finally:
+            fused._fused = self.real
 
 
 def main() -> None:

@@ -26,6 +26,15 @@ def _built():
         pytest.fail("torchlogreg._fused is not built although a C compiler is here: pip install -e . again")
 
 
+@pytest.fixture(params=["avx512", "avx2", "baseline"])
+def isa(request):
+    """Each version of the kernels this CPU can run (the others skip), as each CPU picks its own."""
+    if request.param not in fused.instruction_sets():
+        pytest.skip(f"this CPU cannot run the {request.param} kernels")
+    with fused.instruction_set(request.param):
+        yield request.param
+
+
 @pytest.fixture
 def plain(monkeypatch):
     """The PyTorch path everywhere, as where the extension is not built."""
@@ -78,7 +87,7 @@ def _fused_gradient(model, x, labels, weights, index, share=1.0):
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("indexed", [False, True])
-def test_gradient_matches_autograd(classes, dtype, weighted, indexed):
+def test_gradient_matches_autograd(classes, dtype, weighted, indexed, isa):
     features, rows = 37, 23  # neither a multiple of any vector width, nor of the row block
     model = _model(features, classes)
     x, labels, weights = _data(60, features, classes, dtype)
@@ -103,6 +112,12 @@ def test_gradient_matches_autograd(classes, dtype, weighted, indexed):
     seed=st.integers(0, 2**16),
 )
 def test_gradient_matches_autograd_for_any_shape(rows, features, classes, dtype, seed):
+    for name in fused.instruction_sets():
+        with fused.instruction_set(name):
+            _check_any_shape(rows, features, classes, dtype, seed)
+
+
+def _check_any_shape(rows, features, classes, dtype, seed):
     model = _model(features, classes, seed)
     x, labels, weights = _data(rows, features, classes, dtype, seed)
     loss = _fused_gradient(model, x, labels, weights, None)
@@ -129,7 +144,7 @@ def test_parts_of_a_batch_add_up(plain):
     torch.testing.assert_close(results["fused"][1], results["plain"][1], rtol=1e-4, atol=1e-6)
 
 
-def test_a_rows_contribution_does_not_depend_on_its_batch():
+def test_a_rows_contribution_does_not_depend_on_its_batch(isa):
     """Rows are scored one by one in a fixed order, so a batch's gradient is the same bits whichever
     other rows were in the call before (no BLAS kernel chosen by the batch's size)."""
     model = _model(784, 10)
@@ -141,15 +156,61 @@ def test_a_rows_contribution_does_not_depend_on_its_batch():
     assert torch.equal(model.linear.weight.grad, alone)
 
 
-def test_a_label_out_of_range_is_an_error_not_a_read_out_of_bounds():
+@pytest.mark.parametrize(
+    ("label", "row", "message"),
+    [
+        (7, 1, "label 7 .*out of range for 3 classes"),
+        (-1, 1, "label -1"),
+        (0, 5, "row index 5 is out of range for 5 rows"),
+        (0, -1, "row index -1"),
+        (0, 10**8, "row index 100000000"),
+    ],
+)
+def test_bad_labels_and_rows_are_errors_before_anything_is_written(label, row, message):
     model = _model(8, 3)
     x, labels, _ = _data(5, 8, 3, torch.uint8)
-    labels[3] = 7
-    with pytest.raises(IndexError, match="label 7 .*out of range for 3 classes"):
-        _fused_gradient(model, x, labels, None, None)
-    labels[3] = -1
-    with pytest.raises(IndexError, match="label -1"):
-        _fused_gradient(model, x, labels, None, None)
+    labels[1] = label
+    model.linear.weight.grad = torch.full_like(model.linear.weight, 3.0)
+    with pytest.raises(IndexError, match=message):
+        _fused_gradient(model, x, labels, None, torch.tensor([0, 1, row, 2]))
+    assert torch.equal(model.linear.weight.grad, torch.full_like(model.linear.weight, 3.0))
+
+
+def test_evaluation_refuses_a_label_out_of_range():
+    model = _model(8, 3)
+    x, labels, _ = _data(5, 8, 3, torch.uint8)
+    labels[4] = 3
+    with pytest.raises(IndexError, match="label 3 .*out of range for 3 classes"):
+        fused.sums(model.linear.weight, model.linear.bias, x, labels, 1.0)
+
+
+def test_parameters_and_gradients_of_mismatched_shapes_are_not_covered():
+    x, labels = torch.rand(4, 20), torch.randint(0, 3, (4,))
+    weight, bias = torch.zeros(3, 20), torch.zeros(3)
+    assert fused.usable(weight, bias, x, labels)
+    assert not fused.usable(weight, torch.zeros(2), x, labels)
+    assert not fused.usable(weight, bias, torch.rand(4, 21), labels)
+    assert not fused.usable(weight, bias, x, labels[:3])
+    weight.grad = torch.zeros(3, 20)
+    weight.grad.set_(torch.zeros(2, 20))  # past .grad's own shape check
+    assert not fused.usable(weight, bias, x, labels)
+
+
+def test_a_nan_weight_is_not_hidden_by_blank_features(isa, plain):
+    """0 x NaN is NaN: a NaN weight over features that are all zero still makes the loss NaN, as in
+    PyTorch's products (the engine's divergence check relies on it), though blank chunks are skipped."""
+    model = _model(40, 3)
+    x, labels, _ = _data(6, 40, 3, torch.float32)
+    x[:, :20] = 0.0
+    with torch.no_grad():
+        model.linear.weight[1, 0] = float("nan")
+    plain_loss = model.accumulate_gradients(x, labels)
+    fused._fused = pytest.importorskip("torchlogreg._fused")
+    model.zero_grad(set_to_none=True)
+    loss = _fused_gradient(model, x, labels, None, None)
+    assert torch.isnan(torch.tensor([loss, plain_loss])).all()
+    assert torch.isnan(model.linear.weight.grad).any()
+    assert torch.isnan(torch.tensor(evaluate(model, x, labels)["loss"]))
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ struct batch {
     const void *x;        /* rows of features: uint8 or float32 */
     int is_uint8;
     int64_t rows;         /* rows in this batch */
+    int64_t x_rows;       /* rows of x, labels and weights: the bound of index's values */
     int64_t x_stride;     /* elements between rows of x */
     int64_t features;
     const int64_t *index; /* the batch's rows of x, labels and weights; NULL: rows 0 .. rows-1 */
@@ -50,18 +51,15 @@ struct work {
     double *scores;       /* a block's rows of scores */
     float *residuals;     /* a block's rows of residuals */
     int32_t *live;        /* offsets of the chunks of features where the block has a nonzero */
-    int64_t bad_label;    /* set to the row of a label out of range; -1 while none */
+    int skip_blank;       /* 0 when the weights hold a NaN or inf, which 0 x w must spread */
 };
 
 /* The (weighted) loss of one row from its raw scores z, with d(loss)/d(score) x weight x share in r. */
 static inline double row_loss(const struct batch *in, const struct model *m, int64_t row, double *z,
                               float *r, struct work *work) {
+    (void)work;
     int64_t at = in->index ? in->index[row] : row, label = in->labels[at], classes = m->classes;
     double weight = in->weights ? in->weights[at] : 1.0, factor = weight * m->share;
-    if (label < 0 || label >= (classes == 1 ? 2 : classes)) {
-        if (work->bad_label < 0) work->bad_label = at;
-        label = 0;
-    }
     for (int64_t c = 0; c < classes; c++) z[c] = z[c] * m->scale + m->b[c];
     if (classes == 1) { /* sigmoid and binary cross-entropy */
         double y = (double)label, p = 1.0 / (1.0 + exp(-z[0]));
@@ -80,12 +78,9 @@ static inline double row_loss(const struct batch *in, const struct model *m, int
    when its first top score (NaN counted largest, as torch's max) is its label's. */
 static inline double row_sums(const struct batch *in, const struct model *m, int64_t row, double *z,
                               struct work *work, int64_t *correct) {
+    (void)work;
     int64_t at = in->index ? in->index[row] : row, label = in->labels[at], classes = m->classes;
     double weight = in->weights ? in->weights[at] : 1.0;
-    if (label < 0 || label >= classes) {
-        if (work->bad_label < 0) work->bad_label = at;
-        label = 0;
-    }
     int64_t top = 0;
     for (int64_t c = 0; c < classes; c++) {
         z[c] = (double)(float)(z[c] * m->scale + m->b[c]); /* the float32 logits torch would have */
@@ -131,45 +126,88 @@ static inline double row_sums(const struct batch *in, const struct model *m, int
 #define SUFFIX baseline
 #include "_fused_kernel.h"
 
+/* Every index within x's rows and every label within the classes, checked before anything is read
+   or written: a bad one raises IndexError and leaves the gradients as they were. */
+static int check_rows(const struct batch *in, int64_t classes) {
+    int64_t bound = classes == 1 ? 2 : classes;
+    for (int64_t row = 0; row < in->rows; row++) {
+        int64_t at = in->index ? in->index[row] : row;
+        if (at < 0 || at >= in->x_rows) {
+            PyErr_Format(PyExc_IndexError, "row index %lld is out of range for %lld rows", (long long)at,
+                         (long long)in->x_rows);
+            return 0;
+        }
+        if (in->labels[at] < 0 || in->labels[at] >= bound) {
+            PyErr_Format(PyExc_IndexError, "label %lld (row %lld) is out of range for %lld classes",
+                         (long long)in->labels[at], (long long)at, (long long)bound);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Whether all weights are finite: blank chunks may then be skipped, as 0 x w adds nothing. An
+   integer test of the exponent bits, which vectorises (a float sum would be a chain of adds). */
+static int all_finite(const struct model *m, int64_t features) {
+    uint32_t bad = 0;
+    for (int64_t c = 0; c < m->classes; c++) {
+        const float *row = m->w + c * m->w_stride;
+        for (int64_t k = 0; k < features; k++) {
+            uint32_t bits;
+            memcpy(&bits, row + k, sizeof bits);
+            bad |= (bits & 0x7f800000u) == 0x7f800000u;
+        }
+    }
+    return !bad;
+}
+
 typedef double (*gradient_kernel)(const struct batch *, const struct model *, struct work *);
 typedef double (*sums_kernel)(const struct batch *, const struct model *, struct work *, int64_t *);
 
-static gradient_kernel chosen;
-static sums_kernel chosen_sums;
-static const char *chosen_name = "baseline";
+/* The kernels for each instruction set this CPU has, best first; `chosen` is the one in use. */
+struct kernels {
+    const char *name;
+    gradient_kernel gradient;
+    sums_kernel sums;
+};
 
-static void pick_kernels(void) {
-    chosen = batch_gradient_baseline, chosen_sums = batch_sums_baseline;
+static struct kernels supported[3];
+static int n_supported;
+static struct kernels chosen;
+
+static void find_kernels(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) {
-        chosen = batch_gradient_avx512, chosen_sums = batch_sums_avx512, chosen_name = "avx512";
-    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        chosen = batch_gradient_avx2, chosen_sums = batch_sums_avx2, chosen_name = "avx2";
-    }
+    if (__builtin_cpu_supports("avx512f"))
+        supported[n_supported++] = (struct kernels){"avx512", batch_gradient_avx512, batch_sums_avx512};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        supported[n_supported++] = (struct kernels){"avx2", batch_gradient_avx2, batch_sums_avx2};
 #endif
+    supported[n_supported++] = (struct kernels){"baseline", batch_gradient_baseline, batch_sums_baseline};
+    chosen = supported[0];
 }
 
-#define ARGUMENTS 18
+#define ARGUMENTS 19
 
-/* Both entry points take the same 18 arguments (see fused.py); `sums` ignores the gradient's. */
+/* Both entry points take the same 19 arguments (see fused.py); `sums` ignores the gradient's. */
 static PyObject *run(PyObject *const *args, Py_ssize_t nargs, int sums, const char *name) {
     if (nargs != ARGUMENTS) {
         PyErr_Format(PyExc_TypeError, "%s() takes %d arguments, got %zd", name, ARGUMENTS, nargs);
         return NULL;
     }
     long long v[ARGUMENTS];
-    for (int i = 0; i < ARGUMENTS; i++) v[i] = (i == 12 || i == 13) ? 0 : PyLong_AsLongLong(args[i]);
-    double scale = PyFloat_AsDouble(args[12]), share = PyFloat_AsDouble(args[13]);
+    for (int i = 0; i < ARGUMENTS; i++) v[i] = (i == 13 || i == 14) ? 0 : PyLong_AsLongLong(args[i]);
+    double scale = PyFloat_AsDouble(args[13]), share = PyFloat_AsDouble(args[14]);
     if (PyErr_Occurred()) return NULL;
-    struct batch in = {(const void *)v[0], (int)v[1], v[2], v[3], v[4], (const int64_t *)v[5],
-                       (const int64_t *)v[6], (const float *)v[7]};
-    struct model m = {(const float *)v[8], v[9], (const float *)v[10], v[11], scale, share,
-                      (float *)v[14], v[15], (float *)v[16], (int)v[17]};
-    if (in.rows < 0 || in.features < 0 || m.classes < (sums ? 2 : 1)) {
+    struct batch in = {(const void *)v[0], (int)v[1], v[2], v[3], v[4], v[5], (const int64_t *)v[6],
+                       (const int64_t *)v[7], (const float *)v[8]};
+    struct model m = {(const float *)v[9], v[10], (const float *)v[11], v[12], scale, share,
+                      (float *)v[15], v[16], (float *)v[17], (int)v[18]};
+    if (in.rows < 0 || in.x_rows < 0 || in.features < 0 || m.classes < (sums ? 2 : 1)) {
         PyErr_Format(PyExc_ValueError, "%s(): negative rows or features, or too few classes", name);
         return NULL;
     }
+    if (!check_rows(&in, m.classes)) return NULL;
     float *floats = malloc((MAX_ROWS * in.features + MAX_ROWS * m.classes) * sizeof(float));
     double *scores = malloc(MAX_ROWS * m.classes * sizeof(double));
     int32_t *live = malloc((in.features + 1) * sizeof(int32_t));
@@ -179,21 +217,15 @@ static PyObject *run(PyObject *const *args, Py_ssize_t nargs, int sums, const ch
         free(live);
         return PyErr_NoMemory();
     }
-    struct work work = {floats, scores, floats + MAX_ROWS * in.features, live, -1};
+    struct work work = {floats, scores, floats + MAX_ROWS * in.features, live, all_finite(&m, in.features)};
     double loss;
     int64_t correct = 0;
     Py_BEGIN_ALLOW_THREADS
-    loss = sums ? chosen_sums(&in, &m, &work, &correct) : chosen(&in, &m, &work);
+    loss = sums ? chosen.sums(&in, &m, &work, &correct) : chosen.gradient(&in, &m, &work);
     Py_END_ALLOW_THREADS
     free(floats);
     free(scores);
     free(live);
-    if (work.bad_label >= 0) {
-        long long label = in.labels[work.bad_label];
-        PyErr_Format(PyExc_IndexError, "label %lld (row %lld) is out of range for %lld classes",
-                     label, (long long)work.bad_label, (long long)(m.classes == 1 ? 2 : m.classes));
-        return NULL;
-    }
     return sums ? Py_BuildValue("(dL)", loss, (long long)correct) : PyFloat_FromDouble(loss);
 }
 
@@ -207,20 +239,41 @@ static PyObject *sums(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return run(args, nargs, 1, "sums");
 }
 
-static PyObject *instruction_set(PyObject *self, PyObject *unused) {
+static PyObject *instruction_sets(PyObject *self, PyObject *unused) {
     (void)self, (void)unused;
-    return PyUnicode_FromString(chosen_name);
+    PyObject *names = PyTuple_New(n_supported);
+    for (int i = 0; names && i < n_supported; i++)
+        PyTuple_SET_ITEM(names, i, PyUnicode_FromString(supported[i].name));
+    return names;
+}
+
+static PyObject *use_instruction_set(PyObject *self, PyObject *name) {
+    (void)self;
+    const char *wanted = PyUnicode_AsUTF8(name);
+    if (!wanted) return NULL;
+    for (int i = 0; i < n_supported; i++) {
+        if (strcmp(supported[i].name, wanted) == 0) {
+            PyObject *before = PyUnicode_FromString(chosen.name);
+            chosen = supported[i];
+            return before;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "instruction set %R is not among this CPU's", name);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
     {"gradient", (PyCFunction)(void (*)(void))gradient, METH_FASTCALL,
-     "gradient(x, is_uint8, rows, x_stride, features, index, labels, weights, w, w_stride, b, classes,"
+     "gradient(x, is_uint8, rows, x_rows, x_stride, features, index, labels, weights, w, w_stride, b, classes,"
      " scale, share, gw, gw_stride, gb, accumulate) -> the rows' summed (weighted) loss; adds to (or,"
      " without accumulate, writes) gw and gb"},
     {"sums", (PyCFunction)(void (*)(void))sums, METH_FASTCALL,
      "sums(the same arguments) -> (the rows' summed (weighted) loss, rows whose top score is their label's);"
      " two or more classes"},
-    {"instruction_set", instruction_set, METH_NOARGS, "the instruction set the products use"},
+    {"instruction_sets", instruction_sets, METH_NOARGS,
+     "the instruction sets this CPU can run the kernels with, the one used by default first"},
+    {"use_instruction_set", use_instruction_set, METH_O,
+     "use_instruction_set(name) -> the one used until now; for tests and benchmarks of each version"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -228,6 +281,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_fused", .
                                     .m_methods = methods};
 
 PyMODINIT_FUNC PyInit__fused(void) {
-    pick_kernels();
+    find_kernels();
     return PyModule_Create(&module);
 }

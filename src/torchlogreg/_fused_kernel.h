@@ -37,7 +37,9 @@ INLINE float NAME(total)(VFLOAT v) {
 /* s[r * classes + c] = w[c] . x[r] for the block's rows and classes [c0, c0 + cb) */
 INLINE void NAME(score)(const float *const *x, const int32_t *live, int64_t n_live, const float *w,
                         int64_t w_stride, int64_t d, int64_t classes, int64_t c0, int cb, double *s) {
-    VFLOAT a[ROWS][CLASS_BLOCK] = {{0}};
+    VFLOAT a[ROWS][CLASS_BLOCK];
+    for (int r = 0; r < ROWS; r++)
+        for (int c = 0; c < CLASS_BLOCK; c++) a[r][c] = (VFLOAT){0};
     for (int64_t j = 0; j < n_live; j++) {
         int64_t k = live[j];
         VFLOAT v[ROWS];
@@ -91,8 +93,9 @@ INLINE void NAME(add)(const float *const *x, const int32_t *live, int64_t n_live
     }
 
 /* The offsets of the chunks of LANES features where some row of the block is nonzero; the products
-   skip the others, which would add exact zeros (MNIST's digits leave about a quarter blank). */
-INLINE int64_t NAME(find_live)(const float *const *x, int64_t d, int32_t *live) {
+   skip the others, which would add exact zeros (MNIST's digits leave about a quarter blank), unless
+   a weight is NaN or inf (then 0 x w is NaN, and every chunk is taken). */
+INLINE int64_t NAME(find_live)(const float *const *x, int64_t d, int skip_blank, int32_t *live) {
     int64_t n = 0;
     VFLOAT zero = {0};
     for (int64_t k = 0; k + LANES <= d; k += LANES) {
@@ -102,7 +105,7 @@ INLINE int64_t NAME(find_live)(const float *const *x, int64_t d, int32_t *live) 
         memcpy(bits, &nonzero, sizeof nonzero);
         for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++) any |= bits[i];
         live[n] = (int32_t)k;
-        n += any != 0;
+        n += any != 0 || !skip_blank;
     }
     return n;
 }
@@ -144,14 +147,14 @@ TARGET static double NAME(batch_gradient)(const struct batch *in, const struct m
     const float *x[ROWS];
     double loss = 0.0;
     if (!m->accumulate) {
-        for (int64_t c = 0; c < classes; c++) memset(m->gw + c * m->gw_stride, 0, sizeof(float) * d);
+        for (int64_t c = 0; c < classes && d > 0; c++) memset(m->gw + c * m->gw_stride, 0, sizeof(float) * d);
         memset(m->gb, 0, sizeof(float) * (size_t)classes);
     }
     NAME(prefetch)(in, 0);
     NAME(prefetch)(in, ROWS);
     for (int64_t row = 0; row < in->rows; row += ROWS) {
         int rows = NAME(block)(in, row, work, x);
-        int64_t n_live = NAME(find_live)(x, d, work->live);
+        int64_t n_live = NAME(find_live)(x, d, work->skip_blank, work->live);
         BY_BLOCKS(NAME(score)(x, work->live, n_live, m->w, m->w_stride, d, classes, c0, cb, z));
         for (int r = 0; r < ROWS; r++) {
             float *rr = res + r * classes;
@@ -181,7 +184,7 @@ TARGET static double NAME(batch_sums)(const struct batch *in, const struct model
     NAME(prefetch)(in, ROWS);
     for (int64_t row = 0; row < in->rows; row += ROWS) {
         int rows = NAME(block)(in, row, work, x);
-        int64_t n_live = NAME(find_live)(x, d, work->live);
+        int64_t n_live = NAME(find_live)(x, d, work->skip_blank, work->live);
         BY_BLOCKS(NAME(score)(x, work->live, n_live, m->w, m->w_stride, d, classes, c0, cb, z));
         for (int r = 0; r < rows; r++) loss += row_sums(in, m, row + r, z + r * classes, work, correct);
     }

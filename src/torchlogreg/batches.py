@@ -113,10 +113,12 @@ class MemoryBatches:
         return Batch(x, self.labels.index_select(0, index), weight, size, scale)
 
     def _in_place(self) -> bool:
-        """Whether batches can be rows read in place by the fused gradient (see fused.usable)."""
+        """Whether batches can be rows read in place by the fused gradient (see fused.usable), which
+        runs on one thread: with more (large batches), gathered rows for BLAS's threaded products."""
         features, weight = self.features, self.sample_weight
         return (
             fused.available()
+            and torch.get_num_threads() == 1
             and isinstance(features, torch.Tensor)
             and features.device.type == "cpu"
             and features.dtype in fused.FEATURE_DTYPES

@@ -9,6 +9,9 @@ extension was not built (no C compiler at install). The kernels run on the calli
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 try:
@@ -24,9 +27,20 @@ def available() -> bool:
     return _fused is not None
 
 
-def instruction_set() -> str | None:
-    """The vector instructions the extension picked for this CPU (avx512, avx2, baseline), or None."""
-    return None if _fused is None else _fused.instruction_set()
+def instruction_sets() -> tuple[str, ...]:
+    """The versions of the kernels this CPU can run (avx512, avx2, baseline), the default first; their
+    float32 sums differ in order, so results differ at float32's rounding from one to another."""
+    return () if _fused is None else _fused.instruction_sets()
+
+
+@contextlib.contextmanager
+def instruction_set(name: str) -> Iterator[None]:
+    """Run the kernels' `name` version in the block (tests and benchmarks of each version)."""
+    before = _fused.use_instruction_set(name)
+    try:
+        yield
+    finally:
+        _fused.use_instruction_set(before)
 
 
 def _dense(tensor: torch.Tensor, dim: int, dtype: torch.dtype) -> bool:
@@ -42,15 +56,16 @@ def usable(
     sample_weight: torch.Tensor | None = None,
     index: torch.Tensor | None = None,
 ) -> bool:
-    """Whether `add_gradients` and `sums` cover this call (else: PyTorch kernels). An `index` is not
-    checked against the rows: it must come from the batch source, which draws it from range(len(x))."""
+    """Whether `add_gradients` and `sums` cover this call (else: PyTorch kernels). The values of
+    `index` and `labels` are checked by the call itself (IndexError, before anything is written)."""
     rows, float32 = x.shape[0], torch.float32
     return (
         _fused is not None
         and _dense(weight, 2, float32)
         and _dense(bias, 1, float32)
-        and (weight.grad is None or _dense(weight.grad, 2, float32))
-        and (bias.grad is None or _dense(bias.grad, 1, float32))
+        and bias.shape[0] == weight.shape[0]
+        and (weight.grad is None or (_dense(weight.grad, 2, float32) and weight.grad.shape == weight.shape))
+        and (bias.grad is None or (_dense(bias.grad, 1, float32) and bias.grad.shape == bias.shape))
         and (_dense(x, 2, torch.uint8) or _dense(x, 2, float32))
         and x.shape[1] == weight.shape[1]
         and _dense(labels, 1, torch.int64)
@@ -61,13 +76,15 @@ def usable(
 
 
 def _arguments(weight, bias, x, labels, scale, sample_weight, index, share=0.0, accumulate=False):
-    """The extension's 18 arguments: tensors as addresses, then sizes and scalars (see _fused.c)."""
-    rows, features = x.shape if index is None else (index.shape[0], x.shape[1])
+    """The extension's 19 arguments: tensors as addresses, then sizes and scalars (see _fused.c)."""
+    x_rows, features = x.shape
+    rows = x_rows if index is None else index.shape[0]
     grad = weight.grad
     return (
         x.data_ptr(),
         x.dtype == torch.uint8,
         rows,
+        x_rows,
         features,  # elements between rows: the tensors are contiguous
         features,
         0 if index is None else index.data_ptr(),
