@@ -6,9 +6,11 @@
    L1-resident buffer, scored against every class, turned into its residual and added to the gradient
    while still in cache: nothing is written but the gradient, and there is one call per batch.
 
-   Arithmetic: float32 products with float32 accumulators (as BLAS), the softmax and the loss in
-   float64. Rows are visited in order, and each row's scores depend only on that row, so a row's
-   contribution does not depend on the batch it is in.
+   Arithmetic: float32 products with float32 accumulators (as BLAS), the softmax's exponentials in
+   float32 (as torch's), their sum, the log and the loss in float64. Rows are visited in order, and
+   each row's scores depend only on that row, so a row's contribution does not depend on the batch
+   it is in. The CPU picks the version (AVX-512, AVX2 or SSE): their sums run in different orders,
+   so results differ between versions at float32's rounding, as BLAS's do between CPUs.
 
    One function, `gradient`; torchlogreg/fused.py is its Python side and documents the arguments.
    Tensors come as addresses (`tensor.data_ptr()`), so nothing here depends on torch's headers. The
@@ -69,7 +71,7 @@ static inline double row_loss(const struct batch *in, const struct model *m, int
     double top = z[0], sum = 0.0;
     for (int64_t c = 1; c < classes; c++) top = z[c] > top ? z[c] : top;
     double label_score = z[label] - top;
-    for (int64_t c = 0; c < classes; c++) sum += (z[c] = exp(z[c] - top));
+    for (int64_t c = 0; c < classes; c++) sum += (z[c] = expf((float)(z[c] - top)));
     for (int64_t c = 0; c < classes; c++) r[c] = (float)((z[c] / sum - (c == label)) * factor);
     return weight * (log(sum) - label_score);
 }
@@ -88,7 +90,7 @@ static inline double row_sums(const struct batch *in, const struct model *m, int
     }
     *correct += top == label;
     double peak = z[top], sum = 0.0;
-    for (int64_t c = 0; c < classes; c++) sum += exp(z[c] - peak);
+    for (int64_t c = 0; c < classes; c++) sum += expf((float)(z[c] - peak));
     return weight * (log(sum) - (z[label] - peak));
 }
 
