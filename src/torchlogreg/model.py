@@ -172,6 +172,8 @@ class LogisticRegression(nn.Module):
         """
         linear = self.linear
         weight_t, bias = linear.weight, linear.bias
+        if x.dim() > 2 and x.is_contiguous():  # images (rows, H, W), e.g. from disk: a free view
+            x = x.flatten(1)
         # The fused kernel runs on one thread: with more, BLAS's threaded products (large batches)
         if (
             x.dim() == 2
