@@ -139,6 +139,17 @@ INLINE int NAME(block)(const struct batch *in, int64_t row, struct work *work, c
     return rows;
 }
 
+/* The block of rows at `row` as floats in x[], its live chunks in work->live (*n_live of them) and its
+   raw scores in work->scores; returns its number of rows. */
+INLINE int NAME(score_block)(const struct batch *in, const struct model *m, int64_t row,
+                             struct work *work, const float **x, int64_t *n_live) {
+    const int64_t classes = m->classes, d = in->features;
+    int rows = NAME(block)(in, row, work, x);
+    *n_live = NAME(find_live)(x, d, work->skip_blank, work->live);
+    BY_BLOCKS(NAME(score)(x, work->live, *n_live, m->w, m->w_stride, d, classes, c0, cb, work->scores));
+    return rows;
+}
+
 TARGET static double NAME(batch_gradient)(const struct batch *in, const struct model *m,
                                           struct work *work) {
     const int64_t classes = m->classes, d = in->features;
@@ -153,9 +164,8 @@ TARGET static double NAME(batch_gradient)(const struct batch *in, const struct m
     NAME(prefetch)(in, 0);
     NAME(prefetch)(in, ROWS);
     for (int64_t row = 0; row < in->rows; row += ROWS) {
-        int rows = NAME(block)(in, row, work, x);
-        int64_t n_live = NAME(find_live)(x, d, work->skip_blank, work->live);
-        BY_BLOCKS(NAME(score)(x, work->live, n_live, m->w, m->w_stride, d, classes, c0, cb, z));
+        int64_t n_live;
+        int rows = NAME(score_block)(in, m, row, work, x, &n_live);
         for (int r = 0; r < ROWS; r++) {
             float *rr = res + r * classes;
             if (r < rows) {
@@ -176,16 +186,15 @@ TARGET static double NAME(batch_gradient)(const struct batch *in, const struct m
 /* The summed (weighted) loss of the rows, and in *correct how many rows' top score is their label's. */
 TARGET static double NAME(batch_sums)(const struct batch *in, const struct model *m, struct work *work,
                                       int64_t *correct) {
-    const int64_t classes = m->classes, d = in->features;
+    const int64_t classes = m->classes;
     double *z = work->scores;
     const float *x[ROWS];
     double loss = 0.0;
     NAME(prefetch)(in, 0);
     NAME(prefetch)(in, ROWS);
     for (int64_t row = 0; row < in->rows; row += ROWS) {
-        int rows = NAME(block)(in, row, work, x);
-        int64_t n_live = NAME(find_live)(x, d, work->skip_blank, work->live);
-        BY_BLOCKS(NAME(score)(x, work->live, n_live, m->w, m->w_stride, d, classes, c0, cb, z));
+        int64_t n_live;
+        int rows = NAME(score_block)(in, m, row, work, x, &n_live);
         for (int r = 0; r < rows; r++) loss += row_sums(in, m, row + r, z + r * classes, work, correct);
     }
     return loss;

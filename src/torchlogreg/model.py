@@ -164,17 +164,11 @@ class LogisticRegression(nn.Module):
         With `index`, the rows are rows `index` of x, targets and sample_weight.
 
         On a CPU with one thread this is one call to the fused kernel (torchlogreg.fused) where it
-        applies.
-        Otherwise it is written by hand because it is about 3x faster than autograd for this model:
-        no graph, nine kernels, and the logits computed as W @ x.T, classes by rows, which MKL runs
-        faster than x @ W.T for a handful of classes (benchmarks/compare.py measures both). Scalars
-        ride in BLAS's alpha rather than in kernels of their own.
-        """
-        linear = self.linear
-        weight_t, bias = linear.weight, linear.bias
+        applies (with more threads, BLAS's threaded products serve the large batches those are for);
+        otherwise the PyTorch kernels of `_plain_gradients`."""
+        weight_t, bias = self.linear.weight, self.linear.bias
         if x.dim() > 2 and x.is_contiguous():  # images (rows, H, W), e.g. from disk: a free view
             x = x.flatten(1)
-        # The fused kernel runs on one thread: with more, BLAS's threaded products (large batches)
         if (
             x.dim() == 2
             and torch.get_num_threads() == 1
@@ -187,6 +181,16 @@ class LogisticRegression(nn.Module):
         if index is not None:
             x, targets = x.index_select(0, index), targets.index_select(0, index)
             sample_weight = None if sample_weight is None else sample_weight.index_select(0, index)
+        return self._plain_gradients(x, targets, weight, sample_weight, scale)
+
+    def _plain_gradients(
+        self, x: torch.Tensor, targets: torch.Tensor, weight: float, sample_weight, scale: float
+    ) -> float:
+        """accumulate_gradients with PyTorch kernels. Written by hand because it is about 3x faster
+        than autograd for this model: no graph, nine kernels, and the logits computed as W @ x.T,
+        classes by rows, which MKL runs faster than x @ W.T for a handful of classes
+        (benchmarks/compare.py measures both). Scalars ride in BLAS's alpha, not in kernels."""
+        weight_t, bias = self.linear.weight, self.linear.bias
         features, pixel_scale = self._features(x, weight_t.dtype)
         scale *= pixel_scale
         rows = features.shape[0]
