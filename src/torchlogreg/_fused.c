@@ -58,8 +58,7 @@ struct work {
 
 /* The (weighted) loss of one row from its raw scores z, with d(loss)/d(score) x weight x share in r. */
 static inline double row_loss(const struct batch *in, const struct model *m, int64_t row, double *z,
-                              float *r, struct work *work) {
-    (void)work;
+                              float *r) {
     int64_t at = in->index ? in->index[row] : row, label = in->labels[at], classes = m->classes;
     double weight = in->weights ? in->weights[at] : 1.0, factor = weight * m->share;
     for (int64_t c = 0; c < classes; c++) z[c] = z[c] * m->scale + m->b[c];
@@ -79,8 +78,7 @@ static inline double row_loss(const struct batch *in, const struct model *m, int
 /* The (weighted) loss of one row of C >= 2 classes from its raw scores z, and a count in *correct
    when its first top score (NaN counted largest, as torch's max) is its label's. */
 static inline double row_sums(const struct batch *in, const struct model *m, int64_t row, double *z,
-                              struct work *work, int64_t *correct) {
-    (void)work;
+                              int64_t *correct) {
     int64_t at = in->index ? in->index[row] : row, label = in->labels[at], classes = m->classes;
     double weight = in->weights ? in->weights[at] : 1.0;
     int64_t top = 0;

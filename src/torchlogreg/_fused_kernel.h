@@ -169,7 +169,7 @@ TARGET static double NAME(batch_gradient)(const struct batch *in, const struct m
         for (int r = 0; r < ROWS; r++) {
             float *rr = res + r * classes;
             if (r < rows) {
-                loss += row_loss(in, m, row + r, z + r * classes, rr, work);
+                loss += row_loss(in, m, row + r, z + r * classes, rr);
             } else {
                 for (int64_t c = 0; c < classes; c++) rr[c] = 0.0f;
             }
@@ -195,7 +195,7 @@ TARGET static double NAME(batch_sums)(const struct batch *in, const struct model
     for (int64_t row = 0; row < in->rows; row += ROWS) {
         int64_t n_live;
         int rows = NAME(score_block)(in, m, row, work, x, &n_live);
-        for (int r = 0; r < rows; r++) loss += row_sums(in, m, row + r, z + r * classes, work, correct);
+        for (int r = 0; r < rows; r++) loss += row_sums(in, m, row + r, z + r * classes, correct);
     }
     return loss;
 }

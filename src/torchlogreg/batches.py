@@ -115,17 +115,10 @@ class MemoryBatches:
     def _in_place(self) -> bool:
         """Whether batches can be rows read in place by the fused gradient (see fused.usable), which
         runs on one thread: with more (large batches), gathered rows for BLAS's threaded products."""
-        features, weight = self.features, self.sample_weight
         return (
-            fused.available()
-            and torch.get_num_threads() == 1
-            and isinstance(features, torch.Tensor)
-            and features.device.type == "cpu"
-            and features.dtype in fused.FEATURE_DTYPES
-            and features.dim() == 2
-            and features.is_contiguous()
-            and self.labels.dtype == torch.int64
-            and (weight is None or weight.dtype == torch.float32)
+            torch.get_num_threads() == 1
+            and isinstance(self.features, torch.Tensor)
+            and fused.rows_usable(self.features, self.labels, self.sample_weight)
         )
 
     def epoch(self, generator: torch.Generator, skip: int = 0) -> Iterator[Batch]:

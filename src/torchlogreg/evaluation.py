@@ -7,7 +7,7 @@ import torch
 from . import fused
 from .batches import rank_range
 from .distributed import DistContext, all_reduce_sum
-from .model import PIXEL_SCALE, LogisticRegression, decide
+from .model import LogisticRegression, decide, pixel_scale
 from .ondisk import DiskImages
 
 EVAL_BATCH = 512  # rows per forward pass: the floats stay in cache for the product (1024: 30% slower here)
@@ -65,7 +65,7 @@ def _sums(
     if not model.binary:
         rows = x.reshape(len(x), -1)
         if fused.usable(weight, bias, rows, labels):
-            return fused.sums(weight, bias, rows, labels, PIXEL_SCALE if rows.dtype == torch.uint8 else 1.0)
+            return fused.sums(weight, bias, rows, labels, pixel_scale(rows))
     logits = model(x)
     loss = model.loss(logits, labels, reduction="sum")
     return loss.item(), (decide(logits, threshold) == labels).sum().item()

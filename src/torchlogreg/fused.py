@@ -19,8 +19,6 @@ try:
 except ImportError:  # built optionally (setup.py): pure PyTorch then
     _fused = None
 
-FEATURE_DTYPES = (torch.uint8, torch.float32)
-
 
 def available() -> bool:
     """Whether the extension was built and imports."""
@@ -58,20 +56,32 @@ def usable(
 ) -> bool:
     """Whether `add_gradients` and `sums` cover this call (else: PyTorch kernels). The values of
     `index` and `labels` are checked by the call itself (IndexError, before anything is written)."""
-    rows, float32 = x.shape[0], torch.float32
+    float32 = torch.float32
     return (
-        _fused is not None
-        and _dense(weight, 2, float32)
+        _dense(weight, 2, float32)
         and _dense(bias, 1, float32)
         and bias.shape[0] == weight.shape[0]
         and (weight.grad is None or (_dense(weight.grad, 2, float32) and weight.grad.shape == weight.shape))
         and (bias.grad is None or (_dense(bias.grad, 1, float32) and bias.grad.shape == bias.shape))
-        and (_dense(x, 2, torch.uint8) or _dense(x, 2, float32))
+        and rows_usable(x, labels, sample_weight)
         and x.shape[1] == weight.shape[1]
+        and (index is None or _dense(index, 1, torch.int64))
+    )
+
+
+def rows_usable(x: torch.Tensor, labels: torch.Tensor, sample_weight: torch.Tensor | None = None) -> bool:
+    """The data's half of `usable`: a batch source asks it once per epoch whether to hand out rows by
+    index rather than gathered."""
+    rows = x.shape[0]
+    return (
+        _fused is not None
+        and (_dense(x, 2, torch.uint8) or _dense(x, 2, torch.float32))
         and _dense(labels, 1, torch.int64)
         and labels.shape[0] == rows
-        and (sample_weight is None or (_dense(sample_weight, 1, float32) and sample_weight.shape[0] == rows))
-        and (index is None or _dense(index, 1, torch.int64))
+        and (
+            sample_weight is None
+            or (_dense(sample_weight, 1, torch.float32) and sample_weight.shape[0] == rows)
+        )
     )
 
 

@@ -20,6 +20,11 @@ from .exceptions import ConfigError, InputError
 PIXEL_SCALE = 1.0 / 255.0
 
 
+def pixel_scale(x: torch.Tensor) -> float:
+    """What turns `x` into features: 1/255 for uint8 pixels, 1 for floats."""
+    return PIXEL_SCALE if x.dtype == torch.uint8 else 1.0
+
+
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """log softmax over the last dimension, stable for large logits."""
     return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
@@ -110,8 +115,7 @@ class LogisticRegression(nn.Module):
             x = x.flatten(1) if x.dim() > 1 else x.reshape(len(x), -1)  # flatten: also for zero rows
         if x.shape[1] != self.n_features:
             raise InputError(f"expected {self.n_features} features per sample, got {x.shape[1]}")
-        scale = PIXEL_SCALE if x.dtype == torch.uint8 else 1.0
-        return (x if x.dtype == dtype else x.to(dtype)), scale
+        return (x if x.dtype == dtype else x.to(dtype)), pixel_scale(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits, shape (N, C) or (N, 1) when binary: the transpose of W @ x.T + b, the faster
@@ -169,13 +173,9 @@ class LogisticRegression(nn.Module):
         weight_t, bias = self.linear.weight, self.linear.bias
         if x.dim() > 2 and x.is_contiguous():  # images (rows, H, W), e.g. from disk: a free view
             x = x.flatten(1)
-        if (
-            x.dim() == 2
-            and torch.get_num_threads() == 1
-            and fused.usable(weight_t, bias, x, targets, sample_weight, index)
-        ):
+        if torch.get_num_threads() == 1 and fused.usable(weight_t, bias, x, targets, sample_weight, index):
             rows = x.shape[0] if index is None else index.shape[0]
-            scale *= PIXEL_SCALE if x.dtype == torch.uint8 else 1.0
+            scale *= pixel_scale(x)
             share = weight / rows
             return fused.add_gradients(weight_t, bias, x, targets, share, scale, sample_weight, index) / rows
         if index is not None:
