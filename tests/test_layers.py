@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
 LAYERS = [
     {"exceptions", "datasets", "storage", "fused"},  # no imports from the package
     {"config", "distributed", "images", "model", "ondisk"},
+    {"rules"},  # the defaults that follow from the data
     {"devices", "objective", "optimizers", "data", "batches", "inputs"},
     {"engine", "evaluation", "convert", "solvers"},  # the one training loop; metrics; dataset conversion
     {"training", "tensorboard"},  # a config turned into an engine run; its TensorBoard callback

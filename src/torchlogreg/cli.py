@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from .exceptions import ConfigError, TorchLogRegError
+from .rules import RULES
 
 DEFAULT = PRESETS["default"]
 
@@ -100,19 +101,26 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "--threshold", type=float, help=f"binary decision threshold (default: {DEFAULT.threshold})"
     )
     task.add_argument(
-        "--val-size", type=int, help=f"validation samples taken from train (default: {DEFAULT.val_size})"
+        "--val-size", type=int, help=f"validation samples taken from train (default: {RULES['val_size']})"
     )
     task.add_argument(
         "--train-size", type=int, help="use a class-balanced subset of this many training samples"
     )
-    opt = parser.add_argument_group("optimisation (defaults are the default preset's)")
-    opt.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default: {DEFAULT.optimizer})")
-    opt.add_argument("--lr", type=float, help="learning rate (default: 0.5 for sgd, 0.005 adam, 1 lbfgs)")
-    opt.add_argument("--batch-size", type=int, help=f"samples per step (default: {DEFAULT.batch_size})")
-    opt.add_argument("--epochs", type=int, help=f"passes over the training set (default: {DEFAULT.epochs})")
-    opt.add_argument("--iters", type=int, help="optimizer steps in total, instead of --epochs")
+    opt = parser.add_argument_group(
+        "optimisation (the defaults follow the data; a run's model.json records the values used)"
+    )
+    opt.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default: {RULES['optimizer']})")
+    opt.add_argument("--lr", type=float, help=f"learning rate (default: {RULES['lr']})")
+    opt.add_argument("--batch-size", type=int, help=f"samples per step (default: {RULES['batch_size']})")
     opt.add_argument(
-        "--weight-decay", type=float, help=f"L2 penalty on the weights (default: {DEFAULT.weight_decay})"
+        "--epochs", type=int, help=f"most passes over the training set (default: {RULES['epochs']})"
+    )
+    opt.add_argument("--iters", type=int, help="most optimizer steps in total, instead of --epochs")
+    opt.add_argument(
+        "--tol", type=float, help=f"convergence tolerance (default: {DEFAULT.tol:g}; {RULES['tol']})"
+    )
+    opt.add_argument(
+        "--weight-decay", type=float, help=f"L2 penalty on the weights (default: {RULES['weight_decay']})"
     )
     opt.add_argument("--l1", type=float, help=f"L1 penalty on the weights (default: {DEFAULT.l1})")
     opt.add_argument("--momentum", type=float, help=f"SGD momentum (default: {DEFAULT.momentum})")
@@ -123,7 +131,14 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help=f"Nesterov momentum for SGD (default: {DEFAULT.nesterov})",
     )
     opt.add_argument(
-        "--schedule", help=f"learning-rate schedule: {', '.join(SCHEDULES)} (default: {DEFAULT.schedule})"
+        "--schedule", help=f"learning-rate schedule: {', '.join(SCHEDULES)} (default: {RULES['schedule']})"
+    )
+    opt.add_argument(
+        "--centred",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="step with the features centred on their mean: the same objective, better conditioned, so one "
+        f"step-size rule fits any data (default: {DEFAULT.centred}; the tutorial preset steps plainly)",
     )
     opt.add_argument(
         "--init", help=f"starting weights: {', '.join(INITS)} (nn.Linear's) (default: {DEFAULT.init})"
@@ -165,6 +180,21 @@ def _given_config(args: argparse.Namespace):
     return {name: getattr(args, name) for name in RESUMABLE if getattr(args, name) is not None}
 
 
+def stop_line(metrics: dict, config: TrainConfig) -> str:
+    """Why training stopped, in one line; when it had not converged, the flag that trains longer."""
+    reason, tol = metrics["stop_reason"], f"tol {config.tol:g}"
+    if reason == "converged":
+        return f"converged ({tol}) after {metrics['iterations']} iterations"
+    if reason == "early stopping":
+        return f"stopped early: no better validation loss in {config.patience} checks (--patience)"
+    if not config.tol:
+        return f"ran its whole budget of {metrics['iterations']} iterations (tol 0: no convergence test)"
+    longer = " ".join(f"--{name} {value}" for name, value in metrics["train_longer"].items())
+    change = metrics.get("objective_change")
+    fell = f"; its last epoch lowered the objective by {change:.2g}" if change is not None else ""
+    return f"not converged ({tol}): stopped at the step limit{fell}. To train longer: {longer}"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoints import command_line
     from .runs import default_out, resumed_config, train
@@ -200,6 +230,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"trained in {metrics['train_seconds']:.2f} s ({metrics['epochs']:g} epochs, "
         f"{metrics['iterations']} iterations, {metrics['device']})"
     )
+    print(stop_line(metrics, result.config))
     if not args.quiet:
         print(f"saved run to {out}")
     if args.report:

@@ -18,7 +18,8 @@ from .exceptions import ConfigError, did_you_mean
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
 SCHEDULES = ("none", "cosine", "step")
 INITS = ("zeros", "uniform")
-# Learning rate used when `lr` is None: each optimizer's own sensible scale.
+# Fixed learning rates of the scikit-learn estimator, whose features are scaled by the caller; a
+# TrainConfig's `lr` of None follows the data instead (rules.py).
 DEFAULT_LR = {"sgd": 0.8, "adam": 0.005, "lbfgs": 1.0}
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -33,19 +34,21 @@ class TrainConfig:
     classes: tuple[int, ...] | None = None  # keep only these labels; two of them -> binary model
     positive: int | None = None  # this label against all others -> binary model
     threshold: float = 0.5  # binary decision threshold on P(positive), in (0, 1)
-    val_size: int = 5000  # validation samples carved from train (0: none)
+    val_size: int | None = None  # validation samples carved from train (0: none; None: rules.py)
     train_size: int | None = None  # class-balanced training subset (None: all that is left)
-    # --- optimisation ---
-    optimizer: str = "sgd"  # one of OPTIMIZERS; lbfgs is full-batch
-    lr: float | None = None  # None: DEFAULT_LR[optimizer]
+    # --- optimisation: None means "follow the data" (rules.py, stated in `train --help`) ---
+    optimizer: str | None = None  # one of OPTIMIZERS; lbfgs is full-batch
+    lr: float | None = None  # step size of sgd/adam; lbfgs's first step (its line search scales it)
     momentum: float = 0.9  # sgd only, in [0, 1)
     nesterov: bool = True  # sgd only, used when momentum > 0
-    batch_size: int = 256  # samples per step (ignored by lbfgs)
-    epochs: int | None = 4  # passes over the training set (lbfgs: iterations); or set iters
-    iters: int | None = None  # optimizer steps in total; overrides epochs
-    weight_decay: float = 3e-5  # L2 penalty on the weights (not the bias)
+    batch_size: int | None = None  # samples per step (ignored by lbfgs)
+    epochs: int | None = None  # most passes over the training set (lbfgs: iterations); or set iters
+    iters: int | None = None  # most optimizer steps in total; overrides epochs
+    tol: float = 1e-4  # convergence tolerance, see rules.RULES["tol"] (0: always train the whole budget)
+    centred: bool = True  # step with the features centred (same objective; False: plain steps, as tutorials)
+    weight_decay: float | None = None  # L2 penalty on the weights (not the bias)
     l1: float = 0.0  # L1 penalty on the weights (not the bias)
-    schedule: str = "cosine"  # one of SCHEDULES, stepped per iteration
+    schedule: str | None = None  # one of SCHEDULES, stepped per iteration
     init: str = "zeros"  # zeros (as scikit-learn) | uniform (nn.Linear's default, seeded)
     eval_every: int | None = None  # iterations between validation checks (None: once per epoch)
     patience: int | None = None  # stop after this many checks without a better val loss
@@ -56,9 +59,16 @@ class TrainConfig:
         validate(self)  # checked once, where it is built (replace() builds anew, so it is checked too)
 
     @property
-    def learning_rate(self) -> float:
-        """The learning rate in effect: `lr`, or the optimizer's default."""
-        return self.lr if self.lr is not None else DEFAULT_LR.get(self.optimizer, 0.1)
+    def learning_rate(self) -> float | None:
+        """The learning rate: `lr` (set on every config that training used; see rules.settle)."""
+        return self.lr
+
+    @property
+    def settled(self) -> bool:
+        """Whether every field that follows the data has its value (rules.settle fills them in)."""
+        return all(getattr(self, name) is not None for name in DATA_RULED) and (
+            self.epochs is not None or self.iters is not None
+        )
 
     @property
     def binary(self) -> bool:
@@ -94,9 +104,10 @@ class TrainConfig:
         return cls(**values)
 
 
+DATA_RULED = ("val_size", "optimizer", "lr", "batch_size", "weight_decay", "schedule")  # None: by rules.py
 INTEGER_FIELDS = ("batch_size", "epochs", "iters", "val_size", "train_size", "eval_every", "patience", "seed")
-REQUIRED_FIELDS = ("batch_size", "val_size", "seed", "momentum", "weight_decay", "l1", "threshold")
-NUMBER_FIELDS = ("lr", "momentum", "weight_decay", "l1", "threshold")
+REQUIRED_FIELDS = ("seed", "momentum", "l1", "threshold", "tol")
+NUMBER_FIELDS = ("lr", "momentum", "weight_decay", "l1", "threshold", "tol")
 FLOAT32_MAX = 3.4028234663852886e38
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 
@@ -116,11 +127,14 @@ def _type_problems(config: TrainConfig) -> list[str]:
             problems.append(f"{name} must be a finite number, got {value!r}")
         elif abs(value) > FLOAT32_MAX:  # training runs in float32: larger values become inf
             problems.append(f"{name} must be at most {FLOAT32_MAX:.3g} (float32), got {value!r}")
-    if not isinstance(config.nesterov, bool):
-        problems.append(f"nesterov must be True or False, got {config.nesterov!r}")
+    for name in ("nesterov", "centred"):
+        if not isinstance(getattr(config, name), bool):
+            problems.append(f"{name} must be True or False, got {getattr(config, name)!r}")
     if _is_int(config.seed) and not 0 <= config.seed <= MAX_SEED:
         problems.append(f"seed must be an integer in 0..2**63-1, got {config.seed!r}")
     for name in ("dataset", "optimizer", "schedule", "init", "device"):
+        if name in DATA_RULED and getattr(config, name) is None:
+            continue
         if not isinstance(getattr(config, name), str):
             problems.append(f"{name} must be a string, got {getattr(config, name)!r}")
     if config.data_root is not None and not isinstance(config.data_root, (str, os.PathLike)):
@@ -136,6 +150,7 @@ def _range_problems(config: TrainConfig) -> list[str]:
         ("iters", config.iters, lambda v: v > 0, "an integer > 0"),
         ("weight_decay", config.weight_decay, lambda v: v >= 0, "a number >= 0"),
         ("l1", config.l1, lambda v: v >= 0, "a number >= 0"),
+        ("tol", config.tol, lambda v: v >= 0, "a number >= 0"),
         ("momentum", config.momentum, lambda v: 0 <= v < 1, "a number in [0, 1)"),
         ("threshold", config.threshold, lambda v: 0 < v < 1, "a number in (0, 1)"),
         ("val_size", config.val_size, lambda v: v >= 0, "an integer >= 0"),
@@ -178,8 +193,6 @@ def _choice_problems(config: TrainConfig) -> list[str]:
 
 def _combination_problems(config: TrainConfig) -> list[str]:
     problems = []
-    if config.epochs is None and config.iters is None:
-        problems.append("set epochs or iters")
     if config.epochs is not None and config.iters is not None:
         problems.append("set epochs or iters, not both")
     if config.classes is not None and config.positive is not None:
@@ -200,7 +213,7 @@ def _combination_problems(config: TrainConfig) -> list[str]:
             "threshold applies to binary tasks (classes A,B or positive N); this config trains every class"
         )
     if config.patience is not None and config.val_size == 0:
-        problems.append("patience needs a validation set: set val_size > 0")
+        problems.append("patience needs a validation set: set val_size > 0 (or leave it None)")
     return problems
 
 
@@ -224,10 +237,11 @@ def validate(config: TrainConfig) -> None:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # Fastest settings found that reach the model's ceiling (>= 92.5% MNIST test accuracy).
+    # Every data-dependent setting by rule (rules.py): full-batch L-BFGS to convergence on small sets,
+    # mini-batch SGD on large ones; the objective is scikit-learn's LogisticRegression(C=1).
     "default": TrainConfig(),
     # The classic tutorial: plain SGD, lr 0.001, batch 100, 3000 iterations on all 60,000
-    # training images, nn.Linear's default initialisation (82-83%).
+    # training images, nn.Linear's default initialisation, no penalty, no early stop (82-83%).
     "tutorial": TrainConfig(
         val_size=0,
         init="uniform",
@@ -238,12 +252,16 @@ PRESETS: dict[str, TrainConfig] = {
         batch_size=100,
         epochs=None,
         iters=3000,
+        tol=0.0,
+        centred=False,
         weight_decay=0.0,
         schedule="none",
         eval_every=500,
     ),
-    # Full-batch L-BFGS, the solver scikit-learn uses: slower, for reference.
-    "lbfgs": TrainConfig(optimizer="lbfgs", epochs=100, schedule="none", weight_decay=1.8e-5),
+    # Full-batch L-BFGS, the solver scikit-learn uses, at any size: to convergence.
+    "lbfgs": TrainConfig(optimizer="lbfgs"),
+    # Mini-batch SGD at any size (Nesterov momentum, cosine schedule).
+    "sgd": TrainConfig(optimizer="sgd"),
 }
 
 

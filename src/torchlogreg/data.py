@@ -24,6 +24,7 @@ from .config import TrainConfig
 from .datasets import DATASETS, DatasetSpec
 from .exceptions import ConfigError, DataError, did_you_mean
 from .ondisk import FORMAT, DiskImages
+from .rules import validation_rows
 
 DATA_ENV = "TORCHLOGREG_DATA"
 
@@ -261,12 +262,17 @@ def _task_classes(config: TrainConfig, names: tuple[str, ...]) -> tuple[tuple[st
     return names, tuple(range(len(names)))
 
 
+def _val_size(config: TrainConfig, rows: int) -> int:
+    """config.val_size, or its rule for `rows` training rows when None."""
+    return config.val_size if config.val_size is not None else validation_rows(rows, config.patience)
+
+
 def prepare(config: TrainConfig, train: Split, test: Split, names: tuple[str, ...]) -> Data:
     """Apply the task (classes/positive), the validation split and the training subset."""
     class_names, source_labels = _task_classes(config, names)
     train = select_classes(train, config.classes, config.positive)
     test = select_classes(test, config.classes, config.positive)
-    train, val = split_validation(train, config.val_size, config.seed)
+    train, val = split_validation(train, _val_size(config, len(train)), config.seed)
     if config.train_size is not None:
         train = balanced_subset(train, config.train_size, len(class_names), config.seed)
     return Data(config.dataset, train, val, test, class_names, source_labels, config.binary)
@@ -350,11 +356,12 @@ def load_disk_data(config: TrainConfig) -> Data:
     train_images = DiskImages(folder / "train-images.npy")
     names = tuple(meta["class_names"])
     train_labels = _disk_labels(folder / "train-labels.npy", len(train_images), len(names))
-    n_train = len(train_images) - config.val_size
+    val_size = _val_size(config, len(train_images))
+    n_train = len(train_images) - val_size
     if n_train <= 0:
         raise ConfigError(f"val_size must be smaller than the {len(train_images)} training samples")
     val = None
-    if config.val_size:
+    if val_size:
         val = Split(
             train_images.read(n_train, len(train_images)).reshape(-1, *train_images.image_shape),
             train_labels[n_train:],

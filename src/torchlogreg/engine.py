@@ -20,7 +20,7 @@ import torch
 from .batches import Batch
 from .distributed import DistContext, step_sum
 from .exceptions import CheckpointError, DivergenceError
-from .model import LogisticRegression
+from .model import LogisticRegression, without_grad
 from .objective import Objective
 
 EXPLOSION_FACTOR = 100.0  # a loss this many times its starting value counts as diverged
@@ -53,6 +53,7 @@ class Engine:
         should_stop: Callable[[], bool] | None = None,
         advice: str = "lower the learning rate",
         explosion_factor: float | None = EXPLOSION_FACTOR,
+        centre: torch.Tensor | None = None,
     ):
         self.model, self.objective, self.optimizer, self.source = model, objective, optimizer, source
         self.schedule, self.total, self.generator = schedule, total, generator
@@ -68,6 +69,7 @@ class Engine:
         self.train_seconds, self.stop_reason = 0.0, None
         self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
         self._batches, self._sum, self._flat = None, None, None
+        self.centring = Centring(model, centre) if centre is not None else None
 
     # --- one step --------------------------------------------------------------------------------
     def _reduce(self, loss: float, stop: bool) -> tuple[float, bool]:
@@ -117,16 +119,31 @@ class Engine:
         """One optimizer step; returns (data loss, stop requested on any rank)."""
         wants_stop = self.should_stop is not None and self.should_stop()
         batches = None if self.full_batch else [self._next_batch()]
-        result = {}
+        centring, result = self.centring, {}
+
+        def gradient() -> None:
+            result["loss"], result["stop"] = self._gradient(batches, wants_stop)
+            if centring is not None:
+                centring.gradient()
 
         def closure() -> torch.Tensor | None:
-            result["loss"], result["stop"] = self._gradient(batches, wants_stop)
-            if not self.full_batch:  # SGD and Adam need only the gradient
+            if not self.full_batch:  # SGD and Adam: the gradient, computed below
                 return None
+            if centring is not None:  # L-BFGS evaluates at points of its own: the model's there
+                centring.leave()
+            gradient()
             objective = result["loss"] + self.objective.penalty(self._weight)
+            if centring is not None:
+                centring.enter()
             return torch.tensor(objective, dtype=self._weight.dtype)
 
+        if not self.full_batch:
+            gradient()
+        if centring is not None:
+            centring.enter()
         self.optimizer.step(lr, closure)
+        if centring is not None:
+            centring.leave()
         return result["loss"], result["stop"]
 
     # --- the loop --------------------------------------------------------------------------------
@@ -217,6 +234,32 @@ class Engine:
         for callback in self.callbacks:
             if hasattr(callback, "load_state_dict"):
                 callback.load_state_dict(tensors, meta)
+
+
+class Centring:
+    """Steps taken in coordinates where the features have mean zero: the bias there is b + W @ mean, and
+    the weight's gradient loses the bias gradient times the mean. The objective is the same (the bias
+    is not penalised) and so is its optimum, but the mean's direction, whose curvature can be hundreds
+    of times the rest's (dark-on-light pictures), no longer limits the step: one step-size rule suits
+    every data set. The model holds its ordinary parameters between steps."""
+
+    def __init__(self, model: LogisticRegression, mean: torch.Tensor):
+        self.weight, self.bias = model.linear.weight, model.linear.bias
+        self.mean = mean.to(self.weight.device, self.weight.dtype)
+
+    @without_grad  # L-BFGS calls its closure with gradients enabled
+    def enter(self) -> None:
+        self.bias.add_(self.weight @ self.mean)
+
+    @without_grad
+    def leave(self) -> None:
+        self.bias.sub_(self.weight @ self.mean)
+
+    @without_grad
+    def gradient(self) -> None:
+        """The weight's gradient in centred coordinates, from the ordinary ones in .grad."""
+        if self.weight.grad is not None and self.bias.grad is not None:
+            self.weight.grad.addr_(self.bias.grad, self.mean, alpha=-1.0)
 
 
 class _Flat:

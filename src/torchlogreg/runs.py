@@ -142,12 +142,15 @@ def describe(training: Training) -> str:
     """One line: the data, the task, the optimizer and the budget (and where a resume starts)."""
     config, data, engine = training.config, training.data, training.engine
     val = len(data.val) if data.val is not None else 0
-    budget = f"{config.iters} iterations" if config.iters else f"{config.epochs} epochs"
+    unit = "iterations" if config.optimizer == "lbfgs" else "epochs"
+    budget = f"{config.iters} iterations" if config.iters else f"{config.epochs} {unit}"
+    budget = f"at most {budget}" + (f", tol {config.tol:g}" if config.tol else "")
+    batch = "full batch" if config.optimizer == "lbfgs" else f"batch {config.batch_size}"
     ranks = f" on {training.dist.world_size} processes" if training.dist else ""
     line = (
         f"training {config.dataset}: {len(data.train)} train / {val} val / {len(data.test)} test, "
         f"{data.n_classes} classes{' (binary)' if data.binary else ''}; {config.optimizer} "
-        f"lr {config.learning_rate:g}, batch {config.batch_size}, {budget}{ranks}"
+        f"lr {config.lr:g}, {batch}, weight decay {config.weight_decay:.3g}, {budget}{ranks}"
     )
     if engine.iteration:
         line += f"\nresuming at iteration {engine.iteration} of {engine.total}"

@@ -35,6 +35,7 @@ METRIC_COLUMNS = (
     "train_seconds",
     "epochs",
     "iterations",
+    "stop_reason",
 )
 RESULTS_FILE = "results.csv"
 
@@ -212,6 +213,7 @@ def run_sweep(
             train_seconds=metrics["train_seconds"],
             epochs=metrics["epochs"],
             iterations=metrics["iterations"],
+            stop_reason=metrics["stop_reason"],
         )
         rows.append({k: str(v) for k, v in row.items()})
         atomic_write_csv(path, columns, rows)  # after every run: an interruption loses one run at most
@@ -250,6 +252,7 @@ def summarize(rows: list[dict], grid: Grid) -> list[dict]:
             numbers = [_number(m[metric]) for m in members]
             entry[metric] = statistics.fmean(numbers)
             entry[f"{metric}_std"] = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+        entry["converged"] = sum(m.get("stop_reason") == "converged" for m in members)
         summary.append(entry)
     key = "val_accuracy" if not all(math.isnan(e["val_accuracy"]) for e in summary) else "train_accuracy"
     return sorted(summary, key=lambda e: -e[key])
@@ -262,9 +265,11 @@ def summary_markdown(summary: list[dict], grid: Grid, seeds: int) -> str:
         "seeds, sorted by validation accuracy (the selection never looks at test).",
         "",
         "| "
-        + " | ".join([*names, "val accuracy", "test accuracy", "train accuracy", "train loss", "train s"])
+        + " | ".join(
+            [*names, "val accuracy", "test accuracy", "train accuracy", "train loss", "train s", "converged"]
+        )
         + " |",
-        "|" + " --- |" * (len(names) + 5),
+        "|" + " --- |" * (len(names) + 6),
     ]
     for entry in summary:
         cells = [entry["options"][n] for n in names]
@@ -276,6 +281,7 @@ def summary_markdown(summary: list[dict], grid: Grid, seeds: int) -> str:
             ("train_seconds", 2),
         ):
             cells.append(f"{entry[metric]:.{digits}f} ± {entry[metric + '_std']:.{digits}f}")
+        cells.append(f"{entry['converged']}/{entry['runs']}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -301,8 +307,27 @@ def _wide_positive_range(values: tuple) -> bool:
     return len(numbers) == len(values) and min(numbers) > 0 and max(numbers) / min(numbers) >= 100
 
 
+def _at_each(entries: list[dict], option: str, xs: list[str]) -> tuple[list[dict], str]:
+    """For each value of `option`: the combination of the other options with the best validation
+    accuracy (each already a mean over seeds), or, with no validation set, every combination there;
+    and what a point is, in words."""
+    by_value = [[e for e in entries if e["options"][option] == x] for x in xs]
+    if all(len(group) == 1 for group in by_value):
+        return [group[0] for group in by_value], "mean over seeds"
+    if not all(math.isnan(e["val_accuracy"]) for e in entries):
+        best = [max(group, key=lambda e: -math.inf if math.isnan(e["val_accuracy"]) else e["val_accuracy"])
+                for group in by_value]
+        return best, "mean over seeds of the other options' best setting by val accuracy"
+    averaged = [
+        {metric: statistics.fmean(e[metric] for e in group) for metric in ("val_accuracy", "test_accuracy")}
+        for group in by_value
+    ]
+    return averaged, "mean over seeds and over the other options' values"
+
+
 def plot_sweep(summary: list[dict], grid: Grid, out: Path, hue: str | None = None) -> list[Path]:
-    """accuracy_vs_<option>.png for each swept option, and learning_curve.png when train_size is swept."""
+    """accuracy_vs_<option>.png for each swept option, and learning_curve.png when train_size is swept.
+    The y label says what each point is (a mean over seeds, of which combinations)."""
     from matplotlib.figure import Figure
 
     written = []
@@ -313,12 +338,12 @@ def plot_sweep(summary: list[dict], grid: Grid, out: Path, hue: str | None = Non
         for entry in summary:
             label = entry["options"][hue] if hue and hue != option else "all"
             groups.setdefault(label, []).append(entry)
+        meaning = "mean over seeds"
         for label, entries in sorted(groups.items()):
             xs = _sort_values(list({e["options"][option] for e in entries}))
+            points, meaning = _at_each(entries, option, xs)
             for metric, style in (("val_accuracy", "-o"), ("test_accuracy", ":s")):
-                means = [
-                    statistics.fmean(e[metric] for e in entries if e["options"][option] == x) for x in xs
-                ]
+                means = [point[metric] for point in points]
                 if all(math.isnan(m) for m in means):
                     continue
                 positions = (
@@ -332,7 +357,7 @@ def plot_sweep(summary: list[dict], grid: Grid, out: Path, hue: str | None = Non
                 ax.set_xticks(range(len(xs)), [x or "None" for x in xs])
         if _wide_positive_range(grid.axes[option]):
             ax.set_xscale("log")
-        ax.set(xlabel=option, ylabel="accuracy (mean over seeds)", title=f"Accuracy against {option}")
+        ax.set(xlabel=option, ylabel=f"accuracy ({meaning})", title=f"Accuracy against {option}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         path = out / f"accuracy_vs_{option}.png"
@@ -372,7 +397,9 @@ def _learning_curve(summary: list[dict], out: Path) -> Path:
     ax.set(
         xlabel="training-set size",
         ylabel="accuracy",
-        title="Learning curve: train vs test accuracy (the gap is over-fitting)",
+        title="Learning curve: train vs test accuracy (the gap is over-fitting)\n"
+        "each size trained by the default rules (L-BFGS to convergence on small sets); "
+        "with several settings, the best by val accuracy",
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

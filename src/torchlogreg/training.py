@@ -28,8 +28,12 @@ from .exceptions import ConfigError
 from .model import LogisticRegression
 from .objective import Objective
 from .optimizers import make_optimizer, scheduled_lr
+from .rules import feature_mean, settle
 
 __all__ = ["HISTORY_KEYS", "TrainResult", "Training", "build", "finish"]
+
+STOP_REASONS = ("converged", "step limit", "early stopping", "interrupted")
+NO_CHANGE_EPOCHS = 2  # mini-batch training has converged after this many epochs of change under tol
 
 TRAIN_ACCURACY_SAMPLES = 10_000  # periodic train accuracy is measured on this many samples
 LBFGS_EVAL_EVERY = 10  # L-BFGS iterations between checks (each is a full pass already)
@@ -123,6 +127,43 @@ class ProgressBar:
         self.bar.close()
 
 
+class Convergence:
+    """The one stopping rule on the objective (tol; see rules.RULES["tol"]). Full batch: converged when
+    L-BFGS finds the gradient's largest entry within tol before it steps. Mini-batch: the epoch's mean
+    objective (its batches' losses, plus the penalty at the epoch's end) is compared with the best so
+    far; NO_CHANGE_EPOCHS epochs in a row that improve it by less than tol have converged."""
+
+    def __init__(self, tol: float, objective: Objective):
+        self.tol, self.objective = tol, objective
+        self.epoch_loss, self.epoch_steps = 0.0, 0
+        self.best, self.unchanged, self.change = math.inf, 0, None
+
+    def on_step(self, engine: Engine, row: dict) -> None:
+        if engine.full_batch:
+            if self.tol and getattr(engine.optimizer, "iterations", 1) == 0:
+                engine.stop_reason = "converged"
+            return
+        self.epoch_loss += row["loss"]
+        self.epoch_steps += 1
+        if engine.iteration % engine.steps_per_epoch:
+            return
+        mean = self.epoch_loss / self.epoch_steps + self.objective.penalty(engine.model.linear.weight)
+        self.epoch_loss, self.epoch_steps = 0.0, 0
+        self.change = None if math.isinf(self.best) else self.best - mean
+        self.unchanged = self.unchanged + 1 if self.change is not None and self.change < self.tol else 0
+        self.best = min(self.best, mean)
+        if self.tol and self.unchanged >= NO_CHANGE_EPOCHS and engine.iteration < engine.total:
+            engine.stop_reason = "converged"
+
+    def state_dict(self, tensors: dict, meta: dict) -> None:
+        meta["convergence"] = [self.epoch_loss, self.epoch_steps, self.best, self.unchanged, self.change]
+
+    def load_state_dict(self, tensors: dict, meta: dict) -> None:
+        values = meta.get("convergence")
+        if values is not None:
+            self.epoch_loss, self.epoch_steps, self.best, self.unchanged, self.change = values
+
+
 @dataclass
 class Training:
     """One configured training: the engine and its evaluator, for the data and processes given."""
@@ -133,6 +174,7 @@ class Training:
     evaluator: Evaluator
     dist: DistContext | None
     bar: ProgressBar
+    convergence: Convergence
 
 
 def _check_fits(config: TrainConfig, data: Data) -> None:
@@ -161,9 +203,11 @@ def build(
     callbacks: Sequence[Callback] = (),
     should_stop: Callable[[], bool] | None = None,
 ) -> Training:
-    """The engine for `config` on `data`: model, objective, optimizer, batches, evaluation."""
-    _check_fits(config, data)
+    """The engine for `config` on `data`: model, objective, optimizer, batches, evaluation. Fields
+    left None follow the data (rules.settle); `Training.config` holds the values used."""
     device = resolve_device(config.device)
+    config = settle(config, data).replace(device=str(device))
+    _check_fits(config, data)
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
     source = batch_source(data.train.images, data.train.labels, config.batch_size, device, rank, world)
     generator = torch.Generator().manual_seed(config.seed)
@@ -181,25 +225,34 @@ def build(
     optimizer = make_optimizer(
         list(model.parameters()),
         config.optimizer,
-        config.learning_rate,
+        config.lr,
         momentum=config.momentum,
         nesterov=config.nesterov,
+        tolerance_grad=config.tol,
     )
+    objective = Objective(config.weight_decay, config.l1)
+    convergence = Convergence(config.tol, objective)
     engine = Engine(
         model,
-        Objective(config.weight_decay, config.l1),
+        objective,
         optimizer,
         source,
         lambda step: scheduled_lr(config, step, total),
         total,
         generator=generator,
         full_batch=full_batch,
-        callbacks=[evaluator, bar, *callbacks],
+        callbacks=[evaluator, convergence, bar, *callbacks],
         dist=dist,
         should_stop=should_stop,
-        advice=f"with {config.optimizer} lr {config.learning_rate:g}: lower --lr",
+        advice=f"with {config.optimizer} lr {config.lr:g}: lower the learning rate (lr)",
+        centre=feature_mean(data.train.images) if config.centred else None,
     )
-    return Training(config, data, engine, evaluator, dist, bar)
+    return Training(config, data, engine, evaluator, dist, bar, convergence)
+
+
+def longer_budget(config: TrainConfig) -> dict[str, int]:
+    """The budget that trains twice as long as `config`'s (what to set when it did not converge)."""
+    return {"iters": 2 * config.iters} if config.iters else {"epochs": 2 * config.epochs}
 
 
 def finish(training: Training) -> TrainResult:
@@ -220,6 +273,10 @@ def finish(training: Training) -> TrainResult:
         iterations=engine.iteration,
         epochs=round(engine.epochs, 4),
         stopped_early=engine.stop_reason == "early stopping",
+        stop_reason=engine.stop_reason or "step limit",
+        converged=engine.stop_reason == "converged",
+        objective_change=training.convergence.change,
+        train_longer=longer_budget(training.config),
         best_iteration=evaluator.best_iteration if data.val is not None else None,
         device=str(engine.parameters[0].device),
         world_size=training.dist.world_size if training.dist else 1,

@@ -1,0 +1,135 @@
+"""The defaults that follow from the data (rules.py): each rule on sets of several sizes and shapes, the
+settled config a run records, the stopping rule (converged, step limit), and training in centred
+coordinates (the same optimum; dark-on-light pictures train as light-on-dark ones)."""
+
+import math
+
+import pytest
+import torch
+from conftest import synthetic_data
+
+from torchlogreg import TrainConfig, preset, train
+from torchlogreg.data import Data, Split
+from torchlogreg.rules import (
+    BATCH_ROWS,
+    LBFGS_BELOW_ROWS,
+    LBFGS_ITERATIONS,
+    SGD_EPOCHS,
+    SGD_MIN_STEPS,
+    curvature,
+    settle,
+    validation_rows,
+)
+
+
+def _data(n_train: int, side: int = 4, n_classes: int = 3) -> Data:
+    return synthetic_data(n_train=n_train, n_val=0, n_test=30, n_classes=n_classes, side=side)
+
+
+def test_validation_split_only_for_early_stopping():
+    assert validation_rows(60_000, None) == 0 and validation_rows(300, None) == 0
+    assert validation_rows(60_000, 3) == 5_000 and validation_rows(3_000, 3) == 300
+    assert validation_rows(5, 3) == 1
+
+
+@pytest.mark.parametrize("rows", [100, LBFGS_BELOW_ROWS - 1])
+def test_small_sets_are_fitted_full_batch_by_lbfgs(rows):
+    config = settle(TrainConfig(), _data(rows))
+    assert (config.optimizer, config.batch_size, config.schedule) == ("lbfgs", rows, "none")
+    assert config.epochs == LBFGS_ITERATIONS and config.lr == 1.0 and config.val_size == 0
+    assert config.weight_decay == pytest.approx(1 / rows)  # scikit-learn's C=1
+
+
+def test_large_sets_take_mini_batch_steps():
+    rows = LBFGS_BELOW_ROWS
+    config = settle(TrainConfig(), _data(rows))
+    steps_per_epoch = math.ceil(rows / BATCH_ROWS)
+    assert (config.optimizer, config.batch_size, config.schedule) == ("sgd", BATCH_ROWS, "cosine")
+    assert config.epochs == max(SGD_EPOCHS, math.ceil(SGD_MIN_STEPS / steps_per_epoch))
+    assert config.settled and config.lr > 0
+
+
+def test_a_batch_size_asks_for_mini_batches_and_is_kept():
+    config = settle(TrainConfig(batch_size=8), _data(100))
+    assert config.optimizer == "sgd" and config.batch_size == 8
+
+
+def test_given_values_win_over_rules():
+    given = TrainConfig(optimizer="adam", lr=0.01, weight_decay=0.0, iters=7, schedule="step")
+    config = settle(given, _data(100))
+    assert (config.optimizer, config.lr, config.weight_decay, config.iters, config.epochs) == (
+        "adam", 0.01, 0.0, 7, None
+    )
+    assert config.schedule == "step" and config.batch_size == 100
+
+
+def test_presets_stay_explicit():
+    tutorial = preset("tutorial")
+    assert tutorial.settled and not tutorial.centred and tutorial.tol == 0
+    assert (tutorial.lr, tutorial.batch_size, tutorial.iters, tutorial.val_size) == (0.001, 100, 3000, 0)
+    assert not preset("default").settled
+
+
+def test_curvature_is_the_same_for_either_polarity_and_scales_with_the_pixels():
+    data = _data(500, side=8)
+    dark = data.train.images
+    light = 255 - dark
+    assert curvature(light) == pytest.approx(curvature(dark), rel=1e-4)
+    # features twice as large: four times the curvature (above the bias's floor of 1)
+    big = curvature(dark.float() / 255 * 4)
+    assert big == pytest.approx(4 * curvature(dark.float() / 255 * 2), rel=1e-4)
+
+
+def _train(data: Data, **changes):
+    return train(TrainConfig(device="cpu", **changes), data, verbose=False)
+
+
+def test_small_set_trains_with_no_flags_and_converges():
+    result = _train(_data(300))
+    metrics = result.metrics
+    assert metrics["stop_reason"] == "converged" and metrics["converged"]
+    assert metrics["iterations"] < LBFGS_ITERATIONS and metrics["test"]["accuracy"] >= 0.9
+    assert result.config.settled and result.config.optimizer == "lbfgs"  # the run records what was used
+
+
+def test_step_limit_is_reported_with_the_budget_that_trains_longer():
+    metrics = _train(_data(300), iters=3).metrics
+    assert metrics["stop_reason"] == "step limit" and not metrics["converged"]
+    assert metrics["iterations"] == 3 and metrics["train_longer"] == {"iters": 6}
+
+
+def test_mini_batch_training_stops_when_epochs_stop_improving():
+    data = _data(200)
+    converged = _train(data, optimizer="sgd", batch_size=50, epochs=400, tol=1e-2, schedule="none").metrics
+    assert converged["stop_reason"] == "converged" and converged["iterations"] < 400 * 4
+    assert converged["iterations"] % 4 == 0  # judged at the end of an epoch
+    full = _train(data, optimizer="sgd", batch_size=50, epochs=5, tol=0.0).metrics
+    assert full["stop_reason"] == "step limit" and full["iterations"] == 20
+
+
+@pytest.mark.numerics
+def test_centred_steps_reach_the_same_optimum():
+    data = _data(300, side=6)
+    settings = dict(optimizer="lbfgs", tol=1e-6, weight_decay=1e-2)
+    centred = _train(data, centred=True, **settings)
+    plain = _train(data, centred=False, **settings)
+    for a, b in zip(centred.model.parameters(), plain.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=0)
+    loss_c, loss_p = centred.metrics["train"]["loss"], plain.metrics["train"]["loss"]
+    assert loss_c == pytest.approx(loss_p, abs=1e-5)
+
+
+@pytest.mark.numerics
+def test_dark_on_light_pictures_train_as_light_on_dark(mnist_splits):
+    train_split, test_split, names = mnist_splits
+    light, light_test = Split(train_split.images[:2000], train_split.labels[:2000]), test_split
+    flipped = Split(255 - light.images, light.labels)
+    flipped_test = Split(255 - light_test.images, light_test.labels)
+    runs = [
+        _train(Data("x", split, None, test, names, tuple(range(10)), False))
+        for split, test in ((light, light_test), (flipped, flipped_test))
+    ]
+    accuracies = [run.metrics["test"]["accuracy"] for run in runs]
+    assert accuracies[0] >= 0.85 and abs(accuracies[0] - accuracies[1]) <= 0.002
+    weights = [run.model.linear.weight for run in runs]
+    torch.testing.assert_close(weights[1], -weights[0], atol=5e-3, rtol=0)  # the same model, sign flipped
