@@ -206,7 +206,10 @@ def split_validation(split: Split, val_size: int, seed: int) -> tuple[Split, Spl
     if val_size == 0:
         return split, None
     if val_size >= len(split):
-        raise ConfigError(f"val_size must be smaller than the {len(split)} training samples, got {val_size}")
+        raise ConfigError(
+            f"val_size must be smaller than the {len(split)} training samples, got {val_size}; choose "
+            f"0..{len(split) - 1} (0: no validation set), or leave it unset to follow the data"
+        )
     order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
     return split.take(order[val_size:].sort().values), split.take(order[:val_size].sort().values)
 

@@ -181,7 +181,8 @@ def _check_fits(config: TrainConfig, data: Data) -> None:
     """Facts that need the data: the batch fits the training set, the task matches the classes."""
     if config.optimizer != "lbfgs" and config.batch_size > len(data.train):
         raise ConfigError(
-            f"batch_size must be at most the {len(data.train)} training samples, got {config.batch_size}"
+            f"batch_size must be at most the {len(data.train)} training samples, got {config.batch_size}; "
+            f"choose 1..{len(data.train)}, or leave it unset to follow the data"
         )
     if config.threshold != 0.5 and not data.binary:
         raise ConfigError(f"threshold applies to binary tasks; {config.dataset} has {data.n_classes} classes")
