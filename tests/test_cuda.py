@@ -33,9 +33,8 @@ def test_a_gpu_run_is_read_evaluated_and_used_on_either_device(mnist_data, data_
     from torchlogreg.checkpoints import load_run
     from torchlogreg.evaluation import evaluate
 
-    result = train(
-        preset("default", data_root=str(data_root), device="cuda"), mnist_data, verbose=False, out=tmp_path / "r"
-    )
+    config = preset("default", data_root=str(data_root), device="cuda")
+    result = train(config, mnist_data, verbose=False, out=tmp_path / "r")
     for device in ("cpu", "cuda"):
         run = load_run(tmp_path / "r", device=device)
         metrics = evaluate(run.model, mnist_data.test.images, mnist_data.test.labels)
