@@ -133,8 +133,8 @@ class Convergence:
     objective (its batches' losses, plus the penalty at the epoch's end) is compared with the best so
     far; NO_CHANGE_EPOCHS epochs in a row that improve it by less than tol have converged."""
 
-    def __init__(self, tol: float, objective: Objective):
-        self.tol, self.objective = tol, objective
+    def __init__(self, tol: float):
+        self.tol = tol
         self.epoch_loss, self.epoch_steps = 0.0, 0
         self.best, self.unchanged, self.change = math.inf, 0, None
 
@@ -147,7 +147,7 @@ class Convergence:
         self.epoch_steps += 1
         if engine.iteration % engine.steps_per_epoch:
             return
-        mean = self.epoch_loss / self.epoch_steps + self.objective.penalty(engine.model.linear.weight)
+        mean = self.epoch_loss / self.epoch_steps + engine.objective.penalty(engine.model.linear.weight)
         self.epoch_loss, self.epoch_steps = 0.0, 0
         self.change = None if math.isinf(self.best) else self.best - mean
         self.unchanged = self.unchanged + 1 if self.change is not None and self.change < self.tol else 0
@@ -231,11 +231,10 @@ def build(
         nesterov=config.nesterov,
         tolerance_grad=config.tol,
     )
-    objective = Objective(config.weight_decay, config.l1)
-    convergence = Convergence(config.tol, objective)
+    convergence = Convergence(config.tol)
     engine = Engine(
         model,
-        objective,
+        Objective(config.weight_decay, config.l1),
         optimizer,
         source,
         lambda step: scheduled_lr(config, step, total),
