@@ -24,7 +24,7 @@ def test_run_folder_holds_the_promised_files(default_run):
     metrics = json.loads((default_run / "metrics.json").read_text())
     assert (
         0 < metrics["test"]["accuracy"] <= 1
-        and {"val", "train_seconds", "epochs", "iterations"} <= metrics.keys()
+        and {"train", "train_seconds", "epochs", "iterations", "stop_reason", "converged"} <= metrics.keys()
     )
     header, first = (default_run / "history.csv").read_text().splitlines()[:2]
     assert header == "iteration,epoch,lr,loss,train_accuracy,val_accuracy,val_loss"

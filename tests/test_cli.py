@@ -58,7 +58,9 @@ def test_train_evaluate_predict(tmp_path, data_root, mnist_splits):
     out = tmp_path / "run"
     trained = run_cli("train", "--data-root", data_root, "--out", out, "--epochs", "1", "--device", "cpu")
     assert trained.returncode == 0, trained.stderr
-    assert "iteration     215  loss" in trained.stdout and "test accuracy 0.9" in trained.stdout
+    assert "iteration     235  loss" in trained.stdout and "test accuracy 0.9" in trained.stdout
+    assert "not converged (tol 0.0001): stopped at the step limit" in trained.stdout
+    assert "To train longer: --epochs 2" in trained.stdout
     metrics = json.loads((out / "metrics.json").read_text())
 
     evaluated = run_cli("evaluate", out, "--data-root", data_root, "--json")
@@ -164,6 +166,7 @@ def test_train_logs_for_tensorboard_and_export_writes_onnx(tmp_path, data_root, 
 
     run, logs = tmp_path / "run", tmp_path / "tb"
     args = ["--data-root", str(data_root), "--train-size", "2000", "--epochs", "2", "--device", "cpu"]
+    args += ["--val-size", "5000", "--batch-size", "256"]
     assert main(["train", *args, "--quiet", "--out", str(run), "--tensorboard", str(logs)]) == 0
     events = EventAccumulator(str(logs)).Reload()
     assert [e.step for e in events.Scalars("val/accuracy")] == [8, 16]  # ceil(2000 / 256) per epoch

@@ -75,10 +75,10 @@ def test_epochs_and_iters_are_exclusive():
     assert TrainConfig().replace(iters=10).epochs is None
 
 
-def test_learning_rate_defaults_per_optimizer():
-    assert TrainConfig(optimizer="adam").learning_rate == 0.005
-    assert TrainConfig(optimizer="lbfgs").learning_rate == 1.0
-    assert TrainConfig(optimizer="adam", lr=0.1).learning_rate == 0.1
+def test_data_ruled_fields_default_to_none_and_given_values_stay():
+    config = TrainConfig()
+    assert (config.lr, config.optimizer, config.batch_size, config.val_size, config.weight_decay) == (None,) * 5
+    assert not config.settled and TrainConfig(optimizer="adam", lr=0.1).learning_rate == 0.1
 
 
 def test_config_round_trips_through_a_dict():
@@ -109,8 +109,9 @@ def test_any_field_value_is_valid_or_one_config_error(changes):
         config = TrainConfig(**changes)
     except ConfigError:
         return
-    assert isinstance(config.batch_size, int) and not isinstance(config.batch_size, bool)
-    assert config.learning_rate > 0 and isinstance(config.nesterov, bool)
+    assert config.batch_size is None or (type(config.batch_size) is int and config.batch_size > 0)
+    assert (config.lr is None or config.lr > 0) and isinstance(config.nesterov, bool)
+    assert config.tol >= 0 and isinstance(config.centred, bool)
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,12 @@ def test_mnist_is_held_as_uint8_tensors(mnist_splits):
     assert torch.bincount(test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-def test_split_sizes(mnist_data):
-    assert (len(mnist_data.train), len(mnist_data.val), len(mnist_data.test)) == (55000, 5000, 10000)
+def test_split_sizes(mnist_data, mnist_splits):
+    assert (len(mnist_data.train), mnist_data.val, len(mnist_data.test)) == (60000, None, 10000)
+    held_out = prepare(TrainConfig(val_size=5000), *mnist_splits)
+    assert (len(held_out.train), len(held_out.val), len(held_out.test)) == (55000, 5000, 10000)
+    with_patience = prepare(TrainConfig(patience=2), *mnist_splits)  # the rule: a tenth, at most 5,000
+    assert (len(with_patience.train), len(with_patience.val)) == (55000, 5000)
 
 
 def test_validation_split_is_fixed_by_seed(mnist_splits):
@@ -70,12 +74,12 @@ def test_balanced_quotas_give_a_short_class_s_share_to_others():
 
 
 def test_train_size_of_all_samples_takes_them_all(mnist_data):
-    assert len(balanced_subset(mnist_data.train, 55000, 10, seed=0)) == 55000
+    assert len(balanced_subset(mnist_data.train, 60000, 10, seed=0)) == 60000
 
 
 def test_train_size_larger_than_the_data_is_refused(mnist_data):
-    with pytest.raises(ConfigError, match="train_size must be at most the 55000"):
-        balanced_subset(mnist_data.train, 60000, 10, seed=0)
+    with pytest.raises(ConfigError, match="train_size must be at most the 60000"):
+        balanced_subset(mnist_data.train, 60001, 10, seed=0)
 
 
 def test_classes_are_relabelled_in_order(mnist_splits):

@@ -39,7 +39,7 @@ def _max_difference(a: Path, b: Path) -> float:
     return max((first[k] - second[k]).abs().max().item() for k in first)
 
 
-SMALL = ("--device", "cpu", "--train-size", "3000", "--val-size", "500", "--epochs", "2", "--quiet")
+SMALL = ("--device", "cpu", "--train-size", "3000", "--val-size", "500", "--batch-size", "256", "--epochs", "2", "--quiet")
 
 
 @pytest.mark.numerics

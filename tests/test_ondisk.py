@@ -35,7 +35,7 @@ def test_format_round_trip(mnist_on_disk, mnist_splits):
 
 
 def test_training_from_disk_matches_in_memory_accuracy(mnist_on_disk, default_result):
-    config = preset("default", dataset=str(mnist_on_disk), device="cpu")
+    config = preset("default", dataset=str(mnist_on_disk), device="cpu", val_size=5000)
     data = load_data(config)
     assert isinstance(data.train.images, DiskImages) and len(data.train) == 55000 and len(data.val) == 5000
     result = train(config, data, verbose=False)

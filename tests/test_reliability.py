@@ -64,7 +64,7 @@ def test_predict_command_gives_one_line_and_exit_1(default_run, name, fragment, 
         (["--lr", "0"], "lr must be a number > 0, got 0.0"),
         (["--lr", "-0.5"], "lr must be a number > 0, got -0.5"),
         (["--batch-size", "0"], "batch_size must be an integer > 0, got 0"),
-        (["--batch-size", "60000"], "batch_size must be at most the 55000 training samples, got 60000"),
+        (["--batch-size", "60001"], "batch_size must be at most the 60000 training samples, got 60001"),
         (
             ["--optimizer", "adamw"],
             "optimizer must be one of sgd, adam, lbfgs, got 'adamw' (did you mean 'adam'?)",
@@ -74,7 +74,7 @@ def test_predict_command_gives_one_line_and_exit_1(default_run, name, fragment, 
         (["--positive", "10"], "positive names class 10, but mnist has classes 0..9"),
         (
             ["--train-size", "70000"],
-            "train_size must be at most the 55000 training samples available, got 70000",
+            "train_size must be at most the 60000 training samples available, got 70000",
         ),
         (["--schedule", "linear"], "schedule must be one of none, cosine, step, got 'linear'"),
         (["--checkpoint-every", "0"], "--checkpoint-every must be an integer >= 1, got 0"),
@@ -113,7 +113,7 @@ def test_diverging_training_stops_and_says_what_to_lower(data_root, tmp_path, ca
         ]
     )
     err = capsys.readouterr().err.strip()
-    assert code == 1 and "training diverged" in err and "lower --lr" in err and "last good checkpoint" in err
+    assert code == 1 and "training diverged" in err and "lower the learning rate" in err and "last good checkpoint" in err
     assert (out / "checkpoint.safetensors").exists() and not (out / "model.safetensors").exists()
 
 

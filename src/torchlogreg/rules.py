@@ -35,8 +35,8 @@ RULES = {
     f"--patience, a tenth of the rows, at most {VALIDATION_ROWS:,}",
     "optimizer": f"lbfgs (full batch, to convergence) below {LBFGS_BELOW_ROWS:,} training rows, sgd from "
     "there or when --batch-size is given",
-    "lr": f"sgd: {SGD_STEP:g} / the largest eigenvalue of the centred features' covariance, at least 1 "
-    "(0.8 on MNIST); "
+    "lr": f"sgd: {SGD_STEP:g} / (the largest eigenvalue of the centred features' covariance, at least 1, "
+    "+ weight_decay): 0.8 on MNIST; "
     f"adam {OTHER_LR['adam']:g}; lbfgs {OTHER_LR['lbfgs']:g}",
     "batch_size": f"{BATCH_ROWS}, or all the training rows when fewer; lbfgs: all rows",
     "epochs": f"sgd/adam: {SGD_EPOCHS}, or as many as give {SGD_MIN_STEPS} steps on smaller sets; lbfgs: "
@@ -68,13 +68,15 @@ def _sample(images) -> torch.Tensor:
     index = torch.linspace(0, len(images) - 1, min(rows, len(images))).round().long().unique()
     raw = images[index] if isinstance(images, torch.Tensor) else images.take(index)
     raw = raw.reshape(len(index), -1)
-    return raw.to(torch.float32) * pixel_scale(raw)
+    return raw.to(torch.float64) * pixel_scale(raw)  # float64: the same values whatever the threads
 
 
 def feature_mean(images) -> torch.Tensor:
     """The features' mean, from the same sample: training centres the features on it (engine.Centring),
     which leaves the objective as it is (the bias takes up w . mean) and removes the mean's curvature."""
-    return _sample(images).mean(0)
+    import torch
+
+    return _sample(images).mean(0).to(torch.float32)
 
 
 def curvature(images) -> float:
@@ -85,7 +87,7 @@ def curvature(images) -> float:
 
     x = _sample(images)
     x = x - x.mean(0)
-    vector = torch.randn(x.shape[1], generator=torch.Generator().manual_seed(0))
+    vector = torch.randn(x.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     value = 0.0
     for _ in range(POWER_ITERATIONS):
         norm = vector.norm()
@@ -104,11 +106,13 @@ def _optimizer(config: TrainConfig, rows: int) -> str:
     return "lbfgs" if rows < LBFGS_BELOW_ROWS and config.batch_size is None else "sgd"
 
 
-def _lr(config: TrainConfig, optimizer: str, data) -> float:
+def _lr(config: TrainConfig, optimizer: str, data, weight_decay: float) -> float:
+    """The step size: sgd's from the objective's curvature, the data's plus the L2 penalty's."""
     if config.lr is not None:
         return config.lr
     if optimizer == "sgd":
-        return float(f"{SGD_STEP / curvature(data.train.images):.3g}")  # 3 digits: readable in the run
+        step = SGD_STEP / (curvature(data.train.images) + weight_decay)
+        return float(f"{step:.3g}")  # 3 digits: readable in the run, the same on every rank
     return OTHER_LR[optimizer]
 
 
@@ -126,12 +130,13 @@ def settle(config: TrainConfig, data) -> TrainConfig:
     rows = len(data.train)
     optimizer = _optimizer(config, rows)
     batch = rows if optimizer == "lbfgs" else config.batch_size or min(BATCH_ROWS, rows)
+    weight_decay = config.weight_decay if config.weight_decay is not None else 1.0 / rows
     settled = config.replace(
         val_size=len(data.val) if data.val is not None else 0,
         optimizer=optimizer,
-        lr=_lr(config, optimizer, data),
+        lr=_lr(config, optimizer, data, weight_decay),
         batch_size=batch,
-        weight_decay=config.weight_decay if config.weight_decay is not None else 1.0 / rows,
+        weight_decay=weight_decay,
         schedule=config.schedule or ("none" if optimizer == "lbfgs" else "cosine"),
     )
     return settled.replace(**_budget(config, optimizer, rows, batch))

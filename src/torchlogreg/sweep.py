@@ -61,8 +61,8 @@ def _field_types(name: str) -> tuple[tuple[type, ...], bool]:
 def parse_value(name: str, text) -> object:
     """`text` (a string from the command line, or a TOML value) as the type of option `name`."""
     allowed, optional = _field_types(name)
-    if optional and isinstance(text, str) and text.strip().lower() == "none":
-        return None
+    if optional and str not in allowed and isinstance(text, str) and text.strip().lower() == "none":
+        return None  # a text option keeps "none" (schedule=none); leave it out of the grid for its rule
     for kind in allowed:
         try:
             if kind is bool:
