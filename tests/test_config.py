@@ -77,7 +77,8 @@ def test_epochs_and_iters_are_exclusive():
 
 def test_data_ruled_fields_default_to_none_and_given_values_stay():
     config = TrainConfig()
-    assert (config.lr, config.optimizer, config.batch_size, config.val_size, config.weight_decay) == (None,) * 5
+    ruled = (config.lr, config.optimizer, config.batch_size, config.val_size, config.weight_decay)
+    assert ruled == (None,) * 5
     assert not config.settled and TrainConfig(optimizer="adam", lr=0.1).learning_rate == 0.1
 
 

@@ -39,7 +39,10 @@ def _max_difference(a: Path, b: Path) -> float:
     return max((first[k] - second[k]).abs().max().item() for k in first)
 
 
-SMALL = ("--device", "cpu", "--train-size", "3000", "--val-size", "500", "--batch-size", "256", "--epochs", "2", "--quiet")
+SMALL = (
+    *("--device", "cpu", "--train-size", "3000", "--val-size", "500"),
+    *("--batch-size", "256", "--epochs", "2", "--quiet"),  # mini-batches (3,000 rows alone: full-batch L-BFGS)
+)
 
 
 @pytest.mark.numerics
