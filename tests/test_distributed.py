@@ -41,7 +41,7 @@ def _max_difference(a: Path, b: Path) -> float:
 
 SMALL = (
     *("--device", "cpu", "--train-size", "3000", "--val-size", "500"),
-    *("--batch-size", "256", "--epochs", "2", "--quiet"),  # mini-batches (3,000 rows alone: full-batch L-BFGS)
+    *("--batch-size", "256", "--epochs", "2", "--quiet"),  # mini-batches (else 3,000 rows: L-BFGS)
 )
 
 
