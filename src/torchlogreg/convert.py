@@ -75,10 +75,12 @@ def _names_for(present: list[int], class_names: list[str] | None, where: str) ->
     if len(class_names) > present[-1]:
         return tuple(class_names[label] for label in present)
     shown = ", ".join(map(str, present[:10])) + (", ..." if len(present) > 10 else "")
+    valid = f"{len(present)} names, one per label in that order"
+    if present[-1] + 1 != len(present):
+        valid += f", or {present[-1] + 1}, one per label 0..{present[-1]}"
     raise ConfigError(
         f"--class-names lists {len(class_names)} names but {where} has {len(present)} labels ({shown}); "
-        f"give {len(present)} names, one per label in that order, or {present[-1] + 1}, one per label "
-        f"0..{present[-1]}"
+        f"give {valid}"
     )
 
 
