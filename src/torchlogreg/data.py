@@ -372,7 +372,8 @@ def load_disk_data(config: TrainConfig) -> Data:
     meta = read_meta(folder)
     if config.classes is not None or config.positive is not None or config.train_size is not None:
         raise ConfigError(
-            f"classes, positive and train_size need an in-memory dataset; {folder} is read from disk as it is"
+            f"classes, positive and train_size need an in-memory (built-in) dataset; {folder} is read from "
+            "disk as it is: convert a dataset folder of just the rows to train on"
         )
     train_images = DiskImages(folder / "train-images.npy")
     names = tuple(meta["class_names"])
