@@ -673,7 +673,8 @@ def _data_parser(commands) -> None:
     convert.add_argument(
         "--image-size",
         metavar="HxW",
-        help="CSV: the image shape when the pixels do not make a square; folders: resize every image to it",
+        help="CSV: the image shape when the pixels do not make a square; folders: resize every image to it "
+        "(--pictures mnist-style: the field each digit is fitted into, default 28x28)",
     )
     convert.add_argument(
         "--class-names",
