@@ -16,7 +16,7 @@ from PIL import Image
 
 from torchlogreg import ConfigError, DataError, TorchLogRegError, TrainConfig, preset, train
 from torchlogreg.cli import main
-from torchlogreg.convert import convert, stratified_split
+from torchlogreg.convert import MAX_LABEL, convert, present_classes, stratified_split
 from torchlogreg.data import Split, load_data
 
 
@@ -438,3 +438,22 @@ def test_test_size_errors_say_what_would_be_valid(tmp_path):
     single = Split(torch.zeros((2, 2, 2), dtype=torch.uint8), torch.tensor([0, 1]))
     with pytest.raises(ConfigError, match="cannot split 2 rows of one per class; give a TEST_CSV"):
         stratified_split(single, 0.5, 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    train_labels=st.lists(st.integers(0, MAX_LABEL), min_size=1, max_size=30),
+    picks=st.lists(st.integers(0, 29), max_size=10),
+)
+def test_present_classes_keep_every_label_s_name(train_labels, picks):
+    """Whatever the labels, each row's new class is named by its old label, classes run 0..k-1 in
+    the labels' order, and every class has training rows."""
+    test_labels = [train_labels[i % len(train_labels)] for i in picks]
+    blank = torch.zeros((1, 1, 1), dtype=torch.uint8)
+    train_split = Split(blank.expand(len(train_labels), 1, 1), torch.tensor(train_labels))
+    test_split = Split(blank.expand(len(test_labels), 1, 1), torch.tensor(test_labels, dtype=torch.int64))
+    new_train, new_test, names = present_classes(train_split, test_split, None, "labels")
+    assert list(names) == [str(v) for v in sorted(set(train_labels))]
+    assert [names[c] for c in new_train.labels.tolist()] == [str(v) for v in train_labels]
+    assert [names[c] for c in new_test.labels.tolist()] == [str(v) for v in test_labels]
+    assert set(new_train.labels.tolist()) == set(range(len(names)))
