@@ -563,8 +563,9 @@ def test_as_is_keeps_a_picture_s_pixels_as_a_dataset_stores_them(mnist_splits):
 
 @settings(max_examples=80, deadline=None)
 @given(
-    picture=hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, max_side=40),
-                       elements=st.floats(0, 1, width=32)),  # fmt: skip
+    picture=hnp.arrays(
+        np.float32, hnp.array_shapes(min_dims=2, max_dims=2, max_side=40), elements=st.floats(0, 1, width=32)
+    ),
     shape=st.tuples(st.integers(1, 30), st.integers(1, 30)),
 )
 def test_as_is_gives_8_bit_pixels_of_the_run_s_shape(picture, shape):
