@@ -24,8 +24,8 @@ import torch
 from .config import TrainConfig
 from .devices import resolve_device
 from .engine import HISTORY_KEYS
-from .exceptions import CheckpointError, ConfigError
-from .images import AS_IS, MNIST_STYLE, PICTURE_RULES, box_for
+from .exceptions import CheckpointError, ConfigError, InputError
+from .images import AS_IS, MNIST_STYLE, box_for, check_pictures
 from .model import LogisticRegression
 from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .training import TrainResult
@@ -252,9 +252,10 @@ def _meta_problems(meta: dict) -> list[str]:
         problems.append("weights_sha256 must be the 64-hex-digit SHA-256 of the weights")
     if not isinstance(meta.get("config"), dict):
         problems.append("config must be a JSON object")
-    pictures = meta.get("pictures", MNIST_STYLE)
-    if not isinstance(pictures, str) or pictures not in PICTURE_RULES:
-        problems.append(f"pictures must be one of {', '.join(PICTURE_RULES)}, got {pictures!r}")
+    try:
+        check_pictures(meta.get("pictures", MNIST_STYLE))
+    except InputError as error:
+        problems.append(str(error))
     return problems
 
 

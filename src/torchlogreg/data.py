@@ -23,7 +23,7 @@ import torch
 from .config import TrainConfig
 from .datasets import DATASETS, DatasetSpec
 from .exceptions import ConfigError, DataError, did_you_mean
-from .images import MNIST_STYLE, PICTURE_RULES
+from .images import MNIST_STYLE, check_pictures
 from .ondisk import FORMAT, DiskImages
 
 DATA_ENV = "TORCHLOGREG_DATA"
@@ -345,9 +345,8 @@ def read_meta(folder: Path) -> dict:
         raise DataError(f"{path}: class_names must list at least two names, got {names!r}")
     if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(v, int) and v > 0 for v in shape):
         raise DataError(f"{path}: image_shape must be [height, width], got {shape!r}")
-    pictures = meta.setdefault("pictures", MNIST_STYLE)  # written before the key: as those folders were read
-    if not isinstance(pictures, str) or pictures not in PICTURE_RULES:
-        raise DataError(f"{path}: pictures must be one of {', '.join(PICTURE_RULES)}, got {pictures!r}")
+    # folders written before the rule was recorded: read as they always were, MNIST-style
+    check_pictures(meta.setdefault("pictures", MNIST_STYLE), f"{path}: pictures", DataError)
     return meta
 
 
