@@ -9,14 +9,15 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from torchlogreg import ConfigError, DataError, TorchLogRegError, TrainConfig, preset, train
 from torchlogreg.cli import main
-from torchlogreg.convert import convert
-from torchlogreg.data import load_data
+from torchlogreg.convert import MAX_LABEL, convert, present_classes, stratified_split
+from torchlogreg.data import Split, load_data
 
 
 def _synthetic(n: int, shape=(4, 4), classes=3, seed=0):
@@ -45,9 +46,10 @@ def _write_idx(path, array):
 
 
 def test_idx_folder_gives_the_same_dataset_as_the_builtin(tmp_path, data_root):
-    convert(tmp_path / "builtin", dataset="mnist", data_root=data_root, download=False)
+    builtin = convert(tmp_path / "builtin", dataset="mnist", data_root=data_root, download=False)
     written = convert(tmp_path / "idx", idx=f"{data_root}/MNIST/raw")
     assert written["train"] == 60000 and written["class_names"] == tuple("0123456789")
+    assert builtin["pictures"] == written["pictures"] == "mnist-style"  # the IDX files: light on dark
     for name in ("train-images.npy", "train-labels.npy", "test-images.npy", "test-labels.npy"):
         assert (tmp_path / "builtin" / name).read_bytes() == (tmp_path / "idx" / name).read_bytes(), name
 
@@ -65,7 +67,7 @@ def test_gzipped_idx_and_class_names(tmp_path):
     assert written["class_names"] == ("a", "b", "c") and written["image_shape"] == (4, 4)
     assert np.array_equal(_load(tmp_path / "out", "test")[0], test_images)
     assert _same_rows(tmp_path / "out", "train", images, labels)
-    with pytest.raises(ConfigError, match="--class-names lists 2 names but .* labels up to 2"):
+    with pytest.raises(ConfigError, match=r"lists 2 names but .* has 3 labels \(0, 1, 2\); give 3 names,"):
         convert(tmp_path / "two", idx=raw, class_names=["a", "b"])
 
 
@@ -212,7 +214,8 @@ def test_cli_convert_from_csv_then_train(tmp_path, data_root, capsys):
     _write_csv(test_csv, splits.test.images.numpy()[:1000], splits.test.labels.numpy()[:1000])
     folder = tmp_path / "csv-data"
     assert main(["data", "convert", "--from-csv", str(train_csv), str(test_csv), "--out", str(folder)]) == 0
-    assert "wrote 3000 train and 1000 test images (28x28, 10 classes)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "images (28x28, 10 classes: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9; pictures mnist-style)" in printed
     result = train(preset("default", dataset=str(folder), val_size=300, device="cpu"), verbose=False)
     assert result.metrics["test"]["accuracy"] > 0.8
     assert json.loads((folder / "meta.json").read_text())["splits"] == {"train": 3000, "test": 1000}
@@ -369,3 +372,88 @@ def test_generated_csv_rows_convert_or_fail_cleanly(tmp_path_factory, memory_cap
         convert(folder / "out", csv=(folder / "train.csv", folder / "train.csv"))
     except TorchLogRegError:
         assert not (folder / "out").exists()  # a failed conversion leaves nothing behind
+
+
+# --- classes are the labels present --------------------------------------------------------------
+def _npz(path, train_labels, test_labels, shape=(4, 4)):
+    rng = np.random.default_rng(0)
+    np.savez(path, train_images=rng.integers(0, 256, (len(train_labels), *shape), dtype=np.uint8),
+             train_labels=np.asarray(train_labels), test_labels=np.asarray(test_labels),
+             test_images=rng.integers(0, 256, (len(test_labels), *shape), dtype=np.uint8))  # fmt: skip
+    return path
+
+
+def test_classes_are_the_labels_present_in_sorted_order(tmp_path):
+    source = _npz(tmp_path / "a.npz", [5, 3, 5, 3, 9, 5], [3, 9, 5])
+    written = convert(tmp_path / "out", npz=source)
+    assert written["class_names"] == ("3", "5", "9")
+    train_labels, test_labels = _load(tmp_path / "out", "train")[1], _load(tmp_path / "out", "test")[1]
+    assert sorted(train_labels.tolist()) == [0, 0, 1, 1, 1, 2] and test_labels.tolist() == [0, 2, 1]
+    named = convert(tmp_path / "named", npz=source, class_names=["three", "five", "nine"])
+    assert named["class_names"] == ("three", "five", "nine")
+    by_label = convert(tmp_path / "by-label", npz=source, class_names=[f"n{i}" for i in range(10)])
+    assert by_label["class_names"] == ("n3", "n5", "n9")
+    with pytest.raises(ConfigError, match=r"lists 4 names but .* has 3 labels \(3, 5, 9\); give 3 names, one "
+                       r"per label in that order, or 10, one per label 0\.\.9$"):  # fmt: skip
+        convert(tmp_path / "four", npz=source, class_names=list("abcd"))
+
+
+def test_a_test_label_the_training_data_lacks_is_refused(tmp_path):
+    with pytest.raises(DataError, match=r"test labels 7 never occur in the training data \(labels 3, 5\)"):
+        convert(tmp_path / "out", npz=_npz(tmp_path / "a.npz", [3, 5, 3, 5], [3, 7, 7]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_labels_make_a_binary_model_that_predicts_their_names(tmp_path, mnist_splits, capsys):
+    """Digits 3 and 5 written with their own labels: a two-class dataset, the sigmoid model, and
+    predictions named '3' and '5' (convert -> train -> predict, as a user runs them)."""
+    train_split, test_split, _ = mnist_splits
+    rows = {}
+    for name, split, count in (("train", train_split, 1000), ("test", test_split, 200)):
+        keep = torch.nonzero((split.labels == 3) | (split.labels == 5)).flatten()[:count]
+        rows[name] = (split.images[keep].numpy(), split.labels[keep].numpy())
+    np.savez(tmp_path / "35.npz", train_images=rows["train"][0], train_labels=rows["train"][1],
+             test_images=rows["test"][0], test_labels=rows["test"][1])  # fmt: skip
+    np.save(tmp_path / "digits.npy", rows["test"][0][:40])
+    data, run = tmp_path / "35", tmp_path / "run"
+    assert main(["data", "convert", "--from-npz", str(tmp_path / "35.npz"), "--out", str(data)]) == 0
+    assert "2 classes: 3, 5; pictures mnist-style" in capsys.readouterr().out
+    train_flags = ["--val-size", "100", "--epochs", "3", "--device", "cpu", "--quiet"]
+    assert main(["train", "--dataset", str(data), *train_flags, "--out", str(run)]) == 0
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["binary"] is True and meta["class_names"] == ["3", "5"] and meta["n_classes"] == 2
+    capsys.readouterr()
+    assert main(["predict", str(run), str(tmp_path / "digits.npy"), "--json"]) == 0
+    labels = [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()]
+    truth = [str(v) for v in rows["test"][1][:40]]
+    assert set(labels) == {"3", "5"} and sum(a == b for a, b in zip(labels, truth, strict=True)) >= 34
+
+
+def test_test_size_errors_say_what_would_be_valid(tmp_path):
+    split = Split(torch.zeros((6, 2, 2), dtype=torch.uint8), torch.tensor([0, 0, 0, 1, 1, 1]))
+    with pytest.raises(ConfigError, match=r"leaves 0 of 6 rows .* strictly between 0\.167 and 0\.833"):
+        stratified_split(split, 0.1, 0)
+    left_train, left_test = stratified_split(split, 0.2, 0)  # inside that range: both sides get rows
+    assert len(left_train) and len(left_test)
+    single = Split(torch.zeros((2, 2, 2), dtype=torch.uint8), torch.tensor([0, 1]))
+    with pytest.raises(ConfigError, match="cannot split 2 rows of one per class; give a TEST_CSV"):
+        stratified_split(single, 0.5, 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    train_labels=st.lists(st.integers(0, MAX_LABEL), min_size=1, max_size=30),
+    picks=st.lists(st.integers(0, 29), max_size=10),
+)
+def test_present_classes_keep_every_label_s_name(train_labels, picks):
+    """Whatever the labels, each row's new class is named by its old label, classes run 0..k-1 in
+    the labels' order, and every class has training rows."""
+    test_labels = [train_labels[i % len(train_labels)] for i in picks]
+    blank = torch.zeros((1, 1, 1), dtype=torch.uint8)
+    train_split = Split(blank.expand(len(train_labels), 1, 1), torch.tensor(train_labels))
+    test_split = Split(blank.expand(len(test_labels), 1, 1), torch.tensor(test_labels, dtype=torch.int64))
+    new_train, new_test, names = present_classes(train_split, test_split, None, "labels")
+    assert list(names) == [str(v) for v in sorted(set(train_labels))]
+    assert [names[c] for c in new_train.labels.tolist()] == [str(v) for v in train_labels]
+    assert [names[c] for c in new_test.labels.tolist()] == [str(v) for v in test_labels]
+    assert set(new_train.labels.tolist()) == set(range(len(names)))

@@ -203,3 +203,18 @@ def test_read_idx_reads_int32(tmp_path):
     values = np.arange(6, dtype=">i4").reshape(3, 2)
     path.write_bytes(b"\x00\x00\x0c\x02" + (3).to_bytes(4, "big") + (2).to_bytes(4, "big") + values.tobytes())
     assert read_idx(path).tolist() == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_a_validation_set_too_large_for_a_dataset_folder_says_what_fits(tmp_path):
+    from torchlogreg.convert import convert
+    from torchlogreg.data import load_data
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (26, 4, 4), dtype=np.uint8), np.arange(26) % 2
+    np.savez(tmp_path / "a.npz", train_images=images[:20], train_labels=labels[:20],
+             test_images=images[20:], test_labels=labels[20:])  # fmt: skip
+    folder = convert(tmp_path / "small", npz=tmp_path / "a.npz")["out"]
+    fits = r"val_size must be at most 19, less than the 20 training samples of .*small, got 5000 \(a fifth"
+    with pytest.raises(ConfigError, match=fits):
+        load_data(TrainConfig(dataset=str(folder), val_size=5000))
+    assert len(load_data(TrainConfig(dataset=str(folder), val_size=4)).val) == 4

@@ -1,5 +1,6 @@
 """Prediction inputs: MNIST-style preprocessing of pictures (checked on real test digits made to
-look like photos) and the reading of image and array files, with their errors."""
+look like photos), the picture rules (as-is, mnist-style), and the reading of image and array
+files, with their errors."""
 
 import re
 
@@ -7,10 +8,13 @@ import numpy as np
 import pytest
 import torch
 from corpus.hostile import npy_with_header, npz_bomb
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from torchlogreg import InputError
-from torchlogreg.images import mnist_style, read_image
+from torchlogreg.images import AS_IS, MNIST_STYLE, mnist_style, picture_pixels, read_image
 from torchlogreg.inputs import load_inputs, read_array
 
 N_DIGITS = 200  # test digits per degradation: a 3-point drop shows, and the file runs in seconds
@@ -542,3 +546,32 @@ def test_folders_patterns_and_stdin_are_named_as_what_they_are(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no images or arrays"):
         expand_inputs([tmp_path / "empty"])
+
+
+# --- the picture rules: how a picture becomes a run's pixels ----------------------------------------
+def test_as_is_keeps_a_picture_s_pixels_as_a_dataset_stores_them(mnist_splits):
+    paper = (255 - mnist_splits[1].images[0].numpy()).astype(np.float32) / 255  # dark ink on white
+    same = picture_pixels(paper, (28, 28), AS_IS)
+    assert same.dtype == np.float32 and np.array_equal(same, paper)  # no inversion, no crop, no fitting
+    assert np.array_equal(picture_pixels(paper, (28, 28), MNIST_STYLE), mnist_style(paper))
+    large = np.asarray(Image.fromarray(paper, mode="F").resize((84, 56), Image.Resampling.BILINEAR))
+    resized = picture_pixels(large, (28, 28), AS_IS)
+    assert resized.shape == (28, 28) and np.abs(resized - paper).mean() < 0.05
+    with pytest.raises(InputError, match="pictures must be one of as-is, mnist-style, got 'negative'"):
+        picture_pixels(paper, (28, 28), "negative")
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    picture=hnp.arrays(
+        np.float32, hnp.array_shapes(min_dims=2, max_dims=2, max_side=40), elements=st.floats(0, 1, width=32)
+    ),
+    shape=st.tuples(st.integers(1, 30), st.integers(1, 30)),
+)
+def test_as_is_gives_8_bit_pixels_of_the_run_s_shape(picture, shape):
+    pixels = picture_pixels(picture, shape, AS_IS)
+    assert pixels.shape == shape and pixels.dtype == np.float32
+    levels = pixels * 255
+    assert pixels.min() >= 0 and pixels.max() <= 1 and np.allclose(levels, np.rint(levels), atol=1e-4)
+    if picture.shape == shape:
+        assert np.array_equal(np.rint(levels), np.rint(picture * 255))

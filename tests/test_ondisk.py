@@ -81,7 +81,7 @@ def test_cli_convert_and_train(tmp_path, data_root, capsys):
 
 
 def test_unsupported_options_and_broken_files_are_refused(mnist_on_disk, tmp_path):
-    with pytest.raises(ConfigError, match="need an in-memory dataset"):
+    with pytest.raises(ConfigError, match=r"need an in-memory \(built-in\) dataset; .* convert a"):
         load_data(preset("default", dataset=str(mnist_on_disk), train_size=100))
     (tmp_path / "bad.npy").write_bytes(b"nonsense")
     with pytest.raises(DataError, match="not a .npy file"):

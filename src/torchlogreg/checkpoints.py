@@ -24,7 +24,8 @@ import torch
 from .config import TrainConfig
 from .devices import resolve_device
 from .engine import HISTORY_KEYS
-from .exceptions import CheckpointError, ConfigError
+from .exceptions import CheckpointError, ConfigError, InputError
+from .images import AS_IS, MNIST_STYLE, box_for, check_pictures
 from .model import LogisticRegression
 from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .training import TrainResult
@@ -44,6 +45,20 @@ PREPROCESSING = {
     "input": "grayscale image, white ink on black, digit fitted to 20x20 and centred by mass in 28x28",
     "scale": "uint8 pixel / 255 -> float in [0, 1]",
 }
+
+
+def preprocessing(pictures: str, shape: tuple[int, ...]) -> dict:
+    """model.json's words for how inputs become the model's pixels, for the picture rule `pictures`."""
+    height, width = shape
+    if pictures == AS_IS:
+        text = f"grayscale image resized to {height}x{width}, as it is (no inversion, no cropping)"
+    else:
+        box_h, box_w = box_for((height, width))
+        text = (
+            f"grayscale image, white ink on black, digit fitted to {box_h}x{box_w} and centred by mass "
+            f"in {height}x{width}"
+        )
+    return {**PREPROCESSING, "input": text}
 
 
 @dataclass
@@ -73,6 +88,12 @@ class Run:
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.meta["input_shape"])
+
+    @property
+    def pictures(self) -> str:
+        """How picture files become this run's pixels (images.PICTURE_RULES), as its data was made;
+        runs saved before the rule was recorded fitted every picture MNIST-style."""
+        return self.meta.get("pictures", MNIST_STYLE)
 
 
 def package_version() -> str:
@@ -104,7 +125,8 @@ def model_metadata(result: TrainResult, weights_sha256: str, command: list[str] 
         "input_shape": list(result.image_shape),
         "weight_shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
         "weights_sha256": weights_sha256,
-        "preprocessing": PREPROCESSING,
+        "pictures": result.pictures,
+        "preprocessing": preprocessing(result.pictures, result.image_shape),
         "config": result.config.to_dict(),
         "command": command,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -230,6 +252,10 @@ def _meta_problems(meta: dict) -> list[str]:
         problems.append("weights_sha256 must be the 64-hex-digit SHA-256 of the weights")
     if not isinstance(meta.get("config"), dict):
         problems.append("config must be a JSON object")
+    try:
+        check_pictures(meta.get("pictures", MNIST_STYLE))
+    except InputError as error:
+        problems.append(str(error))
     return problems
 
 

@@ -163,7 +163,28 @@ def config_from_args(args: argparse.Namespace):
     """The preset named by --preset with every flag the user gave applied."""
     from .config import preset
 
-    return preset(args.preset, **{name: getattr(args, name) for name in CONFIG_FLAGS})
+    flags = {name: getattr(args, name) for name in CONFIG_FLAGS}
+    return preset(args.preset, **{**flags, "dataset": dataset_arg(args.dataset)})
+
+
+def dataset_arg(name: str | None) -> str | None:
+    """--dataset as the user means it: a built-in name (with a warning when a dataset folder of that
+    name is here too, saying how to pick it), else an existing folder or a path, made absolute so the
+    run finds its data from any working directory. Anything else stays for the config to refuse."""
+    if name is None:
+        return None
+    from .datasets import looks_like_folder
+
+    if name in DATASET_NAMES:
+        if (Path(name) / "meta.json").is_file() and int(os.environ.get("RANK", "0")) == 0:
+            line = f"warning: --dataset {name} is the built-in {name}; for the folder here, give ./{name}"
+            print(printable(line), file=sys.stderr)
+        return name
+    if Path(name).expanduser().is_dir() or looks_like_folder(name):
+        from .data import dataset_location
+
+        return dataset_location(name)
+    return name
 
 
 def _given_config(args: argparse.Namespace):
@@ -248,7 +269,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
     run = load_run(args.run_dir, device=resolve_device(args.device or "auto"))
-    data = load_run_data(run.config, run.model.n_classes, args.dataset, args.data_root, not args.no_download)
+    dataset = dataset_arg(args.dataset)
+    data = load_run_data(run.config, run.model.n_classes, dataset, args.data_root, not args.no_download)
     split = {"test": data.test, "val": data.val, "train": data.train}[args.split]
     if split is None:
         raise ConfigError(f"--split {args.split}: the run has no validation set (val_size 0)")
@@ -427,11 +449,16 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
         class_names=args.class_names.split(",") if args.class_names else None,
         overwrite=args.overwrite,
         progress=sys.stderr.isatty(),
+        pictures=args.pictures,
     )
     height, width = written["image_shape"]
+    names = written["class_names"]
+    listed = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
     print(
-        f"wrote {written['train']} train and {written['test']} test images ({height}x{width}, "
-        f"{len(written['class_names'])} classes) to {written['out']}"
+        printable(
+            f"wrote {written['train']} train and {written['test']} test images ({height}x{width}, "
+            f"{len(names)} classes: {listed}; pictures {written['pictures']}) to {written['out']}"
+        )
     )
     return 0
 
@@ -529,7 +556,8 @@ def _predict_parser(commands) -> None:
     predict = commands.add_parser(
         "predict",
         help="classify image, array or CSV files",
-        description="Classify images (PNG/JPG/BMP/...: preprocessed like MNIST), arrays (.npy/.npz of "
+        description="Classify images (PNG/JPG/BMP/...: made into pixels as the run's data was, by the "
+        "'pictures' rule in its model.json: fitted like MNIST digits, or as they are), arrays (.npy/.npz of "
         "28x28 images, uint8 or floats in [0,1]) or CSV rows (one image per row, pixels 0..255 or "
         "fractions in [0,1]). Inputs of any size are read, predicted and written a chunk at a time.",
     )
@@ -676,10 +704,20 @@ def _data_parser(commands) -> None:
     convert.add_argument(
         "--image-size",
         metavar="HxW",
-        help="CSV: the image shape when the pixels do not make a square; folders: resize every image to it",
+        help="CSV: the image shape when the pixels do not make a square; folders: resize every image to it "
+        "(--pictures mnist-style: the field each digit is fitted into, default 28x28)",
     )
     convert.add_argument(
-        "--class-names", metavar="A,B,...", help="names of classes 0, 1, ... (default: the numbers)"
+        "--class-names",
+        metavar="A,B,...",
+        help="names of the labels present, in label order, or of labels 0, 1, ... (default: the numbers)",
+    )
+    convert.add_argument(
+        "--pictures",
+        metavar="RULE",
+        help="how picture files become this dataset's pixels, in training and in predict/serve: as-is "
+        "(grayscale, resized) or mnist-style (each digit fitted and centred like MNIST's). Default: as-is "
+        "for --from-folder; mnist-style for built-in datasets and for arrays of light strokes on dark",
     )
     convert.add_argument("--data-root", metavar="DIR", help="folder holding the datasets")
     convert.add_argument("--no-download", action="store_true", help="fail instead of downloading")

@@ -5,6 +5,14 @@
     torchlogreg data convert --from-npz arrays.npz --out data/mine
     torchlogreg data convert --from-csv train.csv test.csv --out data/mine   # label + one column per pixel
     torchlogreg data convert --from-folder photos/ --out data/mine  # photos/{train,test}/<class>/*.png
+    torchlogreg data convert --from-folder photos/ --pictures mnist-style --out data/mine
+
+Classes are the labels the training data holds, in sorted order: labels {3, 5} make a binary
+dataset of classes '3' and '5'. meta.json records how a picture file becomes the dataset's pixels
+(images.PICTURE_RULES): an image folder is stored as it is ("as-is": grayscale, one size), or, with
+--pictures mnist-style, each picture is fitted like an MNIST digit; the built-in datasets, and
+arrays whose images are light strokes on a dark background, are "mnist-style". Runs copy the rule,
+and predict and serve apply it to picture files, so a model sees the pixels it was trained on.
 
 CSV files and image folders stream through scratch files in the output folder, so converting
 needs memory for one chunk of rows, not for the dataset.
@@ -26,13 +34,15 @@ import numpy as np
 import torch
 
 from .data import Split, load_splits, read_idx_pair
-from .exceptions import ConfigError, DataError
+from .exceptions import ConfigError, DataError, InputError
+from .images import AS_IS, MNIST_SHAPE, MNIST_STYLE, check_pictures, picture_pixels
 from .ondisk import is_disk_dataset, write_dataset
 
 CSV_CHUNK = 10_000  # CSV rows parsed at once
 LABEL_NAMES = ("label", "labels", "class", "target", "y")  # a CSV header column taken as the label
 SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
 MAX_LABEL = 99_999  # labels are class numbers: 0..MAX_LABEL
+POLARITY_SAMPLE = 1000  # images whose border pixels tell light strokes on dark from dark on light
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -45,19 +55,55 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return int(match[1]), int(match[2])
 
 
-def _integer_label_names(labels: list[torch.Tensor], class_names: list[str] | None, where: str):
-    """Class names for integer labels 0..K-1: `class_names` when given, else '0'..'K-1'."""
+def _check_label_range(labels: list[torch.Tensor], where: str) -> None:
+    """Some labels, all integers in 0..MAX_LABEL."""
     if not any(len(t) for t in labels):
         raise DataError(f"{where}: no samples")
     low = min(int(t.min()) for t in labels if len(t))
     high = max(int(t.max()) for t in labels if len(t))
     if low < 0 or high > MAX_LABEL:
         raise DataError(f"{where}: labels must be integers in 0..{MAX_LABEL}, found {low}..{high}")
+
+
+def _names_for(present: list[int], class_names: list[str] | None, where: str) -> tuple[str, ...]:
+    """Names of the labels `present` (sorted): the labels themselves ('3', '5'), or `class_names`,
+    which list either one name per label present, in label order, or one per label 0..max."""
     if class_names is None:
-        return tuple(str(c) for c in range(high + 1))
-    if len(class_names) <= high:
-        raise ConfigError(f"--class-names lists {len(class_names)} names but {where} has labels up to {high}")
-    return tuple(class_names)
+        return tuple(str(label) for label in present)
+    if len(class_names) == len(present):
+        return tuple(class_names)
+    if len(class_names) > present[-1]:
+        return tuple(class_names[label] for label in present)
+    shown = ", ".join(map(str, present[:10])) + (", ..." if len(present) > 10 else "")
+    valid = f"{len(present)} names, one per label in that order"
+    if present[-1] + 1 != len(present):
+        valid += f", or {present[-1] + 1}, one per label 0..{present[-1]}"
+    raise ConfigError(
+        f"--class-names lists {len(class_names)} names but {where} has {len(present)} labels ({shown}); "
+        f"give {valid}"
+    )
+
+
+def present_classes(
+    train: Split, test: Split, class_names: list[str] | None, where: str
+) -> tuple[Split, Split, tuple[str, ...]]:
+    """The splits relabelled 0..k-1 by the k labels the training data holds, in sorted order, and
+    their names: labels {3, 5} give a two-class (binary) dataset named '3' and '5', not six classes
+    four of which are empty. A test label the training data lacks is refused: no model could learn it."""
+    _check_label_range([train.labels, test.labels], where)
+    present = torch.unique(train.labels)
+    unknown = torch.unique(test.labels[~torch.isin(test.labels, present)])
+    if len(unknown):
+        listed = ", ".join(str(int(v)) for v in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        raise DataError(
+            f"{where}: test labels {listed} never occur in the training data (labels "
+            f"{', '.join(str(int(v)) for v in present[:10])}{', ...' if len(present) > 10 else ''}); "
+            "every test class needs training samples"
+        )
+    names = _names_for(present.tolist(), class_names, where)
+    lookup = torch.full((int(present[-1]) + 1,), -1, dtype=torch.int64)
+    lookup[present] = torch.arange(len(present))
+    return Split(train.images, lookup[train.labels]), Split(test.images, lookup[test.labels]), names
 
 
 # --- whole-array sources ---------------------------------------------------------------------
@@ -277,14 +323,20 @@ def _refuse_repeats(samples: list[tuple[str, int]], seen: dict[str, str]) -> Non
 
 
 def read_image_folders(
-    root: str | os.PathLike, scratch: Path, image_size: tuple[int, int] | None = None, progress: bool = False
+    root: str | os.PathLike,
+    scratch: Path,
+    image_size: tuple[int, int] | None = None,
+    progress: bool = False,
+    pictures: str = AS_IS,
 ) -> tuple[Split, Split, tuple[str, ...]]:
     """Splits from ROOT/train/<class>/* and ROOT/test/<class>/* (torchvision's ImageFolder layout),
-    as grayscale; images must share one size unless `image_size` resizes them all."""
+    each picture made into pixels by the rule `pictures` (images.picture_pixels, as predict does):
+    AS_IS keeps them as grayscale, which must share one size unless `image_size` resizes them all;
+    MNIST_STYLE fits the digit of each picture, whatever its size, into `image_size` (default 28x28)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
     from tqdm import tqdm
 
-    from .images import read_image, resize
+    from .images import read_image
 
     root = Path(root)
     folders = {name: root / name for name in ("train", "test")}
@@ -298,6 +350,8 @@ def read_image_folders(
         raise DataError(f"--from-folder {root}: {error}") from None
     if extra:
         raise DataError(f"{folders['test']}: classes {', '.join(extra)} are not in {folders['train']}")
+    if pictures == MNIST_STYLE:
+        image_size = image_size or MNIST_SHAPE
     splits, seen = [], {}
     for name, folder in folders.items():
         try:
@@ -310,20 +364,52 @@ def read_image_folders(
         with _RowWriter(scratch / f"{name}.raw") as writer:
             for file, _ in tqdm(samples, desc=name, unit="img", disable=not progress, leave=False):
                 gray = read_image(file)
-                if image_size is not None and gray.shape != image_size:
-                    gray = resize(gray, image_size[1], image_size[0])
                 expected = image_size or writer.shape or gray.shape
-                if gray.shape != tuple(expected):
+                if gray.shape != tuple(expected) and image_size is None:
                     raise DataError(
                         f"{file}: {gray.shape[0]}x{gray.shape[1]} pixels, but {samples[0][0]} is "
                         f"{expected[0]}x{expected[1]}; pass --image-size HxW to resize them all"
                     )
-                writer.add(np.rint(gray * 255).astype(np.uint8)[None])
+                writer.add(_stored(gray, tuple(expected), pictures, file)[None])
         labels = torch.tensor([index for _, index in samples], dtype=torch.int64)
         splits.append(Split(writer.finish(), labels))
     if splits[0].images.shape[1:] != splits[1].images.shape[1:]:
         raise DataError(f"{root}: train and test images differ in size; pass --image-size HxW")
     return splits[0], splits[1], tuple(class_names)
+
+
+def _stored(gray: np.ndarray, shape: tuple[int, int], pictures: str, file: str) -> np.ndarray:
+    """A picture as the uint8 pixels a dataset stores, made by the rule `pictures`."""
+    try:
+        pixels = picture_pixels(gray, shape, pictures)
+    except InputError as error:  # mnist-style found no digit
+        raise DataError(
+            f"{file}: {error}; remove it, or convert with --pictures {AS_IS} to keep pictures as they are"
+        ) from None
+    return np.rint(pixels * 255.0).astype(np.uint8)
+
+
+def _light_strokes_on_dark(images: torch.Tensor) -> bool:
+    """Whether images look like MNIST's, light strokes on a dark background: the median of the
+    border pixels of up to POLARITY_SAMPLE evenly spaced images is below mid-grey."""
+    rows = images[:: max(1, len(images) // POLARITY_SAMPLE)][:POLARITY_SAMPLE]
+    if not len(rows) or min(rows.shape[1:]) < 3:
+        return True
+    border = torch.cat([rows[:, 0], rows[:, -1], rows[:, 1:-1, 0], rows[:, 1:-1, -1]], dim=1)
+    return float(border.float().median()) < 128
+
+
+def _pictures_rule(train_images: torch.Tensor, options: dict) -> str:
+    """How picture files become this dataset's pixels (see the module's docstring): the rule given,
+    else as-is for an image folder, mnist-style for a built-in dataset, and for arrays mnist-style
+    when their images are light strokes on dark, else as-is."""
+    if options["pictures"] is not None:
+        return options["pictures"]
+    if options["folder"] is not None:
+        return AS_IS
+    if all(options[key] is None for key in ("npz", "idx", "csv")):
+        return MNIST_STYLE
+    return MNIST_STYLE if _light_strokes_on_dark(train_images) else AS_IS
 
 
 # --- the conversion --------------------------------------------------------------------------
@@ -351,7 +437,16 @@ def stratified_split(split: Split, test_size: float, seed: int) -> tuple[Split, 
         test_rows.append(members[: round(test_size * len(members))])
     test_index = torch.cat(test_rows).sort().values
     if not len(test_index) or len(test_index) == len(split):
-        raise ConfigError(f"--test-size {test_size} leaves {len(test_index)} of {len(split)} rows for test")
+        largest = int(torch.unique(split.labels, return_counts=True)[1].max())
+        if largest < 2:
+            raise ConfigError(
+                f"--test-size cannot split {len(split)} rows of one per class; give a TEST_CSV as well"
+            )
+        raise ConfigError(
+            f"--test-size {test_size} leaves {len(test_index)} of {len(split)} rows for test; rounded per "
+            f"class, a fraction strictly between {0.5 / largest:.3g} and {1 - 0.5 / largest:.3g} leaves "
+            "rows for both train and test"
+        )
     keep = torch.ones(len(split), dtype=torch.bool)
     keep[test_index] = False
     return split.take(torch.nonzero(keep).flatten()), split.take(test_index)
@@ -363,7 +458,8 @@ def _read_source(scratch: Path, options: dict) -> tuple[Split, Split, tuple[str,
     folder, npz, idx, csv = (options[k] for k in ("folder", "npz", "idx", "csv"))
     label_column, size = options["label_column"], parse_size(options["image_size"])
     if folder is not None:
-        return read_image_folders(folder, scratch, size, options["progress"])
+        rule = options["pictures"] or AS_IS
+        return read_image_folders(folder, scratch, size, options["progress"], rule)
     if npz is not None:
         return (*read_npz(npz), None)
     if idx is not None:
@@ -408,11 +504,15 @@ def convert(
     progress: bool = False,
     test_size: float = 0.2,
     seed: int = 0,
+    pictures: str | None = None,
 ) -> dict:
     """Write one source (npz, idx, csv = (train, test), folder, else the built-in `dataset`) to `out`.
     A single CSV, csv = (train,), gives a stratified test split of `test_size`, chosen by `seed`.
+    Classes are the labels present in the training data, sorted; `class_names` name them (one name
+    per label present, or one per label 0..max). `pictures` (images.PICTURE_RULES) is how picture
+    files become the dataset's pixels; None: the source's own (see `_pictures_rule`).
 
-    Returns {"out", "train", "test", "class_names", "image_shape"} of what was written.
+    Returns {"out", "train", "test", "class_names", "image_shape", "pictures"} of what was written.
     """
     options = dict(locals())  # the keyword arguments, as _read_source reads them
     out = Path(out)
@@ -420,6 +520,8 @@ def convert(
         raise ConfigError("give one source: --from-npz, --from-idx, --from-csv or --from-folder")
     if folder is not None and class_names is not None:
         raise ConfigError("--class-names: an image folder's class names are its subfolders' names")
+    if pictures is not None:
+        check_pictures(pictures, "--pictures", ConfigError)
     parse_size(image_size)  # a bad size is refused before anything is written
     check_output(out, overwrite)
     # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
@@ -431,9 +533,10 @@ def convert(
         train, test, names = _read_source(scratch, options)
         if names is None or class_names is not None:
             source = npz or idx or (csv and " and ".join(map(str, csv))) or dataset
-            names = _integer_label_names([train.labels, test.labels], class_names, str(source))
+            train, test, names = present_classes(train, test, class_names, str(source))
         _check_splits(train, test, names)
-        write_dataset(staging, train, test, names)
+        rule = _pictures_rule(train.images, options)
+        write_dataset(staging, train, test, names, pictures=rule)
         del train, test  # unmaps the scratch files
         shutil.rmtree(scratch)
         if out.exists():
@@ -448,4 +551,5 @@ def convert(
         "test": meta["splits"]["test"],
         "class_names": tuple(meta["class_names"]),
         "image_shape": tuple(meta["image_shape"]),
+        "pictures": meta["pictures"],
     }

@@ -23,6 +23,7 @@ import torch
 from .config import TrainConfig
 from .datasets import DATASETS, DatasetSpec
 from .exceptions import ConfigError, DataError, did_you_mean
+from .images import MNIST_STYLE, check_pictures
 from .ondisk import FORMAT, DiskImages
 from .rules import validation_rows
 
@@ -54,6 +55,7 @@ class Data:
     class_names: tuple[str, ...]
     source_labels: tuple[int, ...]  # dataset label behind each class index
     binary: bool
+    pictures: str = MNIST_STYLE  # how a picture file becomes these pixels (images.PICTURE_RULES)
 
     @property
     def n_classes(self) -> int:
@@ -281,19 +283,39 @@ def prepare(config: TrainConfig, train: Split, test: Split, names: tuple[str, ..
     return Data(config.dataset, train, val, test, class_names, source_labels, config.binary)
 
 
+def dataset_location(dataset: str) -> str:
+    """`dataset` as a run should record it: a built-in name as it is, a dataset folder as an
+    absolute path, so the run finds its data again from any working directory (evaluate, report)."""
+    if dataset in DATASETS:
+        return dataset
+    return os.path.abspath(Path(dataset).expanduser())
+
+
 def load_data(config: TrainConfig, download: bool = True) -> Data:
     """Load `config.dataset` (a built-in name or a dataset folder) and prepare it for `config`'s task."""
     if config.dataset in DATASETS:
         train, test, names = load_splits(config.dataset, config.data_root, download)
         return prepare(config, train, test, names)
-    folder = Path(config.dataset).expanduser()
-    if not (folder / "meta.json").is_file():
-        what = "is not a folder" if not folder.is_dir() else "holds no meta.json"
-        raise DataError(
-            f"dataset {config.dataset}: {folder} {what}; write a dataset folder with 'torchlogreg data "
-            f"convert', or use a built-in dataset: {', '.join(DATASETS)}"
-        )
+    _check_folder(config.dataset)
     return load_disk_data(config)
+
+
+def _check_folder(dataset: str, of_run: bool = False) -> None:
+    """A DataError unless `dataset` is a folder holding a meta.json; for a run's own dataset
+    (`of_run`) the line says the data has moved and how to name where it is now."""
+    folder = Path(dataset).expanduser()
+    if (folder / "meta.json").is_file():
+        return
+    what = "is not a folder" if not folder.is_dir() else "holds no meta.json"
+    if of_run:
+        raise DataError(
+            f"the run's dataset {dataset}: {folder} {what} (moved or deleted since training?); "
+            "'torchlogreg evaluate RUN_DIR --dataset DIR' measures the run on it where it is now"
+        )
+    raise DataError(
+        f"dataset {dataset}: {folder} {what}; write a dataset folder with 'torchlogreg data "
+        f"convert', or use a built-in dataset: {', '.join(DATASETS)}"
+    )
 
 
 def load_run_data(
@@ -308,6 +330,8 @@ def load_run_data(
     config = config.replace(
         dataset=dataset or config.dataset, data_root=data_root or config.data_root, train_size=None
     )
+    if dataset is None and config.dataset not in DATASETS:
+        _check_folder(config.dataset, of_run=True)
     data = load_data(config, download)
     if data.n_classes != n_classes:
         raise ConfigError(
@@ -330,6 +354,8 @@ def read_meta(folder: Path) -> dict:
         raise DataError(f"{path}: class_names must list at least two names, got {names!r}")
     if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(v, int) and v > 0 for v in shape):
         raise DataError(f"{path}: image_shape must be [height, width], got {shape!r}")
+    # folders written before the rule was recorded: read as they always were, MNIST-style
+    check_pictures(meta.setdefault("pictures", MNIST_STYLE), f"{path}: pictures", DataError)
     return meta
 
 
@@ -354,7 +380,8 @@ def load_disk_data(config: TrainConfig) -> Data:
     meta = read_meta(folder)
     if config.classes is not None or config.positive is not None or config.train_size is not None:
         raise ConfigError(
-            f"classes, positive and train_size need an in-memory dataset; {folder} is read from disk as it is"
+            f"classes, positive and train_size need an in-memory (built-in) dataset; {folder} is read from "
+            "disk as it is: convert a dataset folder of just the rows to train on"
         )
     train_images = DiskImages(folder / "train-images.npy")
     names = tuple(meta["class_names"])
@@ -362,7 +389,10 @@ def load_disk_data(config: TrainConfig) -> Data:
     val_size = _val_size(config, len(train_images))
     n_train = len(train_images) - val_size
     if n_train <= 0:
-        raise ConfigError(f"val_size must be smaller than the {len(train_images)} training samples")
+        raise ConfigError(
+            f"val_size must be at most {len(train_images) - 1}, less than the {len(train_images)} training "
+            f"samples of {folder}, got {config.val_size} (a fifth of them: {len(train_images) // 5})"
+        )
     val = None
     if val_size:
         val = Split(
@@ -375,4 +405,5 @@ def load_disk_data(config: TrainConfig) -> Data:
         _disk_labels(folder / "test-labels.npy", len(test_images), len(names)),
     )
     train = Split(train_images.view(0, n_train), train_labels[:n_train])
-    return Data(str(folder), train, val, test, names, tuple(range(len(names))), len(names) == 2)
+    classes = tuple(range(len(names)))
+    return Data(str(folder), train, val, test, names, classes, len(names) == 2, meta["pictures"])

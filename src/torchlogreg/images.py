@@ -49,6 +49,11 @@ MNIST_STROKES = (0.1, 0.2)  # MNIST's usual pen widths over digit size: about it
 BLOB_DEPTH = 0.3  # ink this share of its size deep is a blob (a bright spot), not a pen's stroke
 FULL_SCALES = (1.0, 255.0, 65535.0, 2.0**31 - 1)  # white of 1-, 8-, 16- and 32-bit (signed) pixels
 NO_DIGIT = "no digit found: the image is blank, noise, or its ink is too faint"
+# How a picture file becomes a dataset's (and so a run's) pixels; decided when the dataset is made,
+# recorded in its meta.json and in each run's model.json, applied alike by convert, predict and serve.
+AS_IS = "as-is"  # grayscale, resized to the dataset's shape, nothing else (8-bit, as a dataset stores it)
+MNIST_STYLE = "mnist-style"  # `mnist_style`: white ink on black, fitted and centred like MNIST
+PICTURE_RULES = (AS_IS, MNIST_STYLE)
 
 
 def _why(error: BaseException, limit: int = 160) -> str:
@@ -487,3 +492,24 @@ def mnist_style(gray: np.ndarray, shape: tuple[int, int] = MNIST_SHAPE) -> np.nd
     shape = as_shape(shape)
     crop = _mnist_strokes(_digit_in(_as_gray(gray)))
     return _place(_fitted(crop, shape), shape)
+
+
+def check_pictures(rule: object, where: str = "pictures", error: type[Exception] = InputError) -> str:
+    """`rule` if it is one of PICTURE_RULES; else `error` naming `where` and the valid rules."""
+    if not isinstance(rule, str) or rule not in PICTURE_RULES:
+        raise error(f"{where} must be one of {', '.join(PICTURE_RULES)}, got {rule!r}")
+    return rule
+
+
+def picture_pixels(gray: np.ndarray, shape: tuple[int, int], rule: str) -> np.ndarray:
+    """A float32 image of `shape` (H, W) in [0, 1] from a grayscale picture, made by `rule`: the one
+    place training data (convert) and predictions (predict, serve) turn a picture into pixels.
+    AS_IS resizes (Lanczos) when the size differs and rounds to 8 bits, exactly what a dataset
+    folder stores; MNIST_STYLE finds the digit (`mnist_style`, "no digit found" when there is none)."""
+    shape = as_shape(shape)
+    if check_pictures(rule) == MNIST_STYLE:
+        return mnist_style(gray, shape)
+    gray = _as_gray(gray)
+    if gray.shape != shape:
+        gray = resize(gray, shape[1], shape[0])
+    return (np.rint(gray * 255.0) / 255.0).astype(np.float32)

@@ -1,6 +1,7 @@
 """Input files for prediction: arrays (.npy/.npz), CSV rows, and folders of images, read a chunk at a
-time (`read_chunks`) or all at once (`load_inputs`) as images of a run's shape. Pictures go through
-`images.mnist_style`.
+time (`read_chunks`) or all at once (`load_inputs`) as images of a run's shape. Pictures are made
+into pixels by the run's rule (`images.picture_pixels`: as its data was made); arrays and CSV rows are
+pixels already.
 
 Memory does not grow with a file: a CSV is parsed CSV_BLOCK_BYTES of whole lines at a time, a .npy
 read ARRAY_CHUNK_ROWS rows at a time. Kaggle-style CSVs (integers 0..255) take a vectorised NumPy
@@ -27,7 +28,18 @@ import numpy as np
 import torch
 
 from .exceptions import InputError
-from .images import IMAGE_SUFFIXES, MNIST_SHAPE, _size, _source_name, _why, as_shape, mnist_style, read_image
+from .images import (
+    IMAGE_SUFFIXES,
+    MNIST_SHAPE,
+    MNIST_STYLE,
+    _size,
+    _source_name,
+    _why,
+    as_shape,
+    check_pictures,
+    picture_pixels,
+    read_image,
+)
 
 ARRAY_SUFFIXES = {".npy", ".npz"}
 TABLE_SUFFIXES = {".csv"}  # one image per row: pixel columns, optionally a label column
@@ -364,10 +376,10 @@ def _array_chunks(path: Path, image_shape: tuple[int, int], chunk_rows: int) -> 
             raise InputError(f"{path}: not a readable NumPy file (no .npy or .npz signature)")
 
 
-def _image_chunks(path: Path, image_shape: tuple[int, int]) -> Iterator[Chunk]:
-    """A picture, preprocessed like MNIST, as one chunk of one image."""
+def _image_chunks(path: Path, image_shape: tuple[int, int], pictures: str) -> Iterator[Chunk]:
+    """A picture, made into pixels by the rule `pictures`, as one chunk of one image."""
     try:
-        image = mnist_style(read_image(path), image_shape)
+        image = picture_pixels(read_image(path), image_shape, pictures)
     except InputError as error:
         if str(error).startswith(str(path)):
             raise
@@ -384,13 +396,15 @@ def read_chunks(
     note: Callable[[str], None] | None = None,
     chunk_rows: int | None = None,
     block_bytes: int | None = None,
+    pictures: str = MNIST_STYLE,
 ) -> Iterator[Chunk]:
     """The images of one file (picture, .npy/.npz array or CSV rows), a chunk at a time, so memory
     holds one chunk however large the file. A bad file raises `InputError` naming it; a bad CSV row
     too, unless `skip_row` is given: it is then called with the row's one-line message and the row
     left out. `note` is called with what is worth saying (the label column a CSV's rows carry).
-    `chunk_rows` (array rows) and `block_bytes` (CSV text) default to ARRAY_CHUNK_ROWS, CSV_BLOCK_BYTES."""
-    path, image_shape = Path(path), as_shape(image_shape)
+    `chunk_rows` (array rows) and `block_bytes` (CSV text) default to ARRAY_CHUNK_ROWS, CSV_BLOCK_BYTES.
+    `pictures` is the run's rule for picture files (`Run.pictures`, images.PICTURE_RULES)."""
+    path, image_shape, pictures = Path(path), as_shape(image_shape), check_pictures(pictures)
     chunk_rows, block_bytes = chunk_rows or ARRAY_CHUNK_ROWS, block_bytes or CSV_BLOCK_BYTES
     suffix = path.suffix.lower()
     try:
@@ -401,7 +415,7 @@ def read_chunks(
         elif suffix in ARRAY_SUFFIXES:
             yield from _array_chunks(path, image_shape, chunk_rows)
         elif suffix in IMAGE_SUFFIXES:
-            yield from _image_chunks(path, image_shape)
+            yield from _image_chunks(path, image_shape, pictures)
         else:
             raise InputError(
                 f"{path}: unsupported file type {suffix or '(none)'}; give images "
@@ -673,14 +687,20 @@ def load_inputs(
     paths: Sequence[str | os.PathLike],
     image_shape: tuple[int, int] = MNIST_SHAPE,
     notes: list[str] | None = None,
+    pictures: str = MNIST_STYLE,
 ) -> tuple[torch.Tensor, list[str]]:
     """Float images (N, H, W) in [0, 1] from image, array and CSV files, with a name for each; (H, W)
-    is `image_shape`, the run's input shape, so pictures are fitted to it and arrays must match it.
+    is `image_shape`, the run's input shape, so pictures are fitted to it and arrays must match it,
+    and `pictures` the run's rule for picture files (`Run.pictures`).
     Each array file may decode to at most MAX_ARRAY_BYTES, each picture hold MAX_IMAGE_PIXELS.
     All at once: `read_chunks` reads a file of any size a chunk at a time."""
     image_shape = as_shape(image_shape)
     note = notes.append if notes is not None else None
-    chunks = [chunk for path in expand_inputs(paths) for chunk in read_chunks(path, image_shape, note=note)]
+    chunks = [
+        chunk
+        for path in expand_inputs(paths)
+        for chunk in read_chunks(path, image_shape, note=note, pictures=pictures)
+    ]
     if not chunks:
         raise InputError("no inputs given")
     names = [name for chunk in chunks for name in chunk.names()]

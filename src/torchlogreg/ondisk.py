@@ -1,8 +1,9 @@
 """Out-of-core datasets: uint8 images in .npy files on disk, read a shard at a time.
 
-A dataset folder holds ``meta.json`` plus ``train-images.npy`` (N x H x W uint8),
-``train-labels.npy`` (N int64), ``test-images.npy`` and ``test-labels.npy``. The training rows
-are shuffled when written, so the validation set (the last ``val_size`` rows) is a random one.
+A dataset folder holds ``meta.json`` (class names, image shape, how pictures become its pixels)
+plus ``train-images.npy`` (N x H x W uint8), ``train-labels.npy`` (N int64), ``test-images.npy``
+and ``test-labels.npy``. The training rows are shuffled when written, so the validation set (the
+last ``val_size`` rows) is a random one.
 
     torchlogreg data convert --dataset mnist --out data/mnist-disk
     torchlogreg train --dataset data/mnist-disk
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from .exceptions import DataError
+from .images import MNIST_STYLE
 from .storage import atomic_write_json
 
 FORMAT = "torchlogreg-data"
@@ -127,8 +129,18 @@ def is_disk_dataset(name: str) -> bool:
     return (Path(name) / "meta.json").is_file()
 
 
-def write_dataset(out: str | Path, train, test, class_names, seed: int = 0, chunk: int = SHARD_ROWS) -> Path:
-    """Write train/test Splits in the on-disk format; train rows are shuffled (by `seed`)."""
+def write_dataset(
+    out: str | Path,
+    train,
+    test,
+    class_names,
+    seed: int = 0,
+    chunk: int = SHARD_ROWS,
+    pictures: str = MNIST_STYLE,
+) -> Path:
+    """Write train/test Splits in the on-disk format; train rows are shuffled (by `seed`).
+    `pictures` (images.PICTURE_RULES) records how a picture file becomes this data's pixels, so
+    runs trained on it predict pictures the way the data was made."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
@@ -149,6 +161,7 @@ def write_dataset(out: str | Path, train, test, class_names, seed: int = 0, chun
             "format": FORMAT,
             "class_names": list(class_names),
             "image_shape": list(train.images.shape[1:]),
+            "pictures": pictures,
             "splits": {"train": len(train), "test": len(test)},
         },
     )

@@ -142,7 +142,7 @@ def _predict_file(
     """Predicts one file into `out`, chunk by chunk; returns the ImageIds it takes (its rows, bad ones
     included). `skip_row` (or None: raise) gets each bad CSV row, `advance` the bytes read."""
     rows = 0
-    for chunk in read_chunks(path, run.image_shape, skip_row=skip_row, note=say):
+    for chunk in read_chunks(path, run.image_shape, skip_row=skip_row, note=say, pictures=run.pictures):
         if len(chunk.rows):
             out.write(fmt.render(_predict(run, chunk, first_id, fmt.top_k)).encode("utf-8"))
             tally.predicted += len(chunk.rows)

@@ -28,7 +28,7 @@ import torch
 
 from .checkpoints import Run, load_run
 from .exceptions import InputError, require
-from .images import MAX_IMAGE_PIXELS, _why, as_shape, box_for, mnist_style, read_image
+from .images import AS_IS, MAX_IMAGE_PIXELS, _why, as_shape, box_for, picture_pixels, read_image
 from .inputs import _array_images, read_array
 from .model import decide
 
@@ -87,8 +87,9 @@ def _display_name(filename: str | None) -> str:
     return name if len(name) <= 80 else "..." + name[-77:]
 
 
-def _image_from_upload(data: bytes, filename: str, shape: tuple[int, int]) -> np.ndarray:
-    """One image of `shape` from an uploaded picture (fitted MNIST-style) or array (as it is)."""
+def _image_from_upload(data: bytes, filename: str, shape: tuple[int, int], pictures: str) -> np.ndarray:
+    """One image of `shape` from an uploaded picture (made by the run's rule `pictures`) or array
+    (as it is)."""
     if not data:
         raise InputError(f"{filename}: the upload is empty")
     if filename.lower().endswith((".npy", ".npz")):
@@ -96,7 +97,7 @@ def _image_from_upload(data: bytes, filename: str, shape: tuple[int, int]) -> np
         return _first_image(rows, filename, shape)
     gray = read_image(io.BytesIO(data), max_pixels=min(SERVE_IMAGE_PIXELS, MAX_IMAGE_PIXELS), name=filename)
     try:
-        return mnist_style(gray, shape)
+        return picture_pixels(gray, shape, pictures)
     except InputError as exc:
         raise InputError(f"{filename}: {exc}") from None
 
@@ -186,6 +187,12 @@ def model_summary(run: Run, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict:
     how inputs are read; no paths, command line or library versions."""
     shape = input_shape(run)
     box = box_for(shape)
+    pictures = (
+        f"grayscale, resized to {shape[0]}x{shape[1]}, as they are"
+        if run.pictures == AS_IS
+        else f"grayscale, white ink on black, the digit fitted into {box[0]}x{box[1]} and centred by mass "
+        f"in {shape[0]}x{shape[1]}"
+    )
     binary = bool(run.meta.get("binary"))
     metrics = {
         split: {key: _finite(values.get(key)) for key in ("accuracy", "loss", "n")}
@@ -199,10 +206,10 @@ def model_summary(run: Run, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict:
         "binary": binary,
         "threshold": run.threshold if binary else None,  # P(class 1) >= threshold decides class 1
         "metrics": metrics,
+        "pictures": run.pictures,
         "preprocessing": (
-            f"pictures: grayscale, white ink on black, the digit fitted into {box[0]}x{box[1]} and centred "
-            f"by mass in {shape[0]}x{shape[1]}; arrays: {shape[0]}x{shape[1]} or {shape[0] * shape[1]} "
-            "values, integers 0..255 or floats 0..1"
+            f"pictures: {pictures}; arrays: {shape[0]}x{shape[1]} or {shape[0] * shape[1]} values, "
+            "integers 0..255 or floats 0..1"
         ),
         "limits": {
             "upload_bytes": max_upload_bytes,
@@ -306,7 +313,7 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
             upload = await _upload_from_multipart(request, body)
             if upload is None:
                 return error(422, "multipart upload needs a file in the field 'file'")
-            image = _image_from_upload(*upload, shape)
+            image = _image_from_upload(*upload, shape, run.pictures)
         else:
             image = _image_from_json(body, shape)
         # a JSONResponse skips FastAPI's jsonable_encoder walk over the 3 x H*W numbers (40% of the time)

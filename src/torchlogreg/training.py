@@ -25,6 +25,7 @@ from .distributed import DistContext
 from .engine import HISTORY_KEYS, Callback, Engine
 from .evaluation import evaluate_on_ranks
 from .exceptions import ConfigError
+from .images import MNIST_STYLE
 from .model import LogisticRegression
 from .objective import Objective
 from .optimizers import make_optimizer, scheduled_lr
@@ -50,6 +51,7 @@ class TrainResult:
     image_shape: tuple[int, ...]
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    pictures: str = MNIST_STYLE  # how picture files become the data's pixels: the run predicts them so
 
 
 class Evaluator:
@@ -289,4 +291,5 @@ def finish(training: Training) -> TrainResult:
         image_shape=data.image_shape,
         history=engine.history,
         metrics=metrics,
+        pictures=data.pictures,
     )

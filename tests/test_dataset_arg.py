@@ -1,0 +1,93 @@
+"""--dataset at the CLI (cli.dataset_arg): a folder named like the user typed it is the one meant, a
+built-in name that is also a folder here is called out, and a run records its dataset folder as an
+absolute path (data.dataset_location), so evaluate and report find it from any working directory and
+say so in one line when it has moved."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from torchlogreg.cli import main
+from torchlogreg.data import dataset_location
+
+TRAIN = ["--val-size", "20", "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, data_root):
+    """A working directory holding mine.npz: 100 + 30 images of 4 x 4 pixels, three classes; the
+    built-in datasets stay where they were found ($TORCHLOGREG_DATA made absolute)."""
+    monkeypatch.setenv("TORCHLOGREG_DATA", str(data_root.resolve()))
+    rng = np.random.default_rng(0)
+    labels = np.arange(130) % 3
+    images = rng.integers(0, 60, (130, 4, 4), dtype=np.uint8)
+    images.reshape(130, -1)[np.arange(130), labels] = 250
+    np.savez(tmp_path / "mine.npz", train_images=images[:100], train_labels=labels[:100],
+             test_images=images[100:], test_labels=labels[100:])  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _recorded_dataset(run) -> str:
+    return json.loads((run / "model.json").read_text())["config"]["dataset"]
+
+
+def test_a_folder_name_right_after_convert_is_the_dataset(workdir, capsys):
+    assert main(["data", "convert", "--from-npz", "mine.npz", "--out", "mine"]) == 0
+    assert main(["train", "--dataset", "mine", *TRAIN, "--out", "run"]) == 0
+    assert _recorded_dataset(workdir / "run") == str(workdir / "mine")
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_run_finds_its_data_from_another_directory(workdir, monkeypatch, capsys):
+    assert main(["data", "convert", "--from-npz", "mine.npz", "--out", "od"]) == 0
+    assert main(["train", "--dataset", "./od", *TRAIN, "--out", "run"]) == 0
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["evaluate", str(workdir / "run"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 30
+    assert main(["report", str(workdir / "run")]) == 0
+
+
+def test_data_that_moved_is_one_line_and_can_be_named(workdir, capsys):
+    assert main(["data", "convert", "--from-npz", "mine.npz", "--out", "od"]) == 0
+    assert main(["train", "--dataset", "od", *TRAIN, "--out", "run"]) == 0
+    os.rename(workdir / "od", workdir / "moved")
+    capsys.readouterr()
+    assert main(["evaluate", "run"]) == 1
+    error = capsys.readouterr().err
+    assert f"the run's dataset {workdir / 'od'}: " in error and "moved or deleted since training?" in error
+    assert "evaluate RUN_DIR --dataset DIR" in error and error.count("\n") == 1
+    assert main(["evaluate", "run", "--dataset", "moved", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dataset"] == str(workdir / "moved")
+
+
+def test_a_built_in_name_that_is_also_a_folder_is_called_out(workdir, capsys):
+    assert main(["data", "convert", "--from-npz", "mine.npz", "--out", "mnist"]) == 0
+    capsys.readouterr()
+    flags = ["--train-size", "300", *TRAIN]
+    assert main(["train", "--dataset", "mnist", *flags, "--out", "builtin"]) == 0
+    assert capsys.readouterr().err == (
+        "warning: --dataset mnist is the built-in mnist; for the folder here, give ./mnist\n"
+    )
+    assert _recorded_dataset(workdir / "builtin") == "mnist"
+    assert main(["train", "--dataset", "./mnist", *TRAIN, "--out", "folder"]) == 0
+    assert _recorded_dataset(workdir / "folder") == str(workdir / "mnist")
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_name_that_is_neither_is_refused_with_a_suggestion(workdir, capsys):
+    assert main(["train", "--dataset", "mnsit", *TRAIN, "--out", "run"]) == 2
+    error = capsys.readouterr().err
+    assert "dataset must be one of mnist" in error and "did you mean 'mnist'" in error
+
+
+def test_dataset_location_keeps_names_and_makes_folders_absolute(workdir):
+    assert dataset_location("fashion-mnist") == "fashion-mnist"
+    assert dataset_location("data/mine") == str(workdir / "data" / "mine")
+    assert dataset_location(str(workdir / "x")) == str(workdir / "x")
+    assert dataset_location("~/mine") == os.path.join(os.path.expanduser("~"), "mine")
