@@ -64,3 +64,27 @@ def test_torchrun_tiny(tmp_path, data_root):
     rows = json.loads((tmp_path / "torchrun.json").read_text())["rows"]
     assert sorted(row["processes"] for row in rows) == [1, 2]
     assert rows[0]["test_accuracy"] == rows[1]["test_accuracy"]  # the same math in 1 and 2 processes
+
+
+def test_defaults_tiny(tmp_path, data_root):
+    done = _benchmark("defaults", "--tiny", tmp_path=tmp_path, data_root=data_root)
+    assert done.returncode == 0, done.stderr
+    header = next(line for line in done.stdout.splitlines() if line.startswith("| data set"))
+    assert header == (
+        "| data set | train rows | test rows | shape | classes | torchlogreg acc | torchlogreg s | stop "
+        "| sklearn acc | sklearn s | sklearn converged (iter.) | Δ points | speed-up | meets floor |"
+    )
+    result = json.loads((tmp_path / "defaults-tiny.json").read_text())
+    rows = {row["name"]: row for row in result["rows"]}
+    assert list(rows) == ["tiny-npz", "tiny-csv", "tiny-pngs"]
+    assert (rows["tiny-csv"]["train_rows"], rows["tiny-csv"]["test_rows"]) == (240, 60)  # convert's 20%
+    for row in rows.values():
+        assert row["sklearn"]["converged"] and 0.5 < row["sklearn"]["accuracy"] <= 1
+        ours = row["torchlogreg"]
+        if "error" in ours:  # a refusal or a failure: the CLI's one error line
+            assert ours["error"].startswith("torchlogreg train: error: ") and row["floor"] == "no: no model"
+        else:
+            assert 0 <= ours["accuracy"] <= 1 and ours["seconds"] > 0 and ours["stop"]
+            assert row["delta_points"] == 100 * (ours["accuracy"] - row["sklearn"]["accuracy"])
+    assert "error" not in rows["tiny-npz"]["torchlogreg"]  # 6,000 rows: trains under any defaults
+    assert (tmp_path / "defaults-tiny.md").read_text() in done.stdout
