@@ -26,7 +26,7 @@ from .checkpoints import (
     save_training_state,
 )
 from .config import TrainConfig
-from .data import Data, load_data
+from .data import Data, dataset_location, load_data
 from .devices import cpu_threads, resolve_device, threads_for
 from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
 from .exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
@@ -292,4 +292,4 @@ def _settings(
         raise ConfigError(
             f"train needs a TrainConfig (torchlogreg.preset(...)), or resume=True with out; got {config!r}"
         )
-    return config, None
+    return config.replace(dataset=dataset_location(config.dataset)), None  # found from any directory
