@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
 import os
 import struct
@@ -39,6 +40,7 @@ ARRAY_CHUNK_ROWS = 2048  # rows of an array handed on at a time: 1.5 MB of 28x28
 MAX_ARRAY_BYTES = 256 * 1024 * 1024  # decoded size of one .npy/.npz: ~340k 28x28 uint8 images
 MAX_NPZ_MEMBERS = 32  # arrays in one .npz (np.savez writes one member per array)
 NPY_MAGIC = b"\x93NUMPY"
+MAX_NPY_HEADER_BYTES = 64 * 1024  # a .npy header is ~128 bytes; NumPy itself refuses over 10,000 characters
 ZIP_MAGIC = b"PK"
 READ_CHUNK = 1024 * 1024  # array data is read in pieces of this size into one preallocated buffer
 # The zip "end of central directory" record, and how many bytes a member's directory entry may take
@@ -149,17 +151,33 @@ def _array_images(array: np.ndarray, path: Path, shape: tuple[int, int] = MNIST_
 
 
 def _npy_header(stream, label: object) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """(shape, fortran_order, dtype) from the header at the start of a .npy stream."""
+    """(shape, fortran_order, dtype) from the header at the start of a .npy stream. The header's
+    length is data like any other: one over MAX_NPY_HEADER_BYTES is refused before it is read (NumPy
+    reads the whole declared length, up to 4 GB, before checking it)."""
     try:
         version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            return np.lib.format.read_array_header_1_0(stream)
-        if version == (2, 0):
-            return np.lib.format.read_array_header_2_0(stream)
+        if version not in ((1, 0), (2, 0)):
+            raise InputError(
+                f"{label}: .npy format version {version[0]}.{version[1]} is not supported (1.0 or 2.0)"
+            )
+        length_format = "<H" if version == (1, 0) else "<I"
+        length_bytes = stream.read(struct.calcsize(length_format))
+        (length,) = struct.unpack(length_format, length_bytes)
+        if length > MAX_NPY_HEADER_BYTES:
+            raise InputError(
+                f"{label}: damaged header (it declares {_size(length)} of header; a .npy header "
+                f"takes at most {_size(MAX_NPY_HEADER_BYTES)})"
+            )
+        header = stream.read(length)
+        if len(header) < length:
+            raise EOFError(f"the header is cut short ({len(header)} of {length} bytes)")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return read(io.BytesIO(length_bytes + header))
+    except InputError:
+        raise
     except (ValueError, TypeError, SyntaxError, EOFError, OverflowError, struct.error, TokenError) as error:
         # what NumPy's header parser (ast.literal_eval, tokenize, np.dtype) raises on damaged headers
         raise InputError(f"{label}: not a readable NumPy file ({_why(error)})") from None
-    raise InputError(f"{label}: .npy format version {version[0]}.{version[1]} is not supported (1.0 or 2.0)")
 
 
 def _read_data(stream, shape: tuple[int, ...], fortran_order: bool, dtype: np.dtype, n_bytes: int, label):
