@@ -178,3 +178,44 @@ def test_damaged_model_json_is_one_clear_error(default_run, tmp_path_factory, me
         run.config, run.class_names, run.threshold, run.image_shape  # noqa: B018 - each must work
     except TorchLogRegError:
         pass
+
+
+def test_reading_a_run_uses_the_users_data_root_not_the_runs(default_run, tmp_path, data_root, monkeypatch):
+    # a run whose model.json names another data_root used to create <it>/MNIST/raw and download into it
+    folder = _copy(default_run, tmp_path)
+    theirs = tmp_path / "theirs"
+    meta = json.loads((folder / "model.json").read_text())
+    meta["config"]["data_root"] = str(theirs)
+    (folder / "model.json").write_text(json.dumps(meta))
+    from torchlogreg.cli import main
+
+    monkeypatch.setenv("TORCHLOGREG_DATA", str(data_root))
+    assert main(["evaluate", str(folder), "--no-download"]) == 0
+    assert not theirs.exists()
+
+
+def test_a_failed_download_leaves_no_folders_behind(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    from torchlogreg import DataError
+    from torchlogreg.data import load_splits
+
+    class FailingMNIST:  # what torchvision does offline: make the folders, start a file, fail
+        def __init__(self, root, train=True, download=False):
+            raw = os.path.join(root, "MNIST", "raw")
+            os.makedirs(raw, exist_ok=True)
+            with open(os.path.join(raw, "train-images-idx3-ubyte.gz"), "wb") as partial:
+                partial.write(b"\x1f\x8b")
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno network")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FailingMNIST)
+    mine = tmp_path / "mine"
+    with pytest.raises(DataError, match="download failed: Error downloading") as error:
+        load_splits("mnist", mine)
+    assert "\n" not in str(error.value)
+    assert not mine.exists()
+    (mine / "MNIST").mkdir(parents=True)
+    (mine / "MNIST" / "keep.txt").write_text("the user's")
+    with pytest.raises(DataError):
+        load_splits("mnist", mine)
+    assert [p.name for p in (mine / "MNIST").iterdir()] == ["keep.txt"]

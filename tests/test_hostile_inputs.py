@@ -248,7 +248,10 @@ def test_the_predict_command_refuses_a_bomb_in_one_line(run_dir, tmp_path, capsy
 def _npz_with_header_length(target, declared: int, written: int) -> None:
     """A .npz whose one member is a version 2.0 .npy declaring a header of `declared` bytes, of which
     `written` (spaces, deflated to almost nothing) are there."""
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("images.npy", "w") as member:
+    with (
+        zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("images.npy", "w") as member,
+    ):
         member.write(b"\x93NUMPY\x02\x00" + declared.to_bytes(4, "little"))
         for _ in range(written >> 20):
             member.write(b" " * (1 << 20))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .classnames import class_names_problem
 from .config import TrainConfig
 from .devices import resolve_device
 from .engine import HISTORY_KEYS
@@ -213,8 +214,8 @@ def _meta_problems(meta: dict) -> list[str]:
     if not _is_int(n_classes, 2, MAX_CLASSES):
         problems.append(f"n_classes must be an integer in 2..{MAX_CLASSES}, got {n_classes!r}")
     names = meta.get("class_names")
-    if not (isinstance(names, list) and all(isinstance(n, str) and len(n) <= 200 for n in names)):
-        problems.append("class_names must be a list of names (strings of at most 200 characters)")
+    if problem := class_names_problem(names):
+        problems.append(problem)
     elif isinstance(n_classes, int) and len(names) != n_classes:
         problems.append(f"{len(names)} class names for {n_classes} classes")
     threshold = meta.get("threshold")

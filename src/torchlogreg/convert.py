@@ -25,6 +25,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
+from .classnames import class_names_problem
 from .data import Split, load_splits, read_idx_pair
 from .exceptions import ConfigError, DataError
 from .ondisk import is_disk_dataset, write_dataset
@@ -421,6 +422,8 @@ def convert(
     if folder is not None and class_names is not None:
         raise ConfigError("--class-names: an image folder's class names are its subfolders' names")
     parse_size(image_size)  # a bad size is refused before anything is written
+    if class_names is not None and (problem := class_names_problem(class_names)):
+        raise ConfigError(f"--class-names: {problem}")
     check_output(out, overwrite)
     # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
     staging = out.parent / f".{out.name}.converting"
@@ -432,6 +435,8 @@ def convert(
         if names is None or class_names is not None:
             source = npz or idx or (csv and " and ".join(map(str, csv))) or dataset
             names = _integer_label_names([train.labels, test.labels], class_names, str(source))
+        if problem := class_names_problem(list(names)):  # a folder's subfolder names, say
+            raise DataError(f"{folder or npz or idx or dataset}: {problem}")
         _check_splits(train, test, names)
         write_dataset(staging, train, test, names)
         del train, test  # unmaps the scratch files

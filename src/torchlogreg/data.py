@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .classnames import class_names_problem
 from .config import TrainConfig
 from .datasets import DATASETS, DatasetSpec
 from .exceptions import ConfigError, DataError, did_you_mean
@@ -141,12 +142,35 @@ def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.
     return images, labels
 
 
+def _new_paths(raw: Path) -> tuple[list[Path], set[Path]]:
+    """(the folders from `raw` up that do not exist yet, deepest first; the files `raw` holds now)."""
+    missing = []
+    folder = raw
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing, set(raw.iterdir()) if raw.is_dir() else set()
+
+
+def _remove_new(folders: list[Path], files_before: set[Path], raw: Path) -> None:
+    """Undo a failed download: the files it left in `raw`, then the folders it made, if empty."""
+    if raw.is_dir():
+        for path in set(raw.iterdir()) - files_before:
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only an empty folder: nothing of anyone else's is removed
+
+
 def _download(name: str, spec: DatasetSpec, root: Path, raw: Path) -> None:
-    """Fetch the dataset with torchvision (mirrors, md5 check, extraction)."""
+    """Fetch the dataset with torchvision (mirrors, md5 check, extraction); a failed download leaves
+    no folders or files behind that were not there before."""
     from torchvision import datasets  # lazy: only needed when files are missing
 
     cls = getattr(datasets, spec.torchvision_class)
     kwargs = {"split": spec.split} if spec.split else {}
+    new_folders, files_before = _new_paths(raw)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             for train in (True, False):
@@ -154,7 +178,10 @@ def _download(name: str, spec: DatasetSpec, root: Path, raw: Path) -> None:
                     cls(str(root), what="train" if train else "test", download=True)
                 else:
                     cls(str(root), train=train, download=True, **kwargs)
-    except Exception as error:  # torchvision raises RuntimeError, URLError or OSError here
+    except BaseException as error:  # torchvision raises RuntimeError, URLError or OSError here; or Ctrl-C
+        _remove_new(new_folders, files_before, raw)
+        if not isinstance(error, Exception):
+            raise
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataError(_missing_message(name, raw, spec, f"download failed: {reason}")) from error
 
@@ -295,10 +322,10 @@ def load_run_data(
     download: bool = True,
 ) -> Data:
     """The splits a saved run is measured on (its own dataset, or another one with as many classes):
-    the same validation split as in training, the whole training set."""
-    config = config.replace(
-        dataset=dataset or config.dataset, data_root=data_root or config.data_root, train_size=None
-    )
+    the same validation split as in training, the whole training set. The data root is the caller's
+    (`data_root`, else $TORCHLOGREG_DATA, else the default), never the one the run recorded: a run
+    folder may come from a stranger, and reading it must not choose where files are written."""
+    config = config.replace(dataset=dataset or config.dataset, data_root=data_root, train_size=None)
     data = load_data(config, download)
     if data.n_classes != n_classes:
         raise ConfigError(
@@ -318,7 +345,9 @@ def read_meta(folder: Path) -> dict:
         raise DataError(f"{path}: not a torchlogreg dataset folder (format {FORMAT!r} expected)")
     names, shape = meta.get("class_names"), meta.get("image_shape")
     if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
-        raise DataError(f"{path}: class_names must list at least two names, got {names!r}")
+        raise DataError(f"{path}: class_names must list at least two names, got {ascii(names)[:200]}")
+    if problem := class_names_problem(names):
+        raise DataError(f"{path}: {problem}")
     if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(v, int) and v > 0 for v in shape):
         raise DataError(f"{path}: image_shape must be [height, width], got {shape!r}")
     return meta

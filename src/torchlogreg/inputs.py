@@ -171,7 +171,8 @@ def _npy_header(stream, label: object) -> tuple[tuple[int, ...], bool, np.dtype]
         header = stream.read(length)
         if len(header) < length:
             raise EOFError(f"the header is cut short ({len(header)} of {length} bytes)")
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        fmt = np.lib.format
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         return read(io.BytesIO(length_bytes + header))
     except InputError:
         raise
