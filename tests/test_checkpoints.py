@@ -3,6 +3,7 @@ inconsistent."""
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -219,3 +220,50 @@ def test_a_failed_download_leaves_no_folders_behind(tmp_path, monkeypatch):
     with pytest.raises(DataError):
         load_splits("mnist", mine)
     assert [p.name for p in (mine / "MNIST").iterdir()] == ["keep.txt"]
+
+
+def _tiny_result():
+    from conftest import synthetic_data
+
+    from torchlogreg import TrainConfig, train
+
+    return train(TrainConfig(batch_size=16, epochs=1, device="cpu", val_size=60), synthetic_data(side=28))
+
+
+def test_a_full_disk_is_found_before_training(tmp_path, data_root, capsys):
+    # train on a disk that filled printed its test accuracy, then lost the model in an OSError traceback
+    from corpus.hostile import fill, small_disk
+
+    from torchlogreg.cli import main
+
+    with small_disk(tmp_path / "disk"):
+        fill(tmp_path / "disk", leave=16 * 1024)
+        out = tmp_path / "disk" / "run"
+        code = main(["train", "--data-root", str(data_root), "--out", str(out), "--epochs", "1", "--quiet"])
+        captured = capsys.readouterr()
+    assert code == 1, captured.err
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "the disk is full" in err and "the run needs about" in err
+    assert "test accuracy" not in captured.out
+
+
+def test_a_save_that_fails_keeps_the_model_where_it_says(tmp_path, monkeypatch):
+    import re
+    import tempfile
+
+    from corpus.hostile import fill, small_disk
+
+    from torchlogreg import OutputError
+
+    result = _tiny_result()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with small_disk(tmp_path / "disk"):
+        (tmp_path / "disk" / "run").mkdir()
+        fill(tmp_path / "disk", leave=4 * 1024)
+        with pytest.raises(OutputError, match="the disk is full") as error:
+            save_run(result, tmp_path / "disk" / "run")
+        assert list((tmp_path / "disk" / "run").iterdir()) == []  # nothing half-saved passes for a run
+    kept = Path(re.search(r"kept in (\S+):", str(error.value)).group(1))
+    assert kept.parent == tmp_path
+    run = load_run(kept)
+    assert torch.equal(run.model.linear.weight, result.model.linear.weight.float())

@@ -25,7 +25,7 @@ from .classnames import class_names_problem
 from .config import TrainConfig
 from .devices import resolve_device
 from .engine import HISTORY_KEYS
-from .exceptions import CheckpointError, ConfigError
+from .exceptions import CheckpointError, ConfigError, OutputError
 from .model import LogisticRegression
 from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .training import TrainResult
@@ -132,11 +132,45 @@ def save_run(
     tensors = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
     weights = save(tensors)
     meta = model_metadata(result, hashlib.sha256(weights).hexdigest(), command)
-    atomic_write_bytes(out / WEIGHTS_FILE, weights)
-    atomic_write_json(out / META_FILE, meta)
-    atomic_write_json(out / METRICS_FILE, result.metrics)
-    atomic_write_csv(out / HISTORY_FILE, HISTORY_KEYS, result.history)
+    try:
+        _write_run(out, weights, meta, result)
+    except OutputError as error:
+        raise OutputError(f"{error}; {_rescue(weights, meta, result)}") from None
     return out
+
+
+def _write_run(out: Path, weights: bytes, meta: dict, result: TrainResult) -> None:
+    """The run's four files in `out`; when one cannot be written, those this call made are removed
+    (a folder with weights but no model.json would pass for a run)."""
+    made = []
+    try:
+        for name, write in (
+            (WEIGHTS_FILE, lambda path: atomic_write_bytes(path, weights)),
+            (META_FILE, lambda path: atomic_write_json(path, meta)),
+            (METRICS_FILE, lambda path: atomic_write_json(path, result.metrics)),
+            (HISTORY_FILE, lambda path: atomic_write_csv(path, HISTORY_KEYS, result.history)),
+        ):
+            existed = (out / name).exists()
+            write(out / name)
+            if not existed:
+                made.append(out / name)
+    except BaseException:
+        for path in made:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _rescue(weights: bytes, meta: dict, result: TrainResult) -> str:
+    """Save a run that could not be written where asked in a new folder of the temporary directory:
+    a trained model is not lost to a full disk. Says where it went (or that it could not)."""
+    import tempfile
+
+    try:
+        rescue = Path(tempfile.mkdtemp(prefix="torchlogreg-unsaved-run-"))
+        _write_run(rescue, weights, meta, result)
+    except (OSError, OutputError) as error:
+        return f"the trained model could not be kept anywhere ({error})"
+    return f"the trained model is kept in {rescue}: move that folder where you want the run"
 
 
 def read_regular_file(path: Path, limit: int) -> bytes:
