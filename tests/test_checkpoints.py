@@ -267,3 +267,29 @@ def test_a_save_that_fails_keeps_the_model_where_it_says(tmp_path, monkeypatch):
     assert kept.parent == tmp_path
     run = load_run(kept)
     assert torch.equal(run.model.linear.weight, result.model.linear.weight.float())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused_on_load(default_run, tmp_path, value):
+    # NaN weights gave "probability": NaN in --json output (not JSON) and an evaluate of 9.8%
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy(default_run, tmp_path)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["linear.weight"][3, 100] = value
+    save_file(tensors, folder / "model.safetensors")
+    meta = json.loads((folder / "model.json").read_text())
+    meta["weights_sha256"] = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="linear.weight hold NaN or infinite values"):
+        load_run(folder)
+
+
+def test_a_device_that_holds_no_data_is_refused(default_run):
+    from torchlogreg import ConfigError
+
+    for device in (torch.device("meta"), 3):
+        with pytest.raises(ConfigError, match="device must"):
+            load_run(default_run, device=device)

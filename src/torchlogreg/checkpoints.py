@@ -282,6 +282,17 @@ def weights_limit(n_features: int, n_classes: int) -> int:
     return (n_features + 1) * rows * 8 + 64 * 1024
 
 
+def _load_device(device: str | torch.device) -> torch.device:
+    """The device a run is loaded on: one that holds data (not "meta"), named as --device names it."""
+    if isinstance(device, torch.device):
+        if device.type == "meta":
+            raise ConfigError("device must hold the weights (cpu, cuda, mps or auto), got meta")
+        return device
+    if not isinstance(device, str):
+        raise ConfigError(f"device must be a string such as 'cpu' or a torch.device, got {device!r}")
+    return resolve_device(device)
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     """Rebuild the model of the run in `run_dir` from its files alone, on `device`."""
     run_dir = Path(run_dir)
@@ -300,7 +311,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
             f"{run_dir / WEIGHTS_FILE}: tensors {found} do not match the shapes {expected} "
             f"that {META_FILE} describes"
         )
-    device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    broken = [name for name, tensor in tensors.items() if not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise CheckpointError(
+            f"{run_dir / WEIGHTS_FILE}: {', '.join(broken)} hold NaN or infinite values; the model "
+            "cannot predict anything (train it again)"
+        )
+    device = _load_device(device)
     model = LogisticRegression(n_features, n_classes)
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     metrics_path = run_dir / METRICS_FILE
