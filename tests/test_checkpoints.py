@@ -102,7 +102,7 @@ def test_missing_or_broken_metadata(run_copy, tmp_path):
     with pytest.raises(CheckpointError, match="model.json is not valid JSON"):
         load_run(run_copy)
     (run_copy / "model.json").unlink()
-    with pytest.raises(CheckpointError, match="model.json is missing"):
+    with pytest.raises(CheckpointError, match="model.json: is missing"):
         load_run(run_copy)
 
 

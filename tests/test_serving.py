@@ -443,7 +443,6 @@ def test_the_real_server_cuts_a_chunked_body_at_the_limit(served):
     assert grown < 100 << 20
 
 
-
 class HealthProbe:
     """Asks /healthz over its own connection, again and again, while an attack runs in the test's
     thread, and at least `least` times; `worst` is the slowest answer's time in seconds. A loopback
@@ -536,7 +535,7 @@ def test_a_npz_header_length_bomb_is_a_422_while_others_are_answered(served, tmp
     url, process = served
     _npz_with_header_length(tmp_path / "spaces.npz", 1_900_000_000, 64 << 20)
     body = (
-        b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"spaces.npz\"\r\n"
+        b'--x\r\nContent-Disposition: form-data; name="file"; filename="spaces.npz"\r\n'
         b"Content-Type: application/octet-stream\r\n\r\n"
         + (tmp_path / "spaces.npz").read_bytes()
         + b"\r\n--x--\r\n"
@@ -599,6 +598,7 @@ def test_server_options_bound_headers_and_connections():
     options = server_options()
     assert options["http"] == "h11" and options["h11_max_incomplete_event_size"] == MAX_HEADER_BYTES
     assert options["limit_concurrency"] > 0
+
 
 def test_drawing_a_one_in_chromium(server, tmp_path):
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")

@@ -11,9 +11,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import platform
-import stat
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -176,29 +174,11 @@ def _rescue(weights: bytes, meta: dict, result: TrainResult) -> str:
 def read_regular_file(path: Path, limit: int) -> bytes:
     """The bytes of `path` if it is a regular file of at most `limit` bytes: a run folder may come
     from a stranger, so a symlink (to /dev/zero, say), a FIFO or a device is refused, never read."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: not a torchlogreg run folder") from None
-    except OSError as error:  # ELOOP: a symlink; EISDIR and the like
-        raise CheckpointError(f"{path}: not a regular file ({error.strerror or error})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CheckpointError(f"{path}: not a regular file (a FIFO, device or folder is never read)")
-        if info.st_size > limit:
-            raise CheckpointError(f"{path} is {info.st_size} bytes, over the {limit} bytes allowed for it")
-        chunks, size = [], 0
-        while size <= limit and (chunk := os.read(fd, min(2**20, limit + 1 - size))):
-            chunks.append(chunk)
-            size += len(chunk)
-        data = b"".join(chunks)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise CheckpointError(f"{path} grew past the {limit} bytes allowed for it while being read")
-    return data
+    from .inputs import read_capped
+
+    return read_capped(
+        path, limit, CheckpointError, follow_links=False, missing="is missing: not a torchlogreg run folder"
+    )
 
 
 def _read_json(path: Path) -> dict:

@@ -28,6 +28,7 @@ import torch
 from .classnames import class_names_problem
 from .data import Split, load_splits, read_idx_pair
 from .exceptions import ConfigError, DataError
+from .inputs import open_regular
 from .ondisk import is_disk_dataset, write_dataset
 
 CSV_CHUNK = 10_000  # CSV rows parsed at once
@@ -62,17 +63,22 @@ def _integer_label_names(labels: list[torch.Tensor], class_names: list[str] | No
 
 
 # --- whole-array sources ---------------------------------------------------------------------
+MAX_SOURCE_BYTES = 4 * 2**30  # an .npz source decoded: read whole (the folder is written from it)
+
+
 def read_npz(path: str | os.PathLike) -> tuple[Split, Split]:
     """Splits from an .npz holding train_images, train_labels, test_images, test_labels."""
+    from .inputs import read_npz_arrays
+
     keys = ("train_images", "train_labels", "test_images", "test_labels")
-    try:
-        with open(path, "rb") as handle:
-            if handle.read(2) != b"PK":
-                raise DataError(f"--from-npz {path}: not an .npz archive (a zip of .npy arrays)")
-        with np.load(path, allow_pickle=False) as arrays:
-            parts = {key: arrays[key] for key in keys}
-    except (OSError, ValueError, KeyError) as error:
-        raise DataError(f"{path}: needs arrays {', '.join(keys)} ({error})") from None
+    with open_regular(path, DataError) as handle:
+        if handle.read(2) != b"PK":
+            raise DataError(f"--from-npz {path}: not an .npz archive (a zip of .npy arrays)")
+    arrays = read_npz_arrays(path, MAX_SOURCE_BYTES, DataError)  # headers checked before data is read
+    missing = [key for key in keys if key not in arrays]
+    if missing:
+        raise DataError(f"{path}: needs arrays {', '.join(keys)} (missing {', '.join(missing)})")
+    parts = {key: arrays[key] for key in keys}
     for key in ("train_images", "test_images"):
         if parts[key].ndim != 3 or parts[key].dtype != np.uint8:
             raise DataError(
@@ -310,7 +316,8 @@ def read_image_folders(
         _refuse_repeats(samples, seen)
         with _RowWriter(scratch / f"{name}.raw") as writer:
             for file, _ in tqdm(samples, desc=name, unit="img", disable=not progress, leave=False):
-                gray = read_image(file)
+                with open_regular(file, DataError) as handle:  # a FIFO named .png must not hang
+                    gray = read_image(handle, name=str(file))
                 if image_size is not None and gray.shape != image_size:
                     gray = resize(gray, image_size[1], image_size[0])
                 expected = image_size or writer.shape or gray.shape

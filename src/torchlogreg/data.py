@@ -13,6 +13,7 @@ import contextlib
 import gzip
 import io
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,35 +96,59 @@ def _missing_message(name: str, raw: Path, spec: DatasetSpec, reason: str) -> st
 _IDX_TYPES = {0x08: np.dtype(np.uint8), 0x0C: np.dtype(">i4")}
 
 
+MAX_IDX_BYTES = 2**30  # one IDX array decoded: EMNIST's largest split takes 547 MB
+
+
 def read_idx(path: Path) -> np.ndarray:
     """The array in an IDX file (uint8 or int32; gzipped when named .gz), checked against its header.
 
     Written by hand rather than through torchvision: importing torchvision costs ~2 s (more than
     training takes), and its reader checks the format with bare asserts, which give no message.
+    Read through the package's reader (a regular file only); the header's dimensions are checked
+    against MAX_IDX_BYTES, and the data must be exactly what they declare, before anything large is
+    held: a gzip bomb is cut where its header says the data ends.
     """
+    import zlib
+
+    from .inputs import open_regular
+
+    path = Path(path)
     try:
-        blob = path.read_bytes()
-        if path.suffix == ".gz":
-            blob = gzip.decompress(blob)
-    except (OSError, EOFError) as error:
+        with open_regular(path, DataError) as handle:
+            stream = gzip.GzipFile(fileobj=handle) if path.suffix == ".gz" else handle
+            dtype, dims, header = _idx_header(stream, path)
+            expected = math.prod(dims) * dtype.itemsize
+            if expected > MAX_IDX_BYTES:
+                raise DataError(
+                    f"{path}: header says {' x '.join(map(str, dims))} values ({expected} bytes), over the "
+                    f"{MAX_IDX_BYTES} bytes allowed for one IDX array"
+                )
+            data = stream.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
-    if len(blob) < 4 or blob[0:2] != b"\x00\x00" or blob[2] not in _IDX_TYPES or not 1 <= blob[3] <= 3:
-        raise DataError(
-            f"{path}: not an IDX file (magic number {blob[:4].hex() or 'missing'}, "
-            "expected 0000080N or 00000c0N)"
-        )
-    dtype, ndim = _IDX_TYPES[blob[2]], blob[3]
-    header = 4 + 4 * ndim
-    if len(blob) < header:
-        raise DataError(f"{path}: IDX header cut short ({len(blob)} bytes)")
-    dims = [int.from_bytes(blob[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(blob) - header != expected:
+    if len(data) != expected:
+        found = f"{len(data)}" if len(data) <= expected else "more"
         raise DataError(
             f"{path}: header says {' x '.join(map(str, dims))} values ({expected} bytes) but the file "
-            f"holds {len(blob) - header} bytes after the header (truncated or corrupt)"
+            f"holds {found} bytes after the header (truncated or corrupt)"
         )
-    return np.frombuffer(blob, dtype=dtype, offset=header).reshape(dims)
+    return np.frombuffer(data, dtype=dtype).reshape(dims)
+
+
+def _idx_header(stream, path: Path) -> tuple[np.dtype, list[int], int]:
+    """(dtype, dimensions, header bytes) from the start of an IDX stream."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0:2] != b"\x00\x00" or magic[2] not in _IDX_TYPES or not 1 <= magic[3] <= 3:
+        raise DataError(
+            f"{path}: not an IDX file (magic number {magic[:4].hex() or 'missing'}, "
+            "expected 0000080N or 00000c0N)"
+        )
+    dtype, ndim = _IDX_TYPES[magic[2]], magic[3]
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise DataError(f"{path}: IDX header cut short ({4 + len(sizes)} bytes)")
+    dims = [int.from_bytes(sizes[4 * i : 4 + 4 * i], "big") for i in range(ndim)]
+    return dtype, dims, 4 + 4 * ndim
 
 
 def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -334,12 +359,18 @@ def load_run_data(
     return data
 
 
+MAX_META_BYTES = 4 * 2**20  # a dataset folder's meta.json: a few hundred bytes in practice
+MAX_LABELS_BYTES = 2**30  # a dataset folder's labels .npy: 8 bytes a row
+
+
 def read_meta(folder: Path) -> dict:
     """A dataset folder's meta.json, checked: format, class names, image shape."""
+    from .inputs import read_capped
+
     path = folder / "meta.json"
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        meta = json.loads(read_capped(path, MAX_META_BYTES, DataError))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise DataError(f"{path}: cannot read it as JSON ({type(error).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{path}: not a torchlogreg dataset folder (format {FORMAT!r} expected)")
@@ -355,10 +386,9 @@ def read_meta(folder: Path) -> dict:
 
 def _disk_labels(path: Path, count: int, n_classes: int) -> torch.Tensor:
     """A dataset folder's labels: `count` integers in 0..n_classes-1, else a DataError naming the file."""
-    try:
-        labels = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path}: cannot read it as a .npy array ({error})") from None
+    from .inputs import read_npy
+
+    labels = read_npy(path, min(MAX_LABELS_BYTES, max(count, 1) * 8), DataError)
     if labels.shape != (count,) or labels.dtype.kind not in "iu":
         raise DataError(f"{path}: expected {count} integer labels, got {labels.dtype} {labels.shape}")
     if count and (labels.min() < 0 or labels.max() >= n_classes):
