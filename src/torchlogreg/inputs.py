@@ -13,9 +13,10 @@ checked before its data is read, so a small file that would decode to gigabytes 
 
 This is the package's one reader of files it did not write itself (predict, serve, data convert,
 dataset folders, run folders): `open_regular` opens regular files only (a FIFO, device or folder is
-refused without blocking), `read_capped` reads one whole within a limit, `read_npy` reads any .npy
-after checking its header against the file's size and a budget, and `read_gzip` decompresses with
-a cap. Each takes the error class its caller reports (InputError, DataError, CheckpointError).
+refused without blocking), `read_capped` reads one whole within a limit, `read_npy` and
+`read_npz_arrays` read any .npy/.npz after checking their headers against the file's size and a
+budget (`data.read_idx` cuts a gzip stream where its header says the data ends). Each takes the
+error class its caller reports (InputError, DataError, CheckpointError).
 """
 
 from __future__ import annotations
@@ -121,25 +122,6 @@ def read_capped(
     if len(data) > limit:
         raise error(f"{path} grew past the {limit} bytes allowed for it while being read")
     return data
-
-
-def read_gzip(handle, limit: int, label: object, error: type[TorchLogRegError] = InputError) -> bytes:
-    """The decompressed bytes of the gzip stream `handle`, streamed: more than `limit` bytes (a
-    bomb: megabytes that inflate to gigabytes) is refused as soon as it is passed, not after."""
-    import gzip
-    import zlib
-
-    pieces, size = [], 0
-    try:
-        with gzip.GzipFile(fileobj=handle) as stream:
-            while piece := stream.read(READ_CHUNK):
-                size += len(piece)
-                if size > limit:
-                    raise error(f"{label}: decompresses to over {_size(limit)}, the limit for it")
-                pieces.append(piece)
-    except (OSError, EOFError, zlib.error) as failure:  # gzip.BadGzipFile is an OSError
-        raise error(f"{label}: not a readable gzip file ({_why(failure)})") from None
-    return b"".join(pieces)
 
 
 def read_npy(
