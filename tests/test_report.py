@@ -187,3 +187,16 @@ def test_class_names_are_drawn_literally(default_run, mnist_data, tmp_path):
     out = write_report(load_run(folder), mnist_data)
     assert Image.open(out / "confusion.png").size == SIZE
     assert r"$\nosuchsymbol$" in (out / "report.html").read_text()
+
+
+def test_a_report_folder_that_is_a_link_is_not_followed(default_run, mnist_data, tmp_path):
+    # report/ as a symlink wrote the report outside the run folder
+    from torchlogreg import OutputError
+
+    folder = tmp_path / "run"
+    shutil.copytree(default_run, folder)
+    (tmp_path / "elsewhere").mkdir()
+    (folder / "report").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OutputError, match="symbolic link"):
+        write_report(load_run(folder), mnist_data)
+    assert list((tmp_path / "elsewhere").iterdir()) == []

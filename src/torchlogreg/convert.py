@@ -30,6 +30,7 @@ from .data import Split, load_splits, read_idx_pair
 from .exceptions import ConfigError, DataError
 from .inputs import open_regular
 from .ondisk import is_disk_dataset, write_dataset
+from .storage import output_lock
 
 CSV_CHUNK = 10_000  # CSV rows parsed at once
 LABEL_NAMES = ("label", "labels", "class", "target", "y")  # a CSV header column taken as the label
@@ -431,28 +432,29 @@ def convert(
     parse_size(image_size)  # a bad size is refused before anything is written
     if class_names is not None and (problem := class_names_problem(class_names)):
         raise ConfigError(f"--class-names: {problem}")
-    check_output(out, overwrite)
-    # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
-    staging = out.parent / f".{out.name}.converting"
-    shutil.rmtree(staging, ignore_errors=True)
-    scratch = staging / "scratch"
-    scratch.mkdir(parents=True)
-    try:
-        train, test, names = _read_source(scratch, options)
-        if names is None or class_names is not None:
-            source = npz or idx or (csv and " and ".join(map(str, csv))) or dataset
-            names = _integer_label_names([train.labels, test.labels], class_names, str(source))
-        if problem := class_names_problem(list(names)):  # a folder's subfolder names, say
-            raise DataError(f"{folder or npz or idx or dataset}: {problem}")
-        _check_splits(train, test, names)
-        write_dataset(staging, train, test, names)
-        del train, test  # unmaps the scratch files
-        shutil.rmtree(scratch)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
+    with output_lock(out):  # one process writes `out` (and its staging folder) at a time
+        check_output(out, overwrite)
+        # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
+        staging = out.parent / f".{out.name}.converting"
         shutil.rmtree(staging, ignore_errors=True)
+        scratch = staging / "scratch"
+        scratch.mkdir(parents=True)
+        try:
+            train, test, names = _read_source(scratch, options)
+            if names is None or class_names is not None:
+                source = npz or idx or (csv and " and ".join(map(str, csv))) or dataset
+                names = _integer_label_names([train.labels, test.labels], class_names, str(source))
+            if problem := class_names_problem(list(names)):  # a folder's subfolder names, say
+                raise DataError(f"{folder or npz or idx or dataset}: {problem}")
+            _check_splits(train, test, names)
+            write_dataset(staging, train, test, names)
+            del train, test  # unmaps the scratch files
+            shutil.rmtree(scratch)
+            if out.exists():
+                shutil.rmtree(out)
+            staging.rename(out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     meta = json.loads((out / "meta.json").read_text())
     return {
         "out": out,

@@ -24,7 +24,7 @@ from .data import Data, load_run_data
 from .evaluation import logits_of
 from .exceptions import require
 from .model import decide
-from .storage import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .storage import atomic_write_bytes, atomic_write_json, atomic_write_text, make_folder
 
 FIGSIZE = (9.0, 6.0)  # inches; every figure has this size
 DPI = 100  # so every PNG is 900 x 600 pixels
@@ -423,7 +423,7 @@ def write_report(run: Run, data: Data) -> Path:
     """Write RUN_DIR/report/ (figures and report.html); add the report's metrics to metrics.json."""
     require("matplotlib", "report")
     require("sklearn", "report")
-    out = run.path / REPORT_DIR
+    out = make_folder(run.path / REPORT_DIR, follow_link=False)  # a link there must not send the report away
     pred = predict_split(run, data.test.images, data.test.labels)
     extra = report_metrics(pred, run.class_names)
     sample = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:N_SAMPLES]

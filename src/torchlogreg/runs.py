@@ -31,7 +31,7 @@ from .data import Data, load_data
 from .devices import cpu_threads, resolve_device, threads_for
 from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
 from .exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
-from .storage import atomic_write_bytes, make_folder, reserved_space
+from .storage import atomic_write_bytes, make_folder, output_lock, reserved_space
 from .training import Training, TrainResult, build, finish
 
 RESUMABLE_CHANGES = ("device", "data_root")  # what may differ when a run is resumed
@@ -246,10 +246,12 @@ def train(
     config, state = _settings(config, out, resume, checkpoint_every)
     config, dist = _join(config, dist_timeout)
     main_rank = dist is None or dist.is_main
-    stop_flag, logger = None, None
+    stop_flag, logger, owned = None, None, contextlib.ExitStack()
     try:
         if out is not None:
             out = Path(broadcast_object(str(out), dist))
+            if main_rank:  # one process writes this folder; a second `train --out` with it is refused
+                owned.enter_context(output_lock(out))
             if state is None:
                 _prepare_folder(out, overwrite, main_rank)
         data = data if data is not None else load_data(config)
@@ -280,6 +282,7 @@ def train(
             logger.close()
         if stop_flag is not None:
             stop_flag.uninstall()
+        owned.close()
         shutdown(dist)
 
 

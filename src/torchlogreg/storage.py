@@ -183,3 +183,49 @@ def reserved_space(folder: str | os.PathLike, n_bytes: int) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Own the output `path` (a run folder, a dataset folder) for the block: one process at a time.
+    The lock is a file beside it, `.NAME.lock`, held with flock and removed afterwards; a second
+    process gets one OutputError line at once (it never waits) and touches nothing of the first's.
+    Where flock does not exist (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    lock = make_folder(path.parent) / f".{path.name}.lock"
+    while True:
+        with writing(lock):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise OutputError(
+                f"{path} is being written by another torchlogreg process (pid {holder or '?'}); wait for "
+                f"it to finish or choose another output"
+            ) from None
+        if _same_file(fd, lock):  # not a lock file its last owner removed after we opened it
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        Path(lock).unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
