@@ -293,3 +293,12 @@ def test_a_device_that_holds_no_data_is_refused(default_run):
     for device in (torch.device("meta"), 3):
         with pytest.raises(ConfigError, match="device must"):
             load_run(default_run, device=device)
+
+
+def test_unknown_keys_in_model_json_are_refused(default_run, tmp_path):
+    folder = _copy(default_run, tmp_path)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["class_namez"] = ["a", "b"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"unknown key 'class_namez' \(did you mean 'class_names'\?\)"):
+        load_run(folder)

@@ -164,3 +164,23 @@ def test_read_npy_checks_the_declared_size_against_the_file(tmp_path):
         read_npy(tmp_path / "short.npy", 1 << 20, DataError)
     np.save(tmp_path / "ok.npy", np.arange(5))
     assert read_npy(tmp_path / "ok.npy", 1 << 20).tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"image_sape": [28, 28]}, "unknown key 'image_sape'"),
+        ({"image_shape": [2, 8]}, "image_shape \\[2, 8\\] is not the shape of the images"),
+    ],
+)
+def test_a_dataset_folders_meta_json_is_checked_against_its_data(tmp_path, change, fragment):
+    import json
+
+    from torchlogreg import TrainConfig
+    from torchlogreg.data import load_data
+
+    folder = _dataset_folder(tmp_path)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, **change}))
+    with pytest.raises(DataError, match=fragment):
+        load_data(TrainConfig(dataset=str(folder), val_size=10))

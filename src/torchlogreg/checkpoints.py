@@ -23,7 +23,7 @@ from .classnames import class_names_problem
 from .config import TrainConfig
 from .devices import resolve_device
 from .engine import HISTORY_KEYS
-from .exceptions import CheckpointError, ConfigError, OutputError
+from .exceptions import CheckpointError, ConfigError, OutputError, did_you_mean
 from .model import LogisticRegression
 from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from .training import TrainResult
@@ -86,6 +86,27 @@ def package_version() -> str:
 
 def _versions() -> dict:
     return {"torchlogreg": package_version(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+META_KEYS = (  # what model.json holds; a key outside these is refused on load (a typo, or not ours)
+    "format",
+    "format_version",
+    "dataset",
+    "class_names",
+    "source_labels",
+    "binary",
+    "threshold",
+    "n_features",
+    "n_classes",
+    "input_shape",
+    "weight_shapes",
+    "weights_sha256",
+    "preprocessing",
+    "config",
+    "command",
+    "created",
+    "versions",
+)
 
 
 def model_metadata(result: TrainResult, weights_sha256: str, command: list[str] | None) -> dict:
@@ -252,6 +273,11 @@ def _check_meta(path: Path, meta: dict) -> None:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a torchlogreg run (format {meta.get('format')!r})")
     problems = _meta_problems(meta)
+    unknown = [str(key) for key in meta if key not in META_KEYS]
+    if unknown:
+        problems.append(
+            "; ".join(f"unknown key {key[:80]!r}{did_you_mean(key, META_KEYS)}" for key in unknown[:5])
+        )
     if problems:
         raise CheckpointError(f"{path}: {'; '.join(problems)}")
 

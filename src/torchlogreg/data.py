@@ -361,6 +361,7 @@ def load_run_data(
 
 MAX_META_BYTES = 4 * 2**20  # a dataset folder's meta.json: a few hundred bytes in practice
 MAX_LABELS_BYTES = 2**30  # a dataset folder's labels .npy: 8 bytes a row
+DATASET_META_KEYS = ("format", "class_names", "image_shape", "splits")  # what ondisk.write_dataset writes
 
 
 def read_meta(folder: Path) -> dict:
@@ -374,6 +375,10 @@ def read_meta(folder: Path) -> dict:
         raise DataError(f"{path}: cannot read it as JSON ({type(error).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{path}: not a torchlogreg dataset folder (format {FORMAT!r} expected)")
+    unknown = [str(key) for key in meta if key not in DATASET_META_KEYS]
+    if unknown:
+        problems = (f"unknown key {key[:80]!r}{did_you_mean(key, DATASET_META_KEYS)}" for key in unknown[:5])
+        raise DataError(f"{path}: {'; '.join(problems)}")
     names, shape = meta.get("class_names"), meta.get("image_shape")
     if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
         raise DataError(f"{path}: class_names must list at least two names, got {ascii(names)[:200]}")
@@ -407,6 +412,11 @@ def load_disk_data(config: TrainConfig) -> Data:
             f"classes, positive and train_size need an in-memory dataset; {folder} is read from disk as it is"
         )
     train_images = DiskImages(folder / "train-images.npy")
+    if tuple(meta["image_shape"]) != train_images.image_shape:
+        raise DataError(
+            f"{folder / 'meta.json'}: image_shape {meta['image_shape']} is not the shape of the images in "
+            f"train-images.npy, {list(train_images.image_shape)}"
+        )
     names = tuple(meta["class_names"])
     train_labels = _disk_labels(folder / "train-labels.npy", len(train_images), len(names))
     n_train = len(train_images) - config.val_size
