@@ -3,6 +3,7 @@ inconsistent."""
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,7 +102,7 @@ def test_missing_or_broken_metadata(run_copy, tmp_path):
     with pytest.raises(CheckpointError, match="model.json is not valid JSON"):
         load_run(run_copy)
     (run_copy / "model.json").unlink()
-    with pytest.raises(CheckpointError, match="model.json is missing"):
+    with pytest.raises(CheckpointError, match="model.json: is missing"):
         load_run(run_copy)
 
 
@@ -178,3 +179,126 @@ def test_damaged_model_json_is_one_clear_error(default_run, tmp_path_factory, me
         run.config, run.class_names, run.threshold, run.image_shape  # noqa: B018 - each must work
     except TorchLogRegError:
         pass
+
+
+def test_reading_a_run_uses_the_users_data_root_not_the_runs(default_run, tmp_path, data_root, monkeypatch):
+    # a run whose model.json names another data_root used to create <it>/MNIST/raw and download into it
+    folder = _copy(default_run, tmp_path)
+    theirs = tmp_path / "theirs"
+    meta = json.loads((folder / "model.json").read_text())
+    meta["config"]["data_root"] = str(theirs)
+    (folder / "model.json").write_text(json.dumps(meta))
+    from torchlogreg.cli import main
+
+    monkeypatch.setenv("TORCHLOGREG_DATA", str(data_root))
+    assert main(["evaluate", str(folder), "--no-download"]) == 0
+    assert not theirs.exists()
+
+
+def test_a_failed_download_leaves_no_folders_behind(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    from torchlogreg import DataError
+    from torchlogreg.data import load_splits
+
+    class FailingMNIST:  # what torchvision does offline: make the folders, start a file, fail
+        def __init__(self, root, train=True, download=False):
+            raw = os.path.join(root, "MNIST", "raw")
+            os.makedirs(raw, exist_ok=True)
+            with open(os.path.join(raw, "train-images-idx3-ubyte.gz"), "wb") as partial:
+                partial.write(b"\x1f\x8b")
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno network")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FailingMNIST)
+    mine = tmp_path / "mine"
+    with pytest.raises(DataError, match="download failed: Error downloading") as error:
+        load_splits("mnist", mine)
+    assert "\n" not in str(error.value)
+    assert not mine.exists()
+    (mine / "MNIST").mkdir(parents=True)
+    (mine / "MNIST" / "keep.txt").write_text("the user's")
+    with pytest.raises(DataError):
+        load_splits("mnist", mine)
+    assert [p.name for p in (mine / "MNIST").iterdir()] == ["keep.txt"]
+
+
+def _tiny_result():
+    from conftest import synthetic_data
+
+    from torchlogreg import TrainConfig, train
+
+    return train(TrainConfig(batch_size=16, epochs=1, device="cpu", val_size=60), synthetic_data(side=28))
+
+
+def test_a_full_disk_is_found_before_training(tmp_path, data_root, capsys):
+    # train on a disk that filled printed its test accuracy, then lost the model in an OSError traceback
+    from corpus.hostile import fill, small_disk
+
+    from torchlogreg.cli import main
+
+    with small_disk(tmp_path / "disk"):
+        fill(tmp_path / "disk", leave=16 * 1024)
+        out = tmp_path / "disk" / "run"
+        code = main(["train", "--data-root", str(data_root), "--out", str(out), "--epochs", "1", "--quiet"])
+        captured = capsys.readouterr()
+    assert code == 1, captured.err
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "the disk is full" in err and "the run needs about" in err
+    assert "test accuracy" not in captured.out
+
+
+def test_a_save_that_fails_keeps_the_model_where_it_says(tmp_path, monkeypatch):
+    import re
+    import tempfile
+
+    from corpus.hostile import fill, small_disk
+
+    from torchlogreg import OutputError
+
+    result = _tiny_result()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with small_disk(tmp_path / "disk"):
+        (tmp_path / "disk" / "run").mkdir()
+        fill(tmp_path / "disk", leave=4 * 1024)
+        with pytest.raises(OutputError, match="the disk is full") as error:
+            save_run(result, tmp_path / "disk" / "run")
+        assert list((tmp_path / "disk" / "run").iterdir()) == []  # nothing half-saved passes for a run
+    kept = Path(re.search(r"kept in (\S+):", str(error.value)).group(1))
+    assert kept.parent == tmp_path
+    run = load_run(kept)
+    assert torch.equal(run.model.linear.weight, result.model.linear.weight.float())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused_on_load(default_run, tmp_path, value):
+    # NaN weights gave "probability": NaN in --json output (not JSON) and an evaluate of 9.8%
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy(default_run, tmp_path)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["linear.weight"][3, 100] = value
+    save_file(tensors, folder / "model.safetensors")
+    meta = json.loads((folder / "model.json").read_text())
+    meta["weights_sha256"] = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="linear.weight hold NaN or infinite values"):
+        load_run(folder)
+
+
+def test_a_device_that_holds_no_data_is_refused(default_run):
+    from torchlogreg import ConfigError
+
+    for device in (torch.device("meta"), 3):
+        with pytest.raises(ConfigError, match="device must"):
+            load_run(default_run, device=device)
+
+
+def test_unknown_keys_in_model_json_are_refused(default_run, tmp_path):
+    folder = _copy(default_run, tmp_path)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["class_namez"] = ["a", "b"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"unknown key 'class_namez' \(did you mean 'class_names'\?\)"):
+        load_run(folder)

@@ -136,3 +136,10 @@ def test_python_api_values_are_checked_where_the_config_is_built(changes, fragme
         return
     with pytest.raises(ConfigError, match=fragment):
         TrainConfig(**changes)
+
+
+def test_from_dict_refuses_unknown_keys_naming_the_closest():
+    # an unknown key used to be dropped in silence, the default taken instead
+    config = TrainConfig().to_dict()
+    with pytest.raises(ConfigError, match=r"unknown option 'momentun' \(did you mean 'momentum'\?\)"):
+        TrainConfig.from_dict({**config, "momentun": 0.5})

@@ -244,6 +244,33 @@ def test_the_predict_command_refuses_a_bomb_in_one_line(run_dir, tmp_path, capsy
         assert len(err.splitlines()) == 1 and name in err and "over the limit of 256 MiB" in err
 
 
+
+def _npz_with_header_length(target, declared: int, written: int) -> None:
+    """A .npz whose one member is a version 2.0 .npy declaring a header of `declared` bytes, of which
+    `written` (spaces, deflated to almost nothing) are there."""
+    with (
+        zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("images.npy", "w") as member,
+    ):
+        member.write(b"\x93NUMPY\x02\x00" + declared.to_bytes(4, "little"))
+        for _ in range(written >> 20):
+            member.write(b" " * (1 << 20))
+
+
+def test_a_npy_header_length_is_checked_before_the_header_is_read(run_dir, tmp_path, capsys):
+    # a .npz whose member's header said 1.9 GB (1.9 MB of deflated spaces) used to be read whole into
+    # memory by NumPy (MemoryError in predict and serve); 8 MB of it is enough to tell
+    from torchlogreg.cli import main
+
+    _npz_with_header_length(tmp_path / "spaces.npz", 1_900_000_000, 8 << 20)
+    raw = (tmp_path / "spaces.npz").read_bytes()
+    with pytest.raises(InputError, match=r"damaged header \(it declares 1.77 GiB of header"):
+        read_array(io.BytesIO(raw), name="spaces.npz", max_bytes=CAP)
+    assert main(["predict", str(run_dir), str(tmp_path / "spaces.npz")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "spaces.npz[images.npy]: damaged header" in err
+
+
 # --- JSON bodies of any nesting, types and sizes ----------------------------------------------------
 
 JSON_LEAVES = st.one_of(

@@ -197,7 +197,7 @@ def test_an_unwritable_out_is_found_before_training(tmp_path, data_root):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     done = _cli("train", "--data-root", data_root, "--out", blocker / "run", "--epochs", "1", "--quiet")
-    assert done.returncode == 1 and "cannot write the run folder" in done.stderr
+    assert done.returncode == 1 and "is a file, not a folder" in done.stderr
     assert "training mnist" not in done.stdout and "Traceback" not in done.stderr
 
 

@@ -175,3 +175,28 @@ def test_values_from_the_run_folder_are_escaped_on_the_page(default_run, tmp_pat
     }
     page = render_html(run, metrics, extra, {})
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_class_names_are_drawn_literally(default_run, mnist_data, tmp_path):
+    # a `$` in a class name used to start matplotlib's math parser, which failed on it
+    folder = tmp_path / "run"
+    shutil.copytree(default_run, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["class_names"] = [r"$\nosuchsymbol$", "a $ b", "^_{", *meta["class_names"][3:]]
+    (folder / "model.json").write_text(json.dumps(meta))
+    out = write_report(load_run(folder), mnist_data)
+    assert Image.open(out / "confusion.png").size == SIZE
+    assert r"$\nosuchsymbol$" in (out / "report.html").read_text()
+
+
+def test_a_report_folder_that_is_a_link_is_not_followed(default_run, mnist_data, tmp_path):
+    # report/ as a symlink wrote the report outside the run folder
+    from torchlogreg import OutputError
+
+    folder = tmp_path / "run"
+    shutil.copytree(default_run, folder)
+    (tmp_path / "elsewhere").mkdir()
+    (folder / "report").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OutputError, match="symbolic link"):
+        write_report(load_run(folder), mnist_data)
+    assert list((tmp_path / "elsewhere").iterdir()) == []

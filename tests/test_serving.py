@@ -443,6 +443,163 @@ def test_the_real_server_cuts_a_chunked_body_at_the_limit(served):
     assert grown < 100 << 20
 
 
+class HealthProbe:
+    """Asks /healthz over its own connection, again and again, while an attack runs in the test's
+    thread, and at least `least` times; `worst` is the slowest answer's time in seconds. A loopback
+    server that stays responsive answers in about a millisecond, so 100 ms tells a stall from noise."""
+
+    least = 5
+
+    def __init__(self, url: str):
+        import threading
+
+        self.port = int(url.rsplit(":", 1)[1])
+        self.times: list[float] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._probe, daemon=True)
+
+    def _probe(self) -> None:
+        import http.client
+
+        while not self._stop.is_set() or len(self.times) < self.least:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            start = time.perf_counter()
+            try:
+                connection.request("GET", "/healthz")
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    self.failures.append(f"/healthz answered {response.status}")
+            except OSError as error:
+                self.failures.append(f"/healthz failed: {error}")
+            finally:
+                connection.close()
+            self.times.append(time.perf_counter() - start)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    @property
+    def worst(self) -> float:
+        return max(self.times)
+
+
+def _send_header_attack(port: int, size: int) -> bytes:
+    """One request whose header holds `size` bytes, sent in 64 kB pieces until the server answers or
+    closes; the server's reply."""
+    import select
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Attack: ")
+        piece, sent = b"a" * (64 << 10), 0
+        while sent < size and not select.select([sock], [], [], 0)[0]:
+            try:
+                sock.sendall(piece)
+            except OSError:  # the server answered and closed its side
+                break
+            sent += len(piece)
+        else:
+            if sent >= size:
+                sock.sendall(b"\r\n\r\n")
+        try:
+            return sock.recv(65536)
+        except OSError:
+            return b""
+
+
+def test_a_huge_header_is_refused_while_others_are_answered(served):
+    # a 64 MB header used to stall /healthz for 5 s and grow the server by 100 MB
+    url, process = served
+    before = _peak_rss(process.pid)
+    with HealthProbe(url) as probe:
+        reply = _send_header_attack(probe.port, 32 << 20)
+    assert reply.startswith(b"HTTP/1.1 400") or reply == b"", reply[:200]
+    assert not probe.failures
+    print(f"/healthz: worst {probe.worst * 1000:.1f} ms over {len(probe.times)} requests")
+    assert probe.worst < 0.1
+    assert _peak_rss(process.pid) - before < 20 << 20
+
+
+def test_a_npz_header_length_bomb_is_a_422_while_others_are_answered(served, tmp_path):
+    # a .npz whose member declared a 1.9 GB .npy header reached a MemoryError (HTTP 500)
+    import http.client
+
+    from test_hostile_inputs import _npz_with_header_length
+
+    url, process = served
+    _npz_with_header_length(tmp_path / "spaces.npz", 1_900_000_000, 64 << 20)
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="file"; filename="spaces.npz"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n"
+        + (tmp_path / "spaces.npz").read_bytes()
+        + b"\r\n--x--\r\n"
+    )
+    before = _peak_rss(process.pid)
+    with HealthProbe(url) as probe:
+        for _ in range(3):
+            connection = http.client.HTTPConnection("127.0.0.1", probe.port, timeout=30)
+            connection.request(
+                "POST", "/api/predict", body, {"Content-Type": "multipart/form-data; boundary=x"}
+            )
+            response = connection.getresponse()
+            answer = json.loads(response.read())
+            connection.close()
+            assert response.status == 422 and "damaged header" in answer["error"], answer
+    assert not probe.failures and probe.worst < 0.1
+    assert _peak_rss(process.pid) - before < 50 << 20
+
+
+def _run_with_shape(tmp_path, side: int) -> Path:
+    from conftest import synthetic_data
+
+    from torchlogreg import TrainConfig, train
+    from torchlogreg.checkpoints import save_run
+
+    data = synthetic_data(n_train=20, n_val=0, n_test=6, side=side)
+    result = train(TrainConfig(batch_size=10, epochs=1, device="cpu", val_size=0), data, verbose=False)
+    return save_run(result, tmp_path / f"run{side}")
+
+
+def test_a_run_too_large_to_serve_is_refused_at_start(tmp_path, capsys):
+    # a 2048x2048 run gave HTTP 500 and a MemoryError per request; 1024x1024 cost 180 MB per request
+    from torchlogreg import CheckpointError
+    from torchlogreg.cli import main
+
+    run = _run_with_shape(tmp_path, 129)
+    with pytest.raises(CheckpointError, match="input_shape 129x129 is over what serve supports"):
+        create_app(run)
+    assert main(["serve", str(run)]) == CheckpointError.exit_code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "over what serve supports" in err
+
+
+def test_a_run_with_a_surrogate_class_name_is_refused_at_start(default_run, tmp_path):
+    # "\ud800x" as a class name made /api/model and every /api/predict answer 500
+    from torchlogreg import CheckpointError
+
+    folder = tmp_path / "run"
+    shutil.copytree(default_run, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["class_names"][3] = "\ud800x"
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="class name 3"):
+        create_app(folder)
+
+
+def test_server_options_bound_headers_and_connections():
+    from torchlogreg.serving import MAX_HEADER_BYTES, server_options
+
+    options = server_options()
+    assert options["http"] == "h11" and options["h11_max_incomplete_event_size"] == MAX_HEADER_BYTES
+    assert options["limit_concurrency"] > 0
+
+
 def test_drawing_a_one_in_chromium(server, tmp_path):
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):

@@ -161,3 +161,21 @@ def test_importing_the_package_does_not_import_tensorboard():
 
     code = "import torchlogreg, torchlogreg.tensorboard, sys; print('tensorboard' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "False\n"
+
+
+@pytest.mark.parametrize("where", ["/dev/null/x", "file"])
+def test_a_log_folder_that_cannot_be_made_is_one_line(tmp_path, where):
+    # --tensorboard /dev/null/x ended in a NotADirectoryError traceback
+    pytest.importorskip("tensorboard")
+    from torchlogreg import OutputError, train
+
+    if where == "file":
+        (tmp_path / "file").write_text("")
+        where = str(tmp_path / "file")
+    with pytest.raises(OutputError, match="cannot write .*(is a file|a part of the path is a file)"):
+        train(
+            TrainConfig(batch_size=16, epochs=1, device="cpu"),
+            synthetic_data(),
+            verbose=False,
+            tensorboard=where,
+        )

@@ -19,6 +19,7 @@ from .exceptions import (
     DivergenceError,
     InputError,
     Interrupted,
+    OutputError,
     TorchLogRegError,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "DivergenceError",
     "InputError",
     "Interrupted",
+    "OutputError",
     "TorchLogRegError",
     "TrainConfig",
     "__version__",

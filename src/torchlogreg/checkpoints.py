@@ -11,9 +11,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import platform
-import stat
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,10 +19,11 @@ from pathlib import Path
 
 import torch
 
+from .classnames import class_names_problem
 from .config import TrainConfig
 from .devices import resolve_device
 from .engine import HISTORY_KEYS
-from .exceptions import CheckpointError, ConfigError, InputError
+from .exceptions import CheckpointError, ConfigError, InputError, OutputError, did_you_mean
 from .images import AS_IS, MNIST_STYLE, box_for, check_pictures
 from .model import LogisticRegression
 from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_json
@@ -110,6 +109,28 @@ def _versions() -> dict:
     return {"torchlogreg": package_version(), "torch": torch.__version__, "python": platform.python_version()}
 
 
+META_KEYS = (  # what model.json holds; a key outside these is refused on load (a typo, or not ours)
+    "format",
+    "format_version",
+    "dataset",
+    "class_names",
+    "source_labels",
+    "binary",
+    "threshold",
+    "n_features",
+    "n_classes",
+    "input_shape",
+    "weight_shapes",
+    "weights_sha256",
+    "preprocessing",
+    "pictures",
+    "config",
+    "command",
+    "created",
+    "versions",
+)
+
+
 def model_metadata(result: TrainResult, weights_sha256: str, command: list[str] | None) -> dict:
     model = result.model
     return {
@@ -153,39 +174,55 @@ def save_run(
     tensors = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
     weights = save(tensors)
     meta = model_metadata(result, hashlib.sha256(weights).hexdigest(), command)
-    atomic_write_bytes(out / WEIGHTS_FILE, weights)
-    atomic_write_json(out / META_FILE, meta)
-    atomic_write_json(out / METRICS_FILE, result.metrics)
-    atomic_write_csv(out / HISTORY_FILE, HISTORY_KEYS, result.history)
+    try:
+        _write_run(out, weights, meta, result)
+    except OutputError as error:
+        raise OutputError(f"{error}; {_rescue(weights, meta, result)}") from None
     return out
+
+
+def _write_run(out: Path, weights: bytes, meta: dict, result: TrainResult) -> None:
+    """The run's four files in `out`; when one cannot be written, those this call made are removed
+    (a folder with weights but no model.json would pass for a run)."""
+    made = []
+    try:
+        for name, write in (
+            (WEIGHTS_FILE, lambda path: atomic_write_bytes(path, weights)),
+            (META_FILE, lambda path: atomic_write_json(path, meta)),
+            (METRICS_FILE, lambda path: atomic_write_json(path, result.metrics)),
+            (HISTORY_FILE, lambda path: atomic_write_csv(path, HISTORY_KEYS, result.history)),
+        ):
+            existed = (out / name).exists()
+            write(out / name)
+            if not existed:
+                made.append(out / name)
+    except BaseException:
+        for path in made:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _rescue(weights: bytes, meta: dict, result: TrainResult) -> str:
+    """Save a run that could not be written where asked in a new folder of the temporary directory:
+    a trained model is not lost to a full disk. Says where it went (or that it could not)."""
+    import tempfile
+
+    try:
+        rescue = Path(tempfile.mkdtemp(prefix="torchlogreg-unsaved-run-"))
+        _write_run(rescue, weights, meta, result)
+    except (OSError, OutputError) as error:
+        return f"the trained model could not be kept anywhere ({error})"
+    return f"the trained model is kept in {rescue}: move that folder where you want the run"
 
 
 def read_regular_file(path: Path, limit: int) -> bytes:
     """The bytes of `path` if it is a regular file of at most `limit` bytes: a run folder may come
     from a stranger, so a symlink (to /dev/zero, say), a FIFO or a device is refused, never read."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing: not a torchlogreg run folder") from None
-    except OSError as error:  # ELOOP: a symlink; EISDIR and the like
-        raise CheckpointError(f"{path}: not a regular file ({error.strerror or error})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CheckpointError(f"{path}: not a regular file (a FIFO, device or folder is never read)")
-        if info.st_size > limit:
-            raise CheckpointError(f"{path} is {info.st_size} bytes, over the {limit} bytes allowed for it")
-        chunks, size = [], 0
-        while size <= limit and (chunk := os.read(fd, min(2**20, limit + 1 - size))):
-            chunks.append(chunk)
-            size += len(chunk)
-        data = b"".join(chunks)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise CheckpointError(f"{path} grew past the {limit} bytes allowed for it while being read")
-    return data
+    from .inputs import read_capped
+
+    return read_capped(
+        path, limit, CheckpointError, follow_links=False, missing="is missing: not a torchlogreg run folder"
+    )
 
 
 def _read_json(path: Path) -> dict:
@@ -235,8 +272,8 @@ def _meta_problems(meta: dict) -> list[str]:
     if not _is_int(n_classes, 2, MAX_CLASSES):
         problems.append(f"n_classes must be an integer in 2..{MAX_CLASSES}, got {n_classes!r}")
     names = meta.get("class_names")
-    if not (isinstance(names, list) and all(isinstance(n, str) and len(n) <= 200 for n in names)):
-        problems.append("class_names must be a list of names (strings of at most 200 characters)")
+    if problem := class_names_problem(names):
+        problems.append(problem)
     elif isinstance(n_classes, int) and len(names) != n_classes:
         problems.append(f"{len(names)} class names for {n_classes} classes")
     threshold = meta.get("threshold")
@@ -263,6 +300,11 @@ def _check_meta(path: Path, meta: dict) -> None:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a torchlogreg run (format {meta.get('format')!r})")
     problems = _meta_problems(meta)
+    unknown = [str(key) for key in meta if key not in META_KEYS]
+    if unknown:
+        problems.append(
+            "; ".join(f"unknown key {key[:80]!r}{did_you_mean(key, META_KEYS)}" for key in unknown[:5])
+        )
     if problems:
         raise CheckpointError(f"{path}: {'; '.join(problems)}")
 
@@ -271,6 +313,17 @@ def weights_limit(n_features: int, n_classes: int) -> int:
     """The most bytes a safetensors file of this model can take (float64, plus its header)."""
     rows = 1 if n_classes == 2 else n_classes
     return (n_features + 1) * rows * 8 + 64 * 1024
+
+
+def _load_device(device: str | torch.device) -> torch.device:
+    """The device a run is loaded on: one that holds data (not "meta"), named as --device names it."""
+    if isinstance(device, torch.device):
+        if device.type == "meta":
+            raise ConfigError("device must hold the weights (cpu, cuda, mps or auto), got meta")
+        return device
+    if not isinstance(device, str):
+        raise ConfigError(f"device must be a string such as 'cpu' or a torch.device, got {device!r}")
+    return resolve_device(device)
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -291,7 +344,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
             f"{run_dir / WEIGHTS_FILE}: tensors {found} do not match the shapes {expected} "
             f"that {META_FILE} describes"
         )
-    device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    broken = [name for name, tensor in tensors.items() if not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise CheckpointError(
+            f"{run_dir / WEIGHTS_FILE}: {', '.join(broken)} hold NaN or infinite values; the model "
+            "cannot predict anything (train it again)"
+        )
+    device = _load_device(device)
     model = LogisticRegression(n_features, n_classes)
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     metrics_path = run_dir / METRICS_FILE

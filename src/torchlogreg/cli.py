@@ -15,10 +15,12 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
 
+from . import signals
 from .config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from .exceptions import ConfigError, TorchLogRegError
 from .rules import RULES
@@ -792,21 +794,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     command, debug = "start-up", False
-    try:
-        args = build_parser().parse_args(argv)
-        command, debug = args.command, args.debug
-        return args.handler(args)
-    except TorchLogRegError as error:
-        if debug:
-            traceback.print_exc()
-        print(f"torchlogreg {command}: error: {printable(error)}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        hint = (
-            "; finished runs are in results.csv: run the same command to resume" if command == "sweep" else ""
-        )
-        print(f"torchlogreg {command}: interrupted{hint}", file=sys.stderr)
-        return 130
+    with signals.interruptible():
+        try:
+            args = build_parser().parse_args(argv)
+            command, debug = args.command, args.debug
+            return args.handler(args)
+        except BaseException as error:
+            signum = signals.received() or (signal.SIGINT if isinstance(error, KeyboardInterrupt) else None)
+            if signum is not None:  # whatever the interruption became on its way up, it is one
+                if debug:
+                    traceback.print_exc()
+                hint = (
+                    "finished runs are in results.csv: run the same command to resume"
+                    if command == "sweep"
+                    else "no file was left half-written"
+                )
+                print(f"torchlogreg {command}: interrupted ({signals.name(signum)}); {hint}", file=sys.stderr)
+                return signals.exit_code(signum)
+            if not isinstance(error, TorchLogRegError):
+                raise
+            if debug:
+                traceback.print_exc()
+            print(f"torchlogreg {command}: error: {printable(error)}", file=sys.stderr)
+            return error.exit_code
 
 
 if __name__ == "__main__":

@@ -98,7 +98,11 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        unknown = [str(k) for k in data if k not in known]
+        if unknown:  # a typo would otherwise be dropped in silence and the default used
+            problems = (f"unknown option {k[:80]!r}{did_you_mean(k, known)}" for k in unknown[:5])
+            raise ConfigError("; ".join(problems))
+        values = dict(data)
         if isinstance(values.get("classes"), list):
             values["classes"] = tuple(values["classes"])
         return cls(**values)

@@ -33,10 +33,13 @@ from typing import TextIO
 import numpy as np
 import torch
 
+from .classnames import class_names_problem
 from .data import Split, load_splits, read_idx_pair
 from .exceptions import ConfigError, DataError, InputError
 from .images import AS_IS, MNIST_SHAPE, MNIST_STYLE, check_pictures, picture_pixels
+from .inputs import open_regular
 from .ondisk import is_disk_dataset, write_dataset
+from .storage import output_lock
 
 CSV_CHUNK = 10_000  # CSV rows parsed at once
 LABEL_NAMES = ("label", "labels", "class", "target", "y")  # a CSV header column taken as the label
@@ -107,17 +110,22 @@ def present_classes(
 
 
 # --- whole-array sources ---------------------------------------------------------------------
+MAX_SOURCE_BYTES = 4 * 2**30  # an .npz source decoded: read whole (the folder is written from it)
+
+
 def read_npz(path: str | os.PathLike) -> tuple[Split, Split]:
     """Splits from an .npz holding train_images, train_labels, test_images, test_labels."""
+    from .inputs import read_npz_arrays
+
     keys = ("train_images", "train_labels", "test_images", "test_labels")
-    try:
-        with open(path, "rb") as handle:
-            if handle.read(2) != b"PK":
-                raise DataError(f"--from-npz {path}: not an .npz archive (a zip of .npy arrays)")
-        with np.load(path, allow_pickle=False) as arrays:
-            parts = {key: arrays[key] for key in keys}
-    except (OSError, ValueError, KeyError) as error:
-        raise DataError(f"{path}: needs arrays {', '.join(keys)} ({error})") from None
+    with open_regular(path, DataError) as handle:
+        if handle.read(2) != b"PK":
+            raise DataError(f"--from-npz {path}: not an .npz archive (a zip of .npy arrays)")
+    arrays = read_npz_arrays(path, MAX_SOURCE_BYTES, DataError)  # headers checked before data is read
+    missing = [key for key in keys if key not in arrays]
+    if missing:
+        raise DataError(f"{path}: needs arrays {', '.join(keys)} (missing {', '.join(missing)})")
+    parts = {key: arrays[key] for key in keys}
     for key in ("train_images", "test_images"):
         if parts[key].ndim != 3 or parts[key].dtype != np.uint8:
             raise DataError(
@@ -363,7 +371,8 @@ def read_image_folders(
         _refuse_repeats(samples, seen)
         with _RowWriter(scratch / f"{name}.raw") as writer:
             for file, _ in tqdm(samples, desc=name, unit="img", disable=not progress, leave=False):
-                gray = read_image(file)
+                with open_regular(file, DataError) as handle:  # a FIFO named .png must not hang
+                    gray = read_image(handle, name=str(file))
                 expected = image_size or writer.shape or gray.shape
                 if gray.shape != tuple(expected) and image_size is None:
                     raise DataError(
@@ -523,27 +532,32 @@ def convert(
     if pictures is not None:
         check_pictures(pictures, "--pictures", ConfigError)
     parse_size(image_size)  # a bad size is refused before anything is written
-    check_output(out, overwrite)
-    # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
-    staging = out.parent / f".{out.name}.converting"
-    shutil.rmtree(staging, ignore_errors=True)
-    scratch = staging / "scratch"
-    scratch.mkdir(parents=True)
-    try:
-        train, test, names = _read_source(scratch, options)
-        if names is None or class_names is not None:
-            source = npz or idx or (csv and " and ".join(map(str, csv))) or dataset
-            train, test, names = present_classes(train, test, class_names, str(source))
-        _check_splits(train, test, names)
-        rule = _pictures_rule(train.images, options)
-        write_dataset(staging, train, test, names, pictures=rule)
-        del train, test  # unmaps the scratch files
-        shutil.rmtree(scratch)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
+    if class_names is not None and (problem := class_names_problem(class_names)):
+        raise ConfigError(f"--class-names: {problem}")
+    with output_lock(out):  # one process writes `out` (and its staging folder) at a time
+        check_output(out, overwrite)
+        # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
+        staging = out.parent / f".{out.name}.converting"
         shutil.rmtree(staging, ignore_errors=True)
+        scratch = staging / "scratch"
+        scratch.mkdir(parents=True)
+        try:
+            train, test, names = _read_source(scratch, options)
+            if names is None or class_names is not None:
+                source = npz or idx or (csv and " and ".join(map(str, csv))) or dataset
+                train, test, names = present_classes(train, test, class_names, str(source))
+            if problem := class_names_problem(list(names)):  # a folder's subfolder names, say
+                raise DataError(f"{folder or npz or idx or dataset}: {problem}")
+            _check_splits(train, test, names)
+            rule = _pictures_rule(train.images, options)
+            write_dataset(staging, train, test, names, pictures=rule)
+            del train, test  # unmaps the scratch files
+            shutil.rmtree(scratch)
+            if out.exists():
+                shutil.rmtree(out)
+            staging.rename(out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     meta = json.loads((out / "meta.json").read_text())
     return {
         "out": out,

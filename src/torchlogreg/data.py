@@ -13,6 +13,7 @@ import contextlib
 import gzip
 import io
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .classnames import class_names_problem
 from .config import TrainConfig
 from .datasets import DATASETS, DatasetSpec
 from .exceptions import ConfigError, DataError, did_you_mean
@@ -97,35 +99,59 @@ def _missing_message(name: str, raw: Path, spec: DatasetSpec, reason: str) -> st
 _IDX_TYPES = {0x08: np.dtype(np.uint8), 0x0C: np.dtype(">i4")}
 
 
+MAX_IDX_BYTES = 2**30  # one IDX array decoded: EMNIST's largest split takes 547 MB
+
+
 def read_idx(path: Path) -> np.ndarray:
     """The array in an IDX file (uint8 or int32; gzipped when named .gz), checked against its header.
 
     Written by hand rather than through torchvision: importing torchvision costs ~2 s (more than
     training takes), and its reader checks the format with bare asserts, which give no message.
+    Read through the package's reader (a regular file only); the header's dimensions are checked
+    against MAX_IDX_BYTES, and the data must be exactly what they declare, before anything large is
+    held: a gzip bomb is cut where its header says the data ends.
     """
+    import zlib
+
+    from .inputs import open_regular
+
+    path = Path(path)
     try:
-        blob = path.read_bytes()
-        if path.suffix == ".gz":
-            blob = gzip.decompress(blob)
-    except (OSError, EOFError) as error:
+        with open_regular(path, DataError) as handle:
+            stream = gzip.GzipFile(fileobj=handle) if path.suffix == ".gz" else handle
+            dtype, dims, header = _idx_header(stream, path)
+            expected = math.prod(dims) * dtype.itemsize
+            if expected > MAX_IDX_BYTES:
+                raise DataError(
+                    f"{path}: header says {' x '.join(map(str, dims))} values ({expected} bytes), over the "
+                    f"{MAX_IDX_BYTES} bytes allowed for one IDX array"
+                )
+            data = stream.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
-    if len(blob) < 4 or blob[0:2] != b"\x00\x00" or blob[2] not in _IDX_TYPES or not 1 <= blob[3] <= 3:
-        raise DataError(
-            f"{path}: not an IDX file (magic number {blob[:4].hex() or 'missing'}, "
-            "expected 0000080N or 00000c0N)"
-        )
-    dtype, ndim = _IDX_TYPES[blob[2]], blob[3]
-    header = 4 + 4 * ndim
-    if len(blob) < header:
-        raise DataError(f"{path}: IDX header cut short ({len(blob)} bytes)")
-    dims = [int.from_bytes(blob[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(blob) - header != expected:
+    if len(data) != expected:
+        found = f"{len(data)}" if len(data) <= expected else "more"
         raise DataError(
             f"{path}: header says {' x '.join(map(str, dims))} values ({expected} bytes) but the file "
-            f"holds {len(blob) - header} bytes after the header (truncated or corrupt)"
+            f"holds {found} bytes after the header (truncated or corrupt)"
         )
-    return np.frombuffer(blob, dtype=dtype, offset=header).reshape(dims)
+    return np.frombuffer(data, dtype=dtype).reshape(dims)
+
+
+def _idx_header(stream, path: Path) -> tuple[np.dtype, list[int], int]:
+    """(dtype, dimensions, header bytes) from the start of an IDX stream."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0:2] != b"\x00\x00" or magic[2] not in _IDX_TYPES or not 1 <= magic[3] <= 3:
+        raise DataError(
+            f"{path}: not an IDX file (magic number {magic[:4].hex() or 'missing'}, "
+            "expected 0000080N or 00000c0N)"
+        )
+    dtype, ndim = _IDX_TYPES[magic[2]], magic[3]
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise DataError(f"{path}: IDX header cut short ({4 + len(sizes)} bytes)")
+    dims = [int.from_bytes(sizes[4 * i : 4 + 4 * i], "big") for i in range(ndim)]
+    return dtype, dims, 4 + 4 * ndim
 
 
 def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -144,12 +170,35 @@ def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.
     return images, labels
 
 
+def _new_paths(raw: Path) -> tuple[list[Path], set[Path]]:
+    """(the folders from `raw` up that do not exist yet, deepest first; the files `raw` holds now)."""
+    missing = []
+    folder = raw
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing, set(raw.iterdir()) if raw.is_dir() else set()
+
+
+def _remove_new(folders: list[Path], files_before: set[Path], raw: Path) -> None:
+    """Undo a failed download: the files it left in `raw`, then the folders it made, if empty."""
+    if raw.is_dir():
+        for path in set(raw.iterdir()) - files_before:
+            if path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only an empty folder: nothing of anyone else's is removed
+
+
 def _download(name: str, spec: DatasetSpec, root: Path, raw: Path) -> None:
-    """Fetch the dataset with torchvision (mirrors, md5 check, extraction)."""
+    """Fetch the dataset with torchvision (mirrors, md5 check, extraction); a failed download leaves
+    no folders or files behind that were not there before."""
     from torchvision import datasets  # lazy: only needed when files are missing
 
     cls = getattr(datasets, spec.torchvision_class)
     kwargs = {"split": spec.split} if spec.split else {}
+    new_folders, files_before = _new_paths(raw)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             for train in (True, False):
@@ -157,7 +206,10 @@ def _download(name: str, spec: DatasetSpec, root: Path, raw: Path) -> None:
                     cls(str(root), what="train" if train else "test", download=True)
                 else:
                     cls(str(root), train=train, download=True, **kwargs)
-    except Exception as error:  # torchvision raises RuntimeError, URLError or OSError here
+    except BaseException as error:  # torchvision raises RuntimeError, URLError or OSError here; or Ctrl-C
+        _remove_new(new_folders, files_before, raw)
+        if not isinstance(error, Exception):
+            raise
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataError(_missing_message(name, raw, spec, f"download failed: {reason}")) from error
 
@@ -326,10 +378,10 @@ def load_run_data(
     download: bool = True,
 ) -> Data:
     """The splits a saved run is measured on (its own dataset, or another one with as many classes):
-    the same validation split as in training, the whole training set."""
-    config = config.replace(
-        dataset=dataset or config.dataset, data_root=data_root or config.data_root, train_size=None
-    )
+    the same validation split as in training, the whole training set. The data root is the caller's
+    (`data_root`, else $TORCHLOGREG_DATA, else the default), never the one the run recorded: a run
+    folder may come from a stranger, and reading it must not choose where files are written."""
+    config = config.replace(dataset=dataset or config.dataset, data_root=data_root, train_size=None)
     if dataset is None and config.dataset not in DATASETS:
         _check_folder(config.dataset, of_run=True)
     data = load_data(config, download)
@@ -340,18 +392,31 @@ def load_run_data(
     return data
 
 
+MAX_META_BYTES = 4 * 2**20  # a dataset folder's meta.json: a few hundred bytes in practice
+MAX_LABELS_BYTES = 2**30  # a dataset folder's labels .npy: 8 bytes a row
+DATASET_META_KEYS = ("format", "class_names", "image_shape", "splits", "pictures")  # ondisk.write_dataset's
+
+
 def read_meta(folder: Path) -> dict:
     """A dataset folder's meta.json, checked: format, class names, image shape."""
+    from .inputs import read_capped
+
     path = folder / "meta.json"
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        meta = json.loads(read_capped(path, MAX_META_BYTES, DataError))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise DataError(f"{path}: cannot read it as JSON ({type(error).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{path}: not a torchlogreg dataset folder (format {FORMAT!r} expected)")
+    unknown = [str(key) for key in meta if key not in DATASET_META_KEYS]
+    if unknown:
+        problems = (f"unknown key {key[:80]!r}{did_you_mean(key, DATASET_META_KEYS)}" for key in unknown[:5])
+        raise DataError(f"{path}: {'; '.join(problems)}")
     names, shape = meta.get("class_names"), meta.get("image_shape")
     if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
-        raise DataError(f"{path}: class_names must list at least two names, got {names!r}")
+        raise DataError(f"{path}: class_names must list at least two names, got {ascii(names)[:200]}")
+    if problem := class_names_problem(names):
+        raise DataError(f"{path}: {problem}")
     if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(v, int) and v > 0 for v in shape):
         raise DataError(f"{path}: image_shape must be [height, width], got {shape!r}")
     # folders written before the rule was recorded: read as they always were, MNIST-style
@@ -361,10 +426,9 @@ def read_meta(folder: Path) -> dict:
 
 def _disk_labels(path: Path, count: int, n_classes: int) -> torch.Tensor:
     """A dataset folder's labels: `count` integers in 0..n_classes-1, else a DataError naming the file."""
-    try:
-        labels = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path}: cannot read it as a .npy array ({error})") from None
+    from .inputs import read_npy
+
+    labels = read_npy(path, min(MAX_LABELS_BYTES, max(count, 1) * 8), DataError)
     if labels.shape != (count,) or labels.dtype.kind not in "iu":
         raise DataError(f"{path}: expected {count} integer labels, got {labels.dtype} {labels.shape}")
     if count and (labels.min() < 0 or labels.max() >= n_classes):
@@ -384,6 +448,11 @@ def load_disk_data(config: TrainConfig) -> Data:
             "disk as it is: convert a dataset folder of just the rows to train on"
         )
     train_images = DiskImages(folder / "train-images.npy")
+    if tuple(meta["image_shape"]) != train_images.image_shape:
+        raise DataError(
+            f"{folder / 'meta.json'}: image_shape {meta['image_shape']} is not the shape of the images in "
+            f"train-images.npy, {list(train_images.image_shape)}"
+        )
     names = tuple(meta["class_names"])
     train_labels = _disk_labels(folder / "train-labels.npy", len(train_images), len(names))
     val_size = _val_size(config, len(train_images))

@@ -34,6 +34,11 @@ class CheckpointError(TorchLogRegError):
     """A run folder or checkpoint is missing, corrupt, unsafe or inconsistent."""
 
 
+class OutputError(TorchLogRegError):
+    """A file or folder could not be written: the disk is full, the folder read-only, the name too
+    long... (names the path and what to do)."""
+
+
 class DivergenceError(TorchLogRegError, FloatingPointError):
     """Training diverged: the loss became NaN/inf or exploded."""
 

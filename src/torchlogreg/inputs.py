@@ -11,14 +11,23 @@ a block that fails is read cell by cell to name its bad rows.
 Hostile files are refused before they cost memory: a .npy's (or each .npz member's) header is
 checked before its data is read, so a small file that would decode to gigabytes gives one
 `InputError` line instead of a full memory.
+
+This is the package's one reader of files it did not write itself (predict, serve, data convert,
+dataset folders, run folders): `open_regular` opens regular files only (a FIFO, device or folder is
+refused without blocking), `read_capped` reads one whole within a limit, `read_npy` and
+`read_npz_arrays` read any .npy/.npz after checking their headers against the file's size and a
+budget (`data.read_idx` cuts a gzip stream where its header says the data ends). Each takes the
+error class its caller reports (InputError, DataError, CheckpointError).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
 import os
+import stat
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,7 +36,7 @@ from tokenize import TokenError
 import numpy as np
 import torch
 
-from .exceptions import InputError
+from .exceptions import InputError, TorchLogRegError
 from .images import (
     IMAGE_SUFFIXES,
     MNIST_SHAPE,
@@ -51,6 +60,7 @@ ARRAY_CHUNK_ROWS = 2048  # rows of an array handed on at a time: 1.5 MB of 28x28
 MAX_ARRAY_BYTES = 256 * 1024 * 1024  # decoded size of one .npy/.npz: ~340k 28x28 uint8 images
 MAX_NPZ_MEMBERS = 32  # arrays in one .npz (np.savez writes one member per array)
 NPY_MAGIC = b"\x93NUMPY"
+MAX_NPY_HEADER_BYTES = 64 * 1024  # a .npy header is ~128 bytes; NumPy itself refuses over 10,000 characters
 ZIP_MAGIC = b"PK"
 READ_CHUNK = 1024 * 1024  # array data is read in pieces of this size into one preallocated buffer
 # The zip "end of central directory" record, and how many bytes a member's directory entry may take
@@ -78,6 +88,74 @@ class Chunk:
         if self.single:
             return [str(self.source)]
         return [f"{self.source}[{row}]" for row in self.rows.tolist()]
+
+
+# --- the one reader: regular files only, sizes checked before memory is spent -----------------------
+
+
+def open_regular(
+    path: str | os.PathLike,
+    error: type[TorchLogRegError] = InputError,
+    *,
+    follow_links: bool = True,
+    missing: str = "no such file",
+):
+    """`path` opened for binary reading if it is a regular file. A FIFO, device or folder is refused
+    with `error` before anything blocks (the file is opened non-blocking, checked with fstat, then
+    made blocking); with follow_links=False a symbolic link is refused too (a run folder's files
+    must be its own)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except OSError as failure:  # ELOOP: a symbolic link; EACCES, ENAMETOOLONG...
+        raise error(f"{path}: not a regular file ({failure.strerror or failure})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{path}: not a regular file (a FIFO, device or folder is never read)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_capped(
+    path: str | os.PathLike, limit: int, error: type[TorchLogRegError] = InputError, **opening
+) -> bytes:
+    """The bytes of the regular file `path` when it holds at most `limit` (its size checked before it
+    is read, and again while reading: a file that grows is cut)."""
+    with open_regular(path, error, **opening) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise error(f"{path} is {size} bytes, over the {limit} bytes allowed for it")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise error(f"{path} grew past the {limit} bytes allowed for it while being read")
+    return data
+
+
+def read_npy(
+    path: str | os.PathLike, max_bytes: int, error: type[TorchLogRegError] = InputError
+) -> np.ndarray:
+    """Any numeric .npy (no objects) from a regular file, after its header is checked: the data it
+    declares must be in the file and within `max_bytes`."""
+    with open_regular(path, error) as handle:
+        try:
+            shape, fortran_order, dtype = _npy_header(handle, path)
+            n_bytes = _check_declared(shape, dtype, path)
+            _check_budget(n_bytes, max_bytes, path, f"its array of shape {tuple(shape)} ({dtype}) would")
+            found = os.fstat(handle.fileno()).st_size - handle.tell()
+            if found < n_bytes:
+                raise InputError(
+                    f"{path}: truncated (its header promises {n_bytes} bytes of data, found {found})"
+                )
+            return _read_data(handle, shape, fortran_order, dtype, n_bytes, path)
+        except InputError as failure:
+            if error is InputError:
+                raise
+            raise error(str(failure)) from None
 
 
 # --- arrays: what a header declares is checked before the data is read ----------------------------
@@ -161,17 +239,34 @@ def _array_images(array: np.ndarray, path: Path, shape: tuple[int, int] = MNIST_
 
 
 def _npy_header(stream, label: object) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """(shape, fortran_order, dtype) from the header at the start of a .npy stream."""
+    """(shape, fortran_order, dtype) from the header at the start of a .npy stream. The header's
+    length is data like any other: one over MAX_NPY_HEADER_BYTES is refused before it is read (NumPy
+    reads the whole declared length, up to 4 GB, before checking it)."""
     try:
         version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            return np.lib.format.read_array_header_1_0(stream)
-        if version == (2, 0):
-            return np.lib.format.read_array_header_2_0(stream)
+        if version not in ((1, 0), (2, 0)):
+            raise InputError(
+                f"{label}: .npy format version {version[0]}.{version[1]} is not supported (1.0 or 2.0)"
+            )
+        length_format = "<H" if version == (1, 0) else "<I"
+        length_bytes = stream.read(struct.calcsize(length_format))
+        (length,) = struct.unpack(length_format, length_bytes)
+        if length > MAX_NPY_HEADER_BYTES:
+            raise InputError(
+                f"{label}: damaged header (it declares {_size(length)} of header; a .npy header "
+                f"takes at most {_size(MAX_NPY_HEADER_BYTES)})"
+            )
+        header = stream.read(length)
+        if len(header) < length:
+            raise EOFError(f"the header is cut short ({len(header)} of {length} bytes)")
+        fmt = np.lib.format
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        return read(io.BytesIO(length_bytes + header))
+    except InputError:
+        raise
     except (ValueError, TypeError, SyntaxError, EOFError, OverflowError, struct.error, TokenError) as error:
         # what NumPy's header parser (ast.literal_eval, tokenize, np.dtype) raises on damaged headers
         raise InputError(f"{label}: not a readable NumPy file ({_why(error)})") from None
-    raise InputError(f"{label}: .npy format version {version[0]}.{version[1]} is not supported (1.0 or 2.0)")
 
 
 def _read_data(stream, shape: tuple[int, ...], fortran_order: bool, dtype: np.dtype, n_bytes: int, label):
@@ -241,9 +336,11 @@ def _npz_headers(archive, label) -> dict[str, tuple]:
     return headers
 
 
-def _read_npz(handle, label, image_shape: tuple[int, int], max_bytes: int) -> np.ndarray:
-    """The images array of a .npz. The zip's directory size, its member count and every member's
-    .npy header (no objects, all within `max_bytes` decoded) are checked before data is read."""
+@contextlib.contextmanager
+def _npz_checked(handle, label, max_bytes: int):
+    """(the open zip archive, its members' headers) of a .npz whose zip directory, member count and
+    every member's .npy header (no objects, all within `max_bytes` decoded) were checked; damage
+    found on the way is an InputError."""
     import zipfile
     import zlib
 
@@ -261,16 +358,7 @@ def _read_npz(handle, label, image_shape: tuple[int, int], max_bytes: int) -> np
                 for k, (_, shape, _, dtype) in headers.items()
             )
             _check_budget(sum(declared), max_bytes, label, "its arrays would")
-            keys = list(headers)
-            key = next((k for k in ("images", "x", "X") if k in keys), keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise InputError(f"{label}: holds arrays {keys}; name the images 'images' or keep one array")
-            info, shape, fortran_order, dtype = headers[key]
-            member = _member(label, key)
-            n_bytes = _check_declared(shape, dtype, member, image_shape)
-            with archive.open(info) as stream:
-                _npy_header(stream, member)
-                return _read_data(stream, shape, fortran_order, dtype, n_bytes, member)
+            yield archive, headers
     except InputError:
         raise
     except (
@@ -284,11 +372,46 @@ def _read_npz(handle, label, image_shape: tuple[int, int], max_bytes: int) -> np
         raise InputError(f"{label}: not a readable NumPy file (a damaged .npz: {_why(err)})") from None
 
 
+def _npz_member(archive, headers: dict, key: str, label, image_shape=None) -> np.ndarray:
+    """The array `key` of a checked .npz (see _npz_checked)."""
+    info, shape, fortran_order, dtype = headers[key]
+    member = _member(label, key)
+    n_bytes = _check_declared(shape, dtype, member, image_shape)
+    with archive.open(info) as stream:
+        _npy_header(stream, member)
+        return _read_data(stream, shape, fortran_order, dtype, n_bytes, member)
+
+
+def read_npz_arrays(
+    path: str | os.PathLike, max_bytes: int, error: type[TorchLogRegError] = InputError
+) -> dict[str, np.ndarray]:
+    """Every array of a .npz (a regular file), by name, once the archive and every header are
+    checked: no objects, all arrays within `max_bytes` decoded together."""
+    try:
+        with open_regular(path, error) as handle, _npz_checked(handle, path, max_bytes) as (archive, headers):
+            return {key: _npz_member(archive, headers, key, path) for key in headers}
+    except InputError as failure:
+        if error is InputError:
+            raise
+        raise error(str(failure)) from None
+
+
+def _read_npz(handle, label, image_shape: tuple[int, int], max_bytes: int) -> np.ndarray:
+    """The images array of a .npz. The zip's directory size, its member count and every member's
+    .npy header (no objects, all within `max_bytes` decoded) are checked before data is read."""
+    with _npz_checked(handle, label, max_bytes) as (archive, headers):
+        keys = list(headers)
+        key = next((k for k in ("images", "x", "X") if k in keys), keys[0] if len(keys) == 1 else None)
+        if key is None:
+            raise InputError(f"{label}: holds arrays {keys}; name the images 'images' or keep one array")
+        return _npz_member(archive, headers, key, label, image_shape)
+
+
 @contextlib.contextmanager
 def _opened(source):
     """A binary stream over `source`: a path is opened (and closed after), a file object used as it is."""
     if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as handle:
+        with open_regular(source) as handle:
             yield handle
     else:
         yield source
@@ -364,7 +487,7 @@ def _npy_chunks(handle, path: Path, image_shape: tuple[int, int], chunk_rows: in
 
 def _array_chunks(path: Path, image_shape: tuple[int, int], chunk_rows: int) -> Iterator[Chunk]:
     """The rows of a .npy (streamed) or of a .npz's images array (read whole, within MAX_ARRAY_BYTES)."""
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         magic = handle.read(len(NPY_MAGIC))
         handle.seek(0)
         if magic == NPY_MAGIC:
@@ -379,13 +502,15 @@ def _array_chunks(path: Path, image_shape: tuple[int, int], chunk_rows: int) -> 
 def _image_chunks(path: Path, image_shape: tuple[int, int], pictures: str) -> Iterator[Chunk]:
     """A picture, made into pixels by the rule `pictures`, as one chunk of one image."""
     try:
-        image = picture_pixels(read_image(path), image_shape, pictures)
+        with open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            image = picture_pixels(read_image(handle, name=str(path)), image_shape, pictures)
     except InputError as error:
         if str(error).startswith(str(path)):
             raise
         raise InputError(f"{path}: {error}") from None
     pixels = image.reshape(1, -1).astype(np.float32, copy=False)
-    yield Chunk(path, np.zeros(1, np.int64), pixels, 1, os.path.getsize(path), single=True)
+    yield Chunk(path, np.zeros(1, np.int64), pixels, 1, size, single=True)
 
 
 def read_chunks(
@@ -410,7 +535,7 @@ def read_chunks(
     try:
         if suffix in TABLE_SUFFIXES:
             reader = _CsvReader(path, image_shape, skip_row, note)
-            with open(path, "rb") as handle:
+            with open_regular(path) as handle:
                 yield from reader.chunks(handle, block_bytes)
         elif suffix in ARRAY_SUFFIXES:
             yield from _array_chunks(path, image_shape, chunk_rows)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .exceptions import DataError
+from .exceptions import DataError, InputError
 from .images import MNIST_STYLE
 from .storage import atomic_write_json
 
@@ -34,18 +34,15 @@ class DiskImages:
     """Rows of a uint8 .npy array on disk, read on demand; slicing gives (n, features) tensors."""
 
     def __init__(self, path: Path, start: int = 0, stop: int | None = None):
+        from .inputs import _npy_header, open_regular
+
         self.path = Path(path)
-        with self.path.open("rb") as handle:
+        with open_regular(self.path, DataError) as handle:  # a FIFO or device is refused, not waited on
             try:
-                version = np.lib.format.read_magic(handle)
-                reader = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, fortran_order, dtype = reader(handle)
-            except ValueError as error:
-                raise DataError(f"{self.path}: not a .npy file ({error})") from None
+                shape, fortran_order, dtype = _npy_header(handle, self.path)  # its length checked first
+            except InputError as error:
+                reason = str(error).removeprefix(f"{self.path}: ")
+                raise DataError(f"{self.path}: not a .npy file ({reason})") from None
             self.offset = handle.tell()
         if dtype != np.uint8 or fortran_order or len(shape) < 2:
             raise DataError(f"{self.path}: expected a C-ordered uint8 array N x H x W, got {dtype} {shape}")

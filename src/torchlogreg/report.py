@@ -24,7 +24,7 @@ from .data import Data, load_run_data
 from .evaluation import logits_of
 from .exceptions import require
 from .model import decide
-from .storage import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .storage import atomic_write_bytes, atomic_write_json, atomic_write_text, make_folder
 
 FIGSIZE = (9.0, 6.0)  # inches; every figure has this size
 DPI = 100  # so every PNG is 900 x 600 pixels
@@ -423,10 +423,30 @@ def write_report(run: Run, data: Data) -> Path:
     """Write RUN_DIR/report/ (figures and report.html); add the report's metrics to metrics.json."""
     require("matplotlib", "report")
     require("sklearn", "report")
-    out = run.path / REPORT_DIR
+    out = make_folder(run.path / REPORT_DIR, follow_link=False)  # a link there must not send the report away
     pred = predict_split(run, data.test.images, data.test.labels)
     extra = report_metrics(pred, run.class_names)
     sample = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:N_SAMPLES]
+    with _literal_text():
+        pngs = _draw(run, data, pred, extra, sample)
+    for name, png in pngs.items():
+        atomic_write_bytes(out / f"{name}.png", png)
+    metrics = {**run.metrics, **{k: v for k, v in extra.items() if k != "calibration"}}
+    atomic_write_json(run.path / METRICS_FILE, metrics)
+    atomic_write_text(out / "report.html", render_html(run, metrics, extra, pngs))
+    return out
+
+
+def _literal_text():
+    """Matplotlib settings under which text is drawn as it is: class names and file names come from
+    strangers, and a `$` would start mathtext (or LaTeX with usetex) and fail or draw something else."""
+    import matplotlib
+
+    return matplotlib.rc_context({"text.usetex": False, "text.parse_math": False})
+
+
+def _draw(run: Run, data: Data, pred: Predictions, extra: dict, sample: torch.Tensor) -> dict[str, bytes]:
+    """The report's figures as PNG bytes, by name."""
     figures = {
         "samples": samples_figure(data.train.images[sample], data.train.labels[sample], run.class_names),
         "weights": weights_figure(run, data.image_shape),
@@ -437,13 +457,7 @@ def write_report(run: Run, data: Data) -> Path:
     }
     if run.model.binary:
         figures["roc_pr"] = roc_pr_figure(pred, run.class_names, run.threshold)
-    pngs = {name: _png(figure) for name, figure in figures.items()}
-    for name, png in pngs.items():
-        atomic_write_bytes(out / f"{name}.png", png)
-    metrics = {**run.metrics, **{k: v for k, v in extra.items() if k != "calibration"}}
-    atomic_write_json(run.path / METRICS_FILE, metrics)
-    atomic_write_text(out / "report.html", render_html(run, metrics, extra, pngs))
-    return out
+    return {name: _png(figure) for name, figure in figures.items()}
 
 
 def report_for_run(run_dir: str | Path, data_root: str | None = None, download: bool = True) -> Path:

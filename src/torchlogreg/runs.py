@@ -10,6 +10,7 @@ Under torchrun (WORLD_SIZE > 1) `train` joins the process group itself; rank 0 w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -30,6 +31,7 @@ from .data import Data, dataset_location, load_data
 from .devices import cpu_threads, resolve_device, threads_for
 from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
 from .exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
+from .storage import atomic_write_bytes, make_folder, output_lock, reserved_space
 from .training import Training, TrainResult, build, finish
 
 RESUMABLE_CHANGES = ("device", "data_root")  # what may differ when a run is resumed
@@ -77,15 +79,29 @@ def default_out(parent: str = "runs") -> Path:
 
 def check_writable(folder: Path) -> None:
     """Create `folder` and prove it takes files, before any work that would be lost otherwise."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise CheckpointError(
-            f"cannot write the run folder {folder}: {error.strerror or error}; choose another --out"
-        ) from None
+    make_folder(folder)
+    atomic_write_bytes(folder / ".write-test", b"")
+    (folder / ".write-test").unlink()
+
+
+RUN_OVERHEAD_BYTES = 256 * 1024  # model.json, metrics.json and file system slack
+HISTORY_ROW_BYTES = 128  # one line of history.csv
+
+
+def run_bytes(training: Training) -> int:
+    """About what the run folder will take once saved: the weights as safetensors (float32), the
+    history (one row per step) and the JSON files."""
+    model = training.engine.model
+    rows = 1 if model.binary else model.n_classes
+    return (model.n_features + 1) * rows * 4 + training.engine.total * HISTORY_ROW_BYTES + RUN_OVERHEAD_BYTES
+
+
+def _space_for_run(out: Path | None, training: Training, main_rank: bool):
+    """Disk held in `out` while training, for the run it will save: a disk too full is found before
+    the work, not after (see storage.reserved_space)."""
+    if out is None or not main_rank:
+        return contextlib.nullcontext()
+    return reserved_space(out, run_bytes(training))
 
 
 def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, tuple]:
@@ -233,10 +249,12 @@ def train(
     config, state = _settings(config, out, resume, checkpoint_every)
     config, dist = _join(config, dist_timeout)
     main_rank = dist is None or dist.is_main
-    stop_flag, logger = None, None
+    stop_flag, logger, owned = None, None, contextlib.ExitStack()
     try:
         if out is not None:
             out = Path(broadcast_object(str(out), dist))
+            if main_rank:  # one process writes this folder; a second `train --out` with it is refused
+                owned.enter_context(output_lock(out))
             if state is None:
                 _prepare_folder(out, overwrite, main_rank)
         data = data if data is not None else load_data(config)
@@ -253,8 +271,9 @@ def train(
             _restore(training, state, out)
         if announce is not None and main_rank:
             announce(describe(training))
-        _run(training, checkpointer)
-        result = finish(training)
+        with _space_for_run(out, training, main_rank):
+            _run(training, checkpointer)
+            result = finish(training)
         if out is not None and main_rank:
             save_run(result, out, overwrite=True, command=command)  # the folder was checked before
             remove_training_state(out)
@@ -266,6 +285,7 @@ def train(
             logger.close()
         if stop_flag is not None:
             stop_flag.uninstall()
+        owned.close()
         shutdown(dist)
 
 

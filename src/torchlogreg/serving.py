@@ -10,9 +10,18 @@ preprocessing, limits; no paths or versions), ``GET /healthz`` (``HEAD`` too, li
 OpenAPI docs at ``/docs``. The model is loaded once at start (safetensors, no pickle) and only
 read by requests.
 
-Hostile input costs bounded memory: the body is read as it streams in and cut at
-MAX_UPLOAD_BYTES (chunked bodies too), images are refused above SERVE_IMAGE_PIXELS before
-decoding, and arrays whose headers declare more than SERVE_ARRAY_BYTES decoded before reading.
+Hostile input costs bounded memory and time, for every route and every client: the request line
+and headers may take MAX_HEADER_BYTES (refused with 400 before more is buffered), at most
+MAX_CONNECTIONS connections are served at once (503 beyond), the body is read as it streams in and
+cut at MAX_UPLOAD_BYTES (chunked bodies too), images are refused above SERVE_IMAGE_PIXELS before
+decoding, arrays whose headers declare more than SERVE_ARRAY_BYTES decoded before reading, and at
+most MAX_ACTIVE_REQUESTS requests decode and classify at once, in worker threads, so the event
+loop (and /healthz) never waits for them. A run whose input shape is over SERVE_MAX_PIXELS is
+refused at start: the evidence maps of each answer grow with it.
+
+The limits are one reusable piece for any server of this package: `server_options()` (uvicorn's
+settings), `read_body` (a body cut at a limit) and `WorkLimit` (heavy work off the event loop, a
+few at a time).
 Errors are JSON ``{"error": ...}``: 413 for bodies over the limit, 415 for other content types,
 422 for anything that is not a usable image or array; an unexpected exception is logged here
 and answered 500 ``{"error": "internal error"}``, never with a traceback.
@@ -27,7 +36,7 @@ import numpy as np
 import torch
 
 from .checkpoints import Run, load_run
-from .exceptions import InputError, require
+from .exceptions import CheckpointError, InputError, require
 from .images import AS_IS, MAX_IMAGE_PIXELS, _why, as_shape, box_for, picture_pixels, read_image
 from .inputs import _array_images, read_array
 from .model import decide
@@ -38,12 +47,77 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # request body, counted as it streams in (ch
 SERVE_IMAGE_PIXELS = 4_000_000  # a drawing or a photo of one digit needs far fewer
 SERVE_ARRAY_BYTES = 8 * 1024 * 1024  # decoded size of an uploaded .npy/.npz; one image needs kilobytes
 MAX_FORM_FIELDS = 8  # multipart fields besides the file
+MAX_HEADER_BYTES = 32 * 1024  # request line and headers; browsers send under 8 kB, nginx allows 8-32 kB
+MAX_CONNECTIONS = 32  # served at once, each holding at most MAX_UPLOAD_BYTES of body
+MAX_ACTIVE_REQUESTS = 2  # requests decoding and classifying at once (each up to ~100 MB for a photo)
+KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this long
+SERVE_MAX_PIXELS = 128 * 128  # of a run's input shape: each answer carries 3 maps of this many numbers
 logger = logging.getLogger(__name__)
+
+
+# --- limits: one piece any server of this package uses ---------------------------------------------
+
+
+def server_options() -> dict:
+    """uvicorn.run's keyword arguments that bound what a client can make the server hold: h11's
+    parser with the request line and headers cut at MAX_HEADER_BYTES (httptools, uvicorn's default,
+    buffers headers of any size), MAX_CONNECTIONS at once, idle connections closed."""
+    return {
+        "http": "h11",
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        "limit_concurrency": MAX_CONNECTIONS,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+    }
+
+
+async def read_body(request, limit: int) -> bytes | None:
+    """The request body read as it streams in (chunked or not); None as soon as it passes `limit`
+    bytes (or declares more in Content-Length), so a huge body is never held in memory."""
+    from contextlib import aclosing
+
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async with aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class WorkLimit:
+    """Heavy per-request work (decoding, classifying) run in worker threads, at most `slots` at once:
+    the event loop stays free for other clients, and memory holds `slots` requests' work at most
+    however many arrive. One per application; `await limit.run(func, *args)`."""
+
+    def __init__(self, slots: int = MAX_ACTIVE_REQUESTS):
+        self.slots = slots
+        self._limiter = None  # made on first use, inside the event loop that uses it
+
+    async def run(self, func, *args):
+        import anyio
+
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.slots)
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
 
 
 def input_shape(run: Run) -> tuple[int, int]:
     """The (height, width) of the images `run` was trained on, from its model.json."""
     return as_shape(run.meta["input_shape"])
+
+
+def check_servable(run: Run) -> None:
+    """Refuse a run whose input shape would make every answer (three maps of its pixels) too large."""
+    height, width = input_shape(run)
+    if height * width > SERVE_MAX_PIXELS:
+        raise CheckpointError(
+            f"{run.path}: input_shape {height}x{width} is over what serve supports ({SERVE_MAX_PIXELS} "
+            f"pixels, 128x128); predict and evaluate work on it"
+        )
 
 
 def explain(run: Run, image: np.ndarray, top_k: int = 3) -> dict:
@@ -146,21 +220,6 @@ def _image_from_json(body: bytes, shape: tuple[int, int]) -> np.ndarray:
     return _first_image(_array_images(array, Path("pixels"), shape), "pixels", shape)
 
 
-async def _read_body(request, limit: int) -> bytes | None:
-    """The request body read as it streams in (chunked or not); None as soon as it passes `limit`
-    bytes, so a huge body is never held in memory."""
-    from contextlib import aclosing
-
-    chunks, size = [], 0
-    async with aclosing(request.stream()) as stream:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _upload_from_multipart(request, body: bytes) -> tuple[bytes, str] | None:
     """(data, file name) of the multipart field `file` in `body`; None when there is no such file."""
     from starlette.formparsers import MultiPartException, MultiPartParser
@@ -180,6 +239,14 @@ async def _upload_from_multipart(request, body: bytes) -> tuple[bytes, str] | No
         return await upload.read(), _display_name(upload.filename)
     finally:
         await form.close()
+
+
+def _answer_upload(run: Run, upload: tuple[bytes, str], shape: tuple[int, int]) -> dict:
+    return explain(run, _image_from_upload(*upload, shape, run.pictures))
+
+
+def _answer_json(run: Run, body: bytes, shape: tuple[int, int]) -> dict:
+    return explain(run, _image_from_json(body, shape))
 
 
 def model_summary(run: Run, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict:
@@ -264,8 +331,10 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     from starlette.requests import ClientDisconnect
 
     run = load_run(run_dir)
+    check_servable(run)
     run.model.requires_grad_(False)
     shape = input_shape(run)
+    work = WorkLimit()
     summary = model_summary(run, max_upload_bytes)
     app = FastAPI(
         title="torchlogreg", description="Logistic regression on MNIST-style digits", version=API_VERSION
@@ -300,11 +369,8 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
         multipart = content_type.startswith("multipart/form-data")
         if not (multipart or content_type.startswith("application/json")):
             return error(415, "send multipart/form-data with a 'file', or application/json with 'pixels'")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_upload_bytes:
-            return too_large()
         try:
-            body = await _read_body(request, max_upload_bytes)
+            body = await read_body(request, max_upload_bytes)
         except ClientDisconnect:
             return error(400, "the client disconnected before sending the whole body")
         if body is None:
@@ -313,11 +379,11 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
             upload = await _upload_from_multipart(request, body)
             if upload is None:
                 return error(422, "multipart upload needs a file in the field 'file'")
-            image = _image_from_upload(*upload, shape, run.pictures)
+            answer = await work.run(_answer_upload, run, upload, shape)
         else:
-            image = _image_from_json(body, shape)
+            answer = await work.run(_answer_json, run, body, shape)
         # a JSONResponse skips FastAPI's jsonable_encoder walk over the 3 x H*W numbers (40% of the time)
-        return JSONResponse(explain(run, image))
+        return JSONResponse(answer)
 
     return app
 
@@ -340,7 +406,7 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, worker
 
     import uvicorn
 
-    load_run(run_dir)  # fail here, with a clear message, rather than in every worker
+    check_servable(load_run(run_dir))  # fail here, with a clear message, rather than in every worker
     os.environ[RUN_ENV] = str(Path(run_dir).resolve())
     uvicorn.run(
         "torchlogreg.serving:app_from_environment",
@@ -349,4 +415,5 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, worker
         port=port,
         workers=workers,
         log_level="warning",
+        **server_options(),
     )

@@ -1,12 +1,20 @@
-"""Atomic file writes: write a temporary file beside the target, fsync, then rename.
+"""The one writer: every file the package writes goes through `atomic_output` (and the helpers on
+it), every folder it makes through `make_folder`.
 
-A reader (or a crash) never sees half a file: the target is either the old one or the new one.
+A reader (or a crash) never sees half a file: a temporary file is written beside the target,
+fsynced and renamed over it. What the operating system refuses (a full disk, a read-only folder, a
+name too long, a file where a folder should be, no permission) becomes one `OutputError` line
+naming the path and what to do, and the temporary file is removed, on SIGINT and SIGTERM too (the
+CLI turns both into KeyboardInterrupt, see `signals`). A temporary that SIGKILL left behind names
+its process; the next write of the same file removes it once that process is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import glob
 import io
 import json
 import os
@@ -15,6 +23,40 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from .exceptions import OutputError
+
+_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EACCES: "permission denied: write to a folder you may write to",
+    errno.EPERM: "not permitted: write to a folder you may write to",
+    errno.ENAMETOOLONG: "a name in the path is too long: choose a shorter one",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EEXIST: "a file is in the way of a folder it needs: choose another path",
+    errno.EISDIR: "it is a folder: give a file name",
+    errno.ELOOP: "the path loops through symbolic links: choose another path",
+    errno.ENOENT: "a folder in the path does not exist and cannot be made there",
+    errno.EFBIG: "the file is too large for this file system: write elsewhere",
+}
+
+
+def output_error(path: str | os.PathLike, error: OSError) -> OutputError:
+    """The one-line error for `error`, raised while writing `path`: what happened and what to do."""
+    advice = _ADVICE.get(error.errno or 0, error.strerror or type(error).__name__)
+    return OutputError(f"cannot write {path}: {advice}")
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn what the operating system refuses while `path` is written into one OutputError line."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as error:
+        raise output_error(path, error) from None
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -22,21 +64,65 @@ def _umask() -> int:
     return mask
 
 
+def make_folder(path: str | os.PathLike, *, follow_link: bool = True) -> Path:
+    """`path` as a folder, made with its parents when missing; an OutputError when it cannot be.
+    With follow_link=False a symbolic link there is refused: a folder inside a run (its report/)
+    must not send writes elsewhere."""
+    path = Path(path)
+    if not follow_link and path.is_symlink():
+        raise OutputError(f"cannot write {path}: it is a symbolic link; remove it and run again")
+    with writing(path):
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"cannot write {path}: it is a file, not a folder; choose another path")
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove temporaries of `path` left by processes that no longer run (SIGKILL, power loss)."""
+    prefix = _temporary_prefix(path)
+    with contextlib.suppress(OSError):
+        for stale in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+            pid = stale.name[len(prefix) :].split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+                stale.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it runs, as someone else
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file that becomes `path` when the block ends normally: written as a temporary file
     beside it, fsynced and renamed over it; removed when the block raises (Ctrl-C too), so `path`
-    is never partial and no temporary file stays behind. Streams: nothing is held in memory."""
+    is never partial and no temporary file stays behind. Streams: nothing is held in memory. What
+    the system refuses is an OutputError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_folder(path.parent)
+    _remove_stale(path)
+    with writing(path):
+        handle, temp = tempfile.mkstemp(
+            prefix=f"{_temporary_prefix(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent
+        )
     try:
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(handle, "w+b") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
+        with writing(path):
+            os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+            with os.fdopen(handle, "w+b") as file:
+                yield file
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
@@ -52,7 +138,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    """`data` as JSON; NaN and infinities are written as null (JSON has no such numbers)."""
+    text = json.dumps(_finite(data), indent=2, sort_keys=False, default=str, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def _finite(value):
+    """`value` with every float that is NaN or infinite replaced by None, in dicts and lists too."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def atomic_write_csv(path: str | os.PathLike, fieldnames: Sequence[str], rows: Iterable[dict]) -> None:
@@ -62,3 +161,71 @@ def atomic_write_csv(path: str | os.PathLike, fieldnames: Sequence[str], rows: I
     for row in rows:
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
     atomic_write_text(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def reserved_space(folder: str | os.PathLike, n_bytes: int) -> Iterator[None]:
+    """Hold `n_bytes` of disk in `folder` for the block (a preallocated hidden file), so work whose
+    result must be saved there is not started on a disk too full to take it; the space is given
+    back (the file removed) when the block ends, just before the result is written. An OutputError
+    before the block when the space is not there."""
+    folder = make_folder(folder)
+    path = folder / f".space-reserved.{os.getpid()}.tmp"
+    _remove_stale(folder / "space-reserved")
+    try:
+        with writing(folder), open(path, "wb") as file:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(file.fileno(), 0, max(n_bytes, 1))
+    except OutputError as error:
+        path.unlink(missing_ok=True)
+        raise OutputError(f"{error}; the run needs about {n_bytes / 2**20:.1f} MiB there") from None
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Own the output `path` (a run folder, a dataset folder) for the block: one process at a time.
+    The lock is a file beside it, `.NAME.lock`, held with flock and removed afterwards; a second
+    process gets one OutputError line at once (it never waits) and touches nothing of the first's.
+    Where flock does not exist (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    lock = make_folder(path.parent) / f".{path.name}.lock"
+    while True:
+        with writing(lock):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise OutputError(
+                f"{path} is being written by another torchlogreg process (pid {holder or '?'}); wait for "
+                f"it to finish or choose another output"
+            ) from None
+        if _same_file(fd, lock):  # not a lock file its last owner removed after we opened it
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        Path(lock).unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .exceptions import ConfigError, require
+from .storage import make_folder, writing
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -36,7 +37,9 @@ SWEEP_METRIC_PREFIX = "final/"  # apart from the curves' tags, so the HParams ta
 def _summary_writer(log_dir: str | os.PathLike, **options):
     """torch's SummaryWriter, or a DependencyError naming the extra when tensorboard is missing."""
     require("tensorboard", EXTRA)  # first: torch.utils.tensorboard's own error names no extra
-    return require("torch.utils.tensorboard", EXTRA).SummaryWriter(log_dir=str(log_dir), **options)
+    make_folder(log_dir)  # a folder that cannot be made is one line, before the writer's threads start
+    with writing(log_dir):
+        return require("torch.utils.tensorboard", EXTRA).SummaryWriter(log_dir=str(log_dir), **options)
 
 
 def weight_images(weight: torch.Tensor, image_shape: Sequence[int]) -> torch.Tensor:

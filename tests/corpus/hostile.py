@@ -64,3 +64,36 @@ def memory_cap(headroom: int = MEMORY_HEADROOM):
         yield True
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "1m"):
+    """A tmpfs of `size` mounted on `folder` for the block (a disk that fills up), or skip the test
+    with the reason: mounting needs root and a kernel that allows it."""
+    import os
+    import subprocess
+
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("a small tmpfs needs root to mount")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> None:
+    """Fill the file system of `folder` until `leave` bytes (or fewer) are free."""
+    import os
+
+    info = os.statvfs(folder)
+    free = info.f_bavail * info.f_frsize
+    with open(folder / "filler", "wb") as filler:
+        filler.write(bytes(max(free - leave, 0)))

@@ -1,0 +1,110 @@
+"""The one writer (torchlogreg.storage): what the operating system refuses is one OutputError line
+naming the path, temporaries never stay, an output is owned by one process at a time, and disk
+space is held for a run before it trains."""
+
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+
+from torchlogreg import OutputError
+from torchlogreg.cli import main
+from torchlogreg.storage import atomic_write_bytes, atomic_write_json, make_folder, output_error, output_lock
+
+
+@pytest.mark.parametrize(
+    "code, advice",
+    [
+        (errno.ENOSPC, "the disk is full"),
+        (errno.EROFS, "read-only"),
+        (errno.EACCES, "permission denied"),
+        (errno.ENAMETOOLONG, "too long"),
+        (errno.ENOTDIR, "is a file, not a folder"),
+        (errno.EEXIST, "a file is in the way"),
+    ],
+)
+def test_each_refusal_is_one_line_naming_the_path(code, advice):
+    message = str(output_error("/x/y.csv", OSError(code, os.strerror(code))))
+    assert message.startswith("cannot write /x/y.csv: ") and advice in message and "\n" not in message
+
+
+def test_writes_under_a_file_or_with_a_long_name_are_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        atomic_write_bytes(tmp_path / "file" / "x.csv", b"")
+    with pytest.raises(OutputError, match="too long"):
+        atomic_write_bytes(tmp_path / ("n" * 5000), b"")
+    with pytest.raises(OutputError, match="it is a file, not a folder"):
+        make_folder(tmp_path / "file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_link_inside_a_run_is_not_followed(tmp_path):
+    os.symlink(tmp_path, tmp_path / "report")
+    with pytest.raises(OutputError, match="symbolic link"):
+        make_folder(tmp_path / "report", follow_link=False)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
+def test_a_read_only_folder_is_one_line(tmp_path):
+    os.chmod(tmp_path, 0o500)
+    try:
+        with pytest.raises(OutputError, match="permission denied"):
+            atomic_write_bytes(tmp_path / "x", b"")
+    finally:
+        os.chmod(tmp_path, 0o700)
+
+
+def test_a_read_only_mount_is_one_line(tmp_path):
+    from corpus.hostile import small_disk
+
+    with small_disk(tmp_path / "disk"):
+        done = subprocess.run(["mount", "-o", "remount,ro", str(tmp_path / "disk")], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot remount read-only: {done.stderr.decode().strip()}")
+        with pytest.raises(OutputError, match="read-only"):
+            atomic_write_bytes(tmp_path / "disk" / "x.json", b"")
+
+
+def test_json_never_carries_nan(tmp_path):
+    atomic_write_json(tmp_path / "m.json", {"a": float("nan"), "b": [float("inf"), 1.5]})
+    assert (tmp_path / "m.json").read_text() == '{\n  "a": null,\n  "b": [\n    null,\n    1.5\n  ]\n}\n'
+
+
+def test_a_temporary_left_by_a_killed_process_is_removed_by_the_next_write(tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f".out.csv.{int(dead.stdout)}.abc.tmp"
+    stale.write_bytes(b"half")
+    atomic_write_bytes(tmp_path / "out.csv", b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_an_output_is_owned_by_one_process(tmp_path, data_root, capsys):
+    # two `train --out SAME` at once both exited 0, leaving one run's files or a mix
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "theirs.txt").write_text("the first process's")
+    with output_lock(out):
+        with (
+            pytest.raises(
+                OutputError,
+                match=f"{out} is being written by another torchlogreg process \\(pid {os.getpid()}\\)",
+            ),
+            output_lock(out),
+        ):
+            pass
+        code = main(["train", "--data-root", str(data_root), "--out", str(out), "--epochs", "1", "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and len(err.splitlines()) == 1 and "being written by another" in err
+        code = main(
+            ["data", "convert", "--dataset", "mnist", "--data-root", str(data_root), "--out", str(out)]
+        )
+        assert code == 1 and "being written by another" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["theirs.txt"]
+    assert not (tmp_path / ".run.lock").exists()
+    with output_lock(out):  # released: the next process may take it
+        pass
