@@ -113,12 +113,10 @@ class MemoryBatches:
         return Batch(x, self.labels.index_select(0, index), weight, size, scale)
 
     def _in_place(self) -> bool:
-        """Whether batches can be rows read in place by the fused gradient (see fused.usable), which
-        runs on one thread: with more (large batches), gathered rows for BLAS's threaded products."""
-        return (
-            torch.get_num_threads() == 1
-            and isinstance(self.features, torch.Tensor)
-            and fused.rows_usable(self.features, self.labels, self.sample_weight)
+        """Whether batches can be rows read in place by the fused gradient (see fused.usable): then
+        no batch is gathered, at any batch size."""
+        return isinstance(self.features, torch.Tensor) and fused.rows_usable(
+            self.features, self.labels, self.sample_weight
         )
 
     def epoch(self, generator: torch.Generator, skip: int = 0) -> Iterator[Batch]:
