@@ -7,10 +7,11 @@ as scikit-learn's own 'lbfgs' is, with its settings. L1 and elastic-net use the 
 W = W+ - W- with bounds W+, W- >= 0: the problem stays smooth, L-BFGS-B's projected gradient is the
 objective's minimal-norm subgradient, and weights the penalty removes end exactly at 0.
 
-The loss and its gradient come from one of two evaluators with one signature: `HostLoss` (NumPy and
-SciPy, dense or CSR, for the CPU: on small data a torch call costs more than the arithmetic) and
-`DeviceLoss` (the package's closed-form gradient, `Objective.add_data_gradients`, on the model's
-device, a chunk of rows at a time).
+The loss and its gradient come from one of three evaluators with one signature: `FusedLoss` (the
+fused CPU kernel, for dense float32 X on the CPU: one pass over the rows, a few times faster than
+NumPy's products and softmax), `HostLoss` (NumPy and SciPy, dense or CSR, for float64 and sparse X
+on the CPU) and `DeviceLoss` (the package's closed-form gradient, `Objective.add_data_gradients`, on
+the model's device, a chunk of rows at a time).
 
 `Proximal` wraps the mini-batch SGD optimizer so its penalty step is exact (a proximal step after the
 gradient step): stable for any C, and L1 gives exact zeros there too.
@@ -28,6 +29,7 @@ import scipy.optimize
 import scipy.special
 import torch
 
+from . import fused
 from .batches import MemoryBatches
 from .model import LogisticRegression
 from .objective import Objective
@@ -83,6 +85,46 @@ class HostLoss:
         grad_intercept = residual.sum(axis=1)
         grad_coef = np.asarray(residual.astype(self.X.dtype, copy=False) @ self.X)
         return loss, grad_coef.astype(np.float64, copy=False), grad_intercept
+
+
+class FusedLoss:
+    """The same from the fused CPU kernel (torchlogreg.fused): one pass over the rows per call, no
+    logits or residuals in memory, the rows split over torch's threads. For dense float32 X.
+
+    Precision as HostLoss's in float32: float32 products and residuals, each row's loss and their
+    weighted sum in float64 (the exponentials in float32); the gradient's float32 sums are far below
+    any tol L-BFGS-B is given. HostLoss stays for float64 X (asked for by dtype) and sparse X."""
+
+    def __init__(self, X: np.ndarray, targets: np.ndarray, sample_weight: np.ndarray, n_outputs: int):
+        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        self.labels = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64))
+        # one common weight w: sum(w * loss) / sum(w) is the plain mean, with no weights to read
+        uniform = bool(np.all(sample_weight == sample_weight[0]))
+        self.sample_weight = None if uniform else torch.from_numpy(sample_weight.astype(np.float32))
+        self.total = float(len(targets)) if uniform else float(sample_weight.sum())
+        self.weight = torch.zeros(n_outputs, X.shape[1])
+        self.bias = torch.zeros(n_outputs)
+
+    @staticmethod
+    def covers(X) -> bool:
+        """Whether the kernel serves this fit: dense float32 X, and the extension built."""
+        return (
+            fused.available()
+            and not hasattr(X, "toarray")
+            and X.dtype == np.float32
+            and X.ndim == 2
+            and X.shape[0] > 0
+        )
+
+    def __call__(self, coef: np.ndarray, intercept: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        self.weight.copy_(torch.from_numpy(coef))
+        self.bias.copy_(torch.from_numpy(intercept))
+        self.weight.grad = self.bias.grad = None  # written, not added to
+        total = fused.add_gradients(
+            self.weight, self.bias, self.X, self.labels, 1.0 / self.total, 1.0, self.sample_weight
+        )
+        grad_coef = self.weight.grad.numpy().astype(np.float64)
+        return total / self.total, grad_coef, self.bias.grad.numpy().astype(np.float64)
 
 
 class DeviceLoss:
