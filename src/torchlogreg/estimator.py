@@ -41,7 +41,17 @@ from .exceptions import DivergenceError, NotFittedError
 from .model import LogisticRegression, decide
 from .objective import Objective
 from .optimizers import make_optimizer, schedule_lr
-from .solvers import DeviceLoss, FusedLoss, HostLoss, Penalty, Proximal, Solution, blas_threads, lbfgs
+from .solvers import (
+    DeviceLoss,
+    FusedLoss,
+    HostLoss,
+    Penalty,
+    Proximal,
+    Solution,
+    blas_threads,
+    feature_curvature,
+    lbfgs,
+)
 
 CHUNK = 8192  # rows per full-pass chunk (and per densified block of a sparse matrix)
 DEFAULT_MAX_ITER = {"lbfgs": 100, "sgd": 5, "adam": 5}  # lbfgs: iterations; sgd/adam: epochs
@@ -237,6 +247,7 @@ class _FullBatch(_Fit):
                 max_iter=max_iter,
                 tol=est.tol,
                 verbose=est.verbose,
+                curvature=feature_curvature(X, weights, est.model_.linear.weight.shape[0]),
             )
         if not (math.isfinite(solution.objective) and np.isfinite(solution.coef).all()):
             raise DivergenceError(

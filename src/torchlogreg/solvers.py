@@ -218,6 +218,39 @@ class Packing:
         return float(np.abs(gradient).max(initial=0.0))
 
 
+def feature_curvature(X, sample_weight: np.ndarray, n_outputs: int) -> np.ndarray:
+    """The diagonal of the data term's Hessian at W = 0, per feature and then the intercept:
+    p(1 - p) * sum_i s_i x_ij^2 / sum(s) with p = 1/classes (1/2 for one logit). L-BFGS-B is run on
+    the weights scaled by its square root (see `lbfgs`), which evens out features of very different
+    scales (MNIST's border pixels, lit in a few images, against its centre)."""
+    share = sample_weight / sample_weight.sum()
+    p = 0.5 if n_outputs == 1 else 1.0 / n_outputs
+    if hasattr(X, "toarray"):  # CSR: the squares of its stored values only
+        squares = np.asarray(X.multiply(X).T @ share).ravel()
+    else:
+        squares = np.einsum("ij,ij,i->j", X, X, share, dtype=np.float64)
+    return p * (1.0 - p) * np.append(squares, 1.0)
+
+
+def _scales(curvature: np.ndarray | None, l2: float, packing: Packing) -> np.ndarray:
+    """Per entry of L-BFGS-B's vector, the factor its weight is multiplied by: sqrt(curvature + l2)
+    over its mean, bounded to [1e-3, 1e3] (1 where there is no curvature, as a feature that is
+    always 0 without a penalty); all 1 without a curvature or with L1's bounded split."""
+    if curvature is None or packing.split:
+        return np.ones(packing.weights + (packing.shape[0] if packing.fit_intercept else 0))
+    features = curvature[:-1] + l2
+    intercept = curvature[-1:]
+    diagonal = np.concatenate(
+        [np.tile(features, packing.shape[0])]
+        + ([np.repeat(intercept, packing.shape[0])] if packing.fit_intercept else [])
+    )
+    positive = diagonal[diagonal > 0]
+    if positive.size == 0 or not np.isfinite(diagonal).all():  # nothing to scale by (or inf in X)
+        return np.ones_like(diagonal)
+    scale = np.sqrt(np.where(diagonal > 0, diagonal / positive.mean(), 1.0))
+    return np.clip(scale, 1e-3, 1e3)
+
+
 def lbfgs(
     loss: LossFunction,
     coef: np.ndarray,
@@ -228,37 +261,77 @@ def lbfgs(
     max_iter: int,
     tol: float,
     verbose: int = 0,
+    curvature: np.ndarray | None = None,
 ) -> Solution:
     """Minimise loss + penalty from (coef, intercept) with L-BFGS-B until max |projected gradient|
-    <= tol, the objective stops falling (relative change <= FTOL), or max_iter iterations."""
+    <= tol, the objective stops falling (relative change <= FTOL), or max_iter iterations.
+
+    With `curvature` (feature_curvature's, and no L1), L-BFGS-B steps in scaled weights
+    V = W * sqrt(diagonal of the Hessian at 0): the same objective and minimiser, reached in fewer
+    iterations (on MNIST about 30% fewer to the same tol, and a lower objective after 100). The
+    stopping rule stays scikit-learn's, on the gradient in W: checked after each iteration."""
     packing = Packing(coef.shape, penalty.l1 > 0, fit_intercept)
+    scale = _scales(curvature, penalty.l2, packing)
+    last = {}
 
     def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
-        weights, bias = packing.unpack(x)
+        if np.array_equal(x, last.get("x")):  # the start, evaluated before L-BFGS-B asks for it
+            return last["value"], last["gradient"] / scale
+        weights, bias = packing.unpack(x / scale)
         value, grad_coef, grad_intercept = loss(weights, bias)
         value += 0.5 * penalty.l2 * float(np.dot(weights.ravel(), weights.ravel()))
         value += penalty.l1 * float(x[: packing.weights].sum()) if packing.split else 0.0
         grad_coef += penalty.l2 * weights
-        return value, packing.gradient(grad_coef, grad_intercept, penalty.l1)
+        gradient = packing.gradient(grad_coef, grad_intercept, penalty.l1)
+        last.update(x=x.copy(), value=value, gradient=gradient)
+        return value, gradient / scale
 
+    def converged(intermediate_result) -> None:
+        """scikit-learn's gtol on the unscaled gradient (L-BFGS-B's own would test the scaled one)."""
+        x = intermediate_result.x
+        if (
+            np.array_equal(x, last.get("x"))
+            and packing.projected_gradient(x / scale, last["gradient"]) <= tol
+        ):
+            raise StopIteration
+
+    start = packing.pack(coef, intercept) * scale
+    objective(start)
+    if packing.projected_gradient(start / scale, last["gradient"]) <= tol:  # already there (warm start)
+        return Solution(
+            coef,
+            intercept,
+            0,
+            last["value"],
+            packing.projected_gradient(start / scale, last["gradient"]),
+            False,
+            "the start is within tol",
+        )
     progress = _Progress(objective) if verbose else None
+
+    def callback(intermediate_result) -> None:
+        if progress is not None:
+            progress.report()
+        converged(intermediate_result)
+
     with np.errstate(over="ignore", invalid="ignore"):  # a trial step may overflow: the search backs off
         result = scipy.optimize.minimize(
             objective if progress is None else progress,
-            packing.pack(coef, intercept),
+            start,
             jac=True,
             method="L-BFGS-B",
             bounds=packing.bounds,
-            callback=None if progress is None else progress.report,
-            options={"maxiter": max_iter, "maxls": MAX_LINE_SEARCH, "gtol": tol, "ftol": FTOL},
+            callback=callback,
+            options={"maxiter": max_iter, "maxls": MAX_LINE_SEARCH, "gtol": 0.0, "ftol": FTOL},
         )
-    weights, bias = packing.unpack(result.x)
+    natural = result.x / scale
+    weights, bias = packing.unpack(natural)
     return Solution(
         coef=weights,
         intercept=np.array(bias, dtype=np.float64),
         n_iter=int(result.nit),
         objective=float(result.fun),
-        gradient=packing.projected_gradient(result.x, result.jac),
+        gradient=packing.projected_gradient(natural, result.jac * scale),
         reached_max_iter=result.nit >= max_iter,
         message=str(result.message),
     )
@@ -275,7 +348,7 @@ class _Progress:
         self.last = value
         return value, gradient
 
-    def report(self, *args) -> None:
+    def report(self) -> None:
         self.iteration += 1
         print(f"lbfgs iteration {self.iteration}: objective {self.last:.8g}")
 
