@@ -13,9 +13,9 @@
    float32 (as torch's), their sum, the log and the loss in float64. Rows are visited in order, and
    each row's scores depend only on that row, so a row's residual does not depend on the batch it is
    in; the gradient sums a block of rows in registers before adding it, so its rounding depends on
-   how the rows fall into blocks. With `threads` > 1 a large batch is cut into that many runs of
-   rows, each summed into its own gradient, then added in order: the same result for the same
-   threads. The version (AVX-512, AVX2 or SSE) is the best this CPU has, or the one named by the
+   how the rows fall into blocks. A large batch is cut into parts (by its size alone), each summed
+   into its own gradient, then added in order, and `threads` threads share out the parts: the same
+   result for any number of threads. The version (AVX-512, AVX2 or SSE) is the best this CPU has, or the one named by the
    environment variable TORCHLOGREG_CPU_CAPABILITY; their sums run in different orders, so results
    differ between versions at float32's rounding, as BLAS's do between CPUs.
 
@@ -35,7 +35,8 @@
 
 #define CAPABILITY_VARIABLE "TORCHLOGREG_CPU_CAPABILITY"
 #define MAX_THREADS 64
-#define MIN_THREAD_ROWS 2048 /* fewer rows per thread: starting it costs more than it saves */
+#define MAX_PARTS 64
+#define MIN_PART_ROWS 2048 /* fewer rows per part: a thread's start and a gradient's sum cost too much */
 
 struct batch {
     const void *x;        /* rows of features: uint8 or float32, C-contiguous */
@@ -366,64 +367,98 @@ static int check_call(struct call *call, PyObject **objects, const char *functio
 
 /* --- running: one or more threads, each with its own buffers ---------------------------------- */
 
-struct job {
+/* A large batch is cut into parts of at least MIN_PART_ROWS rows (at most MAX_PARTS of them), each
+   summed into its own gradient, which are then added in order: the result depends on the rows alone,
+   not on the threads. Threads take the next part as they finish one, so that a thread held up by
+   another program (on a busy machine) delays only its part, not a fixed share. */
+struct parts {
     const struct call *call;
+    int sums, count;
+    int64_t rows_each;
+    float *gradients;     /* count x (classes x features + classes) */
+    double loss[MAX_PARTS];
+    int64_t correct[MAX_PARTS];
+    int next;             /* the next part to take (atomic) */
+};
+
+struct job {
+    struct parts *parts;
     struct work work;
-    int sums;
     void *memory;
 };
 
-static void *run_job(void *argument) {
-    struct job *job = argument;
-    const struct call *call = job->call;
-    rows_kernel kernel = job->sums ? chosen.sums : chosen.gradient;
-    job->work.loss = kernel(&call->in, &call->m, &job->work);
-    return NULL;
-}
-
-/* A job's buffers in one allocation, sized by the features and classes (never by the batch); a
-   private gradient (zeroed) unless `gw` is given. */
-static int prepare_job(struct job *job, const struct call *call, int sums, int64_t first, int64_t last,
-                       float *gw, float *gb, int skip_blank) {
+/* A thread's buffers in one allocation, sized by the features and classes (never by the batch). */
+static int prepare_job(struct job *job, struct parts *parts, int skip_blank) {
+    const struct call *call = parts->call;
     const int64_t d = call->in.features, classes = call->m.classes, chunks = d / 4 + 1;
     const int64_t block = BLOCK_ROWS + MAX_ROWS;
-    const int own = !sums && gw == NULL;
-    size_t floats = (size_t)(block * d + block * classes + (own ? classes * d + classes : 0));
+    size_t floats = (size_t)(block * d + block * classes);
     size_t bytes = sizeof(double) * (size_t)(block * classes) + sizeof(float) * floats +
                    sizeof(int32_t) * (size_t)(2 * chunks) + (size_t)chunks;
     char *memory = calloc(1, bytes);
     job->memory = memory;
+    job->parts = parts;
     if (!memory) return 0;
     double *scores = (double *)memory;
-    float *f = (float *)(scores + block * classes);
-    float *rows = f, *residuals = f + block * d, *own_gw = residuals + block * classes;
-    int32_t *live = (int32_t *)(f + floats);
-    job->call = call;
-    job->sums = sums;
-    job->work = (struct work){first, last, rows, scores, residuals, live, live + chunks,
-                              (uint8_t *)(live + 2 * chunks), skip_blank,
-                              own ? own_gw : gw, d, own ? own_gw + classes * d : gb, 0.0, 0};
+    float *rows = (float *)(scores + block * classes), *residuals = rows + block * d;
+    int32_t *live = (int32_t *)(rows + floats);
+    job->work = (struct work){0, 0, rows, scores, residuals, live, live + chunks,
+                              (uint8_t *)(live + 2 * chunks), skip_blank, NULL, d, NULL, 0.0, 0};
     return 1;
+}
+
+/* One thread: parts, until none is left. */
+static void *run_job(void *argument) {
+    struct job *job = argument;
+    struct parts *parts = job->parts;
+    const struct call *call = parts->call;
+    const int64_t size = call->m.classes * call->in.features + call->m.classes;
+    rows_kernel kernel = parts->sums ? chosen.sums : chosen.gradient;
+    for (;;) {
+        int part = __atomic_fetch_add(&parts->next, 1, __ATOMIC_RELAXED);
+        if (part >= parts->count) break;
+        struct work *work = &job->work;
+        work->first = part * parts->rows_each;
+        work->last = part + 1 == parts->count ? call->in.rows : work->first + parts->rows_each;
+        work->correct = 0;
+        if (!parts->sums && parts->count == 1) { /* one part: straight into the caller's gradient */
+            work->gw = call->gw;
+            work->gb = call->gb;
+        } else if (!parts->sums) {
+            work->gw = parts->gradients + part * size;
+            work->gb = work->gw + size - call->m.classes;
+        }
+        parts->loss[part] = kernel(&call->in, &call->m, work);
+        parts->correct[part] = work->correct;
+    }
+    return NULL;
 }
 
 /* Runs the checked call on up to call->threads threads; the loss, and the correct count in *correct. */
 static int run_call(struct call *call, int sums, double *loss, int64_t *correct) {
     const struct batch *in = &call->in;
-    const int64_t classes = call->m.classes, d = in->features;
-    int64_t by_rows = (in->rows + MIN_THREAD_ROWS - 1) / MIN_THREAD_ROWS;
-    int threads = call->threads < by_rows ? call->threads : (int)(by_rows > 0 ? by_rows : 1);
-    threads = threads > MAX_THREADS ? MAX_THREADS : threads;
+    const int64_t classes = call->m.classes, d = in->features, size = classes * d + classes;
+    struct parts parts = {.call = call, .sums = sums, .next = 0};
+    int64_t count = in->rows / MIN_PART_ROWS;
+    count = count < 1 ? 1 : count > MAX_PARTS ? MAX_PARTS : count;
+    parts.count = (int)count;
+    parts.rows_each = in->rows / count;
+    int threads = call->threads < parts.count ? call->threads : parts.count;
     struct job jobs[MAX_THREADS];
     pthread_t ids[MAX_THREADS];
     int skip_blank = all_finite(&call->m, d), ok = 1, started = 0;
+    threads = threads > MAX_THREADS ? MAX_THREADS : threads;
     if (!sums && !call->accumulate) {
         memset(call->gw, 0, sizeof(float) * (size_t)(classes * d));
         memset(call->gb, 0, sizeof(float) * (size_t)classes);
     }
+    if (!sums && parts.count > 1) {
+        parts.gradients = calloc((size_t)(parts.count * size), sizeof(float));
+        ok = parts.gradients != NULL;
+    }
     for (int t = 0; t < threads; t++) {
-        int64_t first = in->rows * t / threads, last = in->rows * (t + 1) / threads;
-        ok = ok && prepare_job(&jobs[t], call, sums, first, last, t ? NULL : call->gw, call->gb, skip_blank);
-        if (!ok) jobs[t].memory = NULL;
+        jobs[t].memory = NULL;
+        ok = ok && prepare_job(&jobs[t], &parts, skip_blank);
     }
     if (ok) {
         for (int t = 1; t < threads; t++) {
@@ -431,19 +466,20 @@ static int run_call(struct call *call, int sums, double *loss, int64_t *correct)
             started = t;
         }
         run_job(&jobs[0]);
-        for (int t = started + 1; t < threads; t++) run_job(&jobs[t]); /* threads that did not start */
         for (int t = 1; t <= started; t++) pthread_join(ids[t], NULL);
         *loss = 0.0;
         *correct = 0;
-        for (int t = 0; t < threads; t++) {
-            *loss += jobs[t].work.loss;
-            *correct += jobs[t].work.correct;
-            if (sums || t == 0) continue;
-            for (int64_t i = 0; i < classes * d; i++) call->gw[i] += jobs[t].work.gw[i];
-            for (int64_t c = 0; c < classes; c++) call->gb[c] += jobs[t].work.gb[c];
+        for (int p = 0; p < parts.count; p++) {
+            *loss += parts.loss[p];
+            *correct += parts.correct[p];
+            if (sums || parts.count == 1) continue;
+            const float *g = parts.gradients + p * size;
+            for (int64_t i = 0; i < classes * d; i++) call->gw[i] += g[i];
+            for (int64_t c = 0; c < classes; c++) call->gb[c] += g[classes * d + c];
         }
     }
     for (int t = 0; t < threads; t++) free(jobs[t].memory);
+    free(parts.gradients);
     return ok;
 }
 

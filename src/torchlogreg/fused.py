@@ -134,15 +134,22 @@ def add_gradients(
 
 
 def sums(
-    weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, scale: float
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    scale: float,
+    sample_weight: torch.Tensor | None = None,
 ) -> tuple[float, int]:
-    """(summed loss, rows whose first top logit is their label) over (x * scale, labels), for two or
-    more logits; `usable(...)` must hold. The forward pass of evaluation, with no logits in memory."""
+    """(summed (weighted) loss, rows whose first top logit is their label) over (x * scale, labels),
+    for two or more logits; `usable(...)` must hold. The forward pass of evaluation and of the
+    objective, with no logits in memory."""
     return _fused.sums(
         x=_view(x),
         labels=_view(labels),
         weight=_view(weight),
         bias=_view(bias),
+        sample_weight=_view(sample_weight),
         scale=scale,
         threads=threads(),
     )
