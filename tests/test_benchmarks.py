@@ -88,3 +88,21 @@ def test_defaults_tiny(tmp_path, data_root):
             assert row["delta_points"] == 100 * (ours["accuracy"] - row["sklearn"]["accuracy"])
     assert "error" not in rows["tiny-npz"]["torchlogreg"]  # 6,000 rows: trains under any defaults
     assert (tmp_path / "defaults-tiny.md").read_text() in done.stdout
+
+
+def test_settings_tiny(tmp_path, data_root):
+    """Every kind of data and optimizer gets a row per batch size (L-BFGS: the whole set), each with
+    its floor and memory."""
+    done = _benchmark("settings", "--tiny", tmp_path=tmp_path, data_root=data_root)
+    assert done.returncode == 0, done.stderr
+    assert "| data | optimizer | batch | µs per sample (wall) | µs per sample (CPU) |" in done.stdout
+    (json_file,) = tmp_path.glob("settings-*.json")
+    rows = json.loads(json_file.read_text())
+    kinds = {"uint8 in memory", "float32 in memory", "uint8 on disk"}
+    for kind in kinds:
+        for optimizer in ("sgd", "momentum", "adam"):
+            batches = [r["batch"] for r in rows if r["kind"] == kind and r["optimizer"] == optimizer]
+            assert batches == [10, 335, 2000]
+        assert [r["full"] for r in rows if r["kind"] == kind and r["optimizer"] == "lbfgs"] == [True]
+    for row in rows:
+        assert row["cpu_per_sample_us"] > 0 and row["floor_us"] > 0 and row["peak_mb"] > row["added_mb"] >= 0

@@ -284,9 +284,10 @@ import warnings  # noqa: E402
 import sklearn  # noqa: E402
 from sklearn.datasets import load_iris  # noqa: E402
 
+from torchlogreg import fused  # noqa: E402
 from torchlogreg.estimator import _Fit  # noqa: E402
 from torchlogreg.exceptions import DivergenceError  # noqa: E402
-from torchlogreg.solvers import DeviceLoss, HostLoss, Penalty, lbfgs  # noqa: E402
+from torchlogreg.solvers import DeviceLoss, FusedLoss, HostLoss, Penalty, feature_curvature, lbfgs  # noqa: E402
 
 SKLEARN_1_8 = tuple(int(part) for part in sklearn.__version__.split(".")[:2]) >= (1, 8)
 
@@ -426,6 +427,79 @@ def test_the_device_loss_equals_the_host_loss(digits):
     assert solutions[1].objective == pytest.approx(solutions[0].objective, abs=1e-11)
     np.testing.assert_allclose(solutions[1].coef, solutions[0].coef, atol=1e-4)  # tol / l2
     np.testing.assert_array_equal(solutions[1].coef == 0, solutions[0].coef == 0)
+
+
+@pytest.mark.numerics
+@pytest.mark.skipif(not fused.available(), reason="torchlogreg._fused is not built")
+@pytest.mark.parametrize("classes", [2, 10])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_fused_loss_equals_the_host_loss(digits, classes, weighted):
+    """The fused kernel's evaluator (dense float32 X on the CPU) computes the host's loss and gradient
+    to float32's precision, one logit (binary) or several."""
+    X, y = digits[0][:700].astype(np.float32) / 16, digits[1][:700] % classes
+    outputs = 1 if classes == 2 else classes
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(0.5, 2, len(y)) if weighted else np.full(len(y), 3.0)
+    coef, intercept = rng.normal(size=(outputs, 64)) * 0.3, np.arange(outputs) / 10
+    fused_parts, host_parts = (
+        FusedLoss(X, y, weights, outputs)(coef, intercept),
+        HostLoss(X, y, weights, outputs)(coef, intercept),
+    )
+    assert fused_parts[0] == pytest.approx(host_parts[0], rel=1e-6)
+    for got, expected in zip(fused_parts[1:], host_parts[1:], strict=True):
+        assert got.dtype == np.float64 and got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_scaled_lbfgs_reaches_the_same_optimum_in_fewer_iterations():
+    """Stepping in weights scaled by the Hessian's diagonal changes the path, not the minimiser, and
+    the stopping rule stays on the unscaled gradient."""
+    X, y = make_classification(600, 30, n_informative=10, n_classes=3, random_state=0)
+    X = X * np.logspace(-2, 1, 30)  # features on very different scales
+    weights, penalty = np.ones(len(y)), Penalty(l2=1e-3)
+    loss = HostLoss(X, y, weights, 3)
+    start = (np.zeros((3, 30)), np.zeros(3))
+    plain = lbfgs(loss, *start, penalty, fit_intercept=True, max_iter=5000, tol=1e-6)
+    curvature = feature_curvature(X, weights, 3)
+    scaled = lbfgs(loss, *start, penalty, fit_intercept=True, max_iter=5000, tol=1e-6, curvature=curvature)
+    assert scaled.gradient <= 1e-6 and plain.gradient <= 1e-6
+    assert scaled.objective == pytest.approx(plain.objective, rel=0, abs=1e-8)  # (tol^2 / l2)
+    np.testing.assert_allclose(scaled.coef, plain.coef, rtol=0, atol=1e-3)  # tol / l2
+    assert scaled.n_iter < plain.n_iter
+
+
+def test_a_start_within_tol_takes_no_iteration(digits):
+    X, y = digits[0][:300], digits[1][:300]
+    loss, penalty = HostLoss(X, y, np.ones(len(y)), 10), Penalty(l2=0.01)
+    curvature = feature_curvature(X, np.ones(len(y)), 10)
+    first = lbfgs(
+        loss,
+        np.zeros((10, 64)),
+        np.zeros(10),
+        penalty,
+        fit_intercept=True,
+        max_iter=500,
+        tol=1e-6,
+        curvature=curvature,
+    )
+    again = lbfgs(
+        loss,
+        first.coef,
+        first.intercept,
+        penalty,
+        fit_intercept=True,
+        max_iter=500,
+        tol=1e-6,
+        curvature=curvature,
+    )
+    assert first.n_iter > 0 and again.n_iter == 0 and again.objective == pytest.approx(first.objective)
+
+
+def test_feature_curvature_is_the_same_for_dense_and_sparse_rows(digits):
+    X, weights = digits[0][:200], np.random.default_rng(0).uniform(0.5, 2, 200)
+    np.testing.assert_allclose(
+        feature_curvature(sp.csr_matrix(X), weights, 10), feature_curvature(X, weights, 10)
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,7 +1,12 @@
 """The fused CPU kernels against the PyTorch path they replace: gradients and losses against autograd
 in float64, evaluation sums against `evaluate`'s plain path, the fallbacks, and bad labels."""
 
+import os
 import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,8 +150,8 @@ def test_parts_of_a_batch_add_up(plain):
 
 
 def test_a_rows_contribution_does_not_depend_on_its_batch(isa):
-    """Rows are scored one by one in a fixed order, so a batch's gradient is the same bits whichever
-    other rows were in the call before (no BLAS kernel chosen by the batch's size)."""
+    """Rows are scored one by one in a fixed order, so a batch's gradient is the same bits whether its
+    rows are read in place or by index from a larger set (no BLAS kernel chosen by the set's size)."""
     model = _model(784, 10)
     x, labels, _ = _data(64, 784, 10, torch.uint8)
     _fused_gradient(model, x[:8].contiguous(), labels[:8].contiguous(), None, None)
@@ -218,6 +223,8 @@ def test_a_nan_weight_is_not_hidden_by_blank_features(isa, plain):
     ["float64 model", "int32 labels", "float64 weights", "strided rows", "threads"],
 )
 def test_uncovered_calls_take_the_pytorch_path(case):
+    """Calls the kernel does not cover give the same gradient the PyTorch way (and several torch
+    threads, which the kernel covers, the same as one)."""
     model = _model(10, 3)
     x, labels, weights = _data(12, 10, 3, torch.float32)
     threads = 1
@@ -265,3 +272,146 @@ def test_training_takes_the_same_path_with_or_without_the_extension(monkeypatch,
     theirs = tl.train(config)
     assert abs(ours.metrics["test"]["accuracy"] - theirs.metrics["test"]["accuracy"]) <= 0.002
     torch.testing.assert_close(ours.model.linear.weight, theirs.model.linear.weight, rtol=0, atol=2e-4)
+
+
+# --- the extension's own boundary: arguments checked by name, dtype and shape --------------------
+
+
+def _call_arguments(rows: int = 6, features: int = 9, classes: int = 3) -> dict:
+    x, labels, weights = _data(rows, features, classes, torch.uint8)
+    weight, bias = torch.zeros(classes, features), torch.zeros(classes)
+    return {
+        "x": x.numpy(),
+        "labels": labels.numpy(),
+        "weight": weight.numpy(),
+        "bias": bias.numpy(),
+        "grad_weight": torch.full_like(weight, 3.0).numpy(),
+        "grad_bias": torch.zeros_like(bias).numpy(),
+        "index": None,
+        "sample_weight": weights.numpy(),
+        "scale": PIXEL_SCALE,
+        "share": 1.0,
+    }
+
+
+def test_the_kernels_take_keyword_arguments_only():
+    arguments = _call_arguments()
+    with pytest.raises(TypeError):
+        fused._fused.gradient(*arguments.values())
+    del arguments["grad_bias"]
+    with pytest.raises(TypeError, match="grad_weight, grad_bias"):
+        fused._fused.gradient(**arguments)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("labels", torch.zeros(6, dtype=torch.int32), "labels must be a C-contiguous 1D int64"),
+        ("labels", torch.zeros(5, dtype=torch.int64), "labels has 5 rows, expected 6"),
+        ("x", torch.zeros(6, 9, dtype=torch.float64), "x must be a C-contiguous 2D uint8 or float32"),
+        ("x", torch.zeros(9, 12, dtype=torch.uint8).T, "not contiguous"),
+        ("weight", torch.zeros(3, 8), "weight has 8 features, expected 9"),
+        ("bias", torch.zeros(4), "bias has 4 classes, expected 3"),
+        ("grad_weight", torch.zeros(9, 3), r"grad_weight has shape \(9, 3\), expected weight's \(3, 9\)"),
+        ("grad_weight", torch.zeros(3, 10), r"grad_weight has shape \(3, 10\)"),
+        ("grad_bias", torch.zeros(3, 1), "grad_bias must be a C-contiguous 1D float32"),
+        ("sample_weight", torch.zeros(7), "sample_weight has 7 rows, expected 6"),
+        ("index", torch.zeros(2, dtype=torch.int32), "index must be a C-contiguous 1D int64"),
+        ("grad_weight", "not an array", "grad_weight must be a writable array"),
+    ],
+)
+def test_a_wrong_argument_is_an_error_before_anything_is_written(name, value, message):
+    """A swapped or mis-sized argument is refused by name, not read or written out of bounds."""
+    arguments = _call_arguments()
+    arguments[name] = value.numpy() if isinstance(value, torch.Tensor) else value
+    before = arguments["grad_weight"].copy() if name != "grad_weight" else None
+    with pytest.raises(ValueError, match=message):
+        fused._fused.gradient(**arguments)
+    if before is not None:
+        assert (arguments["grad_weight"] == before).all()
+
+
+def test_a_read_only_gradient_is_refused():
+    arguments = _call_arguments()
+    arguments["grad_weight"].setflags(write=False)
+    with pytest.raises(ValueError, match="grad_weight must be a writable array"):
+        fused._fused.gradient(**arguments)
+
+
+def test_sums_need_two_classes_and_a_thread():
+    arguments = _call_arguments(classes=1)
+    plain_arguments = {k: arguments[k] for k in ("x", "labels", "weight", "bias")}
+    with pytest.raises(ValueError, match="weight has 1 classes, expected 2"):
+        fused._fused.sums(**plain_arguments)
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        fused._fused.gradient(**arguments, threads=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_threads_share_a_large_batch_to_the_same_bits(dtype, isa):
+    """A large batch is cut into parts by its size alone and their gradients added in order, so any
+    number of threads gives the same bits; the parts add up to the unsplit gradient to rounding."""
+    model = _model(100, 10)
+    x, labels, weights = _data(9000, 100, 10, dtype)
+    results = []
+    for threads in (1, 2, 3):
+        model.zero_grad(set_to_none=True)
+        with cpu_threads(threads):
+            loss = model.accumulate_gradients(x, labels, 1.0, weights)
+        results.append((loss, model.linear.weight.grad.clone(), model.linear.bias.grad.clone()))
+    for loss, *grads in results[1:]:
+        assert loss == results[0][0]
+        assert all(torch.equal(a, b) for a, b in zip(grads, results[0][1:], strict=True))
+    expected_loss, expected_weight, expected_bias = _autograd(model, x, labels, weights, None)
+    assert results[0][0] == pytest.approx(expected_loss, rel=1e-6)
+    torch.testing.assert_close(results[0][1].double(), expected_weight, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(results[0][2].double(), expected_bias, rtol=1e-4, atol=1e-6)
+
+
+def _python_with(variable: str | None, code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TORCHLOGREG_CPU_CAPABILITY"}
+    if variable is not None:
+        env["TORCHLOGREG_CPU_CAPABILITY"] = variable
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+
+
+@pytest.mark.parametrize("name", ["avx512", "avx2", "baseline"])
+def test_the_environment_variable_forces_a_version(name):
+    if name not in fused.instruction_sets():
+        pytest.skip(f"this CPU cannot run the {name} kernels")
+    run = _python_with(name, "from torchlogreg import _fused; print(_fused.instruction_set_in_use())")
+    assert run.stdout.strip() == name
+
+
+def test_a_version_this_cpu_lacks_is_a_warning_and_the_best_runs():
+    code = (
+        "import warnings; warnings.simplefilter('always')\n"
+        "from torchlogreg import _fused; print(_fused.instruction_set_in_use())"
+    )
+    run = _python_with("neon", code)
+    assert run.stdout.strip() == fused.instruction_sets()[0]
+    assert "TORCHLOGREG_CPU_CAPABILITY=neon is not a version this CPU can run" in run.stderr
+
+
+def _compile(*defines: str) -> subprocess.CompletedProcess:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    source = Path(fused.__file__).with_name("_fused.c")
+    include = sysconfig.get_paths()["include"]
+    command = [compiler, "-fsyntax-only", "-Wno-psabi", f"-I{include}", *defines, str(source)]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    ("define", "message"),
+    [
+        ("-DBLOCK_ROWS=30", "a block is whole groups of ROWS rows"),
+        ("-DMAX_ROWS=2", "sized for MAX_ROWS"),
+    ],
+)
+def test_the_block_constants_are_checked_when_compiled(define, message):
+    """The constants the kernels' buffers depend on are checked by the compiler (_Static_assert)."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here")
+    assert _compile().returncode == 0, _compile().stderr
+    failed = _compile(define)
+    assert failed.returncode != 0 and message in failed.stderr

@@ -1,30 +1,48 @@
-/* The log-loss gradient of a batch for logistic regression, in one call and one pass per pair of rows.
+/* The log-loss gradient of a batch for logistic regression, and a set's loss and correct count, each
+   in one call.
 
    Why by hand: with a handful of classes, a training step in eager PyTorch is about a dozen small
    kernels (gather, convert, two thin GEMMs, softmax, gathers, sums) at a few microseconds of dispatch
-   each. Here each pair of rows is read straight from the data set (by index), converted once into an
-   L1-resident buffer, scored against every class, turned into its residual and added to the gradient
-   while still in cache: nothing is written but the gradient, and there is one call per batch.
+   each, and large batches go through memory several times. Here rows are read straight from the data
+   set (by index), a block at a time: converted once, scored against every class, turned into
+   residuals and added to the gradient while still in cache. Nothing is written but the gradient
+   (and nothing is allocated in proportion to the batch), so the time per row is the same for a batch
+   of 10 rows as for the whole set.
 
    Arithmetic: float32 products with float32 accumulators (as BLAS), the softmax's exponentials in
    float32 (as torch's), their sum, the log and the loss in float64. Rows are visited in order, and
-   each row's scores depend only on that row, so a row's contribution does not depend on the batch
-   it is in. The CPU picks the version (AVX-512, AVX2 or SSE): their sums run in different orders,
-   so results differ between versions at float32's rounding, as BLAS's do between CPUs.
+   each row's scores depend only on that row, so a row's residual does not depend on the batch it is
+   in; the gradient sums a block of rows in registers before adding it, so its rounding depends on
+   how the rows fall into blocks. A large batch is cut into parts (by its size alone), each summed
+   into its own gradient, then added in order, and `threads` threads share out the parts: the same
+   result for any number of threads. The version (AVX-512, AVX2 or SSE) is the best this CPU has, or the one named by the
+   environment variable TORCHLOGREG_CPU_CAPABILITY; their sums run in different orders, so results
+   differ between versions at float32's rounding, as BLAS's do between CPUs.
 
-   One function, `gradient`; torchlogreg/fused.py is its Python side and documents the arguments.
-   Tensors come as addresses (`tensor.data_ptr()`), so nothing here depends on torch's headers. The
-   products exist once per instruction set (_fused_kernel.h), picked at run time. */
+   Entry points: gradient(...) and sums(...), keyword arguments only, every array a buffer (NumPy
+   arrays; torchlogreg/fused.py passes views of the tensors). Dtypes, shapes, contiguity, writability,
+   every row index and every label are checked before anything is read or written: a mismatch raises
+   ValueError (IndexError for an index or label), never an out-of-bounds access. The products exist
+   once per instruction set (_fused_kernel.h), picked at run time. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
+
+#define CAPABILITY_VARIABLE "TORCHLOGREG_CPU_CAPABILITY"
+#define MAX_THREADS 64
+#define MAX_PARTS 64
+#define MIN_PART_ROWS 2048 /* fewer rows per part: a thread's start and a gradient's sum cost too much */
 
 struct batch {
-    const void *x;        /* rows of features: uint8 or float32 */
+    const void *x;        /* rows of features: uint8 or float32, C-contiguous */
     int is_uint8;
     int64_t rows;         /* rows in this batch */
     int64_t x_rows;       /* rows of x, labels and weights: the bound of index's values */
@@ -42,19 +60,28 @@ struct model {
     int64_t classes;      /* 1: one logit (binary) */
     double scale;         /* the features are x * scale */
     double share;         /* each row's gradient is added times this */
-    float *gw;            /* gradients, added to */
-    int64_t gw_stride;
-    float *gb;
-    int accumulate;       /* 0: gw and gb are overwritten */
 };
 
+/* One thread's rows, buffers and results. */
 struct work {
-    float *rows;          /* a block's rows, converted */
+    int64_t first, last;  /* the thread's rows of the batch: [first, last) */
+    float *rows;          /* a block's uint8 rows, converted */
     double *scores;       /* a block's rows of scores */
     float *residuals;     /* a block's rows of residuals */
-    int32_t *live;        /* offsets of the chunks of features where the block has a nonzero */
+    int32_t *live;        /* offsets of the chunks of features where a group of rows has a nonzero */
+    int32_t *block_live;  /* the same for the whole block */
+    uint8_t *mask;        /* per chunk: whether some group of the block has a nonzero there */
     int skip_blank;       /* 0 when the weights hold a NaN or inf, which 0 x w must spread */
+    float *gw;            /* the gradient this thread adds to, rows gw_stride apart */
+    int64_t gw_stride;
+    float *gb;
+    double loss;          /* results */
+    int64_t correct;
 };
+
+static inline int64_t batch_at(const struct batch *in, int64_t row) {
+    return in->index ? in->index[row] : row;
+}
 
 /* The (weighted) loss of one row from its raw scores z, with d(loss)/d(score) x weight x share in r. */
 static inline double row_loss(const struct batch *in, const struct model *m, int64_t row, double *z,
@@ -92,46 +119,89 @@ static inline double row_sums(const struct batch *in, const struct model *m, int
     return weight * (log(sum) - (z[label] - peak));
 }
 
-/* Rows per block: ROWS x CLASS_BLOCK accumulators, the rows and a weight fit 32 registers (AVX-512)
-   or 16 (AVX2, SSE). */
+/* Rows per block: every version's (BLOCK_ROWS rows, in groups of ROWS rows). ROWS x CLASS_BLOCK
+   accumulators, the group's rows and a weight fit 32 registers (AVX-512) or 16 (AVX2, SSE);
+   GRAD_BLOCK gradient chunks, a row and a broadcast residual fit either. */
+#define MAX_BLOCK 10 /* the largest CLASS_BLOCK or GRAD_BLOCK that BY_BLOCKS dispatches */
+#ifndef MAX_ROWS      /* (overridable, for the tests that the checks below fail a bad value) */
 #define MAX_ROWS 4
+#endif
+#ifndef BLOCK_ROWS
+#define BLOCK_ROWS 32
+#endif
+#define PREFETCH_ROWS 4
+
+/* `call` once per block of `size` classes, with `cb` a constant so that the accumulators are
+   registers; a switch case above `size` is never taken (cb <= size) and compiles to nothing. */
+#define BY_BLOCKS_CASE(n, size, call) \
+    case n: if (n <= size) { const int cb = n <= size ? n : size; call; } break;
+#define BY_BLOCKS(size, call)                                          \
+    for (int64_t c0 = 0; c0 < classes; c0 += size) {                   \
+        switch (classes - c0 < size ? classes - c0 : size) {           \
+            BY_BLOCKS_CASE(1, size, call)                              \
+            BY_BLOCKS_CASE(2, size, call)                              \
+            BY_BLOCKS_CASE(3, size, call)                              \
+            BY_BLOCKS_CASE(4, size, call)                              \
+            BY_BLOCKS_CASE(5, size, call)                              \
+            BY_BLOCKS_CASE(6, size, call)                              \
+            BY_BLOCKS_CASE(7, size, call)                              \
+            BY_BLOCKS_CASE(8, size, call)                              \
+            BY_BLOCKS_CASE(9, size, call)                              \
+            default: { const int cb = size; call; } break;             \
+        }                                                              \
+    }
+_Static_assert(MAX_BLOCK == 10, "BY_BLOCKS has cases 1 to 9 and a default of the block's size");
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define LANES 16
 #define ROWS 4
 #define CLASS_BLOCK 5
+#define GRAD_BLOCK 10
 #define TARGET __attribute__((target("avx512f,avx2,fma")))
 #define SUFFIX avx512
 #include "_fused_kernel.h"
 #undef LANES
 #undef ROWS
 #undef CLASS_BLOCK
+#undef GRAD_BLOCK
 #undef TARGET
 #undef SUFFIX
 #define LANES 8
 #define ROWS 2
 #define CLASS_BLOCK 5
+#define GRAD_BLOCK 10
 #define TARGET __attribute__((target("avx2,fma")))
 #define SUFFIX avx2
 #include "_fused_kernel.h"
 #undef LANES
 #undef ROWS
 #undef CLASS_BLOCK
+#undef GRAD_BLOCK
 #undef TARGET
 #undef SUFFIX
 #endif
 #define LANES 4
 #define ROWS 2
 #define CLASS_BLOCK 5
+#define GRAD_BLOCK 10
 #define TARGET
 #define SUFFIX baseline
 #include "_fused_kernel.h"
+#undef LANES
+#undef ROWS
+#undef CLASS_BLOCK
+#undef GRAD_BLOCK
+#undef TARGET
+#undef SUFFIX
+#undef BY_BLOCKS
+#undef BY_BLOCKS_CASE
 
 /* Every index within x's rows and every label within the classes, checked before anything is read
    or written: a bad one raises IndexError and leaves the gradients as they were. */
 static int check_rows(const struct batch *in, int64_t classes) {
     int64_t bound = classes == 1 ? 2 : classes;
     for (int64_t row = 0; row < in->rows; row++) {
-        int64_t at = in->index ? in->index[row] : row;
+        int64_t at = batch_at(in, row);
         if (at < 0 || at >= in->x_rows) {
             PyErr_Format(PyExc_IndexError, "row index %lld is out of range for %lld rows", (long long)at,
                          (long long)in->x_rows);
@@ -146,8 +216,8 @@ static int check_rows(const struct batch *in, int64_t classes) {
     return 1;
 }
 
-/* Whether all weights are finite: blank chunks may then be skipped, as 0 x w adds nothing. An
-   integer test of the exponent bits, which vectorises (a float sum would be a chain of adds). */
+/* Whether all weights and biases are finite: blank chunks may then be skipped, as 0 x w (and 0 x a
+   residual) adds nothing. An integer test of the exponent bits, which vectorises. */
 static int all_finite(const struct model *m, int64_t features) {
     uint32_t bad = 0;
     for (int64_t c = 0; c < m->classes; c++) {
@@ -157,18 +227,20 @@ static int all_finite(const struct model *m, int64_t features) {
             memcpy(&bits, row + k, sizeof bits);
             bad |= (bits & 0x7f800000u) == 0x7f800000u;
         }
+        uint32_t bits;
+        memcpy(&bits, m->b + c, sizeof bits);
+        bad |= (bits & 0x7f800000u) == 0x7f800000u;
     }
     return !bad;
 }
 
-typedef double (*gradient_kernel)(const struct batch *, const struct model *, struct work *);
-typedef double (*sums_kernel)(const struct batch *, const struct model *, struct work *, int64_t *);
+typedef double (*rows_kernel)(const struct batch *, const struct model *, struct work *);
 
 /* The kernels for each instruction set this CPU has, best first; `chosen` is the one in use. */
 struct kernels {
     const char *name;
-    gradient_kernel gradient;
-    sums_kernel sums;
+    rows_kernel gradient;
+    rows_kernel sums;
 };
 
 static struct kernels supported[3];
@@ -179,64 +251,316 @@ static void find_kernels(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))
-        supported[n_supported++] = (struct kernels){"avx512", batch_gradient_avx512, batch_sums_avx512};
+        supported[n_supported++] = (struct kernels){"avx512", rows_gradient_avx512, rows_sums_avx512};
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        supported[n_supported++] = (struct kernels){"avx2", batch_gradient_avx2, batch_sums_avx2};
+        supported[n_supported++] = (struct kernels){"avx2", rows_gradient_avx2, rows_sums_avx2};
 #endif
-    supported[n_supported++] = (struct kernels){"baseline", batch_gradient_baseline, batch_sums_baseline};
+    supported[n_supported++] = (struct kernels){"baseline", rows_gradient_baseline, rows_sums_baseline};
     chosen = supported[0];
 }
 
-#define ARGUMENTS 19
+/* --- arguments: buffers checked by name, dtype, shape and contiguity ------------------------------ */
 
-/* Both entry points take the same 19 arguments (see fused.py); `sums` ignores the gradient's. */
-static PyObject *run(PyObject *const *args, Py_ssize_t nargs, int sums, const char *name) {
-    if (nargs != ARGUMENTS) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %d arguments, got %zd", name, ARGUMENTS, nargs);
+/* A buffer's element kind from its struct-module format: 'B' uint8, 'f' float32, 'q' int64, 0 other. */
+static char kind_of(const Py_buffer *view) {
+    const char *format = view->format ? view->format : "B";
+    if (*format == '@' || *format == '=' || *format == '<') format++;
+    if (format[0] == '\0' || format[1] != '\0') return 0;
+    if (*format == 'B' && view->itemsize == 1) return 'B';
+    if (*format == 'f' && view->itemsize == 4) return 'f';
+    if ((*format == 'q' || *format == 'l') && view->itemsize == 8) return 'q';
+    return 0;
+}
+
+static const char *kind_name(char kind) {
+    return kind == 'B' ? "uint8" : kind == 'f' ? "float32" : kind == 'q' ? "int64" : "uint8 or float32";
+}
+
+/* The buffer of argument `name` (None allowed when `optional`): C-contiguous, `ndim` dimensions,
+   elements of kind `kind` (or 'x': uint8 or float32), writable when `writable`. */
+static int get_buffer(PyObject *object, const char *function, const char *name, int ndim, char kind,
+                      int writable, int optional, Py_buffer *view) {
+    view->obj = NULL;
+    if (object == Py_None && optional) return 1;
+    if (PyObject_GetBuffer(object, view, PyBUF_RECORDS_RO | (writable ? PyBUF_WRITABLE : 0)) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s(): %s must be a%s array with the buffer protocol, got %s", function,
+                     name, writable ? " writable" : "n", Py_TYPE(object)->tp_name);
+        return 0;
+    }
+    char found = kind_of(view);
+    int kind_ok = kind == 'x' ? (found == 'B' || found == 'f') : found == kind;
+    if (!kind_ok || view->ndim != ndim || !PyBuffer_IsContiguous(view, 'C')) {
+        PyErr_Format(PyExc_ValueError, "%s(): %s must be a C-contiguous %dD %s array, got %dD of format '%s'%s",
+                     function, name, ndim, kind_name(kind), view->ndim, view->format ? view->format : "B",
+                     PyBuffer_IsContiguous(view, 'C') ? "" : ", not contiguous");
+        PyBuffer_Release(view);
+        view->obj = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+static int shape_error(const char *function, const char *name, const char *what, Py_ssize_t got,
+                       Py_ssize_t wanted) {
+    PyErr_Format(PyExc_ValueError, "%s(): %s has %zd %s, expected %zd", function, name, got, what, wanted);
+    return 0;
+}
+
+enum { X, LABELS, WEIGHT, BIAS, INDEX, SAMPLE_WEIGHT, GRAD_WEIGHT, GRAD_BIAS, N_BUFFERS };
+
+/* One call's checked arguments: the buffers (released by `release_call`), the batch and the model. */
+struct call {
+    Py_buffer views[N_BUFFERS];
+    struct batch in;
+    struct model m;
+    float *gw, *gb;
+    int accumulate;
+    int threads;
+};
+
+static void release_call(struct call *call) {
+    for (int i = 0; i < N_BUFFERS; i++)
+        if (call->views[i].obj) PyBuffer_Release(&call->views[i]);
+}
+
+/* Fills `call` from the objects, checking everything the kernels will read or write. */
+static int check_call(struct call *call, PyObject **objects, const char *function, int sums, double scale,
+                      double share, int accumulate, int threads) {
+    static const char *names[N_BUFFERS] = {"x", "labels", "weight", "bias", "index", "sample_weight",
+                                           "grad_weight", "grad_bias"};
+    static const int ndims[N_BUFFERS] = {2, 1, 2, 1, 1, 1, 2, 1};
+    static const char kinds[N_BUFFERS] = {'x', 'q', 'f', 'f', 'q', 'f', 'f', 'f'};
+    Py_buffer *v = call->views;
+    for (int i = 0; i < N_BUFFERS; i++) v[i].obj = NULL;
+    for (int i = 0; i < N_BUFFERS; i++) {
+        if (sums && (i == GRAD_WEIGHT || i == GRAD_BIAS)) continue;
+        int writable = i == GRAD_WEIGHT || i == GRAD_BIAS, optional = i == INDEX || i == SAMPLE_WEIGHT;
+        if (!get_buffer(objects[i], function, names[i], ndims[i], kinds[i], writable, optional, &v[i])) return 0;
+    }
+    Py_ssize_t x_rows = v[X].shape[0], features = v[X].shape[1], classes = v[WEIGHT].shape[0];
+    if (v[LABELS].shape[0] != x_rows) return shape_error(function, "labels", "rows", v[LABELS].shape[0], x_rows);
+    if (v[SAMPLE_WEIGHT].obj && v[SAMPLE_WEIGHT].shape[0] != x_rows)
+        return shape_error(function, "sample_weight", "rows", v[SAMPLE_WEIGHT].shape[0], x_rows);
+    if (v[WEIGHT].shape[1] != features)
+        return shape_error(function, "weight", "features", v[WEIGHT].shape[1], features);
+    if (v[BIAS].shape[0] != classes) return shape_error(function, "bias", "classes", v[BIAS].shape[0], classes);
+    if (classes < (sums ? 2 : 1)) return shape_error(function, "weight", "classes", classes, sums ? 2 : 1);
+    if (!sums && (v[GRAD_WEIGHT].shape[0] != classes || v[GRAD_WEIGHT].shape[1] != features)) {
+        PyErr_Format(PyExc_ValueError, "%s(): grad_weight has shape (%zd, %zd), expected weight's (%zd, %zd)",
+                     function, v[GRAD_WEIGHT].shape[0], v[GRAD_WEIGHT].shape[1], classes, features);
+        return 0;
+    }
+    if (!sums && v[GRAD_BIAS].shape[0] != classes)
+        return shape_error(function, "grad_bias", "classes", v[GRAD_BIAS].shape[0], classes);
+    if (threads < 1) {
+        PyErr_Format(PyExc_ValueError, "%s(): threads must be >= 1, got %d", function, threads);
+        return 0;
+    }
+    call->in = (struct batch){v[X].buf, kind_of(&v[X]) == 'B', v[INDEX].obj ? v[INDEX].shape[0] : x_rows,
+                              x_rows, features, features, v[INDEX].obj ? v[INDEX].buf : NULL,
+                              v[LABELS].buf, v[SAMPLE_WEIGHT].obj ? v[SAMPLE_WEIGHT].buf : NULL};
+    call->m = (struct model){v[WEIGHT].buf, features, v[BIAS].buf, classes, scale, share};
+    call->gw = sums ? NULL : v[GRAD_WEIGHT].buf;
+    call->gb = sums ? NULL : v[GRAD_BIAS].buf;
+    call->accumulate = accumulate;
+    call->threads = threads;
+    return check_rows(&call->in, classes);
+}
+
+/* --- running: one or more threads, each with its own buffers ---------------------------------- */
+
+/* A large batch is cut into parts of at least MIN_PART_ROWS rows (at most MAX_PARTS of them), each
+   summed into its own gradient, which are then added in order: the result depends on the rows alone,
+   not on the threads. Threads take the next part as they finish one, so that a thread held up by
+   another program (on a busy machine) delays only its part, not a fixed share. */
+struct parts {
+    const struct call *call;
+    int sums, count;
+    int64_t rows_each;
+    float *gradients;     /* count x (classes x features + classes) */
+    double loss[MAX_PARTS];
+    int64_t correct[MAX_PARTS];
+    int next;             /* the next part to take (atomic) */
+};
+
+struct job {
+    struct parts *parts;
+    struct work work;
+    void *memory;
+};
+
+/* A thread's buffers in one allocation, sized by the features and classes (never by the batch). */
+static int prepare_job(struct job *job, struct parts *parts, int skip_blank) {
+    const struct call *call = parts->call;
+    const int64_t d = call->in.features, classes = call->m.classes, chunks = d / 4 + 1;
+    const int64_t block = BLOCK_ROWS + MAX_ROWS;
+    size_t floats = (size_t)(block * d + block * classes);
+    size_t bytes = sizeof(double) * (size_t)(block * classes) + sizeof(float) * floats +
+                   sizeof(int32_t) * (size_t)(2 * chunks) + (size_t)chunks;
+    char *memory = calloc(1, bytes);
+    job->memory = memory;
+    job->parts = parts;
+    if (!memory) return 0;
+    double *scores = (double *)memory;
+    float *rows = (float *)(scores + block * classes), *residuals = rows + block * d;
+    int32_t *live = (int32_t *)(rows + floats);
+    job->work = (struct work){0, 0, rows, scores, residuals, live, live + chunks,
+                              (uint8_t *)(live + 2 * chunks), skip_blank, NULL, d, NULL, 0.0, 0};
+    return 1;
+}
+
+/* The thread's floating-point mode for the kernels: subnormal inputs read as 0 and results flushed
+   to 0 (x86's DAZ and FTZ). Adam leaves weights of rarely lit features around 1e-38, and each
+   product with one took a microcode assist, which made a step several times slower; such a weight
+   changes no logit in float32. Returns the mode to restore. */
+static unsigned int flush_subnormals(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned int before = _mm_getcsr();
+    _mm_setcsr(before | 0x8040u);
+    return before;
+#else
+    return 0;
+#endif
+}
+
+static void restore_mode(unsigned int before) {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_setcsr(before);
+#else
+    (void)before;
+#endif
+}
+
+/* One thread: parts, until none is left. */
+static void *run_job(void *argument) {
+    unsigned int mode = flush_subnormals();
+    struct job *job = argument;
+    struct parts *parts = job->parts;
+    const struct call *call = parts->call;
+    const int64_t size = call->m.classes * call->in.features + call->m.classes;
+    rows_kernel kernel = parts->sums ? chosen.sums : chosen.gradient;
+    for (;;) {
+        int part = __atomic_fetch_add(&parts->next, 1, __ATOMIC_RELAXED);
+        if (part >= parts->count) break;
+        struct work *work = &job->work;
+        work->first = part * parts->rows_each;
+        work->last = part + 1 == parts->count ? call->in.rows : work->first + parts->rows_each;
+        work->correct = 0;
+        if (!parts->sums && parts->count == 1) { /* one part: straight into the caller's gradient */
+            work->gw = call->gw;
+            work->gb = call->gb;
+        } else if (!parts->sums) {
+            work->gw = parts->gradients + part * size;
+            work->gb = work->gw + size - call->m.classes;
+        }
+        parts->loss[part] = kernel(&call->in, &call->m, work);
+        parts->correct[part] = work->correct;
+    }
+    restore_mode(mode);
+    return NULL;
+}
+
+/* Runs the checked call on up to call->threads threads; the loss, and the correct count in *correct. */
+static int run_call(struct call *call, int sums, double *loss, int64_t *correct) {
+    const struct batch *in = &call->in;
+    const int64_t classes = call->m.classes, d = in->features, size = classes * d + classes;
+    struct parts parts = {.call = call, .sums = sums, .next = 0};
+    int64_t count = in->rows / MIN_PART_ROWS;
+    count = count < 1 ? 1 : count > MAX_PARTS ? MAX_PARTS : count;
+    parts.count = (int)count;
+    parts.rows_each = in->rows / count;
+    int threads = call->threads < parts.count ? call->threads : parts.count;
+    struct job jobs[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    int skip_blank = all_finite(&call->m, d), ok = 1, started = 0;
+    threads = threads > MAX_THREADS ? MAX_THREADS : threads;
+    if (!sums && !call->accumulate) {
+        memset(call->gw, 0, sizeof(float) * (size_t)(classes * d));
+        memset(call->gb, 0, sizeof(float) * (size_t)classes);
+    }
+    if (!sums && parts.count > 1) {
+        parts.gradients = calloc((size_t)(parts.count * size), sizeof(float));
+        ok = parts.gradients != NULL;
+    }
+    for (int t = 0; t < threads; t++) {
+        jobs[t].memory = NULL;
+        ok = ok && prepare_job(&jobs[t], &parts, skip_blank);
+    }
+    if (ok) {
+        for (int t = 1; t < threads; t++) {
+            if (pthread_create(&ids[t], NULL, run_job, &jobs[t]) != 0) break;
+            started = t;
+        }
+        run_job(&jobs[0]);
+        for (int t = 1; t <= started; t++) pthread_join(ids[t], NULL);
+        *loss = 0.0;
+        *correct = 0;
+        for (int p = 0; p < parts.count; p++) {
+            *loss += parts.loss[p];
+            *correct += parts.correct[p];
+            if (sums || parts.count == 1) continue;
+            const float *g = parts.gradients + p * size;
+            for (int64_t i = 0; i < classes * d; i++) call->gw[i] += g[i];
+            for (int64_t c = 0; c < classes; c++) call->gb[c] += g[classes * d + c];
+        }
+    }
+    for (int t = 0; t < threads; t++) free(jobs[t].memory);
+    free(parts.gradients);
+    return ok;
+}
+
+static PyObject *entry(PyObject *args, PyObject *kwargs, int sums) {
+    static char *gradient_keywords[] = {"x", "labels", "weight", "bias", "grad_weight", "grad_bias", "index",
+                                        "sample_weight", "scale", "share", "accumulate", "threads", NULL};
+    static char *sums_keywords[] = {"x", "labels", "weight", "bias", "index", "sample_weight", "scale",
+                                    "threads", NULL};
+    const char *function = sums ? "sums" : "gradient";
+    PyObject *objects[N_BUFFERS] = {NULL};
+    objects[INDEX] = objects[SAMPLE_WEIGHT] = Py_None;
+    double scale = 1.0, share = 1.0;
+    int accumulate = 0, threads = 1;
+    int parsed = sums ? PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOdi:sums", sums_keywords,
+                                                    &objects[X], &objects[LABELS], &objects[WEIGHT],
+                                                    &objects[BIAS], &objects[INDEX], &objects[SAMPLE_WEIGHT],
+                                                    &scale, &threads)
+                      : PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOddpi:gradient", gradient_keywords,
+                                                    &objects[X], &objects[LABELS], &objects[WEIGHT],
+                                                    &objects[BIAS], &objects[GRAD_WEIGHT], &objects[GRAD_BIAS],
+                                                    &objects[INDEX], &objects[SAMPLE_WEIGHT], &scale, &share,
+                                                    &accumulate, &threads);
+    if (!parsed) return NULL;
+    for (int i = 0; i < N_BUFFERS; i++) {
+        if (!objects[i] && !(sums && (i == GRAD_WEIGHT || i == GRAD_BIAS))) {
+            PyErr_Format(PyExc_TypeError, "%s() needs the keyword arguments x, labels, weight, bias%s", function,
+                         sums ? "" : ", grad_weight, grad_bias");
+            return NULL;
+        }
+    }
+    struct call call;
+    if (!check_call(&call, objects, function, sums, scale, share, accumulate, threads)) {
+        release_call(&call);
         return NULL;
     }
-    long long v[ARGUMENTS];
-    for (int i = 0; i < ARGUMENTS; i++) v[i] = (i == 13 || i == 14) ? 0 : PyLong_AsLongLong(args[i]);
-    double scale = PyFloat_AsDouble(args[13]), share = PyFloat_AsDouble(args[14]);
-    if (PyErr_Occurred()) return NULL;
-    struct batch in = {(const void *)v[0], (int)v[1], v[2], v[3], v[4], v[5], (const int64_t *)v[6],
-                       (const int64_t *)v[7], (const float *)v[8]};
-    struct model m = {(const float *)v[9], v[10], (const float *)v[11], v[12], scale, share,
-                      (float *)v[15], v[16], (float *)v[17], (int)v[18]};
-    if (in.rows < 0 || in.x_rows < 0 || in.features < 0 || m.classes < (sums ? 2 : 1)) {
-        PyErr_Format(PyExc_ValueError, "%s(): negative rows or features, or too few classes", name);
-        return NULL;
-    }
-    if (!check_rows(&in, m.classes)) return NULL;
-    float *floats = malloc((MAX_ROWS * in.features + MAX_ROWS * m.classes) * sizeof(float));
-    double *scores = malloc(MAX_ROWS * m.classes * sizeof(double));
-    int32_t *live = malloc((in.features + 1) * sizeof(int32_t));
-    if (!floats || !scores || !live) {
-        free(floats);
-        free(scores);
-        free(live);
-        return PyErr_NoMemory();
-    }
-    struct work work = {floats, scores, floats + MAX_ROWS * in.features, live, all_finite(&m, in.features)};
-    double loss;
+    double loss = 0.0;
     int64_t correct = 0;
+    int ok;
     Py_BEGIN_ALLOW_THREADS
-    loss = sums ? chosen.sums(&in, &m, &work, &correct) : chosen.gradient(&in, &m, &work);
+    ok = run_call(&call, sums, &loss, &correct);
     Py_END_ALLOW_THREADS
-    free(floats);
-    free(scores);
-    free(live);
+    release_call(&call);
+    if (!ok) return PyErr_NoMemory();
     return sums ? Py_BuildValue("(dL)", loss, (long long)correct) : PyFloat_FromDouble(loss);
 }
 
-static PyObject *gradient(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *gradient(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
-    return run(args, nargs, 0, "gradient");
+    return entry(args, kwargs, 0);
 }
 
-static PyObject *sums(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *sums(PyObject *self, PyObject *args, PyObject *kwargs) {
     (void)self;
-    return run(args, nargs, 1, "sums");
+    return entry(args, kwargs, 1);
 }
 
 static PyObject *instruction_sets(PyObject *self, PyObject *unused) {
@@ -247,31 +571,45 @@ static PyObject *instruction_sets(PyObject *self, PyObject *unused) {
     return names;
 }
 
+static PyObject *instruction_set_in_use(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    return PyUnicode_FromString(chosen.name);
+}
+
+/* The version named `wanted`, or NULL when this CPU has none of that name. */
+static const struct kernels *find_version(const char *wanted) {
+    for (int i = 0; i < n_supported; i++)
+        if (strcmp(supported[i].name, wanted) == 0) return &supported[i];
+    return NULL;
+}
+
 static PyObject *use_instruction_set(PyObject *self, PyObject *name) {
     (void)self;
     const char *wanted = PyUnicode_AsUTF8(name);
     if (!wanted) return NULL;
-    for (int i = 0; i < n_supported; i++) {
-        if (strcmp(supported[i].name, wanted) == 0) {
-            PyObject *before = PyUnicode_FromString(chosen.name);
-            chosen = supported[i];
-            return before;
-        }
+    const struct kernels *version = find_version(wanted);
+    if (!version) {
+        PyErr_Format(PyExc_ValueError, "instruction set %R is not among this CPU's", name);
+        return NULL;
     }
-    PyErr_Format(PyExc_ValueError, "instruction set %R is not among this CPU's", name);
-    return NULL;
+    PyObject *before = PyUnicode_FromString(chosen.name);
+    chosen = *version;
+    return before;
 }
 
 static PyMethodDef methods[] = {
-    {"gradient", (PyCFunction)(void (*)(void))gradient, METH_FASTCALL,
-     "gradient(x, is_uint8, rows, x_rows, x_stride, features, index, labels, weights, w, w_stride, b, classes,"
-     " scale, share, gw, gw_stride, gb, accumulate) -> the rows' summed (weighted) loss; adds to (or,"
-     " without accumulate, writes) gw and gb"},
-    {"sums", (PyCFunction)(void (*)(void))sums, METH_FASTCALL,
-     "sums(the same arguments) -> (the rows' summed (weighted) loss, rows whose top score is their label's);"
-     " two or more classes"},
+    {"gradient", (PyCFunction)(void (*)(void))gradient, METH_VARARGS | METH_KEYWORDS,
+     "gradient(*, x, labels, weight, bias, grad_weight, grad_bias, index=None, sample_weight=None, scale=1.0,"
+     " share=1.0, accumulate=False, threads=1) -> the rows' summed (weighted) loss. Adds share x the gradient"
+     " of the summed loss over rows `index` (default: all) of (x * scale, labels) to grad_weight and grad_bias"
+     " (overwrites them without accumulate). x: (N, F) uint8 or float32; labels: (N,) int64; weight: (C, F)"
+     " float32; bias: (C,) float32; index: (B,) int64; sample_weight: (N,) float32; C = 1: one logit"},
+    {"sums", (PyCFunction)(void (*)(void))sums, METH_VARARGS | METH_KEYWORDS,
+     "sums(*, x, labels, weight, bias, index=None, sample_weight=None, scale=1.0, threads=1) -> (the rows'"
+     " summed (weighted) loss, rows whose top score is their label's); two or more classes"},
     {"instruction_sets", instruction_sets, METH_NOARGS,
-     "the instruction sets this CPU can run the kernels with, the one used by default first"},
+     "the instruction sets this CPU can run the kernels with, the best first"},
+    {"instruction_set_in_use", instruction_set_in_use, METH_NOARGS, "the version the kernels run now"},
     {"use_instruction_set", use_instruction_set, METH_O,
      "use_instruction_set(name) -> the one used until now; for tests and benchmarks of each version"},
     {NULL, NULL, 0, NULL},
@@ -280,7 +618,22 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_fused", .m_size = -1,
                                     .m_methods = methods};
 
+/* The best version, or the one TORCHLOGREG_CPU_CAPABILITY names (for tests and bug reports); a name
+   this CPU cannot run is a warning, and the best version runs. */
 PyMODINIT_FUNC PyInit__fused(void) {
     find_kernels();
+    const char *forced = getenv(CAPABILITY_VARIABLE);
+    if (forced && *forced) {
+        const struct kernels *version = find_version(forced);
+        if (version) {
+            chosen = *version;
+        } else if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                                    "%s=%s is not a version this CPU can run (%s%s%s%s%s): using %s",
+                                    CAPABILITY_VARIABLE, forced, supported[0].name, n_supported > 1 ? ", " : "",
+                                    n_supported > 1 ? supported[1].name : "", n_supported > 2 ? ", " : "",
+                                    n_supported > 2 ? supported[2].name : "", chosen.name) < 0) {
+            return NULL;
+        }
+    }
     return PyModule_Create(&module);
 }

@@ -1,15 +1,26 @@
 /* One instruction set's version of the fused kernels, included by _fused.c once per set with
-   LANES (floats per vector), ROWS (rows per block), TARGET (the function attribute) and SUFFIX
-   (the name's ending).
+   LANES (floats per vector), ROWS (rows scored together), CLASS_BLOCK (classes scored together),
+   GRAD_BLOCK (classes whose gradients are summed together), TARGET (the function attribute) and
+   SUFFIX (the name's ending).
 
-   Rows go in blocks of ROWS: each block is converted to floats once, scored against every class
-   (CLASS_BLOCK classes per pass, ROWS x CLASS_BLOCK accumulators in registers), and its residuals
-   added to the gradient. A block shares each load of the weights and of the gradient among its
-   rows: the two (31 KB each for MNIST) do not fit L1 together, and L2 traffic bounds the step. */
+   A thread's rows go in blocks of BLOCK_ROWS. Each block's rows are made floats once (uint8 rows
+   converted into work->rows, float32 rows read in place), then scored in groups of ROWS rows against
+   CLASS_BLOCK classes at a time (ROWS x CLASS_BLOCK accumulators in registers, each load of a weight
+   shared by the group's rows), then turned into residuals, then added to the gradient a chunk of
+   LANES features at a time: GRAD_BLOCK classes' gradient chunks stay in registers while every row of
+   the block adds to them, so the gradient is read and written once per block, not once per row.
+   The products are the step's cost; the weights (31 KB for MNIST) and the block's rows stay in
+   L1/L2 for them. */
 
 #define JOIN2(a, b) a##_##b
 #define JOIN(a, b) JOIN2(a, b)
 #define NAME(name) JOIN(name, SUFFIX)
+
+_Static_assert(CLASS_BLOCK >= 1 && CLASS_BLOCK <= MAX_BLOCK, "BY_BLOCKS covers blocks of 1 to MAX_BLOCK");
+_Static_assert(GRAD_BLOCK >= 1 && GRAD_BLOCK <= MAX_BLOCK, "BY_BLOCKS covers blocks of 1 to MAX_BLOCK");
+_Static_assert(ROWS >= 1 && ROWS <= MAX_ROWS, "struct work's buffers are sized for MAX_ROWS");
+_Static_assert(BLOCK_ROWS % ROWS == 0, "a block is whole groups of ROWS rows");
+_Static_assert((LANES & (LANES - 1)) == 0, "total() halves the lanes");
 
 typedef float NAME(vfloat) __attribute__((vector_size(LANES * sizeof(float))));
 typedef int32_t NAME(vint) __attribute__((vector_size(LANES * sizeof(int32_t))));
@@ -34,7 +45,7 @@ INLINE float NAME(total)(VFLOAT v) {
     return t[0];
 }
 
-/* s[r * classes + c] = w[c] . x[r] for the block's rows and classes [c0, c0 + cb) */
+/* s[r * classes + c] = w[c] . x[r] for the group's ROWS rows and classes [c0, c0 + cb) */
 INLINE void NAME(score)(const float *const *x, const int32_t *live, int64_t n_live, const float *w,
                         int64_t w_stride, int64_t d, int64_t classes, int64_t c0, int cb, double *s) {
     VFLOAT a[ROWS][CLASS_BLOCK];
@@ -59,43 +70,33 @@ INLINE void NAME(score)(const float *const *x, const int32_t *live, int64_t n_li
     }
 }
 
-/* g[c] += sum over the block's rows of res[r * classes + c] * x[r], for classes [c0, c0 + cb) */
-INLINE void NAME(add)(const float *const *x, const int32_t *live, int64_t n_live, const float *res,
+/* g[c] += sum over the block's n rows of res[r * classes + c] * x[r], for classes [c0, c0 + cb): each
+   live chunk of the cb gradients is loaded once, summed over the rows in registers, stored once */
+INLINE void NAME(add)(const float *const *x, int n, const int32_t *live, int64_t n_live, const float *res,
                       float *g, int64_t g_stride, int64_t d, int64_t classes, int64_t c0, int cb) {
     for (int64_t j = 0; j < n_live; j++) {
         int64_t k = live[j];
-        VFLOAT v[ROWS];
-        for (int r = 0; r < ROWS; r++) v[r] = NAME(load)(x[r] + k);
-        for (int c = 0; c < cb; c++) {
-            float *gc = g + (c0 + c) * g_stride + k;
-            VFLOAT sum = NAME(load)(gc);
-            for (int r = 0; r < ROWS; r++) sum += res[r * classes + c0 + c] * v[r];
-            NAME(store)(gc, sum);
+        VFLOAT sum[GRAD_BLOCK];
+        for (int c = 0; c < cb; c++) sum[c] = NAME(load)(g + (c0 + c) * g_stride + k);
+        for (int r = 0; r < n; r++) {
+            VFLOAT v = NAME(load)(x[r] + k);
+            const float *rr = res + r * classes + c0;
+            for (int c = 0; c < cb; c++) sum[c] += rr[c] * v;
         }
+        for (int c = 0; c < cb; c++) NAME(store)(g + (c0 + c) * g_stride + k, sum[c]);
     }
     for (int c = 0; c < cb; c++) {
         float *gc = g + (c0 + c) * g_stride;
         for (int64_t j = d / LANES * LANES; j < d; j++)
-            for (int r = 0; r < ROWS; r++) gc[j] += res[r * classes + c0 + c] * x[r][j];
+            for (int r = 0; r < n; r++) gc[j] += res[r * classes + c0 + c] * x[r][j];
     }
 }
 
-/* `call` once per block of classes, with `cb` a constant so that the accumulators are registers */
-#define BY_BLOCKS(call)                                                    \
-    for (int64_t c0 = 0; c0 < classes; c0 += CLASS_BLOCK) {                \
-        switch (classes - c0 < CLASS_BLOCK ? classes - c0 : CLASS_BLOCK) { \
-            case 1: { const int cb = 1; call; } break;                     \
-            case 2: { const int cb = 2; call; } break;                     \
-            case 3: { const int cb = 3; call; } break;                     \
-            case 4: { const int cb = 4; call; } break;                     \
-            default: { const int cb = CLASS_BLOCK; call; } break;          \
-        }                                                                  \
-    }
-
-/* The offsets of the chunks of LANES features where some row of the block is nonzero; the products
-   skip the others, which would add exact zeros (MNIST's digits leave about a quarter blank), unless
-   a weight is NaN or inf (then 0 x w is NaN, and every chunk is taken). */
-INLINE int64_t NAME(find_live)(const float *const *x, int64_t d, int skip_blank, int32_t *live) {
+/* Marks in mask[] the chunks of LANES features where some row of the group is nonzero, and lists in
+   live[] those to multiply: the others would add exact zeros (MNIST's digits leave about a quarter
+   blank), unless a weight is NaN or inf (then 0 x w is NaN, and every chunk is taken). */
+INLINE int64_t NAME(find_live)(const float *const *x, int64_t d, int skip_blank, int32_t *live,
+                               uint8_t *mask) {
     int64_t n = 0;
     VFLOAT zero = {0};
     for (int64_t k = 0; k + LANES <= d; k += LANES) {
@@ -104,103 +105,107 @@ INLINE int64_t NAME(find_live)(const float *const *x, int64_t d, int skip_blank,
         uint64_t bits[sizeof nonzero / sizeof(uint64_t)], any = 0;
         memcpy(bits, &nonzero, sizeof nonzero);
         for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++) any |= bits[i];
+        int take = any != 0 || !skip_blank;
+        mask[k / LANES] |= (uint8_t)take;
         live[n] = (int32_t)k;
-        n += any != 0 || !skip_blank;
+        n += take;
     }
     return n;
 }
 
-/* row `row` of the batch as floats: a pointer into x, or converted into `buffer` */
-INLINE const float *NAME(row_floats)(const struct batch *in, int64_t row, float *buffer) {
-    int64_t at = in->index ? in->index[row] : row;
-    if (!in->is_uint8) return (const float *)in->x + at * in->x_stride;
-    const uint8_t *pixels = (const uint8_t *)in->x + at * in->x_stride;
-    for (int64_t k = 0; k < in->features; k++) buffer[k] = pixels[k];
-    return buffer;
-}
-
-/* Ask for the rows of the block at `row`: read by index they are scattered, and the hardware
+/* Ask for row `row` of the batch ahead of its use: read by index, rows are scattered and the hardware
    prefetcher cannot guess them; in order, it starts too late for rows of a few cache lines. */
 INLINE void NAME(prefetch)(const struct batch *in, int64_t row) {
-    size_t bytes = in->features * (in->is_uint8 ? 1 : sizeof(float));
-    for (int64_t ahead = row; ahead < row + ROWS && ahead < in->rows; ahead++) {
-        int64_t at = in->index ? in->index[ahead] : ahead;
-        const char *start = (const char *)in->x + at * in->x_stride * (in->is_uint8 ? 1 : 4);
-        for (size_t line = 0; line < bytes; line += 64) __builtin_prefetch(start + line);
+    if (row >= in->rows) return;
+    size_t size = in->is_uint8 ? 1 : sizeof(float), bytes = (size_t)in->features * size;
+    const char *start = (const char *)in->x + batch_at(in, row) * in->x_stride * size;
+    for (size_t line = 0; line < bytes; line += 64) __builtin_prefetch(start + line);
+}
+
+/* x[r] = the block's row r as floats, for its n rows: a pointer into the data (float32) or into
+   work->rows (uint8 rows, converted); x[n .. n + ROWS) repeat its first row, so that its last group
+   is whole. */
+INLINE void NAME(load_rows)(const struct batch *in, int64_t row, int n, struct work *work, const float **x) {
+    const int64_t d = in->features;
+    for (int r = 0; r < n; r++) {
+        NAME(prefetch)(in, row + r + PREFETCH_ROWS);
+        int64_t at = batch_at(in, row + r);
+        if (!in->is_uint8) {
+            x[r] = (const float *)in->x + at * in->x_stride;
+            continue;
+        }
+        const uint8_t *pixels = (const uint8_t *)in->x + at * in->x_stride;
+        float *floats = work->rows + r * d;
+        for (int64_t k = 0; k < d; k++) floats[k] = pixels[k];
+        x[r] = floats;
     }
+    for (int r = n; r < n + ROWS; r++) x[r] = x[0];
 }
 
-/* The block's rows as floats in x[]; a short last block repeats its first row. Returns its rows. */
-INLINE int NAME(block)(const struct batch *in, int64_t row, struct work *work, const float **x) {
-    int rows = in->rows - row < ROWS ? (int)(in->rows - row) : ROWS;
-    NAME(prefetch)(in, row + 2 * ROWS);
-    for (int r = 0; r < ROWS; r++)
-        x[r] = r < rows ? NAME(row_floats)(in, row + r, work->rows + r * in->features) : x[0];
-    return rows;
+/* The block's n rows as floats in x[] and their raw scores in work->scores; the chunks where some
+   row is nonzero (or all, with skip_blank 0) listed in work->block_live, *n_live of them. While a
+   group is scored, the next block's rows of that group are asked for (by index, rows are scattered
+   through memory: their latency would otherwise be the step's). */
+INLINE void NAME(score_block)(const struct batch *in, const struct model *m, int64_t row, int n,
+                              struct work *work, const float **x, int64_t *n_live) {
+    const int64_t classes = m->classes, d = in->features, chunks = d / LANES;
+    NAME(load_rows)(in, row, n, work, x);
+    memset(work->mask, 0, (size_t)chunks);
+    for (int r = 0; r < n; r += ROWS) {
+        for (int ahead = 0; ahead < ROWS; ahead++) NAME(prefetch)(in, row + BLOCK_ROWS + r + ahead);
+        const float *const *group = x + r;
+        double *s = work->scores + r * classes;
+        int64_t live = NAME(find_live)(group, d, work->skip_blank, work->live, work->mask);
+        BY_BLOCKS(CLASS_BLOCK, NAME(score)(group, work->live, live, m->w, m->w_stride, d, classes, c0, cb, s));
+    }
+    int64_t count = 0;
+    for (int64_t i = 0; i < chunks; i++) {
+        work->block_live[count] = (int32_t)(i * LANES);
+        count += work->mask[i];
+    }
+    *n_live = count;
 }
 
-/* The block of rows at `row` as floats in x[], its live chunks in work->live (*n_live of them) and its
-   raw scores in work->scores; returns its number of rows. */
-INLINE int NAME(score_block)(const struct batch *in, const struct model *m, int64_t row,
-                             struct work *work, const float **x, int64_t *n_live) {
+/* The summed (weighted) loss of the thread's rows [work->first, work->last); adds each row's
+   gradient times m->share to work->gw and work->gb. */
+TARGET static double NAME(rows_gradient)(const struct batch *in, const struct model *m, struct work *work) {
     const int64_t classes = m->classes, d = in->features;
-    int rows = NAME(block)(in, row, work, x);
-    *n_live = NAME(find_live)(x, d, work->skip_blank, work->live);
-    BY_BLOCKS(NAME(score)(x, work->live, *n_live, m->w, m->w_stride, d, classes, c0, cb, work->scores));
-    return rows;
-}
-
-TARGET static double NAME(batch_gradient)(const struct batch *in, const struct model *m,
-                                          struct work *work) {
-    const int64_t classes = m->classes, d = in->features;
-    double *z = work->scores;
-    float *res = work->residuals;
-    const float *x[ROWS];
+    const float *x[BLOCK_ROWS + MAX_ROWS];
     double loss = 0.0;
-    if (!m->accumulate) {
-        for (int64_t c = 0; c < classes && d > 0; c++) memset(m->gw + c * m->gw_stride, 0, sizeof(float) * d);
-        memset(m->gb, 0, sizeof(float) * (size_t)classes);
-    }
-    NAME(prefetch)(in, 0);
-    NAME(prefetch)(in, ROWS);
-    for (int64_t row = 0; row < in->rows; row += ROWS) {
+    for (int64_t row = work->first; row < work->last; row += BLOCK_ROWS) {
+        int n = work->last - row < BLOCK_ROWS ? (int)(work->last - row) : BLOCK_ROWS;
         int64_t n_live;
-        int rows = NAME(score_block)(in, m, row, work, x, &n_live);
-        for (int r = 0; r < ROWS; r++) {
-            float *rr = res + r * classes;
-            if (r < rows) {
-                loss += row_loss(in, m, row + r, z + r * classes, rr);
-            } else {
-                for (int64_t c = 0; c < classes; c++) rr[c] = 0.0f;
-            }
+        NAME(score_block)(in, m, row, n, work, x, &n_live);
+        for (int r = 0; r < n; r++) {
+            float *rr = work->residuals + r * classes;
+            loss += row_loss(in, m, row + r, work->scores + r * classes, rr);
             for (int64_t c = 0; c < classes; c++) {
-                m->gb[c] += rr[c];
+                work->gb[c] += rr[c];
                 rr[c] *= (float)m->scale;
             }
         }
-        BY_BLOCKS(NAME(add)(x, work->live, n_live, res, m->gw, m->gw_stride, d, classes, c0, cb));
+        BY_BLOCKS(GRAD_BLOCK, NAME(add)(x, n, work->block_live, n_live, work->residuals, work->gw,
+                                        work->gw_stride, d, classes, c0, cb));
     }
     return loss;
 }
 
-/* The summed (weighted) loss of the rows, and in *correct how many rows' top score is their label's. */
-TARGET static double NAME(batch_sums)(const struct batch *in, const struct model *m, struct work *work,
-                                      int64_t *correct) {
+/* The summed (weighted) loss of the thread's rows, and in work->correct how many rows' top score is
+   their label's. */
+TARGET static double NAME(rows_sums)(const struct batch *in, const struct model *m, struct work *work) {
     const int64_t classes = m->classes;
-    double *z = work->scores;
-    const float *x[ROWS];
+    const float *x[BLOCK_ROWS + MAX_ROWS];
     double loss = 0.0;
-    NAME(prefetch)(in, 0);
-    NAME(prefetch)(in, ROWS);
-    for (int64_t row = 0; row < in->rows; row += ROWS) {
+    for (int64_t row = work->first; row < work->last; row += BLOCK_ROWS) {
+        int n = work->last - row < BLOCK_ROWS ? (int)(work->last - row) : BLOCK_ROWS;
         int64_t n_live;
-        int rows = NAME(score_block)(in, m, row, work, x, &n_live);
-        for (int r = 0; r < rows; r++) loss += row_sums(in, m, row + r, z + r * classes, correct);
+        NAME(score_block)(in, m, row, n, work, x, &n_live);
+        for (int r = 0; r < n; r++)
+            loss += row_sums(in, m, row + r, work->scores + r * classes, &work->correct);
     }
     return loss;
 }
 
-#undef BY_BLOCKS
 #undef INLINE
 #undef VFLOAT
 #undef VINT

@@ -41,7 +41,17 @@ from .exceptions import DivergenceError, NotFittedError
 from .model import LogisticRegression, decide
 from .objective import Objective
 from .optimizers import make_optimizer, schedule_lr
-from .solvers import DeviceLoss, HostLoss, Penalty, Proximal, Solution, blas_threads, lbfgs
+from .solvers import (
+    DeviceLoss,
+    FusedLoss,
+    HostLoss,
+    Penalty,
+    Proximal,
+    Solution,
+    blas_threads,
+    feature_curvature,
+    lbfgs,
+)
 
 CHUNK = 8192  # rows per full-pass chunk (and per densified block of a sparse matrix)
 DEFAULT_MAX_ITER = {"lbfgs": 100, "sgd": 5, "adam": 5}  # lbfgs: iterations; sgd/adam: epochs
@@ -237,6 +247,7 @@ class _FullBatch(_Fit):
                 max_iter=max_iter,
                 tol=est.tol,
                 verbose=est.verbose,
+                curvature=feature_curvature(X, weights, est.model_.linear.weight.shape[0]),
             )
         if not (math.isfinite(solution.objective) and np.isfinite(solution.coef).all()):
             raise DivergenceError(
@@ -247,13 +258,16 @@ class _FullBatch(_Fit):
         set_weights(est, solution.coef, solution.intercept)
         return max(solution.n_iter, 1)
 
-    def _loss(self, X, targets, weights) -> tuple[HostLoss | DeviceLoss, int | None]:
+    def _loss(self, X, targets, weights) -> tuple[FusedLoss | HostLoss | DeviceLoss, int | None]:
         """The loss evaluator for the device, and the CPU threads for it (None: the libraries' choice)."""
         device = resolve_device(self.est.device)
         n_outputs = self.est.model_.linear.weight.shape[0]
-        if device.type == "cpu":  # NumPy: on small data a torch call costs more than its arithmetic
+        if device.type == "cpu":
             X = X.astype(self.est._compute_dtype, copy=False)
-            return HostLoss(X, targets, weights, n_outputs), threads_for(X.shape[0], X.shape[1], device)
+            threads = threads_for(X.shape[0], X.shape[1], device)
+            if FusedLoss.covers(X):  # the fused kernel: one pass over the rows per evaluation
+                return FusedLoss(X, targets, weights, n_outputs), threads
+            return HostLoss(X, targets, weights, n_outputs), threads
         model = LogisticRegression(X.shape[1], len(self.est.classes_)).to(device, self.est._torch_dtype)
         source = self._source(X, targets, weights, device, CHUNK)
         return DeviceLoss(model, source, float(weights.sum())), None

@@ -4,7 +4,8 @@ count, in one call instead of a dozen PyTorch kernels.
 They cover float32 parameters on the CPU, rows of uint8 or float32 features (read by index, so a
 batch needs no gather), int64 labels and optional float32 sample weights; `usable` says whether a
 call is covered, and callers fall back to PyTorch kernels otherwise, and everywhere when the
-extension was not built (no C compiler at install). The kernels run on the calling thread.
+extension was not built (no C compiler at install). The kernels split a large batch over torch's
+intra-op threads (`threads`) and run a small one on the calling thread.
 """
 
 from __future__ import annotations
@@ -85,32 +86,16 @@ def rows_usable(x: torch.Tensor, labels: torch.Tensor, sample_weight: torch.Tens
     )
 
 
-def _arguments(weight, bias, x, labels, scale, sample_weight, index, share=0.0, accumulate=False):
-    """The extension's 19 arguments: tensors as addresses, then sizes and scalars (see _fused.c)."""
-    x_rows, features = x.shape
-    rows = x_rows if index is None else index.shape[0]
-    grad = weight.grad
-    return (
-        x.data_ptr(),
-        x.dtype == torch.uint8,
-        rows,
-        x_rows,
-        features,  # elements between rows: the tensors are contiguous
-        features,
-        0 if index is None else index.data_ptr(),
-        labels.data_ptr(),
-        0 if sample_weight is None else sample_weight.data_ptr(),
-        weight.data_ptr(),
-        features,
-        bias.data_ptr(),
-        weight.shape[0],
-        scale,
-        share,
-        0 if grad is None else grad.data_ptr(),
-        features,
-        0 if bias.grad is None else bias.grad.data_ptr(),
-        accumulate,
-    )
+def _view(tensor: torch.Tensor | None):
+    """A NumPy view of a CPU tensor (None stays None): the extension reads it through the buffer
+    protocol, which carries its dtype and shape for the checks."""
+    return None if tensor is None else tensor.detach().numpy()
+
+
+def threads() -> int:
+    """The threads the kernels may split a large batch over: torch's intra-op threads (training sets
+    one for mini-batch steps, see devices.threads_for); small batches always run on one."""
+    return torch.get_num_threads()
 
 
 def add_gradients(
@@ -132,13 +117,39 @@ def add_gradients(
     for param in (weight, bias):
         if param.grad is None:
             param.grad = torch.zeros_like(param)
-    arguments = _arguments(weight, bias, x, labels, scale, sample_weight, index, share, accumulate)
-    return _fused.gradient(*arguments)
+    return _fused.gradient(
+        x=_view(x),
+        labels=_view(labels),
+        weight=_view(weight),
+        bias=_view(bias),
+        grad_weight=_view(weight.grad),
+        grad_bias=_view(bias.grad),
+        index=_view(index),
+        sample_weight=_view(sample_weight),
+        scale=scale,
+        share=share,
+        accumulate=accumulate,
+        threads=threads(),
+    )
 
 
 def sums(
-    weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, scale: float
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    scale: float,
+    sample_weight: torch.Tensor | None = None,
 ) -> tuple[float, int]:
-    """(summed loss, rows whose first top logit is their label) over (x * scale, labels), for two or
-    more logits; `usable(...)` must hold. The forward pass of evaluation, with no logits in memory."""
-    return _fused.sums(*_arguments(weight, bias, x, labels, scale, None, None))
+    """(summed (weighted) loss, rows whose first top logit is their label) over (x * scale, labels),
+    for two or more logits; `usable(...)` must hold. The forward pass of evaluation and of the
+    objective, with no logits in memory."""
+    return _fused.sums(
+        x=_view(x),
+        labels=_view(labels),
+        weight=_view(weight),
+        bias=_view(bias),
+        sample_weight=_view(sample_weight),
+        scale=scale,
+        threads=threads(),
+    )

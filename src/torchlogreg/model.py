@@ -167,13 +167,13 @@ class LogisticRegression(nn.Module):
         and return that mean loss (unscaled by `weight`); with `sample_weight`, sum(w_i * loss_i) / N.
         With `index`, the rows are rows `index` of x, targets and sample_weight.
 
-        On a CPU with one thread this is one call to the fused kernel (torchlogreg.fused) where it
-        applies (with more threads, BLAS's threaded products serve the large batches those are for);
-        otherwise the PyTorch kernels of `_plain_gradients`."""
+        On a CPU this is one call to the fused kernel (torchlogreg.fused) where it applies, at any
+        batch size and thread count (it splits large batches over torch's threads itself); otherwise
+        the PyTorch kernels of `_plain_gradients`."""
         weight_t, bias = self.linear.weight, self.linear.bias
         if x.dim() > 2 and x.is_contiguous():  # images (rows, H, W), e.g. from disk: a free view
             x = x.flatten(1)
-        if torch.get_num_threads() == 1 and fused.usable(weight_t, bias, x, targets, sample_weight, index):
+        if fused.usable(weight_t, bias, x, targets, sample_weight, index):
             rows = x.shape[0] if index is None else index.shape[0]
             scale *= pixel_scale(x)
             share = weight / rows

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import LogisticRegression, without_grad
+from . import fused
+from .model import LogisticRegression, pixel_scale, without_grad
+
+CPU_CHUNK = 16384  # rows of logits at a time on PyTorch's path: bounds memory
 
 
 @dataclass(frozen=True)
@@ -43,15 +46,25 @@ class Objective:
         scale: float = 1.0,
     ) -> float:
         """(sum of the loss over these rows) / total_rows, forward only: a share of the mean loss. The
-        features are `x * scale`."""
+        features are `x * scale`. One call of the fused kernel where it applies (no logits in
+        memory); otherwise PyTorch's kernels a CPU_CHUNK of rows at a time, so that a whole set in
+        one part allocates only a chunk's logits."""
         if y.shape[0] == 0:
             return 0.0
-        if scale != 1.0:  # a batch source's converted pixels (full passes' chunks come unscaled)
-            x = x * scale
-        losses = model.loss(model(x), y, reduction="none")
-        if sample_weight is not None:
-            losses = losses * sample_weight.to(losses.dtype)
-        return float(losses.sum()) / total_rows
+        weight, bias = model.linear.weight, model.linear.bias
+        rows = x.flatten(1) if x.dim() > 2 and x.is_contiguous() else x
+        if not model.binary and fused.usable(weight, bias, rows, y, sample_weight):
+            total, _ = fused.sums(weight, bias, rows, y, scale * pixel_scale(rows), sample_weight)
+            return total / total_rows
+        total = 0.0
+        for start in range(0, y.shape[0], CPU_CHUNK):
+            part = slice(start, start + CPU_CHUNK)
+            features = x[part] if scale == 1.0 else x[part] * scale  # a source's converted pixels
+            losses = model.loss(model(features), y[part], reduction="none")
+            if sample_weight is not None:
+                losses = losses * sample_weight[part].to(losses.dtype)
+            total += float(losses.sum())
+        return total / total_rows
 
     @staticmethod
     def add_data_gradients(

@@ -7,10 +7,11 @@ as scikit-learn's own 'lbfgs' is, with its settings. L1 and elastic-net use the 
 W = W+ - W- with bounds W+, W- >= 0: the problem stays smooth, L-BFGS-B's projected gradient is the
 objective's minimal-norm subgradient, and weights the penalty removes end exactly at 0.
 
-The loss and its gradient come from one of two evaluators with one signature: `HostLoss` (NumPy and
-SciPy, dense or CSR, for the CPU: on small data a torch call costs more than the arithmetic) and
-`DeviceLoss` (the package's closed-form gradient, `Objective.add_data_gradients`, on the model's
-device, a chunk of rows at a time).
+The loss and its gradient come from one of three evaluators with one signature: `FusedLoss` (the
+fused CPU kernel, for dense float32 X on the CPU: one pass over the rows, a few times faster than
+NumPy's products and softmax), `HostLoss` (NumPy and SciPy, dense or CSR, for float64 and sparse X
+on the CPU) and `DeviceLoss` (the package's closed-form gradient, `Objective.add_data_gradients`, on
+the model's device, a chunk of rows at a time).
 
 `Proximal` wraps the mini-batch SGD optimizer so its penalty step is exact (a proximal step after the
 gradient step): stable for any C, and L1 gives exact zeros there too.
@@ -28,6 +29,7 @@ import scipy.optimize
 import scipy.special
 import torch
 
+from . import fused
 from .batches import MemoryBatches
 from .model import LogisticRegression
 from .objective import Objective
@@ -83,6 +85,46 @@ class HostLoss:
         grad_intercept = residual.sum(axis=1)
         grad_coef = np.asarray(residual.astype(self.X.dtype, copy=False) @ self.X)
         return loss, grad_coef.astype(np.float64, copy=False), grad_intercept
+
+
+class FusedLoss:
+    """The same from the fused CPU kernel (torchlogreg.fused): one pass over the rows per call, no
+    logits or residuals in memory, the rows split over torch's threads. For dense float32 X.
+
+    Precision as HostLoss's in float32: float32 products and residuals, each row's loss and their
+    weighted sum in float64 (the exponentials in float32); the gradient's float32 sums are far below
+    any tol L-BFGS-B is given. HostLoss stays for float64 X (asked for by dtype) and sparse X."""
+
+    def __init__(self, X: np.ndarray, targets: np.ndarray, sample_weight: np.ndarray, n_outputs: int):
+        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        self.labels = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64))
+        # one common weight w: sum(w * loss) / sum(w) is the plain mean, with no weights to read
+        uniform = bool(np.all(sample_weight == sample_weight[0]))
+        self.sample_weight = None if uniform else torch.from_numpy(sample_weight.astype(np.float32))
+        self.total = float(len(targets)) if uniform else float(sample_weight.sum())
+        self.weight = torch.zeros(n_outputs, X.shape[1])
+        self.bias = torch.zeros(n_outputs)
+
+    @staticmethod
+    def covers(X) -> bool:
+        """Whether the kernel serves this fit: dense float32 X, and the extension built."""
+        return (
+            fused.available()
+            and not hasattr(X, "toarray")
+            and X.dtype == np.float32
+            and X.ndim == 2
+            and X.shape[0] > 0
+        )
+
+    def __call__(self, coef: np.ndarray, intercept: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        self.weight.copy_(torch.from_numpy(coef))
+        self.bias.copy_(torch.from_numpy(intercept))
+        self.weight.grad = self.bias.grad = None  # written, not added to
+        total = fused.add_gradients(
+            self.weight, self.bias, self.X, self.labels, 1.0 / self.total, 1.0, self.sample_weight
+        )
+        grad_coef = self.weight.grad.numpy().astype(np.float64)
+        return total / self.total, grad_coef, self.bias.grad.numpy().astype(np.float64)
 
 
 class DeviceLoss:
@@ -176,6 +218,39 @@ class Packing:
         return float(np.abs(gradient).max(initial=0.0))
 
 
+def feature_curvature(X, sample_weight: np.ndarray, n_outputs: int) -> np.ndarray:
+    """The diagonal of the data term's Hessian at W = 0, per feature and then the intercept:
+    p(1 - p) * sum_i s_i x_ij^2 / sum(s) with p = 1/classes (1/2 for one logit). L-BFGS-B is run on
+    the weights scaled by its square root (see `lbfgs`), which evens out features of very different
+    scales (MNIST's border pixels, lit in a few images, against its centre)."""
+    share = sample_weight / sample_weight.sum()
+    p = 0.5 if n_outputs == 1 else 1.0 / n_outputs
+    if hasattr(X, "toarray"):  # CSR: the squares of its stored values only
+        squares = np.asarray(X.multiply(X).T @ share).ravel()
+    else:
+        squares = np.einsum("ij,ij,i->j", X, X, share, dtype=np.float64)
+    return p * (1.0 - p) * np.append(squares, 1.0)
+
+
+def _scales(curvature: np.ndarray | None, l2: float, packing: Packing) -> np.ndarray:
+    """Per entry of L-BFGS-B's vector, the factor its weight is multiplied by: sqrt(curvature + l2)
+    over its mean, bounded to [1e-3, 1e3] (1 where there is no curvature, as a feature that is
+    always 0 without a penalty); all 1 without a curvature or with L1's bounded split."""
+    if curvature is None or packing.split:
+        return np.ones(packing.weights + (packing.shape[0] if packing.fit_intercept else 0))
+    features = curvature[:-1] + l2
+    intercept = curvature[-1:]
+    diagonal = np.concatenate(
+        [np.tile(features, packing.shape[0])]
+        + ([np.repeat(intercept, packing.shape[0])] if packing.fit_intercept else [])
+    )
+    positive = diagonal[diagonal > 0]
+    if positive.size == 0 or not np.isfinite(diagonal).all():  # nothing to scale by (or inf in X)
+        return np.ones_like(diagonal)
+    scale = np.sqrt(np.where(diagonal > 0, diagonal / positive.mean(), 1.0))
+    return np.clip(scale, 1e-3, 1e3)
+
+
 def lbfgs(
     loss: LossFunction,
     coef: np.ndarray,
@@ -186,37 +261,77 @@ def lbfgs(
     max_iter: int,
     tol: float,
     verbose: int = 0,
+    curvature: np.ndarray | None = None,
 ) -> Solution:
     """Minimise loss + penalty from (coef, intercept) with L-BFGS-B until max |projected gradient|
-    <= tol, the objective stops falling (relative change <= FTOL), or max_iter iterations."""
+    <= tol, the objective stops falling (relative change <= FTOL), or max_iter iterations.
+
+    With `curvature` (feature_curvature's, and no L1), L-BFGS-B steps in scaled weights
+    V = W * sqrt(diagonal of the Hessian at 0): the same objective and minimiser, reached in fewer
+    iterations (on MNIST about 30% fewer to the same tol, and a lower objective after 100). The
+    stopping rule stays scikit-learn's, on the gradient in W: checked after each iteration."""
     packing = Packing(coef.shape, penalty.l1 > 0, fit_intercept)
+    scale = _scales(curvature, penalty.l2, packing)
+    last = {}
 
     def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
-        weights, bias = packing.unpack(x)
+        if np.array_equal(x, last.get("x")):  # the start, evaluated before L-BFGS-B asks for it
+            return last["value"], last["gradient"] / scale
+        weights, bias = packing.unpack(x / scale)
         value, grad_coef, grad_intercept = loss(weights, bias)
         value += 0.5 * penalty.l2 * float(np.dot(weights.ravel(), weights.ravel()))
         value += penalty.l1 * float(x[: packing.weights].sum()) if packing.split else 0.0
         grad_coef += penalty.l2 * weights
-        return value, packing.gradient(grad_coef, grad_intercept, penalty.l1)
+        gradient = packing.gradient(grad_coef, grad_intercept, penalty.l1)
+        last.update(x=x.copy(), value=value, gradient=gradient)
+        return value, gradient / scale
 
+    def converged(intermediate_result) -> None:
+        """scikit-learn's gtol on the unscaled gradient (L-BFGS-B's own would test the scaled one)."""
+        x = intermediate_result.x
+        if (
+            np.array_equal(x, last.get("x"))
+            and packing.projected_gradient(x / scale, last["gradient"]) <= tol
+        ):
+            raise StopIteration
+
+    start = packing.pack(coef, intercept) * scale
+    objective(start)
+    if packing.projected_gradient(start / scale, last["gradient"]) <= tol:  # already there (warm start)
+        return Solution(
+            coef,
+            intercept,
+            0,
+            last["value"],
+            packing.projected_gradient(start / scale, last["gradient"]),
+            False,
+            "the start is within tol",
+        )
     progress = _Progress(objective) if verbose else None
+
+    def callback(intermediate_result) -> None:
+        if progress is not None:
+            progress.report()
+        converged(intermediate_result)
+
     with np.errstate(over="ignore", invalid="ignore"):  # a trial step may overflow: the search backs off
         result = scipy.optimize.minimize(
             objective if progress is None else progress,
-            packing.pack(coef, intercept),
+            start,
             jac=True,
             method="L-BFGS-B",
             bounds=packing.bounds,
-            callback=None if progress is None else progress.report,
-            options={"maxiter": max_iter, "maxls": MAX_LINE_SEARCH, "gtol": tol, "ftol": FTOL},
+            callback=callback,
+            options={"maxiter": max_iter, "maxls": MAX_LINE_SEARCH, "gtol": 0.0, "ftol": FTOL},
         )
-    weights, bias = packing.unpack(result.x)
+    natural = result.x / scale
+    weights, bias = packing.unpack(natural)
     return Solution(
         coef=weights,
         intercept=np.array(bias, dtype=np.float64),
         n_iter=int(result.nit),
         objective=float(result.fun),
-        gradient=packing.projected_gradient(result.x, result.jac),
+        gradient=packing.projected_gradient(natural, result.jac * scale),
         reached_max_iter=result.nit >= max_iter,
         message=str(result.message),
     )
@@ -233,7 +348,7 @@ class _Progress:
         self.last = value
         return value, gradient
 
-    def report(self, *args) -> None:
+    def report(self) -> None:
         self.iteration += 1
         print(f"lbfgs iteration {self.iteration}: objective {self.last:.8g}")
 

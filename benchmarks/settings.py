@@ -1,0 +1,264 @@
+"""Time per sample over the settings a user can pick: batch sizes from 1 to the whole training set, for
+each optimizer, uint8 and float32 rows in memory and uint8 rows on disk, each beside its GEMM floor.
+
+    python -m benchmarks.settings                 # full MNIST (55,000 training rows): a few minutes
+    python -m benchmarks.settings --tiny          # smoke mode: 2,000 rows, three batch sizes
+
+A row trains one epoch (at least MIN_SAMPLES samples, so that batch 1 is timed over enough steps;
+L-BFGS: ITERATIONS iterations, each one or more full passes) on the engine `train` builds, with no
+evaluation, on the threads training would use (devices.threads_for). It reports the training time
+per sample, wall and CPU (L-BFGS: per sample of each full pass), the GEMM floor per sample (the two products of a
+step of that size, x @ W.T or W @ x.T whichever is faster and R @ x, MKL on one thread with hot
+caches: what BLAS alone would cost) and the ratio of the CPU time to it, and the process's peak memory during the row
+(its high-water mark reset before the row, /proc/self/clear_refs) and how far it rose above the
+memory held before the row. One process runs every row (the data loaded once per kind), so the
+memory column shows what a step allocates, not the interpreter. Writes
+benchmarks/results/settings-<machine>-<date>.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+BATCH_SIZES = (1, 10, 32, 100, 256, 334, 335, 512, 1000, 4096, 16384, None)  # None: the whole set
+OPTIMIZERS = {  # name: TrainConfig changes (small learning rates: no row may diverge)
+    "sgd": {"optimizer": "sgd", "momentum": 0.0, "lr": 0.05},
+    "momentum": {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.01},
+    "adam": {"optimizer": "adam", "lr": 0.001},
+    "lbfgs": {"optimizer": "lbfgs"},
+}
+MIN_SAMPLES = 20_000  # samples a row trains at the least (batch 1: that many steps)
+ITERATIONS = 10  # L-BFGS iterations a row runs
+KINDS = ("uint8 in memory", "float32 in memory", "uint8 on disk")
+
+
+def _memory() -> tuple[float, float]:
+    """(peak, current) resident memory of this process in MB, from /proc/self/status."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(fields["VmHWM"].split()[0]) / 1024, int(fields["VmRSS"].split()[0]) / 1024
+
+
+def _reset_peak() -> None:
+    """Start a new high-water mark of resident memory (Linux: clear_refs 5)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def gemm_floor(rows: int, features: int, classes: int, repeats: int = 5) -> float:
+    """Seconds per sample of one step's products at batch `rows` on one thread (hot caches)."""
+    import torch
+
+    with _threads(1):
+        x, weight = torch.rand(rows, features), torch.rand(classes, features)
+        residual = torch.rand(classes, rows)
+        products = {
+            "x @ W.T": lambda: torch.mm(x, weight.T),
+            "W @ x.T": lambda: torch.mm(weight, x.T),
+            "R @ x": lambda: torch.mm(residual, x),
+        }
+        calls = max(1, 20_000 // rows)
+        seconds = {}
+        for name, product in products.items():
+            product()
+            times = []
+            for _ in range(repeats):
+                started = time.thread_time()
+                for _ in range(calls):
+                    product()
+                times.append((time.thread_time() - started) / calls)
+            seconds[name] = min(times)
+    return (min(seconds["x @ W.T"], seconds["W @ x.T"]) + seconds["R @ x"]) / rows
+
+
+class _threads:
+    """torch's threads set for a block (a context manager without torchlogreg's import)."""
+
+    def __init__(self, count: int | None):
+        self.count = count
+
+    def __enter__(self):
+        import torch
+
+        self.before = torch.get_num_threads()
+        if self.count is not None:
+            torch.set_num_threads(self.count)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.before)
+
+
+def load(kind: str, data_root: str, tiny: bool, folder: str):
+    """The training data of `kind` (MNIST, cut to 2,000 rows when tiny), and the config to train on it."""
+    import torch
+
+    import torchlogreg as tl
+    from torchlogreg.data import load_splits
+    from torchlogreg.ondisk import write_dataset
+
+    base = {"data_root": data_root, "device": "cpu", "val_size": 0 if tiny else 5000, "seed": 0}
+    if kind == "uint8 on disk":
+        train, test, names = load_splits("mnist", data_root, download=False)
+        if tiny:
+            train, test = train.take(slice(0, 2000)), test.take(slice(0, 500))
+        write_dataset(folder, train, test, tuple(names))
+        config = tl.preset("default", dataset=folder, **{**base, "val_size": 0})
+        return config, tl.load_data(config)
+    config = tl.preset("default", train_size=2000 if tiny else None, **base)
+    data = tl.load_data(config)
+    if kind == "float32 in memory":
+        images = data.train.images.to(torch.float32).div_(255.0)
+        data = replace(data, train=replace(data.train, images=images))
+    return config, data
+
+
+def run_row(config, data, optimizer: str, batch: int | None) -> dict:
+    """Train one row's setting; returns its seconds per sample and memory."""
+    import torch
+
+    from torchlogreg.devices import cpu_threads, threads_for
+    from torchlogreg.training import build
+
+    rows = len(data.train)
+    size = rows if batch is None else min(batch, rows)
+    changes = dict(OPTIMIZERS[optimizer], batch_size=size, eval_every=None, patience=None, schedule="none")
+    if optimizer == "lbfgs":
+        changes.update(iters=ITERATIONS, batch_size=256)
+    else:
+        changes.update(iters=max(1, -(-max(rows, MIN_SAMPLES) // size)))
+    config = config.replace(**changes)
+    training = build(config, data, verbose=False, progress=False)
+    engine = training.engine
+    engine.callbacks = []
+    passes = [0]
+    chunks = engine.source.chunks
+
+    def counted_chunks():
+        passes[0] += 1
+        return chunks()
+
+    engine.source.chunks = counted_chunks
+    step_rows = rows if engine.full_batch else size
+    threads = threads_for(step_rows, engine.model.n_features, torch.device("cpu"))
+    _, before = _memory()
+    _reset_peak()
+    started = time.process_time()
+    with cpu_threads(threads):
+        engine.run()
+    cpu = time.process_time() - started
+    peak, _ = _memory()
+    samples = passes[0] * rows if engine.full_batch else engine.iteration * size
+    return {
+        "seconds": engine.train_seconds,
+        "per_sample_us": 1e6 * engine.train_seconds / samples,
+        "cpu_per_sample_us": 1e6 * cpu / samples,
+        "samples": samples,
+        "threads": threads or torch.get_num_threads(),
+        "peak_mb": peak,
+        "added_mb": peak - before,
+        "final_loss": engine.history[-1]["loss"],
+    }
+
+
+def measure(args) -> list[dict]:
+    import torch
+
+    sizes = (10, 335, None) if args.tiny else BATCH_SIZES
+    floors: dict[int, float] = {}
+    results = []
+    with tempfile.TemporaryDirectory(prefix="torchlogreg-settings-") as scratch:
+        for kind in KINDS:
+            config, data = load(kind, args.data_root, args.tiny, str(Path(scratch) / "disk"))
+            rows = len(data.train)
+            features = int(torch.tensor(data.image_shape).prod())
+            for optimizer in OPTIMIZERS:
+                for batch in (None,) if optimizer == "lbfgs" else sizes:
+                    size = rows if batch is None else batch
+                    if size not in floors:
+                        floors[size] = gemm_floor(size, features, data.n_classes)
+                    times = [run_row(config, data, optimizer, batch) for _ in range(args.repeats)]
+                    row = dict(times[-1])
+                    for key in ("per_sample_us", "cpu_per_sample_us"):
+                        row[key] = statistics.median(t[key] for t in times)
+                    row.update(kind=kind, optimizer=optimizer, batch=size, full=batch is None)
+                    row["floor_us"] = 1e6 * floors[size]
+                    results.append(row)
+                    print(_line(row), flush=True)
+    return results
+
+
+def _line(row: dict) -> str:
+    batch = f"{row['batch']:,}" + (" (all)" if row["full"] else "")
+    ratio = row["cpu_per_sample_us"] / row["floor_us"]
+    return (
+        f"| {row['kind']} | {row['optimizer']} | {batch} | {row['per_sample_us']:.3f} | "
+        f"{row['cpu_per_sample_us']:.3f} | {row['floor_us']:.3f} | {ratio:.2f}x | {row['threads']} | "
+        f"{row['peak_mb']:.0f} | {row['added_mb']:.1f} |"
+    )
+
+
+HEADER = (
+    "| data | optimizer | batch | µs per sample (wall) | µs per sample (CPU) | GEMM floor µs per sample (CPU) | "
+    "CPU / floor | threads | peak MB | MB added |\n|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def markdown(results: list[dict], machine: str) -> str:
+    lines = [
+        f"Settings on {machine}, {date.today()}: training time per sample beside the GEMM floor "
+        "(one thread, hot caches), peak memory during each row and how much it rose. CPU time counts "
+        "every thread of the process (a busy machine stretches wall time, not CPU time).",
+        "",
+        HEADER,
+        *(_line(row) for row in results),
+        "",
+    ]
+    for kind in KINDS:
+        for optimizer in OPTIMIZERS:
+            rows = [r for r in results if r["kind"] == kind and r["optimizer"] == optimizer]
+            if len(rows) < 2:
+                continue
+            large = [r["cpu_per_sample_us"] for r in rows if r["batch"] >= 32]
+            rises = sum(b["cpu_per_sample_us"] > 1.1 * a["cpu_per_sample_us"] for a, b in zip(rows, rows[1:]))
+            lines.append(
+                f"- {kind}, {optimizer}: batches of 32 and more within {max(large) / min(large):.2f}x of the best "
+                f"setting's CPU time per sample; {rises} rise(s) of more than 10% from one batch size to the next"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="2,000 rows and three batch sizes (smoke)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per row; the median is reported")
+    parser.add_argument(
+        "--data-root",
+        default=os.environ.get("TORCHLOGREG_DATA") or str(REPO.parent / "shared" / "data"),
+    )
+    parser.add_argument("--out", help="folder for the results (default: benchmarks/results)")
+    args = parser.parse_args()
+    machine = f"{os.cpu_count()}cpu-{platform.processor() or platform.machine()}"
+    print(HEADER, flush=True)
+    results = measure(args)
+    text = markdown(results, machine)
+    print(text[text.index("\n- ") :] if "\n- " in text else "")
+    out = Path(args.out) if args.out else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"settings-{machine}-{date.today()}"
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
