@@ -1,11 +1,10 @@
-"""Sphinx configuration: the documentation site (see docs/README.md for why Sphinx, and how to build).
+"""Sphinx configuration: the documentation site (docs/contributing.md says why Sphinx, and how to build).
 
 Offline by construction: no web fonts (Furo uses the system's), no MathJax (formulas are written in
 Unicode), no intersphinx inventories, no notebook widgets. tests/test_docs.py checks the built HTML.
 """
 
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -13,6 +12,8 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT / "src"))  # the checkout's package, as the tests import it
 sys.path.insert(0, str(DOCS))
+
+from results import newest_results  # noqa: E402  (docs/results.py, on the path just above)
 
 project = "torchlogreg"
 author = "the torchlogreg developers"
@@ -67,18 +68,14 @@ html_show_sourcelink = False
 
 
 def _latest_results() -> None:
-    """Copy the newest `benchmarks.compare` results file (and the defaults table, when a benchmark
-    has written it) into _generated/, so that pages include measured numbers by stable names,
-    never numbers typed into a page."""
+    """Copy the newest `benchmarks.compare` results (and the defaults table, when a benchmark has
+    written it) into _generated/, so that pages include measured numbers by stable names, never
+    numbers typed into a page."""
     results = ROOT / "benchmarks" / "results"
-    dated = re.compile(r".*-(\d{4}-\d{2}-\d{2})\.md$")
-    newest = max(
-        (m.group(1), path.name) for path in results.glob("*.md") if (m := dated.match(path.name))
-    )[1]
     generated = DOCS / "_generated"
     generated.mkdir(exist_ok=True)
-    text = (results / newest).read_text()
-    (generated / "results-latest.md").write_text(f"From `benchmarks/results/{newest}`:\n\n{text}")
+    parts = [f"From `benchmarks/results/{p.name}`:\n\n{p.read_text()}" for p in newest_results(results)]
+    (generated / "results-latest.md").write_text("\n\n".join(parts))
     defaults = results / "defaults.md"
     (generated / "defaults.md").write_text(
         f"From `benchmarks/results/defaults.md`:\n\n{defaults.read_text()}"
