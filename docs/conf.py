@@ -36,12 +36,13 @@ nb_execution_timeout = 300
 nb_execution_show_tb = True
 nb_execution_in_temp = True  # files a page writes go to a temporary folder, not the sources
 nb_merge_streams = True
+nb_render_markdown_format = "myst"  # Markdown outputs (the layer table) may hold tables
 myst_enable_extensions = ["colon_fence", "deflist", "attrs_inline"]
 myst_heading_anchors = 3
 
 # --- API reference ---
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
+autodoc_typehints = "signature"  # the docstrings' NumPy sections describe the parameters
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
 napoleon_google_docstring = False
@@ -65,6 +66,7 @@ html_static_path = ["_static"]
 html_css_files = ["extra.css"]
 html_theme_options = {"navigation_with_keys": True}
 html_show_sourcelink = False
+smartquotes_action = "qe"  # curly quotes, but "--out" stays two hyphens
 
 
 def _latest_results() -> None:
