@@ -119,3 +119,4 @@ def test_tutorial_pages_were_executed(page):
     assert html.count('class="cell_output') >= 3
     assert "<img" in html
     assert "Traceback" not in html
+    assert "Warning:" not in html  # a cell that warns teaches the warning, not the lesson
