@@ -77,3 +77,8 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, so a notebook's tab completion offers them."""
+    return sorted(set(globals()) | set(__all__))
