@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything and run all checks (lint + tests). The README's test command; CI runs it too.
+# Install everything and run all checks (lint, the docs build, tests). The README's test command; CI runs it.
 # Chromium (for the browser tests) comes from Debian's packages when we can install it; without it,
 # those tests skip with a reason.
 set -euo pipefail
@@ -9,9 +9,15 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
     >/dev/null 2>&1 || echo "warning: could not install chromium; browser tests will skip" >&2
 fi
 python3 -m venv .venv
-.venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 -e ".[dev]"
+.venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 -e ".[dev,docs]"
 .venv/bin/ruff check
 export TORCHLOGREG_DATA="${TORCHLOGREG_DATA:-../shared/data}"
+# The documentation, strictly (a broken link, a missing reference or a failing tutorial cell fails);
+# on a full run only, before pytest, whose tests/test_docs.py checks the built site.
+if [ "$#" = 0 ]; then
+  echo "== docs"
+  bash docs/build.sh
+fi
 .venv/bin/pytest "$@"
 # MKL picks its float32 kernels by CPU and by the number of rows, so a float comparison that holds on
 # this CPU may fail on another. Run every test marked `numerics` again under other MKL code paths:

@@ -1,7 +1,18 @@
 """torchlogreg: fast, well-behaved logistic regression on MNIST-style data with PyTorch.
 
+What a notebook needs is importable from here::
+
     import torchlogreg as tl
-    result = tl.train(tl.preset("default", data_root="../shared/data"), out="runs/x")
+
+    config = tl.preset("default", data_root="../shared/data")
+    data = tl.load_data(config)
+    result = tl.train(config, data, out="runs/x")        # train; with out=, a run folder
+    run = tl.load_run("runs/x")                           # the model, from the files alone
+    tl.evaluate(run.model, data.test.images, data.test.labels)
+    images, names = tl.load_inputs(["seven.png"])         # pictures, arrays, CSV rows
+    tl.top_k(run.model, images, run.class_names, k=3)
+
+and the scikit-learn estimator is ``tl.TorchLogisticRegression``.
 
 Names that need torch are imported on first use, so `torchlogreg --help` and the CLI's errors for bad
 options answer without loading torch (about a second), and Ctrl-C during start-up is handled.
@@ -29,9 +40,14 @@ _LAZY = {
     "load_data": "data",
     "evaluate": "evaluation",
     "predict_proba": "evaluation",
+    "top_k": "evaluation",
+    "load_inputs": "inputs",
     "LogisticRegression": "model",
     "train": "runs",
     "TrainResult": "training",
+    "Run": "checkpoints",
+    "load_run": "checkpoints",
+    "TorchLogisticRegression": "estimator",
 }
 
 __all__ = [
@@ -63,3 +79,8 @@ def __getattr__(name: str):
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, so a notebook's tab completion offers them."""
+    return sorted(set(globals()) | set(__all__))

@@ -62,7 +62,11 @@ def preprocessing(pictures: str, shape: tuple[int, ...]) -> dict:
 
 @dataclass
 class Run:
-    """A loaded run: the model ready for inference, with its metadata and metrics."""
+    """A loaded run: the model ready for inference, with its metadata and metrics.
+
+    ``meta`` is the run's ``model.json`` and ``metrics`` its ``metrics.json``; the properties read
+    the fields a caller needs from them.
+    """
 
     path: Path
     model: LogisticRegression
@@ -327,7 +331,37 @@ def _load_device(device: str | torch.device) -> torch.device:
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
-    """Rebuild the model of the run in `run_dir` from its files alone, on `device`."""
+    """Rebuild the model of a run folder from its files alone.
+
+    Nothing in the folder is executed: the weights load through safetensors (a pickle is refused
+    unread), ``model.json`` is checked against its schema, and the weights must match its SHA-256
+    and its shapes before the model is allocated.
+
+    Parameters
+    ----------
+    run_dir : str or path
+        A folder written by ``torchlogreg train --out`` or :func:`train` with ``out``.
+    device : str or torch.device, default="cpu"
+        Where to put the model (``"auto"`` picks a GPU when there is one).
+
+    Returns
+    -------
+    Run
+        ``run.model`` in eval mode, with ``class_names``, ``threshold``, ``image_shape``, ``config``
+        and ``metrics``.
+
+    Raises
+    ------
+    CheckpointError
+        When a file is missing, too large, damaged, unsafe or inconsistent (one line naming it).
+
+    Examples
+    --------
+    >>> import torchlogreg as tl
+    >>> run = tl.load_run("runs/default")  # doctest: +SKIP
+    >>> run.class_names, run.metrics["test"]["accuracy"]  # doctest: +SKIP
+    (('0', '1', '2', '3', '4', '5', '6', '7', '8', '9'), 0.926)
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder (expected a run folder from 'train')")

@@ -34,7 +34,7 @@ DATA_ENV = "TORCHLOGREG_DATA"
 
 @dataclass(frozen=True)
 class Split:
-    """One set of samples: uint8 images (N x H x W) and int64 labels (N)."""
+    """One set of samples: uint8 images (N, H, W) and int64 labels (N,)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -344,7 +344,30 @@ def dataset_location(dataset: str) -> str:
 
 
 def load_data(config: TrainConfig, download: bool = True) -> Data:
-    """Load `config.dataset` (a built-in name or a dataset folder) and prepare it for `config`'s task."""
+    """Load the dataset a configuration names, split and prepared for its task.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Its ``dataset`` (a built-in name such as ``"mnist"``, or a dataset folder written by
+        ``torchlogreg data convert``), ``data_root``, and the task: ``classes``/``positive``,
+        ``val_size``, ``train_size`` and ``seed``.
+    download : bool, default=True
+        Download a missing built-in dataset (through torchvision). With False a missing dataset is
+        a :class:`DataError` that names the folder and the files expected there.
+
+    Returns
+    -------
+    Data
+        uint8 images (N, H, W) and int64 labels for the train, validation and test splits.
+
+    Examples
+    --------
+    >>> import torchlogreg as tl
+    >>> data = tl.load_data(tl.preset("default"), download=False)  # doctest: +SKIP
+    >>> data.train.images.shape, data.class_names[:3]  # doctest: +SKIP
+    (torch.Size([55000, 28, 28]), ('0', '1', '2'))
+    """
     if config.dataset in DATASETS:
         train, test, names = load_splits(config.dataset, config.data_root, download)
         return prepare(config, train, test, names)

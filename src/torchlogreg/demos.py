@@ -54,6 +54,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, weight_decay: float = 1e-3) -> Lo
 
 
 def linear_vs_logistic_figure():
+    """The fever example as a matplotlib Figure: least squares against logistic regression on
+    temperatures and fever yes/no, without and with one outlier at 300 (``torchlogreg demo
+    linear-vs-logistic``)."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(11, 4.8), dpi=100, layout="constrained")
@@ -109,7 +112,14 @@ def linear_vs_logistic(out: str | Path) -> Path:
 
 
 def cross_entropy_cases() -> list[dict]:
-    """The tutorials' cases: the loss of a prediction p for a true label, by our own loss."""
+    """The tutorials' cross-entropy cases, computed with the package's own binary loss.
+
+    Returns
+    -------
+    list of dict
+        Per case: the true ``label`` (0 or 1), the predicted probability ``p`` of label 1, the
+        ``formula`` (``-log(p)`` or ``-log(1 - p)``) and the ``loss``.
+    """
     cases = [(0, 1e-5), (0, 0.99999), (1, 0.99999), (1, 1e-5), (1, 0.5), (0, 0.1)]
     rows = []
     for label, p in cases:

@@ -504,47 +504,96 @@ def logits(est: TorchLogisticRegression, X) -> torch.Tensor:
 class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     """Logistic regression (multinomial, or one sigmoid logit for two classes) trained with PyTorch.
 
-    It minimises scikit-learn's objective, sum_i s_i loss_i / sum_i s_i + (l1_ratio * |W|_1 +
-    (1 - l1_ratio) / 2 * |W|^2) / (C * sum_i s_i), the intercept never penalised.
+    A drop-in for :class:`sklearn.linear_model.LogisticRegression` that follows scikit-learn's
+    estimator contract. It minimises scikit-learn's objective,
+    ``sum_i s_i loss_i / sum_i s_i + (l1_ratio * |W|_1 + (1 - l1_ratio) / 2 * |W|^2) / (C * sum_i s_i)``,
+    the intercept never penalised. The parameters are scikit-learn's, in its order, then this
+    package's (``lr`` onwards).
 
-    Parameters (scikit-learn's LogisticRegression's, in its order, then this package's)
+    Parameters
     ----------
-    penalty : deprecated, as in scikit-learn 1.8 ({'l2', 'l1', 'elasticnet'} or None still work, with
-        its FutureWarning); use l1_ratio and C.
-    C : float in (0, inf], default=1.0 -- inverse regularisation strength; np.inf: no penalty.
-    l1_ratio : float in [0, 1], default=0.0 -- 0: L2, 1: L1 (exact zeros), between: elastic-net.
-    dual : bool, default=False -- True only with solver='liblinear', where the primal problem solved
-        here has the same optimum (scikit-learn refuses it for every other solver, as here).
-    tol : float, default=1e-4 -- lbfgs: stop once the objective's max |projected gradient| (for L1, its
-        minimal-norm subgradient) is at most tol, as scikit-learn's lbfgs (SciPy's pgtol), with a
-        ConvergenceWarning if max_iter (or the arithmetic's precision) ends it first. sgd/adam run
-        max_iter epochs (the cosine schedule spans them) and warn if the last one still lowered the
-        objective by more than tol; with early_stopping they stop once the validation loss has not
-        fallen by more than tol for n_iter_no_change epochs in a row. DivergenceError when the objective
-        becomes non-finite or (sgd/adam) ends 10% above both its start and the all-zero model's.
-    fit_intercept : bool, default=True.
-    intercept_scaling : float, default=1 -- liblinear's; no effect here (the intercept is not penalised).
-    class_weight : dict, 'balanced' or None -- multiplies the sample weights.
-    random_state : int, RandomState or None -- sgd/adam: the batch order and validation split.
-    solver : {'lbfgs', 'sgd', 'adam'} or a scikit-learn solver name, default='lbfgs' -- 'lbfgs' is full
-        batch and exact for every penalty; 'liblinear', 'newton-cg', 'newton-cholesky', 'sag' and 'saga'
-        reach the same optimum in scikit-learn (liblinear: up to its penalised intercept) and run
-        'lbfgs' here. 'sgd' (Nesterov momentum 0.9, cosine schedule, mini-batches; L1, or an L2 too
-        strong for a gradient step, as an exact proximal step) and 'adam' are the fast ones on large data.
-    max_iter : int or None -- lbfgs iterations, or sgd/adam epochs (None: 100, 5, 5).
-    verbose : int -- print the objective per lbfgs iteration or sgd/adam epoch.
-    warm_start : bool -- start from coef_ and intercept_ as they are (a user may edit them).
-    n_jobs : int or None -- no effect (as in scikit-learn >= 1.8, which warns when it is set).
-    lr : float or None -- sgd/adam learning rate (None: 0.8 sgd, 0.005 adam).
-    batch_size : int, default=256 -- samples per step for sgd/adam.
-    early_stopping, validation_fraction, n_iter_no_change -- sgd/adam: stop on the loss of a held-out
-        fraction, keeping the best weights (see tol).
-    device : 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' -- lbfgs evaluates its loss with NumPy on the
-        CPU and with torch elsewhere.
-    dtype : None, 'float32' or 'float64' -- the arithmetic's precision (None: for lbfgs the input's, as
-        scikit-learn; float32 for sgd/adam and on MPS); coef_ always has the input's dtype.
-    threshold : float in (0, 1), default=0.5 -- two classes: predict classes_[1] when its probability
-        is at least this (the rule the rest of the package uses).
+    penalty : {'l2', 'l1', 'elasticnet'} or None, deprecated
+        As in scikit-learn 1.8: still works, with its FutureWarning; use ``l1_ratio`` and ``C``.
+    C : float in (0, inf], default=1.0
+        Inverse regularisation strength; ``np.inf``: no penalty.
+    l1_ratio : float in [0, 1], default=0.0
+        0: L2, 1: L1 (exact zeros), between: elastic-net.
+    dual : bool, default=False
+        True only with ``solver='liblinear'``, where the primal problem solved here has the same
+        optimum (scikit-learn refuses it for every other solver, as here).
+    tol : float, default=1e-4
+        lbfgs: stop once the objective's largest absolute projected gradient (for L1, its minimal-norm
+        subgradient) is at most ``tol``, as scikit-learn's lbfgs (SciPy's pgtol), with a
+        ``ConvergenceWarning`` if ``max_iter`` (or the arithmetic's precision) ends it first. sgd/adam
+        run ``max_iter`` epochs (the cosine schedule spans them) and warn if the last one still lowered
+        the objective by more than ``tol``; with ``early_stopping`` they stop once the validation loss
+        has not fallen by more than ``tol`` for ``n_iter_no_change`` epochs in a row.
+    fit_intercept : bool, default=True
+        Whether to learn an intercept.
+    intercept_scaling : float, default=1
+        liblinear's; no effect here (the intercept is not penalised).
+    class_weight : dict, 'balanced' or None, default=None
+        Multiplies the sample weights.
+    random_state : int, RandomState or None, default=None
+        sgd/adam: the batch order and the validation split.
+    solver : {'lbfgs', 'sgd', 'adam'} or a scikit-learn solver name, default='lbfgs'
+        'lbfgs' is full batch and exact for every penalty; 'liblinear', 'newton-cg',
+        'newton-cholesky', 'sag' and 'saga' reach the same optimum in scikit-learn (liblinear: up to
+        its penalised intercept) and run 'lbfgs' here. 'sgd' (Nesterov momentum 0.9, cosine schedule,
+        mini-batches; L1, or an L2 too strong for a gradient step, as an exact proximal step) and
+        'adam' are the fast ones on large data.
+    max_iter : int or None, default=None
+        lbfgs iterations, or sgd/adam epochs (None: 100, 5, 5).
+    verbose : int, default=0
+        Print the objective per lbfgs iteration or sgd/adam epoch.
+    warm_start : bool, default=False
+        Start from ``coef_`` and ``intercept_`` as they are (a user may edit them).
+    n_jobs : int or None, default=None
+        No effect (as in scikit-learn >= 1.8, which warns when it is set).
+    lr : float or None, default=None
+        sgd/adam learning rate (None: 0.8 for sgd, 0.005 for adam).
+    batch_size : int, default=256
+        Samples per step for sgd/adam.
+    early_stopping, validation_fraction, n_iter_no_change
+        sgd/adam: stop on the loss of a held-out fraction, keeping the best weights (see ``tol``).
+    device : {'auto', 'cpu', 'cuda', 'cuda:N', 'mps'}
+        lbfgs evaluates its loss with NumPy on the CPU and with torch elsewhere.
+    dtype : {None, 'float32', 'float64'}
+        The arithmetic's precision (None: for lbfgs the input's, as scikit-learn; float32 for
+        sgd/adam and on MPS); ``coef_`` always has the input's dtype.
+    threshold : float in (0, 1), default=0.5
+        Two classes: predict ``classes_[1]`` when its probability is at least this (the rule the
+        rest of the package uses).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The labels seen in ``fit``, of any type; columns of ``predict_proba`` follow this order.
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        The weights, in the input's float dtype; prediction reads them, so editing them changes it.
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+        The intercepts.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features,)
+        Column names, when ``X`` had string column names (a pandas DataFrame).
+    n_iter_ : ndarray of shape (1,)
+        lbfgs iterations or sgd/adam epochs run (at least 1).
+
+    Raises
+    ------
+    DivergenceError
+        When the objective becomes non-finite or (sgd/adam) ends 10% above both its start and the
+        all-zero model's; scikit-learn would return such a model silently.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from torchlogreg import TorchLogisticRegression
+    >>> X, y = load_digits(return_X_y=True)
+    >>> model = TorchLogisticRegression(C=0.1, max_iter=200).fit(X / 16, y)
+    >>> model.predict(X[:5] / 16)
+    array([0, 1, 2, 3, 4])
     """
 
     _parameter_constraints: dict = {
@@ -653,7 +702,21 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
 
     # --- fitting -------------------------------------------------------------------------------
     def fit(self, X, y, sample_weight=None):
-        """Fit on (X, y); `sample_weight` scales each sample's loss."""
+        """Fit the model on (X, y).
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            NumPy arrays, pandas DataFrames, torch tensors or SciPy CSR matrices (never densified whole).
+        y : array-like of shape (n_samples,)
+            Labels of any type; at least two classes.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Scales each sample's loss.
+
+        Returns
+        -------
+        self
+        """
         self._validate_params()
         adapter = (_FullBatch if self.solver in FULL_BATCH else _EngineAdapter)(self)
         adapter.check_params()
@@ -689,7 +752,19 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
-        """One epoch of sgd/adam (constant lr) on this chunk; give `classes` on the first call."""
+        """One epoch of sgd/adam (constant learning rate) on this chunk of the data.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As in ``fit``.
+        classes : array-like, default=None
+            Every label the model will see; required on the first call.
+
+        Returns
+        -------
+        self
+        """
         first = not hasattr(self, "model_")
         if first:
             self._validate_params()
@@ -721,7 +796,8 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         return logits(self, self._validate_X(X, reset=False))
 
     def decision_function(self, X) -> np.ndarray:
-        """Scores: (n_samples,) for two classes (the logit of classes_[1]), else (n_samples, n_classes)."""
+        """Scores: shape (n_samples,) for two classes (the logit of ``classes_[1]``), else
+        (n_samples, n_classes)."""
         logits = self._logits(X)
         return logits.squeeze(1).numpy() if self.model_.binary else logits.numpy()
 
@@ -732,24 +808,26 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         return torch.log_softmax(logits, dim=1).numpy()
 
     def predict_proba(self, X) -> np.ndarray:
-        """Probabilities, columns ordered as classes_."""
+        """Probabilities, shape (n_samples, n_classes), columns ordered as ``classes_`` (computed in
+        float64, so a sample's row does not depend on the other rows passed with it)."""
         return np.exp(self.predict_log_proba(X))
 
     def predict(self, X) -> np.ndarray:
-        """classes_ by the package's one rule: argmax, or P(classes_[1]) >= threshold for two."""
+        """Labels from ``classes_`` by the package's one rule: the argmax, or for two classes
+        P(``classes_[1]``) >= ``threshold``."""
         index = decide(self._logits(X), self.threshold).numpy()  # checks fitted state first
         return self.classes_[index]
 
     # --- learned attributes with scikit-learn's names ------------------------------------------
     def densify(self):
-        """coef_ as a dense array (after sparsify); returns self."""
+        """``coef_`` as a dense array (after ``sparsify``); returns self."""
         self._check_fitted()
         if hasattr(self.coef_, "toarray"):
             self.coef_ = self.coef_.toarray()
         return self
 
     def sparsify(self):
-        """coef_ as a SciPy CSR matrix, worth it when L1 made most weights zero; returns self."""
+        """``coef_`` as a SciPy CSR matrix, worth it when L1 made most weights zero; returns self."""
         import scipy.sparse
 
         self._check_fitted()

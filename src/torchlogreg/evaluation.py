@@ -29,7 +29,19 @@ def logits_of(model: LogisticRegression, images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_proba(model: LogisticRegression, images: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (N, C) for `images` (uint8 pixels or floats in [0, 1])."""
+    """Class probabilities for `images`, computed in chunks on the model's device.
+
+    Parameters
+    ----------
+    model : LogisticRegression
+    images : torch.Tensor
+        (N, H, W) or (N, features): uint8 pixels (0..255) or floats in [0, 1].
+
+    Returns
+    -------
+    torch.Tensor
+        (N, C) probabilities, rows summing to 1 (two columns for a binary model).
+    """
     return model.probabilities(logits_of(model, images))
 
 
@@ -37,9 +49,32 @@ def predict_proba(model: LogisticRegression, images: torch.Tensor) -> torch.Tens
 def evaluate(
     model: LogisticRegression, images: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5
 ) -> dict[str, float]:
-    """{"accuracy", "loss", "n"}: accuracy as a fraction, loss as the exact mean over the set.
+    """Accuracy and the exact mean loss of `model` over a whole set.
 
     Summed chunk by chunk, so memory does not grow with the set (which may stream from disk).
+
+    Parameters
+    ----------
+    model : LogisticRegression
+    images : torch.Tensor
+        (N, H, W) uint8 pixels or floats in [0, 1].
+    labels : torch.Tensor
+        (N,) class indices.
+    threshold : float, default=0.5
+        Binary models: predict the positive class when its probability is at least this.
+
+    Returns
+    -------
+    dict
+        ``{"accuracy": fraction correct, "loss": mean cross-entropy, "n": N}``.
+
+    Examples
+    --------
+    >>> import torchlogreg as tl
+    >>> run = tl.load_run("runs/default")  # doctest: +SKIP
+    >>> data = tl.load_data(run.config)  # doctest: +SKIP
+    >>> tl.evaluate(run.model, data.test.images, data.test.labels)  # doctest: +SKIP
+    {'accuracy': 0.926, 'loss': 0.2688..., 'n': 10000}
     """
     was_training = model.training
     model.eval()
@@ -99,7 +134,34 @@ def top_k(
     k: int = 3,
     threshold: float = 0.5,
 ) -> list[dict]:
-    """Per image: the predicted `label`, its `probability`, and the `top_k` labels by probability."""
+    """The prediction for each image, with the `k` most likely classes.
+
+    Parameters
+    ----------
+    model : LogisticRegression
+    images : torch.Tensor
+        (N, H, W) uint8 pixels or floats in [0, 1], e.g. from :func:`load_inputs`.
+    class_names : tuple of str
+        The run's class names (``run.class_names``).
+    k : int, default=3
+        How many classes to list (at most the number of classes).
+    threshold : float, default=0.5
+        Binary models: the decision threshold (``run.threshold``).
+
+    Returns
+    -------
+    list of dict
+        Per image: ``label`` (its class name), ``index``, ``probability`` of that label, and
+        ``top_k``, a list of ``{"label", "probability"}`` by falling probability.
+
+    Examples
+    --------
+    >>> import torchlogreg as tl
+    >>> run = tl.load_run("runs/default")  # doctest: +SKIP
+    >>> images, names = tl.load_inputs(["seven.png"])  # doctest: +SKIP
+    >>> tl.top_k(run.model, images, run.class_names, k=2)[0]["top_k"]  # doctest: +SKIP
+    [{'label': '7', 'probability': 0.997...}, {'label': '3', 'probability': 0.003...}]
+    """
     logits = logits_of(model, images)
     probabilities = model.probabilities(logits).cpu()
     predicted = decide(logits, threshold).cpu()

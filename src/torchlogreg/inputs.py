@@ -814,11 +814,47 @@ def load_inputs(
     notes: list[str] | None = None,
     pictures: str = MNIST_STYLE,
 ) -> tuple[torch.Tensor, list[str]]:
-    """Float images (N, H, W) in [0, 1] from image, array and CSV files, with a name for each; (H, W)
-    is `image_shape`, the run's input shape, so pictures are fitted to it and arrays must match it,
-    and `pictures` the run's rule for picture files (`Run.pictures`).
-    Each array file may decode to at most MAX_ARRAY_BYTES, each picture hold MAX_IMAGE_PIXELS.
-    All at once: `read_chunks` reads a file of any size a chunk at a time."""
+    """Images ready for a model, from picture, array and CSV files, with a name for each.
+
+    Pictures (PNG, JPEG, BMP, GIF, TIFF, WebP) are made into pixels by the run's rule `pictures`
+    (``Run.pictures``): ``"mnist-style"`` is MNIST's preprocessing (grayscale, light paper turned
+    dark, noise and uneven light removed, cropped to the ink, fitted into 20 × 20 and centred by mass
+    in 28 × 28, scaled to `image_shape`); ``"as-is"`` is grayscale resized to `image_shape`, the
+    pixels a dataset converted from a picture folder holds. ``.npy``/``.npz`` arrays and CSV rows (one image per
+    row, 0..255 or fractions in [0, 1]) must already have the run's shape. Folders are read
+    recursively, sorted. Everything is loaded at once; ``torchlogreg predict`` streams files of any
+    size a chunk at a time instead.
+
+    Parameters
+    ----------
+    paths : sequence of str or path
+        Files and folders.
+    image_shape : (int, int), default=(28, 28)
+        The run's input shape (``run.image_shape``).
+    notes : list, optional
+        Gets notes worth showing a user (e.g. which CSV column was read as labels).
+    pictures : {"mnist-style", "as-is"}, default="mnist-style"
+        How picture files become pixels: the run's rule.
+
+    Returns
+    -------
+    images : torch.Tensor
+        (N, H, W) float32 in [0, 1].
+    names : list of str
+        One per image: the file, with ``[row]`` for arrays and CSV rows.
+
+    Raises
+    ------
+    InputError
+        For an unreadable, damaged, oversized or wrongly shaped input (one line naming it).
+
+    Examples
+    --------
+    >>> import torchlogreg as tl
+    >>> images, names = tl.load_inputs(["seven.png", "digits.npy"])  # doctest: +SKIP
+    >>> images.shape, names  # doctest: +SKIP
+    (torch.Size([4, 28, 28]), ['seven.png', 'digits.npy[0]', 'digits.npy[1]', 'digits.npy[2]'])
+    """
     image_shape = as_shape(image_shape)
     note = notes.append if notes is not None else None
     chunks = [

@@ -83,7 +83,28 @@ def without_grad(function: Callable) -> Callable:
 
 
 class LogisticRegression(nn.Module):
-    """A linear layer read as class scores: `n_classes` logits, or one logit when binary."""
+    """Logistic regression as an ``nn.Module``: one ``nn.Linear`` read as class scores.
+
+    Multinomial for more than two classes (C logits, softmax, cross-entropy); one logit, sigmoid
+    and binary cross-entropy for two. Inputs are uint8 pixels (the 1/255 is folded into the
+    product) or floats in [0, 1], shaped (N, H, W) or (N, features). The weights start at zero.
+
+    Parameters
+    ----------
+    n_features : int
+        Inputs per sample (784 for 28 × 28 images).
+    n_classes : int
+        At least 2; two classes give one logit.
+
+    Examples
+    --------
+    >>> import torch, torchlogreg as tl
+    >>> model = tl.LogisticRegression(n_features=784, n_classes=10)
+    >>> model.linear
+    Linear(in_features=784, out_features=10, bias=True)
+    >>> model.predict_proba(torch.zeros(2, 28, 28, dtype=torch.uint8))[0, :3]
+    tensor([0.1000, 0.1000, 0.1000])
+    """
 
     def __init__(self, n_features: int, n_classes: int):
         super().__init__()
@@ -146,6 +167,7 @@ class LogisticRegression(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, C) for inputs `x`; binary gives two columns."""
         return self.probabilities(self(x))
 
     @torch.no_grad()

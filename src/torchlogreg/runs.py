@@ -238,13 +238,68 @@ def train(
     announce=None,
     tensorboard: str | os.PathLike | None = None,
 ) -> TrainResult:
-    """Train as `config` says (on `data`, else loaded), and with `out` save the run there.
+    """Train as `config` says, on `data` (else loaded), and with `out` save the run there.
 
-    resume=True continues the interrupted run in `out` with its own settings (config may change only
-    the device and data root). checkpoint_every=N also checkpoints every N steps; a stop request
-    (`should_stop()` true, or SIGINT/SIGTERM with handle_signals) checkpoints and raises Interrupted.
-    `announce` (e.g. print) gets a line describing the run before it starts, on rank 0.
-    `tensorboard` (a folder) logs the curves and the weight templates there, on rank 0.
+    The same run as ``torchlogreg train``: under torchrun each process calls this, and rank 0 alone
+    prints and writes.
+
+    Parameters
+    ----------
+    config : TrainConfig, optional
+        What to train (default: the ``default`` preset). With ``resume`` it may change only the
+        device and the data root.
+    data : Data, optional
+        Data already loaded with :func:`load_data` for this config; reuse it across runs.
+    out : str or path, optional
+        A run folder to write (weights, ``model.json``, metrics, history); it must be new or empty
+        unless ``overwrite``.
+    resume : bool, default=False
+        Continue the interrupted run in `out` with its own settings, exactly where it stopped.
+    overwrite : bool, default=False
+        Replace a run already in `out`.
+    checkpoint_every : int, optional
+        Also write a resumable checkpoint every N steps.
+    verbose : bool, default=True
+        Print a line per validation check and a summary.
+    progress : bool, optional
+        Show a progress bar (default: when stderr is a terminal).
+    should_stop : callable, optional
+        Polled after every step; when it returns True the run checkpoints and raises
+        :class:`Interrupted`.
+    handle_signals : bool, default=False
+        Treat SIGINT and SIGTERM as a stop request (the CLI does).
+    command : list of str, optional
+        The command line to record in ``model.json``.
+    dist_timeout : float, default=60.0
+        Seconds to wait for other processes under torchrun before failing.
+    announce : callable, optional
+        Gets a line describing the run before it starts (e.g. ``print``).
+    tensorboard : str or path, optional
+        A folder to log the curves and the weight templates to (needs the ``tensorboard`` extra).
+
+    Returns
+    -------
+    TrainResult
+        The model (on the training device), its per-iteration history and its metrics.
+
+    Raises
+    ------
+    ConfigError, DataError, CheckpointError
+        For bad settings, data or run folders, before training starts.
+    DivergenceError
+        When the loss becomes NaN/inf or explodes (lower the learning rate).
+    Interrupted
+        After a stop request, once the checkpoint is written.
+
+    Examples
+    --------
+    >>> import torchlogreg as tl
+    >>> config = tl.preset("default")
+    >>> result = tl.train(config, verbose=False)  # doctest: +SKIP
+    >>> result.metrics["test"]["accuracy"]  # doctest: +SKIP
+    0.926
+    >>> tl.train(config, out="runs/first", checkpoint_every=500)  # doctest: +SKIP
+    >>> tl.train(out="runs/first", resume=True)  # after an interruption  # doctest: +SKIP
     """
     config, state = _settings(config, out, resume, checkpoint_every)
     config, dist = _join(config, dist_timeout)

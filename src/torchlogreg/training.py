@@ -42,7 +42,13 @@ LBFGS_EVAL_EVERY = 10  # L-BFGS iterations between checks (each is a full pass a
 
 @dataclass
 class TrainResult:
-    """What a training run produced: the model, its history and its metrics."""
+    """What a training run produced: the model, its history and its metrics.
+
+    ``history`` has one dict per iteration (``iteration``, ``epoch``, ``lr``, ``loss``, and the
+    validation columns filled at each check); ``metrics`` maps ``"train"``, ``"val"`` and
+    ``"test"`` to ``{"accuracy", "loss", "n"}`` and holds the run's timing and device, as
+    ``metrics.json`` in a run folder does.
+    """
 
     model: LogisticRegression
     config: TrainConfig
