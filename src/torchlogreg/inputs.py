@@ -820,8 +820,8 @@ def load_inputs(
     (``Run.pictures``): ``"mnist-style"`` is MNIST's preprocessing (grayscale, light paper turned
     dark, noise and uneven light removed, cropped to the ink, fitted into 20 × 20 and centred by mass
     in 28 × 28, scaled to `image_shape`); ``"as-is"`` is grayscale resized to `image_shape`, the
-    pixels a dataset converted from a picture folder holds. ``.npy``/``.npz`` arrays and CSV rows (one image per
-    row, 0..255 or fractions in [0, 1]) must already have the run's shape. Folders are read
+    pixels a dataset converted from a picture folder holds. ``.npy``/``.npz`` arrays and CSV rows
+    (one image per row, 0..255 or fractions in [0, 1]) must already have the run's shape. Folders are read
     recursively, sorted. Everything is loaded at once; ``torchlogreg predict`` streams files of any
     size a chunk at a time instead.
 
