@@ -68,6 +68,7 @@ class Engine:
         self.train_seconds, self.stop_reason = 0.0, None
         self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
         self._batches, self._sum, self._flat = None, None, None
+        self._epoch_origin = 0  # the iteration epochs are counted from (moved by set_source)
 
     # --- one step --------------------------------------------------------------------------------
     def _reduce(self, loss: float, stop: bool) -> tuple[float, bool]:
@@ -106,7 +107,7 @@ class Engine:
         while True:
             if self._batches is None:
                 self.epoch_rng_state = self.generator.get_state()
-                skip = self.iteration % self.steps_per_epoch
+                skip = (self.iteration - self._epoch_origin) % self.steps_per_epoch
                 self._batches = self.source.epoch(self.generator, skip)
             batch = next(self._batches, None)
             if batch is not None:
@@ -128,6 +129,17 @@ class Engine:
 
         self.optimizer.step(lr, closure)
         return result["loss"], result["stop"]
+
+    # --- changes between steps (the playground's live settings) ----------------------------------
+    def set_objective(self, objective: Objective) -> None:
+        """Minimise `objective` from the next step on (new penalties mid-run)."""
+        self.objective, self._penalised = objective, bool(objective.weight_decay or objective.l1)
+
+    def set_source(self, source) -> None:
+        """Draw batches from `source` from the next step on (a new batch size mid-run), starting a
+        fresh epoch there."""
+        self.source, self.steps_per_epoch = source, source.steps_per_epoch
+        self._batches, self._epoch_origin = None, self.iteration
 
     # --- the loop --------------------------------------------------------------------------------
     def _check_loss(self, loss: float) -> None:

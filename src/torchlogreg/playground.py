@@ -1,0 +1,668 @@
+"""The playground: train in the browser and watch logistic regression learn, live, on real data.
+
+    torchlogreg playground --data-root ../shared/data     # then open http://127.0.0.1:8000/
+
+One page (``GET /``, scripts and styles served by the package, no network requests) and one
+WebSocket per page (``/ws``). The page sends settings and commands as JSON (start, pause, step,
+reset, live changes, save); the server trains with the library's own engine (live.py) on a thread
+per page and streams history rows, the weights (int8, one scale) and a confusion matrix about 20
+times a second. Settings are checked by `TrainConfig`; data sets are chosen from the list the
+server offers (the built-ins found under the data root, and folders given on the command line),
+never a path from the browser. Loopback by default; a cap on concurrent trainings; a training
+stops when its page goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import shlex
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import Run, save_run
+from .config import PRESETS, TrainConfig, preset
+from .data import Data, load_data, load_splits, prepare, resolve_data_root
+from .datasets import DATASETS
+from .evaluation import logits_of
+from .exceptions import ConfigError, DataError, InputError, TorchLogRegError, did_you_mean, require
+from .live import LIVE_FIELDS, LiveTraining
+from .model import LogisticRegression, decide
+from .runs import default_out
+from .storage import atomic_write_json
+
+STATIC = Path(__file__).resolve().parent / "static"
+FRAME_SECONDS = 0.05  # the page gets at most this many frames a second, while a run goes on
+SAMPLE_ROWS = 1000  # images of the confusion matrix and the mistakes (the validation set's first)
+MISTAKES = 8  # current mistakes shown
+MAX_STEPS = 250_000  # steps in one run: bounds its history (memory, here and in the page)
+MAX_MESSAGE_BYTES = 1 << 20  # a command or a drawing
+MAX_CONNECTIONS = 32  # open pages; each holds a few KB until it starts a training
+SERVER_FIELDS = ("dataset", "data_root", "device", "classes", "positive", "threshold")
+PAGE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in SERVER_FIELDS)
+SHOWN_PRESETS = ("tutorial", "default")
+EXPERIMENTS = (
+    {
+        "name": "learning rate 10",
+        "preset": "default",
+        "settings": {"optimizer": "sgd", "lr": 10.0, "momentum": 0.0, "schedule": "none", "epochs": 1},
+        "look": "Steps this large overshoot: the loss jumps and climbs instead of falling, and the "
+        "templates turn to noise (the engine stops a run whose loss explodes).",
+    },
+    {
+        "name": "batch size 1 vs 1,000",
+        "preset": "default",
+        "settings": {
+            "optimizer": "sgd",
+            "lr": 0.01,
+            "momentum": 0.0,
+            "schedule": "none",
+            "batch_size": 1,
+            "epochs": 1,
+        },
+        "then": {"batch_size": 1000},
+        "look": "One pass over the data each: batch 1 takes 55,000 noisy steps, batch 1,000 only 55 "
+        "smooth ones of the same size, and ends far behind (x axis: epochs).",
+    },
+    {
+        "name": "600 training images",
+        "preset": "default",
+        "settings": {"train_size": 600, "epochs": 60, "eval_every": 10},
+        "look": "Train accuracy heads for 100% while validation stalls well below: the model learns "
+        "these 600 images, not digits; the templates are speckled.",
+    },
+    {
+        "name": "strong weight decay",
+        "preset": "default",
+        "settings": {"weight_decay": 0.01},
+        "look": "The penalty pulls every weight towards zero: smooth, faint templates, a higher loss "
+        "and lower accuracy. Try 0 on the fly and watch them sharpen.",
+    },
+)
+logger = logging.getLogger(__name__)
+
+
+# --- what the server offers --------------------------------------------------------------------------
+class Catalog:
+    """The data sets a page may choose (by key): built-ins whose files are under the data root, and
+    dataset folders given on the command line. Built-ins' splits are read once and shared."""
+
+    def __init__(self, data_root: str | None = None, folders: tuple[str, ...] = ()):
+        self.data_root = data_root
+        root = resolve_data_root(data_root)
+        self.paths: dict[str, str] = {}  # key -> TrainConfig.dataset
+        for name, spec in DATASETS.items():
+            if all((root / spec.torchvision_class / "raw" / f).is_file() for f in spec.files):
+                self.paths[name] = name
+        for folder in folders:
+            path = Path(folder).expanduser().resolve()
+            if not (path / "meta.json").is_file():
+                raise DataError(
+                    f"--dataset-folder {folder}: holds no meta.json (see 'torchlogreg data convert')"
+                )
+            key = path.name if path.name not in self.paths else f"{path.name} ({path})"
+            self.paths[key] = str(path)
+        if not self.paths:
+            raise DataError(
+                f"no data set under {root}: download one with 'torchlogreg train --data-root {root}', "
+                "or give --dataset-folder"
+            )
+        self._splits: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+
+    def dataset(self, key) -> str:
+        if key not in self.paths:
+            hint = did_you_mean(str(key), self.paths)
+            raise ConfigError(f"dataset must be one of {', '.join(self.paths)}, got {key!r}{hint}")
+        return self.paths[key]
+
+    def data(self, config: TrainConfig) -> Data:
+        """The data `config` trains on; built-ins' files are read once."""
+        if config.dataset not in DATASETS:
+            return load_data(config, download=False)
+        with self._lock:
+            if config.dataset not in self._splits:
+                self._splits[config.dataset] = load_splits(config.dataset, self.data_root, download=False)
+        return prepare(config, *self._splits[config.dataset])
+
+
+def config_for(catalog: Catalog, request: dict) -> TrainConfig:
+    """The config a page asks for: {"preset", "dataset" (a key the server offers), "settings"}; every
+    setting is a TrainConfig field the page may set, checked by TrainConfig."""
+    if not isinstance(request, dict):
+        raise ConfigError("settings must be a JSON object")
+    name, settings = request.get("preset", "default"), request.get("settings") or {}
+    if name not in SHOWN_PRESETS:
+        raise ConfigError(f"preset must be one of {', '.join(SHOWN_PRESETS)}, got {name!r}")
+    if not isinstance(settings, dict):
+        raise ConfigError("settings must be a JSON object of TrainConfig fields")
+    unknown = [key for key in settings if key not in PAGE_FIELDS]
+    if unknown:
+        raise ConfigError("; ".join(f"unknown setting {k!r}{did_you_mean(k, PAGE_FIELDS)}" for k in unknown))
+    dataset = catalog.dataset(request.get("dataset", next(iter(catalog.paths))))
+    return preset(name, **settings, dataset=dataset, data_root=catalog.data_root)
+
+
+# --- the equivalent command line -----------------------------------------------------------------------
+def _flag(name: str, value) -> list[str]:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + name.replace("_", "-")]
+    if isinstance(value, tuple):
+        return [flag, ",".join(str(v) for v in value)]
+    return [flag, repr(value) if isinstance(value, float) else str(value)]
+
+
+def command_for(config: TrainConfig) -> list[str] | None:
+    """`torchlogreg train ...` that trains exactly `config` (checked with the CLI's own parser): the
+    preset needing the fewest flags; None when no flags can say it (a field None only by default)."""
+    from .cli import build_parser, config_from_args
+
+    best = None
+    for name in PRESETS:
+        base = PRESETS[name]
+        differ = [
+            f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(base, f.name)
+        ]
+        if any(getattr(config, field) is None for field in differ):
+            continue
+        args = ["torchlogreg", "train"] + (["--preset", name] if name != "default" else [])
+        for field in differ:
+            args += _flag(field, getattr(config, field))
+        parsed = build_parser().parse_args(args[1:])
+        if config_from_args(parsed) == config and (best is None or len(args) < len(best)):
+            best = args
+    return best
+
+
+# --- what a page is shown --------------------------------------------------------------------------------
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
+
+
+def weights_message(weight: torch.Tensor) -> bytes:
+    """The weights for the templates, compact: a float32 scale, then the weights as int8 (x scale/127)."""
+    values = weight.detach().float().cpu()
+    scale = float(values.abs().max()) if values.numel() else 0.0
+    quantised = (
+        (values * (127 / scale)).round().to(torch.int8)
+        if scale > 0
+        else torch.zeros_like(values, dtype=torch.int8)
+    )
+    return np.float32(scale).tobytes() + quantised.numpy().tobytes()
+
+
+def _row(row: dict) -> list:
+    return [
+        row["iteration"],
+        row["epoch"],
+        row["lr"],
+        row["loss"],
+        row["train_accuracy"],
+        row["val_accuracy"],
+        row["val_loss"],
+    ]
+
+
+class Sample:
+    """The images the confusion matrix and the mistakes are measured on: the validation set's first
+    SAMPLE_ROWS (the test set's when there is no validation set)."""
+
+    def __init__(self, data: Data, threshold: float):
+        split = data.val if data.val is not None else data.test
+        self.name = "validation" if data.val is not None else "test"
+        count = min(SAMPLE_ROWS, len(split))
+        self.images, self.labels = split.images[:count], split.labels[:count]
+        self.threshold, self.n_classes = threshold, data.n_classes
+        self.model = LogisticRegression(math.prod(data.image_shape), data.n_classes)
+
+    def measure(self, weight: torch.Tensor, bias: torch.Tensor) -> dict:
+        """Confusion matrix (rows: true class), accuracy and the first mistakes of these weights."""
+        torch.set_num_threads(1)  # a worker thread of its own: leave the cores to the trainings
+        with torch.no_grad():
+            self.model.linear.weight.copy_(weight)
+            self.model.linear.bias.copy_(bias)
+            predicted = decide(logits_of(self.model, self.images), self.threshold)
+        k = self.n_classes
+        confusion = torch.bincount(self.labels * k + predicted, minlength=k * k).reshape(k, k)
+        wrong = torch.nonzero(predicted != self.labels).flatten()[:MISTAKES]
+        return {
+            "sample": self.name,
+            "confusion": confusion.tolist(),
+            "accuracy": float((predicted == self.labels).float().mean()),
+            "mistakes": [
+                {
+                    "image": _b64(self.images[i].numpy()),
+                    "label": int(self.labels[i]),
+                    "predicted": int(predicted[i]),
+                }
+                for i in wrong.tolist()
+            ],
+        }
+
+
+# --- one page --------------------------------------------------------------------------------------
+class Slots:
+    """The cap on trainings held at once (running, paused or not yet started), over all pages."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self._lock = limit, 0, threading.Lock()
+
+    def take(self) -> None:
+        with self._lock:
+            if self.used >= self.limit:
+                raise ConfigError(
+                    f"the server is running {self.used} trainings, its limit (--max-trainings {self.limit}): "
+                    "wait for one to finish, or pause... and reset a run in another tab"
+                )
+            self.used += 1
+
+    def give(self) -> None:
+        with self._lock:
+            self.used -= 1
+
+
+class Session:
+    """One page: its training (at most one), what it has been sent, and its commands."""
+
+    def __init__(self, app_state, send_text, send_bytes, loop):
+        self.state, self.send_text, self.send_bytes, self.loop = app_state, send_text, send_bytes, loop
+        self.live: LiveTraining | None = None
+        self.sample: Sample | None = None
+        self.meta: dict = {}
+        self.holds_slot = False
+        self.wake = asyncio.Event()
+        self.sent_rows = self.sent_changes = 0
+        self.sent_version, self.sent_state = -1, None
+
+    def notify(self) -> None:
+        """From the training thread: something new to show."""
+        self.loop.call_soon_threadsafe(self.wake.set)
+
+    # --- commands -----------------------------------------------------------------------------
+    async def handle(self, message: dict) -> None:
+        kind = message.get("type") if isinstance(message, dict) else None
+        handlers = {
+            "check": self.check,
+            "start": self.start,
+            "pause": self.pause,
+            "step": self.step,
+            "reset": self.reset,
+            "change": self.change,
+            "save": self.save,
+        }
+        if kind not in handlers:
+            raise ConfigError(f"type must be one of {', '.join(handlers)}, got {kind!r}")
+        await handlers[kind](message)
+
+    async def check(self, message: dict) -> TrainConfig:
+        """The config for these settings, and its command line, sent back (nothing starts)."""
+        config = config_for(self.state.catalog, message)
+        command = command_for(config)
+        await self.send_text(
+            {
+                "type": "config",
+                "config": {**config.to_dict(), "data_root": None, "learning_rate": config.learning_rate},
+                "command": shlex.join(command) if command else None,
+            }
+        )
+        return config
+
+    async def start(self, message: dict) -> None:
+        steps = message.get("steps")
+        if steps is not None and not (type(steps) is int and steps >= 1):
+            raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+        if self.live is not None:
+            if self.live.state not in ("ready", "paused"):
+                raise ConfigError(f"the run is {self.live.state}; reset to train again")
+            self._go(steps)
+            return
+        config = await self.check(message)
+        self.state.slots.take()
+        self.holds_slot = True
+        try:
+            data = await asyncio.to_thread(self.state.catalog.data, config)
+            self.live = LiveTraining(
+                config, data, max_steps=MAX_STEPS, snapshot_seconds=FRAME_SECONDS, notify=self.notify
+            )
+        except BaseException:
+            self._release()
+            raise
+        self.sample = Sample(data, config.threshold)
+        self.meta = {"image_shape": list(data.image_shape), "class_names": list(data.class_names)}
+        engine = self.live.engine
+        await self.send_text(
+            {
+                "type": "run",
+                **self.meta,
+                "n_train": len(data.train),
+                "total": engine.total,
+                "steps_per_epoch": engine.steps_per_epoch,
+                "sample": self.sample.name,
+            }
+        )
+        self._go(steps)
+
+    def _go(self, steps: int | None) -> None:
+        self.live.step(steps) if steps else self.live.start()
+
+    async def pause(self, message: dict) -> None:
+        if self.live is not None:
+            self.live.pause()
+
+    async def step(self, message: dict) -> None:
+        if self.live is None:
+            raise ConfigError("start a run first")
+        self.live.step(1)
+
+    async def change(self, message: dict) -> None:
+        if self.live is None:
+            raise ConfigError("start a run first; then changes apply between steps")
+        settings = message.get("settings")
+        if not isinstance(settings, dict):
+            raise ConfigError("change needs settings: {name: value} of " + ", ".join(LIVE_FIELDS))
+        values = self.live.change(**settings)
+        await self.send_text({"type": "changing", "settings": values})
+
+    async def reset(self, message: dict) -> None:
+        self.close()
+        self.live, self.sample = None, None
+        self.sent_rows = self.sent_changes = 0
+        self.sent_version, self.sent_state = -1, None
+
+    async def save(self, message: dict) -> None:
+        live = self.live
+        if live is None or live.state not in ("paused", "finished") or not live.snapshot().iteration:
+            raise ConfigError("save needs a run that has taken steps and is paused or finished")
+        folder = await asyncio.to_thread(save_live, live, self.state.runs_dir)
+        await self.send_text({"type": "saved", "folder": str(folder)})
+
+    async def predict(self, png: bytes) -> None:
+        """The drawing pad: the current weights' answer for a drawing (a PNG), as `serve` gives it."""
+        from .serving import _image_from_upload, explain
+
+        if self.live is None:
+            raise InputError("start a run first: the pad asks the model as it trains")
+        snap = self.live.snapshot()
+        shape = tuple(self.meta["image_shape"])
+        model = LogisticRegression(math.prod(shape), len(self.meta["class_names"]))
+        with torch.no_grad():
+            model.linear.weight.copy_(snap.weight)
+            model.linear.bias.copy_(snap.bias)
+        run = Run(
+            Path("."),
+            model,
+            {
+                "input_shape": list(shape),
+                "class_names": self.meta["class_names"],
+                "threshold": self.live.config.threshold,
+            },
+            {},
+        )
+        image = await asyncio.to_thread(_image_from_upload, png, "drawing.png", shape)
+        answer = explain(run, image)
+        await self.send_text(
+            {
+                "type": "prediction",
+                "label": answer["label"],
+                "top_k": answer["top_k"],
+                "iteration": snap.iteration,
+            }
+        )
+
+    # --- frames -------------------------------------------------------------------------------
+    async def frame(self) -> None:
+        """Send what is new: history rows, changes, the state, the weights and their confusion."""
+        live = self.live
+        if live is None:
+            return
+        snap = live.snapshot()
+        rows = live.rows(self.sent_rows)
+        changes = live.changes[self.sent_changes :]
+        fresh = snap.version != self.sent_version
+        if not (rows or changes or fresh or live.state != self.sent_state):
+            return
+        message = {
+            "type": "frame",
+            "state": live.state,
+            "iteration": snap.iteration,
+            "epoch": snap.epoch,
+            "samples": snap.samples,
+            "lr": snap.lr,
+            "total": live.engine.total if live.engine is not None else snap.iteration,
+            "rows": [_row(row) for row in rows],
+            "changes": changes,
+            "settings": live.settings,
+        }
+        if fresh:
+            message.update(await asyncio.to_thread(self.sample.measure, snap.weight, snap.bias))
+        if live.state == "diverged":
+            message["error"] = live.error
+        if live.state == "finished" and self.sent_state != "finished":
+            metrics = live.result.metrics
+            message["metrics"] = {
+                k: v
+                for k, v in metrics.items()
+                if k in ("train", "val", "test", "train_seconds", "iterations", "epochs", "stopped_early")
+            }
+            message["changed"] = live.changed
+        if live.state in ("finished", "diverged", "closed"):
+            self._release()  # its data is gone: another page may train
+        self.sent_rows += len(rows)
+        self.sent_changes += len(changes)
+        self.sent_state = live.state
+        if fresh:
+            self.sent_version = snap.version
+            await self.send_bytes(weights_message(snap.weight))
+        await self.send_text(message)
+
+    # --- the end --------------------------------------------------------------------------------------
+    def _release(self) -> None:
+        if self.holds_slot:
+            self.holds_slot = False
+            self.state.slots.give()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
+        self._release()
+
+
+def save_live(live: LiveTraining, runs_dir: Path) -> Path:
+    """Write the run as an ordinary run folder under `runs_dir` (a new timestamped folder): the files
+    `train` writes, and playground.json with the settings it started from, the changes made on the
+    fly and whether `torchlogreg train` with its command gives the same model."""
+    result = live.partial_result()
+    command = command_for(live.config)
+    equivalent = live.result is not None and not live.changed and command is not None
+    out = default_out(str(runs_dir))
+    save_run(result, out, command=command if equivalent else ["torchlogreg", "playground"])
+    notes = []
+    if live.changed:
+        notes.append("settings changed during the run (see changes): the config alone does not reproduce it")
+    if live.result is None:
+        notes.append(f"saved while paused at iteration {result.metrics['iterations']}, before the run's end")
+    atomic_write_json(
+        out / "playground.json",
+        {
+            "config": live.config.to_dict(),
+            "changes": live.changes,
+            "equivalent_command": command if equivalent else None,
+            "notes": notes,
+        },
+    )
+    return out
+
+
+def _finite(value):
+    """`value` with NaN and infinities as None, all the way down (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _same_origin(headers) -> bool:
+    """Whether a WebSocket comes from this server's own page. Browsers send Origin with every
+    WebSocket and apply no same-origin rule to them, so any web page could otherwise drive this
+    server; clients without an Origin (scripts, tests) are not browsers."""
+    from urllib.parse import urlsplit
+
+    origin = headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == headers.get("host")
+
+
+@dataclasses.dataclass
+class AppState:
+    catalog: Catalog
+    slots: Slots
+    runs_dir: Path
+    connections: int = 0
+
+
+def hello(state: AppState) -> dict:
+    """What a page needs before it trains: data sets, presets, experiments, the live settings."""
+    presets = {
+        name: {**PRESETS[name].to_dict(), "learning_rate": PRESETS[name].learning_rate}
+        for name in SHOWN_PRESETS
+    }
+    for values in presets.values():
+        values.pop("data_root")
+    return {
+        "type": "hello",
+        "datasets": list(state.catalog.paths),
+        "presets": presets,
+        "experiments": list(EXPERIMENTS),
+        "page_fields": list(PAGE_FIELDS),
+        "live_fields": list(LIVE_FIELDS),
+        "max_steps": MAX_STEPS,
+        "max_trainings": state.slots.limit,
+    }
+
+
+def create_app(
+    data_root: str | None = None,
+    folders: tuple[str, ...] = (),
+    runs_dir: str | Path = "runs",
+    max_trainings: int = 2,
+):
+    """The FastAPI application: the page at /, its assets under /static, one WebSocket per page at /ws."""
+    require("fastapi", "serve")
+    from fastapi import FastAPI
+    from fastapi.responses import FileResponse
+    from fastapi.staticfiles import StaticFiles
+    from starlette.websockets import WebSocketDisconnect
+
+    if not (isinstance(max_trainings, int) and max_trainings >= 1):
+        raise ConfigError(f"max_trainings must be an integer >= 1, got {max_trainings!r}")
+    state = AppState(Catalog(data_root, tuple(folders)), Slots(max_trainings), Path(runs_dir))
+    app = FastAPI(title="torchlogreg playground", description="Train logistic regression live", version="1")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "playground.html")
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    async def socket(ws):
+        if not _same_origin(ws.headers):
+            await ws.close(code=1008, reason="another site's page may not use this server")
+            return
+        await ws.accept()
+        if state.connections >= MAX_CONNECTIONS:
+            await ws.send_text(
+                json.dumps({"type": "error", "message": f"over {MAX_CONNECTIONS} pages are open"})
+            )
+            await ws.close(code=1013)
+            return
+        state.connections += 1
+        sending = asyncio.Lock()
+
+        async def send_text(message: dict) -> None:
+            async with sending:
+                await ws.send_text(json.dumps(_finite(message), allow_nan=False))
+
+        async def send_bytes(data: bytes) -> None:
+            async with sending:
+                await ws.send_bytes(data)
+
+        session = Session(state, send_text, send_bytes, asyncio.get_running_loop())
+        try:
+            await send_text(hello(state))
+            await _serve_page(ws, session, send_text)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            session.close()
+            state.connections -= 1
+
+    app.router.add_websocket_route("/ws", socket)  # Starlette's route: no annotation to resolve
+    return app
+
+
+async def _serve_page(ws, session: Session, send_text) -> None:
+    """Two loops until the page goes away: its messages in, frames out."""
+
+    async def guarded(work) -> None:
+        try:
+            await work
+        except TorchLogRegError as error:
+            await send_text({"type": "error", "message": str(error)})
+        except Exception:
+            logger.exception("playground: a command failed")
+            await send_text({"type": "error", "message": "internal error (logged by the server)"})
+
+    async def receive() -> None:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data, text = message.get("bytes"), message.get("text")
+            if data is not None:
+                await guarded(session.predict(data))
+                continue
+            try:
+                command = json.loads(text or "")
+            except ValueError:
+                await send_text({"type": "error", "message": "messages must be JSON objects"})
+                continue
+            await guarded(session.handle(command))
+
+    async def pump() -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(session.wake.wait(), timeout=1.0)
+            session.wake.clear()
+            await session.frame()
+
+    tasks = [asyncio.create_task(receive()), asyncio.create_task(pump())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task.exception() is not None and not isinstance(task.exception(), (OSError, RuntimeError)):
+                raise task.exception()
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def serve_playground(app, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the server (one process: the trainings live in it)."""
+    require("uvicorn", "serve")
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=MAX_MESSAGE_BYTES)
