@@ -49,6 +49,7 @@ MAX_CONNECTIONS = 32  # open pages; each holds a few KB until it starts a traini
 SERVER_FIELDS = ("dataset", "data_root", "device", "classes", "positive", "threshold")
 PAGE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in SERVER_FIELDS)
 SHOWN_PRESETS = ("tutorial", "default")
+BUDGET_FIELDS = ("epochs", "iters")  # setting one clears the other
 EXPERIMENTS = (
     {
         "name": "learning rate 10",
@@ -172,10 +173,11 @@ def command_for(config: TrainConfig) -> list[str] | None:
         differ = [
             f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(base, f.name)
         ]
-        if any(getattr(config, field) is None for field in differ):
-            continue
+        given = [field for field in differ if getattr(config, field) is not None]
+        if any(field not in BUDGET_FIELDS for field in differ if field not in given):
+            continue  # None where the preset has a value: no flag says it (but --iters clears epochs)
         args = ["torchlogreg", "train"] + (["--preset", name] if name != "default" else [])
-        for field in differ:
+        for field in given:
             args += _flag(field, getattr(config, field))
         parsed = build_parser().parse_args(args[1:])
         if config_from_args(parsed) == config and (best is None or len(args) < len(best)):
