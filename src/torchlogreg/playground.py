@@ -251,6 +251,13 @@ class Sample:
         }
 
 
+def _steps(message: dict) -> int | None:
+    steps = message.get("steps")
+    if steps is not None and not (type(steps) is int and steps >= 1):
+        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+    return steps
+
+
 # --- one page --------------------------------------------------------------------------------------
 class Slots:
     """The cap on trainings held at once (running, paused or not yet started), over all pages."""
@@ -319,14 +326,13 @@ class Session:
         return config
 
     async def start(self, message: dict) -> None:
-        steps = message.get("steps")
-        if steps is not None and not (type(steps) is int and steps >= 1):
-            raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
-        if self.live is not None:
-            if self.live.state not in ("ready", "paused"):
-                raise ConfigError(f"the run is {self.live.state}; reset to train again")
+        steps = _steps(message)
+        if self.live is not None and self.live.state in ("ready", "paused"):
             self._go(steps)
             return
+        if self.live is not None and self.live.state == "running":
+            raise ConfigError("a run is going on: pause or reset it first")
+        await self.reset(message)  # the last run has ended: this one replaces it
         config = await self.check(message)
         self.state.slots.take()
         self.holds_slot = True
@@ -361,9 +367,10 @@ class Session:
             self.live.pause()
 
     async def step(self, message: dict) -> None:
+        """`steps` steps (default 1) of the paused run, then paused again."""
         if self.live is None:
             raise ConfigError("start a run first")
-        self.live.step(1)
+        self.live.step(_steps(message) or 1)
 
     async def change(self, message: dict) -> None:
         if self.live is None:

@@ -236,6 +236,7 @@ form.addEventListener("change", (event) => {
 function newRun() {
   page.runCount += 1;
   page.run = { number: page.runCount, rows: [], changes: [], state: "starting", iteration: 0, epoch: 0,
+               startedAt: performance.now(), finishedAt: null,
                samples: 0, request: request(), summary: summary(), measure: null, metrics: null, changed: false };
   page.weights = null;
   $("changed-note").hidden = true;
@@ -251,6 +252,7 @@ function summary() {
 }
 
 function start(steps = null) {
+  writeUrl();
   const run = page.run;
   if (run && (run.state === "paused" || run.state === "ready")) {
     send(steps ? { type: "step" } : { type: "start" });
@@ -265,6 +267,7 @@ function start(steps = null) {
 function finished(run) {
   if (run.finishedShown) return;
   run.finishedShown = true;
+  run.finishedAt = performance.now();
   const test = run.metrics && run.metrics.test;
   $("test-accuracy").textContent = test ? `${(100 * test.accuracy).toFixed(2)}%` : "—";
   status(`Finished: test accuracy ${test ? (100 * test.accuracy).toFixed(2) : "?"}% in ` +
@@ -434,6 +437,10 @@ function bounds(name, chart, runs) {
     }
   }
   if (name === "loss") {
+    if (losses.length > 4000) {  // the 99th percentile of a thinned copy: a sort per redraw stays cheap
+      const step = losses.length / 4000;
+      losses.splice(0, losses.length, ...Array.from({ length: 4000 }, (_, i) => losses[Math.floor(i * step)]));
+    }
     losses.sort((a, b) => a - b);
     const high = losses.length ? losses[Math.floor(0.99 * (losses.length - 1))] : 1;
     yMax = Math.max(0.1, high * 1.1);
@@ -620,10 +627,15 @@ function drawTemplates(run) {
   const size = run.shape[0] * run.shape[1];
   canvases.forEach((canvas, index) => {
     if ((index + 1) * size > values.length) return;
+    const row = values.subarray(index * size, (index + 1) * size);
+    // each template on its own scale, its 99th percentile of |weight| as full colour: a few large
+    // weights on rarely lit border pixels would otherwise leave the digit's shape too dark to see
+    const sorted = Float32Array.from(row, Math.abs).sort();
+    const scale = Math.max(1, sorted[Math.floor(0.99 * (size - 1))]);
     const context = canvas.getContext("2d");
     const image = context.createImageData(canvas.width, canvas.height);
     for (let i = 0; i < size; i++) {
-      const v = values[index * size + i] / 127;
+      const v = Math.max(-1, Math.min(1, row[i] / scale));
       const o = 4 * i;
       if (v >= 0) { image.data[o] = 255 * v; image.data[o + 1] = 40 * v; image.data[o + 2] = 30 * v; }
       else { image.data[o] = -30 * v; image.data[o + 1] = -90 * v; image.data[o + 2] = -255 * v; }
