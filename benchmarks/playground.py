@@ -133,20 +133,26 @@ def table(rows: list[dict], summary: dict) -> str:
     ]
     for i, row in enumerate(rows):
         cli, page = row["cli"], row["page"]
-        lines.append(
-            f"| {i + 1} | {cli['train_seconds']:.3f} | {cli['wall_seconds']:.2f} | {page['seconds']:.3f} | "
-            f"{page['train_seconds']:.3f} | {page['updates_per_second'] or 0:.1f} | {page['max_gap'] or 0:.3f} | "
-            f"{cli['accuracy']:.4f}, {page['accuracy']:.4f} |"
-        )
+        cells = [
+            f"{cli['train_seconds']:.3f}",
+            f"{cli['wall_seconds']:.2f}",
+            f"{page['seconds']:.3f}",
+            f"{page['train_seconds']:.3f}",
+            f"{page['updates_per_second'] or 0:.1f}",
+            f"{page['max_gap'] or 0:.3f}",
+            f"{cli['accuracy']:.4f}, {page['accuracy']:.4f}",
+        ]
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    s = summary
     lines += [
         "",
-        f"- median CLI training time {summary['cli_train']:.3f} s (wall {summary['cli_wall']:.2f} s); median time "
-        f"in the page from Start to the finished run {summary['page']:.3f} s: **{summary['ratio']:.2f}x** the "
-        f"CLI's training time (floor: 2x); the page's engine time {summary['page_train']:.3f} s "
-        f"({summary['engine_ratio']:.2f}x).",
-        f"- redraws of the curves and templates while it trains: median {summary['updates']:.1f} a second, "
-        f"lowest {summary['updates_min']:.1f} (floor: 10).",
-        f"- the page's test accuracy equals the CLI's in every repeat: {summary['same_accuracy']}.",
+        f"- median CLI training time {s['cli_train']:.3f} s (wall {s['cli_wall']:.2f} s); median time in "
+        f"the page from Start to the finished run {s['page']:.3f} s: **{s['ratio']:.2f}x** the CLI's "
+        f"training time (floor: 2x); the page's engine time {s['page_train']:.3f} s "
+        f"({s['engine_ratio']:.2f}x).",
+        f"- redraws of the curves and templates while it trains: median {s['updates']:.1f} a second, "
+        f"lowest {s['updates_min']:.1f} (floor: 10).",
+        f"- the page's test accuracy equals the CLI's in every repeat: {s['same_accuracy']}.",
     ]
     return "\n".join(lines)
 
