@@ -27,13 +27,13 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from torchlogreg.playground import (  # noqa: E402
+from torchlogreg.playground import create_app  # noqa: E402
+from torchlogreg.playground_setup import (  # noqa: E402
     EXPERIMENTS,
     PAGE_FIELDS,
     Catalog,
     command_for,
     config_for,
-    create_app,
     save_live,
 )
 
@@ -96,6 +96,36 @@ def test_changes_apply_from_the_next_step_and_are_marked(tiny_config):
     new_steps_per_epoch = math.ceil(len(data.train) / 32)  # the run keeps its length in epochs, to a step
     assert history[-1]["epoch"] == pytest.approx(tiny_config.epochs, abs=1 / new_steps_per_epoch)
     assert history[6]["epoch"] - history[5]["epoch"] == pytest.approx(1 / new_steps_per_epoch)
+
+
+def test_a_penalty_switched_on_mid_run_takes_effect(tiny_config):
+    config = tiny_config.replace(weight_decay=0.0, l1=0.0)  # the engine starts without penalty terms
+    reference = train(config, synthetic_data(), verbose=False)
+    live = LiveTraining(config, synthetic_data())
+    live.step(3)
+    live.wait(TIMEOUT)
+    live.change(weight_decay=0.5)
+    rows = _rows(_run_to_end(live).result.history)
+    # step 4 is the first with the penalty: its loss was measured before its update, so row 5 differs
+    assert rows[:4] == _rows(reference.history)[:4] and rows[4] != _rows(reference.history)[4]
+    assert live.result.model.linear.weight.norm() < reference.model.linear.weight.norm()
+
+
+def test_a_new_batch_source_starts_a_whole_epoch(tiny_config):
+    from torchlogreg.batches import batch_source
+    from torchlogreg.training import build
+
+    data = synthetic_data()
+    engine = build(tiny_config, data, verbose=False, progress=False).engine
+    engine.total = 5  # mid-epoch: 15 steps make one
+    engine.run()
+    source = batch_source(data.train.images, data.train.labels, 32, "cpu")
+    skips, epoch = [], source.epoch
+    source.epoch = lambda generator, skip=0: skips.append(skip) or epoch(generator, skip)
+    engine.set_source(source)
+    engine.total = 5 + 2 * source.steps_per_epoch
+    engine.run()
+    assert skips == [0, 0] and engine.steps_per_epoch == source.steps_per_epoch == 8
 
 
 def test_the_same_changes_at_the_same_step_give_the_same_run(tiny_config):
@@ -359,8 +389,7 @@ def server(data_root, tmp_path_factory):
     process.wait(timeout=10)
 
 
-@pytest.fixture
-def browser(tmp_path):
+def _chromium(profile: Path, phone: bool = False):
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):
         pytest.skip("Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
@@ -369,9 +398,17 @@ def browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in (*CHROMIUM_FLAGS, "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (*CHROMIUM_FLAGS, "--window-size=1280,1000", f"--user-data-dir={profile}"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    if phone:  # a 390x844 viewport (a window cannot be made that narrow)
+        metrics = {"width": 390, "height": 844, "pixelRatio": 2}
+        options.add_experimental_option("mobileEmulation", {"deviceMetrics": metrics})
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    driver = _chromium(tmp_path / "profile")
     yield driver
     driver.quit()
 
@@ -521,3 +558,28 @@ def test_the_page_loads_nothing_from_elsewhere(server):
     for asset in ("/static/playground.js", "/static/playground.css"):
         text = urllib.request.urlopen(url + asset).read().decode()
         assert "https://" not in text and "http://" not in text
+
+
+def test_a_phone_sized_page_is_usable_from_the_keyboard(server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, _ = server
+    phone = _chromium(tmp_path / "phone", phone=True)
+    try:
+        _open(phone, url + "/?preset=default&dataset=mnist&epochs=1")
+        assert phone.execute_script("return [innerWidth, document.documentElement.scrollWidth]") == [390, 390]
+        start = phone.find_element(By.ID, "start")
+        start.send_keys(Keys.ENTER)  # Start from the keyboard
+        _wait(phone, "return window.playground.run && window.playground.run.state === 'finished'")
+        phone.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        box = phone.execute_script("return document.getElementById('start').getBoundingClientRect().toJSON()")
+        assert box["top"] >= 0 and box["bottom"] <= 844, "Start/Pause stays at hand at the foot of the screen"
+        chart = phone.find_element(By.ID, "loss-chart")
+        chart.send_keys(Keys.END, Keys.ARROW_LEFT)  # exact values from the keyboard
+        readout = phone.find_element(By.ID, "loss-readout")
+        _wait(phone, "return document.getElementById('loss-readout').textContent.includes('batch loss')")
+        rows = phone.execute_script("return window.playground.run.rows")
+        assert readout.text.startswith(f"iteration {rows[-2][0]} ") and repr(rows[-2][3]) in readout.text
+    finally:
+        phone.quit()
