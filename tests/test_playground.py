@@ -158,6 +158,20 @@ def test_changes_are_checked_at_once(tiny_config, change, fragment):
         live.close()
 
 
+def test_a_diverging_run_stops_with_the_engines_message(tiny_config):
+    live = _run_to_end(LiveTraining(tiny_config.replace(lr=1e30, weight_decay=0.0), synthetic_data()))
+    assert live.state == "diverged" and "training diverged" in live.error and "lower --lr" in live.error
+    assert live.rows(0) == live.history[: live.published] and live.training is None
+    with pytest.raises(ConfigError, match="the run has ended"):
+        live.change(lr=0.1)
+
+
+def test_a_blank_learning_rate_means_the_optimizers_default(tiny_config):
+    live = LiveTraining(tiny_config.replace(lr=0.01), synthetic_data())
+    assert live.change(lr=None)["lr"] == tiny_config.replace(lr=None).learning_rate
+    live.close()
+
+
 def test_a_run_over_the_step_limit_is_refused(tiny_config):
     with pytest.raises(ConfigError, match="over the 10 allowed here"):
         LiveTraining(tiny_config, synthetic_data(), max_steps=10)

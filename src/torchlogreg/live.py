@@ -70,6 +70,7 @@ class LiveTraining:
             )
         self.training: Training | None = build(config, data, verbose=False, progress=False, callbacks=[self])
         engine = self.training.engine
+        self.history = engine.history  # the engine's own list, kept past the run's end
         if max_steps is not None and engine.total > max_steps:
             raise ConfigError(
                 f"epochs/iters: this run takes {engine.total} steps, over the {max_steps} allowed here; "
@@ -121,6 +122,8 @@ class LiveTraining:
             )
         if self.training is None:
             raise ConfigError("the run has ended; reset to train again")
+        if "lr" in settings and settings["lr"] is None:  # a config's None: the optimizer's default
+            settings = {**settings, "lr": self.config.replace(lr=None).learning_rate}
         checked = self.config.replace(**{**self.settings, **self._pending, **settings})
         _check_fits(checked, self.training.data)
         with self._lock:
@@ -151,8 +154,7 @@ class LiveTraining:
 
     def rows(self, start: int) -> list[dict]:
         """History rows from `start` up to the last complete one (every callback has filled it)."""
-        history = self.result.history if self.result is not None else self.training.engine.history
-        return history[start : self.published]
+        return self.history[start : self.published]
 
     def partial_result(self) -> TrainResult:
         """The result as it stands: `finish` on a copy of the model, so a paused run can go on."""

@@ -46,7 +46,7 @@ from .playground_setup import (
 )
 
 STATIC = Path(__file__).resolve().parent / "static"
-MAX_STEPS = 250_000  # steps in one run: bounds its history (memory, here and in the page)
+MAX_STEPS = 120_000  # steps in one run (two epochs of batch 1): bounds its history, here and in the page
 FRAME_SECONDS = 0.05  # the page gets at most this many frames a second, while a run goes on
 SAMPLE_ROWS = 1000  # images of the confusion matrix and the mistakes (the validation set's first)
 MISTAKES = 8  # current mistakes shown
