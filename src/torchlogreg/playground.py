@@ -23,6 +23,7 @@ import logging
 import math
 import shlex
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,8 @@ from .playground_setup import (
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_STEPS = 120_000  # steps in one run (two epochs of batch 1): bounds its history, here and in the page
-FRAME_SECONDS = 0.05  # the page gets at most this many frames a second, while a run goes on
+FRAME_SECONDS = 0.05  # the page gets a frame (rows, weights) this often while a run goes on
+MEASURE_SECONDS = 0.2  # and the confusion matrix and mistakes this often: the cores train
 SAMPLE_ROWS = 1000  # images of the confusion matrix and the mistakes (the validation set's first)
 MISTAKES = 8  # current mistakes shown
 MAX_MESSAGE_BYTES = 1 << 20  # a command or a drawing
@@ -161,6 +163,7 @@ class Session:
         self.wake = asyncio.Event()
         self.sent_rows = self.sent_changes = 0
         self.sent_version, self.sent_state = -1, None
+        self.next_measure = 0.0
 
     def notify(self) -> None:
         """From the training thread: something new to show."""
@@ -321,7 +324,9 @@ class Session:
             "changes": changes,
             "settings": live.settings,
         }
-        if fresh:
+        now = time.monotonic()
+        if fresh and (now >= self.next_measure or live.state != "running"):
+            self.next_measure = now + MEASURE_SECONDS
             message.update(await asyncio.to_thread(self.sample.measure, snap.weight, snap.bias))
         if live.state == "diverged":
             message["error"] = live.error

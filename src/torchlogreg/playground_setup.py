@@ -22,6 +22,8 @@ SERVER_FIELDS = ("dataset", "data_root", "device", "classes", "positive", "thres
 PAGE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in SERVER_FIELDS)
 SHOWN_PRESETS = ("tutorial", "default")
 BUDGET_FIELDS = ("epochs", "iters")  # setting one clears the other
+DATA_FIELDS = ("dataset", "classes", "positive", "val_size", "train_size", "seed")  # what prepare() reads
+PREPARED_KEPT = 2  # prepared data sets kept (MNIST's: about 50 MB each)
 EXPERIMENTS = (
     {
         "name": "learning rate 10",
@@ -88,6 +90,7 @@ class Catalog:
                 "or give --dataset-folder"
             )
         self._splits: dict[str, tuple] = {}
+        self._prepared: dict[tuple, Data] = {}
         self._lock = threading.Lock()
 
     def dataset(self, key) -> str:
@@ -97,13 +100,24 @@ class Catalog:
         return self.paths[key]
 
     def data(self, config: TrainConfig) -> Data:
-        """The data `config` trains on; built-ins' files are read once."""
+        """The data `config` trains on. Built-ins' files are read once, and the last few prepared
+        splits are kept: training only reads them, so runs of the same data share one copy and a
+        rerun starts at once."""
         if config.dataset not in DATASETS:
             return load_data(config, download=False)
+        key = tuple(getattr(config, name) for name in DATA_FIELDS)
         with self._lock:
             if config.dataset not in self._splits:
                 self._splits[config.dataset] = load_splits(config.dataset, self.data_root, download=False)
-        return prepare(config, *self._splits[config.dataset])
+            if key in self._prepared:
+                self._prepared[key] = self._prepared.pop(key)  # the most recently used goes last
+                return self._prepared[key]
+        data = prepare(config, *self._splits[config.dataset])
+        with self._lock:
+            self._prepared[key] = data
+            while len(self._prepared) > PREPARED_KEPT:
+                self._prepared.pop(next(iter(self._prepared)))
+        return data
 
 
 def config_for(catalog: Catalog, request: dict) -> TrainConfig:

@@ -392,7 +392,10 @@ function draw() {
     $("samples").textContent = run.samples.toLocaleString("en");
     $("lr-now").textContent = run.lrNow == null ? "—" : Number(run.lrNow).toPrecision(4);
     if (page.weights) drawTemplates(run);
-    if (run.measure) drawMeasure(run.measure, run.classNames || []);
+    if (run.measure && run.measure !== run.measureShown) {  // rebuilt only when a new one came
+      drawMeasure(run.measure, run.classNames || []);
+      run.measureShown = run.measure;
+    }
     page.updates.push(performance.now());
     if (page.updates.length > 20000) page.updates.splice(0, 10000);
   }
