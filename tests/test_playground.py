@@ -37,6 +37,7 @@ from torchlogreg.playground_setup import (  # noqa: E402
     save_live,
 )
 
+SOCKET = "ws://127.0.0.1:8000/ws"  # a loopback server answers loopback names only
 TIMEOUT = 120  # seconds any wait below may take before the test fails (never a sleep)
 
 
@@ -318,25 +319,32 @@ def _until(ws, kind: str, state: str | None = None) -> dict:
 
 
 def test_hello_offers_presets_experiments_and_found_data_sets(client):
-    with client.websocket_connect("/ws") as ws:
+    with client.websocket_connect(SOCKET) as ws:
         hello = ws.receive_json()
     assert hello["type"] == "hello" and "mnist" in hello["datasets"]
     assert set(hello["presets"]) == {"tutorial", "default"} and "data_root" not in hello["presets"]["default"]
     assert [e["name"] for e in hello["experiments"]][:2] == ["learning rate 10", "batch size 1 vs 1,000"]
 
 
-def test_another_sites_page_is_refused(client):
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://evil.example"},  # another site's page
+        {"origin": "http://rebound.example:8000", "host": "rebound.example:8000"},  # DNS rebinding
+    ],
+)
+def test_another_sites_page_is_refused(client, headers):
     from starlette.websockets import WebSocketDisconnect
 
     with (
         pytest.raises(WebSocketDisconnect),
-        client.websocket_connect("/ws", headers={"origin": "https://evil.example"}) as ws,
+        client.websocket_connect(SOCKET, headers={"origin": "https://evil.example"}) as ws,
     ):
         ws.receive_json()
 
 
 def test_bad_messages_are_one_line_errors(client):
-    with client.websocket_connect("/ws") as ws:
+    with client.websocket_connect(SOCKET) as ws:
         ws.receive_json()
         ws.send_text("{not json")
         assert _until(ws, "error")["message"] == "messages must be JSON objects"
@@ -348,17 +356,35 @@ def test_bad_messages_are_one_line_errors(client):
         assert "start a run first" in _until(ws, "error")["message"]
 
 
+def test_the_pad_asks_the_model_as_it_trains(client, mnist_splits):
+    import io
+
+    from PIL import Image
+
+    test = mnist_splits[1]
+    buffer = io.BytesIO()
+    Image.fromarray(255 - test.images[0].numpy()).resize((140, 140)).save(buffer, format="PNG")
+    with client.websocket_connect(SOCKET) as ws:
+        ws.receive_json()
+        ws.send_json({"type": "start", "preset": "default", "dataset": "mnist", "settings": {}, "steps": 200})
+        _until(ws, "frame", "paused")
+        ws.send_bytes(buffer.getvalue())
+        answer = _until(ws, "prediction")
+    assert answer["label"] == str(int(test.labels[0])) and answer["iteration"] == 200
+    assert answer["top_k"][0]["label"] == answer["label"]
+
+
 def test_trainings_over_the_cap_get_a_clear_message_and_a_closed_page_frees_its_slot(client):
     start = {"type": "start", "preset": "default", "dataset": "mnist", "settings": {"epochs": 1}, "steps": 1}
-    with client.websocket_connect("/ws") as first:
+    with client.websocket_connect(SOCKET) as first:
         first.receive_json()
         first.send_json(start)
         _until(first, "frame", "paused")
-        with client.websocket_connect("/ws") as second:
+        with client.websocket_connect(SOCKET) as second:
             second.receive_json()
             second.send_json(start)
             assert "its limit (--max-trainings 1)" in _until(second, "error")["message"]
-    with client.websocket_connect("/ws") as third:  # the first page went away: its training stopped
+    with client.websocket_connect(SOCKET) as third:  # the first page went away: its training stopped
         third.receive_json()
         third.send_json(start)
         assert _until(third, "frame", "paused")["iteration"] == 1

@@ -359,8 +359,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 def _warn_if_public(host: str) -> None:
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOCAL_HOSTS:
         print(
             f"warning: --host {printable(host)} accepts connections from other machines; the API has "
             "no authentication: put it behind a reverse proxy (README: Security)",
@@ -375,7 +378,8 @@ def cmd_playground(args: argparse.Namespace) -> int:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     if args.max_trainings < 1:
         raise ConfigError(f"--max-trainings must be an integer >= 1, got {args.max_trainings}")
-    app = create_app(args.data_root, tuple(args.dataset_folder), args.runs, args.max_trainings)
+    local = args.host in LOCAL_HOSTS
+    app = create_app(args.data_root, tuple(args.dataset_folder), args.runs, args.max_trainings, local)
     _warn_if_public(args.host)
     _check_port_free(args.host, args.port)
     print(printable(f"playground on http://{args.host}:{args.port}/ (Ctrl-C to stop)"))

@@ -53,6 +53,7 @@ MEASURE_SECONDS = 0.2  # and the confusion matrix and mistakes this often: the c
 SAMPLE_ROWS = 1000  # images of the confusion matrix and the mistakes (the validation set's first)
 MISTAKES = 8  # current mistakes shown
 MAX_MESSAGE_BYTES = 1 << 20  # a command or a drawing
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 MAX_CONNECTIONS = 32  # open pages; each holds a few KB until it starts a training
 logger = logging.getLogger(__name__)
 
@@ -371,14 +372,19 @@ def _finite(value):
     return value
 
 
-def _same_origin(headers) -> bool:
+def _same_origin(headers, local_only: bool) -> bool:
     """Whether a WebSocket comes from this server's own page. Browsers send Origin with every
     WebSocket and apply no same-origin rule to them, so any web page could otherwise drive this
-    server; clients without an Origin (scripts, tests) are not browsers."""
+    server; clients without an Origin (scripts, tests) are not browsers. A loopback server also
+    wants a loopback Host: a page whose name was made to point at 127.0.0.1 (DNS rebinding) has
+    Origin and Host alike, but not this name."""
     from urllib.parse import urlsplit
 
+    host = headers.get("host") or ""
+    if local_only and urlsplit(f"//{host}").hostname not in LOOPBACK_NAMES:
+        return False
     origin = headers.get("origin")
-    return origin is None or urlsplit(origin).netloc == headers.get("host")
+    return origin is None or urlsplit(origin).netloc == host
 
 
 @dataclasses.dataclass
@@ -414,8 +420,10 @@ def create_app(
     folders: tuple[str, ...] = (),
     runs_dir: str | Path = "runs",
     max_trainings: int = 2,
+    local_only: bool = True,
 ):
-    """The FastAPI application: the page at /, its assets under /static, one WebSocket per page at /ws."""
+    """The FastAPI application: the page at /, its assets under /static, one WebSocket per page at /ws.
+    `local_only` (a loopback server) refuses WebSockets addressed to any other host name."""
     require("fastapi", "serve")
     from fastapi import FastAPI
     from fastapi.responses import FileResponse
@@ -437,7 +445,7 @@ def create_app(
         return {"status": "ok"}
 
     async def socket(ws):
-        if not _same_origin(ws.headers):
+        if not _same_origin(ws.headers, local_only):
             await ws.close(code=1008, reason="another site's page may not use this server")
             return
         await ws.accept()
