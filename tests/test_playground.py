@@ -225,7 +225,8 @@ def test_every_experiment_is_a_valid_config_and_a_command(catalog):
             config = config_for(
                 catalog, {"preset": experiment["preset"], "dataset": "mnist", "settings": settings_}
             )
-            assert command_for(config) is not None and experiment["look"].endswith(".")
+            assert command_for(config) is not None
+        assert experiment["look"].count(". ") == 0 and experiment["look"].endswith(".")  # one sentence
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -34,7 +34,6 @@ from .training import Training, TrainResult, _check_fits, build, finish
 
 LIVE_FIELDS = ("lr", "weight_decay", "l1", "batch_size")  # what may change while a run goes on
 SCHEDULE_SCALE = 2**20  # the schedule's position once the batch size changed: a fraction of this
-STATES = ("ready", "running", "paused", "finished", "diverged", "closed")
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,7 @@ class Slots:
             if self.used >= self.limit:
                 raise ConfigError(
                     f"the server is running {self.used} trainings, its limit (--max-trainings {self.limit}): "
-                    "wait for one to finish, or pause... and reset a run in another tab"
+                    "wait for one to finish, or reset one in another tab"
                 )
             self.used += 1
 

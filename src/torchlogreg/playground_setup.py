@@ -29,8 +29,8 @@ EXPERIMENTS = (
         "name": "learning rate 10",
         "preset": "default",
         "settings": {"optimizer": "sgd", "lr": 10.0, "momentum": 0.0, "schedule": "none", "epochs": 1},
-        "look": "Steps this large overshoot: the loss jumps and climbs instead of falling, and the "
-        "templates turn to noise (the engine stops a run whose loss explodes).",
+        "look": "Every step overshoots, so the batch loss stays high and jumps about, validation "
+        "accuracy lurches up and down, and the templates turn to speckle.",
     },
     {
         "name": "batch size 1 vs 1,000",
@@ -44,22 +44,22 @@ EXPERIMENTS = (
             "epochs": 1,
         },
         "then": {"batch_size": 1000},
-        "look": "One pass over the data each: batch 1 takes 55,000 noisy steps, batch 1,000 only 55 "
-        "smooth ones of the same size, and ends far behind (x axis: epochs).",
+        "look": "One pass over the data each, with the same learning rate: batch 1 takes 55,000 noisy "
+        "steps, batch 1,000 only 55 smooth ones, and ends far behind (x axis: epochs).",
     },
     {
         "name": "600 training images",
         "preset": "default",
         "settings": {"train_size": 600, "epochs": 60, "eval_every": 10},
-        "look": "Train accuracy heads for 100% while validation stalls well below: the model learns "
-        "these 600 images, not digits; the templates are speckled.",
+        "look": "Train accuracy heads for 100% while validation stalls well below, because the model "
+        "learns these 600 images rather than digits, and the templates come out speckled.",
     },
     {
         "name": "strong weight decay",
         "preset": "default",
         "settings": {"weight_decay": 0.01},
-        "look": "The penalty pulls every weight towards zero: smooth, faint templates, a higher loss "
-        "and lower accuracy. Try 0 on the fly and watch them sharpen.",
+        "look": "The penalty pulls every weight towards zero, giving smooth templates, a higher loss and "
+        "lower accuracy; set weight decay to 0 while it trains and watch them sharpen.",
     },
 )
 
