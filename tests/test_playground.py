@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import CHROMIUM_FLAGS, synthetic_data
 
-from torchlogreg import ConfigError, train
+from torchlogreg import ConfigError, preset, train
 from torchlogreg.checkpoints import load_run
 from torchlogreg.evaluation import evaluate
 from torchlogreg.live import LiveTraining
@@ -538,7 +538,7 @@ def test_a_settings_url_gives_the_same_curves_as_train_and_the_copied_command(
     from selenium.webdriver.common.by import By
 
     url, runs = server
-    address = url + "/?preset=default&dataset=mnist&lr=0.5&epochs=2&eval_every=100"
+    address = url + "/?preset=default&dataset=mnist&lr=0.4375&epochs=2&eval_every=100"
     curves = []
     for _ in range(2):  # the same URL opened twice
         _open(browser, address)
@@ -546,9 +546,12 @@ def test_a_settings_url_gives_the_same_curves_as_train_and_the_copied_command(
         _wait(browser, "return window.playground.run && window.playground.run.state === 'finished'")
         curves.append(browser.execute_script("return window.playground.run"))
     first, second = curves
-    assert first["rows"] == second["rows"] and len(first["rows"]) == 2 * 215
+    default = preset("default")
+    assert first["rows"] == second["rows"]
+    assert len(first["rows"]) == 2 * math.ceil((60_000 - default.val_size) / default.batch_size)
     command = browser.execute_script("return window.playground.command")
-    assert command == f"torchlogreg train --data-root {data_root} --lr 0.5 --epochs 2 --eval-every 100"
+    assert command.startswith(f"torchlogreg train --data-root {data_root} --lr 0.4375 ")
+    assert command.endswith("--eval-every 100")
     cli = subprocess.run(
         [
             sys.executable,
