@@ -28,7 +28,6 @@ function presetValues() { return page.hello.presets[page.preset]; }
 function fillForm(values) {
   // values: a full config (a preset's, with overrides)
   for (const name of NUMBER_FIELDS) form.elements[name].value = values[name] == null ? "" : values[name];
-  form.elements.lr.placeholder = values.lr == null ? `default (${presetValues().learning_rate})` : "";
   form.elements.optimizer.value = values.optimizer;
   form.elements.schedule.value = values.schedule;
   form.elements.nesterov.checked = !!values.nesterov;
@@ -138,6 +137,7 @@ const HANDLERS = {
     page.config = message.config;
     page.command = message.command;
     $("command").textContent = message.command || "(no train command gives these settings exactly)";
+    form.elements.lr.placeholder = `default (${message.config.learning_rate})`;  // the optimizer's
   },
   run(message) {
     const run = page.run;
@@ -217,6 +217,8 @@ function chooseExperiment(index) {
 
 function settingsChanged() {
   writeUrl();
+  page.command = null;  // until the server has checked these settings
+  $("command").textContent = "…";
   send({ type: "check", ...request() });
 }
 
