@@ -149,7 +149,10 @@ const HANDLERS = {
   frame(message) {
     const run = page.run;
     if (!run) return;
-    for (const row of message.rows) run.rows.push(row);
+    for (const row of message.rows) {
+      run.rows.push(row);
+      if (row[ROW.train_accuracy] !== null || row[ROW.val_loss] !== null) run.checks.push(row);
+    }
     for (const change of message.changes) run.changes.push(change);
     Object.assign(run, { state: message.state, iteration: message.iteration, epoch: message.epoch,
                          samples: message.samples, lrNow: message.lr, total: message.total,
@@ -237,7 +240,7 @@ form.addEventListener("change", (event) => {
 // --- the run's life ---------------------------------------------------------------------------------------
 function newRun() {
   page.runCount += 1;
-  page.run = { number: page.runCount, rows: [], changes: [], state: "starting", iteration: 0, epoch: 0,
+  page.run = { number: page.runCount, rows: [], checks: [], changes: [], state: "starting", iteration: 0, epoch: 0,
                startedAt: performance.now(), finishedAt: null,
                samples: 0, request: request(), summary: summary(), measure: null, metrics: null, changed: false };
   page.weights = null;
@@ -277,6 +280,8 @@ function finished(run) {
   const experiment = page.experiment !== null ? page.hello.experiments[page.experiment] : null;
   if (experiment && experiment.then && !run.followUp) {
     run.followUp = true;
+    page.experiment = null;  // the second run is the last
+    markPreset();
     const values = { ...readForm(), ...experiment.then, dataset: form.elements.dataset.value };
     fillForm(values);
     writeUrl();
@@ -336,7 +341,7 @@ function archive() {
   if (!run || !run.rows.length) return;
   const color = FADED[(run.number - 1) % FADED.length];
   page.archived.push({ number: run.number, color, summary: run.summary, rows: thin(run.rows, ARCHIVE_POINTS),
-                       checks: run.rows.filter((row) => row[ROW.val_accuracy] !== null || row[ROW.train_accuracy] !== null),
+                       checks: thin(run.checks, ARCHIVE_POINTS),
                        metrics: run.metrics, changed: run.changes.length > 0, state: run.state });
   while (page.archived.length > MAX_ARCHIVED) page.archived.shift();
   renderRuns();
@@ -422,9 +427,9 @@ function sizeCanvas(canvas) {
   return ratio;
 }
 
-function series(rows, column, everyRow) {
+function series(rows, column) {
   const points = [];
-  for (const row of rows) if (row[column] !== null && (everyRow || row[column] !== undefined)) points.push([xOf(row), row[column]]);
+  for (const row of rows) if (row[column] !== null) points.push([xOf(row), row[column]]);
   return points;
 }
 
@@ -462,24 +467,30 @@ function drawChart(name, chart) {
   const width = canvas.width, height = canvas.height;
   context.clearRect(0, 0, width, height);
   const run = page.run;
-  const current = run ? run.rows : [];
-  const all = page.archived.map((archived) => archived.rows).concat([current]);
-  const box = bounds(name, chart, all);
+  // each run as its rows (the current one thinned to about two per pixel) and its checks
+  const runs = page.archived.map((archived) => ({ ...archived, alpha: [0.25, 0.45] }));
+  if (run) {
+    runs.push({ rows: thin(run.rows, 2 * width), checks: run.checks, alpha: [name === "loss" ? 0.55 : 1, 1],
+                color: getVar("--batch"), checkColor: getVar("--val") });
+  }
+  const box = bounds(name, chart, runs.flatMap((each) => [each.rows, each.checks]));
   const pad = { left: 44 * ratio, right: 10 * ratio, top: 8 * ratio, bottom: 20 * ratio };
   const plot = { x: (x) => pad.left + (width - pad.left - pad.right) * x / box.xMax,
                  y: (y) => height - pad.bottom - (height - pad.top - pad.bottom) * (y - box.yMin) / (box.yMax - box.yMin) };
   axes(context, plot, box, width, height, pad, ratio);
-  for (const archived of page.archived) {
-    line(context, plot, series(archived.rows, chart.batch, true), archived.color, 0.25, ratio, box);
-    line(context, plot, series(archived.checks, chart.val, true), archived.color, 0.45, ratio, box, true);
+  if (run) for (const change of run.changes) mark(context, plot, change, height, pad, ratio);
+  for (const each of runs) {
+    const batchRows = name === "loss" ? each.rows : each.checks;  // training accuracy: at checks only
+    line(context, plot, series(batchRows, chart.batch), each.color, each.alpha[0], ratio, box);
+    line(context, plot, series(each.checks, chart.val), each.checkColor || each.color, each.alpha[1], ratio, box, true);
   }
-  if (run) {
-    for (const change of run.changes) mark(context, plot, change, height, pad, ratio);
-    line(context, plot, series(current, chart.batch, true), getVar("--batch"), name === "loss" ? 0.55 : 1, ratio, box);
-    const checks = current.filter((row) => row[chart.val] !== null);
-    line(context, plot, series(checks, chart.val, true), getVar("--val"), 1, ratio, box, true);
-    cursor(name, chart, context, plot, height, pad, ratio);
-  }
+  if (run) cursor(name, chart, context, plot, height, pad, ratio);
+}
+
+function xMaxOf() {
+  const lasts = page.archived.map((archived) => archived.rows[archived.rows.length - 1]);
+  if (page.run && page.run.rows.length) lasts.push(page.run.rows[page.run.rows.length - 1]);
+  return Math.max(1e-9, ...lasts.map(xOf));
 }
 
 function getVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
@@ -590,8 +601,7 @@ for (const [name, chart] of Object.entries(CHARTS)) {
     if (!run || !run.rows.length) return;
     const box = canvas.getBoundingClientRect();
     const left = 44, right = 10;
-    const all = page.archived.map((archived) => archived.rows).concat([run.rows]);
-    const xMax = bounds(name, chart, all).xMax;
+    const xMax = xMaxOf();
     const x = (event.clientX - box.left - left) / (box.width - left - right) * xMax;
     page.cursor[name] = nearest(run.rows, x);
     scheduleDraw();
