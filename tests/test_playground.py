@@ -202,6 +202,24 @@ def test_only_data_sets_found_are_offered_and_no_path_is_taken(catalog, tmp_path
         Catalog(str(tmp_path), (str(tmp_path),))
 
 
+def test_a_dataset_folder_given_to_the_server_trains_live(tmp_path, data_root):
+    from torchlogreg.ondisk import write_dataset
+
+    data = synthetic_data(n_train=300, n_val=0, side=6)
+    folder = write_dataset(tmp_path / "mine", data.train, data.test, data.class_names)
+    catalog = Catalog(str(data_root), (str(folder),))
+    assert "mine" in catalog.paths and catalog.paths["mine"] == str(folder.resolve())
+    settings_ = {"val_size": 60, "batch_size": 20, "lr": 0.1, "epochs": 2}
+    config = config_for(catalog, {"preset": "default", "dataset": "mine", "settings": settings_})
+    live = LiveTraining(config, catalog.data(config))
+    live.step(3)
+    live.wait(TIMEOUT)
+    live.change(batch_size=50)  # batches read from disk, in a new size
+    _run_to_end(live)
+    assert live.state == "finished" and live.result.image_shape == (6, 6)
+    assert live.result.history[-1]["epoch"] == pytest.approx(2, abs=1 / 5)
+
+
 @pytest.mark.parametrize(
     "request_,fragment",
     [
