@@ -621,7 +621,7 @@ def _playground_parser(commands) -> None:
         "--runs", default="runs", metavar="DIR", help="where 'save run' writes (default: runs)"
     )
     playground.add_argument(
-        "--max-trainings", type=int, default=2, help="trainings at once, all pages (default: 2)"
+        "--max-trainings", type=int, default=2, metavar="N", help="trainings at once, all pages (default: 2)"
     )
     playground.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
