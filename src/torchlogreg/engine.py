@@ -64,11 +64,11 @@ class Engine:
         self._penalised = bool(objective.weight_decay or objective.l1)
         self.callbacks = list(callbacks)
         self.steps_per_epoch = 1 if full_batch else source.steps_per_epoch
+        self._epoch_origin = 0  # the iteration epochs are counted from (moved by set_source)
         self.iteration, self.history, self.start_loss = 0, [], None
         self.train_seconds, self.stop_reason = 0.0, None
         self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
         self._batches, self._sum, self._flat = None, None, None
-        self._epoch_origin = 0  # the iteration epochs are counted from (moved by set_source)
 
     # --- one step --------------------------------------------------------------------------------
     def _reduce(self, loss: float, stop: bool) -> tuple[float, bool]:
