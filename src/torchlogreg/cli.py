@@ -407,15 +407,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers must be an integer >= 1, got {args.workers}")
     load_run(args.run_dir)  # a broken run folder fails here, before anything is announced
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(
-            f"warning: --host {printable(args.host)} accepts connections from other machines; the API has "
-            "no authentication: put it behind a reverse proxy (README: Security)",
-            file=sys.stderr,
-        )
+    _warn_if_public(args.host)
     _check_port_free(args.host, args.port)
     print(printable(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (Ctrl-C to stop)"))
     serve(args.run_dir, args.host, args.port, args.workers)
+    return 0
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _warn_if_public(host: str) -> None:
+    if host not in LOCAL_HOSTS:
+        print(
+            f"warning: --host {printable(host)} accepts connections from other machines; the API has "
+            "no authentication: put it behind a reverse proxy (README: Security)",
+            file=sys.stderr,
+        )
+
+
+def cmd_playground(args: argparse.Namespace) -> int:
+    from .playground import create_app, serve_playground
+
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 1..65535, got {args.port}")
+    if args.max_trainings < 1:
+        raise ConfigError(f"--max-trainings must be an integer >= 1, got {args.max_trainings}")
+    local = args.host in LOCAL_HOSTS
+    app = create_app(args.data_root, tuple(args.dataset_folder), args.runs, args.max_trainings, local)
+    _warn_if_public(args.host)
+    _check_port_free(args.host, args.port)
+    print(printable(f"playground on http://{args.host}:{args.port}/ (Ctrl-C to stop)"))
+    serve_playground(app, args.host, args.port)
     return 0
 
 
@@ -644,6 +667,30 @@ def _serve_parser(commands) -> None:
     serve.set_defaults(handler=cmd_serve)
 
 
+def _playground_parser(commands) -> None:
+    playground = commands.add_parser(
+        "playground",
+        help="train in the browser and watch the model learn, live (needs torchlogreg[serve])",
+        description="A page to set up runs, watch curves, templates and mistakes change as it trains, "
+        "change settings on the fly, compare runs and save them as run folders.",
+    )
+    playground.add_argument("--data-root", metavar="DIR", help="folder holding the built-in datasets")
+    playground.add_argument(
+        "--dataset-folder", action="append", default=[], metavar="DIR", help="also offer this dataset folder"
+    )
+    playground.add_argument(
+        "--runs", default="runs", metavar="DIR", help="where 'save run' writes (default: runs)"
+    )
+    playground.add_argument(
+        "--max-trainings", type=int, default=2, metavar="N", help="trainings at once, all pages (default: 2)"
+    )
+    playground.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
+    )
+    playground.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    playground.set_defaults(handler=cmd_playground)
+
+
 def _report_parser(commands) -> None:
     report = commands.add_parser(
         "report",
@@ -785,6 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
     _predict_parser(commands)
     _sweep_parser(commands)
     _serve_parser(commands)
+    _playground_parser(commands)
     _report_parser(commands)
     _data_parser(commands)
     _export_parser(commands)

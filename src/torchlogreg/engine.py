@@ -65,6 +65,7 @@ class Engine:
         self._penalised = bool(objective.weight_decay or objective.l1)
         self.callbacks = list(callbacks)
         self.steps_per_epoch = 1 if full_batch else source.steps_per_epoch
+        self._epoch_origin = 0  # the iteration epochs are counted from (moved by set_source)
         self.iteration, self.history, self.start_loss = 0, [], None
         self.train_seconds, self.stop_reason = 0.0, None
         self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
@@ -108,7 +109,7 @@ class Engine:
         while True:
             if self._batches is None:
                 self.epoch_rng_state = self.generator.get_state()
-                skip = self.iteration % self.steps_per_epoch
+                skip = (self.iteration - self._epoch_origin) % self.steps_per_epoch
                 self._batches = self.source.epoch(self.generator, skip)
             batch = next(self._batches, None)
             if batch is not None:
@@ -145,6 +146,17 @@ class Engine:
         if centring is not None:
             centring.leave()
         return result["loss"], result["stop"]
+
+    # --- changes between steps (the playground's live settings) ----------------------------------
+    def set_objective(self, objective: Objective) -> None:
+        """Minimise `objective` from the next step on (new penalties mid-run)."""
+        self.objective, self._penalised = objective, bool(objective.weight_decay or objective.l1)
+
+    def set_source(self, source) -> None:
+        """Draw batches from `source` from the next step on (a new batch size mid-run), starting a
+        fresh epoch there."""
+        self.source, self.steps_per_epoch = source, source.steps_per_epoch
+        self._batches, self._epoch_origin = None, self.iteration
 
     # --- the loop --------------------------------------------------------------------------------
     def _check_loss(self, loss: float) -> None:
