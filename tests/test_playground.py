@@ -167,10 +167,20 @@ def test_a_diverging_run_stops_with_the_engines_message(tiny_config):
         live.change(lr=0.1)
 
 
-def test_a_blank_learning_rate_means_the_optimizers_default(tiny_config):
+def test_a_blank_learning_rate_means_the_one_the_run_started_with(tiny_config):
     live = LiveTraining(tiny_config.replace(lr=0.01), synthetic_data())
-    assert live.change(lr=None)["lr"] == tiny_config.replace(lr=None).learning_rate
+    live.change(lr=0.5)
+    assert live.change(lr=None)["lr"] == 0.01
+    with pytest.raises(ConfigError, match="lbfgs takes the whole training set"):
+        LiveTraining(tiny_config.replace(optimizer="lbfgs", epochs=3), synthetic_data()).change(batch_size=8)
     live.close()
+
+
+def test_lbfgs_runs_live_a_whole_set_step_at_a_time(tiny_config):
+    config = tiny_config.replace(optimizer="lbfgs", epochs=5)
+    reference = train(config, synthetic_data(), verbose=False)
+    live = _run_to_end(LiveTraining(config, synthetic_data()))
+    assert _rows(live.result.history) == _rows(reference.history) and live.samples == 5 * 240
 
 
 def test_a_run_over_the_step_limit_is_refused(tiny_config):

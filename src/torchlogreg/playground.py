@@ -229,6 +229,7 @@ class Session:
                 "total": engine.total,
                 "steps_per_epoch": engine.steps_per_epoch,
                 "sample": self.sample.name,
+                "used": {**self.live.used.to_dict(), "data_root": None},  # a field left None: its value
             }
         )
         self._go(steps)

@@ -28,8 +28,11 @@ function presetValues() { return page.hello.presets[page.preset]; }
 function fillForm(values) {
   // values: a full config (a preset's, with overrides)
   for (const name of NUMBER_FIELDS) form.elements[name].value = values[name] == null ? "" : values[name];
-  form.elements.optimizer.value = values.optimizer;
-  form.elements.schedule.value = values.schedule;
+  form.elements.optimizer.value = values.optimizer ?? "";  // "": the preset leaves it to the data
+  form.elements.schedule.value = values.schedule ?? "";
+  for (const name of NUMBER_FIELDS) {
+    if (name !== "lr") form.elements[name].placeholder = presetValues()[name] == null ? "auto" : "";
+  }
   form.elements.nesterov.checked = !!values.nesterov;
   const byIters = values.iters != null;
   form.elements.unit.value = byIters ? "iters" : "epochs";
@@ -44,8 +47,8 @@ function readForm() {
     const text = form.elements[name].value.trim();
     values[name] = text === "" ? null : Number(text);
   }
-  values.optimizer = form.elements.optimizer.value;
-  values.schedule = form.elements.schedule.value;
+  values.optimizer = form.elements.optimizer.value || null;
+  values.schedule = form.elements.schedule.value || null;
   values.nesterov = form.elements.nesterov.checked;
   const length = form.elements.span.value.trim() === "" ? null : Number(form.elements.span.value);
   values.epochs = form.elements.unit.value === "epochs" ? length : null;
@@ -137,12 +140,13 @@ const HANDLERS = {
     page.config = message.config;
     page.command = message.command;
     $("command").textContent = message.command || "(no train command gives these settings exactly)";
-    form.elements.lr.placeholder = `default (${message.config.learning_rate})`;  // the optimizer's
+    const rate = message.config.learning_rate;  // the optimizer's default, or none until the data rules
+    form.elements.lr.placeholder = rate == null ? "auto (by the data)" : `default (${rate})`;
   },
   run(message) {
     const run = page.run;
     Object.assign(run, { classNames: message.class_names, shape: message.image_shape, total: message.total,
-                         nTrain: message.n_train });
+                         nTrain: message.n_train, summary: summary(message.used) });
     $("sample-name").textContent = `(${message.sample} images)`;
     buildTemplates(message.class_names, message.image_shape);
   },
@@ -242,18 +246,22 @@ function newRun() {
   page.runCount += 1;
   page.run = { number: page.runCount, rows: [], checks: [], changes: [], state: "starting", iteration: 0, epoch: 0,
                startedAt: performance.now(), finishedAt: null,
-               samples: 0, request: request(), summary: summary(), measure: null, metrics: null, changed: false };
+               samples: 0, request: request(), summary: summary(page.config || {}), measure: null, metrics: null,
+               changed: false };
   page.weights = null;
   $("changed-note").hidden = true;
   $("test-accuracy").textContent = "—";
 }
 
-function summary() {
-  const c = page.config || {};
-  const lengthText = c.iters != null ? `${c.iters} it` : `${c.epochs} ep`;
+function summary(c) {
+  // the settings a run trained with (from the server: fields left to the data have their values)
+  const lengthText = c.iters != null ? `${c.iters} it` : c.epochs != null ? `${c.epochs} ep` : "auto length";
   const size = c.train_size != null ? `${c.train_size} imgs, ` : "";
-  return `${c.dataset || ""}: ${size}${c.optimizer}${c.optimizer === "sgd" && c.momentum ? ` m${c.momentum}` : ""} ` +
-         `lr ${c.learning_rate}, batch ${c.batch_size}, wd ${c.weight_decay}, l1 ${c.l1}, ${lengthText}`;
+  const name = String(c.dataset || "").split("/").pop();  // a dataset folder by its name
+  const momentum = c.optimizer === "sgd" && c.momentum ? ` m${c.momentum}` : "";
+  const batch = c.optimizer === "lbfgs" ? "whole set" : `batch ${c.batch_size ?? "auto"}`;
+  return `${name}: ${size}${c.optimizer ?? "auto"}${momentum} lr ${c.learning_rate ?? c.lr ?? "auto"}, ${batch}, ` +
+         `wd ${c.weight_decay ?? "auto"}, l1 ${c.l1}, ${lengthText}`;
 }
 
 function start(steps = null) {
