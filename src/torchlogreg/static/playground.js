@@ -33,6 +33,7 @@ function fillForm(values) {
   for (const name of NUMBER_FIELDS) {
     if (name !== "lr") form.elements[name].placeholder = presetValues()[name] == null ? "auto" : "";
   }
+  form.elements.span.placeholder = presetValues().epochs == null && presetValues().iters == null ? "auto" : "";
   form.elements.nesterov.checked = !!values.nesterov;
   const byIters = values.iters != null;
   form.elements.unit.value = byIters ? "iters" : "epochs";
@@ -147,6 +148,7 @@ const HANDLERS = {
     const run = page.run;
     Object.assign(run, { classNames: message.class_names, shape: message.image_shape, total: message.total,
                          nTrain: message.n_train, summary: summary(message.used) });
+    status(`Training ${run.summary}`, true);  // the values used, those left to the data included
     $("sample-name").textContent = `(${message.sample} images)`;
     buildTemplates(message.class_names, message.image_shape);
   },
