@@ -188,6 +188,13 @@ def test_lbfgs_runs_live_a_whole_set_step_at_a_time(tiny_config):
     assert _rows(live.result.history) == _rows(reference.history) and live.samples == 5 * 240
 
 
+@pytest.mark.numerics
+def test_a_rerun_from_the_settled_config_is_the_same_run(tiny_config):
+    first = _run_to_end(LiveTraining(tiny_config, synthetic_data()))
+    again = _run_to_end(LiveTraining(tiny_config, synthetic_data(), settled=first.used))
+    assert again.used == first.used and _rows(again.result.history) == _rows(first.result.history)
+
+
 def test_a_run_over_the_step_limit_is_refused(tiny_config):
     with pytest.raises(ConfigError, match="over the 10 allowed here"):
         LiveTraining(tiny_config, synthetic_data(), max_steps=10)

@@ -62,8 +62,12 @@ class LiveTraining:
         max_steps: int | None = None,
         snapshot_seconds: float = 0.05,
         notify: Callable[[], None] | None = None,
+        settled: TrainConfig | None = None,
     ):
-        self.training: Training | None = build(config, data, verbose=False, progress=False, callbacks=[self])
+        """`settled`: the config build() made of this `config` on this data before (`used`), which
+        trains the same without working out again the values of fields left None."""
+        built = build(settled or config, data, verbose=False, progress=False, callbacks=[self])
+        self.training: Training | None = built
         engine = self.training.engine
         self.history = engine.history  # the engine's own list, kept past the run's end
         if max_steps is not None and engine.total > max_steps:

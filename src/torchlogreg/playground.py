@@ -213,8 +213,14 @@ class Session:
         try:
             data = await asyncio.to_thread(self.state.catalog.data, config)
             self.live = LiveTraining(
-                config, data, max_steps=MAX_STEPS, snapshot_seconds=FRAME_SECONDS, notify=self.notify
+                config,
+                data,
+                max_steps=MAX_STEPS,
+                snapshot_seconds=FRAME_SECONDS,
+                notify=self.notify,
+                settled=self.state.catalog.settled(config),  # a rerun skips working out the data's rules
             )
+            self.state.catalog.remember(config, self.live.used)
         except BaseException:
             self._release()
             raise

@@ -25,6 +25,7 @@ BUDGET_FIELDS = ("epochs", "iters")  # setting one clears the other
 # what prepare() reads (patience too: with val_size left None, whether there is a validation set)
 DATA_FIELDS = ("dataset", "classes", "positive", "val_size", "train_size", "seed", "patience")
 PREPARED_KEPT = 2  # prepared data sets kept (MNIST's: about 50 MB each)
+SETTLED_KEPT = 64  # configs remembered with the values build() gave their fields left None
 EXPERIMENTS = (
     {
         "name": "learning rate 10",
@@ -102,6 +103,7 @@ class Catalog:
             )
         self._splits: dict[str, tuple] = {}
         self._prepared: dict[tuple, Data] = {}
+        self._settled: dict[TrainConfig, TrainConfig] = {}
         self._lock = threading.Lock()
 
     def dataset(self, key) -> str:
@@ -129,6 +131,17 @@ class Catalog:
             while len(self._prepared) > PREPARED_KEPT:
                 self._prepared.pop(next(iter(self._prepared)))
         return data
+
+    def settled(self, config: TrainConfig) -> TrainConfig | None:
+        """The config a training of `config` used before (LiveTraining.used), if one ran lately."""
+        with self._lock:
+            return self._settled.get(config)
+
+    def remember(self, config: TrainConfig, used: TrainConfig) -> None:
+        with self._lock:
+            self._settled[config] = used
+            while len(self._settled) > SETTLED_KEPT:
+                self._settled.pop(next(iter(self._settled)))
 
 
 def config_for(catalog: Catalog, request: dict) -> TrainConfig:
