@@ -3,7 +3,7 @@
 // requests besides this server.
 "use strict";
 
-const ROW = { iteration: 0, epoch: 1, lr: 2, loss: 3, train_accuracy: 4, val_accuracy: 5, val_loss: 6 };
+const ROW = {};  // a history row's column of each value, from the server's hello
 const MAX_ARCHIVED = 8;       // earlier runs kept (faded) for comparison
 const ARCHIVE_POINTS = 1500;  // points per series kept of an earlier run
 const FADED = ["#8e44ad", "#16a085", "#d35400", "#7f8c8d", "#2c3e50", "#27ae60", "#b7950b", "#a93226"];
@@ -117,6 +117,7 @@ function connect() {
 const HANDLERS = {
   hello(message) {
     page.hello = message;
+    message.columns.forEach((name, index) => { ROW[name] = index; });
     const select = form.elements.dataset;
     select.replaceChildren(...message.datasets.map((name) => new Option(name, name)));
     $("presets").replaceChildren(...Object.keys(message.presets).map((name) => {
