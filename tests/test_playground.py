@@ -2,6 +2,7 @@
 the fly; the server's settings, command lines, saves and limits (playground.py) through its
 WebSocket; and the page in headless Chromium on real MNIST, as a learner uses it."""
 
+import dataclasses
 import json
 import math
 import shlex
@@ -17,8 +18,9 @@ import pytest
 import torch
 from conftest import CHROMIUM_FLAGS, synthetic_data
 
-from torchlogreg import ConfigError, preset, train
+from torchlogreg import ConfigError, train
 from torchlogreg.checkpoints import load_run
+from torchlogreg.data import Split
 from torchlogreg.evaluation import evaluate
 from torchlogreg.live import LiveTraining
 
@@ -105,7 +107,7 @@ def test_a_penalty_switched_on_mid_run_takes_effect(tiny_config):
     live = LiveTraining(config, synthetic_data())
     live.step(3)
     live.wait(TIMEOUT)
-    live.change(weight_decay=0.5)
+    live.change(weight_decay=0.05)
     rows = _rows(_run_to_end(live).result.history)
     # step 4 is the first with the penalty: its loss was measured before its update, so row 5 differs
     assert rows[:4] == _rows(reference.history)[:4] and rows[4] != _rows(reference.history)[4]
@@ -160,17 +162,37 @@ def test_changes_are_checked_at_once(tiny_config, change, fragment):
 
 
 def test_a_diverging_run_stops_with_the_engines_message(tiny_config):
-    live = _run_to_end(LiveTraining(tiny_config.replace(lr=1e30, weight_decay=0.0), synthetic_data()))
-    assert live.state == "diverged" and "training diverged" in live.error and "lower --lr" in live.error
+    data = synthetic_data()
+    shuffled = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
+    data = dataclasses.replace(data, train=Split(data.train.images, data.train.labels[shuffled]))  # no fit
+    live = _run_to_end(LiveTraining(tiny_config.replace(lr=1e30, weight_decay=0.0), data))
+    assert live.state == "diverged" and live.error.startswith("training diverged") and "lower" in live.error
     assert live.rows(0) == live.history[: live.published] and live.training is None
     with pytest.raises(ConfigError, match="the run has ended"):
         live.change(lr=0.1)
 
 
-def test_a_blank_learning_rate_means_the_optimizers_default(tiny_config):
+def test_a_blank_learning_rate_means_the_one_the_run_started_with(tiny_config):
     live = LiveTraining(tiny_config.replace(lr=0.01), synthetic_data())
-    assert live.change(lr=None)["lr"] == tiny_config.replace(lr=None).learning_rate
+    live.change(lr=0.5)
+    assert live.change(lr=None)["lr"] == 0.01
+    with pytest.raises(ConfigError, match="lbfgs takes the whole training set"):
+        LiveTraining(tiny_config.replace(optimizer="lbfgs", epochs=3), synthetic_data()).change(batch_size=8)
     live.close()
+
+
+def test_lbfgs_runs_live_a_whole_set_step_at_a_time(tiny_config):
+    config = tiny_config.replace(optimizer="lbfgs", epochs=5)
+    reference = train(config, synthetic_data(), verbose=False)
+    live = _run_to_end(LiveTraining(config, synthetic_data()))
+    assert _rows(live.result.history) == _rows(reference.history) and live.samples == 5 * 240
+
+
+@pytest.mark.numerics
+def test_a_rerun_from_the_settled_config_is_the_same_run(tiny_config):
+    first = _run_to_end(LiveTraining(tiny_config, synthetic_data()))
+    again = _run_to_end(LiveTraining(tiny_config, synthetic_data(), settled=first.used))
+    assert again.used == first.used and _rows(again.result.history) == _rows(first.result.history)
 
 
 def test_a_run_over_the_step_limit_is_refused(tiny_config):
@@ -564,9 +586,7 @@ def test_a_settings_url_gives_the_same_curves_as_train_and_the_copied_command(
         _wait(browser, "return window.playground.run && window.playground.run.state === 'finished'")
         curves.append(browser.execute_script("return window.playground.run"))
     first, second = curves
-    default = preset("default")
-    assert first["rows"] == second["rows"]
-    assert len(first["rows"]) == 2 * math.ceil((60_000 - default.val_size) / default.batch_size)
+    assert first["rows"] == second["rows"] and first["rows"][-1][1] == 2.0  # two epochs, row for row
     command = browser.execute_script("return window.playground.command")
     assert command.startswith(f"torchlogreg train --data-root {data_root} --lr 0.4375 ")
     assert command.endswith("--eval-every 100")

@@ -62,12 +62,12 @@ class LiveTraining:
         max_steps: int | None = None,
         snapshot_seconds: float = 0.05,
         notify: Callable[[], None] | None = None,
+        settled: TrainConfig | None = None,
     ):
-        if config.optimizer == "lbfgs":
-            raise ConfigError(
-                "optimizer must be sgd or adam here: lbfgs takes whole-set steps, not live ones"
-            )
-        self.training: Training | None = build(config, data, verbose=False, progress=False, callbacks=[self])
+        """`settled`: the config build() made of this `config` on this data before (`used`), which
+        trains the same without working out again the values of fields left None."""
+        built = build(settled or config, data, verbose=False, progress=False, callbacks=[self])
+        self.training: Training | None = built
         engine = self.training.engine
         self.history = engine.history  # the engine's own list, kept past the run's end
         if max_steps is not None and engine.total > max_steps:
@@ -76,7 +76,8 @@ class LiveTraining:
                 "train it with 'torchlogreg train' instead"
             )
         self.config, self.n_train = config, len(data.train)
-        self.settings = {"lr": config.learning_rate, **{k: getattr(config, k) for k in LIVE_FIELDS[1:]}}
+        self.used = self.training.config  # as build() took it: a field left None has its value there
+        self.settings = {"lr": self.used.learning_rate, **{k: getattr(self.used, k) for k in LIVE_FIELDS[1:]}}
         self.changes: list[dict] = []  # {"iteration", "epoch", **settings changed}
         self.state, self.error, self.result = "ready", None, None
         self.samples, self.published = 0, 0
@@ -121,9 +122,11 @@ class LiveTraining:
             )
         if self.training is None:
             raise ConfigError("the run has ended; reset to train again")
-        if "lr" in settings and settings["lr"] is None:  # a config's None: the optimizer's default
-            settings = {**settings, "lr": self.config.replace(lr=None).learning_rate}
-        checked = self.config.replace(**{**self.settings, **self._pending, **settings})
+        if "lr" in settings and settings["lr"] is None:  # left blank: the rate the run started with
+            settings = {**settings, "lr": self.used.learning_rate}
+        if "batch_size" in settings and self.engine.full_batch:
+            raise ConfigError(f"batch_size: {self.used.optimizer} takes the whole training set each step")
+        checked = self.used.replace(**{**self.settings, **self._pending, **settings})
         _check_fits(checked, self.training.data)
         with self._lock:
             self._pending.update(settings)
@@ -193,7 +196,8 @@ class LiveTraining:
             self._apply(engine)
         try:
             while True:  # again after a new batch size: its thread count may differ
-                with cpu_threads(threads_for(self.settings["batch_size"], engine.model.n_features, device)):
+                rows = self.n_train if engine.full_batch else self.settings["batch_size"]
+                with cpu_threads(threads_for(rows, engine.model.n_features, device)):
                     engine.run()
                 if engine.stop_reason != "reconfigure" or self._pause or self._closing:
                     break
@@ -286,7 +290,7 @@ class LiveTraining:
     def _schedule(self, engine) -> Callable[[int], float]:
         """The config's schedule with the current learning rate: exactly build()'s until the batch
         size changes, then on the fraction of the run done (the new step count differs)."""
-        name, lr = self.config.schedule, self.settings["lr"]
+        name, lr = self.used.schedule, self.settings["lr"]
         if self._segment is None:
             return lambda step: schedule_lr(name, lr, step, engine.total)
         return lambda step: schedule_lr(

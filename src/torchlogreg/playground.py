@@ -32,6 +32,7 @@ import torch
 from .checkpoints import Run
 from .config import PRESETS, TrainConfig
 from .data import Data
+from .engine import HISTORY_KEYS
 from .evaluation import logits_of
 from .exceptions import ConfigError, InputError, TorchLogRegError, require
 from .live import LIVE_FIELDS, LiveTraining
@@ -76,15 +77,8 @@ def weights_message(weight: torch.Tensor) -> bytes:
 
 
 def _row(row: dict) -> list:
-    return [
-        row["iteration"],
-        row["epoch"],
-        row["lr"],
-        row["loss"],
-        row["train_accuracy"],
-        row["val_accuracy"],
-        row["val_loss"],
-    ]
+    """A history row as the page gets it: its values in HISTORY_KEYS' order (hello names them)."""
+    return [row[key] for key in HISTORY_KEYS]
 
 
 class Sample:
@@ -115,13 +109,20 @@ class Sample:
             "accuracy": float((predicted == self.labels).float().mean()),
             "mistakes": [
                 {
-                    "image": _b64(self.images[i].numpy()),
+                    "image": _b64(_bytes(self.images[i])),
                     "label": int(self.labels[i]),
                     "predicted": int(predicted[i]),
                 }
                 for i in wrong.tolist()
             ],
         }
+
+
+def _bytes(image: torch.Tensor) -> np.ndarray:
+    """An image's pixels as bytes 0..255 (a dataset folder may hold floats in [0, 1])."""
+    if image.dtype != torch.uint8:
+        image = (image.float() * 255).round().clamp(0, 255).to(torch.uint8)
+    return image.numpy()
 
 
 def _steps(message: dict) -> int | None:
@@ -213,8 +214,14 @@ class Session:
         try:
             data = await asyncio.to_thread(self.state.catalog.data, config)
             self.live = LiveTraining(
-                config, data, max_steps=MAX_STEPS, snapshot_seconds=FRAME_SECONDS, notify=self.notify
+                config,
+                data,
+                max_steps=MAX_STEPS,
+                snapshot_seconds=FRAME_SECONDS,
+                notify=self.notify,
+                settled=self.state.catalog.settled(config),  # a rerun skips working out the data's rules
             )
+            self.state.catalog.remember(config, self.live.used)
         except BaseException:
             self._release()
             raise
@@ -229,6 +236,7 @@ class Session:
                 "total": engine.total,
                 "steps_per_epoch": engine.steps_per_epoch,
                 "sample": self.sample.name,
+                "used": {**self.live.used.to_dict(), "data_root": None},  # a field left None: its value
             }
         )
         self._go(steps)
@@ -409,6 +417,7 @@ def hello(state: AppState) -> dict:
         "presets": presets,
         "experiments": list(EXPERIMENTS),
         "page_fields": list(PAGE_FIELDS),
+        "columns": list(HISTORY_KEYS),  # of each history row a frame carries
         "live_fields": list(LIVE_FIELDS),
         "max_steps": MAX_STEPS,
         "max_trainings": state.slots.limit,

@@ -22,15 +22,25 @@ SERVER_FIELDS = ("dataset", "data_root", "device", "classes", "positive", "thres
 PAGE_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in SERVER_FIELDS)
 SHOWN_PRESETS = ("tutorial", "default")
 BUDGET_FIELDS = ("epochs", "iters")  # setting one clears the other
-DATA_FIELDS = ("dataset", "classes", "positive", "val_size", "train_size", "seed")  # what prepare() reads
+# what prepare() reads (patience too: with val_size left None, whether there is a validation set)
+DATA_FIELDS = ("dataset", "classes", "positive", "val_size", "train_size", "seed", "patience")
 PREPARED_KEPT = 2  # prepared data sets kept (MNIST's: about 50 MB each)
+SETTLED_KEPT = 64  # configs remembered with the values build() gave their fields left None
 EXPERIMENTS = (
     {
         "name": "learning rate 10",
         "preset": "default",
-        "settings": {"optimizer": "sgd", "lr": 10.0, "momentum": 0.0, "schedule": "none", "epochs": 1},
-        "look": "Every step overshoots, so the batch loss stays high and jumps about, validation "
-        "accuracy lurches up and down, and the templates turn to speckle.",
+        "settings": {
+            "optimizer": "sgd",
+            "lr": 10.0,
+            "momentum": 0.0,
+            "schedule": "none",
+            "epochs": 1,
+            "val_size": 5000,
+            "eval_every": 20,
+        },
+        "look": "Every step overshoots, so the batch loss stays high and jumps about (or explodes, and "
+        "the engine stops the run), validation accuracy lurches, and the templates turn to speckle.",
     },
     {
         "name": "batch size 1 vs 1,000",
@@ -52,14 +62,14 @@ EXPERIMENTS = (
     {
         "name": "600 training images",
         "preset": "default",
-        "settings": {"train_size": 600, "epochs": 60, "eval_every": 10},
+        "settings": {"optimizer": "sgd", "train_size": 600, "val_size": 5000, "epochs": 60, "eval_every": 10},
         "look": "Train accuracy heads for 100% while validation stalls well below, because the model "
         "learns these 600 images rather than digits, and the templates come out speckled.",
     },
     {
         "name": "strong weight decay",
         "preset": "default",
-        "settings": {"weight_decay": 0.01},
+        "settings": {"weight_decay": 0.01, "val_size": 5000},
         "look": "The penalty pulls every weight towards zero, giving smooth templates, a higher loss and "
         "lower accuracy; set weight decay to 0 while it trains and watch them sharpen.",
     },
@@ -93,6 +103,7 @@ class Catalog:
             )
         self._splits: dict[str, tuple] = {}
         self._prepared: dict[tuple, Data] = {}
+        self._settled: dict[TrainConfig, TrainConfig] = {}
         self._lock = threading.Lock()
 
     def dataset(self, key) -> str:
@@ -120,6 +131,17 @@ class Catalog:
             while len(self._prepared) > PREPARED_KEPT:
                 self._prepared.pop(next(iter(self._prepared)))
         return data
+
+    def settled(self, config: TrainConfig) -> TrainConfig | None:
+        """The config a training of `config` used before (LiveTraining.used), if one ran lately."""
+        with self._lock:
+            return self._settled.get(config)
+
+    def remember(self, config: TrainConfig, used: TrainConfig) -> None:
+        with self._lock:
+            self._settled[config] = used
+            while len(self._settled) > SETTLED_KEPT:
+                self._settled.pop(next(iter(self._settled)))
 
 
 def config_for(catalog: Catalog, request: dict) -> TrainConfig:

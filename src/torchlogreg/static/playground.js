@@ -3,7 +3,7 @@
 // requests besides this server.
 "use strict";
 
-const ROW = { iteration: 0, epoch: 1, lr: 2, loss: 3, train_accuracy: 4, val_accuracy: 5, val_loss: 6 };
+const ROW = {};  // a history row's column of each value, from the server's hello
 const MAX_ARCHIVED = 8;       // earlier runs kept (faded) for comparison
 const ARCHIVE_POINTS = 1500;  // points per series kept of an earlier run
 const FADED = ["#8e44ad", "#16a085", "#d35400", "#7f8c8d", "#2c3e50", "#27ae60", "#b7950b", "#a93226"];
@@ -28,8 +28,12 @@ function presetValues() { return page.hello.presets[page.preset]; }
 function fillForm(values) {
   // values: a full config (a preset's, with overrides)
   for (const name of NUMBER_FIELDS) form.elements[name].value = values[name] == null ? "" : values[name];
-  form.elements.optimizer.value = values.optimizer;
-  form.elements.schedule.value = values.schedule;
+  form.elements.optimizer.value = values.optimizer ?? "";  // "": the preset leaves it to the data
+  form.elements.schedule.value = values.schedule ?? "";
+  for (const name of NUMBER_FIELDS) {
+    if (name !== "lr") form.elements[name].placeholder = presetValues()[name] == null ? "auto" : "";
+  }
+  form.elements.span.placeholder = presetValues().epochs == null && presetValues().iters == null ? "auto" : "";
   form.elements.nesterov.checked = !!values.nesterov;
   const byIters = values.iters != null;
   form.elements.unit.value = byIters ? "iters" : "epochs";
@@ -44,8 +48,8 @@ function readForm() {
     const text = form.elements[name].value.trim();
     values[name] = text === "" ? null : Number(text);
   }
-  values.optimizer = form.elements.optimizer.value;
-  values.schedule = form.elements.schedule.value;
+  values.optimizer = form.elements.optimizer.value || null;
+  values.schedule = form.elements.schedule.value || null;
   values.nesterov = form.elements.nesterov.checked;
   const length = form.elements.span.value.trim() === "" ? null : Number(form.elements.span.value);
   values.epochs = form.elements.unit.value === "epochs" ? length : null;
@@ -113,6 +117,7 @@ function connect() {
 const HANDLERS = {
   hello(message) {
     page.hello = message;
+    message.columns.forEach((name, index) => { ROW[name] = index; });
     const select = form.elements.dataset;
     select.replaceChildren(...message.datasets.map((name) => new Option(name, name)));
     $("presets").replaceChildren(...Object.keys(message.presets).map((name) => {
@@ -137,12 +142,14 @@ const HANDLERS = {
     page.config = message.config;
     page.command = message.command;
     $("command").textContent = message.command || "(no train command gives these settings exactly)";
-    form.elements.lr.placeholder = `default (${message.config.learning_rate})`;  // the optimizer's
+    const rate = message.config.learning_rate;  // the optimizer's default, or none until the data rules
+    form.elements.lr.placeholder = rate == null ? "auto (by the data)" : `default (${rate})`;
   },
   run(message) {
     const run = page.run;
     Object.assign(run, { classNames: message.class_names, shape: message.image_shape, total: message.total,
-                         nTrain: message.n_train });
+                         nTrain: message.n_train, summary: summary(message.used) });
+    status(`Training ${run.summary}`, true);  // the values used, those left to the data included
     $("sample-name").textContent = `(${message.sample} images)`;
     buildTemplates(message.class_names, message.image_shape);
   },
@@ -242,18 +249,22 @@ function newRun() {
   page.runCount += 1;
   page.run = { number: page.runCount, rows: [], checks: [], changes: [], state: "starting", iteration: 0, epoch: 0,
                startedAt: performance.now(), finishedAt: null,
-               samples: 0, request: request(), summary: summary(), measure: null, metrics: null, changed: false };
+               samples: 0, request: request(), summary: summary(page.config || {}), measure: null, metrics: null,
+               changed: false };
   page.weights = null;
   $("changed-note").hidden = true;
   $("test-accuracy").textContent = "—";
 }
 
-function summary() {
-  const c = page.config || {};
-  const lengthText = c.iters != null ? `${c.iters} it` : `${c.epochs} ep`;
+function summary(c) {
+  // the settings a run trained with (from the server: fields left to the data have their values)
+  const lengthText = c.iters != null ? `${c.iters} it` : c.epochs != null ? `${c.epochs} ep` : "auto length";
   const size = c.train_size != null ? `${c.train_size} imgs, ` : "";
-  return `${c.dataset || ""}: ${size}${c.optimizer}${c.optimizer === "sgd" && c.momentum ? ` m${c.momentum}` : ""} ` +
-         `lr ${c.learning_rate}, batch ${c.batch_size}, wd ${c.weight_decay}, l1 ${c.l1}, ${lengthText}`;
+  const name = String(c.dataset || "").split("/").pop();  // a dataset folder by its name
+  const momentum = c.optimizer === "sgd" && c.momentum ? ` m${c.momentum}` : "";
+  const batch = c.optimizer === "lbfgs" ? "whole set" : `batch ${c.batch_size ?? "auto"}`;
+  return `${name}: ${size}${c.optimizer ?? "auto"}${momentum} lr ${c.learning_rate ?? c.lr ?? "auto"}, ${batch}, ` +
+         `wd ${c.weight_decay ?? "auto"}, l1 ${c.l1}, ${lengthText}`;
 }
 
 function start(steps = null) {
