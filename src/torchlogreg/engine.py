@@ -202,6 +202,11 @@ class Engine:
                 self.stop_reason = "interrupted"
 
     @property
+    def at_epoch_end(self) -> bool:
+        """Whether the last step ended an epoch (counted from where the batch source last changed)."""
+        return (self.iteration - self._epoch_origin) % self.steps_per_epoch == 0
+
+    @property
     def epochs(self) -> float:
         return self.iteration / self.steps_per_epoch
 

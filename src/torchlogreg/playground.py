@@ -35,6 +35,7 @@ from .data import Data
 from .engine import HISTORY_KEYS
 from .evaluation import logits_of
 from .exceptions import ConfigError, InputError, TorchLogRegError, require
+from .images import MNIST_STYLE
 from .live import LIVE_FIELDS, LiveTraining
 from .model import LogisticRegression, decide
 from .playground_setup import (
@@ -161,6 +162,7 @@ class Session:
         self.live: LiveTraining | None = None
         self.sample: Sample | None = None
         self.meta: dict = {}
+        self.pictures = MNIST_STYLE
         self.holds_slot = False
         self.wake = asyncio.Event()
         self.sent_rows = self.sent_changes = 0
@@ -227,6 +229,7 @@ class Session:
             raise
         self.sample = Sample(data, config.threshold)
         self.meta = {"image_shape": list(data.image_shape), "class_names": list(data.class_names)}
+        self.pictures = data.pictures  # how the pad's drawing becomes pixels: as the data's pictures did
         engine = self.live.engine
         await self.send_text(
             {
@@ -298,7 +301,7 @@ class Session:
             },
             {},
         )
-        image = await asyncio.to_thread(_image_from_upload, png, "drawing.png", shape)
+        image = await asyncio.to_thread(_image_from_upload, png, "drawing.png", shape, self.pictures)
         answer = explain(run, image)
         await self.send_text(
             {

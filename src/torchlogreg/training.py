@@ -153,7 +153,7 @@ class Convergence:
             return
         self.epoch_loss += row["loss"]
         self.epoch_steps += 1
-        if engine.iteration % engine.steps_per_epoch:
+        if not engine.at_epoch_end:
             return
         mean = self.epoch_loss / self.epoch_steps + engine.objective.penalty(engine.model.linear.weight)
         self.epoch_loss, self.epoch_steps = 0.0, 0
