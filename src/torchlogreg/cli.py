@@ -149,7 +149,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "--eval-every",
         type=int,
         metavar="N",
-        help="print iteration, loss and val accuracy every N iterations (default: every epoch)",
+        help="print iteration, loss and val accuracy every N iterations (default: every epoch, or every few "
+        "epochs so that a run makes at most 8 checks; lbfgs: every 10 iterations)",
     )
     opt.add_argument("--patience", type=int, help="stop after N checks without a better val loss")
     opt.add_argument(

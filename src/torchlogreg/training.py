@@ -38,6 +38,7 @@ NO_CHANGE_EPOCHS = 2  # mini-batch training has converged after this many epochs
 
 TRAIN_ACCURACY_SAMPLES = 10_000  # periodic train accuracy is measured on this many samples
 LBFGS_EVAL_EVERY = 10  # L-BFGS iterations between checks (each is a full pass already)
+MAX_CHECKS = 8  # mini-batch runs: a check every epoch, or every few epochs on long runs
 
 
 @dataclass
@@ -227,7 +228,9 @@ def build(
     full_batch = config.optimizer == "lbfgs"
     steps_per_epoch = 1 if full_batch else source.steps_per_epoch
     total = config.iters or config.epochs * steps_per_epoch
-    every = config.eval_every or (LBFGS_EVAL_EVERY if full_batch else steps_per_epoch)
+    every = config.eval_every or (
+        LBFGS_EVAL_EVERY if full_batch else steps_per_epoch * math.ceil(total / steps_per_epoch / MAX_CHECKS)
+    )
     log = tqdm.write if verbose else (lambda line: None)
     evaluator = Evaluator(data, config, every, dist, log)
     bar = ProgressBar(total, 0, None if progress is None else not (progress and verbose))
