@@ -4,6 +4,7 @@ Offline by construction: no web fonts (Furo uses the system's), no MathJax (form
 Unicode), no intersphinx inventories, no notebook widgets. tests/test_docs.py checks the built HTML.
 """
 
+import ast
 import os
 import sys
 from pathlib import Path
@@ -70,14 +71,20 @@ smartquotes_action = "qe"  # curly quotes, but "--out" stays two hyphens
 
 
 def _latest_results() -> None:
-    """Copy the newest `benchmarks.compare` results (and the defaults table, when a benchmark has
-    written it) into _generated/, so that pages include measured numbers by stable names, never
-    numbers typed into a page."""
+    """Copy the newest `benchmarks.compare` and `benchmarks.settings` results (and the defaults
+    table, when a benchmark has written it) into _generated/, so that pages include measured
+    numbers by stable names, never numbers typed into a page."""
     results = ROOT / "benchmarks" / "results"
     generated = DOCS / "_generated"
     generated.mkdir(exist_ok=True)
-    parts = [f"From `benchmarks/results/{p.name}`:\n\n{p.read_text()}" for p in newest_results(results)]
-    (generated / "results-latest.md").write_text("\n\n".join(parts))
+    def quoted(paths: list[Path]) -> str:
+        return "\n\n".join(f"From `benchmarks/results/{p.name}`:\n\n{p.read_text()}" for p in paths)
+
+    (generated / "results-latest.md").write_text(quoted(newest_results(results)))
+    (generated / "settings.md").write_text(
+        quoted(newest_results(results, "settings"))
+        or "*Not measured yet: no `benchmarks/results/settings-*.md` in this checkout.*\n"
+    )
     defaults = results / "defaults.md"
     (generated / "defaults.md").write_text(
         f"From `benchmarks/results/defaults.md`:\n\n{defaults.read_text()}"
@@ -111,3 +118,80 @@ def _absolute_data_root() -> None:
 
 
 _absolute_data_root()
+
+
+def _rules() -> None:
+    """The rules that settle a TrainConfig field left None (`rules.RULES`, as `train --help` states
+    them), as a table, so the own-data guide cannot drift from the code."""
+    from torchlogreg.rules import RULES
+
+    rows = [f"| `{name}` | {rule} |" for name, rule in RULES.items()]
+    table = "| field | when left None (the default) |\n| --- | --- |\n" + "\n".join(rows) + "\n"
+    (DOCS / "_generated" / "rules.md").write_text(table.replace("*", "\\*"))
+
+
+_rules()
+
+# The limits the security guide states: (module, constant, what it bounds), read from the source.
+LIMITS = [
+    ("checkpoints", "MAX_JSON_BYTES", "a run folder's `model.json`, `metrics.json`, `checkpoint.json`"),
+    ("checkpoints", "MAX_HISTORY_BYTES", "a run folder's `history.csv`"),
+    ("checkpoints", "MAX_CHECKPOINT_BYTES", "a run folder's checkpoint weights"),
+    ("checkpoints", "MAX_FEATURES", "pixels per image of a run (its input shape)"),
+    ("checkpoints", "MAX_CLASSES", "classes of a run"),
+    ("classnames", "MAX_CLASS_NAME", "characters of one class name (distinct, printable, not blank)"),
+    ("data", "MAX_META_BYTES", "a dataset folder's `meta.json`"),
+    ("data", "MAX_LABELS_BYTES", "a dataset folder's labels `.npy`"),
+    ("data", "MAX_IDX_BYTES", "one IDX array, decoded (a gzip stream is cut where its header says)"),
+    ("convert", "MAX_SOURCE_BYTES", "an `.npz` given to `data convert --from-npz`, decoded"),
+    ("convert", "MAX_LABEL", "largest label of a converted dataset"),
+    ("images", "MAX_IMAGE_PIXELS", "pixels of a picture, checked before it is decoded"),
+    ("inputs", "MAX_ARRAY_BYTES", "one `.npy`/`.npz` given to `predict`, decoded"),
+    ("inputs", "MAX_NPZ_MEMBERS", "arrays in one `.npz`"),
+    ("inputs", "MAX_NPY_HEADER_BYTES", "a `.npy` header (checked before it is read)"),
+    ("inputs", "CSV_CELL_BYTES", "bytes per cell of a CSV row given to `predict`"),
+    ("serving", "MAX_UPLOAD_BYTES", "a request body to `serve`, counted as it streams in (chunked too)"),
+    ("serving", "MAX_HEADER_BYTES", "a request line and headers (400 beyond)"),
+    ("serving", "SERVE_IMAGE_PIXELS", "pixels of an uploaded picture, before decoding"),
+    ("serving", "SERVE_ARRAY_BYTES", "an uploaded `.npy`/`.npz`, decoded"),
+    ("serving", "MAX_FORM_FIELDS", "multipart fields besides the file"),
+    ("serving", "MAX_CONNECTIONS", "connections served at once (503 beyond)"),
+    ("serving", "MAX_ACTIVE_REQUESTS", "requests decoding and classifying at once, in worker threads"),
+    ("serving", "KEEP_ALIVE_SECONDS", "seconds an idle connection stays open"),
+    ("serving", "SERVE_MAX_PIXELS", "a run's input shape that `serve` accepts at start"),
+    ("playground", "MAX_MESSAGE_BYTES", "one WebSocket message to the playground (a command or a drawing)"),
+    ("playground", "MAX_CONNECTIONS", "open playground pages"),
+    ("playground", "MAX_STEPS", "steps in one playground run"),
+]
+
+
+def _constant(module: str, name: str) -> int:
+    """The value of `NAME = <arithmetic>` in src/torchlogreg/<module>.py, read without importing it
+    (serving and playground import FastAPI)."""
+    tree = ast.parse((ROOT / "src" / "torchlogreg" / f"{module}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return eval(compile(ast.Expression(node.value), module, "eval"), {"__builtins__": {}})
+    raise LookupError(f"{name} is not a constant of torchlogreg/{module}.py (docs/conf.py's LIMITS)")
+
+
+def _shown(name: str, value: int) -> str:
+    if name.endswith("_BYTES"):
+        for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if value >= size:
+                return f"{value / size:g} {unit}"
+        return f"{value} bytes"
+    return f"{value:,}"
+
+
+def _limits() -> None:
+    """The security guide's table of limits, with each value read from the constant that sets it."""
+    rows = [
+        f"| {what} | {_shown(name, _constant(module, name))} | `{module}.{name}` |"
+        for module, name, what in LIMITS
+    ]
+    table = "| what | at most | set by |\n| --- | --- | --- |\n" + "\n".join(rows) + "\n"
+    (DOCS / "_generated" / "limits.md").write_text(table)
+
+
+_limits()

@@ -8,12 +8,20 @@ import re
 from pathlib import Path
 
 DATED = re.compile(r"(.+)-(\d{4}-\d{2}-\d{2})\.md$")  # benchmarks.compare's <machine>-<date>.md
+SERIES = ("settings",)  # other benchmarks' dated files: benchmarks.settings's settings-<machine>-<date>.md
 
 
-def newest_results(results: Path) -> list[Path]:
-    """The newest `benchmarks.compare` results file of each machine, ordered by machine name."""
+def _series(stem: str) -> str | None:
+    """The series a dated file's stem belongs to: one of SERIES, or None for benchmarks.compare's."""
+    return next((series for series in SERIES if stem.startswith(f"{series}-")), None)
+
+
+def newest_results(results: Path, series: str | None = None) -> list[Path]:
+    """The newest results file of each machine, ordered by machine name: benchmarks.compare's
+    (`series` None), or those of one of SERIES."""
     newest: dict[str, tuple[str, Path]] = {}
     for path in results.glob("*.md"):
-        if (m := DATED.match(path.name)) and m.group(2) > newest.get(m.group(1), ("",))[0]:
+        m = DATED.match(path.name)
+        if m and _series(m.group(1)) == series and m.group(2) > newest.get(m.group(1), ("",))[0]:
             newest[m.group(1)] = (m.group(2), path)
     return [newest[machine][1] for machine in sorted(newest)]

@@ -4,6 +4,9 @@ before pytest) loads nothing from the network, and its CLI reference holds every
 
 import argparse
 import doctest
+import html
+import importlib
+import importlib.util
 import inspect
 import re
 import subprocess
@@ -120,3 +123,46 @@ def test_tutorial_pages_were_executed(page):
     assert "<img" in html
     assert "Traceback" not in html
     assert "Warning:" not in html  # a cell that warns teaches the warning, not the lesson
+
+
+def _docs_module(name: str):
+    """A module of docs/ (conf.py, results.py) loaded by path: docs/ is not a package."""
+    spec = importlib.util.spec_from_file_location(f"docs_{name}", ROOT / "docs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_security_limits_are_read_from_the_constants_that_set_them():
+    """The security guide's table is built from the source text of each constant (docs/conf.py reads
+    it without importing FastAPI); the values must be the ones the imported modules hold."""
+    pytest.importorskip("fastapi")
+    conf = _docs_module("conf")
+    assert len(conf.LIMITS) >= 20
+    for module, name, _ in conf.LIMITS:
+        imported = getattr(importlib.import_module(f"torchlogreg.{module}"), name)
+        assert conf._constant(module, name) == imported, f"{module}.{name}"
+    with pytest.raises(LookupError, match="NO_SUCH_LIMIT"):
+        conf._constant("serving", "NO_SUCH_LIMIT")
+
+
+def test_built_pages_state_every_rule_and_limit():
+    from torchlogreg.rules import RULES
+
+    text = html.unescape(re.sub(r"<[^>]+>", "", _site_page("guides/own-data.html")))
+    own_data = " ".join(text.replace("\u2019", "'").split())
+    for name, rule in RULES.items():
+        assert f"{name} {rule}" in own_data, f"the rule for {name} is not on the page as RULES states it"
+    security = _site_page("guides/security.html")
+    assert "MAX_UPLOAD_BYTES" in security and "2 MiB" in security
+    assert "TODO" not in security and "TODO" not in _site_page("guides/web.html")
+
+
+def test_results_series_are_kept_apart(tmp_path):
+    """benchmarks.compare's dated files and benchmarks.settings's (settings-<machine>-<date>.md) are
+    different tables: the performance page and the README's check must not take one for the other."""
+    results = _docs_module("results")
+    for name in ("a-2026-12-01.md", "a-2026-12-02.md", "settings-a-2026-12-03.md", "defaults.md"):
+        (tmp_path / name).write_text("|")
+    assert [p.name for p in results.newest_results(tmp_path)] == ["a-2026-12-02.md"]
+    assert [p.name for p in results.newest_results(tmp_path, "settings")] == ["settings-a-2026-12-03.md"]
