@@ -367,8 +367,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.hue is not None and args.hue.replace("-", "_") not in grid.axes:
         raise ConfigError(f"--hue {args.hue} is not swept; swept: {', '.join(grid.axes)}")
     out = Path(args.out) if args.out else default_out("sweeps")
-    if (args.select or args.retrain) and base.val_size == 0:
-        raise ConfigError("--select val and --retrain choose by validation accuracy: set --val-size > 0")
+    holds_out = base.val_size if base.val_size is not None else base.patience is not None  # rules.py
+    if (args.select or args.retrain) and not holds_out:
+        raise ConfigError(
+            "--select val and --retrain choose by validation accuracy: set --val-size > 0 (the default "
+            "holds none out)"
+        )
     sweep.check_out(out)
     runs = len(grid.combinations()) * args.seeds
     if not args.quiet:

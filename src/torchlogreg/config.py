@@ -282,9 +282,9 @@ def preset(name: str = "default", **overrides) -> TrainConfig:
     Parameters
     ----------
     name : str, default="default"
-        A key of :data:`PRESETS`: ``"default"`` (the fastest settings found that reach the model's
-        accuracy ceiling), ``"tutorial"`` (the classic lesson's plain SGD) or ``"lbfgs"`` (full
-        batch, as scikit-learn).
+        A key of :data:`PRESETS`: ``"default"`` (every data-dependent setting by rule,
+        ``rules.RULES``: scikit-learn's ``LogisticRegression(C=1)`` objective), ``"tutorial"`` (the
+        classic lesson's plain SGD), ``"lbfgs"`` or ``"sgd"`` (that optimizer at any size).
     **overrides
         Fields of :class:`TrainConfig` to change; None values are ignored, so optional arguments
         can be passed through.

@@ -359,14 +359,15 @@ def load_data(config: TrainConfig, download: bool = True) -> Data:
     Returns
     -------
     Data
-        uint8 images (N, H, W) and int64 labels for the train, validation and test splits.
+        uint8 images (N, H, W) and int64 labels for the train, validation and test splits (``val``
+        is None unless ``val_size`` or ``patience`` asks for a validation set).
 
     Examples
     --------
     >>> import torchlogreg as tl
     >>> data = tl.load_data(tl.preset("default"), download=False)  # doctest: +SKIP
     >>> data.train.images.shape, data.class_names[:3]  # doctest: +SKIP
-    (torch.Size([55000, 28, 28]), ('0', '1', '2'))
+    (torch.Size([60000, 28, 28]), ('0', '1', '2'))
     """
     if config.dataset in DATASETS:
         train, test, names = load_splits(config.dataset, config.data_root, download)

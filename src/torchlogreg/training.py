@@ -45,9 +45,11 @@ MAX_CHECKS = 8  # mini-batch runs: a check every epoch, or every few epochs on l
 class TrainResult:
     """What a training run produced: the model, its history and its metrics.
 
+    ``config`` is the configuration with every rule-settled field filled in: what training used.
     ``history`` has one dict per iteration (``iteration``, ``epoch``, ``lr``, ``loss``, and the
-    validation columns filled at each check); ``metrics`` maps ``"train"``, ``"val"`` and
-    ``"test"`` to ``{"accuracy", "loss", "n"}`` and holds the run's timing and device, as
+    validation columns filled at each check); ``metrics`` maps ``"train"``, ``"val"`` (when a
+    validation set was held out) and ``"test"`` to ``{"accuracy", "loss", "n"}`` and holds the
+    run's timing, device and why it stopped (``stop_reason``, ``converged``, ``train_longer``), as
     ``metrics.json`` in a run folder does.
     """
 
