@@ -10,15 +10,18 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
 
 LAYERS = [
-    {"exceptions", "datasets", "storage", "fused"},  # no imports from the package
-    {"config", "distributed", "images", "model", "ondisk"},
-    {"rules"},  # the defaults that follow from the data
-    {"devices", "objective", "optimizers", "data", "batches", "inputs"},
+    {"exceptions", "datasets", "fused", "classnames", "signals"},  # no imports from the package
+    {"storage", "config", "distributed", "images", "model"},  # the one writer; settings; pictures; the model
+    {"rules", "inputs", "devices", "objective"},  # the data's defaults; the one reader of input files
+    {"ondisk", "optimizers"},
+    {"data", "batches"},
     {"engine", "evaluation", "convert", "solvers"},  # the one training loop; metrics; dataset conversion
     {"training", "tensorboard"},  # a config turned into an engine run; its TensorBoard callback
-    {"checkpoints"},  # run folders on disk
+    {"checkpoints", "live"},  # run folders on disk; a training taken step by step (the playground's)
     {"runs"},  # the run's life: folders, resume, torchrun, signals
     {"estimator", "sweep", "report", "serving", "demos", "export", "prediction"},  # front ends
+    {"playground_setup"},  # the playground's data sets, settings and saved runs
+    {"playground"},  # its page and server
     {"cli"},
     {"__init__", "__main__"},
 ]

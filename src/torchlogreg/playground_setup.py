@@ -172,10 +172,9 @@ def _flag(name: str, value) -> list[str]:
 
 
 def command_for(config: TrainConfig) -> list[str] | None:
-    """`torchlogreg train ...` that trains exactly `config` (checked with the CLI's own parser): the
-    preset needing the fewest flags; None when no flags can say it (a field None only by default)."""
-    from .cli import build_parser, config_from_args
-
+    """`torchlogreg train ...` that trains exactly `config`: the preset needing the fewest flags; None
+    when no flags can say it (a field None only by default). The CLI builds its config as
+    preset(--preset, **flags), so that is the check here; tests parse the line with the CLI's parser."""
     best = None
     for name in PRESETS:
         base = PRESETS[name]
@@ -188,8 +187,11 @@ def command_for(config: TrainConfig) -> list[str] | None:
         args = ["torchlogreg", "train"] + (["--preset", name] if name != "default" else [])
         for field in given:
             args += _flag(field, getattr(config, field))
-        parsed = build_parser().parse_args(args[1:])
-        if config_from_args(parsed) == config and (best is None or len(args) < len(best)):
+        try:
+            rebuilt = preset(name, **{field: getattr(config, field) for field in given})
+        except ConfigError:
+            continue
+        if rebuilt == config and (best is None or len(args) < len(best)):
             best = args
     return best
 
