@@ -14,7 +14,6 @@ from collections.abc import Callable
 import torch
 
 from .config import TrainConfig
-from .devices import cpu_threads
 from .model import without_grad
 
 
@@ -77,13 +76,19 @@ class Adam:
         self.steps += 1
         correction1 = 1 - beta1**self.steps
         correction2_sqrt = math.sqrt(1 - beta2**self.steps)
-        on_cpu = self.params[0].device.type == "cpu"
-        with cpu_threads(1 if on_cpu and torch.get_num_threads() > 1 else None):
+        threads = torch.get_num_threads()
+        single = threads > 1 and self.params[0].device.type == "cpu"
+        if single:  # (devices.cpu_threads, which this layer cannot import)
+            torch.set_num_threads(1)
+        try:
             for param, first, second in zip(self.params, self.first, self.second, strict=True):
                 first.lerp_(param.grad, 1 - beta1)
                 second.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
                 denominator = (second.sqrt() / correction2_sqrt).add_(self.eps)
                 param.addcdiv_(first, denominator, value=-lr / correction1)
+        finally:
+            if single:
+                torch.set_num_threads(threads)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"steps": torch.tensor(self.steps)}
