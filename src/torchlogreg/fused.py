@@ -89,7 +89,9 @@ def rows_usable(x: torch.Tensor, labels: torch.Tensor, sample_weight: torch.Tens
 def _view(tensor: torch.Tensor | None):
     """A NumPy view of a CPU tensor (None stays None): the extension reads it through the buffer
     protocol, which carries its dtype and shape for the checks."""
-    return None if tensor is None else tensor.detach().numpy()
+    if tensor is None:
+        return None
+    return tensor.detach().numpy() if tensor.requires_grad else tensor.numpy()
 
 
 def threads() -> int:
