@@ -86,16 +86,16 @@ class _TimedKernel:
     def __init__(self):
         self.seconds, self.calls = 0.0, 0
 
-    def gradient(self, *arguments):
+    def gradient(self, **arguments):
         started = time.perf_counter()
         try:
-            return self.real.gradient(*arguments)
+            return self.real.gradient(**arguments)
         finally:
             self.seconds += time.perf_counter() - started
             self.calls += 1
 
-    def sums(self, *arguments):
-        return self.real.sums(*arguments)
+    def sums(self, **arguments):
+        return self.real.sums(**arguments)
 
     @contextlib.contextmanager
     def installed(self):

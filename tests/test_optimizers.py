@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from torchlogreg import TrainConfig
-from torchlogreg.optimizers import SGD, Adam, scheduled_lr
+from torchlogreg.optimizers import LBFGS, SGD, Adam, scheduled_lr
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
+
 
 def _run(make, lr_at, steps=6):
     torch.manual_seed(0)
@@ -55,3 +56,58 @@ def test_schedules_match_torch(schedule):
         optimizer.step()
         if scheduler:
             scheduler.step()
+
+
+def _logistic_problem():
+    """A small full-batch objective with its closure, counting its calls."""
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 6, generator=generator), torch.randint(0, 3, (200,), generator=generator)
+    params = [torch.zeros(3, 6, requires_grad=True), torch.zeros(3, requires_grad=True)]
+    calls = [0]
+
+    def closure():
+        calls[0] += 1
+        for param in params:
+            param.grad = None
+        with torch.enable_grad():
+            loss = (
+                torch.nn.functional.cross_entropy(x @ params[0].T + params[1], y)
+                + 0.01 * params[0].square().sum()
+            )
+            loss.backward()
+        return loss.detach()
+
+    return params, closure, calls
+
+
+def test_lbfgs_replays_the_evaluation_torch_repeats():
+    """The same iterates as torch.optim.LBFGS one iteration per step, bit for bit, with one pass fewer
+    per iteration (torch re-evaluates where its last line search ended)."""
+    ours, closure, our_calls = _logistic_problem()
+    optimizer = LBFGS(ours, lr=1.0)
+    theirs, their_closure, their_calls = _logistic_problem()
+    reference = torch.optim.LBFGS(
+        theirs,
+        lr=1.0,
+        max_iter=1,
+        max_eval=3,
+        history_size=20,
+        tolerance_grad=1e-7,
+        tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
+    )
+    for _ in range(15):
+        optimizer.step(1.0, closure)
+        reference.step(their_closure)
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert our_calls[0] <= their_calls[0] - 14
+
+
+def test_lbfgs_calls_the_closure_every_step_even_when_converged():
+    params, closure, calls = _logistic_problem()
+    optimizer = LBFGS(params, lr=1.0, tolerance_grad=1e-3)
+    for _ in range(60):
+        before = calls[0]
+        optimizer.step(1.0, closure)
+        assert calls[0] > before  # the engine records each step from its closure
+    assert optimizer.iterations == 0  # converged: torch took no iteration in the last step

@@ -265,8 +265,9 @@ class _FullBatch(_Fit):
         if device.type == "cpu":
             X = X.astype(self.est._compute_dtype, copy=False)
             threads = threads_for(X.shape[0], X.shape[1], device)
-            if FusedLoss.covers(X):  # the fused kernel: one pass over the rows per evaluation
-                return FusedLoss(X, targets, weights, n_outputs), threads
+            if FusedLoss.covers(X):  # the fused kernel: one pass over the rows per evaluation, on
+                # torch's threads; BLAS then serves only L-BFGS-B's own small products: one thread
+                return FusedLoss(X, targets, weights, n_outputs), 1
             return HostLoss(X, targets, weights, n_outputs), threads
         model = LogisticRegression(X.shape[1], len(self.est.classes_)).to(device, self.est._torch_dtype)
         source = self._source(X, targets, weights, device, CHUNK)

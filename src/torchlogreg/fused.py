@@ -6,6 +6,11 @@ batch needs no gather), int64 labels and optional float32 sample weights; `usabl
 call is covered, and callers fall back to PyTorch kernels otherwise, and everywhere when the
 extension was not built (no C compiler at install). The kernels split a large batch over torch's
 intra-op threads (`threads`) and run a small one on the calling thread.
+
+The extension checks every argument (dtype, shape, contiguity, writability, each row index and
+label) before it reads or writes anything. It runs the best version this CPU has (avx512, avx2 or
+baseline); the environment variable TORCHLOGREG_CPU_CAPABILITY names another, for tests and bug
+reports (as PyTorch's ATEN_CPU_CAPABILITY), read when the extension is imported.
 """
 
 from __future__ import annotations
@@ -89,7 +94,9 @@ def rows_usable(x: torch.Tensor, labels: torch.Tensor, sample_weight: torch.Tens
 def _view(tensor: torch.Tensor | None):
     """A NumPy view of a CPU tensor (None stays None): the extension reads it through the buffer
     protocol, which carries its dtype and shape for the checks."""
-    return None if tensor is None else tensor.detach().numpy()
+    if tensor is None:
+        return None
+    return tensor.detach().numpy() if tensor.requires_grad else tensor.numpy()
 
 
 def threads() -> int:

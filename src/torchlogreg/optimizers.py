@@ -14,7 +14,6 @@ from collections.abc import Callable
 import torch
 
 from .config import TrainConfig
-from .devices import cpu_threads
 from .model import without_grad
 
 
@@ -77,13 +76,19 @@ class Adam:
         self.steps += 1
         correction1 = 1 - beta1**self.steps
         correction2_sqrt = math.sqrt(1 - beta2**self.steps)
-        on_cpu = self.params[0].device.type == "cpu"
-        with cpu_threads(1 if on_cpu and torch.get_num_threads() > 1 else None):
+        threads = torch.get_num_threads()
+        single = threads > 1 and self.params[0].device.type == "cpu"
+        if single:  # (devices.cpu_threads, which this layer cannot import)
+            torch.set_num_threads(1)
+        try:
             for param, first, second in zip(self.params, self.first, self.second, strict=True):
                 first.lerp_(param.grad, 1 - beta1)
                 second.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
                 denominator = (second.sqrt() / correction2_sqrt).add_(self.eps)
                 param.addcdiv_(first, denominator, value=-lr / correction1)
+        finally:
+            if single:
+                torch.set_num_threads(threads)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"steps": torch.tensor(self.steps)}
@@ -119,15 +124,53 @@ class LBFGS:
             line_search_fn="strong_wolfe",
         )
         self.iterations = 0
+        self.params = params
+        self._evaluations: list[tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]] = []
 
     def step(self, lr: float, closure: Callable[[], torch.Tensor]) -> None:
         """Up to `max_iter` iterations (counted in `iterations`); fewer when the gradient's max-norm
-        falls within `tolerance_grad`."""
+        falls within `tolerance_grad`.
+
+        torch's step starts by evaluating the closure where the last step's line search ended, which
+        it has evaluated already: a full pass over the data thrown away each iteration (about half of
+        full-batch training). The last step's evaluations are kept (weights, objective, gradients) and
+        replayed when the weights are the same bits; the closure still runs at least once per step
+        (the engine records each step from it)."""
         self.optimizer.param_groups[0]["lr"] = lr
         state = self.optimizer.state[self.optimizer.param_groups[0]["params"][0]]
         before = state.get("n_iter", 0)
-        self.optimizer.step(closure)
+        evaluations = []
+
+        def remembered() -> torch.Tensor:
+            if not evaluations:
+                replay = self._replay()
+                if replay is not None:
+                    return replay
+            objective = closure()
+            evaluations.append(self._snapshot(objective))
+            return objective
+
+        self.optimizer.step(remembered)
+        if not evaluations:  # converged on a replayed evaluation: the closure's own records
+            closure()
+        self._evaluations = evaluations
         self.iterations = state.get("n_iter", 0) - before
+
+    def _snapshot(
+        self, objective: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+        weights = [param.detach().clone() for param in self.params]
+        grads = [None if param.grad is None else param.grad.clone() for param in self.params]
+        return weights, objective.detach().clone(), grads
+
+    def _replay(self) -> torch.Tensor | None:
+        """The objective of a kept evaluation at exactly these weights, its gradients put back in .grad."""
+        for weights, objective, grads in self._evaluations:
+            if all(torch.equal(param, kept) for param, kept in zip(self.params, weights, strict=True)):
+                for param, grad in zip(self.params, grads, strict=True):
+                    param.grad = None if grad is None else grad.clone()
+                return objective.clone()
+        return None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
