@@ -326,6 +326,10 @@ def prepare(config: TrainConfig, train: Split, test: Split, names: tuple[str, ..
 
 def load_data(config: TrainConfig, download: bool = True) -> Data:
     """Load `config.dataset` (a built-in name or a dataset folder) and prepare it for `config`'s task."""
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(
+            f"load_data needs a TrainConfig, e.g. TrainConfig(dataset='mnist'), got {ascii(config)[:60]}"
+        )
     if config.dataset in DATASETS:
         train, test, names = load_splits(config.dataset, config.data_root, download)
         return prepare(config, train, test, names)

@@ -244,6 +244,8 @@ def train(
     `tensorboard` (a folder) logs the curves and the weight templates there, on rank 0.
     """
     config, state = _settings(config, out, resume, checkpoint_every)
+    if data is not None and not isinstance(data, Data):
+        raise ConfigError(f"data must be a Data from torchlogreg.load_data(config), got {ascii(data)[:60]}")
     config, dist = _join(config, dist_timeout)
     main_rank = dist is None or dist.is_main
     stop_flag, logger, owned = None, None, contextlib.ExitStack()
