@@ -523,6 +523,7 @@ def _send_header_attack(port: int, size: int) -> bytes:
             return b""
 
 
+@pytest.mark.hostile
 def test_a_huge_header_is_refused_while_others_are_answered(served):
     # a 64 MB header used to stall /healthz for 5 s and grow the server by 100 MB
     url, process = served
@@ -536,6 +537,7 @@ def test_a_huge_header_is_refused_while_others_are_answered(served):
     assert _peak_rss(process.pid) - before < 20 << 20
 
 
+@pytest.mark.hostile
 def test_a_npz_header_length_bomb_is_a_422_while_others_are_answered(served, tmp_path):
     # a .npz whose member declared a 1.9 GB .npy header reached a MemoryError (HTTP 500)
     import http.client
