@@ -25,7 +25,7 @@ from .devices import resolve_device
 from .engine import HISTORY_KEYS
 from .exceptions import CheckpointError, ConfigError, OutputError, did_you_mean
 from .model import LogisticRegression
-from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_json, exists
 from .training import TrainResult
 
 FORMAT = "torchlogreg-run"
@@ -134,7 +134,7 @@ def model_metadata(result: TrainResult, weights_sha256: str, command: list[str] 
 
 def is_run_folder(path: str | Path) -> bool:
     path = Path(path)
-    return any((path / name).exists() for name in (WEIGHTS_FILE, META_FILE, "checkpoint.json"))
+    return any(exists(path / name) for name in (WEIGHTS_FILE, META_FILE, "checkpoint.json"))
 
 
 def save_run(
@@ -144,7 +144,7 @@ def save_run(
     from safetensors.torch import save
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
+    if exists(out) and not out.is_dir():
         raise CheckpointError(f"{out} is a file, not a folder; choose another --out")
     if is_run_folder(out) and not overwrite:
         raise CheckpointError(f"{out} already holds a run; choose another --out or pass --overwrite")

@@ -749,6 +749,12 @@ class _CsvReader:
         return kept, scaled.astype(np.float32)
 
 
+def _shown_path(path: Path) -> str:
+    """`path` for a message: at most 200 characters of it (a name of thousands is cut in the middle)."""
+    text = str(path)
+    return text if len(text) <= 200 else text[:100] + "..." + text[-97:]
+
+
 def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """The files named: folders give every image and array inside them (recursively, sorted);
     '-' and shell patterns that matched nothing are named as what they are."""
@@ -757,6 +763,11 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
         path = Path(raw)
         if str(raw) == "-":
             raise InputError("-: reading from standard input is not supported; give files or a folder")
+        try:
+            path.is_dir()
+        except OSError as error:  # a name too long, a folder that cannot be searched
+            reason = error.strerror or _why(error)
+            raise InputError(f"{_shown_path(path)}: cannot read it ({reason})") from None
         if path.is_dir():
             found = sorted(
                 p

@@ -58,6 +58,13 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
         raise output_error(path, error) from None
 
 
+def exists(path: str | os.PathLike) -> bool:
+    """Whether something is at `path`, an output about to be written: what the system refuses while
+    looking (a name too long, a folder that cannot be searched) is an OutputError naming it."""
+    with writing(path):
+        return Path(path).exists() or Path(path).is_symlink()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
