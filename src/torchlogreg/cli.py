@@ -755,7 +755,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = build_parser().parse_args(argv)
             command, debug = args.command, args.debug
-            return args.handler(args)
+            code = args.handler(args)
+            if signals.received() is not None:  # a library caught the interruption: it still was one
+                raise KeyboardInterrupt
+            return code
         except BaseException as error:
             signum = signals.received() or (signal.SIGINT if isinstance(error, KeyboardInterrupt) else None)
             if signum is not None:  # whatever the interruption became on its way up, it is one
