@@ -170,6 +170,18 @@ def atomic_write_csv(path: str | os.PathLike, fieldnames: Sequence[str], rows: I
     atomic_write_text(path, buffer.getvalue())
 
 
+def allocate(path: str | os.PathLike) -> None:
+    """Give the file at `path` real disk blocks for its whole size (posix_fallocate). A file mapped
+    into memory and written through the mapping (np.memmap) gets SIGBUS, not an error, when a page
+    finds the disk full; allocated first, a full disk is one OutputError here instead."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with writing(path), open(path, "r+b") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size:
+            os.posix_fallocate(file.fileno(), 0, size)
+
+
 @contextlib.contextmanager
 def reserved_space(folder: str | os.PathLike, n_bytes: int) -> Iterator[None]:
     """Hold `n_bytes` of disk in `folder` for the block (a preallocated hidden file), so work whose
