@@ -437,9 +437,14 @@ def test_the_real_server_cuts_a_chunked_body_at_the_limit(served):
             except OSError:  # the server answered and closed its side
                 break
             sent += 1 << 20
-        reply = sock.recv(65536)
-    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
-    assert b'"error":"upload is over the limit of 29184 bytes"' in reply  # a JSON 28x28 image's most
+        try:
+            reply = sock.recv(65536)
+        except ConnectionResetError:  # the server closed while we still sent: its reply may be lost
+            reply = b""
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    if reply:
+        assert b'"error":"upload is over the limit of 29184 bytes"' in reply  # a JSON 28x28 image's most
+    assert sent < 300 << 20  # cut long before the end
     grown = _peak_rss(process.pid) - before
     print(f"sent {sent >> 20} MiB before the reply; the server's peak memory grew {grown >> 20} MiB")
     assert grown < 100 << 20
