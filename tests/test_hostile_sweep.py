@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def _deadline(seconds: int = 60):
 def _outcome(argv: list[str], capsys, watched: list[Path]) -> str | None:
     """Run the CLI on `argv`: None when it ended cleanly, else what was wrong."""
     try:
-        with _deadline(), memory_cap():
+        with _deadline(), memory_cap(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             try:
                 code = main(argv)
             except SystemExit as exit_:  # argparse refusing a flag: one line, exit 2
@@ -60,6 +62,10 @@ def _outcome(argv: list[str], capsys, watched: list[Path]) -> str | None:
     except BaseException as error:  # noqa: BLE001 - any escape is the finding
         capsys.readouterr()
         return f"raised {type(error).__name__}: {str(error)[:200]}"
+    shown = [w for w in caught if issubclass(w.category, (UserWarning, RuntimeWarning))]
+    if shown:  # a user would see these on stderr, with a source path
+        capsys.readouterr()
+        return f"warned {shown[0].category.__name__}: {str(shown[0].message)[:200]}"
     err = capsys.readouterr().err
     if "Traceback" in err:
         return f"a traceback on stderr: {err[-300:]}"
