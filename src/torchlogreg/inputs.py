@@ -148,6 +148,20 @@ def read_npy(
 
 # --- arrays: what a header declares is checked before the data is read ----------------------------
 
+MAX_INPUT_PIXELS = 2**24  # of image_shape (4096 x 4096): a run's inputs never have more
+
+
+def _input_shape(image_shape) -> tuple[int, int]:
+    """`image_shape` as (H, W), refused beyond MAX_INPUT_PIXELS before anything of that size is made."""
+    height, width = as_shape(image_shape)
+    if height * width > MAX_INPUT_PIXELS:
+        raise InputError(
+            f"image_shape {height}x{width} has {height * width} pixels; "
+            f"at most {MAX_INPUT_PIXELS} (4096x4096)"
+        )
+    return height, width
+
+
 
 def _check_layout(shape: tuple[int, ...], label: object, image_shape: tuple[int, int]) -> None:
     """Refuse an array `shape` that does not hold images of `image_shape` (H, W)."""
@@ -417,7 +431,7 @@ def read_array(
     refused before its data is read."""
     source = path
     path = _source_name(path, name)
-    image_shape = as_shape(image_shape)
+    image_shape = _input_shape(image_shape)
     try:
         with _opened(source) as handle:
             magic = handle.read(len(NPY_MAGIC))
@@ -515,7 +529,7 @@ def read_chunks(
     too, unless `skip_row` is given: it is then called with the row's one-line message and the row
     left out. `note` is called with what is worth saying (the label column a CSV's rows carry).
     `chunk_rows` (array rows) and `block_bytes` (CSV text) default to ARRAY_CHUNK_ROWS, CSV_BLOCK_BYTES."""
-    path, image_shape = Path(path), as_shape(image_shape)
+    path, image_shape = Path(path), _input_shape(image_shape)
     chunk_rows, block_bytes = chunk_rows or ARRAY_CHUNK_ROWS, block_bytes or CSV_BLOCK_BYTES
     suffix = path.suffix.lower()
     try:
@@ -814,7 +828,7 @@ def load_inputs(
     is `image_shape`, the run's input shape, so pictures are fitted to it and arrays must match it.
     Each array file may decode to at most MAX_ARRAY_BYTES, each picture hold MAX_IMAGE_PIXELS.
     All at once: `read_chunks` reads a file of any size a chunk at a time."""
-    image_shape = as_shape(image_shape)
+    image_shape = _input_shape(image_shape)
     note = notes.append if notes is not None else None
     chunks = [chunk for path in expand_inputs(paths) for chunk in read_chunks(path, image_shape, note=note)]
     if not chunks:
