@@ -16,8 +16,8 @@ MAX_CONNECTIONS connections are served at once (503 beyond), the body is read as
 cut at MAX_UPLOAD_BYTES (chunked bodies too), images are refused above SERVE_IMAGE_PIXELS before
 decoding, arrays whose headers declare more than one image's worth (`array_bytes`) before reading,
 JSON bodies longer than one image's numbers (`json_bytes`) before parsing, and at
-most MAX_ACTIVE_REQUESTS requests decode and classify at once, in worker threads, so the event
-loop (and /healthz) never waits for them. A run whose input shape is over SERVE_MAX_PIXELS is
+most MAX_ACTIVE_REQUESTS requests decode and classify at once, in worker threads, off the event
+loop (which answers /healthz itself). A run whose input shape is over SERVE_MAX_PIXELS is
 refused at start: the evidence maps of each answer grow with it.
 
 The limits are one reusable piece for any server of this package: `server_options()` (uvicorn's
