@@ -672,7 +672,7 @@ def test_a_run_with_a_surrogate_class_name_is_refused_at_start(default_run, tmp_
 
 
 def test_server_options_bound_headers_and_connections():
-    from torchlogreg.serving import MAX_HEADER_BYTES, server_options
+    from torchlogreg.weblimits import MAX_HEADER_BYTES, server_options
 
     options = server_options()
     assert options["http"] == "h11" and options["h11_max_incomplete_event_size"] == MAX_HEADER_BYTES

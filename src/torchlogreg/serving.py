@@ -20,9 +20,9 @@ most MAX_ACTIVE_REQUESTS requests decode and classify at once, in worker threads
 loop (which answers /healthz itself). A run whose input shape is over SERVE_MAX_PIXELS is
 refused at start: the evidence maps of each answer grow with it.
 
-The limits are one reusable piece for any server of this package: `server_options()` (uvicorn's
-settings), `read_body` (a body cut at a limit) and `WorkLimit` (heavy work off the event loop, a
-few at a time).
+The limits any web server of this package applies live in `weblimits` (uvicorn's settings, a body
+cut at a limit, heavy work off the event loop a few at a time); this module adds what depends on
+the run: its input shape bounds each JSON body, each array upload and each answer.
 Errors are JSON ``{"error": ...}``: 413 for bodies over the limit, 415 for other content types,
 422 for anything that is not a usable image or array; an unexpected exception is logged here
 and answered 500 ``{"error": "internal error"}``, never with a traceback.
@@ -41,6 +41,11 @@ from .exceptions import CheckpointError, InputError, require
 from .images import MAX_IMAGE_PIXELS, _why, as_shape, box_for, mnist_style, read_image
 from .inputs import _array_images, read_array
 from .model import decide
+from .weblimits import (
+    WorkLimit,
+    read_body,
+    server_options,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 API_VERSION = "1"  # what /openapi.json reports: the API's version, not the package's
@@ -48,63 +53,9 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # request body, counted as it streams in (ch
 SERVE_IMAGE_PIXELS = 4_000_000  # a drawing or a photo of one digit needs far fewer
 SERVE_ARRAY_BYTES = 8 * 1024 * 1024  # decoded size of an uploaded .npy/.npz, at most (see array_bytes)
 MAX_FORM_FIELDS = 8  # multipart fields besides the file
-MAX_HEADER_BYTES = 32 * 1024  # request line and headers; browsers send under 8 kB, nginx allows 8-32 kB
-MAX_CONNECTIONS = 32  # served at once, each holding at most MAX_UPLOAD_BYTES of body
-MAX_ACTIVE_REQUESTS = 2  # requests decoding and classifying at once (each up to ~100 MB for a photo)
-KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this long
 JSON_BYTES_PER_PIXEL = 32  # "0.12345678901234567, " and nesting: a JSON image's longest pixel
 SERVE_MAX_PIXELS = 128 * 128  # of a run's input shape: each answer carries 3 maps of this many numbers
 logger = logging.getLogger(__name__)
-
-
-# --- limits: one piece any server of this package uses ---------------------------------------------
-
-
-def server_options() -> dict:
-    """uvicorn.run's keyword arguments that bound what a client can make the server hold: h11's
-    parser with the request line and headers cut at MAX_HEADER_BYTES (httptools, uvicorn's default,
-    buffers headers of any size), MAX_CONNECTIONS at once, idle connections closed."""
-    return {
-        "http": "h11",
-        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
-        "limit_concurrency": MAX_CONNECTIONS,
-        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
-    }
-
-
-async def read_body(request, limit: int) -> bytes | None:
-    """The request body read as it streams in (chunked or not); None as soon as it passes `limit`
-    bytes (or declares more in Content-Length), so a huge body is never held in memory."""
-    from contextlib import aclosing
-
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async with aclosing(request.stream()) as stream:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class WorkLimit:
-    """Heavy per-request work (decoding, classifying) run in worker threads, at most `slots` at once:
-    the event loop stays free for other clients, and memory holds `slots` requests' work at most
-    however many arrive. One per application; `await limit.run(func, *args)`."""
-
-    def __init__(self, slots: int = MAX_ACTIVE_REQUESTS):
-        self.slots = slots
-        self._limiter = None  # made on first use, inside the event loop that uses it
-
-    async def run(self, func, *args):
-        import anyio
-
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.slots)
-        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
 
 
 def input_shape(run: Run) -> tuple[int, int]:
