@@ -302,3 +302,17 @@ def test_unknown_keys_in_model_json_are_refused(default_run, tmp_path):
     (folder / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"unknown key 'class_namez' \(did you mean 'class_names'\?\)"):
         load_run(folder)
+
+
+def test_a_model_json_declaring_huge_weights_is_refused_before_reading_them(default_run, tmp_path):
+    folder = _copy(default_run, tmp_path)
+    meta = json.loads((folder / "model.json").read_text())
+    meta.update(
+        n_features=4096 * 4096,
+        input_shape=[4096, 4096],
+        n_classes=100,
+        class_names=[str(i) for i in range(100)],
+    )
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="over the 2147483648 a run may hold"):
+        load_run(folder)

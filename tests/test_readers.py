@@ -12,6 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 from corpus.hostile import memory_cap, npy_with_header
+from PIL import Image
 
 from torchlogreg import DataError, InputError
 from torchlogreg.cli import main
@@ -75,7 +76,6 @@ def test_predict_refuses_a_fifo_named_like_a_csv(default_run, fifo, capsys):
 
 
 def test_convert_refuses_a_fifo_among_a_folders_pictures(tmp_path, fifo, capsys):
-    from PIL import Image
 
     for split in ("train", "test"):
         for label in ("a", "b"):
@@ -184,3 +184,12 @@ def test_a_dataset_folders_meta_json_is_checked_against_its_data(tmp_path, chang
     (folder / "meta.json").write_text(json.dumps({**meta, **change}))
     with pytest.raises(DataError, match=fragment):
         load_data(TrainConfig(dataset=str(folder), val_size=10))
+
+
+def test_an_image_shape_too_large_for_any_run_is_refused(tmp_path):
+    # load_inputs with an image shape of 100,000 x 100,000 ended in a MemoryError
+    from torchlogreg.inputs import load_inputs
+
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(tmp_path / "a.png")
+    with must_not_block(), pytest.raises(InputError, match="image_shape 100000x100000 has 10000000000"):
+        load_inputs([tmp_path / "a.png"], image_shape=(100_000, 100_000))

@@ -277,3 +277,26 @@ def test_resume_with_out_and_a_damaged_history_are_one_line(default_run, tmp_pat
     (tmp_path / "history.csv").write_text("iteration,loss\nabc,<script>\n")
     with pytest.raises(CheckpointError, match="row 2 is not a history row"):
         read_history(tmp_path / "history.csv")
+
+
+def test_negative_sample_weights_are_refused():
+    from torchlogreg.estimator import TorchLogisticRegression
+
+    X, y = np.random.default_rng(0).random((20, 4)), np.arange(20) % 2
+    with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):
+        TorchLogisticRegression(max_iter=2).fit(X, y, sample_weight=np.r_[-1.0, np.ones(19)])
+
+
+API_MISUSE = {
+    "load_data('mnist')": lambda tl: tl.load_data("mnist"),
+    "load_data(None)": lambda tl: tl.load_data(None),
+    "train(config, data='junk')": lambda tl: tl.train(tl.TrainConfig(), data="junk"),
+}
+
+
+@pytest.mark.parametrize("call", API_MISUSE.values(), ids=API_MISUSE.keys())
+def test_api_entries_refuse_what_they_cannot_use_by_name(call):
+    import torchlogreg as tl
+
+    with pytest.raises(ConfigError, match="needs a TrainConfig|data must be a Data"):
+        call(tl)

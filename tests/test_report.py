@@ -200,3 +200,17 @@ def test_a_report_folder_that_is_a_link_is_not_followed(default_run, mnist_data,
     with pytest.raises(OutputError, match="symbolic link"):
         write_report(load_run(folder), mnist_data)
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_damaged_history_gives_gaps_not_a_crash(default_run, mnist_data, tmp_path, recwarn):
+    # history.csv with 1e308 values or HTML in its header crashed report (or warned of overflows)
+    folder = tmp_path / "run"
+    shutil.copytree(default_run, folder)
+    lines = (folder / "history.csv").read_text().splitlines()
+    lines[0] += ",<b>x</b>"
+    lines[1] = "1,0.01,0.1,1e308,1e308,-5,"
+    lines[2] = "2,0.02,0.1,-1e308,nan,inf,"
+    (folder / "history.csv").write_text("\n".join(lines) + "\n")
+    out = write_report(load_run(folder), mnist_data)
+    assert Image.open(out / "curves.png").size == SIZE
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

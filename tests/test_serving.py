@@ -172,7 +172,7 @@ HOSTILE = {
     "huge integers": ({"json": {"pixels": [10**30] * 784}}, "far out of range"),
     "an integer of 5000 digits": (_json(b'{"pixels": [' + b"9" * 5000 + b"]}"), "not valid JSON"),
     "5k-deep JSON": (_json(b'{"pixels": ' + b"[" * 5000 + b"]" * 5000 + b"}"), "nests too deeply"),
-    "5k-deep objects": (_json(b'{"a": ' * 5000 + b"1" + b"}" * 5000), "nests too deeply"),
+    "4k-deep objects": (_json(b'{"a": ' * 4000 + b"1" + b"}" * 4000), "nests too deeply"),
     "a JSON list": ({"json": [0] * 784}, 'needs "pixels"'),
     "two images": ({"json": {"pixels": [[0] * 784] * 2}}, "one image at a time, got 2"),
     "a noise PNG": (_file("noise.png", _png(NOISE)), "noise.png: no digit found"),
@@ -181,7 +181,8 @@ HOSTILE = {
     "a 0-d .npy": (_file("z.npy", _npy(np.array(3.0))), "a single value (a 0-d array)"),
     "a huge-shape .npy header": (
         _file("h.npy", npy_with_header((100_000_000, 784))),
-        "h.npy: its array of shape (100000000, 784) (uint8) would decode to 73 GiB, over the limit of 8 MiB",
+        "h.npy: its array of shape (100000000, 784) (uint8) would decode to 73 GiB, "
+        "over the limit of 76.2 KiB",
     ),
     "a truncated .npy": (_file("t.npy", _npy(np.zeros((1, 784), np.uint8))[:-10]), "truncated"),
     "a .npz of two images": (_file("two.npz", _npz(images=np.zeros((2, 784), np.uint8))), "got 2"),
@@ -216,7 +217,7 @@ def test_an_npz_bomb_is_refused_before_decoding(default_run):
     client = TestClient(create_app(default_run))
     response = client.post("/api/predict", **_file("bomb.npz", bomb.getvalue()))
     assert response.status_code == 422
-    assert "would decode to 97.2 MiB, over the limit of 8 MiB" in response.json()["error"]
+    assert "would decode to 97.2 MiB, over the limit of 76.2 KiB" in response.json()["error"]
 
 
 def test_malformed_multipart_is_json_422(client):
@@ -289,7 +290,8 @@ def test_a_chunked_body_is_cut_at_the_limit(default_run, content_type):
     app = create_app(default_run, max_upload_bytes=200_000)
     with memory_cap():  # a server that read it all would hold 256 MB (and once took 3.6 GB for 1.5)
         reply, read = _post_long_body(app, content_type)
-    assert reply["status"] == 413 and "over the limit of 200000 bytes" in reply["json"]["error"]
+    limit = 200_000 if content_type.startswith("multipart") else 29_184  # a JSON 28x28 image's most
+    assert reply["status"] == 413 and f"over the limit of {limit} bytes" in reply["json"]["error"]
     assert read <= 200_000 + 64 * 1024
 
 
@@ -435,55 +437,68 @@ def test_the_real_server_cuts_a_chunked_body_at_the_limit(served):
             except OSError:  # the server answered and closed its side
                 break
             sent += 1 << 20
-        reply = sock.recv(65536)
-    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
-    assert b'"error":"upload is over the limit of 2097152 bytes"' in reply
+        try:
+            reply = sock.recv(65536)
+        except ConnectionResetError:  # the server closed while we still sent: its reply may be lost
+            reply = b""
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    if reply:
+        assert b'"error":"upload is over the limit of 29184 bytes"' in reply  # a JSON 28x28 image's most
+    assert sent < 300 << 20  # cut long before the end
     grown = _peak_rss(process.pid) - before
     print(f"sent {sent >> 20} MiB before the reply; the server's peak memory grew {grown >> 20} MiB")
     assert grown < 100 << 20
 
 
+PROBE = """
+import http.client, json, sys, threading, time
+port, least = int(sys.argv[1]), int(sys.argv[2])
+stop, times, failures = threading.Event(), [], []
+threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+while not stop.is_set() or len(times) < least:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    start = time.perf_counter()
+    try:
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            failures.append(f"/healthz answered {response.status}")
+    except OSError as error:
+        failures.append(f"/healthz failed: {error}")
+    finally:
+        connection.close()
+    times.append(time.perf_counter() - start)
+print(json.dumps({"times": times, "failures": failures}))
+"""
+
+
 class HealthProbe:
-    """Asks /healthz over its own connection, again and again, while an attack runs in the test's
-    thread, and at least `least` times; `worst` is the slowest answer's time in seconds. A loopback
-    server that stays responsive answers in about a millisecond, so 100 ms tells a stall from noise."""
+    """Asks /healthz over its own connections, again and again, from a process of its own (so the
+    test's client threads cannot delay it), while an attack runs, and at least `least` times;
+    `worst` is the slowest answer's time in seconds. A loopback server that stays responsive
+    answers in about a millisecond, so 100 ms tells a stall from noise."""
 
     least = 5
 
     def __init__(self, url: str):
-        import threading
-
         self.port = int(url.rsplit(":", 1)[1])
         self.times: list[float] = []
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._probe, daemon=True)
-
-    def _probe(self) -> None:
-        import http.client
-
-        while not self._stop.is_set() or len(self.times) < self.least:
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            start = time.perf_counter()
-            try:
-                connection.request("GET", "/healthz")
-                response = connection.getresponse()
-                response.read()
-                if response.status != 200:
-                    self.failures.append(f"/healthz answered {response.status}")
-            except OSError as error:
-                self.failures.append(f"/healthz failed: {error}")
-            finally:
-                connection.close()
-            self.times.append(time.perf_counter() - start)
 
     def __enter__(self):
-        self._thread.start()
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", PROBE, str(self.port), str(self.least)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=60)
+        out, _ = self._process.communicate("", timeout=120)
+        result = json.loads(out)
+        self.times, self.failures = result["times"], result["failures"]
 
     @property
     def worst(self) -> float:
@@ -513,6 +528,7 @@ def _send_header_attack(port: int, size: int) -> bytes:
             return b""
 
 
+@pytest.mark.hostile
 def test_a_huge_header_is_refused_while_others_are_answered(served):
     # a 64 MB header used to stall /healthz for 5 s and grow the server by 100 MB
     url, process = served
@@ -526,6 +542,7 @@ def test_a_huge_header_is_refused_while_others_are_answered(served):
     assert _peak_rss(process.pid) - before < 20 << 20
 
 
+@pytest.mark.hostile
 def test_a_npz_header_length_bomb_is_a_422_while_others_are_answered(served, tmp_path):
     # a .npz whose member declared a 1.9 GB .npy header reached a MemoryError (HTTP 500)
     import http.client
@@ -554,6 +571,68 @@ def test_a_npz_header_length_bomb_is_a_422_while_others_are_answered(served, tmp
     assert not probe.failures and probe.worst < 0.1
     assert _peak_rss(process.pid) - before < 50 << 20
 
+
+
+SERVE_BUDGET_BYTES = 200 << 20  # what one worker may grow by under any requests within the limits
+
+
+def _worst_requests() -> list[tuple[bytes, str, int]]:
+    """(body, content type, expected status) of the costliest requests within the limits: a photo
+    of 2000x2000 pixels, a .npz that decodes to 8 MB, a JSON body of 2 MiB."""
+    photo = np.zeros((2000, 2000), np.uint8)
+    photo[800:1200, 950:1050] = 255
+    png = io.BytesIO()
+    Image.fromarray(photo).save(png, format="PNG")
+    npz = io.BytesIO()
+    np.savez_compressed(npz, images=np.zeros((10_600, 28, 28), np.uint8))
+
+    def multipart(name: str, data: bytes) -> bytes:
+        return (
+            b'--x\r\nContent-Disposition: form-data; name="file"; filename="' + name.encode() + b'"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--x--\r\n"
+        )
+
+    form = "multipart/form-data; boundary=x"
+    return [
+        (multipart("photo.png", png.getvalue()), form, 200),
+        (multipart("many.npz", npz.getvalue()), form, 422),  # refused from its header
+        (b'{"pixels": [' + b",".join([b"0.5"] * 500_000) + b"]}", "application/json", 413),
+    ]
+
+
+@pytest.mark.hostile
+def test_many_costly_requests_at_once_stay_within_the_memory_budget(served):
+    # 24 clients at once, each with one of the costliest requests the limits allow: at most two are
+    # decoded at once, the others wait. /healthz's latency here depends on the CPUs free beside the
+    # decoding (on a loaded 2-core machine, a few hundred ms): printed, not asserted
+    import http.client
+    import threading
+
+    url, process = served
+    port = int(url.rsplit(":", 1)[1])
+    requests = _worst_requests()
+    statuses = []
+
+    def post(body: bytes, content_type: str, expected: int):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        connection.request("POST", "/api/predict", body, {"Content-Type": content_type})
+        response = connection.getresponse()
+        response.read()
+        statuses.append((response.status, expected))
+        connection.close()
+
+    before = _peak_rss(process.pid)
+    with HealthProbe(url) as probe:
+        clients = [threading.Thread(target=post, args=requests[i % 3]) for i in range(24)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+    grown = _peak_rss(process.pid) - before
+    print(f"peak grew {grown >> 20} MiB; /healthz worst {probe.worst * 1000:.1f} ms")
+    assert len(statuses) == 24 and all(status == expected for status, expected in statuses), statuses
+    assert grown < SERVE_BUDGET_BYTES
+    assert not probe.failures
 
 def _run_with_shape(tmp_path, side: int) -> Path:
     from conftest import synthetic_data
@@ -593,7 +672,7 @@ def test_a_run_with_a_surrogate_class_name_is_refused_at_start(default_run, tmp_
 
 
 def test_server_options_bound_headers_and_connections():
-    from torchlogreg.serving import MAX_HEADER_BYTES, server_options
+    from torchlogreg.weblimits import MAX_HEADER_BYTES, server_options
 
     options = server_options()
     assert options["http"] == "h11" and options["h11_max_incomplete_event_size"] == MAX_HEADER_BYTES

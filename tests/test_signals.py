@@ -2,9 +2,11 @@
 one line and exit 130/143, whatever exception the interruption became inside a library, and leave
 no temporary file behind."""
 
+import contextlib
 import os
 import signal
 import types
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +74,15 @@ def test_handlers_are_put_back_after_a_command(default_run, tmp_path, capsys):
     before = {s: signal.getsignal(s) for s in SIGNALS}
     assert main(["export", str(default_run), "--out", str(tmp_path)]) == 2  # a folder: refused
     assert {s: signal.getsignal(s) for s in SIGNALS} == before
+
+
+def test_an_interruption_a_library_swallows_is_still_reported(default_run, tmp_path, monkeypatch, capsys):
+    # Ctrl-C during a sweep exited 0 and reported the sweep as finished
+    def swallowing_export(run_dir, out, **options):
+        with contextlib.suppress(KeyboardInterrupt):  # what a library that catches everything does
+            _interrupt(signal.SIGTERM)
+        return Path(out)
+
+    monkeypatch.setattr(export, "export_onnx", swallowing_export)
+    assert main(["export", str(default_run), "--out", str(tmp_path / "m.onnx")]) == 143
+    assert "interrupted (SIGTERM)" in capsys.readouterr().err

@@ -108,3 +108,18 @@ def test_an_output_is_owned_by_one_process(tmp_path, data_root, capsys):
     assert not (tmp_path / ".run.lock").exists()
     with output_lock(out):  # released: the next process may take it
         pass
+
+
+def test_convert_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, data_root, capsys):
+    # data convert on a full disk died of SIGBUS (signal 7) and left .ds.converting/ with a partial .npy
+    from corpus.hostile import fill, small_disk
+
+    with small_disk(tmp_path / "disk", size="16m"):
+        fill(tmp_path / "disk", leave=4 << 20)  # room for the scratch copy of the test split, not more
+        out = tmp_path / "disk" / "ds"
+        code = main(
+            ["data", "convert", "--dataset", "mnist", "--data-root", str(data_root), "--out", str(out)]
+        )
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and len(err.splitlines()) == 1 and "the disk is full" in err, err
+        assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["filler"]

@@ -26,7 +26,7 @@ from .engine import HISTORY_KEYS
 from .exceptions import CheckpointError, ConfigError, InputError, OutputError, did_you_mean
 from .images import AS_IS, MNIST_STYLE, box_for, check_pictures
 from .model import LogisticRegression
-from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_json, exists
 from .training import TrainResult
 
 FORMAT = "torchlogreg-run"
@@ -39,6 +39,7 @@ MAX_JSON_BYTES = 4 * 2**20  # model.json, metrics.json, checkpoint.json: a few K
 MAX_FEATURES = 2**24  # pixels per image (4096 x 4096)
 MAX_CLASSES = 100_000
 MAX_HISTORY_BYTES = 256 * 2**20  # history.csv: one row per step, ~100 bytes each
+MAX_WEIGHTS_BYTES = 2**31  # model.safetensors, read whole: 4096x4096 pixels x 32 classes in float32
 MAX_CHECKPOINT_BYTES = 2**31  # a checkpoint holds the weights a few times over (optimizer state, best)
 PREPROCESSING = {
     "input": "grayscale image, white ink on black, digit fitted to 20x20 and centred by mass in 28x28",
@@ -161,7 +162,7 @@ def model_metadata(result: TrainResult, weights_sha256: str, command: list[str] 
 
 def is_run_folder(path: str | Path) -> bool:
     path = Path(path)
-    return any((path / name).exists() for name in (WEIGHTS_FILE, META_FILE, "checkpoint.json"))
+    return any(exists(path / name) for name in (WEIGHTS_FILE, META_FILE, "checkpoint.json"))
 
 
 def save_run(
@@ -171,7 +172,7 @@ def save_run(
     from safetensors.torch import save
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
+    if exists(out) and not out.is_dir():
         raise CheckpointError(f"{out} is a file, not a folder; choose another --out")
     if is_run_folder(out) and not overwrite:
         raise CheckpointError(f"{out} already holds a run; choose another --out or pass --overwrite")
@@ -288,6 +289,10 @@ def _meta_problems(meta: dict) -> list[str]:
         problems.append(f"input_shape must be [height, width], got {shape!r}")
     elif isinstance(n_features, int) and shape[0] * shape[1] != n_features:
         problems.append(f"input_shape {shape} does not hold n_features {n_features}")
+    if _is_int(n_features, 1, MAX_FEATURES) and _is_int(n_classes, 2, MAX_CLASSES):
+        size = weights_limit(n_features, n_classes)
+        if size > MAX_WEIGHTS_BYTES:
+            problems.append(f"its weights may take {size} bytes, over the {MAX_WEIGHTS_BYTES} a run may hold")
     digest = meta.get("weights_sha256")
     if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
         problems.append("weights_sha256 must be the 64-hex-digit SHA-256 of the weights")

@@ -36,6 +36,14 @@ def printable(text) -> str:
     )
 
 
+def path_flag(text: str) -> str:
+    """An output or data path given as a flag: an empty one would mean the current folder (or, for
+    --output, standard output) without saying so, and is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a path (it is empty)")
+    return text
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), and "did you mean" for unknown options."""
 
@@ -332,7 +340,9 @@ def _check_output_file(output: Path, overwrite: bool) -> None:
         raise ConfigError(
             f"--output {output}: name a .csv (ImageId,Label) or .jsonl (one JSON object per input)"
         )
-    if output.exists() and not overwrite:
+    from .storage import exists
+
+    if exists(output) and not overwrite:
         raise ConfigError(f"--output {output} exists; choose another file or pass --overwrite")
 
 
@@ -534,7 +544,9 @@ def _train_parser(commands) -> None:
     )
     _add_train_options(train)
     out = train.add_argument_group("output")
-    out.add_argument("--out", metavar="DIR", help="run folder to write (default: runs/<timestamp>)")
+    out.add_argument(
+        "--out", type=path_flag, metavar="DIR", help="run folder to write (default: runs/<timestamp>)"
+    )
     out.add_argument("--overwrite", action="store_true", help="allow replacing a run already in --out")
     out.add_argument(
         "--resume",
@@ -557,6 +569,7 @@ def _train_parser(commands) -> None:
     out.add_argument("--quiet", action="store_true", help="no progress bar and no periodic lines")
     out.add_argument(
         "--tensorboard",
+        type=path_flag,
         metavar="DIR",
         help="also log the curves and weight templates for TensorBoard into DIR (torchlogreg[tensorboard])",
     )
@@ -604,6 +617,7 @@ def _predict_parser(commands) -> None:
     predict.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     predict.add_argument(
         "--output",
+        type=path_flag,
         metavar="FILE",
         help="write the predictions to FILE instead: .csv as ImageId,Label (Kaggle's submission form, "
         "ImageId from 1 in input order) or .jsonl, one JSON object per input; written atomically",
@@ -644,7 +658,9 @@ def _sweep_parser(commands) -> None:
         action="store_true",
         help="retrain the best combination on the full training set into SWEEP_DIR/best",
     )
-    grid.add_argument("--out", metavar="DIR", help="sweep folder (default: sweeps/<timestamp>)")
+    grid.add_argument(
+        "--out", type=path_flag, metavar="DIR", help="sweep folder (default: sweeps/<timestamp>)"
+    )
     grid.add_argument("--quiet", action="store_true", help="no progress bar")
     grid.add_argument(
         "--tensorboard",
@@ -705,7 +721,11 @@ def _report_parser(commands) -> None:
         "metrics.json.",
     )
     report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
-    report.add_argument("--data-root", metavar="DIR", help="folder holding the datasets (default: the run's)")
+    report.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="folder holding the datasets (default: $TORCHLOGREG_DATA; never the run's)",
+    )
     report.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     report.set_defaults(handler=cmd_report)
 
@@ -779,7 +799,9 @@ def _data_parser(commands) -> None:
         "--test-size", type=float, default=0.2, help="one CSV: the fraction held out for test (default: 0.2)"
     )
     convert.add_argument("--seed", type=int, default=0, help="one CSV: seed of the test split (default: 0)")
-    convert.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
+    convert.add_argument(
+        "--out", type=path_flag, required=True, metavar="DIR", help="dataset folder to write"
+    )
     convert.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     convert.set_defaults(handler=cmd_data_convert)
 
@@ -795,7 +817,9 @@ def _export_parser(commands) -> None:
     )
     export.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
     export.add_argument("--format", choices=("onnx",), default="onnx", help="the format (default: onnx)")
-    export.add_argument("--out", required=True, metavar="FILE", help="the file to write, e.g. model.onnx")
+    export.add_argument(
+        "--out", type=path_flag, required=True, metavar="FILE", help="the file to write, e.g. model.onnx"
+    )
     export.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     export.set_defaults(handler=cmd_export)
 
@@ -808,7 +832,9 @@ def _demo_parser(commands) -> None:
         "cross-entropy: the loss of confident right and wrong answers.",
     )
     demo.add_argument("name", choices=("linear-vs-logistic", "cross-entropy"), help="which demo")
-    demo.add_argument("--out", default="linear_vs_logistic.png", help="figure file (linear-vs-logistic)")
+    demo.add_argument(
+        "--out", type=path_flag, default="linear_vs_logistic.png", help="figure file (linear-vs-logistic)"
+    )
     demo.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     demo.set_defaults(handler=cmd_demo)
 
@@ -851,7 +877,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = build_parser().parse_args(argv)
             command, debug = args.command, args.debug
-            return args.handler(args)
+            code = args.handler(args)
+            if signals.received() is not None:  # a library caught the interruption: it still was one
+                raise KeyboardInterrupt
+            return code
         except BaseException as error:
             signum = signals.received() or (signal.SIGINT if isinstance(error, KeyboardInterrupt) else None)
             if signum is not None:  # whatever the interruption became on its way up, it is one

@@ -39,7 +39,7 @@ from .exceptions import ConfigError, DataError, InputError
 from .images import AS_IS, MNIST_SHAPE, MNIST_STYLE, check_pictures, picture_pixels
 from .inputs import open_regular
 from .ondisk import is_disk_dataset, write_dataset
-from .storage import output_lock
+from .storage import exists, output_lock
 
 CSV_CHUNK = 10_000  # CSV rows parsed at once
 LABEL_NAMES = ("label", "labels", "class", "target", "y")  # a CSV header column taken as the label
@@ -424,7 +424,7 @@ def _pictures_rule(train_images: torch.Tensor, options: dict) -> str:
 # --- the conversion --------------------------------------------------------------------------
 def check_output(out: Path, overwrite: bool) -> None:
     """Refuse to replace anything but an earlier dataset folder, and that only when overwriting."""
-    if out.exists() and not out.is_dir():
+    if exists(out) and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder to create")
     if not out.is_dir() or not any(out.iterdir()):
         return

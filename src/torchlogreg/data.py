@@ -369,6 +369,10 @@ def load_data(config: TrainConfig, download: bool = True) -> Data:
     >>> data.train.images.shape, data.class_names[:3]  # doctest: +SKIP
     (torch.Size([60000, 28, 28]), ('0', '1', '2'))
     """
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(
+            f"load_data needs a TrainConfig, e.g. TrainConfig(dataset='mnist'), got {ascii(config)[:60]}"
+        )
     if config.dataset in DATASETS:
         train, test, names = load_splits(config.dataset, config.data_root, download)
         return prepare(config, train, test, names)

@@ -204,7 +204,7 @@ class _Fit:
             )
 
     def sample_weights(self, X, y, classes, sample_weight) -> np.ndarray:
-        weights = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         if self.est.class_weight is not None:
             if isinstance(self.est.class_weight, dict):
                 unknown = set(self.est.class_weight) - set(classes.tolist())

@@ -19,7 +19,7 @@ from torch import nn
 from .checkpoints import PREPROCESSING, Run, load_run, package_version
 from .exceptions import CheckpointError, ConfigError, DependencyError, require
 from .model import decide
-from .storage import atomic_write_bytes
+from .storage import atomic_write_bytes, exists
 
 EXTRA = "export"
 INPUT_NAME = "images"
@@ -63,7 +63,7 @@ def _check_exporter() -> None:
 def _check_target(out_path: Path, overwrite: bool) -> None:
     if out_path.is_dir():
         raise ConfigError(f"--out {out_path} is a folder; give a file name such as model.onnx")
-    if out_path.exists() and not overwrite:
+    if exists(out_path) and not overwrite:
         raise CheckpointError(f"{out_path} already exists; choose another --out or pass --overwrite")
 
 

@@ -160,6 +160,20 @@ def read_npy(
 
 # --- arrays: what a header declares is checked before the data is read ----------------------------
 
+MAX_INPUT_PIXELS = 2**24  # of image_shape (4096 x 4096): a run's inputs never have more
+
+
+def _input_shape(image_shape) -> tuple[int, int]:
+    """`image_shape` as (H, W), refused beyond MAX_INPUT_PIXELS before anything of that size is made."""
+    height, width = as_shape(image_shape)
+    if height * width > MAX_INPUT_PIXELS:
+        raise InputError(
+            f"image_shape {height}x{width} has {height * width} pixels; "
+            f"at most {MAX_INPUT_PIXELS} (4096x4096)"
+        )
+    return height, width
+
+
 
 def _check_layout(shape: tuple[int, ...], label: object, image_shape: tuple[int, int]) -> None:
     """Refuse an array `shape` that does not hold images of `image_shape` (H, W)."""
@@ -429,7 +443,7 @@ def read_array(
     refused before its data is read."""
     source = path
     path = _source_name(path, name)
-    image_shape = as_shape(image_shape)
+    image_shape = _input_shape(image_shape)
     try:
         with _opened(source) as handle:
             magic = handle.read(len(NPY_MAGIC))
@@ -529,7 +543,7 @@ def read_chunks(
     left out. `note` is called with what is worth saying (the label column a CSV's rows carry).
     `chunk_rows` (array rows) and `block_bytes` (CSV text) default to ARRAY_CHUNK_ROWS, CSV_BLOCK_BYTES.
     `pictures` is the run's rule for picture files (`Run.pictures`, images.PICTURE_RULES)."""
-    path, image_shape, pictures = Path(path), as_shape(image_shape), check_pictures(pictures)
+    path, image_shape, pictures = Path(path), _input_shape(image_shape), check_pictures(pictures)
     chunk_rows, block_bytes = chunk_rows or ARRAY_CHUNK_ROWS, block_bytes or CSV_BLOCK_BYTES
     suffix = path.suffix.lower()
     try:
@@ -763,6 +777,12 @@ class _CsvReader:
         return kept, scaled.astype(np.float32)
 
 
+def _shown_path(path: Path) -> str:
+    """`path` for a message: at most 200 characters of it (a name of thousands is cut in the middle)."""
+    text = str(path)
+    return text if len(text) <= 200 else text[:100] + "..." + text[-97:]
+
+
 def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """The files named: folders give every image and array inside them (recursively, sorted);
     '-' and shell patterns that matched nothing are named as what they are."""
@@ -771,6 +791,11 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
         path = Path(raw)
         if str(raw) == "-":
             raise InputError("-: reading from standard input is not supported; give files or a folder")
+        try:
+            path.is_dir()
+        except OSError as error:  # a name too long, a folder that cannot be searched
+            reason = error.strerror or _why(error)
+            raise InputError(f"{_shown_path(path)}: cannot read it ({reason})") from None
         if path.is_dir():
             found = sorted(
                 p
@@ -821,8 +846,8 @@ def load_inputs(
     dark, noise and uneven light removed, cropped to the ink, fitted into 20 × 20 and centred by mass
     in 28 × 28, scaled to `image_shape`); ``"as-is"`` is grayscale resized to `image_shape`, the
     pixels a dataset converted from a picture folder holds. ``.npy``/``.npz`` arrays and CSV rows
-    (one image per row, 0..255 or fractions in [0, 1]) must already have the run's shape. Folders are read
-    recursively, sorted. Everything is loaded at once; ``torchlogreg predict`` streams files of any
+    (one image per row, 0..255 or fractions in [0, 1]) must already have the run's shape. Folders
+    are read recursively, sorted. Everything is loaded at once; ``torchlogreg predict`` streams files of any
     size a chunk at a time instead.
 
     Parameters
@@ -855,7 +880,7 @@ def load_inputs(
     >>> images.shape, names  # doctest: +SKIP
     (torch.Size([4, 28, 28]), ['seven.png', 'digits.npy[0]', 'digits.npy[1]', 'digits.npy[2]'])
     """
-    image_shape = as_shape(image_shape)
+    image_shape = _input_shape(image_shape)
     note = notes.append if notes is not None else None
     chunks = [
         chunk

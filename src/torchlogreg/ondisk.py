@@ -23,7 +23,7 @@ import torch
 
 from .exceptions import DataError, InputError
 from .images import MNIST_STYLE
-from .storage import atomic_write_json
+from .storage import allocate, atomic_write_json
 
 FORMAT = "torchlogreg-data"
 SHARD_ROWS = 65_536  # rows read at once during training: ~51 MB of 28x28 uint8
@@ -146,6 +146,7 @@ def write_dataset(
         images = np.lib.format.open_memmap(
             out / f"{name}-images.npy.tmp", mode="w+", dtype=np.uint8, shape=shape
         )
+        allocate(out / f"{name}-images.npy.tmp")  # a full disk is an error here, not a SIGBUS in the copy
         for start in range(0, len(split), chunk):  # chunk by chunk: never two copies in memory
             images[start : start + chunk] = split.images[rows[start : start + chunk]].numpy()
         images.flush()

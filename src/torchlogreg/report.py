@@ -194,6 +194,18 @@ def weights_figure(run: Run, image_shape: tuple[int, ...]):
     return figure
 
 
+MAX_PLOTTED_LOSS = 1e30  # a loss beyond this (history.csv from a stranger, a diverged run) is not drawn
+
+
+def _plottable(values: list, low: float, high: float) -> np.ndarray:
+    """`values` as floats, with those outside (low, high] (or missing, or not finite) as NaN, which
+    matplotlib leaves out: a damaged history.csv gives gaps in a curve, not an overflow."""
+    array = np.array([np.nan if v is None else v for v in values], dtype=float)
+    with np.errstate(invalid="ignore"):
+        array[~((array > low) & (array <= high))] = np.nan
+    return array
+
+
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     if len(values) < 2 or window < 2:
         return values
@@ -207,7 +219,7 @@ def curves_figure(history: list[dict]):
     figure = _figure()
     loss_ax, accuracy_ax = figure.subplots(1, 2)
     iterations = np.array([row["iteration"] for row in history], dtype=float)
-    loss = np.array([row["loss"] for row in history], dtype=float)
+    loss = _plottable([row["loss"] for row in history], 0, MAX_PLOTTED_LOSS)
     loss_ax.plot(iterations, loss, color="tab:blue", alpha=0.3, linewidth=0.8, label="per iteration")
     loss_ax.plot(iterations, _smooth(loss, max(1, len(loss) // 50)), color="tab:blue", label="smoothed")
     loss_ax.set(xlabel="iteration", ylabel="training loss (cross-entropy)", title="Loss")
@@ -217,7 +229,9 @@ def curves_figure(history: list[dict]):
         ("train_accuracy", "train", "tab:orange"),
         ("val_accuracy", "validation", "tab:green"),
     ):
-        points = [(row["iteration"], row[key]) for row in history if row.get(key) is not None]
+        points = [
+            (row["iteration"], row[key]) for row in history if row.get(key) is not None and 0 <= row[key] <= 1
+        ]
         if points:
             x, y = zip(*points, strict=True)
             accuracy_ax.plot(x, y, marker="o", color=color, label=label)

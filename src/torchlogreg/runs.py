@@ -302,6 +302,8 @@ def train(
     >>> tl.train(out="runs/first", resume=True)  # after an interruption  # doctest: +SKIP
     """
     config, state = _settings(config, out, resume, checkpoint_every)
+    if data is not None and not isinstance(data, Data):
+        raise ConfigError(f"data must be a Data from torchlogreg.load_data(config), got {ascii(data)[:60]}")
     config, dist = _join(config, dist_timeout)
     main_rank = dist is None or dist.is_main
     stop_flag, logger, owned = None, None, contextlib.ExitStack()

@@ -14,14 +14,15 @@ Hostile input costs bounded memory and time, for every route and every client: t
 and headers may take MAX_HEADER_BYTES (refused with 400 before more is buffered), at most
 MAX_CONNECTIONS connections are served at once (503 beyond), the body is read as it streams in and
 cut at MAX_UPLOAD_BYTES (chunked bodies too), images are refused above SERVE_IMAGE_PIXELS before
-decoding, arrays whose headers declare more than SERVE_ARRAY_BYTES decoded before reading, and at
-most MAX_ACTIVE_REQUESTS requests decode and classify at once, in worker threads, so the event
-loop (and /healthz) never waits for them. A run whose input shape is over SERVE_MAX_PIXELS is
+decoding, arrays whose headers declare more than one image's worth (`array_bytes`) before reading,
+JSON bodies longer than one image's numbers (`json_bytes`) before parsing, and at
+most MAX_ACTIVE_REQUESTS requests decode and classify at once, in worker threads, off the event
+loop (which answers /healthz itself). A run whose input shape is over SERVE_MAX_PIXELS is
 refused at start: the evidence maps of each answer grow with it.
 
-The limits are one reusable piece for any server of this package: `server_options()` (uvicorn's
-settings), `read_body` (a body cut at a limit) and `WorkLimit` (heavy work off the event loop, a
-few at a time).
+The limits any web server of this package applies live in `weblimits` (uvicorn's settings, a body
+cut at a limit, heavy work off the event loop a few at a time); this module adds what depends on
+the run: its input shape bounds each JSON body, each array upload and each answer.
 Errors are JSON ``{"error": ...}``: 413 for bodies over the limit, 415 for other content types,
 422 for anything that is not a usable image or array; an unexpected exception is logged here
 and answered 500 ``{"error": "internal error"}``, never with a traceback.
@@ -40,74 +41,38 @@ from .exceptions import CheckpointError, InputError, require
 from .images import AS_IS, MAX_IMAGE_PIXELS, _why, as_shape, box_for, picture_pixels, read_image
 from .inputs import _array_images, read_array
 from .model import decide
+from .weblimits import (
+    WorkLimit,
+    read_body,
+    server_options,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 API_VERSION = "1"  # what /openapi.json reports: the API's version, not the package's
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # request body, counted as it streams in (chunked bodies too)
 SERVE_IMAGE_PIXELS = 4_000_000  # a drawing or a photo of one digit needs far fewer
-SERVE_ARRAY_BYTES = 8 * 1024 * 1024  # decoded size of an uploaded .npy/.npz; one image needs kilobytes
+SERVE_ARRAY_BYTES = 8 * 1024 * 1024  # decoded size of an uploaded .npy/.npz, at most (see array_bytes)
 MAX_FORM_FIELDS = 8  # multipart fields besides the file
-MAX_HEADER_BYTES = 32 * 1024  # request line and headers; browsers send under 8 kB, nginx allows 8-32 kB
-MAX_CONNECTIONS = 32  # served at once, each holding at most MAX_UPLOAD_BYTES of body
-MAX_ACTIVE_REQUESTS = 2  # requests decoding and classifying at once (each up to ~100 MB for a photo)
-KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this long
+JSON_BYTES_PER_PIXEL = 32  # "0.12345678901234567, " and nesting: a JSON image's longest pixel
 SERVE_MAX_PIXELS = 128 * 128  # of a run's input shape: each answer carries 3 maps of this many numbers
 logger = logging.getLogger(__name__)
-
-
-# --- limits: one piece any server of this package uses ---------------------------------------------
-
-
-def server_options() -> dict:
-    """uvicorn.run's keyword arguments that bound what a client can make the server hold: h11's
-    parser with the request line and headers cut at MAX_HEADER_BYTES (httptools, uvicorn's default,
-    buffers headers of any size), MAX_CONNECTIONS at once, idle connections closed."""
-    return {
-        "http": "h11",
-        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
-        "limit_concurrency": MAX_CONNECTIONS,
-        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
-    }
-
-
-async def read_body(request, limit: int) -> bytes | None:
-    """The request body read as it streams in (chunked or not); None as soon as it passes `limit`
-    bytes (or declares more in Content-Length), so a huge body is never held in memory."""
-    from contextlib import aclosing
-
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async with aclosing(request.stream()) as stream:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class WorkLimit:
-    """Heavy per-request work (decoding, classifying) run in worker threads, at most `slots` at once:
-    the event loop stays free for other clients, and memory holds `slots` requests' work at most
-    however many arrive. One per application; `await limit.run(func, *args)`."""
-
-    def __init__(self, slots: int = MAX_ACTIVE_REQUESTS):
-        self.slots = slots
-        self._limiter = None  # made on first use, inside the event loop that uses it
-
-    async def run(self, func, *args):
-        import anyio
-
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.slots)
-        return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
 
 
 def input_shape(run: Run) -> tuple[int, int]:
     """The (height, width) of the images `run` was trained on, from its model.json."""
     return as_shape(run.meta["input_shape"])
+
+
+def array_bytes(shape: tuple[int, int]) -> int:
+    """The most bytes an uploaded .npy/.npz may decode to: one image of `shape` as float64, with room
+    for a few small arrays beside it; more is refused from the headers, before anything is read."""
+    return min(SERVE_ARRAY_BYTES, 16 * shape[0] * shape[1] + 64 * 1024)
+
+
+def json_bytes(shape: tuple[int, int]) -> int:
+    """The most bytes a JSON body with one image of `shape` needs: a larger one cannot be an image,
+    and is refused before it is parsed (parsing holds the interpreter for a while)."""
+    return JSON_BYTES_PER_PIXEL * shape[0] * shape[1] + 4096
 
 
 def check_servable(run: Run) -> None:
@@ -167,7 +132,7 @@ def _image_from_upload(data: bytes, filename: str, shape: tuple[int, int], pictu
     if not data:
         raise InputError(f"{filename}: the upload is empty")
     if filename.lower().endswith((".npy", ".npz")):
-        rows = read_array(io.BytesIO(data), shape, name=filename, max_bytes=SERVE_ARRAY_BYTES)
+        rows = read_array(io.BytesIO(data), shape, name=filename, max_bytes=array_bytes(shape))
         return _first_image(rows, filename, shape)
     gray = read_image(io.BytesIO(data), max_pixels=min(SERVE_IMAGE_PIXELS, MAX_IMAGE_PIXELS), name=filename)
     try:
@@ -280,8 +245,9 @@ def model_summary(run: Run, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict:
         ),
         "limits": {
             "upload_bytes": max_upload_bytes,
+            "json_bytes": min(max_upload_bytes, json_bytes(shape)),
             "image_pixels": min(SERVE_IMAGE_PIXELS, MAX_IMAGE_PIXELS),
-            "array_bytes": SERVE_ARRAY_BYTES,
+            "array_bytes": array_bytes(shape),
         },
     }
 
@@ -335,6 +301,7 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     run.model.requires_grad_(False)
     shape = input_shape(run)
     work = WorkLimit()
+    json_limit = min(max_upload_bytes, json_bytes(shape))
     summary = model_summary(run, max_upload_bytes)
     app = FastAPI(
         title="torchlogreg", description="Logistic regression on MNIST-style digits", version=API_VERSION
@@ -344,8 +311,8 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse(status_code=status, content={"error": message})
 
-    def too_large() -> JSONResponse:
-        return error(413, f"upload is over the limit of {max_upload_bytes} bytes")
+    def too_large(limit: int) -> JSONResponse:
+        return error(413, f"upload is over the limit of {limit} bytes")
 
     _install_error_handlers(app)
 
@@ -355,7 +322,7 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
 
     @app.get("/healthz")
     @app.head("/healthz", include_in_schema=False)
-    def healthz() -> dict:
+    async def healthz() -> dict:  # async: answered on the event loop, never queued behind a thread
         return {"status": "ok"}
 
     @app.get("/api/model")
@@ -369,12 +336,13 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
         multipart = content_type.startswith("multipart/form-data")
         if not (multipart or content_type.startswith("application/json")):
             return error(415, "send multipart/form-data with a 'file', or application/json with 'pixels'")
+        limit = max_upload_bytes if multipart else json_limit
         try:
-            body = await read_body(request, max_upload_bytes)
+            body = await read_body(request, limit)
         except ClientDisconnect:
             return error(400, "the client disconnected before sending the whole body")
         if body is None:
-            return too_large()
+            return too_large(limit)
         if multipart:
             upload = await _upload_from_multipart(request, body)
             if upload is None:

@@ -58,6 +58,13 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
         raise output_error(path, error) from None
 
 
+def exists(path: str | os.PathLike) -> bool:
+    """Whether something is at `path`, an output about to be written: what the system refuses while
+    looking (a name too long, a folder that cannot be searched) is an OutputError naming it."""
+    with writing(path):
+        return Path(path).exists() or Path(path).is_symlink()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -161,6 +168,18 @@ def atomic_write_csv(path: str | os.PathLike, fieldnames: Sequence[str], rows: I
     for row in rows:
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
     atomic_write_text(path, buffer.getvalue())
+
+
+def allocate(path: str | os.PathLike) -> None:
+    """Give the file at `path` real disk blocks for its whole size (posix_fallocate). A file mapped
+    into memory and written through the mapping (np.memmap) gets SIGBUS, not an error, when a page
+    finds the disk full; allocated first, a full disk is one OutputError here instead."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with writing(path), open(path, "r+b") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size:
+            os.posix_fallocate(file.fileno(), 0, size)
 
 
 @contextlib.contextmanager
