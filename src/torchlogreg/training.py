@@ -167,12 +167,14 @@ class Convergence:
             engine.stop_reason = "converged"
 
     def state_dict(self, tensors: dict, meta: dict) -> None:
-        meta["convergence"] = [self.epoch_loss, self.epoch_steps, self.best, self.unchanged, self.change]
+        best = self.best if math.isfinite(self.best) else None  # JSON has no infinity
+        meta["convergence"] = [self.epoch_loss, self.epoch_steps, best, self.unchanged, self.change]
 
     def load_state_dict(self, tensors: dict, meta: dict) -> None:
         values = meta.get("convergence")
         if values is not None:
-            self.epoch_loss, self.epoch_steps, self.best, self.unchanged, self.change = values
+            self.epoch_loss, self.epoch_steps, best, self.unchanged, self.change = values
+            self.best = math.inf if best is None else best
 
 
 @dataclass
