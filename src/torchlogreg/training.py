@@ -36,7 +36,7 @@ __all__ = ["HISTORY_KEYS", "TrainResult", "Training", "build", "finish"]
 STOP_REASONS = ("converged", "step limit", "early stopping", "interrupted")
 NO_CHANGE_EPOCHS = 2  # mini-batch training has converged after this many epochs of change under tol
 
-TRAIN_ACCURACY_SAMPLES = 10_000  # periodic train accuracy is measured on this many samples
+TRAIN_ACCURACY_SAMPLES = 5_000  # periodic train accuracy is estimated on this many samples
 LBFGS_EVAL_EVERY = 10  # L-BFGS iterations between checks (each is a full pass already)
 MAX_CHECKS = 8  # mini-batch runs: a check every epoch, or every few epochs on long runs
 
