@@ -167,7 +167,7 @@ def run_row(config, data, optimizer: str, batch: int | None) -> dict:
         "samples": samples,
         "threads": threads or torch.get_num_threads(),
         "peak_mb": peak,
-        "added_mb": peak - before,
+        "added_mb": max(0.0, peak - before),  # RSS may shrink between the two reads: nothing added
         "final_loss": engine.history[-1]["loss"],
     }
 
