@@ -7,16 +7,14 @@ import json
 import math
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CHROMIUM_FLAGS, synthetic_data
+from conftest import CHROMIUM_FLAGS, running_server, synthetic_data
 
 from torchlogreg import ConfigError, train
 from torchlogreg.checkpoints import load_run
@@ -432,42 +430,28 @@ def test_trainings_over_the_cap_get_a_clear_message_and_a_closed_page_frees_its_
 
 
 # --- the page, in Chromium ---------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+
+def _evaluate(folder: Path, data_root) -> dict:
+    """`torchlogreg evaluate FOLDER --json` in a fresh process: what a user gets for a saved run."""
+    command = [sys.executable, "-m", "torchlogreg", "evaluate", str(folder), "--data-root", str(data_root)]
+    done = subprocess.run([*command, "--json"], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def _saved_folder(browser) -> Path:
+    """The run folder the page says it saved, once it says so."""
+    from selenium.webdriver.common.by import By
+
+    _wait(browser, "return document.getElementById('status').textContent.startsWith('Saved the run in')")
+    return Path(browser.find_element(By.ID, "status").text.removeprefix("Saved the run in ").strip())
 
 
 @pytest.fixture(scope="module")
 def server(data_root, tmp_path_factory):
     """The real server (a subprocess) on real MNIST: (its URL, the folder saves go to)."""
     runs = tmp_path_factory.mktemp("saved")
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "torchlogreg",
-        "playground",
-        "--data-root",
-        str(data_root),
-        "--port",
-        str(port),
-        "--runs",
-        str(runs),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while True:  # poll until it answers (bounded)
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"playground did not start: {process.stdout.read()}")
-    yield f"http://127.0.0.1:{port}", runs
-    process.terminate()
-    process.wait(timeout=10)
+    with running_server("playground", "--data-root", str(data_root), "--runs", str(runs)) as (url, _):
+        yield url, runs
 
 
 def _chromium(profile: Path, phone: bool = False):
@@ -548,27 +532,11 @@ def test_a_learner_starts_watches_changes_pauses_and_saves(server, browser, data
     assert browser.find_element(By.ID, "changed-note").is_displayed()
     assert _templates(browser) != first_templates
     click("save")
-    _wait(browser, "return document.getElementById('status').textContent.startsWith('Saved the run in')")
-    folder = Path(browser.find_element(By.ID, "status").text.removeprefix("Saved the run in ").strip())
+    folder = _saved_folder(browser)
     assert folder.parent == runs and load_run(folder).metrics["iterations"] == len(run["rows"])
     notes = json.loads((folder / "playground.json").read_text())
     assert notes["changes"][0]["lr"] == 0.05 and notes["equivalent_command"] is None
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torchlogreg",
-            "evaluate",
-            str(folder),
-            "--data-root",
-            str(data_root),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert json.loads(result.stdout)["n"] == 10_000
+    assert _evaluate(folder, data_root)["n"] == 10_000
 
 
 @pytest.mark.numerics
@@ -612,24 +580,8 @@ def test_a_settings_url_gives_the_same_curves_as_train_and_the_copied_command(
         row[3] for row in first["rows"]
     ]  # batch losses
     browser.find_element(By.ID, "save").click()
-    _wait(browser, "return document.getElementById('status').textContent.startsWith('Saved the run in')")
-    folder = Path(browser.find_element(By.ID, "status").text.removeprefix("Saved the run in ").strip())
-    evaluated = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torchlogreg",
-            "evaluate",
-            str(folder),
-            "--data-root",
-            str(data_root),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert json.loads(evaluated.stdout)["accuracy"] == first["metrics"]["test"]["accuracy"]
+    folder = _saved_folder(browser)
+    assert _evaluate(folder, data_root)["accuracy"] == first["metrics"]["test"]["accuracy"]
     assert load_run(folder).meta["command"] == command.split()
 
 

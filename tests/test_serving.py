@@ -7,12 +7,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHROMIUM_FLAGS
+from conftest import CHROMIUM_FLAGS, running_server
 from corpus.hostile import memory_cap, npy_with_header, npz_bomb
 from PIL import Image
 
@@ -371,36 +370,11 @@ def test_a_32x32_run_refuses_28x28_arrays(client_32, kwargs):
 # --- the page in a real browser ------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(default_run):
     """The real server (uvicorn in a subprocess) on the default run: (its URL, its process)."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "torchlogreg", "serve", str(default_run), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    import urllib.request
-
-    deadline = time.monotonic() + 60
-    while True:  # poll until the server answers (bounded), rather than sleeping a guessed time
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"server did not start: {process.stdout.read()}")
-    yield f"http://127.0.0.1:{port}", process
-    process.terminate()
-    process.wait(timeout=10)
+    with running_server("serve", str(default_run)) as (url, process):
+        yield url, process
 
 
 @pytest.fixture(scope="module")

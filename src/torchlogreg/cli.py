@@ -417,19 +417,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .checkpoints import load_run
     from .serving import serve
 
-    if not 1 <= args.port <= 65535:
-        raise ConfigError(f"--port must be in 1..65535, got {args.port}")
+    _check_port_number(args.port)
     if args.workers < 1:
         raise ConfigError(f"--workers must be an integer >= 1, got {args.workers}")
     load_run(args.run_dir)  # a broken run folder fails here, before anything is announced
-    _warn_if_public(args.host)
-    _check_port_free(args.host, args.port)
+    _claim_address(args.host, args.port)
     print(printable(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (Ctrl-C to stop)"))
     serve(args.run_dir, args.host, args.port, args.workers)
     return 0
 
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_port_number(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be in 1..65535, got {port}")
+
+
+def _claim_address(host: str, port: int) -> None:
+    """Before a server starts: the warning for a public --host, and a port already taken as one line."""
+    _warn_if_public(host)
+    _check_port_free(host, port)
+
+
+def _add_address_options(parser: argparse.ArgumentParser) -> None:
+    """--host and --port of a web server (serve, playground): loopback unless asked otherwise."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
 
 
 def _warn_if_public(host: str) -> None:
@@ -444,14 +461,12 @@ def _warn_if_public(host: str) -> None:
 def cmd_playground(args: argparse.Namespace) -> int:
     from .playground import create_app, serve_playground
 
-    if not 1 <= args.port <= 65535:
-        raise ConfigError(f"--port must be in 1..65535, got {args.port}")
+    _check_port_number(args.port)
     if args.max_trainings < 1:
         raise ConfigError(f"--max-trainings must be an integer >= 1, got {args.max_trainings}")
     local = args.host in LOCAL_HOSTS
     app = create_app(args.data_root, tuple(args.dataset_folder), args.runs, args.max_trainings, local)
-    _warn_if_public(args.host)
-    _check_port_free(args.host, args.port)
+    _claim_address(args.host, args.port)
     print(printable(f"playground on http://{args.host}:{args.port}/ (Ctrl-C to stop)"))
     serve_playground(app, args.host, args.port)
     return 0
@@ -678,10 +693,7 @@ def _serve_parser(commands) -> None:
         "'file') or JSON {'pixels': 28x28}, GET /api/model, GET /healthz, docs at /docs.",
     )
     serve.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
-    serve.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
-    )
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    _add_address_options(serve)
     serve.add_argument(
         "--workers", type=int, default=1, help="server processes, e.g. one per core (default: 1)"
     )
@@ -705,10 +717,7 @@ def _playground_parser(commands) -> None:
     playground.add_argument(
         "--max-trainings", type=int, default=2, metavar="N", help="trainings at once, all pages (default: 2)"
     )
-    playground.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
-    )
-    playground.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    _add_address_options(playground)
     playground.set_defaults(handler=cmd_playground)
 
 

@@ -11,6 +11,7 @@ scikit-learn's tolerance; large ones by mini-batch SGD, whose step follows the f
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from .config import TrainConfig
@@ -71,33 +72,45 @@ def _sample(images) -> torch.Tensor:
     return raw.to(torch.float64) * pixel_scale(raw)  # float64: the same values whatever the threads
 
 
-def feature_mean(images) -> torch.Tensor:
-    """The features' mean, from the same sample: training centres the features on it (engine.Centring),
-    which leaves the objective as it is (the bias takes up w . mean) and removes the mean's curvature."""
-    import torch
+class FeatureSample:
+    """Rows spread over the training set, taken once, and what training needs of them: the features'
+    mean, on which training centres them (engine.Centring: the objective as it is, the bias taking up
+    w . mean, the mean's curvature gone), and the curvature that sets sgd's step."""
 
-    return _sample(images).mean(0).to(torch.float32)
+    def __init__(self, images):
+        self.x = _sample(images)
+
+    @cached_property
+    def mean(self) -> torch.Tensor:
+        import torch
+
+        return self.x.mean(0).to(torch.float32)
+
+    @cached_property
+    def curvature(self) -> float:
+        """The largest eigenvalue of the centred features' second moments, at least 1 (the bias's):
+        the log-loss's curvature in the coordinates training steps in, so a step of SGD_STEP /
+        curvature is equally bold on MNIST, on dark-on-light pictures or on 8x8 images. Power
+        iteration."""
+        import torch
+
+        x = self.x - self.x.mean(0)
+        vector = torch.randn(x.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        value = 0.0
+        for _ in range(POWER_ITERATIONS):
+            norm = vector.norm()
+            if not norm > 0:
+                break
+            vector = vector / norm
+            product = x.T @ (x @ vector) / len(x)
+            value = float(vector @ product)
+            vector = product
+        return max(value, 1.0)
 
 
 def curvature(images) -> float:
-    """The largest eigenvalue of the centred features' second moments, at least 1 (the bias's): the
-    log-loss's curvature in the coordinates training steps in, so a step of SGD_STEP / curvature is
-    equally bold on MNIST, on dark-on-light pictures or on 8x8 images. Power iteration on a sample."""
-    import torch
-
-    x = _sample(images)
-    x = x - x.mean(0)
-    vector = torch.randn(x.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    value = 0.0
-    for _ in range(POWER_ITERATIONS):
-        norm = vector.norm()
-        if not norm > 0:
-            break
-        vector = vector / norm
-        product = x.T @ (x @ vector) / len(x)
-        value = float(vector @ product)
-        vector = product
-    return max(value, 1.0)
+    """FeatureSample(images).curvature: the curvature of `images` as training sees them."""
+    return FeatureSample(images).curvature
 
 
 def _optimizer(config: TrainConfig, rows: int) -> str:
@@ -106,12 +119,15 @@ def _optimizer(config: TrainConfig, rows: int) -> str:
     return "lbfgs" if rows < LBFGS_BELOW_ROWS and config.batch_size is None else "sgd"
 
 
-def _lr(config: TrainConfig, optimizer: str, data, weight_decay: float) -> float:
+def _lr(
+    config: TrainConfig, optimizer: str, data, sample: FeatureSample | None, weight_decay: float
+) -> float:
     """The step size: sgd's from the objective's curvature, the data's plus the L2 penalty's."""
     if config.lr is not None:
         return config.lr
     if optimizer == "sgd":
-        step = SGD_STEP / (curvature(data.train.images) + weight_decay)
+        sample = sample or FeatureSample(data.train.images)
+        step = SGD_STEP / (sample.curvature + weight_decay)
         return float(f"{step:.3g}")  # 3 digits: readable in the run, the same on every rank
     return OTHER_LR[optimizer]
 
@@ -124,9 +140,10 @@ def _budget(config: TrainConfig, optimizer: str, rows: int, batch: int) -> dict:
     return {"epochs": max(SGD_EPOCHS, math.ceil(SGD_MIN_STEPS / math.ceil(rows / batch)))}
 
 
-def settle(config: TrainConfig, data) -> TrainConfig:
+def settle(config: TrainConfig, data, sample: FeatureSample | None = None) -> TrainConfig:
     """`config` with every field left None set by its rule for `data` (a data.Data, whose validation
-    split is already made): the settings training uses and the run records."""
+    split is already made; `sample`: of its training rows, when the caller has one): the settings
+    training uses and the run records."""
     rows = len(data.train)
     optimizer = _optimizer(config, rows)
     batch = rows if optimizer == "lbfgs" else config.batch_size or min(BATCH_ROWS, rows)
@@ -134,7 +151,7 @@ def settle(config: TrainConfig, data) -> TrainConfig:
     settled = config.replace(
         val_size=len(data.val) if data.val is not None else 0,
         optimizer=optimizer,
-        lr=_lr(config, optimizer, data, weight_decay),
+        lr=_lr(config, optimizer, data, sample, weight_decay),
         batch_size=batch,
         weight_decay=weight_decay,
         schedule=config.schedule or ("none" if optimizer == "lbfgs" else "cosine"),

@@ -29,7 +29,7 @@ from .images import MNIST_STYLE
 from .model import LogisticRegression
 from .objective import Objective
 from .optimizers import make_optimizer, scheduled_lr
-from .rules import feature_mean, settle
+from .rules import FeatureSample, settle
 
 __all__ = ["HISTORY_KEYS", "TrainResult", "Training", "build", "finish"]
 
@@ -220,7 +220,8 @@ def build(
     """The engine for `config` on `data`: model, objective, optimizer, batches, evaluation. Fields
     left None follow the data (rules.settle); `Training.config` holds the values used."""
     device = resolve_device(config.device)
-    config = settle(config, data).replace(device=str(device))
+    sample = FeatureSample(data.train.images)  # one sample for the step size and the centring
+    config = settle(config, data, sample).replace(device=str(device))
     _check_fits(config, data)
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
     source = batch_source(data.train.images, data.train.labels, config.batch_size, device, rank, world)
@@ -260,7 +261,7 @@ def build(
         dist=dist,
         should_stop=should_stop,
         advice=f"with {config.optimizer} lr {config.lr:g}: lower the learning rate (lr)",
-        centre=feature_mean(data.train.images) if config.centred else None,
+        centre=sample.mean if config.centred else None,
     )
     return Training(config, data, engine, evaluator, dist, bar, convergence)
 
