@@ -97,7 +97,16 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "--preset", default="default", help=f"starting settings: {presets} (default: default)"
     )
     _add_data_options(parser, f"one of {', '.join(DATASET_NAMES)} (default: {DEFAULT.dataset})")
-    task = parser.add_argument_group("task")
+    _add_task_options(parser.add_argument_group("task"))
+    _add_optimisation_options(
+        parser.add_argument_group(
+            "optimisation (the defaults follow the data; a run's model.json records the values used)"
+        )
+    )
+
+
+def _add_task_options(task) -> None:
+    """What is learned: the classes, the binary threshold, the validation split and training subset."""
     task.add_argument(
         "--classes",
         type=_class_list,
@@ -116,9 +125,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     task.add_argument(
         "--train-size", type=int, help="use a class-balanced subset of this many training samples"
     )
-    opt = parser.add_argument_group(
-        "optimisation (the defaults follow the data; a run's model.json records the values used)"
-    )
+
+
+def _add_optimisation_options(opt) -> None:
+    """How it is learned; each help states the rule the default follows (rules.RULES)."""
     opt.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default: {RULES['optimizer']})")
     opt.add_argument("--lr", type=float, help=f"learning rate (default: {RULES['lr']})")
     opt.add_argument("--batch-size", type=int, help=f"samples per step (default: {RULES['batch_size']})")
