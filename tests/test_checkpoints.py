@@ -3,12 +3,15 @@ inconsistent."""
 
 import json
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from torchlogreg import CheckpointError
+from torchlogreg import CheckpointError, ConfigError
 from torchlogreg.checkpoints import load_run, save_run
 from torchlogreg.evaluation import evaluate
 
@@ -42,7 +45,7 @@ def test_round_trip_gives_the_same_metrics_and_predictions(default_run, default_
 
 def test_existing_run_is_not_overwritten(default_run, default_result):
     with pytest.raises(
-        CheckpointError, match="already holds a run; choose another --out or pass --overwrite"
+        ConfigError, match="already holds a run; give out=ANOTHER_FOLDER, or overwrite=True to replace it"
     ):
         save_run(default_result, default_run)
 
@@ -316,3 +319,20 @@ def test_a_model_json_declaring_huge_weights_is_refused_before_reading_them(defa
     (folder / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="over the 2147483648 a run may hold"):
         load_run(folder)
+
+
+TRAINING_MODULES = tuple(f"torchlogreg.{name}" for name in ("training", "engine", "optimizers", "runs"))
+
+
+def test_reading_a_run_loads_no_training_module(default_run, tmp_path):
+    """predict, serve and export need the model and the run format, not the training stack."""
+    digits = tmp_path / "digits.npy"
+    np.save(digits, np.zeros((2, 28, 28), np.uint8))
+    code = (
+        "import sys; from torchlogreg.cli import main; import torchlogreg.export, torchlogreg.serving; "
+        f"from torchlogreg.checkpoints import load_run; load_run({str(default_run)!r}); "
+        f"code = main(['predict', {str(default_run)!r}, {str(digits)!r}, '--device', 'cpu']); "
+        f"print(code, [m for m in {TRAINING_MODULES!r} if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr

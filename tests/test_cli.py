@@ -173,8 +173,9 @@ def test_train_logs_for_tensorboard_and_export_writes_onnx(tmp_path, data_root, 
     assert len(events.Images("weights/7")) == 1
     assert main(["export", str(run), "--out", str(tmp_path / "model.onnx")]) == 0
     assert (tmp_path / "model.onnx").stat().st_size > 0
-    assert main(["export", str(run), "--out", str(tmp_path / "model.onnx")]) == 1  # no silent overwrite
-    assert "already exists" in capsys.readouterr().err
+    assert main(["export", str(run), "--out", str(tmp_path / "model.onnx")]) == 2  # no silent overwrite
+    err = capsys.readouterr().err  # the library's parameters, in the flags' words
+    assert "error: --out " in err and "already exists; give --out ANOTHER_FILE, or --overwrite to" in err
 
 
 # --- Kaggle's Digit Recognizer workflow: one labelled CSV in, a submission CSV out -------------------

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from torchlogreg.checkpoints import has_training_state
+from torchlogreg.resumable import has_training_state
 
 
 def _torchrun(nproc: int, *args) -> list[str]:

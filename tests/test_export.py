@@ -117,7 +117,7 @@ def test_metadata_round_trips(mnist_run, mnist_onnx):
 
 def test_refuses_to_overwrite_unless_asked(mnist_run, mnist_onnx):
     before = mnist_onnx.read_bytes()
-    with pytest.raises(CheckpointError, match="already exists.*--overwrite") as error:
+    with pytest.raises(ConfigError, match="already exists.*overwrite=True") as error:
         export_onnx(mnist_run.path, mnist_onnx)
     assert str(mnist_onnx) in str(error.value)
     assert export_onnx(mnist_run.path, mnist_onnx, overwrite=True) == mnist_onnx

@@ -10,19 +10,23 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
 
 LAYERS = [
-    {"exceptions", "datasets", "fused", "classnames", "signals", "weblimits"},  # no imports from the package
+    # no imports from the package
+    {"exceptions", "datasets", "fused", "classnames", "signals", "weblimits", "version"},
     {"storage", "config", "distributed", "images", "model"},  # the one writer; settings; pictures; the model
     {"rules", "inputs", "devices", "objective"},  # the data's defaults; the one reader of input files
-    {"ondisk", "optimizers"},  # dataset folders, read through inputs and written through storage
-    {"data", "batches"},
+    {"ondisk", "optimizers", "checkpoints"},  # dataset folders and run folders, read through inputs and
+    # written through storage (reading a run needs no training module)
+    {"data", "batches", "resumable"},  # resumable: an interrupted training's state in its run folder
     {"engine", "evaluation", "convert", "solvers"},  # the one training loop; metrics; dataset conversion
     {"training", "tensorboard"},  # a config turned into an engine run; its TensorBoard callback
-    {"checkpoints", "live"},  # run folders on disk; a training taken step by step (the playground's)
+    {"live"},  # a training taken step by step (the playground's)
     {"runs"},  # the run's life: folders, resume, torchrun, signals
     {"estimator", "sweep", "report", "serving", "demos", "export", "prediction"},  # front ends
     {"playground_setup"},  # the playground's data sets, settings and saved runs
     {"playground"},  # its page and server
-    {"cli"},
+    {"cli_common"},  # what the commands share
+    {"cli_train", "cli_runs", "cli_serve", "cli_data"},  # each command's options and handler
+    {"cli"},  # the parser they make together, and main
     {"__init__", "__main__"},
 ]
 LAYER_OF = {module: depth for depth, modules in enumerate(LAYERS) for module in modules}

@@ -61,26 +61,27 @@ def test_predict_command_gives_one_line_and_exit_1(default_run, name, fragment, 
 @pytest.mark.parametrize(
     "args,fragment",
     [
-        (["--lr", "0"], "lr must be a number > 0, got 0.0"),
-        (["--lr", "-0.5"], "lr must be a number > 0, got -0.5"),
-        (["--batch-size", "0"], "batch_size must be an integer > 0, got 0"),
-        (["--batch-size", "60001"], "batch_size must be at most the 60000 training samples, got 60001"),
+        (["--lr", "0"], "--lr must be a number > 0, got 0.0"),
+        (["--lr", "-0.5"], "--lr must be a number > 0, got -0.5"),
+        (["--batch-size", "0"], "--batch-size must be an integer > 0, got 0"),
+        (["--batch-size", "60001"], "--batch-size must be at most the 60000 training samples, got 60001"),
         (
             ["--optimizer", "adamw"],
-            "optimizer must be one of sgd, adam, lbfgs, got 'adamw' (did you mean 'adam'?)",
+            "--optimizer must be one of sgd, adam, lbfgs, got 'adamw' (did you mean 'adam'?)",
         ),
         (["--dataset", "fashion"], "(did you mean 'fashion-mnist'?)"),
-        (["--classes", "3,12"], "classes names class 12, but mnist has classes 0..9"),
-        (["--positive", "10"], "positive names class 10, but mnist has classes 0..9"),
+        (["--classes", "3,12"], "--classes names class 12, but mnist has classes 0..9"),
+        (["--positive", "10"], "--positive names class 10, but mnist has classes 0..9"),
         (
             ["--train-size", "70000"],
-            "train_size must be at most the 60000 training samples available, got 70000",
+            "--train-size must be at most the 60000 training samples available, got 70000",
         ),
-        (["--schedule", "linear"], "schedule must be one of none, cosine, step, got 'linear'"),
+        (["--schedule", "linear"], "--schedule must be one of none, cosine, step, got 'linear'"),
         (["--checkpoint-every", "0"], "--checkpoint-every must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_options_are_one_line_naming_the_option(args, fragment, data_root, tmp_path, capsys):
+    """The library names its parameters (lr, batch_size); the CLI shows the flags that set them."""
     code = main(["train", "--data-root", str(data_root), "--out", str(tmp_path / "run"), "--quiet", *args])
     err = capsys.readouterr().err.strip()
     assert code == 2, err
@@ -247,7 +248,7 @@ def test_python_api_misuse_is_one_clear_error(default_run, tmp_path, mnist_data)
     (tmp_path / "file").write_text("x")
     run = load_run(default_run)
     result = tl.TrainResult(run.model, run.config, run.class_names, (), run.image_shape)
-    with pytest.raises(tl.CheckpointError, match="is a file, not a folder"):
+    with pytest.raises(tl.ConfigError, match="is a file, not a folder"):
         save_run(result, tmp_path / "file")
     if not __import__("torch").cuda.is_available():
         with pytest.raises(ConfigError, match="not available here"):

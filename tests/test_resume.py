@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from torchlogreg import CheckpointError, DivergenceError, Interrupted, train
-from torchlogreg.checkpoints import has_training_state, load_training_state
+from torchlogreg.resumable import has_training_state, load_training_state
 
 
 @pytest.mark.numerics
@@ -84,10 +84,11 @@ def test_signal_checkpoints_and_resume_matches(tmp_path, data_root, signum):
     if process.returncode == 0:
         pytest.skip("training finished before the signal arrived")
     assert process.returncode == 130, stderr
-    assert "interrupted at iteration" in stderr and f"--resume {out}" in stderr and "Traceback" not in stderr
+    assert "interrupted at iteration" in stderr and "Traceback" not in stderr
+    assert f"saved a checkpoint in {out}: --resume RUN_DIR continues it" in stderr
     assert has_training_state(out) and not (out / "model.safetensors").exists()
     refused = subprocess.run(_train_command(data_root, out), capture_output=True, text=True)
-    assert refused.returncode != 0 and f"--resume {out}" in refused.stderr
+    assert refused.returncode == 2 and "--resume RUN_DIR continues it" in refused.stderr
     resumed = subprocess.run(
         [sys.executable, "-m", "torchlogreg", "train", "--resume", str(out), "--quiet"],
         capture_output=True,
@@ -119,8 +120,40 @@ def test_a_checkpoint_with_an_impossible_iteration_is_refused(tiny_data, tiny_co
     meta = json.loads((tmp_path / "checkpoint.json").read_text())
     meta["iteration"] = iteration
     (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="iteration .* out of range"):
+    with pytest.raises(CheckpointError, match="iteration (must be an integer >= 0|.* out of range)"):
         train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("start_loss", "0.5"),
+        ("start_loss", float("inf")),
+        ("train_seconds", -1),
+        ("best_loss", [1]),
+        ("history_rows", 1.5),
+        ("checks_without_progress", True),
+        ("convergence", [0.0, 1]),
+        ("best_iteration", None),
+    ],
+)
+def test_a_damaged_checkpoint_field_is_one_line_naming_it(tiny_data, tiny_config, tmp_path, field, value):
+    """checkpoint.json's counters are checked where the file is read, not found wrong mid-resume."""
+    steps = itertools.count(1)
+    with pytest.raises(Interrupted):
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 5)
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    meta[field] = value
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=rf"checkpoint.json: {field} must be ") as error:
+        train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+    assert len(str(error.value).splitlines()) == 1
+    done = subprocess.run(
+        [sys.executable, "-m", "torchlogreg", "train", "--resume", str(tmp_path), "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and f"{field} must be" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_truncated_checkpoint_names_the_checkpoint(tiny_data, tiny_config, tmp_path):

@@ -71,7 +71,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "__version__":
-        from .checkpoints import package_version
+        from .version import package_version
 
         return package_version()
     if name in _LAZY:

@@ -1,8 +1,10 @@
-"""Run folders: save a trained model with its metadata and metrics, and load it back safely.
+"""Run folders: the format on disk, written and read back safely, without the training stack.
 
 A run folder holds ``model.safetensors`` (weights, never pickle), ``model.json`` (everything
-needed to rebuild and use the model), ``metrics.json`` and ``history.csv``. Loading executes
-no code: weights through safetensors, metadata as JSON, and the weights' SHA-256 is checked.
+needed to rebuild and use the model), ``metrics.json`` and ``history.csv``; an interrupted training
+adds its resumable state (resumable.py). Loading executes no code: weights through safetensors,
+metadata as JSON, and the weights' SHA-256 is checked. `predict`, `serve` and `export` read runs
+through this module alone: it imports the model and the readers, nothing that trains.
 """
 
 from __future__ import annotations
@@ -16,18 +18,18 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
 from .classnames import class_names_problem
 from .config import TrainConfig
 from .devices import resolve_device
-from .engine import HISTORY_KEYS
 from .exceptions import CheckpointError, ConfigError, InputError, OutputError, did_you_mean
 from .images import AS_IS, MNIST_STYLE, box_for, check_pictures
 from .model import LogisticRegression
 from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_json, exists
-from .training import TrainResult
+from .version import package_version
 
 FORMAT = "torchlogreg-run"
 FORMAT_VERSION = 1
@@ -35,6 +37,11 @@ WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+CHECKPOINT_WEIGHTS = "checkpoint.safetensors"  # the resumable state of an interrupted training
+CHECKPOINT_META = "checkpoint.json"
+CHECKPOINT_HISTORY = "checkpoint-history.csv"
+HISTORY_KEYS = ("iteration", "epoch", "lr", "loss", "train_accuracy", "val_accuracy", "val_loss")  # one
+# row per step: what the engine records and history.csv holds
 MAX_JSON_BYTES = 4 * 2**20  # model.json, metrics.json, checkpoint.json: a few KB in practice
 MAX_FEATURES = 2**24  # pixels per image (4096 x 4096)
 MAX_CLASSES = 100_000
@@ -100,16 +107,6 @@ class Run:
         return self.meta.get("pictures", MNIST_STYLE)
 
 
-def package_version() -> str:
-    """This package's installed version (from its metadata: one source, pyproject.toml)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("torchlogreg")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "0+unknown"
-
-
 def _versions() -> dict:
     return {"torchlogreg": package_version(), "torch": torch.__version__, "python": platform.python_version()}
 
@@ -136,7 +133,20 @@ META_KEYS = (  # what model.json holds; a key outside these is refused on load (
 )
 
 
-def model_metadata(result: TrainResult, weights_sha256: str, command: list[str] | None) -> dict:
+class TrainedRun(Protocol):
+    """What a run folder is written from (training.TrainedRun is one): the model and its record."""
+
+    model: LogisticRegression
+    config: TrainConfig
+    class_names: tuple[str, ...]
+    source_labels: tuple[int, ...]
+    image_shape: tuple[int, ...]
+    history: list[dict]
+    metrics: dict
+    pictures: str
+
+
+def model_metadata(result: TrainedRun, weights_sha256: str, command: list[str] | None) -> dict:
     model = result.model
     return {
         "format": FORMAT,
@@ -162,20 +172,17 @@ def model_metadata(result: TrainResult, weights_sha256: str, command: list[str] 
 
 def is_run_folder(path: str | Path) -> bool:
     path = Path(path)
-    return any(exists(path / name) for name in (WEIGHTS_FILE, META_FILE, "checkpoint.json"))
+    return any(exists(path / name) for name in (WEIGHTS_FILE, META_FILE, CHECKPOINT_META))
 
 
 def save_run(
-    result: TrainResult, out: str | Path, *, overwrite: bool = False, command: list[str] | None = None
+    result: TrainedRun, out: str | Path, *, overwrite: bool = False, command: list[str] | None = None
 ) -> Path:
     """Write `result` into the folder `out`; refuse to replace a run unless `overwrite`."""
     from safetensors.torch import save
 
     out = Path(out)
-    if exists(out) and not out.is_dir():
-        raise CheckpointError(f"{out} is a file, not a folder; choose another --out")
-    if is_run_folder(out) and not overwrite:
-        raise CheckpointError(f"{out} already holds a run; choose another --out or pass --overwrite")
+    check_run_target(out, overwrite)
     tensors = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
     weights = save(tensors)
     meta = model_metadata(result, hashlib.sha256(weights).hexdigest(), command)
@@ -186,7 +193,18 @@ def save_run(
     return out
 
 
-def _write_run(out: Path, weights: bytes, meta: dict, result: TrainResult) -> None:
+def check_run_target(out: Path, overwrite: bool, hint: str = "") -> None:
+    """`out` may take a new run: a folder (or nothing yet) that holds no run, unless `overwrite`."""
+    if exists(out) and not out.is_dir():
+        raise ConfigError(f"out {out} is a file, not a folder; give out=A_FOLDER", parameter="out")
+    if is_run_folder(out) and not overwrite:
+        raise ConfigError(
+            f"out {out} already holds a run; give out=ANOTHER_FOLDER, or overwrite=True to replace it{hint}",
+            parameter="out",
+        )
+
+
+def _write_run(out: Path, weights: bytes, meta: dict, result: TrainedRun) -> None:
     """The run's four files in `out`; when one cannot be written, those this call made are removed
     (a folder with weights but no model.json would pass for a run)."""
     made = []
@@ -207,7 +225,7 @@ def _write_run(out: Path, weights: bytes, meta: dict, result: TrainResult) -> No
         raise
 
 
-def _rescue(weights: bytes, meta: dict, result: TrainResult) -> str:
+def _rescue(weights: bytes, meta: dict, result: TrainedRun) -> str:
     """Save a run that could not be written where asked in a new folder of the temporary directory:
     a trained model is not lost to a full disk. Says where it went (or that it could not)."""
     import tempfile
@@ -230,7 +248,7 @@ def read_regular_file(path: Path, limit: int) -> bytes:
     )
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         data = json.loads(read_regular_file(path, MAX_JSON_BYTES).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -242,7 +260,7 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _read_weights(path: Path, expected_sha256: str, limit: int, named_in: str = META_FILE) -> dict:
+def read_weights(path: Path, expected_sha256: str, limit: int, named_in: str = META_FILE) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -328,10 +346,14 @@ def _load_device(device: str | torch.device) -> torch.device:
     """The device a run is loaded on: one that holds data (not "meta"), named as --device names it."""
     if isinstance(device, torch.device):
         if device.type == "meta":
-            raise ConfigError("device must hold the weights (cpu, cuda, mps or auto), got meta")
+            raise ConfigError(
+                "device must hold the weights (cpu, cuda, mps or auto), got meta", parameter="device"
+            )
         return device
     if not isinstance(device, str):
-        raise ConfigError(f"device must be a string such as 'cpu' or a torch.device, got {device!r}")
+        raise ConfigError(
+            f"device must be a string such as 'cpu' or a torch.device, got {device!r}", parameter="device"
+        )
     return resolve_device(device)
 
 
@@ -370,11 +392,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder (expected a run folder from 'train')")
-    meta = _read_json(run_dir / META_FILE)
+    meta = read_json(run_dir / META_FILE)
     _check_meta(run_dir / META_FILE, meta)
     n_features, n_classes = meta["n_features"], meta["n_classes"]
     limit = weights_limit(n_features, n_classes)
-    tensors = _read_weights(run_dir / WEIGHTS_FILE, meta["weights_sha256"], limit)
+    tensors = read_weights(run_dir / WEIGHTS_FILE, meta["weights_sha256"], limit)
     rows = 1 if n_classes == 2 else n_classes
     expected = {"linear.weight": (rows, n_features), "linear.bias": (rows,)}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
@@ -393,56 +415,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     model = LogisticRegression(n_features, n_classes)
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     metrics_path = run_dir / METRICS_FILE
-    metrics = _read_json(metrics_path) if metrics_path.exists() else {}
+    metrics = read_json(metrics_path) if metrics_path.exists() else {}
     return Run(run_dir, model.to(device).eval(), meta, metrics)
-
-
-CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
-CHECKPOINT_META = "checkpoint.json"
-CHECKPOINT_HISTORY = "checkpoint-history.csv"
-
-
-def save_training_state(
-    out: str | Path, tensors: dict[str, torch.Tensor], meta: dict, history: list[dict]
-) -> None:
-    """Write a resumable training state (weights, optimizer, RNG, counters, history) atomically.
-
-    The JSON, written last, names the SHA-256 of the tensors, so a reader never pairs a new JSON
-    with old tensors.
-    """
-    from safetensors.torch import save
-
-    out = Path(out)
-    blob = save({k: v.contiguous() for k, v in tensors.items()})
-    atomic_write_csv(out / CHECKPOINT_HISTORY, HISTORY_KEYS, history)
-    atomic_write_bytes(out / CHECKPOINT_WEIGHTS, blob)
-    atomic_write_json(
-        out / CHECKPOINT_META, {**meta, "format": FORMAT, "weights_sha256": hashlib.sha256(blob).hexdigest()}
-    )
-
-
-def has_training_state(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / CHECKPOINT_META).exists()
-
-
-def load_training_state(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict, list[dict]]:
-    """The state written by save_training_state, checked like a run's weights."""
-    run_dir = Path(run_dir)
-    if not has_training_state(run_dir):
-        raise CheckpointError(f"{run_dir} holds no resumable checkpoint ({CHECKPOINT_META} is missing)")
-    meta = _read_json(run_dir / CHECKPOINT_META)
-    if meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{run_dir / CHECKPOINT_META}: not a torchlogreg checkpoint")
-    digest = meta.get("weights_sha256")
-    if not isinstance(digest, str) or len(digest) != 64:
-        raise CheckpointError(f"{run_dir / CHECKPOINT_META}: weights_sha256 must be a 64-hex-digit SHA-256")
-    tensors = _read_weights(run_dir / CHECKPOINT_WEIGHTS, digest, MAX_CHECKPOINT_BYTES, CHECKPOINT_META)
-    return tensors, meta, read_history(run_dir / CHECKPOINT_HISTORY)
-
-
-def remove_training_state(run_dir: str | Path) -> None:
-    for name in (CHECKPOINT_META, CHECKPOINT_WEIGHTS, CHECKPOINT_HISTORY):
-        (Path(run_dir) / name).unlink(missing_ok=True)
 
 
 def read_history(path: Path) -> list[dict]:

@@ -14,7 +14,7 @@ from .exceptions import ConfigError
 def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda, then mps, then cpu; an unknown or unavailable device raises ConfigError."""
     if not DEVICE_PATTERN.match(str(name)):
-        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}", parameter="device")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -27,10 +27,13 @@ def resolve_device(name: str) -> torch.device:
     ):
         raise ConfigError(
             f"device {name!r} is not available here (CUDA devices: "
-            f"{torch.cuda.device_count()}); use --device cpu or auto"
+            f"{torch.cuda.device_count()}); use device=cpu or auto",
+            parameter="device",
         )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {name!r} is not available here; use --device cpu or auto")
+        raise ConfigError(
+            f"device {name!r} is not available here; use device=cpu or auto", parameter="device"
+        )
     return device
 
 

@@ -18,13 +18,13 @@ from typing import Protocol
 import torch
 
 from .batches import Batch
+from .checkpoints import HISTORY_KEYS
 from .distributed import DistContext, step_sum
 from .exceptions import CheckpointError, DivergenceError
 from .model import LogisticRegression, without_grad
 from .objective import Objective
 
 EXPLOSION_FACTOR = 100.0  # a loss this many times its starting value counts as diverged
-HISTORY_KEYS = ("iteration", "epoch", "lr", "loss", "train_accuracy", "val_accuracy", "val_loss")
 
 
 class Callback(Protocol):

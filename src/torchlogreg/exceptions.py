@@ -11,9 +11,17 @@ from collections.abc import Iterable
 
 
 class TorchLogRegError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose.
+
+    `parameter`, when given, is the library parameter the message is about (its name, as a Python
+    caller writes it); the CLI shows the flag that sets it instead.
+    """
 
     exit_code = 1
+
+    def __init__(self, *args, parameter: str | None = None):
+        super().__init__(*args)
+        self.parameter = parameter
 
 
 class ConfigError(TorchLogRegError, ValueError):
@@ -48,8 +56,8 @@ class Interrupted(TorchLogRegError):
 
     exit_code = 130
 
-    def __init__(self, message: str, iteration: int = 0):
-        super().__init__(message)
+    def __init__(self, message: str, iteration: int = 0, parameter: str | None = None):
+        super().__init__(message, parameter=parameter)
         self.iteration = iteration
 
 

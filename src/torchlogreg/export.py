@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoints import PREPROCESSING, Run, load_run, package_version
+from .checkpoints import PREPROCESSING, Run, load_run
 from .exceptions import CheckpointError, ConfigError, DependencyError, require
 from .model import decide
 from .storage import atomic_write_bytes, exists
+from .version import package_version
 
 EXTRA = "export"
 INPUT_NAME = "images"
@@ -61,10 +62,17 @@ def _check_exporter() -> None:
 
 
 def _check_target(out_path: Path, overwrite: bool) -> None:
+    """`out_path` may take the model: not a folder, and new unless `overwrite`."""
     if out_path.is_dir():
-        raise ConfigError(f"--out {out_path} is a folder; give a file name such as model.onnx")
+        raise ConfigError(
+            f"out_path {out_path} is a folder; give a file name such as model.onnx", parameter="out_path"
+        )
     if exists(out_path) and not overwrite:
-        raise CheckpointError(f"{out_path} already exists; choose another --out or pass --overwrite")
+        raise ConfigError(
+            f"out_path {out_path} already exists; give out_path=ANOTHER_FILE, or overwrite=True to "
+            "replace it",
+            parameter="out_path",
+        )
 
 
 def onnx_metadata(run: Run) -> dict[str, str]:

@@ -18,23 +18,17 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
-from .checkpoints import (
-    has_training_state,
-    is_run_folder,
-    load_training_state,
-    remove_training_state,
-    save_run,
-    save_training_state,
-)
+from .checkpoints import check_run_target, save_run
 from .config import TrainConfig
 from .data import Data, dataset_location, load_data
 from .devices import cpu_threads, resolve_device, threads_for
 from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
 from .exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
+from .resumable import has_training_state, load_training_state, remove_training_state, save_training_state
 from .storage import atomic_write_bytes, make_folder, output_lock, reserved_space
 from .training import Training, TrainResult, build, finish
 
-RESUMABLE_CHANGES = ("device", "data_root")  # what may differ when a run is resumed
+RESUMABLE = ("device", "data_root")  # the settings a resume may change (the CLI: --device, --data-root)
 
 
 class StopFlag:
@@ -117,17 +111,19 @@ def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, 
     differ = [
         f"{f.name} ({getattr(config, f.name)!r}, the run has {getattr(saved, f.name)!r})"
         for f in dataclasses.fields(TrainConfig)
-        if f.name not in RESUMABLE_CHANGES and getattr(config, f.name) != getattr(saved, f.name)
+        if f.name not in RESUMABLE and getattr(config, f.name) != getattr(saved, f.name)
     ]
     if differ:
-        raise ConfigError(f"resume continues with the run's own settings; these differ: {', '.join(differ)}")
-    return saved.replace(**{k: getattr(config, k) for k in RESUMABLE_CHANGES}), (tensors, meta, history)
+        raise ConfigError(
+            f"resume continues with the run's own settings; these differ: {', '.join(differ)}",
+            parameter="resume",
+        )
+    return saved.replace(**{k: getattr(config, k) for k in RESUMABLE}), (tensors, meta, history)
 
 
 def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
-    if is_run_folder(out) and not overwrite:
-        hint = f"; continue it with --resume {out}" if has_training_state(out) else ""
-        raise CheckpointError(f"{out} already holds a run; choose another --out or pass --overwrite{hint}")
+    """`out` ready for a fresh run: holding none (unless `overwrite`), writable, no stale checkpoint."""
+    check_run_target(out, overwrite, "; resume=True continues it" if has_training_state(out) else "")
     if main_rank:
         check_writable(out)
         remove_training_state(out)
@@ -205,16 +201,14 @@ def _run(training: Training, checkpointer: Checkpointer) -> None:
             checkpointer.write(engine, checkpointer.last_good)
             iteration = checkpointer.last_good[1]["iteration"]
             error.args = (
-                f"{error} and train again in a new --out (--resume would repeat these settings); kept the "
-                f"last good checkpoint (iteration {iteration}) in {out}",
+                f"{error} and train again with out=ANOTHER_FOLDER (resume=True would repeat these settings); "
+                f"kept the last good checkpoint (iteration {iteration}) in {out}",
             )
         raise
     training.bar.close()
     if engine.stop_reason == "interrupted":
         checkpointer.write(engine)
-        where = (
-            f"; saved a checkpoint in {out}. Continue with: torchlogreg train --resume {out}" if out else ""
-        )
+        where = f"; saved a checkpoint in {out}: resume=True continues it" if out else ""
         raise Interrupted(
             f"interrupted at iteration {engine.iteration} of {engine.total}{where}",
             iteration=engine.iteration,
@@ -360,10 +354,13 @@ def _settings(
 ) -> tuple[TrainConfig, tuple | None]:
     """The config to train with, and the state to resume from (None for a fresh run)."""
     if checkpoint_every is not None and not (type(checkpoint_every) is int and checkpoint_every >= 1):
-        raise ConfigError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+        raise ConfigError(
+            f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}",
+            parameter="checkpoint_every",
+        )
     if resume:
         if out is None:
-            raise ConfigError("resume needs out: the folder of the interrupted run")
+            raise ConfigError("resume needs out: the folder of the interrupted run", parameter="resume")
         return resumed_config(Path(out), config)
     if not isinstance(config, TrainConfig):
         raise ConfigError(
