@@ -1,6 +1,8 @@
 """Metrics: exact mean loss and accuracy whatever the chunking, binary thresholds, top-k, and
 evaluation straight from an on-disk split."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -79,3 +81,41 @@ def test_evaluates_a_split_on_disk_like_in_memory(samples, tmp_path, monkeypatch
     on_disk = evaluate(model, DiskImages(tmp_path / "images.npy"), labels)
     in_memory = evaluate(model, images.reshape(50, -1), labels)
     assert on_disk == pytest.approx(in_memory)
+
+
+@pytest.mark.parametrize("container", [np.asarray, lambda t: t.tolist()], ids=["numpy", "list"])
+def test_arrays_and_lists_predict_as_tensors_do(samples, container):
+    model, (images, labels) = _model(3), samples
+    for pixels in (images, images.float() / 255):
+        given = container(pixels.numpy())
+        if isinstance(given, list) and pixels.dtype == torch.uint8:
+            continue  # a list of ints has no uint8 dtype: refused below
+        assert torch.allclose(predict_proba(model, given), predict_proba(model, pixels))
+        assert torch.equal(model.predict(given), model.predict(pixels))
+        assert torch.allclose(model.predict_proba(given), model.predict_proba(pixels))
+        assert top_k(model, given, ("a", "b", "c")) == top_k(model, pixels, ("a", "b", "c"))
+    assert evaluate(model, images.numpy(), labels.tolist()) == evaluate(model, images, labels)
+
+
+@pytest.mark.parametrize(
+    "images, fragment",
+    [
+        ([[0, 255] * 8], "must hold uint8 pixels (0..255) or floats in [0, 1], got int64"),
+        ("pixels", "must be a tensor, a NumPy array or a list, got str"),
+        ([[0.0] * 16, [0.0]], "must be a tensor, an array or a list of equal rows"),
+    ],
+)
+def test_other_inputs_are_refused_by_name(images, fragment):
+    from torchlogreg import InputError
+
+    for predict in (_model(3).predict_proba, lambda x: predict_proba(_model(3), x)):
+        with pytest.raises(InputError, match=re.escape(fragment)) as error:
+            predict(images)
+        assert len(str(error.value).splitlines()) == 1
+
+
+def test_top_k_needs_a_name_per_class(samples):
+    from torchlogreg import ConfigError
+
+    with pytest.raises(ConfigError, match="class_names must name the model's 3 classes, got 2 names"):
+        top_k(_model(3), samples[0], ("a", "b"))

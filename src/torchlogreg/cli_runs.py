@@ -96,9 +96,9 @@ def _predict_format(output: Path | None, as_json: bool, class_names: tuple[str, 
     if output is not None or as_json:
         return json_lines(class_names, top_k)
 
-    def render(batch) -> str:
+    def render(predicted) -> str:
         text = []
-        for name, result in batch.results(class_names):
+        for name, result in predicted.results(class_names):
             others = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top_k"])
             line = f"{name}: {result['label']} ({result['probability']:.3f})   top: {others}"
             text.append(printable(line) + "\n")

@@ -7,7 +7,8 @@ import torch
 from . import fused
 from .batches import rank_range
 from .distributed import DistContext, all_reduce_sum
-from .model import LogisticRegression, decide, pixel_scale
+from .exceptions import ConfigError
+from .model import LogisticRegression, as_inputs, decide, pixel_scale
 from .ondisk import DiskImages
 
 EVAL_BATCH = 512  # rows per forward pass: the floats stay in cache for the product (1024: 30% slower here)
@@ -15,7 +16,8 @@ EVAL_BATCH = 512  # rows per forward pass: the floats stay in cache for the prod
 
 @torch.no_grad()
 def logits_of(model: LogisticRegression, images: torch.Tensor) -> torch.Tensor:
-    """Logits for every image, computed in chunks on the model's device."""
+    """Logits for every image (a tensor, array or list), computed in chunks on the model's device."""
+    images = as_inputs(images, "images")
     device = model.linear.weight.device
     # One output filled in place: small per-chunk results kept alive between the large temporary
     # buffers would fragment the heap (seen as GBs of peak memory when images stream from disk).
@@ -34,7 +36,7 @@ def predict_proba(model: LogisticRegression, images: torch.Tensor) -> torch.Tens
     Parameters
     ----------
     model : LogisticRegression
-    images : torch.Tensor
+    images : torch.Tensor, NumPy array or list
         (N, H, W) or (N, features): uint8 pixels (0..255) or floats in [0, 1].
 
     Returns
@@ -56,9 +58,9 @@ def evaluate(
     Parameters
     ----------
     model : LogisticRegression
-    images : torch.Tensor
+    images : torch.Tensor, NumPy array or list
         (N, H, W) uint8 pixels or floats in [0, 1].
-    labels : torch.Tensor
+    labels : torch.Tensor, NumPy array or list
         (N,) class indices.
     threshold : float, default=0.5
         Binary models: predict the positive class when its probability is at least this.
@@ -76,6 +78,7 @@ def evaluate(
     >>> tl.evaluate(run.model, data.test.images, data.test.labels)  # doctest: +SKIP
     {'accuracy': 0.926, 'loss': 0.2688..., 'n': 10000}
     """
+    images, labels = as_inputs(images, "images"), torch.as_tensor(labels)
     was_training = model.training
     model.eval()
     device = model.linear.weight.device
@@ -139,10 +142,10 @@ def top_k(
     Parameters
     ----------
     model : LogisticRegression
-    images : torch.Tensor
+    images : torch.Tensor, NumPy array or list
         (N, H, W) uint8 pixels or floats in [0, 1], e.g. from :func:`load_inputs`.
     class_names : tuple of str
-        The run's class names (``run.class_names``).
+        The run's class names (``run.class_names``), one per class of the model.
     k : int, default=3
         How many classes to list (at most the number of classes).
     threshold : float, default=0.5
@@ -162,6 +165,11 @@ def top_k(
     >>> tl.top_k(run.model, images, run.class_names, k=2)[0]["top_k"]  # doctest: +SKIP
     [{'label': '7', 'probability': 0.997...}, {'label': '3', 'probability': 0.003...}]
     """
+    if len(class_names) != model.n_classes:
+        raise ConfigError(
+            f"class_names must name the model's {model.n_classes} classes, got {len(class_names)} names",
+            parameter="class_names",
+        )
     logits = logits_of(model, images)
     probabilities = model.probabilities(logits).cpu()
     predicted = decide(logits, threshold).cpu()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +24,26 @@ PIXEL_SCALE = 1.0 / 255.0
 def pixel_scale(x: torch.Tensor) -> float:
     """What turns `x` into features: 1/255 for uint8 pixels, 1 for floats."""
     return PIXEL_SCALE if x.dtype == torch.uint8 else 1.0
+
+
+def as_inputs(x, parameter: str = "x"):
+    """`x` as the model takes it: a tensor (or images on disk) as it is; a NumPy array or nested list
+    of uint8 pixels or float features, converted. Other integers are refused by name: 0..255 in int64
+    would be taken as features 255 times too large."""
+    if not isinstance(x, (np.ndarray, list, tuple)):
+        if isinstance(x, torch.Tensor) or hasattr(x, "shape"):
+            return x
+        raise InputError(f"{parameter} must be a tensor, a NumPy array or a list, got {type(x).__name__}")
+    try:
+        array = np.asarray(x)
+    except (ValueError, TypeError) as error:
+        raise InputError(f"{parameter} must be a tensor, an array or a list of equal rows: {error}") from None
+    if array.dtype == np.uint8 or array.dtype.kind == "f":
+        return torch.from_numpy(array.astype(np.uint8 if array.dtype == np.uint8 else np.float32))
+    raise InputError(
+        f"{parameter} must hold uint8 pixels (0..255) or floats in [0, 1], got {array.dtype} "
+        f"{type(x).__name__}; convert it, e.g. np.asarray(x, dtype=np.uint8)"
+    )
 
 
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -167,13 +188,13 @@ class LogisticRegression(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, C) for inputs `x`; binary gives two columns."""
-        return self.probabilities(self(x))
+        """Class probabilities (N, C) for inputs `x` (a tensor, array or list); binary gives two columns."""
+        return self.probabilities(self(as_inputs(x)))
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-        """Class indices; binary uses P(positive) >= `threshold`."""
-        return decide(self(x), threshold)
+        """Class indices for inputs `x` (a tensor, array or list); binary: P(positive) >= `threshold`."""
+        return decide(self(as_inputs(x)), threshold)
 
     @without_grad
     def accumulate_gradients(

@@ -45,8 +45,8 @@ PROGRESS_MIN_BYTES = 16 * 1024 * 1024  # smaller inputs take about a second: no 
 PROGRESS_MIN_FILES = 200  # ... unless they are this many files (pictures are preprocessed one by one)
 
 
-class Batch(NamedTuple):
-    """A chunk's predictions."""
+class ChunkPredictions(NamedTuple):
+    """A chunk's predictions (one chunk of input read by inputs.read_chunks)."""
 
     chunk: Chunk
     ids: np.ndarray  # ImageIds: from 1, in input order
@@ -64,11 +64,11 @@ class Batch(NamedTuple):
 
 
 class Format(NamedTuple):
-    """How predictions are written: a header, then each batch's lines."""
+    """How predictions are written: a header, then each chunk's lines."""
 
     header: str
     top_k: int  # classes each line lists; 0: labels only (no probabilities computed)
-    render: Callable[[Batch], str]  # a batch's lines, each ending in a newline
+    render: Callable[[ChunkPredictions], str]  # a chunk's lines, each ending in a newline
 
 
 def _csv_cell(text: str) -> str:
@@ -82,8 +82,8 @@ def kaggle_csv(class_names: Sequence[str]) -> Format:
     """Kaggle's submission form: ImageId,Label, ImageId from 1 in input order (CRLF, as csv writes)."""
     cells = [_csv_cell(name) for name in class_names]
 
-    def render(batch: Batch) -> str:
-        ids, labels = batch.ids.tolist(), batch.labels.tolist()
+    def render(predicted: ChunkPredictions) -> str:
+        ids, labels = predicted.ids.tolist(), predicted.labels.tolist()
         return "".join(f"{i},{cells[label]}\r\n" for i, label in zip(ids, labels, strict=True))
 
     return Format("ImageId,Label\r\n", 0, render)
@@ -94,11 +94,11 @@ def json_lines(class_names: Sequence[str], top_k: int) -> Format:
     for that dict (floats as repr, as json does), built from pieces: 3x faster than a dict per image."""
     labels = [json.dumps(name) for name in class_names]
 
-    def render(batch: Batch) -> str:
-        chosen, values, indices = (part.tolist() for part in batch.top)
+    def render(predicted: ChunkPredictions) -> str:
+        chosen, values, indices = (part.tolist() for part in predicted.top)
         lines = []
         for name, label, p, vals, idx in zip(
-            batch.chunk.names(), batch.labels.tolist(), chosen, values, indices, strict=True
+            predicted.chunk.names(), predicted.labels.tolist(), chosen, values, indices, strict=True
         ):
             top = ", ".join(
                 f'{{"label": {labels[i]}, "probability": {v!r}}}' for v, i in zip(vals, idx, strict=True)
@@ -122,7 +122,7 @@ class Tally:
 
 
 @torch.no_grad()
-def _predict(run: Run, chunk: Chunk, first_id: int, top_k: int) -> Batch:
+def _predict(run: Run, chunk: Chunk, first_id: int, top_k: int) -> ChunkPredictions:
     """The predictions for one chunk, its images numbered from `first_id` by their rows."""
     model = run.model
     images = torch.from_numpy(chunk.images).to(model.linear.weight.device)
@@ -133,7 +133,7 @@ def _predict(run: Run, chunk: Chunk, first_id: int, top_k: int) -> Batch:
         values, indices = probabilities.topk(top_k, dim=1)
         chosen = probabilities.gather(1, labels[:, None])[:, 0]
         top = (chosen.cpu().numpy(), values.cpu().numpy(), indices.cpu().numpy())
-    return Batch(chunk, chunk.rows + first_id, labels.cpu().numpy(), top)
+    return ChunkPredictions(chunk, chunk.rows + first_id, labels.cpu().numpy(), top)
 
 
 def _predict_file(
