@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from torchlogreg.cli import main
+from torchlogreg.cli import in_flags, main
+from torchlogreg.exceptions import CheckpointError, ConfigError, DivergenceError
 
 
 def run_cli(*args):
@@ -93,7 +94,7 @@ def test_binary_run_from_the_command_line(tmp_path, data_root):
 @pytest.mark.parametrize(
     "args,fragment,code",
     [
-        (["train", "--lr", "-1"], "lr must be a number > 0, got -1.0", 2),
+        (["train", "--lr", "-1"], "error: --lr must be a number > 0, got -1.0", 2),
         (["train", "--optimizer", "adamw"], "did you mean 'adam'?", 2),
         (["train", "--dataset", "mnits"], "did you mean 'mnist'?", 2),
         (["train", "--preset", "tutorail"], "did you mean 'tutorial'?", 2),
@@ -104,6 +105,26 @@ def test_errors_are_one_line_and_non_zero(args, fragment, code, capsys):
     assert main(args) == code
     err = capsys.readouterr().err
     assert fragment in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "error, shown",
+    [
+        (ConfigError("lr must be > 0; batch_size must be"), "--lr must be > 0; --batch-size must be"),
+        (
+            ConfigError("out runs/out holds a run; give out=OTHER, or overwrite=True", parameter="out"),
+            "--out runs/out holds a run; give --out OTHER, or --overwrite",
+        ),
+        (ConfigError("x; resume=True continues it"), "x; --resume RUN_DIR continues it"),
+        (DivergenceError("the loss became nan; lower the learning rate (lr)"), "the learning rate (--lr)"),
+        (CheckpointError("sweeps/a/lr=0.1_seed=1/model.json: damaged"), "sweeps/a/lr=0.1_seed=1/model.json"),
+        (CheckpointError("lr: a folder named like an option"), "lr: a folder named like an option"),
+    ],
+)
+def test_errors_name_flags_where_the_library_names_parameters(error, shown):
+    """Library messages name parameters (lr, out=..., overwrite=True); the CLI shows the flags, and
+    leaves paths that merely contain such words alone."""
+    assert shown in in_flags(error)
 
 
 def test_missing_data_is_one_clear_line(tmp_path):

@@ -60,6 +60,13 @@ class StopFlag:
             signal.signal(signum, handler)
         self.previous = {}
 
+    def __enter__(self) -> StopFlag:
+        self.install()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.uninstall()
+
 
 def default_out(parent: str = "runs") -> Path:
     """parent/<timestamp>, with a suffix when that exists already."""
@@ -295,28 +302,23 @@ def train(
     >>> tl.train(config, out="runs/first", checkpoint_every=500)  # doctest: +SKIP
     >>> tl.train(out="runs/first", resume=True)  # after an interruption  # doctest: +SKIP
     """
-    config, state = _settings(config, out, resume, checkpoint_every)
-    if data is not None and not isinstance(data, Data):
-        raise ConfigError(f"data must be a Data from torchlogreg.load_data(config), got {ascii(data)[:60]}")
+    config, state = _settings(config, data, out, resume, checkpoint_every)
     config, dist = _join(config, dist_timeout)
     main_rank = dist is None or dist.is_main
-    stop_flag, logger, owned = None, None, contextlib.ExitStack()
-    try:
-        if out is not None:
-            out = Path(broadcast_object(str(out), dist))
-            if main_rank:  # one process writes this folder; a second `train --out` with it is refused
-                owned.enter_context(output_lock(out))
-            if state is None:
-                _prepare_folder(out, overwrite, main_rank)
+    with contextlib.ExitStack() as cleanup:  # undone in reverse: logger, signals, folder lock, processes
+        cleanup.callback(shutdown, dist)
+        out = _claim_folder(out, dist, main_rank, cleanup, fresh=state is None, overwrite=overwrite)
         data = data if data is not None else load_data(config)
         if handle_signals:
-            should_stop = stop_flag = StopFlag()
-            stop_flag.install()
-        checkpointer = Checkpointer(out, checkpoint_every, main_rank, config)
+            should_stop = cleanup.enter_context(StopFlag())
         logger = _tensorboard_logger(tensorboard, data) if main_rank else None
+        if logger is not None:
+            cleanup.callback(logger.close)
+        checkpointer = Checkpointer(out, checkpoint_every, main_rank, config)
         callbacks = [checkpointer] + ([logger] if logger else [])
-        verbose = verbose and main_rank
-        training = build(config, data, dist=dist, verbose=verbose, progress=progress, callbacks=callbacks)
+        training = build(
+            config, data, dist=dist, verbose=verbose and main_rank, progress=progress, callbacks=callbacks
+        )
         training.engine.should_stop = should_stop
         if state is not None:
             _restore(training, state, out)
@@ -331,13 +333,28 @@ def train(
         if logger is not None:
             logger.add_weights(result.model, data.image_shape)
         return result
-    finally:
-        if logger is not None:
-            logger.close()
-        if stop_flag is not None:
-            stop_flag.uninstall()
-        owned.close()
-        shutdown(dist)
+
+
+def _claim_folder(
+    out,
+    dist: DistContext | None,
+    main_rank: bool,
+    cleanup: contextlib.ExitStack,
+    *,
+    fresh: bool,
+    overwrite: bool,
+) -> Path | None:
+    """The run folder as every process names it, locked by the main one until `cleanup` (a second
+    `train` into it is refused) and, for a `fresh` run, checked and emptied of an old checkpoint;
+    None without `out`."""
+    if out is None:
+        return None
+    out = Path(broadcast_object(str(out), dist))
+    if main_rank:
+        cleanup.enter_context(output_lock(out))
+    if fresh:
+        _prepare_folder(out, overwrite, main_rank)
+    return out
 
 
 def _tensorboard_logger(folder, data: Data):
@@ -350,9 +367,15 @@ def _tensorboard_logger(folder, data: Data):
 
 
 def _settings(
-    config: TrainConfig | None, out, resume: bool, checkpoint_every: int | None
+    config: TrainConfig | None, data: Data | None, out, resume: bool, checkpoint_every: int | None
 ) -> tuple[TrainConfig, tuple | None]:
-    """The config to train with, and the state to resume from (None for a fresh run)."""
+    """The config to train with, and the state to resume from (None for a fresh run); the other
+    arguments checked before any work."""
+    if data is not None and not isinstance(data, Data):
+        raise ConfigError(
+            f"data must be a Data from torchlogreg.load_data(config), got {ascii(data)[:60]}",
+            parameter="data",
+        )
     if checkpoint_every is not None and not (type(checkpoint_every) is int and checkpoint_every >= 1):
         raise ConfigError(
             f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}",
