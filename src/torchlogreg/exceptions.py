@@ -25,7 +25,8 @@ class TorchLogRegError(Exception):
 
 
 class ConfigError(TorchLogRegError, ValueError):
-    """An option has a value that is not allowed (names the option and what would be valid)."""
+    """An option has a value that is not allowed (names the option and what would be valid), or an
+    output exists that it would replace without `overwrite`."""
 
     exit_code = 2
 
