@@ -40,8 +40,8 @@ HISTORY_FILE = "history.csv"
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"  # the resumable state of an interrupted training
 CHECKPOINT_META = "checkpoint.json"
 CHECKPOINT_HISTORY = "checkpoint-history.csv"
-HISTORY_KEYS = ("iteration", "epoch", "lr", "loss", "train_accuracy", "val_accuracy", "val_loss")  # one
-# row per step: what the engine records and history.csv holds
+# history.csv's columns: one row per step, as the engine records it
+HISTORY_KEYS = ("iteration", "epoch", "lr", "loss", "train_accuracy", "val_accuracy", "val_loss")
 MAX_JSON_BYTES = 4 * 2**20  # model.json, metrics.json, checkpoint.json: a few KB in practice
 MAX_FEATURES = 2**24  # pixels per image (4096 x 4096)
 MAX_CLASSES = 100_000
