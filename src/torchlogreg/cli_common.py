@@ -29,6 +29,11 @@ def path_flag(text: str) -> str:
     return text
 
 
+def add_run_dir(parser: argparse.ArgumentParser) -> None:
+    """The RUN_DIR argument of the commands that use a saved run."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
+
+
 def print_to_stderr(message: str) -> None:
     """One line for the user on standard error, made safe for the terminal."""
     print(printable(message), file=sys.stderr)

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cli_common import add_data_options, dataset_arg, path_flag, print_to_stderr, printable
+from .cli_common import add_data_options, add_run_dir, dataset_arg, path_flag, print_to_stderr, printable
 from .exceptions import ConfigError
 
 
@@ -134,7 +134,7 @@ def evaluate_parser(commands) -> None:
         description="Accuracy and loss of a saved run on a split of its "
         "dataset (or of another dataset with the same classes).",
     )
-    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
+    add_run_dir(evaluate)
     add_data_options(evaluate, "dataset to evaluate on (default: the run's)")
     evaluate.add_argument(
         "--split", choices=("test", "val", "train"), default="test", help="which split (default: test)"
@@ -152,7 +152,7 @@ def predict_parser(commands) -> None:
         "28x28 images, uint8 or floats in [0,1]) or CSV rows (one image per row, pixels 0..255 or "
         "fractions in [0,1]). Inputs of any size are read, predicted and written a chunk at a time.",
     )
-    predict.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
+    add_run_dir(predict)
     predict.add_argument(
         "files", metavar="FILE", nargs="+", help="images, .npy/.npz arrays, .csv rows, or folders of them"
     )
@@ -188,7 +188,7 @@ def report_parser(commands) -> None:
         "figures (plus ROC/PR for binary runs) and report.html; adds per-class metrics and ECE to "
         "metrics.json.",
     )
-    report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
+    add_run_dir(report)
     report.add_argument(
         "--data-root",
         metavar="DIR",
@@ -207,7 +207,7 @@ def export_parser(commands) -> None:
         "names, input shape and the run's weights SHA-256 as metadata. Checked against ONNX Runtime before "
         "writing.",
     )
-    export.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
+    add_run_dir(export)
     export.add_argument("--format", choices=("onnx",), default="onnx", help="the format (default: onnx)")
     export.add_argument(
         "--out", type=path_flag, required=True, metavar="FILE", help="the file to write, e.g. model.onnx"

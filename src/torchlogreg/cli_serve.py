@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_common import printable
+from .cli_common import add_run_dir, printable
 from .exceptions import ConfigError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -88,7 +88,7 @@ def serve_parser(commands) -> None:
         description="Serve the run: / is a drawing page, POST /api/predict takes an image upload (field "
         "'file') or JSON {'pixels': 28x28}, GET /api/model, GET /healthz, docs at /docs.",
     )
-    serve.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'train'")
+    add_run_dir(serve)
     _add_address_options(serve)
     serve.add_argument(
         "--workers", type=int, default=1, help="server processes, e.g. one per core (default: 1)"
