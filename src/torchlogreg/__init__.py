@@ -15,7 +15,7 @@ What a notebook needs is importable from here::
 and the scikit-learn estimator is ``tl.TorchLogisticRegression``.
 
 Names that need torch are imported on first use, so `torchlogreg --help` and the CLI's errors for bad
-options answer without loading torch (about a second), and Ctrl-C during start-up is handled.
+options answer without loading torch (the slowest import), and Ctrl-C during start-up is handled.
 """
 
 from importlib import import_module

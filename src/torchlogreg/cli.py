@@ -1,6 +1,6 @@
 """The `torchlogreg` command: a thin shell over the Python API.
 
-    torchlogreg train --data-root ../shared/data            # default preset, ~1 s on a laptop CPU
+    torchlogreg train --data-root ../shared/data            # the default preset
     torchlogreg train --preset tutorial --out runs/tutorial
     torchlogreg evaluate runs/tutorial
     torchlogreg predict runs/tutorial digit.png --top-k 3

@@ -42,7 +42,7 @@ SMALL_PRODUCT = 2**18  # rows x features of a step below which one CPU thread is
 
 def threads_for(rows_per_step: int, features: int, device: torch.device) -> int | None:
     """CPU threads for steps of this size: 1 for mini-batches (their products are too small to split,
-    and a second thread that waits for a core another program holds made training 3x slower here);
+    and a second thread that waits for a core another program holds stalls every step);
     None (torch's choice) for full batches and other devices."""
     if device.type != "cpu" or rows_per_step * features > SMALL_PRODUCT:
         return None

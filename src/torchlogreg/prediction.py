@@ -39,9 +39,9 @@ if TYPE_CHECKING:
     from .checkpoints import Run
 
 MAX_LISTED_ROWS = 20  # bad rows of one file reported one by one; the rest are counted
-PREDICT_THREADS = 1  # a chunk's product is 10 columns wide, bound by memory, not arithmetic; with a
-# second thread, waiting for a core another program holds made it 4-17x slower on a 2-core machine
-PROGRESS_MIN_BYTES = 16 * 1024 * 1024  # smaller inputs take about a second: no progress bar ...
+PREDICT_THREADS = 1  # a chunk's product is a few columns wide, bound by memory, not arithmetic: a
+# second thread only adds waiting for a core another program may hold (as devices.threads_for says)
+PROGRESS_MIN_BYTES = 16 * 1024 * 1024  # smaller inputs are predicted too soon for a bar to help ...
 PROGRESS_MIN_FILES = 200  # ... unless they are this many files (pictures are preprocessed one by one)
 
 
@@ -91,7 +91,7 @@ def kaggle_csv(class_names: Sequence[str]) -> Format:
 
 def json_lines(class_names: Sequence[str], top_k: int) -> Format:
     """One JSON object per image: file, label, index, probability, top_k; the bytes json.dumps writes
-    for that dict (floats as repr, as json does), built from pieces: 3x faster than a dict per image."""
+    for that dict (floats as repr, as json does), built from pieces rather than a dict per image."""
     labels = [json.dumps(name) for name in class_names]
 
     def render(predicted: ChunkPredictions) -> str:
