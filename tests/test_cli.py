@@ -107,6 +107,18 @@ def test_errors_are_one_line_and_non_zero(args, fragment, code, capsys):
     assert fragment in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+def test_lr_help_states_the_step_training_takes_on_mnist(mnist_data, capsys):
+    """--lr's help quotes sgd's step on MNIST: the value the rule really gives there."""
+    from torchlogreg import preset
+    from torchlogreg.rules import FeatureSample, settle
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    settled = settle(preset("default", device="cpu"), mnist_data, FeatureSample(mnist_data.train.images))
+    assert settled.optimizer == "sgd" and f"{settled.lr:.1f} on MNIST" in text
+
+
 @pytest.mark.parametrize(
     "error, shown",
     [
