@@ -155,14 +155,14 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
 
 def _config_and_out(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     """The config to train with and the run folder: from the flags, or with --resume the run's own."""
-    from .runs import default_out, resumed_config
+    from .runs import default_out, saved_config
 
     if not args.resume:
         return config_from_args(args), Path(args.out) if args.out else default_out()
     if args.out is not None:
         raise ConfigError("--resume continues in the run's own folder; drop --out")
     out, allowed = Path(args.resume), _given_config(args)
-    return resumed_config(out, None)[0].replace(**allowed), out
+    return saved_config(out).replace(**allowed), out
 
 
 def cmd_train(args: argparse.Namespace) -> int:

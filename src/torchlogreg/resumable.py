@@ -100,8 +100,9 @@ def _check_fields(path: Path, meta: dict) -> None:
         raise CheckpointError(f"{path}: {'; '.join(problems)}")
 
 
-def load_training_state(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict, list[dict]]:
-    """The state written by save_training_state, checked like a run's weights."""
+def read_training_meta(run_dir: str | Path) -> dict:
+    """checkpoint.json of the interrupted training in `run_dir`, checked: its format, config,
+    weights digest and counters."""
     run_dir = Path(run_dir)
     if not has_training_state(run_dir):
         raise CheckpointError(f"{run_dir} holds no resumable checkpoint ({CHECKPOINT_META} is missing)")
@@ -112,7 +113,15 @@ def load_training_state(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], d
     if not isinstance(digest, str) or len(digest) != 64:
         raise CheckpointError(f"{run_dir / CHECKPOINT_META}: weights_sha256 must be a 64-hex-digit SHA-256")
     _check_fields(run_dir / CHECKPOINT_META, meta)
-    tensors = read_weights(run_dir / CHECKPOINT_WEIGHTS, digest, MAX_CHECKPOINT_BYTES, CHECKPOINT_META)
+    return meta
+
+
+def load_training_state(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict, list[dict]]:
+    """The state written by save_training_state, checked like a run's weights."""
+    run_dir = Path(run_dir)
+    meta = read_training_meta(run_dir)
+    weights = run_dir / CHECKPOINT_WEIGHTS
+    tensors = read_weights(weights, meta["weights_sha256"], MAX_CHECKPOINT_BYTES, CHECKPOINT_META)
     return tensors, meta, read_history(run_dir / CHECKPOINT_HISTORY)
 
 

@@ -24,7 +24,13 @@ from .data import Data, dataset_location, load_data
 from .devices import cpu_threads, resolve_device, threads_for
 from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
 from .exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
-from .resumable import has_training_state, load_training_state, remove_training_state, save_training_state
+from .resumable import (
+    has_training_state,
+    load_training_state,
+    read_training_meta,
+    remove_training_state,
+    save_training_state,
+)
 from .storage import atomic_write_bytes, make_folder, output_lock, reserved_space
 from .training import Training, TrainResult, build, finish
 
@@ -105,14 +111,21 @@ def _space_for_run(out: Path | None, training: Training, main_rank: bool):
     return reserved_space(out, run_bytes(training))
 
 
+def saved_config(out: Path, meta: dict | None = None) -> TrainConfig:
+    """The config of the interrupted run in `out` (from its checkpoint's `meta`, else read: the
+    JSON alone, not the weights)."""
+    meta = read_training_meta(out) if meta is None else meta
+    try:
+        return TrainConfig.from_dict(meta["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"{out}: the checkpoint's config is damaged ({error})") from None
+
+
 def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, tuple]:
     """The interrupted run's config and state; `config`, when given, may change only the device and
     the data root."""
     tensors, meta, history = load_training_state(out)
-    try:
-        saved = TrainConfig.from_dict(meta["config"])
-    except ConfigError as error:
-        raise CheckpointError(f"{out}: the checkpoint's config is damaged ({error})") from None
+    saved = saved_config(out, meta)
     if config is None:
         return saved, (tensors, meta, history)
     differ = [
