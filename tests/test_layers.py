@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
 
 LAYERS = [
     {"exceptions", "datasets", "fused", "classnames", "signals", "weblimits"},  # no imports from the package
-    {"storage", "config", "distributed", "images", "model"},  # the one writer; settings; pictures; the model
+    {"storage", "config", "distributed", "images", "model", "localserver"},  # the one writer; settings;
+    # pictures; the model; the web servers started for scripts (tests, benchmarks)
     {"rules", "inputs", "devices", "objective"},  # the data's defaults; the one reader of input files
     {"ondisk", "optimizers"},  # dataset folders, read through inputs and written through storage
     {"data", "batches"},
@@ -21,6 +22,7 @@ LAYERS = [
     {"runs"},  # the run's life: folders, resume, torchrun, signals
     {"estimator", "sweep", "report", "serving", "demos", "export", "prediction"},  # front ends
     {"playground_setup"},  # the playground's data sets, settings and saved runs
+    {"playground_session"},  # one page: its commands, its training and the frames it is sent
     {"playground"},  # its page and server
     {"cli"},
     {"__init__", "__main__"},

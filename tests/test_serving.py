@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHROMIUM_FLAGS, running_server
+from conftest import browser_or_skip
 from corpus.hostile import memory_cap, npy_with_header, npz_bomb
 from PIL import Image
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from torchlogreg.localserver import local_server  # noqa: E402
 from torchlogreg.serving import create_app  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -373,7 +374,7 @@ def test_a_32x32_run_refuses_28x28_arrays(client_32, kwargs):
 @pytest.fixture(scope="module")
 def served(default_run):
     """The real server (uvicorn in a subprocess) on the default run: (its URL, its process)."""
-    with running_server("serve", str(default_run)) as (url, process):
+    with local_server("serve", str(default_run)) as (url, process):
         yield url, process
 
 
@@ -654,24 +655,11 @@ def test_server_options_bound_headers_and_connections():
 
 
 def test_drawing_a_one_in_chromium(server, tmp_path):
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        pytest.skip("Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        *CHROMIUM_FLAGS,
-        "--window-size=1000,900",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    browser = browser_or_skip(tmp_path / "profile", window="1000,900")
     try:
         browser.get(server + "/")
         pad = browser.find_element(By.ID, "pad")

@@ -30,7 +30,6 @@ and answered 500 ``{"error": "internal error"}``, never with a traceback.
 
 import io
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,7 @@ from .exceptions import CheckpointError, InputError, require
 from .images import AS_IS, MAX_IMAGE_PIXELS, _why, as_shape, box_for, picture_pixels, read_image
 from .inputs import _array_images, read_array
 from .model import decide
+from .storage import json_safe
 from .weblimits import (
     WorkLimit,
     read_body,
@@ -126,7 +126,7 @@ def _display_name(filename: str | None) -> str:
     return name if len(name) <= 80 else "..." + name[-77:]
 
 
-def _image_from_upload(data: bytes, filename: str, shape: tuple[int, int], pictures: str) -> np.ndarray:
+def image_from_upload(data: bytes, filename: str, shape: tuple[int, int], pictures: str) -> np.ndarray:
     """One image of `shape` from an uploaded picture (made by the run's rule `pictures`) or array
     (as it is)."""
     if not data:
@@ -207,7 +207,7 @@ async def _upload_from_multipart(request, body: bytes) -> tuple[bytes, str] | No
 
 
 def _answer_upload(run: Run, upload: tuple[bytes, str], shape: tuple[int, int]) -> dict:
-    return explain(run, _image_from_upload(*upload, shape, run.pictures))
+    return explain(run, image_from_upload(*upload, shape, run.pictures))
 
 
 def _answer_json(run: Run, body: bytes, shape: tuple[int, int]) -> dict:
@@ -227,7 +227,7 @@ def model_summary(run: Run, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict:
     )
     binary = bool(run.meta.get("binary"))
     metrics = {
-        split: {key: _finite(values.get(key)) for key in ("accuracy", "loss", "n")}
+        split: {key: json_safe(values.get(key)) for key in ("accuracy", "loss", "n")}
         for split, values in run.metrics.items()
         if split in ("train", "val", "test") and isinstance(values, dict)
     }
@@ -250,11 +250,6 @@ def model_summary(run: Run, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict:
             "array_bytes": array_bytes(shape),
         },
     }
-
-
-def _finite(value):
-    """`value`, or None for NaN and infinities (which JSON cannot carry)."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _json_error(status: int, message: str):
