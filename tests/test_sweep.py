@@ -250,10 +250,8 @@ def test_a_failed_run_ends_the_sweep_with_the_rows_before_it(tmp_path, data_root
 
     monkeypatch.setattr(torchlogreg.runs, "train", train)
     base = TrainConfig(data_root=str(data_root), device="cpu", train_size=300, val_size=200, epochs=1)
-    from torchlogreg.sweep import sweep_and_report
-
     with pytest.raises(OutputError):
-        sweep_and_report(base, Grid({"lr": (0.05, 0.5, 0.1)}), 1, tmp_path, progress=False)
+        run_sweep(base, Grid({"lr": (0.05, 0.5, 0.1)}), 1, tmp_path, progress=False, report=True)
     assert [row["lr"] for row in read_results(tmp_path / "results.csv")] == ["0.05"]
     assert not (tmp_path / "summary.md").exists()
 

@@ -399,7 +399,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"sweeping {', '.join(grid.axes)}: {runs} runs into {out}")
     progress = False if args.quiet else None
     hue = args.hue.replace("-", "_") if args.hue else None
-    rows, summary = sweep.sweep_and_report(base, grid, args.seeds, out, progress, args.tensorboard, hue)
+    rows = sweep.run_sweep(base, grid, args.seeds, out, progress, args.tensorboard, report=True, hue=hue)
+    summary = sweep.summarize(rows, grid)
     seconds = sum(float(row["train_seconds"]) for row in rows)
     print(f"{len(rows)} runs ({seconds:.1f} s of training); results.csv, summary.md and plots in {out}")
     best = summary[0]

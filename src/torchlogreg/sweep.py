@@ -165,31 +165,20 @@ def run_sweep(
     out: Path,
     progress: bool | None = None,
     tensorboard: str | Path | None = None,
+    report: bool = False,
+    hue: str | None = None,
 ) -> list[dict]:
     """Train every combination x seed not already in out/results.csv; return all rows. With
-    `tensorboard`, each run logs its curves and hyperparameters into a subfolder of it. `out` is
-    owned by this process meanwhile (`output_lock`): a second sweep into it is refused at once."""
-    with output_lock(out):
-        return _train_missing(base, grid, seeds, out, progress, tensorboard)
-
-
-def sweep_and_report(
-    base: TrainConfig,
-    grid: Grid,
-    seeds: int,
-    out: Path,
-    progress: bool | None = None,
-    tensorboard: str | Path | None = None,
-    hue: str | None = None,
-) -> tuple[list[dict], list[dict]]:
-    """`run_sweep`, then summary.md and the plots, all under one lock on `out`, so two sweeps into one
-    folder never mix their rows or their summaries. Returns (rows, summary)."""
+    `tensorboard`, each run logs its curves and hyperparameters into a subfolder of it; with
+    `report`, summary.md and the plots (coloured by option `hue`) follow. `out` is owned by this
+    process throughout (`output_lock`): a second sweep into it is refused at once, so two sweeps
+    never mix their rows or their summaries."""
     with output_lock(out):
         check_out(out)
         rows = _train_missing(base, grid, seeds, out, progress, tensorboard)
-        summary = summarize(rows, grid)
-        write_outputs(summary, grid, seeds, out, hue)
-    return rows, summary
+        if report:
+            write_outputs(summarize(rows, grid), grid, seeds, out, hue)
+    return rows
 
 
 def sweep_configs(base: TrainConfig, grid: Grid, seeds: int) -> list[TrainConfig]:
