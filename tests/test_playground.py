@@ -112,6 +112,40 @@ def test_a_page_that_goes_away_while_it_is_answered_logs_no_traceback(catalog, t
     assert not [record for record in caplog.records if record.exc_info], "a traceback was logged"
 
 
+def test_a_loop_that_fails_as_its_page_goes_away_is_collected_not_logged():
+    # the frames loop, stopped in the middle of a send, ended in WebSocketDisconnect after the page's
+    # other loop had ended: "Task exception was never retrieved" and a traceback in the server's log
+    import asyncio
+    import gc
+
+    from starlette.websockets import WebSocketDisconnect
+
+    from torchlogreg.playground import _until_one_ends
+
+    async def page_gone() -> None:
+        return
+
+    async def sending() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise WebSocketDisconnect(code=1006) from None
+
+    uncollected, ended = [], []
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: uncollected.append(context["message"]))
+        try:
+            await _until_one_ends(page_gone(), sending())
+        except WebSocketDisconnect:
+            ended.append(True)  # what the page's socket handler expects: the page went away
+        gc.collect()
+
+    asyncio.run(serve())
+    assert ended and not uncollected
+
+
 def test_the_pad_asks_the_model_as_it_trains(client, mnist_splits):
     import io
 

@@ -190,15 +190,24 @@ async def _serve_page(ws, session: Session, send_text) -> None:
             session.wake.clear()
             await session.frame()
 
-    tasks = [asyncio.create_task(receive()), asyncio.create_task(pump())]
+    await _until_one_ends(receive(), pump())
+
+
+async def _until_one_ends(*loops) -> None:
+    """Run `loops` until one ends; then cancel the others and collect every one's exception (one
+    left uncollected is logged as a traceback when it is freed), raising the first that is not
+    the connection's end (OSError, RuntimeError)."""
+    tasks = [asyncio.create_task(loop) for loop in loops]
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task.exception() is not None and not isinstance(task.exception(), (OSError, RuntimeError)):
-                raise task.exception()
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    for outcome in outcomes:
+        ended = isinstance(outcome, (OSError, RuntimeError, asyncio.CancelledError))
+        if isinstance(outcome, BaseException) and not ended:
+            raise outcome
 
 
 async def _handle(session: Session, text: str | None) -> None:
