@@ -220,13 +220,15 @@ def test_an_npz_bomb_is_refused_before_decoding(default_run):
     assert "would decode to 97.2 MiB, over the limit of 76.2 KiB" in response.json()["error"]
 
 
-def test_malformed_multipart_is_json_422(client):
+def test_malformed_multipart_is_json_422(client, caplog):
     for headers, body in [
         ({"content-type": "multipart/form-data"}, b"--x\r\n"),  # no boundary
         ({"content-type": "multipart/form-data; boundary=x"}, b"--x\r\nContent-Disposition: bad\r\n\r\n"),
+        ({"content-type": "multipart/form-data; boundary=x"}, b"\x00\x01\x02" * 100),
     ]:
         response = client.post("/api/predict", content=body, headers=headers)
         assert response.status_code == 422 and "malformed multipart upload" in response.json()["error"]
+    assert not caplog.records  # the answer says it; the server's log stays clean
     two = {"file": ("a.png", b"x", "image/png"), "other": ("b.png", b"y", "image/png")}
     response = client.post("/api/predict", files=two)
     assert response.status_code == 422 and "malformed multipart upload" in response.json()["error"]

@@ -293,6 +293,8 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     run = load_run(run_dir)
     check_servable(run)
     run.model.requires_grad_(False)
+    # the multipart parser logs each malformed body besides raising; the client gets a 422 line
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     summary = model_summary(run, max_upload_bytes)
     answer = Answerer(run, max_upload_bytes)
     app = FastAPI(
