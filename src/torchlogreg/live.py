@@ -101,8 +101,7 @@ class LiveTraining:
         self._next_snapshot = 0.0
         self._idle = threading.Event()
         self._idle.set()
-        self._snapshot = None
-        self._take_snapshot(None)
+        self._snapshot = Snapshot.of(engine, 0, None)
         self._commands: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="torchlogreg-live", daemon=True)
         self._thread.start()
