@@ -132,31 +132,10 @@ def test_summary_statistics_on_a_tiny_grid():
 
 def test_cli_sweep_writes_results_summary_plots_and_retrains(tmp_path, data_root, capsys):
     out = tmp_path / "sweep"
-    code = main(
-        [
-            "sweep",
-            "--data-root",
-            str(data_root),
-            "--device",
-            "cpu",
-            "--epochs",
-            "1",
-            "--val-size",
-            "500",
-            "--grid",
-            "train_size=300,1000",
-            "--grid",
-            "weight_decay=0,0.01",
-            "--hue",
-            "weight_decay",
-            "--out",
-            str(out),
-            "--select",
-            "val",
-            "--retrain",
-            "--quiet",
-        ]
-    )
+    grid = ["--grid", "train_size=300,1000", "--grid", "weight_decay=0,0.01", "--hue", "weight_decay"]
+    chosen = ["--select", "val", "--retrain", "--quiet"]
+    options = ["--epochs", "1", "--val-size", "500", "--out", str(out)]
+    code = main(["sweep", "--data-root", str(data_root), "--device", "cpu", *options, *grid, *chosen])
     assert code == 0
     printed = capsys.readouterr().out
     assert (
