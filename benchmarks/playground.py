@@ -15,72 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from benchmarks.compare import default_data_root
+from torchlogreg.localserver import chromium, local_server
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _server(data_root: str, runs: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "torchlogreg",
-        "playground",
-        "--data-root",
-        data_root,
-        "--port",
-        str(port),
-    ]
-    process = subprocess.Popen(
-        [*command, "--runs", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return process, f"http://127.0.0.1:{port}"
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise SystemExit(f"the playground did not start: {process.stdout.read()}") from None
-            time.sleep(0.05)
-
-
-def _browser(profile: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in (*CHROMIUM_FLAGS, "--window-size=1280,1000", f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 
 
 def cli_run(data_root: str, out: Path, extra: list[str]) -> dict:
@@ -158,39 +103,8 @@ def table(rows: list[dict], summary: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--data-root", default=default_data_root())
-    parser.add_argument(
-        "--out", default=str(REPO / "benchmarks" / "results"), help="folder for playground.md/json"
-    )
-    parser.add_argument("--epochs", type=int, help="shorter runs (smoke tests); default: the preset's")
-    args = parser.parse_args(argv)
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        raise SystemExit("needs chromium and chromedriver (apt-get install chromium chromium-driver)")
-    extra = ["--epochs", str(args.epochs)] if args.epochs else []
-    query = "?preset=default&dataset=mnist" + (f"&epochs={args.epochs}" if args.epochs else "")
-    rows = []
-    with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
-        process, url = _server(args.data_root, work / "runs")
-        browser = _browser(work / "profile")
-        try:
-            page_run(browser, url + "/" + query)  # warm-up: the server reads MNIST once
-            for repeat in range(args.repeats):
-                cli = cli_run(args.data_root, work / f"cli-{repeat}", extra)
-                page = page_run(browser, url + "/" + query)
-                rows.append({"cli": cli, "page": page})
-                print(
-                    f"repeat {repeat + 1}: CLI {cli['train_seconds']:.3f} s, page {page['seconds']:.3f} s, "
-                    f"{page['updates_per_second'] or 0:.1f} redraws/s",
-                    flush=True,
-                )
-        finally:
-            browser.quit()
-            process.terminate()
-            process.wait(timeout=10)
+def summarize(rows: list[dict]) -> dict:
+    """Medians over the repeats, and the ratios the floors are about."""
     median = statistics.median
     summary = {
         "cli_train": median(r["cli"]["train_seconds"] for r in rows),
@@ -204,6 +118,39 @@ def main(argv: list[str] | None = None) -> int:
     summary["ratio"] = summary["page"] / summary["cli_train"]
     summary["engine_ratio"] = summary["page_train"] / summary["cli_train"]
     summary["wall_ratio"] = summary["page"] / summary["cli_wall"]
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--data-root", default=default_data_root())
+    parser.add_argument(
+        "--out", default=str(REPO / "benchmarks" / "results"), help="folder for playground.md/json"
+    )
+    parser.add_argument("--epochs", type=int, help="shorter runs (smoke tests); default: the preset's")
+    args = parser.parse_args(argv)
+    extra = ["--epochs", str(args.epochs)] if args.epochs else []
+    query = "?preset=default&dataset=mnist" + (f"&epochs={args.epochs}" if args.epochs else "")
+    rows = []
+    server = ("playground", "--data-root", args.data_root)
+    with tempfile.TemporaryDirectory() as work, local_server(*server, "--runs", f"{work}/runs") as (url, _):
+        work = Path(work)
+        browser = chromium(work / "profile")
+        try:
+            page_run(browser, url + "/" + query)  # warm-up: the server reads MNIST once
+            for repeat in range(args.repeats):
+                cli = cli_run(args.data_root, work / f"cli-{repeat}", extra)
+                page = page_run(browser, url + "/" + query)
+                rows.append({"cli": cli, "page": page})
+                print(
+                    f"repeat {repeat + 1}: CLI {cli['train_seconds']:.3f} s, page {page['seconds']:.3f} s, "
+                    f"{page['updates_per_second'] or 0:.1f} redraws/s",
+                    flush=True,
+                )
+        finally:
+            browser.quit()
+    summary = summarize(rows)
     text = table(rows, summary)
     print(text)
     out = Path(args.out)

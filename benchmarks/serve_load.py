@@ -13,16 +13,13 @@ import argparse
 import http.client
 import io
 import json
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 
 from benchmarks.compare import default_data_root
+from torchlogreg.localserver import local_server
 
 
 def _payloads(data_root: str, count: int = 64) -> list[tuple[bytes, str]]:
@@ -70,6 +67,23 @@ def _client(port: int, payloads, deadline: float, latencies: list[float], errors
         latencies.append(time.perf_counter() - started)
 
 
+def _load(port: int, payloads: list, seconds: float, clients: int) -> tuple[list[float], list[str], float]:
+    """`clients` threads sending requests for `seconds`: their latencies, errors and the wall time."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    end = time.perf_counter() + seconds
+    threads = [
+        threading.Thread(target=_client, args=(port, payloads, end, latencies, errors))
+        for _ in range(clients)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run_dir")
@@ -78,50 +92,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="server processes")
     parser.add_argument("--data-root", default=default_data_root())
     args = parser.parse_args()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "torchlogreg",
-            "serve",
-            args.run_dir,
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("the server did not start")
-        payloads = _payloads(args.data_root)
-        latencies: list[float] = []
-        errors: list[str] = []
-        end = time.perf_counter() + args.seconds
-        threads = [
-            threading.Thread(target=_client, args=(port, payloads, end, latencies, errors))
-            for _ in range(args.clients)
-        ]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    server = ("serve", args.run_dir, "--workers", str(args.workers))
+    with local_server(*server, quiet=True) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        latencies, errors, elapsed = _load(port, _payloads(args.data_root), args.seconds, args.clients)
     latencies.sort()
 
     def percentile(q: float) -> float:

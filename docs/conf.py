@@ -161,7 +161,7 @@ LIMITS = [
     ("serving", "SERVE_MAX_PIXELS", "a run's input shape that `serve` accepts at start"),
     ("playground", "MAX_MESSAGE_BYTES", "one WebSocket message to the playground (a command or a drawing)"),
     ("playground", "MAX_CONNECTIONS", "open playground pages"),
-    ("playground", "MAX_STEPS", "steps in one playground run"),
+    ("playground_session", "MAX_STEPS", "steps in one playground run"),
 ]
 
 

@@ -4,13 +4,6 @@ and one trained default run reused by the tests that only read it."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +11,7 @@ import torch
 
 from torchlogreg import TrainConfig, preset, train
 from torchlogreg.data import Data, Split, load_splits, prepare
+from torchlogreg.localserver import chromium
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("TORCHLOGREG_DATA") or REPO.parent / "shared" / "data")
@@ -91,18 +85,6 @@ def tiny_config() -> TrainConfig:
     return TrainConfig(batch_size=16, epochs=3, device="cpu", val_size=60)
 
 
-# Headless Chromium as this machine allows it: no sandbox as root, no background network calls.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-)
-
-
 def matmul_rounding_bound(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """How far two float32 evaluations of `x @ weight.T + bias` may lie apart, element by element.
 
@@ -140,26 +122,29 @@ def memory_cap():
         resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
 
 
-@contextmanager
-def running_server(*args: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`torchlogreg ARGS --port P` in a subprocess on a free port, yielded as (its URL, its process) once
-    /healthz answers (polled for at most 60 s, rather than sleeping a guessed time); ended after."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "torchlogreg", *args, "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"{args[0]} did not start: {process.stdout.read()}")
+def browser_or_skip(profile: Path, **options):
+    """Headless Chromium (localserver.chromium), or the test skipped where it is not installed."""
+    from torchlogreg.exceptions import DependencyError
+
     try:
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+        return chromium(profile, **options)
+    except DependencyError as error:
+        pytest.skip(str(error))
+
+
+LIVE_TIMEOUT = 120  # seconds a live training may take to reach a state in a test (never a sleep)
+
+
+def run_to_end(live):
+    """Start a LiveTraining and wait until it is idle again (finished, diverged or closed)."""
+    live.start()
+    assert live.wait(LIVE_TIMEOUT)
+    return live
+
+
+@pytest.fixture(scope="module")
+def catalog(data_root):
+    """What a playground on the real MNIST offers."""
+    from torchlogreg.playground_setup import Catalog
+
+    return Catalog(str(data_root))

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
 LAYERS = [
     # no imports from the package
     {"exceptions", "datasets", "fused", "classnames", "signals", "weblimits", "version"},
-    {"storage", "config", "distributed", "images", "model"},  # the one writer; settings; pictures; the model
+    {"storage", "config", "distributed", "images", "model", "localserver"},  # the one writer; settings;
+    # pictures; the model; the web servers started for scripts (tests, benchmarks)
     {"rules", "inputs", "devices", "objective"},  # the data's defaults; the one reader of input files
     {"ondisk", "optimizers", "checkpoints"},  # dataset folders and run folders, read through inputs and
     # written through storage (reading a run needs no training module)
@@ -23,6 +24,7 @@ LAYERS = [
     {"runs"},  # the run's life: folders, resume, torchrun, signals
     {"estimator", "sweep", "report", "serving", "demos", "export", "prediction"},  # front ends
     {"playground_setup"},  # the playground's data sets, settings and saved runs
+    {"playground_session"},  # one page: its commands, its training and the frames it is sent
     {"playground"},  # its page and server
     {"cli_common"},  # what the commands share
     {"cli_train", "cli_runs", "cli_serve", "cli_data"},  # each command's options and handler

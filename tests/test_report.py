@@ -8,13 +8,13 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import CHROMIUM_FLAGS
 from PIL import Image
 
 from torchlogreg import preset, train
 from torchlogreg.checkpoints import load_run, save_run
 from torchlogreg.data import prepare
 from torchlogreg.demos import cross_entropy_cases, fit_logistic, least_squares, linear_vs_logistic
+from torchlogreg.localserver import CHROMIUM_FLAGS
 from torchlogreg.report import (
     DPI,
     FIGSIZE,

@@ -132,31 +132,10 @@ def test_summary_statistics_on_a_tiny_grid():
 
 def test_cli_sweep_writes_results_summary_plots_and_retrains(tmp_path, data_root, capsys):
     out = tmp_path / "sweep"
-    code = main(
-        [
-            "sweep",
-            "--data-root",
-            str(data_root),
-            "--device",
-            "cpu",
-            "--epochs",
-            "1",
-            "--val-size",
-            "500",
-            "--grid",
-            "train_size=300,1000",
-            "--grid",
-            "weight_decay=0,0.01",
-            "--hue",
-            "weight_decay",
-            "--out",
-            str(out),
-            "--select",
-            "val",
-            "--retrain",
-            "--quiet",
-        ]
-    )
+    grid = ["--grid", "train_size=300,1000", "--grid", "weight_decay=0,0.01", "--hue", "weight_decay"]
+    chosen = ["--select", "val", "--retrain", "--quiet"]
+    options = ["--epochs", "1", "--val-size", "500", "--out", str(out)]
+    code = main(["sweep", "--data-root", str(data_root), "--device", "cpu", *options, *grid, *chosen])
     assert code == 0
     printed = capsys.readouterr().out
     assert (
@@ -188,3 +167,87 @@ def test_sweep_logs_each_run_for_tensorboards_hparams_table(tmp_path, data_root)
         events = EventAccumulator(str(folder)).Reload()
         assert events.PluginTagToContent("hparams")  # TensorBoard's HParams plugin data
         assert events.Scalars("val/accuracy")  # the run's curve beside its hparams row
+
+
+def test_a_second_sweep_into_the_same_folder_is_refused_and_touches_nothing(tmp_path, data_root):
+    from torchlogreg.exceptions import OutputError
+    from torchlogreg.storage import output_lock
+
+    out = tmp_path / "sweep"
+    base = TrainConfig(data_root=str(data_root), device="cpu", train_size=300, val_size=200, epochs=1)
+    refused = pytest.raises(OutputError, match="being written by another torchlogreg process")
+    with output_lock(out), refused:  # another sweep (or train) owns the folder
+        run_sweep(base, Grid({"lr": (0.1,)}), 1, out, progress=False)
+    assert not (out / "results.csv").exists()
+
+
+def _full_disk_at(monkeypatch, name: str, nth: int) -> None:
+    """The disk fills up while the `nth` file called `name` is written (ENOSPC from fsync)."""
+    import errno
+    import os
+
+    import torchlogreg.storage
+
+    real_fsync, seen = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1].startswith(f".{name}."):
+            seen.append(fd)
+            if len(seen) == nth:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(torchlogreg.storage.os, "fsync", fsync)
+
+
+SWEEP_ARGS = ["sweep", "--device", "cpu", "--epochs", "1", "--train-size", "300", "--val-size", "200"]
+
+
+def test_a_full_disk_keeps_only_the_runs_written(tmp_path, data_root, monkeypatch, capsys):
+    out = tmp_path / "sweep"
+    _full_disk_at(monkeypatch, "results.csv", 2)
+    grid = ["--grid", "lr=0.05,0.5", "--seeds", "2", "--out", str(out), "--quiet"]
+    assert main([*SWEEP_ARGS, "--data-root", str(data_root), *grid]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the disk is full" in err and "results.csv" in err
+    assert len(read_results(out / "results.csv")) == 1  # the second run's row never reached the disk
+    assert not (out / "summary.md").exists() and not list(out.glob("*.png"))
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_failed_run_ends_the_sweep_with_the_rows_before_it(tmp_path, data_root, monkeypatch):
+    import torchlogreg.runs
+    from torchlogreg.exceptions import OutputError
+
+    real_train, trained = torchlogreg.runs.train, []
+
+    def train(config, *args, **kwargs):
+        trained.append(config.lr)
+        if len(trained) == 2:
+            raise OutputError("cannot write the run's TensorBoard log: the disk is full")
+        return real_train(config, *args, **kwargs)
+
+    monkeypatch.setattr(torchlogreg.runs, "train", train)
+    base = TrainConfig(data_root=str(data_root), device="cpu", train_size=300, val_size=200, epochs=1)
+    with pytest.raises(OutputError):
+        run_sweep(base, Grid({"lr": (0.05, 0.5, 0.1)}), 1, tmp_path, progress=False, report=True)
+    assert [row["lr"] for row in read_results(tmp_path / "results.csv")] == ["0.05"]
+    assert not (tmp_path / "summary.md").exists()
+
+
+def test_the_plots_say_what_each_point_is():
+    from torchlogreg.sweep import _at_each
+
+    def entry(lr, decay, val, runs=3):
+        return {"options": {"lr": lr, "weight_decay": decay}, "runs": runs, "val_accuracy": val,
+                "test_accuracy": val - 0.01, "train_accuracy": val + 0.01}
+
+    entries = [entry("0.1", "0", 0.90), entry("0.1", "0.01", 0.92)]
+    entries += [entry("1", "0", 0.80), entry("1", "0.01", 0.85)]
+    points, meaning = _at_each(entries, "lr", ["0.1", "1"])
+    assert [p["val_accuracy"] for p in points] == [0.92, 0.85]  # the best, not the mean (0.91, 0.825)
+    assert meaning == "mean over 3 seeds; the best of 2 settings of the other options, by val accuracy"
+    no_val = [{**e, "val_accuracy": math.nan, "runs": 1} for e in entries]
+    points, meaning = _at_each(no_val, "lr", ["0.1", "1"])
+    assert points[0]["test_accuracy"] == pytest.approx(0.90) and meaning.startswith("one run, then the mean")
+    assert _at_each(entries[:1], "lr", ["0.1"])[1] == "mean over 3 seeds"

@@ -226,9 +226,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"sweeping {', '.join(grid.axes)}: {runs} runs into {out}")
     progress = False if args.quiet else None
-    rows = sweep.run_sweep(base, grid, args.seeds, out, progress, tensorboard=args.tensorboard)
+    hue = args.hue.replace("-", "_") if args.hue else None
+    rows = sweep.run_sweep(base, grid, args.seeds, out, progress, args.tensorboard, report=True, hue=hue)
     summary = sweep.summarize(rows, grid)
-    sweep.write_outputs(summary, grid, args.seeds, out, args.hue.replace("-", "_") if args.hue else None)
     seconds = sum(float(row["train_seconds"]) for row in rows)
     print(f"{len(rows)} runs ({seconds:.1f} s of training); results.csv, summary.md and plots in {out}")
     best = summary[0]

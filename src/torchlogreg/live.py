@@ -48,6 +48,20 @@ class Snapshot:
     samples: int
     lr: float | None
 
+    @classmethod
+    def of(cls, engine, samples: int, previous: Snapshot | None) -> Snapshot:
+        """The engine's weights and counters now, one version after `previous`."""
+        last = engine.history[-1] if engine.history else None
+        return cls(
+            previous.version + 1 if previous is not None else 0,
+            engine.model.linear.weight.detach().to("cpu", copy=True),
+            engine.model.linear.bias.detach().to("cpu", copy=True),
+            engine.iteration,
+            last["epoch"] if last else 0.0,
+            samples,
+            last["lr"] if last else None,
+        )
+
 
 class LiveTraining:
     """One configured training on its own thread. Control methods return at once; the engine acts
@@ -77,21 +91,17 @@ class LiveTraining:
             )
         self.config, self.n_train = config, len(data.train)
         self.used = self.training.config  # as build() took it: a field left None has its value there
-        self.settings = {"lr": self.used.learning_rate, **{k: getattr(self.used, k) for k in LIVE_FIELDS[1:]}}
-        self.changes: list[dict] = []  # {"iteration", "epoch", **settings changed}
+        self.midrun = MidRun(self.used, self.n_train)
         self.state, self.error, self.result = "ready", None, None
         self.samples, self.published = 0, 0
         self.snapshot_seconds, self.notify = snapshot_seconds, notify or (lambda: None)
         self._lock = threading.Lock()
-        self._pending: dict = {}
         self._steps_left: int | None = None
         self._pause = self._closing = False
-        self._segment: tuple[int, float, float] | None = None  # (iteration, epoch, schedule fraction)
         self._next_snapshot = 0.0
         self._idle = threading.Event()
         self._idle.set()
-        self._snapshot = None
-        self._take_snapshot(None)
+        self._snapshot = Snapshot.of(engine, 0, None)
         self._commands: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="torchlogreg-live", daemon=True)
         self._thread.start()
@@ -126,11 +136,8 @@ class LiveTraining:
             settings = {**settings, "lr": self.used.learning_rate}
         if "batch_size" in settings and self.engine.full_batch:
             raise ConfigError(f"batch_size: {self.used.optimizer} takes the whole training set each step")
-        checked = self.used.replace(**{**self.settings, **self._pending, **settings})
-        _check_fits(checked, self.training.data)
-        with self._lock:
-            self._pending.update(settings)
-        return {**self.settings, **self._pending}
+        _check_fits(self.used.replace(**self.midrun.after(settings)), self.training.data)
+        return self.midrun.request(settings)
 
     def close(self) -> None:
         """Stop for good (the page went away): the thread ends after the current step."""
@@ -144,7 +151,17 @@ class LiveTraining:
     @property
     def changed(self) -> bool:
         """Whether settings changed mid-run (then the config alone no longer reproduces the run)."""
-        return bool(self.changes)
+        return bool(self.midrun.changes)
+
+    @property
+    def settings(self) -> dict:
+        """The values of LIVE_FIELDS the engine uses now."""
+        return self.midrun.settings
+
+    @property
+    def changes(self) -> list[dict]:
+        """The changes made mid-run: {"iteration", "epoch", **settings changed}, in order."""
+        return self.midrun.changes
 
     @property
     def engine(self):
@@ -192,8 +209,8 @@ class LiveTraining:
         engine = training.engine
         self._set_state("running")
         device = engine.parameters[0].device
-        if self._pending:  # changed while paused: from this step on
-            self._apply(engine)
+        if self.midrun.pending:  # changed while paused: from this step on
+            self.midrun.apply(engine, self.training.data)
         try:
             while True:  # again after a new batch size: its thread count may differ
                 rows = self.n_train if engine.full_batch else self.settings["batch_size"]
@@ -223,13 +240,11 @@ class LiveTraining:
 
     # --- the engine's callback (the training thread, between steps) --------------------------------
     def on_step(self, engine, row: dict) -> None:
-        self._count_samples(engine)
-        if self._segment is not None:  # epochs counted from where the batch size changed
-            start, epoch, _ = self._segment
-            row["epoch"] = epoch + (engine.iteration - start) / engine.steps_per_epoch
+        self.samples += self.midrun.samples_of_step(engine)
+        self.midrun.renumber(engine, row)
         self.published = len(engine.history)
-        if self._pending and engine.iteration < engine.total:
-            self._apply(engine)
+        if self.midrun.pending and engine.iteration < engine.total:
+            self.midrun.apply(engine, self.training.data)
         now = time.perf_counter()
         if now >= self._next_snapshot:
             self._next_snapshot = now + self.snapshot_seconds
@@ -244,17 +259,51 @@ class LiveTraining:
         elif self._pause and engine.iteration < engine.total and engine.stop_reason is None:
             engine.stop_reason = "paused"
 
-    def _count_samples(self, engine) -> None:
-        """Samples seen: whole batches, and the epoch's short last one when an epoch ends."""
-        batch = self.settings["batch_size"]
-        start = self._segment[0] if self._segment is not None else 0
-        at_epoch_end = (engine.iteration - start) % engine.steps_per_epoch == 0
-        self.samples += self.n_train - batch * (engine.steps_per_epoch - 1) if at_epoch_end else batch
+    def _take_snapshot(self, engine) -> None:
+        engine = engine or self.training.engine
+        with self._lock:
+            self._snapshot = Snapshot.of(engine, self.samples, self._snapshot)
 
-    def _apply(self, engine) -> None:
+class MidRun:
+    """What may change while a live run goes on: the values of LIVE_FIELDS, the changes asked for
+    (pending until the next step) and made, and, once the batch size changed, the segment the run
+    counts its epochs, samples and schedule from (the step count per epoch changed with it)."""
+
+    def __init__(self, used: TrainConfig, n_train: int):
+        self.used, self.n_train = used, n_train
+        self.settings = {"lr": used.learning_rate, **{k: getattr(used, k) for k in LIVE_FIELDS[1:]}}
+        self.changes: list[dict] = []  # {"iteration", "epoch", **settings changed}
+        self.pending: dict = {}
+        self.segment: tuple[int, float, float] | None = None  # (iteration, epoch, schedule fraction)
+        self._lock = threading.Lock()
+
+    def after(self, settings: dict) -> dict:
+        """The live values once `settings` (and what is pending) apply."""
+        return {**self.settings, **self.pending, **settings}
+
+    def request(self, settings: dict) -> dict:
+        """Ask for `settings` (already checked) from the next step on; the values as they will be."""
+        with self._lock:
+            self.pending.update(settings)
+        return {**self.settings, **self.pending}
+
+    def samples_of_step(self, engine) -> int:
+        """Samples the step just taken saw: a whole batch, or the epoch's short last one."""
+        batch = self.settings["batch_size"]
+        start = self.segment[0] if self.segment is not None else 0
+        at_epoch_end = (engine.iteration - start) % engine.steps_per_epoch == 0
+        return self.n_train - batch * (engine.steps_per_epoch - 1) if at_epoch_end else batch
+
+    def renumber(self, engine, row: dict) -> None:
+        """A history row's epoch, counted from where the batch size changed."""
+        if self.segment is not None:
+            start, epoch, _ = self.segment
+            row["epoch"] = epoch + (engine.iteration - start) / engine.steps_per_epoch
+
+    def apply(self, engine, data) -> None:
         """The pending changes, from the next step on; each recorded at the step it follows."""
         with self._lock:
-            changes, self._pending = self._pending, {}
+            changes, self.pending = self.pending, {}
         changes = {k: v for k, v in changes.items() if v != self.settings[k]}
         if not changes:
             return
@@ -264,13 +313,12 @@ class LiveTraining:
         if "weight_decay" in changes or "l1" in changes:
             engine.set_objective(Objective(self.settings["weight_decay"], self.settings["l1"]))
         if "batch_size" in changes:
-            self._new_batch_size(engine, epoch)
+            self._new_batch_size(engine, data, epoch)
             engine.stop_reason = engine.stop_reason or "reconfigure"  # the thread count may change
         engine.schedule = self._schedule(engine)
 
-    def _new_batch_size(self, engine, epoch: float) -> None:
+    def _new_batch_size(self, engine, data, epoch: float) -> None:
         """Batches of the new size from a fresh epoch; the run keeps the epochs it had left."""
-        data = self.training.data
         fraction = self._fraction(engine, engine.iteration)
         left = (engine.total - engine.iteration) / engine.steps_per_epoch
         source = batch_source(
@@ -278,37 +326,21 @@ class LiveTraining:
         )
         engine.set_source(source)
         engine.total = engine.iteration + max(1, round(left * source.steps_per_epoch))
-        self._segment = (engine.iteration, epoch, fraction)
+        self.segment = (engine.iteration, epoch, fraction)
 
     def _fraction(self, engine, iteration: int) -> float:
         """How far through the schedule step `iteration` is, once the batch size has changed."""
-        if self._segment is None:
+        if self.segment is None:
             return iteration / engine.total
-        start, _, fraction = self._segment
+        start, _, fraction = self.segment
         return fraction + (1 - fraction) * (iteration - start) / max(1, engine.total - start)
 
     def _schedule(self, engine) -> Callable[[int], float]:
         """The config's schedule with the current learning rate: exactly build()'s until the batch
         size changes, then on the fraction of the run done (the new step count differs)."""
         name, lr = self.used.schedule, self.settings["lr"]
-        if self._segment is None:
+        if self.segment is None:
             return lambda step: schedule_lr(name, lr, step, engine.total)
         return lambda step: schedule_lr(
             name, lr, self._fraction(engine, step) * SCHEDULE_SCALE, SCHEDULE_SCALE
         )
-
-    def _take_snapshot(self, engine) -> None:
-        model = self.training.engine.model if engine is None else engine.model
-        engine = engine or self.training.engine
-        last = engine.history[-1] if engine.history else None
-        with self._lock:
-            version = self._snapshot.version + 1 if self._snapshot is not None else 0
-            self._snapshot = Snapshot(
-                version,
-                model.linear.weight.detach().to("cpu", copy=True),
-                model.linear.bias.detach().to("cpu", copy=True),
-                engine.iteration,
-                last["epoch"] if last else 0.0,
-                self.samples,
-                last["lr"] if last else None,
-            )

@@ -30,7 +30,6 @@ and answered 500 ``{"error": "internal error"}``, never with a traceback.
 
 import io
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +40,7 @@ from .exceptions import CheckpointError, InputError, require
 from .images import AS_IS, MAX_IMAGE_PIXELS, _why, as_shape, box_for, picture_pixels, read_image
 from .inputs import _array_images, read_array
 from .model import decide
+from .storage import json_safe
 from .weblimits import (
     WorkLimit,
     read_body,
@@ -126,7 +126,7 @@ def _display_name(filename: str | None) -> str:
     return name if len(name) <= 80 else "..." + name[-77:]
 
 
-def _image_from_upload(data: bytes, filename: str, shape: tuple[int, int], pictures: str) -> np.ndarray:
+def image_from_upload(data: bytes, filename: str, shape: tuple[int, int], pictures: str) -> np.ndarray:
     """One image of `shape` from an uploaded picture (made by the run's rule `pictures`) or array
     (as it is)."""
     if not data:
@@ -207,7 +207,7 @@ async def _upload_from_multipart(request, body: bytes) -> tuple[bytes, str] | No
 
 
 def _answer_upload(run: Run, upload: tuple[bytes, str], shape: tuple[int, int]) -> dict:
-    return explain(run, _image_from_upload(*upload, shape, run.pictures))
+    return explain(run, image_from_upload(*upload, shape, run.pictures))
 
 
 def _answer_json(run: Run, body: bytes, shape: tuple[int, int]) -> dict:
@@ -227,7 +227,7 @@ def model_summary(run: Run, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict:
     )
     binary = bool(run.meta.get("binary"))
     metrics = {
-        split: {key: _finite(values.get(key)) for key in ("accuracy", "loss", "n")}
+        split: {key: json_safe(values.get(key)) for key in ("accuracy", "loss", "n")}
         for split, values in run.metrics.items()
         if split in ("train", "val", "test") and isinstance(values, dict)
     }
@@ -250,11 +250,6 @@ def model_summary(run: Run, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict:
             "array_bytes": array_bytes(shape),
         },
     }
-
-
-def _finite(value):
-    """`value`, or None for NaN and infinities (which JSON cannot carry)."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _json_error(status: int, message: str):
@@ -292,28 +287,20 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     """The FastAPI application serving the run in `run_dir`."""
     require("fastapi", "serve")
     from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse
     from fastapi.staticfiles import StaticFiles
-    from starlette.requests import ClientDisconnect
 
     run = load_run(run_dir)
     check_servable(run)
     run.model.requires_grad_(False)
-    shape = input_shape(run)
-    work = WorkLimit()
-    json_limit = min(max_upload_bytes, json_bytes(shape))
+    # the multipart parser logs each malformed body besides raising; the client gets a 422 line
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     summary = model_summary(run, max_upload_bytes)
+    answer = Answerer(run, max_upload_bytes)
     app = FastAPI(
         title="torchlogreg", description="Logistic regression on MNIST-style digits", version=API_VERSION
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"error": message})
-
-    def too_large(limit: int) -> JSONResponse:
-        return error(413, f"upload is over the limit of {limit} bytes")
-
     _install_error_handlers(app)
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
@@ -332,28 +319,45 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     @app.post("/api/predict")
     async def predict(request: Request):
         """Classify an image upload (multipart field `file`) or a JSON {"pixels": HxW or H*W values}."""
+        return await answer(request)
+
+    return app
+
+
+class Answerer:
+    """POST /api/predict for one run: the body read within its limit (by content type), then decoded
+    and classified in a worker thread, a few at a time (WorkLimit)."""
+
+    def __init__(self, run: Run, max_upload_bytes: int):
+        self.run, self.shape, self.work = run, input_shape(run), WorkLimit()
+        self.upload_limit = max_upload_bytes
+        self.json_limit = min(max_upload_bytes, json_bytes(self.shape))
+
+    async def __call__(self, request):
+        from fastapi.responses import JSONResponse
+        from starlette.requests import ClientDisconnect
+
         content_type = request.headers.get("content-type", "")
         multipart = content_type.startswith("multipart/form-data")
         if not (multipart or content_type.startswith("application/json")):
-            return error(415, "send multipart/form-data with a 'file', or application/json with 'pixels'")
-        limit = max_upload_bytes if multipart else json_limit
+            wanted = "send multipart/form-data with a 'file', or application/json with 'pixels'"
+            return _json_error(415, wanted)
+        limit = self.upload_limit if multipart else self.json_limit
         try:
             body = await read_body(request, limit)
         except ClientDisconnect:
-            return error(400, "the client disconnected before sending the whole body")
+            return _json_error(400, "the client disconnected before sending the whole body")
         if body is None:
-            return too_large(limit)
+            return _json_error(413, f"upload is over the limit of {limit} bytes")
         if multipart:
             upload = await _upload_from_multipart(request, body)
             if upload is None:
-                return error(422, "multipart upload needs a file in the field 'file'")
-            answer = await work.run(_answer_upload, run, upload, shape)
+                return _json_error(422, "multipart upload needs a file in the field 'file'")
+            answer = await self.work.run(_answer_upload, self.run, upload, self.shape)
         else:
-            answer = await work.run(_answer_json, run, body, shape)
+            answer = await self.work.run(_answer_json, self.run, body, self.shape)
         # a JSONResponse skips FastAPI's jsonable_encoder walk over the 3 x H*W numbers (40% of the time)
         return JSONResponse(answer)
-
-    return app
 
 
 RUN_ENV = "TORCHLOGREG_SERVE_RUN"

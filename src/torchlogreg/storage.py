@@ -146,18 +146,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, data) -> None:
     """`data` as JSON; NaN and infinities are written as null (JSON has no such numbers)."""
-    text = json.dumps(_finite(data), indent=2, sort_keys=False, default=str, allow_nan=False)
+    text = json.dumps(json_safe(data), indent=2, sort_keys=False, default=str, allow_nan=False)
     atomic_write_text(path, text + "\n")
 
 
-def _finite(value):
-    """`value` with every float that is NaN or infinite replaced by None, in dicts and lists too."""
+def json_safe(value):
+    """`value` with every float that is NaN or infinite replaced by None, in dicts and lists too
+    (JSON has no such numbers): for every file and every answer the package writes as JSON."""
     if isinstance(value, float):
         return value if value == value and value not in (float("inf"), float("-inf")) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .exceptions import ConfigError, did_you_mean
-from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_text, output_lock
 
 METRIC_COLUMNS = (
     "val_accuracy",
@@ -165,21 +165,44 @@ def run_sweep(
     out: Path,
     progress: bool | None = None,
     tensorboard: str | Path | None = None,
+    report: bool = False,
+    hue: str | None = None,
 ) -> list[dict]:
     """Train every combination x seed not already in out/results.csv; return all rows. With
-    `tensorboard`, each run logs its curves and hyperparameters into a subfolder of it."""
-    from tqdm import tqdm
+    `tensorboard`, each run logs its curves and hyperparameters into a subfolder of it; with
+    `report`, summary.md and the plots (coloured by option `hue`) follow. `out` is owned by this
+    process throughout (`output_lock`): a second sweep into it is refused at once, so two sweeps
+    never mix their rows or their summaries."""
+    with output_lock(out):
+        check_out(out)
+        rows = _train_missing(base, grid, seeds, out, progress, tensorboard)
+        if report:
+            write_outputs(summarize(rows, grid), grid, seeds, out, hue)
+    return rows
 
-    from .data import load_data, load_splits, prepare
-    from .datasets import DATASETS
-    from .runs import train
 
+def sweep_configs(base: TrainConfig, grid: Grid, seeds: int) -> list[TrainConfig]:
+    """One config per combination and seed: `seeds` consecutive seeds from the combination's own."""
     configs = []
     for combination in grid.combinations():
         for offset in range(seeds):
             seed = combination.get("seed", base.seed) + offset
-            config = base.replace(**{**combination, "seed": seed})
-            configs.append(config)
+            configs.append(base.replace(**{**combination, "seed": seed}))
+    return configs
+
+
+def _train_missing(
+    base: TrainConfig, grid: Grid, seeds: int, out: Path, progress: bool | None, tensorboard
+) -> list[dict]:
+    """run_sweep's work, with `out` already owned. A row joins results.csv only once its run has
+    finished and the file holding it is written: a failure (a full disk, a run that raises) ends
+    the sweep with the rows before it, never a row of a run that was not kept."""
+    from tqdm import tqdm
+
+    from .data import load_data, load_splits, prepare
+    from .datasets import DATASETS
+
+    configs = sweep_configs(base, grid, seeds)
     path = out / RESULTS_FILE
     rows = read_results(path)
     done = {row["key"] for row in rows}
@@ -194,33 +217,38 @@ def run_sweep(
         disable=None if progress is None else not progress,
         dynamic_ncols=True,
     )
-    for config in todo:
-        data = prepare(config, *splits) if in_memory else load_data(config)
-        key = _row_key(config)
-        log_dir = (
-            None if tensorboard is None else Path(tensorboard) / hashlib.sha1(key.encode()).hexdigest()[:12]
-        )
-        result = train(config, data, verbose=False, tensorboard=log_dir)
-        metrics = result.metrics
-        if log_dir is not None:
-            _log_hparams(log_dir, grid, config, metrics)
-        row = {"key": _row_key(config), **{k: _csv_value(v) for k, v in config.to_dict().items()}}
-        row.update(
-            val_accuracy=metrics["val"]["accuracy"] if "val" in metrics else "",
-            test_accuracy=metrics["test"]["accuracy"],
-            train_accuracy=metrics["train"]["accuracy"],
-            train_loss=metrics["train"]["loss"],
-            train_seconds=metrics["train_seconds"],
-            epochs=metrics["epochs"],
-            iterations=metrics["iterations"],
-            stop_reason=metrics["stop_reason"],
-        )
-        rows.append({k: str(v) for k, v in row.items()})
-        atomic_write_csv(path, columns, rows)  # after every run: an interruption loses one run at most
-        bar.update()
-    bar.close()
+    with bar:
+        for config in todo:
+            data = prepare(config, *splits) if in_memory else load_data(config)
+            row = _train_one(config, data, grid, tensorboard)
+            atomic_write_csv(path, columns, [*rows, row])  # after every run: an interruption loses one
+            rows.append(row)
+            bar.update()
     wanted = {_row_key(config) for config in configs}
     return [row for row in rows if row["key"] in wanted]
+
+
+def _train_one(config: TrainConfig, data, grid: Grid, tensorboard) -> dict:
+    """Train one run of the sweep; its results.csv row (strings: the config's values, then metrics)."""
+    from .runs import train
+
+    key = _row_key(config)
+    log_dir = None if tensorboard is None else Path(tensorboard) / hashlib.sha1(key.encode()).hexdigest()[:12]
+    metrics = train(config, data, verbose=False, tensorboard=log_dir).metrics
+    if log_dir is not None:
+        _log_hparams(log_dir, grid, config, metrics)
+    row = {"key": key, **{k: _csv_value(v) for k, v in config.to_dict().items()}}
+    row.update(
+        val_accuracy=metrics["val"]["accuracy"] if "val" in metrics else "",
+        test_accuracy=metrics["test"]["accuracy"],
+        train_accuracy=metrics["train"]["accuracy"],
+        train_loss=metrics["train"]["loss"],
+        train_seconds=metrics["train_seconds"],
+        epochs=metrics["epochs"],
+        iterations=metrics["iterations"],
+        stop_reason=metrics["stop_reason"],
+    )
+    return {k: str(v) for k, v in row.items()}
 
 
 def _log_hparams(log_dir: Path, grid: Grid, config: TrainConfig, metrics: dict) -> None:
@@ -307,22 +335,34 @@ def _wide_positive_range(values: tuple) -> bool:
     return len(numbers) == len(values) and min(numbers) > 0 and max(numbers) / min(numbers) >= 100
 
 
+def _seeds_in_words(entries: list[dict]) -> str:
+    """What one combination's number is over its runs: "one run" or "mean over N seeds"."""
+    fewest, most = min(entry["runs"] for entry in entries), max(entry["runs"] for entry in entries)
+    if most == 1:
+        return "one run"
+    return f"mean over {most if fewest == most else f'{fewest}-{most}'} seeds"
+
+
 def _at_each(entries: list[dict], option: str, xs: list[str]) -> tuple[list[dict], str]:
     """For each value of `option`: the combination of the other options with the best validation
-    accuracy (each already a mean over seeds), or, with no validation set, every combination there;
-    and what a point is, in words."""
+    accuracy, or, with no validation set, the mean of every combination there; and what a point
+    is, in words (what it is a mean or a best of, and over how many seeds)."""
+    seeds = _seeds_in_words(entries)
     by_value = [[e for e in entries if e["options"][option] == x] for x in xs]
     if all(len(group) == 1 for group in by_value):
-        return [group[0] for group in by_value], "mean over seeds"
+        return [group[0] for group in by_value], seeds
+    others = len(by_value[0])
     if not all(math.isnan(e["val_accuracy"]) for e in entries):
-        best = [max(group, key=lambda e: -math.inf if math.isnan(e["val_accuracy"]) else e["val_accuracy"])
-                for group in by_value]
-        return best, "mean over seeds of the other options' best setting by val accuracy"
+        best = [
+            max(group, key=lambda e: -math.inf if math.isnan(e["val_accuracy"]) else e["val_accuracy"])
+            for group in by_value
+        ]
+        return best, f"{seeds}; the best of {others} settings of the other options, by val accuracy"
+    metrics = ("val_accuracy", "test_accuracy", "train_accuracy")
     averaged = [
-        {metric: statistics.fmean(e[metric] for e in group) for metric in ("val_accuracy", "test_accuracy")}
-        for group in by_value
+        {metric: statistics.fmean(e[metric] for e in group) for metric in metrics} for group in by_value
     ]
-    return averaged, "mean over seeds and over the other options' values"
+    return averaged, f"{seeds}, then the mean over {others} settings of the other options"
 
 
 def plot_sweep(summary: list[dict], grid: Grid, out: Path, hue: str | None = None) -> list[Path]:
@@ -376,30 +416,23 @@ def _learning_curve(summary: list[dict], out: Path) -> Path:
     by_decay: dict[str, list[dict]] = {}
     for entry in summary:
         by_decay.setdefault(entry["options"].get("weight_decay", "as set"), []).append(entry)
+    meaning = ""
     for decay, entries in sorted(by_decay.items()):
         sizes = _sort_values(list({e["options"]["train_size"] for e in entries}))
+        points, meaning = _at_each(entries, "train_size", sizes)
         for metric, style in (("train_accuracy", "--o"), ("test_accuracy", "-s")):
-            # the best other settings at each size, chosen by validation accuracy
-            best = [
-                max(
-                    (e for e in entries if e["options"]["train_size"] == s),
-                    key=lambda e: e["val_accuracy"] if not math.isnan(e["val_accuracy"]) else 0,
-                )
-                for s in sizes
-            ]
             ax.plot(
                 [float(s) for s in sizes],
-                [b[metric] for b in best],
+                [point[metric] for point in points],
                 style,
                 label=f"{metric.split('_')[0]}, weight decay {decay}",
             )
     ax.set_xscale("log")
     ax.set(
         xlabel="training-set size",
-        ylabel="accuracy",
+        ylabel=f"accuracy ({meaning})",
         title="Learning curve: train vs test accuracy (the gap is over-fitting)\n"
-        "each size trained by the default rules (L-BFGS to convergence on small sets); "
-        "with several settings, the best by val accuracy",
+        "each size trained by the default rules (L-BFGS to convergence on small sets)",
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
