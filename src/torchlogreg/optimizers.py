@@ -64,6 +64,7 @@ class Adam:
         self.steps = 0
         self.first = [torch.zeros_like(p) for p in params]
         self.second = [torch.zeros_like(p) for p in params]
+        self.largest = torch.finfo(params[0].dtype).max
 
     @without_grad
     def step(self, lr: float, closure: Callable[[], object]) -> None:
@@ -74,7 +75,9 @@ class Adam:
         closure()
         beta1, beta2 = self.betas
         self.steps += 1
-        correction1 = 1 - beta1**self.steps
+        # lr / (1 - beta1^t), capped at the dtype's largest (torch refuses a step it cannot hold): a
+        # step that large overflows the weights, and the engine's divergence check stops the run
+        step = min(lr / (1 - beta1**self.steps), self.largest)
         correction2_sqrt = math.sqrt(1 - beta2**self.steps)
         threads = torch.get_num_threads()
         single = threads > 1 and self.params[0].device.type == "cpu"
@@ -85,7 +88,7 @@ class Adam:
                 first.lerp_(param.grad, 1 - beta1)
                 second.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
                 denominator = (second.sqrt() / correction2_sqrt).add_(self.eps)
-                param.addcdiv_(first, denominator, value=-lr / correction1)
+                param.addcdiv_(first, denominator, value=-step)
         finally:
             if single:
                 torch.set_num_threads(threads)
