@@ -11,7 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
 
 LAYERS = [
     {"exceptions", "datasets", "fused", "classnames", "signals", "weblimits"},  # no imports from the package
-    {"storage", "config", "distributed", "images", "model"},  # the one writer; settings; pictures; the model
+    # the one writer; settings; pictures; the model; when training stops (divergence, early stopping)
+    {"storage", "config", "distributed", "images", "model", "stopping"},
     {"rules", "inputs", "devices", "objective"},  # the data's defaults; the one reader of input files
     {"ondisk", "optimizers"},  # dataset folders, read through inputs and written through storage
     {"data", "batches"},
