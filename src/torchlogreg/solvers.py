@@ -244,7 +244,7 @@ def _scales(curvature: np.ndarray | None, l2: float, packing: Packing) -> np.nda
     return np.clip(scale, 1e-3, 1e3)
 
 
-class _Evaluations:
+class PenalisedLoss:
     """L-BFGS-B's objective on its scaled vector: the data term from `loss`, the penalty from
     `Objective` (L1 in the bounded split's smooth form, l1 * sum(W+ + W-), which equals l1 * |W|_1
     where one of the two is 0), and the last evaluation kept: the stopping rule reads its gradient."""
@@ -295,7 +295,7 @@ def lbfgs(
     iteration."""
     packing = Packing(coef.shape, penalty.l1 > 0, fit_intercept)
     scale = _scales(curvature, penalty.weight_decay, packing)
-    evaluations = _Evaluations(loss, penalty, packing, scale)
+    evaluations = PenalisedLoss(loss, penalty, packing, scale)
     start = packing.pack(coef, intercept) * scale
     evaluations(start)
     gradient = evaluations.projected_gradient(start)
@@ -316,7 +316,7 @@ def lbfgs(
 
 
 def _minimize(
-    evaluations: _Evaluations, start: np.ndarray, bounds, max_iter: int, tol: float, verbose: int
+    evaluations: PenalisedLoss, start: np.ndarray, bounds, max_iter: int, tol: float, verbose: int
 ) -> scipy.optimize.OptimizeResult:
     """SciPy's L-BFGS-B from `start` with scikit-learn's settings; stopped by scikit-learn's gtol
     on the unscaled gradient after each iteration (L-BFGS-B's own would test the scaled one)."""
