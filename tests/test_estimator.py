@@ -285,7 +285,7 @@ import sklearn  # noqa: E402
 from sklearn.datasets import load_iris  # noqa: E402
 
 from torchlogreg import fused  # noqa: E402
-from torchlogreg.estimator import _Fit  # noqa: E402
+from torchlogreg.estimator_fit import Fit  # noqa: E402
 from torchlogreg.exceptions import DivergenceError  # noqa: E402
 from torchlogreg.objective import Objective  # noqa: E402
 from torchlogreg.solvers import DeviceLoss, FusedLoss, HostLoss, feature_curvature, lbfgs  # noqa: E402
@@ -416,7 +416,7 @@ def test_the_device_loss_equals_the_host_loss(digits):
     weights = np.random.default_rng(0).uniform(0.5, 2, len(y))
     coef, intercept = np.random.default_rng(1).normal(size=(10, 64)), np.arange(10.0) / 10
     model = TorchLogisticRegression(dtype="float64").fit(X, y)  # for a batch source and a model
-    source = _Fit(model)._source(X, y, weights, torch.device("cpu"), 128)
+    source = Fit(model).source(X, y, weights, torch.device("cpu"), 128)
     on_device, on_host = DeviceLoss(model.model_, source, weights.sum()), HostLoss(X, y, weights, 10)
     for host, device in zip(on_host(coef, intercept), on_device(coef, intercept), strict=True):
         np.testing.assert_allclose(device, host, rtol=1e-10, atol=1e-12)

@@ -14,10 +14,12 @@ LAYERS = [
     # the one writer; settings; pictures; the model; when training stops (divergence, early stopping)
     {"storage", "config", "distributed", "images", "model", "stopping"},
     {"rules", "inputs", "devices", "objective"},  # the data's defaults; the one reader of input files
-    {"ondisk", "optimizers"},  # dataset folders, read through inputs and written through storage
+    # dataset folders, read through inputs and written through storage; optimizers; the estimator's inputs
+    {"ondisk", "optimizers", "estimator_checks"},
     {"data", "batches"},
     {"engine", "evaluation", "convert", "solvers"},  # the one training loop; metrics; dataset conversion
-    {"training", "tensorboard"},  # a config turned into an engine run; its TensorBoard callback
+    # a config turned into an engine run; its TensorBoard callback; the estimator's solvers driven
+    {"training", "tensorboard", "estimator_fit"},
     {"checkpoints", "live"},  # run folders on disk; a training taken step by step (the playground's)
     {"runs"},  # the run's life: folders, resume, torchrun, signals
     {"estimator", "sweep", "report", "serving", "demos", "export", "prediction"},  # front ends
