@@ -14,7 +14,8 @@ mean log-loss + penalty / (C * sum of sample weights), the intercept never penal
 Two ways to minimise it: 'lbfgs' (the default; scikit-learn's other solver names run it too) solves it
 exactly for every penalty, full batch, with SciPy's L-BFGS-B on a loss evaluated in NumPy on the CPU
 or by torch on the device (solvers.py); 'sgd' and 'adam' run mini-batch epochs on the package's one
-training loop (engine.Engine), the fast choice on large data.
+training loop (engine.Engine), the fast choice on large data. This module holds the estimator's
+contract; estimator_checks.py its inputs' rules, estimator_fit.py how each solver is driven.
 """
 
 from __future__ import annotations
