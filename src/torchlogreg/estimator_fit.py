@@ -204,7 +204,7 @@ class MiniBatch(Fit):
     def _proximal(solver: str, lr: float, penalty: Objective) -> bool:
         """Whether sgd takes its penalty as a proximal step: for L1 (exact zeros), and for an L2 strong
         enough that a gradient step on it would be unstable; a weak L2 stays in the gradient, which
-        costs one operation per step less (about 8% of a step on MNIST)."""
+        costs one operation per step less."""
         strong = lr / (1 - MOMENTUM) * penalty.weight_decay > EXPLICIT_DECAY_LIMIT
         return solver == "sgd" and (penalty.l1 > 0 or strong)
 

@@ -209,8 +209,8 @@ class LogisticRegression(nn.Module):
     def _plain_gradients(
         self, x: torch.Tensor, targets: torch.Tensor, weight: float, sample_weight, scale: float
     ) -> float:
-        """accumulate_gradients with PyTorch kernels. Written by hand because it is about 3x faster
-        than autograd for this model: no graph, a few kernels, and the logits computed as W @ x.T,
+        """accumulate_gradients with PyTorch kernels. Written by hand because it is faster than
+        autograd for this model: no graph, a few kernels, and the logits computed as W @ x.T,
         classes by rows, which MKL runs faster than x @ W.T for a handful of classes
         (benchmarks/compare.py measures both). Scalars ride in BLAS's alpha, not in kernels."""
         weight_t, bias = self.linear.weight, self.linear.bias

@@ -2,7 +2,7 @@
 
 SGD (momentum, Nesterov) and Adam are written out here with the exact update rules of
 ``torch.optim.SGD`` / ``torch.optim.Adam`` (the tests check them step for step), because
-``torch.optim`` imports ``torch._dynamo`` on first use, about 2 s here, longer than a whole
+``torch.optim`` imports ``torch._dynamo`` on first use, which can take longer than a whole
 training run, and wraps every ``step()``. L-BFGS, which is long and subtle, stays torch's own.
 """
 
