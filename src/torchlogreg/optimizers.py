@@ -75,9 +75,11 @@ class Adam:
         closure()
         beta1, beta2 = self.betas
         self.steps += 1
-        # lr / (1 - beta1^t), capped at the dtype's largest (torch refuses a step it cannot hold): a
-        # step that large overflows the weights, and the engine's divergence check stops the run
-        step = min(lr / (1 - beta1**self.steps), self.largest)
+        correction1 = 1 - beta1**self.steps
+        # torch takes the scalar lr / correction1 in the weights' dtype; where it does not fit (lr
+        # near float32's largest) the correction goes into the denominator: the same update, which
+        # then overflows the weights, and the engine's divergence check stops the run
+        folded = lr / correction1 > self.largest
         correction2_sqrt = math.sqrt(1 - beta2**self.steps)
         threads = torch.get_num_threads()
         single = threads > 1 and self.params[0].device.type == "cpu"
@@ -88,7 +90,10 @@ class Adam:
                 first.lerp_(param.grad, 1 - beta1)
                 second.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
                 denominator = (second.sqrt() / correction2_sqrt).add_(self.eps)
-                param.addcdiv_(first, denominator, value=-step)
+                if folded:
+                    param.addcdiv_(first, denominator.mul_(correction1), value=-lr)
+                else:
+                    param.addcdiv_(first, denominator, value=-lr / correction1)
         finally:
             if single:
                 torch.set_num_threads(threads)
