@@ -125,6 +125,7 @@ def test_any_field_value_is_valid_or_one_config_error(changes):
         ({"seed": 2**70}, r"seed must be an integer in 0\.\.2\*\*63-1"),
         ({"nesterov": "no"}, "nesterov must be True or False"),
         ({"lr": 1e39}, "lr must be at most"),
+        ({"lr": 10**400}, r"lr must be at most 3.4e\+38 \(float32\), got 1000"),  # was an OverflowError
         ({"weight_decay": 1e300}, "weight_decay must be at most"),
         ({"threshold": 0.3}, "threshold applies to binary tasks"),
         ({"dataset": "/no/such/dir"}, None),  # a folder path: checked where the data is loaded

@@ -285,9 +285,10 @@ import sklearn  # noqa: E402
 from sklearn.datasets import load_iris  # noqa: E402
 
 from torchlogreg import fused  # noqa: E402
-from torchlogreg.estimator import _Fit  # noqa: E402
+from torchlogreg.estimator_fit import Fit  # noqa: E402
 from torchlogreg.exceptions import DivergenceError  # noqa: E402
-from torchlogreg.solvers import DeviceLoss, FusedLoss, HostLoss, Penalty, feature_curvature, lbfgs  # noqa: E402
+from torchlogreg.objective import Objective  # noqa: E402
+from torchlogreg.solvers import DeviceLoss, FusedLoss, HostLoss, feature_curvature, lbfgs  # noqa: E402
 
 SKLEARN_1_8 = tuple(int(part) for part in sklearn.__version__.split(".")[:2]) >= (1, 8)
 
@@ -415,11 +416,11 @@ def test_the_device_loss_equals_the_host_loss(digits):
     weights = np.random.default_rng(0).uniform(0.5, 2, len(y))
     coef, intercept = np.random.default_rng(1).normal(size=(10, 64)), np.arange(10.0) / 10
     model = TorchLogisticRegression(dtype="float64").fit(X, y)  # for a batch source and a model
-    source = _Fit(model)._source(X, y, weights, torch.device("cpu"), 128)
+    source = Fit(model).source(X, y, weights, torch.device("cpu"), 128)
     on_device, on_host = DeviceLoss(model.model_, source, weights.sum()), HostLoss(X, y, weights, 10)
     for host, device in zip(on_host(coef, intercept), on_device(coef, intercept), strict=True):
         np.testing.assert_allclose(device, host, rtol=1e-10, atol=1e-12)
-    start, penalty = (np.zeros((10, 64)), np.zeros(10)), Penalty(0.01, 0.005)
+    start, penalty = (np.zeros((10, 64)), np.zeros(10)), Objective(0.01, 0.005)
     solutions = [
         lbfgs(loss, *start, penalty, fit_intercept=True, max_iter=500, tol=1e-6)
         for loss in (on_host, on_device)
@@ -456,7 +457,7 @@ def test_scaled_lbfgs_reaches_the_same_optimum_in_fewer_iterations():
     the stopping rule stays on the unscaled gradient."""
     X, y = make_classification(600, 30, n_informative=10, n_classes=3, random_state=0)
     X = X * np.logspace(-2, 1, 30)  # features on very different scales
-    weights, penalty = np.ones(len(y)), Penalty(l2=1e-3)
+    weights, penalty = np.ones(len(y)), Objective(weight_decay=1e-3)
     loss = HostLoss(X, y, weights, 3)
     start = (np.zeros((3, 30)), np.zeros(3))
     plain = lbfgs(loss, *start, penalty, fit_intercept=True, max_iter=5000, tol=1e-6)
@@ -470,7 +471,7 @@ def test_scaled_lbfgs_reaches_the_same_optimum_in_fewer_iterations():
 
 def test_a_start_within_tol_takes_no_iteration(digits):
     X, y = digits[0][:300], digits[1][:300]
-    loss, penalty = HostLoss(X, y, np.ones(len(y)), 10), Penalty(l2=0.01)
+    loss, penalty = HostLoss(X, y, np.ones(len(y)), 10), Objective(weight_decay=0.01)
     curvature = feature_curvature(X, np.ones(len(y)), 10)
     first = lbfgs(
         loss,

@@ -12,14 +12,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
 LAYERS = [
     # no imports from the package
     {"exceptions", "datasets", "fused", "classnames", "signals", "weblimits", "version"},
-    {"storage", "config", "distributed", "images", "model", "localserver"},  # the one writer; settings;
-    # pictures; the model; the web servers started for scripts (tests, benchmarks)
+    # the one writer; settings; pictures; the model; when training stops (divergence, early stopping);
+    # the web servers started for scripts (tests, benchmarks)
+    {"storage", "config", "distributed", "images", "model", "stopping", "localserver"},
     {"rules", "inputs", "devices", "objective"},  # the data's defaults; the one reader of input files
-    {"ondisk", "optimizers", "checkpoints"},  # dataset folders and run folders, read through inputs and
-    # written through storage (reading a run needs no training module)
+    # dataset folders and run folders, read through inputs and written through storage (reading a run
+    # needs no training module); optimizers; the estimator's inputs
+    {"ondisk", "optimizers", "checkpoints", "estimator_checks"},
     {"data", "batches", "resumable"},  # resumable: an interrupted training's state in its run folder
     {"engine", "evaluation", "convert", "solvers"},  # the one training loop; metrics; dataset conversion
-    {"training", "tensorboard"},  # a config turned into an engine run; its TensorBoard callback
+    # a config turned into an engine run; its TensorBoard callback; the estimator's solvers driven
+    {"training", "tensorboard", "estimator_fit"},
     {"live"},  # a training taken step by step (the playground's)
     {"runs"},  # the run's life: folders, resume, torchrun, signals
     {"estimator", "sweep", "report", "serving", "demos", "export", "prediction"},  # front ends

@@ -1,5 +1,6 @@
 """The model's math: from-scratch softmax/cross-entropy against torch, closed-form gradients
-against autograd, and the prediction invariants."""
+against autograd, and the prediction invariants (the objective against its float64 reference:
+test_objective.py)."""
 
 import pytest
 import torch
@@ -10,7 +11,6 @@ from torchlogreg.model import (
     binary_cross_entropy_with_logits,
     cross_entropy,
     log_softmax,
-    loss_gradient,
     softmax,
 )
 
@@ -32,19 +32,6 @@ def test_binary_cross_entropy_equals_torch():
     torch.testing.assert_close(
         binary_cross_entropy_with_logits(logit, target), F.binary_cross_entropy_with_logits(logit, target)
     )
-
-
-@pytest.mark.parametrize("n_classes", [1, 10])
-def test_loss_gradient_matches_autograd(n_classes):
-    logits = torch.randn(16, n_classes, dtype=torch.float64, requires_grad=True)
-    if n_classes == 1:
-        targets = torch.randint(0, 2, (16,))
-        loss = F.binary_cross_entropy_with_logits(logits.squeeze(1), targets.double())
-    else:
-        targets = torch.randint(0, n_classes, (16,))
-        loss = F.cross_entropy(logits, targets)
-    (expected,) = torch.autograd.grad(loss, logits)
-    torch.testing.assert_close(loss_gradient(logits.detach(), targets), expected)
 
 
 @pytest.mark.parametrize("n_classes", [2, 5])

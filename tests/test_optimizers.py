@@ -111,3 +111,14 @@ def test_lbfgs_calls_the_closure_every_step_even_when_converged():
         optimizer.step(1.0, closure)
         assert calls[0] > before  # the engine records each step from its closure
     assert optimizer.iterations == 0  # converged: torch took no iteration in the last step
+
+
+def test_adam_takes_a_step_whose_scalar_does_not_fit_float32():
+    # lr / (1 - 0.9) = 1e39 does not fit float32: torch refused the step (RuntimeError). The update
+    # itself, lr * m_hat / (sqrt(v_hat) + eps), is about lr on the first step: taken as it is
+    params = [torch.zeros(2, 3), torch.zeros(2)]
+    for param in params:
+        param.grad = torch.ones_like(param)
+    Adam(params).step(1e38, lambda: None)
+    for param in params:
+        torch.testing.assert_close(param, torch.full_like(param, -1e38))

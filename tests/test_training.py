@@ -86,6 +86,12 @@ def test_exploding_loss_stops_with_a_clear_error(tiny_data, tiny_config):
         train(tiny_config.replace(lr=1e12, momentum=0.0), tiny_data, verbose=False)
 
 
+def test_adam_with_the_largest_lr_is_a_divergence_not_a_torch_error(tiny_data, tiny_config):
+    # Adam's first step, lr / (1 - 0.9), does not fit float32: torch raised a RuntimeError
+    with pytest.raises(DivergenceError, match="with adam lr 1e\\+38: lower the learning rate"):
+        train(tiny_config.replace(optimizer="adam", lr=1e38), tiny_data, verbose=False)
+
+
 def test_nan_loss_stops_with_a_clear_error():
     features = torch.rand(8, 4)
     features[3, 1] = float("nan")

@@ -134,10 +134,10 @@ def _type_problems(config: TrainConfig) -> list[str]:
         value = getattr(config, name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            problems.append(f"{name} must be a finite number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+            problems.append(f"{name} must be a finite number, got {_shown(value)}")
         elif abs(value) > FLOAT32_MAX:  # training runs in float32: larger values become inf
-            problems.append(f"{name} must be at most {FLOAT32_MAX:.3g} (float32), got {value!r}")
+            problems.append(f"{name} must be at most {FLOAT32_MAX:.3g} (float32), got {_shown(value)}")
     for name in ("nesterov", "centred"):
         if not isinstance(getattr(config, name), bool):
             problems.append(f"{name} must be True or False, got {getattr(config, name)!r}")
@@ -151,6 +151,17 @@ def _type_problems(config: TrainConfig) -> list[str]:
     if config.data_root is not None and not isinstance(config.data_root, (str, os.PathLike)):
         problems.append(f"data_root must be a path string or None, got {config.data_root!r}")
     return problems
+
+
+def _finite(value: int | float) -> bool:
+    """Whether a number is finite; an int always is (math.isfinite overflows on ints past float's range)."""
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _shown(value) -> str:
+    """The value as a message shows it: its repr, cut to 40 characters (an int may have hundreds)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _range_problems(config: TrainConfig) -> list[str]:
@@ -174,7 +185,7 @@ def _range_problems(config: TrainConfig) -> list[str]:
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue  # a wrong type is reported by _type_problems
         if value != value or not ok(value):
-            problems.append(f"{name} must be {allowed}, got {value!r}")
+            problems.append(f"{name} must be {allowed}, got {_shown(value)}")
     return problems
 
 

@@ -10,7 +10,6 @@ riding along, so every rank stops at the same step.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -20,11 +19,10 @@ import torch
 from .batches import Batch
 from .checkpoints import HISTORY_KEYS
 from .distributed import DistContext, step_sum
-from .exceptions import CheckpointError, DivergenceError
+from .exceptions import CheckpointError
 from .model import LogisticRegression, without_grad
 from .objective import Objective
-
-EXPLOSION_FACTOR = 100.0  # a loss this many times its starting value counts as diverged
+from .stopping import EXPLOSION_FACTOR, diverged, divergence
 
 
 class Callback(Protocol):
@@ -160,12 +158,17 @@ class Engine:
 
     # --- the loop --------------------------------------------------------------------------------
     def _check_loss(self, loss: float) -> None:
-        start = self.start_loss
-        exploded = self.explosion_factor is not None and loss > self.explosion_factor * max(start, 1.0)
-        if not math.isfinite(loss) or exploded:
-            what = f"became {loss}" if not math.isfinite(loss) else f"rose to {loss:.4g} from {start:.4g}"
-            raise DivergenceError(
-                f"training diverged: the loss {what} at iteration {self.iteration}; {self.advice}"
+        start, factor = self.start_loss, self.explosion_factor
+        ceiling = None if factor is None else factor * max(start, 1.0)
+        if diverged(loss, ceiling):
+            raise divergence(
+                loss,
+                who="training",
+                what="loss",
+                where=f"at iteration {self.iteration}",
+                advice=self.advice,
+                ceiling=ceiling,
+                ceiling_is=f" ({factor:g}x the larger of its start, {start:.4g}, and 1)",
             )
 
     def _record(self, loss: float, lr: float) -> dict:

@@ -69,16 +69,6 @@ def binary_cross_entropy_with_logits(logit: torch.Tensor, target: torch.Tensor) 
     return (logit.clamp(min=0) - logit * target + torch.log1p(torch.exp(-logit.abs()))).mean()
 
 
-def loss_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """d(mean loss)/d(logits): (softmax - one_hot)/N, or (sigmoid - y)/N for one logit."""
-    if logits.shape[-1] == 1:
-        residual = torch.sigmoid(logits).sub_(targets.to(logits.dtype).unsqueeze(-1))
-    else:
-        residual = torch.softmax(logits, dim=-1)
-        residual.scatter_add_(-1, targets.unsqueeze(-1), torch.full_like(residual[:, :1], -1.0))
-    return residual.div_(len(logits))
-
-
 def decide(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """The one prediction rule: argmax of C logits; for one logit, P(positive) >= `threshold`."""
     if logits.shape[-1] == 1:
@@ -167,17 +157,28 @@ class LogisticRegression(nn.Module):
         return torch.addmm(bias.unsqueeze(1), weight, features.T, alpha=scale).T
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Loss from logits (the loss applies softmax/sigmoid itself, exactly once). The (N, C) logits
-        are read as the (1, C, N) scores the model computes, classes by rows: the same values, with
-        the softmax down contiguous columns, about 15x faster than along the rows of (N, C)."""
-        if self.binary:
-            target = targets.to(logits.dtype)
-            return F.binary_cross_entropy_with_logits(logits.squeeze(-1), target, reduction=reduction)
+        """Loss from logits (N, C), or (N, 1) when binary: the per-sample losses of `column_losses`
+        on the classes-by-rows scores the model computes (the logits' transpose), then reduced."""
         if logits.dim() != 2 or targets.dim() != 1:  # not (N, C) scores and class indices
             return F.cross_entropy(logits, targets, reduction=reduction)
-        scores, classes = logits.T.unsqueeze(0), targets.long().unsqueeze(0)
-        losses = F.cross_entropy(scores, classes, reduction=reduction)
-        return losses[0] if reduction == "none" else losses
+        losses = self.column_losses(logits.T, targets)[0][0]
+        return losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.mean()
+
+    def column_losses(
+        self, scores: torch.Tensor, targets: torch.Tensor, residual: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The PyTorch definition of the data loss: per-sample losses (1, N) of scores laid out classes
+        by rows (C, N) (the softmax runs down contiguous columns, many times faster than along short
+        rows), and with `residual` the loss's gradient in the scores, softmax - one_hot (sigmoid - y
+        for one logit). Binary: BCE with logits; else cross-entropy."""
+        columns = targets.long().unsqueeze(0)
+        if self.binary:
+            target = columns.to(scores.dtype)
+            losses = F.binary_cross_entropy_with_logits(scores, target, reduction="none")
+            return losses, torch.sigmoid(scores).sub_(target) if residual else None
+        log_p = torch.log_softmax(scores, dim=0)
+        losses = log_p.gather(0, columns).neg_()
+        return losses, log_p.exp_().scatter_(0, columns, -1.0, reduce="add") if residual else None
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, C) from logits; binary gives two columns, P(0) and P(1)."""
@@ -229,8 +230,8 @@ class LogisticRegression(nn.Module):
     def _plain_gradients(
         self, x: torch.Tensor, targets: torch.Tensor, weight: float, sample_weight, scale: float
     ) -> float:
-        """accumulate_gradients with PyTorch kernels. Written by hand because it is about 3x faster
-        than autograd for this model: no graph, nine kernels, and the logits computed as W @ x.T,
+        """accumulate_gradients with PyTorch kernels. Written by hand because it is faster than
+        autograd for this model: no graph, a few kernels, and the logits computed as W @ x.T,
         classes by rows, which MKL runs faster than x @ W.T for a handful of classes
         (benchmarks/compare.py measures both). Scalars ride in BLAS's alpha, not in kernels."""
         weight_t, bias = self.linear.weight, self.linear.bias
@@ -238,15 +239,7 @@ class LogisticRegression(nn.Module):
         scale *= pixel_scale
         rows = features.shape[0]
         logits = torch.addmm(bias.unsqueeze(1), weight_t, features.t(), alpha=scale)  # (C, N)
-        columns = targets.unsqueeze(0)
-        if self.binary:
-            target = columns.to(logits.dtype)
-            losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-            residual = torch.sigmoid(logits).sub_(target)
-        else:  # log-softmax down each column; its exp less the one-hot targets is the residual
-            log_p = torch.log_softmax(logits, dim=0)
-            losses = log_p.gather(0, columns)  # minus the loss: negated below, on the host
-            residual = log_p.exp_().scatter_(0, columns, -1.0, reduce="add")
+        losses, residual = self.column_losses(logits, targets, residual=True)
         if sample_weight is not None:
             sample_weight = sample_weight.to(logits.dtype).unsqueeze(0)
             losses = losses * sample_weight
@@ -261,5 +254,4 @@ class LogisticRegression(nn.Module):
             bias.grad = bias_sum.mul_(share)
         else:
             bias.grad.add_(bias_sum, alpha=share)
-        total = float(losses.sum())
-        return (total if self.binary else -total) / rows
+        return float(losses.sum()) / rows

@@ -2,7 +2,7 @@
 
 SGD (momentum, Nesterov) and Adam are written out here with the exact update rules of
 ``torch.optim.SGD`` / ``torch.optim.Adam`` (the tests check them step for step), because
-``torch.optim`` imports ``torch._dynamo`` on first use, about 2 s here, longer than a whole
+``torch.optim`` imports ``torch._dynamo`` on first use, which can take longer than a whole
 training run, and wraps every ``step()``. L-BFGS, which is long and subtle, stays torch's own.
 """
 
@@ -64,6 +64,7 @@ class Adam:
         self.steps = 0
         self.first = [torch.zeros_like(p) for p in params]
         self.second = [torch.zeros_like(p) for p in params]
+        self.largest = torch.finfo(params[0].dtype).max
 
     @without_grad
     def step(self, lr: float, closure: Callable[[], object]) -> None:
@@ -75,6 +76,10 @@ class Adam:
         beta1, beta2 = self.betas
         self.steps += 1
         correction1 = 1 - beta1**self.steps
+        # torch takes the scalar lr / correction1 in the weights' dtype; where it does not fit (lr
+        # near float32's largest) the correction goes into the denominator: the same update, which
+        # then overflows the weights, and the engine's divergence check stops the run
+        folded = lr / correction1 > self.largest
         correction2_sqrt = math.sqrt(1 - beta2**self.steps)
         threads = torch.get_num_threads()
         single = threads > 1 and self.params[0].device.type == "cpu"
@@ -85,7 +90,10 @@ class Adam:
                 first.lerp_(param.grad, 1 - beta1)
                 second.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
                 denominator = (second.sqrt() / correction2_sqrt).add_(self.eps)
-                param.addcdiv_(first, denominator, value=-lr / correction1)
+                if folded:
+                    param.addcdiv_(first, denominator.mul_(correction1), value=-lr)
+                else:
+                    param.addcdiv_(first, denominator, value=-lr / correction1)
         finally:
             if single:
                 torch.set_num_threads(threads)

@@ -9,7 +9,6 @@ in runs.py; `torchlogreg.train` is that module's.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from .model import LogisticRegression
 from .objective import Objective
 from .optimizers import make_optimizer, scheduled_lr
 from .rules import FeatureSample, settle
+from .stopping import EarlyStopping
 
 __all__ = ["HISTORY_KEYS", "TrainResult", "Training", "build", "finish"]
 
@@ -38,6 +38,7 @@ NO_CHANGE_EPOCHS = 2  # mini-batch training has converged after this many epochs
 
 TRAIN_ACCURACY_SAMPLES = 5_000  # periodic train accuracy is estimated on this many samples
 LBFGS_EVAL_EVERY = 10  # L-BFGS iterations between checks (each is a full pass already)
+VAL_LOSS_TOL = 1e-7  # a validation loss must fall by more than this to count as progress
 MAX_CHECKS = 8  # mini-batch runs: a check every epoch, or every few epochs on long runs
 
 
@@ -71,8 +72,7 @@ class Evaluator:
         self.data, self.config, self.every, self.dist, self.log = data, config, every, dist, log
         count = min(TRAIN_ACCURACY_SAMPLES, len(data.train))
         self.train_sample = (data.train.images[:count], data.train.labels[:count])
-        self.best_loss, self.best_state, self.best_iteration = math.inf, None, 0
-        self.checks_without_progress = 0
+        self.stopping = EarlyStopping(VAL_LOSS_TOL, config.patience, keep=config.patience is not None)
 
     def _metrics(self, model, images, labels) -> dict:
         return evaluate_on_ranks(model, images, labels, self.config.threshold, self.dist)
@@ -90,30 +90,14 @@ class Evaluator:
         self.log(
             f"iteration {engine.iteration:>7}  loss {row['loss']:.4f}  val accuracy {val['accuracy']:.4f}"
         )
-        if val["loss"] < self.best_loss - 1e-7:
-            state = copy.deepcopy(engine.model.state_dict()) if self.config.patience else None
-            self.best_loss, self.best_state, self.best_iteration = val["loss"], state, engine.iteration
-            self.checks_without_progress = 0
-        else:
-            self.checks_without_progress += 1
-        if self.config.patience is not None and self.checks_without_progress >= self.config.patience:
+        if self.stopping.update(val["loss"], engine.model, engine.iteration):
             engine.stop_reason = "early stopping"
 
     def state_dict(self, tensors: dict, meta: dict) -> None:
-        if self.best_state is not None:
-            tensors.update({f"best.{k}": v.detach().cpu().clone() for k, v in self.best_state.items()})
-        meta.update(
-            best_loss=self.best_loss if math.isfinite(self.best_loss) else None,
-            best_iteration=self.best_iteration,
-            checks_without_progress=self.checks_without_progress,
-        )
+        self.stopping.state_dict(tensors, meta)
 
     def load_state_dict(self, tensors: dict, meta: dict) -> None:
-        best = {k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")}
-        self.best_state = best or None
-        self.best_loss = meta["best_loss"] if meta["best_loss"] is not None else math.inf
-        self.best_iteration = int(meta["best_iteration"])
-        self.checks_without_progress = int(meta["checks_without_progress"])
+        self.stopping.load_state_dict(tensors, meta)
 
 
 class ProgressBar:
@@ -274,8 +258,8 @@ def longer_budget(config: TrainConfig) -> dict[str, int]:
 def finish(training: Training) -> TrainResult:
     """The trained model (the best weights when early stopping was on) and its final metrics."""
     engine, evaluator, data = training.engine, training.evaluator, training.data
-    if training.config.patience is not None and evaluator.best_state is not None:
-        engine.model.load_state_dict(evaluator.best_state)
+    if training.config.patience is not None:
+        evaluator.stopping.restore(engine.model)
     splits = {"train": data.train, "val": data.val, "test": data.test}
     metrics = {
         name: evaluate_on_ranks(
@@ -293,7 +277,7 @@ def finish(training: Training) -> TrainResult:
         converged=engine.stop_reason == "converged",
         objective_change=training.convergence.change,
         train_longer=longer_budget(training.config),
-        best_iteration=evaluator.best_iteration if data.val is not None else None,
+        best_iteration=evaluator.stopping.best_iteration if data.val is not None else None,
         device=str(engine.parameters[0].device),
         world_size=training.dist.world_size if training.dist else 1,
     )

@@ -1,0 +1,152 @@
+"""The objective (objective.py) and every implementation of it against ONE float64 reference: the
+fused C kernel and the PyTorch path through `Objective` (gradients, and the forward-only loss), and
+the evaluators of the estimator's L-BFGS-B (NumPy, the fused kernel, the device) with the penalty
+that solvers.PenalisedLoss adds. Binary (one logit) and multiclass, with and without penalties and
+sample weights. Sample weights have mean 1, where the engine's sum(s l) / n and scikit-learn's
+sum(s l) / sum(s) agree (the estimator scales them so)."""
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import scipy.special
+import torch
+
+from torchlogreg import fused
+from torchlogreg.batches import MemoryBatches
+from torchlogreg.model import LogisticRegression
+from torchlogreg.objective import Objective
+from torchlogreg.solvers import DeviceLoss, FusedLoss, HostLoss, Packing, PenalisedLoss
+
+pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
+
+ROWS, FEATURES = 300, 20
+
+
+def reference(W, b, X, y, sw, objective: Objective) -> tuple[float, np.ndarray, np.ndarray]:
+    """The objective and its gradient in (W, b), in float64 NumPy, written from the definition."""
+    logits = X @ W.T + b
+    if W.shape[0] == 1:
+        z = logits[:, 0]
+        losses = np.logaddexp(0.0, z) - y * z
+        residual = (scipy.special.expit(z) - y)[:, None]
+    else:
+        log_p = logits - scipy.special.logsumexp(logits, axis=1, keepdims=True)
+        losses = -log_p[np.arange(len(y)), y]
+        residual = np.exp(log_p)
+        residual[np.arange(len(y)), y] -= 1.0
+    share = sw / sw.sum()
+    penalty = 0.5 * objective.weight_decay * np.sum(W**2) + objective.l1 * np.abs(W).sum()
+    gradient = (residual * share[:, None]).T @ X + objective.weight_decay * W + objective.l1 * np.sign(W)
+    return float(share @ losses) + penalty, gradient, (residual * share[:, None]).sum(axis=0)
+
+
+def _model(W, b, dtype) -> LogisticRegression:
+    model = LogisticRegression(W.shape[1], max(W.shape[0], 2)).to(dtype)
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.from_numpy(W))
+        model.linear.bias.copy_(torch.from_numpy(b))
+    return model
+
+
+def _tensors(X, y, sw, dtype):
+    weights = None if sw is None else torch.from_numpy(sw).to(dtype)
+    return torch.from_numpy(X).to(dtype), torch.from_numpy(y), weights
+
+
+def through_objective(dtype: torch.dtype) -> Callable:
+    """Objective.add_data_gradients + the penalty: the engine's step (fused kernel for float32)."""
+
+    def evaluate(W, b, X, y, sw, objective):
+        model = _model(W, b, dtype)
+        x, labels, weights = _tensors(X, y, sw, dtype)
+        loss = Objective.add_data_gradients(model, x, labels, len(y), weights)
+        objective.add_penalty_gradients(model.linear.weight)
+        grads = (p.grad.double().numpy() for p in (model.linear.weight, model.linear.bias))
+        return loss + objective.penalty(model.linear.weight), *grads
+
+    return evaluate
+
+
+def forward_only(dtype: torch.dtype) -> Callable:
+    """Objective.data_loss + the penalty: the value alone (evaluation's and the estimator's epochs)."""
+
+    def evaluate(W, b, X, y, sw, objective):
+        model = _model(W, b, dtype)
+        x, labels, weights = _tensors(X, y, sw, dtype)
+        return Objective.data_loss(model, x, labels, len(y), weights) + objective.penalty(model.linear.weight)
+
+    return evaluate
+
+
+def through_lbfgs(make_loss: Callable) -> Callable:
+    """An evaluator of the estimator's L-BFGS-B with PenalisedLoss's penalty (L1 as its split)."""
+
+    def evaluate(W, b, X, y, sw, objective):
+        weights = np.ones(len(y)) if sw is None else sw
+        packing = Packing(W.shape, objective.l1 > 0, fit_intercept=True)
+        penalised = PenalisedLoss(
+            make_loss(X, y, weights, W.shape[0]), objective, packing, np.ones(packing.weights + W.shape[0])
+        )
+        value, gradient = penalised(packing.pack(W, b))
+        if packing.split:  # d/dW+ = g + l1 and d/dW- = l1 - g: the subgradient g + l1 sign(W) where W != 0
+            plus, minus = gradient[: packing.size], gradient[packing.size : packing.weights]
+            coef = np.where(W.ravel() > 0, plus, -minus)
+        else:
+            coef = gradient[: packing.size]
+        return value, coef.reshape(W.shape), gradient[packing.weights :]
+
+    return evaluate
+
+
+def _device_loss(X, y, weights, n_outputs):
+    model = LogisticRegression(X.shape[1], max(n_outputs, 2)).double()
+    source = MemoryBatches(torch.from_numpy(X), torch.from_numpy(y), 128, torch.from_numpy(weights))
+    return DeviceLoss(model, source, float(weights.sum()))
+
+
+IMPLEMENTATIONS = {  # name: (evaluate, float64?, needs the fused kernel?)
+    "fused kernel": (through_objective(torch.float32), False, True),
+    "pytorch float64": (through_objective(torch.float64), True, False),
+    "forward, fused kernel": (forward_only(torch.float32), False, True),
+    "forward, pytorch float64": (forward_only(torch.float64), True, False),
+    "lbfgs, numpy float64": (through_lbfgs(HostLoss), True, False),
+    "lbfgs, fused kernel": (through_lbfgs(FusedLoss), False, True),
+    "lbfgs, device float64": (through_lbfgs(_device_loss), True, False),
+}
+
+
+@pytest.mark.parametrize("name", list(IMPLEMENTATIONS))
+@pytest.mark.parametrize("outputs", [1, 7], ids=["binary", "multiclass"])
+@pytest.mark.parametrize(
+    "penalty", [Objective(), Objective(0.3), Objective(0.2, 0.05)], ids=["none", "l2", "l2+l1"]
+)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_every_implementation_equals_the_float64_reference(name, outputs, penalty, weighted):
+    evaluate, float64, needs_kernel = IMPLEMENTATIONS[name]
+    if needs_kernel and not fused.available():
+        pytest.skip("the fused extension is not built")
+    rng = np.random.default_rng(outputs + 10 * weighted)
+    X = rng.random((ROWS, FEATURES)).astype(np.float32).astype(np.float64)  # exact in float32 too
+    y = rng.integers(0, max(outputs, 2), ROWS)
+    W, b = rng.normal(size=(outputs, FEATURES)), rng.normal(size=outputs)
+    if not float64:  # the float32 implementations see float32 weights: so does the reference
+        W, b = W.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64)
+    # weights 0.25 and 1.75 half each, in a random order: a mean of exactly 1, exact in float32
+    sw = rng.permutation(np.resize([0.25, 1.75], ROWS)) if weighted else None
+    expected = reference(W, b, X, y, np.ones(ROWS) if sw is None else sw, penalty)
+    got = evaluate(W, b, X, y, sw, penalty)
+    got = got if isinstance(got, tuple) else (got,)
+    rtol, atol = (1e-10, 1e-12) if float64 else (1e-5, 1e-6)
+    for value, wanted in zip(got, expected, strict=False):
+        np.testing.assert_allclose(value, wanted, rtol=rtol, atol=atol)
+
+
+def test_the_penalty_leaves_the_bias_alone_and_its_smooth_part_drops_l1():
+    objective = Objective(weight_decay=2.0, l1=0.5)
+    weight = torch.tensor([[1.0, -2.0]], requires_grad=True)
+    assert objective.penalty(weight) == pytest.approx(0.5 * 2.0 * 5.0 + 0.5 * 3.0)
+    weight.grad = torch.zeros_like(weight)
+    objective.add_penalty_gradients(weight)
+    torch.testing.assert_close(weight.grad, torch.tensor([[2.5, -4.5]]))
+    assert objective.smooth == Objective(weight_decay=2.0)

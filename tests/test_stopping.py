@@ -1,0 +1,64 @@
+"""The one divergence rule and the one early-stopping rule (stopping.py), as the engine and the
+estimator use them."""
+
+import math
+
+import pytest
+import torch
+
+from torchlogreg.exceptions import DivergenceError
+from torchlogreg.model import LogisticRegression
+from torchlogreg.stopping import EarlyStopping, diverged, divergence
+
+
+@pytest.mark.parametrize(
+    "value,ceiling,expected",
+    [(0.5, None, False), (math.nan, None, True), (math.inf, None, True), (2.0, 1.0, True), (1.0, 1.0, False)],
+)
+def test_diverged_when_not_finite_or_above_the_ceiling(value, ceiling, expected):
+    assert diverged(value, ceiling) is expected
+
+
+def test_divergence_is_one_line_naming_what_and_what_to_do():
+    error = divergence(
+        3.0,
+        who="sgd",
+        what="objective",
+        where="at the end",
+        advice="lower lr",
+        ceiling=1.1,
+        ceiling_is=" (1.1x the start)",
+    )
+    assert isinstance(error, DivergenceError) and "\n" not in str(error)
+    assert (
+        str(error) == "sgd diverged: the objective rose to 3, above 1.1 (1.1x the start) at the end; lower lr"
+    )
+
+
+def _model(value: float) -> LogisticRegression:
+    model = LogisticRegression(2, 3)
+    with torch.no_grad():
+        model.linear.weight.fill_(value)
+    return model
+
+
+def test_early_stopping_after_patience_checks_without_progress_keeps_the_best():
+    rule = EarlyStopping(tol=0.01, patience=2)
+    assert not rule.update(1.0, _model(1.0), iteration=1)
+    assert not rule.update(0.995, _model(2.0), iteration=2)  # within tol: no progress
+    assert rule.update(0.9999, _model(3.0), iteration=3)
+    model = _model(0.0)
+    assert rule.restore(model) and rule.best_iteration == 1 and rule.best_loss == 1.0
+    assert torch.equal(model.linear.weight, torch.ones(3, 2))
+
+
+def test_early_stopping_without_patience_never_stops_and_its_state_round_trips():
+    rule = EarlyStopping(tol=0.0, patience=None, keep=False)
+    for step, loss in enumerate([1.0, 2.0, 3.0, 4.0]):
+        assert not rule.update(loss, _model(1.0), step)
+    assert not rule.restore(_model(0.0))
+    tensors, meta = {}, {}
+    rule.state_dict(tensors, meta)
+    again = EarlyStopping(tol=0.0, patience=None)
+    again.load_state_dict(tensors, meta)
+    assert (again.best_loss, again.best_iteration, again.unimproved) == (1.0, 0, 3)
