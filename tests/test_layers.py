@@ -12,8 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
 LAYERS = [
     {"exceptions", "datasets", "fused", "classnames", "signals", "weblimits"},  # no imports from the package
     {"storage", "config", "distributed", "images", "model"},  # the one writer; settings; pictures; the model
-    {"rules", "inputs", "devices", "objective"},  # the data's defaults; the one reader of input files
-    {"ondisk", "optimizers"},  # dataset folders, read through inputs and written through storage
+    {"inputs", "devices", "objective"},  # the one reader of input files; devices and CPU threads
+    {"rules", "ondisk", "optimizers"},  # the data's defaults; dataset folders, read through inputs
     {"data", "batches"},
     {"engine", "evaluation", "convert", "solvers"},  # the one training loop; metrics; dataset conversion
     {"training", "tensorboard"},  # a config turned into an engine run; its TensorBoard callback
