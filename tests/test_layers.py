@@ -15,10 +15,10 @@ LAYERS = [
     # the one writer; settings; pictures; the model; when training stops (divergence, early stopping);
     # the web servers started for scripts (tests, benchmarks)
     {"storage", "config", "distributed", "images", "model", "stopping", "localserver"},
-    {"rules", "inputs", "devices", "objective"},  # the data's defaults; the one reader of input files
-    # dataset folders and run folders, read through inputs and written through storage (reading a run
-    # needs no training module); optimizers; the estimator's inputs
-    {"ondisk", "optimizers", "checkpoints", "estimator_checks"},
+    {"inputs", "devices", "objective"},  # the one reader of input files; devices and CPU threads
+    # the data's defaults; dataset folders and run folders, read through inputs and written through
+    # storage (reading a run needs no training module); optimizers; the estimator's inputs
+    {"rules", "ondisk", "optimizers", "checkpoints", "estimator_checks"},
     {"data", "batches", "resumable"},  # resumable: an interrupted training's state in its run folder
     {"engine", "evaluation", "convert", "solvers"},  # the one training loop; metrics; dataset conversion
     # a config turned into an engine run; its TensorBoard callback; the estimator's solvers driven

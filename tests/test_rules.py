@@ -16,6 +16,7 @@ from torchlogreg.rules import (
     LBFGS_ITERATIONS,
     SGD_EPOCHS,
     SGD_MIN_STEPS,
+    FeatureSample,
     curvature,
     settle,
     validation_rows,
@@ -78,6 +79,18 @@ def test_curvature_is_the_same_for_either_polarity_and_scales_with_the_pixels():
     # features twice as large: four times the curvature (above the bias's floor of 1)
     big = curvature(dark.float() / 255 * 4)
     assert big == pytest.approx(4 * curvature(dark.float() / 255 * 2), rel=1e-4)
+
+
+def test_the_feature_sample_takes_one_thread_and_gives_it_back(monkeypatch):
+    images = _data(500, side=8).train.images
+    before = torch.get_num_threads()
+    asked = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda count: asked.append(count) or real(count))
+    sample = FeatureSample(images)
+    value, mean = sample.curvature, sample.mean
+    assert asked and asked[::2] == [1] * len(asked[::2]) and torch.get_num_threads() == before
+    assert value == curvature(images) and mean.dtype == torch.float32 and mean.shape == (64,)
 
 
 def _train(data: Data, **changes):

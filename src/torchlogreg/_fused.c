@@ -119,6 +119,39 @@ static inline double row_sums(const struct batch *in, const struct model *m, int
     return weight * (log(sum) - (z[label] - peak));
 }
 
+/* Ask for row `row` of the batch ahead of its use: read by index, rows are scattered and the hardware
+   prefetcher cannot guess them; in order, it starts too late for rows of a few cache lines. */
+static inline void prefetch_row(const struct batch *in, int64_t row) {
+    if (row >= in->rows) return;
+    size_t size = in->is_uint8 ? 1 : sizeof(float), bytes = (size_t)in->features * size;
+    const char *start = (const char *)in->x + batch_at(in, row) * in->x_stride * size;
+    for (size_t line = 0; line < bytes; line += 64) __builtin_prefetch(start + line);
+}
+
+/* The next block's rows, asked for a cache line at a time between the products (a burst of requests
+   fills the core's few line buffers and stalls it): the line at `line` of the row at `start`, then
+   the rest of rows [row, last). */
+struct ahead {
+    const char *start;
+    size_t line, bytes;
+    int64_t row, last;
+};
+
+/* Asks for the next line; 0 when none is left. */
+static inline int prefetch_line(const struct batch *in, struct ahead *ahead) {
+    if (ahead->line >= ahead->bytes) {
+        if (ahead->row >= ahead->last) return 0;
+        size_t size = in->is_uint8 ? 1 : sizeof(float);
+        ahead->start = (const char *)in->x + batch_at(in, ahead->row) * in->x_stride * size;
+        ahead->bytes = (size_t)in->features * size;
+        ahead->line = 0;
+        ahead->row++;
+    }
+    __builtin_prefetch(ahead->start + ahead->line, 0, 1); /* to L2: a line buffer is free sooner */
+    ahead->line += 64;
+    return 1;
+}
+
 /* Rows per block: every version's (BLOCK_ROWS rows, in groups of ROWS rows). ROWS x CLASS_BLOCK
    accumulators, the group's rows and a weight fit 32 registers (AVX-512) or 16 (AVX2, SSE);
    GRAD_BLOCK gradient chunks, a row and a broadcast residual fit either. */
@@ -398,7 +431,7 @@ static int prepare_job(struct job *job, struct parts *parts, int skip_blank) {
     size_t floats = (size_t)(block * d + block * classes);
     size_t bytes = sizeof(double) * (size_t)(block * classes) + sizeof(float) * floats +
                    sizeof(int32_t) * (size_t)(2 * chunks) + (size_t)chunks;
-    char *memory = calloc(1, bytes);
+    char *memory = malloc(bytes); /* every buffer is written before it is read */
     job->memory = memory;
     job->parts = parts;
     if (!memory) return 0;

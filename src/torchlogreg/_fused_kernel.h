@@ -36,23 +36,52 @@ INLINE VFLOAT NAME(load)(const float *p) {
 
 INLINE void NAME(store)(float *p, VFLOAT v) { memcpy(p, &v, sizeof v); }
 
-/* the sum of the lanes, as a tree: a chain of LANES dependent adds would cost more than the products */
+/* the sum of the lanes, as a tree (lane i plus lane i + width, the width halving): a chain of LANES
+   dependent adds would cost more than the products. In registers, by shuffles: summed through an
+   array in memory, each level waited for its stores. */
+#if LANES == 16
+#define HIGHER(v, w)                                                                                  \
+    (w == 8 ? __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15) \
+     : w == 4 ? __builtin_shufflevector(v, v, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7)           \
+     : w == 2 ? __builtin_shufflevector(v, v, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3)           \
+              : __builtin_shufflevector(v, v, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1))
+#elif LANES == 8
+#define HIGHER(v, w)                                                         \
+    (w == 4 ? __builtin_shufflevector(v, v, 4, 5, 6, 7, 4, 5, 6, 7)           \
+     : w == 2 ? __builtin_shufflevector(v, v, 2, 3, 2, 3, 2, 3, 2, 3)         \
+              : __builtin_shufflevector(v, v, 1, 1, 1, 1, 1, 1, 1, 1))
+#elif LANES == 4
+#define HIGHER(v, w) \
+    (w == 2 ? __builtin_shufflevector(v, v, 2, 3, 2, 3) : __builtin_shufflevector(v, v, 1, 1, 1, 1))
+#endif
 INLINE float NAME(total)(VFLOAT v) {
+#if defined(HIGHER) && defined(__has_builtin) && __has_builtin(__builtin_shufflevector)
+    if (LANES >= 16) v += HIGHER(v, 8);
+    if (LANES >= 8) v += HIGHER(v, 4);
+    v += HIGHER(v, 2);
+    v += HIGHER(v, 1);
+    return v[0];
+#else
     float t[LANES];
     memcpy(t, &v, sizeof t);
     for (int width = LANES / 2; width > 0; width /= 2)
         for (int i = 0; i < width; i++) t[i] += t[i + width];
     return t[0];
+#endif
 }
+#undef HIGHER
 
-/* s[r * classes + c] = w[c] . x[r] for the group's ROWS rows and classes [c0, c0 + cb) */
+/* s[r * classes + c] = w[c] . x[r] for the group's ROWS rows and classes [c0, c0 + cb); asks for a line
+   of the next block's rows (`ahead`) with each chunk */
 INLINE void NAME(score)(const float *const *x, const int32_t *live, int64_t n_live, const float *w,
-                        int64_t w_stride, int64_t d, int64_t classes, int64_t c0, int cb, double *s) {
+                        int64_t w_stride, int64_t d, int64_t classes, int64_t c0, int cb, double *s,
+                        const struct batch *in, struct ahead *ahead) {
     VFLOAT a[ROWS][CLASS_BLOCK];
     for (int r = 0; r < ROWS; r++)
         for (int c = 0; c < CLASS_BLOCK; c++) a[r][c] = (VFLOAT){0};
     for (int64_t j = 0; j < n_live; j++) {
         int64_t k = live[j];
+        prefetch_line(in, ahead);
         VFLOAT v[ROWS];
         for (int r = 0; r < ROWS; r++) v[r] = NAME(load)(x[r] + k);
         for (int c = 0; c < cb; c++) {
@@ -113,22 +142,13 @@ INLINE int64_t NAME(find_live)(const float *const *x, int64_t d, int skip_blank,
     return n;
 }
 
-/* Ask for row `row` of the batch ahead of its use: read by index, rows are scattered and the hardware
-   prefetcher cannot guess them; in order, it starts too late for rows of a few cache lines. */
-INLINE void NAME(prefetch)(const struct batch *in, int64_t row) {
-    if (row >= in->rows) return;
-    size_t size = in->is_uint8 ? 1 : sizeof(float), bytes = (size_t)in->features * size;
-    const char *start = (const char *)in->x + batch_at(in, row) * in->x_stride * size;
-    for (size_t line = 0; line < bytes; line += 64) __builtin_prefetch(start + line);
-}
-
 /* x[r] = the block's row r as floats, for its n rows: a pointer into the data (float32) or into
    work->rows (uint8 rows, converted); x[n .. n + ROWS) repeat its first row, so that its last group
    is whole. */
 INLINE void NAME(load_rows)(const struct batch *in, int64_t row, int n, struct work *work, const float **x) {
     const int64_t d = in->features;
     for (int r = 0; r < n; r++) {
-        NAME(prefetch)(in, row + r + PREFETCH_ROWS);
+        if (row == work->first) prefetch_row(in, row + r + PREFETCH_ROWS);
         int64_t at = batch_at(in, row + r);
         if (!in->is_uint8) {
             x[r] = (const float *)in->x + at * in->x_stride;
@@ -143,20 +163,25 @@ INLINE void NAME(load_rows)(const struct batch *in, int64_t row, int n, struct w
 }
 
 /* The block's n rows as floats in x[] and their raw scores in work->scores; the chunks where some
-   row is nonzero (or all, with skip_blank 0) listed in work->block_live, *n_live of them. While a
-   group is scored, the next block's rows of that group are asked for (by index, rows are scattered
-   through memory: their latency would otherwise be the step's). */
+   row is nonzero (or all, with skip_blank 0) listed in work->block_live, *n_live of them. While the
+   block is scored, the next block's rows are asked for, a line between products (by index, rows are
+   scattered through memory: their latency would otherwise be the step's); the thread's first block
+   asks for its own rows a few ahead as it converts them. */
 INLINE void NAME(score_block)(const struct batch *in, const struct model *m, int64_t row, int n,
                               struct work *work, const float **x, int64_t *n_live) {
     const int64_t classes = m->classes, d = in->features, chunks = d / LANES;
     NAME(load_rows)(in, row, n, work, x);
     memset(work->mask, 0, (size_t)chunks);
+    int64_t next = row + BLOCK_ROWS, after = next + BLOCK_ROWS < work->last ? next + BLOCK_ROWS : work->last;
+    struct ahead ahead = {NULL, 0, 0, next, after};
     for (int r = 0; r < n; r += ROWS) {
-        for (int ahead = 0; ahead < ROWS; ahead++) NAME(prefetch)(in, row + BLOCK_ROWS + r + ahead);
         const float *const *group = x + r;
         double *s = work->scores + r * classes;
         int64_t live = NAME(find_live)(group, d, work->skip_blank, work->live, work->mask);
-        BY_BLOCKS(CLASS_BLOCK, NAME(score)(group, work->live, live, m->w, m->w_stride, d, classes, c0, cb, s));
+        BY_BLOCKS(CLASS_BLOCK,
+                  NAME(score)(group, work->live, live, m->w, m->w_stride, d, classes, c0, cb, s, in, &ahead));
+    }
+    while (prefetch_line(in, &ahead)) { /* the lines the products left (more lines than live chunks) */
     }
     int64_t count = 0;
     for (int64_t i = 0; i < chunks; i++) {

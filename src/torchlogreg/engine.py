@@ -114,30 +114,41 @@ class Engine:
                 return batch
             self._batches = None
 
+    def _centred_gradient(self, batches: Sequence[Batch] | None, stop: bool) -> tuple[float, bool]:
+        """_gradient, in the coordinates steps are taken in (centred, with a Centring)."""
+        loss, stop = self._gradient(batches, stop)
+        if self.centring is not None:
+            self.centring.gradient()
+        return loss, stop
+
     def step(self, lr: float) -> tuple[float, bool]:
-        """One optimizer step; returns (data loss, stop requested on any rank)."""
+        """One optimizer step; returns (data loss, stop requested on any rank). A mini-batch step
+        (SGD, Adam) computes the gradient first and builds no closure: its cost is per step."""
         wants_stop = self.should_stop is not None and self.should_stop()
-        batches = None if self.full_batch else [self._next_batch()]
+        if self.full_batch:
+            return self._full_batch_step(lr, wants_stop)
+        loss, stop = self._centred_gradient([self._next_batch()], wants_stop)
+        centring = self.centring
+        if centring is not None:
+            centring.enter()
+        self.optimizer.step(lr, _computed)
+        if centring is not None:
+            centring.leave()
+        return loss, stop
+
+    def _full_batch_step(self, lr: float, wants_stop: bool) -> tuple[float, bool]:
+        """An L-BFGS step: its closure evaluates the whole objective, as often as its line search asks."""
         centring, result = self.centring, {}
 
-        def gradient() -> None:
-            result["loss"], result["stop"] = self._gradient(batches, wants_stop)
-            if centring is not None:
-                centring.gradient()
-
-        def closure() -> torch.Tensor | None:
-            if not self.full_batch:  # SGD and Adam: the gradient, computed below
-                return None
+        def closure() -> torch.Tensor:
             if centring is not None:  # L-BFGS evaluates at points of its own: the model's there
                 centring.leave()
-            gradient()
+            result["loss"], result["stop"] = self._centred_gradient(None, wants_stop)
             objective = result["loss"] + self.objective.penalty(self._weight)
             if centring is not None:
                 centring.enter()
             return torch.tensor(objective, dtype=self._weight.dtype)
 
-        if not self.full_batch:
-            gradient()
         if centring is not None:
             centring.enter()
         self.optimizer.step(lr, closure)
@@ -269,11 +280,11 @@ class Centring:
 
     @without_grad  # L-BFGS calls its closure with gradients enabled
     def enter(self) -> None:
-        self.bias.add_(self.weight @ self.mean)
+        self.bias.addmv_(self.weight, self.mean)  # one kernel: b + W @ mean
 
     @without_grad
     def leave(self) -> None:
-        self.bias.sub_(self.weight @ self.mean)
+        self.bias.addmv_(self.weight, self.mean, alpha=-1.0)
 
     @without_grad
     def gradient(self) -> None:
@@ -309,6 +320,11 @@ class _Flat:
             param.grad.copy_(view)
         loss, stop = self.host[-2:] if self.host is not None else self.values[-2:].tolist()
         return float(loss), bool(stop > 0)
+
+
+def _computed() -> None:
+    """The closure of a mini-batch step: its gradient is in .grad already."""
+    return None
 
 
 def _is_count(value) -> bool:

@@ -121,16 +121,17 @@ def add_gradients(
     accumulate = weight.grad is not None or bias.grad is not None
     if not accumulate:  # written by the call: no zeroing kernels
         weight.grad, bias.grad = torch.empty_like(weight), torch.empty_like(bias)
-    for param in (weight, bias):
-        if param.grad is None:
-            param.grad = torch.zeros_like(param)
-    return _fused.gradient(
+    elif weight.grad is None or bias.grad is None:
+        for param in (weight, bias):
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+    return _fused.gradient(  # parameters and gradients viewed directly: called every step
         x=_view(x),
         labels=_view(labels),
-        weight=_view(weight),
-        bias=_view(bias),
-        grad_weight=_view(weight.grad),
-        grad_bias=_view(bias.grad),
+        weight=weight.detach().numpy(),
+        bias=bias.detach().numpy(),
+        grad_weight=weight.grad.numpy(),
+        grad_bias=bias.grad.numpy(),
         index=_view(index),
         sample_weight=_view(sample_weight),
         scale=scale,
