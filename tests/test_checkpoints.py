@@ -330,7 +330,8 @@ def test_reading_a_run_loads_no_training_module(default_run, tmp_path):
     digits = tmp_path / "digits.npy"
     np.save(digits, np.zeros((2, 28, 28), np.uint8))
     code = (
-        "import sys; from torchlogreg.cli import main; import torchlogreg.export, torchlogreg.serving; "
+        "import sys; from torchlogreg.cli import main; "
+        "import torchlogreg.export, torchlogreg.serving; "
         f"from torchlogreg.checkpoints import load_run; load_run({str(default_run)!r}); "
         f"code = main(['predict', {str(default_run)!r}, {str(digits)!r}, '--device', 'cpu']); "
         f"print(code, [m for m in {TRAINING_MODULES!r} if m in sys.modules])"
