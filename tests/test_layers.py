@@ -11,12 +11,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
 
 LAYERS = [
     {"exceptions", "datasets", "fused", "classnames", "signals", "weblimits"},  # no imports from the package
-    {"storage", "config", "distributed", "images", "model"},  # the one writer; settings; pictures; the model
-    {"rules", "inputs", "devices", "objective"},  # the data's defaults; the one reader of input files
-    {"ondisk", "optimizers"},  # dataset folders, read through inputs and written through storage
+    {"storage", "readers", "config", "distributed", "model"},  # the one writer and reader; settings; model
+    # the data's defaults; one reader per format: pictures, NumPy arrays, CSV rows, IDX files
+    {"rules", "images", "npyfiles", "csvfiles", "idxfiles", "devices", "objective"},
+    {"inputs", "ondisk", "optimizers"},  # prediction's inputs; dataset folders (read and written)
     {"data", "batches"},
-    {"engine", "evaluation", "convert", "solvers"},  # the one training loop; metrics; dataset conversion
-    {"training", "tensorboard"},  # a config turned into an engine run; its TensorBoard callback
+    {"engine", "evaluation", "sources", "solvers"},  # the one training loop; metrics; convert's sources
+    {"training", "tensorboard", "convert"},  # a config run by the engine; its TensorBoard callback; convert
     {"checkpoints", "live"},  # run folders on disk; a training taken step by step (the playground's)
     {"runs"},  # the run's life: folders, resume, torchrun, signals
     {"estimator", "sweep", "report", "serving", "demos", "export", "prediction"},  # front ends

@@ -38,9 +38,10 @@ import torch
 
 from .checkpoints import Run, load_run
 from .exceptions import CheckpointError, InputError, require
-from .images import AS_IS, MAX_IMAGE_PIXELS, _why, as_shape, box_for, picture_pixels, read_image
+from .images import AS_IS, MAX_IMAGE_PIXELS, as_shape, box_for, picture_pixels, read_image
 from .inputs import _array_images, read_array
 from .model import decide
+from .readers import one_line
 from .weblimits import (
     WorkLimit,
     read_body,
@@ -171,7 +172,7 @@ def _image_from_json(body: bytes, shape: tuple[int, int]) -> np.ndarray:
     except RecursionError:
         raise InputError("body nests too deeply to be an image") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
-        raise InputError(f"body is not valid JSON ({_why(exc)})") from None
+        raise InputError(f"body is not valid JSON ({one_line(exc)})") from None
     pixels = payload.get("pixels") if isinstance(payload, dict) else None
     if pixels is None:
         raise InputError(f'JSON body needs "pixels": {wanted}')
