@@ -260,6 +260,15 @@ def test_csv_cells_that_are_not_pixels_or_labels(tmp_path, cell, fragment):
         convert(tmp_path / "out", csv=(tmp_path / "train.csv", tmp_path / "train.csv"))
 
 
+@pytest.mark.parametrize("labels", [np.array([0, 1, 2**63], np.uint64), np.array([0, -1, 1], np.int64)])
+def test_npz_labels_that_are_no_class_numbers_are_refused(tmp_path, labels):
+    images, _ = _synthetic(3)
+    arrays = {"train_images": images, "train_labels": labels, "test_images": images, "test_labels": labels}
+    np.savez(tmp_path / "a.npz", **arrays)
+    with pytest.raises(DataError, match=r"a.npz: train_labels: labels must be integers in 0\.\.99999, found"):
+        convert(tmp_path / "out", npz=tmp_path / "a.npz")
+
+
 def test_npz_counts_must_match_and_text_is_not_an_archive(tmp_path):
     images, labels = _synthetic(3)
     np.savez(
