@@ -167,21 +167,11 @@ def _refuse_repeats(samples: list[tuple[str, int]], seen: dict[str, str]) -> Non
         seen[real] = file
 
 
-def read_image_folders(
-    root: str | os.PathLike,
-    scratch: Path,
-    image_size: tuple[int, int] | None = None,
-    progress: bool = False,
-    pictures: str = AS_IS,
-) -> tuple[Split, Split, tuple[str, ...]]:
-    """Splits from ROOT/train/<class>/* and ROOT/test/<class>/* (torchvision's ImageFolder layout),
-    each picture made into pixels by the rule `pictures` (images.picture_pixels, as predict does):
-    AS_IS keeps them as grayscale, which must share one size unless `image_size` resizes them all;
-    MNIST_STYLE fits the digit of each picture, whatever its size, into `image_size` (default 28x28)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-    from tqdm import tqdm
+def _class_folders(root: Path) -> tuple[dict[str, Path], dict[str, int]]:
+    """ROOT's train and test folders, and the class index of each subfolder name of train (test's
+    must be among them)."""
+    from torchvision.datasets.folder import find_classes
 
-    root = Path(root)
     folders = {name: root / name for name in ("train", "test")}
     for folder in folders.values():
         if not folder.is_dir():
@@ -193,6 +183,40 @@ def read_image_folders(
         raise DataError(f"--from-folder {root}: {error}") from None
     if extra:
         raise DataError(f"{folders['test']}: classes {', '.join(extra)} are not in {folders['train']}")
+    return folders, class_to_index
+
+
+def _picture_rows(samples: list, writer: RowWriter, image_size, pictures: str, progress: bool) -> None:
+    """Each (file, class) of `samples` read as a picture and added to `writer` as a dataset's pixels."""
+    from tqdm import tqdm
+
+    for file, _ in tqdm(samples, desc=writer.path.stem, unit="img", disable=not progress, leave=False):
+        with open_regular(file, DataError) as handle:  # a FIFO named .png must not hang
+            gray = read_image(handle, name=str(file))
+        expected = image_size or writer.shape or gray.shape
+        if gray.shape != tuple(expected) and image_size is None:
+            raise DataError(
+                f"{file}: {gray.shape[0]}x{gray.shape[1]} pixels, but {samples[0][0]} is "
+                f"{expected[0]}x{expected[1]}; pass --image-size HxW to resize them all"
+            )
+        writer.add(_stored(gray, tuple(expected), pictures, file)[None])
+
+
+def read_image_folders(
+    root: str | os.PathLike,
+    scratch: Path,
+    image_size: tuple[int, int] | None = None,
+    progress: bool = False,
+    pictures: str = AS_IS,
+) -> tuple[Split, Split, tuple[str, ...]]:
+    """Splits from ROOT/train/<class>/* and ROOT/test/<class>/* (torchvision's ImageFolder layout),
+    each picture made into pixels by the rule `pictures` (images.picture_pixels, as predict does):
+    AS_IS keeps them as grayscale, which must share one size unless `image_size` resizes them all;
+    MNIST_STYLE fits the digit of each picture, whatever its size, into `image_size` (default 28x28)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    root = Path(root)
+    folders, class_to_index = _class_folders(root)
     if pictures == MNIST_STYLE:
         image_size = image_size or MNIST_SHAPE
     splits, seen = [], {}
@@ -205,21 +229,12 @@ def read_image_folders(
             raise DataError(f"{folder}: no images ({', '.join(IMG_EXTENSIONS)})")
         _refuse_repeats(samples, seen)
         with RowWriter(scratch / f"{name}.raw") as writer:
-            for file, _ in tqdm(samples, desc=name, unit="img", disable=not progress, leave=False):
-                with open_regular(file, DataError) as handle:  # a FIFO named .png must not hang
-                    gray = read_image(handle, name=str(file))
-                expected = image_size or writer.shape or gray.shape
-                if gray.shape != tuple(expected) and image_size is None:
-                    raise DataError(
-                        f"{file}: {gray.shape[0]}x{gray.shape[1]} pixels, but {samples[0][0]} is "
-                        f"{expected[0]}x{expected[1]}; pass --image-size HxW to resize them all"
-                    )
-                writer.add(_stored(gray, tuple(expected), pictures, file)[None])
+            _picture_rows(samples, writer, image_size, pictures, progress)
         labels = torch.tensor([index for _, index in samples], dtype=torch.int64)
         splits.append(Split(writer.finish(), labels))
     if splits[0].images.shape[1:] != splits[1].images.shape[1:]:
         raise DataError(f"{root}: train and test images differ in size; pass --image-size HxW")
-    return splits[0], splits[1], tuple(class_names)
+    return splits[0], splits[1], tuple(class_to_index)
 
 
 def _stored(gray: np.ndarray, shape: tuple[int, int], pictures: str, file: str) -> np.ndarray:
