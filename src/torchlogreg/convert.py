@@ -30,9 +30,10 @@ import torch
 
 from .classnames import class_names_problem
 from .data import Split, load_splits
+from .datasets import is_dataset_folder
 from .exceptions import ConfigError, DataError
 from .images import AS_IS, MNIST_STYLE, check_pictures
-from .ondisk import is_disk_dataset, read_meta, write_dataset
+from .ondisk import read_meta, write_dataset
 from .readers import labels_problem
 from .sources import read_csv, read_idx_folder, read_image_folders, read_npz
 from .storage import exists, output_lock
@@ -130,7 +131,7 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out} is a file; give a folder to create")
     if not out.is_dir() or not any(out.iterdir()):
         return
-    if not is_disk_dataset(str(out)):
+    if not is_dataset_folder(out):
         raise ConfigError(f"--out {out} holds other files; give a new or empty folder")
     if not overwrite:
         raise ConfigError(f"--out {out} already holds a dataset; pass --overwrite to replace it")

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .datasets import DATASETS, DatasetSpec
+from .datasets import DATASETS, DatasetSpec, is_dataset_folder
 from .exceptions import ConfigError, DataError, did_you_mean
 from .idxfiles import read_idx_pair
 from .images import MNIST_STYLE
-from .ondisk import is_disk_dataset, read_dataset_folder, read_meta
+from .ondisk import read_dataset_folder, read_meta
 from .rules import validation_rows
 
 DATA_ENV = "TORCHLOGREG_DATA"
@@ -307,7 +307,7 @@ def _check_folder(dataset: str, of_run: bool = False) -> None:
     """A DataError unless `dataset` is a folder holding a meta.json; for a run's own dataset
     (`of_run`) the line says the data has moved and how to name where it is now."""
     folder = Path(dataset).expanduser()
-    if is_disk_dataset(folder):
+    if is_dataset_folder(folder):
         return
     what = "is not a folder" if not folder.is_dir() else "holds no meta.json"
     if of_run:

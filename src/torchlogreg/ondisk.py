@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .classnames import class_names_problem
+from .datasets import DATASET_META
 from .exceptions import DataError, InputError, did_you_mean
 from .images import MNIST_STYLE, check_pictures
 from .npyfiles import npy_header, read_npy
@@ -126,11 +127,6 @@ def shard_batches(
     return torch.cat(parts), local_sizes, global_sizes
 
 
-def is_disk_dataset(name: str | os.PathLike) -> bool:
-    """Whether `name` is a dataset folder (it holds a meta.json): the one test, without reading it."""
-    return (Path(name) / "meta.json").is_file()
-
-
 MAX_META_BYTES = 4 * 2**20  # a dataset folder's meta.json: a few hundred bytes in practice
 MAX_LABELS_BYTES = 2**30  # a dataset folder's labels .npy: 8 bytes a row
 DATASET_META_KEYS = ("format", "class_names", "image_shape", "splits", "pictures")  # write_dataset's
@@ -138,7 +134,7 @@ DATASET_META_KEYS = ("format", "class_names", "image_shape", "splits", "pictures
 
 def read_meta(folder: Path) -> dict:
     """A dataset folder's meta.json, checked: format, class names, image shape."""
-    path = folder / "meta.json"
+    path = folder / DATASET_META
     try:
         meta = json.loads(read_capped(path, MAX_META_BYTES, DataError))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
@@ -193,7 +189,7 @@ def _split_files(folder: Path, name: str, meta: dict) -> tuple[DiskImages, torch
     images = DiskImages(folder / f"{name}-images.npy")
     if tuple(meta["image_shape"]) != images.image_shape:
         raise DataError(
-            f"{folder / 'meta.json'}: image_shape {meta['image_shape']} is not the shape of the images in "
+            f"{folder / DATASET_META}: image_shape {meta['image_shape']} is not the shape of the images in "
             f"{name}-images.npy, {list(images.image_shape)}"
         )
     labels = _disk_labels(folder / f"{name}-labels.npy", len(images), len(meta["class_names"]))
@@ -235,7 +231,7 @@ def write_dataset(
         (out / f"{name}-images.npy.tmp").replace(out / f"{name}-images.npy")
         np.save(out / f"{name}-labels.npy", split.labels[rows].numpy().astype(np.int64))
     atomic_write_json(
-        out / "meta.json",
+        out / DATASET_META,
         {
             "format": FORMAT,
             "class_names": list(class_names),
