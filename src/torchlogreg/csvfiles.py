@@ -203,13 +203,6 @@ class _PixelScale:
         )
 
 
-def _row_kinds(pixels: np.ndarray) -> np.ndarray:
-    """Each row's scale: BYTES (a value over 1), FRACTIONS (a value between 0 and 1), or "either"."""
-    over = (pixels > 1).any(axis=1)
-    whole = (pixels == np.rint(pixels)).all(axis=1)
-    return np.where(over, BYTES, np.where(whole, "either", FRACTIONS))
-
-
 class CsvRows:
     """One CSV's rows as blocks (see the module's docstring) of images of `image_shape` (H, W), or of
     as many pixels as the first line has columns after the label when None (set `image_shape` once
@@ -276,7 +269,9 @@ class CsvRows:
         if b"\r" in block:
             block = block.replace(b"\r\n", b"\n")
         bad: list[tuple[int, str]] = []
-        cells = _uint8_cells(block, self.layout.width, self.layout.delimiter)
+        cells = None  # a file of fractions has no rows for the integer parse
+        if self.scale.scale != FRACTIONS:
+            cells = _uint8_cells(block, self.layout.width, self.layout.delimiter)
         if cells is not None:
             lines, parsed = np.arange(line, line + len(cells)), np.ones(len(cells), bool)
         else:
@@ -362,14 +357,24 @@ class CsvRows:
             column = int(np.flatnonzero(~((pixels[i] >= 0) & (pixels[i] <= 255)))[0])
             bad.append((int(lines[i]), f": pixel {column} is {pixels[i, column]:g}, expected {PIXEL_RANGE}"))
         kept = kept & valid
-        kinds = _row_kinds(np.where(kept[:, None], pixels, 0))
-        settling = np.flatnonzero(kept & (kinds != "either"))
-        if self.scale.scale is None and len(settling):
-            self.scale.settle(str(kinds[settling[0]]), int(lines[settling[0]]))
-        for i in settling[kinds[settling] != self.scale.scale]:
-            bad.append((int(lines[i]), self.scale.problem(pixels[i], kinds[i])))
-            kept[i] = False
+        self._off_scale(pixels, kept, lines, bad)
         return kept, self._scaled(pixels[kept], lines[kept])
+
+    def _off_scale(self, pixels: np.ndarray, kept: np.ndarray, lines: np.ndarray, bad: list) -> None:
+        """Settles the file's scale by the first row only one scale fits (a value over 1: BYTES; a
+        fraction: FRACTIONS); a kept row of the other scale becomes bad (`kept` updated in place)."""
+        over = (pixels > 1).any(axis=1) & kept
+        fractional = np.zeros(len(pixels), bool)
+        if self.scale.scale != FRACTIONS:  # only rows of values 0..1 can hold a fraction
+            maybe = np.flatnonzero(kept & ~over)
+            fractional[maybe] = (pixels[maybe] != np.rint(pixels[maybe])).any(axis=1)
+        if self.scale.scale is None and len(first := np.flatnonzero(over | fractional)):
+            self.scale.settle(BYTES if over[first[0]] else FRACTIONS, int(lines[first[0]]))
+        wrong = {FRACTIONS: over, BYTES: fractional}.get(self.scale.scale, np.zeros(0, bool))
+        for i in np.flatnonzero(wrong):
+            kind = BYTES if self.scale.scale == FRACTIONS else FRACTIONS
+            bad.append((int(lines[i]), self.scale.problem(pixels[i], kind)))
+            kept[i] = False
 
     def _scaled(self, pixels: np.ndarray, lines: np.ndarray) -> np.ndarray:
         """Good rows in the file's scale: fractions as float32, 0..255 as uint8 (float32 / 255 when

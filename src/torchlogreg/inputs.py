@@ -113,7 +113,7 @@ def _as_float(pixels: np.ndarray) -> np.ndarray:
     return images
 
 
-def _array_images(array: np.ndarray, path: Path, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarray:
+def array_images(array: np.ndarray, path: Path, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarray:
     """Rows of `array` as float images in [0, 1], shape (N, H*W), for images of `shape` (H, W)."""
     height, width = as_shape(shape)
     check_declared(array.shape, array.dtype, path, (height, width))
@@ -157,7 +157,7 @@ def read_array(
         raise InputError(f"{path}: no such file") from None
     except OSError as error:
         raise InputError(f"{path}: cannot read it ({error.strerror or one_line(error)})") from None
-    return _array_images(array, path, image_shape)
+    return array_images(array, path, image_shape)
 
 
 # --- reading a chunk at a time -----------------------------------------------------------------------

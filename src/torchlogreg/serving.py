@@ -39,7 +39,7 @@ import torch
 from .checkpoints import Run, load_run
 from .exceptions import CheckpointError, InputError, require
 from .images import AS_IS, MAX_IMAGE_PIXELS, as_shape, box_for, picture_pixels, read_image
-from .inputs import _array_images, read_array
+from .inputs import array_images, read_array
 from .model import decide
 from .readers import one_line
 from .weblimits import (
@@ -183,7 +183,7 @@ def _image_from_json(body: bytes, shape: tuple[int, int]) -> np.ndarray:
         raise InputError(f'"pixels" must be {wanted}; its rows differ in length') from None
     if array.dtype == object:  # integers too large for any NumPy type
         raise InputError('"pixels" holds numbers far out of range (integers 0..255 or floats 0..1)')
-    return _first_image(_array_images(array, Path("pixels"), shape), "pixels", shape)
+    return _first_image(array_images(array, Path("pixels"), shape), "pixels", shape)
 
 
 async def _upload_from_multipart(request, body: bytes) -> tuple[bytes, str] | None:
