@@ -9,7 +9,8 @@ one CSV reader, for predict, serve's callers and `load_inputs` (labels optional,
 - Pixels are 0..255, or fractions in [0, 1] throughout. A row holding a fraction in a file whose
   earlier rows hold values over 1 (or the other way round) is a bad row naming the row that set the
   scale: one scale is never silently chosen for rows that mean the other. Rows of whole 0s and 1s
-  fit either scale and take the file's; read before any row settles it, they count as 0..255.
+  fit either scale and take the file's; handed on before any row settles it (in an earlier block
+  of lines), they count as 0..255, and a later fraction is refused.
 - Labels (when wanted) are integers in 0..readers.MAX_LABEL.
 
 Memory does not grow with a file: the text is parsed CSV_BLOCK_BYTES of whole lines at a time.
