@@ -191,6 +191,7 @@ class _PixelScale:
         self.reason = ""
 
     def settle(self, scale: str, row: int, reason: str = "") -> None:
+        """Holds the file to `scale` from `row` on; `reason` says how that row set it."""
         self.scale, self.row = scale, row
         self.reason = reason or f"holds {scale}"
 

@@ -181,6 +181,7 @@ class DatasetFolder:
 
     @property
     def class_names(self) -> tuple[str, ...]:
+        """meta.json's class names, one per label 0..k-1."""
         return tuple(self.meta["class_names"])
 
 

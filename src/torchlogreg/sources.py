@@ -103,11 +103,13 @@ class RowWriter:
         self.handle.close()
 
     def add(self, images: np.ndarray) -> None:
+        """Appends `images` (n, H, W) as uint8 rows."""
         self.shape = self.shape or images.shape[1:]
         self.handle.write(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
         self.count += len(images)
 
     def finish(self) -> torch.Tensor:
+        """The rows written so far, mapped back from the scratch file as one (N, H, W) tensor."""
         self.handle.close()  # flushed before mapping
         if not self.count:
             return torch.empty((0, *(self.shape or (0, 0))), dtype=torch.uint8)
