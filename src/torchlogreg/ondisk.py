@@ -83,7 +83,7 @@ class DiskImages:
             raise DataError(f"{self.path}: rows {rows.min()}..{rows.max()} outside 0..{len(self) - 1}")
         starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
         ends = np.append(starts[1:], len(rows))
-        with self.path.open("rb") as handle:
+        with open_regular(self.path, DataError) as handle:
             for first, last in zip(starts.tolist(), ends.tolist(), strict=True):
                 handle.seek(self.offset + (self.start + int(rows[first])) * self.row_bytes)
                 if handle.readinto(memoryview(out[first:last]).cast("B")) != (last - first) * self.row_bytes:
