@@ -121,3 +121,12 @@ def test_labels_that_are_no_class_numbers_are_refused_when_wanted(tmp_path, labe
     ):
         _rows(path, labels=True)
     assert len(_rows(path)[0]) == 2  # predict does not use them
+
+
+def test_a_first_line_longer_than_any_row_is_refused_before_it_is_held(tmp_path, monkeypatch):
+    # convert knows no image size until the first line is read: that line is capped too
+    monkeypatch.setattr("torchlogreg.csvfiles.MAX_CSV_COLUMNS", 1000)
+    path = tmp_path / "long.csv"
+    path.write_bytes(b"1," * 2**20 + b"1\n")
+    with pytest.raises(DataError, match=r"long.csv: row 1 is longer than 1 MiB; is this a CSV\?"):
+        convert(tmp_path / "out", csv=(path, path))

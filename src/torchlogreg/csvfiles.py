@@ -36,7 +36,7 @@ DELIMITERS = (",", ";", "\t")
 PIXEL_RANGE = "0..255 (or fractions in [0, 1])"
 CSV_BLOCK_BYTES = 1024 * 1024  # CSV text parsed at a time (whole lines): ~550 rows of 28x28 pixels
 CSV_CELL_BYTES = 32  # a CSV row may take this many bytes per cell (or CSV_BLOCK_BYTES) before it is refused
-MAX_CSV_COLUMNS = 2**24 + 1  # columns of a first line read before the image's size is known
+MAX_CSV_COLUMNS = 2**20 + 1  # columns a first line may have when the image size is not given (convert)
 FRACTIONS, BYTES = "fractions in [0, 1]", "values 0..255"  # the two pixel scales
 
 
