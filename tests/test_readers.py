@@ -93,6 +93,16 @@ def test_convert_refuses_a_fifo_among_a_folders_pictures(tmp_path, fifo, capsys)
     assert not (tmp_path / "ds").exists() and not (tmp_path / ".ds.converting").exists()
 
 
+def test_convert_refuses_a_fifo_given_as_a_csv(tmp_path, fifo, capsys):
+    # data convert --from-csv opened the file without the one reader: a FIFO hung it
+    path = fifo("train.csv")
+    with must_not_block():
+        code = main(["data", "convert", "--from-csv", str(path), "--out", str(tmp_path / "ds")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "train.csv: not a regular file" in err
+    assert not (tmp_path / "ds").exists() and not (tmp_path / ".ds.converting").exists()
+
+
 def _dataset_folder(tmp_path):
     from conftest import synthetic_data
 
