@@ -16,8 +16,9 @@ from PIL import Image
 
 from torchlogreg import ConfigError, DataError, TorchLogRegError, TrainConfig, preset, train
 from torchlogreg.cli import main
-from torchlogreg.convert import MAX_LABEL, convert, present_classes, stratified_split
+from torchlogreg.convert import convert, present_classes, stratified_split
 from torchlogreg.data import Split, load_data
+from torchlogreg.readers import MAX_LABEL
 
 
 def _synthetic(n: int, shape=(4, 4), classes=3, seed=0):
@@ -100,7 +101,7 @@ def _write_csv(path, images, labels, header=True, label_at=0, unit=False):
     [(True, 0, False, None), (True, 5, False, None), (False, 0, False, None), (False, 16, True, "-1")],
 )
 def test_csv_streams_in_chunks(tmp_path, monkeypatch, header, label_at, unit, label_column):
-    monkeypatch.setattr("torchlogreg.convert.CSV_CHUNK", 7)  # many chunks, a short last one
+    monkeypatch.setattr("torchlogreg.csvfiles.CSV_BLOCK_BYTES", 300)  # many blocks, a short last one
     images, labels = _synthetic(50)
     test_images, test_labels = _synthetic(12, seed=1)
     _write_csv(tmp_path / "train.csv", images, labels, header, label_at, unit)
@@ -129,23 +130,24 @@ def test_csv_image_size_and_errors(tmp_path):
 
     bad = tmp_path / "bad.csv"
     bad.write_text("label,a,b,c,d\n1,0,0,0,0\n2,0,x,0,0\n")
-    with pytest.raises(DataError, match=r"bad.csv: in the 2 lines from line 2: .*'x'"):
+    with pytest.raises(DataError, match=r"bad.csv: row 3: 'x' is not a number"):
         convert(tmp_path / "d", csv=(bad, bad))
     bad.write_text("1,0,0,0,300\n")
-    with pytest.raises(DataError, match="must be integers in 0..255"):
+    with pytest.raises(DataError, match=r"bad.csv: row 1: pixel 3 is 300, expected 0\.\.255"):
         convert(tmp_path / "d", csv=(bad, bad))
     bad.write_text("1.5,0,0,0,0\n")
-    with pytest.raises(DataError, match="labels .* must be integers"):
+    with pytest.raises(DataError, match="row 1: label 1.5 is not a class number; labels must be integers"):
         convert(tmp_path / "d", csv=(bad, bad))
     with pytest.raises(DataError, match="missing.csv: no such file"):
         convert(tmp_path / "d", csv=(tmp_path / "missing.csv", bad))
 
 
 def test_csv_refuses_a_change_of_pixel_scale(tmp_path, monkeypatch):
-    monkeypatch.setattr("torchlogreg.convert.CSV_CHUNK", 1)
+    monkeypatch.setattr("torchlogreg.csvfiles.CSV_BLOCK_BYTES", 1)  # a block per row
     mixed = tmp_path / "mixed.csv"
     mixed.write_text("0,0.5,0,0,1\n1,0,200,0,0\n")
-    with pytest.raises(DataError, match="from line 2 lie in 0..200, but earlier rows were fractions"):
+    scale = r"mixed.csv: row 2: pixel 1 is 200 but row 1 holds fractions in \[0, 1\]; use one scale"
+    with pytest.raises(DataError, match=scale):
         convert(tmp_path / "out", csv=(mixed, mixed))
 
 
@@ -240,7 +242,11 @@ def test_a_byte_order_mark_is_not_data(tmp_path):
 
 @pytest.mark.parametrize(
     "cell,fragment",
-    [("nan", "line 3 holds NaN or infinite"), ("inf", "line 3 holds NaN"), ("1e12", r"labels .* 0\.\.99999")],
+    [
+        ("nan", r"row 3: pixel 2 is nan, expected 0\.\.255"),
+        ("inf", "row 3: pixel 2 is inf"),
+        ("1e12", r"row 3: label 1e\+12 is not a class number; labels .* 0\.\.99999"),
+    ],
 )
 def test_csv_cells_that_are_not_pixels_or_labels(tmp_path, cell, fragment):
     images, labels = _synthetic(6)
@@ -252,6 +258,15 @@ def test_csv_cells_that_are_not_pixels_or_labels(tmp_path, cell, fragment):
     (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=fragment):
         convert(tmp_path / "out", csv=(tmp_path / "train.csv", tmp_path / "train.csv"))
+
+
+@pytest.mark.parametrize("labels", [np.array([0, 1, 2**63], np.uint64), np.array([0, -1, 1], np.int64)])
+def test_npz_labels_that_are_no_class_numbers_are_refused(tmp_path, labels):
+    images, _ = _synthetic(3)
+    arrays = {"train_images": images, "train_labels": labels, "test_images": images, "test_labels": labels}
+    np.savez(tmp_path / "a.npz", **arrays)
+    with pytest.raises(DataError, match=r"a.npz: train_labels: labels must be integers in 0\.\.99999, found"):
+        convert(tmp_path / "out", npz=tmp_path / "a.npz")
 
 
 def test_npz_counts_must_match_and_text_is_not_an_archive(tmp_path):

@@ -13,7 +13,6 @@ from torchlogreg.data import (
     balanced_subset,
     load_splits,
     prepare,
-    read_idx,
     resolve_data_root,
     select_classes,
     split_validation,
@@ -165,20 +164,6 @@ def test_truncated_file_is_refused(mnist_copy):
         load_splits("mnist", root, download=False)
 
 
-def test_wrong_magic_is_refused(tmp_path):
-    path = tmp_path / "bad"
-    path.write_bytes(b"\x12\x34\x56\x78" + bytes(100))
-    with pytest.raises(DataError, match="not an IDX file"):
-        read_idx(path)
-
-
-def test_empty_file_is_refused(tmp_path):
-    path = tmp_path / "empty"
-    path.write_bytes(b"")
-    with pytest.raises(DataError, match="magic number missing"):
-        read_idx(path)
-
-
 def test_count_mismatch_is_refused(mnist_copy):
     root, raw = mnist_copy
     labels = raw / "t10k-labels-idx1-ubyte"
@@ -196,13 +181,6 @@ def test_labels_out_of_range_are_refused(mnist_copy):
     labels.write_bytes(bytes(blob))
     with pytest.raises(DataError, match="labels must lie in 0..9, found 0..11"):
         load_splits("mnist", root, download=False)
-
-
-def test_read_idx_reads_int32(tmp_path):
-    path = tmp_path / "ints"
-    values = np.arange(6, dtype=">i4").reshape(3, 2)
-    path.write_bytes(b"\x00\x00\x0c\x02" + (3).to_bytes(4, "big") + (2).to_bytes(4, "big") + values.tobytes())
-    assert read_idx(path).tolist() == [[0, 1], [2, 3], [4, 5]]
 
 
 def test_a_validation_set_too_large_for_a_dataset_folder_says_what_fits(tmp_path):

@@ -23,7 +23,7 @@ from corpus.hostile import memory_cap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torchlogreg import InputError, inputs
+from torchlogreg import InputError, csvfiles, inputs
 from torchlogreg.checkpoints import load_run
 from torchlogreg.cli import main
 from torchlogreg.inputs import load_inputs, read_chunks
@@ -109,7 +109,7 @@ def test_fractions_are_read_as_they_are(tmp_path):
 
 BAD_CELLS = {
     "not a number": st.text(alphabet="abcxyz_#-+. ", min_size=0, max_size=6).filter(
-        lambda text: not inputs._is_number(text)
+        lambda text: not csvfiles.is_number(text)
     ),
     "out of range": st.one_of(st.integers(256, 10**6), st.integers(-1000, -1)).map(str),
     "not finite": st.sampled_from(["nan", "inf", "-inf", "NaN"]),
@@ -194,7 +194,7 @@ def test_any_bytes_as_a_csv_give_images_or_one_input_error(scratch, raw, skip, b
 
 def test_a_row_without_end_is_refused_not_buffered(tmp_path):
     path = tmp_path / "long.csv"
-    path.write_bytes(b"1,2,3,4,5,6\n" + b"7" * (inputs.CSV_BLOCK_BYTES * 3))
+    path.write_bytes(b"1,2,3,4,5,6\n" + b"7" * (csvfiles.CSV_BLOCK_BYTES * 3))
     with memory_cap(), pytest.raises(InputError) as error:
         _read(path)
     _check_error(error.value, path, "row 2 is longer than 1 MiB")
@@ -251,7 +251,7 @@ def _predict(run, files, fmt, **options) -> tuple[str, object]:
 def test_chunked_predictions_are_the_models(run, digits, name, monkeypatch):
     # small chunks: the output is what the model predicts for all the images at once, in order
     monkeypatch.setattr(inputs, "ARRAY_CHUNK_ROWS", 96)
-    monkeypatch.setattr(inputs, "CSV_BLOCK_BYTES", 50_000)
+    monkeypatch.setattr(csvfiles, "CSV_BLOCK_BYTES", 50_000)
     folder, labels = digits
     text, tally = _predict(run, [folder / name], kaggle_csv(run.class_names))
     lines = text.splitlines()

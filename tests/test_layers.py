@@ -12,17 +12,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
 LAYERS = [
     # no imports from the package
     {"exceptions", "datasets", "fused", "classnames", "signals", "weblimits", "version"},
-    # the one writer; settings; pictures; the model; when training stops (divergence, early stopping);
+    # the one writer and reader; settings; the model; when training stops (divergence, early stopping);
     # the web servers started for scripts (tests, benchmarks)
-    {"storage", "config", "distributed", "images", "model", "stopping", "localserver"},
-    {"inputs", "devices", "objective"},  # the one reader of input files; devices and CPU threads
-    # the data's defaults; dataset folders and run folders, read through inputs and written through
-    # storage (reading a run needs no training module); optimizers; the estimator's inputs
-    {"rules", "ondisk", "optimizers", "checkpoints", "estimator_checks"},
+    {"storage", "readers", "config", "distributed", "model", "stopping", "localserver"},
+    # one reader per format: pictures, NumPy arrays, CSV rows, IDX files; devices and CPU threads
+    {"images", "npyfiles", "csvfiles", "idxfiles", "devices", "objective"},
+    # prediction's inputs; the data's defaults; dataset folders (read and written); optimizers; the
+    # estimator's inputs
+    {"inputs", "rules", "ondisk", "optimizers", "estimator_checks"},
+    # run folders, read and written (reading a run needs no training module)
+    {"checkpoints"},
     {"data", "batches", "resumable"},  # resumable: an interrupted training's state in its run folder
-    {"engine", "evaluation", "convert", "solvers"},  # the one training loop; metrics; dataset conversion
-    # a config turned into an engine run; its TensorBoard callback; the estimator's solvers driven
-    {"training", "tensorboard", "estimator_fit"},
+    {"engine", "evaluation", "sources", "solvers"},  # the one training loop; metrics; convert's sources
+    # a config run by the engine; its TensorBoard callback; the estimator's solvers driven; convert
+    {"training", "tensorboard", "estimator_fit", "convert"},
     {"live"},  # a training taken step by step (the playground's)
     {"runs"},  # the run's life: folders, resume, torchrun, signals
     {"estimator", "sweep", "report", "serving", "demos", "export", "prediction"},  # front ends

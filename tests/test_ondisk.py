@@ -11,7 +11,7 @@ import torch
 from torchlogreg import ConfigError, DataError, Interrupted, preset, train
 from torchlogreg.cli import main
 from torchlogreg.data import Split, load_data
-from torchlogreg.ondisk import CHUNK_ROWS, DiskImages, shard_batches, write_dataset
+from torchlogreg.ondisk import CHUNK_ROWS, DiskImages, read_dataset_folder, shard_batches, write_dataset
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 
@@ -140,3 +140,15 @@ def test_resume_from_disk_ends_with_the_same_weights(mnist_on_disk, tmp_path, mo
     result = train(data=data, out=tmp_path, resume=True, verbose=False)
     for key, value in reference.model.state_dict().items():
         assert torch.equal(value, result.model.state_dict()[key]), key
+
+
+def test_each_split_is_checked_against_meta_json(tmp_path):
+    # a test split of another image shape than meta.json's was read as it was
+    rng = np.random.default_rng(0)
+    split = Split(torch.from_numpy(rng.integers(0, 256, (6, 4, 4), dtype=np.uint8)), torch.arange(6) % 2)
+    folder = write_dataset(tmp_path / "ds", split, split, ("a", "b"))
+    assert read_dataset_folder(folder).class_names == ("a", "b")
+    np.save(folder / "test-images.npy", np.zeros((6, 2, 8), np.uint8))
+    wrong = r"meta.json: image_shape \[4, 4\] is not the shape of the images in test-images.npy, \[2, 8\]"
+    with pytest.raises(DataError, match=wrong):
+        read_dataset_folder(folder)

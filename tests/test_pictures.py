@@ -15,9 +15,10 @@ from torchlogreg import CheckpointError, DataError, preset, train
 from torchlogreg.checkpoints import load_run
 from torchlogreg.cli import main
 from torchlogreg.convert import convert
-from torchlogreg.data import load_data, read_meta
+from torchlogreg.data import load_data
 from torchlogreg.images import AS_IS, MNIST_STYLE, picture_pixels, read_image
 from torchlogreg.inputs import expand_inputs, load_inputs
+from torchlogreg.ondisk import read_meta
 from torchlogreg.prediction import json_lines, predict_files
 
 CLASSES = ("zero", "one", "two")

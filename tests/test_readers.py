@@ -1,4 +1,4 @@
-"""The one reader (torchlogreg.inputs: open_regular, read_capped, read_npy, read_npz_arrays) and
+"""The one reader (torchlogreg.readers: open_regular, read_capped; npyfiles: read_npy, read_npz_arrays) and
 the places that use it: predict's inputs, `data convert`'s sources, dataset folders and IDX files.
 A FIFO, device or folder is refused without blocking; a declared size is checked against the file
 and a budget before memory is spent; a gzip stream is cut where its header says the data ends."""
@@ -16,7 +16,8 @@ from PIL import Image
 
 from torchlogreg import DataError, InputError
 from torchlogreg.cli import main
-from torchlogreg.inputs import open_regular, read_capped, read_npy, read_npz_arrays
+from torchlogreg.npyfiles import read_npy, read_npz_arrays
+from torchlogreg.readers import open_regular, read_capped
 
 
 @contextlib.contextmanager
@@ -92,6 +93,16 @@ def test_convert_refuses_a_fifo_among_a_folders_pictures(tmp_path, fifo, capsys)
     assert not (tmp_path / "ds").exists() and not (tmp_path / ".ds.converting").exists()
 
 
+def test_convert_refuses_a_fifo_given_as_a_csv(tmp_path, fifo, capsys):
+    # data convert --from-csv opened the file without the one reader: a FIFO hung it
+    path = fifo("train.csv")
+    with must_not_block():
+        code = main(["data", "convert", "--from-csv", str(path), "--out", str(tmp_path / "ds")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "train.csv: not a regular file" in err
+    assert not (tmp_path / "ds").exists() and not (tmp_path / ".ds.converting").exists()
+
+
 def _dataset_folder(tmp_path):
     from conftest import synthetic_data
 
@@ -133,7 +144,7 @@ def _idx_gz(path, dims, data: bytes):
 
 def test_an_idx_gzip_bomb_is_cut_where_its_header_says_the_data_ends(tmp_path):
     # a 4.6 MB .gz whose data inflated to 4.7 GB was decompressed whole
-    from torchlogreg.data import read_idx
+    from torchlogreg.idxfiles import read_idx
 
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     _idx_gz(path, [10], bytes(64 << 20))  # declares 10 bytes, holds 64 MB

@@ -241,7 +241,7 @@ def _rescue(weights: bytes, meta: dict, result: TrainedRun) -> str:
 def read_regular_file(path: Path, limit: int) -> bytes:
     """The bytes of `path` if it is a regular file of at most `limit` bytes: a run folder may come
     from a stranger, so a symlink (to /dev/zero, say), a FIFO or a device is refused, never read."""
-    from .inputs import read_capped
+    from .readers import read_capped
 
     return read_capped(
         path, limit, CheckpointError, follow_links=False, missing="is missing: not a torchlogreg run folder"

@@ -61,10 +61,10 @@ def dataset_arg(name: str | None) -> str | None:
     run finds its data from any working directory. Anything else stays for the config to refuse."""
     if name is None:
         return None
-    from .datasets import looks_like_folder
+    from .datasets import is_dataset_folder, looks_like_folder
 
     if name in DATASET_NAMES:
-        if (Path(name) / "meta.json").is_file() and int(os.environ.get("RANK", "0")) == 0:
+        if is_dataset_folder(name) and int(os.environ.get("RANK", "0")) == 0:
             line = f"warning: --dataset {name} is the built-in {name}; for the folder here, give ./{name}"
             print(printable(line), file=sys.stderr)
         return name

@@ -14,37 +14,31 @@ dataset of classes '3' and '5'. meta.json records how a picture file becomes the
 arrays whose images are light strokes on a dark background, are "mnist-style". Runs copy the rule,
 and predict and serve apply it to picture files, so a model sees the pixels it was trained on.
 
-CSV files and image folders stream through scratch files in the output folder, so converting
-needs memory for one chunk of rows, not for the dataset.
+Each source is read by its format's one reader (sources.py); CSV files and image folders stream
+through scratch files in the output folder, so converting needs memory for one block of rows, not
+for the dataset.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
-import math
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
 
-import numpy as np
 import torch
 
 from .classnames import class_names_problem
-from .data import Split, load_splits, read_idx_pair
-from .exceptions import ConfigError, DataError, InputError
-from .images import AS_IS, MNIST_SHAPE, MNIST_STYLE, check_pictures, picture_pixels
-from .inputs import open_regular
-from .ondisk import is_disk_dataset, write_dataset
+from .data import Split, load_splits
+from .datasets import is_dataset_folder
+from .exceptions import ConfigError, DataError
+from .images import AS_IS, MNIST_STYLE, check_pictures
+from .ondisk import read_meta, write_dataset
+from .readers import labels_problem
+from .sources import read_csv, read_idx_folder, read_image_folders, read_npz
 from .storage import exists, output_lock
 
-CSV_CHUNK = 10_000  # CSV rows parsed at once
-LABEL_NAMES = ("label", "labels", "class", "target", "y")  # a CSV header column taken as the label
 SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
-MAX_LABEL = 99_999  # labels are class numbers: 0..MAX_LABEL
 POLARITY_SAMPLE = 1000  # images whose border pixels tell light strokes on dark from dark on light
 
 
@@ -59,13 +53,11 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 
 def _check_label_range(labels: list[torch.Tensor], where: str) -> None:
-    """Some labels, all integers in 0..MAX_LABEL."""
+    """Some labels, all class numbers (integers in 0..MAX_LABEL, readers.labels_problem)."""
     if not any(len(t) for t in labels):
         raise DataError(f"{where}: no samples")
-    low = min(int(t.min()) for t in labels if len(t))
-    high = max(int(t.max()) for t in labels if len(t))
-    if low < 0 or high > MAX_LABEL:
-        raise DataError(f"{where}: labels must be integers in 0..{MAX_LABEL}, found {low}..{high}")
+    if problem := labels_problem(torch.cat(labels).numpy()):
+        raise DataError(f"{where}: {problem}")
 
 
 def _names_for(present: list[int], class_names: list[str] | None, where: str) -> tuple[str, ...]:
@@ -109,295 +101,6 @@ def present_classes(
     return Split(train.images, lookup[train.labels]), Split(test.images, lookup[test.labels]), names
 
 
-# --- whole-array sources ---------------------------------------------------------------------
-MAX_SOURCE_BYTES = 4 * 2**30  # an .npz source decoded: read whole (the folder is written from it)
-
-
-def read_npz(path: str | os.PathLike) -> tuple[Split, Split]:
-    """Splits from an .npz holding train_images, train_labels, test_images, test_labels."""
-    from .inputs import read_npz_arrays
-
-    keys = ("train_images", "train_labels", "test_images", "test_labels")
-    with open_regular(path, DataError) as handle:
-        if handle.read(2) != b"PK":
-            raise DataError(f"--from-npz {path}: not an .npz archive (a zip of .npy arrays)")
-    arrays = read_npz_arrays(path, MAX_SOURCE_BYTES, DataError)  # headers checked before data is read
-    missing = [key for key in keys if key not in arrays]
-    if missing:
-        raise DataError(f"{path}: needs arrays {', '.join(keys)} (missing {', '.join(missing)})")
-    parts = {key: arrays[key] for key in keys}
-    for key in ("train_images", "test_images"):
-        if parts[key].ndim != 3 or parts[key].dtype != np.uint8:
-            raise DataError(
-                f"{path}: {key} must be uint8 N x H x W, got {parts[key].dtype} {parts[key].shape}"
-            )
-    for name in ("train", "test"):
-        images, labels = parts[f"{name}_images"], parts[f"{name}_labels"]
-        if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(images):
-            raise DataError(
-                f"{path}: {name}_labels must be {len(images)} integers, one per image, got "
-                f"{labels.dtype} {labels.shape}"
-            )
-    return tuple(
-        Split(torch.from_numpy(parts[f"{name}_images"]), torch.from_numpy(parts[f"{name}_labels"]).long())
-        for name in ("train", "test")
-    )
-
-
-def _find_idx(folder: Path, split_words: tuple[str, ...], kind: str) -> Path:
-    """The one file in `folder` whose name holds `kind` and one of `split_words`; raw beats .gz."""
-    matches = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and kind in p.name and any(w in p.name for w in split_words)
-    )
-    raw = [p for p in matches if p.suffix != ".gz"]
-    matches = raw or matches
-    if len(matches) != 1:
-        found = ", ".join(p.name for p in matches) or "none"
-        raise DataError(
-            f"{folder}: expected one {'/'.join(split_words)} {kind} IDX file (e.g. "
-            f"{split_words[0]}-{kind}-idx{3 if kind == 'images' else 1}-ubyte), found: {found}"
-        )
-    return matches[0]
-
-
-def read_idx_folder(folder: str | os.PathLike) -> tuple[Split, Split]:
-    """Splits from the four IDX files of an MNIST-style raw folder (train-*, t10k-* or test-*)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"--from-idx {folder}: no such folder")
-    splits = []
-    for words in (("train",), ("t10k", "test")):
-        images, labels = read_idx_pair(_find_idx(folder, words, "images"), _find_idx(folder, words, "labels"))
-        splits.append(Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))))
-    return tuple(splits)
-
-
-# --- streamed sources ------------------------------------------------------------------------
-class _RowWriter:
-    """Appends uint8 image rows to a scratch file (use in a with block); `finish` maps the file
-    back as an N x H x W tensor."""
-
-    def __init__(self, path: Path):
-        self.path, self.count, self.shape = path, 0, None
-        self.handle = path.open("wb")
-
-    def __enter__(self) -> _RowWriter:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.handle.close()
-
-    def add(self, images: np.ndarray) -> None:
-        self.shape = self.shape or images.shape[1:]
-        self.handle.write(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
-        self.count += len(images)
-
-    def finish(self) -> torch.Tensor:
-        self.handle.close()  # flushed before mapping
-        if not self.count:
-            return torch.empty((0, *(self.shape or (0, 0))), dtype=torch.uint8)
-        return torch.from_numpy(np.memmap(self.path, np.uint8, "r+", shape=(self.count, *self.shape)))
-
-
-def _csv_lines(handle: TextIO, path: Path) -> tuple[Iterator[str], list[str], str, bool]:
-    """The data lines, the first row's fields, the delimiter and whether that row is a header."""
-    first = handle.readline()
-    delimiter = max((",", ";", "\t"), key=first.count)
-    fields = [f.strip().strip('"') for f in first.rstrip("\r\n").split(delimiter)]
-    if len(fields) < 2:
-        raise DataError(f"{path}: expected a label column and pixel columns, got one column")
-    header = not all(re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", f) for f in fields)
-    lines = handle if header else itertools.chain([first], handle)
-    return lines, fields, delimiter, header
-
-
-def _label_index(fields: list[str], header: bool, label_column: str | None, path: Path) -> int:
-    if label_column is None:
-        names = [f.lower() for f in fields] if header else []
-        return next((names.index(n) for n in LABEL_NAMES if n in names), 0)
-    if re.fullmatch(r"-?\d+", label_column):
-        index = int(label_column)
-        if not -len(fields) <= index < len(fields):
-            raise ConfigError(f"--label-column {index}: {path} has {len(fields)} columns")
-        return index % len(fields)
-    if header and label_column in fields:
-        return fields.index(label_column)
-    columns = ", ".join(fields[:5]) + (", ..." if len(fields) > 5 else "") if header else "none (no header)"
-    raise ConfigError(f"--label-column {label_column!r} is not a column of {path}; columns: {columns}")
-
-
-def _pixels_to_uint8(values: np.ndarray, unit_scale: bool, path: Path, line: int) -> np.ndarray:
-    """CSV pixel values as uint8: integers 0..255, or floats in [0, 1] when `unit_scale`."""
-    low, high = float(values.min(initial=0)), float(values.max(initial=0))
-    if unit_scale:
-        if low < 0 or high > 1:
-            raise DataError(
-                f"{path}: pixel values from line {line} lie in {low:g}..{high:g}, but earlier rows were "
-                "fractions in [0, 1]; use one scale for the whole file"
-            )
-        return np.rint(values * 255).astype(np.uint8)
-    if low < 0 or high > 255 or not np.array_equal(values, np.rint(values)):
-        raise DataError(
-            f"{path}: pixel values from line {line} must be integers in 0..255 (or fractions in [0, 1] "
-            f"throughout), found {low:g}..{high:g}"
-        )
-    return values.astype(np.uint8)
-
-
-def read_csv(
-    path: str | os.PathLike,
-    scratch: Path,
-    label_column: str | None = None,
-    image_size: tuple[int, int] | None = None,
-) -> Split:
-    """A split from a CSV with one row per image: a label column and one column per pixel (row
-    by row), with or without a header; streamed CSV_CHUNK rows at a time through `scratch`."""
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not data
-            return _read_csv_rows(handle, path, scratch, label_column, image_size)
-    except FileNotFoundError:
-        raise DataError(f"--from-csv {path}: no such file") from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not a text file ({error})") from None
-
-
-def _read_csv_rows(
-    handle: TextIO, path: Path, scratch: Path, label_column: str | None, image_size: tuple[int, int] | None
-) -> Split:
-    lines, fields, delimiter, header = _csv_lines(handle, path)
-    label_index = _label_index(fields, header, label_column, path)
-    n_pixels = len(fields) - 1
-    if image_size is None:
-        side = math.isqrt(n_pixels)
-        if side * side != n_pixels:
-            raise ConfigError(
-                f"{path}: {n_pixels} pixel columns do not make a square image; pass --image-size HxW"
-            )
-        image_size = (side, side)
-    if image_size[0] * image_size[1] != n_pixels:
-        raise ConfigError(
-            f"--image-size {image_size[0]}x{image_size[1]} does not match {n_pixels} pixel columns"
-        )
-    labels, unit_scale = [], None
-    line = 1 + header
-    with _RowWriter(scratch) as writer:
-        while chunk := list(itertools.islice(lines, CSV_CHUNK)):
-            try:
-                values = np.loadtxt(chunk, delimiter=delimiter, dtype=np.float64, ndmin=2)
-            except ValueError as error:
-                raise DataError(f"{path}: in the {len(chunk)} lines from line {line}: {error}") from None
-            if values.shape[1] != n_pixels + 1:
-                raise DataError(
-                    f"{path}: lines from {line} have {values.shape[1]} columns, expected {n_pixels + 1}"
-                )
-            if not np.isfinite(values).all():
-                bad = line + int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
-                raise DataError(
-                    f"{path}: line {bad} holds NaN or infinite values; every cell must be a number"
-                )
-            label_values = values[:, label_index]
-            if (
-                not np.array_equal(label_values, np.rint(label_values))
-                or np.abs(label_values).max() > MAX_LABEL
-            ):
-                raise DataError(
-                    f"{path}: labels (column {label_index}) must be integers in 0..{MAX_LABEL}, "
-                    f"from line {line}"
-                )
-            pixels = np.delete(values, label_index, axis=1)
-            if unit_scale is None:  # decided by the first chunk, then held to
-                unit_scale = not np.array_equal(pixels, np.rint(pixels))
-            writer.add(_pixels_to_uint8(pixels, unit_scale, path, line).reshape(-1, *image_size))
-            labels.append(torch.from_numpy(label_values.astype(np.int64)))
-            line += len(chunk)
-    if not writer.count:
-        raise DataError(f"{path}: no data rows")
-    return Split(writer.finish(), torch.cat(labels))
-
-
-def _refuse_repeats(samples: list[tuple[str, int]], seen: dict[str, str]) -> None:
-    """Each image file once: a symlink loop (or a link between splits) would copy it many times."""
-    for file, _ in samples:
-        real = os.path.realpath(file)
-        if real in seen:
-            raise DataError(
-                f"{file} is the same image as {seen[real]} (a symlink loop, or a link between folders?); "
-                "each image must appear once"
-            )
-        seen[real] = file
-
-
-def read_image_folders(
-    root: str | os.PathLike,
-    scratch: Path,
-    image_size: tuple[int, int] | None = None,
-    progress: bool = False,
-    pictures: str = AS_IS,
-) -> tuple[Split, Split, tuple[str, ...]]:
-    """Splits from ROOT/train/<class>/* and ROOT/test/<class>/* (torchvision's ImageFolder layout),
-    each picture made into pixels by the rule `pictures` (images.picture_pixels, as predict does):
-    AS_IS keeps them as grayscale, which must share one size unless `image_size` resizes them all;
-    MNIST_STYLE fits the digit of each picture, whatever its size, into `image_size` (default 28x28)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-    from tqdm import tqdm
-
-    from .images import read_image
-
-    root = Path(root)
-    folders = {name: root / name for name in ("train", "test")}
-    for folder in folders.values():
-        if not folder.is_dir():
-            raise DataError(f"--from-folder {root}: needs {folder} with one subfolder per class")
-    try:
-        class_names, class_to_index = find_classes(folders["train"])
-        extra = sorted(set(find_classes(folders["test"])[0]) - set(class_names))
-    except FileNotFoundError as error:  # a split without class subfolders
-        raise DataError(f"--from-folder {root}: {error}") from None
-    if extra:
-        raise DataError(f"{folders['test']}: classes {', '.join(extra)} are not in {folders['train']}")
-    if pictures == MNIST_STYLE:
-        image_size = image_size or MNIST_SHAPE
-    splits, seen = [], {}
-    for name, folder in folders.items():
-        try:
-            samples = make_dataset(folder, class_to_index, IMG_EXTENSIONS, allow_empty=name == "test")
-        except FileNotFoundError as error:
-            raise DataError(f"{folder}: {error}") from None
-        if not samples:
-            raise DataError(f"{folder}: no images ({', '.join(IMG_EXTENSIONS)})")
-        _refuse_repeats(samples, seen)
-        with _RowWriter(scratch / f"{name}.raw") as writer:
-            for file, _ in tqdm(samples, desc=name, unit="img", disable=not progress, leave=False):
-                with open_regular(file, DataError) as handle:  # a FIFO named .png must not hang
-                    gray = read_image(handle, name=str(file))
-                expected = image_size or writer.shape or gray.shape
-                if gray.shape != tuple(expected) and image_size is None:
-                    raise DataError(
-                        f"{file}: {gray.shape[0]}x{gray.shape[1]} pixels, but {samples[0][0]} is "
-                        f"{expected[0]}x{expected[1]}; pass --image-size HxW to resize them all"
-                    )
-                writer.add(_stored(gray, tuple(expected), pictures, file)[None])
-        labels = torch.tensor([index for _, index in samples], dtype=torch.int64)
-        splits.append(Split(writer.finish(), labels))
-    if splits[0].images.shape[1:] != splits[1].images.shape[1:]:
-        raise DataError(f"{root}: train and test images differ in size; pass --image-size HxW")
-    return splits[0], splits[1], tuple(class_names)
-
-
-def _stored(gray: np.ndarray, shape: tuple[int, int], pictures: str, file: str) -> np.ndarray:
-    """A picture as the uint8 pixels a dataset stores, made by the rule `pictures`."""
-    try:
-        pixels = picture_pixels(gray, shape, pictures)
-    except InputError as error:  # mnist-style found no digit
-        raise DataError(
-            f"{file}: {error}; remove it, or convert with --pictures {AS_IS} to keep pictures as they are"
-        ) from None
-    return np.rint(pixels * 255.0).astype(np.uint8)
-
-
 def _light_strokes_on_dark(images: torch.Tensor) -> bool:
     """Whether images look like MNIST's, light strokes on a dark background: the median of the
     border pixels of up to POLARITY_SAMPLE evenly spaced images is below mid-grey."""
@@ -428,7 +131,7 @@ def check_output(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out} is a file; give a folder to create")
     if not out.is_dir() or not any(out.iterdir()):
         return
-    if not is_disk_dataset(str(out)):
+    if not is_dataset_folder(out):
         raise ConfigError(f"--out {out} holds other files; give a new or empty folder")
     if not overwrite:
         raise ConfigError(f"--out {out} already holds a dataset; pass --overwrite to replace it")
@@ -496,6 +199,33 @@ def _check_splits(train: Split, test: Split, names: tuple[str, ...]) -> None:
         )
 
 
+def _check_options(options: dict) -> None:
+    """Refuse convert's keyword arguments (`options`) that do not go together, before anything is read."""
+    if sum(options[source] is not None for source in ("npz", "idx", "csv", "folder")) > 1:
+        raise ConfigError("give one source: --from-npz, --from-idx, --from-csv or --from-folder")
+    if options["folder"] is not None and options["class_names"] is not None:
+        raise ConfigError("--class-names: an image folder's class names are its subfolders' names")
+    if options["pictures"] is not None:
+        check_pictures(options["pictures"], "--pictures", ConfigError)
+    parse_size(options["image_size"])
+    if options["class_names"] is not None and (problem := class_names_problem(options["class_names"])):
+        raise ConfigError(f"--class-names: {problem}")
+
+
+def _write_folder(folder: Path, scratch: Path, options: dict) -> None:
+    """The source `options` names read (through `scratch`) and written as a dataset folder."""
+    train, test, names = _read_source(scratch, options)
+    class_names = options["class_names"]
+    npz, idx, csv, dataset = (options[key] for key in ("npz", "idx", "csv", "dataset"))
+    if names is None or class_names is not None:
+        source = npz or idx or (csv and " and ".join(map(str, csv))) or dataset
+        train, test, names = present_classes(train, test, class_names, str(source))
+    if problem := class_names_problem(list(names)):  # a folder's subfolder names, say
+        raise DataError(f"{options['folder'] or npz or idx or dataset}: {problem}")
+    _check_splits(train, test, names)
+    write_dataset(folder, train, test, names, pictures=_pictures_rule(train.images, options))
+
+
 def convert(
     out: str | os.PathLike,
     *,
@@ -525,15 +255,7 @@ def convert(
     """
     options = dict(locals())  # the keyword arguments, as _read_source reads them
     out = Path(out)
-    if sum(source is not None for source in (npz, idx, csv, folder)) > 1:
-        raise ConfigError("give one source: --from-npz, --from-idx, --from-csv or --from-folder")
-    if folder is not None and class_names is not None:
-        raise ConfigError("--class-names: an image folder's class names are its subfolders' names")
-    if pictures is not None:
-        check_pictures(pictures, "--pictures", ConfigError)
-    parse_size(image_size)  # a bad size is refused before anything is written
-    if class_names is not None and (problem := class_names_problem(class_names)):
-        raise ConfigError(f"--class-names: {problem}")
+    _check_options(options)  # nothing is written for options that do not go together
     with output_lock(out):  # one process writes `out` (and its staging folder) at a time
         check_output(out, overwrite)
         # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
@@ -542,23 +264,14 @@ def convert(
         scratch = staging / "scratch"
         scratch.mkdir(parents=True)
         try:
-            train, test, names = _read_source(scratch, options)
-            if names is None or class_names is not None:
-                source = npz or idx or (csv and " and ".join(map(str, csv))) or dataset
-                train, test, names = present_classes(train, test, class_names, str(source))
-            if problem := class_names_problem(list(names)):  # a folder's subfolder names, say
-                raise DataError(f"{folder or npz or idx or dataset}: {problem}")
-            _check_splits(train, test, names)
-            rule = _pictures_rule(train.images, options)
-            write_dataset(staging, train, test, names, pictures=rule)
-            del train, test  # unmaps the scratch files
-            shutil.rmtree(scratch)
+            _write_folder(staging, scratch, options)
+            shutil.rmtree(scratch)  # the splits read from it are gone with _write_folder's frame
             if out.exists():
                 shutil.rmtree(out)
             staging.rename(out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    meta = json.loads((out / "meta.json").read_text())
+    meta = read_meta(out)
     return {
         "out": out,
         "train": meta["splits"]["train"],

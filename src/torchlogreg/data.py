@@ -10,10 +10,7 @@ scales batches to [0, 1] as it draws them, so no per-sample Python or PIL work e
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
-import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .classnames import class_names_problem
 from .config import TrainConfig
-from .datasets import DATASETS, DatasetSpec
+from .datasets import DATASETS, DatasetSpec, is_dataset_folder
 from .exceptions import ConfigError, DataError, did_you_mean
-from .images import MNIST_STYLE, check_pictures
-from .ondisk import FORMAT, DiskImages
+from .idxfiles import read_idx_pair
+from .images import MNIST_STYLE
+from .ondisk import read_dataset_folder, read_meta
 from .rules import validation_rows
 
 DATA_ENV = "TORCHLOGREG_DATA"
@@ -94,80 +91,6 @@ def _missing_message(name: str, raw: Path, spec: DatasetSpec, reason: str) -> st
         f"Put them there, or point --data-root / ${DATA_ENV} at a folder holding "
         f"{spec.torchvision_class}/raw/"
     )
-
-
-_IDX_TYPES = {0x08: np.dtype(np.uint8), 0x0C: np.dtype(">i4")}
-
-
-MAX_IDX_BYTES = 2**30  # one IDX array decoded: EMNIST's largest split takes 547 MB
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """The array in an IDX file (uint8 or int32; gzipped when named .gz), checked against its header.
-
-    Written by hand rather than through torchvision: importing torchvision costs ~2 s (more than
-    training takes), and its reader checks the format with bare asserts, which give no message.
-    Read through the package's reader (a regular file only); the header's dimensions are checked
-    against MAX_IDX_BYTES, and the data must be exactly what they declare, before anything large is
-    held: a gzip bomb is cut where its header says the data ends.
-    """
-    import zlib
-
-    from .inputs import open_regular
-
-    path = Path(path)
-    try:
-        with open_regular(path, DataError) as handle:
-            stream = gzip.GzipFile(fileobj=handle) if path.suffix == ".gz" else handle
-            dtype, dims, header = _idx_header(stream, path)
-            expected = math.prod(dims) * dtype.itemsize
-            if expected > MAX_IDX_BYTES:
-                raise DataError(
-                    f"{path}: header says {' x '.join(map(str, dims))} values ({expected} bytes), over the "
-                    f"{MAX_IDX_BYTES} bytes allowed for one IDX array"
-                )
-            data = stream.read(expected + 1)
-    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
-    if len(data) != expected:
-        found = f"{len(data)}" if len(data) <= expected else "more"
-        raise DataError(
-            f"{path}: header says {' x '.join(map(str, dims))} values ({expected} bytes) but the file "
-            f"holds {found} bytes after the header (truncated or corrupt)"
-        )
-    return np.frombuffer(data, dtype=dtype).reshape(dims)
-
-
-def _idx_header(stream, path: Path) -> tuple[np.dtype, list[int], int]:
-    """(dtype, dimensions, header bytes) from the start of an IDX stream."""
-    magic = stream.read(4)
-    if len(magic) < 4 or magic[0:2] != b"\x00\x00" or magic[2] not in _IDX_TYPES or not 1 <= magic[3] <= 3:
-        raise DataError(
-            f"{path}: not an IDX file (magic number {magic[:4].hex() or 'missing'}, "
-            "expected 0000080N or 00000c0N)"
-        )
-    dtype, ndim = _IDX_TYPES[magic[2]], magic[3]
-    sizes = stream.read(4 * ndim)
-    if len(sizes) < 4 * ndim:
-        raise DataError(f"{path}: IDX header cut short ({4 + len(sizes)} bytes)")
-    dims = [int.from_bytes(sizes[4 * i : 4 + 4 * i], "big") for i in range(ndim)]
-    return dtype, dims, 4 + 4 * ndim
-
-
-def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N x H x W uint8) and labels (N) from two IDX files, checked to belong together."""
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise DataError(f"{images_path}: expected uint8 images N x H x W, got shape {images.shape}")
-    if labels.ndim == 2:  # QMNIST: one row of metadata per image, the class first
-        labels = labels[:, 0]
-    if labels.ndim != 1:
-        raise DataError(f"{labels_path}: expected one label per image, got shape {labels.shape}")
-    if len(images) != len(labels):
-        raise DataError(
-            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
-        )
-    return images, labels
 
 
 def _new_paths(raw: Path) -> tuple[list[Path], set[Path]]:
@@ -384,7 +307,7 @@ def _check_folder(dataset: str, of_run: bool = False) -> None:
     """A DataError unless `dataset` is a folder holding a meta.json; for a run's own dataset
     (`of_run`) the line says the data has moved and how to name where it is now."""
     folder = Path(dataset).expanduser()
-    if (folder / "meta.json").is_file():
+    if is_dataset_folder(folder):
         return
     what = "is not a folder" if not folder.is_dir() else "holds no meta.json"
     if of_run:
@@ -420,69 +343,17 @@ def load_run_data(
     return data
 
 
-MAX_META_BYTES = 4 * 2**20  # a dataset folder's meta.json: a few hundred bytes in practice
-MAX_LABELS_BYTES = 2**30  # a dataset folder's labels .npy: 8 bytes a row
-DATASET_META_KEYS = ("format", "class_names", "image_shape", "splits", "pictures")  # ondisk.write_dataset's
-
-
-def read_meta(folder: Path) -> dict:
-    """A dataset folder's meta.json, checked: format, class names, image shape."""
-    from .inputs import read_capped
-
-    path = folder / "meta.json"
-    try:
-        meta = json.loads(read_capped(path, MAX_META_BYTES, DataError))
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise DataError(f"{path}: cannot read it as JSON ({type(error).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataError(f"{path}: not a torchlogreg dataset folder (format {FORMAT!r} expected)")
-    unknown = [str(key) for key in meta if key not in DATASET_META_KEYS]
-    if unknown:
-        problems = (f"unknown key {key[:80]!r}{did_you_mean(key, DATASET_META_KEYS)}" for key in unknown[:5])
-        raise DataError(f"{path}: {'; '.join(problems)}")
-    names, shape = meta.get("class_names"), meta.get("image_shape")
-    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
-        raise DataError(f"{path}: class_names must list at least two names, got {ascii(names)[:200]}")
-    if problem := class_names_problem(names):
-        raise DataError(f"{path}: {problem}")
-    if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(v, int) and v > 0 for v in shape):
-        raise DataError(f"{path}: image_shape must be [height, width], got {shape!r}")
-    # folders written before the rule was recorded: read as they always were, MNIST-style
-    check_pictures(meta.setdefault("pictures", MNIST_STYLE), f"{path}: pictures", DataError)
-    return meta
-
-
-def _disk_labels(path: Path, count: int, n_classes: int) -> torch.Tensor:
-    """A dataset folder's labels: `count` integers in 0..n_classes-1, else a DataError naming the file."""
-    from .inputs import read_npy
-
-    labels = read_npy(path, min(MAX_LABELS_BYTES, max(count, 1) * 8), DataError)
-    if labels.shape != (count,) or labels.dtype.kind not in "iu":
-        raise DataError(f"{path}: expected {count} integer labels, got {labels.dtype} {labels.shape}")
-    if count and (labels.min() < 0 or labels.max() >= n_classes):
-        raise DataError(
-            f"{path}: labels must lie in 0..{n_classes - 1}, found {labels.min()}..{labels.max()}"
-        )
-    return torch.from_numpy(labels.astype(np.int64))
-
-
 def load_disk_data(config: TrainConfig) -> Data:
     """Data for `config` from the dataset folder `config.dataset`; train stays on disk."""
     folder = Path(config.dataset).expanduser()
-    meta = read_meta(folder)
+    read_meta(folder)
     if config.classes is not None or config.positive is not None or config.train_size is not None:
         raise ConfigError(
             f"classes, positive and train_size need an in-memory (built-in) dataset; {folder} is read from "
             "disk as it is: convert a dataset folder of just the rows to train on"
         )
-    train_images = DiskImages(folder / "train-images.npy")
-    if tuple(meta["image_shape"]) != train_images.image_shape:
-        raise DataError(
-            f"{folder / 'meta.json'}: image_shape {meta['image_shape']} is not the shape of the images in "
-            f"train-images.npy, {list(train_images.image_shape)}"
-        )
-    names = tuple(meta["class_names"])
-    train_labels = _disk_labels(folder / "train-labels.npy", len(train_images), len(names))
+    found = read_dataset_folder(folder)
+    train_images, train_labels = found.train
     val_size = _val_size(config, len(train_images))
     n_train = len(train_images) - val_size
     if n_train <= 0:
@@ -492,15 +363,10 @@ def load_disk_data(config: TrainConfig) -> Data:
         )
     val = None
     if val_size:
-        val = Split(
-            train_images.read(n_train, len(train_images)).reshape(-1, *train_images.image_shape),
-            train_labels[n_train:],
-        )
-    test_images = DiskImages(folder / "test-images.npy")
-    test = Split(
-        test_images.read(0, len(test_images)).reshape(-1, *test_images.image_shape),
-        _disk_labels(folder / "test-labels.npy", len(test_images), len(names)),
-    )
+        val = Split(train_images[n_train : len(train_images)], train_labels[n_train:])
+    test_images, test_labels = found.test
+    test = Split(test_images[0 : len(test_images)], test_labels)
     train = Split(train_images.view(0, n_train), train_labels[:n_train])
+    names = found.class_names
     classes = tuple(range(len(names)))
-    return Data(str(folder), train, val, test, names, classes, len(names) == 2, meta["pictures"])
+    return Data(str(folder), train, val, test, names, classes, len(names) == 2, found.meta["pictures"])

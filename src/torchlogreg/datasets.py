@@ -1,12 +1,17 @@
-"""The one registry of built-in datasets: their names, files and class names.
+"""The one registry of built-in datasets (their names, files and class names), and the one test of
+what makes a folder a dataset folder (`is_dataset_folder`; ondisk.py reads and writes them).
 
-The lowest layer: it imports nothing from the package, so the config's pure validation and the data
-loaders both read the same names.
+The lowest layer: it imports nothing from the package, so the config's pure validation, the CLI's
+--dataset and the data loaders all read the same names.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+
+DATASET_META = "meta.json"  # the file that makes a folder a dataset folder
 
 _DIGITS = tuple(str(d) for d in range(10))
 
@@ -65,6 +70,11 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 DATASET_NAMES = tuple(DATASETS)
+
+
+def is_dataset_folder(name: str | os.PathLike) -> bool:
+    """Whether `name` is a dataset folder: it holds a meta.json (checked when read: ondisk.read_meta)."""
+    return (Path(name).expanduser() / DATASET_META).is_file()
 
 
 def looks_like_folder(name: str) -> bool:

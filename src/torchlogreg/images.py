@@ -1,4 +1,4 @@
-"""Pictures of digits made to look like MNIST digits (file reading for arrays and CSVs: inputs.py).
+"""Pictures: the one reader of picture files (`read_image`), and digits made to look like MNIST digits.
 
 MNIST digits are white ink on black, fitted into a 20x20 box and centred by their centre of
 mass in a 28x28 field. `mnist_style` does the same to any picture of a dark-on-light (or
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .exceptions import InputError
+from .readers import one_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MAX_IMAGE_PIXELS = 50_000_000  # refuse larger images before decoding them (decompression bombs)
@@ -56,21 +57,7 @@ MNIST_STYLE = "mnist-style"  # `mnist_style`: white ink on black, fitted and cen
 PICTURE_RULES = (AS_IS, MNIST_STYLE)
 
 
-def _why(error: BaseException, limit: int = 160) -> str:
-    """An exception's message on one line, cut to `limit` characters (library messages can be long)."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _size(n_bytes: int) -> str:
-    """`n_bytes` for a message: 1.5 GiB, 78 MiB, 12 KiB."""
-    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n_bytes >= scale:
-            return f"{n_bytes / scale:.3g} {unit}"
-    return f"{n_bytes} bytes"
-
-
-def _source_name(source, name: str | None) -> Path:
+def source_name(source, name: str | None) -> Path:
     """How messages name an input: `name`, the path itself, or a file object's name."""
     if name is not None:
         return Path(name)
@@ -86,7 +73,7 @@ def read_image(path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     source = path
-    path = _source_name(path, name)
+    path = source_name(path, name)
     try:
         with Image.open(source) as image:
             width, height = image.size
@@ -110,13 +97,13 @@ def read_image(path, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image Pillow can read (empty, corrupt or another format)") from None
     except Image.DecompressionBombError as error:
-        raise InputError(f"{path}: larger than the limit of {max_pixels} pixels ({_why(error)})") from None
+        raise InputError(f"{path}: over the limit of {max_pixels} pixels ({one_line(error)})") from None
     except OSError as error:
         if error.errno is not None:  # the file system's error, not a decoder's
             raise InputError(f"{path}: cannot read it ({error.strerror or error})") from None
-        raise InputError(f"{path}: corrupt or unreadable image ({_why(error)})") from None
+        raise InputError(f"{path}: corrupt or unreadable image ({one_line(error)})") from None
     except Exception as error:  # Pillow's decoders raise many types on malformed files (its fuzzers say so)
-        raise InputError(f"{path}: corrupt or unreadable image ({_why(error)})") from None
+        raise InputError(f"{path}: corrupt or unreadable image ({one_line(error)})") from None
 
 
 def _to_gray(image, path: Path) -> np.ndarray:
@@ -131,7 +118,7 @@ def _to_gray(image, path: Path) -> np.ndarray:
     try:
         rgba = image.convert("RGBA")
     except ValueError as error:  # a mode Pillow cannot convert (LAB, for one)
-        raise InputError(f"{path}: image mode {image.mode} is not supported ({_why(error)})") from None
+        raise InputError(f"{path}: image mode {image.mode} is not supported ({one_line(error)})") from None
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     gray = Image.alpha_composite(white, rgba).convert("L")
     return np.asarray(gray, dtype=np.float32) / 255.0

@@ -16,13 +16,20 @@ part of every batch, as a few contiguous reads, and the batches are the same at 
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .exceptions import DataError, InputError
-from .images import MNIST_STYLE
+from .classnames import class_names_problem
+from .datasets import DATASET_META
+from .exceptions import DataError, InputError, did_you_mean
+from .images import MNIST_STYLE, check_pictures
+from .npyfiles import npy_header, read_npy
+from .readers import open_regular, read_capped
 from .storage import allocate, atomic_write_json
 
 FORMAT = "torchlogreg-data"
@@ -34,12 +41,10 @@ class DiskImages:
     """Rows of a uint8 .npy array on disk, read on demand; slicing gives (n, features) tensors."""
 
     def __init__(self, path: Path, start: int = 0, stop: int | None = None):
-        from .inputs import _npy_header, open_regular
-
         self.path = Path(path)
         with open_regular(self.path, DataError) as handle:  # a FIFO or device is refused, not waited on
             try:
-                shape, fortran_order, dtype = _npy_header(handle, self.path)  # its length checked first
+                shape, fortran_order, dtype = npy_header(handle, self.path)  # its length checked first
             except InputError as error:
                 reason = str(error).removeprefix(f"{self.path}: ")
                 raise DataError(f"{self.path}: not a .npy file ({reason})") from None
@@ -78,7 +83,7 @@ class DiskImages:
             raise DataError(f"{self.path}: rows {rows.min()}..{rows.max()} outside 0..{len(self) - 1}")
         starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
         ends = np.append(starts[1:], len(rows))
-        with self.path.open("rb") as handle:
+        with open_regular(self.path, DataError) as handle:
             for first, last in zip(starts.tolist(), ends.tolist(), strict=True):
                 handle.seek(self.offset + (self.start + int(rows[first])) * self.row_bytes)
                 if handle.readinto(memoryview(out[first:last]).cast("B")) != (last - first) * self.row_bytes:
@@ -122,8 +127,81 @@ def shard_batches(
     return torch.cat(parts), local_sizes, global_sizes
 
 
-def is_disk_dataset(name: str) -> bool:
-    return (Path(name) / "meta.json").is_file()
+MAX_META_BYTES = 4 * 2**20  # a dataset folder's meta.json: a few hundred bytes in practice
+MAX_LABELS_BYTES = 2**30  # a dataset folder's labels .npy: 8 bytes a row
+DATASET_META_KEYS = ("format", "class_names", "image_shape", "splits", "pictures")  # write_dataset's
+
+
+def read_meta(folder: Path) -> dict:
+    """A dataset folder's meta.json, checked: format, class names, image shape."""
+    path = folder / DATASET_META
+    try:
+        meta = json.loads(read_capped(path, MAX_META_BYTES, DataError))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise DataError(f"{path}: cannot read it as JSON ({type(error).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"{path}: not a torchlogreg dataset folder (format {FORMAT!r} expected)")
+    unknown = [str(key) for key in meta if key not in DATASET_META_KEYS]
+    if unknown:
+        problems = (f"unknown key {key[:80]!r}{did_you_mean(key, DATASET_META_KEYS)}" for key in unknown[:5])
+        raise DataError(f"{path}: {'; '.join(problems)}")
+    names, shape = meta.get("class_names"), meta.get("image_shape")
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{path}: class_names must list at least two names, got {ascii(names)[:200]}")
+    if problem := class_names_problem(names):
+        raise DataError(f"{path}: {problem}")
+    if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(v, int) and v > 0 for v in shape):
+        raise DataError(f"{path}: image_shape must be [height, width], got {shape!r}")
+    # folders written before the rule was recorded: read as they always were, MNIST-style
+    check_pictures(meta.setdefault("pictures", MNIST_STYLE), f"{path}: pictures", DataError)
+    return meta
+
+
+def _disk_labels(path: Path, count: int, n_classes: int) -> torch.Tensor:
+    """A dataset folder's labels: `count` integers in 0..n_classes-1, else a DataError naming the file."""
+    labels = read_npy(path, min(MAX_LABELS_BYTES, max(count, 1) * 8), DataError)
+    if labels.shape != (count,) or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: expected {count} integer labels, got {labels.dtype} {labels.shape}")
+    if count and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(
+            f"{path}: labels must lie in 0..{n_classes - 1}, found {labels.min()}..{labels.max()}"
+        )
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFolder:
+    """A dataset folder, read and checked: its meta.json, each split's images (on disk) and labels."""
+
+    meta: dict
+    train: tuple[DiskImages, torch.Tensor]
+    test: tuple[DiskImages, torch.Tensor]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """meta.json's class names, one per label 0..k-1."""
+        return tuple(self.meta["class_names"])
+
+
+def _split_files(folder: Path, name: str, meta: dict) -> tuple[DiskImages, torch.Tensor]:
+    """One split's images (of meta's image_shape) and labels (one per image, each a class)."""
+    images = DiskImages(folder / f"{name}-images.npy")
+    if tuple(meta["image_shape"]) != images.image_shape:
+        raise DataError(
+            f"{folder / DATASET_META}: image_shape {meta['image_shape']} is not the shape of the images in "
+            f"{name}-images.npy, {list(images.image_shape)}"
+        )
+    labels = _disk_labels(folder / f"{name}-labels.npy", len(images), len(meta["class_names"]))
+    return images, labels
+
+
+def read_dataset_folder(folder: str | os.PathLike) -> DatasetFolder:
+    """The dataset folder `folder` (see the module's docstring), every file checked against meta.json."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    return DatasetFolder(meta, _split_files(folder, "train", meta), _split_files(folder, "test", meta))
 
 
 def write_dataset(
@@ -154,7 +232,7 @@ def write_dataset(
         (out / f"{name}-images.npy.tmp").replace(out / f"{name}-images.npy")
         np.save(out / f"{name}-labels.npy", split.labels[rows].numpy().astype(np.int64))
     atomic_write_json(
-        out / "meta.json",
+        out / DATASET_META,
         {
             "format": FORMAT,
             "class_names": list(class_names),

@@ -12,7 +12,7 @@ from pathlib import Path
 from .checkpoints import save_run
 from .config import PRESETS, TrainConfig, preset
 from .data import Data, load_data, load_splits, prepare, resolve_data_root
-from .datasets import DATASETS
+from .datasets import DATASETS, is_dataset_folder
 from .exceptions import ConfigError, DataError, did_you_mean
 from .live import LiveTraining
 from .runs import default_out
@@ -90,7 +90,7 @@ class Catalog:
                 self.paths[name] = name
         for folder in folders:
             path = Path(folder).expanduser().resolve()
-            if not (path / "meta.json").is_file():
+            if not is_dataset_folder(path):
                 raise DataError(
                     f"--dataset-folder {folder}: holds no meta.json (see 'torchlogreg data convert')"
                 )

@@ -37,9 +37,10 @@ import torch
 
 from .checkpoints import Run, load_run
 from .exceptions import CheckpointError, InputError, require
-from .images import AS_IS, MAX_IMAGE_PIXELS, _why, as_shape, box_for, picture_pixels, read_image
-from .inputs import _array_images, read_array
+from .images import AS_IS, MAX_IMAGE_PIXELS, as_shape, box_for, picture_pixels, read_image
+from .inputs import array_images, read_array
 from .model import decide
+from .readers import one_line
 from .storage import json_safe
 from .weblimits import (
     WorkLimit,
@@ -171,7 +172,7 @@ def _image_from_json(body: bytes, shape: tuple[int, int]) -> np.ndarray:
     except RecursionError:
         raise InputError("body nests too deeply to be an image") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
-        raise InputError(f"body is not valid JSON ({_why(exc)})") from None
+        raise InputError(f"body is not valid JSON ({one_line(exc)})") from None
     pixels = payload.get("pixels") if isinstance(payload, dict) else None
     if pixels is None:
         raise InputError(f'JSON body needs "pixels": {wanted}')
@@ -182,7 +183,7 @@ def _image_from_json(body: bytes, shape: tuple[int, int]) -> np.ndarray:
         raise InputError(f'"pixels" must be {wanted}; its rows differ in length') from None
     if array.dtype == object:  # integers too large for any NumPy type
         raise InputError('"pixels" holds numbers far out of range (integers 0..255 or floats 0..1)')
-    return _first_image(_array_images(array, Path("pixels"), shape), "pixels", shape)
+    return _first_image(array_images(array, Path("pixels"), shape), "pixels", shape)
 
 
 async def _upload_from_multipart(request, body: bytes) -> tuple[bytes, str] | None:
