@@ -1,5 +1,6 @@
-"""The one reader (torchlogreg.readers: open_regular, read_capped; npyfiles: read_npy, read_npz_arrays) and
-the places that use it: predict's inputs, `data convert`'s sources, dataset folders and IDX files.
+"""The one reader (torchlogreg.readers: open_regular, read_capped; npyfiles: read_npy,
+read_npz_arrays) and the places that use it: predict's inputs, `data convert`'s sources, dataset
+folders and IDX files.
 A FIFO, device or folder is refused without blocking; a declared size is checked against the file
 and a budget before memory is spent; a gzip stream is cut where its header says the data ends."""
 
