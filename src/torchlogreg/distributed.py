@@ -91,7 +91,7 @@ def all_reduce_sum(values: torch.Tensor, context: DistContext, what: str) -> tor
 def _failure(context: DistContext, what: str, reason: str) -> DistributedError:
     return DistributedError(
         f"rank {context.rank} of {context.world_size}: {what} failed: {reason}; torchrun's summary "
-        "names the failed rank. Resume with --resume"
+        "names the failed rank; continue from the last checkpoint with resume=True"
     )
 
 
