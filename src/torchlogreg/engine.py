@@ -85,7 +85,7 @@ class Engine:
         """(data loss, stop) with the objective's gradient in .grad: of `batches`, or of the whole
         source (None)."""
         parts = self.source.chunks() if batches is None else batches
-        return self.gradient(parts, stop, f"the sum of iteration {self.iteration + 1}")
+        return self.gradient(parts, stop, self.iteration + 1)
 
     def step(self, lr: float) -> tuple[float, bool]:
         """One optimizer step; returns (data loss, stop requested on any rank). A mini-batch step
@@ -286,8 +286,8 @@ class Gradient:
         """Evaluate `objective` from the next call on."""
         self.objective, self._penalised = objective, bool(objective.weight_decay or objective.l1)
 
-    def __call__(self, parts: Iterable[Batch], stop: bool, what: str) -> tuple[float, bool]:
-        """(data loss, stop requested on any rank) over `parts`; `what` names the exchange in errors."""
+    def __call__(self, parts: Iterable[Batch], stop: bool, iteration: int) -> tuple[float, bool]:
+        """(data loss, stop requested on any rank) over `parts`, for step `iteration` (1-based)."""
         for param in self.parameters:
             param.grad = None
         loss = 0.0
@@ -300,14 +300,14 @@ class Gradient:
                 param.grad = torch.zeros_like(param)
         for param in self._fixed:  # e.g. the bias without an intercept: takes no step
             param.grad = None
-        loss, stop = self._reduce(loss, stop, what)
+        loss, stop = self._reduce(loss, stop, iteration)
         if self._penalised:
             self.objective.add_penalty_gradients(self._weight)
         if self.centring is not None:
             self.centring.gradient()
         return loss, stop
 
-    def _reduce(self, loss: float, stop: bool, what: str) -> tuple[float, bool]:
+    def _reduce(self, loss: float, stop: bool, iteration: int) -> tuple[float, bool]:
         """Sum the flat gradient, the loss and the stop flag over ranks, in one exchange."""
         if self.dist is None:
             return loss, stop
@@ -316,7 +316,7 @@ class Gradient:
             self._sum = step_sum(self.dist, self._flat.values, short_steps=not self.full_batch)
         flat = self._flat
         flat.pack(self.parameters, loss, stop)
-        self._sum(flat.values, what)
+        self._sum(flat.values, f"the sum of iteration {iteration}")
         return flat.unpack(self.parameters)
 
 
