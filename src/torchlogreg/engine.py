@@ -82,8 +82,7 @@ class Engine:
             self._batches = None
 
     def _centred_gradient(self, batches: Sequence[Batch] | None, stop: bool) -> tuple[float, bool]:
-        """(data loss, stop) with the objective's gradient in .grad: of `batches`, or of the whole
-        source (None)."""
+        """(data loss, stop), the gradient of `batches` (None: the whole source) in .grad."""
         parts = self.source.chunks() if batches is None else batches
         return self.gradient(parts, stop, self.iteration + 1)
 
@@ -103,8 +102,8 @@ class Engine:
         return loss, stop
 
     def _full_batch_step(self, lr: float, wants_stop: bool) -> tuple[float, bool]:
-        """An L-BFGS step: its closure evaluates the whole objective, as often as its line search asks
-        (why the estimator drives SciPy's L-BFGS-B instead: solvers.py's docstring)."""
+        """An L-BFGS step (why the estimator drives another: solvers.py's docstring): its closure
+        evaluates the whole objective, as often as its line search asks."""
         centring, result = self.centring, {}
 
         def closure() -> torch.Tensor:
