@@ -170,36 +170,49 @@ def worker_estimator(repeats: int, device: str, solver: str) -> dict:
 
 
 def worker_gemm(repeats: int) -> dict:
-    """The machine's limit for our step: seconds of the two products of one mini-batch step (logits
-    and weight gradient), one thread, hot caches, in both layouts of the logits (x @ W.T and W @ x.T);
-    the best rates bound how fast a preset can train."""
+    """The machine's limit for our step: seconds of the products of one mini-batch step
+    (`product_seconds`) on one thread; the best rates bound how fast a preset can train."""
     import torch
 
     torch.set_num_threads(1)
-    rates = {}
     from torchlogreg.rules import BATCH_ROWS
 
-    for batch in sorted({BATCH_ROWS, preset_value("batch_size", "tutorial")}):
-        x, weight, residual = torch.rand(batch, 784), torch.rand(10, 784), torch.rand(10, batch)
-        products = {
-            "x @ W.T": lambda: torch.mm(x, weight.T),  # noqa: B023
-            "W @ x.T": lambda: torch.mm(weight, x.T),  # noqa: B023
-            "gradient R @ x": lambda: torch.mm(residual, x),  # noqa: B023
-        }
-        rates[batch] = {name: _median_seconds(product) for name, product in products.items()}
+    batches = sorted({BATCH_ROWS, preset_value("batch_size", "tutorial")})
+    rates = {batch: product_seconds(batch, 784, 10) for batch in batches}
     return {"accuracy": None, "times": [0.0], "gemm": rates}
 
 
-def _median_seconds(function, calls: int = 2000, rounds: int = 7) -> float:
-    for _ in range(100):
-        function()
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(calls):
-            function()
-        times.append((time.perf_counter() - started) / calls)
-    return statistics.median(times)
+def product_seconds(rows: int, features: int, classes: int, rounds: int = 7) -> dict[str, float]:
+    """Seconds per call of a mini-batch step's products at batch `rows`: the logits in both layouts
+    (x @ W.T and W @ x.T) and the weight gradient (R @ x), with hot caches on torch's threads as set.
+    Each the best of `rounds` rounds of this thread's CPU time (the least a busy machine adds)."""
+    import torch
+
+    x, weight = torch.rand(rows, features), torch.rand(classes, features)
+    residual = torch.rand(classes, rows)
+    products = {
+        "x @ W.T": lambda: torch.mm(x, weight.T),
+        "W @ x.T": lambda: torch.mm(weight, x.T),
+        "R @ x": lambda: torch.mm(residual, x),
+    }
+    calls = max(1, 100_000 // rows)
+    seconds = {}
+    for name, product in products.items():
+        product()
+        times = []
+        for _ in range(rounds):
+            started = time.thread_time()
+            for _ in range(calls):
+                product()
+            times.append((time.thread_time() - started) / calls)
+        seconds[name] = min(times)
+    return seconds
+
+
+def step_floor(times: dict[str, float]) -> float:
+    """Seconds of one step's products at `product_seconds`' rates: the faster layout of the logits,
+    then the weight gradient."""
+    return min(times["x @ W.T"], times["W @ x.T"]) + times["R @ x"]
 
 
 def preset_value(field: str, name: str):
@@ -212,7 +225,7 @@ def floor_seconds(gemm: dict, steps: int, batch: int) -> tuple[float, float]:
     """(seconds, GFLOP) of the products alone for `steps` steps of `batch` rows: steps x (best logits
     product + gradient product), at the rates `worker_gemm` measured."""
     times = gemm[str(batch)] if str(batch) in gemm else gemm[batch]
-    seconds = steps * (min(times["x @ W.T"], times["W @ x.T"]) + times["gradient R @ x"])
+    seconds = steps * step_floor(times)
     return seconds, steps * 4 * batch * 784 * 10 / 1e9
 
 

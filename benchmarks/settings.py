@@ -28,7 +28,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from benchmarks.compare import machine_name
+from benchmarks.compare import machine_name, product_seconds, step_floor
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -55,30 +55,10 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def gemm_floor(rows: int, features: int, classes: int, repeats: int = 5) -> float:
+def gemm_floor(rows: int, features: int, classes: int) -> float:
     """Seconds per sample of one step's products at batch `rows` on one thread (hot caches)."""
-    import torch
-
     with _threads(1):
-        x, weight = torch.rand(rows, features), torch.rand(classes, features)
-        residual = torch.rand(classes, rows)
-        products = {
-            "x @ W.T": lambda: torch.mm(x, weight.T),
-            "W @ x.T": lambda: torch.mm(weight, x.T),
-            "R @ x": lambda: torch.mm(residual, x),
-        }
-        calls = max(1, 20_000 // rows)
-        seconds = {}
-        for name, product in products.items():
-            product()
-            times = []
-            for _ in range(repeats):
-                started = time.thread_time()
-                for _ in range(calls):
-                    product()
-                times.append((time.thread_time() - started) / calls)
-            seconds[name] = min(times)
-    return (min(seconds["x @ W.T"], seconds["W @ x.T"]) + seconds["R @ x"]) / rows
+        return step_floor(product_seconds(rows, features, classes, rounds=5)) / rows
 
 
 class _threads:

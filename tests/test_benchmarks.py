@@ -10,17 +10,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _benchmark(module: str, *args, tmp_path, data_root) -> subprocess.CompletedProcess:
-    """`python -m benchmarks.MODULE ARGS --out tmp_path --data-root data_root`, from the repository."""
+    """`python -m benchmarks.MODULE ARGS --out tmp_path --data-root data_root`, from the repository,
+    which must succeed."""
     command = [sys.executable, "-m", f"benchmarks.{module}", *map(str, args)]
     command += ["--out", str(tmp_path), "--data-root", str(data_root)]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    return done
+
+
+def _header(output: str, first_column: str) -> str:
+    """The printed table's header line: the one that opens with `first_column`."""
+    return next(line for line in output.splitlines() if line.startswith(f"| {first_column} |"))
 
 
 def test_compare_tiny(tmp_path, data_root):
     done = _benchmark("compare", "--tiny", tmp_path=tmp_path, data_root=data_root)
-    assert done.returncode == 0, done.stderr
-    header = next(line for line in done.stdout.splitlines() if line.startswith("| row"))
-    assert header == (
+    assert _header(done.stdout, "row") == (
         "| row | device | test accuracy | train s (median) | repeats | CLI end-to-end s | peak MB "
         "| speed-up |"
     )
@@ -43,8 +48,7 @@ def test_compare_tiny(tmp_path, data_root):
 
 
 def test_scaling_tiny(tmp_path, data_root):
-    done = _benchmark("scaling", "--sizes", "500,2000", tmp_path=tmp_path, data_root=data_root)
-    assert done.returncode == 0, done.stderr
+    _benchmark("scaling", "--sizes", "500,2000", tmp_path=tmp_path, data_root=data_root)
     rows = json.loads((tmp_path / "scaling.json").read_text())["rows"]
     assert [row["size"] for row in rows] == [500, 2000]
     assert (tmp_path / "scaling.png").stat().st_size > 0
@@ -52,15 +56,13 @@ def test_scaling_tiny(tmp_path, data_root):
 
 
 def test_predict_speed_tiny(tmp_path, data_root):
-    done = _benchmark("predict_speed", "--tiny", tmp_path=tmp_path, data_root=data_root)
-    assert done.returncode == 0, done.stderr
+    _benchmark("predict_speed", "--tiny", tmp_path=tmp_path, data_root=data_root)
     table = (tmp_path / "predict_speed-tiny.md").read_text()
     assert "600-row .npy" in table and "Kaggle CSV" in table
 
 
 def test_torchrun_tiny(tmp_path, data_root):
-    done = _benchmark("torchrun", "--tiny", "--repeats", "1", tmp_path=tmp_path, data_root=data_root)
-    assert done.returncode == 0, done.stderr
+    _benchmark("torchrun", "--tiny", "--repeats", "1", tmp_path=tmp_path, data_root=data_root)
     rows = json.loads((tmp_path / "torchrun.json").read_text())["rows"]
     assert sorted(row["processes"] for row in rows) == [1, 2]
     assert rows[0]["test_accuracy"] == rows[1]["test_accuracy"]  # the same math in 1 and 2 processes
@@ -68,9 +70,7 @@ def test_torchrun_tiny(tmp_path, data_root):
 
 def test_defaults_tiny(tmp_path, data_root):
     done = _benchmark("defaults", "--tiny", tmp_path=tmp_path, data_root=data_root)
-    assert done.returncode == 0, done.stderr
-    header = next(line for line in done.stdout.splitlines() if line.startswith("| data set"))
-    assert header == (
+    assert _header(done.stdout, "data set") == (
         "| data set | train rows | test rows | shape | classes | torchlogreg acc | torchlogreg s | stop "
         "| sklearn acc | sklearn s | sklearn converged (iter.) | Δ points | speed-up | meets floor |"
     )
@@ -94,7 +94,6 @@ def test_settings_tiny(tmp_path, data_root):
     """Every kind of data and optimizer gets a row per batch size (L-BFGS: the whole set), each with
     its floor and memory."""
     done = _benchmark("settings", "--tiny", tmp_path=tmp_path, data_root=data_root)
-    assert done.returncode == 0, done.stderr
     assert "| data | optimizer | batch | µs per sample (wall) | µs per sample (CPU) |" in done.stdout
     (json_file,) = tmp_path.glob("settings-*.json")
     rows = json.loads(json_file.read_text())

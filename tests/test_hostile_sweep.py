@@ -11,21 +11,19 @@ floor of issue #28); the cases it found were fixed, so it holds 100% today.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import itertools
 import json
 import os
 import shutil
-import signal
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus.hostile import memory_cap, npy_with_header, npz_bomb
+from corpus.hostile import deadline, memory_cap, npy_with_header, npz_bomb
 from PIL import Image
 
 from torchlogreg.cli import main
@@ -34,26 +32,10 @@ pytestmark = pytest.mark.hostile
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
 
-@contextlib.contextmanager
-def _deadline(seconds: int = 60):
-    """A case that blocks (a FIFO waited on) fails instead of hanging the sweep."""
-
-    def expired(signum, frame):
-        raise TimeoutError(f"blocked for {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _outcome(argv: list[str], capsys, watched: list[Path]) -> str | None:
     """Run the CLI on `argv`: None when it ended cleanly, else what was wrong."""
     try:
-        with _deadline(), memory_cap(), warnings.catch_warnings(record=True) as caught:
+        with deadline(60), memory_cap(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 code = main(argv)
@@ -79,6 +61,13 @@ def _outcome(argv: list[str], capsys, watched: list[Path]) -> str | None:
         if leftovers:
             return f"left {leftovers} in {folder}"
     return None
+
+
+def _outcome_with_fresh_out(argv: list[str], capsys, tmp_path: Path) -> str | None:
+    """_outcome of a command writing under tmp_path / "out", removed first; leftovers are looked for
+    in tmp_path and in out."""
+    shutil.rmtree(tmp_path / "out", ignore_errors=True)
+    return _outcome(argv, capsys, [tmp_path, tmp_path / "out"])
 
 
 # --- predict: every awkward input file with every kind of output ----------------------------------
@@ -192,11 +181,8 @@ def test_predict_sweep(run_dir, tmp_path, capsys):
     for (name, path), (kind, output), (flag, extra) in itertools.product(
         inputs.items(), outputs.items(), FLAGS.items()
     ):
-        shutil.rmtree(tmp_path / "out", ignore_errors=True)
         argv = ["predict", str(run_dir), str(path), *output, *extra]
-        problem = _outcome(
-            argv, capsys, [tmp_path, tmp_path / "out"] if (tmp_path / "out").exists() else [tmp_path]
-        )
+        problem = _outcome_with_fresh_out(argv, capsys, tmp_path)
         count += 1
         if problem:
             unclean.append(f"predict {name} -> {kind} ({flag}): {problem}")
@@ -289,19 +275,8 @@ def test_convert_sweep(tmp_path, capsys):
     for (name, source), (kind, out), (names, extra) in itertools.product(
         sources.items(), outs.items(), class_names.items()
     ):
-        shutil.rmtree(tmp_path / "out", ignore_errors=True)
-        argv = [
-            "data",
-            "convert",
-            "--from-npz",
-            str(source),
-            "--out",
-            str(out) if str(out) != "." else "",
-            *extra,
-        ]
-        problem = _outcome(
-            argv, capsys, [tmp_path, tmp_path / "out"] if (tmp_path / "out").exists() else [tmp_path]
-        )
+        argv = ["data", "convert", "--from-npz", str(source), "--out", str(out) if str(out) != "." else ""]
+        problem = _outcome_with_fresh_out([*argv, *extra], capsys, tmp_path)
         count += 1
         if problem:
             unclean.append(f"convert {name} -> {kind} ({names}): {problem}")

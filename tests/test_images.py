@@ -62,36 +62,14 @@ def _ruled(shape: tuple[int, int], scale: float, squared: bool) -> np.ndarray:
     return lines
 
 
-def _skeleton(mask: np.ndarray) -> np.ndarray:
-    """The strokes' middle lines, one pixel wide (Zhang and Suen's thinning)."""
-    image = np.pad(mask, 1).astype(np.uint8)
-    while True:
-        removed = False
-        for second in (False, True):
-            centre = image[1:-1, 1:-1]
-            ring = [image[:-2, 1:-1], image[:-2, 2:], image[1:-1, 2:], image[2:, 2:]]
-            ring += [image[2:, 1:-1], image[2:, :-2], image[1:-1, :-2], image[:-2, :-2]]
-            count = sum(p.astype(np.int16) for p in ring)
-            turns = sum((ring[i] == 0) & (ring[(i + 1) % 8] == 1) for i in range(8))
-            north, east, south, west = ring[0], ring[2], ring[4], ring[6]
-            side = (
-                (north * east * west == 0) & (north * south * west == 0)
-                if second
-                else ((north * east * south == 0) & (east * south * west == 0))
-            )
-            erase = (centre == 1) & (count >= 2) & (count <= 6) & (turns == 1) & side
-            removed |= bool(erase.any())
-            centre[erase] = 0
-        if not removed:
-            return image[1:-1, 1:-1].astype(bool)
-
-
 def _fine_pen(ink: np.ndarray, width: float) -> np.ndarray:
     """The digit redrawn along its strokes' middle lines with a pen `width` MNIST pixels wide, at 4x."""
     from scipy import ndimage
 
+    from benchmarks.robustness import skeleton  # the benchmark's thinning, run from the repository
+
     big = np.asarray(Image.fromarray(ink).resize((112, 112), Image.Resampling.BICUBIC)) > 0.5
-    distance = ndimage.distance_transform_edt(~_skeleton(big)) / 4
+    distance = ndimage.distance_transform_edt(~skeleton(big)) / 4
     return np.clip(4 * (width / 2 - distance) + 0.5, 0, 1).astype(np.float32)
 
 

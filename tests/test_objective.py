@@ -1,9 +1,10 @@
 """The objective (objective.py) and every implementation of it against ONE float64 reference: the
 fused C kernel and the PyTorch path through `Objective` (gradients, and the forward-only loss), and
 the evaluators of the estimator's L-BFGS-B (NumPy, the fused kernel, the device) with the penalty
-that solvers.PenalisedLoss adds. Binary (one logit) and multiclass, with and without penalties and
-sample weights. Sample weights have mean 1, where the engine's sum(s l) / n and scikit-learn's
-sum(s l) / sum(s) agree (the estimator scales them so)."""
+that solvers.PenalisedLoss adds, and the teaching losses of model.py that the demos use. Binary (one
+logit) and multiclass, with and without penalties and sample weights. Sample weights have mean 1,
+where the engine's sum(s l) / n and scikit-learn's sum(s l) / sum(s) agree (the estimator scales
+them so)."""
 
 from collections.abc import Callable
 
@@ -14,7 +15,7 @@ import torch
 
 from torchlogreg import fused
 from torchlogreg.batches import MemoryBatches
-from torchlogreg.model import LogisticRegression
+from torchlogreg.model import LogisticRegression, binary_cross_entropy_with_logits, cross_entropy
 from torchlogreg.objective import Objective
 from torchlogreg.solvers import DeviceLoss, FusedLoss, HostLoss, Packing, PenalisedLoss
 
@@ -126,16 +127,49 @@ def test_every_implementation_equals_the_float64_reference(name, outputs, penalt
     evaluate, float64, needs_kernel = IMPLEMENTATIONS[name]
     if needs_kernel and not fused.available():
         pytest.skip("the fused extension is not built")
+    W, b, X, y, sw = _problem(outputs, weighted, float64)
+    _assert_equal(evaluate(W, b, X, y, sw, penalty), reference(W, b, X, y, _ones_or(sw), penalty), float64)
+
+
+@pytest.mark.parametrize("outputs", [1, 7], ids=["binary", "multiclass"])
+@pytest.mark.parametrize("penalty", [Objective(), Objective(0.3, 0.05)], ids=["none", "l2+l1"])
+def test_the_teaching_losses_equal_the_float64_reference(outputs, penalty):
+    """model.cross_entropy and binary_cross_entropy_with_logits (the demos' from-scratch losses, which
+    take no sample weights) + the penalty, gradients by autograd."""
+    W, b, X, y, _ = _problem(outputs, weighted=False, float64=True)
+    weight, bias = torch.from_numpy(W).requires_grad_(), torch.from_numpy(b).requires_grad_()
+    logits = torch.from_numpy(X) @ weight.T + bias
+    labels = torch.from_numpy(y)
+    if outputs == 1:
+        loss = binary_cross_entropy_with_logits(logits[:, 0], labels)
+    else:
+        loss = cross_entropy(logits, labels)
+    objective = loss + 0.5 * penalty.weight_decay * weight.square().sum() + penalty.l1 * weight.abs().sum()
+    objective.backward()
+    got = float(objective), weight.grad.numpy(), bias.grad.numpy()
+    _assert_equal(got, reference(W, b, X, y, np.ones(ROWS), penalty), float64=True)
+
+
+def _problem(outputs: int, weighted: bool, float64: bool):
+    """(W, b, X, y, sample weights or None): X exact in float32; W, b too unless `float64`."""
     rng = np.random.default_rng(outputs + 10 * weighted)
-    X = rng.random((ROWS, FEATURES)).astype(np.float32).astype(np.float64)  # exact in float32 too
+    X = rng.random((ROWS, FEATURES)).astype(np.float32).astype(np.float64)
     y = rng.integers(0, max(outputs, 2), ROWS)
     W, b = rng.normal(size=(outputs, FEATURES)), rng.normal(size=outputs)
     if not float64:  # the float32 implementations see float32 weights: so does the reference
         W, b = W.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64)
     # weights 0.25 and 1.75 half each, in a random order: a mean of exactly 1, exact in float32
     sw = rng.permutation(np.resize([0.25, 1.75], ROWS)) if weighted else None
-    expected = reference(W, b, X, y, np.ones(ROWS) if sw is None else sw, penalty)
-    got = evaluate(W, b, X, y, sw, penalty)
+    return W, b, X, y, sw
+
+
+def _ones_or(sw: np.ndarray | None) -> np.ndarray:
+    return np.ones(ROWS) if sw is None else sw
+
+
+def _assert_equal(got, expected: tuple, float64: bool) -> None:
+    """`got` (the objective, or the objective and its gradients) equals the reference's to float64's
+    or float32's precision."""
     got = got if isinstance(got, tuple) else (got,)
     rtol, atol = (1e-10, 1e-12) if float64 else (1e-5, 1e-6)
     for value, wanted in zip(got, expected, strict=False):

@@ -7,12 +7,11 @@ and a budget before memory is spent; a gzip stream is cut where its header says 
 import contextlib
 import gzip
 import os
-import signal
 import zipfile
 
 import numpy as np
 import pytest
-from corpus.hostile import memory_cap, npy_with_header
+from corpus.hostile import deadline, memory_cap, npy_with_header
 from PIL import Image
 
 from torchlogreg import DataError, InputError
@@ -23,19 +22,9 @@ from torchlogreg.readers import open_regular, read_capped
 
 @contextlib.contextmanager
 def must_not_block(seconds: int = 20):
-    """Fail (instead of hanging the test run) when the block waits on a FIFO."""
-
-    def expired(signum, frame):
-        raise AssertionError(f"blocked for {seconds} s: a FIFO was opened and waited on")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        with memory_cap():
-            yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+    """Fail (instead of hanging the test run) when the block waits on a FIFO, or takes gigabytes."""
+    with deadline(seconds), memory_cap():
+        yield
 
 
 @pytest.fixture

@@ -193,12 +193,6 @@ _Static_assert(MAX_BLOCK == 10, "BY_BLOCKS has cases 1 to 9 and a default of the
 #define TARGET __attribute__((target("avx512f,avx2,fma")))
 #define SUFFIX avx512
 #include "_fused_kernel.h"
-#undef LANES
-#undef ROWS
-#undef CLASS_BLOCK
-#undef GRAD_BLOCK
-#undef TARGET
-#undef SUFFIX
 #define LANES 8
 #define ROWS 2
 #define CLASS_BLOCK 5
@@ -206,12 +200,6 @@ _Static_assert(MAX_BLOCK == 10, "BY_BLOCKS has cases 1 to 9 and a default of the
 #define TARGET __attribute__((target("avx2,fma")))
 #define SUFFIX avx2
 #include "_fused_kernel.h"
-#undef LANES
-#undef ROWS
-#undef CLASS_BLOCK
-#undef GRAD_BLOCK
-#undef TARGET
-#undef SUFFIX
 #endif
 #define LANES 4
 #define ROWS 2
@@ -220,12 +208,6 @@ _Static_assert(MAX_BLOCK == 10, "BY_BLOCKS has cases 1 to 9 and a default of the
 #define TARGET
 #define SUFFIX baseline
 #include "_fused_kernel.h"
-#undef LANES
-#undef ROWS
-#undef CLASS_BLOCK
-#undef GRAD_BLOCK
-#undef TARGET
-#undef SUFFIX
 #undef BY_BLOCKS
 #undef BY_BLOCKS_CASE
 

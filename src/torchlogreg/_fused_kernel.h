@@ -1,7 +1,7 @@
 /* One instruction set's version of the fused kernels, included by _fused.c once per set with
    LANES (floats per vector), ROWS (rows scored together), CLASS_BLOCK (classes scored together),
    GRAD_BLOCK (classes whose gradients are summed together), TARGET (the function attribute) and
-   SUFFIX (the name's ending).
+   SUFFIX (the name's ending), which it undefines at its end for the next set's.
 
    A thread's rows go in blocks of BLOCK_ROWS. Each block's rows are made floats once (uint8 rows
    converted into work->rows, float32 rows read in place), then scored in groups of ROWS rows against
@@ -237,3 +237,9 @@ TARGET static double NAME(rows_sums)(const struct batch *in, const struct model 
 #undef NAME
 #undef JOIN
 #undef JOIN2
+#undef LANES
+#undef ROWS
+#undef CLASS_BLOCK
+#undef GRAD_BLOCK
+#undef TARGET
+#undef SUFFIX

@@ -13,12 +13,15 @@ import numpy as np
 import torch
 
 from .model import LogisticRegression, binary_cross_entropy_with_logits, cross_entropy
+from .objective import Objective
+from .optimizers import LBFGS
 from .storage import atomic_write_bytes
 
 # The tutorials' fever example: body temperature readings (made-up units) and fever yes/no.
 TEMPERATURES = (1.0, 5.0, 10.0, 10.0, 25.0, 50.0, 70.0, 75.0, 100.0)
 FEVER = (0, 0, 0, 0, 0, 1, 1, 1, 1)
 OUTLIER = (300.0, 1)
+FIT_ITERATIONS = 200  # L-BFGS iterations at most; the fit stops once the gradient is within 1e-7
 
 
 def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -29,23 +32,24 @@ def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, weight_decay: float = 1e-3) -> LogisticRegression:
-    """A one-feature binary LogisticRegression fitted by L-BFGS on standardised x.
-
-    The fever data are separable, so a little L2 keeps the weights finite.
-    """
+    """A one-feature binary LogisticRegression fitted on standardised x by the engine's L-BFGS driver
+    (optimizers.LBFGS; why the estimator drives another: solvers.py's docstring) on the package's
+    objective. The fever data are separable, so a little L2 keeps the weights finite."""
     mean, std = float(x.mean()), float(x.std())
     features = torch.tensor((x - mean) / std, dtype=torch.float64).unsqueeze(1)
     targets = torch.tensor(y)
     model = LogisticRegression(1, 2).double()
-    optimizer = torch.optim.LBFGS(model.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+    objective = Objective(weight_decay)
+    optimizer = LBFGS(list(model.parameters()), lr=1.0, max_iter=FIT_ITERATIONS)
 
-    def closure():
-        optimizer.zero_grad()
-        loss = model.loss(model(features), targets) + 0.5 * weight_decay * model.linear.weight.square().sum()
-        loss.backward()
-        return loss
+    def closure() -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        loss = objective.add_data_gradients(model, features, targets, len(targets))
+        objective.add_penalty_gradients(model.linear.weight)
+        return torch.tensor(loss + objective.penalty(model.linear.weight), dtype=torch.float64)
 
-    optimizer.step(closure)
+    with torch.no_grad():
+        optimizer.step(1.0, closure)
     model.requires_grad_(False)
     with torch.no_grad():  # fold the standardisation into the weights: predictions take raw x
         model.linear.bias -= model.linear.weight.squeeze() * mean / std

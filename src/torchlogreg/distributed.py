@@ -4,7 +4,7 @@
 
 torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; `torchlogreg.train` joins the group. Every rank draws the
 same global batch (same seeded permutation) and takes its part (strided in memory, contiguous on
-disk); the engine sums the flat gradient of the parts once per step (engine._reduce, `step_sum`), so
+disk); the engine sums the flat gradient of the parts once per step (engine.Gradient, `step_sum`), so
 world size N with global batch B does the same math as one process with batch B. When every rank
 runs on this host, that sum goes through shared memory (`SharedMemorySum`); otherwise through the
 process group.
@@ -91,7 +91,7 @@ def all_reduce_sum(values: torch.Tensor, context: DistContext, what: str) -> tor
 def _failure(context: DistContext, what: str, reason: str) -> DistributedError:
     return DistributedError(
         f"rank {context.rank} of {context.world_size}: {what} failed: {reason}; torchrun's summary "
-        "names the failed rank. Resume with --resume"
+        "names the failed rank; continue from the last checkpoint with resume=True"
     )
 
 

@@ -11,7 +11,7 @@ riding along, so every rank stops at the same step.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import torch
@@ -58,51 +58,18 @@ class Engine:
         self.full_batch, self.dist, self.should_stop, self.advice = full_batch, dist, should_stop, advice
         self.explosion_factor = explosion_factor  # None: only a non-finite loss counts as diverged
         self.parameters = list(parameters if parameters is not None else model.parameters())
-        self._fixed = [p for p in model.parameters() if all(p is not q for q in self.parameters)]
         self._weight = model.linear.weight  # the penalised tensor, looked up once
-        self._penalised = bool(objective.weight_decay or objective.l1)
+        self.centring = Centring(model, centre) if centre is not None else None
+        self.gradient = Gradient(model, objective, self.parameters, dist, self.centring, full_batch)
         self.callbacks = list(callbacks)
         self.steps_per_epoch = 1 if full_batch else source.steps_per_epoch
         self._epoch_origin = 0  # the iteration epochs are counted from (moved by set_source)
         self.iteration, self.history, self.start_loss = 0, [], None
         self.train_seconds, self.stop_reason = 0.0, None
         self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
-        self._batches, self._sum, self._flat = None, None, None
-        self.centring = Centring(model, centre) if centre is not None else None
+        self._batches = None
 
     # --- one step --------------------------------------------------------------------------------
-    def _reduce(self, loss: float, stop: bool) -> tuple[float, bool]:
-        """Sum the flat gradient, the loss and the stop flag over ranks, in one exchange."""
-        if self.dist is None:
-            return loss, stop
-        if self._sum is None:  # collective: every rank's first step
-            self._flat = _Flat(self.parameters)
-            self._sum = step_sum(self.dist, self._flat.values, short_steps=not self.full_batch)
-        flat = self._flat
-        flat.pack(self.parameters, loss, stop)
-        self._sum(flat.values, f"the sum of iteration {self.iteration + 1}")
-        return flat.unpack(self.parameters)
-
-    def _gradient(self, batches: Sequence[Batch] | None, stop: bool) -> tuple[float, bool]:
-        """(data loss, stop) with the objective's gradient in .grad."""
-        for param in self.parameters:
-            param.grad = None
-        parts = self.source.chunks() if batches is None else batches
-        loss = 0.0
-        for part in parts:
-            loss += self.objective.add_data_gradients(
-                self.model, part.x, part.y, part.size, part.sample_weight, part.scale, part.index
-            )
-        for param in self.parameters:  # a rank with no rows of this set still takes part in the sum
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-        for param in self._fixed:  # e.g. the bias without an intercept: takes no step
-            param.grad = None
-        loss, stop = self._reduce(loss, stop)
-        if self._penalised:
-            self.objective.add_penalty_gradients(self._weight)
-        return loss, stop
-
     def _next_batch(self) -> Batch:
         while True:
             if self._batches is None:
@@ -115,11 +82,9 @@ class Engine:
             self._batches = None
 
     def _centred_gradient(self, batches: Sequence[Batch] | None, stop: bool) -> tuple[float, bool]:
-        """_gradient, in the coordinates steps are taken in (centred, with a Centring)."""
-        loss, stop = self._gradient(batches, stop)
-        if self.centring is not None:
-            self.centring.gradient()
-        return loss, stop
+        """(data loss, stop), the gradient of `batches` (None: the whole source) in .grad."""
+        parts = self.source.chunks() if batches is None else batches
+        return self.gradient(parts, stop, self.iteration + 1)
 
     def step(self, lr: float) -> tuple[float, bool]:
         """One optimizer step; returns (data loss, stop requested on any rank). A mini-batch step
@@ -137,7 +102,8 @@ class Engine:
         return loss, stop
 
     def _full_batch_step(self, lr: float, wants_stop: bool) -> tuple[float, bool]:
-        """An L-BFGS step: its closure evaluates the whole objective, as often as its line search asks."""
+        """An L-BFGS step (why the estimator drives another: solvers.py's docstring): its closure
+        evaluates the whole objective, as often as its line search asks."""
         centring, result = self.centring, {}
 
         def closure() -> torch.Tensor:
@@ -159,7 +125,8 @@ class Engine:
     # --- changes between steps (the playground's live settings) ----------------------------------
     def set_objective(self, objective: Objective) -> None:
         """Minimise `objective` from the next step on (new penalties mid-run)."""
-        self.objective, self._penalised = objective, bool(objective.weight_decay or objective.l1)
+        self.objective = objective
+        self.gradient.set_objective(objective)
 
     def set_source(self, source) -> None:
         """Draw batches from `source` from the next step on (a new batch size mid-run), starting a
@@ -291,6 +258,65 @@ class Centring:
         """The weight's gradient in centred coordinates, from the ordinary ones in .grad."""
         if self.weight.grad is not None and self.bias.grad is not None:
             self.weight.grad.addr_(self.bias.grad, self.mean, alpha=-1.0)
+
+
+class Gradient:
+    """The objective's gradient at the model, put in .grad: the closed-form gradient of this rank's
+    rows, then under torchrun one exchange summing the flat gradient, the loss and the stop flag over
+    ranks, then the penalty's, in the coordinates steps are taken in (centred, with a Centring)."""
+
+    def __init__(
+        self,
+        model: LogisticRegression,
+        objective: Objective,
+        parameters: list[torch.Tensor],
+        dist: DistContext | None,
+        centring: Centring | None,
+        full_batch: bool,
+    ):
+        self.model, self.parameters, self.dist = model, parameters, dist
+        self.centring, self.full_batch = centring, full_batch
+        self.set_objective(objective)
+        self._fixed = [p for p in model.parameters() if all(p is not q for q in parameters)]
+        self._weight = model.linear.weight
+        self._sum, self._flat = None, None
+
+    def set_objective(self, objective: Objective) -> None:
+        """Evaluate `objective` from the next call on."""
+        self.objective, self._penalised = objective, bool(objective.weight_decay or objective.l1)
+
+    def __call__(self, parts: Iterable[Batch], stop: bool, iteration: int) -> tuple[float, bool]:
+        """(data loss, stop requested on any rank) over `parts`, for step `iteration` (1-based)."""
+        for param in self.parameters:
+            param.grad = None
+        loss = 0.0
+        for part in parts:
+            loss += self.objective.add_data_gradients(
+                self.model, part.x, part.y, part.size, part.sample_weight, part.scale, part.index
+            )
+        for param in self.parameters:  # a rank with no rows of this set still takes part in the sum
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+        for param in self._fixed:  # e.g. the bias without an intercept: takes no step
+            param.grad = None
+        loss, stop = self._reduce(loss, stop, iteration)
+        if self._penalised:
+            self.objective.add_penalty_gradients(self._weight)
+        if self.centring is not None:
+            self.centring.gradient()
+        return loss, stop
+
+    def _reduce(self, loss: float, stop: bool, iteration: int) -> tuple[float, bool]:
+        """Sum the flat gradient, the loss and the stop flag over ranks, in one exchange."""
+        if self.dist is None:
+            return loss, stop
+        if self._sum is None:  # collective: every rank's first step
+            self._flat = _Flat(self.parameters)
+            self._sum = step_sum(self.dist, self._flat.values, short_steps=not self.full_batch)
+        flat = self._flat
+        flat.pack(self.parameters, loss, stop)
+        self._sum(flat.values, f"the sum of iteration {iteration}")
+        return flat.unpack(self.parameters)
 
 
 class _Flat:

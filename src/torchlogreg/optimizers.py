@@ -112,7 +112,8 @@ class Adam:
 
 
 class LBFGS:
-    """torch.optim.LBFGS with a strong-Wolfe line search, one iteration per `step`.
+    """torch.optim.LBFGS with a strong-Wolfe line search, one iteration per `step` (the engine's
+    driver; why the estimator has another: solvers.py's docstring).
 
     `closure` fills .grad and returns the objective; it may be called several times (line search).
     Its curvature history is not checkpointed: a resumed run restarts it from the saved weights.

@@ -13,6 +13,14 @@ NumPy's products and softmax), `HostLoss` (NumPy and SciPy, dense or CSR, for fl
 on the CPU) and `DeviceLoss` (the package's closed-form gradient, `Objective.add_data_gradients`, on
 the model's device, a chunk of rows at a time).
 
+Two L-BFGS drivers, on purpose (engine.py, demos.py and optimizers.LBFGS point here). The engine
+steps torch's L-BFGS (optimizers.LBFGS) one iteration per step, in the model's dtype on any device:
+each step is recorded, checkpointed and resumed, summed over torchrun ranks, and the playground pauses
+or changes it between steps. The estimator runs SciPy's L-BFGS-B (`lbfgs` here) to the end in float64:
+it takes bounds, which the L1 split needs and torch's L-BFGS cannot, and it is scikit-learn's own
+solver with its stopping rule, so the estimator's answers are scikit-learn's. It keeps its state
+inside SciPy, so it cannot be saved and resumed between iterations. Both minimise objective.Objective.
+
 `Proximal` wraps the mini-batch SGD optimizer so its penalty step is exact (a proximal step after the
 gradient step): stable for any C, and L1 gives exact zeros there too.
 """

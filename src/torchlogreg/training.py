@@ -191,6 +191,22 @@ def _check_fits(config: TrainConfig, data: Data) -> None:
         )
 
 
+def _initial_model(config: TrainConfig, data: Data, generator: torch.Generator) -> LogisticRegression:
+    """The model before training: zeros, or (init="uniform") nn.Linear's uniform start from `generator`."""
+    model = LogisticRegression(math.prod(data.image_shape), data.n_classes)
+    return model.init_uniform(generator) if config.init == "uniform" else model
+
+
+def _evaluate_every(config: TrainConfig, steps_per_epoch: int, total: int) -> int:
+    """Steps between evaluations: config.eval_every, or every LBFGS_EVAL_EVERY iterations for
+    lbfgs, or whole epochs so that a run makes at most MAX_CHECKS evaluations."""
+    if config.eval_every:
+        return config.eval_every
+    if config.optimizer == "lbfgs":
+        return LBFGS_EVAL_EVERY
+    return steps_per_epoch * math.ceil(total / steps_per_epoch / MAX_CHECKS)
+
+
 def build(
     config: TrainConfig,
     data: Data,
@@ -210,18 +226,12 @@ def build(
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
     source = batch_source(data.train.images, data.train.labels, config.batch_size, device, rank, world)
     generator = torch.Generator().manual_seed(config.seed)
-    model = LogisticRegression(math.prod(data.image_shape), data.n_classes)
-    if config.init == "uniform":
-        model.init_uniform(generator)
-    model.to(device)
+    model = _initial_model(config, data, generator).to(device)
     full_batch = config.optimizer == "lbfgs"
     steps_per_epoch = 1 if full_batch else source.steps_per_epoch
     total = config.iters or config.epochs * steps_per_epoch
-    every = config.eval_every or (
-        LBFGS_EVAL_EVERY if full_batch else steps_per_epoch * math.ceil(total / steps_per_epoch / MAX_CHECKS)
-    )
     log = tqdm.write if verbose else (lambda line: None)
-    evaluator = Evaluator(data, config, every, dist, log)
+    evaluator = Evaluator(data, config, _evaluate_every(config, steps_per_epoch, total), dist, log)
     bar = ProgressBar(total, 0, None if progress is None else not (progress and verbose))
     optimizer = make_optimizer(
         list(model.parameters()),

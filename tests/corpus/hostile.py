@@ -1,10 +1,12 @@
 """Builders of hostile inputs too large (decoded) or too varied to keep as files in this folder:
 .npy files whose header declares anything, and .npz bombs (a few hundred kB of deflated zeros that
 decode to hundreds of MB); and `memory_cap`, under which a regression that allocates gigabytes fails
-with MemoryError instead of swapping or being killed. Used by tests/test_images.py,
+with MemoryError instead of swapping or being killed; `deadline`, under which a block that waits (a
+FIFO opened) fails instead of hanging the test run. Used by tests/test_images.py,
 test_serving.py and test_hostile_inputs.py."""
 
 import contextlib
+import signal
 import zipfile
 from pathlib import Path
 
@@ -64,6 +66,23 @@ def memory_cap(headroom: int = MEMORY_HEADROOM):
         yield True
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Run the block with SIGALRM set to raise TimeoutError after `seconds` (a FIFO opened and waited
+    on); the previous handler restored afterwards."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"blocked for {seconds} s: a FIFO was opened and waited on?")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager
