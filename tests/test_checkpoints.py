@@ -322,7 +322,12 @@ def test_a_model_json_declaring_huge_weights_is_refused_before_reading_them(defa
         load_run(folder)
 
 
-TRAINING_MODULES = ("torchlogreg.training", "torchlogreg.engine", "torchlogreg.optimizers", "torchlogreg.runs")
+TRAINING_MODULES = (
+    "torchlogreg.training",
+    "torchlogreg.engine",
+    "torchlogreg.optimizers",
+    "torchlogreg.runs",
+)
 
 
 def test_reading_a_run_loads_no_training_module(default_run, tmp_path):
