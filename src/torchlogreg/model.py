@@ -202,56 +202,58 @@ class LogisticRegression(nn.Module):
         self,
         x: torch.Tensor,
         targets: torch.Tensor,
-        weight: float = 1.0,
+        factor: float = 1.0,
         sample_weight: torch.Tensor | None = None,
         scale: float = 1.0,
         index: torch.Tensor | None = None,
     ) -> float:
-        """Add `weight` x the closed-form gradient of the mean loss on (x * scale, targets) to .grad,
-        and return that mean loss (unscaled by `weight`); with `sample_weight`, sum(w_i * loss_i) / N.
-        With `index`, the rows are rows `index` of x, targets and sample_weight.
+        """Add `factor` x the closed-form gradient of the mean loss on (x * scale, targets) to .grad,
+        and return that mean loss (not multiplied by `factor`); with `sample_weight`,
+        sum(w_i * loss_i) / N. With `index`, the rows are rows `index` of x, targets and sample_weight.
 
-        On a CPU this is one call to the fused kernel (torchlogreg.fused) where it applies, at any
+        On a CPU this is one call to the fused kernel (the fused module) where it applies, at any
         batch size and thread count (it splits large batches over torch's threads itself); otherwise
         the PyTorch kernels of `_plain_gradients`."""
-        weight_t, bias = self.linear.weight, self.linear.bias
+        W, bias = self.linear.weight, self.linear.bias
         if x.dim() > 2 and x.is_contiguous():  # images (rows, H, W), e.g. from disk: a free view
             x = x.flatten(1)
-        if fused.usable(weight_t, bias, x, targets, sample_weight, index):
+        if fused.usable(W, bias, x, targets, sample_weight, index):
             rows = x.shape[0] if index is None else index.shape[0]
-            scale *= pixel_scale(x)
-            share = weight / rows
-            return fused.add_gradients(weight_t, bias, x, targets, share, scale, sample_weight, index) / rows
+            feature_scale = scale * pixel_scale(x)
+            row_factor = factor / rows
+            summed = fused.add_gradients(W, bias, x, targets, row_factor, feature_scale, sample_weight, index)
+            return summed / rows
         if index is not None:
             x, targets = x.index_select(0, index), targets.index_select(0, index)
             sample_weight = None if sample_weight is None else sample_weight.index_select(0, index)
-        return self._plain_gradients(x, targets, weight, sample_weight, scale)
+        return self._plain_gradients(x, targets, factor, sample_weight, scale)
 
     def _plain_gradients(
-        self, x: torch.Tensor, targets: torch.Tensor, weight: float, sample_weight, scale: float
+        self, x: torch.Tensor, targets: torch.Tensor, factor: float, sample_weight, scale: float
     ) -> float:
         """accumulate_gradients with PyTorch kernels. Written by hand because it is faster than
         autograd for this model: no graph, a few kernels, and the logits computed as W @ x.T,
         classes by rows, which MKL runs faster than x @ W.T for a handful of classes
         (benchmarks/compare.py measures both). Scalars ride in BLAS's alpha, not in kernels."""
-        weight_t, bias = self.linear.weight, self.linear.bias
-        features, pixel_scale = self._features(x, weight_t.dtype)
-        scale *= pixel_scale
+        W, bias = self.linear.weight, self.linear.bias
+        features, input_scale = self._features(x, W.dtype)
+        feature_scale = scale * input_scale
         rows = features.shape[0]
-        logits = torch.addmm(bias.unsqueeze(1), weight_t, features.t(), alpha=scale)  # (C, N)
+        logits = torch.addmm(bias.unsqueeze(1), W, features.t(), alpha=feature_scale)  # (C, N)
         losses, residual = self.column_losses(logits, targets, residual=True)
         if sample_weight is not None:
             sample_weight = sample_weight.to(logits.dtype).unsqueeze(0)
             losses = losses * sample_weight
             residual.mul_(sample_weight)
-        share = weight / rows
-        if weight_t.grad is None:  # the first part of a batch writes .grad (beta 0: nothing to zero)
-            weight_t.grad = torch.addmm(weight_t, residual, features, beta=0, alpha=share * scale)
+        row_factor = factor / rows
+        if W.grad is None:  # the first part of a batch writes .grad (beta 0: nothing to zero)
+            W.grad = torch.addmm(W, residual, features, beta=0, alpha=row_factor * feature_scale)
         else:
-            weight_t.grad.addmm_(residual, features, alpha=share * scale)
+            W.grad.addmm_(residual, features, alpha=row_factor * feature_scale)
         bias_sum = residual.sum(dim=1)
         if bias.grad is None:
-            bias.grad = bias_sum.mul_(share)
+            bias.grad = bias_sum.mul_(row_factor)
         else:
-            bias.grad.add_(bias_sum, alpha=share)
+            bias.grad.add_(bias_sum, alpha=row_factor)
         return float(losses.sum()) / rows
+

@@ -104,5 +104,5 @@ class Objective:
                 if param.grad is None:
                     param.grad = torch.zeros_like(param)
             return 0.0
-        share = rows / total_rows
-        return model.accumulate_gradients(x, y, share, sample_weight, scale, index) * share
+        batch_fraction = rows / total_rows
+        return model.accumulate_gradients(x, y, batch_fraction, sample_weight, scale, index) * batch_fraction
