@@ -69,6 +69,30 @@ def binary_cross_entropy_with_logits(logit: torch.Tensor, target: torch.Tensor) 
     return (logit.clamp(min=0) - logit * target + torch.log1p(torch.exp(-logit.abs()))).mean()
 
 
+def column_losses(
+    scores: torch.Tensor, targets: torch.Tensor, residual: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The PyTorch definition of the data loss: per-sample losses (1, N) of scores laid out classes by
+    rows (C, N) (the softmax runs down contiguous columns, many times faster than along short rows),
+    and with `residual` the loss's gradient in the scores, softmax - one_hot (sigmoid - y for one
+    row of scores). One row: BCE with logits; else cross-entropy."""
+    columns = targets.long().unsqueeze(0)
+    if scores.shape[0] == 1:
+        target = columns.to(scores.dtype)
+        losses = F.binary_cross_entropy_with_logits(scores, target, reduction="none")
+        return losses, torch.sigmoid(scores).sub_(target) if residual else None
+    log_p = torch.log_softmax(scores, dim=0)
+    losses = log_p.gather(0, columns).neg_()
+    return losses, log_p.exp_().scatter_(0, columns, -1.0, reduce="add") if residual else None
+
+
+def loss_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """d(mean loss)/d(logits) for logits (N, C), or (N, 1) for one logit: (softmax - one_hot) / N, or
+    (sigmoid - y) / N; the closed form that training uses instead of autograd (`column_losses`)."""
+    _, residual = column_losses(logits.T, targets, residual=True)
+    return residual.T.contiguous().div_(len(logits))
+
+
 def decide(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """The one prediction rule: argmax of C logits; for one logit, P(positive) >= `threshold`."""
     if logits.shape[-1] == 1:
@@ -167,18 +191,9 @@ class LogisticRegression(nn.Module):
     def column_losses(
         self, scores: torch.Tensor, targets: torch.Tensor, residual: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The PyTorch definition of the data loss: per-sample losses (1, N) of scores laid out classes
-        by rows (C, N) (the softmax runs down contiguous columns, many times faster than along short
-        rows), and with `residual` the loss's gradient in the scores, softmax - one_hot (sigmoid - y
-        for one logit). Binary: BCE with logits; else cross-entropy."""
-        columns = targets.long().unsqueeze(0)
-        if self.binary:
-            target = columns.to(scores.dtype)
-            losses = F.binary_cross_entropy_with_logits(scores, target, reduction="none")
-            return losses, torch.sigmoid(scores).sub_(target) if residual else None
-        log_p = torch.log_softmax(scores, dim=0)
-        losses = log_p.gather(0, columns).neg_()
-        return losses, log_p.exp_().scatter_(0, columns, -1.0, reduce="add") if residual else None
+        """`column_losses` of the module (the PyTorch definition of the data loss) for this model's
+        scores, laid out classes by rows (C, N), or (1, N) when binary."""
+        return column_losses(scores, targets, residual)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, C) from logits; binary gives two columns, P(0) and P(1)."""
