@@ -19,6 +19,7 @@ from . import fused
 from .exceptions import ConfigError, InputError
 
 PIXEL_SCALE = 1.0 / 255.0
+EVAL_BATCH = 512  # rows per forward pass: small enough that the floats stay in cache for the product
 
 
 def pixel_scale(x: torch.Tensor) -> float:
@@ -272,3 +273,17 @@ class LogisticRegression(nn.Module):
             bias.grad.add_(bias_sum, alpha=row_factor)
         return float(losses.sum()) / rows
 
+
+@torch.no_grad()
+def logits_of(model: LogisticRegression, images: torch.Tensor) -> torch.Tensor:
+    """Logits for every image (a tensor, array or list), computed in chunks on the model's device."""
+    images = as_inputs(images, "images")
+    device = model.linear.weight.device
+    # One output filled in place: small per-chunk results kept alive between the large temporary
+    # buffers would fragment the heap (seen as GBs of peak memory when images stream from disk).
+    logits = torch.empty(
+        len(images), model.linear.out_features, device=device, dtype=model.linear.weight.dtype
+    )
+    for start in range(0, len(images), EVAL_BATCH):
+        logits[start : start + EVAL_BATCH] = model(images[start : start + EVAL_BATCH].to(device))
+    return logits
