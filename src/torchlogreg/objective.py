@@ -10,9 +10,10 @@ scikit-learn), and are added here rather than through the optimizer, so SGD, Ada
 drivers minimise the same objective.
 
 Implementations of the data term, all tested against one float64 reference (tests/test_objective.py):
-the fused C kernel (fused.py: float32 on the CPU) and the PyTorch path (model.column_losses, behind
-model.accumulate_gradients and model.loss), both reached through `Objective`; and the evaluators the
-estimator's full-batch solver calls (solvers.py: NumPy in float64, the fused kernel, the device).
+the fused C kernel (the fused module: float32 on the CPU) and the PyTorch path (model.column_losses,
+behind model.accumulate_gradients and model.loss), both reached through `Objective`; and the
+evaluators the estimator's full-batch solver calls (the solvers module: NumPy in float64, the fused
+kernel, the device).
 """
 
 from __future__ import annotations
