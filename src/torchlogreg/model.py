@@ -186,15 +186,8 @@ class LogisticRegression(nn.Module):
         on the classes-by-rows scores the model computes (the logits' transpose), then reduced."""
         if logits.dim() != 2 or targets.dim() != 1:  # not (N, C) scores and class indices
             return F.cross_entropy(logits, targets, reduction=reduction)
-        losses = self.column_losses(logits.T, targets)[0][0]
+        losses = column_losses(logits.T, targets)[0][0]
         return losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.mean()
-
-    def column_losses(
-        self, scores: torch.Tensor, targets: torch.Tensor, residual: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`column_losses` of the module (the PyTorch definition of the data loss) for this model's
-        scores, laid out classes by rows (C, N), or (1, N) when binary."""
-        return column_losses(scores, targets, residual)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, C) from logits; binary gives two columns, P(0) and P(1)."""
@@ -256,7 +249,7 @@ class LogisticRegression(nn.Module):
         feature_scale = scale * input_scale
         rows = features.shape[0]
         logits = torch.addmm(bias.unsqueeze(1), W, features.t(), alpha=feature_scale)  # (C, N)
-        losses, residual = self.column_losses(logits, targets, residual=True)
+        losses, residual = column_losses(logits, targets, residual=True)
         if sample_weight is not None:
             sample_weight = sample_weight.to(logits.dtype).unsqueeze(0)
             losses = losses * sample_weight
