@@ -35,7 +35,8 @@ def samples():
 def test_metrics_do_not_depend_on_the_chunking(samples, monkeypatch, chunk):
     """Chunks change which float32 kernel computes a row, so the logits agree to the rounding bound of
     the product, and the loss to the bound's effect on cross-entropy (|d loss / d logit|_1 <= 2)."""
-    monkeypatch.setattr("torchlogreg.evaluation.EVAL_BATCH", chunk)
+    monkeypatch.setattr("torchlogreg.model.EVAL_BATCH", chunk)  # logits_of's chunks
+    monkeypatch.setattr("torchlogreg.evaluation.EVAL_BATCH", chunk)  # evaluate's
     images, labels = samples
     flat = images.reshape(50, -1)
     model = _model(3)
@@ -74,6 +75,7 @@ def test_top_k_and_empty_sets(samples):
 
 
 def test_evaluates_a_split_on_disk_like_in_memory(samples, tmp_path, monkeypatch):
+    monkeypatch.setattr("torchlogreg.model.EVAL_BATCH", 9)
     monkeypatch.setattr("torchlogreg.evaluation.EVAL_BATCH", 9)
     images, labels = samples
     np.save(tmp_path / "images.npy", images.numpy())

@@ -82,10 +82,10 @@ def _autograd(model, x, labels, weights, index):
     return (loss.item(), *torch.autograd.grad(loss, [weight, bias]))
 
 
-def _fused_gradient(model, x, labels, weights, index, share=1.0):
+def _fused_gradient(model, x, labels, weights, index, factor=1.0):
     assert fused.usable(model.linear.weight, model.linear.bias, x, labels, weights, index)
     with cpu_threads(1):
-        return model.accumulate_gradients(x, labels, share, weights, index=index)
+        return model.accumulate_gradients(x, labels, factor, weights, index=index)
 
 
 @pytest.mark.parametrize("classes", [2, 3, 10, 13])

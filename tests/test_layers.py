@@ -1,6 +1,6 @@
-"""The shape of the package: every module sits in one layer and imports only from layers below it,
-so there are no import cycles and data flows one way (dataset -> tensors -> model -> engine ->
-metrics -> run folder). A new module must be placed here; a new upward import fails."""
+"""The shape of the package: every module sits in one layer of LAYERS (lowest first) and imports only
+from layers below it, so there are no import cycles and dependencies point one way, from the front
+ends down to the model and its kernels. A new module must be placed here; a new upward import fails."""
 
 import ast
 from pathlib import Path

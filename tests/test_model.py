@@ -45,8 +45,8 @@ def test_accumulated_gradients_match_autograd(n_classes, dtype):
     y = torch.randint(0, n_classes, (20,))
     loss = model.loss(model(x), y)
     expected = torch.autograd.grad(0.5 * loss, list(model.parameters()))
-    value = model.accumulate_gradients(x, y, weight=0.25)
-    model.accumulate_gradients(x, y, weight=0.25)  # accumulates: 0.25 + 0.25
+    value = model.accumulate_gradients(x, y, factor=0.25)
+    model.accumulate_gradients(x, y, factor=0.25)  # accumulates: 0.25 + 0.25
     assert value == pytest.approx(loss.item(), rel=1e-6)
     for param, grad in zip(model.parameters(), expected, strict=True):
         torch.testing.assert_close(param.grad, grad, rtol=1e-4, atol=1e-6)

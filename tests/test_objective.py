@@ -1,7 +1,8 @@
 """The objective (objective.py) and every implementation of it against ONE float64 reference: the
 fused C kernel and the PyTorch path through `Objective` (gradients, and the forward-only loss), and
 the evaluators of the estimator's L-BFGS-B (NumPy, the fused kernel, the device) with the penalty
-that solvers.PenalisedLoss adds, and the teaching losses of model.py that the demos use. Binary (one
+that solvers.PenalisedLoss adds, the teaching losses of model.py that the demos use, and its public
+closed-form gradient (model.loss_gradient). Binary (one
 logit) and multiclass, with and without penalties and sample weights. Sample weights have mean 1,
 where the engine's sum(s l) / n and scikit-learn's sum(s l) / sum(s) agree (the estimator scales
 them so)."""
@@ -15,7 +16,12 @@ import torch
 
 from torchlogreg import fused
 from torchlogreg.batches import MemoryBatches
-from torchlogreg.model import LogisticRegression, binary_cross_entropy_with_logits, cross_entropy
+from torchlogreg.model import (
+    LogisticRegression,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    loss_gradient,
+)
 from torchlogreg.objective import Objective
 from torchlogreg.solvers import DeviceLoss, FusedLoss, HostLoss, Packing, PenalisedLoss
 
@@ -148,6 +154,18 @@ def test_the_teaching_losses_equal_the_float64_reference(outputs, penalty):
     objective.backward()
     got = float(objective), weight.grad.numpy(), bias.grad.numpy()
     _assert_equal(got, reference(W, b, X, y, np.ones(ROWS), penalty), float64=True)
+
+
+@pytest.mark.parametrize("outputs", [1, 7], ids=["binary", "multiclass"])
+def test_loss_gradient_equals_the_float64_reference(outputs):
+    """model.loss_gradient (d mean loss / d logits, the closed form of the tutorial), carried to W and b
+    by the chain rule: logits = X W^T + b."""
+    W, b, X, y, _ = _problem(outputs, weighted=False, float64=True)
+    logits = torch.from_numpy(X @ W.T + b)
+    residual = loss_gradient(logits, torch.from_numpy(y)).numpy()
+    assert residual.shape == logits.shape
+    _, grad_weight, grad_bias = reference(W, b, X, y, np.ones(ROWS), Objective())
+    _assert_equal((residual.T @ X, residual.sum(axis=0)), (grad_weight, grad_bias), float64=True)
 
 
 def _problem(outputs: int, weighted: bool, float64: bool):

@@ -4,6 +4,7 @@ added to metrics.json are right, report.html is self-contained and renders in Ch
 import json
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -214,3 +215,11 @@ def test_a_damaged_history_gives_gaps_not_a_crash(default_run, mnist_data, tmp_p
     out = write_report(load_run(folder), mnist_data)
     assert Image.open(out / "curves.png").size == SIZE
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_the_report_module_loads_no_training_module():
+    """Scoring a saved run needs the model and the run format: report imports no training-side module."""
+    training_side = tuple(f"torchlogreg.{name}" for name in ("evaluation", "training", "engine", "batches"))
+    code = f"import sys, torchlogreg.report; print([m for m in {training_side!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stderr

@@ -2,12 +2,13 @@
    in one call.
 
    Why by hand: with a handful of classes, a training step in eager PyTorch is about a dozen small
-   kernels (gather, convert, two thin GEMMs, softmax, gathers, sums) at a few microseconds of dispatch
-   each, and large batches go through memory several times. Here rows are read straight from the data
-   set (by index), a block at a time: converted once, scored against every class, turned into
-   residuals and added to the gradient while still in cache. Nothing is written but the gradient
-   (and nothing is allocated in proportion to the batch), so the time per row is the same for a batch
-   of 10 rows as for the whole set.
+   kernels (gather, convert, two thin GEMMs, softmax, gathers, sums), each with its dispatch cost, and
+   large batches go through memory several times. Here rows are read straight from the data set (by
+   index), a block of BLOCK_ROWS at a time: converted once, scored against every class, turned into
+   residuals and added to the gradient while still in cache. Nothing in proportion to the batch is
+   allocated or written: each thread's buffers hold one block, and a batch cut into parts adds one
+   gradient per part (at most MAX_PARTS), so the time per row is about the same for a batch of 10
+   rows as for the whole set.
 
    Arithmetic: float32 products with float32 accumulators (as BLAS), the softmax's exponentials in
    float32 (as torch's), their sum, the log and the loss in float64. Rows are visited in order, and
@@ -15,15 +16,17 @@
    in; the gradient sums a block of rows in registers before adding it, so its rounding depends on
    how the rows fall into blocks. A large batch is cut into parts (by its size alone), each summed
    into its own gradient, then added in order, and `threads` threads share out the parts: the same
-   result for any number of threads. The version (AVX-512, AVX2 or SSE) is the best this CPU has, or the one named by the
-   environment variable TORCHLOGREG_CPU_CAPABILITY; their sums run in different orders, so results
-   differ between versions at float32's rounding, as BLAS's do between CPUs.
+   result for any number of threads. The version (avx512, avx2 or baseline: four-float vectors) is
+   the best this CPU has, or the one named by the environment variable TORCHLOGREG_CPU_CAPABILITY;
+   their sums run in different orders, so results differ between versions at float32's rounding, as
+   BLAS's do between CPUs.
 
    Entry points: gradient(...) and sums(...), keyword arguments only, every array a buffer (NumPy
-   arrays; torchlogreg/fused.py passes views of the tensors). Dtypes, shapes, contiguity, writability,
+   arrays; the fused module passes views of the tensors); instruction_sets(), instruction_set_in_use()
+   and use_instruction_set(name) list and pick the versions. Dtypes, shapes, contiguity, writability,
    every row index and every label are checked before anything is read or written: a mismatch raises
    ValueError (IndexError for an index or label), never an out-of-bounds access. The products exist
-   once per instruction set (_fused_kernel.h), picked at run time. */
+   once per instruction set (_fused_kernel.h, included once per version below), picked at run time. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -405,7 +408,11 @@ struct job {
     void *memory;
 };
 
-/* A thread's buffers in one allocation, sized by the features and classes (never by the batch). */
+/* A thread's buffers in one allocation, sized by the features and classes (never by the batch).
+   malloc, not calloc: each block writes what it reads (load_rows its converted rows and the group's
+   padding pointers; score every class of every whole group; row_loss every residual of its n rows;
+   find_live each live[] entry it counts; score_block the mask and block_live[] up to its count); a
+   thread that gets no part, or a batch of no rows, reads none of them. */
 static int prepare_job(struct job *job, struct parts *parts, int skip_blank) {
     const struct call *call = parts->call;
     const int64_t d = call->in.features, classes = call->m.classes, chunks = d / 4 + 1;
@@ -413,7 +420,7 @@ static int prepare_job(struct job *job, struct parts *parts, int skip_blank) {
     size_t floats = (size_t)(block * d + block * classes);
     size_t bytes = sizeof(double) * (size_t)(block * classes) + sizeof(float) * floats +
                    sizeof(int32_t) * (size_t)(2 * chunks) + (size_t)chunks;
-    char *memory = malloc(bytes); /* every buffer is written before it is read */
+    char *memory = malloc(bytes);
     job->memory = memory;
     job->parts = parts;
     if (!memory) return 0;

@@ -102,8 +102,8 @@ class Engine:
         return loss, stop
 
     def _full_batch_step(self, lr: float, wants_stop: bool) -> tuple[float, bool]:
-        """An L-BFGS step (why the estimator drives another: solvers.py's docstring): its closure
-        evaluates the whole objective, as often as its line search asks."""
+        """An L-BFGS step (why the estimator drives another: the solvers module's docstring): its
+        closure evaluates the whole objective, as often as its line search asks."""
         centring, result = self.centring, {}
 
         def closure() -> torch.Tensor:

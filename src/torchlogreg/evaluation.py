@@ -8,25 +8,8 @@ from . import fused
 from .batches import rank_range
 from .distributed import DistContext, all_reduce_sum
 from .exceptions import ConfigError
-from .model import LogisticRegression, as_inputs, decide, pixel_scale
+from .model import EVAL_BATCH, LogisticRegression, as_inputs, decide, logits_of, pixel_scale
 from .ondisk import DiskImages
-
-EVAL_BATCH = 512  # rows per forward pass: small enough that the floats stay in cache for the product
-
-
-@torch.no_grad()
-def logits_of(model: LogisticRegression, images: torch.Tensor) -> torch.Tensor:
-    """Logits for every image (a tensor, array or list), computed in chunks on the model's device."""
-    images = as_inputs(images, "images")
-    device = model.linear.weight.device
-    # One output filled in place: small per-chunk results kept alive between the large temporary
-    # buffers would fragment the heap (seen as GBs of peak memory when images stream from disk).
-    logits = torch.empty(
-        len(images), model.linear.out_features, device=device, dtype=model.linear.weight.dtype
-    )
-    for start in range(0, len(images), EVAL_BATCH):
-        logits[start : start + EVAL_BATCH] = model(images[start : start + EVAL_BATCH].to(device))
-    return logits
 
 
 @torch.no_grad()

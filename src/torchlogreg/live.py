@@ -1,7 +1,7 @@
-"""A training driven live: the one engine (`training.build`) stepped on its own thread, with start,
-pause, single steps and settings changed between steps (learning rate, penalties, batch size), and
-what a viewer shows (history rows, a copy of the weights) read from another thread. The playground
-(playground.py) is its front end.
+"""A training driven live: the one engine that `torchlogreg train` runs, stepped on its own thread,
+with start, pause, single steps and settings changed between steps (learning rate, penalties, batch
+size), and what a viewer shows (history rows, a copy of the weights) read from another thread. The
+playground is its front end.
 
     live = LiveTraining(preset("default"), load_data(preset("default")))
     live.start()                      # returns at once; the engine runs on live's thread
@@ -30,7 +30,7 @@ from .devices import cpu_threads, threads_for
 from .exceptions import ConfigError, DivergenceError
 from .objective import Objective
 from .optimizers import schedule_lr
-from .training import Training, TrainResult, _check_fits, build, finish
+from .training import Training, TrainResult, build, check_fits, finish
 
 LIVE_FIELDS = ("lr", "weight_decay", "l1", "batch_size")  # what may change while a run goes on
 SCHEDULE_SCALE = 2**20  # the schedule's position once the batch size changed: a fraction of this
@@ -136,7 +136,7 @@ class LiveTraining:
             settings = {**settings, "lr": self.used.learning_rate}
         if "batch_size" in settings and self.engine.full_batch:
             raise ConfigError(f"batch_size: {self.used.optimizer} takes the whole training set each step")
-        _check_fits(self.used.replace(**self.midrun.after(settings)), self.training.data)
+        check_fits(self.used.replace(**self.midrun.after(settings)), self.training.data)
         return self.midrun.request(settings)
 
     def close(self) -> None:

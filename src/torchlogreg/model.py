@@ -19,6 +19,7 @@ from . import fused
 from .exceptions import ConfigError, InputError
 
 PIXEL_SCALE = 1.0 / 255.0
+EVAL_BATCH = 512  # rows per forward pass: small enough that the floats stay in cache for the product
 
 
 def pixel_scale(x: torch.Tensor) -> float:
@@ -67,6 +68,30 @@ def binary_cross_entropy_with_logits(logit: torch.Tensor, target: torch.Tensor) 
     """Mean BCE of 0/1 `target` under sigmoid(`logit`): max(z,0) - z*y + log(1+exp(-|z|))."""
     target = target.to(logit.dtype)
     return (logit.clamp(min=0) - logit * target + torch.log1p(torch.exp(-logit.abs()))).mean()
+
+
+def column_losses(
+    scores: torch.Tensor, targets: torch.Tensor, residual: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The PyTorch definition of the data loss: per-sample losses (1, N) of scores laid out classes by
+    rows (C, N) (the softmax runs down contiguous columns, many times faster than along short rows),
+    and with `residual` the loss's gradient in the scores, softmax - one_hot (sigmoid - y for one
+    row of scores). One row: BCE with logits; else cross-entropy."""
+    columns = targets.long().unsqueeze(0)
+    if scores.shape[0] == 1:
+        target = columns.to(scores.dtype)
+        losses = F.binary_cross_entropy_with_logits(scores, target, reduction="none")
+        return losses, torch.sigmoid(scores).sub_(target) if residual else None
+    log_p = torch.log_softmax(scores, dim=0)
+    losses = log_p.gather(0, columns).neg_()
+    return losses, log_p.exp_().scatter_(0, columns, -1.0, reduce="add") if residual else None
+
+
+def loss_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """d(mean loss)/d(logits) for logits (N, C), or (N, 1) for one logit: (softmax - one_hot) / N, or
+    (sigmoid - y) / N; the closed form that training uses instead of autograd (`column_losses`)."""
+    _, residual = column_losses(logits.T, targets, residual=True)
+    return residual.T.contiguous().div_(len(logits))
 
 
 def decide(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -161,24 +186,8 @@ class LogisticRegression(nn.Module):
         on the classes-by-rows scores the model computes (the logits' transpose), then reduced."""
         if logits.dim() != 2 or targets.dim() != 1:  # not (N, C) scores and class indices
             return F.cross_entropy(logits, targets, reduction=reduction)
-        losses = self.column_losses(logits.T, targets)[0][0]
+        losses = column_losses(logits.T, targets)[0][0]
         return losses if reduction == "none" else losses.sum() if reduction == "sum" else losses.mean()
-
-    def column_losses(
-        self, scores: torch.Tensor, targets: torch.Tensor, residual: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The PyTorch definition of the data loss: per-sample losses (1, N) of scores laid out classes
-        by rows (C, N) (the softmax runs down contiguous columns, many times faster than along short
-        rows), and with `residual` the loss's gradient in the scores, softmax - one_hot (sigmoid - y
-        for one logit). Binary: BCE with logits; else cross-entropy."""
-        columns = targets.long().unsqueeze(0)
-        if self.binary:
-            target = columns.to(scores.dtype)
-            losses = F.binary_cross_entropy_with_logits(scores, target, reduction="none")
-            return losses, torch.sigmoid(scores).sub_(target) if residual else None
-        log_p = torch.log_softmax(scores, dim=0)
-        losses = log_p.gather(0, columns).neg_()
-        return losses, log_p.exp_().scatter_(0, columns, -1.0, reduce="add") if residual else None
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, C) from logits; binary gives two columns, P(0) and P(1)."""
@@ -202,56 +211,72 @@ class LogisticRegression(nn.Module):
         self,
         x: torch.Tensor,
         targets: torch.Tensor,
-        weight: float = 1.0,
+        factor: float = 1.0,
         sample_weight: torch.Tensor | None = None,
         scale: float = 1.0,
         index: torch.Tensor | None = None,
     ) -> float:
-        """Add `weight` x the closed-form gradient of the mean loss on (x * scale, targets) to .grad,
-        and return that mean loss (unscaled by `weight`); with `sample_weight`, sum(w_i * loss_i) / N.
-        With `index`, the rows are rows `index` of x, targets and sample_weight.
+        """Add `factor` x the closed-form gradient of the mean loss on (x * scale, targets) to .grad,
+        and return that mean loss (not multiplied by `factor`); with `sample_weight`,
+        sum(w_i * loss_i) / N. With `index`, the rows are rows `index` of x, targets and sample_weight.
 
-        On a CPU this is one call to the fused kernel (torchlogreg.fused) where it applies, at any
+        On a CPU this is one call to the fused kernel (the fused module) where it applies, at any
         batch size and thread count (it splits large batches over torch's threads itself); otherwise
         the PyTorch kernels of `_plain_gradients`."""
-        weight_t, bias = self.linear.weight, self.linear.bias
+        W, bias = self.linear.weight, self.linear.bias
         if x.dim() > 2 and x.is_contiguous():  # images (rows, H, W), e.g. from disk: a free view
             x = x.flatten(1)
-        if fused.usable(weight_t, bias, x, targets, sample_weight, index):
+        if fused.usable(W, bias, x, targets, sample_weight, index):
             rows = x.shape[0] if index is None else index.shape[0]
-            scale *= pixel_scale(x)
-            share = weight / rows
-            return fused.add_gradients(weight_t, bias, x, targets, share, scale, sample_weight, index) / rows
+            feature_scale = scale * pixel_scale(x)
+            row_factor = factor / rows
+            summed = fused.add_gradients(W, bias, x, targets, row_factor, feature_scale, sample_weight, index)
+            return summed / rows
         if index is not None:
             x, targets = x.index_select(0, index), targets.index_select(0, index)
             sample_weight = None if sample_weight is None else sample_weight.index_select(0, index)
-        return self._plain_gradients(x, targets, weight, sample_weight, scale)
+        return self._plain_gradients(x, targets, factor, sample_weight, scale)
 
     def _plain_gradients(
-        self, x: torch.Tensor, targets: torch.Tensor, weight: float, sample_weight, scale: float
+        self, x: torch.Tensor, targets: torch.Tensor, factor: float, sample_weight, scale: float
     ) -> float:
         """accumulate_gradients with PyTorch kernels. Written by hand because it is faster than
         autograd for this model: no graph, a few kernels, and the logits computed as W @ x.T,
         classes by rows, which MKL runs faster than x @ W.T for a handful of classes
         (benchmarks/compare.py measures both). Scalars ride in BLAS's alpha, not in kernels."""
-        weight_t, bias = self.linear.weight, self.linear.bias
-        features, pixel_scale = self._features(x, weight_t.dtype)
-        scale *= pixel_scale
+        W, bias = self.linear.weight, self.linear.bias
+        features, input_scale = self._features(x, W.dtype)
+        feature_scale = scale * input_scale
         rows = features.shape[0]
-        logits = torch.addmm(bias.unsqueeze(1), weight_t, features.t(), alpha=scale)  # (C, N)
-        losses, residual = self.column_losses(logits, targets, residual=True)
+        logits = torch.addmm(bias.unsqueeze(1), W, features.t(), alpha=feature_scale)  # (C, N)
+        losses, residual = column_losses(logits, targets, residual=True)
         if sample_weight is not None:
             sample_weight = sample_weight.to(logits.dtype).unsqueeze(0)
             losses = losses * sample_weight
             residual.mul_(sample_weight)
-        share = weight / rows
-        if weight_t.grad is None:  # the first part of a batch writes .grad (beta 0: nothing to zero)
-            weight_t.grad = torch.addmm(weight_t, residual, features, beta=0, alpha=share * scale)
+        row_factor = factor / rows
+        if W.grad is None:  # the first part of a batch writes .grad (beta 0: nothing to zero)
+            W.grad = torch.addmm(W, residual, features, beta=0, alpha=row_factor * feature_scale)
         else:
-            weight_t.grad.addmm_(residual, features, alpha=share * scale)
+            W.grad.addmm_(residual, features, alpha=row_factor * feature_scale)
         bias_sum = residual.sum(dim=1)
         if bias.grad is None:
-            bias.grad = bias_sum.mul_(share)
+            bias.grad = bias_sum.mul_(row_factor)
         else:
-            bias.grad.add_(bias_sum, alpha=share)
+            bias.grad.add_(bias_sum, alpha=row_factor)
         return float(losses.sum()) / rows
+
+
+@torch.no_grad()
+def logits_of(model: LogisticRegression, images: torch.Tensor) -> torch.Tensor:
+    """Logits for every image (a tensor, array or list), computed in chunks on the model's device."""
+    images = as_inputs(images, "images")
+    device = model.linear.weight.device
+    # One output filled in place: small per-chunk results kept alive between the large temporary
+    # buffers would fragment the heap (seen as GBs of peak memory when images stream from disk).
+    logits = torch.empty(
+        len(images), model.linear.out_features, device=device, dtype=model.linear.weight.dtype
+    )
+    for start in range(0, len(images), EVAL_BATCH):
+        logits[start : start + EVAL_BATCH] = model(images[start : start + EVAL_BATCH].to(device))
+    return logits

@@ -10,9 +10,10 @@ scikit-learn), and are added here rather than through the optimizer, so SGD, Ada
 drivers minimise the same objective.
 
 Implementations of the data term, all tested against one float64 reference (tests/test_objective.py):
-the fused C kernel (fused.py: float32 on the CPU) and the PyTorch path (model.column_losses, behind
-model.accumulate_gradients and model.loss), both reached through `Objective`; and the evaluators the
-estimator's full-batch solver calls (solvers.py: NumPy in float64, the fused kernel, the device).
+the fused C kernel (the fused module: float32 on the CPU) and the PyTorch path (model.column_losses,
+behind model.accumulate_gradients and model.loss), both reached through `Objective`; and the
+evaluators the estimator's full-batch solver calls (the solvers module: NumPy in float64, the fused
+kernel, the device).
 """
 
 from __future__ import annotations
@@ -104,5 +105,5 @@ class Objective:
                 if param.grad is None:
                     param.grad = torch.zeros_like(param)
             return 0.0
-        share = rows / total_rows
-        return model.accumulate_gradients(x, y, share, sample_weight, scale, index) * share
+        batch_fraction = rows / total_rows
+        return model.accumulate_gradients(x, y, batch_fraction, sample_weight, scale, index) * batch_fraction

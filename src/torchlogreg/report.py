@@ -21,9 +21,8 @@ import torch
 
 from .checkpoints import METRICS_FILE, Run, load_run, read_history
 from .data import Data, load_run_data
-from .evaluation import logits_of
 from .exceptions import require
-from .model import decide
+from .model import decide, logits_of
 from .storage import atomic_write_bytes, atomic_write_json, atomic_write_text, make_folder
 
 FIGSIZE = (9.0, 6.0)  # inches; every figure has this size

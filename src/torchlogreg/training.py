@@ -174,8 +174,9 @@ class Training:
     convergence: Convergence
 
 
-def _check_fits(config: TrainConfig, data: Data) -> None:
-    """Facts that need the data: the batch fits the training set, the task matches the classes."""
+def check_fits(config: TrainConfig, data: Data) -> None:
+    """Check the settings that need the data (the batch fits the training set, the task matches the
+    classes): at the start of a run, and before a live run's settings change mid-run."""
     if config.optimizer != "lbfgs" and config.batch_size > len(data.train):
         raise ConfigError(
             f"batch_size must be at most the {len(data.train)} training samples, got {config.batch_size}; "
@@ -222,7 +223,7 @@ def build(
     device = resolve_device(config.device)
     sample = FeatureSample(data.train.images)  # one sample for the step size and the centring
     config = settle(config, data, sample).replace(device=str(device))
-    _check_fits(config, data)
+    check_fits(config, data)
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
     source = batch_source(data.train.images, data.train.labels, config.batch_size, device, rank, world)
     generator = torch.Generator().manual_seed(config.seed)
