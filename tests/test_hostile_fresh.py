@@ -285,3 +285,71 @@ def test_a_hostile_grid_file_is_one_line(tmp_path, capsys, kind):
         code = main(["sweep", "--grid-file", path, "--out", str(tmp_path / "sweep")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and "--grid-file" in err, err
+
+
+# ---- the CLI's flags with odd values (each a real command: behind the marker) ------------------
+
+ODD_TEXT = ["", " 5", "nan", "-inf", "1e999", "-0", "0x10", "1_000", "٣", "99999999999999999999999", "1e-400",
+            "\x7f", "-1", "a,b,,c"]  # fmt: skip
+TRAIN_FLAGS = ["--lr", "--batch-size", "--epochs", "--iters", "--val-size", "--train-size", "--tol",
+               "--weight-decay", "--momentum", "--threshold", "--seed", "--eval-every", "--patience",
+               "--classes", "--positive", "--optimizer", "--schedule", "--init", "--device",
+               "--checkpoint-every", "--dist-timeout", "--preset"]  # fmt: skip
+PREDICT_FLAGS = ["--top-k", "--device", "--output"]
+
+
+def _cli_is_clean(argv: list[str], capsys, folder) -> None:
+    """The command ended in exit 0, or in one `error:` line with exit 1 or 2; no traceback, no
+    warning, no temporary or lock file left in `folder`, memory within the cap."""
+    with memory_cap(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and code in (0, 1, 2), (code, err[-400:])
+    if code:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and ": error: " in lines[0], err
+    assert not [p.name for p in folder.rglob(".*") if p.name.endswith((".tmp", ".lock", ".converting"))]
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("value", ODD_TEXT, ids=repr)
+@pytest.mark.parametrize("flag", TRAIN_FLAGS)
+def test_a_train_flag_with_an_odd_value(tmp_path, capsys, data_root, flag, value):
+    small = ["--train-size", "64", "--val-size", "16", "--iters", "2", "--quiet", "--device", "cpu"]
+    argv = ["train", "--data-root", str(data_root), "--out", str(tmp_path / "run"), *small, f"{flag}={value}"]
+    _cli_is_clean(argv, capsys, tmp_path)
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("value", ODD_TEXT, ids=repr)
+@pytest.mark.parametrize("flag", PREDICT_FLAGS)
+def test_a_predict_flag_with_an_odd_value(tmp_path, capsys, tiny_run, flag, value):
+    images = tmp_path / "x.npy"
+    np.save(images, np.zeros((2, 4, 4), np.uint8))
+    _cli_is_clean(["predict", str(tiny_run[0]), str(images), f"{flag}={value}"], capsys, tmp_path)
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+    "grid",
+    ["lr=", "lr=nan", "lr=1e999,0.1", "nope=1", "lr=0.1,0.1", "batch_size=0", "epochs=-1", "=1", "lr",
+     "optimizer=sgd,adamw", "seed=99999999999999999999999", "lr=0x10", "classes=a,,b"],
+    ids=repr,
+)  # fmt: skip
+def test_a_sweep_grid_with_an_odd_value(tmp_path, capsys, data_root, grid):
+    small = ["--train-size", "64", "--val-size", "16", "--iters", "2", "--quiet", "--device", "cpu"]
+    argv = ["sweep", "--data-root", str(data_root), "--out", str(tmp_path / "sweep"), *small, "--grid", grid]
+    _cli_is_clean(argv, capsys, tmp_path)
+
+
+@pytest.mark.parametrize("argv", [["report", "RUN", "--out", "x"], ["train", "--dataset-folder", "d"]])
+def test_a_flag_of_another_command_is_not_offered_as_its_own_correction(capsys, argv):
+    # `report RUN --out x` said "unrecognized arguments: --out x (did you mean --out?)"
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "did you mean" not in err and "an option of other commands" in err, err
