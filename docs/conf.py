@@ -151,7 +151,7 @@ LIMITS = [
     ("npyfiles", "MAX_NPY_HEADER_BYTES", "a `.npy` header (checked before it is read)"),
     ("csvfiles", "CSV_CELL_BYTES", "bytes per cell of a CSV row (a longer row is refused)"),
     ("serving", "MAX_UPLOAD_BYTES", "a request body to `serve`, counted as it streams in (chunked too)"),
-    ("weblimits", "MAX_HEADER_BYTES", "a request line and headers (400 beyond)"),
+    ("weblimits", "MAX_HEADER_BYTES", "a request line and headers (400 while arriving, 431 once whole)"),
     ("serving", "SERVE_IMAGE_PIXELS", "pixels of an uploaded picture, before decoding"),
     ("serving", "SERVE_ARRAY_BYTES", "an uploaded `.npy`/`.npz`, decoded"),
     ("serving", "MAX_FORM_FIELDS", "multipart fields besides the file"),
@@ -162,6 +162,7 @@ LIMITS = [
     ("playground", "MAX_MESSAGE_BYTES", "one WebSocket message to the playground (a command or a drawing)"),
     ("playground", "MAX_CONNECTIONS", "open playground pages"),
     ("playground_session", "MAX_STEPS", "steps in one playground run"),
+    ("sweep", "MAX_GRID_FILE_BYTES", "a `sweep --grid-file` (a regular file only)"),
 ]
 
 

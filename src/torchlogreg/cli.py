@@ -66,9 +66,13 @@ class Parser(argparse.ArgumentParser):
             import difflib
 
             known = {o for action in _all_actions(self) for o in action.option_strings}
-            guesses = [difflib.get_close_matches(w, known, n=1) for w in message.split(":", 1)[1].split()]
+            words = message.split(":", 1)[1].split()
+            elsewhere = [w for w in words if w in known]  # a real flag, of another command than this one
+            guesses = [difflib.get_close_matches(w, known, n=1) for w in words if w not in known]
             hints = [g[0] for g in guesses if g]
             message += f" (did you mean {', '.join(hints)}?)" if hints else ""
+            if elsewhere:
+                message += f" ({', '.join(elsewhere)}: an option of other commands, not this one)"
         self.exit(2, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
 
 

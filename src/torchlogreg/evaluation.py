@@ -7,7 +7,7 @@ import torch
 from . import fused
 from .batches import rank_range
 from .distributed import DistContext, all_reduce_sum
-from .exceptions import ConfigError
+from .exceptions import ConfigError, InputError
 from .model import EVAL_BATCH, LogisticRegression, as_inputs, decide, logits_of, pixel_scale
 from .ondisk import DiskImages
 
@@ -61,7 +61,8 @@ def evaluate(
     >>> tl.evaluate(run.model, data.test.images, data.test.labels)  # doctest: +SKIP
     {'accuracy': 0.926, 'loss': 0.2688..., 'n': 10000}
     """
-    images, labels = as_inputs(images, "images"), torch.as_tensor(labels)
+    images = as_inputs(images, "images")
+    labels = _checked_labels(labels, len(images), 2 if model.binary else model.n_classes)
     was_training = model.training
     model.eval()
     device = model.linear.weight.device
@@ -76,6 +77,28 @@ def evaluate(
     model.train(was_training)
     n = len(labels)
     return {"accuracy": correct / max(n, 1), "loss": loss_sum / n if n else float("nan"), "n": n}
+
+
+def _checked_labels(labels, n_images: int, n_classes: int) -> torch.Tensor:
+    """`labels` as a tensor of class indices, one per image, each in 0..n_classes-1: checked here,
+    where they enter, rather than found out of range by the kernel."""
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(
+            f"labels must be a tensor, array or list of integers, got {type(labels).__name__}"
+        ) from None
+    if labels.ndim != 1 or len(labels) != n_images or labels.is_complex() or labels.dtype == torch.bool:
+        raise InputError(
+            f"labels must be one integer per image ({n_images}), got {labels.dtype} {tuple(labels.shape)}"
+        )
+    if labels.is_floating_point() and not torch.equal(labels, labels.trunc()):  # NaN fails too
+        raise InputError("labels must be whole numbers (class indices), got fractions or NaN")
+    if len(labels) and not 0 <= labels.min() <= labels.max() < n_classes:
+        raise InputError(
+            f"labels must be in 0..{n_classes - 1}, got {labels.min().item()}..{labels.max().item()}"
+        )
+    return labels
 
 
 def _sums(
@@ -153,6 +176,8 @@ def top_k(
             f"class_names must name the model's {model.n_classes} classes, got {len(class_names)} names",
             parameter="class_names",
         )
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ConfigError(f"k must be an integer (how many classes to list), got {k!r}", parameter="k")
     logits = logits_of(model, images)
     probabilities = model.probabilities(logits).cpu()
     predicted = decide(logits, threshold).cpu()

@@ -28,10 +28,13 @@ def pixel_scale(x: torch.Tensor) -> float:
 
 
 def as_inputs(x, parameter: str = "x"):
-    """`x` as the model takes it: a tensor (or images on disk) as it is; a NumPy array or nested list
-    of uint8 pixels or float features, converted. Other integers are refused by name: 0..255 in int64
-    would be taken as features 255 times too large."""
+    """`x` as the model takes it: a tensor (or images on disk) as it is, NaN or inf refused; a NumPy
+    array or nested list of uint8 pixels or finite float features, converted. Other integers are
+    refused by name: 0..255 in int64 would be taken as features 255 times too large."""
     if not isinstance(x, (np.ndarray, list, tuple)):
+        _check_rows(getattr(x, "shape", (1,)), parameter)
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and not torch.isfinite(x).all():
+            raise InputError(f"{parameter} must hold finite floats (NaN or inf found)")
         if isinstance(x, torch.Tensor) or hasattr(x, "shape"):
             return x
         raise InputError(f"{parameter} must be a tensor, a NumPy array or a list, got {type(x).__name__}")
@@ -39,12 +42,36 @@ def as_inputs(x, parameter: str = "x"):
         array = np.asarray(x)
     except (ValueError, TypeError) as error:
         raise InputError(f"{parameter} must be a tensor, an array or a list of equal rows: {error}") from None
-    if array.dtype == np.uint8 or array.dtype.kind == "f":
-        return torch.from_numpy(array.astype(np.uint8 if array.dtype == np.uint8 else np.float32))
+    _check_rows(array.shape, parameter)
+    if array.dtype == np.uint8:
+        return torch.from_numpy(array.astype(np.uint8))
+    if array.dtype.kind == "f":
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused just below
+            features = array.astype(np.float32)
+        if not np.isfinite(features).all():  # NaN in, NaN probabilities out, in silence
+            raise InputError(f"{parameter} must hold finite floats (NaN, inf or over 3.4e38 found)")
+        return torch.from_numpy(features)
     raise InputError(
         f"{parameter} must hold uint8 pixels (0..255) or floats in [0, 1], got {array.dtype} "
         f"{type(x).__name__}; convert it, e.g. np.asarray(x, dtype=np.uint8)"
     )
+
+
+def _check_rows(shape: tuple, parameter: str) -> None:
+    """Inputs are rows (a single number or an empty list has none, and no features to count)."""
+    if len(shape) == 0 or tuple(shape) == (0,):
+        raise InputError(f"{parameter} must hold rows of features or images, got shape {tuple(shape)}")
+
+
+def finite_scores(logits: torch.Tensor, parameter: str = "x") -> torch.Tensor:
+    """`logits` when every score is finite: inputs far beyond the model's scale overflow them, and
+    their probabilities would be NaN, said in silence."""
+    if not torch.isfinite(logits).all():
+        raise InputError(
+            f"{parameter} is too large for the model, its scores overflow: "
+            "give floats in [0, 1] or uint8 pixels"
+        )
+    return logits
 
 
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -199,12 +226,12 @@ class LogisticRegression(nn.Module):
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, C) for inputs `x` (a tensor, array or list); binary gives two columns."""
-        return self.probabilities(self(as_inputs(x)))
+        return self.probabilities(finite_scores(self(as_inputs(x))))
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
         """Class indices for inputs `x` (a tensor, array or list); binary: P(positive) >= `threshold`."""
-        return decide(self(as_inputs(x)), threshold)
+        return decide(finite_scores(self(as_inputs(x))), threshold)
 
     @without_grad
     def accumulate_gradients(
@@ -279,4 +306,4 @@ def logits_of(model: LogisticRegression, images: torch.Tensor) -> torch.Tensor:
     )
     for start in range(0, len(images), EVAL_BATCH):
         logits[start : start + EVAL_BATCH] = model(images[start : start + EVAL_BATCH].to(device))
-    return logits
+    return finite_scores(logits, "images")

@@ -28,6 +28,7 @@ from .live import LIVE_FIELDS
 from .playground_session import MAX_STEPS, Session, Slots
 from .playground_setup import EXPERIMENTS, PAGE_FIELDS, SHOWN_PRESETS, Catalog
 from .storage import json_safe
+from .weblimits import HeaderLimit, server_options
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_MESSAGE_BYTES = 1 << 20  # a command or a drawing
@@ -98,6 +99,7 @@ def create_app(
         raise ConfigError(f"max_trainings must be an integer >= 1, got {max_trainings!r}")
     state = AppState(Catalog(data_root, tuple(folders)), Slots(max_trainings), Path(runs_dir))
     app = FastAPI(title="torchlogreg playground", description="Train logistic regression live", version="1")
+    app.add_middleware(HeaderLimit)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
@@ -220,4 +222,7 @@ def serve_playground(app, host: str = "127.0.0.1", port: int = 8000) -> None:
     require("uvicorn", "serve")
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning", ws_max_size=MAX_MESSAGE_BYTES)
+    # the limits `serve` applies: a loopback server is still reachable from any page the browser opens
+    # connections: each page's socket and its page loads, so a page over MAX_CONNECTIONS is told why
+    options = {**server_options(), "limit_concurrency": 2 * MAX_CONNECTIONS, "ws_max_size": MAX_MESSAGE_BYTES}
+    uvicorn.run(app, host=host, port=port, log_level="warning", **options)

@@ -42,11 +42,7 @@ from .inputs import array_images, read_array
 from .model import decide
 from .readers import one_line
 from .storage import json_safe
-from .weblimits import (
-    WorkLimit,
-    read_body,
-    server_options,
-)
+from .weblimits import HeaderLimit, WorkLimit, read_body, server_options
 
 STATIC = Path(__file__).resolve().parent / "static"
 API_VERSION = "1"  # what /openapi.json reports: the API's version, not the package's
@@ -301,6 +297,7 @@ def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
     app = FastAPI(
         title="torchlogreg", description="Logistic regression on MNIST-style digits", version=API_VERSION
     )
+    app.add_middleware(HeaderLimit)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _install_error_handlers(app)
 
@@ -381,12 +378,42 @@ def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, worker
 
     check_servable(load_run(run_dir))  # fail here, with a clear message, rather than in every worker
     os.environ[RUN_ENV] = str(Path(run_dir).resolve())
-    uvicorn.run(
-        "torchlogreg.serving:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        **server_options(),
-    )
+    app = "torchlogreg.serving:app_from_environment"
+    options = {"factory": True, "host": host, "port": port, "log_level": "warning", **server_options()}
+    if workers == 1:
+        uvicorn.run(app, **options)  # passes SIGINT or SIGTERM on once it has stopped
+        return
+    config = uvicorn.Config(app, workers=workers, **options)
+    _run_workers(config)
+
+
+def _run_workers(config) -> None:
+    """Serve with uvicorn's supervisor of worker processes. It keeps the SIGINT or SIGTERM that stops
+    it to itself (and leaves its handlers installed): here the handlers before are put back and the
+    signal raised again once the workers have stopped, so the command reports it as it does with one."""
+    import signal
+
+    from uvicorn.supervisors import Multiprocess
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    stopped_by: list[int] = []
+    for signum, method in ((signal.SIGINT, "handle_int"), (signal.SIGTERM, "handle_term")):
+        setattr(supervisor, method, _noting(stopped_by, signum, getattr(supervisor, method)))
+    try:
+        supervisor.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    for signum in stopped_by[:1]:
+        signal.raise_signal(signum)
+
+
+def _noting(stopped_by: list[int], signum: int, handle):
+    """`handle`, which first notes `signum` in `stopped_by`."""
+
+    def noted() -> None:
+        stopped_by.append(signum)
+        handle()
+
+    return noted

@@ -25,6 +25,8 @@ from typing import BinaryIO
 
 from .exceptions import OutputError
 
+MAX_FILE_BYTES = 2**63 - 1  # the largest file size (off_t) the operating system can be asked for
+
 _ADVICE = {
     errno.ENOSPC: "the disk is full: free some space or write elsewhere",
     errno.EDQUOT: "the disk quota is used up: free some space or write elsewhere",
@@ -195,7 +197,7 @@ def reserved_space(folder: str | os.PathLike, n_bytes: int) -> Iterator[None]:
     try:
         with writing(folder), open(path, "wb") as file:
             if hasattr(os, "posix_fallocate"):
-                os.posix_fallocate(file.fileno(), 0, max(n_bytes, 1))
+                os.posix_fallocate(file.fileno(), 0, min(max(n_bytes, 1), MAX_FILE_BYTES))
     except OutputError as error:
         path.unlink(missing_ok=True)
         raise OutputError(f"{error}; the run needs about {n_bytes / 2**20:.1f} MiB there") from None
@@ -234,8 +236,9 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
             break
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        with writing(lock):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         Path(lock).unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .exceptions import ConfigError, did_you_mean
+from .readers import read_capped
 from .storage import atomic_write_bytes, atomic_write_csv, atomic_write_text, output_lock
 
 METRIC_COLUMNS = (
@@ -38,6 +39,7 @@ METRIC_COLUMNS = (
     "stop_reason",
 )
 RESULTS_FILE = "results.csv"
+MAX_GRID_FILE_BYTES = 1 << 20  # a grid of a few options; far more than any real one
 
 
 @dataclass(frozen=True)
@@ -113,8 +115,12 @@ def parse_grid(options: Iterable[str], file: str | Path | None = None) -> Grid:
         import tomllib
 
         try:
-            table = tomllib.loads(Path(file).read_text()).get("grid")
-        except (OSError, tomllib.TOMLDecodeError) as error:
+            text = read_capped(file, MAX_GRID_FILE_BYTES, ConfigError)  # never /dev/zero or a FIFO
+        except ConfigError as error:
+            raise ConfigError(f"--grid-file {error}") from None
+        try:
+            table = tomllib.loads(text.decode("utf-8")).get("grid")
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
             raise ConfigError(f"--grid-file {file}: {error}") from None
         if not isinstance(table, dict):
             raise ConfigError(f"--grid-file {file}: expected a [grid] table of option = [values]")

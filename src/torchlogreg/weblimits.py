@@ -11,15 +11,18 @@ the server hold or wait for.
         answer = await work.run(decode_and_classify, body) # in a worker thread, two at a time
         ...
 
+    app.add_middleware(HeaderLimit)                      # headers over MAX_HEADER_BYTES: 431
     uvicorn.run(app, host="127.0.0.1", port=8000, **server_options())
 
 `server_options()` gives uvicorn's h11 parser with the request line and headers cut at
 MAX_HEADER_BYTES (uvicorn's default parser, httptools, buffers headers of any size: a 256 MB header
 took 94 s and 511 MB), at most MAX_CONNECTIONS connections (503 beyond) and idle connections closed
-after KEEP_ALIVE_SECONDS. `read_body` reads a body as it streams in and stops at its limit (chunked
-bodies too). `WorkLimit` runs decoding and model work in worker threads, MAX_ACTIVE_REQUESTS at a
-time, so the event loop keeps answering other clients and memory holds a bounded number of
-requests' work.
+after KEEP_ALIVE_SECONDS. h11 applies its cut only to a header still arriving: one that comes whole in
+a single read is parsed at any size, so `HeaderLimit` refuses, with 431, a request whose line and
+headers pass MAX_HEADER_BYTES however they arrived. `read_body` reads a body as it streams in and
+stops at its limit (chunked bodies too). `WorkLimit` runs decoding and model work in worker threads,
+MAX_ACTIVE_REQUESTS at a time, so the event loop keeps answering other clients and memory holds a
+bounded number of requests' work.
 """
 
 from __future__ import annotations
@@ -75,3 +78,29 @@ class WorkLimit:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.slots)
         return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+
+
+def header_bytes(scope: dict) -> int:
+    """The size of a request's target and headers as sent ("name: value\\r\\n" per header)."""
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    return target + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
+
+
+class HeaderLimit:
+    """ASGI middleware: a request (or WebSocket handshake) whose target and headers pass `limit`
+    bytes is answered 431 (a WebSocket is closed) before the application sees it."""
+
+    def __init__(self, app, limit: int = MAX_HEADER_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket") or header_bytes(scope) <= self.limit:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1009})
+            return
+        body = f'{{"error": "request headers are over the limit of {self.limit} bytes"}}'.encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 431, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
