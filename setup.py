@@ -1,5 +1,5 @@
-"""The one compiled part: torchlogreg._fused, the fused gradient for CPU training (src/torchlogreg/
-_fused.c). Optional: where it cannot be built, the package installs without it and trains with
+"""The one compiled part: torchlogreg.core._fused, the fused gradient for CPU training (src/torchlogreg/
+core/_fused.c). Optional: where it cannot be built, the package installs without it and trains with
 plain PyTorch kernels. Everything else is configured in pyproject.toml."""
 
 import sys
@@ -10,9 +10,9 @@ flags = [] if sys.platform == "win32" else ["-O3", "-Wno-psabi"]
 setup(
     ext_modules=[
         Extension(
-            "torchlogreg._fused",
-            ["src/torchlogreg/_fused.c"],
-            depends=["src/torchlogreg/_fused_kernel.h"],
+            "torchlogreg.core._fused",
+            ["src/torchlogreg/core/_fused.c"],
+            depends=["src/torchlogreg/core/_fused_kernel.h"],
             extra_compile_args=flags,
             optional=True,
         )

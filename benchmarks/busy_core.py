@@ -27,7 +27,7 @@ def worker(threads: str, data_root: str, repeats: int) -> dict:
     import torch
 
     import torchlogreg as tl
-    from torchlogreg import runs
+    from torchlogreg.training import runs
 
     if threads == "torch":  # switch torchlogreg's choice off: every step uses torch's default
         runs.threads_for = lambda *args: None

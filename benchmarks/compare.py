@@ -45,7 +45,7 @@ def default_data_root() -> str:
 
 def _subset(n_train: int | None, n_test: int | None):
     """uint8 train/test tensors of MNIST, optionally cut to the first n samples."""
-    from torchlogreg.data import load_splits
+    from torchlogreg.data.inmemory import load_splits
 
     train, test, _ = load_splits("mnist", ARGS.data_root, download=False)
     return train.take(slice(0, n_train)), test.take(slice(0, n_test))
@@ -113,7 +113,7 @@ def worker_tutorial_loop(repeats: int, lr: float, epochs: int | None, iters: int
 
 def worker_torchlogreg(repeats: int, preset_name: str, device: str) -> dict:
     from torchlogreg import preset, train
-    from torchlogreg.data import prepare
+    from torchlogreg.data.inmemory import prepare
 
     overrides = {"device": device}
     if ARGS.tiny:
@@ -157,7 +157,7 @@ def worker_sklearn(repeats: int) -> dict:
 
 def worker_estimator(repeats: int, device: str, solver: str) -> dict:
     """TorchLogisticRegression(solver=..., C=1) on the same pixels as the scikit-learn row."""
-    from torchlogreg.estimator import TorchLogisticRegression
+    from torchlogreg.sklearn.estimator import TorchLogisticRegression
 
     X, y, X_test, y_test = _float_pixels()
     times = []
@@ -175,7 +175,7 @@ def worker_gemm(repeats: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from torchlogreg.rules import BATCH_ROWS
+    from torchlogreg.data.rules import BATCH_ROWS
 
     batches = sorted({BATCH_ROWS, preset_value("batch_size", "tutorial")})
     rates = {batch: product_seconds(batch, 784, 10) for batch in batches}

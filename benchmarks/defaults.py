@@ -56,7 +56,7 @@ class Mnist:
 
 
 def load_mnist(data_root: str) -> Mnist:
-    from torchlogreg.data import load_splits
+    from torchlogreg.data.inmemory import load_splits
 
     train, test, _ = load_splits("mnist", data_root, download=False)
     return Mnist(
@@ -78,7 +78,7 @@ def per_class(split: Arrays, counts: dict[int, int], rng: np.random.Generator) -
 
 def balanced(split: Arrays, rows: int, rng: np.random.Generator, labels=tuple(range(10))) -> Arrays:
     """`rows` rows, as equal across `labels` as the data allows (torchlogreg's train_size rule)."""
-    from torchlogreg.data import balanced_quotas
+    from torchlogreg.data.inmemory import balanced_quotas
 
     quotas = balanced_quotas(rows, [int(np.sum(split[1] == label)) for label in labels])
     return per_class(split, dict(zip(labels, quotas, strict=True)), rng)

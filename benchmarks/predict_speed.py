@@ -35,7 +35,7 @@ NPY_ROWS, CSV_ROWS = 60_000, 28_000
 def train_run(data_root: str, folder: Path) -> Path:
     """The default preset trained on MNIST and saved in `folder`."""
     import torchlogreg as tl
-    from torchlogreg.checkpoints import save_run
+    from torchlogreg.runfolder.checkpoints import save_run
 
     config = tl.preset("default", data_root=data_root, device="cpu")
     return save_run(tl.train(config, tl.load_data(config), verbose=False), folder / "run")
@@ -45,7 +45,7 @@ def write_inputs(data_root: str, folder: Path, npy_rows: int, csv_rows: int, big
     """{name: (path, rows)} of the input files, written into `folder`."""
     import numpy as np
 
-    from torchlogreg.data import load_splits
+    from torchlogreg.data.inmemory import load_splits
 
     train, _, _ = load_splits("mnist", data_root, download=False)
     images = train.images.numpy()
@@ -74,7 +74,7 @@ def write_inputs(data_root: str, folder: Path, npy_rows: int, csv_rows: int, big
 
 def in_process_seconds(run: Path, path: Path, out: Path, repeats: int) -> float:
     """Median seconds of `cli.main(predict ...)` in this process."""
-    from torchlogreg.cli import main
+    from torchlogreg.apps.cli import main
 
     seconds = []
     for _ in range(repeats):
@@ -92,7 +92,7 @@ def in_process_seconds(run: Path, path: Path, out: Path, repeats: int) -> float:
 # `python -m torchlogreg`, reporting its peak RSS (VmHWM) on its last stderr line. The kernel's
 # ru_maxrss cannot tell it: a child's starts from its parent's RSS at fork, here all of this process.
 PEAK_WRAPPER = (
-    "import sys; from torchlogreg.cli import main; code = main(sys.argv[1:]); "
+    "import sys; from torchlogreg.apps.cli import main; code = main(sys.argv[1:]); "
     "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM:')).strip(), file=sys.stderr); "
     "sys.exit(code)"
 )

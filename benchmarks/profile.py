@@ -3,7 +3,7 @@
     python -m benchmarks.profile                  # the default preset; --preset tutorial for the other
 
 Runs one epoch plain (the time per step without a profiler), one with the fused C kernel's calls timed
-(torchlogreg.fused, where the extension is built), then one under torch.profiler, and prints the
+(torchlogreg.core.fused, where the extension is built), then one under torch.profiler, and prints the
 kernel's and the operators' own CPU time per step, largest first; what neither accounts for is Python
 (the engine, the batch source, the optimizer's loop). The profiler's own cost inflates the small
 operators, so read the table for proportions and the first line for the real time.
@@ -25,7 +25,7 @@ RESULTS = REPO / "benchmarks" / "results"
 def engine_for(preset_name: str, data_root: str):
     """The engine `train` would run for the preset, without evaluation or progress callbacks."""
     import torchlogreg as tl
-    from torchlogreg.training import build
+    from torchlogreg.training.trainer import build
 
     config = tl.preset(preset_name, data_root=data_root, device="cpu")
     training = build(config, tl.load_data(config), verbose=False, progress=False)
@@ -99,7 +99,7 @@ class _TimedKernel:
 
     @contextlib.contextmanager
     def installed(self):
-        from torchlogreg import fused
+        from torchlogreg.core import fused
 
         self.real = fused._fused
         if self.real is None:  # not built: nothing to time

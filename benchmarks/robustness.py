@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from torchlogreg.model import LogisticRegression
+    from torchlogreg.core.model import LogisticRegression
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -356,7 +356,7 @@ DEGRADATIONS = (
 
 def model_sees(data: bytes, suffix: str) -> np.ndarray:
     """What the model gets from a picture file: `predict`'s path, read_image then mnist_style."""
-    from torchlogreg.images import mnist_style, read_image
+    from torchlogreg.data.images import mnist_style, read_image
 
     return mnist_style(read_image(io.BytesIO(data), name=f"photo{suffix}"))
 
@@ -399,7 +399,7 @@ def photo_timing(
 ) -> list[dict]:
     """Median milliseconds to read (decode) and to preprocess a shadowed, noisy JPEG photo of a digit,
     for each (height, width) in `sizes`."""
-    from torchlogreg.images import mnist_style, read_image
+    from torchlogreg.data.images import mnist_style, read_image
 
     rng, timings = np.random.default_rng(0), []
     for height, width in sizes:
@@ -431,7 +431,7 @@ def photo_timing(
 
 def sample(data_root: str, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` MNIST test digits (uint8, 28x28) and labels, a seeded random sample of the 10,000."""
-    from torchlogreg.data import load_splits
+    from torchlogreg.data.inmemory import load_splits
 
     test = load_splits("mnist", data_root, download=False)[1]
     rows = np.sort(np.random.default_rng(seed).choice(len(test.labels), size=count, replace=False))

@@ -34,7 +34,7 @@ def shifted_mnist(size: int, data_root: str):
     """`size` training samples: MNIST's 60,000, then copies each shifted by up to 2 pixels."""
     import torch
 
-    from torchlogreg.data import Split, load_splits
+    from torchlogreg.data.inmemory import Split, load_splits
 
     train, test, _ = load_splits("mnist", data_root, download=False)
     if size <= len(train):
@@ -51,7 +51,7 @@ def shifted_mnist(size: int, data_root: str):
 
 def write_worker(size: int, data_root: str, folder: str) -> dict:
     """Build the `size`-sample set and write it in the on-disk format (its own process)."""
-    from torchlogreg.ondisk import write_dataset
+    from torchlogreg.data.ondisk import write_dataset
 
     train, test = shifted_mnist(size, data_root)
     write_dataset(folder, train, test, tuple("0123456789"))
@@ -60,7 +60,7 @@ def write_worker(size: int, data_root: str, folder: str) -> dict:
 
 def count_disk_reads() -> dict:
     """Count the bytes DiskImages reads from now on (rchar would count gloo's socket traffic too)."""
-    from torchlogreg.ondisk import DiskImages
+    from torchlogreg.data.ondisk import DiskImages
 
     counter = {"bytes": 0}
     take = DiskImages.take  # every read goes through take
@@ -78,9 +78,9 @@ def disk_worker(folder: str) -> dict:
     """One epoch reading the training set from disk, a shard at a time (also as a rank under
     torchrun): seconds, peak RSS and the bytes of training rows this process read."""
     from torchlogreg import TrainConfig
-    from torchlogreg.data import load_data
-    from torchlogreg.distributed import init_from_environment, shutdown
-    from torchlogreg.runs import train
+    from torchlogreg.data.inmemory import load_data
+    from torchlogreg.training.distributed import init_from_environment, shutdown
+    from torchlogreg.training.runs import train
 
     config = TrainConfig(dataset=folder, epochs=1, val_size=5000, device="cpu", batch_size=BATCH)
     dist = init_from_environment("cpu", timeout_seconds=600)
@@ -157,8 +157,8 @@ def on_disk(size: int, data_root: str, out: Path, worlds: tuple[int, ...] = (1, 
 def worker(size: int, data_root: str) -> dict:
     """One epoch at `size` samples in this process; returns seconds and peak RSS."""
     from torchlogreg import TrainConfig
-    from torchlogreg.data import Data
-    from torchlogreg.runs import train
+    from torchlogreg.data.inmemory import Data
+    from torchlogreg.training.runs import train
 
     train_split, test = shifted_mnist(size, data_root)
     data = Data("mnist", train_split, None, test, tuple("0123456789"), tuple(range(10)), False)

@@ -19,14 +19,14 @@ import time
 import uuid
 
 from benchmarks.compare import default_data_root
-from torchlogreg.localserver import local_server
+from torchlogreg.apps.localserver import local_server
 
 
 def _payloads(data_root: str, count: int = 64) -> list[tuple[bytes, str]]:
     """Multipart bodies of MNIST test digits drawn as 140x140 dark-on-white PNGs."""
     from PIL import Image
 
-    from torchlogreg.data import load_splits
+    from torchlogreg.data.inmemory import load_splits
 
     _, test, _ = load_splits("mnist", data_root, download=False)
     bodies = []

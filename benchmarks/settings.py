@@ -85,8 +85,8 @@ def load(kind: str, data_root: str, tiny: bool, folder: str):
     import torch
 
     import torchlogreg as tl
-    from torchlogreg.data import load_splits
-    from torchlogreg.ondisk import write_dataset
+    from torchlogreg.data.inmemory import load_splits
+    from torchlogreg.data.ondisk import write_dataset
 
     base = {"data_root": data_root, "device": "cpu", "val_size": 0 if tiny else 5000, "seed": 0}
     if kind == "uint8 on disk":
@@ -108,8 +108,8 @@ def run_row(config, data, optimizer: str, batch: int | None) -> dict:
     """Train one row's setting; returns its seconds per sample and memory."""
     import torch
 
-    from torchlogreg.devices import cpu_threads, threads_for
-    from torchlogreg.training import build
+    from torchlogreg.base.devices import cpu_threads, threads_for
+    from torchlogreg.training.trainer import build
 
     rows = len(data.train)
     size = rows if batch is None else min(batch, rows)

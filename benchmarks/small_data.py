@@ -37,7 +37,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from benchmarks.compare import RESULTS, machine_name
-from torchlogreg.estimator import TorchLogisticRegression
+from torchlogreg.sklearn.estimator import TorchLogisticRegression
 
 LOADERS = {"iris": load_iris, "digits": load_digits, "breast_cancer": load_breast_cancer}
 L1_C = 0.1  # strong enough that L1 zeroes a good share of the weights

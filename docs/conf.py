@@ -123,7 +123,7 @@ _absolute_data_root()
 def _rules() -> None:
     """The rules that settle a TrainConfig field left None (`rules.RULES`, as `train --help` states
     them), as a table, so the own-data guide cannot drift from the code."""
-    from torchlogreg.rules import RULES
+    from torchlogreg.data.rules import RULES
 
     rows = [f"| `{name}` | {rule} |" for name, rule in RULES.items()]
     table = "| field | when left None (the default) |\n| --- | --- |\n" + "\n".join(rows) + "\n"
@@ -134,42 +134,50 @@ _rules()
 
 # The limits the security guide states: (module, constant, what it bounds), read from the source.
 LIMITS = [
-    ("checkpoints", "MAX_JSON_BYTES", "a run folder's `model.json`, `metrics.json`, `checkpoint.json`"),
-    ("checkpoints", "MAX_HISTORY_BYTES", "a run folder's `history.csv`"),
-    ("checkpoints", "MAX_CHECKPOINT_BYTES", "a run folder's checkpoint weights"),
-    ("checkpoints", "MAX_FEATURES", "pixels per image of a run (its input shape)"),
-    ("checkpoints", "MAX_CLASSES", "classes of a run"),
-    ("classnames", "MAX_CLASS_NAME", "characters of one class name (distinct, printable, not blank)"),
-    ("ondisk", "MAX_META_BYTES", "a dataset folder's `meta.json`"),
-    ("ondisk", "MAX_LABELS_BYTES", "a dataset folder's labels `.npy`"),
-    ("idxfiles", "MAX_IDX_BYTES", "one IDX array, decoded (a gzip stream is cut where its header says)"),
-    ("sources", "MAX_SOURCE_BYTES", "an `.npz` given to `data convert --from-npz`, decoded"),
-    ("readers", "MAX_LABEL", "largest label read from a file (IDX, `.npz`, CSV)"),
-    ("images", "MAX_IMAGE_PIXELS", "pixels of a picture, checked before it is decoded"),
-    ("npyfiles", "MAX_ARRAY_BYTES", "one `.npy`/`.npz` given to `predict`, decoded"),
-    ("npyfiles", "MAX_NPZ_MEMBERS", "arrays in one `.npz`"),
-    ("npyfiles", "MAX_NPY_HEADER_BYTES", "a `.npy` header (checked before it is read)"),
-    ("csvfiles", "CSV_CELL_BYTES", "bytes per cell of a CSV row (a longer row is refused)"),
-    ("serving", "MAX_UPLOAD_BYTES", "a request body to `serve`, counted as it streams in (chunked too)"),
-    ("weblimits", "MAX_HEADER_BYTES", "a request line and headers (400 while arriving, 431 once whole)"),
-    ("serving", "SERVE_IMAGE_PIXELS", "pixels of an uploaded picture, before decoding"),
-    ("serving", "SERVE_ARRAY_BYTES", "an uploaded `.npy`/`.npz`, decoded"),
-    ("serving", "MAX_FORM_FIELDS", "multipart fields besides the file"),
-    ("weblimits", "MAX_CONNECTIONS", "connections served at once (503 beyond)"),
-    ("weblimits", "MAX_ACTIVE_REQUESTS", "requests decoding and classifying at once, in worker threads"),
-    ("weblimits", "KEEP_ALIVE_SECONDS", "seconds an idle connection stays open"),
-    ("serving", "SERVE_MAX_PIXELS", "a run's input shape that `serve` accepts at start"),
-    ("playground", "MAX_MESSAGE_BYTES", "one WebSocket message to the playground (a command or a drawing)"),
-    ("playground", "MAX_CONNECTIONS", "open playground pages"),
-    ("playground_session", "MAX_STEPS", "steps in one playground run"),
-    ("sweep", "MAX_GRID_FILE_BYTES", "a `sweep --grid-file` (a regular file only)"),
+    (
+        "runfolder.checkpoints",
+        "MAX_JSON_BYTES",
+        "a run folder's `model.json`, `metrics.json`, `checkpoint.json`",
+    ),
+    ("runfolder.checkpoints", "MAX_HISTORY_BYTES", "a run folder's `history.csv`"),
+    ("runfolder.checkpoints", "MAX_CHECKPOINT_BYTES", "a run folder's checkpoint weights"),
+    ("runfolder.checkpoints", "MAX_FEATURES", "pixels per image of a run (its input shape)"),
+    ("runfolder.checkpoints", "MAX_CLASSES", "classes of a run"),
+    ("data.classnames", "MAX_CLASS_NAME", "characters of one class name (distinct, printable, not blank)"),
+    ("data.ondisk", "MAX_META_BYTES", "a dataset folder's `meta.json`"),
+    ("data.ondisk", "MAX_LABELS_BYTES", "a dataset folder's labels `.npy`"),
+    ("data.idxfiles", "MAX_IDX_BYTES", "one IDX array, decoded (a gzip stream is cut where its header says)"),
+    ("data.sources", "MAX_SOURCE_BYTES", "an `.npz` given to `data convert --from-npz`, decoded"),
+    ("data.readers", "MAX_LABEL", "largest label read from a file (IDX, `.npz`, CSV)"),
+    ("data.images", "MAX_IMAGE_PIXELS", "pixels of a picture, checked before it is decoded"),
+    ("data.npyfiles", "MAX_ARRAY_BYTES", "one `.npy`/`.npz` given to `predict`, decoded"),
+    ("data.npyfiles", "MAX_NPZ_MEMBERS", "arrays in one `.npz`"),
+    ("data.npyfiles", "MAX_NPY_HEADER_BYTES", "a `.npy` header (checked before it is read)"),
+    ("data.csvfiles", "CSV_CELL_BYTES", "bytes per cell of a CSV row (a longer row is refused)"),
+    ("apps.serving", "MAX_UPLOAD_BYTES", "a request body to `serve`, counted as it streams in (chunked too)"),
+    ("apps.weblimits", "MAX_HEADER_BYTES", "a request line and headers (400 while arriving, 431 once whole)"),
+    ("apps.serving", "SERVE_IMAGE_PIXELS", "pixels of an uploaded picture, before decoding"),
+    ("apps.serving", "SERVE_ARRAY_BYTES", "an uploaded `.npy`/`.npz`, decoded"),
+    ("apps.serving", "MAX_FORM_FIELDS", "multipart fields besides the file"),
+    ("apps.weblimits", "MAX_CONNECTIONS", "connections served at once (503 beyond)"),
+    ("apps.weblimits", "MAX_ACTIVE_REQUESTS", "requests decoding and classifying at once, in worker threads"),
+    ("apps.weblimits", "KEEP_ALIVE_SECONDS", "seconds an idle connection stays open"),
+    ("apps.serving", "SERVE_MAX_PIXELS", "a run's input shape that `serve` accepts at start"),
+    (
+        "apps.playground",
+        "MAX_MESSAGE_BYTES",
+        "one WebSocket message to the playground (a command or a drawing)",
+    ),
+    ("apps.playground", "MAX_CONNECTIONS", "open playground pages"),
+    ("apps.playground_session", "MAX_STEPS", "steps in one playground run"),
+    ("training.sweep", "MAX_GRID_FILE_BYTES", "a `sweep --grid-file` (a regular file only)"),
 ]
 
 
 def _constant(module: str, name: str) -> int:
     """The value of `NAME = <arithmetic>` in src/torchlogreg/<module>.py, read without importing it
     (serving and playground import FastAPI)."""
-    tree = ast.parse((ROOT / "src" / "torchlogreg" / f"{module}.py").read_text())
+    tree = ast.parse((ROOT / "src" / "torchlogreg" / f"{module.replace('.', '/')}.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
             return eval(compile(ast.Expression(node.value), module, "eval"), {"__builtins__": {}})

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from torchlogreg import TrainConfig, preset, train
-from torchlogreg.data import Data, Split, load_splits, prepare
-from torchlogreg.localserver import chromium
+from torchlogreg.apps.localserver import chromium
+from torchlogreg.data.inmemory import Data, Split, load_splits, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("TORCHLOGREG_DATA") or REPO.parent / "shared" / "data")
@@ -46,7 +46,7 @@ def default_result(mnist_data, data_root):
 
 @pytest.fixture(scope="session")
 def default_run(default_result, tmp_path_factory) -> Path:
-    from torchlogreg.checkpoints import save_run
+    from torchlogreg.runfolder.checkpoints import save_run
 
     return save_run(default_result, tmp_path_factory.mktemp("runs") / "default")
 
@@ -124,7 +124,7 @@ def memory_cap():
 
 def browser_or_skip(profile: Path, **options):
     """Headless Chromium (localserver.chromium), or the test skipped where it is not installed."""
-    from torchlogreg.exceptions import DependencyError
+    from torchlogreg.base.exceptions import DependencyError
 
     try:
         return chromium(profile, **options)
@@ -145,6 +145,6 @@ def run_to_end(live):
 @pytest.fixture(scope="module")
 def catalog(data_root):
     """What a playground on the real MNIST offers."""
-    from torchlogreg.playground_setup import Catalog
+    from torchlogreg.apps.playground_setup import Catalog
 
     return Catalog(str(data_root))

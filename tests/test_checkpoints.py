@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from torchlogreg import CheckpointError, ConfigError
-from torchlogreg.checkpoints import load_run, save_run
-from torchlogreg.evaluation import evaluate
+from torchlogreg.runfolder.checkpoints import load_run, save_run
+from torchlogreg.training.evaluation import evaluate
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 
@@ -192,7 +192,7 @@ def test_reading_a_run_uses_the_users_data_root_not_the_runs(default_run, tmp_pa
     meta = json.loads((folder / "model.json").read_text())
     meta["config"]["data_root"] = str(theirs)
     (folder / "model.json").write_text(json.dumps(meta))
-    from torchlogreg.cli import main
+    from torchlogreg.apps.cli import main
 
     monkeypatch.setenv("TORCHLOGREG_DATA", str(data_root))
     assert main(["evaluate", str(folder), "--no-download"]) == 0
@@ -203,7 +203,7 @@ def test_a_failed_download_leaves_no_folders_behind(tmp_path, monkeypatch):
     import torchvision.datasets
 
     from torchlogreg import DataError
-    from torchlogreg.data import load_splits
+    from torchlogreg.data.inmemory import load_splits
 
     class FailingMNIST:  # what torchvision does offline: make the folders, start a file, fail
         def __init__(self, root, train=True, download=False):
@@ -238,7 +238,7 @@ def test_a_full_disk_is_found_before_training(tmp_path, data_root, capsys):
     # train on a disk that filled printed its test accuracy, then lost the model in an OSError traceback
     from corpus.hostile import fill, small_disk
 
-    from torchlogreg.cli import main
+    from torchlogreg.apps.cli import main
 
     with small_disk(tmp_path / "disk"):
         fill(tmp_path / "disk", leave=16 * 1024)
@@ -323,10 +323,10 @@ def test_a_model_json_declaring_huge_weights_is_refused_before_reading_them(defa
 
 
 TRAINING_MODULES = (
-    "torchlogreg.training",
-    "torchlogreg.engine",
-    "torchlogreg.optimizers",
-    "torchlogreg.runs",
+    "torchlogreg.training.trainer",
+    "torchlogreg.training.engine",
+    "torchlogreg.core.optimizers",
+    "torchlogreg.training.runs",
 )
 
 
@@ -335,9 +335,9 @@ def test_reading_a_run_loads_no_training_module(default_run, tmp_path):
     digits = tmp_path / "digits.npy"
     np.save(digits, np.zeros((2, 28, 28), np.uint8))
     code = (
-        "import sys; from torchlogreg.cli import main; "
-        "import torchlogreg.export, torchlogreg.serving; "
-        f"from torchlogreg.checkpoints import load_run; load_run({str(default_run)!r}); "
+        "import sys; from torchlogreg.apps.cli import main; "
+        "import torchlogreg.apps.export, torchlogreg.apps.serving; "
+        f"from torchlogreg.runfolder.checkpoints import load_run; load_run({str(default_run)!r}); "
         f"code = main(['predict', {str(default_run)!r}, {str(digits)!r}, '--device', 'cpu']); "
         f"print(code, [m for m in {TRAINING_MODULES!r} if m in sys.modules])"
     )

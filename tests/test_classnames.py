@@ -1,4 +1,4 @@
-"""The one rule for class names (torchlogreg.classnames), and the places it is applied: a data set
+"""The one rule for class names (torchlogreg.data.classnames), and the places it is applied: a data set
 being made (`data convert`), a dataset folder and a run folder being read. A name that breaks an
 output (a lone surrogate, a line break) or that a later step refuses (too long, a duplicate) is
 refused where it enters, in one line."""
@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from torchlogreg import CheckpointError, ConfigError
-from torchlogreg.checkpoints import load_run
-from torchlogreg.classnames import MAX_CLASS_NAME, class_names_problem
-from torchlogreg.cli import main
+from torchlogreg.apps.cli import main
+from torchlogreg.data.classnames import MAX_CLASS_NAME, class_names_problem
+from torchlogreg.runfolder.checkpoints import load_run
 
 BAD = {
     "surrogate": ["\ud800x", "b"],

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from torchlogreg.cli import in_flags, main
-from torchlogreg.exceptions import CheckpointError, ConfigError, DivergenceError
+from torchlogreg.apps.cli import in_flags, main
+from torchlogreg.base.exceptions import CheckpointError, ConfigError, DivergenceError
 
 
 def run_cli(*args):
@@ -110,7 +110,7 @@ def test_errors_are_one_line_and_non_zero(args, fragment, code, capsys):
 def test_lr_help_states_the_step_training_takes_on_mnist(mnist_data, capsys):
     """--lr's help quotes sgd's step on MNIST: the value the rule really gives there."""
     from torchlogreg import preset
-    from torchlogreg.rules import FeatureSample, settle
+    from torchlogreg.data.rules import FeatureSample, settle
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -156,7 +156,7 @@ def _disk_run(tmp_path, side: int):
     """A run trained from an on-disk dataset of side x side synthetic images, via the CLI."""
     from conftest import synthetic_data
 
-    from torchlogreg.ondisk import write_dataset
+    from torchlogreg.data.ondisk import write_dataset
 
     data = synthetic_data(n_train=300, n_val=0, n_test=60, side=side)
     folder = write_dataset(tmp_path / "disk", data.train, data.test, data.class_names)

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from torchlogreg import ConfigError, DataError, TorchLogRegError, TrainConfig, preset, train
-from torchlogreg.cli import main
-from torchlogreg.convert import convert, present_classes, stratified_split
-from torchlogreg.data import Split, load_data
-from torchlogreg.readers import MAX_LABEL
+from torchlogreg.apps.cli import main
+from torchlogreg.data.convert import convert, present_classes, stratified_split
+from torchlogreg.data.inmemory import Split, load_data
+from torchlogreg.data.readers import MAX_LABEL
 
 
 def _synthetic(n: int, shape=(4, 4), classes=3, seed=0):
@@ -101,7 +101,7 @@ def _write_csv(path, images, labels, header=True, label_at=0, unit=False):
     [(True, 0, False, None), (True, 5, False, None), (False, 0, False, None), (False, 16, True, "-1")],
 )
 def test_csv_streams_in_chunks(tmp_path, monkeypatch, header, label_at, unit, label_column):
-    monkeypatch.setattr("torchlogreg.csvfiles.CSV_BLOCK_BYTES", 300)  # many blocks, a short last one
+    monkeypatch.setattr("torchlogreg.data.csvfiles.CSV_BLOCK_BYTES", 300)  # many blocks, a short last one
     images, labels = _synthetic(50)
     test_images, test_labels = _synthetic(12, seed=1)
     _write_csv(tmp_path / "train.csv", images, labels, header, label_at, unit)
@@ -143,7 +143,7 @@ def test_csv_image_size_and_errors(tmp_path):
 
 
 def test_csv_refuses_a_change_of_pixel_scale(tmp_path, monkeypatch):
-    monkeypatch.setattr("torchlogreg.csvfiles.CSV_BLOCK_BYTES", 1)  # a block per row
+    monkeypatch.setattr("torchlogreg.data.csvfiles.CSV_BLOCK_BYTES", 1)  # a block per row
     mixed = tmp_path / "mixed.csv"
     mixed.write_text("0,0.5,0,0,1\n1,0,200,0,0\n")
     scale = r"mixed.csv: row 2: pixel 1 is 200 but row 1 holds fractions in \[0, 1\]; use one scale"

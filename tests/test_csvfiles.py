@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from torchlogreg import ConfigError, DataError, InputError
-from torchlogreg.convert import convert
-from torchlogreg.csvfiles import CsvRows, csv_layout
-from torchlogreg.inputs import read_chunks
+from torchlogreg.data.convert import convert
+from torchlogreg.data.csvfiles import CsvRows, csv_layout
+from torchlogreg.data.inputs import read_chunks
 
 
 def _rows(path, shape=(2, 2), block_bytes=None, **options):
@@ -125,7 +125,7 @@ def test_labels_that_are_no_class_numbers_are_refused_when_wanted(tmp_path, labe
 
 def test_a_first_line_longer_than_any_row_is_refused_before_it_is_held(tmp_path, monkeypatch):
     # convert knows no image size until the first line is read: that line is capped too
-    monkeypatch.setattr("torchlogreg.csvfiles.MAX_CSV_COLUMNS", 1000)
+    monkeypatch.setattr("torchlogreg.data.csvfiles.MAX_CSV_COLUMNS", 1000)
     path = tmp_path / "long.csv"
     path.write_bytes(b"1," * 2**20 + b"1\n")
     with pytest.raises(DataError, match=r"long.csv: row 1 is longer than 1 MiB; is this a CSV\?"):

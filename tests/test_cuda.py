@@ -22,7 +22,7 @@ def test_presets_train_on_the_gpu_to_the_cpu_accuracy(name, mnist_data, data_roo
 
 def test_small_set_converges_by_lbfgs_on_the_gpu(mnist_splits, data_root):
     config = preset("default", data_root=str(data_root), device="cuda", train_size=2000)
-    from torchlogreg.data import prepare
+    from torchlogreg.data.inmemory import prepare
 
     result = train(config, prepare(config, *mnist_splits), verbose=False)
     assert result.config.optimizer == "lbfgs" and result.metrics["stop_reason"] == "converged"
@@ -30,8 +30,8 @@ def test_small_set_converges_by_lbfgs_on_the_gpu(mnist_splits, data_root):
 
 
 def test_a_gpu_run_is_read_evaluated_and_used_on_either_device(mnist_data, data_root, tmp_path):
-    from torchlogreg.checkpoints import load_run
-    from torchlogreg.evaluation import evaluate
+    from torchlogreg.runfolder.checkpoints import load_run
+    from torchlogreg.training.evaluation import evaluate
 
     config = preset("default", data_root=str(data_root), device="cuda")
     result = train(config, mnist_data, verbose=False, out=tmp_path / "r")
@@ -43,7 +43,7 @@ def test_a_gpu_run_is_read_evaluated_and_used_on_either_device(mnist_data, data_
 
 def test_estimator_on_the_gpu_reaches_the_cpu_optimum(mnist_splits):
     pytest.importorskip("sklearn")
-    from torchlogreg.estimator import TorchLogisticRegression
+    from torchlogreg.sklearn.estimator import TorchLogisticRegression
 
     train_split, test_split, _ = mnist_splits
     X = train_split.images[:5000].reshape(5000, -1).numpy().astype(np.float32) / 255

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from torchlogreg import ConfigError, DataError, TrainConfig
-from torchlogreg.data import (
+from torchlogreg.data.inmemory import (
     balanced_quotas,
     balanced_subset,
     load_splits,
@@ -52,7 +52,7 @@ def test_validation_split_is_fixed_by_seed(mnist_splits):
 
 
 def test_validation_and_train_do_not_overlap(tiny_data):
-    from torchlogreg.data import Split
+    from torchlogreg.data.inmemory import Split
 
     numbered = Split(torch.arange(100).view(100, 1, 1), torch.zeros(100, dtype=torch.long))
     rest, val = split_validation(numbered, 30, seed=0)
@@ -101,7 +101,7 @@ def test_unknown_class_is_refused(mnist_splits):
 
 
 def test_select_classes_keeps_only_those():
-    from torchlogreg.data import Split
+    from torchlogreg.data.inmemory import Split
 
     split = Split(torch.zeros(6, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 2, 2, 1, 0]))
     assert select_classes(split, (2, 0), None).labels.tolist() == [1, 0, 0, 1]
@@ -184,8 +184,8 @@ def test_labels_out_of_range_are_refused(mnist_copy):
 
 
 def test_a_validation_set_too_large_for_a_dataset_folder_says_what_fits(tmp_path):
-    from torchlogreg.convert import convert
-    from torchlogreg.data import load_data
+    from torchlogreg.data.convert import convert
+    from torchlogreg.data.inmemory import load_data
 
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (26, 4, 4), dtype=np.uint8), np.arange(26) % 2

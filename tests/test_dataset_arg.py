@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from torchlogreg.cli import main
-from torchlogreg.data import dataset_location
+from torchlogreg.apps.cli import main
+from torchlogreg.data.inmemory import dataset_location
 
 TRAIN = ["--val-size", "20", "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--quiet"]
 

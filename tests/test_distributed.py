@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from torchlogreg.resumable import has_training_state
+from torchlogreg.runfolder.resumable import has_training_state
 
 
 def _torchrun(nproc: int, *args) -> list[str]:
@@ -63,7 +63,7 @@ def test_two_processes_match_one(tmp_path, data_root):
 
 @pytest.mark.numerics
 def test_out_of_core_two_processes_match_one(tmp_path, mnist_splits):
-    from torchlogreg.ondisk import write_dataset
+    from torchlogreg.data.ondisk import write_dataset
 
     folder = write_dataset(tmp_path / "disk", *mnist_splits)
     one, two = tmp_path / "one", tmp_path / "two"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import torchlogreg as tl
-from torchlogreg.cli import build_parser
+from torchlogreg.apps.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "docs" / "_build" / "html"
@@ -143,11 +143,11 @@ def test_security_limits_are_read_from_the_constants_that_set_them():
         imported = getattr(importlib.import_module(f"torchlogreg.{module}"), name)
         assert conf._constant(module, name) == imported, f"{module}.{name}"
     with pytest.raises(LookupError, match="NO_SUCH_LIMIT"):
-        conf._constant("serving", "NO_SUCH_LIMIT")
+        conf._constant("apps.serving", "NO_SUCH_LIMIT")
 
 
 def test_built_pages_state_every_rule_and_limit():
-    from torchlogreg.rules import RULES
+    from torchlogreg.data.rules import RULES
 
     text = html.unescape(re.sub(r"<[^>]+>", "", _site_page("guides/own-data.html")))
     own_data = " ".join(text.replace("\u2019", "'").split())

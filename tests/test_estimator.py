@@ -9,7 +9,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from torchlogreg.estimator import NotFittedError, TorchLogisticRegression
+from torchlogreg.sklearn.estimator import NotFittedError, TorchLogisticRegression
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 
@@ -284,11 +284,11 @@ import warnings  # noqa: E402
 import sklearn  # noqa: E402
 from sklearn.datasets import load_iris  # noqa: E402
 
-from torchlogreg import fused  # noqa: E402
-from torchlogreg.estimator_fit import Fit  # noqa: E402
-from torchlogreg.exceptions import DivergenceError  # noqa: E402
-from torchlogreg.objective import Objective  # noqa: E402
-from torchlogreg.solvers import DeviceLoss, FusedLoss, HostLoss, feature_curvature, lbfgs  # noqa: E402
+from torchlogreg.base.exceptions import DivergenceError  # noqa: E402
+from torchlogreg.core import fused  # noqa: E402
+from torchlogreg.core.objective import Objective  # noqa: E402
+from torchlogreg.sklearn.estimator_fit import Fit  # noqa: E402
+from torchlogreg.sklearn.solvers import DeviceLoss, FusedLoss, HostLoss, feature_curvature, lbfgs  # noqa: E402
 
 SKLEARN_1_8 = tuple(int(part) for part in sklearn.__version__.split(".")[:2]) >= (1, 8)
 
@@ -431,7 +431,7 @@ def test_the_device_loss_equals_the_host_loss(digits):
 
 
 @pytest.mark.numerics
-@pytest.mark.skipif(not fused.available(), reason="torchlogreg._fused is not built")
+@pytest.mark.skipif(not fused.available(), reason="torchlogreg.core._fused is not built")
 @pytest.mark.parametrize("classes", [2, 10])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_the_fused_loss_equals_the_host_loss(digits, classes, weighted):

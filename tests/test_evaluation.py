@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from conftest import matmul_rounding_bound
 
-from torchlogreg.evaluation import evaluate, logits_of, predict_proba, top_k
-from torchlogreg.model import LogisticRegression
-from torchlogreg.ondisk import DiskImages
+from torchlogreg.core.model import LogisticRegression
+from torchlogreg.data.ondisk import DiskImages
+from torchlogreg.training.evaluation import evaluate, logits_of, predict_proba, top_k
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 
@@ -35,8 +35,8 @@ def samples():
 def test_metrics_do_not_depend_on_the_chunking(samples, monkeypatch, chunk):
     """Chunks change which float32 kernel computes a row, so the logits agree to the rounding bound of
     the product, and the loss to the bound's effect on cross-entropy (|d loss / d logit|_1 <= 2)."""
-    monkeypatch.setattr("torchlogreg.model.EVAL_BATCH", chunk)  # logits_of's chunks
-    monkeypatch.setattr("torchlogreg.evaluation.EVAL_BATCH", chunk)  # evaluate's
+    monkeypatch.setattr("torchlogreg.core.model.EVAL_BATCH", chunk)  # logits_of's chunks
+    monkeypatch.setattr("torchlogreg.training.evaluation.EVAL_BATCH", chunk)  # evaluate's
     images, labels = samples
     flat = images.reshape(50, -1)
     model = _model(3)
@@ -75,8 +75,8 @@ def test_top_k_and_empty_sets(samples):
 
 
 def test_evaluates_a_split_on_disk_like_in_memory(samples, tmp_path, monkeypatch):
-    monkeypatch.setattr("torchlogreg.model.EVAL_BATCH", 9)
-    monkeypatch.setattr("torchlogreg.evaluation.EVAL_BATCH", 9)
+    monkeypatch.setattr("torchlogreg.core.model.EVAL_BATCH", 9)
+    monkeypatch.setattr("torchlogreg.training.evaluation.EVAL_BATCH", 9)
     images, labels = samples
     np.save(tmp_path / "images.npy", images.numpy())
     model = _model(3)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import torchlogreg as tl
-from torchlogreg.checkpoints import load_run
-from torchlogreg.data import prepare
-from torchlogreg.exceptions import CheckpointError, ConfigError, DependencyError
-from torchlogreg.export import export_onnx
+from torchlogreg.apps.export import export_onnx
+from torchlogreg.base.exceptions import CheckpointError, ConfigError, DependencyError
+from torchlogreg.data.inmemory import prepare
+from torchlogreg.runfolder.checkpoints import load_run
 
 onnxruntime = pytest.importorskip("onnxruntime")
 

@@ -15,10 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import torchlogreg as tl
-from torchlogreg import fused
-from torchlogreg.devices import cpu_threads
-from torchlogreg.evaluation import evaluate
-from torchlogreg.model import PIXEL_SCALE, LogisticRegression
+from torchlogreg.base.devices import cpu_threads
+from torchlogreg.core import fused
+from torchlogreg.core.model import PIXEL_SCALE, LogisticRegression
+from torchlogreg.training.evaluation import evaluate
 
 pytestmark = pytest.mark.numerics  # compares floats across code paths: CI reruns it under other MKL paths
 
@@ -27,8 +27,10 @@ pytestmark = pytest.mark.numerics  # compares floats across code paths: CI rerun
 def _built():
     if not fused.available():
         if shutil.which("cc") is None and shutil.which("gcc") is None:
-            pytest.skip("no C compiler here, so torchlogreg._fused was not built")
-        pytest.fail("torchlogreg._fused is not built although a C compiler is here: pip install -e . again")
+            pytest.skip("no C compiler here, so torchlogreg.core._fused was not built")
+        pytest.fail(
+            "torchlogreg.core._fused is not built although a C compiler is here: pip install -e . again"
+        )
 
 
 @pytest.fixture(params=["avx512", "avx2", "baseline"])
@@ -139,7 +141,7 @@ def test_parts_of_a_batch_add_up(plain):
     results = {}
     for path in ("plain", "fused"):
         if path == "fused":
-            fused._fused = pytest.importorskip("torchlogreg._fused")
+            fused._fused = pytest.importorskip("torchlogreg.core._fused")
         model.zero_grad(set_to_none=True)
         with cpu_threads(1):
             first = model.accumulate_gradients(x[:11].contiguous(), labels[:11].contiguous(), 11 / 30)
@@ -210,7 +212,7 @@ def test_a_nan_weight_is_not_hidden_by_blank_features(isa, plain):
     with torch.no_grad():
         model.linear.weight[1, 0] = float("nan")
     plain_loss = model.accumulate_gradients(x, labels)
-    fused._fused = pytest.importorskip("torchlogreg._fused")
+    fused._fused = pytest.importorskip("torchlogreg.core._fused")
     model.zero_grad(set_to_none=True)
     loss = _fused_gradient(model, x, labels, None, None)
     assert torch.isnan(torch.tensor([loss, plain_loss])).all()
@@ -379,14 +381,14 @@ def _python_with(variable: str | None, code: str) -> subprocess.CompletedProcess
 def test_the_environment_variable_forces_a_version(name):
     if name not in fused.instruction_sets():
         pytest.skip(f"this CPU cannot run the {name} kernels")
-    run = _python_with(name, "from torchlogreg import _fused; print(_fused.instruction_set_in_use())")
+    run = _python_with(name, "from torchlogreg.core import _fused; print(_fused.instruction_set_in_use())")
     assert run.stdout.strip() == name
 
 
 def test_a_version_this_cpu_lacks_is_a_warning_and_the_best_runs():
     code = (
         "import warnings; warnings.simplefilter('always')\n"
-        "from torchlogreg import _fused; print(_fused.instruction_set_in_use())"
+        "from torchlogreg.core import _fused; print(_fused.instruction_set_in_use())"
     )
     run = _python_with("neon", code)
     assert run.stdout.strip() == fused.instruction_sets()[0]

@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torchlogreg import Interrupted, TrainConfig, evaluate, top_k, train
-from torchlogreg.checkpoints import load_run, save_run
-from torchlogreg.cli import main
-from torchlogreg.exceptions import OutputError, TorchLogRegError
-from torchlogreg.storage import output_lock, reserved_space
+from torchlogreg.apps.cli import main
+from torchlogreg.base.exceptions import OutputError, TorchLogRegError
+from torchlogreg.base.storage import output_lock, reserved_space
+from torchlogreg.runfolder.checkpoints import load_run, save_run
 
 FUZZ = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from torchlogreg import InputError
-from torchlogreg.images import MNIST_SHAPE, mnist_style, read_image
-from torchlogreg.inputs import read_array
+from torchlogreg.data.images import MNIST_SHAPE, mnist_style, read_image
+from torchlogreg.data.inputs import read_array
 
 CAP = 4 * 1024 * 1024  # decoded bytes allowed in these tests: anything larger must be refused from its header
 FUZZ = settings(
@@ -46,7 +46,7 @@ def run_dir(tmp_path_factory):
     from conftest import synthetic_data
 
     from torchlogreg import TrainConfig, train
-    from torchlogreg.checkpoints import save_run
+    from torchlogreg.runfolder.checkpoints import save_run
 
     result = train(TrainConfig(batch_size=16, epochs=1, device="cpu", val_size=60), synthetic_data(side=28))
     return save_run(result, tmp_path_factory.mktemp("runs") / "tiny")
@@ -57,7 +57,7 @@ def client(run_dir):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from torchlogreg.serving import create_app
+    from torchlogreg.apps.serving import create_app
 
     # unexpected exceptions are raised here, in the test, with their traceback
     return TestClient(create_app(run_dir, max_upload_bytes=256 * 1024))
@@ -234,7 +234,7 @@ def test_real_npz_bombs_are_refused(rows):
 
 
 def test_the_predict_command_refuses_a_bomb_in_one_line(run_dir, tmp_path, capsys):
-    from torchlogreg.cli import main
+    from torchlogreg.apps.cli import main
 
     npz_bomb(tmp_path / "bomb.npz", 400_000)  # 314 MB decoded: over MAX_ARRAY_BYTES, 256 MiB
     (tmp_path / "huge.npy").write_bytes(npy_with_header((100_000_000, 784)))
@@ -260,7 +260,7 @@ def _npz_with_header_length(target, declared: int, written: int) -> None:
 def test_a_npy_header_length_is_checked_before_the_header_is_read(run_dir, tmp_path, capsys):
     # a .npz whose member's header said 1.9 GB (1.9 MB of deflated spaces) used to be read whole into
     # memory by NumPy (MemoryError in predict and serve); 8 MB of it is enough to tell
-    from torchlogreg.cli import main
+    from torchlogreg.apps.cli import main
 
     _npz_with_header_length(tmp_path / "spaces.npz", 1_900_000_000, 8 << 20)
     raw = (tmp_path / "spaces.npz").read_bytes()

@@ -26,7 +26,7 @@ import pytest
 from corpus.hostile import deadline, memory_cap, npy_with_header, npz_bomb
 from PIL import Image
 
-from torchlogreg.cli import main
+from torchlogreg.apps.cli import main
 
 pytestmark = pytest.mark.hostile
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -164,7 +164,7 @@ def _run_folder(tmp_path_factory) -> Path:
     from conftest import synthetic_data
 
     from torchlogreg import TrainConfig, train
-    from torchlogreg.checkpoints import save_run
+    from torchlogreg.runfolder.checkpoints import save_run
 
     result = train(TrainConfig(batch_size=16, epochs=1, device="cpu", val_size=60), synthetic_data(side=28))
     return save_run(result, tmp_path_factory.mktemp("sweep") / "run")
@@ -392,7 +392,7 @@ def test_run_folder_sweep(run_dir, tmp_path, data_root, capsys, monkeypatch):
 
 def test_writer_sweep(tmp_path):
     from torchlogreg import OutputError
-    from torchlogreg.storage import atomic_write_bytes, make_folder
+    from torchlogreg.base.storage import atomic_write_bytes, make_folder
 
     (tmp_path / "file").write_text("")
     os.symlink(tmp_path / "missing-target", tmp_path / "dangling")

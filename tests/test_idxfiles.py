@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from torchlogreg import DataError
-from torchlogreg.convert import convert
-from torchlogreg.idxfiles import read_idx, read_idx_pair
+from torchlogreg.data.convert import convert
+from torchlogreg.data.idxfiles import read_idx, read_idx_pair
 
 
 def _write_pair(folder, prefix, labels):

@@ -14,8 +14,8 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from torchlogreg import InputError
-from torchlogreg.images import AS_IS, MNIST_STYLE, mnist_style, picture_pixels, read_image
-from torchlogreg.inputs import load_inputs, read_array
+from torchlogreg.data.images import AS_IS, MNIST_STYLE, mnist_style, picture_pixels, read_image
+from torchlogreg.data.inputs import load_inputs, read_array
 
 N_DIGITS = 200  # test digits per degradation: a 3-point drop shows, and the file runs in seconds
 PAPER = {"yellow": (0.98, 0.92, 0.45), "light blue": (0.72, 0.86, 0.97), "pink": (0.97, 0.75, 0.82)}
@@ -509,7 +509,7 @@ def test_unusual_but_valid_arrays_are_read(tmp_path, array):
 
 
 def test_folders_patterns_and_stdin_are_named_as_what_they_are(tmp_path):
-    from torchlogreg.inputs import expand_inputs
+    from torchlogreg.data.inputs import expand_inputs
 
     (tmp_path / "b" / "c").mkdir(parents=True)
     for name in ("b/2.npy", "a.npy", "b/c/1.npy"):

@@ -23,12 +23,13 @@ from corpus.hostile import memory_cap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torchlogreg import InputError, csvfiles, inputs
-from torchlogreg.checkpoints import load_run
-from torchlogreg.cli import main
-from torchlogreg.inputs import load_inputs, read_chunks
-from torchlogreg.prediction import json_lines, kaggle_csv, predict_files, show_progress
-from torchlogreg.storage import atomic_output
+from torchlogreg import InputError
+from torchlogreg.apps.cli import main
+from torchlogreg.apps.prediction import json_lines, kaggle_csv, predict_files, show_progress
+from torchlogreg.base.storage import atomic_output
+from torchlogreg.data import csvfiles, inputs
+from torchlogreg.data.inputs import load_inputs, read_chunks
+from torchlogreg.runfolder.checkpoints import load_run
 
 FUZZ = settings(
     max_examples=int(os.environ.get("TORCHLOGREG_FUZZ_EXAMPLES", 60)),
@@ -272,7 +273,7 @@ def _near_tie(run, images) -> np.ndarray:
 
 
 def test_json_lines_are_what_json_dumps_writes(run, digits):
-    from torchlogreg.evaluation import top_k
+    from torchlogreg.training.evaluation import top_k
 
     folder, _ = digits
     text, _ = _predict(run, [folder / "digits.npy"], json_lines(run.class_names, 3))
@@ -396,7 +397,7 @@ def test_a_bad_file_among_good_ones(default_run, scratch, kind, cut, position):
 # the CLI in a fresh process, printing its peak RSS (VmHWM) last on stderr; the kernel's ru_maxrss
 # would not do: a child's starts from its parent's RSS at fork (this whole test process)
 PEAK_WRAPPER = (
-    "import sys; from torchlogreg.cli import main; code = main(sys.argv[1:]); "
+    "import sys; from torchlogreg.apps.cli import main; code = main(sys.argv[1:]); "
     "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM:')).strip(), file=sys.stderr); "
     "sys.exit(code)"
 )

@@ -1,65 +1,144 @@
-"""The shape of the package: every module sits in one layer of LAYERS (lowest first) and imports only
-from layers below it, so there are no import cycles and dependencies point one way, from the front
-ends down to the model and its kernels. A new module must be placed here; a new upward import fails."""
+"""The shape of the package: its subpackages are layers, bottom to top (base, core, data, training,
+sklearn, apps, then the package root), and inside each the modules sit on floors. A module imports
+only from subpackages below its own, or from floors below its own in its subpackage, so there are no
+import cycles and data flows one way (dataset -> tensors -> model -> engine -> metrics -> run folder).
+A new module must be placed here; a new upward import fails."""
 
 import ast
+import importlib
+import pickle
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "torchlogreg"
+# The flat layout's paths still importable, each the same module as its new place (for pickles)
+OLD_PATHS = {"estimator": "sklearn.estimator", "model": "core.model"}
 
-LAYERS = [
-    # no imports from the package
-    {"exceptions", "datasets", "fused", "classnames", "signals", "weblimits", "version"},
-    # the one writer and reader; settings; the model; when training stops (divergence, early stopping);
-    # the web servers started for scripts (tests, benchmarks)
-    {"storage", "readers", "config", "distributed", "model", "stopping", "localserver"},
-    # one reader per format: pictures, NumPy arrays, CSV rows, IDX files; devices and CPU threads
-    {"images", "npyfiles", "csvfiles", "idxfiles", "devices", "objective"},
-    # prediction's inputs; the data's defaults; dataset folders (read and written); optimizers; the
-    # estimator's inputs
-    {"inputs", "rules", "ondisk", "optimizers", "estimator_checks"},
-    # run folders, read and written (reading a run needs no training module)
-    {"checkpoints"},
-    {"data", "batches", "resumable"},  # resumable: an interrupted training's state in its run folder
-    {"engine", "evaluation", "sources", "solvers"},  # the one training loop; metrics; convert's sources
-    # a config run by the engine; its TensorBoard callback; the estimator's solvers driven; convert
-    {"training", "tensorboard", "estimator_fit", "convert"},
-    {"live"},  # a training taken step by step (the playground's)
-    {"runs"},  # the run's life: folders, resume, torchrun, signals
-    {"estimator", "sweep", "report", "serving", "demos", "export", "prediction"},  # front ends
-    {"playground_setup"},  # the playground's data sets, settings and saved runs
-    {"playground_session"},  # one page: its commands, its training and the frames it is sent
-    {"playground"},  # its page and server
-    {"cli_common"},  # what the commands share
-    {"cli_train", "cli_runs", "cli_serve", "cli_data"},  # each command's options and handler
-    {"cli"},  # the parser they make together, and main
-    {"__init__", "__main__"},
-]
-LAYER_OF = {module: depth for depth, modules in enumerate(LAYERS) for module in modules}
+# subpackage ("" is the package root) -> its floors, bottom first; the subpackages in order, bottom first
+LAYERS = {
+    "base": [
+        {"datasets", "exceptions", "signals", "version"},
+        {"config", "storage"},
+        {"devices"},
+    ],
+    "core": [
+        {"fused"},
+        {"model", "stopping"},
+        {"objective"},
+        {"optimizers"},
+    ],
+    "data": [
+        {"classnames"},
+        {"readers"},
+        {"csvfiles", "idxfiles", "images", "npyfiles"},
+        {"inputs", "ondisk", "rules"},
+        {"batches", "inmemory"},
+        {"sources"},
+        {"convert"},
+    ],
+    "runfolder": [
+        {"checkpoints"},
+        {"resumable"},
+    ],
+    "training": [
+        {"distributed"},
+        {"engine", "evaluation"},
+        {"tensorboard", "trainer"},
+        {"live"},
+        {"runs"},
+        {"sweep"},
+    ],
+    "sklearn": [
+        {"estimator_checks"},
+        {"solvers"},
+        {"estimator_fit"},
+        {"estimator"},
+    ],
+    "apps": [
+        {"weblimits"},
+        {"localserver"},
+        {"demos", "export", "prediction", "report", "serving"},
+        {"playground_setup"},
+        {"playground_session"},
+        {"playground"},
+        {"cli_common"},
+        {"cli_data", "cli_runs", "cli_serve", "cli_train"},
+        {"cli"},
+    ],
+    "": [
+        {"__init__", "__main__", "estimator", "model"},
+    ],
+}
+ORDER = {subpackage: rank for rank, subpackage in enumerate(LAYERS)}
+PLACE = {
+    f"{subpackage}.{module}".lstrip("."): (ORDER[subpackage], floor)
+    for subpackage, floors in LAYERS.items()
+    for floor, modules in enumerate(floors)
+    for module in modules
+}
+
+
+def _dotted(path: Path) -> str:
+    """A module's dotted name under the package: `data.ondisk`, `__init__`, `core.__init__`."""
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def _targets(base: list[str], names: list[str]) -> set[str]:
+    """The package's modules that `from <base> import <names>` loads."""
+    found = set()
+    for name in names:
+        for candidate in (".".join([*base, name]), ".".join(base)):
+            if candidate in PLACE:
+                found.add(candidate)
+                break
+    return found
 
 
 def _imports(path: Path) -> set[str]:
-    """The package's modules that `path` imports (relative imports, at any depth, lazy ones too)."""
+    """The package's modules that `path` imports (relative and absolute, at any depth, lazy ones too)."""
+    here = _dotted(path).split(".")[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
-            found.update(name for name in names if name in LAYER_OF)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("torchlogreg."):
-            found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[: len(here) - node.level + 1] + (node.module.split(".") if node.module else [])
+            found |= _targets(base, [alias.name for alias in node.names])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torchlogreg":
+            found |= _targets(node.module.split(".")[1:], [alias.name for alias in node.names])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("torchlogreg."):
+                    found |= _targets(alias.name.split(".")[1:], [])
     return found
 
 
 def test_every_module_has_a_layer():
-    modules = {path.stem for path in PACKAGE.glob("*.py")}
-    assert modules == set(LAYER_OF), f"place these in LAYERS: {sorted(modules ^ set(LAYER_OF))}"
+    modules = {_dotted(path) for path in PACKAGE.rglob("*.py")}
+    placed = set(PLACE) | {f"{subpackage}.__init__" for subpackage in LAYERS if subpackage}
+    assert modules == placed, f"place these in LAYERS: {sorted(modules ^ placed)}"
 
 
-@pytest.mark.parametrize("module", sorted(LAYER_OF))
+@pytest.mark.parametrize("subpackage", [name for name in LAYERS if name])
+def test_a_subpackage_init_imports_nothing_from_the_package(subpackage):
+    assert not _imports(PACKAGE / subpackage / "__init__.py"), f"{subpackage}/__init__.py imports the package"
+
+
+@pytest.mark.parametrize("module", sorted(PLACE))
 def test_imports_only_go_down(module):
-    upward = {
-        other for other in _imports(PACKAGE / f"{module}.py") if LAYER_OF[other] >= LAYER_OF[module]
-    }
-    assert not upward, f"{module} (layer {LAYER_OF[module]}) imports {sorted(upward)} from its layer or above"
+    path = PACKAGE / f"{module.replace('.', '/')}.py"
+    upward = {other for other in _imports(path) if PLACE[other] >= PLACE[module]}
+    assert not upward, f"{module} (layer {PLACE[module]}) imports {sorted(upward)} from its layer or above"
+
+
+@pytest.mark.parametrize("old", sorted(OLD_PATHS))
+def test_an_old_path_is_the_same_module(old):
+    """Pickles and code that name the flat layout's paths (a fitted estimator's pickle names
+    `torchlogreg.estimator` and `torchlogreg.model`) still load, as the very same classes."""
+    try:
+        module = importlib.import_module(f"torchlogreg.{OLD_PATHS[old]}")
+    except ModuleNotFoundError as missing:  # scikit-learn, for the estimator
+        pytest.skip(str(missing))
+    assert importlib.import_module(f"torchlogreg.{old}") is module
+    for name, value in vars(module).items():
+        if isinstance(value, type) and value.__module__ == module.__name__:
+            assert pickle.loads(f"ctorchlogreg.{old}\n{name}\n.".encode()) is value

@@ -1,4 +1,4 @@
-"""Live trainings (live.py): untouched, `train` bit for bit; pause and single steps change nothing;
+"""Live trainings (training/live.py): untouched, `train` bit for bit; pause and single steps change nothing;
 settings changed between steps take effect from the next one, are marked and checked at once."""
 
 import dataclasses
@@ -10,8 +10,8 @@ from conftest import LIVE_TIMEOUT as TIMEOUT
 from conftest import run_to_end, synthetic_data
 
 from torchlogreg import ConfigError, train
-from torchlogreg.data import Split
-from torchlogreg.live import LiveTraining
+from torchlogreg.data.inmemory import Split
+from torchlogreg.training.live import LiveTraining
 
 
 def _rows(history: list[dict]) -> list[tuple]:
@@ -80,8 +80,8 @@ def test_a_penalty_switched_on_mid_run_takes_effect(tiny_config):
 
 
 def test_a_new_batch_source_starts_a_whole_epoch(tiny_config):
-    from torchlogreg.batches import batch_source
-    from torchlogreg.training import build
+    from torchlogreg.data.batches import batch_source
+    from torchlogreg.training.trainer import build
 
     data = synthetic_data()
     engine = build(tiny_config, data, verbose=False, progress=False).engine

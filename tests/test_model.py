@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torchlogreg.model import (
+from torchlogreg.core.model import (
     LogisticRegression,
     binary_cross_entropy_with_logits,
     cross_entropy,

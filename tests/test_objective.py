@@ -1,7 +1,7 @@
-"""The objective (objective.py) and every implementation of it against ONE float64 reference: the
+"""The objective (core/objective.py) and every implementation of it against ONE float64 reference: the
 fused C kernel and the PyTorch path through `Objective` (gradients, and the forward-only loss), and
 the evaluators of the estimator's L-BFGS-B (NumPy, the fused kernel, the device) with the penalty
-that solvers.PenalisedLoss adds, the teaching losses of model.py that the demos use, and its public
+that solvers.PenalisedLoss adds, the teaching losses of core/model.py that the demos use, and its public
 closed-form gradient (model.loss_gradient). Binary (one
 logit) and multiclass, with and without penalties and sample weights. Sample weights have mean 1,
 where the engine's sum(s l) / n and scikit-learn's sum(s l) / sum(s) agree (the estimator scales
@@ -14,16 +14,16 @@ import pytest
 import scipy.special
 import torch
 
-from torchlogreg import fused
-from torchlogreg.batches import MemoryBatches
-from torchlogreg.model import (
+from torchlogreg.core import fused
+from torchlogreg.core.model import (
     LogisticRegression,
     binary_cross_entropy_with_logits,
     cross_entropy,
     loss_gradient,
 )
-from torchlogreg.objective import Objective
-from torchlogreg.solvers import DeviceLoss, FusedLoss, HostLoss, Packing, PenalisedLoss
+from torchlogreg.core.objective import Objective
+from torchlogreg.data.batches import MemoryBatches
+from torchlogreg.sklearn.solvers import DeviceLoss, FusedLoss, HostLoss, Packing, PenalisedLoss
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from torchlogreg import ConfigError, DataError, Interrupted, preset, train
-from torchlogreg.cli import main
-from torchlogreg.data import Split, load_data
-from torchlogreg.ondisk import CHUNK_ROWS, DiskImages, read_dataset_folder, shard_batches, write_dataset
+from torchlogreg.apps.cli import main
+from torchlogreg.data.inmemory import Split, load_data
+from torchlogreg.data.ondisk import CHUNK_ROWS, DiskImages, read_dataset_folder, shard_batches, write_dataset
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 
@@ -122,7 +122,7 @@ def test_take_reads_rows_in_the_order_asked(mnist_on_disk):
 
 
 def test_resume_from_disk_ends_with_the_same_weights(mnist_on_disk, tmp_path, monkeypatch):
-    monkeypatch.setattr("torchlogreg.batches.SHARD_ROWS", 4000)  # several shards to skip on resume
+    monkeypatch.setattr("torchlogreg.data.batches.SHARD_ROWS", 4000)  # several shards to skip on resume
     config = preset("default", dataset=str(mnist_on_disk), device="cpu", iters=60, eval_every=20)
     data = load_data(config)
     data = type(

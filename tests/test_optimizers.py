@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from torchlogreg import TrainConfig
-from torchlogreg.optimizers import LBFGS, SGD, Adam, scheduled_lr
+from torchlogreg.core.optimizers import LBFGS, SGD, Adam, scheduled_lr
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 

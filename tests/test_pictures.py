@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 
 from torchlogreg import CheckpointError, DataError, preset, train
-from torchlogreg.checkpoints import load_run
-from torchlogreg.cli import main
-from torchlogreg.convert import convert
-from torchlogreg.data import load_data
-from torchlogreg.images import AS_IS, MNIST_STYLE, picture_pixels, read_image
-from torchlogreg.inputs import expand_inputs, load_inputs
-from torchlogreg.ondisk import read_meta
-from torchlogreg.prediction import json_lines, predict_files
+from torchlogreg.apps.cli import main
+from torchlogreg.apps.prediction import json_lines, predict_files
+from torchlogreg.data.convert import convert
+from torchlogreg.data.images import AS_IS, MNIST_STYLE, picture_pixels, read_image
+from torchlogreg.data.inmemory import load_data
+from torchlogreg.data.inputs import expand_inputs, load_inputs
+from torchlogreg.data.ondisk import read_meta
+from torchlogreg.runfolder.checkpoints import load_run
 
 CLASSES = ("zero", "one", "two")
 
@@ -107,7 +107,7 @@ def test_load_inputs_and_serve_apply_the_run_s_rule(dark_on_light):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from torchlogreg.serving import create_app
+    from torchlogreg.apps.serving import create_app
 
     root, _, run = dark_on_light
     picture = sorted((root / "photos" / "test" / "two").iterdir())[0]

@@ -12,13 +12,13 @@ import pytest
 from conftest import LIVE_TIMEOUT as TIMEOUT
 from conftest import browser_or_skip
 
-from torchlogreg.checkpoints import load_run
-from torchlogreg.localserver import local_server
+from torchlogreg.apps.localserver import local_server
+from torchlogreg.runfolder.checkpoints import load_run
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from torchlogreg.playground import create_app  # noqa: E402
+from torchlogreg.apps.playground import create_app  # noqa: E402
 
 SOCKET = "ws://127.0.0.1:8000/ws"  # a loopback server answers loopback names only
 
@@ -92,8 +92,8 @@ def test_a_page_that_goes_away_while_it_is_answered_logs_no_traceback(catalog, t
 
     from starlette.websockets import WebSocketDisconnect
 
-    from torchlogreg.playground import AppState, _serve_page
-    from torchlogreg.playground_session import Session, Slots
+    from torchlogreg.apps.playground import AppState, _serve_page
+    from torchlogreg.apps.playground_session import Session, Slots
 
     class GonePage:  # sends one command, and is gone by the time it is answered
         async def receive(self) -> dict:
@@ -120,7 +120,7 @@ def test_a_loop_that_fails_as_its_page_goes_away_is_collected_not_logged():
 
     from starlette.websockets import WebSocketDisconnect
 
-    from torchlogreg.playground import _until_one_ends
+    from torchlogreg.apps.playground import _until_one_ends
 
     async def page_gone() -> None:
         return

@@ -1,4 +1,4 @@
-"""The playground's choices (playground_setup.py): the data sets offered, settings checked by the
+"""The playground's choices (apps/playground_setup.py): the data sets offered, settings checked by the
 config, experiments, the command line that trains the same, and saving a live run as a run folder."""
 
 import json
@@ -10,10 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torchlogreg import ConfigError
-from torchlogreg.checkpoints import load_run
-from torchlogreg.evaluation import evaluate
-from torchlogreg.live import LiveTraining
-from torchlogreg.playground_setup import (
+from torchlogreg.apps.playground_setup import (
     EXPERIMENTS,
     PAGE_FIELDS,
     Catalog,
@@ -21,6 +18,9 @@ from torchlogreg.playground_setup import (
     config_for,
     save_live,
 )
+from torchlogreg.runfolder.checkpoints import load_run
+from torchlogreg.training.evaluation import evaluate
+from torchlogreg.training.live import LiveTraining
 
 
 def test_only_data_sets_found_are_offered_and_no_path_is_taken(catalog, tmp_path):
@@ -33,7 +33,7 @@ def test_only_data_sets_found_are_offered_and_no_path_is_taken(catalog, tmp_path
 
 
 def test_a_dataset_folder_given_to_the_server_trains_live(tmp_path, data_root):
-    from torchlogreg.ondisk import write_dataset
+    from torchlogreg.data.ondisk import write_dataset
 
     data = synthetic_data(n_train=300, n_val=0, side=6)
     folder = write_dataset(tmp_path / "mine", data.train, data.test, data.class_names)
@@ -92,7 +92,7 @@ def test_every_experiment_is_a_valid_config_and_a_command(catalog):
 def test_the_command_trains_exactly_the_config(
     catalog, name, lr, batch_size, weight_decay, optimizer, length, nesterov, train_size, seed
 ):
-    from torchlogreg.cli import build_parser, config_from_args
+    from torchlogreg.apps.cli import build_parser, config_from_args
 
     chosen = {
         "lr": lr,

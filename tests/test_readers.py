@@ -1,4 +1,4 @@
-"""The one reader (torchlogreg.readers: open_regular, read_capped; npyfiles: read_npy,
+"""The one reader (torchlogreg.data.readers: open_regular, read_capped; npyfiles: read_npy,
 read_npz_arrays) and the places that use it: predict's inputs, `data convert`'s sources, dataset
 folders and IDX files.
 A FIFO, device or folder is refused without blocking; a declared size is checked against the file
@@ -15,9 +15,9 @@ from corpus.hostile import deadline, memory_cap, npy_with_header
 from PIL import Image
 
 from torchlogreg import DataError, InputError
-from torchlogreg.cli import main
-from torchlogreg.npyfiles import read_npy, read_npz_arrays
-from torchlogreg.readers import open_regular, read_capped
+from torchlogreg.apps.cli import main
+from torchlogreg.data.npyfiles import read_npy, read_npz_arrays
+from torchlogreg.data.readers import open_regular, read_capped
 
 
 @contextlib.contextmanager
@@ -96,7 +96,7 @@ def test_convert_refuses_a_fifo_given_as_a_csv(tmp_path, fifo, capsys):
 def _dataset_folder(tmp_path):
     from conftest import synthetic_data
 
-    from torchlogreg.ondisk import write_dataset
+    from torchlogreg.data.ondisk import write_dataset
 
     data = synthetic_data(n_classes=2)
     write_dataset(tmp_path / "ds", data.train, data.test, ("a", "b"))
@@ -106,7 +106,7 @@ def _dataset_folder(tmp_path):
 @pytest.mark.parametrize("name", ["train-images.npy", "train-labels.npy", "meta.json"])
 def test_a_dataset_folder_with_a_fifo_is_refused(tmp_path, name):
     from torchlogreg import TrainConfig
-    from torchlogreg.data import load_data
+    from torchlogreg.data.inmemory import load_data
 
     folder = _dataset_folder(tmp_path)
     (folder / name).unlink()
@@ -117,7 +117,7 @@ def test_a_dataset_folder_with_a_fifo_is_refused(tmp_path, name):
 
 def test_dataset_labels_declaring_gigabytes_are_refused_from_the_header(tmp_path):
     from torchlogreg import TrainConfig
-    from torchlogreg.data import load_data
+    from torchlogreg.data.inmemory import load_data
 
     folder = _dataset_folder(tmp_path)
     (folder / "train-labels.npy").write_bytes(npy_with_header((500_000_000,), descr="<i8"))
@@ -134,7 +134,7 @@ def _idx_gz(path, dims, data: bytes):
 
 def test_an_idx_gzip_bomb_is_cut_where_its_header_says_the_data_ends(tmp_path):
     # a 4.6 MB .gz whose data inflated to 4.7 GB was decompressed whole
-    from torchlogreg.idxfiles import read_idx
+    from torchlogreg.data.idxfiles import read_idx
 
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     _idx_gz(path, [10], bytes(64 << 20))  # declares 10 bytes, holds 64 MB
@@ -178,7 +178,7 @@ def test_a_dataset_folders_meta_json_is_checked_against_its_data(tmp_path, chang
     import json
 
     from torchlogreg import TrainConfig
-    from torchlogreg.data import load_data
+    from torchlogreg.data.inmemory import load_data
 
     folder = _dataset_folder(tmp_path)
     meta = json.loads((folder / "meta.json").read_text())
@@ -189,7 +189,7 @@ def test_a_dataset_folders_meta_json_is_checked_against_its_data(tmp_path, chang
 
 def test_an_image_shape_too_large_for_any_run_is_refused(tmp_path):
     # load_inputs with an image shape of 100,000 x 100,000 ended in a MemoryError
-    from torchlogreg.inputs import load_inputs
+    from torchlogreg.data.inputs import load_inputs
 
     Image.fromarray(np.full((8, 8), 200, np.uint8)).save(tmp_path / "a.png")
     with must_not_block(), pytest.raises(InputError, match="image_shape 100000x100000 has 10000000000"):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from torchlogreg import ConfigError, InputError
-from torchlogreg.cli import main
-from torchlogreg.inputs import load_inputs
+from torchlogreg.apps.cli import main
+from torchlogreg.data.inputs import load_inputs
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
@@ -130,7 +130,7 @@ def test_diverging_training_stops_and_says_what_to_lower(data_root, tmp_path, ca
     ],
 )
 def test_estimator_refuses_bad_arrays(array, fragment):
-    from torchlogreg.estimator import TorchLogisticRegression
+    from torchlogreg.sklearn.estimator import TorchLogisticRegression
 
     rng = np.random.default_rng(0)
     clf = TorchLogisticRegression(max_iter=5).fit(rng.random((40, 784)), np.arange(40) % 2)
@@ -140,7 +140,7 @@ def test_estimator_refuses_bad_arrays(array, fragment):
 
 WRITER = """
 import sys
-from torchlogreg.storage import atomic_write_bytes
+from torchlogreg.base.storage import atomic_write_bytes
 print("writing", flush=True)
 atomic_write_bytes(sys.argv[1], b"B" * 300_000_000)
 print("done", flush=True)
@@ -150,7 +150,7 @@ print("done", flush=True)
 def test_kill_during_a_large_write_leaves_the_old_file_whole(tmp_path):
     target = tmp_path / "big.bin"
     old = b"A" * 1000
-    from torchlogreg.storage import atomic_write_bytes
+    from torchlogreg.base.storage import atomic_write_bytes
 
     atomic_write_bytes(target, old)
     process = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True)
@@ -239,7 +239,7 @@ def test_sweep_refuses_a_run_folder_and_takes_seed_as_an_axis(default_run, tmp_p
 
 def test_python_api_misuse_is_one_clear_error(default_run, tmp_path, mnist_data):
     import torchlogreg as tl
-    from torchlogreg.checkpoints import load_run, save_run
+    from torchlogreg.runfolder.checkpoints import load_run, save_run
 
     with pytest.raises(ConfigError, match="train needs a TrainConfig"):
         tl.train(None)
@@ -273,7 +273,7 @@ def test_resume_with_out_and_a_damaged_history_are_one_line(default_run, tmp_pat
     done = _cli("train", "--resume", tmp_path, "--out", tmp_path / "other")
     assert done.returncode == 2 and "drop --out" in done.stderr
     from torchlogreg import CheckpointError
-    from torchlogreg.checkpoints import read_history
+    from torchlogreg.runfolder.checkpoints import read_history
 
     (tmp_path / "history.csv").write_text("iteration,loss\nabc,<script>\n")
     with pytest.raises(CheckpointError, match="row 2 is not a history row"):
@@ -281,7 +281,7 @@ def test_resume_with_out_and_a_damaged_history_are_one_line(default_run, tmp_pat
 
 
 def test_negative_sample_weights_are_refused():
-    from torchlogreg.estimator import TorchLogisticRegression
+    from torchlogreg.sklearn.estimator import TorchLogisticRegression
 
     X, y = np.random.default_rng(0).random((20, 4)), np.arange(20) % 2
     with pytest.raises(ValueError, match="Negative values in data passed to `sample_weight`"):

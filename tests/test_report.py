@@ -12,11 +12,9 @@ import torch
 from PIL import Image
 
 from torchlogreg import preset, train
-from torchlogreg.checkpoints import load_run, save_run
-from torchlogreg.data import prepare
-from torchlogreg.demos import cross_entropy_cases, fit_logistic, least_squares, linear_vs_logistic
-from torchlogreg.localserver import CHROMIUM_FLAGS
-from torchlogreg.report import (
+from torchlogreg.apps.demos import cross_entropy_cases, fit_logistic, least_squares, linear_vs_logistic
+from torchlogreg.apps.localserver import CHROMIUM_FLAGS
+from torchlogreg.apps.report import (
     DPI,
     FIGSIZE,
     Predictions,
@@ -25,6 +23,8 @@ from torchlogreg.report import (
     weights_figure,
     write_report,
 )
+from torchlogreg.data.inmemory import prepare
+from torchlogreg.runfolder.checkpoints import load_run, save_run
 
 FIGURES = ("samples", "weights", "curves", "confusion", "mistakes", "calibration")
 SIZE = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
@@ -153,7 +153,7 @@ def test_model_predictions_agree_with_report_confusion(default_run, mnist_data):
 
 def test_values_from_the_run_folder_are_escaped_on_the_page(default_run, tmp_path):
     """metrics.json and model.json may come from a stranger: nothing in them becomes markup."""
-    from torchlogreg.report import render_html
+    from torchlogreg.apps.report import render_html
 
     folder = tmp_path / "run"
     shutil.copytree(default_run, folder)
@@ -220,6 +220,6 @@ def test_a_damaged_history_gives_gaps_not_a_crash(default_run, mnist_data, tmp_p
 def test_the_report_module_loads_no_training_module():
     """Scoring a saved run needs the model and the run format: report imports no training-side module."""
     training_side = tuple(f"torchlogreg.{name}" for name in ("evaluation", "training", "engine", "batches"))
-    code = f"import sys, torchlogreg.report; print([m for m in {training_side!r} if m in sys.modules])"
+    code = f"import sys, torchlogreg.apps.report; print([m for m in {training_side!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stderr

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from torchlogreg import CheckpointError, DivergenceError, Interrupted, train
-from torchlogreg.resumable import has_training_state, load_training_state
+from torchlogreg.runfolder.resumable import has_training_state, load_training_state
 
 
 @pytest.mark.numerics

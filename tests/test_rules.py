@@ -1,4 +1,4 @@
-"""The defaults that follow from the data (rules.py): each rule on sets of several sizes and shapes, the
+"""The defaults that follow from the data (data/rules.py): each rule on sets of several sizes and shapes, the
 settled config a run records, the stopping rule (converged, step limit), and training in centred
 coordinates (the same optimum; dark-on-light pictures train as light-on-dark ones)."""
 
@@ -9,8 +9,8 @@ import torch
 from conftest import synthetic_data
 
 from torchlogreg import TrainConfig, preset, train
-from torchlogreg.data import Data, Split
-from torchlogreg.rules import (
+from torchlogreg.data.inmemory import Data, Split
+from torchlogreg.data.rules import (
     BATCH_ROWS,
     LBFGS_BELOW_ROWS,
     LBFGS_ITERATIONS,

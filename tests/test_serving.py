@@ -13,7 +13,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from torchlogreg.serving import create_app  # noqa: E402
+from torchlogreg.apps.serving import create_app  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
@@ -231,14 +231,14 @@ def test_malformed_multipart_is_json_422(client, caplog):
 def test_unexpected_errors_are_a_json_500_logged_here(default_run, monkeypatch, caplog):
     import logging
 
-    from torchlogreg import serving
+    from torchlogreg.apps import serving
 
     def broken(*args, **kwargs):
         raise RuntimeError("detail for the log only")
 
     monkeypatch.setattr(serving, "explain", broken)
     client = TestClient(create_app(default_run), raise_server_exceptions=False)
-    with caplog.at_level(logging.ERROR, logger="torchlogreg.serving"):
+    with caplog.at_level(logging.ERROR, logger="torchlogreg.apps.serving"):
         response = client.post("/api/predict", json={"pixels": [0] * 784})
     assert response.status_code == 500 and response.json() == {"error": "internal error"}
     assert "detail for the log only" in caplog.text and "Traceback" in caplog.text
@@ -318,7 +318,7 @@ def data_32():
 def client_32(data_32, tmp_path_factory):
     """A client serving a tiny run trained on synthetic 32x32 images."""
     from torchlogreg import TrainConfig, train
-    from torchlogreg.checkpoints import save_run
+    from torchlogreg.runfolder.checkpoints import save_run
 
     result = train(TrainConfig(batch_size=16, epochs=2, device="cpu", val_size=60), data_32, verbose=False)
     run = save_run(result, tmp_path_factory.mktemp("runs") / "side32")

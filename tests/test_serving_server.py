@@ -19,8 +19,8 @@ from PIL import Image
 
 pytest.importorskip("fastapi")
 
-from torchlogreg.localserver import local_server  # noqa: E402
-from torchlogreg.serving import create_app  # noqa: E402
+from torchlogreg.apps.localserver import local_server  # noqa: E402
+from torchlogreg.apps.serving import create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +278,7 @@ def _run_with_shape(tmp_path, side: int) -> Path:
     from conftest import synthetic_data
 
     from torchlogreg import TrainConfig, train
-    from torchlogreg.checkpoints import save_run
+    from torchlogreg.runfolder.checkpoints import save_run
 
     data = synthetic_data(n_train=20, n_val=0, n_test=6, side=side)
     result = train(TrainConfig(batch_size=10, epochs=1, device="cpu", val_size=0), data, verbose=False)
@@ -288,7 +288,7 @@ def _run_with_shape(tmp_path, side: int) -> Path:
 def test_a_run_too_large_to_serve_is_refused_at_start(tmp_path, capsys):
     # a 2048x2048 run gave HTTP 500 and a MemoryError per request; 1024x1024 cost 180 MB per request
     from torchlogreg import CheckpointError
-    from torchlogreg.cli import main
+    from torchlogreg.apps.cli import main
 
     run = _run_with_shape(tmp_path, 129)
     with pytest.raises(CheckpointError, match="input_shape 129x129 is over what serve supports"):
@@ -312,7 +312,7 @@ def test_a_run_with_a_surrogate_class_name_is_refused_at_start(default_run, tmp_
 
 
 def test_server_options_bound_headers_and_connections():
-    from torchlogreg.weblimits import MAX_HEADER_BYTES, server_options
+    from torchlogreg.apps.weblimits import MAX_HEADER_BYTES, server_options
 
     options = server_options()
     assert options["http"] == "h11" and options["h11_max_incomplete_event_size"] == MAX_HEADER_BYTES

@@ -1,4 +1,4 @@
-"""Interrupted means interrupted (torchlogreg.signals): SIGINT and SIGTERM during a command end in
+"""Interrupted means interrupted (torchlogreg.base.signals): SIGINT and SIGTERM during a command end in
 one line and exit 130/143, whatever exception the interruption became inside a library, and leave
 no temporary file behind."""
 
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from torchlogreg import export, storage
-from torchlogreg.cli import main
+from torchlogreg.apps import export
+from torchlogreg.apps.cli import main
+from torchlogreg.base import storage
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 

@@ -1,4 +1,4 @@
-"""The one divergence rule and the one early-stopping rule (stopping.py), as the engine and the
+"""The one divergence rule and the one early-stopping rule (core/stopping.py), as the engine and the
 estimator use them."""
 
 import math
@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from torchlogreg.exceptions import DivergenceError
-from torchlogreg.model import LogisticRegression
-from torchlogreg.stopping import EarlyStopping, diverged, divergence
+from torchlogreg.base.exceptions import DivergenceError
+from torchlogreg.core.model import LogisticRegression
+from torchlogreg.core.stopping import EarlyStopping, diverged, divergence
 
 
 @pytest.mark.parametrize(

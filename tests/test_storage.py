@@ -1,4 +1,4 @@
-"""The one writer (torchlogreg.storage): what the operating system refuses is one OutputError line
+"""The one writer (torchlogreg.base.storage): what the operating system refuses is one OutputError line
 naming the path, temporaries never stay, an output is owned by one process at a time, and disk
 space is held for a run before it trains."""
 
@@ -10,8 +10,14 @@ import sys
 import pytest
 
 from torchlogreg import OutputError
-from torchlogreg.cli import main
-from torchlogreg.storage import atomic_write_bytes, atomic_write_json, make_folder, output_error, output_lock
+from torchlogreg.apps.cli import main
+from torchlogreg.base.storage import (
+    atomic_write_bytes,
+    atomic_write_json,
+    make_folder,
+    output_error,
+    output_lock,
+)
 
 
 @pytest.mark.parametrize(

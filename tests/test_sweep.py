@@ -7,8 +7,8 @@ import math
 import pytest
 
 from torchlogreg import ConfigError, TrainConfig, preset
-from torchlogreg.cli import main
-from torchlogreg.sweep import Grid, parse_grid, parse_value, read_results, run_sweep, summarize
+from torchlogreg.apps.cli import main
+from torchlogreg.training.sweep import Grid, parse_grid, parse_value, read_results, run_sweep, summarize
 
 
 def test_grid_values_take_the_options_types(tmp_path):
@@ -75,12 +75,12 @@ def test_one_row_per_run_and_resume_skips_finished_runs(tmp_path, data_root, mon
         writer = csv.DictWriter(handle, fieldnames=header)
         writer.writeheader()
         writer.writerows(kept)
-    import torchlogreg.runs
+    import torchlogreg.training.runs
 
     trained = []
-    real_train = torchlogreg.runs.train
+    real_train = torchlogreg.training.runs.train
     monkeypatch.setattr(
-        torchlogreg.runs, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k)
+        torchlogreg.training.runs, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k)
     )
     again = run_sweep(base, grid, 2, tmp_path, progress=False)
     assert len(again) == 8 and len(trained) == 5  # the 3 finished runs were not trained again
@@ -170,8 +170,8 @@ def test_sweep_logs_each_run_for_tensorboards_hparams_table(tmp_path, data_root)
 
 
 def test_a_second_sweep_into_the_same_folder_is_refused_and_touches_nothing(tmp_path, data_root):
-    from torchlogreg.exceptions import OutputError
-    from torchlogreg.storage import output_lock
+    from torchlogreg.base.exceptions import OutputError
+    from torchlogreg.base.storage import output_lock
 
     out = tmp_path / "sweep"
     base = TrainConfig(data_root=str(data_root), device="cpu", train_size=300, val_size=200, epochs=1)
@@ -186,7 +186,7 @@ def _full_disk_at(monkeypatch, name: str, nth: int) -> None:
     import errno
     import os
 
-    import torchlogreg.storage
+    import torchlogreg.base.storage
 
     real_fsync, seen = os.fsync, []
 
@@ -197,7 +197,7 @@ def _full_disk_at(monkeypatch, name: str, nth: int) -> None:
                 raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(torchlogreg.storage.os, "fsync", fsync)
+    monkeypatch.setattr(torchlogreg.base.storage.os, "fsync", fsync)
 
 
 SWEEP_ARGS = ["sweep", "--device", "cpu", "--epochs", "1", "--train-size", "300", "--val-size", "200"]
@@ -216,10 +216,10 @@ def test_a_full_disk_keeps_only_the_runs_written(tmp_path, data_root, monkeypatc
 
 
 def test_a_failed_run_ends_the_sweep_with_the_rows_before_it(tmp_path, data_root, monkeypatch):
-    import torchlogreg.runs
-    from torchlogreg.exceptions import OutputError
+    import torchlogreg.training.runs
+    from torchlogreg.base.exceptions import OutputError
 
-    real_train, trained = torchlogreg.runs.train, []
+    real_train, trained = torchlogreg.training.runs.train, []
 
     def train(config, *args, **kwargs):
         trained.append(config.lr)
@@ -227,7 +227,7 @@ def test_a_failed_run_ends_the_sweep_with_the_rows_before_it(tmp_path, data_root
             raise OutputError("cannot write the run's TensorBoard log: the disk is full")
         return real_train(config, *args, **kwargs)
 
-    monkeypatch.setattr(torchlogreg.runs, "train", train)
+    monkeypatch.setattr(torchlogreg.training.runs, "train", train)
     base = TrainConfig(data_root=str(data_root), device="cpu", train_size=300, val_size=200, epochs=1)
     with pytest.raises(OutputError):
         run_sweep(base, Grid({"lr": (0.05, 0.5, 0.1)}), 1, tmp_path, progress=False, report=True)
@@ -236,7 +236,7 @@ def test_a_failed_run_ends_the_sweep_with_the_rows_before_it(tmp_path, data_root
 
 
 def test_the_plots_say_what_each_point_is():
-    from torchlogreg.sweep import _at_each
+    from torchlogreg.training.sweep import _at_each
 
     def entry(lr, decay, val, runs=3):
         return {"options": {"lr": lr, "weight_decay": decay}, "runs": runs, "val_accuracy": val,

@@ -13,9 +13,9 @@ from conftest import synthetic_data
 from PIL import Image
 
 from torchlogreg import TrainConfig
-from torchlogreg.exceptions import ConfigError, DependencyError
-from torchlogreg.tensorboard import TensorBoardLogger, log_sweep_run, weight_images
-from torchlogreg.training import build, finish
+from torchlogreg.base.exceptions import ConfigError, DependencyError
+from torchlogreg.training.tensorboard import TensorBoardLogger, log_sweep_run, weight_images
+from torchlogreg.training.trainer import build, finish
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
@@ -159,7 +159,7 @@ def test_missing_extra_is_one_line(tmp_path, monkeypatch):
 def test_importing_the_package_does_not_import_tensorboard():
     import subprocess
 
-    code = "import torchlogreg, torchlogreg.tensorboard, sys; print('tensorboard' in sys.modules)"
+    code = "import torchlogreg, torchlogreg.training.tensorboard, sys; print('tensorboard' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "False\n"
 
 

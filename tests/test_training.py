@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from torchlogreg import ConfigError, DivergenceError, TrainConfig, preset, train
-from torchlogreg.batches import MemoryBatches
-from torchlogreg.data import prepare
-from torchlogreg.engine import Engine
-from torchlogreg.model import LogisticRegression
-from torchlogreg.objective import Objective
-from torchlogreg.optimizers import SGD
-from torchlogreg.training import HISTORY_KEYS
+from torchlogreg.core.model import LogisticRegression
+from torchlogreg.core.objective import Objective
+from torchlogreg.core.optimizers import SGD
+from torchlogreg.data.batches import MemoryBatches
+from torchlogreg.data.inmemory import prepare
+from torchlogreg.training.engine import Engine
+from torchlogreg.training.trainer import HISTORY_KEYS
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 

@@ -20,8 +20,8 @@ options answer without loading torch (the slowest import), and Ctrl-C during sta
 
 from importlib import import_module
 
-from .config import PRESETS, TrainConfig, preset
-from .exceptions import (
+from .base.config import PRESETS, TrainConfig, preset
+from .base.exceptions import (
     CheckpointError,
     ConfigError,
     DataError,
@@ -35,19 +35,19 @@ from .exceptions import (
 )
 
 _LAZY = {
-    "Data": "data",
-    "Split": "data",
-    "load_data": "data",
-    "evaluate": "evaluation",
-    "predict_proba": "evaluation",
-    "top_k": "evaluation",
-    "load_inputs": "inputs",
-    "LogisticRegression": "model",
-    "train": "runs",
-    "TrainResult": "training",
-    "Run": "checkpoints",
-    "load_run": "checkpoints",
-    "TorchLogisticRegression": "estimator",
+    "Data": "data.inmemory",
+    "Split": "data.inmemory",
+    "load_data": "data.inmemory",
+    "evaluate": "training.evaluation",
+    "predict_proba": "training.evaluation",
+    "top_k": "training.evaluation",
+    "load_inputs": "data.inputs",
+    "LogisticRegression": "core.model",
+    "train": "training.runs",
+    "TrainResult": "training.trainer",
+    "Run": "runfolder.checkpoints",
+    "load_run": "runfolder.checkpoints",
+    "TorchLogisticRegression": "sklearn.estimator",
 }
 
 __all__ = [
@@ -71,7 +71,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "__version__":
-        from .version import package_version
+        from .base.version import package_version
 
         return package_version()
     if name in _LAZY:

@@ -1,0 +1,143 @@
+"""The `torchlogreg` command: a thin shell over the Python API.
+
+    torchlogreg train --data-root ../shared/data            # the default preset
+    torchlogreg train --preset tutorial --out runs/tutorial
+    torchlogreg evaluate runs/tutorial
+    torchlogreg predict runs/tutorial digit.png --top-k 3
+
+argparse (standard library) rather than typer/click: no extra dependency and no start-up cost;
+heavy modules (torch, torchvision) are imported only inside the command that needs them.
+
+Each command's options and handler live in its own module (cli_train: train, sweep; cli_runs:
+evaluate, predict, export, report; cli_serve: serve, playground; cli_data: data convert, demo). Here:
+the parser they make together, and `main`, which runs a command and prints an error as one line, in
+the flags' words (the library's errors name its parameters: `out`, `lr`, `overwrite=True`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+import traceback
+
+from ..base import signals
+from ..base.exceptions import ConfigError, TorchLogRegError
+from ..base.version import package_version
+from .cli_common import printable
+from .cli_data import data_parser, demo_parser
+from .cli_runs import evaluate_parser, export_parser, predict_parser, report_parser
+from .cli_serve import playground_parser, serve_parser
+from .cli_train import CONFIG_FLAGS, config_from_args, dataset_arg, stop_line, sweep_parser, train_parser
+
+__all__ = ["build_parser", "config_from_args", "dataset_arg", "main", "stop_line"]
+
+FLAG_OF = {  # a library parameter named in an error -> the flag that sets it
+    **{name: f"--{name.replace('_', '-')}" for name in CONFIG_FLAGS},
+    "out": "--out",
+    "out_path": "--out",
+    "overwrite": "--overwrite",
+    "resume": "--resume",
+    "checkpoint_every": "--checkpoint-every",
+}
+SWITCH_OF = {"resume": "--resume RUN_DIR"}  # `name=True` where the flag is not a plain switch
+_NAMES = "|".join(sorted(FLAG_OF, key=len, reverse=True))
+
+
+def in_flags(error: TorchLogRegError) -> str:
+    """The error's message in the CLI's words: a parameter that opens the message or one of its parts
+    (`lr must be ...`), is given as a keyword (`overwrite=True`, `out=DIR`) or in parentheses (`(lr)`)
+    becomes its flag. Messages name parameters only in these forms, so paths are left alone."""
+    text = str(error)
+    text = re.sub(rf"(?<![\w./-])({_NAMES})=True\b", lambda m: SWITCH_OF.get(m[1], FLAG_OF[m[1]]), text)
+    text = re.sub(rf"(?<![\w./-])({_NAMES})=", lambda m: f"{FLAG_OF[m[1]]} ", text)
+    text = re.sub(rf"\(({_NAMES})\)", lambda m: f"({FLAG_OF[m[1]]})", text)
+    if isinstance(error, ConfigError) or error.parameter is not None:
+        text = re.sub(rf"(^|; )({_NAMES}) ", lambda m: f"{m[1]}{FLAG_OF[m[2]]} ", text)
+    return text
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), and "did you mean" for unknown options."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments:"):
+            import difflib
+
+            known = {o for action in _all_actions(self) for o in action.option_strings}
+            words = message.split(":", 1)[1].split()
+            elsewhere = [w for w in words if w in known]  # a real flag, of another command than this one
+            guesses = [difflib.get_close_matches(w, known, n=1) for w in words if w not in known]
+            hints = [g[0] for g in guesses if g]
+            message += f" (did you mean {', '.join(hints)}?)" if hints else ""
+            if elsewhere:
+                message += f" ({', '.join(elsewhere)}: an option of other commands, not this one)"
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The parser's actions and those of all its subcommands."""
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                actions.extend(_all_actions(sub))
+    return actions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="torchlogreg",
+        description="Logistic regression on MNIST-style data with PyTorch: train, evaluate, predict.",
+        epilog="Run 'torchlogreg COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"torchlogreg {package_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train_parser(commands)
+    evaluate_parser(commands)
+    predict_parser(commands)
+    sweep_parser(commands)
+    serve_parser(commands)
+    playground_parser(commands)
+    report_parser(commands)
+    data_parser(commands)
+    export_parser(commands)
+    demo_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    command, debug = "start-up", False
+    with signals.interruptible():
+        try:
+            args = build_parser().parse_args(argv)
+            command, debug = args.command, args.debug
+            code = args.handler(args)
+            if signals.received() is not None:  # a library caught the interruption: it still was one
+                raise KeyboardInterrupt
+            return code
+        except BaseException as error:
+            signum = signals.received() or (signal.SIGINT if isinstance(error, KeyboardInterrupt) else None)
+            if signum is not None:  # whatever the interruption became on its way up, it is one
+                if debug:
+                    traceback.print_exc()
+                hint = (
+                    "finished runs are in results.csv: run the same command to resume"
+                    if command == "sweep"
+                    else "no file was left half-written"
+                )
+                print(f"torchlogreg {command}: interrupted ({signals.name(signum)}); {hint}", file=sys.stderr)
+                return signals.exit_code(signum)
+            if not isinstance(error, TorchLogRegError):
+                raise
+            if debug:
+                traceback.print_exc()
+            print(f"torchlogreg {command}: error: {printable(in_flags(error))}", file=sys.stderr)
+            return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""`torchlogreg train` and `torchlogreg sweep`: their options (one per TrainConfig field) and handlers.
+
+    torchlogreg train --preset tutorial --out runs/tutorial
+    torchlogreg sweep --grid lr=0.01,0.1 --seeds 3 --out sweeps/a
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+from ..base.config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
+from ..base.exceptions import ConfigError
+from ..data.rules import RULES
+from .cli_common import add_data_options, dataset_arg, path_flag
+
+DEFAULT = PRESETS["default"]
+CONFIG_FLAGS = tuple(field.name for field in dataclasses.fields(TrainConfig))  # one flag each
+
+
+def _class_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected class numbers like 3,8, got {text!r}") from None
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Flags that set TrainConfig fields; each defaults to None so the preset's value stays."""
+    presets = ", ".join(PRESETS)
+    parser.add_argument(
+        "--preset", default="default", help=f"starting settings: {presets} (default: default)"
+    )
+    add_data_options(parser, f"one of {', '.join(DATASET_NAMES)} (default: {DEFAULT.dataset})")
+    _add_task_options(parser.add_argument_group("task"))
+    _add_optimisation_options(
+        parser.add_argument_group(
+            "optimisation (the defaults follow the data; a run's model.json records the values used)"
+        )
+    )
+
+
+def _add_task_options(task) -> None:
+    """What is learned: the classes, the binary threshold, the validation split and training subset."""
+    task.add_argument(
+        "--classes",
+        type=_class_list,
+        metavar="A,B,...",
+        help="keep only these classes; two classes train a binary (sigmoid) model",
+    )
+    task.add_argument(
+        "--positive", type=int, metavar="CLASS", help="binary model: this class against all others"
+    )
+    task.add_argument(
+        "--threshold", type=float, help=f"binary decision threshold (default: {DEFAULT.threshold})"
+    )
+    task.add_argument(
+        "--val-size", type=int, help=f"validation samples taken from train (default: {RULES['val_size']})"
+    )
+    task.add_argument(
+        "--train-size", type=int, help="use a class-balanced subset of this many training samples"
+    )
+
+
+def _add_optimisation_options(opt) -> None:
+    """How it is learned; each help states the rule the default follows (rules.RULES)."""
+    opt.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default: {RULES['optimizer']})")
+    opt.add_argument("--lr", type=float, help=f"learning rate (default: {RULES['lr']})")
+    opt.add_argument("--batch-size", type=int, help=f"samples per step (default: {RULES['batch_size']})")
+    opt.add_argument(
+        "--epochs", type=int, help=f"most passes over the training set (default: {RULES['epochs']})"
+    )
+    opt.add_argument("--iters", type=int, help="most optimizer steps in total, instead of --epochs")
+    opt.add_argument(
+        "--tol", type=float, help=f"convergence tolerance (default: {DEFAULT.tol:g}; {RULES['tol']})"
+    )
+    opt.add_argument(
+        "--weight-decay", type=float, help=f"L2 penalty on the weights (default: {RULES['weight_decay']})"
+    )
+    opt.add_argument("--l1", type=float, help=f"L1 penalty on the weights (default: {DEFAULT.l1})")
+    opt.add_argument("--momentum", type=float, help=f"SGD momentum (default: {DEFAULT.momentum})")
+    opt.add_argument(
+        "--nesterov",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"Nesterov momentum for SGD (default: {DEFAULT.nesterov})",
+    )
+    opt.add_argument(
+        "--schedule", help=f"learning-rate schedule: {', '.join(SCHEDULES)} (default: {RULES['schedule']})"
+    )
+    opt.add_argument(
+        "--centred",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="step with the features centred on their mean: the same objective, better conditioned, so one "
+        f"step-size rule fits any data (default: {DEFAULT.centred}; the tutorial preset steps plainly)",
+    )
+    opt.add_argument(
+        "--init", help=f"starting weights: {', '.join(INITS)} (nn.Linear's) (default: {DEFAULT.init})"
+    )
+    opt.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="print iteration, loss and val accuracy every N iterations (default: every epoch, or every few "
+        "epochs so that a run makes at most 8 checks; lbfgs: every 10 iterations)",
+    )
+    opt.add_argument("--patience", type=int, help="stop after N checks without a better val loss")
+    opt.add_argument(
+        "--seed", type=int, help=f"seed of the split and the shuffling (default: {DEFAULT.seed})"
+    )
+
+
+def config_from_args(args: argparse.Namespace):
+    """The preset named by --preset with every flag the user gave applied."""
+    from ..base.config import preset
+
+    flags = {name: getattr(args, name) for name in CONFIG_FLAGS}
+    return preset(args.preset, **{**flags, "dataset": dataset_arg(args.dataset)})
+
+
+def _given_config(args: argparse.Namespace):
+    """With --resume: the settings given that a resume may change (--device, --data-root); any other
+    refused by its flag."""
+    from ..training.runs import RESUMABLE
+
+    given = [
+        f"--{n.replace('_', '-')}"
+        for n in CONFIG_FLAGS
+        if n not in RESUMABLE and getattr(args, n) is not None
+    ]
+    if given or args.preset != "default":
+        raise ConfigError(
+            f"--resume continues with the run's own settings; drop {', '.join(given) or '--preset'}"
+        )
+    return {name: getattr(args, name) for name in RESUMABLE if getattr(args, name) is not None}
+
+
+def stop_line(metrics: dict, config: TrainConfig) -> str:
+    """Why training stopped, in one line; when it had not converged, the flag that trains longer."""
+    reason, tol = metrics["stop_reason"], f"tol {config.tol:g}"
+    if reason == "converged":
+        return f"converged ({tol}) after {metrics['iterations']} iterations"
+    if reason == "early stopping":
+        return f"stopped early: no better validation loss in {config.patience} checks (--patience)"
+    if not config.tol:
+        return f"ran its whole budget of {metrics['iterations']} iterations (tol 0: no convergence test)"
+    longer = " ".join(f"--{name} {value}" for name, value in metrics["train_longer"].items())
+    change = metrics.get("objective_change")
+    fell = f"; its last epoch lowered the objective by {change:.2g}" if change is not None else ""
+    return f"not converged ({tol}): stopped at the step limit{fell}. To train longer: {longer}"
+
+
+def _config_and_out(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
+    """The config to train with and the run folder: from the flags, or with --resume the run's own."""
+    from ..training.runs import default_out, saved_config
+
+    if not args.resume:
+        return config_from_args(args), Path(args.out) if args.out else default_out()
+    if args.out is not None:
+        raise ConfigError("--resume continues in the run's own folder; drop --out")
+    out, allowed = Path(args.resume), _given_config(args)
+    return saved_config(out).replace(**allowed), out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train (or resume) a run into its folder, and say how it went."""
+    from ..runfolder.checkpoints import command_line
+    from ..training.runs import train
+
+    config, out = _config_and_out(args)
+    result = train(
+        config,
+        out=out,
+        resume=bool(args.resume),
+        overwrite=args.overwrite,
+        checkpoint_every=args.checkpoint_every,
+        verbose=not args.quiet,
+        handle_signals=True,
+        command=command_line(),
+        dist_timeout=args.dist_timeout,
+        announce=None if args.quiet else print,
+        tensorboard=args.tensorboard,
+    )
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
+    metrics = result.metrics
+    val_text = f" | val {metrics['val']['accuracy']:.4f}" if "val" in metrics else ""
+    print(
+        f"test accuracy {metrics['test']['accuracy']:.4f} (loss {metrics['test']['loss']:.4f}){val_text} | "
+        f"trained in {metrics['train_seconds']:.2f} s ({metrics['epochs']:g} epochs, "
+        f"{metrics['iterations']} iterations, {metrics['device']})"
+    )
+    print(stop_line(metrics, result.config))
+    if not args.quiet:
+        print(f"saved run to {out}")
+    if args.report:
+        from .report import report_for_run
+
+        path = report_for_run(out, config.data_root, download=not args.no_download)
+        print(f"wrote the report to {path / 'report.html'}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ..training import sweep
+    from ..training.runs import default_out
+
+    base = config_from_args(args)
+    grid = sweep.parse_grid(args.grid or [], args.grid_file)
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be an integer >= 1, got {args.seeds}")
+    if args.hue is not None and args.hue.replace("-", "_") not in grid.axes:
+        raise ConfigError(f"--hue {args.hue} is not swept; swept: {', '.join(grid.axes)}")
+    out = Path(args.out) if args.out else default_out("sweeps")
+    holds_out = base.val_size if base.val_size is not None else base.patience is not None  # data/rules.py
+    if (args.select or args.retrain) and not holds_out:
+        raise ConfigError(
+            "--select val and --retrain choose by validation accuracy: set --val-size > 0 (the default "
+            "holds none out)"
+        )
+    sweep.check_out(out)
+    runs = len(grid.combinations()) * args.seeds
+    if not args.quiet:
+        print(f"sweeping {', '.join(grid.axes)}: {runs} runs into {out}")
+    progress = False if args.quiet else None
+    hue = args.hue.replace("-", "_") if args.hue else None
+    rows = sweep.run_sweep(base, grid, args.seeds, out, progress, args.tensorboard, report=True, hue=hue)
+    summary = sweep.summarize(rows, grid)
+    seconds = sum(float(row["train_seconds"]) for row in rows)
+    print(f"{len(rows)} runs ({seconds:.1f} s of training); results.csv, summary.md and plots in {out}")
+    best = summary[0]
+    if args.select or args.retrain:
+        options = ", ".join(f"{k}={v}" for k, v in best["options"].items())
+        print(
+            f"best by validation accuracy: {options} (val {best['val_accuracy']:.4f}, "
+            f"test {best['test_accuracy']:.4f})"
+        )
+    if args.retrain:
+        from ..runfolder.checkpoints import command_line
+        from ..training.runs import train
+
+        config = sweep.best_config(base, summary, grid).replace(val_size=0, train_size=None, patience=None)
+        result = train(config, out=out / "best", overwrite=True, verbose=False, command=command_line())
+        print(
+            f"retrained on the full training set: test accuracy {result.metrics['test']['accuracy']:.4f} "
+            f"-> {out / 'best'}"
+        )
+    return 0
+
+
+def train_parser(commands) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a model and save a run folder",
+        description="Train a logistic regression; writes model.safetensors, "
+        "model.json, metrics.json and history.csv into --out.",
+    )
+    add_train_options(train)
+    out = train.add_argument_group("output")
+    out.add_argument(
+        "--out", type=path_flag, metavar="DIR", help="run folder to write (default: runs/<timestamp>)"
+    )
+    out.add_argument("--overwrite", action="store_true", help="allow replacing a run already in --out")
+    out.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its checkpoint, with its own settings",
+    )
+    out.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="under torchrun: how long a rank waits for the others before failing (default: 60)",
+    )
+    out.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="also write a resumable checkpoint every N iterations (default: only on interrupt)",
+    )
+    out.add_argument("--quiet", action="store_true", help="no progress bar and no periodic lines")
+    out.add_argument(
+        "--tensorboard",
+        type=path_flag,
+        metavar="DIR",
+        help="also log the curves and weight templates for TensorBoard into DIR (torchlogreg[tensorboard])",
+    )
+    out.add_argument(
+        "--report", action="store_true", help="also write the figures and report.html (see 'report')"
+    )
+    train.set_defaults(handler=cmd_train)
+
+
+def sweep_parser(commands) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="train every combination of a grid of options",
+        description="Train every combination of --grid values (x --seeds) in one process, reusing the data. "
+        "Writes results.csv (one row per run; the same command resumes an interrupted sweep), summary.md "
+        "(mean ± std over seeds, best validation accuracy first) and accuracy plots. Other flags set the "
+        "base configuration.",
+    )
+    add_train_options(sweep)
+    grid = sweep.add_argument_group("sweep")
+    grid.add_argument(
+        "--grid",
+        action="append",
+        metavar="NAME=V1,V2",
+        help="an option and its values, e.g. lr=0.001,0.01,0.1 (repeat for more options)",
+    )
+    grid.add_argument("--grid-file", metavar="TOML", help="a TOML file with a [grid] table: name = [values]")
+    grid.add_argument("--seeds", type=int, default=1, help="seeds per combination (default: 1)")
+    grid.add_argument("--hue", metavar="NAME", help="in the plots, one line per value of this swept option")
+    grid.add_argument("--select", choices=("val",), help="print the best combination by validation accuracy")
+    grid.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain the best combination on the full training set into SWEEP_DIR/best",
+    )
+    grid.add_argument(
+        "--out", type=path_flag, metavar="DIR", help="sweep folder (default: sweeps/<timestamp>)"
+    )
+    grid.add_argument("--quiet", action="store_true", help="no progress bar")
+    grid.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="log each run's curves and hyperparameters for TensorBoard into DIR",
+    )
+    sweep.set_defaults(handler=cmd_sweep)

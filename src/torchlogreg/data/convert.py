@@ -1,0 +1,282 @@
+"""Datasets in other formats written as out-of-core dataset folders (see data/ondisk.py).
+
+    torchlogreg data convert --dataset fashion-mnist --out data/fashion
+    torchlogreg data convert --from-idx raw/ --out data/mine      # train-*, t10k-* or test-* (.gz too)
+    torchlogreg data convert --from-npz arrays.npz --out data/mine
+    torchlogreg data convert --from-csv train.csv test.csv --out data/mine   # label + one column per pixel
+    torchlogreg data convert --from-folder photos/ --out data/mine  # photos/{train,test}/<class>/*.png
+    torchlogreg data convert --from-folder photos/ --pictures mnist-style --out data/mine
+
+Classes are the labels the training data holds, in sorted order: labels {3, 5} make a binary
+dataset of classes '3' and '5'. meta.json records how a picture file becomes the dataset's pixels
+(images.PICTURE_RULES): an image folder is stored as it is ("as-is": grayscale, one size), or, with
+--pictures mnist-style, each picture is fitted like an MNIST digit; the built-in datasets, and
+arrays whose images are light strokes on a dark background, are "mnist-style". Runs copy the rule,
+and predict and serve apply it to picture files, so a model sees the pixels it was trained on.
+
+Each source is read by its format's one reader (data/sources.py); CSV files and image folders stream
+through scratch files in the output folder, so converting needs memory for one block of rows, not
+for the dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..base.datasets import is_dataset_folder
+from ..base.exceptions import ConfigError, DataError
+from ..base.storage import exists, output_lock
+from .classnames import class_names_problem
+from .images import AS_IS, MNIST_STYLE, check_pictures
+from .inmemory import Split, load_splits
+from .ondisk import read_meta, write_dataset
+from .readers import labels_problem
+from .sources import read_csv, read_idx_folder, read_image_folders, read_npz
+
+SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
+POLARITY_SAMPLE = 1000  # images whose border pixels tell light strokes on dark from dark on light
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'HxW' -> (height, width); None stays None."""
+    if text is None:
+        return None
+    match = SIZE_PATTERN.match(text.strip())
+    if not match or 0 in (int(match[1]), int(match[2])):
+        raise ConfigError(f"--image-size must look like 28x28 (height x width), got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _check_label_range(labels: list[torch.Tensor], where: str) -> None:
+    """Some labels, all class numbers (integers in 0..MAX_LABEL, readers.labels_problem)."""
+    if not any(len(t) for t in labels):
+        raise DataError(f"{where}: no samples")
+    if problem := labels_problem(torch.cat(labels).numpy()):
+        raise DataError(f"{where}: {problem}")
+
+
+def _names_for(present: list[int], class_names: list[str] | None, where: str) -> tuple[str, ...]:
+    """Names of the labels `present` (sorted): the labels themselves ('3', '5'), or `class_names`,
+    which list either one name per label present, in label order, or one per label 0..max."""
+    if class_names is None:
+        return tuple(str(label) for label in present)
+    if len(class_names) == len(present):
+        return tuple(class_names)
+    if len(class_names) > present[-1]:
+        return tuple(class_names[label] for label in present)
+    shown = ", ".join(map(str, present[:10])) + (", ..." if len(present) > 10 else "")
+    valid = f"{len(present)} names, one per label in that order"
+    if present[-1] + 1 != len(present):
+        valid += f", or {present[-1] + 1}, one per label 0..{present[-1]}"
+    raise ConfigError(
+        f"--class-names lists {len(class_names)} names but {where} has {len(present)} labels ({shown}); "
+        f"give {valid}"
+    )
+
+
+def present_classes(
+    train: Split, test: Split, class_names: list[str] | None, where: str
+) -> tuple[Split, Split, tuple[str, ...]]:
+    """The splits relabelled 0..k-1 by the k labels the training data holds, in sorted order, and
+    their names: labels {3, 5} give a two-class (binary) dataset named '3' and '5', not six classes
+    four of which are empty. A test label the training data lacks is refused: no model could learn it."""
+    _check_label_range([train.labels, test.labels], where)
+    present = torch.unique(train.labels)
+    unknown = torch.unique(test.labels[~torch.isin(test.labels, present)])
+    if len(unknown):
+        listed = ", ".join(str(int(v)) for v in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        raise DataError(
+            f"{where}: test labels {listed} never occur in the training data (labels "
+            f"{', '.join(str(int(v)) for v in present[:10])}{', ...' if len(present) > 10 else ''}); "
+            "every test class needs training samples"
+        )
+    names = _names_for(present.tolist(), class_names, where)
+    lookup = torch.full((int(present[-1]) + 1,), -1, dtype=torch.int64)
+    lookup[present] = torch.arange(len(present))
+    return Split(train.images, lookup[train.labels]), Split(test.images, lookup[test.labels]), names
+
+
+def _light_strokes_on_dark(images: torch.Tensor) -> bool:
+    """Whether images look like MNIST's, light strokes on a dark background: the median of the
+    border pixels of up to POLARITY_SAMPLE evenly spaced images is below mid-grey."""
+    rows = images[:: max(1, len(images) // POLARITY_SAMPLE)][:POLARITY_SAMPLE]
+    if not len(rows) or min(rows.shape[1:]) < 3:
+        return True
+    border = torch.cat([rows[:, 0], rows[:, -1], rows[:, 1:-1, 0], rows[:, 1:-1, -1]], dim=1)
+    return float(border.float().median()) < 128
+
+
+def _pictures_rule(train_images: torch.Tensor, options: dict) -> str:
+    """How picture files become this dataset's pixels (see the module's docstring): the rule given,
+    else as-is for an image folder, mnist-style for a built-in dataset, and for arrays mnist-style
+    when their images are light strokes on dark, else as-is."""
+    if options["pictures"] is not None:
+        return options["pictures"]
+    if options["folder"] is not None:
+        return AS_IS
+    if all(options[key] is None for key in ("npz", "idx", "csv")):
+        return MNIST_STYLE
+    return MNIST_STYLE if _light_strokes_on_dark(train_images) else AS_IS
+
+
+# --- the conversion --------------------------------------------------------------------------
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse to replace anything but an earlier dataset folder, and that only when overwriting."""
+    if exists(out) and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder to create")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not is_dataset_folder(out):
+        raise ConfigError(f"--out {out} holds other files; give a new or empty folder")
+    if not overwrite:
+        raise ConfigError(f"--out {out} already holds a dataset; pass --overwrite to replace it")
+
+
+def stratified_split(split: Split, test_size: float, seed: int) -> tuple[Split, Split]:
+    """(train, test): round(test_size x count) rows of each class go to test, chosen by `seed`."""
+    if not 0 < test_size < 1:
+        raise ConfigError(f"--test-size must be a fraction in (0, 1), got {test_size}")
+    generator = torch.Generator().manual_seed(seed)
+    test_rows = []
+    for label in torch.unique(split.labels):
+        members = torch.nonzero(split.labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        test_rows.append(members[: round(test_size * len(members))])
+    test_index = torch.cat(test_rows).sort().values
+    if not len(test_index) or len(test_index) == len(split):
+        largest = int(torch.unique(split.labels, return_counts=True)[1].max())
+        if largest < 2:
+            raise ConfigError(
+                f"--test-size cannot split {len(split)} rows of one per class; give a TEST_CSV as well"
+            )
+        raise ConfigError(
+            f"--test-size {test_size} leaves {len(test_index)} of {len(split)} rows for test; rounded per "
+            f"class, a fraction strictly between {0.5 / largest:.3g} and {1 - 0.5 / largest:.3g} leaves "
+            "rows for both train and test"
+        )
+    keep = torch.ones(len(split), dtype=torch.bool)
+    keep[test_index] = False
+    return split.take(torch.nonzero(keep).flatten()), split.take(test_index)
+
+
+def _read_source(scratch: Path, options: dict) -> tuple[Split, Split, tuple[str, ...] | None]:
+    """(train, test, class names or None) from the one source `options` name (convert's keyword
+    arguments), else the built-in dataset."""
+    folder, npz, idx, csv = (options[k] for k in ("folder", "npz", "idx", "csv"))
+    label_column, size = options["label_column"], parse_size(options["image_size"])
+    if folder is not None:
+        rule = options["pictures"] or AS_IS
+        return read_image_folders(folder, scratch, size, options["progress"], rule)
+    if npz is not None:
+        return (*read_npz(npz), None)
+    if idx is not None:
+        return (*read_idx_folder(idx), None)
+    if csv is not None:
+        train = read_csv(csv[0], scratch / "train.raw", label_column, size)
+        if len(csv) == 1:  # one labelled CSV (Kaggle's train.csv): split off a test set
+            return (*stratified_split(train, options["test_size"], options["seed"]), None)
+        return train, read_csv(csv[1], scratch / "test.raw", label_column, size), None
+    return load_splits(options["dataset"], options["data_root"], download=options["download"])
+
+
+def _check_splits(train: Split, test: Split, names: tuple[str, ...]) -> None:
+    """At least two classes to learn, and one image size in both splits."""
+    present = torch.unique(train.labels)
+    if len(present) < 2:
+        raise DataError(
+            f"the training data holds only class {names[int(present[0])] if len(present) else 'none'}; "
+            "a classifier needs at least two"
+        )
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise DataError(
+            f"train images are {tuple(train.images.shape[1:])} but test images "
+            f"{tuple(test.images.shape[1:])}; they must match"
+        )
+
+
+def _check_options(options: dict) -> None:
+    """Refuse convert's keyword arguments (`options`) that do not go together, before anything is read."""
+    if sum(options[source] is not None for source in ("npz", "idx", "csv", "folder")) > 1:
+        raise ConfigError("give one source: --from-npz, --from-idx, --from-csv or --from-folder")
+    if options["folder"] is not None and options["class_names"] is not None:
+        raise ConfigError("--class-names: an image folder's class names are its subfolders' names")
+    if options["pictures"] is not None:
+        check_pictures(options["pictures"], "--pictures", ConfigError)
+    parse_size(options["image_size"])
+    if options["class_names"] is not None and (problem := class_names_problem(options["class_names"])):
+        raise ConfigError(f"--class-names: {problem}")
+
+
+def _write_folder(folder: Path, scratch: Path, options: dict) -> None:
+    """The source `options` names read (through `scratch`) and written as a dataset folder."""
+    train, test, names = _read_source(scratch, options)
+    class_names = options["class_names"]
+    npz, idx, csv, dataset = (options[key] for key in ("npz", "idx", "csv", "dataset"))
+    if names is None or class_names is not None:
+        source = npz or idx or (csv and " and ".join(map(str, csv))) or dataset
+        train, test, names = present_classes(train, test, class_names, str(source))
+    if problem := class_names_problem(list(names)):  # a folder's subfolder names, say
+        raise DataError(f"{options['folder'] or npz or idx or dataset}: {problem}")
+    _check_splits(train, test, names)
+    write_dataset(folder, train, test, names, pictures=_pictures_rule(train.images, options))
+
+
+def convert(
+    out: str | os.PathLike,
+    *,
+    dataset: str = "mnist",
+    data_root: str | None = None,
+    download: bool = True,
+    npz: str | os.PathLike | None = None,
+    idx: str | os.PathLike | None = None,
+    csv: tuple[str | os.PathLike, ...] | None = None,
+    folder: str | os.PathLike | None = None,
+    label_column: str | None = None,
+    image_size: str | None = None,
+    class_names: list[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    test_size: float = 0.2,
+    seed: int = 0,
+    pictures: str | None = None,
+) -> dict:
+    """Write one source (npz, idx, csv = (train, test), folder, else the built-in `dataset`) to `out`.
+    A single CSV, csv = (train,), gives a stratified test split of `test_size`, chosen by `seed`.
+    Classes are the labels present in the training data, sorted; `class_names` name them (one name
+    per label present, or one per label 0..max). `pictures` (images.PICTURE_RULES) is how picture
+    files become the dataset's pixels; None: the source's own (see `_pictures_rule`).
+
+    Returns {"out", "train", "test", "class_names", "image_shape", "pictures"} of what was written.
+    """
+    options = dict(locals())  # the keyword arguments, as _read_source reads them
+    out = Path(out)
+    _check_options(options)  # nothing is written for options that do not go together
+    with output_lock(out):  # one process writes `out` (and its staging folder) at a time
+        check_output(out, overwrite)
+        # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
+        staging = out.parent / f".{out.name}.converting"
+        shutil.rmtree(staging, ignore_errors=True)
+        scratch = staging / "scratch"
+        scratch.mkdir(parents=True)
+        try:
+            _write_folder(staging, scratch, options)
+            shutil.rmtree(scratch)  # the splits read from it are gone with _write_folder's frame
+            if out.exists():
+                shutil.rmtree(out)
+            staging.rename(out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    meta = read_meta(out)
+    return {
+        "out": out,
+        "train": meta["splits"]["train"],
+        "test": meta["splits"]["test"],
+        "class_names": tuple(meta["class_names"]),
+        "image_shape": tuple(meta["image_shape"]),
+        "pictures": meta["pictures"],
+    }

@@ -1,0 +1,444 @@
+"""Run folders: the format on disk, written and read back safely, without the training stack.
+
+A run folder holds ``model.safetensors`` (weights, never pickle), ``model.json`` (everything
+needed to rebuild and use the model), ``metrics.json`` and ``history.csv``; an interrupted training
+adds its resumable state (runfolder/resumable.py). Loading executes no code: weights through safetensors,
+metadata as JSON, and the weights' SHA-256 is checked. `predict`, `serve` and `export` read runs
+through this module alone: it imports the model and the readers, nothing that trains.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import platform
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from ..base.config import TrainConfig
+from ..base.devices import resolve_device
+from ..base.exceptions import CheckpointError, ConfigError, InputError, OutputError, did_you_mean
+from ..base.storage import atomic_write_bytes, atomic_write_csv, atomic_write_json, exists
+from ..base.version import package_version
+from ..core.model import LogisticRegression
+from ..data.classnames import class_names_problem
+from ..data.images import AS_IS, MNIST_STYLE, box_for, check_pictures
+
+FORMAT = "torchlogreg-run"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+CHECKPOINT_WEIGHTS = "checkpoint.safetensors"  # the resumable state of an interrupted training
+CHECKPOINT_META = "checkpoint.json"
+CHECKPOINT_HISTORY = "checkpoint-history.csv"
+# history.csv's columns: one row per step, as the engine records it
+HISTORY_KEYS = ("iteration", "epoch", "lr", "loss", "train_accuracy", "val_accuracy", "val_loss")
+MAX_JSON_BYTES = 4 * 2**20  # model.json, metrics.json, checkpoint.json: a few KB in practice
+MAX_FEATURES = 2**24  # pixels per image (4096 x 4096)
+MAX_CLASSES = 100_000
+MAX_HISTORY_BYTES = 256 * 2**20  # history.csv: one row per step, ~100 bytes each
+MAX_WEIGHTS_BYTES = 2**31  # model.safetensors, read whole: 4096x4096 pixels x 32 classes in float32
+MAX_CHECKPOINT_BYTES = 2**31  # a checkpoint holds the weights a few times over (optimizer state, best)
+PREPROCESSING = {
+    "input": "grayscale image, white ink on black, digit fitted to 20x20 and centred by mass in 28x28",
+    "scale": "uint8 pixel / 255 -> float in [0, 1]",
+}
+
+
+def preprocessing(pictures: str, shape: tuple[int, ...]) -> dict:
+    """model.json's words for how inputs become the model's pixels, for the picture rule `pictures`."""
+    height, width = shape
+    if pictures == AS_IS:
+        text = f"grayscale image resized to {height}x{width}, as it is (no inversion, no cropping)"
+    else:
+        box_h, box_w = box_for((height, width))
+        text = (
+            f"grayscale image, white ink on black, digit fitted to {box_h}x{box_w} and centred by mass "
+            f"in {height}x{width}"
+        )
+    return {**PREPROCESSING, "input": text}
+
+
+@dataclass
+class Run:
+    """A loaded run: the model ready for inference, with its metadata and metrics.
+
+    ``meta`` is the run's ``model.json`` and ``metrics`` its ``metrics.json``; the properties read
+    the fields a caller needs from them.
+    """
+
+    path: Path
+    model: LogisticRegression
+    meta: dict
+    metrics: dict
+
+    @property
+    def config(self) -> TrainConfig:
+        try:
+            return TrainConfig.from_dict(self.meta["config"])
+        except ConfigError as error:
+            raise CheckpointError(f"{self.path / META_FILE}: its config is damaged ({error})") from None
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.meta["class_names"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta["threshold"])
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["input_shape"])
+
+    @property
+    def pictures(self) -> str:
+        """How picture files become this run's pixels (images.PICTURE_RULES), as its data was made;
+        runs saved before the rule was recorded fitted every picture MNIST-style."""
+        return self.meta.get("pictures", MNIST_STYLE)
+
+
+def _versions() -> dict:
+    return {"torchlogreg": package_version(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+META_KEYS = (  # what model.json holds; a key outside these is refused on load (a typo, or not ours)
+    "format",
+    "format_version",
+    "dataset",
+    "class_names",
+    "source_labels",
+    "binary",
+    "threshold",
+    "n_features",
+    "n_classes",
+    "input_shape",
+    "weight_shapes",
+    "weights_sha256",
+    "preprocessing",
+    "pictures",
+    "config",
+    "command",
+    "created",
+    "versions",
+)
+
+
+class TrainedRun(Protocol):
+    """What a run folder is written from (training.TrainedRun is one): the model and its record."""
+
+    model: LogisticRegression
+    config: TrainConfig
+    class_names: tuple[str, ...]
+    source_labels: tuple[int, ...]
+    image_shape: tuple[int, ...]
+    history: list[dict]
+    metrics: dict
+    pictures: str
+
+
+def model_metadata(result: TrainedRun, weights_sha256: str, command: list[str] | None) -> dict:
+    model = result.model
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dataset": result.config.dataset,
+        "class_names": list(result.class_names),
+        "source_labels": list(result.source_labels),
+        "binary": model.binary,
+        "threshold": result.config.threshold,
+        "n_features": model.n_features,
+        "n_classes": model.n_classes,
+        "input_shape": list(result.image_shape),
+        "weight_shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "weights_sha256": weights_sha256,
+        "pictures": result.pictures,
+        "preprocessing": preprocessing(result.pictures, result.image_shape),
+        "config": result.config.to_dict(),
+        "command": command,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+
+
+def is_run_folder(path: str | Path) -> bool:
+    path = Path(path)
+    return any(exists(path / name) for name in (WEIGHTS_FILE, META_FILE, CHECKPOINT_META))
+
+
+def save_run(
+    result: TrainedRun, out: str | Path, *, overwrite: bool = False, command: list[str] | None = None
+) -> Path:
+    """Write `result` into the folder `out`; refuse to replace a run unless `overwrite`."""
+    from safetensors.torch import save
+
+    out = Path(out)
+    check_run_target(out, overwrite)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    weights = save(tensors)
+    meta = model_metadata(result, hashlib.sha256(weights).hexdigest(), command)
+    try:
+        _write_run(out, weights, meta, result)
+    except OutputError as error:
+        raise OutputError(f"{error}; {_rescue(weights, meta, result)}") from None
+    return out
+
+
+def check_run_target(out: Path, overwrite: bool, hint: str = "") -> None:
+    """`out` may take a new run: a folder (or nothing yet) that holds no run, unless `overwrite`."""
+    if exists(out) and not out.is_dir():
+        raise ConfigError(f"out {out} is a file, not a folder; give out=A_FOLDER", parameter="out")
+    if is_run_folder(out) and not overwrite:
+        raise ConfigError(
+            f"out {out} already holds a run; give out=ANOTHER_FOLDER, or overwrite=True to replace it{hint}",
+            parameter="out",
+        )
+
+
+def _write_run(out: Path, weights: bytes, meta: dict, result: TrainedRun) -> None:
+    """The run's four files in `out`; when one cannot be written, those this call made are removed
+    (a folder with weights but no model.json would pass for a run)."""
+    made = []
+    try:
+        for name, write in (
+            (WEIGHTS_FILE, lambda path: atomic_write_bytes(path, weights)),
+            (META_FILE, lambda path: atomic_write_json(path, meta)),
+            (METRICS_FILE, lambda path: atomic_write_json(path, result.metrics)),
+            (HISTORY_FILE, lambda path: atomic_write_csv(path, HISTORY_KEYS, result.history)),
+        ):
+            existed = (out / name).exists()
+            write(out / name)
+            if not existed:
+                made.append(out / name)
+    except BaseException:
+        for path in made:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _rescue(weights: bytes, meta: dict, result: TrainedRun) -> str:
+    """Save a run that could not be written where asked in a new folder of the temporary directory:
+    a trained model is not lost to a full disk. Says where it went (or that it could not)."""
+    import tempfile
+
+    try:
+        rescue = Path(tempfile.mkdtemp(prefix="torchlogreg-unsaved-run-"))
+        _write_run(rescue, weights, meta, result)
+    except (OSError, OutputError) as error:
+        return f"the trained model could not be kept anywhere ({error})"
+    return f"the trained model is kept in {rescue}: move that folder where you want the run"
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes: a run folder may come
+    from a stranger, so a symlink (to /dev/zero, say), a FIFO or a device is refused, never read."""
+    from ..data.readers import read_capped
+
+    return read_capped(
+        path, limit, CheckpointError, follow_links=False, missing="is missing: not a torchlogreg run folder"
+    )
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(read_regular_file(path, MAX_JSON_BYTES).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} nests too deeply to be a torchlogreg file") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return data
+
+
+def read_weights(path: Path, expected_sha256: str, limit: int, named_in: str = META_FILE) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    blob = read_regular_file(path, limit)
+    if blob[:1] == b"\x80" or blob[:2] == b"PK":
+        raise CheckpointError(
+            f"{path} looks like a pickle / torch.save file; refusing to load it "
+            "(unpickling can run code). Only safetensors weights are accepted"
+        )
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != expected_sha256:
+        raise CheckpointError(
+            f"{path}: SHA-256 {digest[:16]}... does not match {expected_sha256[:16]}... "
+            f"recorded in {named_in} (file changed or corrupt)"
+        )
+    try:
+        return load(blob)
+    except (SafetensorError, ValueError, OSError) as error:
+        raise CheckpointError(f"{path} is not a valid safetensors file ({error})") from None
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _meta_problems(meta: dict) -> list[str]:
+    """model.json checked against its schema before anything is built from it."""
+    problems = []
+    n_features, n_classes = meta.get("n_features"), meta.get("n_classes")
+    if not _is_int(n_features, 1, MAX_FEATURES):
+        problems.append(f"n_features must be an integer in 1..{MAX_FEATURES}, got {n_features!r}")
+    if not _is_int(n_classes, 2, MAX_CLASSES):
+        problems.append(f"n_classes must be an integer in 2..{MAX_CLASSES}, got {n_classes!r}")
+    names = meta.get("class_names")
+    if problem := class_names_problem(names):
+        problems.append(problem)
+    elif isinstance(n_classes, int) and len(names) != n_classes:
+        problems.append(f"{len(names)} class names for {n_classes} classes")
+    threshold = meta.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        problems.append(f"threshold must be a number in (0, 1), got {threshold!r}")
+    shape = meta.get("input_shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v, 1, MAX_FEATURES) for v in shape)):
+        problems.append(f"input_shape must be [height, width], got {shape!r}")
+    elif isinstance(n_features, int) and shape[0] * shape[1] != n_features:
+        problems.append(f"input_shape {shape} does not hold n_features {n_features}")
+    if _is_int(n_features, 1, MAX_FEATURES) and _is_int(n_classes, 2, MAX_CLASSES):
+        size = weights_limit(n_features, n_classes)
+        if size > MAX_WEIGHTS_BYTES:
+            problems.append(f"its weights may take {size} bytes, over the {MAX_WEIGHTS_BYTES} a run may hold")
+    digest = meta.get("weights_sha256")
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        problems.append("weights_sha256 must be the 64-hex-digit SHA-256 of the weights")
+    if not isinstance(meta.get("config"), dict):
+        problems.append("config must be a JSON object")
+    try:
+        check_pictures(meta.get("pictures", MNIST_STYLE))
+    except InputError as error:
+        problems.append(str(error))
+    return problems
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a torchlogreg run (format {meta.get('format')!r})")
+    problems = _meta_problems(meta)
+    unknown = [str(key) for key in meta if key not in META_KEYS]
+    if unknown:
+        problems.append(
+            "; ".join(f"unknown key {key[:80]!r}{did_you_mean(key, META_KEYS)}" for key in unknown[:5])
+        )
+    if problems:
+        raise CheckpointError(f"{path}: {'; '.join(problems)}")
+
+
+def weights_limit(n_features: int, n_classes: int) -> int:
+    """The most bytes a safetensors file of this model can take (float64, plus its header)."""
+    rows = 1 if n_classes == 2 else n_classes
+    return (n_features + 1) * rows * 8 + 64 * 1024
+
+
+def _load_device(device: str | torch.device) -> torch.device:
+    """The device a run is loaded on: one that holds data (not "meta"), named as --device names it."""
+    if isinstance(device, torch.device):
+        if device.type == "meta":
+            raise ConfigError(
+                "device must hold the weights (cpu, cuda, mps or auto), got meta", parameter="device"
+            )
+        return device
+    if not isinstance(device, str):
+        raise ConfigError(
+            f"device must be a string such as 'cpu' or a torch.device, got {device!r}", parameter="device"
+        )
+    return resolve_device(device)
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Rebuild the model of a run folder from its files alone.
+
+    Nothing in the folder is executed: the weights load through safetensors (a pickle is refused
+    unread), ``model.json`` is checked against its schema, and the weights must match its SHA-256
+    and its shapes before the model is allocated.
+
+    Parameters
+    ----------
+    run_dir : str or path
+        A folder written by ``torchlogreg train --out`` or :func:`train` with ``out``.
+    device : str or torch.device, default="cpu"
+        Where to put the model (``"auto"`` picks a GPU when there is one).
+
+    Returns
+    -------
+    Run
+        ``run.model`` in eval mode, with ``class_names``, ``threshold``, ``image_shape``, ``config``
+        and ``metrics``.
+
+    Raises
+    ------
+    CheckpointError
+        When a file is missing, too large, damaged, unsafe or inconsistent (one line naming it).
+
+    Examples
+    --------
+    >>> import torchlogreg as tl
+    >>> run = tl.load_run("runs/default")  # doctest: +SKIP
+    >>> run.class_names, run.metrics["test"]["accuracy"]  # doctest: +SKIP
+    (('0', '1', '2', '3', '4', '5', '6', '7', '8', '9'), 0.926)
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a folder (expected a run folder from 'train')")
+    meta = read_json(run_dir / META_FILE)
+    _check_meta(run_dir / META_FILE, meta)
+    n_features, n_classes = meta["n_features"], meta["n_classes"]
+    limit = weights_limit(n_features, n_classes)
+    tensors = read_weights(run_dir / WEIGHTS_FILE, meta["weights_sha256"], limit)
+    rows = 1 if n_classes == 2 else n_classes
+    expected = {"linear.weight": (rows, n_features), "linear.bias": (rows,)}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != found:  # checked before the model is allocated
+        raise CheckpointError(
+            f"{run_dir / WEIGHTS_FILE}: tensors {found} do not match the shapes {expected} "
+            f"that {META_FILE} describes"
+        )
+    broken = [name for name, tensor in tensors.items() if not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise CheckpointError(
+            f"{run_dir / WEIGHTS_FILE}: {', '.join(broken)} hold NaN or infinite values; the model "
+            "cannot predict anything (train it again)"
+        )
+    device = _load_device(device)
+    model = LogisticRegression(n_features, n_classes)
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    metrics_path = run_dir / METRICS_FILE
+    metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    return Run(run_dir, model.to(device).eval(), meta, metrics)
+
+
+def read_history(path: Path) -> list[dict]:
+    """history.csv as records; empty cells become None, numbers floats (iteration an int)."""
+    if not path.exists() and not path.is_symlink():
+        return []
+    try:
+        text = read_regular_file(path, MAX_HISTORY_BYTES).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not a UTF-8 CSV file") from None
+    rows = []
+    for number, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+        try:
+            record = {k: (None if v in ("", None) else float(v)) for k, v in row.items() if k in HISTORY_KEYS}
+            record["iteration"] = int(record["iteration"])
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise CheckpointError(
+                f"{path}: row {number} is not a history row ({', '.join(HISTORY_KEYS)}, numbers)"
+            ) from None
+        rows.append(record)
+    return rows
+
+
+def command_line() -> list[str]:
+    return [Path(sys.argv[0]).name, *sys.argv[1:]]

@@ -1,0 +1,131 @@
+"""The resumable state of an interrupted training in its run folder: weights, optimizer, RNG,
+counters and history, written atomically and read back checked like a run's weights.
+
+    checkpoint.safetensors, checkpoint.json, checkpoint-history.csv    (checkpoints.CHECKPOINT_*)
+
+The counters in checkpoint.json are checked by type and range where they are read, so a damaged or
+hand-edited file is one CheckpointError naming the field, never a TypeError halfway through a resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import torch
+
+from ..base.exceptions import CheckpointError
+from ..base.storage import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from .checkpoints import (
+    CHECKPOINT_HISTORY,
+    CHECKPOINT_META,
+    CHECKPOINT_WEIGHTS,
+    FORMAT,
+    HISTORY_KEYS,
+    MAX_CHECKPOINT_BYTES,
+    read_history,
+    read_json,
+    read_weights,
+)
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number_or_none(value) -> bool:
+    return value is None or _number(value)
+
+
+def _convergence(value) -> bool:
+    """Convergence's state: [epoch loss, epoch steps, best, epochs unchanged, last change]."""
+    if value is None:
+        return True
+    kinds = (_number, _count, _number_or_none, _count, _number_or_none)
+    if not (isinstance(value, list) and len(value) == len(kinds)):
+        return False
+    return all(check(v) for check, v in zip(kinds, value, strict=True))
+
+
+FIELDS = {  # what checkpoint.json holds besides format, config and weights_sha256, and its rule
+    "iteration": (_count, "an integer >= 0"),
+    "history_rows": (_count, "an integer >= 0"),
+    "start_loss": (_number_or_none, "a finite number or null"),
+    "train_seconds": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "best_loss": (_number_or_none, "a finite number or null"),
+    "best_iteration": (_count, "an integer >= 0"),
+    "checks_without_progress": (_count, "an integer >= 0"),
+    "convergence": (_convergence, "null or [loss, steps, best, unchanged, change]"),
+}
+OPTIONAL = ("convergence",)  # absent from checkpoints written before it was recorded
+
+
+def save_training_state(
+    out: str | Path, tensors: dict[str, torch.Tensor], meta: dict, history: list[dict]
+) -> None:
+    """Write a resumable training state (weights, optimizer, RNG, counters, history) atomically.
+
+    The JSON, written last, names the SHA-256 of the tensors, so a reader never pairs a new JSON
+    with old tensors.
+    """
+    from safetensors.torch import save
+
+    out = Path(out)
+    blob = save({k: v.contiguous() for k, v in tensors.items()})
+    atomic_write_csv(out / CHECKPOINT_HISTORY, HISTORY_KEYS, history)
+    atomic_write_bytes(out / CHECKPOINT_WEIGHTS, blob)
+    atomic_write_json(
+        out / CHECKPOINT_META, {**meta, "format": FORMAT, "weights_sha256": hashlib.sha256(blob).hexdigest()}
+    )
+
+
+def has_training_state(run_dir: str | Path) -> bool:
+    """Whether `run_dir` holds the checkpoint of an interrupted training."""
+    return (Path(run_dir) / CHECKPOINT_META).exists()
+
+
+def _check_fields(path: Path, meta: dict) -> None:
+    """checkpoint.json's counters, each of its type and range, before anything is restored from them."""
+    problems = [
+        f"{name} must be {rule}, got {ascii(meta.get(name))[:60]}"
+        for name, (check, rule) in FIELDS.items()
+        if not (name in OPTIONAL and name not in meta) and not check(meta.get(name))
+    ]
+    if problems:
+        raise CheckpointError(f"{path}: {'; '.join(problems)}")
+
+
+def read_training_meta(run_dir: str | Path) -> dict:
+    """checkpoint.json of the interrupted training in `run_dir`, checked: its format, config,
+    weights digest and counters."""
+    run_dir = Path(run_dir)
+    if not has_training_state(run_dir):
+        raise CheckpointError(f"{run_dir} holds no resumable checkpoint ({CHECKPOINT_META} is missing)")
+    meta = read_json(run_dir / CHECKPOINT_META)
+    if meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{run_dir / CHECKPOINT_META}: not a torchlogreg checkpoint")
+    digest = meta.get("weights_sha256")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise CheckpointError(f"{run_dir / CHECKPOINT_META}: weights_sha256 must be a 64-hex-digit SHA-256")
+    _check_fields(run_dir / CHECKPOINT_META, meta)
+    return meta
+
+
+def load_training_state(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict, list[dict]]:
+    """The state written by save_training_state, checked like a run's weights."""
+    run_dir = Path(run_dir)
+    meta = read_training_meta(run_dir)
+    weights = run_dir / CHECKPOINT_WEIGHTS
+    tensors = read_weights(weights, meta["weights_sha256"], MAX_CHECKPOINT_BYTES, CHECKPOINT_META)
+    return tensors, meta, read_history(run_dir / CHECKPOINT_HISTORY)
+
+
+def remove_training_state(run_dir: str | Path) -> None:
+    """Delete the checkpoint files (once the run is saved whole, or before a fresh run)."""
+    for name in (CHECKPOINT_META, CHECKPOINT_WEIGHTS, CHECKPOINT_HISTORY):
+        (Path(run_dir) / name).unlink(missing_ok=True)

@@ -1,0 +1,102 @@
+"""The scikit-learn estimator's inputs: its solver names and defaults, the rules that span several
+parameters (scikit-learn's declarative table checks each alone), the penalty that `penalty`,
+`l1_ratio` and `C` choose with scikit-learn 1.8's warnings, and the sample weights.
+
+    from torchlogreg.sklearn.estimator_checks import resolve_penalty
+    C, l1_share = resolve_penalty(TorchLogisticRegression(l1_ratio=0.5))
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.validation import _check_sample_weight
+
+from ..base.devices import resolve_device
+
+DEFAULT_MAX_ITER = {"lbfgs": 100, "sgd": 5, "adam": 5}  # lbfgs: iterations; sgd/adam: epochs
+MINI_BATCH = ("sgd", "adam")
+FULL_BATCH = ("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga")  # all run lbfgs
+
+# scikit-learn 1.8's warnings, word for word, so that a user's warning filters match them here too
+PENALTY_DEPRECATED = (
+    "'penalty' was deprecated in version 1.8 and will be removed in 1.10. To avoid this warning, leave "
+    "'penalty' set to its default value and use 'l1_ratio' or 'C' instead. Use l1_ratio=0 instead of "
+    "penalty='l2', l1_ratio=1 instead of penalty='l1', l1_ratio set to a float between 0 and 1 instead "
+    "of penalty='elasticnet', and C=np.inf instead of penalty=None."
+)
+L1_RATIO_NONE = (
+    "'l1_ratio=None' was deprecated in version 1.8 and will trigger an error in 1.10. Use "
+    "0<=l1_ratio<=1 instead."
+)
+
+
+def resolve_penalty(est, warn: bool = True) -> tuple[float, float]:
+    """(C, share of L1 in the penalty) from penalty, l1_ratio and C by scikit-learn 1.8's rules
+    (penalty deprecated; l1_ratio 0: L2, 1: L1, between: elastic-net; C=inf: none), with its warnings."""
+    say = warnings.warn if warn else (lambda *args, **kwargs: None)
+    l1_ratio = est.l1_ratio
+    if est.penalty == "deprecated":
+        if l1_ratio is None:
+            say(L1_RATIO_NONE, FutureWarning, stacklevel=4)
+        penalty = "l2" if not l1_ratio else "l1" if l1_ratio == 1 else "elasticnet"
+        penalty = None if math.isinf(est.C) else penalty
+    else:
+        penalty = est.penalty
+        say(PENALTY_DEPRECATED, FutureWarning, stacklevel=4)
+    if penalty != "elasticnet" and l1_ratio is not None and 0 < l1_ratio < 1:
+        say(
+            f"l1_ratio parameter is only used when penalty is 'elasticnet'. Got (penalty={penalty})",
+            stacklevel=4,
+        )
+    if (est.penalty == "l2" and l1_ratio != 0) or (est.penalty == "l1" and l1_ratio != 1):
+        say(
+            f"Inconsistent values: penalty={est.penalty} with l1_ratio={l1_ratio}. penalty is deprecated. "
+            "Please use l1_ratio only.",
+            stacklevel=4,
+        )
+    if penalty == "elasticnet" and l1_ratio is None:
+        raise ValueError("l1_ratio must be specified when penalty is elasticnet.")
+    if penalty is None:
+        if est.penalty is None and est.C != 1.0:
+            say("Setting penalty=None will ignore the C and l1_ratio parameters", stacklevel=4)
+        return math.inf, 0.0
+    return est.C, {"l2": 0.0, "l1": 1.0}.get(penalty, l1_ratio)
+
+
+def check_params(est) -> None:
+    """Rules that span several parameters of the estimator `est` (the table checks each alone)."""
+    if est.dual and est.solver != "liblinear":
+        raise ValueError(f"Solver {est.solver} supports only dual=False, got dual={est.dual}")
+    resolve_device(est.device)  # raises ConfigError (a ValueError) naming the device
+    if est.n_jobs is not None:
+        warnings.warn(
+            "'n_jobs' has no effect since 1.8 and will be removed in 1.10. "
+            f"You provided 'n_jobs={est.n_jobs}', please leave it unspecified.",
+            FutureWarning,
+            stacklevel=3,
+        )
+    if est.solver == "liblinear" and est.fit_intercept:
+        warnings.warn(
+            "solver='liblinear' runs the exact full-batch solver (lbfgs) here, which never penalises "
+            "the intercept: liblinear does (intercept_scaling), so its coef_ can differ slightly.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def sample_weights(est, X, y, classes, sample_weight) -> np.ndarray:
+    """`sample_weight` (default 1) times the class weights, checked: non-negative, a positive sum."""
+    weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    if est.class_weight is not None:
+        if isinstance(est.class_weight, dict):
+            unknown = set(est.class_weight) - set(classes.tolist())
+            if unknown:
+                raise ValueError(f"class_weight names classes {sorted(unknown)} not in the data")
+        weights = weights * compute_sample_weight(est.class_weight, y)
+    if not weights.sum() > 0:
+        raise ValueError(f"The sample weights must have a positive sum; got {weights.sum()}.")
+    return weights

@@ -1,0 +1,401 @@
+"""How the scikit-learn estimator fits: the exact full-batch solver (solvers.lbfgs on an evaluator of
+the loss for the device) and mini-batch sgd/adam epochs on the package's one engine, and the learned
+weights kept in step with the estimator's coef_ and intercept_. sklearn/estimator.py holds the estimator.
+
+    FullBatch(estimator).fit(X, targets, weights, warm=False)  # what TorchLogisticRegression.fit runs
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.multiclass import check_classification_targets
+
+from ..base.config import DEFAULT_LR
+from ..base.devices import cpu_threads, resolve_device, threads_for
+from ..core.model import LogisticRegression
+from ..core.objective import Objective
+from ..core.optimizers import make_optimizer, schedule_lr
+from ..core.stopping import EarlyStopping, diverged, divergence
+from ..data.batches import MemoryBatches
+from ..training.engine import Engine, full_objective
+from .estimator_checks import DEFAULT_MAX_ITER, FULL_BATCH, resolve_penalty, sample_weights
+from .solvers import (
+    DeviceLoss,
+    FusedLoss,
+    HostLoss,
+    Proximal,
+    Solution,
+    blas_threads,
+    feature_curvature,
+    lbfgs,
+)
+
+CHUNK = 8192  # rows per full-pass chunk (and per densified block of a sparse matrix)
+MOMENTUM = 0.9  # sgd's (Nesterov)
+EXPLICIT_DECAY_LIMIT = 0.01  # sgd: an L2 shrinking W by more than this per step is a proximal step
+DIVERGED = 1.1  # sgd/adam ending above this times max(start, all-zero model's) objective diverged
+ADVICE = "lower lr, raise C or scale the features"
+SCALE_DATA = (
+    "You might also want to scale the data as shown in:\n"
+    "    https://scikit-learn.org/stable/modules/preprocessing.html"
+)
+
+
+def to_tensor(block, device, dtype: torch.dtype) -> torch.Tensor:
+    """A dense tensor from a numpy block or a sparse block (densified here, block by block)."""
+    if hasattr(block, "toarray"):
+        block = block.toarray()
+    block = np.require(block, requirements=["C", "W"])  # torch wants writable memory (copies if not)
+    return torch.as_tensor(block, dtype=dtype, device=device)
+
+
+class SparseRows:
+    """Rows of a SciPy CSR matrix, densified only when taken (one batch at a time)."""
+
+    def __init__(self, matrix, dtype: torch.dtype):
+        self.matrix, self.dtype = matrix, dtype
+
+    def __len__(self) -> int:
+        return self.matrix.shape[0]
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.matrix[index.numpy()].toarray(), dtype=self.dtype)
+
+
+class EpochEnd:
+    """Engine callback at each epoch's end: the full objective (penalty included), which must stay
+    finite; with a validation source, early stopping once its loss has not fallen by more than tol
+    for `patience` epochs in a row, keeping the best weights."""
+
+    def __init__(self, objective: Objective, validation, tol: float, patience: int, verbose: int):
+        self.objective, self.validation, self.verbose = objective, validation, verbose
+        # The full passes are large products: torch's threads as the fit found them, not the one
+        # thread the mini-batch steps run on.
+        self.threads = torch.get_num_threads()
+        self.objectives: list[float] = []
+        self.stopping = EarlyStopping(tol, patience)
+
+    def on_step(self, engine: Engine, row: dict) -> None:
+        if engine.iteration % engine.steps_per_epoch:
+            return
+        with cpu_threads(self.threads):
+            self._check_epoch(engine)
+
+    def _check_epoch(self, engine: Engine) -> None:
+        value = full_objective(engine, None, self.objective)
+        if diverged(value):
+            where = f"in epoch {len(self.objectives) + 1}"
+            raise divergence(value, who="training", what="objective", where=where, advice=ADVICE)
+        self.objectives.append(value)
+        if self.verbose:
+            print(f"epoch {len(self.objectives)}: objective {value:.6f}")
+        if self.validation is None:
+            return
+        val_loss = full_objective(engine, self.validation, Objective())
+        if self.stopping.update(val_loss, engine.model, engine.iteration):
+            engine.stop_reason = "early stopping"
+
+
+class Fit:
+    """What every solver needs from an estimator: its penalty (from penalty, l1_ratio and C) and a
+    batch source over (X, y, sample weights)."""
+
+    def __init__(self, estimator: BaseEstimator, first: bool = True):
+        self.est = estimator
+        self.C, self.l1_share = resolve_penalty(estimator, warn=first)
+
+    def penalty(self, weight_total: float) -> Objective:
+        """The objective whose penalty makes (weighted loss sum) / weight_total + penalty scikit-learn's."""
+        strength = 1.0 / (self.C * weight_total)  # C = inf: 0, no penalty
+        return Objective(strength * (1.0 - self.l1_share), strength * self.l1_share)
+
+    def source(self, X, targets, weights, device, batch_size: int) -> MemoryBatches:
+        """A batch source over (X, y, sample weights); sparse X is densified a batch at a time."""
+        dtype = self.est._torch_dtype
+        features = SparseRows(X, dtype) if hasattr(X, "toarray") else to_tensor(X, device, dtype)
+        labels = torch.as_tensor(targets, device=device)
+        uniform = bool(np.all(weights == 1))  # the plain mean: no weights to gather and multiply each step
+        sample_weight = None if uniform else torch.as_tensor(weights, device=device)
+        return MemoryBatches(features, labels, batch_size, sample_weight, device)
+
+
+class FullBatch(Fit):
+    """The exact solver: solvers.lbfgs on the whole set, its loss in NumPy on the CPU, else torch."""
+
+    def fit(self, X, targets, weights, warm: bool) -> int:
+        """L-BFGS-B until max |projected gradient| <= tol or max_iter iterations; returns iterations."""
+        est = self.est
+        max_iter = DEFAULT_MAX_ITER["lbfgs"] if est.max_iter is None else est.max_iter
+        loss, threads = self._loss(X, targets, weights)
+        with blas_threads(threads):
+            solution = lbfgs(
+                loss,
+                *start_point(est, warm),
+                self.penalty(float(weights.sum())),
+                fit_intercept=est.fit_intercept,
+                max_iter=max_iter,
+                tol=est.tol,
+                verbose=est.verbose,
+                curvature=feature_curvature(X, weights, est.model_.linear.weight.shape[0]),
+            )
+        value = solution.objective if np.isfinite(solution.coef).all() else math.nan
+        if diverged(value):
+            advice = "scale the features (StandardScaler), so that the logits stay finite"
+            raise divergence(value, who="lbfgs", what="objective", where="in its search", advice=advice)
+        self._warn_unconverged(solution, max_iter)
+        set_weights(est, solution.coef, solution.intercept)
+        return max(solution.n_iter, 1)
+
+    def _loss(self, X, targets, weights) -> tuple[FusedLoss | HostLoss | DeviceLoss, int | None]:
+        """The loss evaluator for the device, and the CPU threads for it (None: the libraries' choice)."""
+        device = resolve_device(self.est.device)
+        n_outputs = self.est.model_.linear.weight.shape[0]
+        if device.type == "cpu":
+            X = X.astype(self.est._compute_dtype, copy=False)
+            threads = threads_for(X.shape[0], X.shape[1], device)
+            if FusedLoss.covers(X):  # the fused kernel: one pass over the rows per evaluation, on
+                # torch's threads; BLAS then serves only L-BFGS-B's own small products: one thread
+                return FusedLoss(X, targets, weights, n_outputs), 1
+            return HostLoss(X, targets, weights, n_outputs), threads
+        model = LogisticRegression(X.shape[1], len(self.est.classes_)).to(device, self.est._torch_dtype)
+        source = self.source(X, targets, weights, device, CHUNK)
+        return DeviceLoss(model, source, float(weights.sum())), None
+
+    def _warn_unconverged(self, solution: Solution, max_iter: int) -> None:
+        tol, gradient = self.est.tol, solution.gradient
+        if gradient <= tol:
+            return
+        if solution.reached_max_iter:
+            message = (
+                f"lbfgs failed to converge after {solution.n_iter} iteration(s): the objective's max "
+                f"|projected gradient| is {gradient:.3g}, above tol={tol}.\nIncrease the number of "
+                f"iterations to improve the convergence (max_iter={max_iter}).\n{SCALE_DATA}"
+            )
+        else:
+            dtype = self.est._compute_dtype
+            remedy = "a larger tol" if dtype == np.float64 else "dtype='float64' or a larger tol"
+            message = (
+                f"lbfgs failed to converge after {solution.n_iter} iteration(s): it stopped "
+                f"({solution.message}) with the objective's max |projected gradient| at {gradient:.3g}, "
+                f"above tol={tol}: the objective no longer falls measurably in {dtype.name} arithmetic. "
+                f"Use {remedy}.\n{SCALE_DATA}"
+            )
+        warnings.warn(message, ConvergenceWarning, stacklevel=4)
+
+
+class MiniBatch(Fit):
+    """Mini-batch sgd/adam epochs on the package's one engine, over a batch source of the arrays."""
+
+    def _parameters(self, model: LogisticRegression) -> list[torch.Tensor]:
+        if self.est.fit_intercept:
+            return list(model.parameters())
+        with torch.no_grad():
+            model.linear.bias.zero_()
+        return [model.linear.weight]
+
+    @staticmethod
+    def _proximal(solver: str, lr: float, penalty: Objective) -> bool:
+        """Whether sgd takes its penalty as a proximal step: for L1 (exact zeros), and for an L2 strong
+        enough that a gradient step on it would be unstable; a weak L2 stays in the gradient, which
+        costs one operation per step less."""
+        strong = lr / (1 - MOMENTUM) * penalty.weight_decay > EXPLICIT_DECAY_LIMIT
+        return solver == "sgd" and (penalty.l1 > 0 or strong)
+
+    def _engine(
+        self, X, targets, weights, penalty: Objective, solver: str, total: int, batch_size: int, **kwargs
+    ) -> Engine:
+        """The shared training engine, set up with this estimator's objective and `solver`."""
+        device = resolve_device(self.est.device)
+        model = self.est.model_.to(device)
+        params = self._parameters(model)
+        lr = self.est.lr or DEFAULT_LR[solver]
+        optimizer = make_optimizer(params, solver, lr, momentum=MOMENTUM)
+        proximal = self._proximal(solver, lr, penalty)
+        if proximal:
+            optimizer = Proximal(optimizer, params[0], penalty, MOMENTUM)
+        if self.est.optimizer_state_ is not None and self.est.optimizer_state_[0] == solver:
+            optimizer.load_state_dict({k: v.to(device) for k, v in self.est.optimizer_state_[1].items()})
+        seed = self.est.random_state if isinstance(self.est.random_state, Integral) else None
+        generator = torch.Generator().manual_seed(seed if seed is not None else int(np.random.randint(2**31)))
+        return Engine(
+            model,
+            Objective() if proximal else penalty,  # proximal: in its step
+            optimizer,
+            self.source(X, targets, weights, device, batch_size),
+            kwargs.pop("schedule"),
+            total,
+            generator=generator,
+            parameters=params,
+            advice=ADVICE,
+            explosion_factor=None,  # mini-batch losses swing widely; the epoch-end objective is checked
+            **kwargs,
+        )
+
+    def _finish(self, engine: Engine, solver: str) -> None:
+        engine.model.zero_grad(set_to_none=True)
+        state = {k: v.cpu() for k, v in engine.optimizer.state_dict().items()}
+        self.est.optimizer_state_ = (solver, state)
+        self.est.model_ = engine.model.cpu()
+
+    def fit(self, X, targets, weights, warm: bool) -> int:
+        """max_iter epochs (cosine schedule), or fewer with early stopping, from the model as it is
+        (zeros, or warm: synced from coef_); returns the epochs run."""
+        epochs = self.est.max_iter if self.est.max_iter is not None else DEFAULT_MAX_ITER[self.est.solver]
+        validation = None
+        if self.est.early_stopping:
+            from sklearn.model_selection import train_test_split
+
+            index = np.arange(X.shape[0])
+            train_index, val_index = train_test_split(
+                index,
+                test_size=self.est.validation_fraction,
+                random_state=self.est.random_state,
+                stratify=targets if np.bincount(targets).min() >= 2 else None,
+            )
+            validation = (X[val_index], targets[val_index], weights[val_index])
+            X, targets, weights = X[train_index], targets[train_index], weights[train_index]
+        epochs_run = self.run_epochs(X, targets, weights, epochs, self.est.solver, True, validation)
+        publish(self.est)
+        return epochs_run
+
+    def run_epochs(self, X, targets, weights, epochs, solver, schedule, validation=None) -> int:
+        """`epochs` epochs of `solver` (cosine schedule, or a constant lr) unless early stopping ends
+        them first; returns the epochs run."""
+        batch = min(self.est.batch_size, X.shape[0])
+        steps = epochs * math.ceil(X.shape[0] / batch)
+        lr = self.est.lr or DEFAULT_LR[solver]
+        device = resolve_device(self.est.device)
+        # The steps see the weights scaled to mean 1, and the penalty scaled to match: the minimiser
+        # is scikit-learn's, and lr means the same whatever the weights' scale (class weights of
+        # 1000 made lr 0.001 a step of about 1, and the fit's end a matter of rounding).
+        penalty = self.penalty(float(weights.sum()))  # the engine's loss: sum(w l) / n, w of mean 1
+        mean_weight = float(weights.mean())
+        weights = weights / mean_weight
+        if validation is not None:
+            validation = (*validation[:2], validation[2] / mean_weight)
+        val_source = None if validation is None else self.source(*validation, device, CHUNK)
+        watcher = EpochEnd(penalty, val_source, self.est.tol, self.est.n_iter_no_change, self.est.verbose)
+        cosine = lambda step: schedule_lr("cosine", lr, step, steps)  # noqa: E731
+        schedule = cosine if schedule else (lambda step: lr)
+        engine = self._engine(
+            X, targets, weights, penalty, solver, steps, batch, schedule=schedule, callbacks=[watcher]
+        )
+        zero = math.log(engine.model.n_classes)  # the all-zero model's objective (weights of mean 1)
+        start = full_objective(engine, None, penalty) if _has_weights(engine.model) else zero
+        with cpu_threads(threads_for(batch, engine.model.n_features, engine.parameters[0].device)):
+            engine.run()
+        if engine.stop_reason == "early stopping" and watcher.stopping.restore(engine.model):
+            watcher.objectives.append(full_objective(engine, None, penalty))
+        ran_out = schedule is cosine and engine.stop_reason is None
+        self._check(solver, [start, *watcher.objectives], max(start, zero), epochs, ran_out)
+        self._finish(engine, solver)
+        return math.ceil(engine.epochs)
+
+    def partial_fit(self, X, y, classes, sample_weight, first: bool) -> None:
+        """One epoch at a constant lr on this chunk; the first call sets classes_ and the model."""
+        est = self.est
+        check_classification_targets(y)
+        if first:
+            est.classes_ = np.unique(classes)
+            est._coef_dtype = X.dtype
+            est._init_model(X.shape[1])
+            est.n_iter_ = np.array([0], dtype=np.int32)
+        elif classes is not None and not np.array_equal(np.unique(classes), est.classes_):
+            raise ValueError(f"classes {np.unique(classes)} differ from the first call's {est.classes_}")
+        unknown = np.setdiff1d(y, est.classes_)
+        if len(unknown):
+            raise ValueError(f"y holds labels {unknown} that are not in classes {est.classes_}")
+        weights = sample_weights(self.est, X, y, est.classes_, sample_weight)
+        if not first:
+            sync_model(est)
+        solver = "sgd" if est.solver in FULL_BATCH else est.solver
+        self.run_epochs(X, np.searchsorted(est.classes_, y), weights, epochs=1, solver=solver, schedule=False)
+        est.n_iter_ = est.n_iter_ + 1
+        publish(est)
+
+    def _check(self, solver: str, history: list[float], ceiling: float, epochs: int, ran_out: bool) -> None:
+        """DivergenceError if training ended well above the ceiling (the higher of where it started and
+        the all-zero model's objective: its noise at the end is far below the margin); a
+        ConvergenceWarning if max_iter epochs ran out while the last one still lowered the objective by
+        more than tol. `history`: the objective at the start and after each epoch."""
+        if diverged(history[-1], DIVERGED * ceiling):
+            raise divergence(
+                history[-1],
+                who=solver,
+                what="objective",
+                where="at the end",
+                advice=ADVICE,
+                ceiling=DIVERGED * ceiling,
+                ceiling_is=f" ({DIVERGED}x the higher of where it started and the all-zero model's)",
+            )
+        if ran_out and history[-2] - history[-1] > self.est.tol:
+            warnings.warn(
+                f"{solver} failed to converge: it ran max_iter={epochs} epochs and the last one lowered the "
+                f"objective by more than tol={self.est.tol}; raise max_iter.",
+                ConvergenceWarning,
+                stacklevel=5,
+            )
+
+
+# --- the learned weights: coef_ and intercept_, and the model_ they mirror --------------------------
+def _has_weights(model: LogisticRegression) -> bool:
+    return bool(model.linear.weight.any() or model.linear.bias.any())
+
+
+def start_point(est: BaseEstimator, warm: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Zeros, or (warm start) coef_ and intercept_ as they are now (a user may have edited them)."""
+    shape = tuple(est.model_.linear.weight.shape)
+    if not warm:
+        return np.zeros(shape), np.zeros(shape[0])
+    coef = est.coef_.toarray() if hasattr(est.coef_, "toarray") else est.coef_
+    intercept = np.asarray(est.intercept_, dtype=np.float64).reshape(-1)
+    return np.asarray(coef, dtype=np.float64).reshape(shape), intercept
+
+
+def set_weights(est: BaseEstimator, coef: np.ndarray, intercept: np.ndarray) -> None:
+    """The model's weights and coef_ / intercept_ (plain arrays in the input's float dtype, which
+    prediction reads: editing them, or sparsify(), changes predictions)."""
+    with torch.no_grad():
+        est.model_.linear.weight.copy_(torch.as_tensor(coef))
+        est.model_.linear.bias.copy_(torch.as_tensor(intercept))
+    dtype = getattr(est, "_coef_dtype", np.float64)
+    est.coef_ = np.array(coef, dtype=dtype)
+    est.intercept_ = np.array(intercept, dtype=dtype).reshape(-1)
+
+
+def publish(est: BaseEstimator) -> None:
+    """coef_ and intercept_ from the trained model."""
+    linear = est.model_.linear
+    set_weights(
+        est, linear.weight.detach().cpu().double().numpy(), linear.bias.detach().cpu().double().numpy()
+    )
+
+
+def sync_model(est: BaseEstimator) -> None:
+    """The model's weights from coef_ and intercept_ (which a user may have edited)."""
+    if hasattr(est, "coef_"):
+        set_weights(est, *start_point(est, warm=True))
+
+
+def logits(est: BaseEstimator, X) -> torch.Tensor:
+    """float64 logits of validated X, whatever `dtype` the model was trained in.
+
+    A float32 dot product's rounding depends on the kernel BLAS picks, which depends on the CPU and
+    on how many rows share the call, so in float32 a sample's score would depend on the other
+    samples passed with it (by up to ~1e-6). In float64 the same differences are ~1e-13, far below
+    anything visible, and scikit-learn's subset-invariance check (rtol 1e-7) holds on any CPU.
+    """
+    device = resolve_device(est.device)
+    device = torch.device("cpu") if device.type == "mps" else device  # MPS has no float64
+    coef = est.coef_.toarray() if hasattr(est.coef_, "toarray") else est.coef_
+    weight = torch.as_tensor(np.asarray(coef, dtype=np.float64), device=device)
+    bias = torch.as_tensor(np.asarray(est.intercept_, dtype=np.float64).reshape(-1), device=device)
+    blocks = (X[start : start + CHUNK] for start in range(0, X.shape[0], CHUNK))
+    return torch.cat([torch.addmm(bias, to_tensor(b, device, torch.float64), weight.T) for b in blocks]).cpu()

@@ -1,0 +1,372 @@
+"""The one training loop. Every front end drives it: the CLI and `tl.train`, the sweep, and the
+scikit-learn estimator.
+
+It takes a model, an objective, an optimizer with one `step(lr, closure)` signature (SGD, Adam and
+L-BFGS alike), a batch source and callbacks (evaluation, early stopping, checkpoints, progress). One
+gradient path everywhere: the closed-form gradient of this rank's part of the batch, and under
+torchrun one all-reduce of the flat gradient per evaluation of the objective, with the stop request
+riding along, so every rank stops at the same step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+import torch
+
+from ..base.exceptions import CheckpointError
+from ..core.model import LogisticRegression, without_grad
+from ..core.objective import Objective
+from ..core.stopping import EXPLOSION_FACTOR, diverged, divergence
+from ..data.batches import Batch
+from ..runfolder.checkpoints import HISTORY_KEYS
+from .distributed import DistContext, step_sum
+
+
+class Callback(Protocol):
+    """Called after every step with the history row just recorded; may set `engine.stop_reason`."""
+
+    def on_step(self, engine: Engine, row: dict) -> None: ...
+
+
+class Engine:
+    """Runs steps until `total` or a callback stops it; `run()` may be called again after a stop."""
+
+    def __init__(
+        self,
+        model: LogisticRegression,
+        objective: Objective,
+        optimizer,
+        source,
+        schedule: Callable[[int], float],
+        total: int,
+        *,
+        generator: torch.Generator,
+        full_batch: bool = False,
+        parameters: Sequence[torch.Tensor] | None = None,
+        callbacks: Sequence[Callback] = (),
+        dist: DistContext | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        advice: str = "lower the learning rate",
+        explosion_factor: float | None = EXPLOSION_FACTOR,
+        centre: torch.Tensor | None = None,
+    ):
+        self.model, self.objective, self.optimizer, self.source = model, objective, optimizer, source
+        self.schedule, self.total, self.generator = schedule, total, generator
+        self.full_batch, self.dist, self.should_stop, self.advice = full_batch, dist, should_stop, advice
+        self.explosion_factor = explosion_factor  # None: only a non-finite loss counts as diverged
+        self.parameters = list(parameters if parameters is not None else model.parameters())
+        self._weight = model.linear.weight  # the penalised tensor, looked up once
+        self.centring = Centring(model, centre) if centre is not None else None
+        self.gradient = Gradient(model, objective, self.parameters, dist, self.centring, full_batch)
+        self.callbacks = list(callbacks)
+        self.steps_per_epoch = 1 if full_batch else source.steps_per_epoch
+        self._epoch_origin = 0  # the iteration epochs are counted from (moved by set_source)
+        self.iteration, self.history, self.start_loss = 0, [], None
+        self.train_seconds, self.stop_reason = 0.0, None
+        self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
+        self._batches = None
+
+    # --- one step --------------------------------------------------------------------------------
+    def _next_batch(self) -> Batch:
+        while True:
+            if self._batches is None:
+                self.epoch_rng_state = self.generator.get_state()
+                skip = (self.iteration - self._epoch_origin) % self.steps_per_epoch
+                self._batches = self.source.epoch(self.generator, skip)
+            batch = next(self._batches, None)
+            if batch is not None:
+                return batch
+            self._batches = None
+
+    def _centred_gradient(self, batches: Sequence[Batch] | None, stop: bool) -> tuple[float, bool]:
+        """(data loss, stop), the gradient of `batches` (None: the whole source) in .grad."""
+        parts = self.source.chunks() if batches is None else batches
+        return self.gradient(parts, stop, self.iteration + 1)
+
+    def step(self, lr: float) -> tuple[float, bool]:
+        """One optimizer step; returns (data loss, stop requested on any rank). A mini-batch step
+        (SGD, Adam) computes the gradient first and builds no closure: its cost is per step."""
+        wants_stop = self.should_stop is not None and self.should_stop()
+        if self.full_batch:
+            return self._full_batch_step(lr, wants_stop)
+        loss, stop = self._centred_gradient([self._next_batch()], wants_stop)
+        centring = self.centring
+        if centring is not None:
+            centring.enter()
+        self.optimizer.step(lr, _computed)
+        if centring is not None:
+            centring.leave()
+        return loss, stop
+
+    def _full_batch_step(self, lr: float, wants_stop: bool) -> tuple[float, bool]:
+        """An L-BFGS step (why the estimator drives another: the solvers module's docstring): its
+        closure evaluates the whole objective, as often as its line search asks."""
+        centring, result = self.centring, {}
+
+        def closure() -> torch.Tensor:
+            if centring is not None:  # L-BFGS evaluates at points of its own: the model's there
+                centring.leave()
+            result["loss"], result["stop"] = self._centred_gradient(None, wants_stop)
+            objective = result["loss"] + self.objective.penalty(self._weight)
+            if centring is not None:
+                centring.enter()
+            return torch.tensor(objective, dtype=self._weight.dtype)
+
+        if centring is not None:
+            centring.enter()
+        self.optimizer.step(lr, closure)
+        if centring is not None:
+            centring.leave()
+        return result["loss"], result["stop"]
+
+    # --- changes between steps (the playground's live settings) ----------------------------------
+    def set_objective(self, objective: Objective) -> None:
+        """Minimise `objective` from the next step on (new penalties mid-run)."""
+        self.objective = objective
+        self.gradient.set_objective(objective)
+
+    def set_source(self, source) -> None:
+        """Draw batches from `source` from the next step on (a new batch size mid-run), starting a
+        fresh epoch there."""
+        self.source, self.steps_per_epoch = source, source.steps_per_epoch
+        self._batches, self._epoch_origin = None, self.iteration
+
+    # --- the loop --------------------------------------------------------------------------------
+    def _check_loss(self, loss: float) -> None:
+        start, factor = self.start_loss, self.explosion_factor
+        ceiling = None if factor is None else factor * max(start, 1.0)
+        if diverged(loss, ceiling):
+            raise divergence(
+                loss,
+                who="training",
+                what="loss",
+                where=f"at iteration {self.iteration}",
+                advice=self.advice,
+                ceiling=ceiling,
+                ceiling_is=f" ({factor:g}x the larger of its start, {start:.4g}, and 1)",
+            )
+
+    def _record(self, loss: float, lr: float) -> dict:
+        row = dict.fromkeys(HISTORY_KEYS)
+        row.update(iteration=self.iteration, epoch=self.iteration / self.steps_per_epoch, lr=lr, loss=loss)
+        self.history.append(row)
+        return row
+
+    def run(self) -> Engine:
+        """Step until `total`, or until a callback or a stop request sets `stop_reason`. Under one
+        no_grad for the whole loop: the closed-form gradient needs no graph."""
+        self.stop_reason = None
+        started = time.perf_counter()
+        try:
+            with torch.no_grad():
+                self._loop()
+        finally:
+            if self.parameters[0].device.type == "cuda":
+                torch.cuda.synchronize(self.parameters[0].device)
+            self.train_seconds += time.perf_counter() - started
+        return self
+
+    def _loop(self) -> None:
+        while self.iteration < self.total and self.stop_reason is None:
+            lr = self.schedule(self.iteration)
+            loss, stop = self.step(lr)
+            self.iteration += 1
+            self.start_loss = loss if self.start_loss is None else self.start_loss
+            self._check_loss(loss)
+            row = self._record(loss, lr)
+            for callback in self.callbacks:
+                callback.on_step(self, row)
+            if stop and self.stop_reason is None and self.iteration < self.total:
+                self.stop_reason = "interrupted"
+
+    @property
+    def at_epoch_end(self) -> bool:
+        """Whether the last step ended an epoch (counted from where the batch source last changed)."""
+        return (self.iteration - self._epoch_origin) % self.steps_per_epoch == 0
+
+    @property
+    def epochs(self) -> float:
+        return self.iteration / self.steps_per_epoch
+
+    # --- resumable state -------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything needed to continue exactly from here: tensors, and JSON-able numbers."""
+        tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        tensors.update(
+            {f"optimizer.{k}": v.detach().cpu().clone() for k, v in self.optimizer.state_dict().items()}
+        )
+        at_epoch_start = self.iteration % self.steps_per_epoch == 0
+        tensors["rng.epoch"] = self.generator.get_state() if at_epoch_start else self.epoch_rng_state.clone()
+        meta = {
+            "iteration": self.iteration,
+            "start_loss": self.start_loss,
+            "train_seconds": self.train_seconds,
+            "history_rows": len(self.history),
+        }
+        for callback in self.callbacks:
+            if hasattr(callback, "state_dict"):
+                callback.state_dict(tensors, meta)
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict, history: list[dict]) -> None:
+        """Continue from `state_dict()` of an interrupted run of the same settings."""
+        iteration, rows = meta.get("iteration"), meta.get("history_rows")
+        fits = _is_count(iteration) and iteration <= self.total and _is_count(rows) and rows <= len(history)
+        if not fits:
+            raise CheckpointError(
+                f"the checkpoint's iteration {iteration!r} (of {self.total}) or history rows {rows!r} "
+                f"(of {len(history)}) are out of range"
+            )
+        device = self.parameters[0].device
+        self.model.load_state_dict(_part(tensors, "model."))
+        self.optimizer.load_state_dict({k: v.to(device) for k, v in _part(tensors, "optimizer.").items()})
+        self.generator.set_state(tensors["rng.epoch"])
+        self.iteration = int(meta["iteration"])
+        self.start_loss = meta["start_loss"]
+        self.train_seconds = float(meta["train_seconds"])
+        self.history = history[: int(meta["history_rows"])]
+        self._batches = None
+        for callback in self.callbacks:
+            if hasattr(callback, "load_state_dict"):
+                callback.load_state_dict(tensors, meta)
+
+
+class Centring:
+    """Steps taken in coordinates where the features have mean zero: the bias there is b + W @ mean, and
+    the weight's gradient loses the bias gradient times the mean. The objective is the same (the bias
+    is not penalised) and so is its optimum, but the mean's direction, whose curvature can be hundreds
+    of times the rest's (dark-on-light pictures), no longer limits the step: one step-size rule suits
+    every data set. The model holds its ordinary parameters between steps."""
+
+    def __init__(self, model: LogisticRegression, mean: torch.Tensor):
+        self.weight, self.bias = model.linear.weight, model.linear.bias
+        self.mean = mean.to(self.weight.device, self.weight.dtype)
+
+    @without_grad  # L-BFGS calls its closure with gradients enabled
+    def enter(self) -> None:
+        self.bias.addmv_(self.weight, self.mean)  # one kernel: b + W @ mean
+
+    @without_grad
+    def leave(self) -> None:
+        self.bias.addmv_(self.weight, self.mean, alpha=-1.0)
+
+    @without_grad
+    def gradient(self) -> None:
+        """The weight's gradient in centred coordinates, from the ordinary ones in .grad."""
+        if self.weight.grad is not None and self.bias.grad is not None:
+            self.weight.grad.addr_(self.bias.grad, self.mean, alpha=-1.0)
+
+
+class Gradient:
+    """The objective's gradient at the model, put in .grad: the closed-form gradient of this rank's
+    rows, then under torchrun one exchange summing the flat gradient, the loss and the stop flag over
+    ranks, then the penalty's, in the coordinates steps are taken in (centred, with a Centring)."""
+
+    def __init__(
+        self,
+        model: LogisticRegression,
+        objective: Objective,
+        parameters: list[torch.Tensor],
+        dist: DistContext | None,
+        centring: Centring | None,
+        full_batch: bool,
+    ):
+        self.model, self.parameters, self.dist = model, parameters, dist
+        self.centring, self.full_batch = centring, full_batch
+        self.set_objective(objective)
+        self._fixed = [p for p in model.parameters() if all(p is not q for q in parameters)]
+        self._weight = model.linear.weight
+        self._sum, self._flat = None, None
+
+    def set_objective(self, objective: Objective) -> None:
+        """Evaluate `objective` from the next call on."""
+        self.objective, self._penalised = objective, bool(objective.weight_decay or objective.l1)
+
+    def __call__(self, parts: Iterable[Batch], stop: bool, iteration: int) -> tuple[float, bool]:
+        """(data loss, stop requested on any rank) over `parts`, for step `iteration` (1-based)."""
+        for param in self.parameters:
+            param.grad = None
+        loss = 0.0
+        for part in parts:
+            loss += self.objective.add_data_gradients(
+                self.model, part.x, part.y, part.size, part.sample_weight, part.scale, part.index
+            )
+        for param in self.parameters:  # a rank with no rows of this set still takes part in the sum
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+        for param in self._fixed:  # e.g. the bias without an intercept: takes no step
+            param.grad = None
+        loss, stop = self._reduce(loss, stop, iteration)
+        if self._penalised:
+            self.objective.add_penalty_gradients(self._weight)
+        if self.centring is not None:
+            self.centring.gradient()
+        return loss, stop
+
+    def _reduce(self, loss: float, stop: bool, iteration: int) -> tuple[float, bool]:
+        """Sum the flat gradient, the loss and the stop flag over ranks, in one exchange."""
+        if self.dist is None:
+            return loss, stop
+        if self._sum is None:  # collective: every rank's first step
+            self._flat = _Flat(self.parameters)
+            self._sum = step_sum(self.dist, self._flat.values, short_steps=not self.full_batch)
+        flat = self._flat
+        flat.pack(self.parameters, loss, stop)
+        self._sum(flat.values, f"the sum of iteration {iteration}")
+        return flat.unpack(self.parameters)
+
+
+class _Flat:
+    """One tensor holding the gradients, the loss and the stop flag of a step, for one exchange; the
+    gradients' places in it are views made once, and on a CPU the two numbers are written and read
+    through a NumPy view (no kernel each)."""
+
+    def __init__(self, parameters: Sequence[torch.Tensor]):
+        sizes = [param.numel() for param in parameters]
+        first = parameters[0]
+        self.values = torch.empty(sum(sizes) + 2, dtype=first.dtype, device=first.device)
+        self.gradients = self.values[:-2]
+        parts = self.gradients.split(sizes)
+        self.views = [part.view_as(param) for part, param in zip(parts, parameters, strict=True)]
+        self.host = self.values.numpy() if first.device.type == "cpu" else None
+
+    def pack(self, parameters: Sequence[torch.Tensor], loss: float, stop: bool) -> None:
+        torch.cat([param.grad.reshape(-1) for param in parameters], out=self.gradients)
+        if self.host is not None:
+            self.host[-2:] = loss, float(stop)
+        else:
+            self.values[-2:].copy_(torch.tensor([loss, float(stop)]))
+
+    def unpack(self, parameters: Sequence[torch.Tensor]) -> tuple[float, bool]:
+        """The summed gradients into .grad; returns (summed loss, whether any rank asked to stop)."""
+        for view, param in zip(self.views, parameters, strict=True):
+            param.grad.copy_(view)
+        loss, stop = self.host[-2:] if self.host is not None else self.values[-2:].tolist()
+        return float(loss), bool(stop > 0)
+
+
+def _computed() -> None:
+    """The closure of a mini-batch step: its gradient is in .grad already."""
+    return None
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def full_objective(engine: Engine, source=None, objective: Objective | None = None) -> float:
+    """The objective over a whole source (default: the engine's own), forward passes only, in this
+    process only: the estimator's measure of progress between epochs."""
+    source, objective, model = source or engine.source, objective or engine.objective, engine.model
+    loss = sum(
+        objective.data_loss(model, part.x, part.y, part.size, part.sample_weight, part.scale)
+        for part in source.chunks()
+    )
+    return loss + objective.penalty(model.linear.weight)

@@ -1,0 +1,405 @@
+"""The run's life: its folder (created, never overwritten by accident, checkpointed, finalized),
+resume, stop requests (SIGINT/SIGTERM), and torchrun. The CLI and Python callers share it:
+
+    import torchlogreg as tl
+    tl.train(tl.preset("default"), out="runs/x", checkpoint_every=500)   # Ctrl-C: a checkpoint
+    tl.train(out="runs/x", resume=True)                                  # goes on exactly
+
+Under torchrun (WORLD_SIZE > 1) `train` joins the process group itself; rank 0 writes the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import threading
+from datetime import datetime
+from pathlib import Path
+
+from ..base.config import TrainConfig
+from ..base.devices import cpu_threads, resolve_device, threads_for
+from ..base.exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
+from ..base.storage import atomic_write_bytes, make_folder, output_lock, reserved_space
+from ..data.inmemory import Data, dataset_location, load_data
+from ..runfolder.checkpoints import check_run_target, save_run
+from ..runfolder.resumable import (
+    has_training_state,
+    load_training_state,
+    read_training_meta,
+    remove_training_state,
+    save_training_state,
+)
+from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
+from .trainer import Training, TrainResult, build, finish
+
+RESUMABLE = ("device", "data_root")  # the settings a resume may change (the CLI: --device, --data-root)
+
+
+class StopFlag:
+    """Set by the first SIGINT/SIGTERM so training stops after the current step and checkpoints;
+    a second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = {}
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise ConfigError("handle_signals needs the main thread (Python delivers signals there only)")
+
+        def handle(signum, frame):
+            if self.requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.requested = True
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, handle)
+
+    def uninstall(self) -> None:
+        """Put back the handlers that were there before install()."""
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+    def __enter__(self) -> StopFlag:
+        self.install()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.uninstall()
+
+
+def default_out(parent: str = "runs") -> Path:
+    """parent/<timestamp>, with a suffix when that exists already."""
+    out = Path(parent) / datetime.now().strftime("%Y%m%d-%H%M%S")
+    suffix = 1
+    while out.exists():
+        out = out.with_name(f"{out.name.split('_')[0]}_{suffix}")
+        suffix += 1
+    return out
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and prove it takes files, before any work that would be lost otherwise."""
+    make_folder(folder)
+    atomic_write_bytes(folder / ".write-test", b"")
+    (folder / ".write-test").unlink()
+
+
+RUN_OVERHEAD_BYTES = 256 * 1024  # model.json, metrics.json and file system slack
+HISTORY_ROW_BYTES = 128  # one line of history.csv
+
+
+def run_bytes(training: Training) -> int:
+    """About what the run folder will take once saved: the weights as safetensors (float32), the
+    history (one row per step) and the JSON files."""
+    model = training.engine.model
+    rows = 1 if model.binary else model.n_classes
+    return (model.n_features + 1) * rows * 4 + training.engine.total * HISTORY_ROW_BYTES + RUN_OVERHEAD_BYTES
+
+
+def _space_for_run(out: Path | None, training: Training, main_rank: bool):
+    """Disk held in `out` while training, for the run it will save: a disk too full is found before
+    the work, not after (see storage.reserved_space)."""
+    if out is None or not main_rank:
+        return contextlib.nullcontext()
+    return reserved_space(out, run_bytes(training))
+
+
+def saved_config(out: Path, meta: dict | None = None) -> TrainConfig:
+    """The config of the interrupted run in `out` (from its checkpoint's `meta`, else read: the
+    JSON alone, not the weights)."""
+    meta = read_training_meta(out) if meta is None else meta
+    try:
+        return TrainConfig.from_dict(meta["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"{out}: the checkpoint's config is damaged ({error})") from None
+
+
+def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, tuple]:
+    """The interrupted run's config and state; `config`, when given, may change only the device and
+    the data root."""
+    tensors, meta, history = load_training_state(out)
+    saved = saved_config(out, meta)
+    if config is None:
+        return saved, (tensors, meta, history)
+    differ = [
+        f"{f.name} ({getattr(config, f.name)!r}, the run has {getattr(saved, f.name)!r})"
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in RESUMABLE and getattr(config, f.name) != getattr(saved, f.name)
+    ]
+    if differ:
+        raise ConfigError(
+            f"resume continues with the run's own settings; these differ: {', '.join(differ)}",
+            parameter="resume",
+        )
+    return saved.replace(**{k: getattr(config, k) for k in RESUMABLE}), (tensors, meta, history)
+
+
+def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
+    """`out` ready for a fresh run: holding none (unless `overwrite`), writable, no stale checkpoint."""
+    check_run_target(out, overwrite, "; resume=True continues it" if has_training_state(out) else "")
+    if main_rank:
+        check_writable(out)
+        remove_training_state(out)
+
+
+class Checkpointer:
+    """Callback: a resumable checkpoint every `every` steps; a last good state at each evaluation."""
+
+    def __init__(self, out: Path | None, every: int | None, main_rank: bool, config: TrainConfig):
+        self.out, self.every, self.main_rank, self.config = out, every, main_rank, config.to_dict()
+        self.last_good = None
+
+    def write(self, engine, state=None) -> None:
+        if self.out is None or not self.main_rank:
+            return
+        tensors, meta = state or engine.state_dict()
+        history = engine.history[: meta["history_rows"]]
+        save_training_state(self.out, tensors, {**meta, "config": self.config}, history)
+
+    def on_step(self, engine, row: dict) -> None:
+        if row["train_accuracy"] is not None and self.out is not None and self.main_rank:
+            self.last_good = engine.state_dict()  # evaluated at this step, so not diverging
+        if self.every and engine.iteration % self.every == 0:
+            self.write(engine)
+
+
+def describe(training: Training) -> str:
+    """One line: the data, the task, the optimizer and the budget (and where a resume starts)."""
+    config, data, engine = training.config, training.data, training.engine
+    val = len(data.val) if data.val is not None else 0
+    unit = "iterations" if config.optimizer == "lbfgs" else "epochs"
+    budget = f"{config.iters} iterations" if config.iters else f"{config.epochs} {unit}"
+    budget = f"at most {budget}" + (f", tol {config.tol:g}" if config.tol else "")
+    batch = "full batch" if config.optimizer == "lbfgs" else f"batch {config.batch_size}"
+    ranks = f" on {training.dist.world_size} processes" if training.dist else ""
+    line = (
+        f"training {config.dataset}: {len(data.train)} train / {val} val / {len(data.test)} test, "
+        f"{data.n_classes} classes{' (binary)' if data.binary else ''}; {config.optimizer} "
+        f"lr {config.lr:g}, {batch}, weight decay {config.weight_decay:.3g}, {budget}{ranks}"
+    )
+    if engine.iteration:
+        line += f"\nresuming at iteration {engine.iteration} of {engine.total}"
+    return line
+
+
+def _join(config: TrainConfig, timeout: float) -> tuple[TrainConfig, DistContext | None]:
+    dist = init_from_environment(resolve_device(config.device).type, timeout)
+    if dist is not None and config.device.startswith("cuda"):
+        config = config.replace(device=f"cuda:{dist.local_rank}")  # one GPU per process
+    return config, dist
+
+
+def _restore(training: Training, state: tuple, out: Path) -> None:
+    """Continue from the checkpoint in `out`; a checkpoint that does not fit is one clear error."""
+    try:
+        training.engine.load_state_dict(*state)
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{out}: the checkpoint does not fit this run ({first_line[:300]})") from None
+
+
+def _run(training: Training, checkpointer: Checkpointer) -> None:
+    """engine.run(); on divergence keep the last good state, on a stop request a checkpoint."""
+    engine, out = training.engine, checkpointer.out
+    if out is not None and checkpointer.main_rank:
+        checkpointer.last_good = engine.state_dict()  # the start, until an evaluation passes
+    rows = len(training.data.train) if engine.full_batch else training.config.batch_size
+    threads = threads_for(rows, engine.model.n_features, engine.parameters[0].device)
+    try:
+        with cpu_threads(threads):
+            engine.run()
+    except DivergenceError as error:
+        training.bar.close()
+        if out is not None and checkpointer.last_good is not None:
+            checkpointer.write(engine, checkpointer.last_good)
+            iteration = checkpointer.last_good[1]["iteration"]
+            error.args = (
+                f"{error} and train again with out=ANOTHER_FOLDER (resume=True would repeat these settings); "
+                f"kept the last good checkpoint (iteration {iteration}) in {out}",
+            )
+        raise
+    training.bar.close()
+    if engine.stop_reason == "interrupted":
+        checkpointer.write(engine)
+        where = f"; saved a checkpoint in {out}: resume=True continues it" if out else ""
+        raise Interrupted(
+            f"interrupted at iteration {engine.iteration} of {engine.total}{where}",
+            iteration=engine.iteration,
+        )
+
+
+def train(
+    config: TrainConfig | None = None,
+    data: Data | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    checkpoint_every: int | None = None,
+    verbose: bool = True,
+    progress: bool | None = None,
+    should_stop=None,
+    handle_signals: bool = False,
+    command: list[str] | None = None,
+    dist_timeout: float = 60.0,
+    announce=None,
+    tensorboard: str | os.PathLike | None = None,
+) -> TrainResult:
+    """Train as `config` says, on `data` (else loaded), and with `out` save the run there.
+
+    The same run as ``torchlogreg train``: under torchrun each process calls this, and rank 0 alone
+    prints and writes.
+
+    Parameters
+    ----------
+    config : TrainConfig, optional
+        What to train (default: the ``default`` preset). With ``resume`` it may change only the
+        device and the data root.
+    data : Data, optional
+        Data already loaded with :func:`load_data` for this config; reuse it across runs.
+    out : str or path, optional
+        A run folder to write (weights, ``model.json``, metrics, history); it must be new or empty
+        unless ``overwrite``.
+    resume : bool, default=False
+        Continue the interrupted run in `out` with its own settings, exactly where it stopped.
+    overwrite : bool, default=False
+        Replace a run already in `out`.
+    checkpoint_every : int, optional
+        Also write a resumable checkpoint every N steps.
+    verbose : bool, default=True
+        Print a line per validation check and a summary.
+    progress : bool, optional
+        Show a progress bar (default: when stderr is a terminal).
+    should_stop : callable, optional
+        Polled after every step; when it returns True the run checkpoints and raises
+        :class:`Interrupted`.
+    handle_signals : bool, default=False
+        Treat SIGINT and SIGTERM as a stop request (the CLI does).
+    command : list of str, optional
+        The command line to record in ``model.json``.
+    dist_timeout : float, default=60.0
+        Seconds to wait for other processes under torchrun before failing.
+    announce : callable, optional
+        Gets a line describing the run before it starts (e.g. ``print``).
+    tensorboard : str or path, optional
+        A folder to log the curves and the weight templates to (needs the ``tensorboard`` extra).
+
+    Returns
+    -------
+    TrainResult
+        The model (on the training device), its per-iteration history and its metrics.
+
+    Raises
+    ------
+    ConfigError, DataError, CheckpointError
+        For bad settings, data or run folders, before training starts.
+    DivergenceError
+        When the loss becomes NaN/inf or explodes (lower the learning rate).
+    Interrupted
+        After a stop request, once the checkpoint is written.
+
+    Examples
+    --------
+    >>> import torchlogreg as tl
+    >>> config = tl.preset("default")
+    >>> result = tl.train(config, verbose=False)  # doctest: +SKIP
+    >>> result.metrics["test"]["accuracy"]  # doctest: +SKIP
+    0.926
+    >>> tl.train(config, out="runs/first", checkpoint_every=500)  # doctest: +SKIP
+    >>> tl.train(out="runs/first", resume=True)  # after an interruption  # doctest: +SKIP
+    """
+    config, state = _settings(config, data, out, resume, checkpoint_every)
+    config, dist = _join(config, dist_timeout)
+    main_rank = dist is None or dist.is_main
+    with contextlib.ExitStack() as cleanup:  # undone in reverse: logger, signals, folder lock, processes
+        cleanup.callback(shutdown, dist)
+        out = _claim_folder(out, dist, main_rank, cleanup, fresh=state is None, overwrite=overwrite)
+        data = data if data is not None else load_data(config)
+        if handle_signals:
+            should_stop = cleanup.enter_context(StopFlag())
+        logger = _tensorboard_logger(tensorboard, data) if main_rank else None
+        if logger is not None:
+            cleanup.callback(logger.close)
+        checkpointer = Checkpointer(out, checkpoint_every, main_rank, config)
+        callbacks = [checkpointer] + ([logger] if logger else [])
+        training = build(
+            config, data, dist=dist, verbose=verbose and main_rank, progress=progress, callbacks=callbacks
+        )
+        training.engine.should_stop = should_stop
+        if state is not None:
+            _restore(training, state, out)
+        if announce is not None and main_rank:
+            announce(describe(training))
+        with _space_for_run(out, training, main_rank):
+            _run(training, checkpointer)
+            result = finish(training)
+        if out is not None and main_rank:
+            save_run(result, out, overwrite=True, command=command)  # the folder was checked before
+            remove_training_state(out)
+        if logger is not None:
+            logger.add_weights(result.model, data.image_shape)
+        return result
+
+
+def _claim_folder(
+    out,
+    dist: DistContext | None,
+    main_rank: bool,
+    cleanup: contextlib.ExitStack,
+    *,
+    fresh: bool,
+    overwrite: bool,
+) -> Path | None:
+    """The run folder as every process names it, locked by the main one until `cleanup` (a second
+    `train` into it is refused) and, for a `fresh` run, checked and emptied of an old checkpoint;
+    None without `out`."""
+    if out is None:
+        return None
+    out = Path(broadcast_object(str(out), dist))
+    if main_rank:
+        cleanup.enter_context(output_lock(out))
+    if fresh:
+        _prepare_folder(out, overwrite, main_rank)
+    return out
+
+
+def _tensorboard_logger(folder, data: Data):
+    """The TensorBoard callback for `folder` (None when off: nothing of tensorboard is imported)."""
+    if folder is None:
+        return None
+    from .tensorboard import TensorBoardLogger
+
+    return TensorBoardLogger(folder, image_shape=data.image_shape, class_names=data.class_names)
+
+
+def _settings(
+    config: TrainConfig | None, data: Data | None, out, resume: bool, checkpoint_every: int | None
+) -> tuple[TrainConfig, tuple | None]:
+    """The config to train with, and the state to resume from (None for a fresh run); the other
+    arguments checked before any work."""
+    if data is not None and not isinstance(data, Data):
+        raise ConfigError(
+            f"data must be a Data from torchlogreg.load_data(config), got {ascii(data)[:60]}",
+            parameter="data",
+        )
+    if checkpoint_every is not None and not (type(checkpoint_every) is int and checkpoint_every >= 1):
+        raise ConfigError(
+            f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}",
+            parameter="checkpoint_every",
+        )
+    if resume:
+        if out is None:
+            raise ConfigError("resume needs out: the folder of the interrupted run", parameter="resume")
+        return resumed_config(Path(out), config)
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(
+            f"train needs a TrainConfig (torchlogreg.preset(...)), or resume=True with out; got {config!r}"
+        )
+    return config.replace(dataset=dataset_location(config.dataset)), None  # found from any directory

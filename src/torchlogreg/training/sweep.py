@@ -1,0 +1,468 @@
+"""Sweeps: train every combination of a grid of options (x seeds) in one process.
+
+    torchlogreg sweep --grid batch_size=32,100,1000 --grid lr=0.001,0.01,0.1 --seeds 3 --out sweeps/a
+
+Data is loaded once and reused; each finished run is appended to SWEEP_DIR/results.csv at
+once (atomically), so an interrupted sweep loses at most the run in progress and the same
+command resumes it. summary.md gives mean +- std over seeds, best validation accuracy first;
+the best combination is chosen on validation accuracy, never on test.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import statistics
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..base.config import TrainConfig
+from ..base.exceptions import ConfigError, did_you_mean
+from ..base.storage import atomic_write_bytes, atomic_write_csv, atomic_write_text, output_lock
+from ..data.readers import read_capped
+
+METRIC_COLUMNS = (
+    "val_accuracy",
+    "test_accuracy",
+    "train_accuracy",
+    "train_loss",
+    "train_seconds",
+    "epochs",
+    "iterations",
+    "stop_reason",
+)
+RESULTS_FILE = "results.csv"
+MAX_GRID_FILE_BYTES = 1 << 20  # a grid of a few options; far more than any real one
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The swept options, each with its values, in the order given."""
+
+    axes: dict[str, tuple]
+
+    def combinations(self) -> list[dict]:
+        names = list(self.axes)
+        return [dict(zip(names, values, strict=True)) for values in itertools.product(*self.axes.values())]
+
+
+def _field_types(name: str) -> tuple[tuple[type, ...], bool]:
+    """The types option `name` takes, and whether it may be None."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return tuple(arg for arg in args if arg is not type(None)), type(None) in args
+
+
+def parse_value(name: str, text) -> object:
+    """`text` (a string from the command line, or a TOML value) as the type of option `name`."""
+    allowed, optional = _field_types(name)
+    if optional and str not in allowed and isinstance(text, str) and text.strip().lower() == "none":
+        return None  # a text option keeps "none" (schedule=none); leave it out of the grid for its rule
+    for kind in allowed:
+        try:
+            if kind is bool:
+                if isinstance(text, bool):
+                    return text
+                if str(text).lower() in ("true", "false", "1", "0", "yes", "no"):
+                    return str(text).lower() in ("true", "1", "yes")
+                continue
+            if kind is int:
+                value = float(text)
+                if value.is_integer():
+                    return int(value)
+                continue
+            if kind is float:
+                return float(text)
+            if kind is str:
+                return str(text)
+        except (TypeError, ValueError):
+            continue
+    kinds = " or ".join(k.__name__ for k in allowed)
+    raise ConfigError(f"--grid {name}: {text!r} is not a valid {kinds}")
+
+
+def _option_name(raw: str) -> str:
+    name = raw.strip().replace("-", "_")
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    if name not in fields:
+        raise ConfigError(f"--grid names unknown option {raw!r}{did_you_mean(name, fields)}")
+    if name in ("classes", "data_root", "dataset", "device"):
+        raise ConfigError(f"--grid cannot sweep {name}; set it once for the whole sweep")
+    return name
+
+
+def check_out(out: Path) -> None:
+    """The sweep folder: never a training run's folder, and writable before the first run starts."""
+    from ..runfolder.checkpoints import is_run_folder
+    from .runs import check_writable
+
+    if is_run_folder(out):
+        raise ConfigError(f"{out} holds a training run; choose another --out for the sweep")
+    check_writable(out)
+
+
+def parse_grid(options: Iterable[str], file: str | Path | None = None) -> Grid:
+    """A Grid from `--grid name=v1,v2` options and/or a TOML file with a [grid] table."""
+    axes: dict[str, tuple] = {}
+    if file is not None:
+        import tomllib
+
+        try:
+            text = read_capped(file, MAX_GRID_FILE_BYTES, ConfigError)  # never /dev/zero or a FIFO
+        except ConfigError as error:
+            raise ConfigError(f"--grid-file {error}") from None
+        try:
+            table = tomllib.loads(text.decode("utf-8")).get("grid")
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"--grid-file {file}: {error}") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"--grid-file {file}: expected a [grid] table of option = [values]")
+        for raw, values in table.items():
+            name = _option_name(raw)
+            values = values if isinstance(values, list) else [values]
+            axes[name] = tuple(parse_value(name, v) for v in values)
+    for option in options:
+        raw, sep, values = option.partition("=")
+        if not sep or not values.strip():
+            raise ConfigError(f"--grid {option!r}: expected NAME=VALUE[,VALUE...], e.g. lr=0.01,0.1")
+        name = _option_name(raw)
+        if name in axes:
+            raise ConfigError(f"--grid {name} is given twice (here or in --grid-file); give its values once")
+        axes[name] = tuple(parse_value(name, v) for v in values.split(","))
+    if not axes:
+        raise ConfigError("give at least one --grid NAME=VALUES (or --grid-file)")
+    return Grid(axes)
+
+
+def _row_key(config: TrainConfig) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True, default=str)
+
+
+def read_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _config_columns() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def _csv_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ":".join(map(str, value))
+    return str(value)
+
+
+def run_sweep(
+    base: TrainConfig,
+    grid: Grid,
+    seeds: int,
+    out: Path,
+    progress: bool | None = None,
+    tensorboard: str | Path | None = None,
+    report: bool = False,
+    hue: str | None = None,
+) -> list[dict]:
+    """Train every combination x seed not already in out/results.csv; return all rows. With
+    `tensorboard`, each run logs its curves and hyperparameters into a subfolder of it; with
+    `report`, summary.md and the plots (coloured by option `hue`) follow. `out` is owned by this
+    process throughout (`output_lock`): a second sweep into it is refused at once, so two sweeps
+    never mix their rows or their summaries."""
+    with output_lock(out):
+        check_out(out)
+        rows = _train_missing(base, grid, seeds, out, progress, tensorboard)
+        if report:
+            write_outputs(summarize(rows, grid), grid, seeds, out, hue)
+    return rows
+
+
+def sweep_configs(base: TrainConfig, grid: Grid, seeds: int) -> list[TrainConfig]:
+    """One config per combination and seed: `seeds` consecutive seeds from the combination's own."""
+    configs = []
+    for combination in grid.combinations():
+        for offset in range(seeds):
+            seed = combination.get("seed", base.seed) + offset
+            configs.append(base.replace(**{**combination, "seed": seed}))
+    return configs
+
+
+def _train_missing(
+    base: TrainConfig, grid: Grid, seeds: int, out: Path, progress: bool | None, tensorboard
+) -> list[dict]:
+    """run_sweep's work, with `out` already owned. A row joins results.csv only once its run has
+    finished and the file holding it is written: a failure (a full disk, a run that raises) ends
+    the sweep with the rows before it, never a row of a run that was not kept."""
+    from tqdm import tqdm
+
+    from ..base.datasets import DATASETS
+    from ..data.inmemory import load_data, load_splits, prepare
+
+    configs = sweep_configs(base, grid, seeds)
+    path = out / RESULTS_FILE
+    rows = read_results(path)
+    done = {row["key"] for row in rows}
+    todo = [config for config in configs if _row_key(config) not in done]
+    in_memory = base.dataset in DATASETS  # built-in: loaded once, every run takes its split of it
+    splits = load_splits(base.dataset, base.data_root) if todo and in_memory else None
+    columns = ["key", *_config_columns(), *METRIC_COLUMNS]
+    bar = tqdm(
+        total=len(configs),
+        initial=len(configs) - len(todo),
+        unit="run",
+        disable=None if progress is None else not progress,
+        dynamic_ncols=True,
+    )
+    with bar:
+        for config in todo:
+            data = prepare(config, *splits) if in_memory else load_data(config)
+            row = _train_one(config, data, grid, tensorboard)
+            atomic_write_csv(path, columns, [*rows, row])  # after every run: an interruption loses one
+            rows.append(row)
+            bar.update()
+    wanted = {_row_key(config) for config in configs}
+    return [row for row in rows if row["key"] in wanted]
+
+
+def _train_one(config: TrainConfig, data, grid: Grid, tensorboard) -> dict:
+    """Train one run of the sweep; its results.csv row (strings: the config's values, then metrics)."""
+    from .runs import train
+
+    key = _row_key(config)
+    log_dir = None if tensorboard is None else Path(tensorboard) / hashlib.sha1(key.encode()).hexdigest()[:12]
+    metrics = train(config, data, verbose=False, tensorboard=log_dir).metrics
+    if log_dir is not None:
+        _log_hparams(log_dir, grid, config, metrics)
+    row = {"key": key, **{k: _csv_value(v) for k, v in config.to_dict().items()}}
+    row.update(
+        val_accuracy=metrics["val"]["accuracy"] if "val" in metrics else "",
+        test_accuracy=metrics["test"]["accuracy"],
+        train_accuracy=metrics["train"]["accuracy"],
+        train_loss=metrics["train"]["loss"],
+        train_seconds=metrics["train_seconds"],
+        epochs=metrics["epochs"],
+        iterations=metrics["iterations"],
+        stop_reason=metrics["stop_reason"],
+    )
+    return {k: str(v) for k, v in row.items()}
+
+
+def _log_hparams(log_dir: Path, grid: Grid, config: TrainConfig, metrics: dict) -> None:
+    """One run's swept options and final metrics in TensorBoard's HParams table."""
+    from .tensorboard import log_sweep_run
+
+    options = {name: getattr(config, name) for name in grid.axes} | {"seed": config.seed}
+    finals = {
+        f"{split}_accuracy": metrics[split]["accuracy"]
+        for split in ("train", "val", "test")
+        if split in metrics
+    }
+    log_sweep_run(log_dir, options, finals | {"train_loss": metrics["train"]["loss"]})
+
+
+def _number(text: str) -> float:
+    return float(text) if text not in ("", None) else math.nan
+
+
+def summarize(rows: list[dict], grid: Grid) -> list[dict]:
+    """Per combination: mean and std over seeds of each metric, best validation accuracy first."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[name] for name in grid.axes), []).append(row)
+    summary = []
+    for values, members in groups.items():
+        entry = {"options": dict(zip(grid.axes, values, strict=True)), "runs": len(members)}
+        for metric in ("val_accuracy", "test_accuracy", "train_accuracy", "train_loss", "train_seconds"):
+            numbers = [_number(m[metric]) for m in members]
+            entry[metric] = statistics.fmean(numbers)
+            entry[f"{metric}_std"] = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+        entry["converged"] = sum(m.get("stop_reason") == "converged" for m in members)
+        summary.append(entry)
+    key = "val_accuracy" if not all(math.isnan(e["val_accuracy"]) for e in summary) else "train_accuracy"
+    return sorted(summary, key=lambda e: -e[key])
+
+
+def summary_markdown(summary: list[dict], grid: Grid, seeds: int) -> str:
+    names = list(grid.axes)
+    lines = [
+        f"Sweep over {', '.join(names)}: {len(summary)} combinations x {seeds} seed(s); mean ± std over "
+        "seeds, sorted by validation accuracy (the selection never looks at test).",
+        "",
+        "| "
+        + " | ".join(
+            [*names, "val accuracy", "test accuracy", "train accuracy", "train loss", "train s", "converged"]
+        )
+        + " |",
+        "|" + " --- |" * (len(names) + 6),
+    ]
+    for entry in summary:
+        cells = [entry["options"][n] for n in names]
+        for metric, digits in (
+            ("val_accuracy", 4),
+            ("test_accuracy", 4),
+            ("train_accuracy", 4),
+            ("train_loss", 4),
+            ("train_seconds", 2),
+        ):
+            cells.append(f"{entry[metric]:.{digits}f} ± {entry[metric + '_std']:.{digits}f}")
+        cells.append(f"{entry['converged']}/{entry['runs']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _sort_values(values: list[str]) -> list[str]:
+    try:
+        return sorted(values, key=lambda v: (v == "", float(v) if v else 0.0))
+    except ValueError:
+        return sorted(values)
+
+
+def _is_numeric(values: list[str]) -> bool:
+    try:
+        [float(v) for v in values if v]
+        return True
+    except ValueError:
+        return False
+
+
+def _wide_positive_range(values: tuple) -> bool:
+    """True for positive numbers spanning two decades or more (they read best on a log axis)."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return len(numbers) == len(values) and min(numbers) > 0 and max(numbers) / min(numbers) >= 100
+
+
+def _seeds_in_words(entries: list[dict]) -> str:
+    """What one combination's number is over its runs: "one run" or "mean over N seeds"."""
+    fewest, most = min(entry["runs"] for entry in entries), max(entry["runs"] for entry in entries)
+    if most == 1:
+        return "one run"
+    return f"mean over {most if fewest == most else f'{fewest}-{most}'} seeds"
+
+
+def _at_each(entries: list[dict], option: str, xs: list[str]) -> tuple[list[dict], str]:
+    """For each value of `option`: the combination of the other options with the best validation
+    accuracy, or, with no validation set, the mean of every combination there; and what a point
+    is, in words (what it is a mean or a best of, and over how many seeds)."""
+    seeds = _seeds_in_words(entries)
+    by_value = [[e for e in entries if e["options"][option] == x] for x in xs]
+    if all(len(group) == 1 for group in by_value):
+        return [group[0] for group in by_value], seeds
+    others = len(by_value[0])
+    if not all(math.isnan(e["val_accuracy"]) for e in entries):
+        best = [
+            max(group, key=lambda e: -math.inf if math.isnan(e["val_accuracy"]) else e["val_accuracy"])
+            for group in by_value
+        ]
+        return best, f"{seeds}; the best of {others} settings of the other options, by val accuracy"
+    metrics = ("val_accuracy", "test_accuracy", "train_accuracy")
+    averaged = [
+        {metric: statistics.fmean(e[metric] for e in group) for metric in metrics} for group in by_value
+    ]
+    return averaged, f"{seeds}, then the mean over {others} settings of the other options"
+
+
+def plot_sweep(summary: list[dict], grid: Grid, out: Path, hue: str | None = None) -> list[Path]:
+    """accuracy_vs_<option>.png for each swept option, and learning_curve.png when train_size is swept.
+    The y label says what each point is (a mean over seeds, of which combinations)."""
+    from matplotlib.figure import Figure
+
+    written = []
+    for option in grid.axes:
+        figure = Figure(figsize=(9, 6), dpi=100, layout="constrained")
+        ax = figure.subplots()
+        groups = {}
+        for entry in summary:
+            label = entry["options"][hue] if hue and hue != option else "all"
+            groups.setdefault(label, []).append(entry)
+        meaning = "mean over seeds"
+        for label, entries in sorted(groups.items()):
+            xs = _sort_values(list({e["options"][option] for e in entries}))
+            points, meaning = _at_each(entries, option, xs)
+            for metric, style in (("val_accuracy", "-o"), ("test_accuracy", ":s")):
+                means = [point[metric] for point in points]
+                if all(math.isnan(m) for m in means):
+                    continue
+                positions = (
+                    [float(x) for x in xs] if _is_numeric(xs) and "" not in xs else list(range(len(xs)))
+                )
+                name = metric.split("_")[0]
+                ax.plot(
+                    positions, means, style, label=f"{name}" + (f", {hue}={label}" if label != "all" else "")
+                )
+            if not (_is_numeric(xs) and "" not in xs):
+                ax.set_xticks(range(len(xs)), [x or "None" for x in xs])
+        if _wide_positive_range(grid.axes[option]):
+            ax.set_xscale("log")
+        ax.set(xlabel=option, ylabel=f"accuracy ({meaning})", title=f"Accuracy against {option}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        path = out / f"accuracy_vs_{option}.png"
+        _save(figure, path)
+        written.append(path)
+    if "train_size" in grid.axes:
+        written.append(_learning_curve(summary, out))
+    return written
+
+
+def _learning_curve(summary: list[dict], out: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 6), dpi=100, layout="constrained")
+    ax = figure.subplots()
+    by_decay: dict[str, list[dict]] = {}
+    for entry in summary:
+        by_decay.setdefault(entry["options"].get("weight_decay", "as set"), []).append(entry)
+    meaning = ""
+    for decay, entries in sorted(by_decay.items()):
+        sizes = _sort_values(list({e["options"]["train_size"] for e in entries}))
+        points, meaning = _at_each(entries, "train_size", sizes)
+        for metric, style in (("train_accuracy", "--o"), ("test_accuracy", "-s")):
+            ax.plot(
+                [float(s) for s in sizes],
+                [point[metric] for point in points],
+                style,
+                label=f"{metric.split('_')[0]}, weight decay {decay}",
+            )
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="training-set size",
+        ylabel=f"accuracy ({meaning})",
+        title="Learning curve: train vs test accuracy (the gap is over-fitting)\n"
+        "each size trained by the default rules (L-BFGS to convergence on small sets)",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = out / "learning_curve.png"
+    _save(figure, path)
+    return path
+
+
+def _save(figure, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def best_config(base: TrainConfig, summary: list[dict], grid: Grid) -> TrainConfig:
+    """The base config with the options of the best combination (by validation accuracy)."""
+    best = summary[0]["options"]
+    return base.replace(
+        **{name: parse_value(name, best[name]) if best[name] != "" else None for name in grid.axes}
+    )
+
+
+def write_outputs(summary: list[dict], grid: Grid, seeds: int, out: Path, hue: str | None) -> None:
+    atomic_write_text(out / "summary.md", summary_markdown(summary, grid, seeds))
+    plot_sweep(summary, grid, out, hue)

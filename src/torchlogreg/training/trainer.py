@@ -1,0 +1,304 @@
+"""Training from a config: the engine set up for a dataset, periodic evaluation and early stopping,
+and the final metrics. The run's life around it (folders, resume, checkpoints, torchrun, signals) is
+in training/runs.py; `torchlogreg.train` is that module's.
+
+>>> from torchlogreg import preset, train
+>>> result = train(preset("default", data_root="../shared/data"))
+>>> result.metrics["test"]["accuracy"]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from ..base.config import TrainConfig
+from ..base.devices import resolve_device
+from ..base.exceptions import ConfigError
+from ..core.model import LogisticRegression
+from ..core.objective import Objective
+from ..core.optimizers import make_optimizer, scheduled_lr
+from ..core.stopping import EarlyStopping
+from ..data.batches import batch_source
+from ..data.images import MNIST_STYLE
+from ..data.inmemory import Data
+from ..data.rules import FeatureSample, settle
+from .distributed import DistContext
+from .engine import HISTORY_KEYS, Callback, Engine
+from .evaluation import evaluate_on_ranks
+
+__all__ = ["HISTORY_KEYS", "TrainResult", "Training", "build", "finish"]
+
+STOP_REASONS = ("converged", "step limit", "early stopping", "interrupted")
+NO_CHANGE_EPOCHS = 2  # mini-batch training has converged after this many epochs of change under tol
+
+TRAIN_ACCURACY_SAMPLES = 5_000  # periodic train accuracy is estimated on this many samples
+LBFGS_EVAL_EVERY = 10  # L-BFGS iterations between checks (each is a full pass already)
+VAL_LOSS_TOL = 1e-7  # a validation loss must fall by more than this to count as progress
+MAX_CHECKS = 8  # mini-batch runs: a check every epoch, or every few epochs on long runs
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: the model, its history and its metrics.
+
+    ``config`` is the configuration with every rule-settled field filled in: what training used.
+    ``history`` has one dict per iteration (``iteration``, ``epoch``, ``lr``, ``loss``, and the
+    validation columns filled at each check); ``metrics`` maps ``"train"``, ``"val"`` (when a
+    validation set was held out) and ``"test"`` to ``{"accuracy", "loss", "n"}`` and holds the
+    run's timing, device and why it stopped (``stop_reason``, ``converged``, ``train_longer``), as
+    ``metrics.json`` in a run folder does.
+    """
+
+    model: LogisticRegression
+    config: TrainConfig
+    class_names: tuple[str, ...]
+    source_labels: tuple[int, ...]
+    image_shape: tuple[int, ...]
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    pictures: str = MNIST_STYLE  # how picture files become the data's pixels: the run predicts them so
+
+
+class Evaluator:
+    """Every `every` steps and at the end: train accuracy on a sample, validation loss and accuracy,
+    a printed line, the best weights by validation loss, and early stopping after `patience` checks."""
+
+    def __init__(self, data: Data, config: TrainConfig, every: int, dist, log: Callable[[str], None]):
+        self.data, self.config, self.every, self.dist, self.log = data, config, every, dist, log
+        count = min(TRAIN_ACCURACY_SAMPLES, len(data.train))
+        self.train_sample = (data.train.images[:count], data.train.labels[:count])
+        self.stopping = EarlyStopping(VAL_LOSS_TOL, config.patience, keep=config.patience is not None)
+
+    def _metrics(self, model, images, labels) -> dict:
+        return evaluate_on_ranks(model, images, labels, self.config.threshold, self.dist)
+
+    def on_step(self, engine: Engine, row: dict) -> None:
+        if engine.iteration % self.every and engine.iteration != engine.total:
+            return
+        row["train_accuracy"] = self._metrics(engine.model, *self.train_sample)["accuracy"]
+        if self.data.val is None:
+            accuracy, loss = row["train_accuracy"], row["loss"]
+            self.log(f"iteration {engine.iteration:>7}  loss {loss:.4f}  train accuracy {accuracy:.4f}")
+            return
+        val = self._metrics(engine.model, self.data.val.images, self.data.val.labels)
+        row.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
+        self.log(
+            f"iteration {engine.iteration:>7}  loss {row['loss']:.4f}  val accuracy {val['accuracy']:.4f}"
+        )
+        if self.stopping.update(val["loss"], engine.model, engine.iteration):
+            engine.stop_reason = "early stopping"
+
+    def state_dict(self, tensors: dict, meta: dict) -> None:
+        self.stopping.state_dict(tensors, meta)
+
+    def load_state_dict(self, tensors: dict, meta: dict) -> None:
+        self.stopping.load_state_dict(tensors, meta)
+
+
+class ProgressBar:
+    """A tqdm bar over the steps; disable=None lets tqdm decide (no bar when stderr is no terminal)."""
+
+    def __init__(self, total: int, start: int, disable: bool | None):
+        self.bar = tqdm(
+            total=total, initial=start, unit="it", disable=disable, leave=False, dynamic_ncols=True
+        )
+
+    def on_step(self, engine: Engine, row: dict) -> None:
+        self.bar.update()
+        if engine.stop_reason is not None or engine.iteration >= engine.total:
+            self.bar.close()
+
+    def load_state_dict(self, tensors: dict, meta: dict) -> None:
+        """A resumed run's bar starts where the run stopped."""
+        self.bar.n = int(meta["iteration"])
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class Convergence:
+    """The one stopping rule on the objective (tol; see rules.RULES["tol"]). Full batch: converged when
+    L-BFGS finds the gradient's largest entry within tol before it steps. Mini-batch: the epoch's mean
+    objective (its batches' losses, plus the penalty at the epoch's end) is compared with the best so
+    far; NO_CHANGE_EPOCHS epochs in a row that improve it by less than tol have converged."""
+
+    def __init__(self, tol: float):
+        self.tol = tol
+        self.epoch_loss, self.epoch_steps = 0.0, 0
+        self.best, self.unchanged, self.change = math.inf, 0, None
+
+    def on_step(self, engine: Engine, row: dict) -> None:
+        if engine.full_batch:
+            if self.tol and getattr(engine.optimizer, "iterations", 1) == 0:
+                engine.stop_reason = "converged"
+            return
+        self.epoch_loss += row["loss"]
+        self.epoch_steps += 1
+        if not engine.at_epoch_end:
+            return
+        mean = self.epoch_loss / self.epoch_steps + engine.objective.penalty(engine.model.linear.weight)
+        self.epoch_loss, self.epoch_steps = 0.0, 0
+        self.change = None if math.isinf(self.best) else self.best - mean
+        self.unchanged = self.unchanged + 1 if self.change is not None and self.change < self.tol else 0
+        self.best = min(self.best, mean)
+        if self.tol and self.unchanged >= NO_CHANGE_EPOCHS and engine.iteration < engine.total:
+            engine.stop_reason = "converged"
+
+    def state_dict(self, tensors: dict, meta: dict) -> None:
+        best = self.best if math.isfinite(self.best) else None  # JSON has no infinity
+        meta["convergence"] = [self.epoch_loss, self.epoch_steps, best, self.unchanged, self.change]
+
+    def load_state_dict(self, tensors: dict, meta: dict) -> None:
+        values = meta.get("convergence")
+        if values is not None:
+            self.epoch_loss, self.epoch_steps, best, self.unchanged, self.change = values
+            self.best = math.inf if best is None else best
+
+
+@dataclass
+class Training:
+    """One configured training: the engine and its evaluator, for the data and processes given."""
+
+    config: TrainConfig
+    data: Data
+    engine: Engine
+    evaluator: Evaluator
+    dist: DistContext | None
+    bar: ProgressBar
+    convergence: Convergence
+
+
+def check_fits(config: TrainConfig, data: Data) -> None:
+    """Check the settings that need the data (the batch fits the training set, the task matches the
+    classes): at the start of a run, and before a live run's settings change mid-run."""
+    if config.optimizer != "lbfgs" and config.batch_size > len(data.train):
+        raise ConfigError(
+            f"batch_size must be at most the {len(data.train)} training samples, got {config.batch_size}; "
+            f"choose 1..{len(data.train)}, or leave it unset to follow the data"
+        )
+    if config.threshold != 0.5 and not data.binary:
+        raise ConfigError(f"threshold applies to binary tasks; {config.dataset} has {data.n_classes} classes")
+    expected = 2 if config.positive is not None else len(config.classes or ()) or None
+    if expected is not None and data.n_classes != expected:
+        raise ConfigError(
+            f"the data holds {data.n_classes} classes but the config asks for {expected} "
+            f"(classes={config.classes}, positive={config.positive}); load the data with load_data(config)"
+        )
+
+
+def _initial_model(config: TrainConfig, data: Data, generator: torch.Generator) -> LogisticRegression:
+    """The model before training: zeros, or (init="uniform") nn.Linear's uniform start from `generator`."""
+    model = LogisticRegression(math.prod(data.image_shape), data.n_classes)
+    return model.init_uniform(generator) if config.init == "uniform" else model
+
+
+def _evaluate_every(config: TrainConfig, steps_per_epoch: int, total: int) -> int:
+    """Steps between evaluations: config.eval_every, or every LBFGS_EVAL_EVERY iterations for
+    lbfgs, or whole epochs so that a run makes at most MAX_CHECKS evaluations."""
+    if config.eval_every:
+        return config.eval_every
+    if config.optimizer == "lbfgs":
+        return LBFGS_EVAL_EVERY
+    return steps_per_epoch * math.ceil(total / steps_per_epoch / MAX_CHECKS)
+
+
+def build(
+    config: TrainConfig,
+    data: Data,
+    *,
+    dist: DistContext | None = None,
+    verbose: bool = True,
+    progress: bool | None = None,
+    callbacks: Sequence[Callback] = (),
+    should_stop: Callable[[], bool] | None = None,
+) -> Training:
+    """The engine for `config` on `data`: model, objective, optimizer, batches, evaluation. Fields
+    left None follow the data (rules.settle); `Training.config` holds the values used."""
+    device = resolve_device(config.device)
+    sample = FeatureSample(data.train.images)  # one sample for the step size and the centring
+    config = settle(config, data, sample).replace(device=str(device))
+    check_fits(config, data)
+    rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
+    source = batch_source(data.train.images, data.train.labels, config.batch_size, device, rank, world)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = _initial_model(config, data, generator).to(device)
+    full_batch = config.optimizer == "lbfgs"
+    steps_per_epoch = 1 if full_batch else source.steps_per_epoch
+    total = config.iters or config.epochs * steps_per_epoch
+    log = tqdm.write if verbose else (lambda line: None)
+    evaluator = Evaluator(data, config, _evaluate_every(config, steps_per_epoch, total), dist, log)
+    bar = ProgressBar(total, 0, None if progress is None else not (progress and verbose))
+    optimizer = make_optimizer(
+        list(model.parameters()),
+        config.optimizer,
+        config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        tolerance_grad=config.tol,
+    )
+    convergence = Convergence(config.tol)
+    engine = Engine(
+        model,
+        Objective(config.weight_decay, config.l1),
+        optimizer,
+        source,
+        lambda step: scheduled_lr(config, step, total),
+        total,
+        generator=generator,
+        full_batch=full_batch,
+        callbacks=[evaluator, convergence, bar, *callbacks],
+        dist=dist,
+        should_stop=should_stop,
+        advice=f"with {config.optimizer} lr {config.lr:g}: lower the learning rate (lr)",
+        centre=sample.mean if config.centred else None,
+    )
+    return Training(config, data, engine, evaluator, dist, bar, convergence)
+
+
+def longer_budget(config: TrainConfig) -> dict[str, int]:
+    """The budget that trains twice as long as `config`'s (what to set when it did not converge)."""
+    return {"iters": 2 * config.iters} if config.iters else {"epochs": 2 * config.epochs}
+
+
+def finish(training: Training) -> TrainResult:
+    """The trained model (the best weights when early stopping was on) and its final metrics."""
+    engine, evaluator, data = training.engine, training.evaluator, training.data
+    if training.config.patience is not None:
+        evaluator.stopping.restore(engine.model)
+    splits = {"train": data.train, "val": data.val, "test": data.test}
+    metrics = {
+        name: evaluate_on_ranks(
+            engine.model, split.images, split.labels, training.config.threshold, training.dist
+        )
+        for name, split in splits.items()
+        if split is not None
+    }
+    metrics.update(
+        train_seconds=engine.train_seconds,
+        iterations=engine.iteration,
+        epochs=round(engine.epochs, 4),
+        stopped_early=engine.stop_reason == "early stopping",
+        stop_reason=engine.stop_reason or "step limit",
+        converged=engine.stop_reason == "converged",
+        objective_change=training.convergence.change,
+        train_longer=longer_budget(training.config),
+        best_iteration=evaluator.stopping.best_iteration if data.val is not None else None,
+        device=str(engine.parameters[0].device),
+        world_size=training.dist.world_size if training.dist else 1,
+    )
+    return TrainResult(
+        model=engine.model.eval(),
+        config=training.config,
+        class_names=data.class_names,
+        source_labels=data.source_labels,
+        image_shape=data.image_shape,
+        history=engine.history,
+        metrics=metrics,
+        pictures=data.pictures,
+    )
