@@ -45,7 +45,7 @@ def test_round_trip_gives_the_same_metrics_and_predictions(default_run, default_
 
 def test_existing_run_is_not_overwritten(default_run, default_result):
     with pytest.raises(
-        ConfigError, match="already holds a run; give out=ANOTHER_FOLDER, or overwrite=True to replace it"
+        ConfigError, match="already holds a run; give out=ANOTHER_PATH, or overwrite=True to replace it"
     ) as error:
         save_run(default_result, default_run)
     assert error.value.parameter == "out"  # the parameter, for a caller's code (the CLI shows its flag)

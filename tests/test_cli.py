@@ -208,7 +208,7 @@ def test_train_logs_for_tensorboard_and_export_writes_onnx(tmp_path, data_root, 
     assert (tmp_path / "model.onnx").stat().st_size > 0
     assert main(["export", str(run), "--out", str(tmp_path / "model.onnx")]) == 2  # no silent overwrite
     err = capsys.readouterr().err  # the library's parameters, in the flags' words
-    assert "error: --out " in err and "already exists; give --out ANOTHER_FILE, or --overwrite to" in err
+    assert "error: --out " in err and "already exists; give --out ANOTHER_PATH, or --overwrite to" in err
 
 
 # --- Kaggle's Digit Recognizer workflow: one labelled CSV in, a submission CSV out -------------------
@@ -244,7 +244,9 @@ def test_kaggle_workflow_in_three_commands(tmp_path, mnist_splits, capsys):
     assert (
         main(["predict", str(run), str(tmp_path / "test.csv"), "--output", str(submission)]) == 2
     )  # no overwrite
-    capsys.readouterr()
+    assert f"error: --output {submission} already exists; give --output ANOTHER_PATH, or --overwrite" in (
+        capsys.readouterr().err
+    )
     assert (
         main(["predict", str(run), str(tmp_path / "train.csv"), "--output", str(tmp_path / "p.jsonl")]) == 0
     )

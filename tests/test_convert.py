@@ -18,6 +18,7 @@ from torchlogreg import ConfigError, DataError, TorchLogRegError, TrainConfig, p
 from torchlogreg.apps.cli import main
 from torchlogreg.data.convert import convert, present_classes, stratified_split
 from torchlogreg.data.inmemory import Split, load_data
+from torchlogreg.data.ondisk import read_meta
 from torchlogreg.data.readers import MAX_LABEL
 
 
@@ -119,13 +120,13 @@ def test_csv_streams_in_chunks(tmp_path, monkeypatch, header, label_at, unit, la
 def test_csv_image_size_and_errors(tmp_path):
     images, labels = _synthetic(10, shape=(2, 5))
     _write_csv(tmp_path / "wide.csv", images, labels)
-    with pytest.raises(ConfigError, match="10 pixel columns do not make a square image; pass --image-size"):
+    with pytest.raises(ConfigError, match="10 pixel columns do not make a square image; give image_size=HxW"):
         convert(tmp_path / "a", csv=(tmp_path / "wide.csv", tmp_path / "wide.csv"))
     convert(tmp_path / "b", csv=(tmp_path / "wide.csv", tmp_path / "wide.csv"), image_size="2x5")
     assert np.array_equal(_load(tmp_path / "b", "test")[0], images)
-    with pytest.raises(ConfigError, match="--image-size 3x3 does not match 10 pixel columns"):
+    with pytest.raises(ConfigError, match="image_size 3x3 does not match 10 pixel columns"):
         convert(tmp_path / "c", csv=(tmp_path / "wide.csv", tmp_path / "wide.csv"), image_size="3x3")
-    with pytest.raises(ConfigError, match="--label-column 'digit' is not a column of .*wide.csv"):
+    with pytest.raises(ConfigError, match="label_column 'digit' is not a column of .*wide.csv"):
         convert(tmp_path / "c", csv=(tmp_path / "wide.csv", tmp_path / "wide.csv"), label_column="digit")
 
     bad = tmp_path / "bad.csv"
@@ -176,7 +177,7 @@ def test_image_folders(tmp_path):
     resized = convert(tmp_path / "resized", folder=root, image_size="28x28")
     assert resized["image_shape"] == (28, 28)
     Image.fromarray(np.zeros((9, 9), np.uint8)).save(root / "train" / "cat" / "big.png")
-    with pytest.raises(DataError, match=r"9x9 pixels, but .* is 6x5; pass --image-size"):
+    with pytest.raises(DataError, match=r"9x9 pixels, but .* is 6x5; give image_size=HxW"):
         convert(tmp_path / "mixed", folder=root)
     (tmp_path / "flat" / "train").mkdir(parents=True)
     (tmp_path / "flat" / "test").mkdir()
@@ -195,7 +196,7 @@ def test_output_folder_rules_and_failed_conversion_keeps_the_old_dataset(tmp_pat
     out = tmp_path / "out"
     convert(out, npz=tmp_path / "a.npz")
     before = (out / "train-images.npy").read_bytes()
-    with pytest.raises(ConfigError, match="already holds a dataset; pass --overwrite"):
+    with pytest.raises(ConfigError, match="already holds a dataset; give out=ANOTHER_PATH, or overwrite"):
         convert(out, npz=tmp_path / "a.npz")
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError):
@@ -207,6 +208,47 @@ def test_output_folder_rules_and_failed_conversion_keeps_the_old_dataset(tmp_pat
     with pytest.raises(ConfigError, match="holds other files"):
         convert(other, npz=tmp_path / "a.npz", overwrite=True)
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_overwriting_moves_the_old_dataset_aside_until_the_new_one_is_in(tmp_path, monkeypatch):
+    images, labels = _synthetic(20)
+    np.savez(tmp_path / "a.npz", train_images=images, train_labels=labels, test_images=images,
+             test_labels=labels)  # fmt: skip
+    out = tmp_path / "out"
+    convert(out, npz=tmp_path / "a.npz")
+    before = (out / "meta.json").read_bytes()
+    real_rename = type(out).rename
+
+    def rename(path, target):  # the new dataset cannot be renamed in: the old one goes back
+        if path.name.endswith(".converting"):
+            assert (tmp_path / ".out.replaced" / "meta.json").read_bytes() == before
+            raise OSError(28, "No space left on device")
+        return real_rename(path, target)
+
+    monkeypatch.setattr(type(out), "rename", rename)
+    with pytest.raises(OSError):
+        convert(out, npz=tmp_path / "a.npz", overwrite=True)
+    assert (out / "meta.json").read_bytes() == before
+    monkeypatch.undo()
+    convert(out, npz=tmp_path / "a.npz", overwrite=True, class_names=["a", "b", "c"])
+    assert read_meta(out)["class_names"] == ["a", "b", "c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "out"]
+
+
+@pytest.mark.parametrize(
+    "options,parameter",
+    [
+        ({"npz": "a.npz", "idx": "raw"}, "npz"),
+        ({"folder": "photos", "class_names": ["a", "b"]}, "class_names"),
+        ({"image_size": "big"}, "image_size"),
+        ({"class_names": ["a", "a"]}, "class_names"),
+    ],
+)
+def test_library_errors_name_the_parameter_not_a_flag(tmp_path, options, parameter):
+    with pytest.raises(ConfigError) as error:
+        convert(tmp_path / "out", **options)
+    assert error.value.parameter == parameter and "--" not in str(error.value)
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_convert_from_csv_then_train(tmp_path, data_root, capsys):
@@ -225,7 +267,11 @@ def test_cli_convert_from_csv_then_train(tmp_path, data_root, capsys):
         main(["data", "convert", "--from-npz", "a.npz", "--from-idx", "raw", "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2
     assert main(["data", "convert", "--from-csv", str(train_csv), str(test_csv), "--out", str(folder)]) == 2
-    assert "already holds a dataset" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the library's one wording, in the flags' words
+    assert f"error: --out {folder} already holds a dataset; give --out ANOTHER_PATH, or --overwrite to" in err
+    args = ["--from-csv", str(train_csv), "--test-size", "2", "--out", str(tmp_path / "y")]
+    assert main(["data", "convert", *args]) == 2
+    assert "error: --test-size must be a fraction in (0, 1), got 2.0" in capsys.readouterr().err
 
 
 # --- hostile and broken sources: one clear error, or the data kept whole ------------------------
@@ -451,7 +497,7 @@ def test_test_size_errors_say_what_would_be_valid(tmp_path):
     left_train, left_test = stratified_split(split, 0.2, 0)  # inside that range: both sides get rows
     assert len(left_train) and len(left_test)
     single = Split(torch.zeros((2, 2, 2), dtype=torch.uint8), torch.tensor([0, 1]))
-    with pytest.raises(ConfigError, match="cannot split 2 rows of one per class; give a TEST_CSV"):
+    with pytest.raises(ConfigError, match="test_size cannot split 2 rows of one per class; give a test CSV"):
         stratified_split(single, 0.5, 0)
 
 

@@ -49,7 +49,7 @@ def test_the_label_column(tmp_path, first, n_pixels, label_column, label):
 
 
 def test_a_label_column_that_is_not_there_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="--label-column 'digit' is not a column of .*x.csv; columns: a, b"):
+    with pytest.raises(ConfigError, match="label_column 'digit' is not a column of .*x.csv; columns: a, b"):
         csv_layout("a,b,c", tmp_path / "x.csv", None, "digit")
     with pytest.raises(InputError, match="3 columns, expected 4 pixel columns"):
         csv_layout("1,2,3", tmp_path / "x.csv", 4)

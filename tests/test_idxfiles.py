@@ -63,3 +63,10 @@ def test_labels_that_are_class_numbers_are_read(tmp_path):
     images, labels_path = _write_pair(tmp_path, "train", [0, 99_999, 3])
     pixels, labels = read_idx_pair(images, labels_path)
     assert pixels.shape == (3, 4, 4) and labels.tolist() == [0, 99_999, 3]
+
+
+def test_an_idx_array_is_writable_so_no_caller_copies_it(tmp_path):
+    images, labels = _write_pair(tmp_path, "train", [1, 2, 3])
+    pixels = read_idx(images)
+    assert pixels.flags.writeable and pixels.flags.owndata and pixels.shape == (3, 4, 4)
+    assert read_idx(labels).tolist() == [1, 2, 3]

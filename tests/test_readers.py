@@ -17,7 +17,7 @@ from PIL import Image
 from torchlogreg import DataError, InputError
 from torchlogreg.apps.cli import main
 from torchlogreg.data.npyfiles import read_npy, read_npz_arrays
-from torchlogreg.data.readers import open_regular, read_capped
+from torchlogreg.data.readers import open_regular, raised_as, read_capped
 
 
 @contextlib.contextmanager
@@ -194,3 +194,32 @@ def test_an_image_shape_too_large_for_any_run_is_refused(tmp_path):
     Image.fromarray(np.full((8, 8), 200, np.uint8)).save(tmp_path / "a.png")
     with must_not_block(), pytest.raises(InputError, match="image_shape 100000x100000 has 10000000000"):
         load_inputs([tmp_path / "a.png"], image_shape=(100_000, 100_000))
+
+
+def test_a_name_too_long_cannot_be_opened_rather_than_being_no_regular_file(tmp_path):
+    with pytest.raises(DataError, match=r": cannot open: File name too long$"):
+        open_regular(tmp_path / ("x" * 300), DataError)
+
+
+def test_a_symbolic_link_refused_is_not_a_regular_file(tmp_path):
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(InputError, match="link: not a regular file"):
+        open_regular(tmp_path / "link", follow_links=False)
+
+
+def test_an_input_error_becomes_the_callers_kind_with_its_parameter():
+    with pytest.raises(DataError, match="^bad$") as error, raised_as(DataError):
+        raise InputError("bad", parameter="npz")
+    assert error.value.parameter == "npz" and not isinstance(error.value, InputError)
+    with pytest.raises(InputError), raised_as(InputError):
+        raise InputError("kept")
+
+
+def test_read_npy_and_read_npz_arrays_raise_the_callers_kind(tmp_path):
+    (tmp_path / "a.npy").write_bytes(b"not an npy file")
+    with zipfile.ZipFile(tmp_path / "a.npz", "w") as archive:
+        archive.writestr("x.npy", b"not an npy file")
+    with pytest.raises(DataError):
+        read_npy(tmp_path / "a.npy", 1 << 20, DataError)
+    with pytest.raises(DataError):
+        read_npz_arrays(tmp_path / "a.npz", 1 << 20, DataError)

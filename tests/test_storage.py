@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from torchlogreg import OutputError
+from torchlogreg import ConfigError, OutputError
 from torchlogreg.apps.cli import main
 from torchlogreg.base.storage import (
     atomic_write_bytes,
@@ -17,6 +17,7 @@ from torchlogreg.base.storage import (
     make_folder,
     output_error,
     output_lock,
+    refuse_existing,
 )
 
 
@@ -129,3 +130,17 @@ def test_convert_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, data_ro
         err = capsys.readouterr().err.strip()
         assert code == 1 and len(err.splitlines()) == 1 and "the disk is full" in err, err
         assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["filler"]
+
+
+def test_an_existing_output_is_refused_in_one_wording_unless_overwrite(tmp_path):
+    target = tmp_path / "model.onnx"
+    refuse_existing(target, "out_path", overwrite=False)  # nothing there: nothing to refuse
+    target.write_bytes(b"x")
+    refuse_existing(target, "out_path", overwrite=True)
+    with pytest.raises(ConfigError) as error:
+        refuse_existing(target, "out_path", overwrite=False, holds="a model", hint="; or not")
+    assert str(error.value) == (
+        f"out_path {target} already holds a model; give out_path=ANOTHER_PATH, or overwrite=True to "
+        "replace it; or not"
+    )
+    assert error.value.parameter == "out_path" and error.value.exit_code == 2

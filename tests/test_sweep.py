@@ -28,7 +28,7 @@ def test_grid_values_take_the_options_types(tmp_path):
 @pytest.mark.parametrize(
     "option,fragment",
     [
-        ("batch_size=32,abc", "--grid batch_size: 'abc' is not a valid int"),
+        ("batch_size=32,abc", "grid batch_size: 'abc' is not a valid int"),
         ("batch_size=3.5", "not a valid int"),
         ("learning_rate=0.1", "unknown option 'learning_rate'"),
         ("weight_decy=0.1", "did you mean 'weight_decay'?"),
@@ -37,8 +37,20 @@ def test_grid_values_take_the_options_types(tmp_path):
     ],
 )
 def test_bad_grids_name_the_option(option, fragment):
-    with pytest.raises(ConfigError, match=fragment.replace("?", r"\?").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=fragment.replace("?", r"\?").replace("(", r"\(")) as error:
         parse_grid([option])
+    assert error.value.parameter == "grid" and "--" not in str(error.value)
+
+
+def test_grid_file_errors_name_the_parameter(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text("lr = [0.1]\n")
+    with pytest.raises(ConfigError, match=r"^grid_file .*grid.toml: expected a \[grid\] table") as error:
+        parse_grid([], path)
+    assert error.value.parameter == "grid_file"
+    with pytest.raises(ConfigError, match="^give at least one grid=NAME=VALUES") as error:
+        parse_grid([])
+    assert error.value.parameter == "grid"
 
 
 def test_parse_value_for_optional_fields():
@@ -75,12 +87,12 @@ def test_one_row_per_run_and_resume_skips_finished_runs(tmp_path, data_root, mon
         writer = csv.DictWriter(handle, fieldnames=header)
         writer.writeheader()
         writer.writerows(kept)
-    import torchlogreg.training.runs
+    import torchlogreg.training.sweep
 
     trained = []
-    real_train = torchlogreg.training.runs.train
+    real_train = torchlogreg.training.sweep.train
     monkeypatch.setattr(
-        torchlogreg.training.runs, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k)
+        torchlogreg.training.sweep, "train", lambda *a, **k: trained.append(1) or real_train(*a, **k)
     )
     again = run_sweep(base, grid, 2, tmp_path, progress=False)
     assert len(again) == 8 and len(trained) == 5  # the 3 finished runs were not trained again
@@ -216,10 +228,10 @@ def test_a_full_disk_keeps_only_the_runs_written(tmp_path, data_root, monkeypatc
 
 
 def test_a_failed_run_ends_the_sweep_with_the_rows_before_it(tmp_path, data_root, monkeypatch):
-    import torchlogreg.training.runs
+    import torchlogreg.training.sweep
     from torchlogreg.base.exceptions import OutputError
 
-    real_train, trained = torchlogreg.training.runs.train, []
+    real_train, trained = torchlogreg.training.sweep.train, []
 
     def train(config, *args, **kwargs):
         trained.append(config.lr)
@@ -227,7 +239,7 @@ def test_a_failed_run_ends_the_sweep_with_the_rows_before_it(tmp_path, data_root
             raise OutputError("cannot write the run's TensorBoard log: the disk is full")
         return real_train(config, *args, **kwargs)
 
-    monkeypatch.setattr(torchlogreg.training.runs, "train", train)
+    monkeypatch.setattr(torchlogreg.training.sweep, "train", train)
     base = TrainConfig(data_root=str(data_root), device="cpu", train_size=300, val_size=200, epochs=1)
     with pytest.raises(OutputError):
         run_sweep(base, Grid({"lr": (0.05, 0.5, 0.1)}), 1, tmp_path, progress=False, report=True)

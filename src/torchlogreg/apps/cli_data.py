@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from ..base.config import DATASET_NAMES
 from ..base.exceptions import ConfigError
+from ..base.storage import refuse_existing
 from .cli_common import path_flag, printable
 
 
@@ -57,8 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.name == "cross-entropy":
         print(demos.format_cross_entropy(demos.cross_entropy_cases()))
     else:
-        if Path(args.out).exists() and not args.overwrite:
-            raise ConfigError(f"{args.out} exists; choose another --out or pass --overwrite")
+        refuse_existing(args.out, "out", args.overwrite)
         print(printable(f"wrote {demos.linear_vs_logistic(args.out)}"))
     return 0
 

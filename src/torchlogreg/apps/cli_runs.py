@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..base.exceptions import ConfigError
+from ..base.storage import refuse_existing
 from .cli_common import add_data_options, add_run_dir, dataset_arg, path_flag, print_to_stderr, printable
 
 
@@ -81,10 +82,7 @@ def _check_output_file(output: Path, overwrite: bool) -> None:
         raise ConfigError(
             f"--output {output}: name a .csv (ImageId,Label) or .jsonl (one JSON object per input)"
         )
-    from ..base.storage import exists
-
-    if exists(output) and not overwrite:
-        raise ConfigError(f"--output {output} exists; choose another file or pass --overwrite")
+    refuse_existing(output, "output", overwrite)
 
 
 def _predict_format(output: Path | None, as_json: bool, class_names: tuple[str, ...], top_k: int):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..base.exceptions import CheckpointError, ConfigError, DependencyError, require
-from ..base.storage import atomic_write_bytes, exists
+from ..base.storage import atomic_write_bytes, refuse_existing
 from ..base.version import package_version
 from ..core.model import decide
 from ..runfolder.checkpoints import PREPROCESSING, Run, load_run
@@ -67,12 +67,7 @@ def _check_target(out_path: Path, overwrite: bool) -> None:
         raise ConfigError(
             f"out_path {out_path} is a folder; give a file name such as model.onnx", parameter="out_path"
         )
-    if exists(out_path) and not overwrite:
-        raise ConfigError(
-            f"out_path {out_path} already exists; give out_path=ANOTHER_FILE, or overwrite=True to "
-            "replace it",
-            parameter="out_path",
-        )
+    refuse_existing(out_path, "out_path", overwrite)
 
 
 def onnx_metadata(run: Run) -> dict[str, str]:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from .exceptions import OutputError
+from .exceptions import ConfigError, OutputError
 
 MAX_FILE_BYTES = 2**63 - 1  # the largest file size (off_t) the operating system can be asked for
 
@@ -65,6 +65,21 @@ def exists(path: str | os.PathLike) -> bool:
     looking (a name too long, a folder that cannot be searched) is an OutputError naming it."""
     with writing(path):
         return Path(path).exists() or Path(path).is_symlink()
+
+
+def refuse_existing(
+    path: str | os.PathLike, parameter: str, overwrite: bool, holds: str = "", hint: str = ""
+) -> None:
+    """Refuse to replace what is at `path` (the output the library parameter `parameter` names)
+    unless `overwrite`: one ConfigError, worded once, for every output a command writes. `holds`
+    says what is there when more than its existence matters ("a run"); `hint` ends the message."""
+    if overwrite or not exists(path):
+        return
+    there = f"already holds {holds}" if holds else "already exists"
+    raise ConfigError(
+        f"{parameter} {path} {there}; give {parameter}=ANOTHER_PATH, or overwrite=True to replace it{hint}",
+        parameter=parameter,
+    )
 
 
 def _umask() -> int:

@@ -30,7 +30,7 @@ import torch
 
 from ..base.datasets import is_dataset_folder
 from ..base.exceptions import ConfigError, DataError
-from ..base.storage import exists, output_lock
+from ..base.storage import exists, output_lock, refuse_existing
 from .classnames import class_names_problem
 from .images import AS_IS, MNIST_STYLE, check_pictures
 from .inmemory import Split, load_splits
@@ -48,7 +48,9 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
         return None
     match = SIZE_PATTERN.match(text.strip())
     if not match or 0 in (int(match[1]), int(match[2])):
-        raise ConfigError(f"--image-size must look like 28x28 (height x width), got {text!r}")
+        raise ConfigError(
+            f"image_size must look like 28x28 (height x width), got {text!r}", parameter="image_size"
+        )
     return int(match[1]), int(match[2])
 
 
@@ -74,8 +76,9 @@ def _names_for(present: list[int], class_names: list[str] | None, where: str) ->
     if present[-1] + 1 != len(present):
         valid += f", or {present[-1] + 1}, one per label 0..{present[-1]}"
     raise ConfigError(
-        f"--class-names lists {len(class_names)} names but {where} has {len(present)} labels ({shown}); "
-        f"give {valid}"
+        f"class_names lists {len(class_names)} names but {where} has {len(present)} labels ({shown}); "
+        f"give {valid}",
+        parameter="class_names",
     )
 
 
@@ -128,19 +131,18 @@ def _pictures_rule(train_images: torch.Tensor, options: dict) -> str:
 def check_output(out: Path, overwrite: bool) -> None:
     """Refuse to replace anything but an earlier dataset folder, and that only when overwriting."""
     if exists(out) and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder to create")
+        raise ConfigError(f"out {out} is a file; give out=A_FOLDER to create", parameter="out")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not is_dataset_folder(out):
-        raise ConfigError(f"--out {out} holds other files; give a new or empty folder")
-    if not overwrite:
-        raise ConfigError(f"--out {out} already holds a dataset; pass --overwrite to replace it")
+        raise ConfigError(f"out {out} holds other files; give out=A_NEW_OR_EMPTY_FOLDER", parameter="out")
+    refuse_existing(out, "out", overwrite, holds="a dataset")
 
 
 def stratified_split(split: Split, test_size: float, seed: int) -> tuple[Split, Split]:
     """(train, test): round(test_size x count) rows of each class go to test, chosen by `seed`."""
     if not 0 < test_size < 1:
-        raise ConfigError(f"--test-size must be a fraction in (0, 1), got {test_size}")
+        raise ConfigError(f"test_size must be a fraction in (0, 1), got {test_size}", parameter="test_size")
     generator = torch.Generator().manual_seed(seed)
     test_rows = []
     for label in torch.unique(split.labels):
@@ -152,12 +154,14 @@ def stratified_split(split: Split, test_size: float, seed: int) -> tuple[Split, 
         largest = int(torch.unique(split.labels, return_counts=True)[1].max())
         if largest < 2:
             raise ConfigError(
-                f"--test-size cannot split {len(split)} rows of one per class; give a TEST_CSV as well"
+                f"test_size cannot split {len(split)} rows of one per class; give a test CSV as well",
+                parameter="test_size",
             )
         raise ConfigError(
-            f"--test-size {test_size} leaves {len(test_index)} of {len(split)} rows for test; rounded per "
+            f"test_size {test_size} leaves {len(test_index)} of {len(split)} rows for test; rounded per "
             f"class, a fraction strictly between {0.5 / largest:.3g} and {1 - 0.5 / largest:.3g} leaves "
-            "rows for both train and test"
+            "rows for both train and test",
+            parameter="test_size",
         )
     keep = torch.ones(len(split), dtype=torch.bool)
     keep[test_index] = False
@@ -202,14 +206,19 @@ def _check_splits(train: Split, test: Split, names: tuple[str, ...]) -> None:
 def _check_options(options: dict) -> None:
     """Refuse convert's keyword arguments (`options`) that do not go together, before anything is read."""
     if sum(options[source] is not None for source in ("npz", "idx", "csv", "folder")) > 1:
-        raise ConfigError("give one source: --from-npz, --from-idx, --from-csv or --from-folder")
+        raise ConfigError(
+            "give one source: npz=FILE, idx=FOLDER, csv=FILES or folder=FOLDER", parameter="npz"
+        )
     if options["folder"] is not None and options["class_names"] is not None:
-        raise ConfigError("--class-names: an image folder's class names are its subfolders' names")
+        raise ConfigError(
+            "class_names cannot go with folder: an image folder's class names are its subfolders' names",
+            parameter="class_names",
+        )
     if options["pictures"] is not None:
-        check_pictures(options["pictures"], "--pictures", ConfigError)
+        check_pictures(options["pictures"], "pictures", ConfigError)
     parse_size(options["image_size"])
     if options["class_names"] is not None and (problem := class_names_problem(options["class_names"])):
-        raise ConfigError(f"--class-names: {problem}")
+        raise ConfigError(f"class_names: {problem}", parameter="class_names")
 
 
 def _write_folder(folder: Path, scratch: Path, options: dict) -> None:
@@ -224,6 +233,22 @@ def _write_folder(folder: Path, scratch: Path, options: dict) -> None:
         raise DataError(f"{options['folder'] or npz or idx or dataset}: {problem}")
     _check_splits(train, test, names)
     write_dataset(folder, train, test, names, pictures=_pictures_rule(train.images, options))
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """`staging` becomes `out`: an old `out` is renamed aside first and removed only after, so at
+    every moment one complete dataset is there (or, after a crash, beside it as `.NAME.replaced`)."""
+    aside = out.parent / f".{out.name}.replaced"
+    shutil.rmtree(aside, ignore_errors=True)
+    if out.exists():
+        out.rename(aside)
+    try:
+        staging.rename(out)
+    except BaseException:
+        if aside.exists():
+            aside.rename(out)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def convert(
@@ -266,9 +291,7 @@ def convert(
         try:
             _write_folder(staging, scratch, options)
             shutil.rmtree(scratch)  # the splits read from it are gone with _write_folder's frame
-            if out.exists():
-                shutil.rmtree(out)
-            staging.rename(out)
+            _swap_in(staging, out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     meta = read_meta(out)

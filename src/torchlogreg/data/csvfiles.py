@@ -81,12 +81,17 @@ def _label_column(fields: list[str], header: bool, label_column: str, path: Path
     if re.fullmatch(r"-?\d+", label_column):
         index = int(label_column)
         if not -len(fields) <= index < len(fields):
-            raise ConfigError(f"--label-column {index}: {path} has {len(fields)} columns")
+            raise ConfigError(
+                f"label_column {index}: {path} has {len(fields)} columns", parameter="label_column"
+            )
         return index % len(fields)
     if header and label_column in fields:
         return fields.index(label_column)
     columns = ", ".join(fields[:5]) + (", ..." if len(fields) > 5 else "") if header else "none (no header)"
-    raise ConfigError(f"--label-column {label_column!r} is not a column of {path}; columns: {columns}")
+    raise ConfigError(
+        f"label_column {label_column!r} is not a column of {path}; columns: {columns}",
+        parameter="label_column",
+    )
 
 
 def csv_layout(

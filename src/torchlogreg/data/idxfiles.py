@@ -39,16 +39,30 @@ def read_idx(path: Path) -> np.ndarray:
                     f"{path}: header says {' x '.join(map(str, dims))} values ({expected} bytes), over the "
                     f"{MAX_IDX_BYTES} bytes allowed for one IDX array"
                 )
-            data = stream.read(expected + 1)
+            data = np.empty(dims, dtype=dtype)
+            got = _read_into(stream, data.reshape(-1).view(np.uint8))
+            extra = stream.read(1)
     except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
-    if len(data) != expected:
-        found = f"{len(data)}" if len(data) <= expected else "more"
+    if got != expected or extra:
+        found = f"{got}" if not extra else "more"
         raise DataError(
             f"{path}: header says {' x '.join(map(str, dims))} values ({expected} bytes) but the file "
             f"holds {found} bytes after the header (truncated or corrupt)"
         )
-    return np.frombuffer(data, dtype=dtype).reshape(dims)
+    return data
+
+
+def _read_into(stream, buffer: np.ndarray) -> int:
+    """Fill `buffer` (uint8) from `stream`; the bytes read, fewer when the stream ends first. Read in
+    place: the array returned is the one buffer, writable, with no second copy of the data."""
+    view, got = memoryview(buffer), 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
 
 
 def _idx_header(stream, path: Path) -> tuple[np.dtype, list[int], int]:

@@ -158,7 +158,7 @@ def load_splits(
                 f"{len(spec.class_names) - 1 + spec.label_offset}, found "
                 f"{labels.min() + spec.label_offset}..{labels.max() + spec.label_offset}"
             )
-        tensor = torch.from_numpy(images.copy())  # copy: frombuffer arrays are read-only
+        tensor = torch.from_numpy(images)
         if spec.transposed:
             tensor = tensor.transpose(1, 2).contiguous()
         splits.append(Split(tensor, torch.from_numpy(labels)))

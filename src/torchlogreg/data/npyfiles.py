@@ -20,7 +20,7 @@ from tokenize import TokenError
 import numpy as np
 
 from ..base.exceptions import InputError, TorchLogRegError
-from .readers import byte_size, one_line, open_regular
+from .readers import byte_size, one_line, open_regular, raised_as
 
 MAX_ARRAY_BYTES = 256 * 1024 * 1024  # decoded size of one .npy/.npz: ~340k 28x28 uint8 images
 MAX_NPZ_MEMBERS = 32  # arrays in one .npz (np.savez writes one member per array)
@@ -42,21 +42,16 @@ def read_npy(
 ) -> np.ndarray:
     """Any numeric .npy (no objects) from a regular file, after its header is checked: the data it
     declares must be in the file and within `max_bytes`."""
-    with open_regular(path, error) as handle:
-        try:
-            shape, fortran_order, dtype = npy_header(handle, path)
-            n_bytes = check_declared(shape, dtype, path)
-            check_budget(n_bytes, max_bytes, path, f"its array of shape {tuple(shape)} ({dtype}) would")
-            found = os.fstat(handle.fileno()).st_size - handle.tell()
-            if found < n_bytes:
-                raise InputError(
-                    f"{path}: truncated (its header promises {n_bytes} bytes of data, found {found})"
-                )
-            return read_array_data(handle, shape, fortran_order, dtype, n_bytes, path)
-        except InputError as failure:
-            if error is InputError:
-                raise
-            raise error(str(failure)) from None
+    with open_regular(path, error) as handle, raised_as(error):
+        shape, fortran_order, dtype = npy_header(handle, path)
+        n_bytes = check_declared(shape, dtype, path)
+        check_budget(n_bytes, max_bytes, path, f"its array of shape {tuple(shape)} ({dtype}) would")
+        found = os.fstat(handle.fileno()).st_size - handle.tell()
+        if found < n_bytes:
+            raise InputError(
+                f"{path}: truncated (its header promises {n_bytes} bytes of data, found {found})"
+            )
+        return read_array_data(handle, shape, fortran_order, dtype, n_bytes, path)
 
 
 def _check_layout(shape: tuple[int, ...], label: object, image_shape: tuple[int, int]) -> None:
@@ -255,13 +250,12 @@ def read_npz_arrays(
 ) -> dict[str, np.ndarray]:
     """Every array of a .npz (a regular file), by name, once the archive and every header are
     checked: no objects, all arrays within `max_bytes` decoded together."""
-    try:
-        with open_regular(path, error) as handle, _npz_checked(handle, path, max_bytes) as (archive, headers):
-            return {key: _npz_member(archive, headers, key, path) for key in headers}
-    except InputError as failure:
-        if error is InputError:
-            raise
-        raise error(str(failure)) from None
+    with (
+        raised_as(error),
+        open_regular(path, error) as handle,
+        _npz_checked(handle, path, max_bytes) as (archive, headers),
+    ):
+        return {key: _npz_member(archive, headers, key, path) for key in headers}
 
 
 def read_npz_images(handle, label, image_shape: tuple[int, int], max_bytes: int) -> np.ndarray:

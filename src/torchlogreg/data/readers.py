@@ -9,8 +9,11 @@ takes the error class its caller reports (InputError, DataError, CheckpointError
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import stat
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -49,8 +52,10 @@ def open_regular(
         fd = os.open(path, flags)
     except FileNotFoundError:
         raise error(f"{path}: {missing}") from None
-    except OSError as failure:  # ELOOP: a symbolic link; EACCES, ENAMETOOLONG...
-        raise error(f"{path}: not a regular file ({failure.strerror or failure})") from None
+    except OSError as failure:
+        if failure.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+            raise error(f"{path}: not a regular file ({failure.strerror or failure})") from None
+        raise error(f"{path}: cannot open: {failure.strerror or failure}") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise error(f"{path}: not a regular file (a FIFO, device or folder is never read)")
@@ -59,6 +64,18 @@ def open_regular(
     except BaseException:
         os.close(fd)
         raise
+
+
+@contextlib.contextmanager
+def raised_as(error: type[TorchLogRegError]) -> Iterator[None]:
+    """An InputError raised in the block becomes `error`, the caller's kind of error (DataError for a
+    dataset's file), with its message and `parameter` kept."""
+    try:
+        yield
+    except InputError as failure:
+        if isinstance(failure, error):
+            raise
+        raise error(str(failure), parameter=failure.parameter) from None
 
 
 def read_capped(

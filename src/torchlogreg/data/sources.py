@@ -32,7 +32,7 @@ def read_npz(path: str | os.PathLike) -> tuple[Split, Split]:
     keys = ("train_images", "train_labels", "test_images", "test_labels")
     with open_regular(path, DataError) as handle:
         if handle.read(2) != b"PK":
-            raise DataError(f"--from-npz {path}: not an .npz archive (a zip of .npy arrays)")
+            raise DataError(f"npz {path}: not an .npz archive (a zip of .npy arrays)", parameter="npz")
     arrays = read_npz_arrays(path, MAX_SOURCE_BYTES, DataError)  # headers checked before data is read
     missing = [key for key in keys if key not in arrays]
     if missing:
@@ -80,11 +80,11 @@ def read_idx_folder(folder: str | os.PathLike) -> tuple[Split, Split]:
     """Splits from the four IDX files of an MNIST-style raw folder (train-*, t10k-* or test-*)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"--from-idx {folder}: no such folder")
+        raise DataError(f"idx {folder}: no such folder", parameter="idx")
     splits = []
     for words in (("train",), ("t10k", "test")):
         images, labels = read_idx_pair(_find_idx(folder, words, "images"), _find_idx(folder, words, "labels"))
-        splits.append(Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))))
+        splits.append(Split(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))))
     return tuple(splits)
 
 
@@ -122,12 +122,14 @@ def _csv_image_size(n_pixels: int, image_size: tuple[int, int] | None, path: Pat
         side = math.isqrt(n_pixels)
         if side * side != n_pixels:
             raise ConfigError(
-                f"{path}: {n_pixels} pixel columns do not make a square image; pass --image-size HxW"
+                f"{path}: {n_pixels} pixel columns do not make a square image; give image_size=HxW",
+                parameter="image_size",
             )
         return side, side
     if image_size[0] * image_size[1] != n_pixels:
         raise ConfigError(
-            f"--image-size {image_size[0]}x{image_size[1]} does not match {n_pixels} pixel columns"
+            f"image_size {image_size[0]}x{image_size[1]} does not match {n_pixels} pixel columns",
+            parameter="image_size",
         )
     return image_size
 
@@ -177,12 +179,12 @@ def _class_folders(root: Path) -> tuple[dict[str, Path], dict[str, int]]:
     folders = {name: root / name for name in ("train", "test")}
     for folder in folders.values():
         if not folder.is_dir():
-            raise DataError(f"--from-folder {root}: needs {folder} with one subfolder per class")
+            raise DataError(f"folder {root}: needs {folder} with one subfolder per class", parameter="folder")
     try:
         class_names, class_to_index = find_classes(folders["train"])
         extra = sorted(set(find_classes(folders["test"])[0]) - set(class_names))
     except FileNotFoundError as error:  # a split without class subfolders
-        raise DataError(f"--from-folder {root}: {error}") from None
+        raise DataError(f"folder {root}: {error}", parameter="folder") from None
     if extra:
         raise DataError(f"{folders['test']}: classes {', '.join(extra)} are not in {folders['train']}")
     return folders, class_to_index
@@ -199,7 +201,8 @@ def _picture_rows(samples: list, writer: RowWriter, image_size, pictures: str, p
         if gray.shape != tuple(expected) and image_size is None:
             raise DataError(
                 f"{file}: {gray.shape[0]}x{gray.shape[1]} pixels, but {samples[0][0]} is "
-                f"{expected[0]}x{expected[1]}; pass --image-size HxW to resize them all"
+                f"{expected[0]}x{expected[1]}; give image_size=HxW to resize them all",
+                parameter="image_size",
             )
         writer.add(_stored(gray, tuple(expected), pictures, file)[None])
 
@@ -235,7 +238,9 @@ def read_image_folders(
         labels = torch.tensor([index for _, index in samples], dtype=torch.int64)
         splits.append(Split(writer.finish(), labels))
     if splits[0].images.shape[1:] != splits[1].images.shape[1:]:
-        raise DataError(f"{root}: train and test images differ in size; pass --image-size HxW")
+        raise DataError(
+            f"{root}: train and test images differ in size; give image_size=HxW", parameter="image_size"
+        )
     return splits[0], splits[1], tuple(class_to_index)
 
 
@@ -245,6 +250,7 @@ def _stored(gray: np.ndarray, shape: tuple[int, int], pictures: str, file: str) 
         pixels = picture_pixels(gray, shape, pictures)
     except InputError as error:  # mnist-style found no digit
         raise DataError(
-            f"{file}: {error}; remove it, or convert with --pictures {AS_IS} to keep pictures as they are"
+            f"{file}: {error}; remove it, or convert with pictures={AS_IS} to keep pictures as they are",
+            parameter="pictures",
         ) from None
     return np.rint(pixels * 255.0).astype(np.uint8)

@@ -25,11 +25,12 @@ import torch
 from ..base.config import TrainConfig
 from ..base.devices import resolve_device
 from ..base.exceptions import CheckpointError, ConfigError, InputError, OutputError, did_you_mean
-from ..base.storage import atomic_write_bytes, atomic_write_csv, atomic_write_json, exists
+from ..base.storage import atomic_write_bytes, atomic_write_csv, atomic_write_json, exists, refuse_existing
 from ..base.version import package_version
 from ..core.model import LogisticRegression
 from ..data.classnames import class_names_problem
 from ..data.images import AS_IS, MNIST_STYLE, box_for, check_pictures
+from ..data.readers import read_capped
 
 FORMAT = "torchlogreg-run"
 FORMAT_VERSION = 1
@@ -197,11 +198,8 @@ def check_run_target(out: Path, overwrite: bool, hint: str = "") -> None:
     """`out` may take a new run: a folder (or nothing yet) that holds no run, unless `overwrite`."""
     if exists(out) and not out.is_dir():
         raise ConfigError(f"out {out} is a file, not a folder; give out=A_FOLDER", parameter="out")
-    if is_run_folder(out) and not overwrite:
-        raise ConfigError(
-            f"out {out} already holds a run; give out=ANOTHER_FOLDER, or overwrite=True to replace it{hint}",
-            parameter="out",
-        )
+    if is_run_folder(out):
+        refuse_existing(out, "out", overwrite, holds="a run", hint=hint)
 
 
 def _write_run(out: Path, weights: bytes, meta: dict, result: TrainedRun) -> None:
@@ -241,8 +239,6 @@ def _rescue(weights: bytes, meta: dict, result: TrainedRun) -> str:
 def read_regular_file(path: Path, limit: int) -> bytes:
     """The bytes of `path` if it is a regular file of at most `limit` bytes: a run folder may come
     from a stranger, so a symlink (to /dev/zero, say), a FIFO or a device is refused, never read."""
-    from ..data.readers import read_capped
-
     return read_capped(
         path, limit, CheckpointError, follow_links=False, missing="is missing: not a torchlogreg run folder"
     )

@@ -13,20 +13,29 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import itertools
 import json
 import math
 import statistics
+import tomllib
 import types
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..base.config import TrainConfig
+from ..base.datasets import DATASETS
 from ..base.exceptions import ConfigError, did_you_mean
 from ..base.storage import atomic_write_bytes, atomic_write_csv, atomic_write_text, output_lock
+from ..data.inmemory import load_data, load_splits, prepare
 from ..data.readers import read_capped
+from ..runfolder.checkpoints import is_run_folder
+from .runs import check_writable, train
+from .tensorboard import log_sweep_run
 
 METRIC_COLUMNS = (
     "val_accuracy",
@@ -85,59 +94,63 @@ def parse_value(name: str, text) -> object:
         except (TypeError, ValueError):
             continue
     kinds = " or ".join(k.__name__ for k in allowed)
-    raise ConfigError(f"--grid {name}: {text!r} is not a valid {kinds}")
+    raise ConfigError(f"grid {name}: {text!r} is not a valid {kinds}", parameter="grid")
 
 
 def _option_name(raw: str) -> str:
     name = raw.strip().replace("-", "_")
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
     if name not in fields:
-        raise ConfigError(f"--grid names unknown option {raw!r}{did_you_mean(name, fields)}")
+        raise ConfigError(f"grid names unknown option {raw!r}{did_you_mean(name, fields)}", parameter="grid")
     if name in ("classes", "data_root", "dataset", "device"):
-        raise ConfigError(f"--grid cannot sweep {name}; set it once for the whole sweep")
+        raise ConfigError(f"grid cannot sweep {name}; set it once for the whole sweep", parameter="grid")
     return name
 
 
 def check_out(out: Path) -> None:
     """The sweep folder: never a training run's folder, and writable before the first run starts."""
-    from ..runfolder.checkpoints import is_run_folder
-    from .runs import check_writable
-
     if is_run_folder(out):
-        raise ConfigError(f"{out} holds a training run; choose another --out for the sweep")
+        raise ConfigError(
+            f"out {out} holds a training run; give out=ANOTHER_FOLDER for the sweep", parameter="out"
+        )
     check_writable(out)
 
 
-def parse_grid(options: Iterable[str], file: str | Path | None = None) -> Grid:
-    """A Grid from `--grid name=v1,v2` options and/or a TOML file with a [grid] table."""
+def parse_grid(grid: Iterable[str], grid_file: str | Path | None = None) -> Grid:
+    """A Grid from `grid`'s "name=v1,v2" strings and/or `grid_file`, a TOML file with a [grid] table."""
     axes: dict[str, tuple] = {}
-    if file is not None:
-        import tomllib
-
+    if grid_file is not None:
         try:
-            text = read_capped(file, MAX_GRID_FILE_BYTES, ConfigError)  # never /dev/zero or a FIFO
+            text = read_capped(grid_file, MAX_GRID_FILE_BYTES, ConfigError)  # never /dev/zero or a FIFO
         except ConfigError as error:
-            raise ConfigError(f"--grid-file {error}") from None
+            raise ConfigError(f"grid_file {error}", parameter="grid_file") from None
         try:
             table = tomllib.loads(text.decode("utf-8")).get("grid")
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-            raise ConfigError(f"--grid-file {file}: {error}") from None
+            raise ConfigError(f"grid_file {grid_file}: {error}", parameter="grid_file") from None
         if not isinstance(table, dict):
-            raise ConfigError(f"--grid-file {file}: expected a [grid] table of option = [values]")
+            raise ConfigError(
+                f"grid_file {grid_file}: expected a [grid] table of option = [values]", parameter="grid_file"
+            )
         for raw, values in table.items():
             name = _option_name(raw)
             values = values if isinstance(values, list) else [values]
             axes[name] = tuple(parse_value(name, v) for v in values)
-    for option in options:
+    for option in grid:
         raw, sep, values = option.partition("=")
         if not sep or not values.strip():
-            raise ConfigError(f"--grid {option!r}: expected NAME=VALUE[,VALUE...], e.g. lr=0.01,0.1")
+            raise ConfigError(
+                f"grid {option!r}: expected NAME=VALUE[,VALUE...], e.g. lr=0.01,0.1", parameter="grid"
+            )
         name = _option_name(raw)
         if name in axes:
-            raise ConfigError(f"--grid {name} is given twice (here or in --grid-file); give its values once")
+            raise ConfigError(
+                f"grid {name} is given twice; give its values once, in (grid) or in the file (grid_file)",
+                parameter="grid",
+            )
         axes[name] = tuple(parse_value(name, v) for v in values.split(","))
     if not axes:
-        raise ConfigError("give at least one --grid NAME=VALUES (or --grid-file)")
+        raise ConfigError("give at least one grid=NAME=VALUES (or grid_file=FILE)", parameter="grid")
     return Grid(axes)
 
 
@@ -203,11 +216,6 @@ def _train_missing(
     """run_sweep's work, with `out` already owned. A row joins results.csv only once its run has
     finished and the file holding it is written: a failure (a full disk, a run that raises) ends
     the sweep with the rows before it, never a row of a run that was not kept."""
-    from tqdm import tqdm
-
-    from ..base.datasets import DATASETS
-    from ..data.inmemory import load_data, load_splits, prepare
-
     configs = sweep_configs(base, grid, seeds)
     path = out / RESULTS_FILE
     rows = read_results(path)
@@ -236,8 +244,6 @@ def _train_missing(
 
 def _train_one(config: TrainConfig, data, grid: Grid, tensorboard) -> dict:
     """Train one run of the sweep; its results.csv row (strings: the config's values, then metrics)."""
-    from .runs import train
-
     key = _row_key(config)
     log_dir = None if tensorboard is None else Path(tensorboard) / hashlib.sha1(key.encode()).hexdigest()[:12]
     metrics = train(config, data, verbose=False, tensorboard=log_dir).metrics
@@ -259,8 +265,6 @@ def _train_one(config: TrainConfig, data, grid: Grid, tensorboard) -> dict:
 
 def _log_hparams(log_dir: Path, grid: Grid, config: TrainConfig, metrics: dict) -> None:
     """One run's swept options and final metrics in TensorBoard's HParams table."""
-    from .tensorboard import log_sweep_run
-
     options = {name: getattr(config, name) for name in grid.axes} | {"seed": config.seed}
     finals = {
         f"{split}_accuracy": metrics[split]["accuracy"]
@@ -448,8 +452,6 @@ def _learning_curve(summary: list[dict], out: Path) -> Path:
 
 
 def _save(figure, path: Path) -> None:
-    import io
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     atomic_write_bytes(path, buffer.getvalue())
