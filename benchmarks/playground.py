@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from benchmarks.compare import default_data_root
-from torchlogreg.apps.localserver import chromium, local_server
+from benchmarks.localserver import chromium, local_server
 
 REPO = Path(__file__).resolve().parents[1]
 

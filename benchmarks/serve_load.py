@@ -19,7 +19,7 @@ import time
 import uuid
 
 from benchmarks.compare import default_data_root
-from torchlogreg.apps.localserver import local_server
+from benchmarks.localserver import local_server
 
 
 def _payloads(data_root: str, count: int = 64) -> list[tuple[bytes, str]]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.localserver import chromium
 from torchlogreg import TrainConfig, preset, train
-from torchlogreg.apps.localserver import chromium
 from torchlogreg.data.inmemory import Data, Split, load_splits, prepare
 
 REPO = Path(__file__).resolve().parents[1]

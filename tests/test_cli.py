@@ -127,7 +127,12 @@ def test_lr_help_states_the_step_training_takes_on_mnist(mnist_data, capsys):
             ConfigError("out runs/out holds a run; give out=OTHER, or overwrite=True", parameter="out"),
             "--out runs/out holds a run; give --out OTHER, or --overwrite",
         ),
-        (ConfigError("x; resume=True continues it"), "x; --resume RUN_DIR continues it"),
+        (
+            ConfigError("out a b holds a run", parameter="out", resume_dir="a b"),
+            "--out a b holds a run. Continue with: torchlogreg train --resume 'a b'",
+        ),
+        (ConfigError("x; resume=True would repeat these"), "x; --resume RUN_DIR would repeat these"),
+        (ConfigError("out_path out is taken", parameter="out_path"), "--out out is taken"),
         (DivergenceError("the loss became nan; lower the learning rate (lr)"), "the learning rate (--lr)"),
         (CheckpointError("sweeps/a/lr=0.1_seed=1/model.json: damaged"), "sweeps/a/lr=0.1_seed=1/model.json"),
         (CheckpointError("lr: a folder named like an option"), "lr: a folder named like an option"),

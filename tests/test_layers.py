@@ -57,7 +57,6 @@ LAYERS = {
     ],
     "apps": [
         {"weblimits"},
-        {"localserver"},
         {"demos", "export", "prediction", "report", "serving"},
         {"playground_setup"},
         {"playground_session"},

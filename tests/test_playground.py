@@ -12,7 +12,7 @@ import pytest
 from conftest import LIVE_TIMEOUT as TIMEOUT
 from conftest import browser_or_skip
 
-from torchlogreg.apps.localserver import local_server
+from benchmarks.localserver import local_server
 from torchlogreg.runfolder.checkpoints import load_run
 
 pytest.importorskip("fastapi")

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmarks.localserver import CHROMIUM_FLAGS
 from torchlogreg import preset, train
 from torchlogreg.apps.demos import cross_entropy_cases, fit_logistic, least_squares, linear_vs_logistic
-from torchlogreg.apps.localserver import CHROMIUM_FLAGS
 from torchlogreg.apps.report import (
     DPI,
     FIGSIZE,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from torchlogreg import CheckpointError, DivergenceError, Interrupted, train
+from torchlogreg import CheckpointError, ConfigError, DivergenceError, Interrupted, OutputError, train
 from torchlogreg.runfolder.resumable import has_training_state, load_training_state
 
 
@@ -85,10 +85,10 @@ def test_signal_checkpoints_and_resume_matches(tmp_path, data_root, signum):
         pytest.skip("training finished before the signal arrived")
     assert process.returncode == 130, stderr
     assert "interrupted at iteration" in stderr and "Traceback" not in stderr
-    assert f"saved a checkpoint in {out}: --resume RUN_DIR continues it" in stderr
+    assert f"saved a checkpoint in {out}. Continue with: torchlogreg train --resume {out}" in stderr
     assert has_training_state(out) and not (out / "model.safetensors").exists()
     refused = subprocess.run(_train_command(data_root, out), capture_output=True, text=True)
-    assert refused.returncode == 2 and "--resume RUN_DIR continues it" in refused.stderr
+    assert refused.returncode == 2 and f"Continue with: torchlogreg train --resume {out}" in refused.stderr
     resumed = subprocess.run(
         [sys.executable, "-m", "torchlogreg", "train", "--resume", str(out), "--quiet"],
         capture_output=True,
@@ -170,3 +170,33 @@ def test_signal_handlers_are_put_back_after_training(tiny_data, tiny_config):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     train(tiny_config, tiny_data, verbose=False, handle_signals=True)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_an_interruption_names_the_folder_to_resume(tiny_data, tiny_config, tmp_path):
+    """The library says resume=True and carries the folder; the CLI prints the whole command."""
+    from torchlogreg.apps.cli import in_flags
+
+    with pytest.raises(Interrupted, match="resume=True continues it") as caught:
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: True)
+    assert caught.value.resume_dir == tmp_path
+    assert in_flags(caught.value).endswith(
+        f"in {tmp_path}. Continue with: torchlogreg train --resume {tmp_path}"
+    )
+    with pytest.raises(ConfigError) as refused:
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False)
+    assert refused.value.resume_dir == tmp_path
+    assert in_flags(refused.value).endswith(f"Continue with: torchlogreg train --resume {tmp_path}")
+
+
+def test_resume_takes_the_lock_before_reading_the_checkpoint(tiny_data, tiny_config, tmp_path, monkeypatch):
+    """A resume refused because another process holds the folder has not read its checkpoint."""
+    from torchlogreg.base.storage import output_lock
+    from torchlogreg.training import runs
+
+    with pytest.raises(Interrupted):
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: True)
+    reads = []
+    monkeypatch.setattr(runs, "load_training_state", lambda out: reads.append(out))
+    with output_lock(tmp_path), pytest.raises(OutputError, match="being written by another"):
+        train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+    assert reads == []

@@ -362,3 +362,33 @@ def test_a_32x32_run_refuses_28x28_arrays(client_32, kwargs):
     response = client_32.post("/api/predict", **kwargs)
     assert response.status_code == 422
     assert "does not hold 32x32 images" in response.json()["error"]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_serve_reads_the_run_once_before_its_workers(default_run, monkeypatch, workers):
+    # `torchlogreg serve` read and SHA-checked the run three times before answering
+    import uvicorn
+
+    from benchmarks.localserver import free_port
+    from torchlogreg.apps import serving
+    from torchlogreg.apps.cli import main
+    from torchlogreg.runfolder import checkpoints
+
+    reads, served = [], []
+
+    def counted(run_dir):
+        reads.append(run_dir)
+        return real_load(run_dir)
+
+    real_load = checkpoints.load_run
+    monkeypatch.setattr(checkpoints, "load_run", counted)
+    monkeypatch.setattr(serving, "load_run", counted)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(app))
+    monkeypatch.setattr(serving, "_run_workers", lambda config: served.append(config.app))
+    monkeypatch.setenv(serving.RUN_ENV, "")  # put back after: serve names the run there for workers
+    assert main(["serve", str(default_run), "--port", str(free_port()), "--workers", str(workers)]) == 0
+    assert len(reads) == 1
+    if workers == 1:  # this process serves the app made from that read
+        assert TestClient(served[0]).get("/api/model").status_code == 200
+    else:  # each worker process reads the run for itself
+        assert served == ["torchlogreg.apps.serving:app_from_environment"]

@@ -19,7 +19,7 @@ from PIL import Image
 
 pytest.importorskip("fastapi")
 
-from torchlogreg.apps.localserver import local_server  # noqa: E402
+from benchmarks.localserver import local_server  # noqa: E402
 from torchlogreg.apps.serving import create_app  # noqa: E402
 
 

@@ -6,6 +6,7 @@ import errno
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,60 @@ def test_an_existing_output_is_refused_in_one_wording_unless_overwrite(tmp_path)
         "replace it; or not"
     )
     assert error.value.parameter == "out_path" and error.value.exit_code == 2
+
+
+def _refuse_lock_files(monkeypatch, parent):
+    """os.open refuses a lock file in `parent`, as a read-only folder does (chmod stops no root)."""
+    real_open = os.open
+
+    def refusing(file, flags, *args, **kwargs):
+        if Path(file).parent == parent and Path(file).name.endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing)
+
+
+@pytest.mark.parametrize("made", [True, False])
+def test_an_output_in_a_read_only_parent_is_locked_by_its_folder(tmp_path, monkeypatch, made):
+    # `--out $HOME` was refused: the lock file could not be made beside the output
+    out = tmp_path / "run"
+    if made:
+        out.mkdir()
+    _refuse_lock_files(monkeypatch, tmp_path)
+    with output_lock(out):
+        refused = pytest.raises(OutputError, match=f"{out} is being written by another torchlogreg process")
+        with refused, output_lock(out):
+            pass
+        assert out.is_dir() and list(out.iterdir()) == []  # nothing a run reader or "not empty" sees
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    with output_lock(out):  # released
+        pass
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a 0o555 folder")
+def test_an_output_in_a_really_read_only_parent_is_locked(tmp_path):
+    parent = tmp_path / "parent"
+    (parent / "run").mkdir(parents=True)
+    parent.chmod(0o555)
+    try:
+        refused = pytest.raises(OutputError, match="being written by another")
+        with output_lock(parent / "run"), refused, output_lock(parent / "run"):
+            pass
+    finally:
+        parent.chmod(0o755)
+
+
+def test_a_file_system_without_locks_is_one_line_and_leaks_nothing(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    open_fds = len(os.listdir("/proc/self/fd"))
+    refused = pytest.raises(OutputError, match=r"^cannot lock .*run \(No locks available\): .*local disk$")
+    with refused, output_lock(tmp_path / "run"):
+        pass
+    assert len(os.listdir("/proc/self/fd")) == open_fds
+    assert list(tmp_path.iterdir()) == []

@@ -14,8 +14,8 @@ from conftest import synthetic_data
 
 pytest.importorskip("fastapi")
 
+from benchmarks.localserver import free_port, local_server, wait_until_up  # noqa: E402
 from torchlogreg import TrainConfig, train  # noqa: E402
-from torchlogreg.apps.localserver import free_port, local_server, wait_until_up  # noqa: E402
 from torchlogreg.apps.weblimits import MAX_HEADER_BYTES, HeaderLimit, header_bytes  # noqa: E402
 from torchlogreg.runfolder.checkpoints import save_run  # noqa: E402
 

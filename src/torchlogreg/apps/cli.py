@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import signal
 import sys
 import traceback
@@ -40,21 +41,45 @@ FLAG_OF = {  # a library parameter named in an error -> the flag that sets it
     "overwrite": "--overwrite",
     "resume": "--resume",
     "checkpoint_every": "--checkpoint-every",
+    "test_size": "--test-size",
+    "class_names": "--class-names",
+    "image_size": "--image-size",
+    "label_column": "--label-column",
+    "grid_file": "--grid-file",
+}
+# Parameters whose names are also plain words of messages ("folder", "output"): their flag is
+# given only where the error says it is about them (`error.parameter`), never found in the prose.
+FLAG_OF_PARAMETER = {
+    "output": "--output",
+    "grid": "--grid",
+    "npz": "--from-npz",
+    "idx": "--from-idx",
+    "csv": "--from-csv",
+    "folder": "--from-folder",
+    "pictures": "--pictures",
 }
 SWITCH_OF = {"resume": "--resume RUN_DIR"}  # `name=True` where the flag is not a plain switch
 _NAMES = "|".join(sorted(FLAG_OF, key=len, reverse=True))
 
 
 def in_flags(error: TorchLogRegError) -> str:
-    """The error's message in the CLI's words: a parameter that opens the message or one of its parts
-    (`lr must be ...`), is given as a keyword (`overwrite=True`, `out=DIR`) or in parentheses (`(lr)`)
-    becomes its flag. Messages name parameters only in these forms, so paths are left alone."""
-    text = str(error)
+    """The error's message in the CLI's words: the parameter the error is about (`error.parameter`)
+    opens the message and becomes its flag; other parameters, named as keywords (`overwrite=True`,
+    `out=DIR`), in parentheses (`(lr)`) or opening a later part (`; lr must be ...`), become theirs too.
+    Messages name parameters only in these forms, so paths are left alone. A checkpoint to continue
+    (`error.resume_dir`) ends the line with the command that does it."""
+    text = Exception.__str__(error)  # without the library's own `resume=True` hint
+    name = error.parameter
+    flag = FLAG_OF.get(name) or FLAG_OF_PARAMETER.get(name)
+    if flag and text.startswith(f"{name} "):
+        text = flag + text[len(name) :]
     text = re.sub(rf"(?<![\w./-])({_NAMES})=True\b", lambda m: SWITCH_OF.get(m[1], FLAG_OF[m[1]]), text)
     text = re.sub(rf"(?<![\w./-])({_NAMES})=", lambda m: f"{FLAG_OF[m[1]]} ", text)
     text = re.sub(rf"\(({_NAMES})\)", lambda m: f"({FLAG_OF[m[1]]})", text)
-    if isinstance(error, ConfigError) or error.parameter is not None:
+    if isinstance(error, ConfigError) or name is not None:  # messages listing several parameters
         text = re.sub(rf"(^|; )({_NAMES}) ", lambda m: f"{m[1]}{FLAG_OF[m[2]]} ", text)
+    if error.resume_dir is not None:
+        text += f". Continue with: torchlogreg train --resume {shlex.quote(str(error.resume_dir))}"
     return text
 
 

@@ -17,15 +17,16 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..runfolder.checkpoints import load_run
-    from .serving import serve
+    from .serving import check_servable, serve
 
     _check_port_number(args.port)
     if args.workers < 1:
         raise ConfigError(f"--workers must be an integer >= 1, got {args.workers}")
-    load_run(args.run_dir)  # a broken run folder fails here, before anything is announced
+    run = load_run(args.run_dir)  # a broken run folder fails here, before anything is announced
+    check_servable(run)
     _claim_address(args.host, args.port)
     print(printable(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (Ctrl-C to stop)"))
-    serve(args.run_dir, args.host, args.port, args.workers)
+    serve(args.run_dir, args.host, args.port, args.workers, run=run)
     return 0
 
 

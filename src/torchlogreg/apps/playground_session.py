@@ -72,7 +72,6 @@ class Sample:
 
     def measure(self, weight: torch.Tensor, bias: torch.Tensor) -> dict:
         """Confusion matrix (rows: true class), accuracy and the first mistakes of these weights."""
-        torch.set_num_threads(1)  # a worker thread of its own: leave the cores to the trainings
         with torch.no_grad():
             self.model.linear.weight.copy_(weight)
             self.model.linear.bias.copy_(bias)

@@ -280,15 +280,17 @@ def _install_error_handlers(app) -> None:
         return error(500, "internal error")
 
 
-def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES):
-    """The FastAPI application serving the run in `run_dir`."""
+def create_app(run_dir: str | Path, max_upload_bytes: int = MAX_UPLOAD_BYTES, run: Run | None = None):
+    """The FastAPI application serving the run in `run_dir` (`run`: that run already loaded and
+    checked, so it is not read again)."""
     require("fastapi", "serve")
     from fastapi import FastAPI, Request
     from fastapi.responses import FileResponse
     from fastapi.staticfiles import StaticFiles
 
-    run = load_run(run_dir)
-    check_servable(run)
+    if run is None:
+        run = load_run(run_dir)
+        check_servable(run)
     run.model.requires_grad_(False)
     # the multipart parser logs each malformed body besides raising; the client gets a 422 line
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
@@ -369,21 +371,25 @@ def app_from_environment():
     return create_app(os.environ[RUN_ENV])
 
 
-def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Run the server; each of `workers` processes loads the model once."""
+def serve(
+    run_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, run: Run | None = None
+) -> None:
+    """Run the server. The run is read and checked once here (`run`: already loaded from `run_dir`)
+    and served by this process; with several `workers`, each worker process reads it once more."""
     require("uvicorn", "serve")
     import os
 
     import uvicorn
 
-    check_servable(load_run(run_dir))  # fail here, with a clear message, rather than in every worker
+    run = run if run is not None else load_run(run_dir)
+    check_servable(run)  # fail here, with a clear message, rather than in every worker
+    options = {"host": host, "port": port, "log_level": "warning", **server_options()}
+    if workers == 1:
+        uvicorn.run(create_app(run_dir, run=run), **options)  # passes SIGINT or SIGTERM on once stopped
+        return
     os.environ[RUN_ENV] = str(Path(run_dir).resolve())
     app = "torchlogreg.apps.serving:app_from_environment"
-    options = {"factory": True, "host": host, "port": port, "log_level": "warning", **server_options()}
-    if workers == 1:
-        uvicorn.run(app, **options)  # passes SIGINT or SIGTERM on once it has stopped
-        return
-    config = uvicorn.Config(app, workers=workers, **options)
+    config = uvicorn.Config(app, factory=True, workers=workers, **options)
     _run_workers(config)
 
 

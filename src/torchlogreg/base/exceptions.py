@@ -7,6 +7,7 @@ is shown only with ``--debug``.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 
 
@@ -14,14 +15,21 @@ class TorchLogRegError(Exception):
     """Base class of every error this package raises on purpose.
 
     `parameter`, when given, is the library parameter the message is about (its name, as a Python
-    caller writes it); the CLI shows the flag that sets it instead.
+    caller writes it); the CLI shows the flag that sets it instead. `resume_dir`, when given, is a run
+    folder holding a checkpoint that ``train(out=resume_dir, resume=True)`` continues: the message ends
+    by saying so, and the CLI prints its own command instead.
     """
 
     exit_code = 1
 
-    def __init__(self, *args, parameter: str | None = None):
+    def __init__(self, *args, parameter: str | None = None, resume_dir: str | os.PathLike | None = None):
         super().__init__(*args)
         self.parameter = parameter
+        self.resume_dir = resume_dir
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if self.resume_dir is None else f"{text}; resume=True continues it"
 
 
 class ConfigError(TorchLogRegError, ValueError):
@@ -57,8 +65,14 @@ class Interrupted(TorchLogRegError):
 
     exit_code = 130
 
-    def __init__(self, message: str, iteration: int = 0, parameter: str | None = None):
-        super().__init__(message, parameter=parameter)
+    def __init__(
+        self,
+        message: str,
+        iteration: int = 0,
+        parameter: str | None = None,
+        resume_dir: str | os.PathLike | None = None,
+    ):
+        super().__init__(message, parameter=parameter, resume_dir=resume_dir)
         self.iteration = iteration
 
 

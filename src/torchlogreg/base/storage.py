@@ -225,28 +225,38 @@ def reserved_space(folder: str | os.PathLike, n_bytes: int) -> Iterator[None]:
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike) -> Iterator[None]:
     """Own the output `path` (a run folder, a dataset folder) for the block: one process at a time.
-    The lock is a file beside it, `.NAME.lock`, held with flock and removed afterwards; a second
-    process gets one OutputError line at once (it never waits) and touches nothing of the first's.
-    Where flock does not exist (Windows) the block runs unlocked."""
+    The lock is a file beside it, `.NAME.lock`, held with flock and removed afterwards; where the
+    parent cannot be written (`--out $HOME`), the output folder itself (made if missing) is flocked
+    instead, which puts no file in it (a "holds other files" check or a run reader sees nothing). A
+    second process gets one OutputError line at once (it never waits) and touches nothing of the
+    first's. Where flock does not exist (Windows) the block runs unlocked."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401
     except ImportError:
         yield
         return
     path = Path(path)
+    fd, lock = _lock_beside(path)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _lock_beside(path: Path) -> tuple[int, Path | None]:
+    """The held lock for `path`: the fd of `.NAME.lock` beside it, holding this pid, and its path;
+    (the fd of the folder `path`, None) when the parent refuses the lock file."""
     lock = make_folder(path.parent) / f".{path.name}.lock"
     while True:
-        with writing(lock):
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            raise OutputError(
-                f"{path} is being written by another torchlogreg process (pid {holder or '?'}); wait for "
-                f"it to finish or choose another output"
-            ) from None
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as error:
+            if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                return _lock_folder(path), None
+            raise output_error(lock, error) from None
+        _flock(fd, path, lock)
         if _same_file(fd, lock):  # not a lock file its last owner removed after we opened it
             break
         os.close(fd)
@@ -254,10 +264,44 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
         with writing(lock):
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        Path(lock).unlink(missing_ok=True)
+    except OutputError:
+        lock.unlink(missing_ok=True)
         os.close(fd)
+        raise
+    return fd, lock
+
+
+def _lock_folder(path: Path) -> int:
+    """The fd of the folder `path` (made if missing), flocked."""
+    folder = make_folder(path)
+    with writing(folder):
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    _flock(fd, path, None)
+    return fd
+
+
+def _flock(fd: int, path: Path, lock: Path | None) -> None:
+    """flock `fd` for the output `path` without waiting; else close it (and remove the `lock` file
+    when no process can hold it) and raise one OutputError line."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() if lock is not None else ""
+        os.close(fd)
+        raise OutputError(
+            f"{path} is being written by another torchlogreg process (pid {holder or '?'}); wait for "
+            f"it to finish or choose another output"
+        ) from None
+    except OSError as error:  # ENOLCK on NFS: no process can lock here
+        if lock is not None and _same_file(fd, lock):
+            lock.unlink(missing_ok=True)
+        os.close(fd)
+        raise OutputError(
+            f"cannot lock {path} ({error.strerror or type(error).__name__}): its file system gives no "
+            f"locks; choose an output on a local disk"
+        ) from None
 
 
 def _same_file(fd: int, path: Path) -> bool:

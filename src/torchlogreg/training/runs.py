@@ -143,7 +143,12 @@ def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, 
 
 def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
     """`out` ready for a fresh run: holding none (unless `overwrite`), writable, no stale checkpoint."""
-    check_run_target(out, overwrite, "; resume=True continues it" if has_training_state(out) else "")
+    try:
+        check_run_target(out, overwrite)
+    except ConfigError as error:
+        if has_training_state(out):
+            error.resume_dir = out
+        raise
     if main_rank:
         check_writable(out)
         remove_training_state(out)
@@ -228,10 +233,11 @@ def _run(training: Training, checkpointer: Checkpointer) -> None:
     training.bar.close()
     if engine.stop_reason == "interrupted":
         checkpointer.write(engine)
-        where = f"; saved a checkpoint in {out}: resume=True continues it" if out else ""
+        where = f"; saved a checkpoint in {out}" if out else ""
         raise Interrupted(
             f"interrupted at iteration {engine.iteration} of {engine.total}{where}",
             iteration=engine.iteration,
+            resume_dir=out,
         )
 
 
@@ -315,10 +321,12 @@ def train(
     >>> tl.train(config, out="runs/first", checkpoint_every=500)  # doctest: +SKIP
     >>> tl.train(out="runs/first", resume=True)  # after an interruption  # doctest: +SKIP
     """
-    config, state = _settings(config, data, out, resume, checkpoint_every)
-    config, dist = _join(config, dist_timeout)
-    main_rank = dist is None or dist.is_main
-    with contextlib.ExitStack() as cleanup:  # undone in reverse: logger, signals, folder lock, processes
+    with contextlib.ExitStack() as cleanup:  # undone in reverse: logger, signals, processes, folder lock
+        if resume and out is not None and int(os.environ.get("RANK", "0")) == 0:
+            cleanup.enter_context(output_lock(out))  # before its checkpoint is read, not after
+        config, state = _settings(config, data, out, resume, checkpoint_every)
+        config, dist = _join(config, dist_timeout)
+        main_rank = dist is None or dist.is_main
         cleanup.callback(shutdown, dist)
         out = _claim_folder(out, dist, main_rank, cleanup, fresh=state is None, overwrite=overwrite)
         data = data if data is not None else load_data(config)
@@ -357,15 +365,15 @@ def _claim_folder(
     fresh: bool,
     overwrite: bool,
 ) -> Path | None:
-    """The run folder as every process names it, locked by the main one until `cleanup` (a second
-    `train` into it is refused) and, for a `fresh` run, checked and emptied of an old checkpoint;
+    """The run folder as every process names it; for a `fresh` run locked by the main one until
+    `cleanup` (a second `train` into it is refused), checked and emptied of an old checkpoint;
     None without `out`."""
     if out is None:
         return None
     out = Path(broadcast_object(str(out), dist))
-    if main_rank:
-        cleanup.enter_context(output_lock(out))
     if fresh:
+        if main_rank:  # a resume's folder was locked before its checkpoint was read
+            cleanup.enter_context(output_lock(out))
         _prepare_folder(out, overwrite, main_rank)
     return out
 

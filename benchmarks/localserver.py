@@ -1,29 +1,33 @@
 """The package's web servers started as a user starts them, for scripts that drive them: the tests,
-the benchmarks, a demo recorded in a browser.
+the benchmarks, a demo recorded in a browser. Tooling beside the package, not in it (the flags below
+suit test machines only).
 
     with local_server("serve", "runs/first") as (url, process):
         urllib.request.urlopen(url + "/api/model")
     browser = chromium("/tmp/profile")          # headless Chromium (selenium), as this machine allows
 
 `local_server` runs `torchlogreg ARGS --port P` in a subprocess on a free port and yields once
-/healthz answers (polled, never a guessed sleep); it ends the server after. `chromium` opens
+/healthz answers (polled, never a guessed sleep); it ends the server after (killed if it will not
+stop). `chromium` opens
 headless Chromium with CHROMIUM_FLAGS, the flags these machines need (no sandbox as root, no
 background network calls).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
-from ..base.exceptions import DependencyError, TorchLogRegError
+from torchlogreg.base.exceptions import DependencyError, TorchLogRegError
 
 # Headless Chromium as this machine allows it: no sandbox as root, no background network calls.
 CHROMIUM_FLAGS = (
@@ -36,6 +40,7 @@ CHROMIUM_FLAGS = (
     "--no-first-run",
 )
 START_SECONDS = 60  # how long a server may take to answer /healthz (a loaded machine, several workers)
+STOP_SECONDS = 10  # how long a terminated server may take to exit before it is killed
 
 
 def free_port() -> int:
@@ -45,37 +50,59 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_up(url: str, process: subprocess.Popen, seconds: float = START_SECONDS) -> None:
-    """Return once `url`/healthz answers; a TorchLogRegError with the server's output if it exits
-    or stays silent for `seconds`."""
+def wait_until_up(
+    url: str, process: subprocess.Popen, seconds: float = START_SECONDS, log: IO | None = None
+) -> None:
+    """Return once `url`/healthz answers; a TorchLogRegError with the server's output (from `log`,
+    else its stdout, read once it is killed) if it exits or stays silent for `seconds`."""
     deadline = time.monotonic() + seconds
     while True:
         try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=1)
-            return
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                return
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                output = process.stdout.read() if process.stdout else ""
-                raise TorchLogRegError(f"the server did not start: {output}") from None
+                process.wait()
+                raise TorchLogRegError(f"the server did not start: {_output(process, log)}") from None
             time.sleep(0.05)
 
 
-@contextmanager
+def _output(process: subprocess.Popen, log: IO | None) -> str:
+    """What the ended server printed: the file `log` it wrote to, else its stdout pipe."""
+    if log is not None:
+        log.seek(0)
+        return log.read()
+    return process.stdout.read() if process.stdout else ""
+
+
+def stop(process: subprocess.Popen, seconds: float = STOP_SECONDS) -> None:
+    """End `process`: SIGTERM, then SIGKILL if it has not exited within `seconds`."""
+    process.terminate()
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
 def local_server(*args: str, quiet: bool = False) -> Iterator[tuple[str, subprocess.Popen]]:
     """`torchlogreg ARGS --port P` on a free port, yielded as (its URL, its process) once it answers;
-    its output is kept in the process's stdout (discarded when `quiet`); ended after the block."""
+    its output goes to a temporary file (a pipe nobody reads could fill and stall it), shown if it
+    does not start (discarded when `quiet`); ended after the block."""
     port = free_port()
     command = [sys.executable, "-m", "torchlogreg", *args, "--port", str(port)]
-    output = subprocess.DEVNULL if quiet else subprocess.PIPE
-    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url, process)
-        yield url, process
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with contextlib.ExitStack() as files:
+        log = None if quiet else files.enter_context(tempfile.TemporaryFile("w+"))
+        output = subprocess.DEVNULL if log is None else log
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(url, process, log=log)
+            yield url, process
+        finally:
+            stop(process)
 
 
 def chromium(profile: str | Path, window: str = "1280,1000", phone: bool = False):
