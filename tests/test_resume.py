@@ -200,3 +200,16 @@ def test_resume_takes_the_lock_before_reading_the_checkpoint(tiny_data, tiny_con
     with output_lock(tmp_path), pytest.raises(OutputError, match="being written by another"):
         train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
     assert reads == []
+
+
+def test_the_disk_held_for_a_run_does_not_grow_with_an_absurd_step_limit():
+    # `--epochs 10**26` is legal (training stops on convergence) and once asked for zettabytes of disk
+    from types import SimpleNamespace
+
+    from torchlogreg.training.runs import HISTORY_ROW_BYTES, HISTORY_ROWS_HELD, run_bytes
+
+    model = SimpleNamespace(binary=False, n_classes=10, n_features=784)
+    trainings = [SimpleNamespace(engine=SimpleNamespace(model=model, total=n)) for n in (1000, 10**30)]
+    few, absurd = (run_bytes(training) for training in trainings)
+    assert absurd - few == (HISTORY_ROWS_HELD - 1000) * HISTORY_ROW_BYTES
+    assert absurd < 64 * 2**20

@@ -93,14 +93,18 @@ def check_writable(folder: Path) -> None:
 
 RUN_OVERHEAD_BYTES = 256 * 1024  # model.json, metrics.json and file system slack
 HISTORY_ROW_BYTES = 128  # one line of history.csv
+# History rows held ahead: a step limit is a cap that convergence usually stops long before
+# (`--epochs 10**26` is legal), and rows past these are caught by the writer like any full disk.
+HISTORY_ROWS_HELD = 100_000
 
 
 def run_bytes(training: Training) -> int:
     """About what the run folder will take once saved: the weights as safetensors (float32), the
-    history (one row per step) and the JSON files."""
+    history (one row per step, up to HISTORY_ROWS_HELD) and the JSON files."""
     model = training.engine.model
     rows = 1 if model.binary else model.n_classes
-    return (model.n_features + 1) * rows * 4 + training.engine.total * HISTORY_ROW_BYTES + RUN_OVERHEAD_BYTES
+    history = min(training.engine.total, HISTORY_ROWS_HELD) * HISTORY_ROW_BYTES
+    return (model.n_features + 1) * rows * 4 + history + RUN_OVERHEAD_BYTES
 
 
 def _space_for_run(out: Path | None, training: Training, main_rank: bool):
