@@ -61,7 +61,7 @@ def test_validator_reports_every_problem_at_once():
         ({"patience": 2, "val_size": 0}, "patience needs a validation set"),
         ({"device": "gpu"}, "device must be auto, cpu, cuda, cuda:N or mps"),
         ({"threshold": 1.0}, "threshold must be a number in (0, 1)"),
-        ({"lr": float("nan")}, "lr must be a number > 0"),
+        ({"lr": float("nan")}, "lr must be a finite number, got nan$"),
     ],
 )
 def test_invalid_combinations(changes, fragment):

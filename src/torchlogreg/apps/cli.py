@@ -73,6 +73,8 @@ def in_flags(error: TorchLogRegError) -> str:
     flag = FLAG_OF.get(name) or FLAG_OF_PARAMETER.get(name)
     if flag and text.startswith(f"{name} "):
         text = flag + text[len(name) :]
+    if flag:  # the error's own parameter as a keyword (`output=ANOTHER_PATH`), whatever its name
+        text = re.sub(rf"(?<![\w./-]){re.escape(name)}=(?!True\b)", f"{flag} ", text)
     text = re.sub(rf"(?<![\w./-])({_NAMES})=True\b", lambda m: SWITCH_OF.get(m[1], FLAG_OF[m[1]]), text)
     text = re.sub(rf"(?<![\w./-])({_NAMES})=", lambda m: f"{FLAG_OF[m[1]]} ", text)
     text = re.sub(rf"\(({_NAMES})\)", lambda m: f"({FLAG_OF[m[1]]})", text)

@@ -184,7 +184,9 @@ def _range_problems(config: TrainConfig) -> list[str]:
     for name, value, ok, allowed in rules:
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue  # a wrong type is reported by _type_problems
-        if value != value or not ok(value):
+        if not _finite(value):
+            continue  # and so is NaN or infinity: one problem, said once
+        if not ok(value):
             problems.append(f"{name} must be {allowed}, got {_shown(value)}")
     return problems
 
