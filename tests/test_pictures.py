@@ -151,9 +151,21 @@ def test_a_picture_without_a_digit_names_the_file_and_the_other_rule(tmp_path, m
     _write_pictures(tmp_path / "photos", mnist_splits[:2], {"train": 3, "test": 1}, lambda d: 255 - d)
     blank = tmp_path / "photos" / "train" / "one" / "blank.png"
     Image.fromarray(np.full((28, 28), 255, np.uint8)).save(blank)
-    with pytest.raises(DataError, match=r"blank\.png: no digit found.*--pictures as-is"):
+    with pytest.raises(DataError, match=r"blank\.png: no digit found.*pictures=as-is"):
         convert(tmp_path / "mine", folder=tmp_path / "photos", pictures=MNIST_STYLE)
     assert not (tmp_path / "mine").exists()
+
+
+def test_the_cli_names_the_other_rule_by_its_flag(tmp_path, mnist_splits, capsys):
+    _write_pictures(tmp_path / "photos", mnist_splits[:2], {"train": 3, "test": 1}, lambda d: 255 - d)
+    blank = tmp_path / "photos" / "train" / "one" / "blank.png"
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(blank)
+    args = ["data", "convert", "--from-folder", str(tmp_path / "photos"), "--pictures", "mnist-style"]
+    args += ["--out", str(tmp_path / "mine")]
+    assert main(args) == DataError.exit_code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "blank.png: no digit found" in err
+    assert "--pictures as-is" in err and "pictures=" not in err
 
 
 @pytest.mark.parametrize(("paint", "rule"), [(lambda d: d, MNIST_STYLE), (lambda d: 255 - d, AS_IS)])

@@ -47,9 +47,10 @@ FLAG_OF = {  # a library parameter named in an error -> the flag that sets it
     "label_column": "--label-column",
     "grid_file": "--grid-file",
 }
-# Parameters whose names are also plain words of messages ("folder", "output"): their flag is
-# given only where the error says it is about them (`error.parameter`), never found in the prose.
-FLAG_OF_PARAMETER = {
+# Parameters whose names are also plain words of messages ("folder", "output"): their flag replaces
+# them where the error is about them (`error.parameter`) or where they are written as a keyword
+# (`pictures=as-is`, `(csv)`), never a bare word of the prose.
+FLAG_OF_WORD = {
     "output": "--output",
     "grid": "--grid",
     "npz": "--from-npz",
@@ -59,7 +60,9 @@ FLAG_OF_PARAMETER = {
     "pictures": "--pictures",
 }
 SWITCH_OF = {"resume": "--resume RUN_DIR"}  # `name=True` where the flag is not a plain switch
+_FLAGS = FLAG_OF | FLAG_OF_WORD
 _NAMES = "|".join(sorted(FLAG_OF, key=len, reverse=True))
+_KEYWORDS = "|".join(sorted(_FLAGS, key=len, reverse=True))
 
 
 def in_flags(error: TorchLogRegError) -> str:
@@ -70,14 +73,11 @@ def in_flags(error: TorchLogRegError) -> str:
     (`error.resume_dir`) ends the line with the command that does it."""
     text = Exception.__str__(error)  # without the library's own `resume=True` hint
     name = error.parameter
-    flag = FLAG_OF.get(name) or FLAG_OF_PARAMETER.get(name)
-    if flag and text.startswith(f"{name} "):
-        text = flag + text[len(name) :]
-    if flag:  # the error's own parameter as a keyword (`output=ANOTHER_PATH`), whatever its name
-        text = re.sub(rf"(?<![\w./-]){re.escape(name)}=(?!True\b)", f"{flag} ", text)
-    text = re.sub(rf"(?<![\w./-])({_NAMES})=True\b", lambda m: SWITCH_OF.get(m[1], FLAG_OF[m[1]]), text)
-    text = re.sub(rf"(?<![\w./-])({_NAMES})=", lambda m: f"{FLAG_OF[m[1]]} ", text)
-    text = re.sub(rf"\(({_NAMES})\)", lambda m: f"({FLAG_OF[m[1]]})", text)
+    if name in _FLAGS and re.match(rf"{re.escape(name)}[ :]", text):
+        text = _FLAGS[name] + text[len(name) :]
+    text = re.sub(rf"(?<![\w./-])({_KEYWORDS})=True\b", lambda m: SWITCH_OF.get(m[1], _FLAGS[m[1]]), text)
+    text = re.sub(rf"(?<![\w./-])({_KEYWORDS})=", lambda m: f"{_FLAGS[m[1]]} ", text)
+    text = re.sub(rf"\(({_KEYWORDS})\)", lambda m: f"({_FLAGS[m[1]]})", text)
     if isinstance(error, ConfigError) or name is not None:  # messages listing several parameters
         text = re.sub(rf"(^|; )({_NAMES}) ", lambda m: f"{m[1]}{FLAG_OF[m[2]]} ", text)
     if error.resume_dir is not None:
