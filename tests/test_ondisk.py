@@ -10,10 +10,12 @@ import torch
 
 from torchlogreg import ConfigError, DataError, Interrupted, preset, train
 from torchlogreg.apps.cli import main
+from torchlogreg.data.batches import DiskBatches
 from torchlogreg.data.inmemory import Split, load_data
 from torchlogreg.data.ondisk import CHUNK_ROWS, DiskImages, read_dataset_folder, shard_batches, write_dataset
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
+
 
 @pytest.fixture(scope="module")
 def mnist_on_disk(tmp_path_factory, mnist_splits):
@@ -121,8 +123,42 @@ def test_take_reads_rows_in_the_order_asked(mnist_on_disk):
         images.take(torch.tensor([1000]))
 
 
-def test_resume_from_disk_ends_with_the_same_weights(mnist_on_disk, tmp_path, monkeypatch):
-    monkeypatch.setattr("torchlogreg.data.batches.SHARD_ROWS", 4000)  # several shards to skip on resume
+def _rows_of(batch):
+    """A batch's images and labels, whether handed out by index into held rows or gathered."""
+    if batch.index is None:
+        return batch.x, batch.y
+    return batch.x.index_select(0, batch.index), batch.y.index_select(0, batch.index)
+
+
+@pytest.mark.parametrize("world_size", [1, 3])
+def test_a_one_shard_split_is_read_once_and_batched_as_when_read_per_epoch(
+    mnist_on_disk, monkeypatch, world_size
+):
+    images = DiskImages(mnist_on_disk / "train-images.npy").view(0, 2000)
+    labels = torch.from_numpy(np.load(mnist_on_disk / "train-labels.npy")[:2000])
+    reads = []
+    real_read = DiskImages.read
+    monkeypatch.setattr(DiskImages, "read", lambda self, *rows: reads.append(rows) or real_read(self, *rows))
+    for rank in range(world_size):
+        held, per_epoch = (DiskBatches(images, labels, 300, "cpu", rank, world_size) for _ in range(2))
+        per_epoch._rows = lambda: None  # the shard read at every epoch, as for a split of several shards
+        for epoch in range(2):
+            got = list(held.epoch(torch.Generator().manual_seed(epoch), skip=epoch))
+            expected = list(per_epoch.epoch(torch.Generator().manual_seed(epoch), skip=epoch))
+            assert [b.size for b in got] == [b.size for b in expected] and len(got) == 7 - epoch
+            for ours, theirs in zip(got, expected, strict=True):
+                assert all(torch.equal(a, b) for a, b in zip(_rows_of(ours), _rows_of(theirs), strict=True))
+        chunk = next(held.chunks())
+        first, last = rank * 2000 // world_size, (rank + 1) * 2000 // world_size
+        assert torch.equal(chunk.x, images.read(first, last)) and torch.equal(chunk.y, labels[first:last])
+        assert reads.pop(0) == (0, 2000) and reads == [(first, last)]  # held: read once, at its first epoch
+        reads.clear()
+
+
+@pytest.mark.parametrize("shard_rows", [4000, None])  # several shards to skip on resume; one, held
+def test_resume_from_disk_ends_with_the_same_weights(mnist_on_disk, tmp_path, monkeypatch, shard_rows):
+    if shard_rows is not None:
+        monkeypatch.setattr("torchlogreg.data.batches.SHARD_ROWS", shard_rows)
     config = preset("default", dataset=str(mnist_on_disk), device="cpu", iters=60, eval_every=20)
     data = load_data(config)
     data = type(

@@ -172,9 +172,20 @@ class DiskBatches:
         self.sample_weight = None
         self.batch_size, self.device = batch_size, torch.device(device)
         self.rank, self.world_size = rank, world_size
+        self._held = None  # a one-shard split's rows, read at its first epoch and kept (see `_rows`)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def _rows(self) -> torch.Tensor | None:
+        """The whole split as (n, features) uint8 on the device, when it is one shard: read once in
+        one sequential read and kept, since every epoch would read the same rows again (what is held
+        stays one shard, as when it is read per epoch). None for a larger split."""
+        if len(self) > SHARD_ROWS:
+            return None
+        if self._held is None:
+            self._held = self.images.read(0, len(self)).to(self.device)
+        return self._held
 
     def _shard_sizes(self) -> list[int]:
         return [min(SHARD_ROWS, len(self) - start) for start in range(0, len(self), SHARD_ROWS)]
@@ -195,7 +206,14 @@ class DiskBatches:
                 skip -= len(batch_sizes)
                 continue
             rows = rows[sum(local_sizes[:skip]) :]
-            images = self.images.view(start, start + size).take(rows).to(self.device)
+            held = self._rows()
+            if held is not None and fused.rows_usable(held, self.labels):  # rows read in place by index
+                yield from self._indexed(held, rows.to(self.device), local_sizes[skip:], batch_sizes[skip:])
+                return
+            if held is not None:
+                images = held.index_select(0, rows.to(self.device))
+            else:
+                images = self.images.view(start, start + size).take(rows).to(self.device)
             labels = self.labels[start + rows.to(self.device)]
             first = 0
             for batch in range(skip, len(batch_sizes)):
@@ -204,8 +222,19 @@ class DiskBatches:
                 first = last
             skip = 0
 
+    def _indexed(self, held: torch.Tensor, rows: torch.Tensor, local_sizes, batch_sizes) -> Iterator[Batch]:
+        """A held split's batches as row indices into it, which the fused gradient reads in place."""
+        first = 0
+        for local, size in zip(local_sizes, batch_sizes, strict=True):
+            yield Batch(held, self.labels, None, size, 1.0, rows[first : first + local])
+            first += local
+
     def chunks(self) -> Iterator[Batch]:
         first, last = rank_range(len(self), self.rank, self.world_size)
+        held = self._rows()
+        if held is not None:  # a slice of the held rows: no read, no copy
+            yield Batch(held[first:last], self.labels[first:last], None, len(self))
+            return
         for start in range(first, last, DISK_CHUNK):
             stop = min(start + DISK_CHUNK, last)
             x = self.images.read(start, stop).to(self.device)
