@@ -2,6 +2,8 @@
 line with a non-zero exit."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -317,3 +319,21 @@ def test_predict_prints_text_lines_in_input_order(tmp_path, default_run, mnist_s
     ]
     assert all(line.count("   top: ") == 1 and line.count(", ") == 1 for line in lines)
     assert [line.split(": ")[1].split()[0] for line in lines] == ["7", "2", "1"]
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly(default_run, tmp_path):
+    """`torchlogreg predict ... | head -1`: stdout closed before the output is written; Unix tools then
+    end with 128 + SIGPIPE and no traceback."""
+    image = tmp_path / "one.png"
+    Image.fromarray(np.pad(np.full((20, 4), 255, np.uint8), ((4, 4), (12, 12)))).save(image)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the command's stdout now fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "torchlogreg", "predict", str(default_run), str(image)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (128 + signal.SIGPIPE, b"")

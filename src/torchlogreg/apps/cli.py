@@ -17,6 +17,7 @@ the flags' words (the library's errors name its parameters: `out`, `lr`, `overwr
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import signal
@@ -158,12 +159,23 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(f"torchlogreg {command}: interrupted ({signals.name(signum)}); {hint}", file=sys.stderr)
                 return signals.exit_code(signum)
+            if isinstance(error, BrokenPipeError):  # the reader went away (`| head`): stop as Unix tools do
+                return _stdout_closed()
             if not isinstance(error, TorchLogRegError):
                 raise
             if debug:
                 traceback.print_exc()
             print(f"torchlogreg {command}: error: {printable(in_flags(error))}", file=sys.stderr)
             return error.exit_code
+
+
+def _stdout_closed() -> int:
+    """128 + SIGPIPE, without a traceback; stdout then points at /dev/null, so the interpreter's
+    flush at exit does not fail again (Python's documented handling of SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return signals.exit_code(signal.SIGPIPE)
 
 
 if __name__ == "__main__":
