@@ -1,5 +1,8 @@
 """The hand-written optimizer updates and schedules equal torch.optim's, step for step."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -122,3 +125,23 @@ def test_adam_takes_a_step_whose_scalar_does_not_fit_float32():
     Adam(params).step(1e38, lambda: None)
     for param in params:
         torch.testing.assert_close(param, torch.full_like(param, -1e38))
+
+
+def test_lbfgs_is_built_without_importing_torch_dynamo():
+    """torch.optim's first use imported torch._dynamo (seconds, against milliseconds of training on a
+    small set); the engine's L-BFGS takes its steps without it."""
+    code = (
+        "import sys, torch\n"
+        "from torchlogreg.core.optimizers import LBFGS\n"
+        "params = [torch.zeros(3, requires_grad=True)]\n"
+        "def closure():\n"
+        "    params[0].grad = 2 * (params[0].detach() - 1)\n"
+        "    return (params[0].detach() - 1).square().sum()\n"
+        "optimizer = LBFGS(params, lr=1.0)\n"
+        "for _ in range(3):\n"
+        "    optimizer.step(1.0, closure)\n"
+        "assert torch.allclose(params[0], torch.ones(3)), params\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -3,7 +3,8 @@
 SGD (momentum, Nesterov) and Adam are written out here with the exact update rules of
 ``torch.optim.SGD`` / ``torch.optim.Adam`` (the tests check them step for step), because
 ``torch.optim`` imports ``torch._dynamo`` on first use, which can take longer than a whole
-training run, and wraps every ``step()``. L-BFGS, which is long and subtle, stays torch's own.
+training run, and wraps every ``step()``. L-BFGS, which is long and subtle, stays torch's own,
+built without that import (`_TorchLBFGS`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,17 @@ class Adam:
             second.copy_(state[f"second_{i}"])
 
 
+class _TorchLBFGS(torch.optim.LBFGS):
+    """torch.optim.LBFGS, whose constructor's `add_param_group` is called undecorated: the
+    decoration (torch._disable_dynamo) imports torch._dynamo at its first call, about 1.5 s before a
+    small set's whole training of a few milliseconds, to keep a compiler out of a function that is
+    never compiled here."""
+
+    add_param_group = getattr(
+        torch.optim.Optimizer.add_param_group, "__wrapped__", torch.optim.Optimizer.add_param_group
+    )
+
+
 class LBFGS:
     """torch.optim.LBFGS with a strong-Wolfe line search, one iteration per `step` (the engine's
     driver; why the estimator has another: sklearn/solvers.py's docstring).
@@ -122,7 +134,7 @@ class LBFGS:
     def __init__(
         self, params: list[torch.Tensor], lr: float, tolerance_grad: float = 1e-7, max_iter: int = 1
     ):
-        self.optimizer = torch.optim.LBFGS(
+        self.optimizer = _TorchLBFGS(
             params,
             lr=lr,
             max_iter=max_iter,
