@@ -7,7 +7,7 @@ The same test digits (a seeded sample of MNIST's test set) are drawn as a user's
 dark ink on light paper, enlarged 2-10x on a larger canvas, then one degradation each (noise, blur,
 JPEG, shadows, ruled or squared paper, coloured ink and paper, thin and thick pens, rotation). Each
 picture is encoded as a real file (PNG, or JPEG where said) and goes through the path `predict` takes:
-`images.read_image` then `images.mnist_style`. A model trained with the default preset classifies
+`images.read_image` then `digits.mnist_style`. A model trained with the default preset classifies
 them; its accuracy on the same digits, raw, is the "clean" line. Floor: every degradation within 3
 points of clean, their mean within 2. Writes benchmarks/results/robustness.{md,json,png}.
 """
@@ -356,7 +356,8 @@ DEGRADATIONS = (
 
 def model_sees(data: bytes, suffix: str) -> np.ndarray:
     """What the model gets from a picture file: `predict`'s path, read_image then mnist_style."""
-    from torchlogreg.data.images import mnist_style, read_image
+    from torchlogreg.data.digits import mnist_style
+    from torchlogreg.data.images import read_image
 
     return mnist_style(read_image(io.BytesIO(data), name=f"photo{suffix}"))
 
@@ -399,7 +400,8 @@ def photo_timing(
 ) -> list[dict]:
     """Median milliseconds to read (decode) and to preprocess a shadowed, noisy JPEG photo of a digit,
     for each (height, width) in `sizes`."""
-    from torchlogreg.data.images import mnist_style, read_image
+    from torchlogreg.data.digits import mnist_style
+    from torchlogreg.data.images import read_image
 
     rng, timings = np.random.default_rng(0), []
     for height, width in sizes:

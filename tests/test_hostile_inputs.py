@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from torchlogreg import InputError
-from torchlogreg.data.images import MNIST_SHAPE, mnist_style, read_image
+from torchlogreg.data.digits import MNIST_SHAPE, mnist_style
+from torchlogreg.data.images import read_image
 from torchlogreg.data.inputs import read_array
 
 CAP = 4 * 1024 * 1024  # decoded bytes allowed in these tests: anything larger must be refused from its header

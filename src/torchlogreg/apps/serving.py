@@ -38,7 +38,8 @@ import torch
 from ..base.exceptions import CheckpointError, InputError, require
 from ..base.storage import json_safe
 from ..core.model import decide
-from ..data.images import AS_IS, MAX_IMAGE_PIXELS, as_shape, box_for, picture_pixels, read_image
+from ..data.digits import as_shape, box_for
+from ..data.images import AS_IS, MAX_IMAGE_PIXELS, picture_pixels, read_image
 from ..data.inputs import array_images, read_array
 from ..data.readers import one_line
 from ..runfolder.checkpoints import Run, load_run

@@ -24,11 +24,10 @@ import torch
 
 from ..base.exceptions import InputError
 from .csvfiles import CsvRows, label_note
+from .digits import MNIST_SHAPE, as_shape
 from .images import (
     IMAGE_SUFFIXES,
-    MNIST_SHAPE,
     MNIST_STYLE,
-    as_shape,
     check_pictures,
     picture_pixels,
     read_image,

@@ -18,8 +18,9 @@ import torch
 
 from ..base.exceptions import ConfigError, DataError, InputError
 from .csvfiles import CsvRows
+from .digits import MNIST_SHAPE
 from .idxfiles import read_idx_pair
-from .images import AS_IS, MNIST_SHAPE, MNIST_STYLE, picture_pixels, read_image
+from .images import AS_IS, MNIST_STYLE, picture_pixels, read_image
 from .inmemory import Split
 from .npyfiles import read_npz_arrays
 from .readers import labels_problem, open_regular

@@ -29,7 +29,8 @@ from ..base.storage import atomic_write_bytes, atomic_write_csv, atomic_write_js
 from ..base.version import package_version
 from ..core.model import LogisticRegression
 from ..data.classnames import class_names_problem
-from ..data.images import AS_IS, MNIST_STYLE, box_for, check_pictures
+from ..data.digits import box_for
+from ..data.images import AS_IS, MNIST_STYLE, check_pictures
 from ..data.readers import read_capped
 
 FORMAT = "torchlogreg-run"
