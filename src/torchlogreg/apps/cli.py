@@ -172,8 +172,12 @@ def main(argv: list[str] | None = None) -> int:
 def _stdout_closed() -> int:
     """128 + SIGPIPE, without a traceback; stdout then points at /dev/null, so the interpreter's
     flush at exit does not fail again (Python's documented handling of SIGPIPE)."""
+    try:
+        stdout = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a stream with no file (a notebook's): nothing to flush
+        return signals.exit_code(signal.SIGPIPE)
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, stdout)
     os.close(devnull)
     return signals.exit_code(signal.SIGPIPE)
 

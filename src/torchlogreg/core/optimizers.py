@@ -114,9 +114,8 @@ class Adam:
 
 class _TorchLBFGS(torch.optim.LBFGS):
     """torch.optim.LBFGS, whose constructor's `add_param_group` is called undecorated: the
-    decoration (torch._disable_dynamo) imports torch._dynamo at its first call, about 1.5 s before a
-    small set's whole training of a few milliseconds, to keep a compiler out of a function that is
-    never compiled here."""
+    decoration (torch._disable_dynamo) imports torch._dynamo at its first call, which takes longer
+    than a small set's whole training, to keep a compiler out of a function never compiled here."""
 
     add_param_group = getattr(
         torch.optim.Optimizer.add_param_group, "__wrapped__", torch.optim.Optimizer.add_param_group
