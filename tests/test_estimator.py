@@ -388,7 +388,7 @@ def test_sparse_input_gives_the_dense_solution(iris):
 
 def test_float32_input_converges_in_float32(iris):
     X, y = iris
-    # In float32 the objective is known to about 1e-8, so whether L-BFGS-B reaches |pg| <= 1e-5 before
+    # In float32 the objective is known to about 1e-8, so whether L-BFGS reaches |pg| <= 1e-5 before
     # its steps fall below that noise depends on the CPU's rounding (yes on an Intel Xeon, |pg| 1.8e-5
     # on an AMD EPYC). Either way the fit must be as good as float32 allows, and the only warning
     # allowed is the one that says so.
@@ -411,7 +411,7 @@ def test_default_dtype_is_the_inputs_for_lbfgs_and_float32_for_sgd(digits):
 
 def test_the_device_loss_equals_the_host_loss(digits):
     """The torch evaluator (used on GPUs) and the NumPy one (CPU) compute the same loss and gradient,
-    and L-BFGS-B reaches the same optimum with either."""
+    and L-BFGS reaches the same optimum with either."""
     X, y = digits[0][:500], digits[1][:500]
     weights = np.random.default_rng(0).uniform(0.5, 2, len(y))
     coef, intercept = np.random.default_rng(1).normal(size=(10, 64)), np.arange(10.0) / 10
@@ -613,10 +613,21 @@ def test_diverging_sgd_raises_with_advice():
     assert scaled.fit(X, y).score(X, y) > 0.9
 
 
-def test_lbfgs_raises_on_a_non_finite_objective():
+def test_lbfgs_on_features_near_the_float64_limit_warns_to_scale_them():
+    """Every step along such a feature overflows the objective; the line search backs off from each, so
+    the fit ends finite, with a ConvergenceWarning that says to scale the data (scikit-learn: ABNORMAL)."""
     X = np.array([[1e300, 1.0], [-1e300, 2.0], [1e300, 0.5], [-1e300, 0.1]])
+    with pytest.warns(ConvergenceWarning, match="scale the data"):
+        model = TorchLogisticRegression(C=np.inf).fit(X, [0, 1, 1, 0])
+    assert np.isfinite(model.coef_).all() and np.isfinite(model.predict_proba(X)).all()
+
+
+def test_lbfgs_raises_on_a_non_finite_start():
+    X, y = np.array([[1.0, 2.0], [2.0, 1.0], [0.5, 3.0]]), [0, 1, 0]
+    model = TorchLogisticRegression(warm_start=True).fit(X, y)
+    model.coef_ = np.full_like(model.coef_, 1e308)
     with pytest.raises(DivergenceError, match="scale the features"):
-        TorchLogisticRegression(C=np.inf).fit(X, [0, 1, 1, 0])
+        model.fit(X * 1e10, y)
 
 
 def test_sgd_warns_only_when_max_iter_ran_out_first(digits):

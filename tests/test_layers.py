@@ -23,7 +23,7 @@ LAYERS = {
         {"devices"},
     ],
     "core": [
-        {"fused"},
+        {"fused", "lbfgs"},
         {"model", "stopping"},
         {"objective"},
         {"optimizers"},

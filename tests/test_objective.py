@@ -1,9 +1,9 @@
 """The objective (core/objective.py) and every implementation of it against ONE float64 reference: the
 fused C kernel and the PyTorch path through `Objective` (gradients, and the forward-only loss), and
-the evaluators of the estimator's L-BFGS-B (NumPy, the fused kernel, the device) with the penalty
-that solvers.PenalisedLoss adds, the teaching losses of core/model.py that the demos use, and its public
-closed-form gradient (model.loss_gradient). Binary (one
-logit) and multiclass, with and without penalties and sample weights. Sample weights have mean 1,
+the evaluators of the estimator's L-BFGS (NumPy, the fused kernel, the device) with the penalty
+that solvers.SmoothLoss and the L-BFGS driver add, the teaching losses of core/model.py that the
+demos use, and its public closed-form gradient (model.loss_gradient). Binary (one logit) and
+multiclass, with and without penalties and sample weights. Sample weights have mean 1,
 where the engine's sum(s l) / n and scikit-learn's sum(s l) / sum(s) agree (the estimator scales
 them so)."""
 
@@ -15,6 +15,7 @@ import scipy.special
 import torch
 
 from torchlogreg.core import fused
+from torchlogreg.core.lbfgs import LBFGS
 from torchlogreg.core.model import (
     LogisticRegression,
     binary_cross_entropy_with_logits,
@@ -23,7 +24,7 @@ from torchlogreg.core.model import (
 )
 from torchlogreg.core.objective import Objective
 from torchlogreg.data.batches import MemoryBatches
-from torchlogreg.sklearn.solvers import DeviceLoss, FusedLoss, HostLoss, Packing, PenalisedLoss
+from torchlogreg.sklearn.solvers import DeviceLoss, FusedLoss, HostLoss, Packing, SmoothLoss
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 
@@ -87,21 +88,16 @@ def forward_only(dtype: torch.dtype) -> Callable:
 
 
 def through_lbfgs(make_loss: Callable) -> Callable:
-    """An evaluator of the estimator's L-BFGS-B with PenalisedLoss's penalty (L1 as its split)."""
+    """An evaluator of the estimator's L-BFGS: SmoothLoss's data term and L2, then the driver's L1 (its
+    value, and where W != 0 its subgradient g + l1 sign(W))."""
 
     def evaluate(W, b, X, y, sw, objective):
         weights = np.ones(len(y)) if sw is None else sw
-        packing = Packing(W.shape, objective.l1 > 0, fit_intercept=True)
-        penalised = PenalisedLoss(
-            make_loss(X, y, weights, W.shape[0]), objective, packing, np.ones(packing.weights + W.shape[0])
-        )
-        value, gradient = penalised(packing.pack(W, b))
-        if packing.split:  # d/dW+ = g + l1 and d/dW- = l1 - g: the subgradient g + l1 sign(W) where W != 0
-            plus, minus = gradient[: packing.size], gradient[packing.size : packing.weights]
-            coef = np.where(W.ravel() > 0, plus, -minus)
-        else:
-            coef = gradient[: packing.size]
-        return value, coef.reshape(W.shape), gradient[packing.weights :]
+        packing = Packing(W.shape, fit_intercept=True)
+        smooth = SmoothLoss(make_loss(X, y, weights, W.shape[0]), objective, packing, np.ones(packing.length))
+        driver = LBFGS(packing.pack(W, b), l1=packing.l1_weights(objective.l1))
+        gradient = driver.subgradient(smooth)
+        return driver.value, gradient[: packing.size].reshape(W.shape), gradient[packing.size :]
 
     return evaluate
 

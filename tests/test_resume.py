@@ -33,6 +33,23 @@ def test_resume_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, opt
     assert result.metrics["iterations"] == 60
 
 
+@pytest.mark.numerics
+def test_lbfgs_resumes_with_its_curvature_pairs(tiny_data, tiny_config, tmp_path):
+    """The checkpoint holds L-BFGS's iterate, its evaluation and its curvature pairs: the resumed run
+    takes the steps the uninterrupted one took, to the bit."""
+    config = tiny_config.replace(optimizer="lbfgs", batch_size=None, iters=12, tol=0.0, eval_every=4)
+    reference = train(config, tiny_data, verbose=False)
+    steps = itertools.count(1)
+    with pytest.raises(Interrupted, match="interrupted at iteration 6 of 12"):
+        train(config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 6)
+    tensors, _, _ = load_training_state(tmp_path)
+    assert int(tensors["optimizer.counts"][0]) > 0  # curvature pairs kept
+    result = train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, result.model.state_dict()[key]), key
+    assert [r["loss"] for r in result.history] == [r["loss"] for r in reference.history]
+
+
 def test_divergence_keeps_the_last_good_checkpoint(tiny_data, tiny_config, tmp_path):
     config = tiny_config.replace(lr=1e12, momentum=0.0, eval_every=1)
     with pytest.raises(DivergenceError, match="kept the last good checkpoint"):

@@ -143,6 +143,11 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
     reason, tol = metrics["stop_reason"], f"tol {config.tol:g}"
     if reason == "converged":
         return f"converged ({tol}) after {metrics['iterations']} iterations"
+    if reason == "no progress":
+        return (
+            f"stopped after {metrics['iterations']} iterations, not converged ({tol}): L-BFGS found no "
+            "lower objective along its direction (the objective no longer falls measurably in float32)"
+        )
     if reason == "early stopping":
         return f"stopped early: no better validation loss in {config.patience} checks (--patience)"
     if not config.tol:

@@ -32,9 +32,9 @@ def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, weight_decay: float = 1e-3) -> LogisticRegression:
-    """A one-feature binary LogisticRegression fitted on standardised x by the engine's L-BFGS driver
-    (optimizers.LBFGS; why the estimator drives another: sklearn/solvers.py's docstring) on the package's
-    objective. The fever data are separable, so a little L2 keeps the weights finite."""
+    """A one-feature binary LogisticRegression fitted on standardised x by the engine's L-BFGS
+    (optimizers.LBFGS, over the package's one driver) on the package's objective. The fever data
+    are separable, so a little L2 keeps the weights finite."""
     mean, std = float(x.mean()), float(x.std())
     features = torch.tensor((x - mean) / std, dtype=torch.float64).unsqueeze(1)
     targets = torch.tensor(y)

@@ -6,8 +6,8 @@ penalties on the weights,
 (s_i = 1 without sample weights; the estimator passes weights of mean 1 and penalties divided by
 C * sum(s), which is scikit-learn's objective). loss_i is cross-entropy over softmax(W x_i + b), or
 binary cross-entropy of one logit. The penalties apply to the weight alone, never the bias (as in
-scikit-learn), and are added here rather than through the optimizer, so SGD, Adam and both L-BFGS
-drivers minimise the same objective.
+scikit-learn), and are added here rather than through the optimizer, so SGD, Adam and L-BFGS (the
+engine's and the estimator's) minimise the same objective.
 
 Implementations of the data term, all tested against one float64 reference (tests/test_objective.py):
 the fused C kernel (the fused module: float32 on the CPU) and the PyTorch path (model.column_losses,
@@ -37,8 +37,12 @@ class Objective:
 
     def penalty(self, weight: torch.Tensor) -> float:
         """The penalty's value at `weight` (a tensor, or a NumPy array's torch.from_numpy view)."""
-        weight = weight.detach()
-        return float(0.5 * self.weight_decay * weight.square().sum() + self.l1 * weight.abs().sum())
+        weight, value = weight.detach(), 0.0
+        if self.weight_decay:  # (a term at 0 costs no kernels: the estimator's L-BFGS asks at every point)
+            value += 0.5 * self.weight_decay * float(weight.square().sum())
+        if self.l1:
+            value += self.l1 * float(weight.abs().sum())
+        return value
 
     @without_grad
     def add_penalty_gradients(self, weight: torch.Tensor, grad: torch.Tensor | None = None) -> None:

@@ -3,8 +3,8 @@
 SGD (momentum, Nesterov) and Adam are written out here with the exact update rules of
 ``torch.optim.SGD`` / ``torch.optim.Adam`` (the tests check them step for step), because
 ``torch.optim`` imports ``torch._dynamo`` on first use, which can take longer than a whole
-training run, and wraps every ``step()``. L-BFGS, which is long and subtle, stays torch's own,
-built without that import (`_TorchLBFGS`).
+training run, and wraps every ``step()``. L-BFGS is the package's one driver (core/lbfgs.py), over
+the model's parameters here.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from ..base.config import TrainConfig
+from ..base.exceptions import CheckpointError
+from . import lbfgs
 from .model import without_grad
 
 
@@ -112,91 +115,82 @@ class Adam:
             second.copy_(state[f"second_{i}"])
 
 
-class _TorchLBFGS(torch.optim.LBFGS):
-    """torch.optim.LBFGS, whose constructor's `add_param_group` is called undecorated: the
-    decoration (torch._disable_dynamo) imports torch._dynamo at its first call, which takes longer
-    than a small set's whole training, to keep a compiler out of a function never compiled here."""
-
-    add_param_group = getattr(
-        torch.optim.Optimizer.add_param_group, "__wrapped__", torch.optim.Optimizer.add_param_group
-    )
-
-
 class LBFGS:
-    """torch.optim.LBFGS with a strong-Wolfe line search, one iteration per `step` (the engine's
-    driver; why the estimator has another: sklearn/solvers.py's docstring).
+    """The engine's L-BFGS: `lbfgs.LBFGS` (the one driver, shared with the estimator) over the model's
+    parameters, `max_iter` iterations per `step`, with torch.optim.LBFGS's settings (20 pairs, a
+    strong-Wolfe search), in the parameters' dtype. The driver holds its iterate, that point's
+    evaluation and its curvature pairs, all checkpointed: a resumed run takes the steps an
+    uninterrupted one would have taken.
 
-    `closure` fills .grad and returns the objective; it may be called several times (line search).
-    Its curvature history is not checkpointed: a resumed run restarts it from the saved weights.
+    `closure` fills .grad and returns the objective; it is called once per point the search tries.
+    Between steps the driver's iterate is the truth: the engine's centring moves the parameters out
+    and back (rounding their last bits), and each step starts from the iterate again. Parameters or an
+    objective changed from outside need `restart()`.
     """
+
+    HISTORY = 20
 
     def __init__(
         self, params: list[torch.Tensor], lr: float, tolerance_grad: float = 1e-7, max_iter: int = 1
     ):
-        self.optimizer = _TorchLBFGS(
-            params,
-            lr=lr,
-            max_iter=max_iter,
-            max_eval=2 * max_iter + 1,
-            history_size=20,
-            tolerance_grad=tolerance_grad,
-            tolerance_change=0.0,  # stop on the gradient (tol), never on a small step
-            line_search_fn="strong_wolfe",
-        )
-        self.iterations = 0
-        self.params = params
-        self._evaluations: list[tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]] = []
+        self.params, self.lr = params, lr
+        self.tolerance_grad, self.max_iter = tolerance_grad, max_iter
+        self.restart()
+        self.iterations = 0  # taken by the last step: 0 when it converged or could not go on
+        self.stalled = ""  # why the last step could not lower the objective ("" when it could)
+
+    def _flat(self, tensors: list[torch.Tensor]) -> np.ndarray:
+        """The tensors as one new host vector."""
+        return torch.cat([tensor.detach().reshape(-1) for tensor in tensors]).cpu().numpy()
+
+    def _load(self, x: np.ndarray) -> None:
+        offset = 0
+        with torch.no_grad():
+            for param in self.params:
+                part = torch.from_numpy(x[offset : offset + param.numel()])
+                param.copy_(part.view_as(param))  # (to the parameter's device)
+                offset += param.numel()
+
+    def restart(self) -> None:
+        """Start afresh from the parameters as they are (after an outside change to them or to the
+        objective): the kept evaluation and curvature pairs are dropped."""
+        self.driver = lbfgs.LBFGS(self._flat(self.params), history=self.HISTORY)
 
     def step(self, lr: float, closure: Callable[[], torch.Tensor]) -> None:
-        """Up to `max_iter` iterations (counted in `iterations`); fewer when the gradient's max-norm
-        falls within `tolerance_grad`.
+        """Up to `max_iter` iterations (counted in `iterations`); fewer when the gradient's max-norm is
+        within `tolerance_grad` or the line search finds no lower objective (then `stalled` says so).
+        The closure runs at least once per step (the engine records each step from it)."""
+        calls = 0
 
-        torch's step starts by evaluating the closure where the last step's line search ended, which
-        it has evaluated already: a full pass over the data thrown away each iteration (about half of
-        full-batch training). The last step's evaluations are kept (weights, objective, gradients) and
-        replayed when the weights are the same bits; the closure still runs at least once per step
-        (the engine records each step from it)."""
-        self.optimizer.param_groups[0]["lr"] = lr
-        state = self.optimizer.state[self.optimizer.param_groups[0]["params"][0]]
-        before = state.get("n_iter", 0)
-        evaluations = []
+        def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
+            nonlocal calls
+            calls += 1
+            self._load(x)
+            value = float(closure())
+            return value, self._flat([param.grad for param in self.params])
 
-        def remembered() -> torch.Tensor:
-            if not evaluations:
-                replay = self._replay()
-                if replay is not None:
-                    return replay
-            objective = closure()
-            evaluations.append(self._snapshot(objective))
-            return objective
-
-        self.optimizer.step(remembered)
-        if not evaluations:  # converged on a replayed evaluation: the closure's own records
-            closure()
-        self._evaluations = evaluations
-        self.iterations = state.get("n_iter", 0) - before
-
-    def _snapshot(
-        self, objective: torch.Tensor
-    ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-        weights = [param.detach().clone() for param in self.params]
-        grads = [None if param.grad is None else param.grad.clone() for param in self.params]
-        return weights, objective.detach().clone(), grads
-
-    def _replay(self) -> torch.Tensor | None:
-        """The objective of a kept evaluation at exactly these weights, its gradients put back in .grad."""
-        for weights, objective, grads in self._evaluations:
-            if all(torch.equal(param, kept) for param, kept in zip(self.params, weights, strict=True)):
-                for param, grad in zip(self.params, grads, strict=True):
-                    param.grad = None if grad is None else grad.clone()
-                return objective.clone()
-        return None
+        self.iterations, self.stalled = 0, ""
+        while self.iterations < self.max_iter:
+            if self.driver.gradient_max(evaluate) <= self.tolerance_grad:
+                break
+            if not self.driver.step(evaluate, lr):
+                self.stalled = self.driver.stopped
+                break
+            self.iterations += 1
+        if calls == 0:  # the kept evaluation answered: the closure's own records
+            evaluate(self.driver.x)
+        self._load(self.driver.x)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {}
+        return {name: torch.from_numpy(np.array(value)) for name, value in self.driver.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        pass
+        if not state:  # a checkpoint from before the driver kept its state: start afresh
+            return
+        try:
+            self.driver.load_state_dict({name: value.cpu().numpy() for name, value in state.items()})
+        except ValueError as error:
+            raise CheckpointError(f"the checkpoint does not fit this model: {error}") from None
 
 
 def make_optimizer(

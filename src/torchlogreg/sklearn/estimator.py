@@ -12,10 +12,11 @@ in ``Pipeline``, ``cross_val_score`` and ``GridSearchCV``. The objective is scik
 mean log-loss + penalty / (C * sum of sample weights), the intercept never penalised.
 
 Two ways to minimise it: 'lbfgs' (the default; scikit-learn's other solver names run it too) solves it
-exactly for every penalty, full batch, with SciPy's L-BFGS-B on a loss evaluated in NumPy on the CPU
-or by torch on the device (sklearn/solvers.py); 'sgd' and 'adam' run mini-batch epochs on the package's one
-training loop (engine.Engine), the fast choice on large data. This module holds the estimator's
-contract; sklearn/estimator_checks.py its inputs' rules, sklearn/estimator_fit.py how each solver is driven.
+exactly for every penalty, full batch, with the package's one L-BFGS (core/lbfgs.py, OWL-QN for L1)
+on a loss evaluated on the CPU or by torch on the device (sklearn/solvers.py); 'sgd' and 'adam' run
+mini-batch epochs on the package's one training loop (engine.Engine), the fast choice on large data.
+This module holds the estimator's contract; sklearn/estimator_checks.py its inputs' rules,
+sklearn/estimator_fit.py how each solver is driven.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ class FullBatch(Fit):
     """The exact solver: solvers.lbfgs on the whole set, its loss in NumPy on the CPU, else torch."""
 
     def fit(self, X, targets, weights, warm: bool) -> int:
-        """L-BFGS-B until max |projected gradient| <= tol or max_iter iterations; returns iterations."""
+        """L-BFGS until max |subgradient| <= tol or max_iter iterations; returns iterations."""
         est = self.est
         max_iter = DEFAULT_MAX_ITER["lbfgs"] if est.max_iter is None else est.max_iter
         loss, threads = self._loss(X, targets, weights)
@@ -161,7 +161,7 @@ class FullBatch(Fit):
             X = X.astype(self.est._compute_dtype, copy=False)
             threads = threads_for(X.shape[0], X.shape[1], device)
             if FusedLoss.covers(X):  # the fused kernel: one pass over the rows per evaluation, on
-                # torch's threads; BLAS then serves only L-BFGS-B's own small products: one thread
+                # torch's threads; BLAS has no products left to run: one thread
                 return FusedLoss(X, targets, weights, n_outputs), 1
             return HostLoss(X, targets, weights, n_outputs), threads
         model = LogisticRegression(X.shape[1], len(self.est.classes_)).to(device, self.est._torch_dtype)
@@ -175,7 +175,7 @@ class FullBatch(Fit):
         if solution.reached_max_iter:
             message = (
                 f"lbfgs failed to converge after {solution.n_iter} iteration(s): the objective's max "
-                f"|projected gradient| is {gradient:.3g}, above tol={tol}.\nIncrease the number of "
+                f"|gradient| is {gradient:.3g}, above tol={tol}.\nIncrease the number of "
                 f"iterations to improve the convergence (max_iter={max_iter}).\n{SCALE_DATA}"
             )
         else:
@@ -183,7 +183,7 @@ class FullBatch(Fit):
             remedy = "a larger tol" if dtype == np.float64 else "dtype='float64' or a larger tol"
             message = (
                 f"lbfgs failed to converge after {solution.n_iter} iteration(s): it stopped "
-                f"({solution.message}) with the objective's max |projected gradient| at {gradient:.3g}, "
+                f"({solution.message}) with the objective's max |gradient| at {gradient:.3g}, "
                 f"above tol={tol}: the objective no longer falls measurably in {dtype.name} arithmetic. "
                 f"Use {remedy}.\n{SCALE_DATA}"
             )

@@ -2,9 +2,10 @@
 
     objective(W, b) = sum_i s_i * loss_i / sum_i s_i + l2 / 2 * |W|^2 + l1 * |W|_1
 
-(s_i: sample weights; the intercept b never penalised), driven by SciPy's L-BFGS-B on a float64 vector,
-as scikit-learn's own 'lbfgs' is, with its settings. L1 and elastic-net use the standard split
-W = W+ - W- with bounds W+, W- >= 0: the problem stays smooth, L-BFGS-B's projected gradient is the
+(s_i: sample weights; the intercept b never penalised), driven by the package's one L-BFGS
+(core/lbfgs.py, the engine's too) on a float64 vector, with scikit-learn's settings for its 'lbfgs'
+(10 curvature pairs, up to 50 evaluations per line search, its gtol and ftol rules). L1 and
+elastic-net are that driver's OWL-QN form: the problem stays in W, the stopping rule measures the
 objective's minimal-norm subgradient, and weights the penalty removes end exactly at 0.
 
 The loss and its gradient come from one of three evaluators with one signature: `FusedLoss` (the
@@ -13,14 +14,6 @@ NumPy's products and softmax), `HostLoss` (NumPy and SciPy, dense or CSR, for fl
 on the CPU) and `DeviceLoss` (the package's closed-form gradient, `Objective.add_data_gradients`, on
 the model's device, a chunk of rows at a time).
 
-Two L-BFGS drivers, on purpose (training/engine.py, apps/demos.py and optimizers.LBFGS point here). The engine
-steps torch's L-BFGS (optimizers.LBFGS) one iteration per step, in the model's dtype on any device:
-each step is recorded, checkpointed and resumed, summed over torchrun ranks, and the playground pauses
-or changes it between steps. The estimator runs SciPy's L-BFGS-B (`lbfgs` here) to the end in float64:
-it takes bounds, which the L1 split needs and torch's L-BFGS cannot, and it is scikit-learn's own
-solver with its stopping rule, so the estimator's answers are scikit-learn's. It keeps its state
-inside SciPy, so it cannot be saved and resumed between iterations. Both minimise objective.Objective.
-
 `Proximal` wraps the mini-batch SGD optimizer so its penalty step is exact (a proximal step after the
 gradient step): stable for any C, and L1 gives exact zeros there too.
 """
@@ -28,23 +21,23 @@ gradient step): stable for any C, and L1 gives exact zeros there too.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-import scipy.optimize
 import scipy.special
 import torch
 
 from ..core import fused
+from ..core.lbfgs import LBFGS
 from ..core.model import LogisticRegression
 from ..core.objective import Objective
 from ..data.batches import MemoryBatches
 
 FTOL = 64 * np.finfo(float).eps  # scikit-learn's: stop when the objective's relative fall is this small
-MAX_LINE_SEARCH = 50  # scikit-learn's (SciPy's default is 20)
+MAX_LINE_SEARCH = 50  # scikit-learn's evaluations per line search (SciPy's default is 20)
+HISTORY = 10  # curvature pairs kept, as scikit-learn's L-BFGS-B
 
 # loss(coef (k, d), intercept (k,)) -> (mean loss, its gradient in coef, in intercept), float64
 LossFunction = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray, np.ndarray]]
@@ -73,7 +66,7 @@ class HostLoss:
 
     def __call__(self, coef: np.ndarray, intercept: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         # The products in X's dtype, the per-sample softmax and the loss in float64: a float32 loss
-        # is known only to about 1e-8, and L-BFGS-B then stopped on that noise above tol (iris at
+        # is known only to about 1e-8, and L-BFGS then stopped on that noise above tol (iris at
         # tol 1e-5 on one CPU and not another); the products are the cost, the rest is cheap.
         logits = self._logits(coef, intercept).astype(np.float64, copy=False)
         if self.n_outputs == 1:
@@ -102,7 +95,7 @@ class FusedLoss:
 
     Precision as HostLoss's in float32: float32 products and residuals, each row's loss and their
     weighted sum in float64 (the exponentials in float32); the gradient's float32 sums are far below
-    any tol L-BFGS-B is given. HostLoss stays for float64 X (asked for by dtype) and sparse X."""
+    any tol L-BFGS is given. HostLoss stays for float64 X (asked for by dtype) and sparse X."""
 
     def __init__(self, X: np.ndarray, targets: np.ndarray, sample_weight: np.ndarray, n_outputs: int):
         self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
@@ -162,7 +155,7 @@ class DeviceLoss:
 
 @dataclass
 class Solution:
-    """Where a solver stopped: the weights, iterations, objective and max |projected gradient|."""
+    """Where a solver stopped: the weights, iterations, objective and max |gradient| (L1: subgradient)."""
 
     coef: np.ndarray
     intercept: np.ndarray
@@ -174,54 +167,36 @@ class Solution:
 
 
 class Packing:
-    """The weights as L-BFGS-B's one float64 vector: [W] or [W+, W-] (L1), then b (with an intercept)."""
+    """The weights as L-BFGS's one float64 vector: W, then b (with an intercept)."""
 
-    def __init__(self, shape: tuple[int, int], split: bool, fit_intercept: bool):
-        self.shape, self.split, self.fit_intercept = shape, split, fit_intercept
+    def __init__(self, shape: tuple[int, int], fit_intercept: bool):
+        self.shape, self.fit_intercept = shape, fit_intercept
         self.size = shape[0] * shape[1]
-        self.weights = 2 * self.size if split else self.size
+        self.length = self.size + (shape[0] if fit_intercept else 0)
 
     def pack(self, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
-        flat = coef.astype(np.float64).ravel()
-        parts = [np.maximum(flat, 0.0), np.maximum(-flat, 0.0)] if self.split else [flat]
+        parts = [coef.astype(np.float64).ravel()]
         if self.fit_intercept:
             parts.append(intercept.astype(np.float64).ravel())
         return np.concatenate(parts)
 
     def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        flat = x[: self.size] - x[self.size : self.weights] if self.split else x[: self.size]
-        intercept = x[self.weights :] if self.fit_intercept else np.zeros(self.shape[0])
-        return flat.reshape(self.shape), intercept
+        intercept = x[self.size :] if self.fit_intercept else np.zeros(self.shape[0])
+        return x[: self.size].reshape(self.shape), intercept
 
-    def gradient(self, grad_coef: np.ndarray, grad_intercept: np.ndarray, l1: float) -> np.ndarray:
-        flat = grad_coef.ravel()
-        parts = [flat + l1, l1 - flat] if self.split else [flat]
-        if self.fit_intercept:
-            parts.append(grad_intercept)
-        return np.concatenate(parts)
+    def gradient(self, grad_coef: np.ndarray, grad_intercept: np.ndarray) -> np.ndarray:
+        return self.pack(grad_coef, grad_intercept)
 
-    @property
-    def bounds(self) -> scipy.optimize.Bounds | None:
-        if not self.split:
-            return None
-        lower = np.full(self.weights + (self.shape[0] if self.fit_intercept else 0), -np.inf)
-        lower[: self.weights] = 0.0
-        return scipy.optimize.Bounds(lower, np.inf)
-
-    def projected_gradient(self, x: np.ndarray, gradient: np.ndarray) -> float:
-        """max |projected gradient|, L-BFGS-B's measure: a bounded weight at 0 may not go below it."""
-        if self.split:
-            bounded = slice(0, self.weights)
-            gradient = gradient.copy()
-            gradient[bounded] = np.where(
-                gradient[bounded] < 0, gradient[bounded], np.minimum(x[bounded], gradient[bounded])
-            )
-        return float(np.abs(gradient).max(initial=0.0))
+    def l1_weights(self, l1: float) -> np.ndarray:
+        """The L1 weight of each entry: l1 on W, 0 on the intercept."""
+        weights = np.zeros(self.length)
+        weights[: self.size] = l1
+        return weights
 
 
 def feature_curvature(X, sample_weight: np.ndarray, n_outputs: int) -> np.ndarray:
     """The diagonal of the data term's Hessian at W = 0, per feature and then the intercept:
-    p(1 - p) * sum_i s_i x_ij^2 / sum(s) with p = 1/classes (1/2 for one logit). L-BFGS-B is run on
+    p(1 - p) * sum_i s_i x_ij^2 / sum(s) with p = 1/classes (1/2 for one logit). L-BFGS is run on
     the weights scaled by its square root (see `lbfgs`), which evens out features of very different
     scales (MNIST's border pixels, lit in a few images, against its centre)."""
     share = sample_weight / sample_weight.sum()
@@ -233,12 +208,12 @@ def feature_curvature(X, sample_weight: np.ndarray, n_outputs: int) -> np.ndarra
     return p * (1.0 - p) * np.append(squares, 1.0)
 
 
-def _scales(curvature: np.ndarray | None, l2: float, packing: Packing) -> np.ndarray:
-    """Per entry of L-BFGS-B's vector, the factor its weight is multiplied by: sqrt(curvature + l2)
+def _scales(curvature: np.ndarray | None, l2: float, packing: Packing, l1: float) -> np.ndarray:
+    """Per entry of L-BFGS's vector, the factor its weight is multiplied by: sqrt(curvature + l2)
     over its mean, bounded to [1e-3, 1e3] (1 where there is no curvature, as a feature that is
-    always 0 without a penalty); all 1 without a curvature or with L1's bounded split."""
-    if curvature is None or packing.split:
-        return np.ones(packing.weights + (packing.shape[0] if packing.fit_intercept else 0))
+    always 0 without a penalty); all 1 without a curvature or with L1 (whose weights are per W)."""
+    if curvature is None or l1 > 0:
+        return np.ones(packing.length)
     features = curvature[:-1] + l2
     intercept = curvature[-1:]
     diagonal = np.concatenate(
@@ -252,34 +227,19 @@ def _scales(curvature: np.ndarray | None, l2: float, packing: Packing) -> np.nda
     return np.clip(scale, 1e-3, 1e3)
 
 
-class PenalisedLoss:
-    """L-BFGS-B's objective on its scaled vector: the data term from `loss`, the penalty from
-    `Objective` (L1 in the bounded split's smooth form, l1 * sum(W+ + W-), which equals l1 * |W|_1
-    where one of the two is 0), and the last evaluation kept: the stopping rule reads its gradient."""
+class SmoothLoss:
+    """L-BFGS's smooth part on its scaled vector V = packed weights * scale: the data term from
+    `loss` and the L2 penalty from `Objective`, with their gradient in V (L1 is the driver's)."""
 
     def __init__(self, loss: LossFunction, penalty: Objective, packing: Packing, scale: np.ndarray):
-        self.loss, self.smooth, self.l1 = loss, penalty.smooth, penalty.l1
-        self.packing, self.scale = packing, scale
-        self.x, self.value, self.gradient = None, math.nan, None
+        self.loss, self.smooth, self.packing, self.scale = loss, penalty.smooth, packing, scale
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        if not np.array_equal(x, self.x):  # else: the start, evaluated before L-BFGS-B asks for it
-            natural = x / self.scale
-            weights, bias = self.packing.unpack(natural)
-            value, grad_coef, grad_intercept = self.loss(weights, bias)
-            value += self.smooth.penalty(torch.from_numpy(weights))
-            if self.packing.split:
-                value += self.l1 * float(natural[: self.packing.weights].sum())
-            self.smooth.add_penalty_gradients(torch.from_numpy(weights), torch.from_numpy(grad_coef))
-            self.gradient = self.packing.gradient(grad_coef, grad_intercept, self.l1)
-            self.x, self.value = x.copy(), value
-        return self.value, self.gradient / self.scale
-
-    def projected_gradient(self, x: np.ndarray) -> float | None:
-        """max |projected gradient| in W at `x` if it was the last point evaluated (else None)."""
-        if not np.array_equal(x, self.x):
-            return None
-        return self.packing.projected_gradient(x / self.scale, self.gradient)
+        weights, bias = self.packing.unpack(x / self.scale)
+        value, grad_coef, grad_intercept = self.loss(weights, bias)
+        value += self.smooth.penalty(torch.from_numpy(weights))
+        self.smooth.add_penalty_gradients(torch.from_numpy(weights), torch.from_numpy(grad_coef))
+        return value, self.packing.gradient(grad_coef, grad_intercept) / self.scale
 
 
 def lbfgs(
@@ -294,75 +254,54 @@ def lbfgs(
     verbose: int = 0,
     curvature: np.ndarray | None = None,
 ) -> Solution:
-    """Minimise loss + penalty from (coef, intercept) with L-BFGS-B until max |projected gradient|
-    <= tol, the objective stops falling (relative change <= FTOL), or max_iter iterations.
+    """Minimise loss + penalty from (coef, intercept) with L-BFGS until max |subgradient in W| <= tol,
+    the objective stops falling (relative change <= FTOL), or max_iter iterations.
 
-    With `curvature` (feature_curvature's, and no L1), L-BFGS-B steps in scaled weights
+    With `curvature` (feature_curvature's, and no L1), L-BFGS steps in scaled weights
     V = W * sqrt(diagonal of the Hessian at 0): the same objective and minimiser, reached in fewer
-    iterations. The stopping rule stays scikit-learn's, on the gradient in W: checked after each
-    iteration."""
-    packing = Packing(coef.shape, penalty.l1 > 0, fit_intercept)
-    scale = _scales(curvature, penalty.weight_decay, packing)
-    evaluations = PenalisedLoss(loss, penalty, packing, scale)
-    start = packing.pack(coef, intercept) * scale
-    evaluations(start)
-    gradient = evaluations.projected_gradient(start)
-    if gradient <= tol:  # already there (warm start)
-        return Solution(coef, intercept, 0, evaluations.value, gradient, False, "the start is within tol")
-    result = _minimize(evaluations, start, packing.bounds, max_iter, tol, verbose)
-    natural = result.x / scale
-    weights, bias = packing.unpack(natural)
+    iterations. The stopping rule stays scikit-learn's, on the gradient in W."""
+    packing = Packing(coef.shape, fit_intercept)
+    scale = _scales(curvature, penalty.weight_decay, packing, penalty.l1)
+    smooth = SmoothLoss(loss, penalty, packing, scale)
+    driver = LBFGS(
+        packing.pack(coef, intercept) * scale,
+        history=HISTORY,
+        l1=packing.l1_weights(penalty.l1),
+        max_line_search=MAX_LINE_SEARCH,
+    )
+
+    def gradient() -> float:  # in W: d/dW = d/dV * scale
+        return float(np.abs(driver.subgradient(smooth) * scale).max(initial=0.0))
+
+    with np.errstate(over="ignore", invalid="ignore"):  # a trial step may overflow: the search backs off
+        message = _iterate(driver, smooth, gradient, max_iter, tol, verbose)
+    weights, bias = packing.unpack(driver.x / scale)
     return Solution(
         coef=weights,
         intercept=np.array(bias, dtype=np.float64),
-        n_iter=int(result.nit),
-        objective=float(result.fun),
-        gradient=packing.projected_gradient(natural, result.jac * scale),
-        reached_max_iter=result.nit >= max_iter,
-        message=str(result.message),
+        n_iter=driver.iterations,
+        objective=driver.value,
+        gradient=gradient(),
+        reached_max_iter=driver.iterations >= max_iter,
+        message=message,
     )
 
 
-def _minimize(
-    evaluations: PenalisedLoss, start: np.ndarray, bounds, max_iter: int, tol: float, verbose: int
-) -> scipy.optimize.OptimizeResult:
-    """SciPy's L-BFGS-B from `start` with scikit-learn's settings; stopped by scikit-learn's gtol
-    on the unscaled gradient after each iteration (L-BFGS-B's own would test the scaled one)."""
-    progress = _Progress(evaluations) if verbose else None
-
-    def callback(intermediate_result) -> None:
-        if progress is not None:
-            progress.report()
-        gradient = evaluations.projected_gradient(intermediate_result.x)
-        if gradient is not None and gradient <= tol:
-            raise StopIteration
-
-    with np.errstate(over="ignore", invalid="ignore"):  # a trial step may overflow: the search backs off
-        return scipy.optimize.minimize(
-            evaluations if progress is None else progress,
-            start,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            callback=callback,
-            options={"maxiter": max_iter, "maxls": MAX_LINE_SEARCH, "gtol": 0.0, "ftol": FTOL},
-        )
-
-
-class _Progress:
-    """verbose output: the objective after each L-BFGS-B iteration."""
-
-    def __init__(self, objective: Callable[[np.ndarray], tuple[float, np.ndarray]]):
-        self.objective, self.last, self.iteration = objective, float("nan"), 0
-
-    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        value, gradient = self.objective(x)
-        self.last = value
-        return value, gradient
-
-    def report(self) -> None:
-        self.iteration += 1
-        print(f"lbfgs iteration {self.iteration}: objective {self.last:.8g}")
+def _iterate(driver: LBFGS, smooth: SmoothLoss, gradient, max_iter: int, tol: float, verbose: int) -> str:
+    """Step `driver` until one of scikit-learn's rules stops it; returns which."""
+    if gradient() <= tol:
+        return "the start is within tol"
+    while driver.iterations < max_iter:
+        before = driver.value
+        if not driver.step(smooth):
+            return driver.stopped
+        if verbose:
+            print(f"lbfgs iteration {driver.iterations}: objective {driver.value:.8g}")
+        if gradient() <= tol:
+            return "max |gradient| <= tol"
+        if before - driver.value <= FTOL * max(abs(before), abs(driver.value), 1.0):
+            return "the objective's relative fall <= ftol"
+    return "max_iter reached"
 
 
 @cache
@@ -377,8 +316,8 @@ def _thread_pools():
 def blas_threads(count: int | None) -> Iterator[None]:
     """BLAS (NumPy's and SciPy's) limited to `count` threads for the block (None: unchanged).
 
-    L-BFGS-B's own linear algebra is on matrices of its history size (10): several threads only wait
-    for each other there, and on a machine whose other core is busy one such wait cost 100x."""
+    Where the loss's own products do not need them (the fused kernel runs on torch's threads), one:
+    on a machine whose other core is busy a wait for a second thread cost 100x."""
     if count is None:
         yield
         return

@@ -102,8 +102,7 @@ class Engine:
         return loss, stop
 
     def _full_batch_step(self, lr: float, wants_stop: bool) -> tuple[float, bool]:
-        """An L-BFGS step (why the estimator drives another: the solvers module's docstring): its
-        closure evaluates the whole objective, as often as its line search asks."""
+        """An L-BFGS step: its closure evaluates the whole objective, as often as the line search asks."""
         centring, result = self.centring, {}
 
         def closure() -> torch.Tensor:
@@ -127,6 +126,8 @@ class Engine:
         """Minimise `objective` from the next step on (new penalties mid-run)."""
         self.objective = objective
         self.gradient.set_objective(objective)
+        if hasattr(self.optimizer, "restart"):  # L-BFGS's kept evaluation is of the old objective
+            self.optimizer.restart()
 
     def set_source(self, source) -> None:
         """Draw batches from `source` from the next step on (a new batch size mid-run), starting a

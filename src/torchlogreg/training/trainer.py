@@ -33,7 +33,7 @@ from .evaluation import evaluate_on_ranks
 
 __all__ = ["HISTORY_KEYS", "TrainResult", "Training", "build", "finish"]
 
-STOP_REASONS = ("converged", "step limit", "early stopping", "interrupted")
+STOP_REASONS = ("converged", "no progress", "step limit", "early stopping", "interrupted")
 NO_CHANGE_EPOCHS = 2  # mini-batch training has converged after this many epochs of change under tol
 
 TRAIN_ACCURACY_SAMPLES = 5_000  # periodic train accuracy is estimated on this many samples
@@ -135,8 +135,9 @@ class Convergence:
 
     def on_step(self, engine: Engine, row: dict) -> None:
         if engine.full_batch:
-            if self.tol and getattr(engine.optimizer, "iterations", 1) == 0:
-                engine.stop_reason = "converged"
+            if getattr(engine.optimizer, "iterations", 1) == 0:
+                stalled = getattr(engine.optimizer, "stalled", "")
+                engine.stop_reason = "no progress" if stalled else "converged" if self.tol else None
             return
         self.epoch_loss += row["loss"]
         self.epoch_steps += 1

@@ -1,0 +1,136 @@
+"""The one L-BFGS driver (core/lbfgs.py), on its own: scikit-learn's optimum without and with L1
+(OWL-QN's exact zeros), a resume from its state that takes the same steps, trial steps whose
+objective overflows, and states that do not fit."""
+
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.special
+from sklearn.datasets import load_digits
+
+from torchlogreg.core.lbfgs import LBFGS
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """Softmax regression on 600 of scikit-learn's 8x8 digits, float64: evaluate(x) -> (f, gradient),
+    with f the mean log-loss plus l2 / 2 |W|^2 (x = W then b)."""
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:600] / 16.0, y[:600]
+    n, d, k = len(y), X.shape[1], 10
+    onehot = np.eye(k)[y]
+
+    def make(l2: float):
+        def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
+            W, b = x[: k * d].reshape(k, d), x[k * d :]
+            logits = X @ W.T + b
+            loss = float((scipy.special.logsumexp(logits, axis=1) - logits[np.arange(n), y]).mean())
+            residual = (scipy.special.softmax(logits, axis=1) - onehot) / n
+            gradient = np.concatenate([(residual.T @ X + l2 * W).ravel(), residual.sum(0)])
+            return loss + l2 / 2 * float((W * W).sum()), gradient
+
+        return evaluate
+
+    return make, k * d + k, k * d, n
+
+
+def _run(driver: LBFGS, evaluate, tol: float, limit: int = 2000) -> LBFGS:
+    while driver.gradient_max(evaluate) > tol:
+        assert driver.iterations < limit and driver.step(evaluate), driver.stopped
+    return driver
+
+
+def test_reaches_the_optimum_of_scipys_lbfgsb_in_as_many_iterations(problem):
+    make, size, _, n = problem
+    evaluate = make(1.0 / n)
+    driver = _run(LBFGS(np.zeros(size), history=10), evaluate, 1e-6)
+    theirs = scipy.optimize.minimize(
+        evaluate,
+        np.zeros(size),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 5000, "gtol": 1e-6, "ftol": 0.0, "maxls": 50},
+    )
+    assert driver.gradient_max(evaluate) <= 1e-6
+    assert driver.value == pytest.approx(theirs.fun, abs=1e-8)  # both within gtol of the optimum
+    assert driver.iterations <= 1.25 * theirs.nit
+
+
+def test_l1_ends_with_exact_zeros_where_the_subgradient_allows(problem):
+    make, size, weights, n = problem
+    evaluate, l1 = make(0.0), 10.0 / n
+    penalties = np.zeros(size)
+    penalties[:weights] = l1
+    driver = _run(LBFGS(np.zeros(size), l1=penalties), evaluate, 1e-7)
+    x, gradient = driver.x, driver.gradient
+    zero = x[:weights] == 0
+    assert 0 < int(zero.sum()) < weights  # a sparse model, not a trivial one
+    # optimality: |g| <= l1 at the zeros, g = -l1 sign(x) elsewhere, g = 0 on the intercept
+    assert np.abs(gradient[:weights][zero]).max() <= l1 + 1e-7
+    nonzero = gradient[:weights][~zero] + l1 * np.sign(x[:weights][~zero])
+    assert np.abs(nonzero).max() <= 1e-7 and np.abs(gradient[weights:]).max() <= 1e-7
+    assert driver.value == pytest.approx(evaluate(x)[0] + l1 * np.abs(x[:weights]).sum(), abs=1e-12)
+
+
+@pytest.mark.parametrize("l1", [0.0, 0.01])
+def test_a_driver_loaded_from_state_takes_the_same_steps(problem, l1):
+    make, size, _, n = problem
+    evaluate = make(1.0 / n)
+    straight, first = LBFGS(np.zeros(size), l1=l1), LBFGS(np.zeros(size), l1=l1)
+    for _ in range(12):
+        straight.step(evaluate)
+        first.step(evaluate)
+    state = {name: np.array(value) for name, value in first.state_dict().items()}
+    resumed = LBFGS(np.zeros(size), l1=l1)
+    resumed.load_state_dict(state)
+    for _ in range(12):
+        straight.step(evaluate)
+        resumed.step(evaluate)
+    assert np.array_equal(straight.x, resumed.x) and straight.value == resumed.value
+    assert resumed.iterations == 24
+
+
+def test_a_step_that_overflows_is_backed_off():
+    """f = |x - 3|^2 where |x| < 10 and inf beyond: a first trial step of 100 lands in the overflow;
+    the search backs off and the minimum is still reached."""
+
+    def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
+        if np.abs(x).max() >= 10:
+            return float("inf"), np.full_like(x, np.nan)
+        return float(((x - 3) ** 2).sum()), 2 * (x - 3)
+
+    driver = LBFGS(np.zeros(4))
+    assert driver.step(evaluate, lr=100.0)
+    _run(driver, evaluate, 1e-9, limit=50)
+    np.testing.assert_allclose(driver.x, 3.0)
+
+
+def test_a_non_finite_start_is_refused_with_its_reason():
+    driver = LBFGS(np.zeros(3))
+    assert not driver.step(lambda x: (float("nan"), np.zeros_like(x)))
+    assert driver.stopped == "the objective is nan where the search starts"
+
+
+def test_arithmetic_is_in_the_dtype_of_the_start():
+    driver = LBFGS(np.zeros(3, dtype=np.float32))
+    assert driver.step(lambda x: (float(((x - 1) ** 2).sum()), 2 * (x - 1)))
+    assert driver.x.dtype == driver.gradient.dtype == driver.steps_kept.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "change,named",
+    [
+        (lambda state: state.pop("curvatures"), "expected the entries"),
+        (lambda state: state.update(x=np.zeros(5)), "'x' should have shape (4,)"),
+        (lambda state: state.update(counts=np.array([11, 0, 3])), "counts [11, 0, 3]"),
+        (lambda state: state["gradient"].fill(np.nan), "'gradient' holds a value that is not finite"),
+    ],
+)
+def test_a_state_that_does_not_fit_is_refused_by_name(change, named):
+    driver = LBFGS(np.zeros(4))
+    driver.step(lambda x: (float(((x - 1) ** 2).sum()), 2 * (x - 1)))
+    state = {name: np.array(value) for name, value in driver.state_dict().items()}
+    change(state)
+    with pytest.raises(ValueError) as raised:
+        LBFGS(np.zeros(4)).load_state_dict(state)
+    assert named in str(raised.value)
