@@ -129,3 +129,30 @@ def test_eval_lines_are_printed_like_the_tutorials(tiny_data, tiny_config, capsy
 
 def test_tiny_config_is_valid(tiny_config):
     assert isinstance(tiny_config, TrainConfig)
+
+
+def test_lbfgs_with_l1_reaches_the_estimators_optimum_with_exact_zeros(tiny_data, tiny_config):
+    """L-BFGS takes the L1 term itself (OWL-QN), as the estimator's does: the run converges (the
+    objective's smallest subgradient within tol), weights end exactly at 0, and the objective is the
+    estimator's optimum on the same pixels."""
+    from torchlogreg import TorchLogisticRegression
+
+    config = tiny_config.replace(
+        optimizer="lbfgs", batch_size=None, weight_decay=0.0, l1=0.02, iters=500, tol=1e-5
+    )
+    result = train(config, tiny_data, verbose=False)
+    assert result.metrics["converged"]
+    weight, bias = result.model.linear.weight.detach().double(), result.model.linear.bias.detach().double()
+    assert 0 < int((weight == 0).sum()) < weight.numel()
+    X = tiny_data.train.images.flatten(1).double() / 255
+    y = tiny_data.train.labels
+    estimator = TorchLogisticRegression(C=1 / (0.02 * len(y)), l1_ratio=1.0, tol=1e-8, max_iter=5000)
+    estimator.fit(X.numpy(), y.numpy())
+
+    def objective(W: torch.Tensor, b: torch.Tensor) -> float:
+        loss = torch.nn.functional.cross_entropy(X @ W.T + b, y)
+        return float(loss) + 0.02 * float(W.abs().sum())
+
+    ours = objective(weight, bias)
+    theirs = objective(torch.from_numpy(estimator.coef_), torch.from_numpy(estimator.intercept_))
+    assert ours == pytest.approx(theirs, abs=1e-6)

@@ -122,7 +122,8 @@ class LBFGS:
     evaluation and its curvature pairs, all checkpointed: a resumed run takes the steps an
     uninterrupted one would have taken.
 
-    `closure` fills .grad and returns the objective; it is called once per point the search tries.
+    `closure` fills .grad and returns the objective (less the L1 term the driver takes, `take_l1`);
+    it is called once per point the search tries.
     Between steps the driver's iterate is the truth: the engine's centring moves the parameters out
     and back (rounding their last bits), and each step starts from the iterate again. Parameters or an
     objective changed from outside need `restart()`.
@@ -135,6 +136,7 @@ class LBFGS:
     ):
         self.params, self.lr = params, lr
         self.tolerance_grad, self.max_iter = tolerance_grad, max_iter
+        self.l1: float | np.ndarray = 0.0
         self.restart()
         self.iterations = 0  # taken by the last step: 0 when it converged or could not go on
         self.stalled = ""  # why the last step could not lower the objective ("" when it could)
@@ -154,7 +156,15 @@ class LBFGS:
     def restart(self) -> None:
         """Start afresh from the parameters as they are (after an outside change to them or to the
         objective): the kept evaluation and curvature pairs are dropped."""
-        self.driver = lbfgs.LBFGS(self._flat(self.params), history=self.HISTORY)
+        self.driver = lbfgs.LBFGS(self._flat(self.params), history=self.HISTORY, l1=self.l1)
+
+    def take_l1(self, l1: float, weight: torch.Tensor) -> None:
+        """Take the objective's L1 term, l1 * |weight|_1, into the driver (OWL-QN): the closure then
+        evaluates the rest. Starts afresh (a new objective)."""
+        self.l1 = np.concatenate(
+            [np.full(param.numel(), l1 if param is weight else 0.0) for param in self.params]
+        )
+        self.restart()
 
     def step(self, lr: float, closure: Callable[[], torch.Tensor]) -> None:
         """Up to `max_iter` iterations (counted in `iterations`); fewer when the gradient's max-norm is

@@ -60,7 +60,8 @@ class Engine:
         self.parameters = list(parameters if parameters is not None else model.parameters())
         self._weight = model.linear.weight  # the penalised tensor, looked up once
         self.centring = Centring(model, centre) if centre is not None else None
-        self.gradient = Gradient(model, objective, self.parameters, dist, self.centring, full_batch)
+        stepped = self._stepped(objective)
+        self.gradient = Gradient(model, stepped, self.parameters, dist, self.centring, full_batch)
         self.callbacks = list(callbacks)
         self.steps_per_epoch = 1 if full_batch else source.steps_per_epoch
         self._epoch_origin = 0  # the iteration epochs are counted from (moved by set_source)
@@ -109,7 +110,7 @@ class Engine:
             if centring is not None:  # L-BFGS evaluates at points of its own: the model's there
                 centring.leave()
             result["loss"], result["stop"] = self._centred_gradient(None, wants_stop)
-            objective = result["loss"] + self.objective.penalty(self._weight)
+            objective = result["loss"] + self.gradient.objective.penalty(self._weight)
             if centring is not None:
                 centring.enter()
             return torch.tensor(objective, dtype=self._weight.dtype)
@@ -125,9 +126,17 @@ class Engine:
     def set_objective(self, objective: Objective) -> None:
         """Minimise `objective` from the next step on (new penalties mid-run)."""
         self.objective = objective
-        self.gradient.set_objective(objective)
+        self.gradient.set_objective(self._stepped(objective))
         if hasattr(self.optimizer, "restart"):  # L-BFGS's kept evaluation is of the old objective
             self.optimizer.restart()
+
+    def _stepped(self, objective: Objective) -> Objective:
+        """What the gradient path evaluates: `objective`, less its L1 term where the optimizer takes
+        that term itself (L-BFGS's OWL-QN: exact zeros, and a stopping rule on its subgradient)."""
+        if not hasattr(self.optimizer, "take_l1"):
+            return objective
+        self.optimizer.take_l1(objective.l1, self._weight)
+        return objective.smooth
 
     def set_source(self, source) -> None:
         """Draw batches from `source` from the next step on (a new batch size mid-run), starting a
