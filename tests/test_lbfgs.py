@@ -120,7 +120,7 @@ def test_arithmetic_is_in_the_dtype_of_the_start():
 @pytest.mark.parametrize(
     "change,named",
     [
-        (lambda state: state.pop("curvatures"), "expected the entries"),
+        (lambda state: state.pop("steps_grads"), "expected the entries"),
         (lambda state: state.update(x=np.zeros(5)), "'x' should have shape (4,)"),
         (lambda state: state.update(counts=np.array([11, 0, 3])), "counts [11, 0, 3]"),
         (lambda state: state["gradient"].fill(np.nan), "'gradient' holds a value that is not finite"),

@@ -8,15 +8,17 @@ It minimises F(x) = f(x) + sum_i l1_i |x_i| over a flat NumPy vector x, given f'
     while driver.gradient_max(evaluate) > tol and driver.step(evaluate):
         ...                          # evaluate(x) -> (f(x), its gradient); x is driver.x
 
-With no L1 it is torch.optim.LBFGS's iteration: the two-loop recursion and torch's strong-Wolfe line
-search (`_strong_wolfe` below). With L1 weights it is OWL-QN (Andrew and Gao, 2007): the direction
+With no L1 it is torch.optim.LBFGS's iteration: the inverse-Hessian product of its two-loop recursion
+(computed in the compact form L-BFGS-B uses) and torch's strong-Wolfe line search (`_strong_wolfe`
+below). With L1 weights it is OWL-QN (Andrew and Gao, 2007): the direction
 from the pseudo-gradient, kept in the orthant it points into, and a backtracking search along the
 path projected on that orthant, so weights the penalty removes land exactly on 0. Both stop on the
 max-norm of the (pseudo-)gradient, scikit-learn's rule, which the caller checks.
 
 Written for NumPy on the host rather than torch: the vectors are a model's weights (thousands of
-numbers), where a torch kernel's launch costs several times NumPy's, and an iteration is dozens of
-them; a device's parameters are copied to and from it once per evaluation (a full pass over the data).
+numbers), where a torch operation's overhead is several times NumPy's and an iteration makes dozens
+of them; a device's parameters are copied to and from the host once per evaluation (itself a full
+pass over the data).
 Its whole state is arrays (`state_dict`), so a fit interrupted between iterations resumes exactly.
 """
 
@@ -55,7 +57,9 @@ class LBFGS:
         self.max_line_search = max_line_search
         self.steps_kept = np.zeros((history, n), dtype)  # s_i, a ring of rows (`_rows`)
         self.grads_kept = np.zeros((history, n), dtype)  # y_i
-        self.curvatures = np.zeros(history)  # y_i . s_i
+        # s_i . y_j and y_i . y_j of the kept pairs, oldest first: [:kept, :kept] (y_i . s_i: curvatures)
+        self.steps_grads = np.zeros((history, history))
+        self.grads_grads = np.zeros((history, history))
         self.kept, self.next_row, self.iterations = 0, 0, 0
         self.value, self.gradient = math.nan, None  # F and f's gradient at x, once evaluated
         self.stopped = ""  # why the last `step` could not lower F ("" while it can)
@@ -122,26 +126,30 @@ class LBFGS:
         return True
 
     def _direction(self, pseudo: np.ndarray) -> np.ndarray:
-        """-H pseudo by the two-loop recursion over the kept pairs, H0 = (s.y / y.y) I from the newest;
-        with L1 kept to the orthant -pseudo points into."""
-        q = -pseudo
+        """-H pseudo, H the L-BFGS inverse Hessian of the kept pairs with H0 = (s.y / y.y) I from the
+        newest (the two-loop recursion's), in the compact form of Byrd, Nocedal and Schnabel (1994):
+        four products with the kept pairs and two m x m solves, not 4m vector operations. With L1,
+        kept to the orthant -pseudo points into."""
+        kept = self.kept
+        if not kept:
+            return self._constrained(-pseudo, pseudo)
         rows = self._rows()
-        if rows:
-            steps, grads, curvatures = self.steps_kept, self.grads_kept, self.curvatures
-            alphas = {}
-            for i in reversed(rows):
-                alphas[i] = float(steps[i].dot(q)) / curvatures[i]
-                q -= alphas[i] * grads[i]
-            newest = grads[rows[-1]]
-            q *= curvatures[rows[-1]] / float(newest.dot(newest))
-            for i in rows:
-                beta = float(grads[i].dot(q)) / curvatures[i]
-                q += (alphas[i] - beta) * steps[i]
-        return self._constrained(q, pseudo)
+        products = self.steps_grads[:kept, :kept]
+        upper = np.triu(products)  # R
+        gamma = products[-1, -1] / self.grads_grads[kept - 1, kept - 1]
+        along_steps = (self.steps_kept @ pseudo)[rows]  # S^T v
+        along_grads = (self.grads_kept @ pseudo)[rows]  # Y^T v
+        inner = np.linalg.solve(upper, along_steps)  # R^-1 S^T v
+        middle = products.diagonal() * inner + gamma * (self.grads_grads[:kept, :kept] @ inner - along_grads)
+        steps_part, grads_part = np.zeros(len(self.steps_kept)), np.zeros(len(self.steps_kept))
+        steps_part[rows] = np.linalg.solve(upper.T, middle)
+        grads_part[rows] = -gamma * inner
+        hv = gamma * pseudo + steps_part @ self.steps_kept + grads_part @ self.grads_kept
+        return self._constrained(-hv.astype(pseudo.dtype, copy=False), pseudo)
 
     def _rows(self) -> list[int]:
         """The rows of the kept pairs, oldest first (a ring: the newest was written at next_row - 1)."""
-        history = self.curvatures.size
+        history = len(self.steps_kept)
         return [(self.next_row - self.kept + i) % history for i in range(self.kept)]
 
     def _constrained(self, direction: np.ndarray, pseudo: np.ndarray) -> np.ndarray:
@@ -156,11 +164,19 @@ class LBFGS:
         curvature = float(change.dot(step))
         if not curvature > CURVATURE_FLOOR:
             return
-        row, history = self.next_row, self.curvatures.size
+        row, history = self.next_row, len(self.steps_kept)
+        if self.kept == history:  # the oldest pair goes: its products too
+            for products in (self.steps_grads, self.grads_grads):
+                products[:-1, :-1] = products[1:, 1:]
         self.steps_kept[row] = step
         self.grads_kept[row] = change
-        self.curvatures[row] = curvature
         self.next_row, self.kept = (row + 1) % history, min(self.kept + 1, history)
+        rows, newest = self._rows(), self.kept - 1
+        self.steps_grads[newest, : self.kept] = (self.grads_kept @ step)[rows]
+        self.steps_grads[: self.kept, newest] = (self.steps_kept @ change)[rows]
+        self.grads_grads[newest, : self.kept] = self.grads_grads[: self.kept, newest] = (
+            self.grads_kept @ change
+        )[rows]
 
     def _wolfe_search(
         self, evaluate: Evaluate, direction: np.ndarray, pseudo: np.ndarray, first: float, slope: float
@@ -210,7 +226,8 @@ class LBFGS:
             "x": self.x,
             "steps_kept": self.steps_kept,
             "grads_kept": self.grads_kept,
-            "curvatures": self.curvatures,
+            "steps_grads": self.steps_grads,
+            "grads_grads": self.grads_grads,
             "counts": np.array([self.kept, self.next_row, self.iterations]),
         }
         if self.gradient is not None:
@@ -222,7 +239,7 @@ class LBFGS:
         """Continue from `state_dict()` of a driver over the same number of entries and history; a
         ValueError names the first entry that does not fit."""
         _check_state(state, self.state_dict())
-        for name in ("x", "steps_kept", "grads_kept", "curvatures"):
+        for name in ("x", "steps_kept", "grads_kept", "steps_grads", "grads_grads"):
             getattr(self, name)[...] = state[name]
         self.kept, self.next_row, self.iterations = (int(count) for count in state["counts"])
         if "gradient" in state:
@@ -361,7 +378,7 @@ def _check_state(state: dict[str, np.ndarray], own: dict[str, np.ndarray]) -> No
             raise ValueError(f"L-BFGS state: {name!r} should have shape {tuple(shape)}")
         if np.issubdtype(np.asarray(value).dtype, np.floating) and not np.isfinite(value).all():
             raise ValueError(f"L-BFGS state: {name!r} holds a value that is not finite")
-    history = own["curvatures"].size
+    history = len(own["steps_grads"])
     kept, next_row, iterations = (int(count) for count in state["counts"])
     if not (0 <= kept <= history and 0 <= next_row < max(history, 1) and iterations >= 0):
         raise ValueError(f"L-BFGS state: counts {[kept, next_row, iterations]} do not fit {history} pairs")
