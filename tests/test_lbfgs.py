@@ -134,3 +134,14 @@ def test_a_state_that_does_not_fit_is_refused_by_name(change, named):
     with pytest.raises(ValueError) as raised:
         LBFGS(np.zeros(4)).load_state_dict(state)
     assert named in str(raised.value)
+
+
+def test_a_gradient_that_is_not_finite_is_named_not_taken_for_zero():
+    driver = LBFGS(np.zeros(3))
+    assert not driver.step(lambda x: (1.0, np.full_like(x, np.nan)))
+    assert driver.stopped == "the gradient is not finite where the search starts"
+
+
+def test_history_must_keep_a_pair():
+    with pytest.raises(ValueError, match="history must be at least 1, got 0"):
+        LBFGS(np.zeros(3), history=0)

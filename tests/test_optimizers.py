@@ -84,9 +84,9 @@ def _logistic_problem():
 
 
 def test_lbfgs_takes_torchs_iterates_with_one_pass_fewer():
-    """torch.optim.LBFGS's iterates, one iteration per step, to float32 rounding (the two-loop
-    recursion's scalars are summed in float64 here), with one pass fewer per iteration: torch
-    re-evaluates where its last line search ended, the driver keeps that evaluation."""
+    """torch.optim.LBFGS's iterates, one iteration per step, to float32 rounding (the inverse-Hessian
+    product is computed in another form, its small products in float64), with one pass fewer per
+    iteration: torch re-evaluates where its last line search ended, the driver keeps that evaluation."""
     ours, closure, our_calls = _logistic_problem()
     optimizer = LBFGS(ours, lr=1.0)
     theirs, their_closure, their_calls = _logistic_problem()
@@ -162,3 +162,26 @@ def test_lbfgs_is_built_without_importing_torch_dynamo():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_lbfgs_starts_from_the_parameters_after_a_restart_or_an_empty_state():
+    """Parameters changed from outside (a checkpoint of an older version loaded, an objective changed)
+    are where the next step starts, not the driver's old iterate."""
+    params, closure, _ = _logistic_problem()
+    seen = []
+
+    def watched():
+        seen.append([param.detach().clone() for param in params])
+        return closure()
+
+    optimizer = LBFGS(params, lr=1.0)
+    for _ in range(3):
+        optimizer.step(1.0, closure)
+    for change in (optimizer.restart, lambda: optimizer.load_state_dict({})):
+        with torch.no_grad():
+            for param in params:
+                param.fill_(0.5)
+        change()
+        seen.clear()
+        optimizer.step(1.0, watched)
+        assert all(torch.equal(param, torch.full_like(param, 0.5)) for param in seen[0])

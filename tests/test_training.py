@@ -156,3 +156,25 @@ def test_lbfgs_with_l1_reaches_the_estimators_optimum_with_exact_zeros(tiny_data
     ours = objective(weight, bias)
     theirs = objective(torch.from_numpy(estimator.coef_), torch.from_numpy(estimator.intercept_))
     assert ours == pytest.approx(theirs, abs=1e-5)  # both within tol of the optimum (ours in float32)
+
+
+def test_lbfgs_continues_from_the_model_after_a_new_objective(tiny_data, tiny_config):
+    """A penalty changed mid-run (the playground's live settings) restarts L-BFGS at the model's
+    weights; its steps are centred, so a restart from the ordinary parameters would move the bias."""
+    from torchlogreg.training.trainer import build
+
+    config = tiny_config.replace(optimizer="lbfgs", batch_size=None, iters=8, tol=0.0)
+    engine = build(config, tiny_data, verbose=False).engine
+    engine.run()
+    before = {name: value.clone() for name, value in engine.model.state_dict().items()}
+    engine.set_objective(Objective(engine.objective.weight_decay * 2))
+    evaluate, seen = engine._centred_gradient, []
+
+    def watched(*args):  # (called with the model's ordinary parameters in place)
+        seen.append({name: value.clone() for name, value in engine.model.state_dict().items()})
+        return evaluate(*args)
+
+    engine._centred_gradient, engine.total = watched, 9
+    engine.run()
+    for name, value in before.items():
+        torch.testing.assert_close(seen[0][name], value, rtol=1e-6, atol=1e-6)

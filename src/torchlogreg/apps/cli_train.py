@@ -145,8 +145,8 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
         return f"converged ({tol}) after {metrics['iterations']} iterations"
     if reason == "no progress":
         return (
-            f"stopped after {metrics['iterations']} iterations, not converged ({tol}): L-BFGS found no "
-            "lower objective along its direction (the objective no longer falls measurably in float32)"
+            f"stopped after {metrics['iterations']} iterations, not converged ({tol}): L-BFGS's line search "
+            "found no lower objective (it no longer falls measurably in the model's arithmetic)"
         )
     if reason == "early stopping":
         return f"stopped early: no better validation loss in {config.patience} checks (--patience)"

@@ -33,15 +33,17 @@ import numpy as np
 Evaluate = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 CURVATURE_FLOOR = 1e-10  # a pair (s, y) with y.s below this would make H indefinite: not kept
-ARMIJO = 1e-4  # sufficient decrease (c1), as torch's and L-BFGS-B's searches
+ARMIJO = 1e-4  # sufficient decrease (c1), as torch's search
 CURVATURE = 0.9  # the strong Wolfe condition's c2, as torch's
+BRACKET_FLOOR = 1e-9  # the Wolfe search stops shrinking a bracket this short (times max |d|), as torch's
 BACKTRACK = 0.5  # the backtracking search halves the step until F falls enough
 
 
 class LBFGS:
-    """L-BFGS from `x` (copied; its dtype is the arithmetic's), keeping `history` curvature pairs; `l1`
-    (a scalar or one weight per entry of x, 0 where unpenalised) adds the L1 term.
-    `max_line_search`: evaluations per line search."""
+    """L-BFGS from `x` (copied; its dtype is the vectors' arithmetic, the pairs' m x m products are
+    float64), keeping `history` (>= 1) curvature pairs; `l1` (a scalar or one weight per entry of x, 0
+    where unpenalised) adds the L1 term. `max_line_search`: evaluations per line search. The first
+    step, and the first after the pairs are dropped, is scaled to 1 / |gradient|_1, as torch's first."""
 
     def __init__(
         self,
@@ -51,6 +53,8 @@ class LBFGS:
         l1: np.ndarray | float = 0.0,
         max_line_search: int = 25,
     ):
+        if history < 1:
+            raise ValueError(f"history must be at least 1, got {history}")
         self.x = np.array(x, copy=True).reshape(-1)
         dtype, n = self.x.dtype, self.x.size
         self.l1 = _weights(l1, self.x)
@@ -103,6 +107,9 @@ class LBFGS:
             self.stopped = f"the objective is {self.value} where the search starts"
             return False
         pseudo = self._pseudo_gradient(self.x, self.gradient)
+        if not np.isfinite(pseudo).all():
+            self.stopped = "the gradient is not finite where the search starts"
+            return False
         direction = self._direction(pseudo)
         slope = float(pseudo.dot(direction))
         if not slope < 0:  # not a descent direction (H lost its curvature): start again from -gradient
@@ -258,10 +265,10 @@ def _strong_wolfe(
     gtd: float,
     max_ls: int,
 ) -> tuple[float, np.ndarray, float]:
-    """torch.optim.lbfgs._strong_wolfe (from torch7's lswolfe.lua), on NumPy and Python floats, with
-    its tolerance_change at 0 as the package always ran it: (f, g, t) at a step t along d that
-    satisfies the strong Wolfe conditions, or the best point found within max_ls evaluations.
-    `along(t)` evaluates x + t d. Ported rather than called: torch's takes tensors only."""
+    """torch.optim.lbfgs._strong_wolfe (from torch7's lswolfe.lua) with the arguments torch.optim.LBFGS
+    gives it, on NumPy and Python floats: (f, g, t) at a step t along d that satisfies the strong
+    Wolfe conditions, or the best point found within max_ls evaluations. `along(t)` evaluates x + t d.
+    Ported rather than called: torch's takes tensors only."""
     f_new, g_new = along(t)
     gtd_new = float(g_new.dot(d))
     t_prev, f_prev, g_prev, gtd_prev = 0.0, f, g, gtd
@@ -298,7 +305,7 @@ def _strong_wolfe(
     low, high = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
     insufficient = False
     while not done and ls_iter < max_ls:  # zoom: shrink the bracket onto such a point
-        if abs(bracket[1] - bracket[0]) * float(np.abs(d).max()) <= 0.0:
+        if abs(bracket[1] - bracket[0]) * float(np.abs(d).max()) < BRACKET_FLOOR:
             break
         t = _cubic_minimum(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1])
         # a trial too near an end of the bracket moves a tenth of its length inside it (on the second
@@ -380,7 +387,7 @@ def _check_state(state: dict[str, np.ndarray], own: dict[str, np.ndarray]) -> No
             raise ValueError(f"L-BFGS state: {name!r} holds a value that is not finite")
     history = len(own["steps_grads"])
     kept, next_row, iterations = (int(count) for count in state["counts"])
-    if not (0 <= kept <= history and 0 <= next_row < max(history, 1) and iterations >= 0):
+    if not (0 <= kept <= history and 0 <= next_row < history and iterations >= 0):
         raise ValueError(f"L-BFGS state: counts {[kept, next_row, iterations]} do not fit {history} pairs")
 
 

@@ -43,8 +43,8 @@ RULES = {
     "epochs": f"sgd/adam: {SGD_EPOCHS}, or as many as give {SGD_MIN_STEPS} steps on smaller sets; lbfgs: "
     f"{LBFGS_ITERATIONS} iterations. Training stops sooner once converged (see --tol)",
     "tol": "lbfgs: converged when the objective's largest gradient entry is at most tol (scikit-learn's "
-    "rule); sgd/adam: when two epochs in a row lower the mean objective by less than tol. 0: never stops "
-    "early",
+    "rule); sgd/adam: when two epochs in a row lower the mean objective by less than tol. 0: no "
+    "convergence test (lbfgs still stops where its line search finds no lower objective)",
     "weight_decay": "1 / (training rows): the objective of scikit-learn's LogisticRegression(C=1)",
     "schedule": "cosine for sgd and adam, none for lbfgs",
 }

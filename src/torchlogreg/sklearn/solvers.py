@@ -184,9 +184,6 @@ class Packing:
         intercept = x[self.size :] if self.fit_intercept else np.zeros(self.shape[0])
         return x[: self.size].reshape(self.shape), intercept
 
-    def gradient(self, grad_coef: np.ndarray, grad_intercept: np.ndarray) -> np.ndarray:
-        return self.pack(grad_coef, grad_intercept)
-
     def l1_weights(self, l1: float) -> np.ndarray:
         """The L1 weight of each entry: l1 on W, 0 on the intercept."""
         weights = np.zeros(self.length)
@@ -239,7 +236,7 @@ class SmoothLoss:
         value, grad_coef, grad_intercept = self.loss(weights, bias)
         value += self.smooth.penalty(torch.from_numpy(weights))
         self.smooth.add_penalty_gradients(torch.from_numpy(weights), torch.from_numpy(grad_coef))
-        return value, self.packing.gradient(grad_coef, grad_intercept) / self.scale
+        return value, self.packing.pack(grad_coef, grad_intercept) / self.scale
 
 
 def lbfgs(

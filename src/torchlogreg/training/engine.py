@@ -127,12 +127,11 @@ class Engine:
         """Minimise `objective` from the next step on (new penalties mid-run)."""
         self.objective = objective
         self.gradient.set_objective(self._stepped(objective))
-        if hasattr(self.optimizer, "restart"):  # L-BFGS's kept evaluation is of the old objective
-            self.optimizer.restart()
 
     def _stepped(self, objective: Objective) -> Objective:
         """What the gradient path evaluates: `objective`, less its L1 term where the optimizer takes
-        that term itself (L-BFGS's OWL-QN: exact zeros, and a stopping rule on its subgradient)."""
+        that term itself (L-BFGS's OWL-QN: exact zeros, and a stopping rule on its subgradient). That
+        optimizer starts afresh: its kept evaluation was of the old objective."""
         if not hasattr(self.optimizer, "take_l1"):
             return objective
         self.optimizer.take_l1(objective.l1, self._weight)

@@ -135,9 +135,11 @@ class Convergence:
 
     def on_step(self, engine: Engine, row: dict) -> None:
         if engine.full_batch:
-            if getattr(engine.optimizer, "iterations", 1) == 0:
-                stalled = getattr(engine.optimizer, "stalled", "")
-                engine.stop_reason = "no progress" if stalled else "converged" if self.tol else None
+            if engine.stop_reason is None and getattr(engine.optimizer, "iterations", 1) == 0:
+                if getattr(engine.optimizer, "stalled", ""):
+                    engine.stop_reason = "no progress"
+                elif self.tol:
+                    engine.stop_reason = "converged"
             return
         self.epoch_loss += row["loss"]
         self.epoch_steps += 1
