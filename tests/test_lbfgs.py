@@ -145,3 +145,59 @@ def test_a_gradient_that_is_not_finite_is_named_not_taken_for_zero():
 def test_history_must_keep_a_pair():
     with pytest.raises(ValueError, match="history must be at least 1, got 0"):
         LBFGS(np.zeros(3), history=0)
+
+
+def _random_objective(kind: int, A: np.ndarray, c: np.ndarray):
+    """A log-sum-exp (kind 0), a non-convex (1) or a quadratic (2) objective in 5 variables."""
+
+    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+        if kind == 0:
+            z = A @ x + c
+            return float(scipy.special.logsumexp(z) + 0.01 * x @ x), A.T @ scipy.special.softmax(z) + 0.02 * x
+        if kind == 1:
+            return float(np.sin(x).sum() + 0.1 * x @ x), np.cos(x) + 0.2 * x
+        return float(((A @ x - c) ** 2).sum()), 2 * A.T @ (A @ x - c)
+
+    return objective
+
+
+@pytest.mark.parametrize("trial", range(60))
+def test_the_line_search_tries_the_steps_torchs_tries(trial):
+    """The ported strong-Wolfe search against torch's own on a random search: the same trial steps (to
+    rounding: x + t d is formed in another order) and the same answer."""
+    import torch
+    from torch.optim.lbfgs import _strong_wolfe as torchs
+
+    from torchlogreg.core.lbfgs import _strong_wolfe as ours
+
+    rng = np.random.default_rng(trial)
+    objective = _random_objective(trial % 3, rng.normal(size=(5, 5)), 3 * rng.normal(size=5))
+    x, first = rng.normal(size=5), float(rng.choice([1.0, 0.1, 10.0, 1e-3]))
+    f, g = objective(x)
+    d = -g * rng.uniform(0.01, 5)
+    our_steps, their_steps = [], []
+
+    def along(t: float):
+        our_steps.append(t)
+        return objective(x + t * d)
+
+    def their_along(x_t: torch.Tensor, t, d_t: torch.Tensor):
+        their_steps.append(float(t))
+        value, gradient = objective(x_t.numpy() + float(t) * d_t.numpy())
+        return value, torch.from_numpy(gradient)
+
+    value, _, step = ours(along, d, first, f, g, float(g @ d), 25)
+    tensor = torch.from_numpy
+    their_value, _, their_step, _ = torchs(
+        their_along,
+        tensor(x),
+        first,
+        tensor(d),
+        f,
+        tensor(g),
+        torch.tensor(float(g @ d), dtype=torch.float64),
+        max_ls=25,
+    )
+    np.testing.assert_allclose(our_steps, their_steps, rtol=1e-9)
+    assert value == pytest.approx(float(their_value), rel=1e-12)
+    assert step == pytest.approx(float(their_step), rel=1e-9)

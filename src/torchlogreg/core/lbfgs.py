@@ -77,7 +77,7 @@ class LBFGS:
     def subgradient(self, evaluate: Evaluate) -> np.ndarray:
         """F's minimal-norm subgradient at x (its gradient without L1): what the stopping rule measures."""
         self.evaluated(evaluate)
-        return self._pseudo_gradient(self.x, self.gradient)
+        return pseudo_gradient(self.x, self.gradient, self.l1)
 
     def gradient_max(self, evaluate: Evaluate) -> float:
         """max |subgradient| of F at x: scikit-learn's stopping measure (0 for an empty x)."""
@@ -90,14 +90,6 @@ class LBFGS:
             value += float(self.l1.dot(np.abs(x)))
         return value, np.asarray(gradient, dtype=self.x.dtype).reshape(-1)
 
-    def _pseudo_gradient(self, x: np.ndarray, gradient: np.ndarray) -> np.ndarray:
-        """F's minimal-norm subgradient: f's gradient plus l1 * sign(x), and at x = 0 the part of
-        gradient +- l1 that points out of the dead zone [-l1, l1] (0 inside it)."""
-        if self.l1 is None:
-            return gradient
-        at_zero = np.sign(gradient) * np.maximum(np.abs(gradient) - self.l1, 0.0)
-        return np.where(x == 0, at_zero, gradient + self.l1 * np.sign(x)).astype(x.dtype, copy=False)
-
     # --- one iteration ---------------------------------------------------------------------------
     def step(self, evaluate: Evaluate, lr: float = 1.0) -> bool:
         """One iteration from x; returns whether F fell (else `stopped` says why and x is unchanged).
@@ -106,14 +98,14 @@ class LBFGS:
         if not math.isfinite(self.value):
             self.stopped = f"the objective is {self.value} where the search starts"
             return False
-        pseudo = self._pseudo_gradient(self.x, self.gradient)
+        pseudo = pseudo_gradient(self.x, self.gradient, self.l1)
         if not np.isfinite(pseudo).all():
             self.stopped = "the gradient is not finite where the search starts"
             return False
         direction = self._direction(pseudo)
         slope = float(pseudo.dot(direction))
         if not slope < 0:  # not a descent direction (H lost its curvature): start again from -gradient
-            self.kept, direction = 0, self._constrained(-pseudo, pseudo)
+            self.kept, direction = 0, constrained(self.l1, -pseudo, pseudo)
             slope = float(pseudo.dot(direction))
             if not slope < 0:
                 self.stopped = "the gradient is zero"
@@ -139,7 +131,7 @@ class LBFGS:
         kept to the orthant -pseudo points into."""
         kept = self.kept
         if not kept:
-            return self._constrained(-pseudo, pseudo)
+            return constrained(self.l1, -pseudo, pseudo)
         rows = self._rows()
         products = self.steps_grads[:kept, :kept]
         upper = np.triu(products)  # R
@@ -152,19 +144,12 @@ class LBFGS:
         steps_part[rows] = np.linalg.solve(upper.T, middle)
         grads_part[rows] = -gamma * inner
         hv = gamma * pseudo + steps_part @ self.steps_kept + grads_part @ self.grads_kept
-        return self._constrained(-hv.astype(pseudo.dtype, copy=False), pseudo)
+        return constrained(self.l1, -hv.astype(pseudo.dtype, copy=False), pseudo)
 
     def _rows(self) -> list[int]:
         """The rows of the kept pairs, oldest first (a ring: the newest was written at next_row - 1)."""
         history = len(self.steps_kept)
         return [(self.next_row - self.kept + i) % history for i in range(self.kept)]
-
-    def _constrained(self, direction: np.ndarray, pseudo: np.ndarray) -> np.ndarray:
-        """OWL-QN: each penalised entry of the direction that does not oppose the pseudo-gradient is
-        dropped, so the step stays in the orthant the pseudo-gradient points away from."""
-        if self.l1 is not None:
-            direction[(self.l1 > 0) & (direction * pseudo >= 0)] = 0.0
-        return direction
 
     def _remember(self, step: np.ndarray, change: np.ndarray) -> None:
         """Keep the pair (s, y) of the step just taken, over the oldest once `history` are kept."""
@@ -256,6 +241,28 @@ class LBFGS:
             self.value, self.gradient = math.nan, None
 
 
+def pseudo_gradient(x: np.ndarray, gradient: np.ndarray, l1: np.ndarray | None) -> np.ndarray:
+    """The minimal-norm subgradient of f + sum l1_i |x_i| (f's gradient without L1): f's gradient
+    plus l1 * sign(x), and at x = 0 the part of gradient +- l1 that points out of the dead zone
+    [-l1, l1] (0 inside it)."""
+    if l1 is None:
+        return gradient
+    at_zero = np.sign(gradient) * np.maximum(np.abs(gradient) - l1, 0.0)
+    return np.where(x == 0, at_zero, gradient + l1 * np.sign(x)).astype(x.dtype, copy=False)
+
+
+def constrained(l1: np.ndarray | None, direction: np.ndarray, pseudo: np.ndarray) -> np.ndarray:
+    """OWL-QN: each penalised entry of the direction that does not oppose the pseudo-gradient is
+    dropped (in place), so the step stays in the orthant the pseudo-gradient points away from."""
+    if l1 is not None:
+        direction[(l1 > 0) & (direction * pseudo >= 0)] = 0.0
+    return direction
+
+
+# a trial point of a line search: (step t, F, gradient, slope gradient . d) at x + t d
+Point = tuple[float, float, np.ndarray, float]
+
+
 def _strong_wolfe(
     along: Callable[[float], tuple[float, np.ndarray]],
     d: np.ndarray,
@@ -269,74 +276,75 @@ def _strong_wolfe(
     gives it, on NumPy and Python floats: (f, g, t) at a step t along d that satisfies the strong
     Wolfe conditions, or the best point found within max_ls evaluations. `along(t)` evaluates x + t d.
     Ported rather than called: torch's takes tensors only."""
-    f_new, g_new = along(t)
-    gtd_new = float(g_new.dot(d))
-    t_prev, f_prev, g_prev, gtd_prev = 0.0, f, g, gtd
-    done, ls_iter = False, 0
-    while ls_iter < max_ls:  # bracket an interval holding a point that satisfies the conditions
-        if f_new > f + ARMIJO * t * gtd or (ls_iter > 1 and f_new >= f_prev):
-            bracket, bracket_f, bracket_g, bracket_gtd = (
-                [t_prev, t],
-                [f_prev, f_new],
-                [g_prev, g_new],
-                [gtd_prev, gtd_new],
-            )
-            break
+    start = (0.0, f, g, gtd)
+    bracket, used = _bracket(along, d, start, t, max_ls)
+    if len(bracket) == 2 and used < max_ls:
+        bracket = _zoom(along, d, start, bracket, max_ls - used)
+    best = min(bracket, key=lambda point: point[1])  # (the first of equals, as torch's)
+    return best[1], best[2], best[0]
+
+
+def _point(along: Callable[[float], tuple[float, np.ndarray]], d: np.ndarray, t: float) -> Point:
+    f, g = along(t)
+    return t, f, g, float(g.dot(d))
+
+
+def _bracket(along, d: np.ndarray, start: Point, t: float, max_ls: int) -> tuple[list[Point], int]:
+    """Steps from t, growing by cubic extrapolation, until one satisfies the strong Wolfe conditions
+    ([it]) or an interval must hold such a step ([its ends]); with the evaluations after the first.
+    After max_ls of them, [start, the last]."""
+    f, gtd = start[1], start[3]
+    previous, point = start, _point(along, d, t)
+    for used in range(max_ls):
+        t, f_new, _, gtd_new = point
+        if f_new > f + ARMIJO * t * gtd or (used > 1 and f_new >= previous[1]):
+            return [previous, point], used
         if abs(gtd_new) <= -CURVATURE * gtd:
-            bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
-            done = True
-            break
+            return [point], used
         if gtd_new >= 0:
-            bracket, bracket_f, bracket_g, bracket_gtd = (
-                [t_prev, t],
-                [f_prev, f_new],
-                [g_prev, g_new],
-                [gtd_prev, gtd_new],
-            )
+            return [previous, point], used
+        t_prev = previous[0]
+        step = _cubic_minimum(
+            t_prev, previous[1], previous[3], t, f_new, gtd_new, (t + 0.01 * (t - t_prev), t * 10)
+        )
+        previous, point = point, _point(along, d, step)
+    return [start, point], max_ls
+
+
+def _zoom(along, d: np.ndarray, start: Point, bracket: list[Point], budget: int) -> list[Point]:
+    """Shrink `bracket` by cubic interpolation, within `budget` evaluations, until a step in it
+    satisfies the strong Wolfe conditions ([it]) or it is shorter than BRACKET_FLOOR (the bracket)."""
+    f, gtd = start[1], start[3]
+    low, high = (0, 1) if bracket[0][1] <= bracket[1][1] else (1, 0)
+    insufficient, d_max = False, float(np.abs(d).max())
+    for _ in range(budget):
+        (t0, f0, _, slope0), (t1, f1, _, slope1) = bracket
+        if abs(t1 - t0) * d_max < BRACKET_FLOOR:
             break
-        step = _cubic_minimum(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, (t + 0.01 * (t - t_prev), t * 10))
-        t_prev, f_prev, g_prev, gtd_prev = t, f_new, g_new, gtd_new
-        t = step
-        f_new, g_new = along(t)
-        gtd_new = float(g_new.dot(d))
-        ls_iter += 1
-    if ls_iter == max_ls:
-        bracket, bracket_f, bracket_g = [0.0, t], [f, f_new], [g, g_new]
-    low, high = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
-    insufficient = False
-    while not done and ls_iter < max_ls:  # zoom: shrink the bracket onto such a point
-        if abs(bracket[1] - bracket[0]) * float(np.abs(d).max()) < BRACKET_FLOOR:
-            break
-        t = _cubic_minimum(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1])
-        # a trial too near an end of the bracket moves a tenth of its length inside it (on the second
-        # such trial in a row, or one at an end)
-        eps = 0.1 * (max(bracket) - min(bracket))
-        if min(max(bracket) - t, t - min(bracket)) < eps:
-            if insufficient or t >= max(bracket) or t <= min(bracket):
-                t = (
-                    max(bracket) - eps
-                    if abs(t - max(bracket)) < abs(t - min(bracket))
-                    else min(bracket) + eps
-                )
-                insufficient = False
-            else:
-                insufficient = True
-        else:
-            insufficient = False
-        f_new, g_new = along(t)
-        gtd_new = float(g_new.dot(d))
-        ls_iter += 1
-        if f_new > f + ARMIJO * t * gtd or f_new >= bracket_f[low]:  # the new point is the high end
-            bracket[high], bracket_f[high], bracket_g[high], bracket_gtd[high] = t, f_new, g_new, gtd_new
-            low, high = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
-        else:
-            if abs(gtd_new) <= -CURVATURE * gtd:
-                done = True
-            elif gtd_new * (bracket[high] - bracket[low]) >= 0:  # the old low becomes the high end
-                bracket[high], bracket_f[high] = bracket[low], bracket_f[low]
-                bracket_g[high], bracket_gtd[high] = bracket_g[low], bracket_gtd[low]
-            bracket[low], bracket_f[low], bracket_g[low], bracket_gtd[low] = t, f_new, g_new, gtd_new
-    return bracket_f[low], bracket_g[low], bracket[low]
+        t, insufficient = _inside(_cubic_minimum(t0, f0, slope0, t1, f1, slope1), t0, t1, insufficient)
+        point = _point(along, d, t)
+        if point[1] > f + ARMIJO * t * gtd or point[1] >= bracket[low][1]:  # the new high end
+            bracket[high] = point
+            low, high = (0, 1) if bracket[0][1] <= bracket[1][1] else (1, 0)
+            continue
+        if abs(point[3]) <= -CURVATURE * gtd:
+            return [point]
+        if point[3] * (bracket[high][0] - bracket[low][0]) >= 0:  # the old low end becomes the high
+            bracket[high] = bracket[low]
+        bracket[low] = point
+    return bracket
+
+
+def _inside(t: float, t0: float, t1: float, insufficient: bool) -> tuple[float, bool]:
+    """A trial step within a tenth of the bracket's length of an end moves that far inside (the second
+    such trial in a row, or one at an end or beyond); and whether this one was let stay that near."""
+    top, bottom = max(t0, t1), min(t0, t1)
+    margin = 0.1 * (top - bottom)
+    if min(top - t, t - bottom) >= margin:
+        return t, False
+    if insufficient or t >= top or t <= bottom:
+        return (top - margin if abs(t - top) < abs(t - bottom) else bottom + margin), False
+    return t, True
 
 
 def _cubic_minimum(
