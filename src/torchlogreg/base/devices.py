@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from functools import cache
 
 import torch
 
@@ -61,3 +62,26 @@ def cpu_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@cache
+def _thread_pools():
+    """threadpoolctl's view of the loaded BLAS libraries (looked up once: about a millisecond)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def blas_threads(count: int | None) -> Iterator[None]:
+    """BLAS (NumPy's and SciPy's) limited to `count` threads for the block (None: unchanged).
+
+    One where torch computes the heavy part (the fused kernel, the engine's gradients) and NumPy only
+    L-BFGS's products: OpenBLAS's threads and torch's, which spin between kernels, then share the
+    cores and wait for each other (a fit several times slower; 100x on a machine whose other core
+    is busy)."""
+    if count is None:
+        yield
+        return
+    with _thread_pools().limit(limits=count, user_api="blas"):
+        yield

@@ -105,7 +105,7 @@ class LBFGS:
         direction = self._direction(pseudo)
         slope = float(pseudo.dot(direction))
         if not slope < 0:  # not a descent direction (H lost its curvature): start again from -gradient
-            self.kept, direction = 0, constrained(self.l1, -pseudo, pseudo)
+            self.kept, self.next_row, direction = 0, 0, constrained(self.l1, -pseudo, pseudo)
             slope = float(pseudo.dot(direction))
             if not slope < 0:
                 self.stopped = "the gradient is zero"
@@ -132,22 +132,24 @@ class LBFGS:
         kept = self.kept
         if not kept:
             return constrained(self.l1, -pseudo, pseudo)
-        rows = self._rows()
+        rows, steps, grads = self._rows(), self.steps_kept[:kept], self.grads_kept[:kept]
         products = self.steps_grads[:kept, :kept]
         upper = np.triu(products)  # R
         gamma = products[-1, -1] / self.grads_grads[kept - 1, kept - 1]
-        along_steps = (self.steps_kept @ pseudo)[rows]  # S^T v
-        along_grads = (self.grads_kept @ pseudo)[rows]  # Y^T v
+        along_steps = (steps @ pseudo)[rows]  # S^T v
+        along_grads = (grads @ pseudo)[rows]  # Y^T v
         inner = np.linalg.solve(upper, along_steps)  # R^-1 S^T v
         middle = products.diagonal() * inner + gamma * (self.grads_grads[:kept, :kept] @ inner - along_grads)
-        steps_part, grads_part = np.zeros(len(self.steps_kept)), np.zeros(len(self.steps_kept))
+        dtype = steps.dtype  # (a float64 factor would convert all the pairs each time)
+        steps_part, grads_part = np.zeros(kept, dtype), np.zeros(kept, dtype)
         steps_part[rows] = np.linalg.solve(upper.T, middle)
         grads_part[rows] = -gamma * inner
-        hv = gamma * pseudo + steps_part @ self.steps_kept + grads_part @ self.grads_kept
+        hv = dtype.type(gamma) * pseudo + steps_part @ steps + grads_part @ grads
         return constrained(self.l1, -hv.astype(pseudo.dtype, copy=False), pseudo)
 
     def _rows(self) -> list[int]:
-        """The rows of the kept pairs, oldest first (a ring: the newest was written at next_row - 1)."""
+        """The rows of the kept pairs, oldest first: rows 0..kept-1 (a ring once all `history` are
+        kept: the newest was written at next_row - 1)."""
         history = len(self.steps_kept)
         return [(self.next_row - self.kept + i) % history for i in range(self.kept)]
 
@@ -163,12 +165,11 @@ class LBFGS:
         self.steps_kept[row] = step
         self.grads_kept[row] = change
         self.next_row, self.kept = (row + 1) % history, min(self.kept + 1, history)
-        rows, newest = self._rows(), self.kept - 1
-        self.steps_grads[newest, : self.kept] = (self.grads_kept @ step)[rows]
-        self.steps_grads[: self.kept, newest] = (self.steps_kept @ change)[rows]
-        self.grads_grads[newest, : self.kept] = self.grads_grads[: self.kept, newest] = (
-            self.grads_kept @ change
-        )[rows]
+        rows, kept = self._rows(), self.kept
+        steps, grads = self.steps_kept[:kept], self.grads_kept[:kept]
+        self.steps_grads[kept - 1, :kept] = (grads @ step)[rows]
+        self.steps_grads[:kept, kept - 1] = (steps @ change)[rows]
+        self.grads_grads[kept - 1, :kept] = self.grads_grads[:kept, kept - 1] = (grads @ change)[rows]
 
     def _wolfe_search(
         self, evaluate: Evaluate, direction: np.ndarray, pseudo: np.ndarray, first: float, slope: float
@@ -395,7 +396,8 @@ def _check_state(state: dict[str, np.ndarray], own: dict[str, np.ndarray]) -> No
             raise ValueError(f"L-BFGS state: {name!r} holds a value that is not finite")
     history = len(own["steps_grads"])
     kept, next_row, iterations = (int(count) for count in state["counts"])
-    if not (0 <= kept <= history and 0 <= next_row < history and iterations >= 0):
+    ring = kept == history or next_row == kept  # (rows 0..kept-1 until the ring is full)
+    if not (0 <= kept <= history and 0 <= next_row < history and iterations >= 0 and ring):
         raise ValueError(f"L-BFGS state: counts {[kept, next_row, iterations]} do not fit {history} pairs")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..base.config import TrainConfig
+from ..base.devices import blas_threads
 from ..base.exceptions import CheckpointError
 from . import lbfgs
 from .model import without_grad
@@ -170,7 +171,8 @@ class LBFGS:
     def step(self, lr: float, closure: Callable[[], torch.Tensor]) -> None:
         """Up to `max_iter` iterations (counted in `iterations`); fewer when the gradient's max-norm is
         within `tolerance_grad` or the line search finds no lower objective (then `stalled` says so).
-        The closure runs at least once per step (the engine records each step from it)."""
+        The closure runs at least once per step (the engine records each step from it). The driver's
+        NumPy products run on one BLAS thread, beside the closure's torch threads (`blas_threads`)."""
         if self.driver is None:
             self.driver = lbfgs.LBFGS(self._flat(self.params), history=self.HISTORY, l1=self.l1)
         calls = 0
@@ -183,13 +185,14 @@ class LBFGS:
             return value, self._flat([param.grad for param in self.params])
 
         self.iterations, self.stalled = 0, ""
-        while self.iterations < self.max_iter:
-            if self.driver.gradient_max(evaluate) <= self.tolerance_grad:
-                break
-            if not self.driver.step(evaluate, lr):
-                self.stalled = self.driver.stopped
-                break
-            self.iterations += 1
+        with blas_threads(1):
+            while self.iterations < self.max_iter:
+                if self.driver.gradient_max(evaluate) <= self.tolerance_grad:
+                    break
+                if not self.driver.step(evaluate, lr):
+                    self.stalled = self.driver.stopped
+                    break
+                self.iterations += 1
         if calls == 0:  # the kept evaluation answered: the closure's own records
             evaluate(self.driver.x)
         self._load(self.driver.x)

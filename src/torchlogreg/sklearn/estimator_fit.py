@@ -18,7 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 
 from ..base.config import DEFAULT_LR
-from ..base.devices import cpu_threads, resolve_device, threads_for
+from ..base.devices import blas_threads, cpu_threads, resolve_device, threads_for
 from ..core.model import LogisticRegression
 from ..core.objective import Objective
 from ..core.optimizers import make_optimizer, schedule_lr
@@ -32,7 +32,6 @@ from .solvers import (
     HostLoss,
     Proximal,
     Solution,
-    blas_threads,
     feature_curvature,
     lbfgs,
 )

@@ -20,10 +20,8 @@ gradient step): stable for any C, and L1 gives exact zeros there too.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import scipy.special
@@ -299,27 +297,6 @@ def _iterate(driver: LBFGS, smooth: SmoothLoss, gradient, max_iter: int, tol: fl
         if before - driver.value <= FTOL * max(abs(before), abs(driver.value), 1.0):
             return "the objective's relative fall <= ftol"
     return "max_iter reached"
-
-
-@cache
-def _thread_pools():
-    """threadpoolctl's view of the loaded BLAS libraries (looked up once: about a millisecond)."""
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-@contextlib.contextmanager
-def blas_threads(count: int | None) -> Iterator[None]:
-    """BLAS (NumPy's and SciPy's) limited to `count` threads for the block (None: unchanged).
-
-    Where the loss's own products do not need them (the fused kernel runs on torch's threads), one:
-    on a machine whose other core is busy a wait for a second thread cost 100x."""
-    if count is None:
-        yield
-        return
-    with _thread_pools().limit(limits=count, user_api="blas"):
-        yield
 
 
 class Proximal:
