@@ -337,3 +337,18 @@ def test_a_reader_that_went_away_ends_the_command_quietly(default_run, tmp_path)
     finally:
         os.close(write_end)
     assert (done.returncode, done.stderr) == (128 + signal.SIGPIPE, b"")
+
+
+@pytest.mark.parametrize(
+    "lr,says", [(1.0, "no longer falls measurably"), (1e-30, "scaled by --lr 1e-30: try --lr 1, the default")]
+)
+def test_an_lbfgs_run_that_stops_without_progress_says_why(tiny_data, tiny_config, tmp_path, lr, says):
+    """--lr 1e-30 makes L-BFGS's first trial step vanish: the run stops at once, and the line names
+    the flag; at the default lr the line speaks of the arithmetic's precision."""
+    from torchlogreg import train
+    from torchlogreg.apps.cli_train import stop_line
+
+    config = tiny_config.replace(optimizer="lbfgs", batch_size=None, lr=lr, iters=50, tol=1e-12)
+    result = train(config, tiny_data, verbose=False)
+    assert result.metrics["stop_reason"] == "no progress"
+    assert says in stop_line(result.metrics, result.config)

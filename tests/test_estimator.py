@@ -452,12 +452,14 @@ def test_the_fused_loss_equals_the_host_loss(digits, classes, weighted):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 
 
-def test_scaled_lbfgs_reaches_the_same_optimum_in_fewer_iterations():
-    """Stepping in weights scaled by the Hessian's diagonal changes the path, not the minimiser, and
-    the stopping rule stays on the unscaled gradient."""
+@pytest.mark.parametrize("l1", [0.0, 1e-3], ids=["l2", "l2+l1"])
+def test_scaled_lbfgs_reaches_the_same_optimum_in_fewer_iterations(l1):
+    """Stepping in weights scaled by the Hessian's diagonal (with L1, its weights divided by the same
+    scales) changes the path, not the minimiser, and the stopping rule stays on the unscaled
+    (sub)gradient."""
     X, y = make_classification(600, 30, n_informative=10, n_classes=3, random_state=0)
     X = X * np.logspace(-2, 1, 30)  # features on very different scales
-    weights, penalty = np.ones(len(y)), Objective(weight_decay=1e-3)
+    weights, penalty = np.ones(len(y)), Objective(weight_decay=1e-3, l1=l1)
     loss = HostLoss(X, y, weights, 3)
     start = (np.zeros((3, 30)), np.zeros(3))
     plain = lbfgs(loss, *start, penalty, fit_intercept=True, max_iter=5000, tol=1e-6)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..base.config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from ..base.exceptions import ConfigError
-from ..data.rules import RULES
+from ..data.rules import OTHER_LR, RULES
 from .cli_common import add_data_options, dataset_arg, path_flag
 
 DEFAULT = PRESETS["default"]
@@ -144,9 +144,14 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
     if reason == "converged":
         return f"converged ({tol}) after {metrics['iterations']} iterations"
     if reason == "no progress":
+        why = (
+            f"its first trial step is scaled by --lr {config.lr:g}: try --lr 1, the default"
+            if config.lr != OTHER_LR["lbfgs"]
+            else "it no longer falls measurably in the model's arithmetic"
+        )
         return (
             f"stopped after {metrics['iterations']} iterations, not converged ({tol}): L-BFGS's line search "
-            "found no lower objective (it no longer falls measurably in the model's arithmetic)"
+            f"found no lower objective ({why})"
         )
     if reason == "early stopping":
         return f"stopped early: no better validation loss in {config.patience} checks (--patience)"

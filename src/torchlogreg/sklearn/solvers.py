@@ -203,11 +203,11 @@ def feature_curvature(X, sample_weight: np.ndarray, n_outputs: int) -> np.ndarra
     return p * (1.0 - p) * np.append(squares, 1.0)
 
 
-def _scales(curvature: np.ndarray | None, l2: float, packing: Packing, l1: float) -> np.ndarray:
+def _scales(curvature: np.ndarray | None, l2: float, packing: Packing) -> np.ndarray:
     """Per entry of L-BFGS's vector, the factor its weight is multiplied by: sqrt(curvature + l2)
     over its mean, bounded to [1e-3, 1e3] (1 where there is no curvature, as a feature that is
-    always 0 without a penalty); all 1 without a curvature or with L1 (whose weights are per W)."""
-    if curvature is None or l1 > 0:
+    always 0 without a penalty); all 1 without a curvature."""
+    if curvature is None:
         return np.ones(packing.length)
     features = curvature[:-1] + l2
     intercept = curvature[-1:]
@@ -252,16 +252,17 @@ def lbfgs(
     """Minimise loss + penalty from (coef, intercept) with L-BFGS until max |subgradient in W| <= tol,
     the objective stops falling (relative change <= FTOL), or max_iter iterations.
 
-    With `curvature` (feature_curvature's, and no L1), L-BFGS steps in scaled weights
-    V = W * sqrt(diagonal of the Hessian at 0): the same objective and minimiser, reached in fewer
-    iterations. The stopping rule stays scikit-learn's, on the gradient in W."""
+    With `curvature` (feature_curvature's), L-BFGS steps in scaled weights
+    V = W * sqrt(diagonal of the Hessian at 0), the L1 weights divided by the same scales: the same
+    objective and minimiser, reached in fewer iterations. The stopping rule stays scikit-learn's, on
+    the (sub)gradient in W."""
     packing = Packing(coef.shape, fit_intercept)
-    scale = _scales(curvature, penalty.weight_decay, packing, penalty.l1)
+    scale = _scales(curvature, penalty.weight_decay, packing)
     smooth = SmoothLoss(loss, penalty, packing, scale)
     driver = LBFGS(
         packing.pack(coef, intercept) * scale,
         history=HISTORY,
-        l1=packing.l1_weights(penalty.l1),
+        l1=packing.l1_weights(penalty.l1) / scale,  # l1 |W| = l1 / scale * |V|
         max_line_search=MAX_LINE_SEARCH,
     )
 
