@@ -352,3 +352,39 @@ def test_an_lbfgs_run_that_stops_without_progress_says_why(tiny_data, tiny_confi
     result = train(config, tiny_data, verbose=False)
     assert result.metrics["stop_reason"] == "no progress"
     assert says in stop_line(result.metrics, result.config)
+
+
+def test_lbfgs_forgets_its_pairs_when_their_direction_fails(tmp_path):
+    """--weight-decay 1e6 makes the weights' curvature millions of times the bias's: L-BFGS's
+    direction from its first pairs then finds no lower objective, and the driver tries again from the
+    gradient (as L-BFGS-B does) instead of stopping; the bias reaches the classes' log-odds."""
+    from safetensors.numpy import load_file
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (300, 5, 7), dtype=np.uint8)
+    labels = np.where(rng.random(300) < 0.8, 5, 3)
+    np.savez(
+        tmp_path / "a.npz", train_images=images, train_labels=labels, test_images=images, test_labels=labels
+    )
+    assert (
+        main(["data", "convert", "--from-npz", str(tmp_path / "a.npz"), "--out", str(tmp_path / "ds")]) == 0
+    )
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(tmp_path / "ds"),
+                "--out",
+                str(run),
+                "--weight-decay",
+                "1e6",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    fives = int((labels == 5).sum())
+    bias = float(load_file(run / "model.safetensors")["linear.bias"][0])
+    assert bias == pytest.approx(np.log(fives / (300 - fives)), abs=1e-3)

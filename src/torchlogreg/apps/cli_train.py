@@ -144,11 +144,12 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
     if reason == "converged":
         return f"converged ({tol}) after {metrics['iterations']} iterations"
     if reason == "no progress":
-        why = (
-            f"its first trial step is scaled by --lr {config.lr:g}: try --lr 1, the default"
-            if config.lr != OTHER_LR["lbfgs"]
-            else "it no longer falls measurably in the model's arithmetic"
-        )
+        if config.lr != OTHER_LR["lbfgs"]:
+            why = f"its first trial step is scaled by --lr {config.lr:g}: try --lr 1, the default"
+        elif config.weight_decay >= 1:  # the weights' curvature dwarfs the bias's: steps too short to tell
+            why = f"--weight-decay {config.weight_decay:g} scales the weights far above the bias; try less"
+        else:
+            why = "it no longer falls measurably in the model's arithmetic"
         return (
             f"stopped after {metrics['iterations']} iterations, not converged ({tol}): L-BFGS's line search "
             f"found no lower objective ({why})"

@@ -102,27 +102,37 @@ class LBFGS:
         if not np.isfinite(pseudo).all():
             self.stopped = "the gradient is not finite where the search starts"
             return False
-        direction = self._direction(pseudo)
-        slope = float(pseudo.dot(direction))
-        if not slope < 0:  # not a descent direction (H lost its curvature): start again from -gradient
-            self.kept, self.next_row, direction = 0, 0, constrained(self.l1, -pseudo, pseudo)
-            slope = float(pseudo.dot(direction))
-            if not slope < 0:
-                self.stopped = "the gradient is zero"
-                return False
-        first = lr * min(1.0, 1.0 / float(np.abs(pseudo).sum())) if self.kept == 0 else lr
-        if self.l1 is None:
-            moved = self._wolfe_search(evaluate, direction, pseudo, first, slope)
-        else:
-            moved = self._backtracking_search(evaluate, direction, pseudo, first)
+        moved = self._search(evaluate, pseudo, lr)
+        if moved is None and self.kept:  # as L-BFGS-B: forget the pairs, try once more from -gradient
+            self.kept, self.next_row = 0, 0
+            moved = self._search(evaluate, pseudo, lr)
         if moved is None:
-            self.stopped = "the line search found no lower objective along its direction"
+            self.stopped = (
+                "the line search found no lower objective, along L-BFGS's direction or the gradient's"
+            )
             return False
         x, value, gradient = moved
         self._remember(x - self.x, gradient - self.gradient)
         self.x, self.value, self.gradient = x, value, gradient
         self.iterations += 1
         return True
+
+    def _search(
+        self, evaluate: Evaluate, pseudo: np.ndarray, lr: float
+    ) -> tuple[np.ndarray, float, np.ndarray] | None:
+        """The line search along L-BFGS's direction (from -pseudo where it is not one of descent, the
+        pairs then forgotten): the new point, its F and f's gradient, or None where F did not fall."""
+        direction = self._direction(pseudo)
+        slope = float(pseudo.dot(direction))
+        if not slope < 0:  # not a descent direction (H lost its curvature): start again from -gradient
+            self.kept, self.next_row, direction = 0, 0, constrained(self.l1, -pseudo, pseudo)
+            slope = float(pseudo.dot(direction))
+            if not slope < 0:
+                return None
+        first = lr * min(1.0, 1.0 / float(np.abs(pseudo).sum())) if self.kept == 0 else lr
+        if self.l1 is None:
+            return self._wolfe_search(evaluate, direction, pseudo, first, slope)
+        return self._backtracking_search(evaluate, direction, pseudo, first)
 
     def _direction(self, pseudo: np.ndarray) -> np.ndarray:
         """-H pseudo, H the L-BFGS inverse Hessian of the kept pairs with H0 = (s.y / y.y) I from the
