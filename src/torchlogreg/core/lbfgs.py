@@ -135,27 +135,14 @@ class LBFGS:
         return self._backtracking_search(evaluate, direction, pseudo, first)
 
     def _direction(self, pseudo: np.ndarray) -> np.ndarray:
-        """-H pseudo, H the L-BFGS inverse Hessian of the kept pairs with H0 = (s.y / y.y) I from the
-        newest (the two-loop recursion's), in the compact form of Byrd, Nocedal and Schnabel (1994):
-        four products with the kept pairs and two m x m solves, not 4m vector operations. With L1,
-        kept to the orthant -pseudo points into."""
+        """-H pseudo for the kept pairs (`inverse_hessian_product`); with L1, kept to the orthant
+        -pseudo points into."""
         kept = self.kept
         if not kept:
             return constrained(self.l1, -pseudo, pseudo)
-        rows, steps, grads = self._rows(), self.steps_kept[:kept], self.grads_kept[:kept]
-        products = self.steps_grads[:kept, :kept]
-        upper = np.triu(products)  # R
-        gamma = products[-1, -1] / self.grads_grads[kept - 1, kept - 1]
-        along_steps = (steps @ pseudo)[rows]  # S^T v
-        along_grads = (grads @ pseudo)[rows]  # Y^T v
-        inner = np.linalg.solve(upper, along_steps)  # R^-1 S^T v
-        middle = products.diagonal() * inner + gamma * (self.grads_grads[:kept, :kept] @ inner - along_grads)
-        dtype = steps.dtype  # (a float64 factor would convert all the pairs each time)
-        steps_part, grads_part = np.zeros(kept, dtype), np.zeros(kept, dtype)
-        steps_part[rows] = np.linalg.solve(upper.T, middle)
-        grads_part[rows] = -gamma * inner
-        hv = dtype.type(gamma) * pseudo + steps_part @ steps + grads_part @ grads
-        return constrained(self.l1, -hv.astype(pseudo.dtype, copy=False), pseudo)
+        pairs = (self.steps_kept[:kept], self.grads_kept[:kept], self._rows())
+        products = (self.steps_grads[:kept, :kept], self.grads_grads[:kept, :kept])
+        return constrained(self.l1, -inverse_hessian_product(pseudo, *pairs, *products), pseudo)
 
     def _rows(self) -> list[int]:
         """The rows of the kept pairs, oldest first: rows 0..kept-1 (a ring once all `history` are
@@ -250,6 +237,33 @@ class LBFGS:
             self.gradient = np.array(state["gradient"], dtype=self.x.dtype)
         else:
             self.value, self.gradient = math.nan, None
+
+
+def inverse_hessian_product(
+    v: np.ndarray,
+    steps: np.ndarray,
+    grads: np.ndarray,
+    rows: list[int],
+    steps_grads: np.ndarray,
+    grads_grads: np.ndarray,
+) -> np.ndarray:
+    """H v, H the L-BFGS inverse Hessian of the pairs (s_i, y_i) in `steps`/`grads` (ring rows, oldest
+    first at `rows`) with H0 = (s.y / y.y) I from the newest: the two-loop recursion's product, in the
+    compact form of Byrd, Nocedal and Schnabel (1994), four products with the pairs and two m x m
+    solves rather than 4m vector operations. `steps_grads`, `grads_grads`: s_i . y_j and y_i . y_j,
+    oldest first."""
+    upper = np.triu(steps_grads)  # R
+    gamma = steps_grads[-1, -1] / grads_grads[-1, -1]
+    along_steps = (steps @ v)[rows]  # S^T v
+    along_grads = (grads @ v)[rows]  # Y^T v
+    inner = np.linalg.solve(upper, along_steps)  # R^-1 S^T v
+    middle = steps_grads.diagonal() * inner + gamma * (grads_grads @ inner - along_grads)
+    dtype = steps.dtype  # (a float64 factor would convert all the pairs each time)
+    steps_part, grads_part = np.zeros(len(steps), dtype), np.zeros(len(steps), dtype)
+    steps_part[rows] = np.linalg.solve(upper.T, middle)
+    grads_part[rows] = -gamma * inner
+    hv = dtype.type(gamma) * v + steps_part @ steps + grads_part @ grads
+    return hv.astype(v.dtype, copy=False)
 
 
 def pseudo_gradient(x: np.ndarray, gradient: np.ndarray, l1: np.ndarray | None) -> np.ndarray:

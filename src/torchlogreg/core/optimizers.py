@@ -155,6 +155,10 @@ class LBFGS:
                 param.copy_(part.view_as(param))  # (to the parameter's device)
                 offset += param.numel()
 
+    def _new_driver(self) -> lbfgs.LBFGS:
+        """A driver starting from the parameters as they are now."""
+        return lbfgs.LBFGS(self._flat(self.params), history=self.HISTORY, l1=self.l1)
+
     def restart(self) -> None:
         """Start afresh at the next step, from the parameters as they are then (after an outside change
         to them or to the objective): the kept evaluation and curvature pairs are dropped."""
@@ -174,7 +178,7 @@ class LBFGS:
         The closure runs at least once per step (the engine records each step from it). The driver's
         NumPy products run on one BLAS thread, beside the closure's torch threads (`blas_threads`)."""
         if self.driver is None:
-            self.driver = lbfgs.LBFGS(self._flat(self.params), history=self.HISTORY, l1=self.l1)
+            self.driver = self._new_driver()
         calls = 0
 
         def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -206,7 +210,7 @@ class LBFGS:
         self.restart()  # from the loaded parameters, where the state has nothing (older checkpoints)
         if not state:
             return
-        self.driver = lbfgs.LBFGS(self._flat(self.params), history=self.HISTORY, l1=self.l1)
+        self.driver = self._new_driver()
         try:
             self.driver.load_state_dict({name: value.cpu().numpy() for name, value in state.items()})
         except ValueError as error:

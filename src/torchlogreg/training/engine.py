@@ -60,7 +60,7 @@ class Engine:
         self.parameters = list(parameters if parameters is not None else model.parameters())
         self._weight = model.linear.weight  # the penalised tensor, looked up once
         self.centring = Centring(model, centre) if centre is not None else None
-        stepped = self._stepped(objective)
+        stepped = stepped_objective(optimizer, objective, self._weight)
         self.gradient = Gradient(model, stepped, self.parameters, dist, self.centring, full_batch)
         self.callbacks = list(callbacks)
         self.steps_per_epoch = 1 if full_batch else source.steps_per_epoch
@@ -126,16 +126,7 @@ class Engine:
     def set_objective(self, objective: Objective) -> None:
         """Minimise `objective` from the next step on (new penalties mid-run)."""
         self.objective = objective
-        self.gradient.set_objective(self._stepped(objective))
-
-    def _stepped(self, objective: Objective) -> Objective:
-        """What the gradient path evaluates: `objective`, less its L1 term where the optimizer takes
-        that term itself (L-BFGS's OWL-QN: exact zeros, and a stopping rule on its subgradient). That
-        optimizer starts afresh: its kept evaluation was of the old objective."""
-        if not hasattr(self.optimizer, "take_l1"):
-            return objective
-        self.optimizer.take_l1(objective.l1, self._weight)
-        return objective.smooth
+        self.gradient.set_objective(stepped_objective(self.optimizer, objective, self._weight))
 
     def set_source(self, source) -> None:
         """Draw batches from `source` from the next step on (a new batch size mid-run), starting a
@@ -241,6 +232,16 @@ class Engine:
         for callback in self.callbacks:
             if hasattr(callback, "load_state_dict"):
                 callback.load_state_dict(tensors, meta)
+
+
+def stepped_objective(optimizer, objective: Objective, weight: torch.Tensor) -> Objective:
+    """What the engine's gradient path evaluates: `objective`, less its L1 term where `optimizer` takes
+    that term on `weight` itself (L-BFGS's OWL-QN: exact zeros, a stopping rule on the subgradient).
+    That optimizer starts afresh: its kept evaluation was of the old objective."""
+    if not hasattr(optimizer, "take_l1"):
+        return objective
+    optimizer.take_l1(objective.l1, weight)
+    return objective.smooth
 
 
 class Centring:
