@@ -288,7 +288,14 @@ from torchlogreg.base.exceptions import DivergenceError  # noqa: E402
 from torchlogreg.core import fused  # noqa: E402
 from torchlogreg.core.objective import Objective  # noqa: E402
 from torchlogreg.sklearn.estimator_fit import Fit  # noqa: E402
-from torchlogreg.sklearn.solvers import DeviceLoss, FusedLoss, HostLoss, feature_curvature, lbfgs  # noqa: E402
+from torchlogreg.sklearn.solvers import (  # noqa: E402
+    DeviceLoss,
+    FusedLoss,
+    HostLoss,
+    feature_curvature,
+    feature_mean,
+    lbfgs,
+)
 
 SKLEARN_1_8 = tuple(int(part) for part in sklearn.__version__.split(".")[:2]) >= (1, 8)
 
@@ -471,6 +478,29 @@ def test_scaled_lbfgs_reaches_the_same_optimum_in_fewer_iterations(l1):
     assert scaled.n_iter < plain.n_iter
 
 
+@pytest.mark.parametrize("l1", [0.0, 1e-3], ids=["l2", "l2+l1"])
+def test_centred_lbfgs_reaches_the_same_optimum_in_fewer_iterations(l1):
+    """Stepping the intercept as b + W @ mean (features centred) changes the path, not the minimiser,
+    and the stopping rule stays on the (sub)gradient in the ordinary (W, b)."""
+    X, y = make_classification(600, 30, n_informative=10, n_classes=3, random_state=0)
+    X = X + 4.0  # features far from mean 0, as pixels are
+    weights, penalty = np.ones(len(y)), Objective(weight_decay=1e-3, l1=l1)
+    loss = HostLoss(X, y, weights, 3)
+    start = (np.zeros((3, 30)), np.zeros(3))
+    curvature = feature_curvature(X, weights, 3)
+    settings = dict(fit_intercept=True, max_iter=5000, tol=1e-6, curvature=curvature)
+    plain = lbfgs(loss, *start, penalty, **settings)
+    centred = lbfgs(loss, *start, penalty, **settings, mean=feature_mean(X, weights))
+    assert centred.gradient <= 1e-6 and centred.n_iter < plain.n_iter
+    assert plain.gradient <= (1e-6 if l1 == 0 else 2e-5)  # uncentred OWL-QN stalls near 1e-5 here
+    assert centred.objective <= plain.objective + 1e-9
+    assert centred.objective == pytest.approx(plain.objective, rel=0, abs=1e-7)
+    np.testing.assert_allclose(centred.coef, plain.coef, rtol=0, atol=2e-3)  # tol / l2, twice
+    np.testing.assert_allclose(centred.intercept, plain.intercept, rtol=0, atol=4 * 30 * 2e-3)  # mean . coef
+    again = lbfgs(loss, centred.coef, centred.intercept, penalty, **settings, mean=feature_mean(X, weights))
+    assert again.n_iter == 0  # a start within tol in (W, b) is one in the centred coordinates too
+
+
 def test_a_start_within_tol_takes_no_iteration(digits):
     X, y = digits[0][:300], digits[1][:300]
     loss, penalty = HostLoss(X, y, np.ones(len(y)), 10), Objective(weight_decay=0.01)
@@ -498,11 +528,13 @@ def test_a_start_within_tol_takes_no_iteration(digits):
     assert first.n_iter > 0 and again.n_iter == 0 and again.objective == pytest.approx(first.objective)
 
 
-def test_feature_curvature_is_the_same_for_dense_and_sparse_rows(digits):
+def test_feature_curvature_and_mean_are_the_same_for_dense_and_sparse_rows(digits):
     X, weights = digits[0][:200], np.random.default_rng(0).uniform(0.5, 2, 200)
     np.testing.assert_allclose(
         feature_curvature(sp.csr_matrix(X), weights, 10), feature_curvature(X, weights, 10)
     )
+    np.testing.assert_allclose(feature_mean(sp.csr_matrix(X), weights), feature_mean(X, weights))
+    np.testing.assert_allclose(feature_mean(X, weights), np.average(X, axis=0, weights=weights))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -88,16 +88,19 @@ def forward_only(dtype: torch.dtype) -> Callable:
 
 
 def through_lbfgs(make_loss: Callable) -> Callable:
-    """An evaluator of the estimator's L-BFGS: SmoothLoss's data term and L2, then the driver's L1 (its
-    value, and where W != 0 its subgradient g + l1 sign(W))."""
+    """An evaluator of the estimator's L-BFGS: SmoothLoss's data term and L2 in its centred, scaled
+    coordinates, then the driver's L1 (its value, and where W != 0 its subgradient g + l1 sign(W)),
+    the gradient taken back to (W, b)."""
 
     def evaluate(W, b, X, y, sw, objective):
         weights = np.ones(len(y)) if sw is None else sw
         packing = Packing(W.shape, fit_intercept=True)
-        smooth = SmoothLoss(make_loss(X, y, weights, W.shape[0]), objective, packing, np.ones(packing.length))
-        driver = LBFGS(packing.pack(W, b), l1=packing.l1_weights(objective.l1))
-        gradient = driver.subgradient(smooth)
-        return driver.value, gradient[: packing.size].reshape(W.shape), gradient[packing.size :]
+        scale = np.linspace(0.5, 2.0, packing.length)
+        loss = make_loss(X, y, weights, W.shape[0])
+        smooth = SmoothLoss(loss, objective, packing, scale, X.mean(axis=0) + 1.0)
+        driver = LBFGS(smooth.to_vector(W, b), l1=packing.l1_weights(objective.l1) / scale)
+        grad_coef, grad_intercept = smooth.gradients(driver.subgradient(smooth))
+        return driver.value, grad_coef, grad_intercept
 
     return evaluate
 

@@ -33,6 +33,7 @@ from .solvers import (
     Proximal,
     Solution,
     feature_curvature,
+    feature_mean,
     lbfgs,
 )
 
@@ -143,6 +144,7 @@ class FullBatch(Fit):
                 tol=est.tol,
                 verbose=est.verbose,
                 curvature=feature_curvature(X, weights, est.model_.linear.weight.shape[0]),
+                mean=feature_mean(X, weights),
             )
         value = solution.objective if np.isfinite(solution.coef).all() else math.nan
         if diverged(value):
