@@ -123,6 +123,14 @@ def test_take_reads_rows_in_the_order_asked(mnist_on_disk):
         images.take(torch.tensor([1000]))
 
 
+@pytest.mark.parametrize("step", [1, 2, 3, 7], ids=["consecutive", "span", "span", "runs"])
+def test_take_reads_a_spread_sample_as_its_rows(mnist_on_disk, step):
+    """An even sample with gaps is read as one span (step <= SPAN_READ) or run by run: the same rows."""
+    images = DiskImages(mnist_on_disk / "train-images.npy").view(100, 1100)
+    rows = torch.cat([torch.arange(10, 990, step), torch.tensor([10, 3])])  # repeats and a step back too
+    assert torch.equal(images.take(rows), torch.cat([images[r : r + 1] for r in rows.tolist()]).flatten(1))
+
+
 def _rows_of(batch):
     """A batch's images and labels, whether handed out by index into held rows or gathered."""
     if batch.index is None:
