@@ -50,6 +50,9 @@ def threads_for(rows_per_step: int, features: int, device: torch.device) -> int 
     return 1
 
 
+_OUTSIDE: list[int] = []  # the thread count before each open cpu_threads block, outermost first
+
+
 @contextlib.contextmanager
 def cpu_threads(count: int | None) -> Iterator[None]:
     """torch's intra-op threads set to `count` for the block, then restored (None: unchanged)."""
@@ -57,11 +60,19 @@ def cpu_threads(count: int | None) -> Iterator[None]:
         yield
         return
     before = torch.get_num_threads()
+    _OUTSIDE.append(before)
     torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        _OUTSIDE.pop()
+
+
+def outside_threads() -> contextlib.AbstractContextManager[None]:
+    """torch's threads as they are outside every cpu_threads block, for the block: a pass over a
+    whole set (an evaluation) inside a mini-batch run's one-thread steps is large enough to split."""
+    return cpu_threads(_OUTSIDE[0] if _OUTSIDE else None)
 
 
 @cache

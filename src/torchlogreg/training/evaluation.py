@@ -11,6 +11,8 @@ from ..data.batches import rank_range
 from ..data.ondisk import DiskImages
 from .distributed import DistContext, all_reduce_sum
 
+PASS_ROWS = 16_384  # rows read and scored at once: a few MB of pixels, split over the fused kernel's threads
+
 
 @torch.no_grad()
 def predict_proba(model: LogisticRegression, images: torch.Tensor) -> torch.Tensor:
@@ -67,10 +69,10 @@ def evaluate(
     model.eval()
     device = model.linear.weight.device
     loss_sum, correct = 0.0, 0
-    for start in range(0, len(labels), EVAL_BATCH):
-        chunk_labels = labels[start : start + EVAL_BATCH].to(device)
+    for start in range(0, len(labels), PASS_ROWS):
+        chunk_labels = labels[start : start + PASS_ROWS].to(device)
         chunk_loss, chunk_correct = _sums(
-            model, images[start : start + EVAL_BATCH].to(device), chunk_labels, threshold
+            model, images[start : start + PASS_ROWS].to(device), chunk_labels, threshold
         )
         loss_sum += chunk_loss
         correct += chunk_correct
@@ -104,15 +106,20 @@ def _checked_labels(labels, n_images: int, n_classes: int) -> torch.Tensor:
 def _sums(
     model: LogisticRegression, x: torch.Tensor, labels: torch.Tensor, threshold: float
 ) -> tuple[float, int]:
-    """(summed loss, correct predictions) of one chunk."""
+    """(summed loss, correct predictions) of one chunk: one call of the fused kernel (which splits it
+    over the threads), else PyTorch's kernels EVAL_BATCH rows at a time."""
     weight, bias = model.linear.weight, model.linear.bias
     if not model.binary:
         rows = x.reshape(len(x), -1)
         if fused.usable(weight, bias, rows, labels):
             return fused.sums(weight, bias, rows, labels, pixel_scale(rows))
-    logits = model(x)
-    loss = model.loss(logits, labels, reduction="sum")
-    return loss.item(), (decide(logits, threshold) == labels).sum().item()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(labels), EVAL_BATCH):
+        logits = model(x[start : start + EVAL_BATCH])
+        part = labels[start : start + EVAL_BATCH]
+        loss_sum += model.loss(logits, part, reduction="sum").item()
+        correct += (decide(logits, threshold) == part).sum().item()
+    return loss_sum, correct
 
 
 def evaluate_on_ranks(

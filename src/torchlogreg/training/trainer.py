@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ..base.config import TrainConfig
-from ..base.devices import resolve_device
+from ..base.devices import outside_threads, resolve_device
 from ..base.exceptions import ConfigError
 from ..core.model import LogisticRegression
 from ..core.objective import Objective
@@ -75,7 +75,8 @@ class Evaluator:
         self.stopping = EarlyStopping(VAL_LOSS_TOL, config.patience, keep=config.patience is not None)
 
     def _metrics(self, model, images, labels) -> dict:
-        return evaluate_on_ranks(model, images, labels, self.config.threshold, self.dist)
+        with outside_threads():  # a whole set's pass, not a mini-batch step: split over the threads
+            return evaluate_on_ranks(model, images, labels, self.config.threshold, self.dist)
 
     def on_step(self, engine: Engine, row: dict) -> None:
         if engine.iteration % self.every and engine.iteration != engine.total:

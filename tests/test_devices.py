@@ -1,0 +1,26 @@
+"""base/devices.py: the thread-count blocks training runs in."""
+
+import torch
+
+from torchlogreg.base.devices import cpu_threads, outside_threads
+
+
+def test_outside_threads_restores_the_count_outside_every_block():
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # whatever this machine's cores: a count the blocks below change
+    try:
+        with outside_threads():  # no block open: unchanged
+            assert torch.get_num_threads() == 3
+        with cpu_threads(1):
+            with cpu_threads(2), outside_threads():
+                assert torch.get_num_threads() == 3
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cpu_threads_none_leaves_the_count():
+    before = torch.get_num_threads()
+    with cpu_threads(None):
+        assert torch.get_num_threads() == before
