@@ -85,6 +85,21 @@ def test_npz(tmp_path):
         convert(tmp_path / "bad", npz=tmp_path / "bad.npz")
 
 
+def test_npz_with_keras_names(tmp_path):
+    """keras.datasets.mnist's mnist.npz names its arrays x_train, y_train, x_test, y_test."""
+    images, labels = _synthetic(30)
+    np.savez(tmp_path / "mnist.npz", x_train=images, y_train=labels.astype(np.uint8), x_test=images[:5],
+             y_test=labels[:5].astype(np.uint8))  # fmt: skip
+    written = convert(tmp_path / "out", npz=tmp_path / "mnist.npz")
+    assert written["train"] == 30 and _same_rows(tmp_path / "out", "train", images, labels)
+    np.savez(tmp_path / "bad.npz", x_train=images, y_train=labels[:2], x_test=images, y_test=labels)
+    with pytest.raises(DataError, match="y_train must be 30 integers, one per image"):
+        convert(tmp_path / "bad", npz=tmp_path / "bad.npz")
+    np.savez(tmp_path / "other.npz", X=images, y=labels)
+    with pytest.raises(DataError, match=r"needs arrays train_images, .* \(or Keras's x_train, .*found X, y"):
+        convert(tmp_path / "other", npz=tmp_path / "other.npz")
+
+
 def _write_csv(path, images, labels, header=True, label_at=0, unit=False):
     pixels = images.reshape(len(images), -1)
     values = pixels / 255 if unit else pixels

@@ -87,7 +87,8 @@ def _add_sources(convert: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--from-npz",
         metavar="FILE",
-        help="instead: an .npz with uint8 train_images, test_images (N x H x W), train_labels, test_labels",
+        help="instead: an .npz with uint8 train_images, test_images (N x H x W), train_labels, test_labels "
+        "(or Keras's names: x_train, y_train, x_test, y_test)",
     )
     source.add_argument(
         "--from-idx",

@@ -28,31 +28,40 @@ from .readers import labels_problem, open_regular
 MAX_SOURCE_BYTES = 4 * 2**30  # an .npz source decoded: read whole (the folder is written from it)
 
 
+NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+KERAS_KEYS = ("x_train", "y_train", "x_test", "y_test")  # keras.datasets' mnist.npz, in NPZ_KEYS' order
+
+
 def read_npz(path: str | os.PathLike) -> tuple[Split, Split]:
-    """Splits from an .npz holding train_images, train_labels, test_images, test_labels."""
-    keys = ("train_images", "train_labels", "test_images", "test_labels")
+    """Splits from an .npz holding train_images, train_labels, test_images, test_labels, or the same
+    arrays under Keras's names (x_train, y_train, x_test, y_test: keras.datasets' mnist.npz)."""
     with open_regular(path, DataError) as handle:
         if handle.read(2) != b"PK":
             raise DataError(f"npz {path}: not an .npz archive (a zip of .npy arrays)", parameter="npz")
     arrays = read_npz_arrays(path, MAX_SOURCE_BYTES, DataError)  # headers checked before data is read
-    missing = [key for key in keys if key not in arrays]
+    names = KERAS_KEYS if not set(NPZ_KEYS) & set(arrays) and set(KERAS_KEYS) <= set(arrays) else NPZ_KEYS
+    missing = [key for key in names if key not in arrays]
     if missing:
-        raise DataError(f"{path}: needs arrays {', '.join(keys)} (missing {', '.join(missing)})")
-    parts = {key: arrays[key] for key in keys}
+        raise DataError(
+            f"{path}: needs arrays {', '.join(NPZ_KEYS)} (or Keras's {', '.join(KERAS_KEYS)}); "
+            f"missing {', '.join(missing)}, found {', '.join(sorted(arrays)) or 'none'}"
+        )
+    called = dict(zip(NPZ_KEYS, names, strict=True))  # the file's name for each array
+    parts = {key: arrays[name] for key, name in called.items()}
     for key in ("train_images", "test_images"):
         if parts[key].ndim != 3 or parts[key].dtype != np.uint8:
             raise DataError(
-                f"{path}: {key} must be uint8 N x H x W, got {parts[key].dtype} {parts[key].shape}"
+                f"{path}: {called[key]} must be uint8 N x H x W, got {parts[key].dtype} {parts[key].shape}"
             )
     for name in ("train", "test"):
-        images, labels = parts[f"{name}_images"], parts[f"{name}_labels"]
+        images, labels, key = parts[f"{name}_images"], parts[f"{name}_labels"], called[f"{name}_labels"]
         if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(images):
             raise DataError(
-                f"{path}: {name}_labels must be {len(images)} integers, one per image, got "
+                f"{path}: {key} must be {len(images)} integers, one per image, got "
                 f"{labels.dtype} {labels.shape}"
             )
         if problem := labels_problem(labels):  # 2**63 as uint64 would wrap to a negative int64
-            raise DataError(f"{path}: {name}_labels: {problem}")
+            raise DataError(f"{path}: {key}: {problem}")
     return tuple(
         Split(torch.from_numpy(parts[f"{name}_images"]), torch.from_numpy(parts[f"{name}_labels"]).long())
         for name in ("train", "test")
