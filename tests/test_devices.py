@@ -1,5 +1,6 @@
 """base/devices.py: the thread-count blocks training runs in."""
 
+import pytest
 import torch
 
 from torchlogreg.base.devices import cpu_threads, outside_threads
@@ -16,6 +17,19 @@ def test_outside_threads_restores_the_count_outside_every_block():
                 assert torch.get_num_threads() == 3
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_refused_count_leaves_no_block_open():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        with pytest.raises(RuntimeError), cpu_threads(0):
+            pass
+        torch.set_num_threads(2)
+        with cpu_threads(1), outside_threads():
+            assert torch.get_num_threads() == 2  # not the 3 of the block that never opened
     finally:
         torch.set_num_threads(before)
 

@@ -660,8 +660,18 @@ def test_lbfgs_raises_on_a_non_finite_start():
     X, y = np.array([[1.0, 2.0], [2.0, 1.0], [0.5, 3.0]]), [0, 1, 0]
     model = TorchLogisticRegression(warm_start=True).fit(X, y)
     model.coef_ = np.full_like(model.coef_, 1e308)
-    with pytest.raises(DivergenceError, match="scale the features"):
-        model.fit(X * 1e10, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # NumPy's overflow warnings stay inside the solver
+        with pytest.raises(DivergenceError, match="scale the features"):
+            model.fit(X * 1e10, y)
+
+
+def test_a_warm_start_without_intercept_keeps_it_zero(digits):
+    """The multinomial intercepts' sum is kept only where there is an intercept to fit."""
+    X, y = digits[0][:300], digits[1][:300] % 3
+    model = TorchLogisticRegression(fit_intercept=False, warm_start=True).fit(X, y)
+    model.intercept_ = np.array([5.0, 1.0, 0.0])
+    np.testing.assert_array_equal(model.fit(X, y).intercept_, 0.0)
 
 
 def test_sgd_warns_only_when_max_iter_ran_out_first(digits):

@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 from conftest import matmul_rounding_bound
 
-from torchlogreg.core.model import LogisticRegression
+from torchlogreg.core.model import EVAL_BATCH, LogisticRegression
 from torchlogreg.data.ondisk import DiskImages
-from torchlogreg.training.evaluation import evaluate, logits_of, predict_proba, top_k
+from torchlogreg.training.evaluation import PASS_BYTES, _pass_rows, evaluate, logits_of, predict_proba, top_k
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
+
 
 def _model(n_classes: int, seed: int = 0) -> LogisticRegression:
     model = LogisticRegression(16, n_classes)
@@ -121,3 +122,13 @@ def test_top_k_needs_a_name_per_class(samples):
 
     with pytest.raises(ConfigError, match="class_names must name the model's 3 classes, got 2 names"):
         top_k(_model(3), samples[0], ("a", "b"))
+
+
+def test_a_pass_reads_a_bounded_number_of_bytes():
+    """The fused kernel scores PASS_BYTES of pixels per call whatever the image size; a binary model
+    (PyTorch's kernels) EVAL_BATCH rows."""
+    wide = torch.zeros(3, 128, 128, dtype=torch.uint8)
+    assert _pass_rows(LogisticRegression(128 * 128, 10), wide) == PASS_BYTES // (128 * 128)
+    assert _pass_rows(LogisticRegression(784, 10), torch.zeros(3, 28, 28)) == PASS_BYTES // (784 * 4)
+    assert _pass_rows(LogisticRegression(128 * 128, 2), wide) == EVAL_BATCH
+    assert _pass_rows(LogisticRegression(512 * 512, 10), torch.zeros(3, 512, 512)) == EVAL_BATCH

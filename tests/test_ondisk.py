@@ -10,6 +10,7 @@ import torch
 
 from torchlogreg import ConfigError, DataError, Interrupted, preset, train
 from torchlogreg.apps.cli import main
+from torchlogreg.data import ondisk
 from torchlogreg.data.batches import DiskBatches
 from torchlogreg.data.inmemory import Split, load_data
 from torchlogreg.data.ondisk import CHUNK_ROWS, DiskImages, read_dataset_folder, shard_batches, write_dataset
@@ -124,8 +125,11 @@ def test_take_reads_rows_in_the_order_asked(mnist_on_disk):
 
 
 @pytest.mark.parametrize("step", [1, 2, 3, 7], ids=["consecutive", "span", "span", "runs"])
-def test_take_reads_a_spread_sample_as_its_rows(mnist_on_disk, step):
-    """An even sample with gaps is read as one span (step <= SPAN_READ) or run by run: the same rows."""
+@pytest.mark.parametrize("span_bytes", [16 * 2**20, 784 * 100], ids=["span", "over SPAN_BYTES"])
+def test_take_reads_a_spread_sample_as_its_rows(mnist_on_disk, step, span_bytes, monkeypatch):
+    """An even sample with gaps is read as one span (step <= SPAN_READ, within SPAN_BYTES) or run by
+    run: the same rows."""
+    monkeypatch.setattr(ondisk, "SPAN_BYTES", span_bytes)
     images = DiskImages(mnist_on_disk / "train-images.npy").view(100, 1100)
     rows = torch.cat([torch.arange(10, 990, step), torch.tensor([10, 3])])  # repeats and a step back too
     assert torch.equal(images.take(rows), torch.cat([images[r : r + 1] for r in rows.tolist()]).flatten(1))

@@ -60,13 +60,13 @@ def cpu_threads(count: int | None) -> Iterator[None]:
         yield
         return
     before = torch.get_num_threads()
-    _OUTSIDE.append(before)
     torch.set_num_threads(count)
+    _OUTSIDE.append(before)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
         _OUTSIDE.pop()
+        torch.set_num_threads(before)
 
 
 def outside_threads() -> contextlib.AbstractContextManager[None]:

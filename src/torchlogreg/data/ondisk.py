@@ -36,6 +36,7 @@ FORMAT = "torchlogreg-data"
 SHARD_ROWS = 65_536  # rows read at once during training: ~51 MB of 28x28 uint8
 CHUNK_ROWS = 32  # training shuffles runs of this many rows: each is one file read
 SPAN_READ = 4  # `take` reads scattered rows as one span when it holds at most this many times as many
+SPAN_BYTES = 16 * 2**20  # ... and at most this many bytes (a torchrun rank's share of a shard: run by run)
 
 
 class DiskImages:
@@ -76,7 +77,7 @@ class DiskImages:
     def take(self, rows: torch.Tensor) -> torch.Tensor:
         """The given rows of this view, in that order, as (n, features) uint8: one read per run of
         consecutive rows, or one read of their whole span where it is at most SPAN_READ times as many
-        rows (an even sample of a small set: one read instead of hundreds)."""
+        rows and SPAN_BYTES (an even sample of a small set: one read instead of hundreds)."""
         rows = rows.numpy()
         out = np.empty((len(rows), self.row_bytes), dtype=np.uint8)
         if not len(rows):
@@ -84,7 +85,8 @@ class DiskImages:
         low, high = int(rows.min()), int(rows.max())
         if low < 0 or high >= len(self):
             raise DataError(f"{self.path}: rows {low}..{high} outside 0..{len(self) - 1}")
-        if len(rows) < high - low + 1 <= SPAN_READ * len(rows):  # gaps, but few
+        span = high - low + 1
+        if len(rows) < span <= SPAN_READ * len(rows) and span * self.row_bytes <= SPAN_BYTES:  # few gaps
             return self.take(torch.arange(low, high + 1))[torch.from_numpy(rows - low)]
         starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
         ends = np.append(starts[1:], len(rows))

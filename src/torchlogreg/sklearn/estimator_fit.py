@@ -18,7 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 
 from ..base.config import DEFAULT_LR
-from ..base.devices import blas_threads, cpu_threads, resolve_device, threads_for
+from ..base.devices import blas_threads, cpu_threads, outside_threads, resolve_device, threads_for
 from ..core.model import LogisticRegression
 from ..core.objective import Objective
 from ..core.optimizers import make_optimizer, schedule_lr
@@ -76,16 +76,13 @@ class EpochEnd:
 
     def __init__(self, objective: Objective, validation, tol: float, patience: int, verbose: int):
         self.objective, self.validation, self.verbose = objective, validation, verbose
-        # The full passes are large products: torch's threads as the fit found them, not the one
-        # thread the mini-batch steps run on.
-        self.threads = torch.get_num_threads()
         self.objectives: list[float] = []
         self.stopping = EarlyStopping(tol, patience)
 
     def on_step(self, engine: Engine, row: dict) -> None:
         if engine.iteration % engine.steps_per_epoch:
             return
-        with cpu_threads(self.threads):
+        with outside_threads():  # full passes, not the mini-batch steps' one thread
             self._check_epoch(engine)
 
     def _check_epoch(self, engine: Engine) -> None:
@@ -144,7 +141,7 @@ class FullBatch(Fit):
                 tol=est.tol,
                 verbose=est.verbose,
                 curvature=feature_curvature(X, weights, est.model_.linear.weight.shape[0]),
-                mean=feature_mean(X, weights),
+                mean=feature_mean(X, weights) if est.fit_intercept else None,
             )
         value = solution.objective if np.isfinite(solution.coef).all() else math.nan
         if diverged(value):

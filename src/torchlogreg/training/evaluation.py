@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..base.exceptions import ConfigError, InputError
@@ -11,7 +13,7 @@ from ..data.batches import rank_range
 from ..data.ondisk import DiskImages
 from .distributed import DistContext, all_reduce_sum
 
-PASS_ROWS = 16_384  # rows read and scored at once: a few MB of pixels, split over the fused kernel's threads
+PASS_BYTES = 16 * 2**20  # pixels read and scored at once by the fused kernel, which splits them over threads
 
 
 @torch.no_grad()
@@ -69,10 +71,11 @@ def evaluate(
     model.eval()
     device = model.linear.weight.device
     loss_sum, correct = 0.0, 0
-    for start in range(0, len(labels), PASS_ROWS):
-        chunk_labels = labels[start : start + PASS_ROWS].to(device)
+    rows = _pass_rows(model, images)
+    for start in range(0, len(labels), rows):
+        chunk_labels = labels[start : start + rows].to(device)
         chunk_loss, chunk_correct = _sums(
-            model, images[start : start + PASS_ROWS].to(device), chunk_labels, threshold
+            model, images[start : start + rows].to(device), chunk_labels, threshold
         )
         loss_sum += chunk_loss
         correct += chunk_correct
@@ -101,6 +104,16 @@ def _checked_labels(labels, n_images: int, n_classes: int) -> torch.Tensor:
             f"labels must be in 0..{n_classes - 1}, got {labels.min().item()}..{labels.max().item()}"
         )
     return labels
+
+
+def _pass_rows(model: LogisticRegression, images) -> int:
+    """Rows per chunk: PASS_BYTES of pixels where the fused kernel scores them (a softmax model on
+    the CPU), else EVAL_BATCH, small enough that PyTorch's floats and logits stay in cache."""
+    if model.binary or model.linear.weight.device.type != "cpu":
+        return EVAL_BATCH
+    size = images.element_size() if isinstance(images, torch.Tensor) else 1  # DiskImages: uint8
+    row_bytes = max(1, math.prod(images.shape[1:]) * size)
+    return max(EVAL_BATCH, PASS_BYTES // row_bytes)
 
 
 def _sums(
