@@ -310,8 +310,9 @@ def lbfgs(
         def gradient() -> float:  # scikit-learn's measure: the (sub)gradient in (W, b)
             driver.evaluated(smooth)
             grads = packing.pack(*smooth.gradients(driver.gradient))
-            weights = packing.pack(smooth.from_vector(driver.x)[0], np.zeros(coef.shape[0]))
-            return float(np.abs(pseudo_gradient(weights, grads, l1 if penalty.l1 else None)).max(initial=0.0))
+            # (the L1 part reads only the signs of W's entries, which V's share: scales are positive)
+            subgradient = pseudo_gradient(driver.x, grads, l1 if penalty.l1 else None)
+            return float(np.abs(subgradient).max(initial=0.0))
 
         message = _iterate(driver, smooth, gradient, max_iter, tol, verbose)
         weights, bias = smooth.from_vector(driver.x)
