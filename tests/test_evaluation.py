@@ -132,3 +132,18 @@ def test_a_pass_reads_a_bounded_number_of_bytes():
     assert _pass_rows(LogisticRegression(784, 10), torch.zeros(3, 28, 28)) == PASS_BYTES // (784 * 4)
     assert _pass_rows(LogisticRegression(128 * 128, 2), wide) == EVAL_BATCH
     assert _pass_rows(LogisticRegression(512 * 512, 10), torch.zeros(3, 512, 512)) == EVAL_BATCH
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_inputs_whose_scores_overflow_are_refused_not_scored_nan(classes):
+    """Finite features near float32's limit overflow the logits: the same line as predict's."""
+    from torchlogreg import InputError
+
+    model = LogisticRegression(16, classes)
+    with torch.no_grad():
+        model.linear.weight.copy_(
+            torch.linspace(0.5, 1, model.linear.weight.numel()).view_as(model.linear.weight)
+        )
+    x = np.full((3, 16), 7.368382e37, np.float32)
+    with pytest.raises(InputError, match="images is too large for the model, its scores overflow"):
+        evaluate(model, x, [0, 1, 1])

@@ -63,14 +63,18 @@ def _check_rows(shape: tuple, parameter: str) -> None:
         raise InputError(f"{parameter} must hold rows of features or images, got shape {tuple(shape)}")
 
 
+def scores_overflow(parameter: str = "x") -> InputError:
+    """The error for inputs far beyond the model's scale, whose scores overflow."""
+    return InputError(
+        f"{parameter} is too large for the model, its scores overflow: give floats in [0, 1] or uint8 pixels"
+    )
+
+
 def finite_scores(logits: torch.Tensor, parameter: str = "x") -> torch.Tensor:
     """`logits` when every score is finite: inputs far beyond the model's scale overflow them, and
     their probabilities would be NaN, said in silence."""
     if not torch.isfinite(logits).all():
-        raise InputError(
-            f"{parameter} is too large for the model, its scores overflow: "
-            "give floats in [0, 1] or uint8 pixels"
-        )
+        raise scores_overflow(parameter)
     return logits
 
 

@@ -8,7 +8,15 @@ import torch
 
 from ..base.exceptions import ConfigError, InputError
 from ..core import fused
-from ..core.model import EVAL_BATCH, LogisticRegression, as_inputs, decide, logits_of, pixel_scale
+from ..core.model import (
+    EVAL_BATCH,
+    LogisticRegression,
+    as_inputs,
+    decide,
+    logits_of,
+    pixel_scale,
+    scores_overflow,
+)
 from ..data.batches import rank_range
 from ..data.ondisk import DiskImages
 from .distributed import DistContext, all_reduce_sum
@@ -80,6 +88,8 @@ def evaluate(
         loss_sum += chunk_loss
         correct += chunk_correct
     model.train(was_training)
+    if not math.isfinite(loss_sum):  # inputs are finite: only overflowing scores make it so
+        raise scores_overflow("images")
     n = len(labels)
     return {"accuracy": correct / max(n, 1), "loss": loss_sum / n if n else float("nan"), "n": n}
 
