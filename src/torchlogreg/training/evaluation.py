@@ -88,8 +88,8 @@ def evaluate(
         loss_sum += chunk_loss
         correct += chunk_correct
     model.train(was_training)
-    if not math.isfinite(loss_sum):  # inputs are finite: only overflowing scores make it so
-        raise scores_overflow("images")
+    if not math.isfinite(loss_sum) and all(torch.isfinite(param).all() for param in model.parameters()):
+        raise scores_overflow("images")  # finite inputs and weights: their scores overflowed
     n = len(labels)
     return {"accuracy": correct / max(n, 1), "loss": loss_sum / n if n else float("nan"), "n": n}
 
