@@ -6,7 +6,7 @@ import sys
 
 from setuptools import Extension, setup
 
-flags = [] if sys.platform == "win32" else ["-O3", "-Wno-psabi"]
+flags = [] if sys.platform == "win32" else ["-O3", "-fno-math-errno", "-Wno-psabi"]
 setup(
     ext_modules=[
         Extension(

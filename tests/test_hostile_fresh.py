@@ -212,12 +212,12 @@ CHECKPOINT_ODD = [None, -1, 0, 2**70, 1e308, "7", "", [], {}, True, 0.5, [0.0, 1
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """A run folder holding a checkpoint: training stopped after step 5 of 60."""
+    """A run folder holding a checkpoint: training stopped at its second call of the fused steps."""
     folder = tmp_path_factory.mktemp("ckpt") / "run"
     steps = itertools.count(1)
     config = TrainConfig(batch_size=16, epochs=3, device="cpu", val_size=60)
     with pytest.raises(Interrupted):
-        train(config, synthetic_data(), out=folder, verbose=False, should_stop=lambda: next(steps) == 5)
+        train(config, synthetic_data(), out=folder, verbose=False, should_stop=lambda: next(steps) == 2)
     return folder
 
 

@@ -42,7 +42,7 @@ LAYERS = {
         {"resumable"},
     ],
     "training": [
-        {"distributed"},
+        {"distributed", "fused_steps"},
         {"engine", "evaluation"},
         {"tensorboard", "trainer"},
         {"live"},

@@ -17,13 +17,15 @@ from torchlogreg.runfolder.resumable import has_training_state, load_training_st
 
 
 @pytest.mark.numerics
-@pytest.mark.parametrize("optimizer,stop_at", [("sgd", 7), ("sgd", 15), ("adam", 11)])
-def test_resume_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, optimizer, stop_at):
+@pytest.mark.parametrize("optimizer,ask,stop_at", [("sgd", 7, 24), ("sgd", 15, 48), ("adam", 11, 36)])
+def test_resume_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, optimizer, ask, stop_at):
     config = tiny_config.replace(optimizer=optimizer, epochs=4, eval_every=4, patience=50)
     reference = train(config, tiny_data, verbose=False)
-    steps = itertools.count(1)  # should_stop is asked before each step: stop after step stop_at
+    # should_stop is asked before each call of the fused kernel's steps, and the run stops at that
+    # call's end; calls end at checks (every 4 steps) and epochs' ends (every 15): the 7th ends at 24
+    calls = itertools.count(1)
     with pytest.raises(Interrupted, match=f"interrupted at iteration {stop_at} of 60"):
-        train(config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == stop_at)
+        train(config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(calls) == ask)
     assert has_training_state(tmp_path)
     result = train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
     assert not has_training_state(tmp_path) and (tmp_path / "model.safetensors").is_file()
@@ -133,7 +135,7 @@ def test_resume_refuses_other_settings(tmp_path, tiny_data):
 def test_a_checkpoint_with_an_impossible_iteration_is_refused(tiny_data, tiny_config, tmp_path, iteration):
     steps = itertools.count(1)
     with pytest.raises(Interrupted):
-        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 5)
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 2)
     meta = json.loads((tmp_path / "checkpoint.json").read_text())
     meta["iteration"] = iteration
     (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
@@ -158,7 +160,7 @@ def test_a_damaged_checkpoint_field_is_one_line_naming_it(tiny_data, tiny_config
     """checkpoint.json's counters are checked where the file is read, not found wrong mid-resume."""
     steps = itertools.count(1)
     with pytest.raises(Interrupted):
-        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 5)
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 2)
     meta = json.loads((tmp_path / "checkpoint.json").read_text())
     meta[field] = value
     (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
@@ -176,7 +178,7 @@ def test_a_damaged_checkpoint_field_is_one_line_naming_it(tiny_data, tiny_config
 def test_a_truncated_checkpoint_names_the_checkpoint(tiny_data, tiny_config, tmp_path):
     steps = itertools.count(1)
     with pytest.raises(Interrupted):
-        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 5)
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 2)
     weights = tmp_path / "checkpoint.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="recorded in checkpoint.json"):

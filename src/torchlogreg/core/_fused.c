@@ -30,6 +30,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -287,11 +288,16 @@ static char kind_of(const Py_buffer *view) {
     if (*format == 'B' && view->itemsize == 1) return 'B';
     if (*format == 'f' && view->itemsize == 4) return 'f';
     if ((*format == 'q' || *format == 'l') && view->itemsize == 8) return 'q';
+    if (*format == 'd' && view->itemsize == 8) return 'd';
     return 0;
 }
 
 static const char *kind_name(char kind) {
-    return kind == 'B' ? "uint8" : kind == 'f' ? "float32" : kind == 'q' ? "int64" : "uint8 or float32";
+    return kind == 'B'   ? "uint8"
+           : kind == 'f' ? "float32"
+           : kind == 'q' ? "int64"
+           : kind == 'd' ? "float64"
+                         : "uint8 or float32";
 }
 
 /* The buffer of argument `name` (None allowed when `optional`): C-contiguous, `ndim` dimensions,
@@ -532,6 +538,284 @@ static int run_call(struct call *call, int sums, double *loss, int64_t *correct)
     return ok;
 }
 
+/* --- many steps in one call: the mini-batch loop's inner part ---------------------------------------
+
+   Why by hand: a mini-batch step driven from Python costs tens of microseconds (the call, the
+   penalty's and the centring's kernels, the update's), while the products of a step of a few rows
+   cost a few: under a few hundred rows a batch, Python was most of the time. steps() takes K
+   consecutive steps, each the fused gradient of its rows (run_call, as gradient() computes it), the
+   penalty's gradient, the centring and an update by optimizers.SGD's or optimizers.Adam's rule in
+   float32 as torch's kernels compute it (tests run both paths side by side). */
+
+struct rule {
+    int adam;                /* 0: SGD (momentum, Nesterov) */
+    float momentum;          /* SGD: 0 for none */
+    int nesterov;
+    double beta1, beta2, eps; /* Adam */
+    int64_t steps;           /* Adam's steps taken before the call */
+};
+
+struct stepping {
+    const int64_t *sizes;    /* rows of each step, taken from the batch's index in turn */
+    const double *lrs;       /* each step's learning rate */
+    double *losses;          /* out: each step's mean loss */
+    int64_t count;
+    double weight_decay, l1;
+    const float *mean;       /* the centre of the features (engine.Centring), or NULL */
+    int step_bias;
+    float *first_w, *first_b, *second_w, *second_b; /* SGD: momentum buffers in first_*; Adam: both */
+    double *moved;           /* scratch: (classes) the weights' move along the mean */
+    float *before;           /* scratch: (features) a row of weights before its update */
+};
+
+/* The update's loops are compiled once per vector width and picked at load time (GCC's
+   target_clones); they have no sums across elements but moved_along's fixed lanes and use no fused
+   multiply-adds, so each version computes the same floats. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
+#else
+#define CLONES
+#endif
+
+/* One step's scalars of the rule, in float32 as torch's kernels take them. */
+struct scalars {
+    float step_lr;           /* -lr */
+    float nesterov_lr;       /* -lr x momentum */
+    float adam_lr;           /* -lr / c1, or -lr where that overflows (the correction then divides) */
+    float fold;              /* 1, or c1 where it divides */
+    float c2_sqrt, keep1, keep2, take2, eps;
+};
+
+static struct scalars scalars_of(const struct rule *r, double lr, int64_t step) {
+    struct scalars k = {(float)-lr, (float)(-lr * (double)r->momentum), 0.0f, 1.0f, 1.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    if (r->adam) {
+        double correction1 = 1.0 - pow(r->beta1, (double)step);
+        int folded = lr / correction1 > FLT_MAX; /* as optimizers.Adam */
+        k.adam_lr = folded ? (float)-lr : (float)(-lr / correction1);
+        k.fold = folded ? (float)correction1 : 1.0f;
+        k.c2_sqrt = (float)sqrt(1.0 - pow(r->beta2, (double)step));
+        k.keep1 = (float)(1.0 - r->beta1), k.keep2 = (float)r->beta2, k.take2 = (float)(1.0 - r->beta2);
+        k.eps = (float)r->eps;
+    }
+    return k;
+}
+
+/* The change of n parameters p from their gradient g by the rule, as torch's kernels compute it, with
+   their buffers (SGD: first is the momentum buffer or NULL; Adam: first and second moments). One loop
+   per rule, so that each vectorises, in the widest vectors the CPU has (CLONES): element by element,
+   with no fused multiply-adds, so every version gives the same floats. */
+CLONES static void update(const struct rule *r, const struct scalars *k, float *restrict p, const float *restrict g,
+                   float *restrict first, float *restrict second, int64_t n) {
+    if (r->adam) {
+        for (int64_t i = 0; i < n; i++) {
+            first[i] = first[i] + k->keep1 * (g[i] - first[i]); /* lerp_ with a weight under 0.5 */
+            float moment = second[i] * k->keep2;
+            second[i] = moment + k->take2 * (g[i] * g[i]);
+            float denominator = (__builtin_sqrtf(second[i]) / k->c2_sqrt + k->eps) * k->fold;
+            p[i] = p[i] + k->adam_lr * (first[i] / denominator);
+        }
+    } else if (first == NULL) {
+        for (int64_t i = 0; i < n; i++) p[i] = p[i] + k->step_lr * g[i];
+    } else if (r->nesterov) {
+        for (int64_t i = 0; i < n; i++) {
+            first[i] = g[i] + r->momentum * first[i];
+            float after = p[i] + k->step_lr * g[i];
+            p[i] = after + k->nesterov_lr * first[i];
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            first[i] = g[i] + r->momentum * first[i];
+            p[i] = p[i] + k->step_lr * first[i];
+        }
+    }
+}
+
+/* sum((after - before) x mean) over n entries, in LANES_SUM float lanes (which vectorise: a double
+   sum in order would wait on each add) added in double at the end. */
+#define LANES_SUM 16
+CLONES static double moved_along(const float *restrict after, const float *restrict before, const float *restrict mean,
+                          int64_t n) {
+    float lanes[LANES_SUM] = {0.0f};
+    int64_t i = 0;
+    for (; i + LANES_SUM <= n; i += LANES_SUM)
+        for (int j = 0; j < LANES_SUM; j++) lanes[j] += (after[i + j] - before[i + j]) * mean[i + j];
+    double total = 0.0;
+    for (int j = 0; j < LANES_SUM; j++) total += lanes[j];
+    for (; i < n; i++) total += (double)(after[i] - before[i]) * mean[i];
+    return total;
+}
+
+/* Step k's penalty and centring on the gradient, then its update of the weights and (step_bias) the
+   bias. Centred (engine.Centring), the step is taken on b + W @ mean: the bias then moves by its own
+   step less the weights' move along the mean. */
+static void apply_step(const struct call *call, const struct rule *r, const struct stepping *s, int64_t k) {
+    const int64_t classes = call->m.classes, d = call->in.features;
+    float *w = (float *)call->m.w, *b = (float *)call->m.b, *gw = call->gw, *gb = call->gb;
+    const float decay = (float)s->weight_decay, l1 = (float)s->l1;
+    const float *mean = s->step_bias ? s->mean : NULL;
+    for (int64_t c = 0; c < classes; c++) {
+        float *restrict grad = gw + c * d;
+        const float *restrict row = w + c * d;
+        if (decay != 0.0f)
+            for (int64_t i = 0; i < d; i++) grad[i] = grad[i] + decay * row[i];
+        if (l1 != 0.0f)
+            for (int64_t i = 0; i < d; i++) grad[i] = grad[i] + l1 * (float)((row[i] > 0.0f) - (row[i] < 0.0f));
+        if (mean)
+            for (int64_t i = 0; i < d; i++) grad[i] = grad[i] - gb[c] * mean[i];
+    }
+    const struct scalars scalars = scalars_of(r, s->lrs[k], r->steps + k + 1);
+    for (int64_t c = 0; c < classes; c++) {
+        float *row = w + c * d, *first = s->first_w ? s->first_w + c * d : NULL;
+        float *second = s->second_w ? s->second_w + c * d : NULL;
+        if (mean) { /* the move along the mean, from a copy of the row before */
+            memcpy(s->before, row, sizeof(float) * (size_t)d);
+            update(r, &scalars, row, gw + c * d, first, second, d);
+            s->moved[c] = moved_along(row, s->before, mean, d);
+        } else {
+            update(r, &scalars, row, gw + c * d, first, second, d);
+        }
+    }
+    if (!s->step_bias) return;
+    update(r, &scalars, b, gb, s->first_b, s->second_b, classes);
+    if (mean)
+        for (int64_t c = 0; c < classes; c++) b[c] = (float)((double)b[c] - s->moved[c]);
+}
+
+/* The checked call's K steps: the batch's index holds their rows one step after another. */
+static int run_steps(struct call *call, const struct rule *r, const struct stepping *s) {
+    const int64_t *index = call->in.index;
+    for (int64_t k = 0; k < s->count; k++) {
+        double loss = 0.0;
+        int64_t correct = 0, rows = s->sizes[k];
+        call->in.index = index;
+        call->in.rows = rows;
+        call->m.share = 1.0 / (double)rows;
+        if (!run_call(call, 0, &loss, &correct)) return 0;
+        s->losses[k] = loss / (double)rows;
+        apply_step(call, r, s, k);
+        index += rows;
+    }
+    return 1;
+}
+
+enum { SIZES, LRS, LOSSES, MEAN, FIRST_W, FIRST_B, SECOND_W, SECOND_B, N_STEP_BUFFERS };
+
+static void release_views(Py_buffer *views, int count) {
+    for (int i = 0; i < count; i++)
+        if (views[i].obj) PyBuffer_Release(&views[i]);
+}
+
+/* The buffers steps() adds to gradient()'s, checked against the call's shapes. */
+static int check_steps(const struct call *call, PyObject **objects, const struct rule *r, int step_bias,
+                       Py_buffer *v, struct stepping *s) {
+    static const char *names[N_STEP_BUFFERS] = {"sizes", "lrs", "losses", "mean", "first_weight", "first_bias",
+                                                "second_weight", "second_bias"};
+    static const int ndims[N_STEP_BUFFERS] = {1, 1, 1, 1, 2, 1, 2, 1};
+    static const char kinds[N_STEP_BUFFERS] = {'q', 'd', 'd', 'f', 'f', 'f', 'f', 'f'};
+    const int64_t classes = call->m.classes, d = call->in.features;
+    const int64_t lengths[N_STEP_BUFFERS] = {-1, -1, -1, d, classes, classes, classes, classes};
+    for (int i = 0; i < N_STEP_BUFFERS; i++) v[i].obj = NULL;
+    for (int i = 0; i < N_STEP_BUFFERS; i++) {
+        int writable = i == LOSSES || i >= FIRST_W, optional = i >= MEAN;
+        if (!get_buffer(objects[i], "steps", names[i], ndims[i], kinds[i], writable, optional, &v[i])) return 0;
+        if (v[i].obj && lengths[i] >= 0 && v[i].shape[0] != lengths[i])
+            return shape_error("steps", names[i], i == MEAN ? "features" : "classes", v[i].shape[0], lengths[i]);
+        if (v[i].obj && ndims[i] == 2 && v[i].shape[1] != d)
+            return shape_error("steps", names[i], "features", v[i].shape[1], d);
+    }
+    int64_t count = v[SIZES].shape[0], rows = 0;
+    if (v[LRS].shape[0] != count) return shape_error("steps", "lrs", "steps", v[LRS].shape[0], count);
+    if (v[LOSSES].shape[0] != count) return shape_error("steps", "losses", "steps", v[LOSSES].shape[0], count);
+    const int64_t *sizes = v[SIZES].buf;
+    for (int64_t k = 0; k < count; k++) {
+        if (sizes[k] < 1) {
+            PyErr_Format(PyExc_ValueError, "steps(): sizes[%lld] is %lld, must be >= 1", (long long)k,
+                         (long long)sizes[k]);
+            return 0;
+        }
+        rows += sizes[k];
+    }
+    if (rows != call->in.rows) return shape_error("steps", "index", "rows", call->in.rows, rows);
+    int needs_first = r->adam || r->momentum != 0.0f, needs_second = r->adam;
+    if ((needs_first && (!v[FIRST_W].obj || (step_bias && !v[FIRST_B].obj))) ||
+        (needs_second && (!v[SECOND_W].obj || (step_bias && !v[SECOND_B].obj)))) {
+        PyErr_SetString(PyExc_ValueError, "steps(): momentum needs first_weight (and first_bias with step_bias);"
+                                          " adam needs first_* and second_*");
+        return 0;
+    }
+    if (call->views[WEIGHT].readonly || call->views[BIAS].readonly) {
+        PyErr_SetString(PyExc_ValueError, "steps(): weight and bias must be writable arrays");
+        return 0;
+    }
+    *s = (struct stepping){sizes, v[LRS].buf, v[LOSSES].buf, count, 0.0, 0.0,
+                           v[MEAN].obj ? v[MEAN].buf : NULL, step_bias,
+                           needs_first ? v[FIRST_W].buf : NULL, needs_first && step_bias ? v[FIRST_B].buf : NULL,
+                           needs_second ? v[SECOND_W].buf : NULL, needs_second && step_bias ? v[SECOND_B].buf : NULL,
+                           NULL, NULL};
+    return 1;
+}
+
+static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
+    (void)self;
+    static char *keywords[] = {"x", "labels", "weight", "bias", "grad_weight", "grad_bias", "index", "sizes",
+                               "lrs", "losses", "sample_weight", "mean", "first_weight", "first_bias",
+                               "second_weight", "second_bias", "scale", "weight_decay", "l1", "step_bias",
+                               "adam", "momentum", "nesterov", "beta1", "beta2", "eps", "adam_steps", "threads",
+                               NULL};
+    PyObject *objects[N_BUFFERS] = {NULL}, *extra[N_STEP_BUFFERS] = {NULL};
+    objects[SAMPLE_WEIGHT] = Py_None;
+    for (int i = MEAN; i < N_STEP_BUFFERS; i++) extra[i] = Py_None;
+    double scale = 1.0, weight_decay = 0.0, l1 = 0.0, momentum = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    int step_bias = 1, adam = 0, nesterov = 0, threads = 1;
+    long long adam_steps = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOdddppdpdddLi:steps", keywords, &objects[X],
+                                     &objects[LABELS], &objects[WEIGHT], &objects[BIAS], &objects[GRAD_WEIGHT],
+                                     &objects[GRAD_BIAS], &objects[INDEX], &extra[SIZES], &extra[LRS],
+                                     &extra[LOSSES], &objects[SAMPLE_WEIGHT], &extra[MEAN], &extra[FIRST_W],
+                                     &extra[FIRST_B], &extra[SECOND_W], &extra[SECOND_B], &scale, &weight_decay,
+                                     &l1, &step_bias, &adam, &momentum, &nesterov, &beta1, &beta2, &eps,
+                                     &adam_steps, &threads))
+        return NULL;
+    for (int i = 0; i < N_BUFFERS; i++)
+        if (!objects[i]) goto missing;
+    for (int i = 0; i < MEAN; i++)
+        if (!extra[i]) goto missing;
+    if (objects[INDEX] == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "steps(): index must be the steps' rows, not None");
+        return NULL;
+    }
+    if (adam_steps < 0) {
+        PyErr_Format(PyExc_ValueError, "steps(): adam_steps must be >= 0, got %lld", adam_steps);
+        return NULL;
+    }
+    struct rule r = {adam, (float)momentum, nesterov && momentum > 0.0, beta1, beta2, eps, (int64_t)adam_steps};
+    struct call call;
+    Py_buffer views[N_STEP_BUFFERS];
+    struct stepping s;
+    for (int i = 0; i < N_STEP_BUFFERS; i++) views[i].obj = NULL;
+    int ok = check_call(&call, objects, "steps", 0, scale, 1.0, 0, threads) &&
+             check_steps(&call, extra, &r, step_bias, views, &s);
+    if (ok) {
+        s.weight_decay = weight_decay, s.l1 = l1;
+        s.moved = malloc(sizeof(double) * (size_t)call.m.classes);
+        s.before = malloc(sizeof(float) * (size_t)call.in.features + 1);
+        Py_BEGIN_ALLOW_THREADS
+        ok = s.moved && s.before && run_steps(&call, &r, &s);
+        Py_END_ALLOW_THREADS
+        free(s.moved);
+        free(s.before);
+        if (!ok) PyErr_NoMemory();
+    }
+    release_views(views, N_STEP_BUFFERS);
+    release_call(&call);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+missing:
+    PyErr_SetString(PyExc_TypeError, "steps() needs the keyword arguments x, labels, weight, bias, grad_weight,"
+                                     " grad_bias, index, sizes, lrs, losses");
+    return NULL;
+}
+
 static PyObject *entry(PyObject *args, PyObject *kwargs, int sums) {
     static char *gradient_keywords[] = {"x", "labels", "weight", "bias", "grad_weight", "grad_bias", "index",
                                         "sample_weight", "scale", "share", "accumulate", "threads", NULL};
@@ -629,6 +913,14 @@ static PyMethodDef methods[] = {
     {"sums", (PyCFunction)(void (*)(void))sums, METH_VARARGS | METH_KEYWORDS,
      "sums(*, x, labels, weight, bias, index=None, sample_weight=None, scale=1.0, threads=1) -> (the rows'"
      " summed (weighted) loss, rows whose top score is their label's); two or more classes"},
+    {"steps", (PyCFunction)(void (*)(void))steps, METH_VARARGS | METH_KEYWORDS,
+     "steps(*, x, labels, weight, bias, grad_weight, grad_bias, index, sizes, lrs, losses, sample_weight=None,"
+     " mean=None, first_weight=None, first_bias=None, second_weight=None, second_bias=None, scale=1.0,"
+     " weight_decay=0.0, l1=0.0, step_bias=True, adam=False, momentum=0.0, nesterov=False, beta1=0.9,"
+     " beta2=0.999, eps=1e-8, adam_steps=0, threads=1) -> None. Takes len(sizes) mini-batch steps in place on"
+     " weight and bias (and the rule's buffers): step k's rows are the next sizes[k] entries of index, its"
+     " learning rate lrs[k]; writes its mean loss to losses[k] and leaves the last step's gradient (penalty"
+     " and centring included) in grad_weight and grad_bias"},
     {"instruction_sets", instruction_sets, METH_NOARGS,
      "the instruction sets this CPU can run the kernels with, the best first"},
     {"instruction_set_in_use", instruction_set_in_use, METH_NOARGS, "the version the kernels run now"},

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 try:
@@ -161,3 +162,61 @@ def sums(
         scale=scale,
         threads=threads(),
     )
+
+
+def steps(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    index: torch.Tensor,
+    sizes: np.ndarray,
+    lrs: np.ndarray,
+    scale: float,
+    rule: dict,
+    *,
+    sample_weight: torch.Tensor | None = None,
+    weight_decay: float = 0.0,
+    l1: float = 0.0,
+    mean: torch.Tensor | None = None,
+    step_bias: bool = True,
+) -> np.ndarray:
+    """Take len(sizes) mini-batch steps on weight and bias in one call; return each step's mean loss.
+    Step k's rows are the next sizes[k] entries of `index`, its learning rate lrs[k]; its gradient is
+    the fused one plus the penalty's (weight_decay, l1), in centred coordinates with `mean` (see
+    engine.Centring), and its update `rule`'s: optimizers.SGD's or Adam's `fused_rule()`, whose
+    buffers it updates. weight.grad and bias.grad must exist; they end with the last step's gradient.
+    `usable(...)` must hold."""
+    losses = np.empty(len(sizes))
+    first, second = rule["first"], rule["second"]
+    _fused.steps(
+        x=_view(x),
+        labels=_view(labels),
+        weight=weight.detach().numpy(),
+        bias=bias.detach().numpy(),
+        grad_weight=weight.grad.numpy(),
+        grad_bias=bias.grad.numpy(),
+        index=_view(index),
+        sizes=sizes,
+        lrs=lrs,
+        losses=losses,
+        sample_weight=_view(sample_weight),
+        mean=_view(mean),
+        first_weight=_view(first[0]) if first else None,
+        first_bias=_view(first[1]) if len(first) > 1 else None,
+        second_weight=_view(second[0]) if second else None,
+        second_bias=_view(second[1]) if len(second) > 1 else None,
+        scale=scale,
+        weight_decay=weight_decay,
+        l1=l1,
+        step_bias=step_bias,
+        adam=rule["adam"],
+        momentum=rule.get("momentum", 0.0),
+        nesterov=rule.get("nesterov", False),
+        beta1=rule.get("beta1", 0.9),
+        beta2=rule.get("beta2", 0.999),
+        eps=rule.get("eps", 1e-8),
+        adam_steps=rule.get("adam_steps", 0),
+        threads=threads(),
+    )
+    return losses

@@ -49,6 +49,19 @@ class SGD:
             else:
                 value.add_(buffer, alpha=-lr)
 
+    def fused_rule(self) -> dict:
+        """This rule for the fused kernel's many-step call (fused.steps), with its buffers."""
+        return {
+            "adam": False,
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "first": self.buffers,
+            "second": [],
+        }
+
+    def took(self, count: int) -> None:
+        """`count` steps were taken by the fused kernel (SGD keeps no count)."""
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"momentum_{i}": b for i, b in enumerate(self.buffers)}
 
@@ -102,6 +115,23 @@ class Adam:
         finally:
             if single:
                 torch.set_num_threads(threads)
+
+    def fused_rule(self) -> dict:
+        """This rule for the fused kernel's many-step call (fused.steps), with its buffers and count."""
+        beta1, beta2 = self.betas
+        return {
+            "adam": True,
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": self.eps,
+            "adam_steps": self.steps,
+            "first": self.first,
+            "second": self.second,
+        }
+
+    def took(self, count: int) -> None:
+        """`count` steps were taken by the fused kernel: the bias corrections count them."""
+        self.steps += count
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"steps": torch.tensor(self.steps)}

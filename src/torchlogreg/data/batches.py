@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from ..core import fused
@@ -35,6 +36,23 @@ class Batch(NamedTuple):
     size: int
     scale: float = 1.0
     index: torch.Tensor | None = None
+
+
+class EpochRows(NamedTuple):
+    """An epoch's batches (what is left of it) as one index into the rows read in place, batch after
+    batch, with each batch's size: what the fused kernel's many-step call takes (fused.steps)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    sample_weight: torch.Tensor | None
+    index: torch.Tensor
+    sizes: np.ndarray  # int64, one entry per batch
+
+
+def _cut(rows: int, batch_size: int) -> np.ndarray:
+    """Sizes of `rows` rows cut into batches of `batch_size` (the last may be short)."""
+    sizes = np.full(rows // batch_size, batch_size, dtype=np.int64)
+    return np.append(sizes, rows % batch_size) if rows % batch_size else sizes
 
 
 def rank_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -138,6 +156,16 @@ class MemoryBatches:
         for index in batches:
             yield self._rows(index[rank::world] if world > 1 else index, buffers, len(index))
 
+    def epoch_rows(self, generator: torch.Generator, skip: int = 0) -> EpochRows | None:
+        """`epoch(generator, skip)`'s batches as one EpochRows (the same permutation, drawn the same
+        way), where they are read in place in one process; None otherwise, before drawing anything."""
+        if self.world_size > 1 or not self._in_place():
+            return None
+        order = torch.randperm(len(self), generator=generator)
+        rows = order[min(skip * self.batch_size, len(self)) :]
+        sizes = _cut(len(rows), self.batch_size)
+        return EpochRows(self.features, self.labels, self.sample_weight, rows, sizes)
+
     def chunks(self) -> Iterator[Batch]:
         """This rank's contiguous part of the whole set, in chunks; `size` is the whole set's. Where
         the fused kernel reads the rows in place, one chunk: the kernel works through it a cache-sized
@@ -221,6 +249,18 @@ class DiskBatches:
                 yield Batch(images[first:last], labels[first:last], None, batch_sizes[batch])
                 first = last
             skip = 0
+
+    def epoch_rows(self, generator: torch.Generator, skip: int = 0) -> EpochRows | None:
+        """`epoch(generator, skip)`'s batches as one EpochRows (the same order, drawn the same way),
+        where the split is one shard held in memory, read in place, in one process; None otherwise,
+        before drawing anything."""
+        held = self._rows() if self.world_size == 1 else None
+        if held is None or not fused.rows_usable(held, self.labels):
+            return None
+        torch.randperm(1, generator=generator)  # epoch's order of its one shard
+        rows, sizes, _ = shard_batches(len(self), self.batch_size, generator)
+        sizes = np.asarray(sizes[skip:], dtype=np.int64)
+        return EpochRows(held, self.labels, None, rows[len(rows) - int(sizes.sum()) :], sizes)
 
     def _indexed(self, held: torch.Tensor, rows: torch.Tensor, local_sizes, batch_sizes) -> Iterator[Batch]:
         """A held split's batches as row indices into it, which the fused gradient reads in place."""

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from ..base.exceptions import CheckpointError
@@ -22,11 +23,17 @@ from ..core.objective import Objective
 from ..core.stopping import EXPLOSION_FACTOR, diverged, divergence
 from ..data.batches import Batch
 from ..runfolder.checkpoints import HISTORY_KEYS
+from . import fused_steps
 from .distributed import DistContext, step_sum
 
 
 class Callback(Protocol):
-    """Called after every step with the history row just recorded; may set `engine.stop_reason`."""
+    """Called after every step with the history row just recorded; may set `engine.stop_reason`.
+
+    A callback may also have `steps_ahead(engine) -> int`: how many steps from now it may be told of
+    after they are all taken, because it reads the model or stops the run at the last of them at the
+    earliest. The engine then takes that many steps in one call of the fused kernel where it can
+    (training/fused_steps.py); a callback without it is told of every step as it is taken."""
 
     def on_step(self, engine: Engine, row: dict) -> None: ...
 
@@ -68,7 +75,8 @@ class Engine:
         self.iteration, self.history, self.start_loss = 0, [], None
         self.train_seconds, self.stop_reason = 0.0, None
         self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
-        self._batches = None
+        self._batches = None  # the current epoch's batches, step by step
+        self._rows, self._rows_at = None, 0  # or its rows for the fused kernel, and the next batch
 
     # --- one step --------------------------------------------------------------------------------
     def _next_batch(self) -> Batch:
@@ -132,7 +140,7 @@ class Engine:
         """Draw batches from `source` from the next step on (a new batch size mid-run), starting a
         fresh epoch there."""
         self.source, self.steps_per_epoch = source, source.steps_per_epoch
-        self._batches, self._epoch_origin = None, self.iteration
+        self._batches, self._rows, self._epoch_origin = None, None, self.iteration
 
     # --- the loop --------------------------------------------------------------------------------
     def _check_loss(self, loss: float) -> None:
@@ -171,16 +179,50 @@ class Engine:
 
     def _loop(self) -> None:
         while self.iteration < self.total and self.stop_reason is None:
+            if self._fused_epoch():
+                self._fused_steps()
+                continue
             lr = self.schedule(self.iteration)
             loss, stop = self.step(lr)
-            self.iteration += 1
-            self.start_loss = loss if self.start_loss is None else self.start_loss
-            self._check_loss(loss)
-            row = self._record(loss, lr)
-            for callback in self.callbacks:
-                callback.on_step(self, row)
-            if stop and self.stop_reason is None and self.iteration < self.total:
-                self.stop_reason = "interrupted"
+            self._after_step(loss, lr, stop)
+
+    def _after_step(self, loss: float, lr: float, stop: bool) -> None:
+        self.iteration += 1
+        self.start_loss = loss if self.start_loss is None else self.start_loss
+        self._check_loss(loss)
+        row = self._record(loss, lr)
+        for callback in self.callbacks:
+            callback.on_step(self, row)
+        if stop and self.stop_reason is None and self.iteration < self.total:
+            self.stop_reason = "interrupted"
+
+    def _fused_epoch(self) -> bool:
+        """Whether the next steps run in the fused kernel: an epoch begun there, or a new one whose
+        batches it can read (step by step otherwise, to the epoch's end)."""
+        if self._rows is not None:
+            return True
+        if self._batches is not None or not fused_steps.covers(self):
+            return False
+        state = self.generator.get_state()
+        skip = (self.iteration - self._epoch_origin) % self.steps_per_epoch
+        self._rows, self._rows_at = self.source.epoch_rows(self.generator, skip), 0
+        if self._rows is not None:
+            self.epoch_rng_state = state
+        return self._rows is not None
+
+    def _fused_steps(self) -> None:
+        """Steps in one call of the fused kernel, then each recorded and told to the callbacks."""
+        rows, at = self._rows, self._rows_at
+        if at >= len(rows.sizes):  # the epoch is done
+            self._rows = None
+            return
+        count = fused_steps.run_length(self, rows, at)
+        lrs = [self.schedule(step) for step in range(self.iteration, self.iteration + count)]
+        wants_stop = self.should_stop is not None and self.should_stop()
+        losses = fused_steps.take_steps(self, rows, at, np.asarray(lrs, dtype=np.float64))
+        self._rows_at = at + count
+        for step, (loss, lr) in enumerate(zip(losses.tolist(), lrs, strict=True)):
+            self._after_step(loss, lr, wants_stop and step == count - 1)
 
     @property
     def at_epoch_end(self) -> bool:
@@ -228,7 +270,7 @@ class Engine:
         self.start_loss = meta["start_loss"]
         self.train_seconds = float(meta["train_seconds"])
         self.history = history[: int(meta["history_rows"])]
-        self._batches = None
+        self._batches, self._rows = None, None
         for callback in self.callbacks:
             if hasattr(callback, "load_state_dict"):
                 callback.load_state_dict(tensors, meta)

@@ -172,6 +172,10 @@ class Checkpointer:
         history = engine.history[: meta["history_rows"]]
         save_training_state(self.out, tensors, {**meta, "config": self.config}, history)
 
+    def steps_ahead(self, engine) -> int:
+        """To the next checkpoint (a last good state is taken at evaluations, which end calls too)."""
+        return self.every - engine.iteration % self.every if self.every else engine.total
+
     def on_step(self, engine, row: dict) -> None:
         if row["train_accuracy"] is not None and self.out is not None and self.main_rank:
             self.last_good = engine.state_dict()  # evaluated at this step, so not diverging

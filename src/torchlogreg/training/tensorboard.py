@@ -76,6 +76,9 @@ class TensorBoardLogger:
         self.class_names = tuple(class_names) if class_names is not None else None
         self.writer = _summary_writer(log_dir)
 
+    def steps_ahead(self, engine: Engine) -> int:
+        return engine.total  # it logs evaluations' rows: the evaluator ends calls there
+
     def on_step(self, engine: Engine, row: dict) -> None:
         if row["train_accuracy"] is None:  # set only at evaluation steps
             return

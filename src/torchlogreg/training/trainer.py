@@ -78,6 +78,9 @@ class Evaluator:
         with outside_threads():  # a whole set's pass, not a mini-batch step: split over the threads
             return evaluate_on_ranks(model, images, labels, self.config.threshold, self.dist)
 
+    def steps_ahead(self, engine: Engine) -> int:
+        return self.every - engine.iteration % self.every  # (the run's end bounds every call too)
+
     def on_step(self, engine: Engine, row: dict) -> None:
         if engine.iteration % self.every and engine.iteration != engine.total:
             return
@@ -109,6 +112,9 @@ class ProgressBar:
             total=total, initial=start, unit="it", disable=disable, leave=False, dynamic_ncols=True
         )
 
+    def steps_ahead(self, engine: Engine) -> int:
+        return engine.total  # the bar may move a call's steps at once
+
     def on_step(self, engine: Engine, row: dict) -> None:
         self.bar.update()
         if engine.stop_reason is not None or engine.iteration >= engine.total:
@@ -133,6 +139,9 @@ class Convergence:
         self.tol = tol
         self.epoch_loss, self.epoch_steps = 0.0, 0
         self.best, self.unchanged, self.change = math.inf, 0, None
+
+    def steps_ahead(self, engine: Engine) -> int:
+        return engine.total  # it acts at epochs' ends, where the fused kernel's calls end too
 
     def on_step(self, engine: Engine, row: dict) -> None:
         if engine.full_batch:

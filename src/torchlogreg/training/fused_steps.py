@@ -1,0 +1,84 @@
+"""The engine's mini-batch steps, many per call of the fused kernel (fused.steps), where it covers them:
+one CPU process, SGD (momentum, Nesterov) or Adam on the model's float32 weight and bias, an epoch's
+batches read in place. Each step is what Engine.step takes one at a time (the batch's fused gradient,
+the penalty's, the centring, the optimizer's update), so a run takes the same steps either way, up to
+float32's rounding; what it saves is the Python between them, most of a step's time under a few
+hundred rows a batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..core import fused
+from ..core.model import pixel_scale
+from ..core.optimizers import SGD, Adam
+from ..data.batches import EpochRows
+
+RUN_ROWS = 16384  # rows one call takes at most: a stop request waits for no more
+
+
+def covers(engine) -> bool:
+    """Whether the engine's steps can run in the fused kernel (its data is asked at each epoch's
+    start: `source.epoch_rows`)."""
+    weight, bias = engine.model.linear.weight, engine.model.linear.bias
+    stepped = engine.parameters
+    return (
+        fused.available()
+        and not engine.full_batch
+        and engine.dist is None
+        and type(engine.optimizer) in (SGD, Adam)
+        and hasattr(engine.source, "epoch_rows")
+        and fused._dense(weight, 2, torch.float32)
+        and fused._dense(bias, 1, torch.float32)
+        and len(stepped) in (1, 2)
+        and stepped[0] is weight
+        and (stepped[1] is bias if len(stepped) == 2 else engine.centring is None)
+    )
+
+
+def run_length(engine, rows: EpochRows, at: int) -> int:
+    """Steps the next call may take from batch `at` of `rows`: to the epoch's end, the run's end, RUN_ROWS
+    rows, and no further than every callback lets the engine tell it of steps afterwards
+    (`steps_ahead`; one step for a callback without it)."""
+    batch = max(int(rows.sizes[at]), 1) if at < len(rows.sizes) else 1
+    count = min(len(rows.sizes) - at, engine.total - engine.iteration, max(1, RUN_ROWS // batch))
+    for callback in engine.callbacks:
+        ahead = getattr(callback, "steps_ahead", None)
+        count = min(count, ahead(engine) if ahead is not None else 1)
+    return max(count, 1)
+
+
+def take_steps(engine, rows: EpochRows, at: int, lrs: np.ndarray) -> np.ndarray:
+    """Take len(lrs) steps from batch `at` of `rows` on the engine's model and optimizer; each step's
+    mean loss."""
+    weight, bias = engine.model.linear.weight, engine.model.linear.bias
+    for param in (weight, bias):
+        if param.grad is None:
+            param.grad = torch.empty_like(param)
+    sizes = rows.sizes[at : at + len(lrs)]
+    first = int(rows.sizes[:at].sum())
+    index = rows.index[first : first + int(sizes.sum())]
+    objective, centring = engine.gradient.objective, engine.centring
+    step_bias = len(engine.parameters) == 2
+    losses = fused.steps(
+        weight,
+        bias,
+        rows.x,
+        rows.y,
+        index,
+        sizes,
+        lrs,
+        pixel_scale(rows.x),
+        engine.optimizer.fused_rule(),
+        sample_weight=rows.sample_weight,
+        weight_decay=objective.weight_decay,
+        l1=objective.l1,
+        mean=centring.mean if centring is not None and step_bias else None,
+        step_bias=step_bias,
+    )
+    engine.optimizer.took(len(lrs))
+    if not step_bias:
+        bias.grad = None  # (as the step-by-step path: a fixed parameter has no gradient)
+    return losses
