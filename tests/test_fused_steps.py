@@ -13,6 +13,8 @@ from torchlogreg.core.model import LogisticRegression
 from torchlogreg.core.objective import Objective
 from torchlogreg.core.optimizers import SGD
 from torchlogreg.data.batches import MemoryBatches
+from torchlogreg.data.inmemory import load_data
+from torchlogreg.data.ondisk import DiskImages, write_dataset
 from torchlogreg.training import fused_steps
 from torchlogreg.training.engine import Engine
 from torchlogreg.training.trainer import build
@@ -137,6 +139,23 @@ def test_an_epoch_longer_than_a_call_is_cut_into_calls(tiny_data, monkeypatch):
     config = TrainConfig(device="cpu", val_size=60, batch_size=7, epochs=1, eval_every=1000)
     engine, taken = _trained(config, tiny_data, True, monkeypatch)
     assert engine.steps_per_epoch == 35 and taken == [2] * 17 + [1]  # 240 rows: 34 batches of 7, one of 2
+
+
+@pytest.mark.parametrize("shard_rows", [64, None])  # several shards, read one at a time; one, held
+def test_a_dataset_folder_trains_alike_both_ways(tmp_path, monkeypatch, shard_rows):
+    data = synthetic_data(n_train=240, n_val=0)
+    folder = write_dataset(tmp_path / "ds", data.train, data.test, data.class_names)
+    if shard_rows is not None:
+        monkeypatch.setattr("torchlogreg.data.batches.SHARD_ROWS", shard_rows)
+    config = TrainConfig(dataset=str(folder), device="cpu", val_size=0, batch_size=10, epochs=3, lr=0.5)
+    loaded = load_data(config)
+    assert isinstance(loaded.train.images, DiskImages)
+    fast, taken = _trained(config, loaded, True, monkeypatch)
+    slow, _ = _trained(config, loaded, False, monkeypatch)
+    # one shard: 24 batches of 10; four (64, 64, 64, 48 rows): 7 + 7 + 7 + 5 batches, a call each
+    per_epoch, calls = (24, 1) if shard_rows is None else (26, 4)
+    assert fast.steps_per_epoch == per_epoch and len(taken) == 3 * calls and sum(taken) == 3 * per_epoch
+    _same_run(fast, slow)
 
 
 def test_not_covered_runs_step_by_step(tiny_data, monkeypatch):

@@ -156,15 +156,15 @@ class MemoryBatches:
         for index in batches:
             yield self._rows(index[rank::world] if world > 1 else index, buffers, len(index))
 
-    def epoch_rows(self, generator: torch.Generator, skip: int = 0) -> EpochRows | None:
-        """`epoch(generator, skip)`'s batches as one EpochRows (the same permutation, drawn the same
-        way), where they are read in place in one process; None otherwise, before drawing anything."""
+    def epoch_rows(self, generator: torch.Generator, skip: int = 0) -> list[EpochRows] | None:
+        """`epoch(generator, skip)`'s batches as EpochRows (the same permutation, drawn the same way),
+        where they are read in place in one process; None otherwise, before drawing anything."""
         if self.world_size > 1 or not self._in_place():
             return None
         order = torch.randperm(len(self), generator=generator)
         rows = order[min(skip * self.batch_size, len(self)) :]
         sizes = _cut(len(rows), self.batch_size)
-        return EpochRows(self.features, self.labels, self.sample_weight, rows, sizes)
+        return [EpochRows(self.features, self.labels, self.sample_weight, rows, sizes)]
 
     def chunks(self) -> Iterator[Batch]:
         """This rank's contiguous part of the whole set, in chunks; `size` is the whole set's. Where
@@ -250,17 +250,32 @@ class DiskBatches:
                 first = last
             skip = 0
 
-    def epoch_rows(self, generator: torch.Generator, skip: int = 0) -> EpochRows | None:
-        """`epoch(generator, skip)`'s batches as one EpochRows (the same order, drawn the same way),
-        where the split is one shard held in memory, read in place, in one process; None otherwise,
-        before drawing anything."""
-        held = self._rows() if self.world_size == 1 else None
-        if held is None or not fused.rows_usable(held, self.labels):
+    def epoch_rows(self, generator: torch.Generator, skip: int = 0) -> Iterator[EpochRows] | None:
+        """`epoch(generator, skip)`'s batches as EpochRows, one per shard, in one process (None
+        otherwise, before drawing anything): the same order, drawn the same way, and as lazily (a
+        shard is read when its turn comes). A held split's rows are read in place; another shard's
+        are read in the batches' order, as `epoch` reads them."""
+        if self.world_size > 1 or not fused.available() or self.labels.dtype != torch.int64:
             return None
-        torch.randperm(1, generator=generator)  # epoch's order of its one shard
-        rows, sizes, _ = shard_batches(len(self), self.batch_size, generator)
-        sizes = np.asarray(sizes[skip:], dtype=np.int64)
-        return EpochRows(held, self.labels, None, rows[len(rows) - int(sizes.sum()) :], sizes)
+        return self._shard_rows(generator, skip)
+
+    def _shard_rows(self, generator: torch.Generator, skip: int) -> Iterator[EpochRows]:
+        shard_order = torch.randperm(len(self._shard_sizes()), generator=generator)
+        for shard in shard_order.tolist():
+            start = shard * SHARD_ROWS
+            size = min(SHARD_ROWS, len(self) - start)
+            rows, sizes, _ = shard_batches(size, self.batch_size, generator)
+            if skip >= len(sizes):  # done before a resume: not even read
+                skip -= len(sizes)
+                continue
+            sizes = np.asarray(sizes[skip:], dtype=np.int64)
+            rows, skip = rows[len(rows) - int(sizes.sum()) :], 0
+            held = self._rows()
+            if held is not None:
+                yield EpochRows(held, self.labels, None, rows, sizes)
+                continue
+            images = self.images.view(start, start + size).take(rows).to(self.device)
+            yield EpochRows(images, self.labels[start + rows], None, torch.arange(len(rows)), sizes)
 
     def _indexed(self, held: torch.Tensor, rows: torch.Tensor, local_sizes, batch_sizes) -> Iterator[Batch]:
         """A held split's batches as row indices into it, which the fused gradient reads in place."""

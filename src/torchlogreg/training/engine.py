@@ -76,7 +76,8 @@ class Engine:
         self.train_seconds, self.stop_reason = 0.0, None
         self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
         self._batches = None  # the current epoch's batches, step by step
-        self._rows, self._rows_at = None, 0  # or its rows for the fused kernel, and the next batch
+        self._segments = None  # or its rows for the fused kernel: what is left of them,
+        self._rows, self._rows_at = None, 0  # the part being stepped through, and its next batch
 
     # --- one step --------------------------------------------------------------------------------
     def _next_batch(self) -> Batch:
@@ -140,7 +141,7 @@ class Engine:
         """Draw batches from `source` from the next step on (a new batch size mid-run), starting a
         fresh epoch there."""
         self.source, self.steps_per_epoch = source, source.steps_per_epoch
-        self._batches, self._rows, self._epoch_origin = None, None, self.iteration
+        self._batches, self._segments, self._rows, self._epoch_origin = None, None, None, self.iteration
 
     # --- the loop --------------------------------------------------------------------------------
     def _check_loss(self, loss: float) -> None:
@@ -198,24 +199,26 @@ class Engine:
 
     def _fused_epoch(self) -> bool:
         """Whether the next steps run in the fused kernel: an epoch begun there, or a new one whose
-        batches it can read (step by step otherwise, to the epoch's end)."""
-        if self._rows is not None:
-            return True
-        if self._batches is not None or not fused_steps.covers(self):
-            return False
-        state = self.generator.get_state()
-        skip = (self.iteration - self._epoch_origin) % self.steps_per_epoch
-        self._rows, self._rows_at = self.source.epoch_rows(self.generator, skip), 0
-        if self._rows is not None:
-            self.epoch_rng_state = state
-        return self._rows is not None
+        rows it can read (step by step otherwise, to the epoch's end)."""
+        while self._rows is None or self._rows_at >= len(self._rows.sizes):
+            if self._segments is not None:  # the epoch's next part, or its end
+                self._rows, self._rows_at = next(self._segments, None), 0
+                if self._rows is None:
+                    self._segments = None
+                continue
+            if self._batches is not None or not fused_steps.covers(self):
+                return False
+            state = self.generator.get_state()
+            skip = (self.iteration - self._epoch_origin) % self.steps_per_epoch
+            segments = self.source.epoch_rows(self.generator, skip)
+            if segments is None:
+                return False
+            self._segments, self.epoch_rng_state = iter(segments), state
+        return True
 
     def _fused_steps(self) -> None:
         """Steps in one call of the fused kernel, then each recorded and told to the callbacks."""
         rows, at = self._rows, self._rows_at
-        if at >= len(rows.sizes):  # the epoch is done
-            self._rows = None
-            return
         count = fused_steps.run_length(self, rows, at)
         lrs = [self.schedule(step) for step in range(self.iteration, self.iteration + count)]
         wants_stop = self.should_stop is not None and self.should_stop()
@@ -270,7 +273,7 @@ class Engine:
         self.start_loss = meta["start_loss"]
         self.train_seconds = float(meta["train_seconds"])
         self.history = history[: int(meta["history_rows"])]
-        self._batches, self._rows = None, None
+        self._batches, self._segments, self._rows = None, None, None
         for callback in self.callbacks:
             if hasattr(callback, "load_state_dict"):
                 callback.load_state_dict(tensors, meta)

@@ -1,9 +1,10 @@
-"""The engine's mini-batch steps, many per call of the fused kernel (fused.steps), where it covers them:
-one CPU process, SGD (momentum, Nesterov) or Adam on the model's float32 weight and bias, an epoch's
-batches read in place. Each step is what Engine.step takes one at a time (the batch's fused gradient,
-the penalty's, the centring, the optimizer's update), so a run takes the same steps either way, up to
-float32's rounding; what it saves is the Python between them, most of a step's time under a few
-hundred rows a batch.
+"""The engine's mini-batch steps, many per call of the fused kernel (fused.steps), where it covers
+them: one CPU process, SGD (momentum, Nesterov) or Adam on the model's float32 weight and bias, rows
+of uint8 or float32 that the source hands out as an epoch's index (`epoch_rows`: in memory, or a
+dataset folder a shard at a time). Each step is what Engine.step takes one at a time (the batch's
+fused gradient, the penalty's, the centring, the optimizer's update), so a run takes the same steps
+either way, up to float32's rounding; what it saves is the Python between them, most of a step's
+time under a few hundred rows a batch.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def covers(engine) -> bool:
 
 
 def run_length(engine, rows: EpochRows, at: int) -> int:
-    """Steps the next call may take from batch `at` of `rows`: to the epoch's end, the run's end, RUN_ROWS
-    rows, and no further than every callback lets the engine tell it of steps afterwards
-    (`steps_ahead`; one step for a callback without it)."""
+    """Steps the next call may take from batch `at` of `rows`: to the end of `rows` (an epoch, or a
+    shard of one), the run's end, RUN_ROWS rows, and no further than every callback lets the engine
+    tell it of steps afterwards (`steps_ahead`; one step for a callback without it)."""
     batch = max(int(rows.sizes[at]), 1) if at < len(rows.sizes) else 1
     count = min(len(rows.sizes) - at, engine.total - engine.iteration, max(1, RUN_ROWS // batch))
     for callback in engine.callbacks:
