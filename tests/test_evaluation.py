@@ -125,12 +125,12 @@ def test_top_k_needs_a_name_per_class(samples):
 
 
 def test_a_pass_reads_a_bounded_number_of_bytes():
-    """The fused kernel scores PASS_BYTES of pixels per call whatever the image size; a binary model
-    (PyTorch's kernels) EVAL_BATCH rows."""
+    """The fused kernel scores PASS_BYTES of pixels per call whatever the image size, for a binary
+    model too; never fewer than EVAL_BATCH rows."""
     wide = torch.zeros(3, 128, 128, dtype=torch.uint8)
     assert _pass_rows(LogisticRegression(128 * 128, 10), wide) == PASS_BYTES // (128 * 128)
     assert _pass_rows(LogisticRegression(784, 10), torch.zeros(3, 28, 28)) == PASS_BYTES // (784 * 4)
-    assert _pass_rows(LogisticRegression(128 * 128, 2), wide) == EVAL_BATCH
+    assert _pass_rows(LogisticRegression(128 * 128, 2), wide) == PASS_BYTES // (128 * 128)
     assert _pass_rows(LogisticRegression(512 * 512, 10), torch.zeros(3, 512, 512)) == EVAL_BATCH
 
 

@@ -265,6 +265,25 @@ def test_evaluation_sums_match_the_pytorch_path(dtype, monkeypatch):
     assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-6)
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.3, 0.9])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_binary_evaluation_sums_match_the_pytorch_path(dtype, threshold, monkeypatch):
+    """One logit: the loss is binary cross-entropy, a row is positive where its probability is at
+    least the threshold (a logit of exactly 0 against 0.5: positive, as model.decide)."""
+    model = _model(50, 2)
+    x, labels, _ = _data(1100, 50, 2, dtype)
+    x[5], labels[5] = 0, 1
+    with torch.no_grad():
+        model.linear.bias.zero_()
+    assert model.binary and float(model(x[5:6].float())[0, 0].detach()) == 0.0
+    ours = evaluate(model, x, labels, threshold)
+    monkeypatch.setattr(fused, "_fused", None)
+    theirs = evaluate(model, x, labels, threshold)
+    assert ours["accuracy"] == theirs["accuracy"] and ours["n"] == theirs["n"]
+    assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-6)
+    assert 0.3 < ours["accuracy"] < 0.7  # (random labels: both kinds of mistakes are counted)
+
+
 def test_training_takes_the_same_path_with_or_without_the_extension(monkeypatch, data_root):
     """The extension changes rounding, not the run: the same seed gives the same run to float32's
     precision, and the same test accuracy to within a few images."""
@@ -340,11 +359,13 @@ def test_a_read_only_gradient_is_refused():
         fused._fused.gradient(**arguments)
 
 
-def test_sums_need_two_classes_and_a_thread():
+def test_sums_need_a_class_and_a_thread():
     arguments = _call_arguments(classes=1)
-    plain_arguments = {k: arguments[k] for k in ("x", "labels", "weight", "bias")}
-    with pytest.raises(ValueError, match="weight has 1 classes, expected 2"):
-        fused._fused.sums(**plain_arguments)
+    plain_arguments = {k: arguments[k] for k in ("x", "labels")}
+    with pytest.raises(ValueError, match="weight has 0 classes, expected 1"):
+        fused._fused.sums(
+            **plain_arguments, **{"weight": torch.zeros(0, 9).numpy(), "bias": torch.zeros(0).numpy()}
+        )
     with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
         fused._fused.gradient(**arguments, threads=0)
 

@@ -64,6 +64,7 @@ struct model {
     int64_t classes;      /* 1: one logit (binary) */
     double scale;         /* the features are x * scale */
     double share;         /* each row's gradient is added times this */
+    double threshold;     /* one logit: sums() counts a row positive where its probability is at least this */
 };
 
 /* One thread's rows, buffers and results. */
@@ -106,12 +107,19 @@ static inline double row_loss(const struct batch *in, const struct model *m, int
     return weight * (log(sum) - label_score);
 }
 
-/* The (weighted) loss of one row of C >= 2 classes from its raw scores z, and a count in *correct
-   when its first top score (NaN counted largest, as torch's max) is its label's. */
+/* The (weighted) loss of one row from its raw scores z, and a count in *correct when its prediction
+   is its label: C >= 2 classes, the first top score (NaN counted largest, as torch's max); one logit,
+   positive where the float32 sigmoid is at least the threshold (as model.decide). */
 static inline double row_sums(const struct batch *in, const struct model *m, int64_t row, double *z,
                               int64_t *correct) {
     int64_t at = in->index ? in->index[row] : row, label = in->labels[at], classes = m->classes;
     double weight = in->weights ? in->weights[at] : 1.0;
+    if (classes == 1) {
+        double logit = (double)(float)(z[0] * m->scale + m->b[0]), y = (double)label;
+        float probability = 1.0f / (1.0f + expf((float)-logit));
+        *correct += (probability >= (float)m->threshold) == (label == 1);
+        return weight * (fmax(logit, 0.0) - logit * y + log1p(exp(-fabs(logit))));
+    }
     int64_t top = 0;
     for (int64_t c = 0; c < classes; c++) {
         z[c] = (double)(float)(z[c] * m->scale + m->b[c]); /* the float32 logits torch would have */
@@ -369,7 +377,7 @@ static int check_call(struct call *call, PyObject **objects, const char *functio
     if (v[WEIGHT].shape[1] != features)
         return shape_error(function, "weight", "features", v[WEIGHT].shape[1], features);
     if (v[BIAS].shape[0] != classes) return shape_error(function, "bias", "classes", v[BIAS].shape[0], classes);
-    if (classes < (sums ? 2 : 1)) return shape_error(function, "weight", "classes", classes, sums ? 2 : 1);
+    if (classes < 1) return shape_error(function, "weight", "classes", classes, 1);
     if (!sums && (v[GRAD_WEIGHT].shape[0] != classes || v[GRAD_WEIGHT].shape[1] != features)) {
         PyErr_Format(PyExc_ValueError, "%s(): grad_weight has shape (%zd, %zd), expected weight's (%zd, %zd)",
                      function, v[GRAD_WEIGHT].shape[0], v[GRAD_WEIGHT].shape[1], classes, features);
@@ -384,7 +392,7 @@ static int check_call(struct call *call, PyObject **objects, const char *functio
     call->in = (struct batch){v[X].buf, kind_of(&v[X]) == 'B', v[INDEX].obj ? v[INDEX].shape[0] : x_rows,
                               x_rows, features, features, v[INDEX].obj ? v[INDEX].buf : NULL,
                               v[LABELS].buf, v[SAMPLE_WEIGHT].obj ? v[SAMPLE_WEIGHT].buf : NULL};
-    call->m = (struct model){v[WEIGHT].buf, features, v[BIAS].buf, classes, scale, share};
+    call->m = (struct model){v[WEIGHT].buf, features, v[BIAS].buf, classes, scale, share, 0.5};
     call->gw = sums ? NULL : v[GRAD_WEIGHT].buf;
     call->gb = sums ? NULL : v[GRAD_BIAS].buf;
     call->accumulate = accumulate;
@@ -820,16 +828,16 @@ static PyObject *entry(PyObject *args, PyObject *kwargs, int sums) {
     static char *gradient_keywords[] = {"x", "labels", "weight", "bias", "grad_weight", "grad_bias", "index",
                                         "sample_weight", "scale", "share", "accumulate", "threads", NULL};
     static char *sums_keywords[] = {"x", "labels", "weight", "bias", "index", "sample_weight", "scale",
-                                    "threads", NULL};
+                                    "threads", "threshold", NULL};
     const char *function = sums ? "sums" : "gradient";
     PyObject *objects[N_BUFFERS] = {NULL};
     objects[INDEX] = objects[SAMPLE_WEIGHT] = Py_None;
-    double scale = 1.0, share = 1.0;
+    double scale = 1.0, share = 1.0, threshold = 0.5;
     int accumulate = 0, threads = 1;
-    int parsed = sums ? PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOdi:sums", sums_keywords,
+    int parsed = sums ? PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOdid:sums", sums_keywords,
                                                     &objects[X], &objects[LABELS], &objects[WEIGHT],
                                                     &objects[BIAS], &objects[INDEX], &objects[SAMPLE_WEIGHT],
-                                                    &scale, &threads)
+                                                    &scale, &threads, &threshold)
                       : PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOddpi:gradient", gradient_keywords,
                                                     &objects[X], &objects[LABELS], &objects[WEIGHT],
                                                     &objects[BIAS], &objects[GRAD_WEIGHT], &objects[GRAD_BIAS],
@@ -848,6 +856,7 @@ static PyObject *entry(PyObject *args, PyObject *kwargs, int sums) {
         release_call(&call);
         return NULL;
     }
+    call.m.threshold = threshold;
     double loss = 0.0;
     int64_t correct = 0;
     int ok;
@@ -911,8 +920,9 @@ static PyMethodDef methods[] = {
      " (overwrites them without accumulate). x: (N, F) uint8 or float32; labels: (N,) int64; weight: (C, F)"
      " float32; bias: (C,) float32; index: (B,) int64; sample_weight: (N,) float32; C = 1: one logit"},
     {"sums", (PyCFunction)(void (*)(void))sums, METH_VARARGS | METH_KEYWORDS,
-     "sums(*, x, labels, weight, bias, index=None, sample_weight=None, scale=1.0, threads=1) -> (the rows'"
-     " summed (weighted) loss, rows whose top score is their label's); two or more classes"},
+     "sums(*, x, labels, weight, bias, index=None, sample_weight=None, scale=1.0, threads=1, threshold=0.5) ->"
+     " (the rows' summed (weighted) loss, rows predicted as their label: the top score's class, or for one"
+     " logit positive where its sigmoid is at least threshold)"},
     {"steps", (PyCFunction)(void (*)(void))steps, METH_VARARGS | METH_KEYWORDS,
      "steps(*, x, labels, weight, bias, grad_weight, grad_bias, index, sizes, lrs, losses, sample_weight=None,"
      " mean=None, first_weight=None, first_bias=None, second_weight=None, second_bias=None, scale=1.0,"

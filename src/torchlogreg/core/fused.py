@@ -149,9 +149,11 @@ def sums(
     labels: torch.Tensor,
     scale: float,
     sample_weight: torch.Tensor | None = None,
+    threshold: float = 0.5,
 ) -> tuple[float, int]:
-    """(summed (weighted) loss, rows whose first top logit is their label) over (x * scale, labels),
-    for two or more logits; `usable(...)` must hold. The forward pass of evaluation and of the
+    """(summed (weighted) loss, rows predicted as their label) over (x * scale, labels): the first top
+    logit's class, or for one logit positive where its probability is at least `threshold`
+    (model.decide's rule); `usable(...)` must hold. The forward pass of evaluation and of the
     objective, with no logits in memory."""
     return _fused.sums(
         x=_view(x),
@@ -161,6 +163,7 @@ def sums(
         sample_weight=_view(sample_weight),
         scale=scale,
         threads=threads(),
+        threshold=threshold,
     )
 
 

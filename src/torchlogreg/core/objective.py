@@ -77,7 +77,7 @@ class Objective:
             return 0.0
         weight, bias = model.linear.weight, model.linear.bias
         rows = x.flatten(1) if x.dim() > 2 and x.is_contiguous() else x
-        if not model.binary and fused.usable(weight, bias, rows, y, sample_weight):
+        if fused.usable(weight, bias, rows, y, sample_weight):
             total, _ = fused.sums(weight, bias, rows, y, scale * pixel_scale(rows), sample_weight)
             return total / total_rows
         total = 0.0

@@ -117,9 +117,9 @@ def _checked_labels(labels, n_images: int, n_classes: int) -> torch.Tensor:
 
 
 def _pass_rows(model: LogisticRegression, images) -> int:
-    """Rows per chunk: PASS_BYTES of pixels where the fused kernel scores them (a softmax model on
-    the CPU), else EVAL_BATCH, small enough that PyTorch's floats and logits stay in cache."""
-    if model.binary or model.linear.weight.device.type != "cpu":
+    """Rows per chunk: PASS_BYTES of pixels where the fused kernel scores them (on the CPU), else
+    EVAL_BATCH, small enough that PyTorch's floats and logits stay in cache."""
+    if model.linear.weight.device.type != "cpu":
         return EVAL_BATCH
     size = images.element_size() if isinstance(images, torch.Tensor) else 1  # DiskImages: uint8
     row_bytes = max(1, math.prod(images.shape[1:]) * size)
@@ -132,10 +132,9 @@ def _sums(
     """(summed loss, correct predictions) of one chunk: one call of the fused kernel (which splits it
     over the threads), else PyTorch's kernels EVAL_BATCH rows at a time."""
     weight, bias = model.linear.weight, model.linear.bias
-    if not model.binary:
-        rows = x.reshape(len(x), -1)
-        if fused.usable(weight, bias, rows, labels):
-            return fused.sums(weight, bias, rows, labels, pixel_scale(rows))
+    rows = x.reshape(len(x), -1)
+    if fused.usable(weight, bias, rows, labels):
+        return fused.sums(weight, bias, rows, labels, pixel_scale(rows), threshold=threshold)
     loss_sum, correct = 0.0, 0
     for start in range(0, len(labels), EVAL_BATCH):
         logits = model(x[start : start + EVAL_BATCH])
