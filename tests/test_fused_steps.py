@@ -2,12 +2,14 @@
 step-by-step path takes, for every rule and option it covers; it runs where it covers a run and
 nowhere else; its calls end where a callback acts; its arguments are checked."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 from conftest import synthetic_data
 
-from torchlogreg import TrainConfig
+from torchlogreg import DivergenceError, Interrupted, TrainConfig, train
 from torchlogreg.core import fused
 from torchlogreg.core.model import LogisticRegression
 from torchlogreg.core.objective import Objective
@@ -40,7 +42,7 @@ def _trained(config: TrainConfig, data, fused_path: bool, monkeypatch, callbacks
         training = build(config, data, verbose=False, progress=False, callbacks=callbacks)
         taken = []
         take = fused_steps.take_steps
-        patch.setattr(fused_steps, "take_steps", lambda *a: taken.append(len(a[3])) or take(*a))
+        patch.setattr(fused_steps, "take_steps", lambda *a: taken.append(len(a[4])) or take(*a))
         training.engine.run()
     return training.engine, taken
 
@@ -121,11 +123,12 @@ class EveryStep:
 
 
 def test_calls_end_where_callbacks_act(tiny_data, monkeypatch):
-    """The evaluator's checks (every 4 steps) and the epochs' ends end calls; a callback without
-    steps_ahead is told of each step as it is taken, with the model after that step."""
+    """The evaluator's checks (every 4 steps) and the epochs' ends end calls (the first is one step:
+    the divergence rule's ceiling follows from its loss); a callback without steps_ahead is told of
+    each step as it is taken, with the model after that step."""
     config = TrainConfig(device="cpu", val_size=60, batch_size=20, epochs=2, eval_every=4)
     engine, taken = _trained(config, tiny_data, True, monkeypatch)
-    assert engine.steps_per_epoch == 12 and taken == [4] * 6
+    assert engine.steps_per_epoch == 12 and taken == [1, 3] + [4] * 5
     watcher, slow_watcher = EveryStep(), EveryStep()
     fast, taken = _trained(config, tiny_data, True, monkeypatch, callbacks=[watcher])
     assert taken == [1] * 24 and len(watcher.seen) == 24
@@ -138,7 +141,7 @@ def test_an_epoch_longer_than_a_call_is_cut_into_calls(tiny_data, monkeypatch):
     monkeypatch.setattr(fused_steps, "RUN_ROWS", 20)
     config = TrainConfig(device="cpu", val_size=60, batch_size=7, epochs=1, eval_every=1000)
     engine, taken = _trained(config, tiny_data, True, monkeypatch)
-    assert engine.steps_per_epoch == 35 and taken == [2] * 17 + [1]  # 240 rows: 34 batches of 7, one of 2
+    assert engine.steps_per_epoch == 35 and taken == [1] + [2] * 17  # 240 rows: 34 batches of 7, one of 2
 
 
 @pytest.mark.parametrize("shard_rows", [64, None])  # several shards, read one at a time; one, held
@@ -154,7 +157,7 @@ def test_a_dataset_folder_trains_alike_both_ways(tmp_path, monkeypatch, shard_ro
     slow, _ = _trained(config, loaded, False, monkeypatch)
     # one shard: 24 batches of 10; four (64, 64, 64, 48 rows): 7 + 7 + 7 + 5 batches, a call each
     per_epoch, calls = (24, 1) if shard_rows is None else (26, 4)
-    assert fast.steps_per_epoch == per_epoch and len(taken) == 3 * calls and sum(taken) == 3 * per_epoch
+    assert fast.steps_per_epoch == per_epoch and len(taken) == 3 * calls + 1 and sum(taken) == 3 * per_epoch
     _same_run(fast, slow)
 
 
@@ -174,6 +177,37 @@ def test_not_covered_runs_step_by_step(tiny_data, monkeypatch):
         generator=torch.Generator(),
     )
     assert not fused_steps.covers(engine)
+
+
+@pytest.mark.parametrize("rule", ["adam", "nesterov"])
+def test_a_diverging_run_stops_where_the_step_by_step_path_stops(rule, tiny_data, monkeypatch):
+    """The call stops after the step whose loss breaks the divergence rule: the model, the optimizer's
+    count and the engine's iteration are where the step-by-step path leaves them."""
+    config = TrainConfig(device="cpu", val_size=60, batch_size=4, epochs=2, **RULES[rule]).replace(lr=3000.0)
+
+    def diverged(fused_path):
+        with monkeypatch.context() as patch:
+            if not fused_path:
+                patch.setattr(fused_steps, "covers", lambda engine: False)
+            engine = build(config, tiny_data, verbose=False, progress=False).engine
+            with pytest.raises(DivergenceError, match="at iteration") as caught:
+                engine.run()
+        return engine, str(caught.value)
+
+    (fast, fast_message), (slow, slow_message) = diverged(True), diverged(False)
+    assert fast_message == slow_message and fast.iteration == slow.iteration < 30
+    assert getattr(fast.optimizer, "steps", 0) == getattr(slow.optimizer, "steps", 0)
+    for name, value in fast.model.state_dict().items():
+        torch.testing.assert_close(value, slow.model.state_dict()[name], rtol=1e-3, atol=1e-3)
+
+
+def test_a_stop_asked_during_a_call_ends_the_run_at_its_end(tiny_data, tmp_path):
+    """should_stop is asked after each call: a request made while the second call (the rest of the
+    first epoch, 239 steps) ran ends the run there, not a call later."""
+    config = TrainConfig(device="cpu", val_size=60, batch_size=1, epochs=2)
+    calls = itertools.count(1)
+    with pytest.raises(Interrupted, match="interrupted at iteration 240 of 480"):
+        train(config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(calls) == 2)
 
 
 def _arguments(**changes):
@@ -213,6 +247,22 @@ def test_steps_checks_its_arguments(changes, message):
     with pytest.raises(ValueError, match=message):
         fused._fused.steps(**arguments)
     np.testing.assert_array_equal(arguments["weight"], before)
+
+
+def test_steps_refuses_buffers_that_share_memory():
+    arguments = _arguments()
+    with pytest.raises(ValueError, match="weight and grad_weight share memory"):
+        fused._fused.steps(**{**arguments, "grad_weight": arguments["weight"]})
+    with pytest.raises(ValueError, match="losses and lrs share memory"):
+        fused._fused.steps(**{**arguments, "losses": arguments["lrs"]})
+    with pytest.raises(ValueError, match="weight and first_weight share memory"):
+        fused._fused.steps(
+            **arguments,
+            momentum=0.9,
+            first_weight=arguments["weight"][:, :],
+            first_bias=np.zeros(3, np.float32),
+        )
+    assert fused._fused.steps(**arguments) == 2
 
 
 def test_steps_checks_rows_and_writability():

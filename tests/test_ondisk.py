@@ -167,10 +167,10 @@ def test_a_one_shard_split_is_read_once_and_batched_as_when_read_per_epoch(
         reads.clear()
 
 
-# the fused kernel's calls end at checks (every 20 steps), epochs' ends (24) and, with several
-# shards, shards' ends (8 batches): a stop asked before a call stops at its end, 40 here, mid-epoch.
-# Several shards (two to skip on resume, unread), or one, held and read in place
-@pytest.mark.parametrize("shard_rows,ask,stop_at", [(4000, 6, 40), (None, 3, 40)])
+# the fused kernel's first call is one step, the others end at checks (every 20 steps), epochs' ends
+# (24) and, with several shards, shards' ends (8 batches): a stop asked after a call stops at its end,
+# 40 here, mid-epoch. Several shards (two to skip on resume, unread), or one, held, read in place
+@pytest.mark.parametrize("shard_rows,ask,stop_at", [(4000, 7, 40), (None, 4, 40)])
 def test_resume_from_disk_ends_with_the_same_weights(
     mnist_on_disk, tmp_path, monkeypatch, shard_rows, ask, stop_at
 ):

@@ -17,12 +17,13 @@ from torchlogreg.runfolder.resumable import has_training_state, load_training_st
 
 
 @pytest.mark.numerics
-@pytest.mark.parametrize("optimizer,ask,stop_at", [("sgd", 7, 24), ("sgd", 15, 48), ("adam", 11, 36)])
+@pytest.mark.parametrize("optimizer,ask,stop_at", [("sgd", 8, 24), ("sgd", 16, 48), ("adam", 12, 36)])
 def test_resume_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, optimizer, ask, stop_at):
     config = tiny_config.replace(optimizer=optimizer, epochs=4, eval_every=4, patience=50)
     reference = train(config, tiny_data, verbose=False)
-    # should_stop is asked before each call of the fused kernel's steps, and the run stops at that
-    # call's end; calls end at checks (every 4 steps) and epochs' ends (every 15): the 7th ends at 24
+    # should_stop is asked after each call of the fused kernel's steps, and the run stops at that
+    # call's end; the first call is one step, the others end at checks (every 4 steps) and epochs'
+    # ends (every 15): the 8th ends at 24
     calls = itertools.count(1)
     with pytest.raises(Interrupted, match=f"interrupted at iteration {stop_at} of 60"):
         train(config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(calls) == ask)

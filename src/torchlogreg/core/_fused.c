@@ -552,12 +552,14 @@ static int run_call(struct call *call, int sums, double *loss, int64_t *correct)
    penalty's and the centring's kernels, the update's), while the products of a step of a few rows
    cost a few: under a few hundred rows a batch, Python was most of the time. steps() takes K
    consecutive steps, each the fused gradient of its rows (run_call, as gradient() computes it), the
-   penalty's gradient, the centring and an update by optimizers.SGD's or optimizers.Adam's rule in
-   float32 as torch's kernels compute it (tests run both paths side by side). */
+   penalty's gradient, the centring and an update by optimizers.SGD's or optimizers.Adam's formulas
+   in float32 (tests run both paths side by side). The results equal the step-by-step path's up to
+   float32's rounding, not to the bit: torch's kernels fuse multiply-adds where these loops do not,
+   and the engine's centring adds and subtracts W @ mean where the bias here moves by the change. */
 
 struct rule {
     int adam;                /* 0: SGD (momentum, Nesterov) */
-    float momentum;          /* SGD: 0 for none */
+    double momentum;         /* SGD: 0 for none */
     int nesterov;
     double beta1, beta2, eps; /* Adam */
     int64_t steps;           /* Adam's steps taken before the call */
@@ -569,6 +571,7 @@ struct stepping {
     double *losses;          /* out: each step's mean loss */
     int64_t count;
     double weight_decay, l1;
+    double ceiling;          /* stop after a step whose loss is above this (or not finite) */
     const float *mean;       /* the centre of the features (engine.Centring), or NULL */
     int step_bias;
     float *first_w, *first_b, *second_w, *second_b; /* SGD: momentum buffers in first_*; Adam: both */
@@ -579,7 +582,7 @@ struct stepping {
 /* The update's loops are compiled once per vector width and picked at load time (GCC's
    target_clones); they have no sums across elements but moved_along's fixed lanes and use no fused
    multiply-adds, so each version computes the same floats. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__) /* (ifuncs) */
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
 #else
 #define CLONES
@@ -587,6 +590,7 @@ struct stepping {
 
 /* One step's scalars of the rule, in float32 as torch's kernels take them. */
 struct scalars {
+    float momentum;
     float step_lr;           /* -lr */
     float nesterov_lr;       /* -lr x momentum */
     float adam_lr;           /* -lr / c1, or -lr where that overflows (the correction then divides) */
@@ -595,7 +599,8 @@ struct scalars {
 };
 
 static struct scalars scalars_of(const struct rule *r, double lr, int64_t step) {
-    struct scalars k = {(float)-lr, (float)(-lr * (double)r->momentum), 0.0f, 1.0f, 1.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    struct scalars k = {(float)r->momentum, (float)-lr, (float)(-lr * r->momentum), 0.0f, 1.0f, 1.0f,
+                        0.0f,           0.0f,       0.0f,                      0.0f};
     if (r->adam) {
         double correction1 = 1.0 - pow(r->beta1, (double)step);
         int folded = lr / correction1 > FLT_MAX; /* as optimizers.Adam */
@@ -620,19 +625,19 @@ CLONES static void update(const struct rule *r, const struct scalars *k, float *
             float moment = second[i] * k->keep2;
             second[i] = moment + k->take2 * (g[i] * g[i]);
             float denominator = (__builtin_sqrtf(second[i]) / k->c2_sqrt + k->eps) * k->fold;
-            p[i] = p[i] + k->adam_lr * (first[i] / denominator);
+            p[i] = p[i] + k->adam_lr * first[i] / denominator; /* addcdiv_: value x t1, then / t2 */
         }
     } else if (first == NULL) {
         for (int64_t i = 0; i < n; i++) p[i] = p[i] + k->step_lr * g[i];
     } else if (r->nesterov) {
         for (int64_t i = 0; i < n; i++) {
-            first[i] = g[i] + r->momentum * first[i];
+            first[i] = g[i] + k->momentum * first[i];
             float after = p[i] + k->step_lr * g[i];
             p[i] = after + k->nesterov_lr * first[i];
         }
     } else {
         for (int64_t i = 0; i < n; i++) {
-            first[i] = g[i] + r->momentum * first[i];
+            first[i] = g[i] + k->momentum * first[i];
             p[i] = p[i] + k->step_lr * first[i];
         }
     }
@@ -689,21 +694,29 @@ static void apply_step(const struct call *call, const struct rule *r, const stru
         for (int64_t c = 0; c < classes; c++) b[c] = (float)((double)b[c] - s->moved[c]);
 }
 
-/* The checked call's K steps: the batch's index holds their rows one step after another. */
-static int run_steps(struct call *call, const struct rule *r, const struct stepping *s) {
+/* The checked call's steps: the batch's index holds their rows one step after another. Stops after
+   the first step whose loss is not finite or above s->ceiling (the engine's divergence rule: that
+   step is taken, as the step-by-step path takes it before its check); *taken counts the steps. */
+static int run_steps(struct call *call, const struct rule *r, const struct stepping *s, int64_t *taken) {
     const int64_t *index = call->in.index;
+    unsigned int mode = flush_subnormals(); /* as the kernel's threads: the update meets Adam's tiny weights */
+    int ok = 1;
+    *taken = 0;
     for (int64_t k = 0; k < s->count; k++) {
         double loss = 0.0;
         int64_t correct = 0, rows = s->sizes[k];
         call->in.index = index;
         call->in.rows = rows;
         call->m.share = 1.0 / (double)rows;
-        if (!run_call(call, 0, &loss, &correct)) return 0;
+        if (!(ok = run_call(call, 0, &loss, &correct))) break;
         s->losses[k] = loss / (double)rows;
         apply_step(call, r, s, k);
+        *taken = k + 1;
+        if (!isfinite(s->losses[k]) || s->losses[k] > s->ceiling) break;
         index += rows;
     }
-    return 1;
+    restore_mode(mode);
+    return ok;
 }
 
 enum { SIZES, LRS, LOSSES, MEAN, FIRST_W, FIRST_B, SECOND_W, SECOND_B, N_STEP_BUFFERS };
@@ -755,11 +768,38 @@ static int check_steps(const struct call *call, PyObject **objects, const struct
         PyErr_SetString(PyExc_ValueError, "steps(): weight and bias must be writable arrays");
         return 0;
     }
-    *s = (struct stepping){sizes, v[LRS].buf, v[LOSSES].buf, count, 0.0, 0.0,
+    *s = (struct stepping){sizes, v[LRS].buf, v[LOSSES].buf, count, 0.0, 0.0, INFINITY,
                            v[MEAN].obj ? v[MEAN].buf : NULL, step_bias,
                            needs_first ? v[FIRST_W].buf : NULL, needs_first && step_bias ? v[FIRST_B].buf : NULL,
                            needs_second ? v[SECOND_W].buf : NULL, needs_second && step_bias ? v[SECOND_B].buf : NULL,
                            NULL, NULL};
+    return 1;
+}
+
+/* Whether two buffers share memory. */
+static int overlap(const Py_buffer *a, const Py_buffer *b) {
+    if (!a->obj || !b->obj || a->len == 0 || b->len == 0) return 0;
+    const char *a0 = a->buf, *b0 = b->buf;
+    return a0 < b0 + b->len && b0 < a0 + a->len;
+}
+
+/* No buffer steps() writes shares memory with another of its arguments (the loops assume so). */
+static int check_apart(const struct call *call, const Py_buffer *step_views) {
+    static const char *names[N_BUFFERS + N_STEP_BUFFERS] = {
+        "x", "labels", "weight", "bias", "index", "sample_weight", "grad_weight", "grad_bias", "sizes", "lrs",
+        "losses", "mean", "first_weight", "first_bias", "second_weight", "second_bias"};
+    const Py_buffer *all[N_BUFFERS + N_STEP_BUFFERS];
+    for (int i = 0; i < N_BUFFERS; i++) all[i] = &call->views[i];
+    for (int i = 0; i < N_STEP_BUFFERS; i++) all[N_BUFFERS + i] = &step_views[i];
+    static const int written[] = {WEIGHT, BIAS, GRAD_WEIGHT, GRAD_BIAS, N_BUFFERS + LOSSES, N_BUFFERS + FIRST_W,
+                                  N_BUFFERS + FIRST_B, N_BUFFERS + SECOND_W, N_BUFFERS + SECOND_B};
+    for (size_t w = 0; w < sizeof written / sizeof *written; w++)
+        for (int j = 0; j < N_BUFFERS + N_STEP_BUFFERS; j++)
+            if (j != written[w] && overlap(all[written[w]], all[j])) {
+                PyErr_Format(PyExc_ValueError, "steps(): %s and %s share memory; each must be its own array",
+                             names[written[w]], names[j]);
+                return 0;
+            }
     return 1;
 }
 
@@ -769,20 +809,21 @@ static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
                                "lrs", "losses", "sample_weight", "mean", "first_weight", "first_bias",
                                "second_weight", "second_bias", "scale", "weight_decay", "l1", "step_bias",
                                "adam", "momentum", "nesterov", "beta1", "beta2", "eps", "adam_steps", "threads",
-                               NULL};
+                               "ceiling", NULL};
     PyObject *objects[N_BUFFERS] = {NULL}, *extra[N_STEP_BUFFERS] = {NULL};
     objects[SAMPLE_WEIGHT] = Py_None;
     for (int i = MEAN; i < N_STEP_BUFFERS; i++) extra[i] = Py_None;
-    double scale = 1.0, weight_decay = 0.0, l1 = 0.0, momentum = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    double scale = 1.0, weight_decay = 0.0, l1 = 0.0, momentum = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
+           ceiling = INFINITY;
     int step_bias = 1, adam = 0, nesterov = 0, threads = 1;
     long long adam_steps = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOdddppdpdddLi:steps", keywords, &objects[X],
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOdddppdpdddLid:steps", keywords, &objects[X],
                                      &objects[LABELS], &objects[WEIGHT], &objects[BIAS], &objects[GRAD_WEIGHT],
                                      &objects[GRAD_BIAS], &objects[INDEX], &extra[SIZES], &extra[LRS],
                                      &extra[LOSSES], &objects[SAMPLE_WEIGHT], &extra[MEAN], &extra[FIRST_W],
                                      &extra[FIRST_B], &extra[SECOND_W], &extra[SECOND_B], &scale, &weight_decay,
                                      &l1, &step_bias, &adam, &momentum, &nesterov, &beta1, &beta2, &eps,
-                                     &adam_steps, &threads))
+                                     &adam_steps, &threads, &ceiling))
         return NULL;
     for (int i = 0; i < N_BUFFERS; i++)
         if (!objects[i]) goto missing;
@@ -796,19 +837,20 @@ static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
         PyErr_Format(PyExc_ValueError, "steps(): adam_steps must be >= 0, got %lld", adam_steps);
         return NULL;
     }
-    struct rule r = {adam, (float)momentum, nesterov && momentum > 0.0, beta1, beta2, eps, (int64_t)adam_steps};
+    struct rule r = {adam, momentum, nesterov && momentum > 0.0, beta1, beta2, eps, (int64_t)adam_steps};
     struct call call;
     Py_buffer views[N_STEP_BUFFERS];
     struct stepping s;
     for (int i = 0; i < N_STEP_BUFFERS; i++) views[i].obj = NULL;
+    int64_t taken = 0;
     int ok = check_call(&call, objects, "steps", 0, scale, 1.0, 0, threads) &&
-             check_steps(&call, extra, &r, step_bias, views, &s);
+             check_steps(&call, extra, &r, step_bias, views, &s) && check_apart(&call, views);
     if (ok) {
-        s.weight_decay = weight_decay, s.l1 = l1;
+        s.weight_decay = weight_decay, s.l1 = l1, s.ceiling = ceiling;
         s.moved = malloc(sizeof(double) * (size_t)call.m.classes);
-        s.before = malloc(sizeof(float) * (size_t)call.in.features + 1);
+        s.before = malloc(sizeof(float) * (size_t)(call.in.features + 1)); /* (+ 1: never malloc(0)) */
         Py_BEGIN_ALLOW_THREADS
-        ok = s.moved && s.before && run_steps(&call, &r, &s);
+        ok = s.moved && s.before && run_steps(&call, &r, &s, &taken);
         Py_END_ALLOW_THREADS
         free(s.moved);
         free(s.before);
@@ -817,7 +859,7 @@ static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
     release_views(views, N_STEP_BUFFERS);
     release_call(&call);
     if (!ok) return NULL;
-    Py_RETURN_NONE;
+    return PyLong_FromLongLong((long long)taken);
 missing:
     PyErr_SetString(PyExc_TypeError, "steps() needs the keyword arguments x, labels, weight, bias, grad_weight,"
                                      " grad_bias, index, sizes, lrs, losses");
@@ -927,10 +969,11 @@ static PyMethodDef methods[] = {
      "steps(*, x, labels, weight, bias, grad_weight, grad_bias, index, sizes, lrs, losses, sample_weight=None,"
      " mean=None, first_weight=None, first_bias=None, second_weight=None, second_bias=None, scale=1.0,"
      " weight_decay=0.0, l1=0.0, step_bias=True, adam=False, momentum=0.0, nesterov=False, beta1=0.9,"
-     " beta2=0.999, eps=1e-8, adam_steps=0, threads=1) -> None. Takes len(sizes) mini-batch steps in place on"
-     " weight and bias (and the rule's buffers): step k's rows are the next sizes[k] entries of index, its"
-     " learning rate lrs[k]; writes its mean loss to losses[k] and leaves the last step's gradient (penalty"
-     " and centring included) in grad_weight and grad_bias"},
+     " beta2=0.999, eps=1e-8, adam_steps=0, threads=1, ceiling=inf) -> the steps taken. Takes len(sizes)"
+     " mini-batch steps in place on weight and bias (and the rule's buffers): step k's rows are the next"
+     " sizes[k] entries of index, its learning rate lrs[k]; writes its mean loss to losses[k] and leaves the"
+     " last step's gradient (penalty and centring included) in grad_weight and grad_bias. Stops after a step"
+     " whose loss is not finite or above ceiling"},
     {"instruction_sets", instruction_sets, METH_NOARGS,
      "the instruction sets this CPU can run the kernels with, the best first"},
     {"instruction_set_in_use", instruction_set_in_use, METH_NOARGS, "the version the kernels run now"},

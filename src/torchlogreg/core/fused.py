@@ -16,6 +16,7 @@ reports (as PyTorch's ATEN_CPU_CAPABILITY), read when the extension is imported.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -183,16 +184,18 @@ def steps(
     l1: float = 0.0,
     mean: torch.Tensor | None = None,
     step_bias: bool = True,
+    ceiling: float = math.inf,
 ) -> np.ndarray:
     """Take len(sizes) mini-batch steps on weight and bias in one call; return each step's mean loss.
     Step k's rows are the next sizes[k] entries of `index`, its learning rate lrs[k]; its gradient is
     the fused one plus the penalty's (weight_decay, l1), in centred coordinates with `mean` (see
     engine.Centring), and its update `rule`'s: optimizers.SGD's or Adam's `fused_rule()`, whose
     buffers it updates. weight.grad and bias.grad must exist; they end with the last step's gradient.
-    `usable(...)` must hold."""
+    The call stops after a step whose loss is not finite or above `ceiling` (the losses returned are
+    the steps taken). `usable(...)` must hold."""
     losses = np.empty(len(sizes))
     first, second = rule["first"], rule["second"]
-    _fused.steps(
+    taken = _fused.steps(
         x=_view(x),
         labels=_view(labels),
         weight=weight.detach().numpy(),
@@ -221,5 +224,6 @@ def steps(
         eps=rule.get("eps", 1e-8),
         adam_steps=rule.get("adam_steps", 0),
         threads=threads(),
+        ceiling=ceiling,
     )
-    return losses
+    return losses[:taken]

@@ -10,6 +10,7 @@ riding along, so every rank stops at the same step.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
@@ -77,7 +78,8 @@ class Engine:
         self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
         self._batches = None  # the current epoch's batches, step by step
         self._segments = None  # or its rows for the fused kernel: what is left of them,
-        self._rows, self._rows_at = None, 0  # the part being stepped through, and its next batch
+        self._rows, self._rows_at, self._rows_first = None, 0, 0  # the part being stepped through, its
+        # next batch and that batch's first entry in the part's index
 
     # --- one step --------------------------------------------------------------------------------
     def _next_batch(self) -> Batch:
@@ -144,9 +146,13 @@ class Engine:
         self._batches, self._segments, self._rows, self._epoch_origin = None, None, None, self.iteration
 
     # --- the loop --------------------------------------------------------------------------------
+    def _ceiling(self) -> float | None:
+        """The loss above which training has diverged (None: only a non-finite loss has)."""
+        factor = self.explosion_factor
+        return None if factor is None else factor * max(self.start_loss, 1.0)
+
     def _check_loss(self, loss: float) -> None:
-        start, factor = self.start_loss, self.explosion_factor
-        ceiling = None if factor is None else factor * max(start, 1.0)
+        start, factor, ceiling = self.start_loss, self.explosion_factor, self._ceiling()
         if diverged(loss, ceiling):
             raise divergence(
                 loss,
@@ -202,7 +208,7 @@ class Engine:
         rows it can read (step by step otherwise, to the epoch's end)."""
         while self._rows is None or self._rows_at >= len(self._rows.sizes):
             if self._segments is not None:  # the epoch's next part, or its end
-                self._rows, self._rows_at = next(self._segments, None), 0
+                self._rows, self._rows_at, self._rows_first = next(self._segments, None), 0, 0
                 if self._rows is None:
                     self._segments = None
                 continue
@@ -217,15 +223,20 @@ class Engine:
         return True
 
     def _fused_steps(self) -> None:
-        """Steps in one call of the fused kernel, then each recorded and told to the callbacks."""
+        """Steps in one call of the fused kernel, then each recorded and told to the callbacks. The call
+        stops after a step that diverged, whose check then raises; a stop request asked after the
+        call ends the run there."""
         rows, at = self._rows, self._rows_at
         count = fused_steps.run_length(self, rows, at)
         lrs = [self.schedule(step) for step in range(self.iteration, self.iteration + count)]
+        ceiling = math.inf if self.start_loss is None else self._ceiling() or math.inf
+        losses = fused_steps.take_steps(self, rows, at, self._rows_first, np.asarray(lrs), ceiling)
+        taken = len(losses)
+        self._rows_first += int(rows.sizes[at : at + taken].sum())
+        self._rows_at = at + taken
         wants_stop = self.should_stop is not None and self.should_stop()
-        losses = fused_steps.take_steps(self, rows, at, np.asarray(lrs, dtype=np.float64))
-        self._rows_at = at + count
-        for step, (loss, lr) in enumerate(zip(losses.tolist(), lrs, strict=True)):
-            self._after_step(loss, lr, wants_stop and step == count - 1)
+        for step, loss in enumerate(losses.tolist()):
+            self._after_step(loss, lrs[step], wants_stop and step == taken - 1)
 
     @property
     def at_epoch_end(self) -> bool:

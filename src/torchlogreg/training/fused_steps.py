@@ -43,23 +43,25 @@ def run_length(engine, rows: EpochRows, at: int) -> int:
     """Steps the next call may take from batch `at` of `rows`: to the end of `rows` (an epoch, or a
     shard of one), the run's end, RUN_ROWS rows, and no further than every callback lets the engine
     tell it of steps afterwards (`steps_ahead`; one step for a callback without it)."""
-    batch = max(int(rows.sizes[at]), 1) if at < len(rows.sizes) else 1
-    count = min(len(rows.sizes) - at, engine.total - engine.iteration, max(1, RUN_ROWS // batch))
+    if engine.start_loss is None:  # the divergence rule's ceiling follows from the first loss
+        return 1
+    left = len(rows.sizes) - at
+    count = min(left, engine.total - engine.iteration, max(1, RUN_ROWS // int(rows.sizes[at])))
     for callback in engine.callbacks:
         ahead = getattr(callback, "steps_ahead", None)
         count = min(count, ahead(engine) if ahead is not None else 1)
     return max(count, 1)
 
 
-def take_steps(engine, rows: EpochRows, at: int, lrs: np.ndarray) -> np.ndarray:
-    """Take len(lrs) steps from batch `at` of `rows` on the engine's model and optimizer; each step's
-    mean loss."""
+def take_steps(engine, rows: EpochRows, at: int, first: int, lrs: np.ndarray, ceiling: float) -> np.ndarray:
+    """Take len(lrs) steps from batch `at` of `rows` (whose rows start at entry `first` of its index)
+    on the engine's model and optimizer, stopping after a step whose loss is not finite or above
+    `ceiling`; each step's mean loss."""
     weight, bias = engine.model.linear.weight, engine.model.linear.bias
     for param in (weight, bias):
         if param.grad is None:
             param.grad = torch.empty_like(param)
     sizes = rows.sizes[at : at + len(lrs)]
-    first = int(rows.sizes[:at].sum())
     index = rows.index[first : first + int(sizes.sum())]
     objective, centring = engine.gradient.objective, engine.centring
     step_bias = len(engine.parameters) == 2
@@ -78,8 +80,9 @@ def take_steps(engine, rows: EpochRows, at: int, lrs: np.ndarray) -> np.ndarray:
         l1=objective.l1,
         mean=centring.mean if centring is not None and step_bias else None,
         step_bias=step_bias,
+        ceiling=ceiling,
     )
-    engine.optimizer.took(len(lrs))
+    engine.optimizer.took(len(losses))
     if not step_bias:
         bias.grad = None  # (as the step-by-step path: a fixed parameter has no gradient)
     return losses

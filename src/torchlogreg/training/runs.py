@@ -292,8 +292,8 @@ def train(
     progress : bool, optional
         Show a progress bar (default: when stderr is a terminal).
     should_stop : callable, optional
-        Polled before every step, or before every call of the fused kernel's steps (which runs up to
-        16,384 rows' worth of steps); when it returns True the run stops after that step or call,
+        Polled before every step, or after every call of the fused kernel's steps (up to 16,384
+        rows' worth of steps); when it returns True the run stops after that step or call,
         checkpoints and raises :class:`Interrupted`.
     handle_signals : bool, default=False
         Treat SIGINT and SIGTERM as a stop request (the CLI does).
