@@ -272,3 +272,27 @@ def test_steps_checks_rows_and_writability():
     weight.setflags(write=False)
     with pytest.raises(ValueError, match="weight and bias must be writable"):
         fused._fused.steps(**_arguments(weight=weight))
+
+
+def test_the_estimators_weighted_sgd_takes_the_fused_steps(monkeypatch):
+    """Sample weights reach the kernel in the features' dtype (float64 ones were not covered)."""
+    from torchlogreg import TorchLogisticRegression
+
+    data = synthetic_data(n_classes=3)
+    X = (data.train.images.reshape(len(data.train), -1).numpy() / 255).astype(np.float32)
+    y, weights = data.train.labels.numpy(), np.linspace(0.5, 2.0, len(data.train))
+
+    def fitted(fused_path: bool):
+        calls = []
+        with monkeypatch.context() as patch:
+            if not fused_path:
+                patch.setattr(fused_steps, "covers", lambda engine: False)
+            take = fused_steps.take_steps
+            patch.setattr(fused_steps, "take_steps", lambda *a: calls.append(1) or take(*a))
+            model = TorchLogisticRegression(solver="sgd", C=100.0, max_iter=3, random_state=0)
+            return model.fit(X, y, sample_weight=weights), calls
+
+    (fast, fast_calls), (slow, slow_calls) = fitted(True), fitted(False)
+    assert fast_calls and not slow_calls
+    np.testing.assert_allclose(fast.coef_, slow.coef_, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(fast.intercept_, slow.intercept_, rtol=1e-3, atol=1e-5)

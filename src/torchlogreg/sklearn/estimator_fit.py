@@ -122,7 +122,8 @@ class Fit:
         features = SparseRows(X, dtype) if hasattr(X, "toarray") else to_tensor(X, device, dtype)
         labels = torch.as_tensor(targets, device=device)
         uniform = bool(np.all(weights == 1))  # the plain mean: no weights to gather and multiply each step
-        sample_weight = None if uniform else torch.as_tensor(weights, device=device)
+        # in the features' dtype, which the losses take them in: float32 weights are the fused kernel's
+        sample_weight = None if uniform else torch.as_tensor(weights, device=device, dtype=dtype)
         return MemoryBatches(features, labels, batch_size, sample_weight, device)
 
 
