@@ -151,6 +151,7 @@ def test_missing_data_is_one_clear_line(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "train-images-idx3-ubyte" in result.stderr and str(tmp_path / "MNIST" / "raw") in result.stderr
+    assert "(download disabled)" in result.stderr  # --no-download reaches the loader: no download tried
 
 
 def test_debug_shows_the_traceback(capsys):

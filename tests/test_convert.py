@@ -98,6 +98,9 @@ def test_npz_with_keras_names(tmp_path):
     np.savez(tmp_path / "other.npz", X=images, y=labels)
     with pytest.raises(DataError, match=r"needs arrays train_images, .* \(or Keras's x_train, .*found X, y"):
         convert(tmp_path / "other", npz=tmp_path / "other.npz")
+    np.savez(tmp_path / "half.npz", x_train=images, y_train=labels)  # Keras's names, the test split left out
+    with pytest.raises(DataError, match="missing x_test, y_test, found x_train, y_train"):
+        convert(tmp_path / "half", npz=tmp_path / "half.npz")
 
 
 def _write_csv(path, images, labels, header=True, label_at=0, unit=False):

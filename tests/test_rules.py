@@ -146,3 +146,19 @@ def test_dark_on_light_pictures_train_as_light_on_dark(mnist_splits):
     assert accuracies[0] >= 0.85 and abs(accuracies[0] - accuracies[1]) <= 0.002
     weights = [run.model.linear.weight for run in runs]
     torch.testing.assert_close(weights[1], -weights[0], atol=5e-3, rtol=0)  # the same model, sign flipped
+
+
+def test_sgds_step_follows_the_batch_it_meets(mnist_splits):
+    """A batch of a few rows meets about their squared norm over the batch size, which on MNIST far
+    exceeds the whole set's curvature: batch 1 gets a step ten times smaller and trains (at the whole
+    set's step it diverged within a hundred steps); the default batch keeps the whole set's step."""
+    train_split, test_split, names = mnist_splits
+    data = Data("x", Split(train_split.images[:5000], train_split.labels[:5000]), None, test_split, names,
+                tuple(range(10)), False)  # fmt: skip
+    sample = FeatureSample(data.train.images)
+    assert sample.spread > 5 * sample.curvature
+    steps = {batch: settle(TrainConfig(batch_size=batch), data, sample).lr for batch in (1, 10, BATCH_ROWS)}
+    assert steps[BATCH_ROWS] == float(f"{4.0 / (sample.curvature + 1 / 5000):.3g}")
+    assert steps[1] == float(f"{4.0 / (sample.spread + 1 / 5000):.3g}") and steps[1] < steps[BATCH_ROWS] / 5
+    result = train(TrainConfig(batch_size=1, epochs=1, device="cpu"), data, verbose=False)
+    assert result.metrics["test"]["accuracy"] > 0.85

@@ -194,6 +194,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         dist_timeout=args.dist_timeout,
         announce=None if args.quiet else print,
         tensorboard=args.tensorboard,
+        download=not args.no_download,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0

@@ -36,8 +36,9 @@ RULES = {
     f"--patience, a tenth of the rows, at most {VALIDATION_ROWS:,}",
     "optimizer": f"lbfgs (full batch, to convergence) below {LBFGS_BELOW_ROWS:,} training rows, sgd from "
     "there or when --batch-size is given",
-    "lr": f"sgd: {SGD_STEP:g} / (the largest eigenvalue of the centred features' covariance, at least 1, "
-    "+ weight_decay): 0.8 on MNIST; "
+    "lr": f"sgd: {SGD_STEP:g} / (the larger of the largest eigenvalue of the centred features' covariance "
+    "(at least 1) and their mean squared norm / batch_size, + weight_decay): 0.8 on MNIST at batch 256, "
+    "0.075 at batch 1; "
     f"adam {OTHER_LR['adam']:g}; lbfgs {OTHER_LR['lbfgs']:g}",
     "batch_size": f"{BATCH_ROWS}, or all the training rows when fewer; lbfgs: all rows",
     "epochs": f"sgd/adam: {SGD_EPOCHS}, or as many as give {SGD_MIN_STEPS} steps on smaller sets; lbfgs: "
@@ -104,6 +105,12 @@ class FeatureSample:
         with cpu_threads(1):
             return self._power_iteration(self.x - self._mean)
 
+    @cached_property
+    def spread(self) -> float:
+        """The centred rows' mean squared norm (the covariance's trace): the curvature one row brings."""
+        centred = self.x - self._mean
+        return float(centred.square().sum(1).mean())
+
     @staticmethod
     def _power_iteration(x: torch.Tensor) -> float:
         """The largest eigenvalue of x.T @ x / len(x), at least 1."""
@@ -134,14 +141,17 @@ def _optimizer(config: TrainConfig, rows: int) -> str:
 
 
 def _lr(
-    config: TrainConfig, optimizer: str, data, sample: FeatureSample | None, weight_decay: float
+    config: TrainConfig, optimizer: str, data, sample: FeatureSample | None, weight_decay: float, batch: int
 ) -> float:
-    """The step size: sgd's from the objective's curvature, the data's plus the L2 penalty's."""
+    """The step size: sgd's from the curvature a step meets, the data's plus the L2 penalty's. The
+    whole set's is its largest eigenvalue; a batch of a few rows meets about their squared norm
+    divided by the batch (one row: all of it), which the mean can far exceed: MNIST's rows have
+    about 53 against 5, and batch 1 diverged at the whole set's step."""
     if config.lr is not None:
         return config.lr
     if optimizer == "sgd":
         sample = sample or FeatureSample(data.train.images)
-        step = SGD_STEP / (sample.curvature + weight_decay)
+        step = SGD_STEP / (max(sample.curvature, sample.spread / batch) + weight_decay)
         return float(f"{step:.3g}")  # 3 digits: readable in the run, the same on every rank
     return OTHER_LR[optimizer]
 
@@ -165,7 +175,7 @@ def settle(config: TrainConfig, data, sample: FeatureSample | None = None) -> Tr
     settled = config.replace(
         val_size=len(data.val) if data.val is not None else 0,
         optimizer=optimizer,
-        lr=_lr(config, optimizer, data, sample, weight_decay),
+        lr=_lr(config, optimizer, data, sample, weight_decay, batch),
         batch_size=batch,
         weight_decay=weight_decay,
         schedule=config.schedule or ("none" if optimizer == "lbfgs" else "cosine"),

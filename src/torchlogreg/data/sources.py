@@ -39,7 +39,8 @@ def read_npz(path: str | os.PathLike) -> tuple[Split, Split]:
         if handle.read(2) != b"PK":
             raise DataError(f"npz {path}: not an .npz archive (a zip of .npy arrays)", parameter="npz")
     arrays = read_npz_arrays(path, MAX_SOURCE_BYTES, DataError)  # headers checked before data is read
-    names = KERAS_KEYS if not set(NPZ_KEYS) & set(arrays) and set(KERAS_KEYS) <= set(arrays) else NPZ_KEYS
+    keras = set(KERAS_KEYS) & set(arrays) and not set(NPZ_KEYS) & set(arrays)  # the convention it began
+    names = KERAS_KEYS if keras else NPZ_KEYS
     missing = [key for key in names if key not in arrays]
     if missing:
         raise DataError(

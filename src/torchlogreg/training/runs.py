@@ -265,6 +265,7 @@ def train(
     dist_timeout: float = 60.0,
     announce=None,
     tensorboard: str | os.PathLike | None = None,
+    download: bool = True,
 ) -> TrainResult:
     """Train as `config` says, on `data` (else loaded), and with `out` save the run there.
 
@@ -305,6 +306,8 @@ def train(
         Gets a line describing the run before it starts (e.g. ``print``).
     tensorboard : str or path, optional
         A folder to log the curves and the weight templates to (needs the ``tensorboard`` extra).
+    download : bool, default=True
+        Download a missing built-in dataset; with False it is a :class:`DataError` (``--no-download``).
 
     Returns
     -------
@@ -338,7 +341,7 @@ def train(
         main_rank = dist is None or dist.is_main
         cleanup.callback(shutdown, dist)
         out = _claim_folder(out, dist, main_rank, cleanup, fresh=state is None, overwrite=overwrite)
-        data = data if data is not None else load_data(config)
+        data = data if data is not None else load_data(config, download=download)
         if handle_signals:
             should_stop = cleanup.enter_context(StopFlag())
         logger = _tensorboard_logger(tensorboard, data) if main_rank else None
