@@ -251,8 +251,13 @@ def test_the_plots_say_what_each_point_is():
     from torchlogreg.training.sweep import _at_each
 
     def entry(lr, decay, val, runs=3):
-        return {"options": {"lr": lr, "weight_decay": decay}, "runs": runs, "val_accuracy": val,
-                "test_accuracy": val - 0.01, "train_accuracy": val + 0.01}
+        return {
+            "options": {"lr": lr, "weight_decay": decay},
+            "runs": runs,
+            "val_accuracy": val,
+            "test_accuracy": val - 0.01,
+            "train_accuracy": val + 0.01,
+        }
 
     entries = [entry("0.1", "0", 0.90), entry("0.1", "0.01", 0.92)]
     entries += [entry("1", "0", 0.80), entry("1", "0.01", 0.85)]
@@ -263,3 +268,24 @@ def test_the_plots_say_what_each_point_is():
     points, meaning = _at_each(no_val, "lr", ["0.1", "1"])
     assert points[0]["test_accuracy"] == pytest.approx(0.90) and meaning.startswith("one run, then the mean")
     assert _at_each(entries[:1], "lr", ["0.1"])[1] == "mean over 3 seeds"
+
+
+def test_a_diverging_point_is_a_row_and_the_sweep_goes_on(tmp_path, data_root, capsys):
+    """The tutorials' learning-rate experiment: lr 1e6 diverges; its row says so, the other points
+    train, the summary ranks it last with no metrics, and each row records the values the run used
+    (the settled batch size and epochs, not blanks)."""
+    base = TrainConfig(
+        data_root=str(data_root), device="cpu", train_size=600, val_size=100, epochs=1, optimizer="sgd"
+    )
+    rows = run_sweep(base, Grid({"lr": (0.1, 1e6)}), 1, tmp_path, progress=False, report=True)
+    assert [(row["lr"], row["stop_reason"]) for row in rows] == [
+        ("0.1", "step limit"),
+        ("1000000.0", "diverged"),
+    ]
+    assert rows[1]["test_accuracy"] == "" and float(rows[0]["test_accuracy"]) > 0.7
+    assert rows[0]["batch_size"] == "256" and rows[0]["optimizer"] == "sgd"
+    assert "lr=1000000.0 seed=0: training diverged" in capsys.readouterr().out
+    summary = (tmp_path / "summary.md").read_text()
+    assert "sorted by validation accuracy" in summary
+    lines = [line for line in summary.splitlines() if line.startswith("| 1")]
+    assert lines[-1].startswith("| 1000000.0 | – |") and "0/1, 1 diverged" in lines[-1]

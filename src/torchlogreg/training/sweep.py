@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..base.config import TrainConfig
 from ..base.datasets import DATASETS
-from ..base.exceptions import ConfigError, did_you_mean
+from ..base.exceptions import ConfigError, DivergenceError, did_you_mean
 from ..base.storage import atomic_write_bytes, atomic_write_csv, atomic_write_text, output_lock
 from ..data.inmemory import load_data, load_splits, prepare
 from ..data.readers import read_capped
@@ -243,13 +243,22 @@ def _train_missing(
 
 
 def _train_one(config: TrainConfig, data, grid: Grid, tensorboard) -> dict:
-    """Train one run of the sweep; its results.csv row (strings: the config's values, then metrics)."""
+    """Train one run of the sweep; its results.csv row (strings: the values the run used, then its
+    metrics). A run that diverges is a row too, with no metrics and stop_reason "diverged": one bold
+    learning rate in a grid does not end the sweep."""
     key = _row_key(config)
     log_dir = None if tensorboard is None else Path(tensorboard) / hashlib.sha1(key.encode()).hexdigest()[:12]
-    metrics = train(config, data, verbose=False, tensorboard=log_dir).metrics
+    try:
+        result = train(config, data, verbose=False, tensorboard=log_dir)
+    except DivergenceError as error:
+        tqdm.write(f"{_label(config, grid)}: {str(error).splitlines()[0]}")
+        row = {"key": key, **{k: _csv_value(v) for k, v in config.to_dict().items()}}
+        return {**row, **dict.fromkeys(METRIC_COLUMNS, ""), "stop_reason": "diverged"}
+    metrics = result.metrics
     if log_dir is not None:
         _log_hparams(log_dir, grid, config, metrics)
-    row = {"key": key, **{k: _csv_value(v) for k, v in config.to_dict().items()}}
+    settled = result.config.to_dict() | {name: getattr(config, name) for name in (*grid.axes, "seed")}
+    row = {"key": key, **{k: _csv_value(v) for k, v in settled.items()}}
     row.update(
         val_accuracy=metrics["val"]["accuracy"] if "val" in metrics else "",
         test_accuracy=metrics["test"]["accuracy"],
@@ -261,6 +270,11 @@ def _train_one(config: TrainConfig, data, grid: Grid, tensorboard) -> dict:
         stop_reason=metrics["stop_reason"],
     )
     return {k: str(v) for k, v in row.items()}
+
+
+def _label(config: TrainConfig, grid: Grid) -> str:
+    """The run's swept options and seed, as `lr=10 seed=0`."""
+    return " ".join(f"{name}={getattr(config, name)}" for name in (*grid.axes, "seed"))
 
 
 def _log_hparams(log_dir: Path, grid: Grid, config: TrainConfig, metrics: dict) -> None:
@@ -291,16 +305,26 @@ def summarize(rows: list[dict], grid: Grid) -> list[dict]:
             entry[metric] = statistics.fmean(numbers)
             entry[f"{metric}_std"] = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
         entry["converged"] = sum(m.get("stop_reason") == "converged" for m in members)
+        entry["diverged"] = sum(m.get("stop_reason") == "diverged" for m in members)
         summary.append(entry)
-    key = "val_accuracy" if not all(math.isnan(e["val_accuracy"]) for e in summary) else "train_accuracy"
-    return sorted(summary, key=lambda e: -e[key])
+    key = ranking(summary)
+    return sorted(summary, key=lambda e: (math.isnan(e[key]), -e[key] if not math.isnan(e[key]) else 0.0))
+
+
+def ranking(summary: list[dict]) -> str:
+    """The metric a summary is sorted by: validation accuracy where the runs held some out, else
+    train accuracy (never test)."""
+    return "val_accuracy" if not all(math.isnan(e["val_accuracy"]) for e in summary) else "train_accuracy"
 
 
 def summary_markdown(summary: list[dict], grid: Grid, seeds: int) -> str:
     names = list(grid.axes)
+    by = (
+        "validation accuracy" if ranking(summary) == "val_accuracy" else "train accuracy (no validation rows)"
+    )
     lines = [
         f"Sweep over {', '.join(names)}: {len(summary)} combinations x {seeds} seed(s); mean ± std over "
-        "seeds, sorted by validation accuracy (the selection never looks at test).",
+        f"seeds, sorted by {by} (the selection never looks at test); a run that diverged has no metrics.",
         "",
         "| "
         + " | ".join(
@@ -318,8 +342,10 @@ def summary_markdown(summary: list[dict], grid: Grid, seeds: int) -> str:
             ("train_loss", 4),
             ("train_seconds", 2),
         ):
-            cells.append(f"{entry[metric]:.{digits}f} ± {entry[metric + '_std']:.{digits}f}")
-        cells.append(f"{entry['converged']}/{entry['runs']}")
+            mean, spread = entry[metric], entry[metric + "_std"]
+            cells.append("–" if math.isnan(mean) else f"{mean:.{digits}f} ± {spread:.{digits}f}")
+        diverged = f", {entry['diverged']} diverged" if entry.get("diverged") else ""
+        cells.append(f"{entry['converged']}/{entry['runs']}{diverged}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
