@@ -66,13 +66,15 @@ class TrainResult:
 
 class Evaluator:
     """Every `every` steps and at the end: train accuracy on a sample, validation loss and accuracy,
-    a printed line, the best weights by validation loss, and early stopping after `patience` checks."""
+    a printed line (with the mean of the batches' losses since the last check: one batch's swings
+    widely), the best weights by validation loss, and early stopping after `patience` checks."""
 
     def __init__(self, data: Data, config: TrainConfig, every: int, dist, log: Callable[[str], None]):
         self.data, self.config, self.every, self.dist, self.log = data, config, every, dist, log
         count = min(TRAIN_ACCURACY_SAMPLES, len(data.train))
         self.train_sample = (data.train.images[:count], data.train.labels[:count])
         self.stopping = EarlyStopping(VAL_LOSS_TOL, config.patience, keep=config.patience is not None)
+        self.loss_sum, self.losses = 0.0, 0  # the steps' losses since the last check
 
     def _metrics(self, model, images, labels) -> dict:
         with outside_threads():  # a whole set's pass, not a mini-batch step: split over the threads
@@ -82,18 +84,20 @@ class Evaluator:
         return self.every - engine.iteration % self.every  # (the run's end bounds every call too)
 
     def on_step(self, engine: Engine, row: dict) -> None:
+        self.loss_sum, self.losses = self.loss_sum + row["loss"], self.losses + 1
         if engine.iteration % self.every and engine.iteration != engine.total:
             return
         row["train_accuracy"] = self._metrics(engine.model, *self.train_sample)["accuracy"]
+        kind = "loss" if engine.full_batch else "mean batch loss"
+        line = f"iteration {engine.iteration:>7}  {kind} {self.loss_sum / self.losses:.4f}"
+        self.loss_sum, self.losses = 0.0, 0
         if self.data.val is None:
-            accuracy, loss = row["train_accuracy"], row["loss"]
-            self.log(f"iteration {engine.iteration:>7}  loss {loss:.4f}  train accuracy {accuracy:.4f}")
+            rows = len(self.train_sample[1])
+            self.log(f"{line}  train accuracy ({rows:,} rows) {row['train_accuracy']:.4f}")
             return
         val = self._metrics(engine.model, self.data.val.images, self.data.val.labels)
         row.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
-        self.log(
-            f"iteration {engine.iteration:>7}  loss {row['loss']:.4f}  val accuracy {val['accuracy']:.4f}"
-        )
+        self.log(f"{line}  val accuracy {val['accuracy']:.4f}")
         if self.stopping.update(val["loss"], engine.model, engine.iteration):
             engine.stop_reason = "early stopping"
 
