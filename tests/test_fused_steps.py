@@ -296,3 +296,36 @@ def test_the_estimators_weighted_sgd_takes_the_fused_steps(monkeypatch):
     assert fast_calls and not slow_calls
     np.testing.assert_allclose(fast.coef_, slow.coef_, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(fast.intercept_, slow.intercept_, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("penalty", ["l1", "elasticnet", "strong-l2"])
+def test_the_estimators_proximal_steps_take_the_fused_path(penalty, monkeypatch):
+    """sgd with L1, or an L2 strong enough to be a proximal step (solvers.Proximal), steps in the
+    fused kernel with the map after each update: the same fit as step by step, exact zeros kept."""
+    from torchlogreg import TorchLogisticRegression
+
+    data = synthetic_data(n_classes=3)
+    X = (data.train.images.reshape(len(data.train), -1).numpy() / 255).astype(np.float32)
+    y = data.train.labels.numpy()
+    options = {
+        "l1": {"penalty": "l1", "C": 0.5},
+        "elasticnet": {"penalty": "elasticnet", "l1_ratio": 0.5, "C": 0.5},
+        "strong-l2": {"C": 0.001},
+    }[penalty]
+
+    def fitted(fused_path: bool):
+        calls = []
+        with monkeypatch.context() as patch:
+            if not fused_path:
+                patch.setattr(fused_steps, "covers", lambda engine: False)
+            take = fused_steps.take_steps
+            patch.setattr(fused_steps, "take_steps", lambda *a: calls.append(1) or take(*a))
+            model = TorchLogisticRegression(solver="sgd", max_iter=3, random_state=0, **options)
+            return model.fit(X, y), calls
+
+    (fast, fast_calls), (slow, slow_calls) = fitted(True), fitted(False)
+    assert fast_calls and not slow_calls
+    np.testing.assert_allclose(fast.coef_, slow.coef_, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(fast.intercept_, slow.intercept_, rtol=1e-3, atol=1e-5)
+    if penalty != "strong-l2":
+        assert np.array_equal(fast.coef_ == 0, slow.coef_ == 0) and (fast.coef_ == 0).any()

@@ -563,6 +563,8 @@ struct rule {
     int nesterov;
     double beta1, beta2, eps; /* Adam */
     int64_t steps;           /* Adam's steps taken before the call */
+    double prox_l1, prox_l2; /* after each update, W's proximal map for step h = lr x prox_scale ... */
+    double prox_scale;       /* ... (estimator's solvers.Proximal): soft threshold h l1, then / (1 + h l2) */
 };
 
 struct stepping {
@@ -658,6 +660,22 @@ CLONES static double moved_along(const float *restrict after, const float *restr
     return total;
 }
 
+/* solvers.Proximal's map on n weights after their update, for step h, as its torch ops compute it. */
+CLONES static void proximal(const struct rule *r, float *restrict w, int64_t n, double h) {
+    if (r->prox_l1 != 0.0) {
+        const float threshold = (float)(h * r->prox_l1);
+        for (int64_t i = 0; i < n; i++) {
+            float shrunk = fabsf(w[i]) - threshold;
+            shrunk = shrunk > 0.0f ? shrunk : 0.0f;
+            w[i] = (float)((w[i] > 0.0f) - (w[i] < 0.0f)) * shrunk;
+        }
+    }
+    if (r->prox_l2 != 0.0) {
+        const float divisor = (float)(1.0 + h * r->prox_l2);
+        for (int64_t i = 0; i < n; i++) w[i] = w[i] / divisor;
+    }
+}
+
 /* Step k's penalty and centring on the gradient, then its update of the weights and (step_bias) the
    bias. Centred (engine.Centring), the step is taken on b + W @ mean: the bias then moves by its own
    step less the weights' move along the mean. */
@@ -680,13 +698,10 @@ static void apply_step(const struct call *call, const struct rule *r, const stru
     for (int64_t c = 0; c < classes; c++) {
         float *row = w + c * d, *first = s->first_w ? s->first_w + c * d : NULL;
         float *second = s->second_w ? s->second_w + c * d : NULL;
-        if (mean) { /* the move along the mean, from a copy of the row before */
-            memcpy(s->before, row, sizeof(float) * (size_t)d);
-            update(r, &scalars, row, gw + c * d, first, second, d);
-            s->moved[c] = moved_along(row, s->before, mean, d);
-        } else {
-            update(r, &scalars, row, gw + c * d, first, second, d);
-        }
+        if (mean) memcpy(s->before, row, sizeof(float) * (size_t)d); /* for the move along the mean */
+        update(r, &scalars, row, gw + c * d, first, second, d);
+        if (r->prox_scale != 0.0) proximal(r, row, d, s->lrs[k] * r->prox_scale);
+        if (mean) s->moved[c] = moved_along(row, s->before, mean, d);
     }
     if (!s->step_bias) return;
     update(r, &scalars, b, gb, s->first_b, s->second_b, classes);
@@ -809,21 +824,21 @@ static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
                                "lrs", "losses", "sample_weight", "mean", "first_weight", "first_bias",
                                "second_weight", "second_bias", "scale", "weight_decay", "l1", "step_bias",
                                "adam", "momentum", "nesterov", "beta1", "beta2", "eps", "adam_steps", "threads",
-                               "ceiling", NULL};
+                               "ceiling", "prox_l1", "prox_l2", "prox_scale", NULL};
     PyObject *objects[N_BUFFERS] = {NULL}, *extra[N_STEP_BUFFERS] = {NULL};
     objects[SAMPLE_WEIGHT] = Py_None;
     for (int i = MEAN; i < N_STEP_BUFFERS; i++) extra[i] = Py_None;
     double scale = 1.0, weight_decay = 0.0, l1 = 0.0, momentum = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
-           ceiling = INFINITY;
+           ceiling = INFINITY, prox_l1 = 0.0, prox_l2 = 0.0, prox_scale = 0.0;
     int step_bias = 1, adam = 0, nesterov = 0, threads = 1;
     long long adam_steps = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOdddppdpdddLid:steps", keywords, &objects[X],
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOdddppdpdddLidddd:steps", keywords, &objects[X],
                                      &objects[LABELS], &objects[WEIGHT], &objects[BIAS], &objects[GRAD_WEIGHT],
                                      &objects[GRAD_BIAS], &objects[INDEX], &extra[SIZES], &extra[LRS],
                                      &extra[LOSSES], &objects[SAMPLE_WEIGHT], &extra[MEAN], &extra[FIRST_W],
                                      &extra[FIRST_B], &extra[SECOND_W], &extra[SECOND_B], &scale, &weight_decay,
                                      &l1, &step_bias, &adam, &momentum, &nesterov, &beta1, &beta2, &eps,
-                                     &adam_steps, &threads, &ceiling))
+                                     &adam_steps, &threads, &ceiling, &prox_l1, &prox_l2, &prox_scale))
         return NULL;
     for (int i = 0; i < N_BUFFERS; i++)
         if (!objects[i]) goto missing;
@@ -837,7 +852,8 @@ static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
         PyErr_Format(PyExc_ValueError, "steps(): adam_steps must be >= 0, got %lld", adam_steps);
         return NULL;
     }
-    struct rule r = {adam, momentum, nesterov && momentum > 0.0, beta1, beta2, eps, (int64_t)adam_steps};
+    struct rule r = {adam,  momentum, nesterov && momentum > 0.0, beta1, beta2, eps, (int64_t)adam_steps,
+                     prox_l1, prox_l2, prox_scale};
     struct call call;
     Py_buffer views[N_STEP_BUFFERS];
     struct stepping s;
@@ -969,11 +985,13 @@ static PyMethodDef methods[] = {
      "steps(*, x, labels, weight, bias, grad_weight, grad_bias, index, sizes, lrs, losses, sample_weight=None,"
      " mean=None, first_weight=None, first_bias=None, second_weight=None, second_bias=None, scale=1.0,"
      " weight_decay=0.0, l1=0.0, step_bias=True, adam=False, momentum=0.0, nesterov=False, beta1=0.9,"
-     " beta2=0.999, eps=1e-8, adam_steps=0, threads=1, ceiling=inf) -> the steps taken. Takes len(sizes)"
+     " beta2=0.999, eps=1e-8, adam_steps=0, threads=1, ceiling=inf, prox_l1=0.0, prox_l2=0.0, prox_scale=0.0)"
+     " -> the steps taken. Takes len(sizes)"
      " mini-batch steps in place on weight and bias (and the rule's buffers): step k's rows are the next"
      " sizes[k] entries of index, its learning rate lrs[k]; writes its mean loss to losses[k] and leaves the"
      " last step's gradient (penalty and centring included) in grad_weight and grad_bias. Stops after a step"
-     " whose loss is not finite or above ceiling"},
+     " whose loss is not finite or above ceiling. With prox_scale, each update of the weights is followed by"
+     " the proximal map of prox_l1 |W|_1 + prox_l2 / 2 |W|^2 for the step lr x prox_scale"},
     {"instruction_sets", instruction_sets, METH_NOARGS,
      "the instruction sets this CPU can run the kernels with, the best first"},
     {"instruction_set_in_use", instruction_set_in_use, METH_NOARGS, "the version the kernels run now"},

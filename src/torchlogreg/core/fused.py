@@ -190,9 +190,10 @@ def steps(
     Step k's rows are the next sizes[k] entries of `index`, its learning rate lrs[k]; its gradient is
     the fused one plus the penalty's (weight_decay, l1), in centred coordinates with `mean` (see
     engine.Centring), and its update `rule`'s: optimizers.SGD's or Adam's `fused_rule()`, whose
-    buffers it updates. weight.grad and bias.grad must exist; they end with the last step's gradient.
-    The call stops after a step whose loss is not finite or above `ceiling` (the losses returned are
-    the steps taken). `usable(...)` must hold."""
+    buffers it updates (with prox_l1, prox_l2 and prox_scale: the estimator's proximal map after
+    it). weight.grad and bias.grad must exist; they end with the last step's gradient. The call
+    stops after a step whose loss is not finite or above `ceiling` (the losses returned are the
+    steps taken). `usable(...)` must hold."""
     losses = np.empty(len(sizes))
     first, second = rule["first"], rule["second"]
     taken = _fused.steps(
@@ -225,5 +226,8 @@ def steps(
         adam_steps=rule.get("adam_steps", 0),
         threads=threads(),
         ceiling=ceiling,
+        prox_l1=rule.get("prox_l1", 0.0),
+        prox_l2=rule.get("prox_l2", 0.0),
+        prox_scale=rule.get("prox_scale", 0.0),
     )
     return losses[:taken]

@@ -370,6 +370,22 @@ class Proximal:
         if self.penalty.weight_decay:
             self.weight.div_(1.0 + step * self.penalty.weight_decay)
 
+    def fused_rule(self) -> dict | None:
+        """The inner rule for the fused kernel's many-step call, with this map after each update; None
+        where the inner optimizer has none (L-BFGS) or the map is not on the model's weight."""
+        inner = getattr(self.optimizer, "fused_rule", None)
+        if inner is None or self.weight is not self.optimizer.params[0]:
+            return None
+        penalty = self.penalty
+        return inner() | {
+            "prox_l1": penalty.l1,
+            "prox_l2": penalty.weight_decay,
+            "prox_scale": self.amplification,
+        }
+
+    def took(self, count: int) -> None:
+        self.optimizer.took(count)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.optimizer.state_dict()
 

@@ -14,7 +14,6 @@ import torch
 
 from ..core import fused
 from ..core.model import pixel_scale
-from ..core.optimizers import SGD, Adam
 from ..data.batches import EpochRows
 
 RUN_ROWS = 16384  # rows one call takes at most: a stop request waits for no more
@@ -25,11 +24,13 @@ def covers(engine) -> bool:
     start: `source.epoch_rows`)."""
     weight, bias = engine.model.linear.weight, engine.model.linear.bias
     stepped = engine.parameters
+    rule = getattr(engine.optimizer, "fused_rule", None)  # SGD, Adam, the estimator's Proximal
     return (
         fused.available()
         and not engine.full_batch
         and engine.dist is None
-        and type(engine.optimizer) in (SGD, Adam)
+        and rule is not None
+        and rule() is not None
         and hasattr(engine.source, "epoch_rows")
         and fused._dense(weight, 2, torch.float32)
         and fused._dense(bias, 1, torch.float32)
