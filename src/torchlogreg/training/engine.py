@@ -165,7 +165,7 @@ class Engine:
             )
 
     def _record(self, loss: float, lr: float) -> dict:
-        row = dict.fromkeys(HISTORY_KEYS)
+        row = _BLANK_ROW.copy()
         row.update(iteration=self.iteration, epoch=self.iteration / self.steps_per_epoch, lr=lr, loss=loss)
         self.history.append(row)
         return row
@@ -193,10 +193,13 @@ class Engine:
             loss, stop = self.step(lr)
             self._after_step(loss, lr, stop)
 
-    def _after_step(self, loss: float, lr: float, stop: bool) -> None:
+    def _after_step(self, loss: float, lr: float, stop: bool, checked: bool = False) -> None:
+        """Count, check (unless `checked`: the fused kernel's call stopped at the first step that
+        broke the divergence rule, so only its last can have), record and tell the callbacks."""
         self.iteration += 1
         self.start_loss = loss if self.start_loss is None else self.start_loss
-        self._check_loss(loss)
+        if not checked:
+            self._check_loss(loss)
         row = self._record(loss, lr)
         for callback in self.callbacks:
             callback.on_step(self, row)
@@ -236,7 +239,8 @@ class Engine:
         self._rows_at = at + taken
         wants_stop = self.should_stop is not None and self.should_stop()
         for step, loss in enumerate(losses.tolist()):
-            self._after_step(loss, lrs[step], wants_stop and step == taken - 1)
+            last = step == taken - 1
+            self._after_step(loss, lrs[step], wants_stop and last, checked=not last)
 
     @property
     def at_epoch_end(self) -> bool:
@@ -412,6 +416,9 @@ class _Flat:
             param.grad.copy_(view)
         loss, stop = self.host[-2:] if self.host is not None else self.values[-2:].tolist()
         return float(loss), bool(stop > 0)
+
+
+_BLANK_ROW = dict.fromkeys(HISTORY_KEYS)  # a history row before its values (copied: cheaper per step)
 
 
 def _computed() -> None:
