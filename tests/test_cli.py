@@ -152,6 +152,7 @@ def test_missing_data_is_one_clear_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
     assert "train-images-idx3-ubyte" in result.stderr and str(tmp_path / "MNIST" / "raw") in result.stderr
     assert "(download disabled)" in result.stderr  # --no-download reaches the loader: no download tried
+    assert not (tmp_path / "run").exists()  # the run folder made for it is gone again
 
 
 def test_debug_shows_the_traceback(capsys):

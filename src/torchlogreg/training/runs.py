@@ -379,15 +379,23 @@ def _claim_folder(
 ) -> Path | None:
     """The run folder as every process names it; for a `fresh` run locked by the main one until
     `cleanup` (a second `train` into it is refused), checked and emptied of an old checkpoint;
-    None without `out`."""
+    None without `out`. A folder made here and still empty at `cleanup` (the data could not be
+    read, say) is removed: a failed start leaves nothing behind."""
     if out is None:
         return None
     out = Path(broadcast_object(str(out), dist))
     if fresh:
         if main_rank:  # a resume's folder was locked before its checkpoint was read
+            if not out.exists():
+                cleanup.callback(_remove_if_empty, out)  # (runs after the lock below is let go)
             cleanup.enter_context(output_lock(out))
         _prepare_folder(out, overwrite, main_rank)
     return out
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (the run was written), or gone already
+        folder.rmdir()
 
 
 def _tensorboard_logger(folder, data: Data):
