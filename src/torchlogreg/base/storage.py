@@ -180,11 +180,14 @@ def json_safe(value):
 
 
 def atomic_write_csv(path: str | os.PathLike, fieldnames: Sequence[str], rows: Iterable[dict]) -> None:
+    """`rows` as CSV with the columns `fieldnames` (other keys left out; None and missing values
+    empty), written atomically. Each row goes out as a list (DictWriter builds a dict per row, which
+    a history of a row per step, 600,000 at batch 1, pays for every row)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    writer = csv.writer(buffer)
+    keys = list(fieldnames)
+    writer.writerow(keys)
+    writer.writerows(["" if (value := row.get(key)) is None else value for key in keys] for row in rows)
     atomic_write_text(path, buffer.getvalue())
 
 
