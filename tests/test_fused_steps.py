@@ -42,7 +42,7 @@ def _trained(config: TrainConfig, data, fused_path: bool, monkeypatch, callbacks
         training = build(config, data, verbose=False, progress=False, callbacks=callbacks)
         taken = []
         take = fused_steps.take_steps
-        patch.setattr(fused_steps, "take_steps", lambda *a: taken.append(len(a[4])) or take(*a))
+        patch.setattr(fused_steps, "take_steps", lambda *a: taken.append(len(a[2])) or take(*a))
         training.engine.run()
     return training.engine, taken
 
@@ -274,58 +274,46 @@ def test_steps_checks_rows_and_writability():
         fused._fused.steps(**_arguments(weight=weight))
 
 
-def test_the_estimators_weighted_sgd_takes_the_fused_steps(monkeypatch):
-    """Sample weights reach the kernel in the features' dtype (float64 ones were not covered)."""
+def _estimators_both_ways(monkeypatch, fit_options: dict, **options):
+    """The estimator's sgd fitted on synthetic pixels by the fused path and step by step, with the
+    fused calls each made (asserted: some, and none step by step) and the same weights."""
     from torchlogreg import TorchLogisticRegression
 
     data = synthetic_data(n_classes=3)
     X = (data.train.images.reshape(len(data.train), -1).numpy() / 255).astype(np.float32)
-    y, weights = data.train.labels.numpy(), np.linspace(0.5, 2.0, len(data.train))
-
-    def fitted(fused_path: bool):
+    y = data.train.labels.numpy()
+    fits = []
+    for fused_path in (True, False):
         calls = []
         with monkeypatch.context() as patch:
             if not fused_path:
                 patch.setattr(fused_steps, "covers", lambda engine: False)
             take = fused_steps.take_steps
-            patch.setattr(fused_steps, "take_steps", lambda *a: calls.append(1) or take(*a))
-            model = TorchLogisticRegression(solver="sgd", C=100.0, max_iter=3, random_state=0)
-            return model.fit(X, y, sample_weight=weights), calls
-
-    (fast, fast_calls), (slow, slow_calls) = fitted(True), fitted(False)
+            patch.setattr(fused_steps, "take_steps", lambda *a, c=calls, t=take: c.append(1) or t(*a))
+            model = TorchLogisticRegression(solver="sgd", max_iter=3, random_state=0, **options)
+            fits.append((model.fit(X, y, **fit_options), calls))
+    (fast, fast_calls), (slow, slow_calls) = fits
     assert fast_calls and not slow_calls
     np.testing.assert_allclose(fast.coef_, slow.coef_, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(fast.intercept_, slow.intercept_, rtol=1e-3, atol=1e-5)
+    return fast, slow
+
+
+def test_the_estimators_weighted_sgd_takes_the_fused_steps(monkeypatch):
+    """Sample weights reach the kernel in the features' dtype (float64 ones were not covered)."""
+    weights = np.linspace(0.5, 2.0, len(synthetic_data(n_classes=3).train))
+    _estimators_both_ways(monkeypatch, {"sample_weight": weights}, C=100.0)
 
 
 @pytest.mark.parametrize("penalty", ["l1", "elasticnet", "strong-l2"])
 def test_the_estimators_proximal_steps_take_the_fused_path(penalty, monkeypatch):
     """sgd with L1, or an L2 strong enough to be a proximal step (solvers.Proximal), steps in the
     fused kernel with the map after each update: the same fit as step by step, exact zeros kept."""
-    from torchlogreg import TorchLogisticRegression
-
-    data = synthetic_data(n_classes=3)
-    X = (data.train.images.reshape(len(data.train), -1).numpy() / 255).astype(np.float32)
-    y = data.train.labels.numpy()
     options = {
         "l1": {"penalty": "l1", "C": 0.5},
         "elasticnet": {"penalty": "elasticnet", "l1_ratio": 0.5, "C": 0.5},
         "strong-l2": {"C": 0.001},
     }[penalty]
-
-    def fitted(fused_path: bool):
-        calls = []
-        with monkeypatch.context() as patch:
-            if not fused_path:
-                patch.setattr(fused_steps, "covers", lambda engine: False)
-            take = fused_steps.take_steps
-            patch.setattr(fused_steps, "take_steps", lambda *a: calls.append(1) or take(*a))
-            model = TorchLogisticRegression(solver="sgd", max_iter=3, random_state=0, **options)
-            return model.fit(X, y), calls
-
-    (fast, fast_calls), (slow, slow_calls) = fitted(True), fitted(False)
-    assert fast_calls and not slow_calls
-    np.testing.assert_allclose(fast.coef_, slow.coef_, rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(fast.intercept_, slow.intercept_, rtol=1e-3, atol=1e-5)
+    fast, slow = _estimators_both_ways(monkeypatch, {}, **options)
     if penalty != "strong-l2":
         assert np.array_equal(fast.coef_ == 0, slow.coef_ == 0) and (fast.coef_ == 0).any()

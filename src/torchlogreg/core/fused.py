@@ -101,6 +101,27 @@ def _view(tensor: torch.Tensor | None):
     return tensor.detach().numpy() if tensor.requires_grad else tensor.numpy()
 
 
+def _parameters(weight: torch.Tensor, bias: torch.Tensor) -> dict:
+    """The parameters and their gradients as the kernels take them, viewed directly (called every
+    step or call: no checks beyond the kernel's own)."""
+    return {
+        "weight": weight.detach().numpy(),
+        "bias": bias.detach().numpy(),
+        "grad_weight": weight.grad.numpy(),
+        "grad_bias": bias.grad.numpy(),
+    }
+
+
+def _rule_arguments(rule: dict) -> dict:
+    """An optimizer's `fused_rule()` as steps() takes it: its scalars by name, its buffers (first and
+    second, one per parameter: weight, then bias) viewed."""
+    first, second = rule["first"], rule["second"]
+    buffers = {"first_weight": first[:1], "first_bias": first[1:2], "second_weight": second[:1],
+               "second_bias": second[1:2]}  # fmt: skip
+    scalars = {name: value for name, value in rule.items() if name not in ("first", "second")}
+    return scalars | {name: _view(found[0]) if found else None for name, found in buffers.items()}
+
+
 def threads() -> int:
     """The threads the kernels may split a large batch over: torch's intra-op threads (training sets
     one for mini-batch steps, see devices.threads_for); small batches always run on one."""
@@ -127,13 +148,10 @@ def add_gradients(
         for param in (weight, bias):
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
-    return _fused.gradient(  # parameters and gradients viewed directly: called every step
+    return _fused.gradient(
+        **_parameters(weight, bias),
         x=_view(x),
         labels=_view(labels),
-        weight=weight.detach().numpy(),
-        bias=bias.detach().numpy(),
-        grad_weight=weight.grad.numpy(),
-        grad_bias=bias.grad.numpy(),
         index=_view(index),
         sample_weight=_view(sample_weight),
         scale=scale,
@@ -195,39 +213,22 @@ def steps(
     stops after a step whose loss is not finite or above `ceiling` (the losses returned are the
     steps taken). `usable(...)` must hold."""
     losses = np.empty(len(sizes))
-    first, second = rule["first"], rule["second"]
     taken = _fused.steps(
+        **_parameters(weight, bias),
+        **_rule_arguments(rule),
         x=_view(x),
         labels=_view(labels),
-        weight=weight.detach().numpy(),
-        bias=bias.detach().numpy(),
-        grad_weight=weight.grad.numpy(),
-        grad_bias=bias.grad.numpy(),
         index=_view(index),
         sizes=sizes,
         lrs=lrs,
         losses=losses,
         sample_weight=_view(sample_weight),
         mean=_view(mean),
-        first_weight=_view(first[0]) if first else None,
-        first_bias=_view(first[1]) if len(first) > 1 else None,
-        second_weight=_view(second[0]) if second else None,
-        second_bias=_view(second[1]) if len(second) > 1 else None,
         scale=scale,
         weight_decay=weight_decay,
         l1=l1,
         step_bias=step_bias,
-        adam=rule["adam"],
-        momentum=rule.get("momentum", 0.0),
-        nesterov=rule.get("nesterov", False),
-        beta1=rule.get("beta1", 0.9),
-        beta2=rule.get("beta2", 0.999),
-        eps=rule.get("eps", 1e-8),
-        adam_steps=rule.get("adam_steps", 0),
         threads=threads(),
         ceiling=ceiling,
-        prox_l1=rule.get("prox_l1", 0.0),
-        prox_l2=rule.get("prox_l2", 0.0),
-        prox_scale=rule.get("prox_scale", 0.0),
     )
     return losses[:taken]

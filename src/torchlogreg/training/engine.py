@@ -76,18 +76,15 @@ class Engine:
         self.iteration, self.history, self.start_loss = 0, [], None
         self.train_seconds, self.stop_reason = 0.0, None
         self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
-        self._batches = None  # the current epoch's batches, step by step
-        self._segments = None  # or its rows for the fused kernel: what is left of them,
-        self._rows, self._rows_at, self._rows_first = None, 0, 0  # the part being stepped through, its
-        # next batch and that batch's first entry in the part's index
+        self._batches = None  # the current epoch's batches, step by step,
+        self._cursor: fused_steps.EpochCursor | None = None  # or where it is in them in the fused kernel
 
     # --- one step --------------------------------------------------------------------------------
     def _next_batch(self) -> Batch:
         while True:
             if self._batches is None:
                 self.epoch_rng_state = self.generator.get_state()
-                skip = (self.iteration - self._epoch_origin) % self.steps_per_epoch
-                self._batches = self.source.epoch(self.generator, skip)
+                self._batches = self.source.epoch(self.generator, self._done_in_epoch())
             batch = next(self._batches, None)
             if batch is not None:
                 return batch
@@ -143,7 +140,7 @@ class Engine:
         """Draw batches from `source` from the next step on (a new batch size mid-run), starting a
         fresh epoch there."""
         self.source, self.steps_per_epoch = source, source.steps_per_epoch
-        self._batches, self._segments, self._rows, self._epoch_origin = None, None, None, self.iteration
+        self._batches, self._cursor, self._epoch_origin = None, None, self.iteration
 
     # --- the loop --------------------------------------------------------------------------------
     def _ceiling(self) -> float | None:
@@ -206,46 +203,41 @@ class Engine:
         if stop and self.stop_reason is None and self.iteration < self.total:
             self.stop_reason = "interrupted"
 
+    def _done_in_epoch(self) -> int:
+        """Steps of the current epoch already taken (counted from where the batch source changed)."""
+        return (self.iteration - self._epoch_origin) % self.steps_per_epoch
+
     def _fused_epoch(self) -> bool:
         """Whether the next steps run in the fused kernel: an epoch begun there, or a new one whose
         rows it can read (step by step otherwise, to the epoch's end)."""
-        while self._rows is None or self._rows_at >= len(self._rows.sizes):
-            if self._segments is not None:  # the epoch's next part, or its end
-                self._rows, self._rows_at, self._rows_first = next(self._segments, None), 0, 0
-                if self._rows is None:
-                    self._segments = None
-                continue
+        while self._cursor is None or self._cursor.part() is None:
+            self._cursor = None
             if self._batches is not None or not fused_steps.covers(self):
                 return False
             state = self.generator.get_state()
-            skip = (self.iteration - self._epoch_origin) % self.steps_per_epoch
-            segments = self.source.epoch_rows(self.generator, skip)
-            if segments is None:
+            parts = self.source.epoch_rows(self.generator, self._done_in_epoch())
+            if parts is None:
                 return False
-            self._segments, self.epoch_rng_state = iter(segments), state
+            self._cursor, self.epoch_rng_state = fused_steps.EpochCursor(parts), state
         return True
 
     def _fused_steps(self) -> None:
         """Steps in one call of the fused kernel, then each recorded and told to the callbacks. The call
         stops after a step that diverged, whose check then raises; a stop request asked after the
         call ends the run there."""
-        rows, at = self._rows, self._rows_at
-        count = fused_steps.run_length(self, rows, at)
+        count = fused_steps.run_length(self, self._cursor)
         lrs = [self.schedule(step) for step in range(self.iteration, self.iteration + count)]
         ceiling = math.inf if self.start_loss is None else self._ceiling() or math.inf
-        losses = fused_steps.take_steps(self, rows, at, self._rows_first, np.asarray(lrs), ceiling)
-        taken = len(losses)
-        self._rows_first += int(rows.sizes[at : at + taken].sum())
-        self._rows_at = at + taken
+        losses = fused_steps.take_steps(self, self._cursor, np.asarray(lrs), ceiling)
         wants_stop = self.should_stop is not None and self.should_stop()
         for step, loss in enumerate(losses.tolist()):
-            last = step == taken - 1
+            last = step == len(losses) - 1
             self._after_step(loss, lrs[step], wants_stop and last, checked=not last)
 
     @property
     def at_epoch_end(self) -> bool:
         """Whether the last step ended an epoch (counted from where the batch source last changed)."""
-        return (self.iteration - self._epoch_origin) % self.steps_per_epoch == 0
+        return self._done_in_epoch() == 0
 
     @property
     def epochs(self) -> float:
@@ -288,7 +280,7 @@ class Engine:
         self.start_loss = meta["start_loss"]
         self.train_seconds = float(meta["train_seconds"])
         self.history = history[: int(meta["history_rows"])]
-        self._batches, self._segments, self._rows = None, None, None
+        self._batches, self._cursor = None, None
         for callback in self.callbacks:
             if hasattr(callback, "load_state_dict"):
                 callback.load_state_dict(tensors, meta)

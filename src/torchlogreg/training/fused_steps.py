@@ -9,6 +9,8 @@ time under a few hundred rows a batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 
@@ -40,12 +42,36 @@ def covers(engine) -> bool:
     )
 
 
-def run_length(engine, rows: EpochRows, at: int) -> int:
-    """Steps the next call may take from batch `at` of `rows`: to the end of `rows` (an epoch, or a
-    shard of one), the run's end, RUN_ROWS rows, and no further than every callback lets the engine
-    tell it of steps afterwards (`steps_ahead`; one step for a callback without it)."""
+class EpochCursor:
+    """Where the engine is in an epoch it steps through in the fused kernel: the epoch's parts still
+    to come (`source.epoch_rows`: one, or one per shard), the part being stepped through, its next
+    batch and the entry of the part's index where that batch's rows start."""
+
+    def __init__(self, parts: Iterable[EpochRows]):
+        self.parts, self.rows, self.at, self.first = iter(parts), None, 0, 0
+
+    def part(self) -> EpochRows | None:
+        """The part holding the next batch (moving on to the next part where one is done); None at
+        the epoch's end."""
+        while self.rows is None or self.at >= len(self.rows.sizes):
+            self.rows, self.at, self.first = next(self.parts, None), 0, 0
+            if self.rows is None:
+                return None
+        return self.rows
+
+    def advance(self, steps: int) -> None:
+        """`steps` batches were taken."""
+        self.first += int(self.rows.sizes[self.at : self.at + steps].sum())
+        self.at += steps
+
+
+def run_length(engine, cursor: EpochCursor) -> int:
+    """Steps the next call may take from the cursor: to the end of its part (an epoch, or a shard of
+    one), the run's end, RUN_ROWS rows, and no further than every callback lets the engine tell it
+    of steps afterwards (`steps_ahead`; one step for a callback without it)."""
     if engine.start_loss is None:  # the divergence rule's ceiling follows from the first loss
         return 1
+    rows, at = cursor.rows, cursor.at
     left = len(rows.sizes) - at
     count = min(left, engine.total - engine.iteration, max(1, RUN_ROWS // int(rows.sizes[at])))
     for callback in engine.callbacks:
@@ -54,16 +80,17 @@ def run_length(engine, rows: EpochRows, at: int) -> int:
     return max(count, 1)
 
 
-def take_steps(engine, rows: EpochRows, at: int, first: int, lrs: np.ndarray, ceiling: float) -> np.ndarray:
-    """Take len(lrs) steps from batch `at` of `rows` (whose rows start at entry `first` of its index)
-    on the engine's model and optimizer, stopping after a step whose loss is not finite or above
-    `ceiling`; each step's mean loss."""
+def take_steps(engine, cursor: EpochCursor, lrs: np.ndarray, ceiling: float) -> np.ndarray:
+    """Take len(lrs) steps from the cursor on the engine's model and optimizer, stopping after a step
+    whose loss is not finite or above `ceiling`, and move the cursor past them; each step's mean
+    loss."""
     weight, bias = engine.model.linear.weight, engine.model.linear.bias
     for param in (weight, bias):
         if param.grad is None:
             param.grad = torch.empty_like(param)
-    sizes = rows.sizes[at : at + len(lrs)]
-    index = rows.index[first : first + int(sizes.sum())]
+    rows = cursor.rows
+    sizes = rows.sizes[cursor.at : cursor.at + len(lrs)]
+    index = rows.index[cursor.first : cursor.first + int(sizes.sum())]
     objective, centring = engine.gradient.objective, engine.centring
     step_bias = len(engine.parameters) == 2
     losses = fused.steps(
@@ -84,6 +111,7 @@ def take_steps(engine, rows: EpochRows, at: int, first: int, lrs: np.ndarray, ce
         ceiling=ceiling,
     )
     engine.optimizer.took(len(losses))
+    cursor.advance(len(losses))
     if not step_bias:
         bias.grad = None  # (as the step-by-step path: a fixed parameter has no gradient)
     return losses
