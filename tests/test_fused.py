@@ -371,11 +371,14 @@ def test_sums_need_a_class_and_a_thread():
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
-def test_threads_share_a_large_batch_to_the_same_bits(dtype, isa):
-    """A large batch is cut into parts by its size alone and their gradients added in order, so any
-    number of threads gives the same bits; the parts add up to the unsplit gradient to rounding."""
-    model = _model(100, 10)
-    x, labels, weights = _data(9000, 100, 10, dtype)
+@pytest.mark.parametrize("shape", [(9000, 100, 10), (400, 1000, 100)], ids=["many rows", "wide rows"])
+def test_threads_share_a_large_batch_to_the_same_bits(dtype, shape, isa):
+    """A large batch is cut into parts by its size and width alone (many rows, or a few hundred rows
+    of a 100-class model) and their gradients added in order, so any number of threads gives the
+    same bits; the parts add up to the unsplit gradient to rounding."""
+    rows, features, classes = shape
+    model = _model(features, classes)
+    x, labels, weights = _data(rows, features, classes, dtype)
     results = []
     for threads in (1, 2, 3):
         model.zero_grad(set_to_none=True)

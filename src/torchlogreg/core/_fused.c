@@ -14,7 +14,7 @@
    float32 (as torch's), their sum, the log and the loss in float64. Rows are visited in order, and
    each row's scores depend only on that row, so a row's residual does not depend on the batch it is
    in; the gradient sums a block of rows in registers before adding it, so its rounding depends on
-   how the rows fall into blocks. A large batch is cut into parts (by its size alone), each summed
+   how the rows fall into blocks. A large batch is cut into parts (by its size and width alone), each summed
    into its own gradient, then added in order, and `threads` threads share out the parts: the same
    result for any number of threads. The version (avx512, avx2 or baseline: four-float vectors) is
    the best this CPU has, or the one named by the environment variable TORCHLOGREG_CPU_CAPABILITY;
@@ -44,6 +44,10 @@
 #define MAX_THREADS 64
 #define MAX_PARTS 64
 #define MIN_PART_ROWS 2048 /* fewer rows per part: a thread's start and a gradient's sum cost too much */
+/* ... unless the rows are wide: a part is also at least this many multiply-adds (a row's features x its
+   classes; MIN_PART_ROWS of MNIST's), so a mini-batch of wide rows (a 100-class model, 64 x 64 images)
+   is shared out too, where a thread's start is a small part of a part's time */
+#define MIN_PART_WORK ((int64_t)MIN_PART_ROWS * 784 * 10)
 
 struct batch {
     const void *x;        /* rows of features: uint8 or float32, C-contiguous */
@@ -402,7 +406,8 @@ static int check_call(struct call *call, PyObject **objects, const char *functio
 
 /* --- running: one or more threads, each with its own buffers ---------------------------------- */
 
-/* A large batch is cut into parts of at least MIN_PART_ROWS rows (at most MAX_PARTS of them), each
+/* A large batch is cut into parts of at least MIN_PART_ROWS rows or MIN_PART_WORK multiply-adds,
+   whichever gives more (at most MAX_PARTS of them, and no empty one), each
    summed into its own gradient, which are then added in order: the result depends on the rows alone,
    not on the threads. Threads take the next part as they finish one, so that a thread held up by
    another program (on a busy machine) delays only its part, not a fixed share. */
@@ -502,7 +507,9 @@ static int run_call(struct call *call, int sums, double *loss, int64_t *correct)
     const struct batch *in = &call->in;
     const int64_t classes = call->m.classes, d = in->features, size = classes * d + classes;
     struct parts parts = {.call = call, .sums = sums, .next = 0};
-    int64_t count = in->rows / MIN_PART_ROWS;
+    int64_t by_rows = in->rows / MIN_PART_ROWS, by_work = in->rows * size / MIN_PART_WORK;
+    int64_t count = by_rows > by_work ? by_rows : by_work;
+    count = count > in->rows ? in->rows : count;
     count = count < 1 ? 1 : count > MAX_PARTS ? MAX_PARTS : count;
     parts.count = (int)count;
     parts.rows_each = in->rows / count;
@@ -660,6 +667,19 @@ CLONES static double moved_along(const float *restrict after, const float *restr
     return total;
 }
 
+/* A row's gradient g of n entries with the penalty's gradient at its weights w added (decay: L2, l1:
+   L1's sign) and, centred, the bias's gradient gb times the mean taken off, each as its torch op (here
+   rather than in apply_step: in the widest vectors, as the update's loops). */
+CLONES static void penalise(float *restrict g, const float *restrict w, const float *restrict mean, float gb,
+                            float decay, float l1, int64_t n) {
+    if (decay != 0.0f)
+        for (int64_t i = 0; i < n; i++) g[i] = g[i] + decay * w[i];
+    if (l1 != 0.0f)
+        for (int64_t i = 0; i < n; i++) g[i] = g[i] + l1 * (float)((w[i] > 0.0f) - (w[i] < 0.0f));
+    if (mean)
+        for (int64_t i = 0; i < n; i++) g[i] = g[i] - gb * mean[i];
+}
+
 /* solvers.Proximal's map on n weights after their update, for step h, as its torch ops compute it. */
 CLONES static void proximal(const struct rule *r, float *restrict w, int64_t n, double h) {
     if (r->prox_l1 != 0.0) {
@@ -684,16 +704,8 @@ static void apply_step(const struct call *call, const struct rule *r, const stru
     float *w = (float *)call->m.w, *b = (float *)call->m.b, *gw = call->gw, *gb = call->gb;
     const float decay = (float)s->weight_decay, l1 = (float)s->l1;
     const float *mean = s->step_bias ? s->mean : NULL;
-    for (int64_t c = 0; c < classes; c++) {
-        float *restrict grad = gw + c * d;
-        const float *restrict row = w + c * d;
-        if (decay != 0.0f)
-            for (int64_t i = 0; i < d; i++) grad[i] = grad[i] + decay * row[i];
-        if (l1 != 0.0f)
-            for (int64_t i = 0; i < d; i++) grad[i] = grad[i] + l1 * (float)((row[i] > 0.0f) - (row[i] < 0.0f));
-        if (mean)
-            for (int64_t i = 0; i < d; i++) grad[i] = grad[i] - gb[c] * mean[i];
-    }
+    if (decay != 0.0f || l1 != 0.0f || mean)
+        for (int64_t c = 0; c < classes; c++) penalise(gw + c * d, w + c * d, mean, gb[c], decay, l1, d);
     const struct scalars scalars = scalars_of(r, s->lrs[k], r->steps + k + 1);
     for (int64_t c = 0; c < classes; c++) {
         float *row = w + c * d, *first = s->first_w ? s->first_w + c * d : NULL;
