@@ -26,7 +26,8 @@ BATCH_ROWS = 256  # mini-batch size (or all the rows, when fewer)
 SGD_EPOCHS = 4  # mini-batch passes over large sets ...
 SGD_MIN_STEPS = 200  # ... or as many as give this many steps on smaller ones (sgd on a small set)
 LBFGS_ITERATIONS = 1000  # L-BFGS's step limit (scikit-learn's fits of MNIST-like sets take 80-400)
-SGD_STEP = 4.0  # sgd's lr times the curvature (the centred features' largest eigenvalue, at least 1)
+SGD_STEP = 4.0  # sgd's lr times the curvature (the centred features' largest eigenvalue, at least 1) ...
+BATCH_STEP = 1.0  # ... and at most this / (a batch's mean squared norm / batch_size): normalised LMS's step
 OTHER_LR = {"adam": 0.005, "lbfgs": 1.0}  # adam steps in weight units; lbfgs's line search scales its own
 CURVATURE_VALUES = 1 << 20  # at most this many feature values sampled for the mean and the curvature
 POWER_ITERATIONS = 12
@@ -37,8 +38,8 @@ RULES = {
     "optimizer": f"lbfgs (full batch, to convergence) below {LBFGS_BELOW_ROWS:,} training rows, sgd from "
     "there or when --batch-size is given",
     "lr": f"sgd: {SGD_STEP:g} / (the larger of the largest eigenvalue of the centred features' covariance "
-    "(at least 1) and their mean squared norm / batch_size, + weight_decay): 0.8 on MNIST at batch 256, "
-    "0.075 at batch 1; "
+    f"(at least 1) and {SGD_STEP / BATCH_STEP:g} x their mean squared norm / batch_size, + weight_decay): "
+    "0.8 on MNIST at batch 256, 0.019 at batch 1; "
     f"adam {OTHER_LR['adam']:g}; lbfgs {OTHER_LR['lbfgs']:g}",
     "batch_size": f"{BATCH_ROWS}, or all the training rows when fewer; lbfgs: all rows",
     "epochs": f"sgd/adam: {SGD_EPOCHS}, or as many as give {SGD_MIN_STEPS} steps on smaller sets; lbfgs: "
@@ -146,12 +147,16 @@ def _lr(
     """The step size: sgd's from the curvature a step meets, the data's plus the L2 penalty's. The
     whole set's is its largest eigenvalue; a batch of a few rows meets about their squared norm
     divided by the batch (one row: all of it), which the mean can far exceed: MNIST's rows have
-    about 53 against 5, and batch 1 diverged at the whole set's step."""
+    about 53 against 5. There the step is at most BATCH_STEP / that (normalised LMS's: a batch's
+    step moves its own rows' logits by about their residual): batch 1 diverged at the whole set's
+    step, and at 4 / 53 it left the logits so large that the test loss was 1.2 (diverging in the
+    fourth epoch of MNIST); at 1 / 53 it is 0.33, near the default batch's."""
     if config.lr is not None:
         return config.lr
     if optimizer == "sgd":
         sample = sample or FeatureSample(data.train.images)
-        step = SGD_STEP / (max(sample.curvature, sample.spread / batch) + weight_decay)
+        noise = SGD_STEP / BATCH_STEP * sample.spread / batch
+        step = SGD_STEP / (max(sample.curvature, noise) + weight_decay)
         return float(f"{step:.3g}")  # 3 digits: readable in the run, the same on every rank
     return OTHER_LR[optimizer]
 
