@@ -101,6 +101,7 @@ def test_binary_run_from_the_command_line(tmp_path, data_root):
         (["train", "--dataset", "mnits"], "did you mean 'mnist'?", 2),
         (["train", "--preset", "tutorail"], "did you mean 'tutorial'?", 2),
         (["evaluate", "no/such/run"], "no/such/run is not a folder", 1),
+        (["train", "--preset", "lbfgs", "--batch-size", "64"], "error: --batch-size applies to sgd", 2),
     ],
 )
 def test_errors_are_one_line_and_non_zero(args, fragment, code, capsys):
@@ -110,15 +111,19 @@ def test_errors_are_one_line_and_non_zero(args, fragment, code, capsys):
 
 
 def test_lr_help_states_the_step_training_takes_on_mnist(mnist_data, capsys):
-    """--lr's help quotes sgd's step on MNIST: the value the rule really gives there."""
+    """--lr's help quotes sgd's step on MNIST, at the default batch and at batch 1: the values the
+    rule really gives there."""
     from torchlogreg import preset
     from torchlogreg.data.rules import FeatureSample, settle
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    settled = settle(preset("default", device="cpu"), mnist_data, FeatureSample(mnist_data.train.images))
-    assert settled.optimizer == "sgd" and f"{settled.lr:.1f} on MNIST" in text
+    sample = FeatureSample(mnist_data.train.images)
+    settled = settle(preset("default", device="cpu"), mnist_data, sample)
+    assert settled.optimizer == "sgd" and f"{settled.lr:.1f} on MNIST at batch 256" in text
+    one = settle(preset("default", device="cpu", batch_size=1), mnist_data, sample)
+    assert f"{one.lr:.2g} at batch 1" in text
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,13 @@ def config_from_args(args: argparse.Namespace):
     from ..base.config import preset
 
     flags = {name: getattr(args, name) for name in CONFIG_FLAGS}
-    return preset(args.preset, **{**flags, "dataset": dataset_arg(args.dataset)})
+    config = preset(args.preset, **{**flags, "dataset": dataset_arg(args.dataset)})
+    if config.optimizer == "lbfgs" and args.batch_size is not None:  # (the library takes every row)
+        raise ConfigError(
+            "--batch-size applies to sgd and adam: lbfgs steps on every training row at once; drop "
+            "--batch-size, or pick --optimizer sgd"
+        )
+    return config
 
 
 def _given_config(args: argparse.Namespace):
