@@ -206,9 +206,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     metrics = result.metrics
     val_text = f" | val {metrics['val']['accuracy']:.4f}" if "val" in metrics else ""
+    epochs = f"{metrics['epochs']:g} epoch" + ("" if metrics["epochs"] == 1 else "s")
     print(
         f"test accuracy {metrics['test']['accuracy']:.4f} (loss {metrics['test']['loss']:.4f}){val_text} | "
-        f"trained in {metrics['train_seconds']:.2f} s ({metrics['epochs']:g} epochs, "
+        f"trained in {metrics['train_seconds']:.2f} s ({epochs}, "
         f"{metrics['iterations']} iterations, {metrics['device']})"
     )
     print(stop_line(metrics, result.config))
