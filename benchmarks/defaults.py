@@ -239,6 +239,22 @@ def inverted_pictures(rows: int, test_rows: int) -> Callable:
     return write
 
 
+def shifted(rows: int) -> Callable:
+    """MNIST's training rows, then copies shifted by up to 2 pixels (benchmarks.scaling's sets), to
+    `rows`; MNIST's test rows."""
+
+    def write(folder: Path, mnist: Mnist, rng: np.random.Generator) -> list[str]:
+        import torch
+
+        from benchmarks.scaling import shifted_copies
+
+        images, labels = (torch.from_numpy(array) for array in mnist.train)
+        images, labels = shifted_copies(images, labels, rows)
+        return write_npz(folder, (images.numpy(), labels.numpy()), mnist.test)
+
+    return write
+
+
 def digit_pairs(per_pair: int, test_per_pair: int) -> Callable:
     def write(folder: Path, mnist: Mnist, rng: np.random.Generator) -> list[str]:
         return write_npz(
@@ -269,6 +285,7 @@ CASES = (
         "inverted-pngs", "dark-on-light MNIST PNGs in {train,test}/<class>/", inverted_pictures(6_000, 1_000)
     ),
     Case("pairs-100", "two digits side by side (28x56), 100 classes (.npz)", digit_pairs(120, 30)),
+    Case("shifted-1m", "MNIST and copies shifted by up to 2 pixels, 1,000,000 rows (.npz)", shifted(10**6)),
 )
 
 TINY_CASES = (

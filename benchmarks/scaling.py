@@ -30,23 +30,28 @@ PIXELS, CLASSES = 784, 10
 BATCH = 128
 
 
-def shifted_mnist(size: int, data_root: str):
-    """`size` training samples: MNIST's 60,000, then copies each shifted by up to 2 pixels."""
+def shifted_copies(images, labels, size: int):
+    """(images, labels) of `size` rows: `images` (uint8, N x H x W), then copies of them each shifted
+    by up to 2 pixels (one shift a copy, seeded), with their labels."""
     import torch
 
+    generator = torch.Generator().manual_seed(0)
+    out = torch.empty((size, *images.shape[1:]), dtype=torch.uint8)  # filled in place: no 2x peak
+    for start in range(0, size, len(images)):
+        stop = min(start + len(images), size)
+        dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=generator)) if start else (0, 0)
+        out[start:stop] = torch.roll(images[: stop - start], shifts=(dy, dx), dims=(1, 2))
+    return out, labels.repeat(math.ceil(size / len(images)))[:size]
+
+
+def shifted_mnist(size: int, data_root: str):
+    """`size` training samples: MNIST's 60,000, then copies each shifted by up to 2 pixels."""
     from torchlogreg.data.inmemory import Split, load_splits
 
     train, test, _ = load_splits("mnist", data_root, download=False)
     if size <= len(train):
         return train.take(slice(0, size)), test
-    generator = torch.Generator().manual_seed(0)
-    images = torch.empty((size, *train.images.shape[1:]), dtype=torch.uint8)  # filled in place: no 2x peak
-    labels = train.labels.repeat(math.ceil(size / len(train)))[:size]
-    for start in range(0, size, len(train)):
-        stop = min(start + len(train), size)
-        dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=generator)) if start else (0, 0)
-        images[start:stop] = torch.roll(train.images[: stop - start], shifts=(dy, dx), dims=(1, 2))
-    return Split(images, labels), test
+    return Split(*shifted_copies(train.images, train.labels, size)), test
 
 
 def write_worker(size: int, data_root: str, folder: str) -> dict:
