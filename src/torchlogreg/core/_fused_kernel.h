@@ -127,6 +127,13 @@ INLINE void NAME(add)(const float *const *x, int n, const int32_t *live, int64_t
 INLINE int64_t NAME(find_live)(const float *const *x, int64_t d, int skip_blank, int32_t *live,
                                uint8_t *mask) {
     int64_t n = 0;
+    if (!skip_blank) { /* every chunk, without reading the rows */
+        for (int64_t k = 0; k + LANES <= d; k += LANES) {
+            mask[k / LANES] = 1;
+            live[n++] = (int32_t)k;
+        }
+        return n;
+    }
     VFLOAT zero = {0};
     for (int64_t k = 0; k + LANES <= d; k += LANES) {
         VINT nonzero = NAME(load)(x[0] + k) != zero;
