@@ -37,12 +37,14 @@ RULES = {
     f"--patience, a tenth of the rows, at most {VALIDATION_ROWS:,}",
     "optimizer": f"lbfgs (full batch, to convergence) below {LBFGS_BELOW_ROWS:,} training rows, sgd from "
     "there or when --batch-size is given",
-    "lr": f"sgd: {SGD_STEP:g} / (the larger of the largest eigenvalue of the centred features' covariance "
-    f"(at least 1) and {SGD_STEP / BATCH_STEP:g} x their mean squared norm / batch_size, + weight_decay): "
-    "0.8 on MNIST at batch 256, 0.019 at batch 1; "
+    "lr": f"sgd: {SGD_STEP:g} / (the largest eigenvalue of the features' second moments, centred unless "
+    f"--no-centred (at least 1), + weight_decay), times batch_size / {BATCH_ROWS} below {BATCH_ROWS} rows "
+    f"(the same step per row: a smaller batch takes more, smaller steps), and at most {BATCH_STEP:g} / "
+    "(their mean squared norm / batch_size + weight_decay): 0.8 on MNIST at batch 256, 0.0031 at batch 1; "
     f"adam {OTHER_LR['adam']:g}; lbfgs {OTHER_LR['lbfgs']:g}",
     "batch_size": f"{BATCH_ROWS}, or all the training rows when fewer; lbfgs: all rows",
-    "epochs": f"sgd/adam: {SGD_EPOCHS}, or as many as give {SGD_MIN_STEPS} steps on smaller sets; lbfgs: "
+    "epochs": f"sgd/adam: {SGD_EPOCHS}, or as many as give {SGD_MIN_STEPS} steps of {BATCH_ROWS} rows "
+    "(or of the batch, when larger) on smaller sets; lbfgs: "
     f"{LBFGS_ITERATIONS} iterations. Training stops sooner once converged (see --tol)",
     "tol": "lbfgs: converged when the objective's largest gradient entry is at most tol (scikit-learn's "
     "rule); sgd/adam: when two epochs in a row lower the mean objective by less than tol. 0: no "
@@ -88,6 +90,7 @@ class FeatureSample:
         with cpu_threads(1):
             self.x = _sample(images)
             self._mean = self.x.mean(0)  # float64
+        self._curvatures: dict[bool, float] = {}
 
     @cached_property
     def mean(self) -> torch.Tensor:
@@ -95,22 +98,25 @@ class FeatureSample:
 
         return self._mean.to(torch.float32)
 
-    @cached_property
-    def curvature(self) -> float:
-        """The largest eigenvalue of the centred features' second moments, at least 1 (the bias's):
+    def curvature(self, centred: bool = True) -> float:
+        """The largest eigenvalue of the (centred) features' second moments, at least 1 (the bias's):
         the log-loss's curvature in the coordinates training steps in, so a step of SGD_STEP /
         curvature is equally bold on MNIST, on dark-on-light pictures or on 8x8 images. Power
-        iteration."""
+        iteration. Uncentred, the mean's direction is most of it (MNIST: about 50 against 5)."""
         from ..base.devices import cpu_threads
 
-        with cpu_threads(1):
-            return self._power_iteration(self.x - self._mean)
+        if centred not in self._curvatures:
+            with cpu_threads(1):
+                self._curvatures[centred] = self._power_iteration(self._rows(centred))
+        return self._curvatures[centred]
 
-    @cached_property
-    def spread(self) -> float:
-        """The centred rows' mean squared norm (the covariance's trace): the curvature one row brings."""
-        centred = self.x - self._mean
-        return float(centred.square().sum(1).mean())
+    def spread(self, centred: bool = True) -> float:
+        """The (centred) rows' mean squared norm (the second moments' trace): the curvature one row
+        brings."""
+        return float(self._rows(centred).square().sum(1).mean())
+
+    def _rows(self, centred: bool) -> torch.Tensor:
+        return self.x - self._mean if centred else self.x
 
     @staticmethod
     def _power_iteration(x: torch.Tensor) -> float:
@@ -131,8 +137,27 @@ class FeatureSample:
 
 
 def curvature(images) -> float:
-    """FeatureSample(images).curvature: the curvature of `images` as training sees them."""
-    return FeatureSample(images).curvature
+    """FeatureSample(images).curvature(): the curvature of `images` as training sees them."""
+    return FeatureSample(images).curvature()
+
+
+def sgd_step(curvature: float, spread: float, weight_decay: float, batch: int, rows: int) -> float:
+    """sgd's step for batches of `batch` of `rows` training rows, from the features' `curvature` and
+    `spread` (FeatureSample's, in the coordinates training steps in). The whole set's curvature bounds
+    the step; below BATCH_ROWS a batch's gradient is noisier, and the step shrinks with the batch (the
+    same step per row, so an epoch moves as far: on MNIST batches 1 to 256 then reach the same test
+    loss in the same epochs, where 4 / (the batch's curvature) left batch 1 at 1.2 against 0.27). A
+    batch drawn without replacement is less noisy the more of the set it holds: all of it, none."""
+    step = SGD_STEP / (curvature + weight_decay) * batch_share(batch, rows)
+    return min(step, BATCH_STEP / (spread / batch + weight_decay))  # normalised LMS: no batch overshoots
+
+
+def batch_share(batch: int, rows: int) -> float:
+    """The share of the whole set's step that batches of `batch` of `rows` rows take: batch / BATCH_ROWS
+    below BATCH_ROWS rows (a batch drawn without replacement is as noisy as one of batch x rows / (rows
+    - batch) drawn with it), 1 from there and for the whole set."""
+    noise_batch = math.inf if batch >= rows else batch * rows / (rows - batch)
+    return min(1.0, noise_batch / BATCH_ROWS)
 
 
 def _optimizer(config: TrainConfig, rows: int) -> str:
@@ -144,19 +169,13 @@ def _optimizer(config: TrainConfig, rows: int) -> str:
 def _lr(
     config: TrainConfig, optimizer: str, data, sample: FeatureSample | None, weight_decay: float, batch: int
 ) -> float:
-    """The step size: sgd's from the curvature a step meets, the data's plus the L2 penalty's. The
-    whole set's is its largest eigenvalue; a batch of a few rows meets about their squared norm
-    divided by the batch (one row: all of it), which the mean can far exceed: MNIST's rows have
-    about 53 against 5. There the step is at most BATCH_STEP / that (normalised LMS's: a batch's
-    step moves its own rows' logits by about their residual): batch 1 diverged at the whole set's
-    step, and at 4 / 53 it left the logits so large that the test loss was 1.2 (diverging in the
-    fourth epoch of MNIST); at 1 / 53 it is 0.33, near the default batch's."""
+    """The step size: sgd's `sgd_step` for the features as training sees them (centred, or not)."""
     if config.lr is not None:
         return config.lr
     if optimizer == "sgd":
         sample = sample or FeatureSample(data.train.images)
-        noise = SGD_STEP / BATCH_STEP * sample.spread / batch
-        step = SGD_STEP / (max(sample.curvature, noise) + weight_decay)
+        curvature, spread = sample.curvature(config.centred), sample.spread(config.centred)
+        step = sgd_step(curvature, spread, weight_decay, batch, len(data.train))
         return float(f"{step:.3g}")  # 3 digits: readable in the run, the same on every rank
     return OTHER_LR[optimizer]
 
@@ -166,7 +185,9 @@ def _budget(config: TrainConfig, optimizer: str, rows: int, batch: int) -> dict:
         return {}
     if optimizer == "lbfgs":
         return {"epochs": LBFGS_ITERATIONS}
-    return {"epochs": max(SGD_EPOCHS, math.ceil(SGD_MIN_STEPS / math.ceil(rows / batch)))}
+    # steps of BATCH_ROWS rows at least: a smaller batch takes the same step per row (batch_share), so
+    # it runs the epochs the default batch would, in more, smaller steps
+    return {"epochs": max(SGD_EPOCHS, math.ceil(SGD_MIN_STEPS / math.ceil(rows / max(batch, BATCH_ROWS))))}
 
 
 def settle(config: TrainConfig, data, sample: FeatureSample | None = None) -> TrainConfig:
