@@ -307,7 +307,7 @@ def test_the_estimators_weighted_sgd_takes_the_fused_steps(monkeypatch):
 
 @pytest.mark.parametrize("penalty", ["l1", "elasticnet", "strong-l2"])
 def test_the_estimators_proximal_steps_take_the_fused_path(penalty, monkeypatch):
-    """sgd with L1, or an L2 strong enough to be a proximal step (solvers.Proximal), steps in the
+    """sgd with L1, or an L2 strong enough to be a proximal step (optimizers.Proximal), steps in the
     fused kernel with the map after each update: the same fit as step by step, exact zeros kept."""
     options = {
         "l1": {"penalty": "l1", "C": 0.5},

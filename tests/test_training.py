@@ -158,6 +158,26 @@ def test_lbfgs_with_l1_reaches_the_estimators_optimum_with_exact_zeros(tiny_data
     assert ours == pytest.approx(theirs, abs=1e-5)  # both within tol of the optimum (ours in float32)
 
 
+@pytest.mark.parametrize("l1", [0.001, 1.0])
+def test_sgd_takes_l1_as_a_proximal_step_with_exact_zeros(mnist_splits, l1):
+    """sgd takes the L1 term as its proximal step (optimizers.Proximal): weights end exactly at 0 and
+    the objective is near L-BFGS's optimum; a penalty that zeroes every weight gives the constant
+    model, not steps that swing by lr x l1 (a subgradient step took the loss to 130, and kept every
+    weight of a lit pixel)."""
+    from torchlogreg.data.inmemory import Data, Split
+
+    train_split, test_split, names = mnist_splits
+    data = Data("x", Split(train_split.images[:5000], train_split.labels[:5000]), None, test_split, names,
+                tuple(range(10)), False)  # fmt: skip
+    runs = [train(TrainConfig(optimizer=name, l1=l1, device="cpu"), data, verbose=False)
+            for name in ("sgd", "lbfgs")]  # fmt: skip
+    zeros = [int((run.model.linear.weight == 0).sum()) for run in runs]
+    lit = int((train_split.images[:5000].flatten(1) > 0).any(0).sum()) * 10
+    assert zeros[0] > 7840 - lit / 2 and max(row["loss"] for row in runs[0].history) < 2.5
+    losses = [run.metrics["test"]["loss"] for run in runs]
+    assert losses[0] == pytest.approx(losses[1], rel=0.03)
+
+
 def test_lbfgs_continues_from_the_model_after_a_new_objective(tiny_data, tiny_config):
     """A penalty changed mid-run (the playground's live settings) restarts L-BFGS at the model's
     weights; its steps are centred, so a restart from the ordinary parameters would move the bias."""

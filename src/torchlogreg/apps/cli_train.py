@@ -79,7 +79,12 @@ def _add_optimisation_options(opt) -> None:
     opt.add_argument(
         "--weight-decay", type=float, help=f"L2 penalty on the weights (default: {RULES['weight_decay']})"
     )
-    opt.add_argument("--l1", type=float, help=f"L1 penalty on the weights (default: {DEFAULT.l1})")
+    opt.add_argument(
+        "--l1",
+        type=float,
+        help=f"L1 penalty on the weights, taken as a proximal step by sgd and by L-BFGS itself (OWL-QN): "
+        f"weights it removes end at exactly 0 (default: {DEFAULT.l1})",
+    )
     opt.add_argument("--momentum", type=float, help=f"SGD momentum (default: {DEFAULT.momentum})")
     opt.add_argument(
         "--nesterov",

@@ -21,7 +21,7 @@ from ..base.config import DEFAULT_LR
 from ..base.devices import blas_threads, cpu_threads, outside_threads, resolve_device, threads_for
 from ..core.model import LogisticRegression
 from ..core.objective import Objective
-from ..core.optimizers import make_optimizer, schedule_lr
+from ..core.optimizers import Proximal, make_optimizer, schedule_lr
 from ..core.stopping import EarlyStopping, diverged, divergence
 from ..data.batches import MemoryBatches
 from ..training.engine import Engine, full_objective
@@ -30,7 +30,6 @@ from .solvers import (
     DeviceLoss,
     FusedLoss,
     HostLoss,
-    Proximal,
     Solution,
     feature_curvature,
     feature_mean,
@@ -221,14 +220,14 @@ class MiniBatch(Fit):
         optimizer = make_optimizer(params, solver, lr, momentum=MOMENTUM)
         proximal = self._proximal(solver, lr, penalty)
         if proximal:
-            optimizer = Proximal(optimizer, params[0], penalty, MOMENTUM)
+            optimizer = Proximal(optimizer, params[0], weight_decay=penalty.weight_decay, momentum=MOMENTUM)
         if self.est.optimizer_state_ is not None and self.est.optimizer_state_[0] == solver:
             optimizer.load_state_dict({k: v.to(device) for k, v in self.est.optimizer_state_[1].items()})
         seed = self.est.random_state if isinstance(self.est.random_state, Integral) else None
         generator = torch.Generator().manual_seed(seed if seed is not None else int(np.random.randint(2**31)))
         return Engine(
             model,
-            Objective() if proximal else penalty,  # proximal: in its step
+            Objective(0.0, penalty.l1) if proximal else penalty,  # proximal: in its step (L1 handed over)
             optimizer,
             self.source(X, targets, weights, device, batch_size),
             kwargs.pop("schedule"),

@@ -15,8 +15,8 @@ NumPy's products and softmax), `HostLoss` (NumPy and SciPy, dense or CSR, for fl
 on the CPU) and `DeviceLoss` (the package's closed-form gradient, `Objective.add_data_gradients`, on
 the model's device, a chunk of rows at a time).
 
-`Proximal` wraps the mini-batch SGD optimizer so its penalty step is exact (a proximal step after the
-gradient step): stable for any C, and L1 gives exact zeros there too.
+The estimator's mini-batch sgd takes its penalty as a proximal step (`optimizers.Proximal`): stable for
+any C, and L1 gives exact zeros there too.
 """
 
 from __future__ import annotations
@@ -344,50 +344,3 @@ def _iterate(driver: LBFGS, smooth: SmoothLoss, gradient, max_iter: int, tol: fl
         if before - driver.value <= FTOL * max(abs(before), abs(driver.value), 1.0):
             return "the objective's relative fall <= ftol"
     return "max_iter reached"
-
-
-class Proximal:
-    """A mini-batch optimizer whose penalty step is exact: after each step on the data loss,
-    W <- soft_threshold(W, h * l1) / (1 + h * l2), the penalty's proximal map for step h.
-
-    A plain gradient step on l2 / 2 * |W|^2 multiplies W by (1 - lr * l2), which flips sign and grows
-    without bound once lr * l2 > 2 (strong penalty, small C); the proximal step only ever shrinks.
-    h is the step the data gradient takes once momentum has built up, lr / (1 - momentum): with lr
-    alone the fixed point would balance a momentum-amplified data gradient against an unamplified
-    penalty, and miss the optimum (by 10x in W for momentum 0.9)."""
-
-    def __init__(self, optimizer, weight: torch.Tensor, penalty: Objective, momentum: float = 0.0):
-        self.optimizer, self.weight, self.penalty = optimizer, weight, penalty
-        self.amplification = 1.0 / (1.0 - momentum)
-
-    @torch.no_grad()
-    def step(self, lr: float, closure: Callable[[], object]) -> None:
-        self.optimizer.step(lr, closure)
-        step = lr * self.amplification
-        if self.penalty.l1:
-            shrunk = (self.weight.abs() - step * self.penalty.l1).clamp_(min=0.0)
-            self.weight.copy_(self.weight.sign() * shrunk)
-        if self.penalty.weight_decay:
-            self.weight.div_(1.0 + step * self.penalty.weight_decay)
-
-    def fused_rule(self) -> dict | None:
-        """The inner rule for the fused kernel's many-step call, with this map after each update; None
-        where the inner optimizer has none (L-BFGS) or the map is not on the model's weight."""
-        inner = getattr(self.optimizer, "fused_rule", None)
-        if inner is None or self.weight is not self.optimizer.params[0]:
-            return None
-        penalty = self.penalty
-        return inner() | {
-            "prox_l1": penalty.l1,
-            "prox_l2": penalty.weight_decay,
-            "prox_scale": self.amplification,
-        }
-
-    def took(self, count: int) -> None:
-        self.optimizer.took(count)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.optimizer.load_state_dict(state)

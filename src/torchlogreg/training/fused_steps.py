@@ -26,7 +26,7 @@ def covers(engine) -> bool:
     start: `source.epoch_rows`)."""
     weight, bias = engine.model.linear.weight, engine.model.linear.bias
     stepped = engine.parameters
-    rule = getattr(engine.optimizer, "fused_rule", None)  # SGD, Adam, the estimator's Proximal
+    rule = getattr(engine.optimizer, "fused_rule", None)  # SGD, Adam, Proximal
     return (
         fused.available()
         and not engine.full_batch

@@ -21,7 +21,7 @@ from ..base.devices import outside_threads, resolve_device
 from ..base.exceptions import ConfigError
 from ..core.model import LogisticRegression
 from ..core.objective import Objective
-from ..core.optimizers import make_optimizer, scheduled_lr
+from ..core.optimizers import Proximal, make_optimizer, scheduled_lr
 from ..core.stopping import EarlyStopping
 from ..data.batches import batch_source
 from ..data.images import MNIST_STYLE
@@ -259,6 +259,8 @@ def build(
         nesterov=config.nesterov,
         tolerance_grad=config.tol,
     )
+    if config.optimizer == "sgd":  # L1 (handed over by the engine) as a proximal step: exact zeros
+        optimizer = Proximal(optimizer, model.linear.weight, momentum=config.momentum)
     convergence = Convergence(config.tol)
     engine = Engine(
         model,
