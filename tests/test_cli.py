@@ -102,6 +102,10 @@ def test_binary_run_from_the_command_line(tmp_path, data_root):
         (["train", "--preset", "tutorail"], "did you mean 'tutorial'?", 2),
         (["evaluate", "no/such/run"], "no/such/run is not a folder", 1),
         (["train", "--preset", "lbfgs", "--batch-size", "64"], "error: --batch-size applies to sgd", 2),
+        (["train", "--optimizer", "adam", "--momentum", "0.5"], "error: --momentum applies to sgd: adam", 2),
+        (["train", "--momentum", "0", "--nesterov"], "error: --nesterov needs momentum", 2),
+        (["train", "--optimizer", "LBFGS"], "did you mean 'lbfgs'?", 2),
+        (["train", "--train-size", "7"], "error: --train-size must be at least the 10 classes", 2),
     ],
 )
 def test_errors_are_one_line_and_non_zero(args, fragment, code, capsys):
@@ -395,3 +399,10 @@ def test_lbfgs_forgets_its_pairs_when_their_direction_fails(tmp_path):
     fives = int((labels == 5).sum())
     bias = float(load_file(run / "model.safetensors")["linear.bias"][0])
     assert bias == pytest.approx(np.log(fives / (300 - fives)), abs=1e-3)
+
+
+def test_a_far_name_gets_no_suggestion(capsys):
+    """'linear' is no schedule, and 'cosine' is not a near miss of it."""
+    assert main(["train", "--schedule", "linear"]) == 2
+    err = capsys.readouterr().err
+    assert "schedule" in err and "did you mean" not in err

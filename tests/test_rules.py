@@ -101,6 +101,7 @@ def test_small_set_trains_with_no_flags_and_converges():
     result = _train(_data(300))
     metrics = result.metrics
     assert metrics["stop_reason"] == "converged" and metrics["converged"]
+    assert metrics["train_longer"] == {}  # nothing to train longer for
     assert metrics["iterations"] < LBFGS_ITERATIONS and metrics["test"]["accuracy"] >= 0.9
     assert result.config.settled and result.config.optimizer == "lbfgs"  # the run records what was used
 
@@ -182,3 +183,11 @@ def test_uncentred_steps_take_the_uncentred_curvature(mnist_splits):
             for centred in (True, False)]  # fmt: skip
     losses = [run.metrics["test"]["loss"] for run in runs]
     assert losses[1] < 1.1 * losses[0], losses
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_a_run_records_no_momentum_where_its_optimizer_has_none(optimizer):
+    settled = settle(TrainConfig(optimizer=optimizer, momentum=0.5, nesterov=True), _data(300, side=8))
+    assert (settled.momentum, settled.nesterov) == (0.0, False)
+    plain = settle(TrainConfig(optimizer="sgd", momentum=0.0, nesterov=True), _data(300, side=8))
+    assert (plain.momentum, plain.nesterov) == (0.0, False)

@@ -48,7 +48,8 @@ def _add_task_options(task) -> None:
         "--classes",
         type=_class_list,
         metavar="A,B,...",
-        help="keep only these classes; two classes train a binary (sigmoid) model",
+        help="keep only these classes; two classes A,B train a binary (sigmoid) model of B against A "
+        "(--threshold applies to B's probability)",
     )
     task.add_argument(
         "--positive", type=int, metavar="CLASS", help="binary model: this class against all others"
@@ -124,12 +125,24 @@ def config_from_args(args: argparse.Namespace):
 
     flags = {name: getattr(args, name) for name in CONFIG_FLAGS}
     config = preset(args.preset, **{**flags, "dataset": dataset_arg(args.dataset)})
-    if config.optimizer == "lbfgs" and args.batch_size is not None:  # (the library takes every row)
-        raise ConfigError(
-            "--batch-size applies to sgd and adam: lbfgs steps on every training row at once; drop "
-            "--batch-size, or pick --optimizer sgd"
-        )
+    _check_used(args, config.optimizer)
     return config
+
+
+def _check_used(args: argparse.Namespace, optimizer: str | None) -> None:
+    """Refuse a flag the optimizer would not use (the library ignores it and records what it used)."""
+    unused = {
+        "--batch-size": (args.batch_size, optimizer == "lbfgs", "lbfgs steps on every training row at once"),
+        "--schedule": (args.schedule, optimizer == "lbfgs", "lbfgs's line search sets its steps"),
+        "--momentum": (args.momentum, optimizer in ("adam", "lbfgs"), f"{optimizer} has none"),
+        "--nesterov": (args.nesterov, optimizer in ("adam", "lbfgs"), f"{optimizer} has no momentum"),
+    }
+    for flag, (value, not_used, why) in unused.items():
+        if value is not None and not_used:
+            users = "sgd" if flag in ("--momentum", "--nesterov") else "sgd and adam"
+            raise ConfigError(f"{flag} applies to {users}: {why}; drop {flag}, or pick --optimizer sgd")
+    if args.nesterov and args.momentum == 0:
+        raise ConfigError("--nesterov needs momentum: drop it, or give --momentum above 0")
 
 
 def _given_config(args: argparse.Namespace):
@@ -166,7 +179,8 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
             f"found no lower objective ({why})"
         )
     if reason == "early stopping":
-        return f"stopped early: no better validation loss in {config.patience} checks (--patience)"
+        checks = f"{config.patience} check" + ("" if config.patience == 1 else "s")
+        return f"stopped early: no better validation loss in {checks} (--patience)"
     if not config.tol:
         return f"ran its whole budget of {metrics['iterations']} iterations (tol 0: no convergence test)"
     longer = " ".join(f"--{name} {value}" for name, value in metrics["train_longer"].items())

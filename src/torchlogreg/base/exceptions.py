@@ -97,9 +97,11 @@ def require(module: str, extra: str):
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
-    """Return ' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
-    match = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    """Return ' (did you mean 'x'?)' for the closest choice (case aside), or '' when nothing is close
+    ('linear' is as far from 'cosine' as 0.5, and was offered it)."""
+    by_lower = {str(choice).lower(): choice for choice in choices}
+    match = difflib.get_close_matches(str(value).lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[match[0]]!r}?)" if match else ""
 
 
 def __getattr__(name: str):

@@ -212,6 +212,8 @@ def balanced_subset(split: Split, size: int, n_classes: int, seed: int) -> Split
         raise ConfigError(
             f"train_size must be at most the {len(split)} training samples available, got {size}"
         )
+    if size < n_classes:  # a class with no training row cannot be learned (its bias only falls)
+        raise ConfigError(f"train_size must be at least the {n_classes} classes (a row of each), got {size}")
     generator = torch.Generator().manual_seed(seed + 1)
     by_class = [torch.nonzero(split.labels == c).flatten() for c in range(n_classes)]
     quotas = balanced_quotas(size, [len(members) for members in by_class])

@@ -205,5 +205,7 @@ def settle(config: TrainConfig, data, sample: FeatureSample | None = None) -> Tr
         batch_size=batch,
         weight_decay=weight_decay,
         schedule=config.schedule or ("none" if optimizer == "lbfgs" else "cosine"),
+        momentum=config.momentum if optimizer == "sgd" else 0.0,  # (adam and lbfgs have none)
+        nesterov=config.nesterov and optimizer == "sgd" and config.momentum > 0,
     )
     return settled.replace(**_budget(config, optimizer, rows, batch))
