@@ -1,6 +1,6 @@
 """Your data, no flags: `torchlogreg train --dataset FOLDER` against converged scikit-learn, on many sets.
 
-    python -m benchmarks.defaults                       # every set, ~5 min; results/defaults.{md,json}
+    python -m benchmarks.defaults                       # every set, ~15 min; results/defaults.{md,json}
     python -m benchmarks.defaults --only mnist-600,digits-8x8
     python -m benchmarks.defaults --stem defaults-before   # results/defaults-before.{md,json}
     python -m benchmarks.defaults --tiny                # smoke mode: 3 small sets, seconds

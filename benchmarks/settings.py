@@ -131,7 +131,8 @@ def run_row(config, data, optimizer: str, batch: int | None) -> dict:
 
     engine.source.chunks = counted_chunks
     step_rows = rows if engine.full_batch else size
-    threads = threads_for(step_rows, engine.model.n_features, torch.device("cpu"))
+    model = engine.model
+    threads = threads_for(step_rows, model.n_features, model.linear.out_features, torch.device("cpu"))
     _, before = _memory()
     _reset_peak()
     started = time.process_time()

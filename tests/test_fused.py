@@ -8,6 +8,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -392,6 +393,26 @@ def test_threads_share_a_large_batch_to_the_same_bits(dtype, shape, isa):
     assert results[0][0] == pytest.approx(expected_loss, rel=1e-6)
     torch.testing.assert_close(results[0][1].double(), expected_weight, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(results[0][2].double(), expected_bias, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_wide_rows_are_cut_into_parts_by_their_work(dtype, isa):
+    """400 rows of a 100-class, 1,000-feature model are two parts of 200 rows (their multiply-adds,
+    not their count): the gradient is bit for bit the two halves' gradients, each summed on its own,
+    added; summed as one part the rows' order of addition differs."""
+    model = _model(1000, 100)
+    x, labels, _ = _data(400, 1000, 100, dtype)
+    arguments = dict(x=fused._view(x), labels=fused._view(labels), sample_weight=None, scale=1.0,
+                     share=1 / 400, accumulate=False, threads=2)  # fmt: skip
+    weight, bias = model.linear.weight.detach().numpy(), model.linear.bias.detach().numpy()
+    grads = []
+    for index in (None, np.arange(200), np.arange(200, 400)):
+        grad_weight, grad_bias = np.empty_like(weight), np.empty_like(bias)
+        fused._fused.gradient(**arguments, weight=weight, bias=bias, grad_weight=grad_weight,
+                              grad_bias=grad_bias, index=index)  # fmt: skip
+        grads.append(grad_weight)
+    halves = (torch.from_numpy(grads[1]) + torch.from_numpy(grads[2])).numpy()
+    assert np.array_equal(grads[0], halves)
 
 
 def _python_with(variable: str | None, code: str) -> subprocess.CompletedProcess:

@@ -17,6 +17,7 @@ from torchlogreg.data.rules import (
     SGD_EPOCHS,
     SGD_MIN_STEPS,
     FeatureSample,
+    batch_share,
     curvature,
     settle,
     validation_rows,
@@ -161,7 +162,9 @@ def test_sgds_step_follows_the_batch(mnist_splits):
     steps = {batch: settle(TrainConfig(batch_size=batch), data, sample).lr for batch in (1, 32, 256, 5000)}
     whole = 4.0 / (sample.curvature() + 1 / 5000)
     assert steps[256] == steps[5000] == float(f"{whole:.3g}")  # 256 of 5,000 rows: as noisy as 270
-    assert steps[1] == float(f"{whole * (5000 / 4999) / 256:.3g}") and steps[32] == float(f"{whole / 8:.3g}")
+    assert batch_share(1, 5000) == pytest.approx(1 / 256 * 5000 / 4999) and batch_share(5000, 5000) == 1
+    assert steps[1] == float(f"{whole * batch_share(1, 5000):.3g}")
+    assert steps[32] == float(f"{whole * batch_share(32, 5000):.3g}")
     runs = {batch: train(TrainConfig(batch_size=batch, device="cpu"), data, verbose=False)
             for batch in (1, 32, 256)}  # fmt: skip
     losses = {batch: run.metrics["test"]["loss"] for batch, run in runs.items()}
@@ -170,7 +173,7 @@ def test_sgds_step_follows_the_batch(mnist_splits):
 
 
 def test_uncentred_steps_take_the_uncentred_curvature(mnist_splits):
-    """With centred=False the mean's direction is in the steps, and its curvature (about ten times the
+    """With centred=False the mean's direction is in the steps, and its curvature (about eight times the
     centred one on MNIST) sets the step: at the centred step the test loss was half as large again."""
     train_split, test_split, names = mnist_splits
     data = Data("x", Split(train_split.images[:5000], train_split.labels[:5000]), None, test_split, names,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 from ..base.config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
@@ -84,7 +85,7 @@ def _add_optimisation_options(opt) -> None:
         "--l1",
         type=float,
         help=f"L1 penalty on the weights, taken as a proximal step by sgd and by L-BFGS itself (OWL-QN): "
-        f"weights it removes end at exactly 0 (default: {DEFAULT.l1})",
+        f"weights it removes end at exactly 0 (adam: a subgradient step) (default: {DEFAULT.l1})",
     )
     opt.add_argument("--momentum", type=float, help=f"SGD momentum (default: {DEFAULT.momentum})")
     opt.add_argument(
@@ -120,29 +121,30 @@ def _add_optimisation_options(opt) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The preset named by --preset with every flag the user gave applied."""
+    """The preset named by --preset with every flag the user gave applied; a note on stderr for each
+    flag its optimizer will not use (legal, and ignored: the run records what it used)."""
     from ..base.config import preset
 
     flags = {name: getattr(args, name) for name in CONFIG_FLAGS}
     config = preset(args.preset, **{**flags, "dataset": dataset_arg(args.dataset)})
-    _check_used(args, config.optimizer)
+    for note in unused_flags(args, config):
+        print(f"torchlogreg: note: {note}", file=sys.stderr)
     return config
 
 
-def _check_used(args: argparse.Namespace, optimizer: str | None) -> None:
-    """Refuse a flag the optimizer would not use (the library ignores it and records what it used)."""
+def unused_flags(args: argparse.Namespace, config: TrainConfig) -> list[str]:
+    """The flags given that `config`'s optimizer will not use, each in a line that says why."""
+    optimizer = config.optimizer
+    no_momentum = optimizer in ("adam", "lbfgs")
     unused = {
-        "--batch-size": (args.batch_size, optimizer == "lbfgs", "lbfgs steps on every training row at once"),
-        "--schedule": (args.schedule, optimizer == "lbfgs", "lbfgs's line search sets its steps"),
-        "--momentum": (args.momentum, optimizer in ("adam", "lbfgs"), f"{optimizer} has none"),
-        "--nesterov": (args.nesterov, optimizer in ("adam", "lbfgs"), f"{optimizer} has no momentum"),
+        "--batch-size": (args.batch_size is not None and optimizer == "lbfgs", "lbfgs takes every row"),
+        "--momentum": (args.momentum is not None and no_momentum, f"{optimizer} has no momentum"),
+        "--nesterov": (bool(args.nesterov) and no_momentum, f"{optimizer} has no momentum"),
     }
-    for flag, (value, not_used, why) in unused.items():
-        if value is not None and not_used:
-            users = "sgd" if flag in ("--momentum", "--nesterov") else "sgd and adam"
-            raise ConfigError(f"{flag} applies to {users}: {why}; drop {flag}, or pick --optimizer sgd")
-    if args.nesterov and args.momentum == 0:
-        raise ConfigError("--nesterov needs momentum: drop it, or give --momentum above 0")
+    notes = [f"{flag} is not used: {why} (sgd uses it)" for flag, (given, why) in unused.items() if given]
+    if args.nesterov and not no_momentum and config.momentum == 0:
+        notes.append("--nesterov is not used: momentum is 0 (give --momentum above 0)")
+    return notes
 
 
 def _given_config(args: argparse.Namespace):

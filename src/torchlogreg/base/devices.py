@@ -38,14 +38,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-SMALL_PRODUCT = 2**18  # rows x features of a step below which one CPU thread is as fast as several
+SMALL_PRODUCT = 2**18 * 10  # multiply-adds of a step (334 MNIST rows) below which one thread is as fast
 
 
-def threads_for(rows_per_step: int, features: int, device: torch.device) -> int | None:
-    """CPU threads for steps of this size: 1 for mini-batches (their products are too small to split,
-    and a second thread that waits for a core another program holds stalls every step);
-    None (torch's choice) for full batches and other devices."""
-    if device.type != "cpu" or rows_per_step * features > SMALL_PRODUCT:
+def threads_for(rows_per_step: int, features: int, classes: int, device: torch.device) -> int | None:
+    """CPU threads for steps of this size (rows x features x classes): 1 for mini-batches (their
+    products are too small to split, and a second thread that waits for a core another program holds
+    stalls every step); None (torch's choice) for full batches, mini-batches of wide rows (many
+    classes or features) and other devices."""
+    if device.type != "cpu" or rows_per_step * features * classes > SMALL_PRODUCT:
         return None
     return 1
 

@@ -45,13 +45,17 @@
 #define MAX_PARTS 64
 #define MIN_PART_ROWS 2048 /* fewer rows per part: a thread's start and a gradient's sum cost too much */
 /* ... unless the rows are wide: a part is also at least this many multiply-adds (a row's features x its
-   classes; MIN_PART_ROWS of MNIST's), so a mini-batch of wide rows (a 100-class model, 64 x 64 images)
-   is shared out too, where a thread's start is a small part of a part's time */
+   classes; MIN_PART_ROWS of MNIST's), so a mini-batch of wide rows (a 100-class model of 28 x 56
+   pictures at batch 256, say) is shared out too, where a thread's start is a small part of a part's
+   time; into at most WIDE_PARTS parts of at least WIDE_PART_ROWS rows, as each part sums its own
+   copy of the gradient */
+#define MIN_PART_WORK ((int64_t)MIN_PART_ROWS * 784 * 10)
+#define WIDE_PARTS 8
+#define WIDE_PART_ROWS 64
 /* Blank chunks (0 in every row of a group) are skipped from this many classes up: with fewer, a
    chunk's products cost less than finding out whether it is blank (measured on MNIST's rows: with one
    logit to six classes taking every chunk was faster, from ten classes skipping) */
 #define SKIP_BLANK_CLASSES 8
-#define MIN_PART_WORK ((int64_t)MIN_PART_ROWS * 784 * 10)
 
 struct batch {
     const void *x;        /* rows of features: uint8 or float32, C-contiguous */
@@ -84,7 +88,8 @@ struct work {
     int32_t *live;        /* offsets of the chunks of features where a group of rows has a nonzero */
     int32_t *block_live;  /* the same for the whole block */
     uint8_t *mask;        /* per chunk: whether some group of the block has a nonzero there */
-    int skip_blank;       /* 0 when the weights hold a NaN or inf, which 0 x w must spread */
+    int skip_blank;       /* 0: every chunk is taken (under SKIP_BLANK_CLASSES classes, or weights
+                             holding a NaN or inf, which 0 x w must spread) */
     float *gw;            /* the gradient this thread adds to, rows gw_stride apart */
     int64_t gw_stride;
     float *gb;
@@ -410,8 +415,8 @@ static int check_call(struct call *call, PyObject **objects, const char *functio
 
 /* --- running: one or more threads, each with its own buffers ---------------------------------- */
 
-/* A large batch is cut into parts of at least MIN_PART_ROWS rows or MIN_PART_WORK multiply-adds,
-   whichever gives more (at most MAX_PARTS of them, and no empty one), each
+/* A large batch is cut into parts of at least MIN_PART_ROWS rows, or of wide rows into up to
+   WIDE_PARTS parts of MIN_PART_WORK multiply-adds, whichever gives more (at most MAX_PARTS), each
    summed into its own gradient, which are then added in order: the result depends on the rows alone,
    not on the threads. Threads take the next part as they finish one, so that a thread held up by
    another program (on a busy machine) delays only its part, not a fixed share. */
@@ -511,9 +516,10 @@ static int run_call(struct call *call, int sums, double *loss, int64_t *correct)
     const struct batch *in = &call->in;
     const int64_t classes = call->m.classes, d = in->features, size = classes * d + classes;
     struct parts parts = {.call = call, .sums = sums, .next = 0};
-    int64_t by_rows = in->rows / MIN_PART_ROWS, by_work = in->rows * size / MIN_PART_WORK;
+    int64_t by_rows = in->rows / MIN_PART_ROWS, by_work = in->rows * classes * d / MIN_PART_WORK;
+    by_work = by_work > WIDE_PARTS ? WIDE_PARTS : by_work;
+    by_work = by_work > in->rows / WIDE_PART_ROWS ? in->rows / WIDE_PART_ROWS : by_work;
     int64_t count = by_rows > by_work ? by_rows : by_work;
-    count = count > in->rows ? in->rows : count;
     count = count < 1 ? 1 : count > MAX_PARTS ? MAX_PARTS : count;
     parts.count = (int)count;
     parts.rows_each = in->rows / count;
@@ -575,7 +581,7 @@ struct rule {
     double beta1, beta2, eps; /* Adam */
     int64_t steps;           /* Adam's steps taken before the call */
     double prox_l1, prox_l2; /* after each update, W's proximal map for step h = lr x prox_scale ... */
-    double prox_scale;       /* ... (estimator's solvers.Proximal): soft threshold h l1, then / (1 + h l2) */
+    double prox_scale;       /* ... (estimator's optimizers.Proximal): soft threshold h l1, then / (1 + h l2) */
 };
 
 struct stepping {
@@ -684,7 +690,7 @@ CLONES static void penalise(float *restrict g, const float *restrict w, const fl
         for (int64_t i = 0; i < n; i++) g[i] = g[i] - gb * mean[i];
 }
 
-/* solvers.Proximal's map on n weights after their update, for step h, as its torch ops compute it. */
+/* optimizers.Proximal's map on n weights after their update, for step h, as its torch ops compute it. */
 CLONES static void proximal(const struct rule *r, float *restrict w, int64_t n, double h) {
     if (r->prox_l1 != 0.0) {
         const float threshold = (float)(h * r->prox_l1);

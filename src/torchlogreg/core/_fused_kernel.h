@@ -123,7 +123,7 @@ INLINE void NAME(add)(const float *const *x, int n, const int32_t *live, int64_t
 
 /* Marks in mask[] the chunks of LANES features where some row of the group is nonzero, and lists in
    live[] those to multiply: the others would add exact zeros (MNIST's digits leave about a quarter
-   blank), unless a weight is NaN or inf (then 0 x w is NaN, and every chunk is taken). */
+   blank). With skip_blank 0 (few classes, or a weight NaN or inf: then 0 x w is NaN) every chunk. */
 INLINE int64_t NAME(find_live)(const float *const *x, int64_t d, int skip_blank, int32_t *live,
                                uint8_t *mask) {
     int64_t n = 0;
@@ -141,7 +141,7 @@ INLINE int64_t NAME(find_live)(const float *const *x, int64_t d, int skip_blank,
         uint64_t bits[sizeof nonzero / sizeof(uint64_t)], any = 0;
         memcpy(bits, &nonzero, sizeof nonzero);
         for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++) any |= bits[i];
-        int take = any != 0 || !skip_blank;
+        int take = any != 0;
         mask[k / LANES] |= (uint8_t)take;
         live[n] = (int32_t)k;
         n += take;

@@ -265,6 +265,8 @@ class Proximal:
     penalty reaches the map."""
 
     def __init__(self, optimizer, weight: torch.Tensor, *, weight_decay: float = 0.0, momentum: float = 0.0):
+        if hasattr(optimizer, "take_l1"):  # L-BFGS: a full-batch step takes the L1 term itself
+            raise ValueError(f"{type(optimizer).__name__} takes the L1 term itself; Proximal wraps sgd, adam")
         self.optimizer, self.weight = optimizer, weight
         self.weight_decay, self.l1 = weight_decay, 0.0
         self.amplification = 1.0 / (1.0 - momentum)
@@ -289,9 +291,10 @@ class Proximal:
         """The inner rule for the fused kernel's many-step call, with this map after each update; None
         where the inner optimizer has none (L-BFGS) or the map is not on the model's weight."""
         inner = getattr(self.optimizer, "fused_rule", None)
-        if inner is None or self.weight is not self.optimizer.params[0]:
+        rule = inner() if inner is not None and self.weight is self.optimizer.params[0] else None
+        if rule is None:
             return None
-        return inner() | {"prox_l1": self.l1, "prox_l2": self.weight_decay, "prox_scale": self.amplification}
+        return rule | {"prox_l1": self.l1, "prox_l2": self.weight_decay, "prox_scale": self.amplification}
 
     def took(self, count: int) -> None:
         self.optimizer.took(count)

@@ -102,7 +102,7 @@ class FeatureSample:
         """The largest eigenvalue of the (centred) features' second moments, at least 1 (the bias's):
         the log-loss's curvature in the coordinates training steps in, so a step of SGD_STEP /
         curvature is equally bold on MNIST, on dark-on-light pictures or on 8x8 images. Power
-        iteration. Uncentred, the mean's direction is most of it (MNIST: about 50 against 5)."""
+        iteration. Uncentred, the mean's direction is most of it (MNIST: about 37 against 5)."""
         from ..base.devices import cpu_threads
 
         if centred not in self._curvatures:
@@ -113,7 +113,10 @@ class FeatureSample:
     def spread(self, centred: bool = True) -> float:
         """The (centred) rows' mean squared norm (the second moments' trace): the curvature one row
         brings."""
-        return float(self._rows(centred).square().sum(1).mean())
+        from ..base.devices import cpu_threads
+
+        with cpu_threads(1):
+            return float(self._rows(centred).square().sum(1).mean())
 
     def _rows(self, centred: bool) -> torch.Tensor:
         return self.x - self._mean if centred else self.x
@@ -149,7 +152,8 @@ def sgd_step(curvature: float, spread: float, weight_decay: float, batch: int, r
     loss in the same epochs, where 4 / (the batch's curvature) left batch 1 at 1.2 against 0.27). A
     batch drawn without replacement is less noisy the more of the set it holds: all of it, none."""
     step = SGD_STEP / (curvature + weight_decay) * batch_share(batch, rows)
-    return min(step, BATCH_STEP / (spread / batch + weight_decay))  # normalised LMS: no batch overshoots
+    per_batch = spread / batch + weight_decay  # 0 only for rows all alike with no penalty: no bound
+    return min(step, BATCH_STEP / per_batch) if per_batch > 0 else step  # normalised LMS: no overshoot
 
 
 def batch_share(batch: int, rows: int) -> float:
@@ -185,9 +189,10 @@ def _budget(config: TrainConfig, optimizer: str, rows: int, batch: int) -> dict:
         return {}
     if optimizer == "lbfgs":
         return {"epochs": LBFGS_ITERATIONS}
-    # steps of BATCH_ROWS rows at least: a smaller batch takes the same step per row (batch_share), so
-    # it runs the epochs the default batch would, in more, smaller steps
-    return {"epochs": max(SGD_EPOCHS, math.ceil(SGD_MIN_STEPS / math.ceil(rows / max(batch, BATCH_ROWS))))}
+    # sgd: steps of BATCH_ROWS rows at least, as a smaller batch takes the same step per row
+    # (batch_share) and so runs the epochs the default batch would, in more, smaller steps
+    counted = max(batch, BATCH_ROWS) if optimizer == "sgd" else batch
+    return {"epochs": max(SGD_EPOCHS, math.ceil(SGD_MIN_STEPS / math.ceil(rows / counted)))}
 
 
 def settle(config: TrainConfig, data, sample: FeatureSample | None = None) -> TrainConfig:

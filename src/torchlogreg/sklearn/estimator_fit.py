@@ -160,7 +160,7 @@ class FullBatch(Fit):
         n_outputs = self.est.model_.linear.weight.shape[0]
         if device.type == "cpu":
             X = X.astype(self.est._compute_dtype, copy=False)
-            threads = threads_for(X.shape[0], X.shape[1], device)
+            threads = threads_for(X.shape[0], X.shape[1], n_outputs, device)
             if FusedLoss.covers(X):  # the fused kernel: one pass over the rows per evaluation, on
                 # torch's threads; BLAS has no products left to run: one thread
                 return FusedLoss(X, targets, weights, n_outputs), 1
@@ -290,7 +290,8 @@ class MiniBatch(Fit):
         )
         zero = math.log(engine.model.n_classes)  # the all-zero model's objective (weights of mean 1)
         start = full_objective(engine, None, penalty) if _has_weights(engine.model) else zero
-        with cpu_threads(threads_for(batch, engine.model.n_features, engine.parameters[0].device)):
+        model, device = engine.model, engine.parameters[0].device
+        with cpu_threads(threads_for(batch, model.n_features, model.linear.out_features, device)):
             engine.run()
         if engine.stop_reason == "early stopping" and watcher.stopping.restore(engine.model):
             watcher.objectives.append(full_objective(engine, None, penalty))

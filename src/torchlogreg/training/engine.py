@@ -288,8 +288,8 @@ class Engine:
 
 def stepped_objective(optimizer, objective: Objective, weight: torch.Tensor) -> Objective:
     """What the engine's gradient path evaluates: `objective`, less its L1 term where `optimizer` takes
-    that term on `weight` itself (L-BFGS's OWL-QN: exact zeros, a stopping rule on the subgradient).
-    That optimizer starts afresh: its kept evaluation was of the old objective."""
+    that term on `weight` itself (L-BFGS's OWL-QN, sgd's proximal step: exact zeros). L-BFGS then
+    starts afresh: its kept evaluation was of the old objective."""
     if not hasattr(optimizer, "take_l1"):
         return objective
     optimizer.take_l1(objective.l1, weight)

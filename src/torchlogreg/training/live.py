@@ -214,7 +214,8 @@ class LiveTraining:
         try:
             while True:  # again after a new batch size: its thread count may differ
                 rows = self.n_train if engine.full_batch else self.settings["batch_size"]
-                with cpu_threads(threads_for(rows, engine.model.n_features, device)):
+                model = engine.model
+                with cpu_threads(threads_for(rows, model.n_features, model.linear.out_features, device)):
                     engine.run()
                 if engine.stop_reason != "reconfigure" or self._pause or self._closing:
                     break

@@ -224,7 +224,8 @@ def _run(training: Training, checkpointer: Checkpointer) -> None:
     if out is not None and checkpointer.main_rank:
         checkpointer.last_good = engine.state_dict()  # the start, until an evaluation passes
     rows = len(training.data.train) if engine.full_batch else training.config.batch_size
-    threads = threads_for(rows, engine.model.n_features, engine.parameters[0].device)
+    model = engine.model
+    threads = threads_for(rows, model.n_features, model.linear.out_features, engine.parameters[0].device)
     try:
         with cpu_threads(threads):
             engine.run()
