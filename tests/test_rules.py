@@ -122,6 +122,17 @@ def test_mini_batch_training_stops_when_epochs_stop_improving():
     assert full["stop_reason"] == "step limit" and full["iterations"] == 20
 
 
+def test_epochs_far_worse_than_the_best_are_not_convergence(mnist_splits):
+    """Epochs whose objective swings far above the best (1,999 rows a batch of 2,000: every epoch's
+    last step is one row at the whole batch's step) never count as unchanged; they were reported as
+    converged after 6 steps."""
+    train_split, test_split, names = mnist_splits
+    data = Data("x", Split(train_split.images[:2000], train_split.labels[:2000]), None, test_split, names,
+                tuple(range(10)), False)  # fmt: skip
+    metrics = _train(data, optimizer="sgd", batch_size=1999).metrics
+    assert metrics["stop_reason"] == "step limit" and not metrics["converged"]
+
+
 @pytest.mark.numerics
 def test_centred_steps_reach_the_same_optimum():
     data = _data(300, side=6)

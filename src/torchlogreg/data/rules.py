@@ -43,11 +43,11 @@ RULES = {
     "(their mean squared norm / batch_size + weight_decay): 0.8 on MNIST at batch 256, 0.0031 at batch 1; "
     f"adam {OTHER_LR['adam']:g}; lbfgs {OTHER_LR['lbfgs']:g}",
     "batch_size": f"{BATCH_ROWS}, or all the training rows when fewer; lbfgs: all rows",
-    "epochs": f"sgd/adam: {SGD_EPOCHS}, or as many as give {SGD_MIN_STEPS} steps of {BATCH_ROWS} rows "
-    "(or of the batch, when larger) on smaller sets; lbfgs: "
+    "epochs": f"sgd/adam: {SGD_EPOCHS}, or as many as give {SGD_MIN_STEPS} steps on smaller sets (sgd: "
+    f"steps of {BATCH_ROWS} rows, or of the batch when larger); lbfgs: "
     f"{LBFGS_ITERATIONS} iterations. Training stops sooner once converged (see --tol)",
     "tol": "lbfgs: converged when the objective's largest gradient entry is at most tol (scikit-learn's "
-    "rule); sgd/adam: when two epochs in a row lower the mean objective by less than tol. 0: no "
+    "rule); sgd/adam: when two epochs in a row end with a mean objective within tol of the best. 0: no "
     "convergence test (lbfgs still stops where its line search finds no lower objective)",
     "weight_decay": "1 / (training rows): the objective of scikit-learn's LogisticRegression(C=1)",
     "schedule": "cosine for sgd and adam, none for lbfgs",

@@ -137,7 +137,7 @@ class Convergence:
     """The one stopping rule on the objective (tol; see rules.RULES["tol"]). Full batch: converged when
     L-BFGS finds the gradient's largest entry within tol before it steps. Mini-batch: the epoch's mean
     objective (its batches' losses, plus the penalty at the epoch's end) is compared with the best so
-    far; NO_CHANGE_EPOCHS epochs in a row that improve it by less than tol have converged."""
+    far; NO_CHANGE_EPOCHS epochs in a row within tol of it have converged."""
 
     def __init__(self, tol: float):
         self.tol = tol
@@ -162,7 +162,9 @@ class Convergence:
         mean = self.epoch_loss / self.epoch_steps + engine.objective.penalty(engine.model.linear.weight)
         self.epoch_loss, self.epoch_steps = 0.0, 0
         self.change = None if math.isinf(self.best) else self.best - mean
-        self.unchanged = self.unchanged + 1 if self.change is not None and self.change < self.tol else 0
+        # within tol of the best either way: an epoch far worse than the best (a step too bold for a
+        # batch) is no sign of convergence, however many follow
+        self.unchanged = self.unchanged + 1 if self.change is not None and abs(self.change) < self.tol else 0
         self.best = min(self.best, mean)
         if self.tol and self.unchanged >= NO_CHANGE_EPOCHS and engine.iteration < engine.total:
             engine.stop_reason = "converged"
