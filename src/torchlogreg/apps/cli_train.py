@@ -164,6 +164,11 @@ def _given_config(args: argparse.Namespace):
     return {name: getattr(args, name) for name in RESUMABLE if getattr(args, name) is not None}
 
 
+def _counted(count: float, word: str) -> str:
+    """'1 epoch', '2.5 epochs'."""
+    return f"{count:g} {word}" + ("" if count == 1 else "s")
+
+
 def stop_line(metrics: dict, config: TrainConfig) -> str:
     """Why training stopped, in one line; when it had not converged, the flag that trains longer."""
     reason, tol = metrics["stop_reason"], f"tol {config.tol:g}"
@@ -181,7 +186,7 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
             f"found no lower objective ({why})"
         )
     if reason == "early stopping":
-        checks = f"{config.patience} check" + ("" if config.patience == 1 else "s")
+        checks = _counted(config.patience, "check")
         return f"stopped early: no better validation loss in {checks} (--patience)"
     if not config.tol:
         return f"ran its whole budget of {metrics['iterations']} iterations (tol 0: no convergence test)"
@@ -227,10 +232,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     metrics = result.metrics
     val_text = f" | val {metrics['val']['accuracy']:.4f}" if "val" in metrics else ""
-    epochs = f"{metrics['epochs']:g} epoch" + ("" if metrics["epochs"] == 1 else "s")
     print(
         f"test accuracy {metrics['test']['accuracy']:.4f} (loss {metrics['test']['loss']:.4f}){val_text} | "
-        f"trained in {metrics['train_seconds']:.2f} s ({epochs}, "
+        f"trained in {metrics['train_seconds']:.2f} s ({_counted(metrics['epochs'], 'epoch')}, "
         f"{metrics['iterations']} iterations, {metrics['device']})"
     )
     print(stop_line(metrics, result.config))

@@ -581,7 +581,7 @@ struct rule {
     double beta1, beta2, eps; /* Adam */
     int64_t steps;           /* Adam's steps taken before the call */
     double prox_l1, prox_l2; /* after each update, W's proximal map for step h = lr x prox_scale ... */
-    double prox_scale;       /* ... (estimator's optimizers.Proximal): soft threshold h l1, then / (1 + h l2) */
+    double prox_scale;       /* ... (optimizers.Proximal): soft threshold h l1, then / (1 + h l2) */
 };
 
 struct stepping {
