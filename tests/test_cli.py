@@ -432,3 +432,21 @@ def test_a_train_size_below_the_classes_is_refused(data_root, capsys):
     assert main(["train", "--data-root", str(data_root), "--train-size", "7"]) == 2
     err = capsys.readouterr().err
     assert "error: --train-size must be at least the 10 classes (a row of each), got 7" in err
+
+
+def test_a_flag_of_another_optimizer_than_the_rules_chose_gets_a_note(data_root, tmp_path, capsys):
+    """On 300 rows the rules choose lbfgs: --momentum and --nesterov, meant for sgd, get a note saying so."""
+    argv = ["train", "--data-root", str(data_root), "--train-size", "300", "--momentum", "0.5", "--nesterov",
+            "--out", str(tmp_path / "run"), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    for flag in ("--momentum", "--nesterov"):
+        assert f"note: {flag} was not used: the rules chose lbfgs for 300 training rows" in err
+
+
+def test_a_validation_split_that_takes_a_class_away_is_refused(data_root, capsys):
+    """--val-size takes its rows first: 10 rows left over need not hold every class (a hostile helper's
+    --train-size 10 --val-size 59990 trained a model with classes it never saw)."""
+    assert main(["train", "--data-root", str(data_root), "--train-size", "10", "--val-size", "59990"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --train-size 10 leaves class" in err and "(--val-size)" in err

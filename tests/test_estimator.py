@@ -156,7 +156,7 @@ def test_convergence_warning_when_max_iter_is_too_small(digits):
 
 def test_partial_fit_on_chunks(digits):
     X, y = digits
-    clf = TorchLogisticRegression(solver="sgd", lr=0.1, random_state=0)
+    clf = TorchLogisticRegression(solver="sgd", lr=0.1, batch_size=100, random_state=0)  # 3 steps a chunk
     with pytest.raises(ValueError, match="classes must be passed on the first call"):
         clf.partial_fit(X[:100], y[:100])
     for _ in range(5):

@@ -122,15 +122,37 @@ def test_mini_batch_training_stops_when_epochs_stop_improving():
     assert full["stop_reason"] == "step limit" and full["iterations"] == 20
 
 
-def test_epochs_far_worse_than_the_best_are_not_convergence(mnist_splits):
-    """Epochs whose objective swings far above the best (1,999 rows a batch of 2,000: every epoch's
-    last step is one row at the whole batch's step) never count as unchanged; they were reported as
-    converged after 6 steps."""
-    train_split, test_split, names = mnist_splits
-    data = Data("x", Split(train_split.images[:2000], train_split.labels[:2000]), None, test_split, names,
-                tuple(range(10)), False)  # fmt: skip
-    metrics = _train(data, optimizer="sgd", batch_size=1999).metrics
-    assert metrics["stop_reason"] == "step limit" and not metrics["converged"]
+def _convergence(steps: list[tuple[float, float]]) -> str | None:
+    """The stop reason Convergence (tol 1e-4) gives steps of (share of a whole batch, mean loss), an
+    epoch ending at each step of share under 1, or at every step where all are whole."""
+    from types import SimpleNamespace
+
+    from torchlogreg.core.objective import Objective
+    from torchlogreg.training.trainer import Convergence
+
+    rule, model = Convergence(1e-4), SimpleNamespace(linear=SimpleNamespace(weight=torch.zeros(1)))
+    engine = SimpleNamespace(full_batch=False, objective=Objective(), iteration=0, total=1000,
+                             stop_reason=None, model=model)  # fmt: skip
+    short = any(share < 1 for share, _ in steps)
+    for share, loss in steps:
+        engine.iteration += 1
+        engine.step_share, engine.at_epoch_end = share, share < 1 or not short
+        rule.on_step(engine, {"loss": loss})
+    return engine.stop_reason
+
+
+def test_epochs_far_worse_than_the_best_are_not_convergence():
+    """Epochs whose objective swings far above the best never count as unchanged (a run whose epochs
+    swung between 0.01 and 18 was reported converged after 6 steps); epochs within tol do."""
+    assert _convergence([(1.0, loss) for loss in (1.0, 5.0, 5.0, 5.0, 5.0)]) is None
+    assert _convergence([(1.0, loss) for loss in (1.0, 1.00005, 1.00002)]) == "converged"
+
+
+def test_an_epochs_short_batch_counts_its_share_of_the_epoch_objective():
+    """Epochs of a whole batch and one row (share 1/1,999) average their losses by share: the row's
+    loss, however far it swings, moves the epoch's objective by its share, not by half."""
+    steps = [step for row in (0.5, 0.6, 0.45, 0.55) for step in ((1.0, 0.4), (1 / 1999, row))]
+    assert _convergence(steps) == "converged"
 
 
 @pytest.mark.numerics

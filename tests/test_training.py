@@ -198,3 +198,55 @@ def test_lbfgs_continues_from_the_model_after_a_new_objective(tiny_data, tiny_co
     engine.run()
     for name, value in before.items():
         torch.testing.assert_close(seen[0][name], value, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("fused_path", [True, False], ids=["fused", "step-by-step"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_a_short_last_batch_counts_its_share_of_a_whole_one(fused_path, momentum, monkeypatch):
+    """An epoch's short last batch of n rows is n / batch_size of a step: with batches of 15 rows of
+    16, one row ends the epoch; its gradient enters the momentum buffer at 1/15 and its learning
+    rate is 1/15 (at a whole step, one row at the end of batches of 1,999 took the test loss to 10)."""
+    from conftest import synthetic_data
+
+    from torchlogreg.training import fused_steps
+
+    data = synthetic_data(n_classes=3)
+    x, labels = data.train.images.reshape(len(data.train), -1)[:16], data.train.labels[:16]
+    model = LogisticRegression(x.shape[1], 3)
+    params, seen = list(model.parameters()), []
+
+    class Watch:
+        def on_step(self, engine, row):
+            seen.append([param.detach().clone() for param in params])
+
+    engine = Engine(model, Objective(0.01), SGD(params, momentum), MemoryBatches(x, labels, 15),
+                    lambda step: 0.5, 2, generator=torch.Generator().manual_seed(3),
+                    callbacks=[Watch()])  # fmt: skip
+    if not fused_path:
+        monkeypatch.setattr(fused_steps, "covers", lambda engine: False)
+    before = [param.detach().clone() for param in params]
+    engine.run()
+    last = int(torch.randperm(16, generator=torch.Generator().manual_seed(3))[-1])
+    weight, bias = (param.detach().clone().requires_grad_() for param in seen[0])
+    logits = x[last : last + 1].float() / 255 @ weight.T + bias
+    loss = torch.nn.functional.cross_entropy(logits, labels[last : last + 1]) + 0.005 * weight.square().sum()
+    loss.backward()
+    for param, start, first, end in zip((weight, bias), before, seen[0], seen[1], strict=True):
+        carried = momentum * (start - first) / 0.5  # the first step's gradient, in the buffer
+        expected = first - 0.5 / 15 * (param.grad / 15 + carried)
+        torch.testing.assert_close(end, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_batch_one_row_short_of_the_set_trains_as_a_whole_one(mnist_splits):
+    """2,000 MNIST rows at batch 1,999 (found by a hostile helper: test loss 10.5, 'converged') end
+    near L-BFGS's optimum and converge: the one-row batch counts 1/1,999 of a step and of an epoch."""
+    from torchlogreg.data.inmemory import Data, Split
+
+    train_split, test_split, names = mnist_splits
+    data = Data("x", Split(train_split.images[:2000], train_split.labels[:2000]), None, test_split, names,
+                tuple(range(10)), False)  # fmt: skip
+    runs = [train(TrainConfig(device="cpu", **options), data, verbose=False)
+            for options in ({"optimizer": "sgd", "batch_size": 1999}, {"optimizer": "lbfgs"})]  # fmt: skip
+    losses = [run.metrics["test"]["loss"] for run in runs]
+    assert losses[0] < 1.05 * losses[1]
+    assert runs[0].metrics["stop_reason"] == "converged"

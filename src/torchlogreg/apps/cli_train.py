@@ -132,8 +132,9 @@ def config_from_args(args: argparse.Namespace):
     return config
 
 
-def unused_flags(args: argparse.Namespace, config: TrainConfig) -> list[str]:
-    """The flags given that `config`'s optimizer will not use, each in a line that says why."""
+def unused_flags(args: argparse.Namespace, config: TrainConfig, chosen_for: int | None = None) -> list[str]:
+    """The flags given that `config`'s optimizer will not use, each in a line that says why; with
+    `chosen_for`, the optimizer is the one the rules chose for that many training rows."""
     optimizer = config.optimizer
     no_momentum = optimizer in ("adam", "lbfgs")
     unused = {
@@ -141,7 +142,11 @@ def unused_flags(args: argparse.Namespace, config: TrainConfig) -> list[str]:
         "--momentum": (args.momentum is not None and no_momentum, f"{optimizer} has no momentum"),
         "--nesterov": (bool(args.nesterov) and no_momentum, f"{optimizer} has no momentum"),
     }
-    notes = [f"{flag} is not used: {why} (sgd uses it)" for flag, (given, why) in unused.items() if given]
+    given = [(flag, why) for flag, (used, why) in unused.items() if used]
+    if chosen_for is not None:
+        return [f"{flag} was not used: the rules chose {optimizer} for {chosen_for:,} training rows, and "
+                f"{why} (--optimizer sgd uses it)" for flag, why in given]  # fmt: skip
+    notes = [f"{flag} is not used: {why} (sgd uses it)" for flag, why in given]
     if args.nesterov and not no_momentum and config.momentum == 0:
         notes.append("--nesterov is not used: momentum is 0 (give --momentum above 0)")
     return notes
@@ -192,6 +197,12 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
         return f"ran its whole budget of {metrics['iterations']} iterations (tol 0: no convergence test)"
     longer = " ".join(f"--{name} {value}" for name, value in metrics["train_longer"].items())
     change = metrics.get("objective_change")
+    if change is not None and change < 0:  # the last epoch ended above the best: noisy steps, not too few
+        return (
+            f"not converged ({tol}): stopped at the step limit; its last epoch's objective was {-change:.2g} "
+            f"above its best epoch's: the steps are too noisy to settle (lower --lr or raise --batch-size), "
+            f"or train longer: {longer}"
+        )
     fell = f"; its last epoch lowered the objective by {change:.2g}" if change is not None else ""
     return f"not converged ({tol}): stopped at the step limit{fell}. To train longer: {longer}"
 
@@ -238,6 +249,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{metrics['iterations']} iterations, {metrics['device']})"
     )
     print(stop_line(metrics, result.config))
+    if config.optimizer is None:  # the rules chose it: flags of another optimizer went unused
+        for note in unused_flags(args, result.config, chosen_for=metrics["train"]["n"]):
+            print(f"torchlogreg: note: {note}", file=sys.stderr)
     if not args.quiet:
         print(f"saved run to {out}")
     if args.report:

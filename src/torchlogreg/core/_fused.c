@@ -587,6 +587,7 @@ struct rule {
 struct stepping {
     const int64_t *sizes;    /* rows of each step, taken from the batch's index in turn */
     const double *lrs;       /* each step's learning rate */
+    int64_t batch;           /* a whole batch's rows: a shorter step's gradient counts rows / batch (0: 1) */
     double *losses;          /* out: each step's mean loss */
     int64_t count;
     double weight_decay, l1;
@@ -708,21 +709,23 @@ CLONES static void proximal(const struct rule *r, float *restrict w, int64_t n, 
 
 /* Step k's penalty and centring on the gradient, then its update of the weights and (step_bias) the
    bias. Centred (engine.Centring), the step is taken on b + W @ mean: the bias then moves by its own
-   step less the weights' move along the mean. */
-static void apply_step(const struct call *call, const struct rule *r, const struct stepping *s, int64_t k) {
+   step less the weights' move along the mean. A short batch is `counts` of a step (the engine's
+   `share`): its gradient, data and penalty alike, and its learning rate are scaled by it. */
+static void apply_step(const struct call *call, const struct rule *r, const struct stepping *s, int64_t k,
+                       double counts) {
     const int64_t classes = call->m.classes, d = call->in.features;
     float *w = (float *)call->m.w, *b = (float *)call->m.b, *gw = call->gw, *gb = call->gb;
-    const float decay = (float)s->weight_decay, l1 = (float)s->l1;
+    const float decay = (float)(s->weight_decay * counts), l1 = (float)(s->l1 * counts);
     const float *mean = s->step_bias ? s->mean : NULL;
     if (decay != 0.0f || l1 != 0.0f || mean)
         for (int64_t c = 0; c < classes; c++) penalise(gw + c * d, w + c * d, mean, gb[c], decay, l1, d);
-    const struct scalars scalars = scalars_of(r, s->lrs[k], r->steps + k + 1);
+    const struct scalars scalars = scalars_of(r, s->lrs[k] * counts, r->steps + k + 1);
     for (int64_t c = 0; c < classes; c++) {
         float *row = w + c * d, *first = s->first_w ? s->first_w + c * d : NULL;
         float *second = s->second_w ? s->second_w + c * d : NULL;
         if (mean) memcpy(s->before, row, sizeof(float) * (size_t)d); /* for the move along the mean */
         update(r, &scalars, row, gw + c * d, first, second, d);
-        if (r->prox_scale != 0.0) proximal(r, row, d, s->lrs[k] * r->prox_scale);
+        if (r->prox_scale != 0.0) proximal(r, row, d, s->lrs[k] * r->prox_scale * counts);
         if (mean) s->moved[c] = moved_along(row, s->before, mean, d);
     }
     if (!s->step_bias) return;
@@ -744,10 +747,11 @@ static int run_steps(struct call *call, const struct rule *r, const struct stepp
         int64_t correct = 0, rows = s->sizes[k];
         call->in.index = index;
         call->in.rows = rows;
-        call->m.share = 1.0 / (double)rows;
+        const double counts = s->batch > rows ? (double)rows / (double)s->batch : 1.0;
+        call->m.share = counts / (double)rows;
         if (!(ok = run_call(call, 0, &loss, &correct))) break;
         s->losses[k] = loss / (double)rows;
-        apply_step(call, r, s, k);
+        apply_step(call, r, s, k, counts);
         *taken = k + 1;
         if (!isfinite(s->losses[k]) || s->losses[k] > s->ceiling) break;
         index += rows;
@@ -805,7 +809,7 @@ static int check_steps(const struct call *call, PyObject **objects, const struct
         PyErr_SetString(PyExc_ValueError, "steps(): weight and bias must be writable arrays");
         return 0;
     }
-    *s = (struct stepping){sizes, v[LRS].buf, v[LOSSES].buf, count, 0.0, 0.0, INFINITY,
+    *s = (struct stepping){sizes, v[LRS].buf, 0, v[LOSSES].buf, count, 0.0, 0.0, INFINITY,
                            v[MEAN].obj ? v[MEAN].buf : NULL, step_bias,
                            needs_first ? v[FIRST_W].buf : NULL, needs_first && step_bias ? v[FIRST_B].buf : NULL,
                            needs_second ? v[SECOND_W].buf : NULL, needs_second && step_bias ? v[SECOND_B].buf : NULL,
@@ -846,21 +850,21 @@ static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
                                "lrs", "losses", "sample_weight", "mean", "first_weight", "first_bias",
                                "second_weight", "second_bias", "scale", "weight_decay", "l1", "step_bias",
                                "adam", "momentum", "nesterov", "beta1", "beta2", "eps", "adam_steps", "threads",
-                               "ceiling", "prox_l1", "prox_l2", "prox_scale", NULL};
+                               "ceiling", "prox_l1", "prox_l2", "prox_scale", "batch", NULL};
     PyObject *objects[N_BUFFERS] = {NULL}, *extra[N_STEP_BUFFERS] = {NULL};
     objects[SAMPLE_WEIGHT] = Py_None;
     for (int i = MEAN; i < N_STEP_BUFFERS; i++) extra[i] = Py_None;
     double scale = 1.0, weight_decay = 0.0, l1 = 0.0, momentum = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
            ceiling = INFINITY, prox_l1 = 0.0, prox_l2 = 0.0, prox_scale = 0.0;
     int step_bias = 1, adam = 0, nesterov = 0, threads = 1;
-    long long adam_steps = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOdddppdpdddLidddd:steps", keywords, &objects[X],
+    long long adam_steps = 0, batch = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOdddppdpdddLiddddL:steps", keywords, &objects[X],
                                      &objects[LABELS], &objects[WEIGHT], &objects[BIAS], &objects[GRAD_WEIGHT],
                                      &objects[GRAD_BIAS], &objects[INDEX], &extra[SIZES], &extra[LRS],
                                      &extra[LOSSES], &objects[SAMPLE_WEIGHT], &extra[MEAN], &extra[FIRST_W],
                                      &extra[FIRST_B], &extra[SECOND_W], &extra[SECOND_B], &scale, &weight_decay,
                                      &l1, &step_bias, &adam, &momentum, &nesterov, &beta1, &beta2, &eps,
-                                     &adam_steps, &threads, &ceiling, &prox_l1, &prox_l2, &prox_scale))
+                                     &adam_steps, &threads, &ceiling, &prox_l1, &prox_l2, &prox_scale, &batch))
         return NULL;
     for (int i = 0; i < N_BUFFERS; i++)
         if (!objects[i]) goto missing;
@@ -868,6 +872,10 @@ static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
         if (!extra[i]) goto missing;
     if (objects[INDEX] == Py_None) {
         PyErr_SetString(PyExc_ValueError, "steps(): index must be the steps' rows, not None");
+        return NULL;
+    }
+    if (batch < 0) {
+        PyErr_Format(PyExc_ValueError, "steps(): batch must be >= 0, got %lld", batch);
         return NULL;
     }
     if (adam_steps < 0) {
@@ -884,7 +892,7 @@ static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
     int ok = check_call(&call, objects, "steps", 0, scale, 1.0, 0, threads) &&
              check_steps(&call, extra, &r, step_bias, views, &s) && check_apart(&call, views);
     if (ok) {
-        s.weight_decay = weight_decay, s.l1 = l1, s.ceiling = ceiling;
+        s.weight_decay = weight_decay, s.l1 = l1, s.ceiling = ceiling, s.batch = (int64_t)batch;
         s.moved = malloc(sizeof(double) * (size_t)call.m.classes);
         s.before = malloc(sizeof(float) * (size_t)(call.in.features + 1)); /* (+ 1: never malloc(0)) */
         Py_BEGIN_ALLOW_THREADS
@@ -1007,13 +1015,15 @@ static PyMethodDef methods[] = {
      "steps(*, x, labels, weight, bias, grad_weight, grad_bias, index, sizes, lrs, losses, sample_weight=None,"
      " mean=None, first_weight=None, first_bias=None, second_weight=None, second_bias=None, scale=1.0,"
      " weight_decay=0.0, l1=0.0, step_bias=True, adam=False, momentum=0.0, nesterov=False, beta1=0.9,"
-     " beta2=0.999, eps=1e-8, adam_steps=0, threads=1, ceiling=inf, prox_l1=0.0, prox_l2=0.0, prox_scale=0.0)"
-     " -> the steps taken. Takes len(sizes)"
+     " beta2=0.999, eps=1e-8, adam_steps=0, threads=1, ceiling=inf, prox_l1=0.0, prox_l2=0.0, prox_scale=0.0,"
+     " batch=0) -> the steps taken. Takes len(sizes)"
      " mini-batch steps in place on weight and bias (and the rule's buffers): step k's rows are the next"
      " sizes[k] entries of index, its learning rate lrs[k]; writes its mean loss to losses[k] and leaves the"
      " last step's gradient (penalty and centring included) in grad_weight and grad_bias. Stops after a step"
      " whose loss is not finite or above ceiling. With prox_scale, each update of the weights is followed by"
-     " the proximal map of prox_l1 |W|_1 + prox_l2 / 2 |W|^2 for the step lr x prox_scale"},
+     " the proximal map of prox_l1 |W|_1 + prox_l2 / 2 |W|^2 for the step lr x prox_scale. A step of fewer"
+     " rows than batch (an epoch's short last batch) is rows / batch of a step: its gradient and its"
+     " learning rate are scaled by that"},
     {"instruction_sets", instruction_sets, METH_NOARGS,
      "the instruction sets this CPU can run the kernels with, the best first"},
     {"instruction_set_in_use", instruction_set_in_use, METH_NOARGS, "the version the kernels run now"},

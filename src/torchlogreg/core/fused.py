@@ -203,6 +203,7 @@ def steps(
     mean: torch.Tensor | None = None,
     step_bias: bool = True,
     ceiling: float = math.inf,
+    batch: int = 0,
 ) -> np.ndarray:
     """Take len(sizes) mini-batch steps on weight and bias in one call; return each step's mean loss.
     Step k's rows are the next sizes[k] entries of `index`, its learning rate lrs[k]; its gradient is
@@ -211,7 +212,8 @@ def steps(
     buffers it updates (with prox_l1, prox_l2 and prox_scale: optimizers.Proximal's map after
     it). weight.grad and bias.grad must exist; they end with the last step's gradient. The call
     stops after a step whose loss is not finite or above `ceiling` (the losses returned are the
-    steps taken). `usable(...)` must hold."""
+    steps taken). A step of fewer rows than `batch` (0: none) is sizes[k] / batch of a step: its
+    gradient and its learning rate are scaled by that (engine.Engine.step). `usable(...)` must hold."""
     losses = np.empty(len(sizes))
     taken = _fused.steps(
         **_parameters(weight, bias),
@@ -230,5 +232,6 @@ def steps(
         step_bias=step_bias,
         threads=threads(),
         ceiling=ceiling,
+        batch=batch,
     )
     return losses[:taken]

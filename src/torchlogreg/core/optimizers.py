@@ -22,6 +22,12 @@ from . import lbfgs
 from .model import without_grad
 
 
+def counted(grad: torch.Tensor, share: float) -> torch.Tensor:
+    """A mini-batch step's gradient (in place) as `share` of a whole batch's (the engine's short
+    last batch of an epoch, see Engine.step)."""
+    return grad if share == 1.0 else grad.mul_(share)
+
+
 class SGD:
     """torch.optim.SGD with momentum, dampening 0 and optional Nesterov; no weight decay."""
 
@@ -32,12 +38,13 @@ class SGD:
         self.buffers = [torch.zeros_like(p) for p in params] if momentum > 0 else []
 
     @without_grad
-    def step(self, lr: float, closure: Callable[[], object]) -> None:
+    def step(self, lr: float, closure: Callable[[], object], share: float = 1.0) -> None:
         """Gradients from `closure` (which fills .grad), then one update: up to three kernels per
-        tensor, as with two small tensors plain ops beat _foreach ones, which cost more to launch."""
+        tensor, as with two small tensors plain ops beat _foreach ones, which cost more to launch.
+        The gradient counts `share` of a whole batch's (`counted`)."""
         closure()
         for index, value in enumerate(self.params):
-            grad = value.grad
+            grad = counted(value.grad, share)
             if self.momentum == 0:
                 value.add_(grad, alpha=-lr)
                 continue
@@ -85,12 +92,15 @@ class Adam:
         self.largest = torch.finfo(params[0].dtype).max
 
     @without_grad
-    def step(self, lr: float, closure: Callable[[], object]) -> None:
-        """Gradients from `closure` (which fills .grad), then one update. The update runs on one CPU
+    def step(self, lr: float, closure: Callable[[], object], share: float = 1.0) -> None:
+        """Gradients from `closure` (which fills .grad), then one update; the gradient counts `share`
+        of a whole batch's (`counted`). The update runs on one CPU
         thread: torch splits its sqrt over every thread even for a model's few thousand weights, and
         where another program holds the second core each step then waited for it (milliseconds a
         step instead of microseconds, making Adam's large batches several times slower per sample)."""
         closure()
+        for param in self.params:
+            counted(param.grad, share)
         beta1, beta2 = self.betas
         self.steps += 1
         correction1 = 1 - beta1**self.steps
@@ -278,8 +288,9 @@ class Proximal:
         self.l1 = l1
 
     @without_grad
-    def step(self, lr: float, closure: Callable[[], object]) -> None:
-        self.optimizer.step(lr, closure)
+    def step(self, lr: float, closure: Callable[[], object], share: float = 1.0) -> None:
+        """The inner optimizer's step (its gradient counting `share`), then the map for `lr`."""
+        self.optimizer.step(lr, closure, share)
         step = lr * self.amplification
         if self.l1:
             shrunk = (self.weight.abs() - step * self.l1).clamp_(min=0.0)

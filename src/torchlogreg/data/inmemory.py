@@ -217,6 +217,12 @@ def balanced_subset(split: Split, size: int, n_classes: int, seed: int) -> Split
     generator = torch.Generator().manual_seed(seed + 1)
     by_class = [torch.nonzero(split.labels == c).flatten() for c in range(n_classes)]
     quotas = balanced_quotas(size, [len(members) for members in by_class])
+    if 0 in quotas:  # the validation split took a class's every row (a large val_size)
+        raise ConfigError(
+            f"train_size {size} leaves class {quotas.index(0)} without a training row: only "
+            f"{sum(len(members) > 0 for members in by_class)} of the {n_classes} classes are left after "
+            f"the validation split, which takes its rows first; lower the validation rows (val_size)"
+        )
     picked = [
         members[torch.randperm(len(members), generator=generator)[:quota]]
         for members, quota in zip(by_class, quotas, strict=True)

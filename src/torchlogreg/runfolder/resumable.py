@@ -38,15 +38,20 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _share_count(value) -> bool:
+    return _number(value) and value >= 0
+
+
 def _number_or_none(value) -> bool:
     return value is None or _number(value)
 
 
 def _convergence(value) -> bool:
-    """Convergence's state: [epoch loss, epoch steps, best, epochs unchanged, last change]."""
+    """Convergence's state: [epoch loss, epoch steps (whole batches' worth), best, epochs unchanged,
+    last change]."""
     if value is None:
         return True
-    kinds = (_number, _count, _number_or_none, _count, _number_or_none)
+    kinds = (_number, _share_count, _number_or_none, _count, _number_or_none)
     if not (isinstance(value, list) and len(value) == len(kinds)):
         return False
     return all(check(v) for check, v in zip(kinds, value, strict=True))

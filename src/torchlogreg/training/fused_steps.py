@@ -109,6 +109,7 @@ def take_steps(engine, cursor: EpochCursor, lrs: np.ndarray, ceiling: float) -> 
         mean=centring.mean if centring is not None and step_bias else None,
         step_bias=step_bias,
         ceiling=ceiling,
+        batch=engine.source.batch_size,
     )
     engine.optimizer.took(len(losses))
     cursor.advance(len(losses))

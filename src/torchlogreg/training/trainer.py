@@ -136,8 +136,9 @@ class ProgressBar:
 class Convergence:
     """The one stopping rule on the objective (tol; see rules.RULES["tol"]). Full batch: converged when
     L-BFGS finds the gradient's largest entry within tol before it steps. Mini-batch: the epoch's mean
-    objective (its batches' losses, plus the penalty at the epoch's end) is compared with the best so
-    far; NO_CHANGE_EPOCHS epochs in a row within tol of it have converged."""
+    objective (its batches' losses, a short batch's counting its share of a whole one, plus the penalty
+    at the epoch's end) is compared with the best so far; NO_CHANGE_EPOCHS epochs in a row within tol
+    of it have converged."""
 
     def __init__(self, tol: float):
         self.tol = tol
@@ -155,8 +156,9 @@ class Convergence:
                 elif self.tol:
                     engine.stop_reason = "converged"
             return
-        self.epoch_loss += row["loss"]
-        self.epoch_steps += 1
+        share = engine.step_share  # (one row at the end of a batch of 1,999 weighed half an epoch)
+        self.epoch_loss += row["loss"] * share
+        self.epoch_steps += share
         if not engine.at_epoch_end:
             return
         mean = self.epoch_loss / self.epoch_steps + engine.objective.penalty(engine.model.linear.weight)
