@@ -70,7 +70,12 @@ def _add_optimisation_options(opt) -> None:
     """How it is learned; each help states the rule the default follows (rules.RULES)."""
     opt.add_argument("--optimizer", help=f"one of {', '.join(OPTIMIZERS)} (default: {RULES['optimizer']})")
     opt.add_argument("--lr", type=float, help=f"learning rate (default: {RULES['lr']})")
-    opt.add_argument("--batch-size", type=int, help=f"samples per step (default: {RULES['batch_size']})")
+    opt.add_argument(
+        "--batch-size",
+        type=int,
+        help="samples per step; an epoch's shorter last batch counts as its rows / batch size of a step "
+        f"(default: {RULES['batch_size']})",
+    )
     opt.add_argument(
         "--epochs", type=int, help=f"most passes over the training set (default: {RULES['epochs']})"
     )
