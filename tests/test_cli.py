@@ -447,6 +447,22 @@ def test_a_flag_of_another_optimizer_than_the_rules_chose_gets_a_note(data_root,
 def test_a_validation_split_that_takes_a_class_away_is_refused(data_root, capsys):
     """--val-size takes its rows first: 10 rows left over need not hold every class (a hostile helper's
     --train-size 10 --val-size 59990 trained a model with classes it never saw)."""
-    assert main(["train", "--data-root", str(data_root), "--train-size", "10", "--val-size", "59990"]) == 2
-    err = capsys.readouterr().err
-    assert "error: --train-size 10 leaves class" in err and "(--val-size)" in err
+    for flags in (["--train-size", "10", "--val-size", "59990"], ["--val-size", "59990"]):
+        assert main(["train", "--data-root", str(data_root), *flags]) == 2
+        err = capsys.readouterr().err
+        assert "error: the validation split leaves no training row of class" in err and "(--val-size)" in err
+
+
+@pytest.mark.parametrize("batch, advice", [(64, "(lower --lr or raise --batch-size)"), (300, "(lower --lr)")])
+def test_a_last_epoch_above_the_best_is_not_called_a_fall(batch, advice):
+    """An epoch that ended above the best is not 'lowered the objective by -0.065'; a larger batch is
+    advised only where there is one."""
+    from torchlogreg import TrainConfig
+    from torchlogreg.apps.cli_train import stop_line
+
+    metrics = {"stop_reason": "step limit", "objective_change": -0.065, "train_longer": {"epochs": 8},
+               "train": {"n": 300}, "iterations": 20}  # fmt: skip
+    line = stop_line(metrics, TrainConfig(batch_size=batch, tol=1e-4))
+    assert "0.065 above its best epoch's" in line and advice in line and "--epochs 8" in line
+    metrics["objective_change"] = 0.01
+    assert "lowered the objective by 0.01" in stop_line(metrics, TrainConfig(batch_size=batch, tol=1e-4))

@@ -681,3 +681,15 @@ def test_sgd_warns_only_when_max_iter_ran_out_first(digits):
         TorchLogisticRegression(solver="sgd", max_iter=40, random_state=0).fit(X, y)
     with pytest.warns(ConvergenceWarning, match="max_iter=1 epochs"):
         TorchLogisticRegression(solver="sgd", max_iter=1, lr=0.05, random_state=0).fit(X, y)
+
+
+def test_a_partial_fit_chunk_smaller_than_a_batch_is_a_fraction_of_a_step(digits):
+    """A chunk of 5 rows at batch_size 256 is 5/256 of a step, as those rows would be in one fit (a
+    hostile helper found each pass's 5-row chunk stepped as a whole batch)."""
+    X, y = digits[0][:5], digits[1][:5]
+    moves = []
+    for batch_size in (256, 5):
+        clf = TorchLogisticRegression(solver="sgd", batch_size=batch_size, lr=0.1, random_state=0)
+        clf.partial_fit(X, y, classes=np.arange(10))
+        moves.append(np.abs(clf.coef_).sum())
+    assert 0 < moves[0] < 5 / 256 * moves[1]

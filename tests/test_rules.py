@@ -45,7 +45,7 @@ def test_small_sets_are_fitted_full_batch_by_lbfgs(rows):
 def test_large_sets_take_mini_batch_steps():
     rows = LBFGS_BELOW_ROWS
     config = settle(TrainConfig(), _data(rows))
-    steps_per_epoch = math.ceil(rows / BATCH_ROWS)
+    steps_per_epoch = rows / BATCH_ROWS  # a short last batch is that fraction of a step
     assert (config.optimizer, config.batch_size, config.schedule) == ("sgd", BATCH_ROWS, "cosine")
     assert config.epochs == max(SGD_EPOCHS, math.ceil(SGD_MIN_STEPS / steps_per_epoch))
     assert config.settled and config.lr > 0
@@ -227,3 +227,23 @@ def test_a_run_records_no_momentum_where_its_optimizer_has_none(optimizer):
     assert (settled.momentum, settled.nesterov) == (0.0, False)
     plain = settle(TrainConfig(optimizer="sgd", momentum=0.0, nesterov=True), _data(300, side=8))
     assert (plain.momentum, plain.nesterov) == (0.0, False)
+
+
+def test_a_short_last_batch_is_a_fraction_of_a_step_in_the_epochs_rule():
+    """Batches of 1,999 of 2,000 rows are 1.0005 steps an epoch, not 2: the epochs that give
+    SGD_MIN_STEPS steps are those of batches of 2,000 (a hostile helper found half)."""
+    from torchlogreg.data.rules import settle
+
+    data = synthetic_data(n_train=2000)
+    epochs = [settle(TrainConfig(optimizer="sgd", batch_size=batch), data).epochs for batch in (1999, 2000)]
+    assert epochs == [200, 200]
+
+
+def test_an_epoch_of_one_whole_batch_converges(mnist_splits):
+    """sgd with a batch of every row is gradient descent: its epoch objective is the objective where
+    the epoch began, and a settled run converges (the penalty taken after the step left it 'above
+    its best epoch' for ever)."""
+    train_split, test_split, names = mnist_splits
+    data = Data("x", Split(train_split.images[:100], train_split.labels[:100]), None, test_split, names,
+                tuple(range(10)), False)  # fmt: skip
+    assert _train(data, optimizer="sgd", batch_size=100).metrics["stop_reason"] == "converged"

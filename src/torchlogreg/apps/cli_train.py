@@ -202,11 +202,11 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
         return f"ran its whole budget of {metrics['iterations']} iterations (tol 0: no convergence test)"
     longer = " ".join(f"--{name} {value}" for name, value in metrics["train_longer"].items())
     change = metrics.get("objective_change")
-    if change is not None and change < 0:  # the last epoch ended above the best: noisy steps, not too few
+    if change is not None and change < 0:  # the last epoch ended above the best: steps too bold to settle
+        larger = "" if config.batch_size >= metrics["train"]["n"] else " or raise --batch-size"
         return (
             f"not converged ({tol}): stopped at the step limit; its last epoch's objective was {-change:.2g} "
-            f"above its best epoch's: the steps are too noisy to settle (lower --lr or raise --batch-size), "
-            f"or train longer: {longer}"
+            f"above its best epoch's: the steps do not settle (lower --lr{larger}), or train longer: {longer}"
         )
     fell = f"; its last epoch lowered the objective by {change:.2g}" if change is not None else ""
     return f"not converged ({tol}): stopped at the step limit{fell}. To train longer: {longer}"

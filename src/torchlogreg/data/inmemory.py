@@ -217,12 +217,6 @@ def balanced_subset(split: Split, size: int, n_classes: int, seed: int) -> Split
     generator = torch.Generator().manual_seed(seed + 1)
     by_class = [torch.nonzero(split.labels == c).flatten() for c in range(n_classes)]
     quotas = balanced_quotas(size, [len(members) for members in by_class])
-    if 0 in quotas:  # the validation split took a class's every row (a large val_size)
-        raise ConfigError(
-            f"train_size {size} leaves class {quotas.index(0)} without a training row: only "
-            f"{sum(len(members) > 0 for members in by_class)} of the {n_classes} classes are left after "
-            f"the validation split, which takes its rows first; lower the validation rows (val_size)"
-        )
     picked = [
         members[torch.randperm(len(members), generator=generator)[:quota]]
         for members, quota in zip(by_class, quotas, strict=True)
@@ -255,12 +249,25 @@ def _val_size(config: TrainConfig, rows: int) -> int:
     return config.val_size if config.val_size is not None else validation_rows(rows, config.patience)
 
 
+def _check_every_class_left(train: Split, class_names: tuple[str, ...]) -> None:
+    """A class with no training row cannot be learned (its bias only falls): refused where the
+    validation split took a class's every row."""
+    present = set(train.labels.unique().tolist())
+    missing = [name for label, name in enumerate(class_names) if label not in present]
+    if missing:
+        raise ConfigError(
+            f"the validation split leaves no training row of class {', '.join(missing[:10])} "
+            f"({len(missing)} of {len(class_names)}); lower the validation rows (val_size)"
+        )
+
+
 def prepare(config: TrainConfig, train: Split, test: Split, names: tuple[str, ...]) -> Data:
     """Apply the task (classes/positive), the validation split and the training subset."""
     class_names, source_labels = _task_classes(config, names)
     train = select_classes(train, config.classes, config.positive)
     test = select_classes(test, config.classes, config.positive)
     train, val = split_validation(train, _val_size(config, len(train)), config.seed)
+    _check_every_class_left(train, class_names)
     if config.train_size is not None:
         train = balanced_subset(train, config.train_size, len(class_names), config.seed)
     return Data(config.dataset, train, val, test, class_names, source_labels, config.binary)

@@ -192,7 +192,8 @@ def _budget(config: TrainConfig, optimizer: str, rows: int, batch: int) -> dict:
     # sgd: steps of BATCH_ROWS rows at least, as a smaller batch takes the same step per row
     # (batch_share) and so runs the epochs the default batch would, in more, smaller steps
     counted = max(batch, BATCH_ROWS) if optimizer == "sgd" else batch
-    return {"epochs": max(SGD_EPOCHS, math.ceil(SGD_MIN_STEPS / math.ceil(rows / counted)))}
+    # rows / counted steps an epoch: a short last batch is that fraction of a step (engine.Engine.step)
+    return {"epochs": max(SGD_EPOCHS, math.ceil(SGD_MIN_STEPS * counted / rows))}
 
 
 def settle(config: TrainConfig, data, sample: FeatureSample | None = None) -> TrainConfig:

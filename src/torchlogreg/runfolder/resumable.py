@@ -48,13 +48,13 @@ def _number_or_none(value) -> bool:
 
 def _convergence(value) -> bool:
     """Convergence's state: [epoch loss, epoch steps (whole batches' worth), best, epochs unchanged,
-    last change]."""
+    last change, penalty at the epoch's start] (older checkpoints: without the last)."""
     if value is None:
         return True
-    kinds = (_number, _share_count, _number_or_none, _count, _number_or_none)
-    if not (isinstance(value, list) and len(value) == len(kinds)):
+    kinds = (_number, _share_count, _number_or_none, _count, _number_or_none, _number_or_none)
+    if not (isinstance(value, list) and len(value) in (len(kinds) - 1, len(kinds))):
         return False
-    return all(check(v) for check, v in zip(kinds, value, strict=True))
+    return all(check(v) for check, v in zip(kinds, value, strict=False))  # (value may lack the last)
 
 
 FIELDS = {  # what checkpoint.json holds besides format, config and weights_sha256, and its rule
@@ -65,7 +65,7 @@ FIELDS = {  # what checkpoint.json holds besides format, config and weights_sha2
     "best_loss": (_number_or_none, "a finite number or null"),
     "best_iteration": (_count, "an integer >= 0"),
     "checks_without_progress": (_count, "an integer >= 0"),
-    "convergence": (_convergence, "null or [loss, steps, best, unchanged, change]"),
+    "convergence": (_convergence, "null or [loss, steps, best, unchanged, change, start penalty]"),
 }
 OPTIONAL = ("convergence",)  # absent from checkpoints written before it was recorded
 

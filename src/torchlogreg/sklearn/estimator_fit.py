@@ -266,10 +266,12 @@ class MiniBatch(Fit):
         publish(self.est)
         return epochs_run
 
-    def run_epochs(self, X, targets, weights, epochs, solver, schedule, validation=None) -> int:
+    def run_epochs(self, X, targets, weights, epochs, solver, schedule, validation=None, chunk=False) -> int:
         """`epochs` epochs of `solver` (cosine schedule, or a constant lr) unless early stopping ends
-        them first; returns the epochs run."""
-        batch = min(self.est.batch_size, X.shape[0])
+        them first; returns the epochs run. A `chunk` of a stream (partial_fit) smaller than
+        batch_size is that share of a step (engine.Engine.step), as its rows would be in one fit; a
+        whole set smaller than it is one whole step."""
+        batch = self.est.batch_size if chunk else min(self.est.batch_size, X.shape[0])
         steps = epochs * math.ceil(X.shape[0] / batch)
         lr = self.est.lr or DEFAULT_LR[solver]
         device = resolve_device(self.est.device)
@@ -318,7 +320,8 @@ class MiniBatch(Fit):
         if not first:
             sync_model(est)
         solver = "sgd" if est.solver in FULL_BATCH else est.solver
-        self.run_epochs(X, np.searchsorted(est.classes_, y), weights, epochs=1, solver=solver, schedule=False)
+        targets = np.searchsorted(est.classes_, y)
+        self.run_epochs(X, targets, weights, epochs=1, solver=solver, schedule=False, chunk=True)
         est.n_iter_ = est.n_iter_ + 1
         publish(est)
 

@@ -144,6 +144,7 @@ class Convergence:
         self.tol = tol
         self.epoch_loss, self.epoch_steps = 0.0, 0
         self.best, self.unchanged, self.change = math.inf, 0, None
+        self.start_penalty: float | None = None  # the penalty as the epoch began (None: not yet known)
 
     def steps_ahead(self, engine: Engine) -> int:
         return engine.total  # it acts at epochs' ends, where the fused kernel's calls end too
@@ -161,8 +162,12 @@ class Convergence:
         self.epoch_steps += share
         if not engine.at_epoch_end:
             return
-        mean = self.epoch_loss / self.epoch_steps + engine.objective.penalty(engine.model.linear.weight)
-        self.epoch_loss, self.epoch_steps = 0.0, 0
+        # the batches' losses are at the weights before each step: the penalty is taken where the
+        # epoch began, which makes one step an epoch (a batch of every row) its exact objective
+        end_penalty = engine.objective.penalty(engine.model.linear.weight)
+        start = end_penalty if self.start_penalty is None else self.start_penalty
+        mean = self.epoch_loss / self.epoch_steps + start
+        self.epoch_loss, self.epoch_steps, self.start_penalty = 0.0, 0, end_penalty
         self.change = None if math.isinf(self.best) else self.best - mean
         # within tol of the best either way: an epoch far worse than the best (a step too bold for a
         # batch) is no sign of convergence, however many follow
@@ -173,13 +178,15 @@ class Convergence:
 
     def state_dict(self, tensors: dict, meta: dict) -> None:
         best = self.best if math.isfinite(self.best) else None  # JSON has no infinity
-        meta["convergence"] = [self.epoch_loss, self.epoch_steps, best, self.unchanged, self.change]
+        meta["convergence"] = [self.epoch_loss, self.epoch_steps, best, self.unchanged, self.change,
+                               self.start_penalty]  # fmt: skip
 
     def load_state_dict(self, tensors: dict, meta: dict) -> None:
         values = meta.get("convergence")
         if values is not None:
-            self.epoch_loss, self.epoch_steps, best, self.unchanged, self.change = values
+            self.epoch_loss, self.epoch_steps, best, self.unchanged, self.change = values[:5]
             self.best = math.inf if best is None else best
+            self.start_penalty = values[5] if len(values) > 5 else None  # (older checkpoints: none)
 
 
 @dataclass
