@@ -492,11 +492,16 @@ def test_centred_lbfgs_reaches_the_same_optimum_in_fewer_iterations(l1):
     plain = lbfgs(loss, *start, penalty, **settings)
     centred = lbfgs(loss, *start, penalty, **settings, mean=feature_mean(X, weights))
     assert centred.gradient <= 1e-6 and centred.n_iter < plain.n_iter
-    assert plain.gradient <= (1e-6 if l1 == 0 else 2e-5)  # uncentred OWL-QN stalls near 1e-5 here
+    # uncentred OWL-QN stalls here, where the last bit of rounding decides (1e-5 to 1e-4 after its
+    # 5,000 iterations); the centred answer meets its stopping rule all the same
+    assert plain.gradient <= (1e-6 if l1 == 0 else 1e-3)
+    assert lbfgs(loss, centred.coef, centred.intercept, penalty, **settings).n_iter == 0
     assert centred.objective <= plain.objective + 1e-9
-    assert centred.objective == pytest.approx(plain.objective, rel=0, abs=1e-7)
-    np.testing.assert_allclose(centred.coef, plain.coef, rtol=0, atol=2e-3)  # tol / l2, twice
-    np.testing.assert_allclose(centred.intercept, plain.intercept, rtol=0, atol=4 * 30 * 2e-3)  # mean . coef
+    # as far apart as the plain run's own gradient g allows (l2-strongly convex: g^2 / l2, g / l2 twice)
+    reached = max(1e-6, plain.gradient)
+    assert centred.objective == pytest.approx(plain.objective, rel=0, abs=max(1e-7, reached**2 / 1e-3))
+    np.testing.assert_allclose(centred.coef, plain.coef, rtol=0, atol=2 * reached / 1e-3)
+    np.testing.assert_allclose(centred.intercept, plain.intercept, rtol=0, atol=4 * 30 * 2 * reached / 1e-3)
     again = lbfgs(loss, centred.coef, centred.intercept, penalty, **settings, mean=feature_mean(X, weights))
     assert again.n_iter == 0  # a start within tol in (W, b) is one in the centred coordinates too
 

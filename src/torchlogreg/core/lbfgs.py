@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+from scipy.linalg.blas import dtrsv
 
 # evaluate(x) -> (f(x), gradient of f at x): f without the L1 term, a gradient the caller no longer writes
 Evaluate = Callable[[np.ndarray], tuple[float, np.ndarray]]
@@ -144,11 +145,12 @@ class LBFGS:
         products = (self.steps_grads[:kept, :kept], self.grads_grads[:kept, :kept])
         return constrained(self.l1, -inverse_hessian_product(pseudo, *pairs, *products), pseudo)
 
-    def _rows(self) -> list[int]:
+    def _rows(self) -> np.ndarray | slice:
         """The rows of the kept pairs, oldest first: rows 0..kept-1 (a ring once all `history` are
-        kept: the newest was written at next_row - 1)."""
-        history = len(self.steps_kept)
-        return [(self.next_row - self.kept + i) % history for i in range(self.kept)]
+        kept: the newest was written at next_row - 1), as a slice while they are in order."""
+        if self.next_row == self.kept % len(self.steps_kept):
+            return slice(None)
+        return (np.arange(self.kept) + (self.next_row - self.kept)) % len(self.steps_kept)
 
     def _remember(self, step: np.ndarray, change: np.ndarray) -> None:
         """Keep the pair (s, y) of the step just taken, over the oldest once `history` are kept."""
@@ -174,8 +176,11 @@ class LBFGS:
         """The strong-Wolfe search from x along `direction`; where a trial point's objective overflows
         (which interpolation cannot take), backtracking from below that point."""
 
+        trial = {}  # the points tried, by step: the search returns a step
+
         def along(t: float) -> tuple[float, np.ndarray]:
-            value, gradient = self._evaluate(evaluate, self.x + t * direction)
+            trial[t] = self.x + t * direction
+            value, gradient = self._evaluate(evaluate, trial[t])
             if not math.isfinite(value):
                 raise _Overflow(t)
             return value, gradient
@@ -188,7 +193,7 @@ class LBFGS:
             return self._backtracking_search(evaluate, direction, pseudo, overflow.step * BACKTRACK)
         if not value < self.value or t == 0:
             return None
-        return self.x + t * direction, value, gradient
+        return trial[t], value, gradient
 
     def _backtracking_search(
         self, evaluate: Evaluate, direction: np.ndarray, pseudo: np.ndarray, t: float
@@ -243,25 +248,29 @@ def inverse_hessian_product(
     v: np.ndarray,
     steps: np.ndarray,
     grads: np.ndarray,
-    rows: list[int],
+    rows: np.ndarray | slice,
     steps_grads: np.ndarray,
     grads_grads: np.ndarray,
 ) -> np.ndarray:
     """H v, H the L-BFGS inverse Hessian of the pairs (s_i, y_i) in `steps`/`grads` (ring rows, oldest
     first at `rows`) with H0 = (s.y / y.y) I from the newest: the two-loop recursion's product, in the
     compact form of Byrd, Nocedal and Schnabel (1994), four products with the pairs and two m x m
-    solves rather than 4m vector operations. `steps_grads`, `grads_grads`: s_i . y_j and y_i . y_j,
-    oldest first."""
-    upper = np.triu(steps_grads)  # R
+    triangular solves rather than 4m vector operations. `steps_grads`, `grads_grads`: s_i . y_j and
+    y_i . y_j, oldest first (R, the compact form's triangle, is the upper half of the first)."""
     gamma = steps_grads[-1, -1] / grads_grads[-1, -1]
-    along_steps = (steps @ v)[rows]  # S^T v
     along_grads = (grads @ v)[rows]  # Y^T v
-    inner = np.linalg.solve(upper, along_steps)  # R^-1 S^T v
+    # BLAS's triangular solve reads R from the upper half in place: np.linalg.solve's checks, copies
+    # and LU cost several times the solve itself at these sizes, twice an iteration
+    inner = dtrsv(steps_grads, (steps @ v)[rows])  # R^-1 S^T v
     middle = steps_grads.diagonal() * inner + gamma * (grads_grads @ inner - along_grads)
+    steps_part, grads_part = dtrsv(steps_grads, middle, trans=1), -gamma * inner  # R^-T middle
     dtype = steps.dtype  # (a float64 factor would convert all the pairs each time)
-    steps_part, grads_part = np.zeros(len(steps), dtype), np.zeros(len(steps), dtype)
-    steps_part[rows] = np.linalg.solve(upper.T, middle)
-    grads_part[rows] = -gamma * inner
+    if isinstance(rows, slice):  # the pairs in order: the factors are in their rows' places
+        steps_part, grads_part = steps_part.astype(dtype, copy=False), grads_part.astype(dtype, copy=False)
+    else:
+        factors = np.empty((2, len(steps)), dtype)
+        factors[0, rows], factors[1, rows] = steps_part, grads_part
+        steps_part, grads_part = factors
     hv = dtype.type(gamma) * v + steps_part @ steps + grads_part @ grads
     return hv.astype(v.dtype, copy=False)
 

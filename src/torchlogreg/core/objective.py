@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import fused
@@ -35,20 +36,33 @@ class Objective:
     weight_decay: float = 0.0  # L2 strength, >= 0
     l1: float = 0.0  # L1 strength, >= 0
 
-    def penalty(self, weight: torch.Tensor) -> float:
-        """The penalty's value at `weight` (a tensor, or a NumPy array's torch.from_numpy view)."""
-        weight, value = weight.detach(), 0.0
-        if self.weight_decay:  # (a term at 0 costs no kernels: the estimator's L-BFGS asks at every point)
-            value += 0.5 * self.weight_decay * float(weight.square().sum())
+    def penalty(self, weight: torch.Tensor | np.ndarray) -> float:
+        """The penalty's value at `weight`: a tensor, or a NumPy array (the estimator's L-BFGS asks at
+        every point of a small fit, where a torch operation costs several times NumPy's)."""
+        if isinstance(weight, torch.Tensor):
+            weight = weight.detach()
+        value = 0.0
+        if self.weight_decay:  # (a term at 0 costs no kernels)
+            value += 0.5 * self.weight_decay * float((weight * weight).sum())
         if self.l1:
-            value += self.l1 * float(weight.abs().sum())
+            value += self.l1 * float(abs(weight).sum())
         return value
 
-    @without_grad
-    def add_penalty_gradients(self, weight: torch.Tensor, grad: torch.Tensor | None = None) -> None:
+    def add_penalty_gradients(
+        self, weight: torch.Tensor | np.ndarray, grad: torch.Tensor | np.ndarray | None = None
+    ) -> None:
         """Add the penalty's gradient at `weight` (for L1 its subgradient l1 * sign(W)) to `grad`
-        (default: weight.grad), in place."""
-        grad = weight.grad if grad is None else grad
+        (default: weight.grad), in place; NumPy arrays as tensors."""
+        if isinstance(weight, torch.Tensor):
+            self._add_penalty_gradients(weight, weight.grad if grad is None else grad)
+            return
+        if self.weight_decay:
+            grad += self.weight_decay * weight
+        if self.l1:
+            grad += self.l1 * np.sign(weight)
+
+    @without_grad
+    def _add_penalty_gradients(self, weight: torch.Tensor, grad: torch.Tensor) -> None:
         if self.weight_decay:
             grad.add_(weight, alpha=self.weight_decay)
         if self.l1:

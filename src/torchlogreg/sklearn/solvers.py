@@ -54,7 +54,9 @@ class HostLoss:
         self.X, self.n_outputs, self.targets = X, n_outputs, targets
         self.columns = np.arange(X.shape[0])
         self.share = sample_weight / sample_weight.sum()  # s_i / sum(s), float64 for the loss's sum
-        self.positive = (targets == 1).astype(np.float64)
+        # one logit: with u = (1 - 2 y) z, the loss is log(1 + e^u) and its z-derivative (1 - 2 y) expit(u)
+        self.flip = 1.0 - 2.0 * (targets == 1)
+        self.flip_share = self.flip * self.share
 
     def _logits(self, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
         coef = coef.astype(self.X.dtype, copy=False)
@@ -71,9 +73,10 @@ class HostLoss:
         # tol 1e-5 on one CPU and not another); the products are the cost, the rest is cheap.
         logits = self._logits(coef, intercept).astype(np.float64, copy=False)
         if self.n_outputs == 1:
-            z = logits[0]
-            losses = np.logaddexp(0.0, z) - self.positive * z
-            residual = (scipy.special.expit(z) - self.positive)[None, :]
+            u = logits * self.flip
+            losses = np.logaddexp(0.0, u[0])
+            residual = scipy.special.expit(u, out=u)
+            residual *= self.flip_share
         else:
             top = logits.max(axis=0)
             picked = logits[self.targets, self.columns]
@@ -83,7 +86,7 @@ class HostLoss:
             losses = np.log(total) + top - picked
             residual /= total
             residual[self.targets, self.columns] -= 1.0
-        residual *= self.share
+            residual *= self.share
         loss = float(np.dot(losses, self.share))
         grad_intercept = residual.sum(axis=1)
         grad_coef = np.asarray(residual.astype(self.X.dtype, copy=False) @ self.X)
@@ -176,10 +179,9 @@ class Packing:
         self.length = self.size + (shape[0] if fit_intercept else 0)
 
     def pack(self, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
-        parts = [coef.astype(np.float64).ravel()]
-        if self.fit_intercept:
-            parts.append(intercept.astype(np.float64).ravel())
-        return np.concatenate(parts)
+        if not self.fit_intercept:
+            return coef.astype(np.float64).ravel()  # (a copy: callers may keep it)
+        return np.concatenate((coef.ravel(), intercept.ravel()), dtype=np.float64)
 
     def unpack(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         intercept = x[self.size :] if self.fit_intercept else np.zeros(self.shape[0])
@@ -262,14 +264,14 @@ class SmoothLoss:
     def gradients(self, gradient: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A gradient in V as (d/dW, d/db) in ordinary coordinates: what scikit-learn's rule measures."""
         grad_coef, grad_intercept = self.packing.unpack(gradient * self.scale)
-        return grad_coef + np.outer(grad_intercept, self.mean), grad_intercept
+        return grad_coef + grad_intercept[:, None] * self.mean, grad_intercept
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         weights, bias = self.from_vector(x)
         value, grad_coef, grad_intercept = self.loss(weights, bias)
-        value += self.smooth.penalty(torch.from_numpy(weights))
-        self.smooth.add_penalty_gradients(torch.from_numpy(weights), torch.from_numpy(grad_coef))
-        grad_coef -= np.outer(grad_intercept, self.mean)  # d/dW at a fixed centred bias
+        value += self.smooth.penalty(weights)
+        self.smooth.add_penalty_gradients(weights, grad_coef)
+        grad_coef -= grad_intercept[:, None] * self.mean  # d/dW at a fixed centred bias
         return value, self.packing.pack(grad_coef, grad_intercept) / self.scale
 
 
@@ -309,9 +311,11 @@ def lbfgs(
 
         def gradient() -> float:  # scikit-learn's measure: the (sub)gradient in (W, b)
             driver.evaluated(smooth)
-            grads = packing.pack(*smooth.gradients(driver.gradient))
+            grad_coef, grad_intercept = smooth.gradients(driver.gradient)
+            if not penalty.l1:
+                return float(max(np.abs(grad_coef).max(initial=0.0), np.abs(grad_intercept).max(initial=0.0)))
             # (the L1 part reads only the signs of W's entries, which V's share: scales are positive)
-            subgradient = pseudo_gradient(driver.x, grads, l1 if penalty.l1 else None)
+            subgradient = pseudo_gradient(driver.x, packing.pack(grad_coef, grad_intercept), l1)
             return float(np.abs(subgradient).max(initial=0.0))
 
         message = _iterate(driver, smooth, gradient, max_iter, tol, verbose)
