@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from torchlogreg import TrainConfig
-from torchlogreg.core.optimizers import LBFGS, SGD, Adam, scheduled_lr
+from torchlogreg.core.optimizers import LBFGS, SGD, Adam, fractional, scheduled_lr
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
 
@@ -42,6 +42,45 @@ def test_adam_matches_torch():
     theirs = _run(lambda p: torch.optim.Adam(p, lr=0.01), lambda o, s: o.step())
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5, 0.9, 0.999])
+@pytest.mark.parametrize(
+    "shares", [[0.5, 0.5], [0.25, 0.75], [0.1] * 10], ids=["halves", "quarters", "tenths"]
+)
+def test_short_steps_adding_up_to_a_whole_one_fill_a_buffer_as_it_does(rate, shares):
+    """A buffer stepped by shares adding up to 1, the gradient constant, keeps and takes in what one
+    whole step does (momentum: kept * buffer + taken * g; a moment: kept * m + (1 - kept) * g)."""
+    assert fractional(rate, 1.0) == (rate, 1.0)  # a whole step, exactly
+    buffer, moment, grad = 3.0, 3.0, -2.0
+    for share in shares:
+        kept, taken = fractional(rate, share)
+        buffer = kept * buffer + taken * grad
+        moment = kept * moment + (1 - kept) * grad
+    assert buffer == pytest.approx(rate * 3.0 + grad, rel=1e-12)
+    assert moment == pytest.approx(rate * 3.0 + (1 - rate) * grad, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda p: SGD(p), lambda p: SGD(p, 0.9), lambda p: SGD(p, 0.9, True), Adam],
+    ids=["plain", "momentum", "nesterov", "adam"],
+)
+def test_a_short_step_is_its_share_of_a_whole_one(make):
+    """Steps of share 1/4 and 3/4 (a constant gradient) leave the buffers of one whole step, and Adam
+    counts 1 step; without momentum they move as far. With share 1 a step is torch's
+    (test_sgd_matches_torch)."""
+    grad = torch.tensor([0.5, -1.0, 2.0])
+    whole, split = torch.zeros(3), torch.zeros(3)
+    ones, parts = make([whole]), make([split])
+    for optimizer, param, shares in ((ones, whole, [1.0, 1.0]), (parts, split, [1.0, 0.25, 0.75])):
+        for share in shares:
+            param.grad = grad.clone()
+            optimizer.step(0.1, lambda: None, share)
+    state, parts_state = ones.state_dict(), parts.state_dict()
+    for name, value in state.items():
+        torch.testing.assert_close(parts_state[name], value, rtol=1e-6, atol=1e-7)
+    if not state:  # plain SGD: lr x (1/4 + 3/4) x g; with momentum the velocity differs within a step
+        torch.testing.assert_close(split, whole)
 
 
 @pytest.mark.parametrize("schedule", ["none", "cosine", "step"])

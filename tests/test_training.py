@@ -203,9 +203,10 @@ def test_lbfgs_continues_from_the_model_after_a_new_objective(tiny_data, tiny_co
 @pytest.mark.parametrize("fused_path", [True, False], ids=["fused", "step-by-step"])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_a_short_last_batch_counts_its_share_of_a_whole_one(fused_path, momentum, monkeypatch):
-    """An epoch's short last batch of n rows is n / batch_size of a step: with batches of 15 rows of
-    16, one row ends the epoch; its gradient enters the momentum buffer at 1/15 and its learning
-    rate is 1/15 (at a whole step, one row at the end of batches of 1,999 took the test loss to 10)."""
+    """An epoch's short last batch of n rows is a step of share s = n / batch_size: with batches of 15
+    rows of 16, one row ends the epoch; it moves lr x s along the buffer, which keeps momentum^s and
+    takes the row's gradient at (1 - momentum^s) / (1 - momentum) (at a whole step, one row at the
+    end of batches of 1,999 took the test loss to 10)."""
     from conftest import synthetic_data
 
     from torchlogreg.training import fused_steps
@@ -232,8 +233,10 @@ def test_a_short_last_batch_counts_its_share_of_a_whole_one(fused_path, momentum
     loss = torch.nn.functional.cross_entropy(logits, labels[last : last + 1]) + 0.005 * weight.square().sum()
     loss.backward()
     for param, start, first, end in zip((weight, bias), before, seen[0], seen[1], strict=True):
-        carried = momentum * (start - first) / 0.5  # the first step's gradient, in the buffer
-        expected = first - 0.5 / 15 * (param.grad / 15 + carried)
+        buffer = (start - first) / 0.5  # the first step's gradient
+        kept = momentum ** (1 / 15)
+        taken = (1 - kept) / (1 - momentum)
+        expected = first - 0.5 / 15 * (kept * buffer + taken * param.grad)
         torch.testing.assert_close(end, expected, rtol=1e-4, atol=1e-6)
 
 
@@ -250,3 +253,24 @@ def test_a_batch_one_row_short_of_the_set_trains_as_a_whole_one(mnist_splits):
     losses = [run.metrics["test"]["loss"] for run in runs]
     assert losses[0] < 1.05 * losses[1]
     assert runs[0].metrics["stop_reason"] == "converged"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"optimizer": "sgd", "nesterov": False}, {"optimizer": "sgd"}, {"optimizer": "adam", "lr": 0.005}],
+    ids=["momentum", "nesterov", "adam"],
+)
+def test_a_one_row_step_at_an_epochs_end_keeps_the_velocity(options, mnist_splits):
+    """At a fixed lr, batches of 1,999 of 2,000 rows train as batches of 2,000: the one-row step is
+    1/1,999 of a step in its move and in what momentum or Adam's moments keep (keeping momentum^1 a
+    step, it halved the velocity every epoch: test loss 11% above, 0.445 against 0.401)."""
+    from torchlogreg.data.inmemory import Data, Split
+
+    train_split, test_split, names = mnist_splits
+    data = Data("x", Split(train_split.images[:2000], train_split.labels[:2000]), None, test_split, names,
+                tuple(range(10)), False)  # fmt: skip
+    settings = {"device": "cpu", "epochs": 40, "tol": 0.0, "schedule": "none", "lr": 0.1, "momentum": 0.9}
+    runs = [train(TrainConfig(**settings | options, batch_size=batch), data, verbose=False)
+            for batch in (2000, 1999)]  # fmt: skip
+    losses = [run.metrics["test"]["loss"] for run in runs]
+    assert losses[1] == pytest.approx(losses[0], rel=0.01)  # (Adam: 0.6%, its rarely lit pixels)

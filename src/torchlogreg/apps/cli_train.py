@@ -73,7 +73,8 @@ def _add_optimisation_options(opt) -> None:
     opt.add_argument(
         "--batch-size",
         type=int,
-        help="samples per step; an epoch's shorter last batch counts as its rows / batch size of a step "
+        help="samples per step; an epoch's shorter last batch is its rows / batch size of a step (in its "
+        "move and in what momentum keeps) "
         f"(default: {RULES['batch_size']})",
     )
     opt.add_argument(

@@ -579,7 +579,7 @@ struct rule {
     double momentum;         /* SGD: 0 for none */
     int nesterov;
     double beta1, beta2, eps; /* Adam */
-    int64_t steps;           /* Adam's steps taken before the call */
+    double steps;            /* Adam's steps taken before the call (a short step adds its share) */
     double prox_l1, prox_l2; /* after each update, W's proximal map for step h = lr x prox_scale ... */
     double prox_scale;       /* ... (optimizers.Proximal): soft threshold h l1, then / (1 + h l2) */
 };
@@ -587,7 +587,7 @@ struct rule {
 struct stepping {
     const int64_t *sizes;    /* rows of each step, taken from the batch's index in turn */
     const double *lrs;       /* each step's learning rate */
-    int64_t batch;           /* a whole batch's rows: a shorter step's gradient counts rows / batch (0: 1) */
+    int64_t batch;           /* a whole batch's rows: a shorter step is rows / batch of a step (0: none is) */
     double *losses;          /* out: each step's mean loss */
     int64_t count;
     double weight_decay, l1;
@@ -610,24 +610,43 @@ struct stepping {
 
 /* One step's scalars of the rule, in float32 as torch's kernels take them. */
 struct scalars {
-    float momentum;
-    float step_lr;           /* -lr */
-    float nesterov_lr;       /* -lr x momentum */
-    float adam_lr;           /* -lr / c1, or -lr where that overflows (the correction then divides) */
+    float momentum;          /* what the momentum buffer keeps: momentum ^ share */
+    float taken;             /* the gradient's weight into it: 1 for a whole step (optimizers.fractional) */
+    float step_lr;           /* -lr x share */
+    float grad_lr;           /* Nesterov's along the gradient: -lr x share x taken */
+    float nesterov_lr;       /* -lr x share x momentum ^ share */
+    float adam_lr;           /* -lr x share / c1, or -lr x share where that overflows (c1 then divides) */
     float fold;              /* 1, or c1 where it divides */
     float c2_sqrt, keep1, keep2, take2, eps;
 };
 
-static struct scalars scalars_of(const struct rule *r, double lr, int64_t step) {
-    struct scalars k = {(float)r->momentum, (float)-lr, (float)(-lr * r->momentum), 0.0f, 1.0f, 1.0f,
-                        0.0f,           0.0f,       0.0f,                      0.0f};
+/* optimizers.fractional: what a buffer that keeps `rate` a whole step keeps in `share` of one, and the
+   gradient's weight into it (as a share of a whole step's); a whole step's exactly (rate, 1). */
+static void fractional(double rate, double share, double *kept, double *taken) {
+    if (share == 1.0) {
+        *kept = rate, *taken = 1.0;
+        return;
+    }
+    *kept = pow(rate, share);
+    *taken = rate != 1.0 ? (1.0 - *kept) / (1.0 - rate) : share;
+}
+
+/* Step scalars for learning rate lr, a step of `share` of a whole one, Adam's count `step` after it. */
+static struct scalars scalars_of(const struct rule *r, double lr, double share, double step) {
+    double kept, taken;
+    fractional(r->momentum, share, &kept, &taken);
+    const double step_lr = -lr * share;
+    struct scalars k = {(float)kept, (float)taken, (float)step_lr, (float)(step_lr * taken), (float)(step_lr * kept),
+                        0.0f,        1.0f,         1.0f,           0.0f,                     0.0f,
+                        0.0f,        0.0f};
     if (r->adam) {
-        double correction1 = 1.0 - pow(r->beta1, (double)step);
-        int folded = lr / correction1 > FLT_MAX; /* as optimizers.Adam */
-        k.adam_lr = folded ? (float)-lr : (float)(-lr / correction1);
+        double correction1 = 1.0 - pow(r->beta1, step), keep1 = pow(r->beta1, share), keep2 = pow(r->beta2, share);
+        double moving = lr * share;
+        int folded = moving / correction1 > FLT_MAX; /* as optimizers.Adam */
+        k.adam_lr = folded ? (float)-moving : (float)(-moving / correction1);
         k.fold = folded ? (float)correction1 : 1.0f;
-        k.c2_sqrt = (float)sqrt(1.0 - pow(r->beta2, (double)step));
-        k.keep1 = (float)(1.0 - r->beta1), k.keep2 = (float)r->beta2, k.take2 = (float)(1.0 - r->beta2);
+        k.c2_sqrt = (float)sqrt(1.0 - pow(r->beta2, step));
+        k.keep1 = (float)(1.0 - keep1), k.keep2 = (float)keep2, k.take2 = (float)(1.0 - keep2);
         k.eps = (float)r->eps;
     }
     return k;
@@ -649,10 +668,15 @@ CLONES static void update(const struct rule *r, const struct scalars *k, float *
         }
     } else if (first == NULL) {
         for (int64_t i = 0; i < n; i++) p[i] = p[i] + k->step_lr * g[i];
+    } else if (k->taken != 1.0f) { /* a short step's buffer: first x kept + g x taken, as mul_ and add_ */
+        for (int64_t i = 0; i < n; i++) {
+            first[i] = first[i] * k->momentum + k->taken * g[i];
+            p[i] = r->nesterov ? (p[i] + k->grad_lr * g[i]) + k->nesterov_lr * first[i] : p[i] + k->step_lr * first[i];
+        }
     } else if (r->nesterov) {
         for (int64_t i = 0; i < n; i++) {
             first[i] = g[i] + k->momentum * first[i];
-            float after = p[i] + k->step_lr * g[i];
+            float after = p[i] + k->grad_lr * g[i];
             p[i] = after + k->nesterov_lr * first[i];
         }
     } else {
@@ -709,23 +733,24 @@ CLONES static void proximal(const struct rule *r, float *restrict w, int64_t n, 
 
 /* Step k's penalty and centring on the gradient, then its update of the weights and (step_bias) the
    bias. Centred (engine.Centring), the step is taken on b + W @ mean: the bias then moves by its own
-   step less the weights' move along the mean. A short batch is `counts` of a step (the engine's
-   `share`): its gradient, data and penalty alike, and its learning rate are scaled by it. */
+   step less the weights' move along the mean. A short batch is a step of `share` (the engine's):
+   its learning rate and the buffers' decay follow it (scalars_of), the proximal map's step too; Adam's
+   count after it is `adam_step`. */
 static void apply_step(const struct call *call, const struct rule *r, const struct stepping *s, int64_t k,
-                       double counts) {
+                       double share, double adam_step) {
     const int64_t classes = call->m.classes, d = call->in.features;
     float *w = (float *)call->m.w, *b = (float *)call->m.b, *gw = call->gw, *gb = call->gb;
-    const float decay = (float)(s->weight_decay * counts), l1 = (float)(s->l1 * counts);
+    const float decay = (float)s->weight_decay, l1 = (float)s->l1;
     const float *mean = s->step_bias ? s->mean : NULL;
     if (decay != 0.0f || l1 != 0.0f || mean)
         for (int64_t c = 0; c < classes; c++) penalise(gw + c * d, w + c * d, mean, gb[c], decay, l1, d);
-    const struct scalars scalars = scalars_of(r, s->lrs[k] * counts, r->steps + k + 1);
+    const struct scalars scalars = scalars_of(r, s->lrs[k], share, adam_step);
     for (int64_t c = 0; c < classes; c++) {
         float *row = w + c * d, *first = s->first_w ? s->first_w + c * d : NULL;
         float *second = s->second_w ? s->second_w + c * d : NULL;
         if (mean) memcpy(s->before, row, sizeof(float) * (size_t)d); /* for the move along the mean */
         update(r, &scalars, row, gw + c * d, first, second, d);
-        if (r->prox_scale != 0.0) proximal(r, row, d, s->lrs[k] * r->prox_scale * counts);
+        if (r->prox_scale != 0.0) proximal(r, row, d, s->lrs[k] * share * r->prox_scale);
         if (mean) s->moved[c] = moved_along(row, s->before, mean, d);
     }
     if (!s->step_bias) return;
@@ -741,17 +766,19 @@ static int run_steps(struct call *call, const struct rule *r, const struct stepp
     const int64_t *index = call->in.index;
     unsigned int mode = flush_subnormals(); /* as the kernel's threads: the update meets Adam's tiny weights */
     int ok = 1;
+    double adam_step = r->steps; /* each step's share added in turn, as optimizers.Adam adds them */
     *taken = 0;
     for (int64_t k = 0; k < s->count; k++) {
         double loss = 0.0;
         int64_t correct = 0, rows = s->sizes[k];
         call->in.index = index;
         call->in.rows = rows;
-        const double counts = s->batch > rows ? (double)rows / (double)s->batch : 1.0;
-        call->m.share = counts / (double)rows;
+        const double share = s->batch > rows ? (double)rows / (double)s->batch : 1.0;
+        call->m.share = 1.0 / (double)rows;
         if (!(ok = run_call(call, 0, &loss, &correct))) break;
         s->losses[k] = loss / (double)rows;
-        apply_step(call, r, s, k, counts);
+        adam_step += share;
+        apply_step(call, r, s, k, share, adam_step);
         *taken = k + 1;
         if (!isfinite(s->losses[k]) || s->losses[k] > s->ceiling) break;
         index += rows;
@@ -857,8 +884,9 @@ static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
     double scale = 1.0, weight_decay = 0.0, l1 = 0.0, momentum = 0.0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8,
            ceiling = INFINITY, prox_l1 = 0.0, prox_l2 = 0.0, prox_scale = 0.0;
     int step_bias = 1, adam = 0, nesterov = 0, threads = 1;
-    long long adam_steps = 0, batch = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOdddppdpdddLiddddL:steps", keywords, &objects[X],
+    double adam_steps = 0.0;
+    long long batch = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOOOOOOOOOOOOOOdddppdpddddiddddL:steps", keywords, &objects[X],
                                      &objects[LABELS], &objects[WEIGHT], &objects[BIAS], &objects[GRAD_WEIGHT],
                                      &objects[GRAD_BIAS], &objects[INDEX], &extra[SIZES], &extra[LRS],
                                      &extra[LOSSES], &objects[SAMPLE_WEIGHT], &extra[MEAN], &extra[FIRST_W],
@@ -878,11 +906,13 @@ static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
         PyErr_Format(PyExc_ValueError, "steps(): batch must be >= 0, got %lld", batch);
         return NULL;
     }
-    if (adam_steps < 0) {
-        PyErr_Format(PyExc_ValueError, "steps(): adam_steps must be >= 0, got %lld", adam_steps);
+    if (!(adam_steps >= 0.0) || !isfinite(adam_steps)) {
+        char given[32];
+        snprintf(given, sizeof given, "%g", adam_steps);
+        PyErr_Format(PyExc_ValueError, "steps(): adam_steps must be a finite number >= 0, got %s", given);
         return NULL;
     }
-    struct rule r = {adam,  momentum, nesterov && momentum > 0.0, beta1, beta2, eps, (int64_t)adam_steps,
+    struct rule r = {adam,  momentum, nesterov && momentum > 0.0, beta1, beta2, eps, adam_steps,
                      prox_l1, prox_l2, prox_scale};
     struct call call;
     Py_buffer views[N_STEP_BUFFERS];
@@ -1022,8 +1052,10 @@ static PyMethodDef methods[] = {
      " last step's gradient (penalty and centring included) in grad_weight and grad_bias. Stops after a step"
      " whose loss is not finite or above ceiling. With prox_scale, each update of the weights is followed by"
      " the proximal map of prox_l1 |W|_1 + prox_l2 / 2 |W|^2 for the step lr x prox_scale. A step of fewer"
-     " rows than batch (an epoch's short last batch) is rows / batch of a step: its gradient and its"
-     " learning rate are scaled by that"},
+     " rows than batch (an epoch's short last batch) is a step of share rows / batch: it moves lr x share"
+     " along its rows' mean gradient, momentum keeps momentum ^ share and takes the gradient at"
+     " (1 - momentum ^ share) / (1 - momentum), Adam's moments keep beta ^ share and its count (adam_steps,"
+     " which may be fractional) grows by share"},
     {"instruction_sets", instruction_sets, METH_NOARGS,
      "the instruction sets this CPU can run the kernels with, the best first"},
     {"instruction_set_in_use", instruction_set_in_use, METH_NOARGS, "the version the kernels run now"},

@@ -212,8 +212,8 @@ def steps(
     buffers it updates (with prox_l1, prox_l2 and prox_scale: optimizers.Proximal's map after
     it). weight.grad and bias.grad must exist; they end with the last step's gradient. The call
     stops after a step whose loss is not finite or above `ceiling` (the losses returned are the
-    steps taken). A step of fewer rows than `batch` (0: none) is sizes[k] / batch of a step: its
-    gradient and its learning rate are scaled by that (engine.Engine.step). `usable(...)` must hold."""
+    steps taken). A step of fewer rows than `batch` (0: none) is a step of share sizes[k] / batch, as
+    the optimizers take one (optimizers.fractional, engine.Engine.step). `usable(...)` must hold."""
     losses = np.empty(len(sizes))
     taken = _fused.steps(
         **_parameters(weight, bias),

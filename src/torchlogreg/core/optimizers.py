@@ -22,14 +22,25 @@ from . import lbfgs
 from .model import without_grad
 
 
-def counted(grad: torch.Tensor, share: float) -> torch.Tensor:
-    """A mini-batch step's gradient (in place) as `share` of a whole batch's (the engine's short
-    last batch of an epoch, see Engine.step)."""
-    return grad if share == 1.0 else grad.mul_(share)
+def fractional(rate: float, share: float) -> tuple[float, float]:
+    """A step of `share` (<= 1) of a whole one, for a buffer that keeps `rate` of itself a whole step
+    and takes in the gradient at weight 1 (momentum) or 1 - rate (Adam's moments, as an average):
+    (rate ** share, what it keeps; (1 - rate ** share) / (1 - rate), the gradient's weight as a
+    share of a whole step's). A whole step gives (rate, 1) exactly; a run of short steps adding up to
+    one whole step keeps what one whole step keeps."""
+    if share == 1.0:
+        return rate, 1.0
+    kept = rate**share
+    return kept, (1.0 - kept) / (1.0 - rate) if rate != 1.0 else share
 
 
 class SGD:
-    """torch.optim.SGD with momentum, dampening 0 and optional Nesterov; no weight decay."""
+    """torch.optim.SGD with momentum, dampening 0 and optional Nesterov; no weight decay.
+
+    A step may be `share` of a whole one (an epoch's short last batch of n rows, share n / batch_size,
+    see Engine.step): it moves lr x share along its rows' mean gradient; with momentum the buffer
+    keeps momentum ** share and takes the gradient at `fractional`'s weight, so that a short step
+    neither drops the velocity a whole step would keep nor counts its few rows as a whole batch."""
 
     def __init__(self, params: list[torch.Tensor], momentum: float = 0.0, nesterov: bool = False):
         self.params = params
@@ -39,22 +50,26 @@ class SGD:
 
     @without_grad
     def step(self, lr: float, closure: Callable[[], object], share: float = 1.0) -> None:
-        """Gradients from `closure` (which fills .grad), then one update: up to three kernels per
-        tensor, as with two small tensors plain ops beat _foreach ones, which cost more to launch.
-        The gradient counts `share` of a whole batch's (`counted`)."""
+        """Gradients from `closure` (which fills .grad), then one update, `share` of a whole step: up
+        to three kernels per tensor, as with two small tensors plain ops beat _foreach ones, which
+        cost more to launch."""
         closure()
+        kept, taken = fractional(self.momentum, share)
         for index, value in enumerate(self.params):
-            grad = counted(value.grad, share)
+            grad = value.grad
             if self.momentum == 0:
-                value.add_(grad, alpha=-lr)
+                value.add_(grad, alpha=-lr * share)
                 continue
             buffer = self.buffers[index]
-            torch.add(grad, buffer, alpha=self.momentum, out=buffer)  # buffer = grad + momentum * buffer
-            if self.nesterov:  # step along grad + momentum * buffer
-                value.add_(grad, alpha=-lr)
-                value.add_(buffer, alpha=-lr * self.momentum)
+            if share == 1.0:  # buffer = grad + momentum * buffer, torch's kernel
+                torch.add(grad, buffer, alpha=self.momentum, out=buffer)
             else:
-                value.add_(buffer, alpha=-lr)
+                buffer.mul_(kept).add_(grad, alpha=taken)
+            if self.nesterov:  # step along grad + momentum * buffer
+                value.add_(grad, alpha=-lr * share * taken)
+                value.add_(buffer, alpha=-lr * share * kept)
+            else:
+                value.add_(buffer, alpha=-lr * share)
 
     def fused_rule(self) -> dict:
         """This rule for the fused kernel's many-step call (fused.steps), with its buffers."""
@@ -66,8 +81,8 @@ class SGD:
             "second": [],
         }
 
-    def took(self, count: int) -> None:
-        """`count` steps were taken by the fused kernel (SGD keeps no count)."""
+    def took(self, shares: np.ndarray) -> None:
+        """Steps of these shares were taken by the fused kernel (SGD keeps no count)."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"momentum_{i}": b for i, b in enumerate(self.buffers)}
@@ -78,7 +93,11 @@ class SGD:
 
 
 class Adam:
-    """torch.optim.Adam (betas 0.9/0.999, eps 1e-8, no amsgrad); no weight decay."""
+    """torch.optim.Adam (betas 0.9/0.999, eps 1e-8, no amsgrad); no weight decay.
+
+    A step of `share` of a whole one (see SGD) moves lr x share; its moments keep betas ** share and
+    take the gradient at 1 - betas ** share, and the step count, which the bias corrections read,
+    grows by share."""
 
     def __init__(
         self, params: list[torch.Tensor], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
@@ -86,23 +105,23 @@ class Adam:
         self.params = params
         self.betas = betas
         self.eps = eps
-        self.steps = 0
+        self.steps: float = 0  # whole steps, and a short one's share
         self.first = [torch.zeros_like(p) for p in params]
         self.second = [torch.zeros_like(p) for p in params]
         self.largest = torch.finfo(params[0].dtype).max
 
     @without_grad
     def step(self, lr: float, closure: Callable[[], object], share: float = 1.0) -> None:
-        """Gradients from `closure` (which fills .grad), then one update; the gradient counts `share`
-        of a whole batch's (`counted`). The update runs on one CPU
+        """Gradients from `closure` (which fills .grad), then one update, `share` of a whole step. The
+        update runs on one CPU
         thread: torch splits its sqrt over every thread even for a model's few thousand weights, and
         where another program holds the second core each step then waited for it (milliseconds a
         step instead of microseconds, making Adam's large batches several times slower per sample)."""
         closure()
-        for param in self.params:
-            counted(param.grad, share)
         beta1, beta2 = self.betas
-        self.steps += 1
+        keep1, keep2 = beta1**share, beta2**share  # (betas themselves for a whole step)
+        self.steps += share
+        lr = lr * share
         correction1 = 1 - beta1**self.steps
         # torch takes the scalar lr / correction1 in the weights' dtype; where it does not fit (lr
         # near float32's largest) the correction goes into the denominator: the same update, which
@@ -115,8 +134,8 @@ class Adam:
             torch.set_num_threads(1)
         try:
             for param, first, second in zip(self.params, self.first, self.second, strict=True):
-                first.lerp_(param.grad, 1 - beta1)
-                second.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
+                first.lerp_(param.grad, 1 - keep1)
+                second.mul_(keep2).addcmul_(param.grad, param.grad, value=1 - keep2)
                 denominator = (second.sqrt() / correction2_sqrt).add_(self.eps)
                 if folded:
                     param.addcdiv_(first, denominator.mul_(correction1), value=-lr)
@@ -139,18 +158,21 @@ class Adam:
             "second": self.second,
         }
 
-    def took(self, count: int) -> None:
-        """`count` steps were taken by the fused kernel: the bias corrections count them."""
-        self.steps += count
+    def took(self, shares: np.ndarray) -> None:
+        """Steps of these shares were taken by the fused kernel: the bias corrections count them, added
+        one by one as `step` adds them."""
+        for share in shares.tolist():
+            self.steps += share
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {"steps": torch.tensor(self.steps)}
+        state = {"steps": torch.tensor(self.steps, dtype=torch.float64)}
         for i, (first, second) in enumerate(zip(self.first, self.second, strict=True)):
             state[f"first_{i}"], state[f"second_{i}"] = first, second
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.steps = int(state["steps"])
+        steps = state["steps"].item()  # (an int in checkpoints from before fractional steps)
+        self.steps = steps if steps != int(steps) else int(steps)
         for i, (first, second) in enumerate(zip(self.first, self.second, strict=True)):
             first.copy_(state[f"first_{i}"])
             second.copy_(state[f"second_{i}"])
@@ -289,9 +311,9 @@ class Proximal:
 
     @without_grad
     def step(self, lr: float, closure: Callable[[], object], share: float = 1.0) -> None:
-        """The inner optimizer's step (its gradient counting `share`), then the map for `lr`."""
+        """The inner optimizer's step (`share` of a whole one), then the map for lr x share."""
         self.optimizer.step(lr, closure, share)
-        step = lr * self.amplification
+        step = lr * share * self.amplification
         if self.l1:
             shrunk = (self.weight.abs() - step * self.l1).clamp_(min=0.0)
             self.weight.copy_(self.weight.sign() * shrunk)
@@ -307,8 +329,8 @@ class Proximal:
             return None
         return rule | {"prox_l1": self.l1, "prox_l2": self.weight_decay, "prox_scale": self.amplification}
 
-    def took(self, count: int) -> None:
-        self.optimizer.took(count)
+    def took(self, shares: np.ndarray) -> None:
+        self.optimizer.took(shares)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.optimizer.state_dict()

@@ -100,12 +100,12 @@ class Engine:
         """One optimizer step; returns (data loss, stop requested on any rank). A mini-batch step
         (SGD, Adam) computes the gradient first and builds no closure: its cost is per step.
 
-        An epoch's short last batch of n rows is n / batch_size of a step: its gradient enters the
-        momentum or moments at that weight (optimizers.counted), and its learning rate (so the
-        proximal map's) is scaled by it, so an epoch counts each row once and a weight at zero stays
-        there. Its mean gradient is as noisy as n rows make it: at a whole step's weight (torch's
-        DataLoader without drop_last) one row at the end of batches of 1,999 took the test loss to 10,
-        and momentum carried it on."""
+        An epoch's short last batch of n rows is a step of share n / batch_size: it moves lr x share
+        along its rows' mean gradient (so the proximal map's step is lr x share too), and momentum or
+        Adam's moments keep what that share of a step keeps (optimizers.fractional), so an epoch
+        counts each row once and keeps the velocity a whole epoch would. Its mean gradient is as noisy
+        as n rows make it: as a whole step (torch's DataLoader without drop_last) one row at the end
+        of batches of 1,999 took the test loss to 10, and momentum carried it on."""
         wants_stop = self.should_stop is not None and self.should_stop()
         if self.full_batch:
             return self._full_batch_step(lr, wants_stop)
@@ -115,13 +115,13 @@ class Engine:
         if centring is not None:
             centring.enter()
         share = self.step_share = self._share(batch.size)
-        self.optimizer.step(lr * share, _computed, share)
+        self.optimizer.step(lr, _computed, share)
         if centring is not None:
             centring.leave()
         return loss, stop
 
     def _share(self, rows: int) -> float:
-        """A mini-batch step of `rows` rows as a share of a whole batch (optimizers.counted)."""
+        """A mini-batch step of `rows` rows as a share of a whole batch (Engine.step)."""
         return min(rows / self.source.batch_size, 1.0)
 
     def _full_batch_step(self, lr: float, wants_stop: bool) -> tuple[float, bool]:
