@@ -201,3 +201,15 @@ def test_the_penalty_leaves_the_bias_alone_and_its_smooth_part_drops_l1():
     objective.add_penalty_gradients(weight)
     torch.testing.assert_close(weight.grad, torch.tensor([[2.5, -4.5]]))
     assert objective.smooth == Objective(weight_decay=2.0)
+
+
+def test_the_penalty_gradient_refuses_a_tensor_and_an_array_mixed():
+    """NumPy weights add into a NumPy grad (the estimator's L-BFGS), tensors into tensors; mixed, a
+    NumPy weight's `grad +=` would only rebind a name and leave the tensor as it was."""
+    objective = Objective(weight_decay=0.5)
+    grad = np.zeros(2)
+    objective.add_penalty_gradients(np.array([1.0, -2.0]), grad)
+    assert grad.tolist() == [0.5, -1.0]
+    for weight, grad in ((np.ones(2), torch.zeros(2)), (torch.ones(2), np.zeros(2)), (np.ones(2), None)):
+        with pytest.raises(TypeError, match="both be tensors or both NumPy arrays"):
+            objective.add_penalty_gradients(weight, grad)

@@ -1,5 +1,6 @@
 """The hand-written optimizer updates and schedules equal torch.optim's, step for step."""
 
+import math
 import subprocess
 import sys
 
@@ -59,6 +60,24 @@ def test_short_steps_adding_up_to_a_whole_one_fill_a_buffer_as_it_does(rate, sha
         moment = kept * moment + (1 - kept) * grad
     assert buffer == pytest.approx(rate * 3.0 + grad, rel=1e-12)
     assert moment == pytest.approx(rate * 3.0 + (1 - rate) * grad, rel=1e-12)
+
+
+def test_a_tiny_share_of_a_momentum_near_one_keeps_its_gradient():
+    """(1 - rate^s) / (1 - rate) tends to s as rate nears 1: computed as a difference it cancelled to
+    0 at rate 1 - 1e-12, share 1e-5 (the gradient dropped), and to 8e-4 off at 0.999999, 1e-8."""
+    assert fractional(1 - 1e-12, 1e-5)[1] == pytest.approx(1e-5, rel=1e-6)
+    assert fractional(0.999999, 1e-8)[1] == pytest.approx(1e-8, rel=1e-6)
+    assert fractional(0.0, 0.3) == (0.0, 1.0)
+
+
+def test_adam_refuses_a_step_count_that_is_not_a_finite_number():
+    adam = Adam([torch.zeros(2)])
+    state = adam.state_dict()
+    for steps in (math.inf, math.nan, -1.0):
+        with pytest.raises(ValueError, match="step count must be a finite number >= 0"):
+            adam.load_state_dict(state | {"steps": torch.tensor(steps, dtype=torch.float64)})
+    adam.load_state_dict(state | {"steps": torch.tensor(7)})  # an int, as checkpoints before fractional steps
+    assert adam.steps == 7
 
 
 @pytest.mark.parametrize(

@@ -580,7 +580,7 @@ struct rule {
     int nesterov;
     double beta1, beta2, eps; /* Adam */
     double steps;            /* Adam's steps taken before the call (a short step adds its share) */
-    double prox_l1, prox_l2; /* after each update, W's proximal map for step h = lr x prox_scale ... */
+    double prox_l1, prox_l2; /* after each update, W's proximal map for step h = lr x share x prox_scale ... */
     double prox_scale;       /* ... (optimizers.Proximal): soft threshold h l1, then / (1 + h l2) */
 };
 
@@ -627,8 +627,12 @@ static void fractional(double rate, double share, double *kept, double *taken) {
         *kept = rate, *taken = 1.0;
         return;
     }
-    *kept = pow(rate, share);
-    *taken = rate != 1.0 ? (1.0 - *kept) / (1.0 - rate) : share;
+    if (rate == 0.0) {
+        *kept = 0.0, *taken = 1.0;
+        return;
+    }
+    *kept = pow(rate, share); /* 1 - kept as -expm1: the plain difference cancels where kept is near 1 */
+    *taken = rate != 1.0 ? -expm1(share * log(rate)) / (1.0 - rate) : share;
 }
 
 /* Step scalars for learning rate lr, a step of `share` of a whole one, Adam's count `step` after it. */
@@ -1051,7 +1055,8 @@ static PyMethodDef methods[] = {
      " sizes[k] entries of index, its learning rate lrs[k]; writes its mean loss to losses[k] and leaves the"
      " last step's gradient (penalty and centring included) in grad_weight and grad_bias. Stops after a step"
      " whose loss is not finite or above ceiling. With prox_scale, each update of the weights is followed by"
-     " the proximal map of prox_l1 |W|_1 + prox_l2 / 2 |W|^2 for the step lr x prox_scale. A step of fewer"
+     " the proximal map of prox_l1 |W|_1 + prox_l2 / 2 |W|^2 for the step lr x share x prox_scale (share 1 but"
+     " for a short step). A step of fewer"
      " rows than batch (an epoch's short last batch) is a step of share rows / batch: it moves lr x share"
      " along its rows' mean gradient, momentum keeps momentum ^ share and takes the gradient at"
      " (1 - momentum ^ share) / (1 - momentum), Adam's moments keep beta ^ share and its count (adam_steps,"

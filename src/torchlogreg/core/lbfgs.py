@@ -176,11 +176,12 @@ class LBFGS:
         """The strong-Wolfe search from x along `direction`; where a trial point's objective overflows
         (which interpolation cannot take), backtracking from below that point."""
 
-        trial = {}  # the points tried, by step: the search returns a step
+        last = {}  # the last point tried, by its step: most often the one the search returns
 
         def along(t: float) -> tuple[float, np.ndarray]:
-            trial[t] = self.x + t * direction
-            value, gradient = self._evaluate(evaluate, trial[t])
+            last.clear()
+            x = last[t] = self.x + t * direction
+            value, gradient = self._evaluate(evaluate, x)
             if not math.isfinite(value):
                 raise _Overflow(t)
             return value, gradient
@@ -193,7 +194,7 @@ class LBFGS:
             return self._backtracking_search(evaluate, direction, pseudo, overflow.step * BACKTRACK)
         if not value < self.value or t == 0:
             return None
-        return trial[t], value, gradient
+        return last[t] if t in last else self.x + t * direction, value, gradient
 
     def _backtracking_search(
         self, evaluate: Evaluate, direction: np.ndarray, pseudo: np.ndarray, t: float

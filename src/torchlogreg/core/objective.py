@@ -53,8 +53,14 @@ class Objective:
     ) -> None:
         """Add the penalty's gradient at `weight` (for L1 its subgradient l1 * sign(W)) to `grad`
         (default: weight.grad), in place; NumPy arrays as tensors."""
-        if isinstance(weight, torch.Tensor):
-            self._add_penalty_gradients(weight, weight.grad if grad is None else grad)
+        tensors = isinstance(weight, torch.Tensor)
+        grad = weight.grad if grad is None and tensors else grad
+        if not isinstance(grad, torch.Tensor if tensors else np.ndarray):
+            raise TypeError(
+                "add_penalty_gradients: weight and grad must both be tensors or both NumPy arrays"
+            )
+        if tensors:
+            self._add_penalty_gradients(weight, grad)
             return
         if self.weight_decay:
             grad += self.weight_decay * weight

@@ -30,8 +30,10 @@ def fractional(rate: float, share: float) -> tuple[float, float]:
     one whole step keeps what one whole step keeps."""
     if share == 1.0:
         return rate, 1.0
-    kept = rate**share
-    return kept, (1.0 - kept) / (1.0 - rate) if rate != 1.0 else share
+    if rate == 0.0:
+        return 0.0, 1.0
+    # 1 - rate ** share as -expm1: the plain difference cancels where rate ** share is near 1
+    return rate**share, -math.expm1(share * math.log(rate)) / (1.0 - rate) if rate != 1.0 else share
 
 
 class SGD:
@@ -51,7 +53,7 @@ class SGD:
     @without_grad
     def step(self, lr: float, closure: Callable[[], object], share: float = 1.0) -> None:
         """Gradients from `closure` (which fills .grad), then one update, `share` of a whole step: up
-        to three kernels per tensor, as with two small tensors plain ops beat _foreach ones, which
+        to four kernels per tensor, as with two small tensors plain ops beat _foreach ones, which
         cost more to launch."""
         closure()
         kept, taken = fractional(self.momentum, share)
@@ -172,7 +174,9 @@ class Adam:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         steps = state["steps"].item()  # (an int in checkpoints from before fractional steps)
-        self.steps = steps if steps != int(steps) else int(steps)
+        if not (math.isfinite(steps) and steps >= 0):
+            raise ValueError(f"Adam's step count must be a finite number >= 0, got {steps}")
+        self.steps = steps
         for i, (first, second) in enumerate(zip(self.first, self.second, strict=True)):
             first.copy_(state[f"first_{i}"])
             second.copy_(state[f"second_{i}"])

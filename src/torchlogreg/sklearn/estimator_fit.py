@@ -222,7 +222,7 @@ class MiniBatch(Fit):
         if proximal:
             optimizer = Proximal(optimizer, params[0], weight_decay=penalty.weight_decay, momentum=MOMENTUM)
         if self.est.optimizer_state_ is not None and self.est.optimizer_state_[0] == solver:
-            optimizer.load_state_dict({k: v.to(device) for k, v in self.est.optimizer_state_[1].items()})
+            optimizer.load_state_dict(self.est.optimizer_state_[1])  # (copied to the device's buffers)
         seed = self.est.random_state if isinstance(self.est.random_state, Integral) else None
         generator = torch.Generator().manual_seed(seed if seed is not None else int(np.random.randint(2**31)))
         return Engine(

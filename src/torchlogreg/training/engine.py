@@ -288,9 +288,10 @@ class Engine:
                 f"the checkpoint's iteration {iteration!r} (of {self.total}) or history rows {rows!r} "
                 f"(of {len(history)}) are out of range"
             )
-        device = self.parameters[0].device
         self.model.load_state_dict(_part(tensors, "model."))
-        self.optimizer.load_state_dict({k: v.to(device) for k, v in _part(tensors, "optimizer.").items()})
+        # (as read: each optimizer copies its buffers to their device, and reads counts on the host,
+        # where a float64 count can be; MPS has no float64)
+        self.optimizer.load_state_dict(_part(tensors, "optimizer."))
         self.generator.set_state(tensors["rng.epoch"])
         self.iteration = int(meta["iteration"])
         self.start_loss = meta["start_loss"]
