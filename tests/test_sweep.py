@@ -289,3 +289,28 @@ def test_a_diverging_point_is_a_row_and_the_sweep_goes_on(tmp_path, data_root, c
     assert "sorted by validation accuracy" in summary
     lines = [line for line in summary.splitlines() if line.startswith("| 1")]
     assert lines[-1].startswith("| 1000000.0 | – |") and "0/1, 1 diverged" in lines[-1]
+
+
+def test_cli_sweep_notes_options_its_optimizer_does_not_use(tmp_path, data_root, capsys):
+    """A batch size swept for lbfgs gave the same runs; on 300 rows the rules choose lbfgs for every
+    run, and --momentum went unused: each gets a note (before, the sweep said nothing)."""
+    common = ["sweep", "--data-root", str(data_root), "--device", "cpu", "--train-size", "300", "--quiet"]
+    argv = [*common, "--optimizer", "lbfgs", "--grid", "batch_size=16,64", "--out", str(tmp_path / "a")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "note: --grid batch_size: every run used lbfgs, and lbfgs takes every row" in err
+    rows = read_results(tmp_path / "a" / "results.csv")
+    assert rows[0]["test_accuracy"] == rows[1]["test_accuracy"]
+    argv = [*common, "--momentum", "0.5", "--grid", "weight_decay=0.01,0.1", "--out", str(tmp_path / "b")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "note: --momentum was not used: the rules chose lbfgs for every run, and lbfgs has no" in err
+    assert "--grid" not in err
+
+
+def test_cli_sweep_with_a_diverging_point_prints_its_summary(tmp_path, data_root, capsys):
+    """A diverged row has no train_seconds: the closing line sums the others (it raised ValueError)."""
+    argv = ["sweep", "--data-root", str(data_root), "--device", "cpu", "--train-size", "600", "--epochs",
+            "1", "--optimizer", "sgd", "--grid", "lr=0.1,1e6", "--quiet", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    assert "2 runs (" in capsys.readouterr().out

@@ -138,23 +138,43 @@ def config_from_args(args: argparse.Namespace):
     return config
 
 
-def unused_flags(args: argparse.Namespace, config: TrainConfig, chosen_for: int | None = None) -> list[str]:
+def _unused_by(optimizer: str | None) -> dict[str, str]:
+    """The options `optimizer` does not use, each with why."""
+    unused = {"momentum": f"{optimizer} has no momentum", "nesterov": f"{optimizer} has no momentum"}
+    if optimizer == "lbfgs":
+        return {"batch_size": "lbfgs takes every row", **unused}
+    return unused if optimizer == "adam" else {}
+
+
+def unused_flags(args: argparse.Namespace, config: TrainConfig, chosen: str | None = None) -> list[str]:
     """The flags given that `config`'s optimizer will not use, each in a line that says why; with
-    `chosen_for`, the optimizer is the one the rules chose for that many training rows."""
+    `chosen` ("for 300 training rows"), the optimizer is the one the rules chose so."""
     optimizer = config.optimizer
-    no_momentum = optimizer in ("adam", "lbfgs")
-    unused = {
-        "--batch-size": (args.batch_size is not None and optimizer == "lbfgs", "lbfgs takes every row"),
-        "--momentum": (args.momentum is not None and no_momentum, f"{optimizer} has no momentum"),
-        "--nesterov": (bool(args.nesterov) and no_momentum, f"{optimizer} has no momentum"),
-    }
-    given = [(flag, why) for flag, (used, why) in unused.items() if used]
-    if chosen_for is not None:
-        return [f"{flag} was not used: the rules chose {optimizer} for {chosen_for:,} training rows, and "
-                f"{why} (--optimizer sgd uses it)" for flag, why in given]  # fmt: skip
-    notes = [f"{flag} is not used: {why} (sgd uses it)" for flag, why in given]
-    if args.nesterov and not no_momentum and config.momentum == 0:
+    given = {"batch_size": args.batch_size is not None, "momentum": args.momentum is not None,
+             "nesterov": bool(args.nesterov)}  # fmt: skip
+    unused = [(f"--{name.replace('_', '-')}", why) for name, why in _unused_by(optimizer).items()
+              if given[name]]  # fmt: skip
+    if chosen is not None:
+        return [f"{flag} was not used: the rules chose {optimizer} {chosen}, and {why} (--optimizer sgd "
+                "uses it)" for flag, why in unused]  # fmt: skip
+    notes = [f"{flag} is not used: {why} (sgd uses it)" for flag, why in unused]
+    if args.nesterov and optimizer not in ("adam", "lbfgs") and config.momentum == 0:
         notes.append("--nesterov is not used: momentum is 0 (give --momentum above 0)")
+    return notes
+
+
+def unused_in_sweep(args: argparse.Namespace, axes: list[str], rows: list[dict]) -> list[str]:
+    """Where every run of a sweep used one optimizer: a line for each swept option it does not use (its
+    values gave the same runs) and, where the rules chose it, for each such flag given."""
+    used = {row["optimizer"] for row in rows if row.get("optimizer")}
+    if len(used) != 1:  # (several optimizers: each option is some runs')
+        return []
+    (optimizer,) = used
+    notes = [f"--grid {name}: every run used {optimizer}, and {why}: its values gave the same runs "
+             "(--optimizer sgd sweeps it)"
+             for name, why in _unused_by(optimizer).items() if name in axes]  # fmt: skip
+    if args.optimizer is None:
+        notes += unused_flags(args, TrainConfig(optimizer=optimizer), chosen="for every run")
     return notes
 
 
@@ -256,7 +276,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(stop_line(metrics, result.config))
     if config.optimizer is None:  # the rules chose it: flags of another optimizer went unused
-        for note in unused_flags(args, result.config, chosen_for=metrics["train"]["n"]):
+        for note in unused_flags(args, result.config, chosen=f"for {metrics['train']['n']:,} training rows"):
             print(f"torchlogreg: note: {note}", file=sys.stderr)
     if not args.quiet:
         print(f"saved run to {out}")
@@ -293,8 +313,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     hue = args.hue.replace("-", "_") if args.hue else None
     rows = sweep.run_sweep(base, grid, args.seeds, out, progress, args.tensorboard, report=True, hue=hue)
     summary = sweep.summarize(rows, grid)
-    seconds = sum(float(row["train_seconds"]) for row in rows)
+    seconds = sum(float(row["train_seconds"] or 0) for row in rows)
     print(f"{len(rows)} runs ({seconds:.1f} s of training); results.csv, summary.md and plots in {out}")
+    for note in unused_in_sweep(args, list(grid.axes), rows):
+        print(f"torchlogreg: note: {note}", file=sys.stderr)
     best = summary[0]
     if args.select or args.retrain:
         options = ", ".join(f"{k}={v}" for k, v in best["options"].items())
