@@ -62,7 +62,8 @@ class LBFGS:
         self.max_line_search = max_line_search
         self.steps_kept = np.zeros((history, n), dtype)  # s_i, a ring of rows (`_rows`)
         self.grads_kept = np.zeros((history, n), dtype)  # y_i
-        # s_i . y_j and y_i . y_j of the kept pairs, oldest first: [:kept, :kept] (y_i . s_i: curvatures)
+        # s_i . y_j (i <= j) and y_i . y_j of the kept pairs, oldest first: [:kept, :kept] (the diagonal
+        # of the first: the curvatures)
         self.steps_grads = np.zeros((history, history))
         self.grads_grads = np.zeros((history, history))
         self.kept, self.next_row, self.iterations = 0, 0, 0
@@ -166,7 +167,8 @@ class LBFGS:
         self.next_row, self.kept = (row + 1) % history, min(self.kept + 1, history)
         rows, kept = self._rows(), self.kept
         steps, grads = self.steps_kept[:kept], self.grads_kept[:kept]
-        self.steps_grads[kept - 1, :kept] = (grads @ step)[rows]
+        # s_i . y_j for i <= j only (R, the compact form's triangle, with its diagonal): the lower
+        # half is never read
         self.steps_grads[:kept, kept - 1] = (steps @ change)[rows]
         self.grads_grads[kept - 1, :kept] = self.grads_grads[:kept, kept - 1] = (grads @ change)[rows]
 
@@ -256,8 +258,8 @@ def inverse_hessian_product(
     """H v, H the L-BFGS inverse Hessian of the pairs (s_i, y_i) in `steps`/`grads` (ring rows, oldest
     first at `rows`) with H0 = (s.y / y.y) I from the newest: the two-loop recursion's product, in the
     compact form of Byrd, Nocedal and Schnabel (1994), four products with the pairs and two m x m
-    triangular solves rather than 4m vector operations. `steps_grads`, `grads_grads`: s_i . y_j and
-    y_i . y_j, oldest first (R, the compact form's triangle, is the upper half of the first)."""
+    triangular solves rather than 4m vector operations. `steps_grads`, `grads_grads`: s_i . y_j for
+    i <= j (R, the compact form's triangle: the lower half is not read) and y_i . y_j, oldest first."""
     gamma = steps_grads[-1, -1] / grads_grads[-1, -1]
     along_grads = (grads @ v)[rows]  # Y^T v
     # BLAS's triangular solve reads R from the upper half in place: np.linalg.solve's checks, copies
