@@ -292,8 +292,9 @@ def test_a_diverging_point_is_a_row_and_the_sweep_goes_on(tmp_path, data_root, c
 
 
 def test_cli_sweep_notes_options_its_optimizer_does_not_use(tmp_path, data_root, capsys):
-    """A batch size swept for lbfgs gave the same runs; on 300 rows the rules choose lbfgs for every
-    run, and --momentum went unused: each gets a note (before, the sweep said nothing)."""
+    """A batch size swept for lbfgs gave the same runs (and the lbfgs runs of a sweep of both
+    optimizers); on 300 rows the rules choose lbfgs for every run, and --momentum went unused: each
+    gets a note (before, the sweep said nothing)."""
     common = ["sweep", "--data-root", str(data_root), "--device", "cpu", "--train-size", "300", "--quiet"]
     argv = [*common, "--optimizer", "lbfgs", "--grid", "batch_size=16,64", "--out", str(tmp_path / "a")]
     assert main(argv) == 0
@@ -306,6 +307,12 @@ def test_cli_sweep_notes_options_its_optimizer_does_not_use(tmp_path, data_root,
     err = capsys.readouterr().err
     assert "note: --momentum was not used: the rules chose lbfgs for every run, and lbfgs has no" in err
     assert "--grid" not in err
+    mixed = ["--grid", "optimizer=sgd,lbfgs", "--grid", "batch_size=16,64"]
+    argv = [*common, *mixed, "--out", str(tmp_path / "c")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "note: --grid batch_size: lbfgs takes every row: its values gave the lbfgs runs alike" in err
+    assert "sgd runs" not in err
 
 
 def test_cli_sweep_with_a_diverging_point_prints_its_summary(tmp_path, data_root, capsys):

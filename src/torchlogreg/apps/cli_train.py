@@ -164,17 +164,22 @@ def unused_flags(args: argparse.Namespace, config: TrainConfig, chosen: str | No
 
 
 def unused_in_sweep(args: argparse.Namespace, axes: list[str], rows: list[dict]) -> list[str]:
-    """Where every run of a sweep used one optimizer: a line for each swept option it does not use (its
-    values gave the same runs) and, where the rules chose it, for each such flag given."""
-    used = {row["optimizer"] for row in rows if row.get("optimizer")}
-    if len(used) != 1:  # (several optimizers: each option is some runs')
-        return []
-    (optimizer,) = used
-    notes = [f"--grid {name}: every run used {optimizer}, and {why}: its values gave the same runs "
-             "(--optimizer sgd sweeps it)"
-             for name, why in _unused_by(optimizer).items() if name in axes]  # fmt: skip
-    if args.optimizer is None:
-        notes += unused_flags(args, TrainConfig(optimizer=optimizer), chosen="for every run")
+    """A line for each swept option that an optimizer of the sweep's runs does not use (its values
+    gave those runs alike) and, where the rules chose one optimizer for every run, for each flag
+    given that it does not use."""
+    used = sorted({row["optimizer"] for row in rows if row.get("optimizer")})
+    notes = []
+    for optimizer in used:
+        for name, why in _unused_by(optimizer).items():
+            if name not in axes:
+                continue
+            if len(used) == 1:
+                notes.append(f"--grid {name}: every run used {optimizer}, and {why}: its values gave the "
+                             "same runs (--optimizer sgd sweeps it)")  # fmt: skip
+            else:
+                notes.append(f"--grid {name}: {why}: its values gave the {optimizer} runs alike")
+    if len(used) == 1 and args.optimizer is None:
+        notes += unused_flags(args, TrainConfig(optimizer=used[0]), chosen="for every run")
     return notes
 
 
