@@ -321,3 +321,16 @@ def test_cli_sweep_with_a_diverging_point_prints_its_summary(tmp_path, data_root
             "1", "--optimizer", "sgd", "--grid", "lr=0.1,1e6", "--quiet", "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 0
     assert "2 runs (" in capsys.readouterr().out
+
+
+def test_a_plot_whose_runs_all_diverged_draws_no_empty_legend(tmp_path, data_root):
+    """lr 1e6 diverges at both momenta: the momentum plot's lr=1e6 points are absent, and matplotlib
+    warned of a legend with no labelled artists (in the user's sweep output)."""
+    import warnings
+
+    base = TrainConfig(data_root=str(data_root), device="cpu", train_size=600, epochs=1, optimizer="sgd")
+    grid = Grid({"lr": (1e6,), "momentum": (0.0, 0.9)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        rows = run_sweep(base, grid, 1, tmp_path, progress=False, report=True)
+    assert [row["stop_reason"] for row in rows] == ["diverged", "diverged"]

@@ -274,3 +274,19 @@ def test_a_one_row_step_at_an_epochs_end_keeps_the_velocity(options, mnist_split
             for batch in (2000, 1999)]  # fmt: skip
     losses = [run.metrics["test"]["loss"] for run in runs]
     assert losses[1] == pytest.approx(losses[0], rel=0.01)  # (Adam: 0.6%, its rarely lit pixels)
+
+
+def test_the_progress_lines_mean_loss_weighs_a_short_batch_by_its_rows(capsys):
+    """Batches of 999 of 1,000 rows: the printed mean of a check's two steps weighs the one-row step's
+    loss 1/999 (a plain mean of the steps counted that row as much as the 999: 0.0645 against 0.0856
+    in a newcomer's run)."""
+    from conftest import synthetic_data
+
+    data = synthetic_data(n_train=1000, n_val=0)
+    config = TrainConfig(device="cpu", optimizer="sgd", batch_size=999, epochs=3, eval_every=2, val_size=0)
+    result = train(config, data, verbose=True, progress=False)
+    printed = [float(line.split("mean batch loss")[1].split()[0])
+               for line in capsys.readouterr().out.splitlines() if "mean batch loss" in line]  # fmt: skip
+    losses = [row["loss"] for row in result.history]
+    expected = [(losses[i] + losses[i + 1] / 999) / (1 + 1 / 999) for i in range(0, len(losses), 2)]
+    assert printed == pytest.approx(expected, abs=1e-4)

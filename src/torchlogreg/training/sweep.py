@@ -435,7 +435,8 @@ def plot_sweep(summary: list[dict], grid: Grid, out: Path, hue: str | None = Non
             ax.set_xscale("log")
         ax.set(xlabel=option, ylabel=f"accuracy ({meaning})", title=f"Accuracy against {option}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # (none where every run of it diverged)
+            ax.legend(fontsize=8)
         path = out / f"accuracy_vs_{option}.png"
         _save(figure, path)
         written.append(path)
@@ -471,7 +472,8 @@ def _learning_curve(summary: list[dict], out: Path) -> Path:
         "each size trained by the default rules (L-BFGS to convergence on small sets)",
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     path = out / "learning_curve.png"
     _save(figure, path)
     return path

@@ -74,7 +74,7 @@ class Evaluator:
         count = min(TRAIN_ACCURACY_SAMPLES, len(data.train))
         self.train_sample = (data.train.images[:count], data.train.labels[:count])
         self.stopping = EarlyStopping(VAL_LOSS_TOL, config.patience, keep=config.patience is not None)
-        self.loss_sum, self.losses = 0.0, 0  # the steps' losses since the last check
+        self.loss_sum, self.losses = 0.0, 0.0  # the steps' losses since the last check, and their shares
 
     def _metrics(self, model, images, labels) -> dict:
         with outside_threads():  # a whole set's pass, not a mini-batch step: split over the threads
@@ -84,7 +84,8 @@ class Evaluator:
         return self.every - engine.iteration % self.every  # (the run's end bounds every call too)
 
     def on_step(self, engine: Engine, row: dict) -> None:
-        self.loss_sum, self.losses = self.loss_sum + row["loss"], self.losses + 1
+        share = engine.step_share  # (an epoch's short last batch weighs its rows, as in the epoch objective)
+        self.loss_sum, self.losses = self.loss_sum + row["loss"] * share, self.losses + share
         if engine.iteration % self.every and engine.iteration != engine.total:
             return
         row["train_accuracy"] = self._metrics(engine.model, *self.train_sample)["accuracy"]
