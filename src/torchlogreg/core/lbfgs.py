@@ -62,8 +62,7 @@ class LBFGS:
         self.max_line_search = max_line_search
         self.steps_kept = np.zeros((history, n), dtype)  # s_i, a ring of rows (`_rows`)
         self.grads_kept = np.zeros((history, n), dtype)  # y_i
-        # s_i . y_j (i <= j) and y_i . y_j of the kept pairs, oldest first: [:kept, :kept] (the diagonal
-        # of the first: the curvatures)
+        # s_i . y_j (i <= j: the lower half is not kept) and y_i . y_j of the kept pairs, oldest first
         self.steps_grads = np.zeros((history, history))
         self.grads_grads = np.zeros((history, history))
         self.kept, self.next_row, self.iterations = 0, 0, 0
@@ -147,8 +146,7 @@ class LBFGS:
         return constrained(self.l1, -inverse_hessian_product(pseudo, *pairs, *products), pseudo)
 
     def _rows(self) -> np.ndarray | slice:
-        """The rows of the kept pairs, oldest first: rows 0..kept-1 (a ring once all `history` are
-        kept: the newest was written at next_row - 1), as a slice while they are in order."""
+        """The kept pairs' rows, oldest first (a ring: the newest at next_row - 1); a slice in order."""
         if self.next_row == self.kept % len(self.steps_kept):
             return slice(None)
         return (np.arange(self.kept) + (self.next_row - self.kept)) % len(self.steps_kept)
@@ -167,8 +165,6 @@ class LBFGS:
         self.next_row, self.kept = (row + 1) % history, min(self.kept + 1, history)
         rows, kept = self._rows(), self.kept
         steps, grads = self.steps_kept[:kept], self.grads_kept[:kept]
-        # s_i . y_j for i <= j only (R, the compact form's triangle, with its diagonal): the lower
-        # half is never read
         self.steps_grads[:kept, kept - 1] = (steps @ change)[rows]
         self.grads_grads[kept - 1, :kept] = self.grads_grads[:kept, kept - 1] = (grads @ change)[rows]
 
@@ -177,7 +173,6 @@ class LBFGS:
     ) -> tuple[np.ndarray, float, np.ndarray] | None:
         """The strong-Wolfe search from x along `direction`; where a trial point's objective overflows
         (which interpolation cannot take), backtracking from below that point."""
-
         last = {}  # the last point tried, by its step: most often the one the search returns
 
         def along(t: float) -> tuple[float, np.ndarray]:

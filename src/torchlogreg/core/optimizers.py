@@ -30,10 +30,10 @@ def fractional(rate: float, share: float) -> tuple[float, float]:
     one whole step keeps what one whole step keeps."""
     if share == 1.0:
         return rate, 1.0
-    if rate == 0.0:
-        return 0.0, 1.0
+    if rate in (0.0, 1.0):  # (no momentum: the gradient alone; a buffer that keeps all: share of it)
+        return rate, 1.0 if rate == 0.0 else share
     # 1 - rate ** share as -expm1: the plain difference cancels where rate ** share is near 1
-    return rate**share, -math.expm1(share * math.log(rate)) / (1.0 - rate) if rate != 1.0 else share
+    return rate**share, -math.expm1(share * math.log(rate)) / (1.0 - rate)
 
 
 class SGD:
@@ -83,7 +83,7 @@ class SGD:
             "second": [],
         }
 
-    def took(self, shares: np.ndarray) -> None:
+    def took(self, shares: list[float]) -> None:
         """Steps of these shares were taken by the fused kernel (SGD keeps no count)."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -115,10 +115,10 @@ class Adam:
     @without_grad
     def step(self, lr: float, closure: Callable[[], object], share: float = 1.0) -> None:
         """Gradients from `closure` (which fills .grad), then one update, `share` of a whole step. The
-        update runs on one CPU
-        thread: torch splits its sqrt over every thread even for a model's few thousand weights, and
-        where another program holds the second core each step then waited for it (milliseconds a
-        step instead of microseconds, making Adam's large batches several times slower per sample)."""
+        update runs on one CPU thread: torch splits its sqrt over every thread even for a model's few
+        thousand weights, and where another program holds the second core each step then waited for
+        it (milliseconds a step instead of microseconds, making Adam's large batches several times
+        slower per sample)."""
         closure()
         beta1, beta2 = self.betas
         keep1, keep2 = beta1**share, beta2**share  # (betas themselves for a whole step)
@@ -160,10 +160,10 @@ class Adam:
             "second": self.second,
         }
 
-    def took(self, shares: np.ndarray) -> None:
+    def took(self, shares: list[float]) -> None:
         """Steps of these shares were taken by the fused kernel: the bias corrections count them, added
         one by one as `step` adds them."""
-        for share in shares.tolist():
+        for share in shares:
             self.steps += share
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -333,7 +333,7 @@ class Proximal:
             return None
         return rule | {"prox_l1": self.l1, "prox_l2": self.weight_decay, "prox_scale": self.amplification}
 
-    def took(self, shares: np.ndarray) -> None:
+    def took(self, shares: list[float]) -> None:
         self.optimizer.took(shares)
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -98,14 +98,9 @@ class Engine:
 
     def step(self, lr: float) -> tuple[float, bool]:
         """One optimizer step; returns (data loss, stop requested on any rank). A mini-batch step
-        (SGD, Adam) computes the gradient first and builds no closure: its cost is per step.
-
-        An epoch's short last batch of n rows is a step of share n / batch_size: it moves lr x share
-        along its rows' mean gradient (so the proximal map's step is lr x share too), and momentum or
-        Adam's moments keep what that share of a step keeps (optimizers.fractional), so an epoch
-        counts each row once and keeps the velocity a whole epoch would. Its mean gradient is as noisy
-        as n rows make it: as a whole step (torch's DataLoader without drop_last) one row at the end
-        of batches of 1,999 took the test loss to 10, and momentum carried it on."""
+        (SGD, Adam) computes the gradient first and builds no closure: its cost is per step. An
+        epoch's short last batch of n rows is a step of share n / batch_size (optimizers.fractional):
+        as a whole step, one row at the end of batches of 1,999 took the test loss to 10."""
         wants_stop = self.should_stop is not None and self.should_stop()
         if self.full_batch:
             return self._full_batch_step(lr, wants_stop)
@@ -244,10 +239,12 @@ class Engine:
         ceiling = math.inf if self.start_loss is None else self._ceiling() or math.inf
         sizes = self._cursor.rows.sizes[self._cursor.at : self._cursor.at + count].tolist()
         losses = fused_steps.take_steps(self, self._cursor, np.asarray(lrs), ceiling)
+        shares = [self._share(size) for size in sizes[: len(losses)]]
+        self.optimizer.took(shares)  # (Adam's bias corrections count them)
         wants_stop = self.should_stop is not None and self.should_stop()
         for step, loss in enumerate(losses.tolist()):
             last = step == len(losses) - 1
-            self.step_share = self._share(sizes[step])
+            self.step_share = shares[step]
             self._after_step(loss, lrs[step], wants_stop and last, checked=not last)
 
     @property

@@ -111,7 +111,6 @@ def take_steps(engine, cursor: EpochCursor, lrs: np.ndarray, ceiling: float) -> 
         ceiling=ceiling,
         batch=engine.source.batch_size,
     )
-    engine.optimizer.took(np.minimum(sizes[: len(losses)] / engine.source.batch_size, 1.0))
     cursor.advance(len(losses))
     if not step_bias:
         bias.grad = None  # (as the step-by-step path: a fixed parameter has no gradient)
