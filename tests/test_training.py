@@ -242,7 +242,8 @@ def test_a_short_last_batch_counts_its_share_of_a_whole_one(fused_path, momentum
 
 def test_a_batch_one_row_short_of_the_set_trains_as_a_whole_one(mnist_splits):
     """2,000 MNIST rows at batch 1,999 (found by a hostile helper: test loss 10.5, 'converged') end
-    near L-BFGS's optimum and converge: the one-row batch counts 1/1,999 of a step and of an epoch."""
+    near L-BFGS's optimum: the one-row batch counts 1/1,999 of a step and of an epoch. Near is not
+    converged (a train loss 0.093 against 0.062): the run says so."""
     from torchlogreg.data.inmemory import Data, Split
 
     train_split, test_split, names = mnist_splits
@@ -252,7 +253,7 @@ def test_a_batch_one_row_short_of_the_set_trains_as_a_whole_one(mnist_splits):
             for options in ({"optimizer": "sgd", "batch_size": 1999}, {"optimizer": "lbfgs"})]  # fmt: skip
     losses = [run.metrics["test"]["loss"] for run in runs]
     assert losses[0] < 1.05 * losses[1]
-    assert runs[0].metrics["stop_reason"] == "converged"
+    assert runs[0].metrics["stop_reason"] == "step limit" and runs[1].metrics["stop_reason"] == "converged"
 
 
 @pytest.mark.parametrize(

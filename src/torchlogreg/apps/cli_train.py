@@ -235,7 +235,12 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
             f"above its best epoch's: the steps do not settle (lower --lr{larger}), or train longer: {longer}"
         )
     fell = f"; its last epoch lowered the objective by {change:.2g}" if change is not None else ""
-    return f"not converged ({tol}): stopped at the step limit{fell}. To train longer: {longer}"
+    gradient = metrics.get("gradient_max")
+    measured = "" if gradient is None else f", its largest gradient entry {gradient:.2g} when last measured"
+    return (
+        f"not converged ({tol} on the objective's largest gradient entry): stopped at the step limit"
+        f"{fell}{measured}. To train longer: {longer}"
+    )
 
 
 def _config_and_out(args: argparse.Namespace) -> tuple[TrainConfig, Path]:

@@ -46,9 +46,11 @@ RULES = {
     "epochs": f"sgd/adam: {SGD_EPOCHS}, or as many as give {SGD_MIN_STEPS} steps on smaller sets (sgd: "
     f"steps of {BATCH_ROWS} rows, or of the batch when larger); lbfgs: "
     f"{LBFGS_ITERATIONS} iterations. Training stops sooner once converged (see --tol)",
-    "tol": "lbfgs: converged when the objective's largest gradient entry is at most tol (scikit-learn's "
-    "rule); sgd/adam: when two epochs in a row end with a mean objective within tol of the best. 0: no "
-    "convergence test (lbfgs still stops where its line search finds no lower objective)",
+    "tol": "converged when the objective's largest gradient entry is at most tol (scikit-learn's rule): "
+    "lbfgs measures it every iteration; sgd/adam with one pass over the training rows once two epochs in "
+    "a row end with a mean objective within tol of the best at the run's peak step size (then twice as "
+    "many epochs before the next measure). 0: no convergence test (lbfgs still stops where its line "
+    "search finds no lower objective)",
     "weight_decay": "1 / (training rows): the objective of scikit-learn's LogisticRegression(C=1)",
     "schedule": "cosine for sgd and adam, none for lbfgs",
 }

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..base.exceptions import CheckpointError
+from ..core.lbfgs import pseudo_gradient
 from ..core.model import LogisticRegression, without_grad
 from ..core.objective import Objective
 from ..core.stopping import EXPLOSION_FACTOR, diverged, divergence
@@ -114,6 +115,22 @@ class Engine:
         if centring is not None:
             centring.leave()
         return loss, stop
+
+    def gradient_max(self) -> float:
+        """The objective's largest gradient entry at the model (with L1 the minimal subgradient's, as
+        L-BFGS measures it), in the coordinates steps are taken in: one pass over the training rows,
+        every rank's under torchrun (all ranks call it together). Leaves that gradient in .grad."""
+        self._centred_gradient(None, False)
+        l1 = 0.0 if self.gradient.objective.l1 else self.objective.l1  # the L1 the optimizer steps itself
+        largest = 0.0
+        for param in self.parameters:
+            grad = param.grad
+            if grad is None:
+                continue
+            if l1 and param is self._weight:
+                grad = torch.from_numpy(pseudo_gradient(param.cpu().numpy(), grad.cpu().numpy(), l1))
+            largest = max(largest, float(grad.abs().max()))
+        return largest
 
     def _share(self, rows: int) -> float:
         """A mini-batch step of `rows` rows as a share of a whole batch (Engine.step)."""

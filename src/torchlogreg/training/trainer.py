@@ -135,17 +135,22 @@ class ProgressBar:
 
 
 class Convergence:
-    """The one stopping rule on the objective (tol; see rules.RULES["tol"]). Full batch: converged when
-    L-BFGS finds the gradient's largest entry within tol before it steps. Mini-batch: the epoch's mean
-    objective (its batches' losses, a short batch's counting its share of a whole one, plus the penalty
-    at the epoch's end) is compared with the best so far; NO_CHANGE_EPOCHS epochs in a row within tol
-    of it have converged."""
+    """The one stopping rule on the objective (tol; see rules.RULES["tol"]): converged when the
+    objective's largest (sub)gradient entry is at most tol. L-BFGS measures it before each step.
+    Mini-batch steps measure it with a pass over the training rows (Engine.gradient_max) once the
+    epochs suggest it: NO_CHANGE_EPOCHS in a row whose mean objective (their batches' losses, a short
+    batch's counting its share of a whole one, plus the penalty at the epoch's start) is within tol of
+    the best so far, at the step size the run peaked at (a change at a tenth of the peak lr counts ten
+    times: a schedule that shrinks the steps stills the objective anywhere). A measure above tol
+    doubles the epochs before the next."""
 
     def __init__(self, tol: float):
         self.tol = tol
-        self.epoch_loss, self.epoch_steps = 0.0, 0
+        self.epoch_loss, self.epoch_steps, self.epoch_lr, self.peak_lr = 0.0, 0, 0.0, 0.0
         self.best, self.unchanged, self.change = math.inf, 0, None
         self.start_penalty: float | None = None  # the penalty as the epoch began (None: not yet known)
+        self.wait = NO_CHANGE_EPOCHS  # unchanged epochs before the gradient is measured
+        self.gradient: float | None = None  # its last measure (None: not measured)
 
     def steps_ahead(self, engine: Engine) -> int:
         return engine.total  # it acts at epochs' ends, where the fused kernel's calls end too
@@ -160,6 +165,7 @@ class Convergence:
             return
         share = engine.step_share  # (one row at the end of a batch of 1,999 weighed half an epoch)
         self.epoch_loss += row["loss"] * share
+        self.epoch_lr += row["lr"] * share
         self.epoch_steps += share
         if not engine.at_epoch_end:
             return
@@ -167,20 +173,27 @@ class Convergence:
         # epoch began, which makes one step an epoch (a batch of every row) its exact objective
         end_penalty = engine.objective.penalty(engine.model.linear.weight)
         start = end_penalty if self.start_penalty is None else self.start_penalty
-        mean = self.epoch_loss / self.epoch_steps + start
-        self.epoch_loss, self.epoch_steps, self.start_penalty = 0.0, 0, end_penalty
+        mean, lr = self.epoch_loss / self.epoch_steps + start, self.epoch_lr / self.epoch_steps
+        self.epoch_loss, self.epoch_lr, self.epoch_steps, self.start_penalty = 0.0, 0.0, 0, end_penalty
+        self.peak_lr = max(self.peak_lr, lr)
         self.change = None if math.isinf(self.best) else self.best - mean
+        self.best = min(self.best, mean)
         # within tol of the best either way: an epoch far worse than the best (a step too bold for a
         # batch) is no sign of convergence, however many follow
-        self.unchanged = self.unchanged + 1 if self.change is not None and abs(self.change) < self.tol else 0
-        self.best = min(self.best, mean)
-        if self.tol and self.unchanged >= NO_CHANGE_EPOCHS and engine.iteration < engine.total:
-            engine.stop_reason = "converged"
+        still = self.change is not None and abs(self.change) * self.peak_lr < self.tol * lr
+        self.unchanged = self.unchanged + 1 if still else 0
+        if self.tol and self.unchanged >= self.wait and engine.iteration < engine.total:
+            self.gradient = engine.gradient_max()
+            if self.gradient <= self.tol:
+                engine.stop_reason = "converged"
+            else:
+                self.unchanged, self.wait = 0, 2 * self.wait
 
     def state_dict(self, tensors: dict, meta: dict) -> None:
         best = self.best if math.isfinite(self.best) else None  # JSON has no infinity
         meta["convergence"] = [self.epoch_loss, self.epoch_steps, best, self.unchanged, self.change,
-                               self.start_penalty]  # fmt: skip
+                               self.start_penalty, self.epoch_lr, self.peak_lr, self.wait,
+                               self.gradient]  # fmt: skip
 
     def load_state_dict(self, tensors: dict, meta: dict) -> None:
         values = meta.get("convergence")
@@ -188,6 +201,8 @@ class Convergence:
             self.epoch_loss, self.epoch_steps, best, self.unchanged, self.change = values[:5]
             self.best = math.inf if best is None else best
             self.start_penalty = values[5] if len(values) > 5 else None  # (older checkpoints: none)
+            if len(values) > 6:  # (older checkpoints: the steps' sizes unknown, the rule's start)
+                self.epoch_lr, self.peak_lr, self.wait, self.gradient = values[6:10]
 
 
 @dataclass
@@ -318,6 +333,7 @@ def finish(training: Training) -> TrainResult:
         stop_reason=engine.stop_reason or "step limit",
         converged=engine.stop_reason == "converged",
         objective_change=training.convergence.change,
+        gradient_max=training.convergence.gradient,
         train_longer={} if engine.stop_reason == "converged" else longer_budget(training.config),
         best_iteration=evaluator.stopping.best_iteration if data.val is not None else None,
         device=str(engine.parameters[0].device),
