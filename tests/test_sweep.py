@@ -2,6 +2,7 @@
 plots, selection by validation accuracy, and reproducibility."""
 
 import csv
+import json
 import math
 
 import pytest
@@ -80,7 +81,10 @@ def test_one_row_per_run_and_resume_skips_finished_runs(tmp_path, data_root, mon
         "train_loss",
         "train_seconds",
         "epochs",
+        "epochs_trained",
     } <= set(header)
+    assert len(header) == len(set(header))  # (the budget and the epochs trained were both `epochs`)
+    assert {(row["epochs"], row["epochs_trained"]) for row in rows} == {("1", "1.0")}
     # interrupted after 3 runs: keep those rows only, then run the same sweep again
     kept = read_results(tmp_path / "results.csv")[:3]
     with (tmp_path / "results.csv").open("w", newline="") as handle:
@@ -334,3 +338,14 @@ def test_a_plot_whose_runs_all_diverged_draws_no_empty_legend(tmp_path, data_roo
         warnings.simplefilter("error", UserWarning)
         rows = run_sweep(base, grid, 1, tmp_path, progress=False, report=True)
     assert [row["stop_reason"] for row in rows] == ["diverged", "diverged"]
+
+
+def test_results_written_with_two_epochs_columns_read_the_budget_from_the_key(tmp_path):
+    """A results.csv from before `epochs_trained` had two `epochs` columns, both the epochs trained:
+    read back, the budget comes from the run's key, and a sweep rewrites the file with both."""
+    key = json.dumps({"epochs": 8, "lr": 0.1}, sort_keys=True)
+    with (tmp_path / "results.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([["key", "lr", "epochs", "test_accuracy", "epochs"],
+                                      [key, "0.1", "3.5", "0.9", "3.5"]])  # fmt: skip
+    (row,) = read_results(tmp_path / "results.csv")
+    assert (row["epochs"], row["epochs_trained"], row["test_accuracy"]) == ("8", "3.5", "0.9")

@@ -43,7 +43,7 @@ METRIC_COLUMNS = (
     "train_accuracy",
     "train_loss",
     "train_seconds",
-    "epochs",
+    "epochs_trained",
     "iterations",
     "stop_reason",
 )
@@ -159,10 +159,18 @@ def _row_key(config: TrainConfig) -> str:
 
 
 def read_results(path: Path) -> list[dict]:
+    """results.csv's rows. A file written before the epochs trained had a column of their own held two
+    `epochs` columns, both the epochs trained: the budget is taken back from the row's key (the run's
+    config as asked, blank where a rule chose it)."""
     if not path.exists():
         return []
     with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if "epochs_trained" not in row:
+            asked = json.loads(row["key"]).get("epochs")
+            row["epochs_trained"], row["epochs"] = row.get("epochs", ""), _csv_value(asked)
+    return rows
 
 
 def _config_columns() -> list[str]:
@@ -265,7 +273,7 @@ def _train_one(config: TrainConfig, data, grid: Grid, tensorboard) -> dict:
         train_accuracy=metrics["train"]["accuracy"],
         train_loss=metrics["train"]["loss"],
         train_seconds=metrics["train_seconds"],
-        epochs=metrics["epochs"],
+        epochs_trained=metrics["epochs"],
         iterations=metrics["iterations"],
         stop_reason=metrics["stop_reason"],
     )
