@@ -467,3 +467,16 @@ def test_a_last_epoch_above_the_best_is_not_called_a_fall(batch, advice):
     assert "0.065 above its best epoch's" in line and advice in line and "--epochs 8" in line
     metrics["objective_change"] = 0.01
     assert "lowered the objective by 0.01" in stop_line(metrics, TrainConfig(batch_size=batch, tol=1e-4))
+
+
+def test_a_converged_line_says_which_weights_early_stopping_kept():
+    """With --patience the kept weights are the best validation check's: a run that converged later
+    says so, as its metrics' gradient_max (blank) does."""
+    from torchlogreg import TrainConfig
+    from torchlogreg.apps.cli_train import stop_line
+
+    metrics = {"stop_reason": "converged", "iterations": 1100, "best_iteration": 800}
+    line = stop_line(metrics, TrainConfig(tol=1e-4))
+    assert line.endswith("kept iteration 800's weights, the best validation check")
+    metrics["best_iteration"] = 1100
+    assert stop_line(metrics, TrainConfig(tol=1e-4)) == "converged (tol 0.0001) after 1100 iterations"

@@ -209,7 +209,9 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
     """Why training stopped, in one line; when it had not converged, the flag that trains longer."""
     reason, tol = metrics["stop_reason"], f"tol {config.tol:g}"
     if reason == "converged":
-        return f"converged ({tol}) after {metrics['iterations']} iterations"
+        best, last = metrics.get("best_iteration"), metrics["iterations"]
+        kept = "" if best in (None, last) else f"; kept iteration {best}'s weights, the best validation check"
+        return f"converged ({tol}) after {last} iterations{kept}"
     if reason == "no progress":
         if config.lr != OTHER_LR["lbfgs"]:
             why = f"its first trial step is scaled by --lr {config.lr:g}: try --lr 1, the default"

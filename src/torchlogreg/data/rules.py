@@ -48,9 +48,9 @@ RULES = {
     f"{LBFGS_ITERATIONS} iterations. Training stops sooner once converged (see --tol)",
     "tol": "converged when the objective's largest gradient entry is at most tol (scikit-learn's rule): "
     "lbfgs measures it every iteration; sgd/adam with one pass over the training rows once two epochs in "
-    "a row end with a mean objective within tol of the best at the run's peak step size (then twice as "
-    "many epochs before the next measure). 0: no convergence test (lbfgs still stops where its line "
-    "search finds no lower objective)",
+    "a row end with a mean objective within tol of the best (after a measure above tol, twice as many "
+    "epochs, at most 8). 0: no convergence test (lbfgs still stops where its line search finds no "
+    "lower objective)",
     "weight_decay": "1 / (training rows): the objective of scikit-learn's LogisticRegression(C=1)",
     "schedule": "cosine for sgd and adam, none for lbfgs",
 }

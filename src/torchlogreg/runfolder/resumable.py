@@ -48,12 +48,12 @@ def _number_or_none(value) -> bool:
 
 def _convergence(value) -> bool:
     """Convergence's state: [epoch loss, epoch steps (whole batches' worth), best, epochs unchanged,
-    last change, penalty at the epoch's start, epoch lr (share-weighted sum), peak lr, epochs to wait,
-    last gradient measure] (older checkpoints: the first five, or six)."""
+    last change, penalty at the epoch's start, epochs to wait, last gradient measure] (older
+    checkpoints: the first five, or six)."""
     if value is None:
         return True
-    kinds = (_number, _share_count, _number_or_none, _count, _number_or_none, _number_or_none,
-             _share_count, _share_count, _count, _number_or_none)  # fmt: skip
+    kinds = (_number, _share_count, _number_or_none, _count, _number_or_none, _number_or_none, _count,
+             _number_or_none)  # fmt: skip
     if not (isinstance(value, list) and len(value) in (5, 6, len(kinds))):
         return False
     return all(check(v) for check, v in zip(kinds, value, strict=False))  # (value may lack the last)
@@ -69,7 +69,7 @@ FIELDS = {  # what checkpoint.json holds besides format, config and weights_sha2
     "checks_without_progress": (_count, "an integer >= 0"),
     "convergence": (
         _convergence,
-        "null or [loss, steps, best, unchanged, change, start penalty, lr, peak lr, wait, gradient]",
+        "null or [loss, steps, best, unchanged, change, start penalty, wait, gradient]",
     ),
 }
 OPTIONAL = ("convergence",)  # absent from checkpoints written before it was recorded

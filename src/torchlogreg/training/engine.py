@@ -122,15 +122,15 @@ class Engine:
         every rank's under torchrun (all ranks call it together). Leaves that gradient in .grad."""
         self._centred_gradient(None, False)
         l1 = 0.0 if self.gradient.objective.l1 else self.objective.l1  # the L1 the optimizer steps itself
-        largest = 0.0
+        entries = [0.0]
         for param in self.parameters:
             grad = param.grad
             if grad is None:
                 continue
             if l1 and param is self._weight:
                 grad = torch.from_numpy(pseudo_gradient(param.cpu().numpy(), grad.cpu().numpy(), l1))
-            largest = max(largest, float(grad.abs().max()))
-        return largest
+            entries.append(float(grad.abs().max()))
+        return max(entries) if all(map(math.isfinite, entries)) else math.nan  # (max() drops a nan)
 
     def _share(self, rows: int) -> float:
         """A mini-batch step of `rows` rows as a share of a whole batch (Engine.step)."""

@@ -34,7 +34,8 @@ from .evaluation import evaluate_on_ranks
 __all__ = ["HISTORY_KEYS", "TrainResult", "Training", "build", "finish"]
 
 STOP_REASONS = ("converged", "no progress", "step limit", "early stopping", "interrupted")
-NO_CHANGE_EPOCHS = 2  # mini-batch training has converged after this many epochs of change under tol
+NO_CHANGE_EPOCHS = 2  # mini-batch training measures the gradient after this many epochs of change under tol
+MEASURE_WAIT = 8  # ... and after a measure above tol, twice as many, at most this many (a pass each)
 
 TRAIN_ACCURACY_SAMPLES = 5_000  # periodic train accuracy is estimated on this many samples
 LBFGS_EVAL_EVERY = 10  # L-BFGS iterations between checks (each is a full pass already)
@@ -140,13 +141,12 @@ class Convergence:
     Mini-batch steps measure it with a pass over the training rows (Engine.gradient_max) once the
     epochs suggest it: NO_CHANGE_EPOCHS in a row whose mean objective (their batches' losses, a short
     batch's counting its share of a whole one, plus the penalty at the epoch's start) is within tol of
-    the best so far, at the step size the run peaked at (a change at a tenth of the peak lr counts ten
-    times: a schedule that shrinks the steps stills the objective anywhere). A measure above tol
-    doubles the epochs before the next."""
+    the best so far. That alone is no proof (a schedule's shrinking steps still the objective
+    anywhere); a measure above tol doubles the epochs before the next, up to MEASURE_WAIT."""
 
     def __init__(self, tol: float):
         self.tol = tol
-        self.epoch_loss, self.epoch_steps, self.epoch_lr, self.peak_lr = 0.0, 0, 0.0, 0.0
+        self.epoch_loss, self.epoch_steps = 0.0, 0
         self.best, self.unchanged, self.change = math.inf, 0, None
         self.start_penalty: float | None = None  # the penalty as the epoch began (None: not yet known)
         self.wait = NO_CHANGE_EPOCHS  # unchanged epochs before the gradient is measured
@@ -165,7 +165,6 @@ class Convergence:
             return
         share = engine.step_share  # (one row at the end of a batch of 1,999 weighed half an epoch)
         self.epoch_loss += row["loss"] * share
-        self.epoch_lr += row["lr"] * share
         self.epoch_steps += share
         if not engine.at_epoch_end:
             return
@@ -173,27 +172,26 @@ class Convergence:
         # epoch began, which makes one step an epoch (a batch of every row) its exact objective
         end_penalty = engine.objective.penalty(engine.model.linear.weight)
         start = end_penalty if self.start_penalty is None else self.start_penalty
-        mean, lr = self.epoch_loss / self.epoch_steps + start, self.epoch_lr / self.epoch_steps
-        self.epoch_loss, self.epoch_lr, self.epoch_steps, self.start_penalty = 0.0, 0.0, 0, end_penalty
-        self.peak_lr = max(self.peak_lr, lr)
+        mean = self.epoch_loss / self.epoch_steps + start
+        self.epoch_loss, self.epoch_steps, self.start_penalty = 0.0, 0, end_penalty
         self.change = None if math.isinf(self.best) else self.best - mean
         self.best = min(self.best, mean)
         # within tol of the best either way: an epoch far worse than the best (a step too bold for a
         # batch) is no sign of convergence, however many follow
-        still = self.change is not None and abs(self.change) * self.peak_lr < self.tol * lr
+        still = self.change is not None and abs(self.change) < self.tol
         self.unchanged = self.unchanged + 1 if still else 0
-        if self.tol and self.unchanged >= self.wait and engine.iteration < engine.total:
-            self.gradient = engine.gradient_max()
-            if self.gradient <= self.tol:
+        if self.tol and self.unchanged >= self.wait:  # (the last epoch too: the run then says so)
+            measured = engine.gradient_max()
+            self.gradient = measured if math.isfinite(measured) else None  # (JSON has no nan)
+            if measured <= self.tol:
                 engine.stop_reason = "converged"
             else:
-                self.unchanged, self.wait = 0, 2 * self.wait
+                self.unchanged, self.wait = 0, min(2 * self.wait, MEASURE_WAIT)
 
     def state_dict(self, tensors: dict, meta: dict) -> None:
         best = self.best if math.isfinite(self.best) else None  # JSON has no infinity
         meta["convergence"] = [self.epoch_loss, self.epoch_steps, best, self.unchanged, self.change,
-                               self.start_penalty, self.epoch_lr, self.peak_lr, self.wait,
-                               self.gradient]  # fmt: skip
+                               self.start_penalty, self.wait, self.gradient]  # fmt: skip
 
     def load_state_dict(self, tensors: dict, meta: dict) -> None:
         values = meta.get("convergence")
@@ -201,8 +199,8 @@ class Convergence:
             self.epoch_loss, self.epoch_steps, best, self.unchanged, self.change = values[:5]
             self.best = math.inf if best is None else best
             self.start_penalty = values[5] if len(values) > 5 else None  # (older checkpoints: none)
-            if len(values) > 6:  # (older checkpoints: the steps' sizes unknown, the rule's start)
-                self.epoch_lr, self.peak_lr, self.wait, self.gradient = values[6:10]
+            if len(values) > 6:  # (older checkpoints: the rule's start)
+                self.wait, self.gradient = values[6:8]
 
 
 @dataclass
@@ -315,8 +313,10 @@ def longer_budget(config: TrainConfig) -> dict[str, int]:
 def finish(training: Training) -> TrainResult:
     """The trained model (the best weights when early stopping was on) and its final metrics."""
     engine, evaluator, data = training.engine, training.evaluator, training.data
-    if training.config.patience is not None:
-        evaluator.stopping.restore(engine.model)
+    gradient = training.convergence.gradient
+    restored = training.config.patience is not None and evaluator.stopping.restore(engine.model)
+    if restored and evaluator.stopping.best_iteration != engine.iteration:
+        gradient = None  # measured at weights other than those kept
     splits = {"train": data.train, "val": data.val, "test": data.test}
     metrics = {
         name: evaluate_on_ranks(
@@ -333,7 +333,7 @@ def finish(training: Training) -> TrainResult:
         stop_reason=engine.stop_reason or "step limit",
         converged=engine.stop_reason == "converged",
         objective_change=training.convergence.change,
-        gradient_max=training.convergence.gradient,
+        gradient_max=gradient,
         train_longer={} if engine.stop_reason == "converged" else longer_budget(training.config),
         best_iteration=evaluator.stopping.best_iteration if data.val is not None else None,
         device=str(engine.parameters[0].device),
