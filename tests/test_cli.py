@@ -467,6 +467,9 @@ def test_a_last_epoch_above_the_best_is_not_called_a_fall(batch, advice):
     assert "0.065 above its best epoch's" in line and advice in line and "--epochs 8" in line
     metrics["objective_change"] = 0.01
     assert "lowered the objective by 0.01" in stop_line(metrics, TrainConfig(batch_size=batch, tol=1e-4))
+    metrics["objective_change"] = -3.3e-11  # float noise, not steps too bold (it advised lower --lr)
+    line = stop_line(metrics, TrainConfig(batch_size=batch, tol=1e-4))
+    assert "within tol of its best" in line and "--lr" not in line and "--epochs 8" in line
 
 
 def test_a_converged_line_says_which_weights_early_stopping_kept():

@@ -230,13 +230,16 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
         return f"ran its whole budget of {metrics['iterations']} iterations (tol 0: no convergence test)"
     longer = " ".join(f"--{name} {value}" for name, value in metrics["train_longer"].items())
     change = metrics.get("objective_change")
-    if change is not None and change < 0:  # the last epoch ended above the best: steps too bold to settle
+    if change is not None and change < -config.tol:  # the last epoch ended above the best: steps too bold
         larger = "" if config.batch_size >= metrics["train"]["n"] else " or raise --batch-size"
         return (
             f"not converged ({tol}): stopped at the step limit; its last epoch's objective was {-change:.2g} "
             f"above its best epoch's: the steps do not settle (lower --lr{larger}), or train longer: {longer}"
         )
-    fell = f"; its last epoch lowered the objective by {change:.2g}" if change is not None else ""
+    fell = ""
+    if change is not None:  # (an epoch just above the best, by float noise, is no sign of bold steps)
+        fell = f"; its last epoch lowered the objective by {change:.2g}" if change > 0 else (
+            "; its last epoch's objective was within tol of its best")
     gradient = metrics.get("gradient_max")
     measured = "" if gradient is None else f", its largest gradient entry {gradient:.2g} when last measured"
     return (
