@@ -64,9 +64,10 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         lbfgs: stop once the objective's largest absolute projected gradient (for L1, its minimal-norm
         subgradient) is at most ``tol``, as scikit-learn's lbfgs (SciPy's pgtol), with a
         ``ConvergenceWarning`` if ``max_iter`` (or the arithmetic's precision) ends it first. sgd/adam
-        run ``max_iter`` epochs (the cosine schedule spans them) and warn if the last one still lowered
-        the objective by more than ``tol``; with ``early_stopping`` they stop once the validation loss
-        has not fallen by more than ``tol`` for ``n_iter_no_change`` epochs in a row.
+        run ``max_iter`` epochs (the cosine schedule spans them) and warn if the same measure is then
+        above ``tol`` (taken in the last epoch's closing pass); with ``early_stopping`` they stop once
+        the validation loss has not fallen by more than ``tol`` for ``n_iter_no_change`` epochs in a
+        row.
     fit_intercept : bool, default=True
         Whether to learn an intercept.
     intercept_scaling : float, default=1

@@ -70,12 +70,15 @@ class SparseRows:
 
 class EpochEnd:
     """Engine callback at each epoch's end: the full objective (penalty included), which must stay
-    finite; with a validation source, early stopping once its loss has not fallen by more than tol
-    for `patience` epochs in a row, keeping the best weights."""
+    finite; at the run's end with it the objective's largest gradient entry (`gradient`: the
+    convergence rule's measure, for the backward half of the same pass); with a validation source,
+    early stopping once its loss has not fallen by more than tol for `patience` epochs in a row,
+    keeping the best weights."""
 
     def __init__(self, objective: Objective, validation, tol: float, patience: int, verbose: int):
         self.objective, self.validation, self.verbose = objective, validation, verbose
         self.objectives: list[float] = []
+        self.gradient: float | None = None
         self.stopping = EarlyStopping(tol, patience)
 
     def steps_ahead(self, engine: Engine) -> int:
@@ -88,7 +91,10 @@ class EpochEnd:
             self._check_epoch(engine)
 
     def _check_epoch(self, engine: Engine) -> None:
-        value = full_objective(engine, None, self.objective)
+        if engine.iteration >= engine.total:
+            value, self.gradient = engine.measure(self.objective)
+        else:
+            value = full_objective(engine, None, self.objective)
         if diverged(value):
             where = f"in epoch {len(self.objectives) + 1}"
             raise divergence(value, who="training", what="objective", where=where, advice=ADVICE)
@@ -297,8 +303,8 @@ class MiniBatch(Fit):
             engine.run()
         if engine.stop_reason == "early stopping" and watcher.stopping.restore(engine.model):
             watcher.objectives.append(full_objective(engine, None, penalty))
-        ran_out = schedule is cosine and engine.stop_reason is None
-        self._check(solver, [start, *watcher.objectives], max(start, zero), epochs, ran_out)
+        gradient = watcher.gradient if schedule is cosine and engine.stop_reason is None else None
+        self._check(solver, [start, *watcher.objectives], max(start, zero), epochs, gradient)
         self._finish(engine, solver)
         return math.ceil(engine.epochs)
 
@@ -325,11 +331,14 @@ class MiniBatch(Fit):
         est.n_iter_ = est.n_iter_ + 1
         publish(est)
 
-    def _check(self, solver: str, history: list[float], ceiling: float, epochs: int, ran_out: bool) -> None:
+    def _check(
+        self, solver: str, history: list[float], ceiling: float, epochs: int, gradient: float | None
+    ) -> None:
         """DivergenceError if training ended well above the ceiling (the higher of where it started and
         the all-zero model's objective: its noise at the end is far below the margin); a
-        ConvergenceWarning if max_iter epochs ran out while the last one still lowered the objective by
-        more than tol. `history`: the objective at the start and after each epoch."""
+        ConvergenceWarning if max_iter epochs ran out with the objective's largest gradient entry
+        (`gradient`, None: not measured, as when early stopping ended the epochs) above tol, lbfgs's
+        rule. `history`: the objective at the start and after each epoch."""
         if diverged(history[-1], DIVERGED * ceiling):
             raise divergence(
                 history[-1],
@@ -340,10 +349,11 @@ class MiniBatch(Fit):
                 ceiling=DIVERGED * ceiling,
                 ceiling_is=f" ({DIVERGED}x the higher of where it started and the all-zero model's)",
             )
-        if ran_out and history[-2] - history[-1] > self.est.tol:
+        if gradient is not None and not gradient <= self.est.tol:  # (a nan gradient is no convergence)
             warnings.warn(
-                f"{solver} failed to converge: it ran max_iter={epochs} epochs and the last one lowered the "
-                f"objective by more than tol={self.est.tol}; raise max_iter.",
+                f"{solver} failed to converge: after max_iter={epochs} epochs the objective's largest "
+                f"gradient entry is {gradient:.3g}, above tol={self.est.tol}; raise max_iter, or use "
+                "solver='lbfgs', which converges in far fewer passes on sets that fit in memory.",
                 ConvergenceWarning,
                 stacklevel=5,
             )

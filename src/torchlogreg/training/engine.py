@@ -116,21 +116,27 @@ class Engine:
             centring.leave()
         return loss, stop
 
-    def gradient_max(self) -> float:
-        """The objective's largest gradient entry at the model (with L1 the minimal subgradient's, as
-        L-BFGS measures it), in the coordinates steps are taken in: one pass over the training rows,
-        every rank's under torchrun (all ranks call it together). Leaves that gradient in .grad."""
-        self._centred_gradient(None, False)
-        l1 = 0.0 if self.gradient.objective.l1 else self.objective.l1  # the L1 the optimizer steps itself
+    def measure(self, objective: Objective | None = None) -> tuple[float, float]:
+        """(value, largest gradient entry) of `objective` (default: the engine's) at the model: the entry
+        of the minimal subgradient with L1, as L-BFGS measures it, in the coordinates steps are taken
+        in. One pass over the training rows, every rank's under torchrun (all ranks call it together);
+        leaves the smooth part's gradient in .grad."""
+        objective = objective or self.objective
+        smooth = objective.smooth
+        gradient = self.gradient
+        if gradient.objective != smooth:  # (the optimizer takes L1 itself, or another objective)
+            gradient = Gradient(self.model, smooth, self.parameters, self.dist, self.centring, self.full_batch)
+        loss, _ = gradient(self.source.chunks(), False, self.iteration + 1)
         entries = [0.0]
         for param in self.parameters:
             grad = param.grad
             if grad is None:
                 continue
-            if l1 and param is self._weight:
-                grad = torch.from_numpy(pseudo_gradient(param.cpu().numpy(), grad.cpu().numpy(), l1))
+            if objective.l1 and param is self._weight:
+                grad = torch.from_numpy(pseudo_gradient(param.cpu().numpy(), grad.cpu().numpy(), objective.l1))
             entries.append(float(grad.abs().max()))
-        return max(entries) if all(map(math.isfinite, entries)) else math.nan  # (max() drops a nan)
+        largest = max(entries) if all(map(math.isfinite, entries)) else math.nan  # (max() drops a nan)
+        return loss + objective.penalty(self._weight), largest
 
     def _share(self, rows: int) -> float:
         """A mini-batch step of `rows` rows as a share of a whole batch (Engine.step)."""

@@ -138,7 +138,7 @@ class ProgressBar:
 class Convergence:
     """The one stopping rule on the objective (tol; see rules.RULES["tol"]): converged when the
     objective's largest (sub)gradient entry is at most tol. L-BFGS measures it before each step.
-    Mini-batch steps measure it with a pass over the training rows (Engine.gradient_max) once the
+    Mini-batch steps measure it with a pass over the training rows (Engine.measure) once the
     epochs suggest it: NO_CHANGE_EPOCHS in a row whose mean objective (their batches' losses, a short
     batch's counting its share of a whole one, plus the penalty at the epoch's start) is within tol of
     the best so far. That alone is no proof (a schedule's shrinking steps still the objective
@@ -181,7 +181,7 @@ class Convergence:
         still = self.change is not None and abs(self.change) < self.tol
         self.unchanged = self.unchanged + 1 if still else 0
         if self.tol and self.unchanged >= self.wait:  # (the last epoch too: the run then says so)
-            measured = engine.gradient_max()
+            _, measured = engine.measure()
             self.gradient = measured if math.isfinite(measured) else None  # (JSON has no nan)
             if measured <= self.tol:
                 engine.stop_reason = "converged"
