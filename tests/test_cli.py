@@ -195,6 +195,27 @@ def test_evaluate_and_report_work_on_a_run_trained_from_disk(tmp_path, capsys):
     assert (run / "report" / "report.html").stat().st_size > 0
 
 
+def test_evaluate_on_another_dataset_matches_classes_by_name(tmp_path, capsys):
+    """`evaluate --dataset` scores a dataset with the run's classes in another order by name (its labels
+    renumbered), and refuses other names in one line: a run of digits 0..9 scored 0.098 on folders
+    named zero..nine, every label meaning another class."""
+    from torchlogreg.data.inmemory import Split
+    from torchlogreg.data.ondisk import write_dataset
+
+    run, data = _disk_run(tmp_path, side=4)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    names = list(data.class_names)
+    flipped = [Split(split.images, len(names) - 1 - split.labels) for split in (data.train, data.test)]
+    reordered = write_dataset(tmp_path / "reordered", *flipped, names[::-1])
+    assert main(["evaluate", str(run), "--dataset", str(reordered), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == own["accuracy"]
+    renamed = write_dataset(tmp_path / "renamed", data.train, data.test, [f"c{name}" for name in names])
+    assert main(["evaluate", str(run), "--dataset", str(renamed)]) == 2
+    assert "are not the run's" in capsys.readouterr().err
+
+
 def test_predict_honours_the_runs_image_size(tmp_path, capsys):
     run, data = _disk_run(tmp_path, side=32)
     assert json.loads((run / "model.json").read_text())["input_shape"] == [32, 32]

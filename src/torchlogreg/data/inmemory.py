@@ -10,6 +10,7 @@ scales batches to [0, 1] as it draws them, so no per-sample Python or PIL work e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 from dataclasses import dataclass
@@ -342,9 +343,12 @@ def load_run_data(
     dataset: str | None = None,
     data_root: str | None = None,
     download: bool = True,
+    class_names: tuple[str, ...] | None = None,
 ) -> Data:
-    """The splits a saved run is measured on (its own dataset, or another one with as many classes):
-    the same validation split as in training, the whole training set. The data root is the caller's
+    """The splits a saved run is measured on (its own dataset, or another one with the same classes):
+    the same validation split as in training, the whole training set. With the run's `class_names`,
+    another dataset's classes must be those names (in any order: its labels are put in the run's);
+    scored against other names, every label would mean something else. The data root is the caller's
     (`data_root`, else $TORCHLOGREG_DATA, else the default), never the one the run recorded: a run
     folder may come from a stranger, and reading it must not choose where files are written."""
     config = config.replace(dataset=dataset or config.dataset, data_root=data_root, train_size=None)
@@ -355,7 +359,25 @@ def load_run_data(
         raise ConfigError(
             f"dataset {config.dataset} gives {data.n_classes} classes but the run's model has {n_classes}"
         )
-    return data
+    if class_names is None or tuple(data.class_names) == tuple(class_names):
+        return data
+    if sorted(data.class_names) != sorted(class_names):
+        raise ConfigError(
+            f"dataset {config.dataset}'s classes ({', '.join(data.class_names)}) are not the run's "
+            f"({', '.join(class_names)}); give a dataset with the run's class names"
+        )
+    return _in_order_of(data, tuple(class_names))
+
+
+def _in_order_of(data: Data, class_names: tuple[str, ...]) -> Data:
+    """`data` with its labels renumbered so that label i is class_names[i] (the same names, reordered)."""
+    order = torch.tensor([class_names.index(name) for name in data.class_names])
+    relabel = lambda split: None if split is None else Split(split.images, order[split.labels])  # noqa: E731
+    source = dict(zip(data.class_names, data.source_labels, strict=True))
+    return dataclasses.replace(
+        data, train=relabel(data.train), val=relabel(data.val), test=relabel(data.test),
+        class_names=class_names, source_labels=tuple(source[name] for name in class_names),
+    )  # fmt: skip
 
 
 def load_disk_data(config: TrainConfig) -> Data:
