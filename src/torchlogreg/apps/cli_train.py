@@ -122,7 +122,11 @@ def _add_optimisation_options(opt) -> None:
     )
     opt.add_argument("--patience", type=int, help="stop after N checks without a better val loss")
     opt.add_argument(
-        "--seed", type=int, help=f"seed of the split and the shuffling (default: {DEFAULT.seed})"
+        "--seed",
+        type=int,
+        help="seed of the batches' shuffling, --init uniform's start and, for a built-in dataset, of the "
+        "validation split and --train-size's subset (a dataset folder's validation rows are its last, "
+        f"shuffled once by 'data convert') (default: {DEFAULT.seed})",
     )
 
 

@@ -59,7 +59,7 @@ class TrainConfig:
     init: str = "zeros"  # zeros (as scikit-learn) | uniform (nn.Linear's default, seeded)
     eval_every: int | None = None  # iterations between validation checks (None: once per epoch)
     patience: int | None = None  # stop after this many checks without a better val loss
-    seed: int = 0  # seeds the split, the subset and the shuffling
+    seed: int = 0  # seeds the shuffling, init uniform, and (built-in data) the split and the subset
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
 
     def __post_init__(self):
