@@ -125,7 +125,9 @@ class Engine:
         smooth = objective.smooth
         gradient = self.gradient
         if gradient.objective != smooth:  # (the optimizer takes L1 itself, or another objective)
-            gradient = Gradient(self.model, smooth, self.parameters, self.dist, self.centring, self.full_batch)
+            gradient = Gradient(
+                self.model, smooth, self.parameters, self.dist, self.centring, self.full_batch
+            )
         loss, _ = gradient(self.source.chunks(), False, self.iteration + 1)
         entries = [0.0]
         for param in self.parameters:
@@ -133,7 +135,8 @@ class Engine:
             if grad is None:
                 continue
             if objective.l1 and param is self._weight:
-                grad = torch.from_numpy(pseudo_gradient(param.cpu().numpy(), grad.cpu().numpy(), objective.l1))
+                pseudo = pseudo_gradient(param.cpu().numpy(), grad.cpu().numpy(), objective.l1)
+                grad = torch.from_numpy(pseudo)
             entries.append(float(grad.abs().max()))
         largest = max(entries) if all(map(math.isfinite, entries)) else math.nan  # (max() drops a nan)
         return loss + objective.penalty(self._weight), largest
