@@ -18,7 +18,9 @@ from torchlogreg.apps.report import (
     DPI,
     FIGSIZE,
     Predictions,
+    _literal_text,
     calibration_bins,
+    curves_figure,
     expected_calibration_error,
     weights_figure,
     write_report,
@@ -223,3 +225,20 @@ def test_the_report_module_loads_no_training_module():
     code = f"import sys, torchlogreg.apps.report; print([m for m in {training_side!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+@pytest.mark.parametrize("top,bottom", [(0.9, 0.3), (2.3, 1e-3)])
+def test_the_loss_axis_is_labelled_in_plain_numbers(top, bottom):
+    """Under `_literal_text` (class names drawn as they are) the log loss axis read
+    `$\\mathdefault{6\\times10^{-1}}$`: its labels are numbers, within a decade and across several."""
+    history = [
+        {"iteration": i, "loss": float(loss), "train_accuracy": 0.9, "val_accuracy": None}
+        for i, loss in enumerate(np.geomspace(top, bottom, 30), start=1)
+    ]
+    with _literal_text():
+        figure = curves_figure(history)
+        figure.draw_without_rendering()
+    labels = [label.get_text() for label in figure.axes[0].yaxis.get_ticklabels(which="both")]
+    shown = [text.replace("\N{MINUS SIGN}", "-") for text in labels if text]
+    assert len(shown) >= 2 and not any("$" in text or "mathdefault" in text for text in shown)
+    assert all(bottom / 10 <= float(text) <= top * 10 for text in shown)

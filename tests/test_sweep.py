@@ -349,3 +349,110 @@ def test_results_written_with_two_epochs_columns_read_the_budget_from_the_key(tm
                                       [key, "0.1", "3.5", "0.9", "3.5"]])  # fmt: skip
     (row,) = read_results(tmp_path / "results.csv")
     assert (row["epochs"], row["epochs_trained"], row["test_accuracy"]) == ("8", "3.5", "0.9")
+
+
+def _rows(grid_values: dict, seeds: int, **metrics) -> list[dict]:
+    """results.csv rows for every combination of `grid_values` x `seeds` seeds, with `metrics`. An
+    option the grid left to its rule (None) is None in the key and the rule's value in its column:
+    1.5, 1.6, ... by seed."""
+    rows = []
+    for values in Grid(grid_values).combinations():
+        for seed in range(seeds):
+            key = json.dumps({**values, "seed": seed}, sort_keys=True)
+            used = {name: str(1.5 + seed / 10 if v is None else v) for name, v in values.items()}
+            rows.append({"key": key, **used, "seed": str(seed), "stop_reason": "", **metrics})
+    return rows
+
+
+def test_a_sweep_without_validation_rows_or_with_a_diverged_seed_summarizes():
+    """A grid point's std over seeds where a metric is missing (no validation rows, or a seed that
+    diverged) is NaN: statistics.stdev raised AttributeError on NaN (Python 3.11), ending the
+    sweep's first example, `--train-size 600 --grid lr=0.05,0.5 --seeds 2`, before its summary."""
+    metrics = {"test_accuracy": "0.8", "train_accuracy": "0.9", "train_loss": "0.3", "train_seconds": "1"}
+    rows = _rows({"lr": (0.05, 0.5)}, 2, val_accuracy="", **metrics)
+    rows[-1].update(dict.fromkeys(metrics, ""), stop_reason="diverged")
+    summary = summarize(rows, Grid({"lr": (0.05, 0.5)}))
+    assert [entry["options"]["lr"] for entry in summary] == ["0.05", "0.5"]  # by train accuracy
+    assert math.isnan(summary[0]["val_accuracy_std"]) and summary[0]["test_accuracy_std"] == 0.0
+    assert math.isnan(summary[1]["test_accuracy"]) and math.isnan(summary[1]["test_accuracy_std"])
+
+
+def _texts_outside(figure) -> list[str]:
+    """The titles, axis labels and drawn tick labels of `figure` that are not wholly inside it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer, box = canvas.get_renderer(), figure.bbox.padded(0.5)
+    texts = []
+    for ax in figure.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+        for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            shown = zip(axis.get_majorticklocs(), axis.get_majorticklabels(), strict=True)
+            texts += [label for at, label in shown if min(low, high) <= at <= max(low, high)]
+
+    def inside(text) -> bool:
+        extent = text.get_window_extent(renderer)
+        return box.contains(extent.x0, extent.y0) and box.contains(extent.x1, extent.y1)
+
+    return [text.get_text() for text in texts if text.get_text() and not inside(text)]
+
+
+def test_every_label_of_the_sweep_plots_fits_in_its_figure(tmp_path, monkeypatch):
+    """The y label said what a point is on one line, longer than the figure is tall: it read
+    "ccuracy (mean over 2 seeds; ... by val accura". Four options and 2 or 3 seeds give the longest."""
+    import torchlogreg.training.sweep
+
+    figures = []
+    monkeypatch.setattr(torchlogreg.training.sweep, "_save", lambda figure, path: figures.append(figure))
+    grid = Grid(
+        {
+            "train_size": (300, 3000),
+            "lr": (0.001, 0.1, None),
+            "batch_size": (32, 256),
+            "weight_decay": (0, 0.01),
+        }
+    )
+    metrics = {"val_accuracy": "0.8", "test_accuracy": "0.8", "train_accuracy": "0.9", "train_loss": "0.3"}
+    rows = _rows(grid.axes, 3, train_seconds="1", **metrics)[:-1]  # (a combination one seed short)
+    torchlogreg.training.sweep.plot_sweep(summarize(rows, grid), grid, tmp_path, hue="weight_decay")
+    assert len(figures) == 5
+    assert "val accuracy" in figures[0].axes[0].get_ylabel()
+    for figure in figures:
+        assert _texts_outside(figure) == []
+
+
+def test_a_grid_point_left_to_the_rule_is_one_point_that_shows_the_rules_values():
+    """lr=none,0.05: each row holds the lr its run used (the rule's, which differs by seed), and
+    the summary still has one entry per grid point, reading "none (rule: ...)"; choosing it leaves lr
+    to the rule again."""
+    from torchlogreg.training.sweep import best_config
+
+    grid = Grid({"lr": (None, 0.05)})
+    metrics = {"test_accuracy": "0.8", "train_accuracy": "0.9", "train_loss": "0.3", "train_seconds": "1"}
+    rows = _rows(grid.axes, 2, val_accuracy="0.8", **metrics)
+    rows[0]["val_accuracy"] = rows[1]["val_accuracy"] = "0.9"
+    summary = summarize(rows, grid)
+    assert [(e["options"]["lr"], e["runs"]) for e in summary] == [("none (rule: 1.5 to 1.6)", 2), ("0.05", 2)]
+    assert summary[0]["val_accuracy"] == pytest.approx(0.9)
+    assert best_config(TrainConfig(lr=0.3), summary, grid).lr is None
+
+
+def test_cli_sweep_rows_hold_the_rules_value_and_resume(tmp_path, data_root, capsys, monkeypatch):
+    """`--grid lr=none,0.05` left lr blank in results.csv and summary.md and printed "best ...: lr=,"
+    while the runs used the rule's value: the row holds that value, the key (the run's identity,
+    which resuming matches) still None."""
+    argv = ["sweep", "--data-root", str(data_root), "--device", "cpu", "--train-size", "600", "--val-size",
+            "100", "--optimizer", "sgd", "--epochs", "1", "--grid", "lr=none,0.05", "--seeds", "2",
+            "--select", "val", "--quiet", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    best = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("best"))
+    assert "lr=none (rule: " in best or "lr=0.05 " in best
+    rows = read_results(tmp_path / "results.csv")
+    by_rule = [row for row in rows if json.loads(row["key"])["lr"] is None]
+    assert len(by_rule) == 2 and all(float(row["lr"]) > 0 for row in by_rule)
+    assert "| none (rule: " in (tmp_path / "summary.md").read_text()
+    import torchlogreg.training.sweep
+
+    monkeypatch.setattr(torchlogreg.training.sweep, "train", lambda *a, **k: pytest.fail("trained again"))
+    assert main(argv) == 0 and read_results(tmp_path / "results.csv") == rows

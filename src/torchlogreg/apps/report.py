@@ -214,6 +214,28 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
+def _plain_number(value: float) -> str:
+    """`value` to three significant digits, as plain text: 0.6, 20, 1e-5, 1e6."""
+    mantissa, _, exponent = f"{value:.3g}".partition("e")
+    return mantissa + (f"e{int(exponent)}" if exponent else "")
+
+
+def _log_y(ax) -> None:
+    """Put `ax`'s y axis on a log scale whose tick labels are plain numbers. Matplotlib's own are mathtext
+    (`$\\mathdefault{10^{-1}}$`), which `_literal_text()` draws character by character."""
+    from matplotlib.ticker import LogFormatter
+
+    class PlainLogFormatter(LogFormatter):
+        """Labels the ticks matplotlib would label, as plain numbers."""
+
+        def __call__(self, x, pos=None) -> str:
+            return self.fix_minus(_plain_number(x)) if super().__call__(x, pos) else ""
+
+    ax.set_yscale("log")  # (which resets the formatters: set them after it)
+    ax.yaxis.set_major_formatter(PlainLogFormatter())
+    ax.yaxis.set_minor_formatter(PlainLogFormatter())
+
+
 def curves_figure(history: list[dict]):
     figure = _figure()
     loss_ax, accuracy_ax = figure.subplots(1, 2)
@@ -222,7 +244,7 @@ def curves_figure(history: list[dict]):
     loss_ax.plot(iterations, loss, color="tab:blue", alpha=0.3, linewidth=0.8, label="per iteration")
     loss_ax.plot(iterations, _smooth(loss, max(1, len(loss) // 50)), color="tab:blue", label="smoothed")
     loss_ax.set(xlabel="iteration", ylabel="training loss (cross-entropy)", title="Loss")
-    loss_ax.set_yscale("log")
+    _log_y(loss_ax)
     loss_ax.legend()
     for key, label, color in (
         ("train_accuracy", "train", "tab:orange"),
@@ -452,7 +474,8 @@ def write_report(run: Run, data: Data) -> Path:
 
 def _literal_text():
     """Matplotlib settings under which text is drawn as it is: class names and file names come from
-    strangers, and a `$` would start mathtext (or LaTeX with usetex) and fail or draw something else."""
+    strangers, and a `$` would start mathtext (or LaTeX with usetex) and fail or draw something else.
+    Matplotlib's log-axis labels are mathtext too: a figure with a log axis labels it by `_log_y`."""
     import matplotlib
 
     return matplotlib.rc_context({"text.usetex": False, "text.parse_math": False})

@@ -18,6 +18,7 @@ import itertools
 import json
 import math
 import statistics
+import textwrap
 import tomllib
 import types
 import typing
@@ -265,8 +266,10 @@ def _train_one(config: TrainConfig, data, grid: Grid, tensorboard) -> dict:
     metrics = result.metrics
     if log_dir is not None:
         _log_hparams(log_dir, grid, config, metrics)
-    settled = result.config.to_dict() | {name: getattr(config, name) for name in (*grid.axes, "seed")}
-    row = {"key": key, **{k: _csv_value(v) for k, v in settled.items()}}
+    asked = {name: getattr(config, name) for name in (*grid.axes, "seed")}
+    # a swept value as given (its text names the grid point); the rule's value where the grid said none
+    used = result.config.to_dict() | {name: value for name, value in asked.items() if value is not None}
+    row = {"key": key, **{k: _csv_value(v) for k, v in used.items()}}
     row.update(
         val_accuracy=metrics["val"]["accuracy"] if "val" in metrics else "",
         test_accuracy=metrics["test"]["accuracy"],
@@ -300,18 +303,65 @@ def _number(text: str) -> float:
     return float(text) if text not in ("", None) else math.nan
 
 
+def _spread(numbers: list[float]) -> float:
+    """The sample standard deviation of `numbers`: 0 for one, NaN where one is NaN (a run with no
+    such metric; Python 3.11's statistics.stdev raises AttributeError on a NaN)."""
+    if any(math.isnan(number) for number in numbers):
+        return math.nan
+    return statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+
+
+def grid_point(row: dict, grid: Grid) -> tuple:
+    """The grid point of a results row: each swept option's value as given, None where the grid left
+    it to its rule. The row's column holds the value the run used, the rule's there; its key (the
+    run's config as asked) holds None."""
+    asked = json.loads(row["key"]) if row.get("key") else {}
+    return tuple(None if name in asked and asked[name] is None else row[name] for name in grid.axes)
+
+
+def _short(text: str) -> str:
+    """A number as a label: whole when it is whole (256, 3000), else to three significant digits
+    (1.76, 0.00167); text as it is."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() and abs(number) < 1e15 else f"{number:.3g}"
+
+
+def _by_rule(used: list[str]) -> str:
+    """How a grid point left to an option's rule reads, given the values its runs used: "none (rule:
+    1.76)", or the range the rule chose over them ("none (rule: 1.74 to 1.78)"); "none" where they
+    hold none (None was the value used, as train_size's "all rows", or every run diverged)."""
+    shown = list(dict.fromkeys(_short(value) for value in _sort_values(used)))
+    if not shown:
+        return "none"
+    return f"none (rule: {shown[0]})" if len(shown) == 1 else f"none (rule: {shown[0]} to {shown[-1]})"
+
+
 def summarize(rows: list[dict], grid: Grid) -> list[dict]:
-    """Per combination: mean and std over seeds of each metric, best validation accuracy first."""
+    """Per combination (grid point): mean and std over seeds of each metric, best validation accuracy
+    first. An entry's "point" holds the grid's values (None: the rule's), "options" how they read
+    ("none (rule: 1.76)" for the rule's) and "used" the values its runs used, in order."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault(tuple(row[name] for name in grid.axes), []).append(row)
+        groups.setdefault(grid_point(row, grid), []).append(row)
     summary = []
-    for values, members in groups.items():
-        entry = {"options": dict(zip(grid.axes, values, strict=True)), "runs": len(members)}
+    for point, members in groups.items():
+        used = {name: _sort_values(list({m[name] for m in members} - {""})) for name in grid.axes}
+        entry = {
+            "point": dict(zip(grid.axes, point, strict=True)),
+            "options": {
+                name: _by_rule(used[name]) if value is None else value
+                for name, value in zip(grid.axes, point, strict=True)
+            },
+            "used": used,
+            "runs": len(members),
+        }
         for metric in ("val_accuracy", "test_accuracy", "train_accuracy", "train_loss", "train_seconds"):
             numbers = [_number(m[metric]) for m in members]
             entry[metric] = statistics.fmean(numbers)
-            entry[f"{metric}_std"] = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+            entry[f"{metric}_std"] = _spread(numbers)
         entry["converged"] = sum(m.get("stop_reason") == "converged" for m in members)
         entry["diverged"] = sum(m.get("stop_reason") == "diverged" for m in members)
         summary.append(entry)
@@ -359,10 +409,15 @@ def summary_markdown(summary: list[dict], grid: Grid, seeds: int) -> str:
 
 
 def _sort_values(values: list[str]) -> list[str]:
-    try:
-        return sorted(values, key=lambda v: (v == "", float(v) if v else 0.0))
-    except ValueError:
-        return sorted(values)
+    """Numbers in numeric order, then the rest ("none (rule: 1.76)", blanks last) in text order."""
+
+    def key(value: str) -> tuple:
+        try:
+            return (0, float(value), value)
+        except ValueError:
+            return (1 + (value == ""), 0.0, value)
+
+    return sorted(values, key=key)
 
 
 def _is_numeric(values: list[str]) -> bool:
@@ -409,82 +464,134 @@ def _at_each(entries: list[dict], option: str, xs: list[str]) -> tuple[list[dict
     return averaged, f"{seeds}, then the mean over {others} settings of the other options"
 
 
+LABEL_LINE = 60  # characters in a line of a y label: the axis of a 6-inch figure holds about 65 at 10 pt
+
+
+def _accuracy_label(meaning: str) -> str:
+    """The y label: accuracy and what a point is, on lines that fit the axis (on one line it
+    outgrew the figure and lost both its ends)."""
+    return "\n".join(textwrap.wrap(f"accuracy ({meaning})", LABEL_LINE))
+
+
 def plot_sweep(summary: list[dict], grid: Grid, out: Path, hue: str | None = None) -> list[Path]:
-    """accuracy_vs_<option>.png for each swept option, and learning_curve.png when train_size is swept.
-    The y label says what each point is (a mean over seeds, of which combinations)."""
-    from matplotlib.figure import Figure
-
-    written = []
-    for option in grid.axes:
-        figure = Figure(figsize=(9, 6), dpi=100, layout="constrained")
-        ax = figure.subplots()
-        groups = {}
-        for entry in summary:
-            label = entry["options"][hue] if hue and hue != option else "all"
-            groups.setdefault(label, []).append(entry)
-        meaning = "mean over seeds"
-        for label, entries in sorted(groups.items()):
-            xs = _sort_values(list({e["options"][option] for e in entries}))
-            points, meaning = _at_each(entries, option, xs)
-            for metric, style in (("val_accuracy", "-o"), ("test_accuracy", ":s")):
-                means = [point[metric] for point in points]
-                if all(math.isnan(m) for m in means):
-                    continue
-                positions = (
-                    [float(x) for x in xs] if _is_numeric(xs) and "" not in xs else list(range(len(xs)))
-                )
-                name = metric.split("_")[0]
-                ax.plot(
-                    positions, means, style, label=f"{name}" + (f", {hue}={label}" if label != "all" else "")
-                )
-            if not (_is_numeric(xs) and "" not in xs):
-                ax.set_xticks(range(len(xs)), [x or "None" for x in xs])
-        if _wide_positive_range(grid.axes[option]):
-            ax.set_xscale("log")
-        ax.set(xlabel=option, ylabel=f"accuracy ({meaning})", title=f"Accuracy against {option}")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # (none where every run of it diverged)
-            ax.legend(fontsize=8)
-        path = out / f"accuracy_vs_{option}.png"
-        _save(figure, path)
-        written.append(path)
+    """accuracy_vs_<option>.png for each swept option, and learning_curve.png when train_size is swept."""
+    figures = {f"accuracy_vs_{name}.png": accuracy_figure(summary, grid, name, hue) for name in grid.axes}
     if "train_size" in grid.axes:
-        written.append(_learning_curve(summary, out))
-    return written
+        figures["learning_curve.png"] = learning_curve_figure(summary)
+    for name, figure in figures.items():
+        _save(figure, out / name)
+    return [out / name for name in figures]
 
 
-def _learning_curve(summary: list[dict], out: Path) -> Path:
+def _figure():
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(9, 6), dpi=100, layout="constrained")
     ax = figure.subplots()
+    ax.ticklabel_format(axis="y", useOffset=False)  # 0.86325, not 5 under "1e-5+8.632e-1"
+    return figure, ax
+
+
+def _by_grid_point(summary: list[dict]) -> list[dict]:
+    """The summary as the plots show it: an option left to its rule reads the same in every entry,
+    with what the rule chose over all of them ("none (rule: 0.19 to 0.77)"), so that a plot groups
+    by the grid's values, not by what the rule chose for each combination and seed."""
+    names = summary[0]["point"] if summary else {}
+    shown = {
+        name: _by_rule([value for e in summary if e["point"][name] is None for value in e["used"][name]])
+        for name in names
+    }
+    return [
+        {**e, "options": {n: shown[n] if e["point"][n] is None else v for n, v in e["options"].items()}}
+        for e in summary
+    ]
+
+
+def accuracy_figure(summary: list[dict], grid: Grid, option: str, hue: str | None = None):
+    """Validation and test accuracy against `option`, one line per value of option `hue`. The y
+    label says what each point is (a mean over seeds, of which combinations)."""
+    figure, ax = _figure()
+    groups = {}
+    for entry in _by_grid_point(summary):
+        label = entry["options"][hue] if hue and hue != option else "all"
+        groups.setdefault(label, []).append(entry)
+    meaning = "mean over seeds"
+    for label in _sort_values(list(groups)):
+        entries = groups[label]
+        xs = _sort_values(list({e["options"][option] for e in entries}))
+        points, meaning = _at_each(entries, option, xs)
+        numeric = _is_numeric(xs) and "" not in xs
+        for metric, style in (("val_accuracy", "-o"), ("test_accuracy", ":s")):
+            means = [point[metric] for point in points]
+            if all(math.isnan(m) for m in means):
+                continue
+            positions = [float(x) for x in xs] if numeric else list(range(len(xs)))
+            name = metric.split("_")[0]
+            ax.plot(positions, means, style, label=f"{name}" + (f", {hue}={label}" if label != "all" else ""))
+        if not numeric:
+            ax.set_xticks(range(len(xs)), [x or "None" for x in xs])
+    if _wide_positive_range(grid.axes[option]):
+        _log_x(ax, {float(entry["options"][option]): entry["options"][option] for entry in summary})
+    ax.set(xlabel=option, ylabel=_accuracy_label(meaning), title=f"Accuracy against {option}")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:  # (none where every run of it diverged)
+        ax.legend(fontsize=8)
+    return figure
+
+
+def _log_x(ax, ticks: dict[float, str]) -> None:
+    """A log x axis ticked at the swept values only, labelled as they were given: matplotlib's own
+    ticks name decades (3x10^2 and unlabelled ticks between) rather than the values tried."""
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
+
+
+def _used_number(entries: list[dict], option: str, value: str) -> float:
+    """Where `value` of `option` goes on a numeric axis: the number its runs used (the rule's, for
+    a grid point left to it), NaN where that is not one number."""
+    used = {v for entry in entries if entry["options"][option] == value for v in entry["used"][option]}
+    try:
+        return float(used.pop()) if len(used) == 1 else math.nan
+    except ValueError:
+        return math.nan
+
+
+def learning_curve_figure(summary: list[dict]):
+    """Train and test accuracy against the training-set size, one pair of lines per weight decay."""
+    figure, ax = _figure()
     by_decay: dict[str, list[dict]] = {}
-    for entry in summary:
+    for entry in _by_grid_point(summary):
         by_decay.setdefault(entry["options"].get("weight_decay", "as set"), []).append(entry)
-    meaning = ""
-    for decay, entries in sorted(by_decay.items()):
+    meaning, ticks = "", {}
+    for decay in _sort_values(list(by_decay)):
+        entries = by_decay[decay]
         sizes = _sort_values(list({e["options"]["train_size"] for e in entries}))
         points, meaning = _at_each(entries, "train_size", sizes)
+        positions = [_used_number(entries, "train_size", size) for size in sizes]
+        drawn = sorted(
+            ((x, point) for x, point in zip(positions, points, strict=True) if not math.isnan(x)),
+            key=lambda pair: pair[0],
+        )
+        ticks.update((x, _short(str(x))) for x, _ in drawn)
         for metric, style in (("train_accuracy", "--o"), ("test_accuracy", "-s")):
             ax.plot(
-                [float(s) for s in sizes],
-                [point[metric] for point in points],
+                [position for position, _ in drawn],
+                [point[metric] for _, point in drawn],
                 style,
                 label=f"{metric.split('_')[0]}, weight decay {decay}",
             )
-    ax.set_xscale("log")
+    _log_x(ax, ticks)
     ax.set(
         xlabel="training-set size",
-        ylabel=f"accuracy ({meaning})",
+        ylabel=_accuracy_label(meaning),
         title="Learning curve: train vs test accuracy (the gap is over-fitting)\n"
         "each size trained by the default rules (L-BFGS to convergence on small sets)",
     )
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    path = out / "learning_curve.png"
-    _save(figure, path)
-    return path
+    return figure
 
 
 def _save(figure, path: Path) -> None:
@@ -495,9 +602,9 @@ def _save(figure, path: Path) -> None:
 
 def best_config(base: TrainConfig, summary: list[dict], grid: Grid) -> TrainConfig:
     """The base config with the options of the best combination (by validation accuracy)."""
-    best = summary[0]["options"]
+    best = summary[0]["point"]
     return base.replace(
-        **{name: parse_value(name, best[name]) if best[name] != "" else None for name in grid.axes}
+        **{name: None if best[name] is None else parse_value(name, best[name]) for name in grid.axes}
     )
 
 
