@@ -500,7 +500,9 @@ def test_a_converged_line_says_which_weights_early_stopping_kept():
     from torchlogreg.apps.cli_train import stop_line
 
     metrics = {"stop_reason": "converged", "iterations": 1100, "best_iteration": 800}
-    line = stop_line(metrics, TrainConfig(tol=1e-4))
+    line = stop_line(metrics, TrainConfig(tol=1e-4, patience=5))
     assert line.endswith("kept iteration 800's weights, the best validation check")
+    plain = "converged (tol 0.0001) after 1100 iterations"
+    assert stop_line(metrics, TrainConfig(tol=1e-4)) == plain  # a validation set alone keeps the last
     metrics["best_iteration"] = 1100
-    assert stop_line(metrics, TrainConfig(tol=1e-4)) == "converged (tol 0.0001) after 1100 iterations"
+    assert stop_line(metrics, TrainConfig(tol=1e-4, patience=5)) == plain

@@ -214,7 +214,8 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
     reason, tol = metrics["stop_reason"], f"tol {config.tol:g}"
     if reason == "converged":
         best, last = metrics.get("best_iteration"), metrics["iterations"]
-        kept = "" if best in (None, last) else f"; kept iteration {best}'s weights, the best validation check"
+        restored = config.patience is not None and best not in (None, last)  # (only early stopping keeps)
+        kept = f"; kept iteration {best}'s weights, the best validation check" if restored else ""
         return f"converged ({tol}) after {last} iterations{kept}"
     if reason == "no progress":
         if config.lr != OTHER_LR["lbfgs"]:

@@ -499,4 +499,4 @@ def _draw(run: Run, data: Data, pred: Predictions, extra: dict, sample: torch.Te
 def report_for_run(run_dir: str | Path, data_root: str | None = None, download: bool = True) -> Path:
     """Load the run in `run_dir` and its dataset, then write its report."""
     run = load_run(run_dir)
-    return write_report(run, load_run_data(run.config, run.model.n_classes, None, data_root, download))
+    return write_report(run, load_run_data(run.config, run.class_names, None, data_root, download))

@@ -208,6 +208,7 @@ class LBFGS:
         self.restart()
         self.iterations = 0  # taken by the last step: 0 when it converged or could not go on
         self.stalled = ""  # why the last step could not lower the objective ("" when it could)
+        self.gradient_max: float | None = None  # the objective's largest gradient entry, last measured
 
     def _flat(self, tensors: list[torch.Tensor]) -> np.ndarray:
         """The tensors as one new host vector."""
@@ -257,7 +258,8 @@ class LBFGS:
         self.iterations, self.stalled = 0, ""
         with blas_threads(1):
             while self.iterations < self.max_iter:
-                if self.driver.gradient_max(evaluate) <= self.tolerance_grad:
+                self.gradient_max = self.driver.gradient_max(evaluate)  # (the convergence rule's measure)
+                if self.gradient_max <= self.tolerance_grad:
                     break
                 if not self.driver.step(evaluate, lr):
                     self.stalled = self.driver.stopped

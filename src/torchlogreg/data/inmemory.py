@@ -339,27 +339,27 @@ def _check_folder(dataset: str, of_run: bool = False) -> None:
 
 def load_run_data(
     config: TrainConfig,
-    n_classes: int,
+    class_names: tuple[str, ...],
     dataset: str | None = None,
     data_root: str | None = None,
     download: bool = True,
-    class_names: tuple[str, ...] | None = None,
 ) -> Data:
     """The splits a saved run is measured on (its own dataset, or another one with the same classes):
-    the same validation split as in training, the whole training set. With the run's `class_names`,
-    another dataset's classes must be those names (in any order: its labels are put in the run's);
-    scored against other names, every label would mean something else. The data root is the caller's
+    the same validation split as in training, the whole training set. The dataset's classes must be
+    the run's `class_names` (in any order: its labels are put in the run's); scored against other
+    names, every label would mean something else. The data root is the caller's
     (`data_root`, else $TORCHLOGREG_DATA, else the default), never the one the run recorded: a run
     folder may come from a stranger, and reading it must not choose where files are written."""
     config = config.replace(dataset=dataset or config.dataset, data_root=data_root, train_size=None)
     if dataset is None and config.dataset not in DATASETS:
         _check_folder(config.dataset, of_run=True)
     data = load_data(config, download)
-    if data.n_classes != n_classes:
+    if data.n_classes != len(class_names):
         raise ConfigError(
-            f"dataset {config.dataset} gives {data.n_classes} classes but the run's model has {n_classes}"
+            f"dataset {config.dataset} gives {data.n_classes} classes but the run's model has "
+            f"{len(class_names)}"
         )
-    if class_names is None or tuple(data.class_names) == tuple(class_names):
+    if tuple(data.class_names) == tuple(class_names):
         return data
     if sorted(data.class_names) != sorted(class_names):
         raise ConfigError(

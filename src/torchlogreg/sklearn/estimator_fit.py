@@ -75,10 +75,12 @@ class EpochEnd:
     early stopping once its loss has not fallen by more than tol for `patience` epochs in a row,
     keeping the best weights."""
 
-    def __init__(self, objective: Objective, validation, tol: float, patience: int, verbose: int):
+    def __init__(
+        self, objective: Objective, validation, tol: float, patience: int, verbose: int, measure: bool
+    ):
         self.objective, self.validation, self.verbose = objective, validation, verbose
         self.objectives: list[float] = []
-        self.gradient: float | None = None
+        self.measure, self.gradient = measure, None  # measure: whether the end's gradient is wanted
         self.stopping = EarlyStopping(tol, patience)
 
     def steps_ahead(self, engine: Engine) -> int:
@@ -91,7 +93,7 @@ class EpochEnd:
             self._check_epoch(engine)
 
     def _check_epoch(self, engine: Engine) -> None:
-        if engine.iteration >= engine.total:
+        if self.measure and engine.iteration >= engine.total:
             value, self.gradient = engine.measure(self.objective)
         else:
             value = full_objective(engine, None, self.objective)
@@ -290,9 +292,11 @@ class MiniBatch(Fit):
         if validation is not None:
             validation = (*validation[:2], validation[2] / mean_weight)
         val_source = None if validation is None else self.source(*validation, device, CHUNK)
-        watcher = EpochEnd(penalty, val_source, self.est.tol, self.est.n_iter_no_change, self.est.verbose)
         cosine = lambda step: schedule_lr("cosine", lr, step, steps)  # noqa: E731
         schedule = cosine if schedule else (lambda step: lr)
+        watcher = EpochEnd(  # (a fit's epochs end with the convergence rule's measure; partial_fit's not)
+            penalty, val_source, self.est.tol, self.est.n_iter_no_change, self.est.verbose, schedule is cosine
+        )
         engine = self._engine(
             X, targets, weights, penalty, solver, steps, batch, schedule=schedule, callbacks=[watcher]
         )

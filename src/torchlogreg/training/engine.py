@@ -71,6 +71,7 @@ class Engine:
         self.centring = Centring(model, centre) if centre is not None else None
         stepped = stepped_objective(optimizer, objective, self._weight)
         self.gradient = Gradient(model, stepped, self.parameters, dist, self.centring, full_batch)
+        self._measuring: Gradient | None = None  # another objective's, for `measure`
         self.callbacks = list(callbacks)
         self.steps_per_epoch = 1 if full_batch else source.steps_per_epoch
         self._epoch_origin = 0  # the iteration epochs are counted from (moved by set_source)
@@ -125,9 +126,12 @@ class Engine:
         smooth = objective.smooth
         gradient = self.gradient
         if gradient.objective != smooth:  # (the optimizer takes L1 itself, or another objective)
-            gradient = Gradient(
-                self.model, smooth, self.parameters, self.dist, self.centring, self.full_batch
-            )
+            # kept: under torchrun a Gradient's first call sets up the ranks' shared sum
+            if self._measuring is None or self._measuring.objective != smooth:
+                self._measuring = Gradient(
+                    self.model, smooth, self.parameters, self.dist, self.centring, self.full_batch
+                )
+            gradient = self._measuring
         loss, _ = gradient(self.source.chunks(), False, self.iteration + 1)
         entries = [0.0]
         for param in self.parameters:

@@ -157,6 +157,8 @@ class Convergence:
 
     def on_step(self, engine: Engine, row: dict) -> None:
         if engine.full_batch:
+            measured = getattr(engine.optimizer, "gradient_max", None)  # (L-BFGS's, every iteration)
+            self.gradient = measured if measured is not None and math.isfinite(measured) else None
             if engine.stop_reason is None and getattr(engine.optimizer, "iterations", 1) == 0:
                 if getattr(engine.optimizer, "stalled", ""):
                     engine.stop_reason = "no progress"
@@ -181,7 +183,8 @@ class Convergence:
         still = self.change is not None and abs(self.change) < self.tol
         self.unchanged = self.unchanged + 1 if still else 0
         if self.tol and self.unchanged >= self.wait:  # (the last epoch too: the run then says so)
-            _, measured = engine.measure()
+            with outside_threads():  # a whole set's pass, not a mini-batch step: split over the threads
+                _, measured = engine.measure()
             self.gradient = measured if math.isfinite(measured) else None  # (JSON has no nan)
             if measured <= self.tol:
                 engine.stop_reason = "converged"
