@@ -161,6 +161,47 @@ def test_csv_image_size_and_errors(tmp_path):
         convert(tmp_path / "d", csv=(tmp_path / "missing.csv", bad))
 
 
+def test_a_test_csv_without_labels_is_refused_before_anything_is_read(tmp_path, capsys):
+    # not "63 pixel columns do not make a square image": the file lacks its labels, and says so
+    images, labels = _synthetic(12, shape=(8, 8))
+    _write_csv(tmp_path / "train.csv", images, labels)
+    np.savetxt(tmp_path / "test.csv", images.reshape(12, -1), fmt="%d", delimiter=",",
+               header=",".join(f"pixel{i}" for i in range(64)), comments="")  # fmt: skip
+    args = ["data", "convert", "--from-csv", str(tmp_path / "train.csv"), str(tmp_path / "test.csv")]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err.strip()
+    train = tmp_path / "train.csv"
+    assert error.endswith(
+        f"{tmp_path / 'test.csv'}: no label column (64 columns, as many as the pixels of {train}); a test "
+        f"CSV needs its labels, in a column as {train} has them (column 'label'), or give the training CSV "
+        "alone to split a test set off it"
+    ) and len(error.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "header,said",
+    [
+        ([*(f"px{i}" for i in range(16)), "digit"], "label column 'digit' (the one not named like the "
+         "pixels; --label-column picks another), pixels 0..255"),
+        (None, "label column 0 (the first: no header; --label-column picks another), pixels 0..255"),
+        (["target", *(f"px{i}" for i in range(16))], "label column 'target' (by its name), pixels 0..255"),
+    ],
+)  # fmt: skip
+def test_convert_says_which_column_it_took_as_the_label(tmp_path, capsys, header, said):
+    # never a pixel column silently: 'digit' last was px0 before, 17 'classes' of pixel values
+    images, labels = _synthetic(30)
+    table = np.column_stack([images.reshape(30, -1), labels] if header and header[-1] == "digit" else
+                            [labels, images.reshape(30, -1)])  # fmt: skip
+    path = tmp_path / "train.csv"
+    np.savetxt(path, table, fmt="%d", delimiter=",", header=",".join(header or []), comments="")
+    assert main(["data", "convert", "--from-csv", str(path), "--out", str(tmp_path / "out")]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.endswith(f"; {path}: {said}") and "3 classes: 0, 1, 2" in line
+    stored = np.concatenate([_load(tmp_path / "out", split)[0] for split in ("train", "test")])
+    assert sorted(map(bytes, stored)) == sorted(map(bytes, images))  # the pixels, not shifted by a column
+
+
 def test_csv_refuses_a_change_of_pixel_scale(tmp_path, monkeypatch):
     monkeypatch.setattr("torchlogreg.data.csvfiles.CSV_BLOCK_BYTES", 1)  # a block per row
     mixed = tmp_path / "mixed.csv"

@@ -1,10 +1,16 @@
-"""The one CSV reader (csvfiles), as predict and `data convert` both use it: delimiters, headers and
-label columns decided the same way, labels checked when wanted, and one pixel scale per file (a
-row of the other scale is refused, naming the row that set it). Predict's streaming, fuzzing and
-memory tests are in test_inputs.py, convert's in test_convert.py."""
+"""The one CSV reader (csvfiles), as predict and `data convert` both use it: delimiters, quoting,
+headers and label columns decided the same way, labels checked when wanted, and one pixel scale per
+file (a file of only 0s and 1s is fractions; a row of the other scale is refused, naming the row
+that set it). Predict's streaming, fuzzing and memory tests are in test_inputs.py, convert's in
+test_convert.py, predict on CSVs end to end in test_predict_csv.py."""
+
+import csv
+import io
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from torchlogreg import ConfigError, DataError, InputError
 from torchlogreg.data.convert import convert
@@ -41,11 +47,33 @@ def test_the_delimiter_is_the_one_the_first_line_holds_most_of(tmp_path, delimit
         ("1,2,3,4,5", None, None, 0),  # labels required: the first unless named
         ("a,b,digit,c,d", None, "digit", 2),  # named by the caller
         ("1,2,3,4,5", None, "-1", 4),  # an index from the end
+        ("px0,px1,px2,px3,digit", 4, None, 4),  # the one header name unlike the others
+        ("px0,px1,px2,px3,digit", None, None, 4),
+        ("id,pixel0,pixel1,pixel2,pixel3", 4, None, 0),
+        ('"label","px0","px1","px2","px3"', None, None, 0),  # quoted names
+        ('"a,b",c,d,e,label', None, None, 4),  # a quoted comma is no delimiter
     ],
 )
 def test_the_label_column(tmp_path, first, n_pixels, label_column, label):
     layout = csv_layout(first, tmp_path / "x.csv", n_pixels, label_column)
     assert layout.label == label and layout.n_pixels == 4
+
+
+@pytest.mark.parametrize(
+    "first,n_pixels,error,message",
+    [
+        ("a,b,c,d,e", None, ConfigError, "no column is named label, labels, class, target or y, and none "
+         "is named unlike the others; give label_column=NAME (a header name, or an index: -1 is the last)"),
+        ("px0,px1,px2,px3,px4", 4, InputError, "5 columns, one more than the 4 pixels, but no column is "
+         "named label, labels, class, target or y, and none is named unlike the others; name the label "
+         "column label in the header, or remove it"),
+    ],
+)  # fmt: skip
+def test_a_header_that_leaves_the_label_column_open_is_refused(tmp_path, first, n_pixels, error, message):
+    # never a pixel column taken as the labels: px0 gave 17 'classes' of pixel values
+    with pytest.raises(error) as raised:
+        csv_layout(first, tmp_path / "x.csv", n_pixels)
+    assert str(raised.value) == f"{tmp_path / 'x.csv'}: {message}"
 
 
 def test_a_label_column_that_is_not_there_is_refused(tmp_path):
@@ -60,11 +88,7 @@ def test_a_label_column_that_is_not_there_is_refused(tmp_path):
     [
         (["0.5,0,0,0", "200,0,0,0"], 2, "pixel 0 is 200 but row 1 holds fractions in [0, 1]"),
         (["200,0,0,0", "0.5,0,0,0"], 2, "pixel 0 is 0.5 but row 1 holds values 0..255"),
-        (
-            ["0,0,0,0", "0,1,0,0", "0.5,0,0,0"],
-            3,
-            "pixel 0 is 0.5 but row 2 was read as 0..255 (its 1s as 1/255)",
-        ),
+        (["0,1,0,0", "0.5,0,0,0", "0,0,7,0"], 3, "pixel 2 is 7 but row 2 holds fractions in [0, 1]"),
     ],
 )
 @pytest.mark.parametrize("block_bytes", [1, None])  # a block per row, or one for the file
@@ -73,16 +97,82 @@ def test_rows_of_another_pixel_scale_are_refused_naming_the_row_that_set_it(
 ):
     path = tmp_path / "mixed.csv"
     path.write_text("\n".join(lines) + "\n")
-    if block_bytes is None and row == 3:
-        # in one block, the fraction settles the scale for the rows before it: 0s and 1s fit both
-        pixels, _ = _rows(path, block_bytes=block_bytes)
-        assert np.allclose(pixels, [[0, 0, 0, 0], [0, 1, 0, 0], [0.5, 0, 0, 0]])
-        return
     with pytest.raises(InputError) as error:
         _rows(path, block_bytes=block_bytes)
     assert str(error.value) == (
         f"{path}: row {row}: {fragment}; use one scale for the whole file, 0..255 or fractions in [0, 1]"
     )
+
+
+@pytest.mark.parametrize("block_bytes", [1, 20, None])  # a block per row, some rows, the whole file
+@pytest.mark.parametrize(
+    "lines,expected",
+    [
+        (["0,1,0,1", "1,1,0,0", "0,0,0,0"], [[0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 0, 0]]),  # binarized
+        (["0,1,0,1", "1,1,0,0", "0,0,0.5,0"], [[0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 0.5, 0]]),  # fractions
+        (["0,1,0,1", "1,1,0,0", "0,0,255,0"], [[0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 255, 0]]),  # 0..255
+    ],
+)
+def test_rows_of_0s_and_1s_take_the_files_scale_wherever_it_is_settled(
+    tmp_path, lines, expected, block_bytes
+):
+    # a file whose every pixel lies in [0, 1] is fractions; a pixel over 1 anywhere makes it 0..255,
+    # for the rows before it too, however the file is cut into blocks
+    path = tmp_path / "rows.csv"
+    path.write_text("\n".join(lines) + "\n")
+    pixels, _ = _rows(path, block_bytes=block_bytes)
+    assert np.allclose(pixels, np.array(expected) / (255 if "255" in lines[-1] else 1))
+
+
+def test_a_binarized_csv_is_stored_and_predicted_with_1_as_full_intensity(tmp_path):
+    path = tmp_path / "binary.csv"
+    path.write_text("label,a,b,c,d\n1,0,1,1,0\n0,1,0,0,1\n1,0,0,0,0\n")
+    written = convert(tmp_path / "out", csv=(path, path))
+    assert written["csv"][0]["pixels"] == "pixels only 0s and 1s, read as fractions (1 = full intensity)"
+    stored = np.load(written["out"] / "test-images.npy").reshape(3, 4)
+    assert stored.tolist() == [[0, 255, 255, 0], [255, 0, 0, 255], [0, 0, 0, 0]]
+    chunk = next(read_chunks(path, (2, 2)))
+    assert np.array_equal(chunk.images * 255, stored)  # predict sees what training saw
+
+
+def _quoted(rows, quoting) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, quoting=quoting, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    values=st.lists(st.lists(st.integers(0, 255), min_size=5, max_size=5), min_size=1, max_size=12),
+    quoting=st.sampled_from([csv.QUOTE_ALL, csv.QUOTE_MINIMAL, csv.QUOTE_NONNUMERIC]),
+    fractions=st.booleans(),
+    header=st.booleans(),
+    block_bytes=st.sampled_from([1, 7, 64, None]),
+)
+def test_quoted_cells_are_read_as_pythons_csv_module_reads_them(
+    tmp_path, values, quoting, fractions, header, block_bytes
+):
+    # pandas' QUOTE_ALL ("0","12"), quoted or not, integers or fractions, in blocks of any size
+    pixels = np.array(values)[:, 1:] / (255 if fractions else 1)
+    rows = [[str(row[0]), *(f"{v:.6f}" if fractions else str(int(v)) for v in pixel_row)]
+            for row, pixel_row in zip(values, pixels, strict=True)]  # fmt: skip
+    text = _quoted(([["label", "a", "b", "c", "d"]] if header else []) + rows, csv.QUOTE_ALL if quoting ==
+                   csv.QUOTE_NONNUMERIC else quoting)  # fmt: skip
+    path = tmp_path / "quoted.csv"
+    path.write_text(text)
+    read, labels = _rows(path, block_bytes=block_bytes, labels=True)
+    if pixels.max() <= 1 and not fractions:  # whole 0s and 1s only: fractions by the file's rule
+        pixels = pixels * 255
+    assert np.allclose(read, pixels / 255 if not fractions else pixels, atol=1e-6)
+    assert labels.tolist() == [row[0] for row in values]
+
+
+def test_a_quoted_cell_is_one_cell(tmp_path):
+    # the quotes are read as the csv module reads them, never stripped: "1,2" is one cell, not two
+    path = tmp_path / "quoted.csv"
+    path.write_text('"0","1","2","3"\n"1,2","3","4","5"\n')
+    with pytest.raises(InputError, match=r"row 2: '1,2' is not a number"):
+        _rows(path)
 
 
 def test_a_mixed_row_is_skipped_by_predict_and_refused_by_convert(tmp_path):

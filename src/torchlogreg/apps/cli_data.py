@@ -46,9 +46,23 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
         printable(
             f"wrote {written['train']} train and {written['test']} test images ({height}x{width}, "
             f"{len(names)} classes: {listed}; pictures {written['pictures']}) to {written['out']}"
+            + _csv_read(written["csv"])
         )
     )
     return 0
+
+
+def _csv_read(read: tuple[dict, ...]) -> str:
+    """How the CSVs were read, for convert's line: "; train.csv: label column 'label' (by its name),
+    pixels 0..255", the files joined when they were read alike; a guessed label column says how to
+    choose another."""
+    parts: dict[str, list[str]] = {}
+    for file in read:
+        hint = "" if file["how"] in ("as asked", "by its name") else "; --label-column picks another"
+        parts.setdefault(f"label column {file['label']} ({file['how']}{hint}), {file['pixels']}", []).append(
+            file["file"]
+        )
+    return "".join(f"; {' and '.join(files)}: {how}" for how, files in parts.items())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -100,8 +114,9 @@ def _add_sources(convert: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="CSV",
         help="instead: TRAIN_CSV [TEST_CSV], a label column and one column per pixel (0..255, or 0..1 "
-        "fractions), header optional; streamed, so larger than memory is fine. One CSV (Kaggle's "
-        "train.csv): a stratified test split of --test-size",
+        "fractions: a file of only 0s and 1s is fractions), header optional, cells quoted or not; "
+        "streamed, so larger than memory is fine. One CSV (Kaggle's train.csv): a stratified test split "
+        "of --test-size",
     )
     source.add_argument(
         "--from-folder",
@@ -117,7 +132,8 @@ def _add_convert_options(convert: argparse.ArgumentParser) -> None:
         "--label-column",
         metavar="COL",
         help="CSV: the label column, by name or index (-1 = last); default: a column named "
-        "label/class/target/y, else the first",
+        "label/class/target/y, else the one header name unlike the others (digit among px0..px63), else, "
+        "without a header, the first",
     )
     convert.add_argument(
         "--image-size",

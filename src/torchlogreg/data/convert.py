@@ -16,7 +16,9 @@ and predict and serve apply it to picture files, so a model sees the pixels it w
 
 Each source is read by its format's one reader (data/sources.py); CSV files and image folders stream
 through scratch files in the output folder, so converting needs memory for one block of rows, not
-for the dataset.
+for the dataset. How a CSV is read (its label column, and its pixel scale: a file of only 0s and
+1s is fractions, see data/csvfiles.py) is decided before anything is written and returned, for
+the command's line; a test CSV must have the training CSV's pixel columns and a label column.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..base.datasets import is_dataset_folder
 from ..base.exceptions import ConfigError, DataError
 from ..base.storage import exists, output_lock, refuse_existing
 from .classnames import class_names_problem
+from .csvfiles import CsvLayout, describe_csv
 from .images import AS_IS, MNIST_STYLE, check_pictures
 from .inmemory import Split, load_splits
 from .ondisk import read_meta, write_dataset
@@ -221,6 +224,32 @@ def _check_options(options: dict) -> None:
         raise ConfigError(f"class_names: {problem}", parameter="class_names")
 
 
+def _csv_read(path, layout: CsvLayout, pixels: str) -> dict:
+    """How one CSV is read, for the command's line: {"file", "label", "how", "pixels"} (the label
+    column, by name or index, how it was found, and how the pixels are read)."""
+    label = repr(layout.fields[layout.label]) if layout.header else str(layout.label)
+    return {"file": str(path), "label": label, "how": layout.label_rule, "pixels": pixels}
+
+
+def _check_csvs(csv: tuple | None, label_column: str | None) -> tuple[dict, ...]:
+    """How each CSV of `csv` (train[, test]) will be read (_csv_read), decided before anything is
+    written; a test CSV must hold the training CSV's pixel columns and a label column."""
+    if csv is None:
+        return ()
+    train, pixels = describe_csv(csv[0], label_column=label_column)
+    read = [_csv_read(csv[0], train, pixels)]
+    if len(csv) > 1:
+        test, pixels = describe_csv(csv[1], train.n_pixels, label_column)
+        if test.label is None:
+            raise DataError(
+                f"{csv[1]}: no label column ({test.width} columns, as many as the pixels of {csv[0]}); a "
+                f"test CSV needs its labels, in a column as {csv[0]} has them (column {read[0]['label']}), "
+                "or give the training CSV alone to split a test set off it"
+            )
+        read.append(_csv_read(csv[1], test, pixels))
+    return tuple(read)
+
+
 def _write_folder(folder: Path, scratch: Path, options: dict) -> None:
     """The source `options` names read (through `scratch`) and written as a dataset folder."""
     train, test, names = _read_source(scratch, options)
@@ -276,11 +305,13 @@ def convert(
     per label present, or one per label 0..max). `pictures` (images.PICTURE_RULES) is how picture
     files become the dataset's pixels; None: the source's own (see `_pictures_rule`).
 
-    Returns {"out", "train", "test", "class_names", "image_shape", "pictures"} of what was written.
+    Returns {"out", "train", "test", "class_names", "image_shape", "pictures"} of what was written,
+    and "csv": for each CSV read, {"file", "label", "how", "pixels"} (see `_csv_read`).
     """
     options = dict(locals())  # the keyword arguments, as _read_source reads them
     out = Path(out)
     _check_options(options)  # nothing is written for options that do not go together
+    csv_read = _check_csvs(csv, label_column)
     with output_lock(out):  # one process writes `out` (and its staging folder) at a time
         check_output(out, overwrite)
         # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
@@ -302,4 +333,5 @@ def convert(
         "class_names": tuple(meta["class_names"]),
         "image_shape": tuple(meta["image_shape"]),
         "pictures": meta["pictures"],
+        "csv": csv_read,
     }

@@ -2,42 +2,54 @@
 one CSV reader, for predict, serve's callers and `load_inputs` (labels optional, not used) and for
 `data convert --from-csv` (labels required), so a file means the same everywhere:
 
-- Cells are separated by commas, semicolons or tabs: whichever the first line holds most of.
+- Cells are separated by commas, semicolons or tabs: whichever the first line holds most of. They
+  may be quoted as Python's csv module reads them ("0","12": pandas' QUOTE_ALL).
 - The first line is a header when a cell of it is not a number. The label column is the one
-  `label_column` names (an index or a header name), else a header column named like CSV_LABEL_NAMES,
-  else the first one when the file must have labels or has one column more than the pixels.
-- Pixels are 0..255, or fractions in [0, 1] throughout. A row holding a fraction in a file whose
-  earlier rows hold values over 1 (or the other way round) is a bad row naming the row that set the
-  scale: one scale is never silently chosen for rows that mean the other. Rows of whole 0s and 1s
-  fit either scale and take the file's; handed on before any row settles it (in an earlier block
-  of lines), they count as 0..255, and a later fraction is refused.
+  `label_column` names (an index or a header name), else a header column named like CSV_LABEL_NAMES;
+  when the file must have labels or has one column more than the pixels and none is named, it is
+  the one header name unlike the others' (`digit` among `px0`..`px63`), or in a file without a header
+  the first (as Kaggle writes it). A header that leaves it open is refused, never guessed.
+- Pixels are 0..255, or fractions in [0, 1] throughout: a file whose every pixel lies in [0, 1] is
+  fractions (0..255 pixels that never pass 1 would be a black image), so a file of only 0s and 1s
+  (binarized digits) reads 1 as full intensity, and a file with a pixel over 1 is 0..255. The first
+  row only one scale fits settles it; before rows of 0s and 1s are handed on with nothing settled,
+  the rest of the file is scanned for that row (a pass that stops at it), so they are read in the
+  file's scale wherever it is settled. A row of the other scale than the one settled is a bad row
+  naming the row that set it: one scale is never silently chosen for rows that mean the other.
 - Labels (when wanted) are integers in 0..readers.MAX_LABEL.
 
 Memory does not grow with a file: the text is parsed CSV_BLOCK_BYTES of whole lines at a time.
-Kaggle-style rows (integers 0..255) take a vectorised NumPy parse of the bytes (`_uint8_cells`, about
-20x np.loadtxt); other numbers go through np.loadtxt, and a block that fails is read cell by cell
-to name its bad rows.
+Kaggle-style rows (integers 0..255, quoted or not) take a vectorised NumPy parse of the bytes
+(`_uint8_cells`, about 20x np.loadtxt); other numbers go through np.loadtxt, and a block that fails
+is read cell by cell to name its bad rows.
 """
 
 from __future__ import annotations
 
+import collections
+import csv
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from ..base.exceptions import ConfigError, InputError, TorchLogRegError
-from .readers import MAX_LABEL, byte_size, one_line
+from ..base.exceptions import ConfigError, DataError, InputError, TorchLogRegError
+from .readers import MAX_LABEL, byte_size, one_line, open_regular
 
 CSV_LABEL_NAMES = ("label", "labels", "class", "target", "y")  # a header column taken as the label
 DELIMITERS = (",", ";", "\t")
 PIXEL_RANGE = "0..255 (or fractions in [0, 1])"
 CSV_BLOCK_BYTES = 1024 * 1024  # CSV text parsed at a time (whole lines): ~550 rows of 28x28 pixels
+LOOK_AHEAD_BYTES = 64 * 1024  # CSV text scanned at a time for the row that settles the pixel scale:
+# most files settle in their first row, so little is read twice (and blocks this small scan fastest)
 CSV_CELL_BYTES = 32  # a CSV row may take this many bytes per cell (or CSV_BLOCK_BYTES) before it is refused
 MAX_CSV_COLUMNS = 2**20 + 1  # columns a first line may have when the image size is not given (convert)
 FRACTIONS, BYTES = "fractions in [0, 1]", "values 0..255"  # the two pixel scales
+ONLY_0_1 = "only 0s and 1s, read as fractions (1 = full intensity)"  # how a file of 0s and 1s is read
+QUOTE = ord('"')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +61,7 @@ class CsvLayout:
     fields: tuple[str, ...]  # the first line's cells
     label: int | None  # the label column, or None
     n_pixels: int  # pixel columns
+    label_rule: str = ""  # how the label column was found: "as asked", "by its name", ...
 
     @property
     def width(self) -> int:
@@ -94,32 +107,75 @@ def _label_column(fields: list[str], header: bool, label_column: str, path: Path
     )
 
 
+def _csv_cells(line: str, delimiter: str) -> list[str]:
+    """The cells of a line of CSV as Python's csv module reads them (quotes removed), stripped."""
+    try:
+        cells = next(csv.reader([line], delimiter=delimiter), [""])
+    except csv.Error:  # a NUL byte, say: the line as it is
+        cells = line.split(delimiter)
+    return [cell.strip() for cell in cells]
+
+
+def _unlike_the_others(names: list[str]) -> int | None:
+    """The one column whose header name, digits aside, differs from the name all the others share
+    (`digit` among `px0`..`px63`, `id` among `pixel0`..), or None."""
+    stems = [re.sub(r"\d+", "#", name) for name in names]
+    counts = collections.Counter(stems)
+    if len(names) < 3 or len(counts) != 2 or min(counts.values()) != 1:
+        return None
+    return stems.index(min(counts, key=counts.get))
+
+
+def _unnamed_label(fields: list[str], header: bool, path: Path, n_pixels: int | None, labels: bool):
+    """(the label column, how it was found) of a file that must have one but names none: the header
+    name unlike the others, or without a header the first column; a header that leaves it open is
+    refused (convert: naming label_column; predict: naming what the header would need)."""
+    if not header:
+        return 0, "the first: no header"
+    if (column := _unlike_the_others([f.lower() for f in fields])) is not None:
+        return column, "the one not named like the pixels"
+    names = f"{', '.join(CSV_LABEL_NAMES[:-1])} or {CSV_LABEL_NAMES[-1]}, and none is named unlike the others"
+    if labels or n_pixels is None:
+        raise ConfigError(
+            f"{path}: no column is named {names}; give label_column=NAME "
+            "(a header name, or an index: -1 is the last)",
+            parameter="label_column",
+        )
+    raise InputError(
+        f"{path}: {len(fields)} columns, one more than the {n_pixels} pixels, but no column is named "
+        f"{names}; name the label column label in the header, or remove it"
+    )
+
+
 def csv_layout(
-    first: str, path: Path, n_pixels: int | None, label_column: str | None = None
+    first: str, path: Path, n_pixels: int | None, label_column: str | None = None, labels: bool = False
 ) -> CsvLayout:
-    """The layout of a CSV from its first line. `n_pixels` None: every row has a label (the first
-    column unless named) and the other columns are pixels; else the file must hold `n_pixels`
-    pixel columns, and a label column only when named or when there is one column more."""
+    """The layout of a CSV from its first line. `n_pixels` None: every row has a label (found as the
+    module's docstring says) and the other columns are pixels; else the file must hold `n_pixels`
+    pixel columns, and a label column only when named or when there is one column more. `labels`:
+    the caller needs labels (convert), so a label column left open is refused naming label_column."""
     line = first.rstrip("\r\n")
     delimiter = max(DELIMITERS, key=line.count)
-    fields = [f.strip().strip('"') for f in line.split(delimiter)]
+    fields = _csv_cells(line, delimiter)
     header = not all(is_number(f) for f in fields)
     names = [f.lower() for f in fields] if header else []
+    label, rule = None, ""
     if label_column is not None:
-        label = _label_column(fields, header, label_column, path)
-    else:
-        label = next((names.index(n) for n in CSV_LABEL_NAMES if n in names), None)
-        if label is None and (n_pixels is None or len(fields) == n_pixels + 1):
-            label = 0  # one column more than pixels and none named: the first, as Kaggle writes it
+        label, rule = _label_column(fields, header, label_column, path), "as asked"
+    elif (named := next((names.index(n) for n in CSV_LABEL_NAMES if n in names), None)) is not None:
+        label, rule = named, "by its name"
+    elif n_pixels is None or len(fields) == n_pixels + 1:
+        label, rule = _unnamed_label(fields, header, path, n_pixels, labels)
     if n_pixels is None:
         if len(fields) < 2:
             raise InputError(f"{path}: expected a label column and pixel columns, got one column")
         n_pixels = len(fields) - 1
     if len(fields) - (label is not None) != n_pixels:
+        held = f", a label and {len(fields) - 1} pixels" if label is not None else ""
         raise InputError(
-            f"{path}: {len(fields)} columns, expected {n_pixels} pixel columns (and optionally a label)"
+            f"{path}: {len(fields)} columns{held}, expected {n_pixels} pixel columns (and optionally a label)"
         )
-    return CsvLayout(delimiter, header, tuple(fields), label, n_pixels)
+    return CsvLayout(delimiter, header, tuple(fields), label, n_pixels, rule)
 
 
 def label_note(layout: CsvLayout, path: Path) -> str:
@@ -127,7 +183,43 @@ def label_note(layout: CsvLayout, path: Path) -> str:
     if layout.label is None:
         return ""
     column = layout.fields[layout.label] if layout.header else layout.label
-    return f"{path}: column {column} taken as the label, not used"
+    return f"{path}: column {column} taken as the label ({layout.label_rule}), not used"
+
+
+def describe_csv(
+    path: str | os.PathLike, n_pixels: int | None = None, label_column: str | None = None
+) -> tuple[CsvLayout, str]:
+    """(the layout, how the pixels are read: "pixels 0..255", ...) of the labelled CSV `path` as
+    `CsvRows` reads it for `data convert`, `n_pixels` as the pixel columns it must hold (a test file:
+    the training file's; it may then lack the label column). Reads up to the row that settles the
+    pixel scale: the first block of most files, all of a file of 0s and 1s."""
+    path = Path(path)
+    reader = CsvRows(path, None, n_pixels=n_pixels, label_column=label_column, labels=True, error=DataError)
+    with open_regular(path, DataError) as handle:
+        layout = reader.read_layout(handle)
+        return layout, reader.settle_scale(handle)
+
+
+def _unquoted(block: bytes, delimiter: str) -> bytes | None:
+    """`block` (whole lines) without the quotes around cells of 1 to 3 digits ("0","12"), which is
+    how Python's csv module reads them; None when a quote does more (holds a delimiter, a point, a
+    quote; opens mid-cell) or less: the general parse reads those. The fast parse takes the rest."""
+    raw = np.frombuffer(block, np.uint8)
+    quotes = np.flatnonzero(raw == QUOTE)
+    opens, closes = quotes[0::2], quotes[1::2]
+    if len(quotes) % 2:
+        return None
+    inside = closes - opens - 1
+    if inside.min(initial=1) < 1 or inside.max(initial=1) > 3:
+        return None
+    edge, newline = np.uint8(ord(delimiter)), np.uint8(ord("\n"))
+    before, after = raw[opens - 1], raw[closes + 1]  # -1: the block's last byte, a newline
+    if not (((before == edge) | (before == newline)).all() and ((after == edge) | (after == newline)).all()):
+        return None
+    for k in (1, 2, 3):  # each byte between a pair of quotes is a digit
+        if ((raw[opens[inside >= k] + k] - np.uint8(48)) >= 10).any():  # non-digits wrap to >= 10
+            return None
+    return block.translate(None, b'"')
 
 
 def _uint8_cells(block: bytes, width: int, delimiter: str = ",") -> np.ndarray | None:
@@ -188,7 +280,7 @@ def _csv_blocks(handle, pending: bytes, line: int, block_bytes: int, max_line: i
 
 class _PixelScale:
     """The file's pixel scale, settled by the first row that only one scale fits (a fraction:
-    FRACTIONS; a value over 1: BYTES), or by the first row holding a 1 handed on as 0..255."""
+    FRACTIONS; a value over 1: BYTES), or, where no row does, FRACTIONS for a file of 0s and 1s."""
 
     def __init__(self):
         self.scale: str | None = None
@@ -209,32 +301,43 @@ class _PixelScale:
             "use one scale for the whole file, 0..255 or fractions in [0, 1]"
         )
 
+    def describe(self) -> str:
+        """How the file's pixels are read: "pixels 0..255", "pixels fractions in [0, 1]", or
+        "pixels only 0s and 1s, read as fractions (1 = full intensity)"."""
+        if self.scale is None or self.reason == f"holds {ONLY_0_1}":
+            return f"pixels {ONLY_0_1}"
+        return "pixels 0..255" if self.scale == BYTES else f"pixels {FRACTIONS}"
+
 
 class CsvRows:
     """One CSV's rows as blocks (see the module's docstring) of images of `image_shape` (H, W), or of
-    as many pixels as the first line has columns after the label when None (set `image_shape` once
-    known, for messages). Bad rows are raised as `error`, or given to `skip_row` (a one-line message)
-    and left out; `labels` asks for the label column's values."""
+    `n_pixels` or as many pixels as the first line has columns after the label when None (set
+    `image_shape` once known, for messages). Bad rows are raised as `error`, or given to `skip_row`
+    (a one-line message) and left out; `labels` asks for the label column's values."""
 
     def __init__(
         self,
         path: Path,
         image_shape: tuple[int, int] | None,
         *,
+        n_pixels: int | None = None,
         label_column: str | None = None,
         labels: bool = False,
         skip_row: Callable[[str], None] | None = None,
         error: type[TorchLogRegError] = InputError,
     ):
         self.path, self.image_shape, self.label_column = path, image_shape, label_column
-        n_pixels = image_shape[0] * image_shape[1] if image_shape else None
+        self.n_pixels = image_shape[0] * image_shape[1] if image_shape else n_pixels
         self.want_labels, self.skip_row, self.error = labels, skip_row, error
         self.layout: CsvLayout | None = None  # read from the first line
         self._pending, self._line = b"", 1  # the first line when it is data, and its number
         self.scale = _PixelScale()
         self.rows = 0  # data rows read so far
-        self.max_line = CSV_CELL_BYTES * (n_pixels + 1 if n_pixels else MAX_CSV_COLUMNS)
+        self.max_line = CSV_CELL_BYTES * (self.n_pixels + 1 if self.n_pixels else MAX_CSV_COLUMNS)
         self.max_line = max(CSV_BLOCK_BYTES, self.max_line)
+        self._handle = None  # the stream `blocks` reads, for looking ahead
+        self._offset: int | None = None  # where the lines after the last block read begin, if seekable
+        self._last: tuple[int, bytes] = (1, b"")  # the last block read and the number of its first line
 
     def read_layout(self, handle) -> CsvLayout:
         """Reads the first line of a binary stream at the file's start: the file's layout."""
@@ -244,14 +347,16 @@ class CsvRows:
         if len(first) > self.max_line:
             raise self.error(f"{self.path}: row 1 is longer than {byte_size(self.max_line)}; is this a CSV?")
         try:
-            pixels = self.image_shape[0] * self.image_shape[1] if self.image_shape else None
-            self.layout = csv_layout(first.decode("utf-8"), self.path, pixels, self.label_column)
+            text = first.decode("utf-8")
+            self.layout = csv_layout(text, self.path, self.n_pixels, self.label_column, self.want_labels)
         except UnicodeDecodeError as failure:
             raise self.error(f"{self.path}: cannot read it as a text CSV ({one_line(failure)})") from None
         except InputError as failure:
             raise self.error(str(failure)) from None
         self.max_line = max(CSV_BLOCK_BYTES, CSV_CELL_BYTES * (self.layout.width + 1))
         self._pending, self._line = (b"", 2) if self.layout.header else (first, 1)
+        if handle.seekable():
+            self._offset, self._last = handle.tell() - len(self._pending), (self._line, b"")
         return self.layout
 
     def blocks(self, handle, block_bytes: int | None = None) -> Iterator[CsvBlock]:
@@ -259,30 +364,37 @@ class CsvRows:
         `read_layout` read its first line)."""
         if self.layout is None:
             self.read_layout(handle)
+        self._handle = handle
         lines = _csv_blocks(
             handle, self._pending, self._line, block_bytes or CSV_BLOCK_BYTES, self.max_line, self.path
         )
         try:
             for first_line, block in lines:
+                if self._offset is not None:
+                    self._offset += len(block)
+                    self._last = first_line, block
                 yield self._block(block, first_line)
         except InputError as failure:
             raise self.error(str(failure)) from None
         if self.rows == 0:
             raise self.error(f"{self.path}: no data rows")
 
+    def settle_scale(self, handle) -> str:
+        """How the pixels of the file are read (_PixelScale.describe), from a binary stream just
+        after `read_layout` read its first line: its rows are scanned up to the row that settles the
+        scale (all of them in a file of 0s and 1s)."""
+        if self._offset is not None:
+            try:
+                self._look_ahead(handle)
+            except InputError as failure:  # a line too long to be a row
+                raise self.error(str(failure)) from None
+        return self.scale.describe()
+
     def _block(self, block: bytes, line: int) -> CsvBlock:
         """The good rows of `block` (whole lines from `line`), bad ones raised or skipped."""
         size = len(block)
-        if b"\r" in block:
-            block = block.replace(b"\r\n", b"\n")
         bad: list[tuple[int, str]] = []
-        cells = None  # a file of fractions has no rows for the integer parse
-        if self.scale.scale != FRACTIONS:
-            cells = _uint8_cells(block, self.layout.width, self.layout.delimiter)
-        if cells is not None:
-            lines, parsed = np.arange(line, line + len(cells)), np.ones(len(cells), bool)
-        else:
-            lines, parsed, cells = self._parse(block, line, bad)
+        lines, parsed, cells = self._rows_of(block, line, bad)
         label = self.layout.label
         pixels = np.delete(cells, label, axis=1) if label is not None else cells
         kept = self._check_labels(cells[:, label], lines[parsed], bad) if self.want_labels else None
@@ -296,6 +408,17 @@ class CsvRows:
         self.rows += len(lines)
         return CsvBlock(rows, pixels, labels, self.rows, size)
 
+    def _rows_of(self, block: bytes, line: int, bad: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(line numbers of the data lines of `block`, which of them parsed, their cells): by the
+        vectorised parse (uint8) when it takes them, else by `_parse` (float64)."""
+        if b"\r" in block:
+            block = block.replace(b"\r\n", b"\n")
+        plain = _unquoted(block, self.layout.delimiter) if b'"' in block else block
+        cells = _uint8_cells(plain, self.layout.width, self.layout.delimiter) if plain else None
+        if cells is None:
+            return self._parse(block, line, bad)
+        return np.arange(line, line + len(cells)), np.ones(len(cells), bool), cells
+
     def _parse(self, block: bytes, line: int, bad: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(line numbers of the data lines, which of them parsed, their cells as float64) for a block
         the fast parse refused; blank lines are not rows."""
@@ -306,8 +429,10 @@ class CsvRows:
             return lines, np.zeros(0, bool), np.zeros((0, width))
         try:
             texts = [raw.decode("utf-8") for _, raw in data]
-            delimiter = self.layout.delimiter
-            cells = np.loadtxt(texts, delimiter=delimiter, dtype=np.float64, ndmin=2, comments=None)
+            delimiter, quote = self.layout.delimiter, '"' if b'"' in block else None
+            cells = np.loadtxt(
+                texts, delimiter=delimiter, dtype=np.float64, ndmin=2, comments=None, quotechar=quote
+            )
             if cells.shape == (len(data), width):
                 return lines, np.ones(len(data), bool), cells
         except (ValueError, UnicodeDecodeError):
@@ -325,9 +450,11 @@ class CsvRows:
     def _cells(self, raw: bytes) -> tuple[str, list[float]]:
         """What is wrong with one row (or "") and its values."""
         try:
-            cells = raw.decode("utf-8").split(self.layout.delimiter)
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             return " is not UTF-8 text", []
+        delimiter = self.layout.delimiter
+        cells = _csv_cells(text, delimiter) if '"' in text else text.split(delimiter)
         if len(cells) != self.layout.width:
             label = "a label and " if self.layout.label is not None else ""
             of = f" of {self.image_shape[0]}x{self.image_shape[1]} images" if self.image_shape else ""
@@ -357,15 +484,22 @@ class CsvRows:
         kept = np.ones(len(pixels), bool) if kept is None else kept
         if pixels.dtype == np.uint8 and self.scale.scale == BYTES:
             return kept, pixels[kept] if not kept.all() else pixels
+        if pixels.dtype == np.uint8 and self.scale.scale == FRACTIONS and pixels.max(initial=0) <= 1:
+            return kept, pixels[kept].astype(np.float32)  # a file of 0s and 1s
         pixels = pixels.astype(np.float64, copy=False)
+        kept = self._in_range(pixels, lines, bad, kept)
+        self._off_scale(pixels, kept, lines, bad)
+        return kept, self._scaled(pixels[kept], lines[kept])
+
+    @staticmethod
+    def _in_range(pixels: np.ndarray, lines: np.ndarray, bad: list, kept: np.ndarray) -> np.ndarray:
+        """Which `kept` rows' pixels all lie in 0..255; the other kept rows are bad."""
         with np.errstate(invalid="ignore"):
             valid = (pixels >= 0).all(axis=1) & (pixels <= 255).all(axis=1)  # NaN compares False
         for i in np.flatnonzero(kept & ~valid):
             column = int(np.flatnonzero(~((pixels[i] >= 0) & (pixels[i] <= 255)))[0])
             bad.append((int(lines[i]), f": pixel {column} is {pixels[i, column]:g}, expected {PIXEL_RANGE}"))
-        kept = kept & valid
-        self._off_scale(pixels, kept, lines, bad)
-        return kept, self._scaled(pixels[kept], lines[kept])
+        return kept & valid
 
     def _off_scale(self, pixels: np.ndarray, kept: np.ndarray, lines: np.ndarray, bad: list) -> None:
         """Settles the file's scale by the first row only one scale fits (a value over 1: BYTES; a
@@ -385,12 +519,41 @@ class CsvRows:
 
     def _scaled(self, pixels: np.ndarray, lines: np.ndarray) -> np.ndarray:
         """Good rows in the file's scale: fractions as float32, 0..255 as uint8 (float32 / 255 when
-        some are not whole). Rows handed on as 0..255 before the scale is settled settle it."""
+        some are not whole). Rows with a 1 before the scale is settled settle it by the rest of the file."""
+        if self.scale.scale is None and pixels.max(initial=0) == 1:
+            first = int(lines[np.flatnonzero(pixels.max(axis=1) == 1)[0]])
+            if self._handle is not None and self._offset is not None:
+                self._look_ahead(self._handle)
+            if self.scale.scale is None:  # no row after these settles it: every pixel is 0 or 1
+                self.scale.settle(FRACTIONS, first, f"holds {ONLY_0_1}")
         if self.scale.scale == FRACTIONS:
             return pixels.astype(np.float32)
-        ones = np.flatnonzero(pixels.max(axis=1, initial=0) == 1) if self.scale.scale is None else []
-        if len(ones):
-            self.scale.settle(BYTES, int(lines[ones[0]]), "was read as 0..255 (its 1s as 1/255)")
         if np.array_equal(pixels, np.rint(pixels)):
             return pixels.astype(np.uint8)
         return (pixels / 255.0).astype(np.float32)
+
+    def _look_ahead(self, handle) -> None:
+        """Settles the scale by the first good row after the last block read (of the seekable
+        `handle`) that only one scale fits, if any; the stream is left where it was."""
+        back, line = handle.tell(), self._last[0] + self._last[1].count(b"\n")  # (counted only here)
+        try:
+            handle.seek(self._offset)
+            rest = _csv_blocks(handle, b"", line, LOOK_AHEAD_BYTES, self.max_line, self.path)
+            for first_line, block in rest:
+                self._settle_by(block, first_line)
+                if self.scale.scale is not None:
+                    return
+        finally:
+            handle.seek(back)
+
+    def _settle_by(self, block: bytes, line: int) -> None:
+        """Settles the scale by the first good row of `block` (whole lines from `line`) that only
+        one scale fits, if any; nothing is reported (the rows are read again, in order)."""
+        lines, parsed, cells = self._rows_of(block, line, [])
+        label = self.layout.label
+        pixels = (np.delete(cells, label, axis=1) if label is not None else cells).astype(np.float64)
+        kept = np.ones(len(pixels), bool)
+        if self.want_labels and label is not None:
+            kept = self._check_labels(cells[:, label], lines[parsed], [])
+        kept = self._in_range(pixels, lines[parsed], [], kept)
+        self._off_scale(pixels, kept, lines[parsed], [])
