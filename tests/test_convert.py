@@ -577,3 +577,31 @@ def test_present_classes_keep_every_label_s_name(train_labels, picks):
     assert [names[c] for c in new_train.labels.tolist()] == [str(v) for v in train_labels]
     assert [names[c] for c in new_test.labels.tolist()] == [str(v) for v in test_labels]
     assert set(new_train.labels.tolist()) == set(range(len(names)))
+
+
+def test_a_test_csv_without_a_header_takes_the_training_files_label_column(tmp_path):
+    """The training CSV's label column is found by its header (`digit`, last); the test CSV, without
+    a header, takes the same place (it took its first column: every test label a pixel's value)."""
+    images, labels = _synthetic(60)
+    rows = np.column_stack([images.reshape(60, -1), labels])
+    header = ",".join([f"px{i}" for i in range(16)] + ["digit"])
+    np.savetxt(tmp_path / "train.csv", rows[:40], fmt="%d", delimiter=",", header=header, comments="")
+    np.savetxt(tmp_path / "test.csv", rows[40:], fmt="%d", delimiter=",")
+    convert(tmp_path / "ds", csv=(tmp_path / "train.csv", tmp_path / "test.csv"))
+    assert _same_rows(tmp_path / "ds", "test", images[40:], labels[40:])
+
+
+def test_a_csv_of_0s_and_1s_is_scanned_once(tmp_path, monkeypatch):
+    """The look-ahead that finds a file of 0s and 1s to be fractions runs once per file (when convert
+    checks the files first), not again while the rows are read (it read the file three times)."""
+    from torchlogreg.data.csvfiles import CsvRows
+
+    images, labels = _synthetic(50)
+    rows = np.column_stack([labels, (images.reshape(50, -1) > 127).astype(int)])
+    np.savetxt(tmp_path / "train.csv", rows, fmt="%d", delimiter=",")
+    scans = []
+    real = CsvRows._look_ahead
+    monkeypatch.setattr(CsvRows, "_look_ahead", lambda self, handle: scans.append(1) or real(self, handle))
+    convert(tmp_path / "ds", csv=(tmp_path / "train.csv",), test_size=0.2)
+    assert len(scans) == 1
+    assert set(np.unique(_load(tmp_path / "ds", "train")[0]).tolist()) <= {0, 255}

@@ -42,12 +42,19 @@ def test_predict_reads_a_csv_as_convert_read_the_training_csv(tmp_path, mnist_sp
     for name in ("test.csv", "stored.npy"):
         output = tmp_path / f"{name}.predictions.csv"
         assert main(["predict", str(run), str(tmp_path / name), "--output", str(output)]) == 0
-    assert "test.csv: column digit taken as the label (the one not named like the pixels)" in (
-        capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert "test.csv: column digit taken as the label (the one not named like the pixels)" in err
+    assert ("test.csv: pixels only 0s and 1s, read as fractions" in err) == binarize  # (0..255: no note)
     from_csv, from_stored = (
         np.loadtxt(tmp_path / f"{name}.predictions.csv", delimiter=",", skiprows=1, dtype=np.int64)[:, 1]
         for name in ("test.csv", "stored.npy")
     )
     assert np.array_equal(from_csv, from_stored)
     assert np.mean(from_csv == truth) > 0.8
+    if binarize:  # one stray 2 makes the file 0..255, near black: predict says so (it said nothing)
+        stray = tmp_path / "stray.csv"
+        lines = (tmp_path / "test.csv").read_text().splitlines()
+        lines[-1] = "2" + lines[-1][1:]
+        stray.write_text("\n".join(lines) + "\n")
+        assert main(["predict", str(run), str(stray), "--output", str(tmp_path / "stray.out.csv")]) == 0
+        assert f"{stray}: pixels 0..255, the largest 2: near-black images" in capsys.readouterr().err

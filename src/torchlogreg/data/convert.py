@@ -34,7 +34,7 @@ from ..base.datasets import is_dataset_folder
 from ..base.exceptions import ConfigError, DataError
 from ..base.storage import exists, output_lock, refuse_existing
 from .classnames import class_names_problem
-from .csvfiles import CsvLayout, describe_csv
+from .csvfiles import CsvLayout, csv_header, describe_csv
 from .images import AS_IS, MNIST_STYLE, check_pictures
 from .inmemory import Split, load_splits
 from .ondisk import read_meta, write_dataset
@@ -175,7 +175,7 @@ def _read_source(scratch: Path, options: dict) -> tuple[Split, Split, tuple[str,
     """(train, test, class names or None) from the one source `options` name (convert's keyword
     arguments), else the built-in dataset."""
     folder, npz, idx, csv = (options[k] for k in ("folder", "npz", "idx", "csv"))
-    label_column, size = options["label_column"], parse_size(options["image_size"])
+    size = parse_size(options["image_size"])
     if folder is not None:
         rule = options["pictures"] or AS_IS
         return read_image_folders(folder, scratch, size, options["progress"], rule)
@@ -183,11 +183,13 @@ def _read_source(scratch: Path, options: dict) -> tuple[Split, Split, tuple[str,
         return (*read_npz(npz), None)
     if idx is not None:
         return (*read_idx_folder(idx), None)
-    if csv is not None:
-        train = read_csv(csv[0], scratch / "train.raw", label_column, size)
-        if len(csv) == 1:  # one labelled CSV (Kaggle's train.csv): split off a test set
+    if csv is not None:  # each file as _check_csvs found it: its label column and pixel scale
+        read = zip(("train", "test"), csv, options["csv_columns"], strict=False)  # (train alone: one)
+        train, *test = [read_csv(path, scratch / f"{name}.raw", label, size, scale)
+                        for name, path, (label, scale) in read]  # fmt: skip
+        if not test:  # one labelled CSV (Kaggle's train.csv): split off a test set
             return (*stratified_split(train, options["test_size"], options["seed"]), None)
-        return train, read_csv(csv[1], scratch / "test.raw", label_column, size), None
+        return train, test[0], None
     return load_splits(options["dataset"], options["data_root"], download=options["download"])
 
 
@@ -231,23 +233,40 @@ def _csv_read(path, layout: CsvLayout, pixels: str) -> dict:
     return {"file": str(path), "label": label, "how": layout.label_rule, "pixels": pixels}
 
 
-def _check_csvs(csv: tuple | None, label_column: str | None) -> tuple[dict, ...]:
-    """How each CSV of `csv` (train[, test]) will be read (_csv_read), decided before anything is
-    written; a test CSV must hold the training CSV's pixel columns and a label column."""
+def _same_label(train: CsvLayout, test_header: list[str] | None) -> str | None:
+    """The test CSV's label column where none was asked for: the training file's, by its name where
+    the test file's header holds it, by its place where the test file has no header (None: found by
+    the test file's own header)."""
+    if test_header is None:
+        return str(train.label)
+    name = train.fields[train.label] if train.header else None
+    return name if name in test_header else None
+
+
+def _check_csvs(csv: tuple | None, label_column: str | None) -> tuple[tuple[dict, ...], list[tuple]]:
+    """How each CSV of `csv` (train[, test]) will be read, decided before anything is written: the
+    command's lines (_csv_read), and for `read_csv` each file's (label column, pixel scale). A test
+    CSV must hold the training CSV's pixel columns and its label column: the one asked for, else the
+    training file's (by its header name where both files have a header, else by its place), never one
+    found by another rule (a test file without a header took its first pixel as the label)."""
     if csv is None:
-        return ()
-    train, pixels = describe_csv(csv[0], label_column=label_column)
-    read = [_csv_read(csv[0], train, pixels)]
+        return (), []
+    train, scale = describe_csv(csv[0], label_column=label_column)
+    read, columns = [_csv_read(csv[0], train, scale.describe())], [(label_column, scale)]
     if len(csv) > 1:
-        test, pixels = describe_csv(csv[1], train.n_pixels, label_column)
+        test_label = label_column if label_column is not None else _same_label(train, csv_header(csv[1]))
+        test, scale = describe_csv(csv[1], train.n_pixels, test_label)
         if test.label is None:
             raise DataError(
                 f"{csv[1]}: no label column ({test.width} columns, as many as the pixels of {csv[0]}); a "
                 f"test CSV needs its labels, in a column as {csv[0]} has them (column {read[0]['label']}), "
                 "or give the training CSV alone to split a test set off it"
             )
-        read.append(_csv_read(csv[1], test, pixels))
-    return tuple(read)
+        read.append(_csv_read(csv[1], test, scale.describe()))
+        if label_column is None and test_label is not None:
+            read[-1]["how"] = f"as {Path(csv[0]).name}'s"
+        columns.append((test_label, scale))
+    return tuple(read), columns
 
 
 def _write_folder(folder: Path, scratch: Path, options: dict) -> None:
@@ -311,7 +330,7 @@ def convert(
     options = dict(locals())  # the keyword arguments, as _read_source reads them
     out = Path(out)
     _check_options(options)  # nothing is written for options that do not go together
-    csv_read = _check_csvs(csv, label_column)
+    csv_read, options["csv_columns"] = _check_csvs(csv, label_column)
     with output_lock(out):  # one process writes `out` (and its staging folder) at a time
         check_output(out, overwrite)
         # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.

@@ -48,6 +48,7 @@ LOOK_AHEAD_BYTES = 64 * 1024  # CSV text scanned at a time for the row that sett
 CSV_CELL_BYTES = 32  # a CSV row may take this many bytes per cell (or CSV_BLOCK_BYTES) before it is refused
 MAX_CSV_COLUMNS = 2**20 + 1  # columns a first line may have when the image size is not given (convert)
 FRACTIONS, BYTES = "fractions in [0, 1]", "values 0..255"  # the two pixel scales
+DIM_PIXEL = 16  # a 0..255 file whose pixels never pass this is noted as near-black (0..16: sklearn's digits)
 ONLY_0_1 = "only 0s and 1s, read as fractions (1 = full intensity)"  # how a file of 0s and 1s is read
 QUOTE = ord('"')
 
@@ -147,6 +148,23 @@ def _unnamed_label(fields: list[str], header: bool, path: Path, n_pixels: int | 
     )
 
 
+def _first_line(first: str) -> tuple[str, list[str], bool]:
+    """(delimiter, cells, whether it is a header) of a CSV's first line: the delimiter it holds most
+    of; a header when a cell is not a number."""
+    line = first.rstrip("\r\n")
+    delimiter = max(DELIMITERS, key=line.count)
+    fields = _csv_cells(line, delimiter)
+    return delimiter, fields, not all(is_number(f) for f in fields)
+
+
+def csv_header(path: str | os.PathLike) -> list[str] | None:
+    """The names of the CSV `path`'s header line, or None where it starts with data (csv_layout's rule)."""
+    with open_regular(Path(path), DataError) as handle:
+        first = handle.readline(CSV_BLOCK_BYTES).removeprefix(b"\xef\xbb\xbf")
+    _, fields, header = _first_line(first.decode("utf-8", "replace"))
+    return fields if header else None
+
+
 def csv_layout(
     first: str, path: Path, n_pixels: int | None, label_column: str | None = None, labels: bool = False
 ) -> CsvLayout:
@@ -154,10 +172,7 @@ def csv_layout(
     module's docstring says) and the other columns are pixels; else the file must hold `n_pixels`
     pixel columns, and a label column only when named or when there is one column more. `labels`:
     the caller needs labels (convert), so a label column left open is refused naming label_column."""
-    line = first.rstrip("\r\n")
-    delimiter = max(DELIMITERS, key=line.count)
-    fields = _csv_cells(line, delimiter)
-    header = not all(is_number(f) for f in fields)
+    delimiter, fields, header = _first_line(first)
     names = [f.lower() for f in fields] if header else []
     label, rule = None, ""
     if label_column is not None:
@@ -188,16 +203,20 @@ def label_note(layout: CsvLayout, path: Path) -> str:
 
 def describe_csv(
     path: str | os.PathLike, n_pixels: int | None = None, label_column: str | None = None
-) -> tuple[CsvLayout, str]:
-    """(the layout, how the pixels are read: "pixels 0..255", ...) of the labelled CSV `path` as
-    `CsvRows` reads it for `data convert`, `n_pixels` as the pixel columns it must hold (a test file:
-    the training file's; it may then lack the label column). Reads up to the row that settles the
-    pixel scale: the first block of most files, all of a file of 0s and 1s."""
+) -> tuple[CsvLayout, _PixelScale]:
+    """(the layout, the pixel scale: its `describe()` says how the pixels are read) of the labelled
+    CSV `path` as `CsvRows` reads it for `data convert`, `n_pixels` as the pixel columns it must hold
+    (a test file: the training file's; it may then lack the label column). Reads up to the row that
+    settles the scale: the first block of most files, all of a file of 0s and 1s (which is then
+    settled as fractions: a reader given this scale need not scan it again)."""
     path = Path(path)
     reader = CsvRows(path, None, n_pixels=n_pixels, label_column=label_column, labels=True, error=DataError)
     with open_regular(path, DataError) as handle:
         layout = reader.read_layout(handle)
-        return layout, reader.settle_scale(handle)
+        reader.settle_scale(handle)
+    if reader.scale.scale is None:  # no row settles it: every pixel is 0 or 1
+        reader.scale.settle(FRACTIONS, 0, f"holds {ONLY_0_1}")
+    return layout, reader.scale
 
 
 def _unquoted(block: bytes, delimiter: str) -> bytes | None:
@@ -333,6 +352,7 @@ class CsvRows:
         self._pending, self._line = b"", 1  # the first line when it is data, and its number
         self.scale = _PixelScale()
         self.rows = 0  # data rows read so far
+        self.largest = 0  # the largest 0..255 pixel read so far
         self.max_line = CSV_CELL_BYTES * (self.n_pixels + 1 if self.n_pixels else MAX_CSV_COLUMNS)
         self.max_line = max(CSV_BLOCK_BYTES, self.max_line)
         self._handle = None  # the stream `blocks` reads, for looking ahead
@@ -399,6 +419,8 @@ class CsvRows:
         pixels = np.delete(cells, label, axis=1) if label is not None else cells
         kept = self._check_labels(cells[:, label], lines[parsed], bad) if self.want_labels else None
         kept, pixels = self._ready(pixels, lines[parsed], bad, kept)
+        if pixels.dtype == np.uint8 and len(pixels):
+            self.largest = max(self.largest, int(pixels.max()))
         for number, message in sorted(bad):
             if self.skip_row is None:
                 raise self.error(f"{self.path}: row {number}{message}")
@@ -407,6 +429,17 @@ class CsvRows:
         rows = self.rows + np.flatnonzero(parsed)[kept]
         self.rows += len(lines)
         return CsvBlock(rows, pixels, labels, self.rows, size)
+
+    def dim_note(self) -> str:
+        """A line for a file read as 0..255 whose pixels stay near black (its largest at most
+        DIM_PIXEL: binarized digits with one stray 2, or 0..16 digits), else "": the file's scale
+        was settled by its largest values, and a model scores such images as dark pictures."""
+        if self.scale.scale != BYTES or self.largest > DIM_PIXEL:
+            return ""
+        return (
+            f"{self.path}: pixels 0..255, the largest {self.largest}: near-black images (a file of "
+            "fractions holds every pixel in [0, 1]; rescale the file if its pixels mean more)"
+        )
 
     def _rows_of(self, block: bytes, line: int, bad: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(line numbers of the data lines of `block`, which of them parsed, their cells): by the

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..base.exceptions import InputError
-from .csvfiles import CsvRows, label_note
+from .csvfiles import FRACTIONS, CsvRows, label_note
 from .digits import MNIST_SHAPE, as_shape
 from .images import (
     IMAGE_SUFFIXES,
@@ -214,7 +214,9 @@ def _array_chunks(path: Path, image_shape: tuple[int, int], chunk_rows: int) -> 
 def _csv_chunks(
     path: Path, image_shape: tuple[int, int], skip_row, note, block_bytes: int | None
 ) -> Iterator[Chunk]:
-    """A CSV's rows (see csvfiles), a block of lines at a time; `note` hears which column is the label."""
+    """A CSV's rows (see csvfiles), a block of lines at a time; `note` hears which column is the label
+    and, once read, how its pixels were where that is not plain 0..255 or they stayed near black (one
+    stray 2 makes a file of 0s and 1s 0..255)."""
     reader = CsvRows(path, image_shape, skip_row=skip_row)
     with open_regular(path) as handle:
         layout = reader.read_layout(handle)
@@ -222,6 +224,14 @@ def _csv_chunks(
             note(text)
         for block in reader.blocks(handle, block_bytes):
             yield Chunk(path, block.rows, block.pixels, block.end, block.nbytes)
+    if note is not None and (text := reader.dim_note() or _fractions_note(reader, path)):
+        note(text)
+
+
+def _fractions_note(reader: CsvRows, path: Path) -> str:
+    """A line for a CSV whose pixels were read as fractions (of 0s and 1s, or in [0, 1]), else "" (a
+    file of zeros alone reads the same either way)."""
+    return f"{path}: {reader.scale.describe()}" if reader.scale.scale == FRACTIONS else ""
 
 
 def _image_chunks(path: Path, image_shape: tuple[int, int], pictures: str) -> Iterator[Chunk]:

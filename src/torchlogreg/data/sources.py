@@ -155,12 +155,16 @@ def read_csv(
     scratch: Path,
     label_column: str | None = None,
     image_size: tuple[int, int] | None = None,
+    scale=None,
 ) -> Split:
     """A split from a CSV with one row per image: a label column and one column per pixel (row
     by row), with or without a header (csvfiles' rules); streamed a block of rows at a time
-    through `scratch`."""
+    through `scratch`. `scale`: the file's pixel scale as `csvfiles.describe_csv` found it (else
+    settled as the rows come)."""
     path = Path(path)
     reader = CsvRows(path, None, label_column=label_column, labels=True, error=DataError)
+    if scale is not None:
+        reader.scale = scale
     labels = []
     with open_regular(path, DataError) as handle, RowWriter(scratch) as writer:
         reader.image_shape = shape = _csv_image_size(reader.read_layout(handle).n_pixels, image_size, path)
