@@ -84,6 +84,13 @@ def _thread_pools():
     return ThreadpoolController()
 
 
+def find_blas() -> None:
+    """Look the loaded BLAS libraries up now, where a step will limit their threads (`blas_threads`):
+    threadpoolctl resolves the path of every library the process loaded, a few milliseconds once
+    torch is in, which the first L-BFGS step of a short run spent inside the training loop."""
+    _thread_pools()
+
+
 @contextlib.contextmanager
 def blas_threads(count: int | None) -> Iterator[None]:
     """BLAS (NumPy's and SciPy's) limited to `count` threads for the block (None: unchanged).
