@@ -161,7 +161,7 @@ LIMITS = [
     ("apps.serving", "MAX_FORM_FIELDS", "multipart fields besides the file"),
     ("apps.weblimits", "MAX_CONNECTIONS", "connections served at once (503 beyond)"),
     ("apps.weblimits", "MAX_ACTIVE_REQUESTS", "requests decoding and classifying at once, in worker threads"),
-    ("apps.weblimits", "KEEP_ALIVE_SECONDS", "seconds an idle connection stays open"),
+    ("apps.weblimits", "KEEP_ALIVE_SECONDS", "seconds a connection may wait to send a request's headers"),
     ("apps.serving", "SERVE_MAX_PIXELS", "a run's input shape that `serve` accepts at start"),
     (
         "apps.playground",

@@ -312,11 +312,34 @@ def test_a_run_with_a_surrogate_class_name_is_refused_at_start(default_run, tmp_
 
 
 def test_server_options_bound_headers_and_connections():
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
     from torchlogreg.apps.weblimits import MAX_HEADER_BYTES, server_options
 
     options = server_options()
-    assert options["http"] == "h11" and options["h11_max_incomplete_event_size"] == MAX_HEADER_BYTES
+    assert issubclass(options["http"], H11Protocol)
+    assert options["h11_max_incomplete_event_size"] == MAX_HEADER_BYTES
     assert options["limit_concurrency"] > 0
+
+
+def test_connections_that_send_no_request_are_closed(server):
+    """A connection that sends nothing, or half a request's headers, is closed KEEP_ALIVE_SECONDS
+    after it opened (uvicorn timed only the wait after a response: 31 such sockets held the server,
+    and every request after them got 503)."""
+    from urllib.parse import urlparse
+    from urllib.request import urlopen
+
+    from torchlogreg.apps.weblimits import KEEP_ALIVE_SECONDS, MAX_CONNECTIONS
+
+    address = urlparse(server)
+    idle = [socket.create_connection((address.hostname, address.port)) for _ in range(MAX_CONNECTIONS)]
+    idle[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # half a request, then nothing
+    for sock in idle:  # each closed by the server (recv gives b""), not by our timeout
+        sock.settimeout(KEEP_ALIVE_SECONDS + 10)
+        assert sock.recv(1024) == b""
+        sock.close()
+    with urlopen(server + "/healthz", timeout=10) as reply:
+        assert reply.status == 200
 
 
 def test_drawing_a_one_in_chromium(server, tmp_path):

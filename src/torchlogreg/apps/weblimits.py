@@ -16,8 +16,9 @@ the server hold or wait for.
 
 `server_options()` gives uvicorn's h11 parser with the request line and headers cut at
 MAX_HEADER_BYTES (uvicorn's default parser, httptools, buffers headers of any size: a 256 MB header
-took 94 s and 511 MB), at most MAX_CONNECTIONS connections (503 beyond) and idle connections closed
-after KEEP_ALIVE_SECONDS. h11 applies its cut only to a header still arriving: one that comes whole in
+took 94 s and 511 MB), at most MAX_CONNECTIONS connections (503 beyond) and a connection closed that
+has not sent a request's line and headers KEEP_ALIVE_SECONDS after it opened or after its last
+answer. h11 applies its cut only to a header still arriving: one that comes whole in
 a single read is parsed at any size, so `HeaderLimit` refuses, with 431, a request whose line and
 headers pass MAX_HEADER_BYTES however they arrived. `read_body` reads a body as it streams in and
 stops at its limit (chunked bodies too). `WorkLimit` runs decoding and model work in worker threads,
@@ -30,19 +31,28 @@ from __future__ import annotations
 MAX_HEADER_BYTES = 32 * 1024  # request line and headers; browsers send under 8 kB, nginx allows 8-32 kB
 MAX_CONNECTIONS = 32  # served at once, each holding at most the body its server allows
 MAX_ACTIVE_REQUESTS = 2  # requests decoding and classifying at once (each up to ~100 MB for a photo)
-KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this long
+KEEP_ALIVE_SECONDS = 5  # a connection that sends no request this long after it opened or was answered closes
 
 
 def server_options() -> dict:
     """uvicorn.run's keyword arguments that bound what a client can make the server hold: h11's
     parser with the request line and headers cut at MAX_HEADER_BYTES (httptools, uvicorn's default,
-    buffers headers of any size), MAX_CONNECTIONS at once, idle connections closed."""
+    buffers headers of any size), MAX_CONNECTIONS at once (uvicorn counts the one it answers 503),
+    and a connection's request line and headers due within KEEP_ALIVE_SECONDS (`timed_h11`)."""
     return {
-        "http": "h11",
+        "http": timed_h11(),
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
-        "limit_concurrency": MAX_CONNECTIONS,
+        "limit_concurrency": MAX_CONNECTIONS + 1,
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
     }
+
+
+def timed_h11() -> type:
+    """uvicorn's h11 protocol with each request's line and headers due in time (apps/timed_h11.py,
+    a module of its own: it imports uvicorn, and worker processes import the class by name)."""
+    from .timed_h11 import TimedH11Protocol
+
+    return TimedH11Protocol
 
 
 async def read_body(request, limit: int) -> bytes | None:
