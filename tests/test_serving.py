@@ -103,6 +103,13 @@ def test_predicts_arrays_sent_as_json(client, mnist_splits, default_result):
         as_grid = client.post("/api/predict", json={"pixels": (image.numpy() / 255).tolist()}).json()
         as_flat = client.post("/api/predict", json={"pixels": image.numpy().reshape(-1).tolist()}).json()
         assert as_grid["label"] == as_flat["label"] == str(expected)
+    # a binarized digit as JavaScript writes it (1.0 as 1) reads as fractions, as floats do: as
+    # integers 0..255 it was nearly black, and a 7 read as a 5
+    for image in test.images[:20]:
+        binary = (image.numpy() > 127).astype(int)
+        as_ints = client.post("/api/predict", json={"pixels": binary.tolist()}).json()
+        as_floats = client.post("/api/predict", json={"pixels": binary.astype(float).tolist()}).json()
+        assert as_ints["probabilities"] == as_floats["probabilities"]
     # the evidence maps add up to the logits' difference that decided
     body = client.post("/api/predict", json={"pixels": (test.images[0].numpy() / 255).tolist()}).json()
     assert np.array(body["evidence"]["predicted"]).sum() > np.array(body["evidence"]["runner_up"]).sum() - 5

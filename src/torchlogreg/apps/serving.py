@@ -4,7 +4,7 @@
 
 Routes: ``GET /`` (the drawing page, all assets served from the package, no CDN),
 ``POST /api/predict`` (multipart field ``file``, or JSON ``{"pixels": HxW or H*W numbers}`` for
-the run's input shape, 28x28 or 784 for MNIST: integers 0..255 or floats 0..1),
+the run's input shape, 28x28 or 784 for MNIST: integers 0..255 or floats 0..1; all 0 or 1: fractions),
 ``GET /api/model`` (what a client needs: class names, ``input_shape``, decision rule, metrics,
 preprocessing, limits; no paths or versions), ``GET /healthz`` (``HEAD`` too, like ``/``),
 OpenAPI docs at ``/docs``. The model is loaded once at start (safetensors, no pickle) and only
@@ -160,7 +160,8 @@ def _check_pixel_lists(pixels, wanted: str) -> None:
 
 
 def _image_from_json(body: bytes, shape: tuple[int, int]) -> np.ndarray:
-    """The image in a JSON body {"pixels": HxW or H*W numbers}; integers read as 0..255, floats 0..1."""
+    """The image in a JSON body {"pixels": HxW or H*W numbers}; integers read as 0..255, floats 0..1,
+    and numbers all 0 or 1 as fractions (1: full intensity)."""
     import json
 
     wanted = f"a {shape[0]}x{shape[1]} (or {shape[0] * shape[1]}) array of numbers"
@@ -180,6 +181,10 @@ def _image_from_json(body: bytes, shape: tuple[int, int]) -> np.ndarray:
         raise InputError(f'"pixels" must be {wanted}; its rows differ in length') from None
     if array.dtype == object:  # integers too large for any NumPy type
         raise InputError('"pixels" holds numbers far out of range (integers 0..255 or floats 0..1)')
+    if array.dtype.kind in "iu" and array.size and array.min() >= 0 and array.max() <= 1:
+        # only 0s and 1s: fractions, as in a CSV (0..255 pixels that never pass 1 are black); JSON
+        # has no float spelling of its own (JavaScript writes 1.0 as 1)
+        array = array.astype(np.float32)
     return _first_image(array_images(array, Path("pixels"), shape), "pixels", shape)
 
 
