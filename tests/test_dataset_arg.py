@@ -61,9 +61,11 @@ def test_data_that_moved_is_one_line_and_can_be_named(workdir, capsys):
     assert main(["evaluate", "run"]) == 1
     error = capsys.readouterr().err
     assert f"the run's dataset {workdir / 'od'}: " in error and "moved or deleted since training?" in error
-    assert "evaluate RUN_DIR --dataset DIR" in error and error.count("\n") == 1
+    assert "give --dataset DIR (evaluate, report)" in error and error.count("\n") == 1
     assert main(["evaluate", "run", "--dataset", "moved", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["dataset"] == str(workdir / "moved")
+    assert main(["report", "run"]) == 1  # report takes --dataset too (the line advised one it lacked)
+    assert main(["report", "run", "--dataset", "moved"]) == 0
 
 
 def test_a_built_in_name_that_is_also_a_folder_is_called_out(workdir, capsys):

@@ -108,7 +108,8 @@ def _predict_format(output: Path | None, as_json: bool, class_names: tuple[str, 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report_for_run
 
-    out = report_for_run(args.run_dir, args.data_root, download=not args.no_download)
+    dataset = dataset_arg(args.dataset)
+    out = report_for_run(args.run_dir, args.data_root, download=not args.no_download, dataset=dataset)
     print(f"wrote {out / 'report.html'} and its figures")
     return 0
 
@@ -135,7 +136,11 @@ def evaluate_parser(commands) -> None:
     add_run_dir(evaluate)
     add_data_options(evaluate, "dataset to evaluate on (default: the run's)")
     evaluate.add_argument(
-        "--split", choices=("test", "val", "train"), default="test", help="which split (default: test)"
+        "--split",
+        choices=("test", "val", "train"),
+        default="test",
+        help="which split (default: test); train is the dataset's whole training split, more rows than a "
+        "run trained with --train-size saw (its metrics.json scores those)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=cmd_evaluate)
@@ -187,6 +192,12 @@ def report_parser(commands) -> None:
         "metrics.json.",
     )
     add_run_dir(report)
+    report.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="the run's dataset where it is now, if its folder moved (or another with the run's classes); "
+        "default: the run's",
+    )
     report.add_argument(
         "--data-root",
         metavar="DIR",

@@ -496,7 +496,10 @@ def _draw(run: Run, data: Data, pred: Predictions, extra: dict, sample: torch.Te
     return {name: _png(figure) for name, figure in figures.items()}
 
 
-def report_for_run(run_dir: str | Path, data_root: str | None = None, download: bool = True) -> Path:
-    """Load the run in `run_dir` and its dataset, then write its report."""
+def report_for_run(
+    run_dir: str | Path, data_root: str | None = None, download: bool = True, dataset: str | None = None
+) -> Path:
+    """Load the run in `run_dir` and its dataset (or `dataset`: its folder where it is now, or another
+    with the run's classes), then write its report."""
     run = load_run(run_dir)
-    return write_report(run, load_run_data(run.config, run.class_names, None, data_root, download))
+    return write_report(run, load_run_data(run.config, run.class_names, dataset, data_root, download))

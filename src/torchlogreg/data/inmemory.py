@@ -329,7 +329,7 @@ def _check_folder(dataset: str, of_run: bool = False) -> None:
     if of_run:
         raise DataError(
             f"the run's dataset {dataset}: {folder} {what} (moved or deleted since training?); "
-            "'torchlogreg evaluate RUN_DIR --dataset DIR' measures the run on it where it is now"
+            "give --dataset DIR (evaluate, report) to use it where it is now"
         )
     raise DataError(
         f"dataset {dataset}: {folder} {what}; write a dataset folder with 'torchlogreg data "
