@@ -91,11 +91,35 @@ def test_changed_weights_fail_the_checksum(run_copy):
 def test_shapes_disagreeing_with_metadata_are_refused(run_copy):
     meta_path = run_copy / "model.json"
     meta = json.loads(meta_path.read_text())
-    meta.update(n_classes=5, class_names=list("01234"))
+    meta.update(n_classes=5, class_names=list("01234"), source_labels=list(range(5)))
+    meta["weight_shapes"] = {"linear.weight": [5, 784], "linear.bias": [5]}  # model.json agrees with itself
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(
         CheckpointError, match=r"tensors .*\(10, 784\).* do not match the shapes .*\(5, 784\)"
     ):
+        load_run(run_copy)
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ({"format_version": 2}, "a newer run format than this torchlogreg reads"),
+        ({"format_version": 0}, "format_version must be an integer 1..1"),
+        ({"binary": True}, "binary must be false for 10 classes"),
+        ({"source_labels": [0, 1]}, "source_labels must be 10 integers"),
+        ({"weight_shapes": {"linear.weight": [10, 784]}}, "weight_shapes must be"),
+        ({"config": {"foo": 1}}, "its config is damaged"),
+    ],
+)
+def test_model_json_fields_that_disagree_with_the_model_are_refused(run_copy, change, said):
+    """Each was loaded without a word by predict and export (a newcomer edited them in turn); a
+    damaged config only evaluate refused."""
+    meta_path = run_copy / "model.json"
+    meta = json.loads(meta_path.read_text())
+    if "config" in change:
+        change = {"config": {**meta["config"], **change["config"]}}
+    meta_path.write_text(json.dumps({**meta, **change}))
+    with pytest.raises(CheckpointError, match=said):
         load_run(run_copy)
 
 

@@ -296,6 +296,7 @@ def _meta_problems(meta: dict) -> list[str]:
         problems.append(problem)
     elif isinstance(n_classes, int) and len(names) != n_classes:
         problems.append(f"{len(names)} class names for {n_classes} classes")
+    problems += _shape_problems(meta, n_features, n_classes)
     threshold = meta.get("threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
         problems.append(f"threshold must be a number in (0, 1), got {threshold!r}")
@@ -317,6 +318,34 @@ def _meta_problems(meta: dict) -> list[str]:
         check_pictures(meta.get("pictures", MNIST_STYLE))
     except InputError as error:
         problems.append(str(error))
+    return problems
+
+
+def _shape_problems(meta: dict, n_features, n_classes) -> list[str]:
+    """The version and the fields that must agree with the model's size: format_version (a run of a
+    newer format is not read as this one), binary (one logit exactly for two classes), one source
+    label per class, and the weights' shapes as the model's."""
+    problems = []
+    version = meta.get("format_version")
+    if not _is_int(version, 1, FORMAT_VERSION):
+        newer = _is_int(version, FORMAT_VERSION + 1, 2**31)
+        problems.append(
+            f"format_version {version!r} is a newer run format than this torchlogreg reads (up to "
+            f"{FORMAT_VERSION}): upgrade torchlogreg" if newer else
+            f"format_version must be an integer 1..{FORMAT_VERSION}, got {version!r}"
+        )  # fmt: skip
+    if not (_is_int(n_features, 1, MAX_FEATURES) and _is_int(n_classes, 2, MAX_CLASSES)):
+        return problems  # (said by the caller)
+    if meta.get("binary") is not (n_classes == 2):
+        problems.append(f"binary must be {str(n_classes == 2).lower()} for {n_classes} classes")
+    labels = meta.get("source_labels")  # (-1: the rest, for a one-vs-rest run's negative class)
+    one_each = isinstance(labels, list) and len(labels) == n_classes
+    if not (one_each and all(_is_int(v, -1, 2**31) for v in labels)):
+        problems.append(f"source_labels must be {n_classes} integers, one a class")
+    rows = 1 if n_classes == 2 else n_classes
+    expected = {"linear.weight": [rows, n_features], "linear.bias": [rows]}
+    if meta.get("weight_shapes") != expected:
+        problems.append(f"weight_shapes must be {expected} for {n_features} features and {n_classes} classes")
     return problems
 
 
@@ -391,6 +420,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
         raise CheckpointError(f"{run_dir} is not a folder (expected a run folder from 'train')")
     meta = read_json(run_dir / META_FILE)
     _check_meta(run_dir / META_FILE, meta)
+    Run(run_dir, None, meta, {}).config  # noqa: B018 (a damaged config: refused by every command)
     n_features, n_classes = meta["n_features"], meta["n_classes"]
     limit = weights_limit(n_features, n_classes)
     tensors = read_weights(run_dir / WEIGHTS_FILE, meta["weights_sha256"], limit)
