@@ -56,6 +56,7 @@ LAYERS = {
         {"estimator"},
     ],
     "apps": [
+        {"timed_h11"},
         {"weblimits"},
         {"demos", "export", "prediction", "report", "serving"},
         {"playground_setup"},
