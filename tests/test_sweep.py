@@ -185,6 +185,20 @@ def test_sweep_logs_each_run_for_tensorboards_hparams_table(tmp_path, data_root)
         assert events.Scalars("val/accuracy")  # the run's curve beside its hparams row
 
 
+def test_a_grid_point_left_to_the_rule_logs_the_rules_value_to_hparams(tmp_path, data_root, monkeypatch):
+    """TensorBoard's HParams table gets the value the run used where the grid said none (it got
+    None), as results.csv holds it."""
+    import torchlogreg.training.sweep as sweep
+
+    logged = []
+    monkeypatch.setattr(sweep, "log_sweep_run", lambda folder, options, finals: logged.append(options))
+    base = preset("default", data_root=str(data_root), device="cpu", train_size=300, val_size=0)
+    rows = run_sweep(base, parse_grid(["lr=none,0.5"]), 1, tmp_path / "s", progress=False,
+                     tensorboard=tmp_path / "tb")  # fmt: skip
+    assert sorted(options["lr"] for options in logged) == sorted(float(row["lr"]) for row in rows)
+    assert None not in [options["lr"] for options in logged]
+
+
 def test_a_second_sweep_into_the_same_folder_is_refused_and_touches_nothing(tmp_path, data_root):
     from torchlogreg.base.exceptions import OutputError
     from torchlogreg.base.storage import output_lock

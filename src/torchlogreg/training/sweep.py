@@ -265,7 +265,7 @@ def _train_one(config: TrainConfig, data, grid: Grid, tensorboard) -> dict:
         return {**row, **dict.fromkeys(METRIC_COLUMNS, ""), "stop_reason": "diverged"}
     metrics = result.metrics
     if log_dir is not None:
-        _log_hparams(log_dir, grid, config, metrics)
+        _log_hparams(log_dir, grid, config, result.config, metrics)
     asked = {name: getattr(config, name) for name in (*grid.axes, "seed")}
     # a swept value as given (its text names the grid point); the rule's value where the grid said none
     used = result.config.to_dict() | {name: value for name, value in asked.items() if value is not None}
@@ -288,9 +288,11 @@ def _label(config: TrainConfig, grid: Grid) -> str:
     return " ".join(f"{name}={getattr(config, name)}" for name in (*grid.axes, "seed"))
 
 
-def _log_hparams(log_dir: Path, grid: Grid, config: TrainConfig, metrics: dict) -> None:
-    """One run's swept options and final metrics in TensorBoard's HParams table."""
+def _log_hparams(log_dir: Path, grid: Grid, config: TrainConfig, used: TrainConfig, metrics: dict) -> None:
+    """One run's swept options (the value its rule chose where the grid left one to it, as
+    results.csv holds) and final metrics in TensorBoard's HParams table."""
     options = {name: getattr(config, name) for name in grid.axes} | {"seed": config.seed}
+    options = {name: getattr(used, name) if value is None else value for name, value in options.items()}
     finals = {
         f"{split}_accuracy": metrics[split]["accuracy"]
         for split in ("train", "val", "test")
