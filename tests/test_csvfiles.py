@@ -65,8 +65,8 @@ def test_the_label_column(tmp_path, first, n_pixels, label_column, label):
         ("a,b,c,d,e", None, ConfigError, "no column is named label, labels, class, target or y, and none "
          "is named unlike the others; give label_column=NAME (a header name, or an index: -1 is the last)"),
         ("px0,px1,px2,px3,px4", 4, InputError, "5 columns, one more than the 4 pixels, but no column is "
-         "named label, labels, class, target or y, and none is named unlike the others; name the label "
-         "column label in the header, or remove it"),
+         "named label, labels, class, target or y, and none is named unlike the others; give "
+         "label_column (predict: --label-column), name it label in the header, or remove it"),
     ],
 )  # fmt: skip
 def test_a_header_that_leaves_the_label_column_open_is_refused(tmp_path, first, n_pixels, error, message):

@@ -58,3 +58,20 @@ def test_predict_reads_a_csv_as_convert_read_the_training_csv(tmp_path, mnist_sp
         stray.write_text("\n".join(lines) + "\n")
         assert main(["predict", str(run), str(stray), "--output", str(tmp_path / "stray.out.csv")]) == 0
         assert f"{stray}: pixels 0..255, the largest 2: near-black images" in capsys.readouterr().err
+
+
+def test_predict_takes_a_label_column_by_name(tmp_path, default_run, mnist_splits, capsys):
+    """`predict --label-column` names a CSV's label column where the header cannot tell it (a name
+    like the pixels' own), as `data convert --label-column` does; without it the line says how."""
+    test = mnist_splits[1]
+    pixels = test.images[:50].reshape(50, -1).numpy().astype(np.int64)
+    header = ",".join([f"c{i}" for i in range(784)] + ["c784"])
+    path = tmp_path / "odd.csv"
+    np.savetxt(path, np.column_stack([pixels, test.labels[:50].numpy()]), fmt="%d", delimiter=",",
+               header=header, comments="")  # fmt: skip
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(default_run), str(path), "--output", str(out)]) == 1
+    assert "give label_column (predict: --label-column)" in capsys.readouterr().err
+    assert main(["predict", str(default_run), str(path), "--label-column", "c784", "--output", str(out)]) == 0
+    labels = np.loadtxt(out, delimiter=",", skiprows=1, dtype=np.int64)[:, 1]
+    assert np.mean(labels == test.labels[:50].numpy()) > 0.8

@@ -63,8 +63,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         # written as they come to a temporary file: renamed to --output, or copied to stdout, at the end
         with atomic_output(output) if output is not None else spool_to(sys.stdout) as sink:
             tally = predict_files(
-                run, files, sink, fmt, skip_bad=args.skip_bad, report=report, progress=show_progress(files)
-            )
+                run, files, sink, fmt, skip_bad=args.skip_bad, report=report, progress=show_progress(files),
+                label_column=args.label_column,
+            )  # fmt: skip
     except InputError as error:
         hint = "" if args.skip_bad else "; nothing written (--skip-bad leaves bad files and rows out)"
         raise InputError(f"{error}{hint}") from None
@@ -172,6 +173,12 @@ def predict_parser(commands) -> None:
         metavar="FILE",
         help="write the predictions to FILE instead: .csv as ImageId,Label (Kaggle's submission form, "
         "ImageId from 1 in input order) or .jsonl, one JSON object per input; written atomically",
+    )
+    predict.add_argument(
+        "--label-column",
+        metavar="NAME",
+        help="a CSV input's label column, left out of the pixels: a header name, or an index (-1: the "
+        "last); default: one named label/class/target/y, else the one header name unlike the others",
     )
     predict.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     predict.add_argument(

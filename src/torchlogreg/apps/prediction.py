@@ -137,12 +137,16 @@ def _predict(run: Run, chunk: Chunk, first_id: int, top_k: int) -> ChunkPredicti
 
 
 def _predict_file(
-    run: Run, path: Path, out: BinaryIO, fmt: Format, first_id: int, tally: Tally, skip_row, say, advance
-):
+    run: Run, path: Path, out: BinaryIO, fmt: Format, first_id: int, tally: Tally, skip_row, say, advance,
+    label_column: str | None = None,
+):  # fmt: skip
     """Predicts one file into `out`, chunk by chunk; returns the ImageIds it takes (its rows, bad ones
     included). `skip_row` (or None: raise) gets each bad CSV row, `advance` the bytes read."""
     rows = 0
-    for chunk in read_chunks(path, run.image_shape, skip_row=skip_row, note=say, pictures=run.pictures):
+    chunks = read_chunks(
+        path, run.image_shape, skip_row=skip_row, note=say, pictures=run.pictures, label_column=label_column
+    )
+    for chunk in chunks:
         if len(chunk.rows):
             out.write(fmt.render(_predict(run, chunk, first_id, fmt.top_k)).encode("utf-8"))
             tally.predicted += len(chunk.rows)
@@ -160,11 +164,13 @@ def predict_files(
     skip_bad: bool = False,
     report: Callable[[str], None] | None = None,
     progress: bool = False,
+    label_column: str | None = None,
 ) -> Tally:
     """Predict every image in `files` with `run` (from `checkpoints.load_run`) and write them to `out`
     (a seekable binary file) in `fmt`, one chunk at a time. `report` gets notes and, with `skip_bad`,
-    each bad file or row left out. Raises `InputError` at the first bad one without `skip_bad`, and
-    when nothing could be predicted."""
+    each bad file or row left out. A CSV's `label_column` (a header name or an index), when given, is
+    left out of the pixels. Raises `InputError` at the first bad one without `skip_bad`, and when
+    nothing could be predicted."""
     from tqdm import tqdm
 
     report, tally, next_id = report or _ignore, Tally(), 1
@@ -182,7 +188,7 @@ def predict_files(
                 report(message)
 
         for path in files:
-            next_id += _file_into(run, path, out, fmt, next_id, tally, skip_bad, say, bar)
+            next_id += _file_into(run, path, out, fmt, next_id, tally, skip_bad, say, bar, label_column)
     if tally.predicted == 0:
         bad = f"{tally.skipped_files} bad files, {tally.skipped_rows} bad rows"
         raise InputError(f"nothing to predict: every input was bad ({bad})")
@@ -190,8 +196,9 @@ def predict_files(
 
 
 def _file_into(
-    run: Run, path: Path, out: BinaryIO, fmt: Format, first_id: int, tally: Tally, skip_bad, say, bar
-):
+    run: Run, path: Path, out: BinaryIO, fmt: Format, first_id: int, tally: Tally, skip_bad, say, bar,
+    label_column: str | None,
+):  # fmt: skip
     """One file predicted into `out`; or, when it is bad and `skip_bad`, reported and its lines taken
     back out of `out`. Returns the ImageIds it takes (a bad file takes one)."""
     mark, before, done, listed = out.tell(), dataclasses.replace(tally), 0, 0
@@ -212,7 +219,7 @@ def _file_into(
 
     try:
         taken = _predict_file(
-            run, path, out, fmt, first_id, tally, skip_row if skip_bad else None, say, advance
+            run, path, out, fmt, first_id, tally, skip_row if skip_bad else None, say, advance, label_column
         )
     except InputError as error:
         if not skip_bad:

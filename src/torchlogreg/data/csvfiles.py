@@ -144,7 +144,7 @@ def _unnamed_label(fields: list[str], header: bool, path: Path, n_pixels: int | 
         )
     raise InputError(
         f"{path}: {len(fields)} columns, one more than the {n_pixels} pixels, but no column is named "
-        f"{names}; name the label column label in the header, or remove it"
+        f"{names}; give label_column (predict: --label-column), name it label in the header, or remove it"
     )
 
 
