@@ -214,8 +214,6 @@ def describe_csv(
     with open_regular(path, DataError) as handle:
         layout = reader.read_layout(handle)
         reader.settle_scale(handle)
-    if reader.scale.scale is None:  # no row settles it: every pixel is 0 or 1
-        reader.scale.settle(FRACTIONS, 0, f"holds {ONLY_0_1}")
     return layout, reader.scale
 
 
@@ -399,16 +397,17 @@ class CsvRows:
         if self.rows == 0:
             raise self.error(f"{self.path}: no data rows")
 
-    def settle_scale(self, handle) -> str:
-        """How the pixels of the file are read (_PixelScale.describe), from a binary stream just
-        after `read_layout` read its first line: its rows are scanned up to the row that settles the
-        scale (all of them in a file of 0s and 1s)."""
+    def settle_scale(self, handle, first: int = 0) -> None:
+        """Settles the file's pixel scale by its rows after the last block read (of `handle`, if it
+        can seek): by the first that only one scale fits, else, every pixel being 0 or 1, as fractions
+        from row `first` (the module's rule). The stream is left where it was."""
         if self._offset is not None:
             try:
                 self._look_ahead(handle)
             except InputError as failure:  # a line too long to be a row
                 raise self.error(str(failure)) from None
-        return self.scale.describe()
+        if self.scale.scale is None:
+            self.scale.settle(FRACTIONS, first, f"holds {ONLY_0_1}")
 
     def _block(self, block: bytes, line: int) -> CsvBlock:
         """The good rows of `block` (whole lines from `line`), bad ones raised or skipped."""
@@ -554,11 +553,7 @@ class CsvRows:
         """Good rows in the file's scale: fractions as float32, 0..255 as uint8 (float32 / 255 when
         some are not whole). Rows with a 1 before the scale is settled settle it by the rest of the file."""
         if self.scale.scale is None and pixels.max(initial=0) == 1:
-            first = int(lines[np.flatnonzero(pixels.max(axis=1) == 1)[0]])
-            if self._handle is not None and self._offset is not None:
-                self._look_ahead(self._handle)
-            if self.scale.scale is None:  # no row after these settles it: every pixel is 0 or 1
-                self.scale.settle(FRACTIONS, first, f"holds {ONLY_0_1}")
+            self.settle_scale(self._handle, int(lines[np.flatnonzero(pixels.max(axis=1) == 1)[0]]))
         if self.scale.scale == FRACTIONS:
             return pixels.astype(np.float32)
         if np.array_equal(pixels, np.rint(pixels)):
