@@ -371,19 +371,35 @@ def test_sums_need_a_class_and_a_thread():
         fused._fused.gradient(**arguments, threads=0)
 
 
+@pytest.fixture
+def torch_threads():
+    """Sets torch's threads (which the kernels share a batch over) for a test, then restores them."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
-@pytest.mark.parametrize("shape", [(9000, 100, 10), (400, 1000, 100)], ids=["many rows", "wide rows"])
-def test_threads_share_a_large_batch_to_the_same_bits(dtype, shape, isa):
-    """A large batch is cut into parts by its size and width alone (many rows, or a few hundred rows
-    of a 100-class model) and their gradients added in order, so any number of threads gives the
-    same bits; the parts add up to the unsplit gradient to rounding."""
+@pytest.mark.parametrize(
+    "shape",
+    [(9000, 100, 10), (400, 1000, 100), (256, 784, 10), (2000, 784, 2)],
+    ids=["many rows", "wide rows", "a mini-batch step", "binary"],
+)
+def test_threads_share_a_batch_to_the_same_bits(dtype, shape, isa, torch_threads):
+    """A batch is cut into parts by its size and width alone (many rows, a few hundred rows of a
+    100-class model, or a mini-batch step) and their gradients added in order, so any number of
+    threads gives the same bits, whichever thread took a part; the parts add up to the unsplit
+    gradient to rounding. Inside a one-thread block (a mini-batch's torch operations) the kernels
+    still share a batch over torch's threads outside it."""
     rows, features, classes = shape
     model = _model(features, classes)
     x, labels, weights = _data(rows, features, classes, dtype)
     results = []
-    for threads in (1, 2, 3):
+    for threads in (1, 2, 3, 2):
         model.zero_grad(set_to_none=True)
-        with cpu_threads(threads):
+        torch_threads(threads)
+        with cpu_threads(1):
+            assert fused.threads() == threads
             loss = model.accumulate_gradients(x, labels, 1.0, weights)
         results.append((loss, model.linear.weight.grad.clone(), model.linear.bias.grad.clone()))
     for loss, *grads in results[1:]:
@@ -395,18 +411,77 @@ def test_threads_share_a_large_batch_to_the_same_bits(dtype, shape, isa):
     torch.testing.assert_close(results[0][2].double(), expected_bias, rtol=1e-4, atol=1e-6)
 
 
+def _step_gradient(x, labels, weight, bias, threads=2) -> tuple[float, np.ndarray, np.ndarray]:
+    grad_weight, grad_bias = np.empty_like(weight), np.empty_like(bias)
+    loss = fused._fused.gradient(
+        x=x, labels=labels, weight=weight, bias=bias, grad_weight=grad_weight, grad_bias=grad_bias,
+        scale=1 / 255, share=1 / len(x), threads=threads,
+    )  # fmt: skip
+    return loss, grad_weight, grad_bias
+
+
+def _same(a, b) -> bool:
+    """Two (loss, weight gradient, bias gradient) to the bit."""
+    return a[0] == b[0] and all(np.array_equal(x, y) for x, y in zip(a[1:], b[1:], strict=True))
+
+
+def _a_step(rows=256):
+    generator = np.random.default_rng(0)
+    x = (generator.random((rows, 784)) * 255 * (generator.random((rows, 784)) < 0.2)).astype(np.uint8)
+    labels = generator.integers(0, 10, rows)
+    weight = (generator.standard_normal((10, 784)) * 0.01).astype(np.float32)
+    return x, labels, weight, np.zeros(10, np.float32)
+
+
+def test_calls_from_two_python_threads_share_nothing():
+    """The kernels release the GIL: a call made while another has the helper threads runs its parts on
+    its own thread, and each gets its own batch's bits."""
+    import threading
+
+    steps = [_a_step(rows) for rows in (256, 200)]
+    expected = [_step_gradient(*step, threads=1) for step in steps]
+    failures = []
+
+    def run(step, want):
+        for _ in range(200):
+            got = _step_gradient(*step)
+            if not _same(got, want):
+                failures.append(got[0])
+
+    workers = [threading.Thread(target=run, args=pair) for pair in zip(steps, expected, strict=True)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not failures
+
+
+def test_a_forked_child_starts_its_own_helpers():
+    """A process forked after the helpers started has none of their threads: its calls start their
+    own, and neither hangs nor differs."""
+    import multiprocessing
+
+    step = _a_step()
+    expected = _step_gradient(*step)  # (starts the helpers here)
+    with multiprocessing.get_context("fork").Pool(1) as child:
+        got = child.apply_async(_step_gradient, step).get(timeout=60)
+    assert _same(got, expected)
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
-def test_wide_rows_are_cut_into_parts_by_their_work(dtype, isa):
-    """400 rows of a 100-class, 1,000-feature model are two parts of 200 rows (their multiply-adds,
-    not their count): the gradient is bit for bit the two halves' gradients, each summed on its own,
-    added; summed as one part the rows' order of addition differs."""
-    model = _model(1000, 100)
-    x, labels, _ = _data(400, 1000, 100, dtype)
+@pytest.mark.parametrize("shape", [(64, 784, 10), (64, 1000, 100)], ids=["MNIST", "wide rows"])
+def test_a_step_is_cut_into_parts_by_its_work(dtype, shape, isa):
+    """64 rows of MNIST's size (or wider) are two parts of 32 rows (their multiply-adds, not their
+    count), and 32 are one: the gradient is bit for bit the two halves' gradients, each summed on its
+    own, added; summed as one part the rows' order of addition differs."""
+    rows, features, classes = shape
+    model = _model(features, classes)
+    x, labels, _ = _data(rows, features, classes, dtype)
     arguments = dict(x=fused._view(x), labels=fused._view(labels), sample_weight=None, scale=1.0,
-                     share=1 / 400, accumulate=False, threads=2)  # fmt: skip
+                     share=1 / rows, accumulate=False, threads=2)  # fmt: skip
     weight, bias = model.linear.weight.detach().numpy(), model.linear.bias.detach().numpy()
     grads = []
-    for index in (None, np.arange(200), np.arange(200, 400)):
+    for index in (None, np.arange(rows // 2), np.arange(rows // 2, rows)):
         grad_weight, grad_bias = np.empty_like(weight), np.empty_like(bias)
         fused._fused.gradient(**arguments, weight=weight, bias=bias, grad_weight=grad_weight,
                               grad_bias=grad_bias, index=index)  # fmt: skip

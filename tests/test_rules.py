@@ -212,8 +212,8 @@ def test_dark_on_light_pictures_train_as_light_on_dark(mnist_splits):
     light, light_test = Split(train_split.images[:2000], train_split.labels[:2000]), test_split
     flipped = Split(255 - light.images, light.labels)
     flipped_test = Split(255 - light_test.images, light_test.labels)
-    runs = [
-        _train(Data("x", split, None, test, names, tuple(range(10)), False))
+    runs = [  # to the optimum: within the default tol, 2,000 rows' faint directions stay loose (by 0.02)
+        _train(Data("x", split, None, test, names, tuple(range(10)), False), tol=1e-6)
         for split, test in ((light, light_test), (flipped, flipped_test))
     ]
     accuracies = [run.metrics["test"]["accuracy"] for run in runs]

@@ -42,16 +42,24 @@ SMALL_PRODUCT = 2**18 * 10  # multiply-adds of a step (334 MNIST rows) below whi
 
 
 def threads_for(rows_per_step: int, features: int, classes: int, device: torch.device) -> int | None:
-    """CPU threads for steps of this size (rows x features x classes): 1 for mini-batches (their
-    products are too small to split, and a second thread that waits for a core another program holds
-    stalls every step); None (torch's choice) for full batches, mini-batches of wide rows (many
-    classes or features) and other devices."""
+    """torch's CPU threads for steps of this size (rows x features x classes): 1 for mini-batches (their
+    torch operations are too small to split, and a second torch thread that waits for a core another
+    program holds stalls every step; the fused kernels share a step out themselves, see
+    kernel_threads); None (torch's choice) for full batches, mini-batches of wide rows (many classes
+    or features) and other devices."""
     if device.type != "cpu" or rows_per_step * features * classes > SMALL_PRODUCT:
         return None
     return 1
 
 
 _OUTSIDE: list[int] = []  # the thread count before each open cpu_threads block, outermost first
+
+
+def kernel_threads() -> int:
+    """The threads the fused kernels may share a batch over: torch's, as outside every cpu_threads block.
+    A mini-batch step's torch operations run on one (threads_for), but the kernels share a step's parts
+    out themselves and never wait long on a helper thread that another program holds off its core."""
+    return _OUTSIDE[0] if _OUTSIDE else torch.get_num_threads()
 
 
 @contextlib.contextmanager

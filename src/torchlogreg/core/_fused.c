@@ -8,13 +8,13 @@
    residuals and added to the gradient while still in cache. Nothing in proportion to the batch is
    allocated or written: each thread's buffers hold one block, and a batch cut into parts adds one
    gradient per part (at most MAX_PARTS), so the time per row is about the same for a batch of 10
-   rows as for the whole set.
+   rows as for the whole set. Helper threads are kept between calls (see `run_call`).
 
    Arithmetic: float32 products with float32 accumulators (as BLAS), the softmax's exponentials in
    float32 (as torch's), their sum, the log and the loss in float64. Rows are visited in order, and
    each row's scores depend only on that row, so a row's residual does not depend on the batch it is
    in; the gradient sums a block of rows in registers before adding it, so its rounding depends on
-   how the rows fall into blocks. A large batch is cut into parts (by its size and width alone), each summed
+   how the rows fall into blocks. A batch is cut into parts (by its size and width alone), each summed
    into its own gradient, then added in order, and `threads` threads share out the parts: the same
    result for any number of threads. The version (avx512, avx2 or baseline: four-float vectors) is
    the best this CPU has, or the one named by the environment variable TORCHLOGREG_CPU_CAPABILITY;
@@ -33,9 +33,11 @@
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
 #endif
@@ -43,15 +45,21 @@
 #define CAPABILITY_VARIABLE "TORCHLOGREG_CPU_CAPABILITY"
 #define MAX_THREADS 64
 #define MAX_PARTS 64
-#define MIN_PART_ROWS 2048 /* fewer rows per part: a thread's start and a gradient's sum cost too much */
-/* ... unless the rows are wide: a part is also at least this many multiply-adds (a row's features x its
-   classes; MIN_PART_ROWS of MNIST's), so a mini-batch of wide rows (a 100-class model of 28 x 56
-   pictures at batch 256, say) is shared out too, where a thread's start is a small part of a part's
-   time; into at most WIDE_PARTS parts of at least WIDE_PART_ROWS rows, as each part sums its own
-   copy of the gradient */
+/* How a batch is cut into parts (part_count), by its rows, classes and features alone. A large batch:
+   parts of MIN_PART_ROWS rows (up to MAX_PARTS; each adds its own copy of the gradient) ... */
+#define MIN_PART_ROWS 2048
+/* ... or of wide rows, up to WIDE_PARTS parts of MIN_PART_WORK multiply-adds (a row's features x its
+   classes; MIN_PART_ROWS of MNIST's) and WIDE_PART_ROWS rows (a 100-class model of 28 x 56 pictures
+   at batch 1,024: 8 parts) ... */
 #define MIN_PART_WORK ((int64_t)MIN_PART_ROWS * 784 * 10)
 #define WIDE_PARTS 8
 #define WIDE_PART_ROWS 64
+/* ... and a mini-batch step, up to STEP_PARTS parts of STEP_PART_WORK multiply-adds and STEP_PART_ROWS
+   rows: a 256-row MNIST step is 4 parts, 256 rows of 16 x 16 pictures 2, 100 rows 3 (each part's
+   gradient is added at the end, so finer parts cost more to add up). */
+#define STEP_PART_WORK ((int64_t)32 * 784 * 10)
+#define STEP_PARTS 4
+#define STEP_PART_ROWS 32
 /* Blank chunks (0 in every row of a group) are skipped from this many classes up: with fewer, a
    chunk's products cost less than finding out whether it is blank (measured on MNIST's rows: with one
    logit to six classes taking every chunk was faster, from ten classes skipping) */
@@ -354,7 +362,14 @@ static int shape_error(const char *function, const char *name, const char *what,
 
 enum { X, LABELS, WEIGHT, BIAS, INDEX, SAMPLE_WEIGHT, GRAD_WEIGHT, GRAD_BIAS, N_BUFFERS };
 
-/* One call's checked arguments: the buffers (released by `release_call`), the batch and the model. */
+struct job {
+    struct work work;
+    void *memory;
+    int64_t features, classes; /* what `memory` is sized for */
+};
+
+/* One call's checked arguments: the buffers (released by `release_call`), the batch and the model,
+   and the calling thread's buffers, kept over a call's steps. */
 struct call {
     Py_buffer views[N_BUFFERS];
     struct batch in;
@@ -362,11 +377,16 @@ struct call {
     float *gw, *gb;
     int accumulate;
     int threads;
+    struct job job;   /* the calling thread's work buffers */
+    float *gradients; /* its parts' gradients */
+    size_t floats;
 };
 
 static void release_call(struct call *call) {
     for (int i = 0; i < N_BUFFERS; i++)
         if (call->views[i].obj) PyBuffer_Release(&call->views[i]);
+    free(call->job.memory);
+    free(call->gradients);
 }
 
 /* Fills `call` from the objects, checking everything the kernels will read or write. */
@@ -378,6 +398,9 @@ static int check_call(struct call *call, PyObject **objects, const char *functio
     static const char kinds[N_BUFFERS] = {'x', 'q', 'f', 'f', 'q', 'f', 'f', 'f'};
     Py_buffer *v = call->views;
     for (int i = 0; i < N_BUFFERS; i++) v[i].obj = NULL;
+    call->job = (struct job){.memory = NULL};
+    call->gradients = NULL;
+    call->floats = 0;
     for (int i = 0; i < N_BUFFERS; i++) {
         if (sums && (i == GRAD_WEIGHT || i == GRAD_BIAS)) continue;
         int writable = i == GRAD_WEIGHT || i == GRAD_BIAS, optional = i == INDEX || i == SAMPLE_WEIGHT;
@@ -413,50 +436,44 @@ static int check_call(struct call *call, PyObject **objects, const char *functio
     return check_rows(&call->in, classes);
 }
 
-/* --- running: one or more threads, each with its own buffers ---------------------------------- */
+/* --- running: the calling thread and helper threads kept between calls ---------------------------
 
-/* A large batch is cut into parts of at least MIN_PART_ROWS rows, or of wide rows into up to
-   WIDE_PARTS parts of MIN_PART_WORK multiply-adds, whichever gives more (at most MAX_PARTS), each
-   summed into its own gradient, which are then added in order: the result depends on the rows alone,
-   not on the threads. Threads take the next part as they finish one, so that a thread held up by
-   another program (on a busy machine) delays only its part, not a fixed share. */
-struct parts {
-    const struct call *call;
-    int sums, count;
-    int64_t rows_each;
-    float *gradients;     /* count x (classes x features + classes) */
-    double loss[MAX_PARTS];
-    int64_t correct[MAX_PARTS];
-    int next;             /* the next part to take (atomic) */
-};
-
-struct job {
-    struct parts *parts;
-    struct work work;
-    void *memory;
-};
+   A batch is cut into parts by its size alone (`part_count`), each part's gradient summed on its own,
+   then the parts added in order: the result depends on the rows alone, not on the threads or on which
+   thread took a part. The calling thread takes parts from the first, helpers from the last. Helpers
+   are started once and kept, waiting a while for the next round of parts and then asleep: starting
+   a thread per call cost about as much as a mini-batch step's part, so steps ran on one thread.
+   The caller never waits long on a helper: a part a helper still holds when the caller has run out of
+   parts is waited for about as long as a part took the caller, then computed by the caller too (a
+   helper that another program holds off its core would otherwise stall every step; the first result
+   counts, and both are the same), and the helpers then sit out a number of rounds that doubles while
+   they keep being held up. Before a call returns, the caller waits for every helper to leave the
+   call's arrays. One call at a time has the helpers; a call made meanwhile from another Python
+   thread runs its parts on its own thread. A forked child starts helpers of its own. */
 
 /* A thread's buffers in one allocation, sized by the features and classes (never by the batch).
    malloc, not calloc: each block writes what it reads (load_rows its converted rows and the group's
    padding pointers; score every class of every whole group; row_loss every residual of its n rows;
    find_live each live[] entry it counts; score_block the mask and block_live[] up to its count); a
-   thread that gets no part, or a batch of no rows, reads none of them. */
-static int prepare_job(struct job *job, struct parts *parts, int skip_blank) {
-    const struct call *call = parts->call;
-    const int64_t d = call->in.features, classes = call->m.classes, chunks = d / 4 + 1;
-    const int64_t block = BLOCK_ROWS + MAX_ROWS;
-    size_t floats = (size_t)(block * d + block * classes);
-    size_t bytes = sizeof(double) * (size_t)(block * classes) + sizeof(float) * floats +
-                   sizeof(int32_t) * (size_t)(2 * chunks) + (size_t)chunks;
-    char *memory = malloc(bytes);
-    job->memory = memory;
-    job->parts = parts;
-    if (!memory) return 0;
-    double *scores = (double *)memory;
-    float *rows = (float *)(scores + block * classes), *residuals = rows + block * d;
-    int32_t *live = (int32_t *)(rows + floats);
-    job->work = (struct work){0, 0, rows, scores, residuals, live, live + chunks,
-                              (uint8_t *)(live + 2 * chunks), skip_blank, NULL, d, NULL, 0.0, 0};
+   thread that gets no part, or a batch of no rows, reads none of them. Kept while the sizes fit. */
+static int prepare_job(struct job *job, int64_t d, int64_t classes, int skip_blank) {
+    if (!job->memory || job->features != d || job->classes != classes) {
+        const int64_t chunks = d / 4 + 1, block = BLOCK_ROWS + MAX_ROWS;
+        size_t floats = (size_t)(block * d + block * classes);
+        size_t bytes = sizeof(double) * (size_t)(block * classes) + sizeof(float) * floats +
+                       sizeof(int32_t) * (size_t)(2 * chunks) + (size_t)chunks;
+        free(job->memory);
+        job->memory = malloc(bytes);
+        job->features = job->classes = 0;
+        if (!job->memory) return 0;
+        job->features = d, job->classes = classes;
+        double *scores = (double *)job->memory;
+        float *rows = (float *)(scores + block * classes), *residuals = rows + block * d;
+        int32_t *live = (int32_t *)(rows + floats);
+        job->work = (struct work){0, 0, rows, scores, residuals, live, live + chunks,
+                                  (uint8_t *)(live + 2 * chunks), 0, NULL, d, NULL, 0.0, 0};
+    }
+    job->work.skip_blank = skip_blank;
     return 1;
 }
 
@@ -482,85 +499,315 @@ static void restore_mode(unsigned int before) {
 #endif
 }
 
-/* One thread: parts, until none is left. */
-static void *run_job(void *argument) {
-    unsigned int mode = flush_subnormals();
-    struct job *job = argument;
-    struct parts *parts = job->parts;
-    const struct call *call = parts->call;
-    const int64_t size = call->m.classes * call->in.features + call->m.classes;
-    rows_kernel kernel = parts->sums ? chosen.sums : chosen.gradient;
-    for (;;) {
-        int part = __atomic_fetch_add(&parts->next, 1, __ATOMIC_RELAXED);
-        if (part >= parts->count) break;
-        struct work *work = &job->work;
-        work->first = part * parts->rows_each;
-        work->last = part + 1 == parts->count ? call->in.rows : work->first + parts->rows_each;
-        work->correct = 0;
-        if (!parts->sums && parts->count == 1) { /* one part: straight into the caller's gradient */
-            work->gw = call->gw;
-            work->gb = call->gb;
-        } else if (!parts->sums) {
-            work->gw = parts->gradients + part * size;
-            work->gb = work->gw + size - call->m.classes;
+static inline void relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#endif
+}
+
+static double seconds_now(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + 1e-9 * (double)now.tv_nsec;
+}
+
+/* How many parts a batch is cut into, from its rows, classes and features alone. */
+static int part_count(int64_t rows, int64_t classes, int64_t d) {
+    int64_t work = rows * classes * d, by_rows = rows / MIN_PART_ROWS;
+    int64_t wide = work / MIN_PART_WORK, step = work / STEP_PART_WORK;
+    wide = wide > WIDE_PARTS ? WIDE_PARTS : wide;
+    wide = wide > rows / WIDE_PART_ROWS ? rows / WIDE_PART_ROWS : wide;
+    step = step > STEP_PARTS ? STEP_PARTS : step;
+    step = step > rows / STEP_PART_ROWS ? rows / STEP_PART_ROWS : step;
+    int64_t count = by_rows > wide ? by_rows : wide;
+    count = count > step ? count : step;
+    return (int)(count < 1 ? 1 : count > MAX_PARTS ? MAX_PARTS : count);
+}
+
+/* What a helper reads of a round, copied under the round's sequence number (a seqlock). */
+struct round {
+    struct batch in;
+    struct model m;
+    rows_kernel kernel;
+    int sums, count, helpers, skip_blank;
+    int64_t rows_each;
+};
+
+/* A part's state in a round: round << 8 | owner << 2 | status (owner 0: the caller). */
+enum { FREE = 0, TAKEN = 1, DONE = 2 };
+#define PART_STATE(round, owner, status) ((round) << 8 | (int64_t)(owner) << 2 | (status))
+
+struct helper {
+    int owner; /* 1 .. MAX_THREADS - 1 */
+    int64_t seen; /* the last sequence number it looked at */
+    struct job job;
+    float *gradients; /* its parts' gradients: count x size */
+    size_t floats;
+    double loss[MAX_PARTS];
+    int64_t correct[MAX_PARTS];
+};
+
+static struct {
+    pthread_mutex_t busy;       /* held by the call that has the helpers */
+    pthread_mutex_t sleep_lock; /* with `wake`: helpers asleep between rounds */
+    pthread_cond_t wake;
+    int started;                /* helpers running (only the caller holding `busy` starts more) */
+    int64_t sequence;           /* atomic: odd while `now` is written; the round is sequence / 2 */
+    int64_t state[MAX_PARTS];   /* atomic */
+    int inside;                 /* atomic: helpers reading a round's arrays */
+    int sleeping;               /* atomic */
+    int skip, backoff;          /* rounds to run without helpers, and the next such pause (see run_call) */
+    struct round now;
+    struct helper helpers[MAX_THREADS];
+} pool = {.busy = PTHREAD_MUTEX_INITIALIZER, .sleep_lock = PTHREAD_MUTEX_INITIALIZER,
+          .wake = PTHREAD_COND_INITIALIZER};
+
+/* A helper waits this long for the next round before it sleeps, yielding its core now and then (a
+   full-batch L-BFGS evaluation's Python between two passes takes a few hundred microseconds, and a
+   helper woken from sleep came too late for the first parts) */
+#define SPIN_SECONDS 1e-3
+#define MAX_PAUSE 256 /* rounds without helpers, at most, after a helper was held up */
+
+/* The next published sequence number after `seen`: spinning, then asleep. */
+static int64_t next_round(int64_t seen) {
+    double until = seconds_now() + SPIN_SECONDS;
+    int64_t sequence;
+    for (int i = 0;; i++) {
+        sequence = __atomic_load_n(&pool.sequence, __ATOMIC_ACQUIRE);
+        if (sequence != seen && !(sequence & 1)) return sequence;
+        if ((i & 63) == 63) {
+            if (seconds_now() > until) break;
+            sched_yield();
         }
-        parts->loss[part] = kernel(&call->in, &call->m, work);
-        parts->correct[part] = work->correct;
+        relax();
     }
-    restore_mode(mode);
+    pthread_mutex_lock(&pool.sleep_lock);
+    __atomic_add_fetch(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+    while ((sequence = __atomic_load_n(&pool.sequence, __ATOMIC_SEQ_CST)) == seen || (sequence & 1))
+        pthread_cond_wait(&pool.wake, &pool.sleep_lock);
+    __atomic_sub_fetch(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&pool.sleep_lock);
+    return sequence;
+}
+
+/* A helper's share of one round: parts from the last, while they are free. */
+static void help(struct helper *h, const struct round *r, int64_t round) {
+    const int64_t classes = r->m.classes, size = classes * r->in.features + classes;
+    if (!r->sums && h->floats < (size_t)(r->count * size)) {
+        free(h->gradients);
+        h->floats = 0;
+        h->gradients = malloc(sizeof(float) * (size_t)(r->count * size));
+        if (!h->gradients) return;
+        h->floats = (size_t)(r->count * size);
+    }
+    if (!prepare_job(&h->job, r->in.features, classes, r->skip_blank)) return;
+    struct work *work = &h->job.work;
+    for (int p = r->count - 1; p >= 0; p--) {
+        int64_t expected = PART_STATE(round, 0, FREE);
+        if (!__atomic_compare_exchange_n(&pool.state[p], &expected, PART_STATE(round, h->owner, TAKEN), 0,
+                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            if (expected >> 8 != round) return; /* the round is over */
+            continue;
+        }
+        work->first = p * r->rows_each;
+        work->last = p + 1 == r->count ? r->in.rows : work->first + r->rows_each;
+        work->correct = 0;
+        if (!r->sums) {
+            work->gw = h->gradients + p * size;
+            work->gb = work->gw + size - classes;
+            memset(work->gw, 0, sizeof(float) * (size_t)size);
+        }
+        h->loss[p] = r->kernel(&r->in, &r->m, work);
+        h->correct[p] = work->correct;
+        expected = PART_STATE(round, h->owner, TAKEN);
+        if (!__atomic_compare_exchange_n(&pool.state[p], &expected, PART_STATE(round, h->owner, DONE), 0,
+                                         __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+            return; /* the caller moved on */
+    }
+}
+
+static void *helper_main(void *argument) {
+    struct helper *h = argument;
+    flush_subnormals(); /* for good: this thread runs only the kernels */
+    for (;;) {
+        int64_t sequence = next_round(h->seen);
+        __atomic_add_fetch(&pool.inside, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&pool.sequence, __ATOMIC_SEQ_CST) == sequence) {
+            struct round r = pool.now;
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (__atomic_load_n(&pool.sequence, __ATOMIC_RELAXED) == sequence && h->owner <= r.helpers)
+                help(h, &r, sequence / 2);
+        }
+        __atomic_sub_fetch(&pool.inside, 1, __ATOMIC_SEQ_CST);
+        h->seen = sequence;
+    }
     return NULL;
 }
 
-/* Runs the checked call on up to call->threads threads; the loss, and the correct count in *correct. */
-static int run_call(struct call *call, int sums, double *loss, int64_t *correct) {
+/* Publish `r` (NULL: no work, the round that ends a call's). */
+static void publish(const struct round *r) {
+    int64_t sequence = __atomic_load_n(&pool.sequence, __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.sequence, sequence + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    int64_t round = (sequence + 2) / 2;
+    pool.now = r ? *r : (struct round){.count = 0};
+    for (int p = 0; p < pool.now.count; p++) __atomic_store_n(&pool.state[p], PART_STATE(round, 0, FREE), __ATOMIC_RELAXED);
+    __atomic_store_n(&pool.sequence, sequence + 2, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&pool.sleeping, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&pool.sleep_lock);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.sleep_lock);
+    }
+}
+
+static void forked_child(void) { /* the child has none of the parent's threads */
+    pthread_mutex_init(&pool.busy, NULL);
+    pthread_mutex_init(&pool.sleep_lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pool.started = pool.inside = pool.sleeping = 0;
+}
+
+/* Up to `count` helpers running (as many as could be started). */
+static int start_helpers(int count) {
+    while (pool.started < count) {
+        struct helper *h = &pool.helpers[pool.started];
+        h->owner = pool.started + 1;
+        h->seen = __atomic_load_n(&pool.sequence, __ATOMIC_RELAXED); /* (rounds to come, not the last) */
+        pthread_attr_t attributes;
+        pthread_t id;
+        pthread_attr_init(&attributes);
+        pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+        int failed = pthread_create(&id, &attributes, helper_main, h);
+        pthread_attr_destroy(&attributes);
+        if (failed) break;
+        pool.started++;
+    }
+    return pool.started < count ? pool.started : count;
+}
+
+/* The helpers for a call of up to `threads` threads: 1 when it has them (then `release_helpers` at
+   its end), 0 when it runs alone. */
+static int take_helpers(int threads) {
+    return threads > 1 && pthread_mutex_trylock(&pool.busy) == 0;
+}
+
+/* Ends a call that had the helpers: none reads its arrays after this returns. */
+static void release_helpers(void) {
+    publish(NULL);
+    while (__atomic_load_n(&pool.inside, __ATOMIC_SEQ_CST)) sched_yield();
+    pthread_mutex_unlock(&pool.busy);
+}
+
+/* The caller's part `p` of round `r`, into its own buffers. */
+static void own_part(const struct round *r, struct work *work, float *gradients, int p, double *loss,
+                     int64_t *correct) {
+    const int64_t classes = r->m.classes, size = classes * r->in.features + classes;
+    work->first = p * r->rows_each;
+    work->last = p + 1 == r->count ? r->in.rows : work->first + r->rows_each;
+    work->correct = 0;
+    if (!r->sums) {
+        work->gw = gradients + p * size;
+        work->gb = work->gw + size - classes;
+        memset(work->gw, 0, sizeof(float) * (size_t)size);
+    }
+    loss[p] = r->kernel(&r->in, &r->m, work);
+    correct[p] = work->correct;
+}
+
+/* Runs the checked call's batch (on its helpers too when `pooled`); the loss, and the correct count
+   in *correct. */
+static int run_call(struct call *call, int sums, int pooled, double *loss, int64_t *correct) {
     const struct batch *in = &call->in;
     const int64_t classes = call->m.classes, d = in->features, size = classes * d + classes;
-    struct parts parts = {.call = call, .sums = sums, .next = 0};
-    int64_t by_rows = in->rows / MIN_PART_ROWS, by_work = in->rows * classes * d / MIN_PART_WORK;
-    by_work = by_work > WIDE_PARTS ? WIDE_PARTS : by_work;
-    by_work = by_work > in->rows / WIDE_PART_ROWS ? in->rows / WIDE_PART_ROWS : by_work;
-    int64_t count = by_rows > by_work ? by_rows : by_work;
-    count = count < 1 ? 1 : count > MAX_PARTS ? MAX_PARTS : count;
-    parts.count = (int)count;
-    parts.rows_each = in->rows / count;
-    int threads = call->threads < parts.count ? call->threads : parts.count;
-    struct job jobs[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int skip_blank = classes >= SKIP_BLANK_CLASSES && all_finite(&call->m, d), ok = 1, started = 0;
-    threads = threads > MAX_THREADS ? MAX_THREADS : threads;
+    struct round r = {.in = *in, .m = call->m, .kernel = sums ? chosen.sums : chosen.gradient, .sums = sums,
+                      .count = part_count(in->rows, classes, d)};
+    r.rows_each = in->rows / r.count;
+    r.skip_blank = classes >= SKIP_BLANK_CLASSES && all_finite(&call->m, d);
+    int helpers = (call->threads < r.count ? call->threads : r.count) - 1;
+    r.helpers = pooled && helpers > 0 ? start_helpers(helpers > MAX_THREADS - 1 ? MAX_THREADS - 1 : helpers) : 0;
+    if (r.helpers && pool.skip > 0) { /* a helper was held up lately: alone for a while */
+        pool.skip--;
+        r.helpers = 0;
+    }
+    struct job *job = &call->job;
+    if (!prepare_job(job, d, classes, r.skip_blank)) return 0;
     if (!sums && !call->accumulate) {
         memset(call->gw, 0, sizeof(float) * (size_t)(classes * d));
         memset(call->gb, 0, sizeof(float) * (size_t)classes);
     }
-    if (!sums && parts.count > 1) {
-        parts.gradients = calloc((size_t)(parts.count * size), sizeof(float));
-        ok = parts.gradients != NULL;
+    *loss = 0.0;
+    *correct = 0;
+    if (r.count == 1) { /* one part: straight into the caller's gradient */
+        job->work.first = 0, job->work.last = in->rows, job->work.correct = 0;
+        job->work.gw = call->gw, job->work.gb = call->gb;
+        *loss = r.kernel(&r.in, &r.m, &job->work);
+        *correct = job->work.correct;
+        return 1;
     }
-    for (int t = 0; t < threads; t++) {
-        jobs[t].memory = NULL;
-        ok = ok && prepare_job(&jobs[t], &parts, skip_blank);
+    if (!sums && call->floats < (size_t)(r.count * size)) {
+        free(call->gradients);
+        call->floats = 0;
+        if (!(call->gradients = malloc(sizeof(float) * (size_t)(r.count * size)))) return 0;
+        call->floats = (size_t)(r.count * size);
     }
-    if (ok) {
-        for (int t = 1; t < threads; t++) {
-            if (pthread_create(&ids[t], NULL, run_job, &jobs[t]) != 0) break;
-            started = t;
+    double losses[MAX_PARTS];
+    int64_t counts[MAX_PARTS], round = 0;
+    int mine[MAX_PARTS] = {0}, waiting[MAX_PARTS], pending = 0, held_up = 0;
+    if (r.helpers) {
+        publish(&r);
+        round = __atomic_load_n(&pool.sequence, __ATOMIC_RELAXED) / 2;
+    }
+    double started = seconds_now();
+    for (int p = 0; p < r.count; p++) {
+        int64_t expected = PART_STATE(round, 0, FREE);
+        if (r.helpers && !__atomic_compare_exchange_n(&pool.state[p], &expected, PART_STATE(round, 0, TAKEN), 0,
+                                                      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            waiting[pending++] = p; /* a helper's */
+            continue;
         }
-        run_job(&jobs[0]);
-        for (int t = 1; t <= started; t++) pthread_join(ids[t], NULL);
-        *loss = 0.0;
-        *correct = 0;
-        for (int p = 0; p < parts.count; p++) {
-            *loss += parts.loss[p];
-            *correct += parts.correct[p];
-            if (sums || parts.count == 1) continue;
-            const float *g = parts.gradients + p * size;
-            for (int64_t i = 0; i < classes * d; i++) call->gw[i] += g[i];
-            for (int64_t c = 0; c < classes; c++) call->gb[c] += g[classes * d + c];
+        own_part(&r, &job->work, call->gradients, p, losses, counts);
+        mine[p] = 1;
+    }
+    if (pending) {
+        int own = r.count - pending;
+        double now = seconds_now(), until = now + (own ? (now - started) / own : SPIN_SECONDS);
+        for (int i = 0; i < pending; i++) {
+            int p = waiting[i];
+            for (int spin = 0;; spin++) {
+                if ((__atomic_load_n(&pool.state[p], __ATOMIC_ACQUIRE) & 3) == DONE) break;
+                if ((spin & 63) == 63 && seconds_now() > until) {
+                    own_part(&r, &job->work, call->gradients, p, losses, counts); /* held up: ours too */
+                    mine[p] = 1;
+                    held_up = 1;
+                    break;
+                }
+                relax();
+            }
         }
     }
-    for (int t = 0; t < threads; t++) free(jobs[t].memory);
-    free(parts.gradients);
-    return ok;
+    if (r.helpers) { /* held up: pause the helpers for twice as many rounds as last time (at most
+                        MAX_PAUSE); a round they served resets the pause */
+        pool.backoff = held_up ? (pool.backoff ? (pool.backoff * 2 > MAX_PAUSE ? MAX_PAUSE : pool.backoff * 2) : 1) : 0;
+        pool.skip = pool.backoff;
+    }
+    for (int p = 0; p < r.count; p++) {
+        const float *g = NULL;
+        if (mine[p]) {
+            *loss += losses[p];
+            *correct += counts[p];
+            g = sums ? NULL : call->gradients + p * size;
+        } else {
+            int64_t state = __atomic_load_n(&pool.state[p], __ATOMIC_ACQUIRE); /* done by a helper */
+            const struct helper *h = &pool.helpers[((state >> 2) & 63) - 1];
+            *loss += h->loss[p];
+            *correct += h->correct[p];
+            g = sums ? NULL : h->gradients + p * size;
+        }
+        if (sums) continue;
+        for (int64_t i = 0; i < classes * d; i++) call->gw[i] += g[i];
+        for (int64_t c = 0; c < classes; c++) call->gb[c] += g[classes * d + c];
+    }
+    return 1;
 }
 
 /* --- many steps in one call: the mini-batch loop's inner part ---------------------------------------
@@ -766,7 +1013,8 @@ static void apply_step(const struct call *call, const struct rule *r, const stru
 /* The checked call's steps: the batch's index holds their rows one step after another. Stops after
    the first step whose loss is not finite or above s->ceiling (the engine's divergence rule: that
    step is taken, as the step-by-step path takes it before its check); *taken counts the steps. */
-static int run_steps(struct call *call, const struct rule *r, const struct stepping *s, int64_t *taken) {
+static int run_steps(struct call *call, const struct rule *r, const struct stepping *s, int pooled,
+                     int64_t *taken) {
     const int64_t *index = call->in.index;
     unsigned int mode = flush_subnormals(); /* as the kernel's threads: the update meets Adam's tiny weights */
     int ok = 1;
@@ -779,7 +1027,7 @@ static int run_steps(struct call *call, const struct rule *r, const struct stepp
         call->in.rows = rows;
         const double share = s->batch > rows ? (double)rows / (double)s->batch : 1.0;
         call->m.share = 1.0 / (double)rows;
-        if (!(ok = run_call(call, 0, &loss, &correct))) break;
+        if (!(ok = run_call(call, 0, pooled, &loss, &correct))) break;
         s->losses[k] = loss / (double)rows;
         adam_step += share;
         apply_step(call, r, s, k, share, adam_step);
@@ -930,7 +1178,9 @@ static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
         s.moved = malloc(sizeof(double) * (size_t)call.m.classes);
         s.before = malloc(sizeof(float) * (size_t)(call.in.features + 1)); /* (+ 1: never malloc(0)) */
         Py_BEGIN_ALLOW_THREADS
-        ok = s.moved && s.before && run_steps(&call, &r, &s, &taken);
+        int pooled = take_helpers(threads);
+        ok = s.moved && s.before && run_steps(&call, &r, &s, pooled, &taken);
+        if (pooled) release_helpers();
         Py_END_ALLOW_THREADS
         free(s.moved);
         free(s.before);
@@ -983,7 +1233,11 @@ static PyObject *entry(PyObject *args, PyObject *kwargs, int sums) {
     int64_t correct = 0;
     int ok;
     Py_BEGIN_ALLOW_THREADS
-    ok = run_call(&call, sums, &loss, &correct);
+    int pooled = take_helpers(threads);
+    unsigned int mode = flush_subnormals();
+    ok = run_call(&call, sums, pooled, &loss, &correct);
+    restore_mode(mode);
+    if (pooled) release_helpers();
     Py_END_ALLOW_THREADS
     release_call(&call);
     if (!ok) return PyErr_NoMemory();
@@ -1076,6 +1330,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, .m_name = "_fused", .
    this CPU cannot run is a warning, and the best version runs. */
 PyMODINIT_FUNC PyInit__fused(void) {
     find_kernels();
+    pthread_atfork(NULL, NULL, forked_child);
     const char *forced = getenv(CAPABILITY_VARIABLE);
     if (forced && *forced) {
         const struct kernels *version = find_version(forced);

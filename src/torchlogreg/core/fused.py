@@ -22,6 +22,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ..base.devices import kernel_threads
+
 try:
     from . import _fused
 except ImportError:  # built optionally (setup.py): pure PyTorch then
@@ -123,9 +125,9 @@ def _rule_arguments(rule: dict) -> dict:
 
 
 def threads() -> int:
-    """The threads the kernels may split a large batch over: torch's intra-op threads (training sets
-    one for mini-batch steps, see devices.threads_for); small batches always run on one."""
-    return torch.get_num_threads()
+    """The threads the kernels may share a batch's parts over (devices.kernel_threads); a batch of one
+    part runs on the calling thread."""
+    return kernel_threads()
 
 
 def add_gradients(
