@@ -6,7 +6,8 @@ each optimizer, uint8 and float32 rows in memory and uint8 rows on disk, each be
 
 A row trains one epoch (at least MIN_SAMPLES samples, so that batch 1 is timed over enough steps;
 L-BFGS: ITERATIONS iterations, each one or more full passes) on the engine `train` builds, with no
-evaluation, on the threads training would use (devices.threads_for). It reports the training time
+evaluation, on the threads training would use (devices.threads_for for torch's; the fused kernel
+shares a batch of more than one part over devices.kernel_threads). It reports the training time
 per sample, wall and CPU (L-BFGS: per sample of each full pass); the GEMM floor per sample (the two
 products of a step of that size, x @ W.T or W @ x.T whichever is faster and R @ x, MKL on one
 thread with hot caches: what BLAS alone would cost) and the ratio of the CPU time to it; and the
@@ -108,7 +109,7 @@ def run_row(config, data, optimizer: str, batch: int | None) -> dict:
     """Train one row's setting; returns its seconds per sample and memory."""
     import torch
 
-    from torchlogreg.base.devices import cpu_threads, threads_for
+    from torchlogreg.base.devices import cpu_threads, kernel_threads, threads_for
     from torchlogreg.training.trainer import build
 
     rows = len(data.train)
@@ -138,6 +139,7 @@ def run_row(config, data, optimizer: str, batch: int | None) -> dict:
     started = time.process_time()
     with cpu_threads(threads):
         engine.run()
+        kernel = kernel_threads()
     cpu = time.process_time() - started
     peak, _ = _memory()
     samples = passes[0] * rows if engine.full_batch else engine.iteration * size
@@ -146,7 +148,8 @@ def run_row(config, data, optimizer: str, batch: int | None) -> dict:
         "per_sample_us": 1e6 * engine.train_seconds / samples,
         "cpu_per_sample_us": 1e6 * cpu / samples,
         "samples": samples,
-        "threads": threads or torch.get_num_threads(),
+        "threads": threads or torch.get_num_threads(),  # torch's
+        "kernel_threads": kernel,  # the fused kernel's, for a batch of more than one part
         "peak_mb": peak,
         "added_mb": max(0.0, peak - before),  # RSS may shrink between the two reads: nothing added
         "final_loss": engine.history[-1]["loss"],
@@ -185,14 +188,15 @@ def _line(row: dict) -> str:
     ratio = row["cpu_per_sample_us"] / row["floor_us"]
     return (
         f"| {row['kind']} | {row['optimizer']} | {batch} | {row['per_sample_us']:.3f} | "
-        f"{row['cpu_per_sample_us']:.3f} | {row['floor_us']:.3f} | {ratio:.2f}x | {row['threads']} | "
+        f"{row['cpu_per_sample_us']:.3f} | {row['floor_us']:.3f} | {ratio:.2f}x | "
+        f"{row['threads']} / {row.get('kernel_threads', '-')} | "
         f"{row['peak_mb']:.0f} | {row['added_mb']:.1f} |"
     )
 
 
 HEADER = (
     "| data | optimizer | batch | µs per sample (wall) | µs per sample (CPU) | "
-    "GEMM floor µs per sample (CPU) | CPU / floor | threads | peak MB | MB added |\n"
+    "GEMM floor µs per sample (CPU) | CPU / floor | threads (torch / kernel) | peak MB | MB added |\n"
     "|---|---|---|---|---|---|---|---|---|---|"
 )
 

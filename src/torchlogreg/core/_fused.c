@@ -380,6 +380,8 @@ struct call {
     struct job job;   /* the calling thread's work buffers */
     float *gradients; /* its parts' gradients */
     size_t floats;
+    int helpers;      /* 1: the call has the helper threads; -1: it runs alone; 0: not asked yet */
+    int published;    /* whether it gave the helpers a round */
 };
 
 static void release_call(struct call *call) {
@@ -401,6 +403,7 @@ static int check_call(struct call *call, PyObject **objects, const char *functio
     call->job = (struct job){.memory = NULL};
     call->gradients = NULL;
     call->floats = 0;
+    call->helpers = call->published = 0;
     for (int i = 0; i < N_BUFFERS; i++) {
         if (sums && (i == GRAD_WEIGHT || i == GRAD_BIAS)) continue;
         int writable = i == GRAD_WEIGHT || i == GRAD_BIAS, optional = i == INDEX || i == SAMPLE_WEIGHT;
@@ -540,6 +543,8 @@ enum { FREE = 0, TAKEN = 1, DONE = 2 };
 struct helper {
     int owner; /* 1 .. MAX_THREADS - 1 */
     int64_t seen; /* the last sequence number it looked at */
+    int spin;     /* whether it waits for the next round spinning (it took part in the last) */
+    int asleep;   /* atomic: waiting on pool.wake */
     struct job job;
     float *gradients; /* its parts' gradients: count x size */
     size_t floats;
@@ -547,17 +552,18 @@ struct helper {
     int64_t correct[MAX_PARTS];
 };
 
+#define LINE __attribute__((aligned(64))) /* a cache line of its own: spinning helpers poll these */
+
 static struct {
     pthread_mutex_t busy;       /* held by the call that has the helpers */
     pthread_mutex_t sleep_lock; /* with `wake`: helpers asleep between rounds */
     pthread_cond_t wake;
     int started;                /* helpers running (only the caller holding `busy` starts more) */
-    int64_t sequence;           /* atomic: odd while `now` is written; the round is sequence / 2 */
-    int64_t state[MAX_PARTS];   /* atomic */
-    int inside;                 /* atomic: helpers reading a round's arrays */
-    int sleeping;               /* atomic */
     int skip, backoff;          /* rounds to run without helpers, and the next such pause (see run_call) */
-    struct round now;
+    LINE int64_t sequence;      /* atomic: odd while `now` is written; the round is sequence / 2 */
+    LINE int inside;            /* atomic: helpers reading a round's arrays */
+    LINE int64_t state[MAX_PARTS]; /* atomic */
+    LINE struct round now;
     struct helper helpers[MAX_THREADS];
 } pool = {.busy = PTHREAD_MUTEX_INITIALIZER, .sleep_lock = PTHREAD_MUTEX_INITIALIZER,
           .wake = PTHREAD_COND_INITIALIZER};
@@ -568,11 +574,12 @@ static struct {
 #define SPIN_SECONDS 1e-3
 #define MAX_PAUSE 256 /* rounds without helpers, at most, after a helper was held up */
 
-/* The next published sequence number after `seen`: spinning, then asleep. */
-static int64_t next_round(int64_t seen) {
-    double until = seconds_now() + SPIN_SECONDS;
+/* The next published sequence number after h->seen: spinning first if h->spin, then asleep. */
+static int64_t next_round(struct helper *h) {
+    const int64_t seen = h->seen;
+    double until = seconds_now() + (h->spin ? SPIN_SECONDS : 0.0);
     int64_t sequence;
-    for (int i = 0;; i++) {
+    for (int i = 0; h->spin; i++) {
         sequence = __atomic_load_n(&pool.sequence, __ATOMIC_ACQUIRE);
         if (sequence != seen && !(sequence & 1)) return sequence;
         if ((i & 63) == 63) {
@@ -582,10 +589,10 @@ static int64_t next_round(int64_t seen) {
         relax();
     }
     pthread_mutex_lock(&pool.sleep_lock);
-    __atomic_add_fetch(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&h->asleep, 1, __ATOMIC_SEQ_CST);
     while ((sequence = __atomic_load_n(&pool.sequence, __ATOMIC_SEQ_CST)) == seen || (sequence & 1))
         pthread_cond_wait(&pool.wake, &pool.sleep_lock);
-    __atomic_sub_fetch(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&h->asleep, 0, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&pool.sleep_lock);
     return sequence;
 }
@@ -630,13 +637,15 @@ static void *helper_main(void *argument) {
     struct helper *h = argument;
     flush_subnormals(); /* for good: this thread runs only the kernels */
     for (;;) {
-        int64_t sequence = next_round(h->seen);
+        int64_t sequence = next_round(h);
         __atomic_add_fetch(&pool.inside, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&pool.sequence, __ATOMIC_SEQ_CST) == sequence) {
             struct round r = pool.now;
             __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (__atomic_load_n(&pool.sequence, __ATOMIC_RELAXED) == sequence && h->owner <= r.helpers)
-                help(h, &r, sequence / 2);
+            if (__atomic_load_n(&pool.sequence, __ATOMIC_RELAXED) == sequence && r.count) {
+                h->spin = h->owner <= r.helpers; /* a helper the rounds do not use sleeps */
+                if (h->spin) help(h, &r, sequence / 2);
+            }
         }
         __atomic_sub_fetch(&pool.inside, 1, __ATOMIC_SEQ_CST);
         h->seen = sequence;
@@ -653,18 +662,27 @@ static void publish(const struct round *r) {
     pool.now = r ? *r : (struct round){.count = 0};
     for (int p = 0; p < pool.now.count; p++) __atomic_store_n(&pool.state[p], PART_STATE(round, 0, FREE), __ATOMIC_RELAXED);
     __atomic_store_n(&pool.sequence, sequence + 2, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&pool.sleeping, __ATOMIC_SEQ_CST)) {
-        pthread_mutex_lock(&pool.sleep_lock);
-        pthread_cond_broadcast(&pool.wake);
-        pthread_mutex_unlock(&pool.sleep_lock);
+    for (int i = 0; i < pool.now.helpers; i++) { /* (the round that ends a call wakes no one) */
+        if (__atomic_load_n(&pool.helpers[i].asleep, __ATOMIC_SEQ_CST)) {
+            pthread_mutex_lock(&pool.sleep_lock);
+            pthread_cond_broadcast(&pool.wake);
+            pthread_mutex_unlock(&pool.sleep_lock);
+            break;
+        }
     }
 }
 
-static void forked_child(void) { /* the child has none of the parent's threads */
+/* The child has none of the parent's threads, which may have been anywhere (writing `now`, or
+   between freeing a buffer and storing its replacement): it starts afresh, leaking their buffers. */
+static void forked_child(void) {
     pthread_mutex_init(&pool.busy, NULL);
     pthread_mutex_init(&pool.sleep_lock, NULL);
     pthread_cond_init(&pool.wake, NULL);
-    pool.started = pool.inside = pool.sleeping = 0;
+    pool.started = pool.inside = pool.skip = pool.backoff = 0;
+    pool.sequence += pool.sequence & 1;
+    memset(pool.state, 0, sizeof pool.state);
+    memset(&pool.now, 0, sizeof pool.now);
+    memset(pool.helpers, 0, sizeof pool.helpers);
 }
 
 /* Up to `count` helpers running (as many as could be started). */
@@ -672,6 +690,7 @@ static int start_helpers(int count) {
     while (pool.started < count) {
         struct helper *h = &pool.helpers[pool.started];
         h->owner = pool.started + 1;
+        h->spin = 1;
         h->seen = __atomic_load_n(&pool.sequence, __ATOMIC_RELAXED); /* (rounds to come, not the last) */
         pthread_attr_t attributes;
         pthread_t id;
@@ -685,17 +704,22 @@ static int start_helpers(int count) {
     return pool.started < count ? pool.started : count;
 }
 
-/* The helpers for a call of up to `threads` threads: 1 when it has them (then `release_helpers` at
-   its end), 0 when it runs alone. */
-static int take_helpers(int threads) {
-    return threads > 1 && pthread_mutex_trylock(&pool.busy) == 0;
+/* Whether the call has the helper threads: asked for the first batch of more than one part, then
+   kept to its end (`release_helpers`); a call made while another has them runs alone. */
+static int has_helpers(struct call *call) {
+    if (!call->helpers) call->helpers = call->threads > 1 && pthread_mutex_trylock(&pool.busy) == 0 ? 1 : -1;
+    return call->helpers > 0;
 }
 
-/* Ends a call that had the helpers: none reads its arrays after this returns. */
-static void release_helpers(void) {
-    publish(NULL);
-    while (__atomic_load_n(&pool.inside, __ATOMIC_SEQ_CST)) sched_yield();
+/* Ends a call: no helper reads its arrays after this returns. */
+static void release_helpers(struct call *call) {
+    if (call->helpers <= 0) return;
+    if (call->published) {
+        publish(NULL);
+        while (__atomic_load_n(&pool.inside, __ATOMIC_SEQ_CST)) sched_yield();
+    }
     pthread_mutex_unlock(&pool.busy);
+    call->helpers = call->published = 0;
 }
 
 /* The caller's part `p` of round `r`, into its own buffers. */
@@ -714,9 +738,9 @@ static void own_part(const struct round *r, struct work *work, float *gradients,
     correct[p] = work->correct;
 }
 
-/* Runs the checked call's batch (on its helpers too when `pooled`); the loss, and the correct count
-   in *correct. */
-static int run_call(struct call *call, int sums, int pooled, double *loss, int64_t *correct) {
+/* Runs the checked call's batch (on the helper threads too where it can have them); the loss, and
+   the correct count in *correct. */
+static int run_call(struct call *call, int sums, double *loss, int64_t *correct) {
     const struct batch *in = &call->in;
     const int64_t classes = call->m.classes, d = in->features, size = classes * d + classes;
     struct round r = {.in = *in, .m = call->m, .kernel = sums ? chosen.sums : chosen.gradient, .sums = sums,
@@ -724,7 +748,8 @@ static int run_call(struct call *call, int sums, int pooled, double *loss, int64
     r.rows_each = in->rows / r.count;
     r.skip_blank = classes >= SKIP_BLANK_CLASSES && all_finite(&call->m, d);
     int helpers = (call->threads < r.count ? call->threads : r.count) - 1;
-    r.helpers = pooled && helpers > 0 ? start_helpers(helpers > MAX_THREADS - 1 ? MAX_THREADS - 1 : helpers) : 0;
+    helpers = helpers > MAX_THREADS - 1 ? MAX_THREADS - 1 : helpers;
+    r.helpers = helpers > 0 && has_helpers(call) ? start_helpers(helpers) : 0;
     if (r.helpers && pool.skip > 0) { /* a helper was held up lately: alone for a while */
         pool.skip--;
         r.helpers = 0;
@@ -755,6 +780,7 @@ static int run_call(struct call *call, int sums, int pooled, double *loss, int64
     int mine[MAX_PARTS] = {0}, waiting[MAX_PARTS], pending = 0, held_up = 0;
     if (r.helpers) {
         publish(&r);
+        call->published = 1;
         round = __atomic_load_n(&pool.sequence, __ATOMIC_RELAXED) / 2;
     }
     double started = seconds_now();
@@ -786,9 +812,10 @@ static int run_call(struct call *call, int sums, int pooled, double *loss, int64
         }
     }
     if (r.helpers) { /* held up: pause the helpers for twice as many rounds as last time (at most
-                        MAX_PAUSE); a round they served resets the pause */
-        pool.backoff = held_up ? (pool.backoff ? (pool.backoff * 2 > MAX_PAUSE ? MAX_PAUSE : pool.backoff * 2) : 1) : 0;
-        pool.skip = pool.backoff;
+                        MAX_PAUSE); a round they served halves the next pause */
+        int doubled = pool.backoff ? 2 * pool.backoff : 1;
+        pool.backoff = held_up ? (doubled > MAX_PAUSE ? MAX_PAUSE : doubled) : pool.backoff / 2;
+        pool.skip = held_up ? pool.backoff : 0;
     }
     for (int p = 0; p < r.count; p++) {
         const float *g = NULL;
@@ -1013,8 +1040,7 @@ static void apply_step(const struct call *call, const struct rule *r, const stru
 /* The checked call's steps: the batch's index holds their rows one step after another. Stops after
    the first step whose loss is not finite or above s->ceiling (the engine's divergence rule: that
    step is taken, as the step-by-step path takes it before its check); *taken counts the steps. */
-static int run_steps(struct call *call, const struct rule *r, const struct stepping *s, int pooled,
-                     int64_t *taken) {
+static int run_steps(struct call *call, const struct rule *r, const struct stepping *s, int64_t *taken) {
     const int64_t *index = call->in.index;
     unsigned int mode = flush_subnormals(); /* as the kernel's threads: the update meets Adam's tiny weights */
     int ok = 1;
@@ -1027,7 +1053,7 @@ static int run_steps(struct call *call, const struct rule *r, const struct stepp
         call->in.rows = rows;
         const double share = s->batch > rows ? (double)rows / (double)s->batch : 1.0;
         call->m.share = 1.0 / (double)rows;
-        if (!(ok = run_call(call, 0, pooled, &loss, &correct))) break;
+        if (!(ok = run_call(call, 0, &loss, &correct))) break;
         s->losses[k] = loss / (double)rows;
         adam_step += share;
         apply_step(call, r, s, k, share, adam_step);
@@ -1178,9 +1204,8 @@ static PyObject *steps(PyObject *self, PyObject *args, PyObject *kwargs) {
         s.moved = malloc(sizeof(double) * (size_t)call.m.classes);
         s.before = malloc(sizeof(float) * (size_t)(call.in.features + 1)); /* (+ 1: never malloc(0)) */
         Py_BEGIN_ALLOW_THREADS
-        int pooled = take_helpers(threads);
-        ok = s.moved && s.before && run_steps(&call, &r, &s, pooled, &taken);
-        if (pooled) release_helpers();
+        ok = s.moved && s.before && run_steps(&call, &r, &s, &taken);
+        release_helpers(&call);
         Py_END_ALLOW_THREADS
         free(s.moved);
         free(s.before);
@@ -1233,11 +1258,10 @@ static PyObject *entry(PyObject *args, PyObject *kwargs, int sums) {
     int64_t correct = 0;
     int ok;
     Py_BEGIN_ALLOW_THREADS
-    int pooled = take_helpers(threads);
     unsigned int mode = flush_subnormals();
-    ok = run_call(&call, sums, pooled, &loss, &correct);
+    ok = run_call(&call, sums, &loss, &correct);
     restore_mode(mode);
-    if (pooled) release_helpers();
+    release_helpers(&call);
     Py_END_ALLOW_THREADS
     release_call(&call);
     if (!ok) return PyErr_NoMemory();
