@@ -201,6 +201,7 @@ class DiskBatches:
         self.batch_size, self.device = batch_size, torch.device(device)
         self.rank, self.world_size = rank, world_size
         self._held = None  # a one-shard split's rows, read at its first epoch and kept (see `_rows`)
+        self._shard = None  # a larger split's shard buffer, reused for every shard (see `_read_shard`)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -214,6 +215,15 @@ class DiskBatches:
         if self._held is None:
             self._held = self.images.read(0, len(self)).to(self.device)
         return self._held
+
+    def _read_shard(self, start: int, size: int, rows: torch.Tensor) -> torch.Tensor:
+        """Rows `rows` of the shard at `start`, in that order, as (n, features) uint8 on the device, read
+        into one buffer kept for every shard: the fused path steps through a shard before it asks for
+        the next. A fresh buffer a shard cost the first touch of its pages each time (on a virtual
+        machine whose host takes back free memory, several times the read itself)."""
+        if self._shard is None:
+            self._shard = np.empty((min(SHARD_ROWS, len(self)), self.images.row_bytes), dtype=np.uint8)
+        return self.images.view(start, start + size).take(rows, out=self._shard).to(self.device)
 
     def _shard_sizes(self) -> list[int]:
         return [min(SHARD_ROWS, len(self) - start) for start in range(0, len(self), SHARD_ROWS)]
@@ -274,7 +284,7 @@ class DiskBatches:
             if held is not None:
                 yield EpochRows(held, self.labels, None, rows, sizes)
                 continue
-            images = self.images.view(start, start + size).take(rows).to(self.device)
+            images = self._read_shard(start, size, rows)
             yield EpochRows(images, self.labels[start + rows], None, torch.arange(len(rows)), sizes)
 
     def _indexed(self, held: torch.Tensor, rows: torch.Tensor, local_sizes, batch_sizes) -> Iterator[Batch]:

@@ -74,12 +74,13 @@ class DiskImages:
         start, stop = max(0, start), min(len(self), stop)
         return self.take(torch.arange(start, max(start, stop)))
 
-    def take(self, rows: torch.Tensor) -> torch.Tensor:
+    def take(self, rows: torch.Tensor, out: np.ndarray | None = None) -> torch.Tensor:
         """The given rows of this view, in that order, as (n, features) uint8: one read per run of
         consecutive rows, or one read of their whole span where it is at most SPAN_READ times as many
-        rows and SPAN_BYTES (an even sample of a small set: one read instead of hundreds)."""
+        rows and SPAN_BYTES (an even sample of a small set: one read instead of hundreds). Into the
+        first rows of `out` (rows x features uint8, reused by the caller) when given."""
         rows = rows.numpy()
-        out = np.empty((len(rows), self.row_bytes), dtype=np.uint8)
+        out = np.empty((len(rows), self.row_bytes), dtype=np.uint8) if out is None else out[: len(rows)]
         if not len(rows):
             return torch.from_numpy(out)
         low, high = int(rows.min()), int(rows.max())
@@ -87,7 +88,8 @@ class DiskImages:
             raise DataError(f"{self.path}: rows {low}..{high} outside 0..{len(self) - 1}")
         span = high - low + 1
         if len(rows) < span <= SPAN_READ * len(rows) and span * self.row_bytes <= SPAN_BYTES:  # few gaps
-            return self.take(torch.arange(low, high + 1))[torch.from_numpy(rows - low)]
+            np.take(self.take(torch.arange(low, high + 1)).numpy(), rows - low, axis=0, out=out)
+            return torch.from_numpy(out)
         starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
         ends = np.append(starts[1:], len(rows))
         with open_regular(self.path, DataError) as handle:
