@@ -171,7 +171,7 @@ def worker_estimator(repeats: int, device: str, solver: str) -> dict:
 
 def worker_gemm(repeats: int) -> dict:
     """The machine's limit for our step: seconds of the products of one mini-batch step
-    (`product_seconds`) on one thread; the best rates bound how fast a preset can train."""
+    (`product_seconds`) on one thread; the best rates bound how fast a preset can train on one thread."""
     import torch
 
     torch.set_num_threads(1)

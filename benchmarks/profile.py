@@ -38,7 +38,7 @@ def profile(preset_name: str, data_root: str) -> str:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    torch.set_num_threads(1)  # as training runs mini-batch steps (devices.threads_for)
+    torch.set_num_threads(1)  # one thread for everything, the fused kernel's parts too: a step's own cost
     engine = engine_for(preset_name, data_root)
     steps = engine.steps_per_epoch
     started = time.perf_counter()

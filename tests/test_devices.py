@@ -38,3 +38,20 @@ def test_cpu_threads_none_leaves_the_count():
     before = torch.get_num_threads()
     with cpu_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_the_kernels_share_this_hosts_cores_with_the_other_ranks(monkeypatch):
+    """Under torchrun each rank's kernels get at most the host's cores over its ranks; alone, torch's
+    threads as outside every cpu_threads block."""
+    import os
+
+    from torchlogreg.base.devices import kernel_threads
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    outside = torch.get_num_threads()
+    with cpu_threads(1), cpu_threads(1):
+        assert torch.get_num_threads() == 1 and kernel_threads() == outside
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * (os.cpu_count() or 1)))
+    assert kernel_threads() == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert kernel_threads() == outside

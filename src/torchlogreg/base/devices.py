@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from functools import cache
 
@@ -58,8 +59,12 @@ _OUTSIDE: list[int] = []  # the thread count before each open cpu_threads block,
 def kernel_threads() -> int:
     """The threads the fused kernels may share a batch over: torch's, as outside every cpu_threads block.
     A mini-batch step's torch operations run on one (threads_for), but the kernels share a step's parts
-    out themselves and never wait long on a helper thread that another program holds off its core."""
-    return _OUTSIDE[0] if _OUTSIDE else torch.get_num_threads()
+    out themselves, and compute a part themselves when a helper thread that another program holds off
+    its core is late with it. Under torchrun, at most this host's cores over its ranks: every rank
+    runs its own."""
+    threads = _OUTSIDE[0] if _OUTSIDE else torch.get_num_threads()
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
+    return min(threads, max(1, (os.cpu_count() or 1) // ranks)) if ranks > 1 else threads
 
 
 @contextlib.contextmanager

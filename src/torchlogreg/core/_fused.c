@@ -446,8 +446,8 @@ static int check_call(struct call *call, PyObject **objects, const char *functio
    thread took a part. The calling thread takes parts from the first, helpers from the last. Helpers
    are started once and kept, waiting a while for the next round of parts and then asleep: starting
    a thread per call cost about as much as a mini-batch step's part, so steps ran on one thread.
-   The caller never waits long on a helper: a part a helper still holds when the caller has run out of
-   parts is waited for about as long as a part took the caller, then computed by the caller too (a
+   The caller does not wait long for a helper's part: a part a helper still holds when the caller has
+   run out of parts is waited for about as long as a part took the caller, then computed by it too (a
    helper that another program holds off its core would otherwise stall every step; the first result
    counts, and both are the same), and the helpers then sit out a number of rounds that doubles while
    they keep being held up. Before a call returns, the caller waits for every helper to leave the
@@ -546,8 +546,9 @@ struct helper {
     int spin;     /* whether it waits for the next round spinning (it took part in the last) */
     int asleep;   /* atomic: waiting on pool.wake */
     struct job job;
-    float *gradients; /* its parts' gradients: count x size */
-    size_t floats;
+    float *slots[MAX_PARTS]; /* its parts' gradients, one buffer of slot_size floats each, kept */
+    int64_t slot_size;
+    int slot_of[MAX_PARTS];  /* the slot of each part it took in the round */
     double loss[MAX_PARTS];
     int64_t correct[MAX_PARTS];
 };
@@ -568,9 +569,9 @@ static struct {
 } pool = {.busy = PTHREAD_MUTEX_INITIALIZER, .sleep_lock = PTHREAD_MUTEX_INITIALIZER,
           .wake = PTHREAD_COND_INITIALIZER};
 
-/* A helper waits this long for the next round before it sleeps, yielding its core now and then (a
-   full-batch L-BFGS evaluation's Python between two passes takes a few hundred microseconds, and a
-   helper woken from sleep came too late for the first parts) */
+/* A helper waits this long for the next round before it sleeps, yielding its core now and then: long
+   enough to span the Python between two full-batch L-BFGS evaluations (a helper woken from sleep
+   came too late for the first parts) */
 #define SPIN_SECONDS 1e-3
 #define MAX_PAUSE 256 /* rounds without helpers, at most, after a helper was held up */
 
@@ -597,19 +598,22 @@ static int64_t next_round(struct helper *h) {
     return sequence;
 }
 
-/* A helper's share of one round: parts from the last, while they are free. */
+/* A helper's share of one round: parts from the last, while they are free, at most an even share of
+   them (so that the helpers' gradients add up to about one batch's parts, not one each). */
 static void help(struct helper *h, const struct round *r, int64_t round) {
     const int64_t classes = r->m.classes, size = classes * r->in.features + classes;
-    if (!r->sums && h->floats < (size_t)(r->count * size)) {
-        free(h->gradients);
-        h->floats = 0;
-        h->gradients = malloc(sizeof(float) * (size_t)(r->count * size));
-        if (!h->gradients) return;
-        h->floats = (size_t)(r->count * size);
+    if (!r->sums && h->slot_size != size) {
+        for (int k = 0; k < MAX_PARTS; k++) {
+            free(h->slots[k]);
+            h->slots[k] = NULL;
+        }
+        h->slot_size = size;
     }
     if (!prepare_job(&h->job, r->in.features, classes, r->skip_blank)) return;
     struct work *work = &h->job.work;
-    for (int p = r->count - 1; p >= 0; p--) {
+    const int share = (r->count + r->helpers) / (r->helpers + 1);
+    for (int p = r->count - 1, taken = 0; p >= 0 && taken < share; p--) {
+        if (!r->sums && !h->slots[taken] && !(h->slots[taken] = malloc(sizeof(float) * (size_t)size))) return;
         int64_t expected = PART_STATE(round, 0, FREE);
         if (!__atomic_compare_exchange_n(&pool.state[p], &expected, PART_STATE(round, h->owner, TAKEN), 0,
                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
@@ -619,11 +623,13 @@ static void help(struct helper *h, const struct round *r, int64_t round) {
         work->first = p * r->rows_each;
         work->last = p + 1 == r->count ? r->in.rows : work->first + r->rows_each;
         work->correct = 0;
+        h->slot_of[p] = taken;
         if (!r->sums) {
-            work->gw = h->gradients + p * size;
+            work->gw = h->slots[taken];
             work->gb = work->gw + size - classes;
             memset(work->gw, 0, sizeof(float) * (size_t)size);
         }
+        taken++;
         h->loss[p] = r->kernel(&r->in, &r->m, work);
         h->correct[p] = work->correct;
         expected = PART_STATE(round, h->owner, TAKEN);
@@ -828,7 +834,7 @@ static int run_call(struct call *call, int sums, double *loss, int64_t *correct)
             const struct helper *h = &pool.helpers[((state >> 2) & 63) - 1];
             *loss += h->loss[p];
             *correct += h->correct[p];
-            g = sums ? NULL : h->gradients + p * size;
+            g = sums ? NULL : h->slots[h->slot_of[p]];
         }
         if (sums) continue;
         for (int64_t i = 0; i < classes * d; i++) call->gw[i] += g[i];

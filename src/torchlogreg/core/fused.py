@@ -4,8 +4,9 @@ count, in one call instead of a dozen PyTorch kernels.
 They cover float32 parameters on the CPU, rows of uint8 or float32 features (read by index, so a
 batch needs no gather), int64 labels and optional float32 sample weights; `usable` says whether a
 call is covered, and callers fall back to PyTorch kernels otherwise, and everywhere when the
-extension was not built (no C compiler at install). The kernels split a large batch over torch's
-intra-op threads (`threads`) and run a small one on the calling thread.
+extension was not built (no C compiler at install). The kernels cut a batch into parts by its size
+(a 256-row MNIST step: 4) and share them over `threads()`, with helper threads they keep; a batch
+of one part (under 64 MNIST rows) runs on the calling thread.
 
 The extension checks every argument (dtype, shape, contiguity, writability, each row index and
 label) before it reads or writes anything. It runs the best version this CPU has (avx512, avx2 or

@@ -252,7 +252,7 @@ class LogisticRegression(nn.Module):
         sum(w_i * loss_i) / N. With `index`, the rows are rows `index` of x, targets and sample_weight.
 
         On a CPU this is one call to the fused kernel (the fused module) where it applies, at any
-        batch size and thread count (it splits large batches over torch's threads itself); otherwise
+        batch size and thread count (it shares a batch's parts over fused.threads() itself); otherwise
         the PyTorch kernels of `_plain_gradients`."""
         W, bias = self.linear.weight, self.linear.bias
         if x.dim() > 2 and x.is_contiguous():  # images (rows, H, W), e.g. from disk: a free view

@@ -264,7 +264,8 @@ class DiskBatches:
         """`epoch(generator, skip)`'s batches as EpochRows, one per shard, in one process (None
         otherwise, before drawing anything): the same order, drawn the same way, and as lazily (a
         shard is read when its turn comes). A held split's rows are read in place; another shard's
-        are read in the batches' order, as `epoch` reads them."""
+        are read in the batches' order, as `epoch` reads them, into one buffer: an EpochRows' x is
+        valid until the next is drawn (the engine's cursor steps through one before the next)."""
         if self.world_size > 1 or not fused.available() or self.labels.dtype != torch.int64:
             return None
         return self._shard_rows(generator, skip)

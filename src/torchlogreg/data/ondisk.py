@@ -77,10 +77,22 @@ class DiskImages:
     def take(self, rows: torch.Tensor, out: np.ndarray | None = None) -> torch.Tensor:
         """The given rows of this view, in that order, as (n, features) uint8: one read per run of
         consecutive rows, or one read of their whole span where it is at most SPAN_READ times as many
-        rows and SPAN_BYTES (an even sample of a small set: one read instead of hundreds). Into the
-        first rows of `out` (rows x features uint8, reused by the caller) when given."""
+        rows and SPAN_BYTES (an even sample of a small set: one read instead of hundreds). With `out`
+        (a C-contiguous uint8 array of at least that many rows of this view's features, which the
+        caller reuses), the rows are read into its first rows and the result is a view of them."""
         rows = rows.numpy()
-        out = np.empty((len(rows), self.row_bytes), dtype=np.uint8) if out is None else out[: len(rows)]
+        if out is None:
+            out = np.empty((len(rows), self.row_bytes), dtype=np.uint8)
+        elif (
+            out.dtype != np.uint8 or out.ndim != 2 or out.shape[1] != self.row_bytes
+            or len(out) < len(rows) or not out.flags.c_contiguous
+        ):  # fmt: skip
+            raise ValueError(
+                f"take: out must be a C-contiguous uint8 array of at least {len(rows)} rows of "
+                f"{self.row_bytes} features, got {out.dtype} {out.shape}"
+            )
+        else:
+            out = out[: len(rows)]
         if not len(rows):
             return torch.from_numpy(out)
         low, high = int(rows.min()), int(rows.max())
