@@ -452,7 +452,12 @@ static int check_call(struct call *call, PyObject **objects, const char *functio
    counts, and both are the same), and the helpers then sit out a number of rounds that doubles while
    they keep being held up. Before a call returns, the caller waits for every helper to leave the
    call's arrays. One call at a time has the helpers; a call made meanwhile from another Python
-   thread runs its parts on its own thread. A forked child starts helpers of its own. */
+   thread runs its parts on its own thread. A forked child starts helpers of its own.
+
+   Two races are left on purpose, both harmless on the compilers and CPUs this builds for, though a
+   race detector reports them: a late helper still reads the weights while the caller's next step
+   writes them (its part is thrown away: the round is over), and a helper copies the round (`now`)
+   with plain loads, then checks the sequence number around the copy (a seqlock). */
 
 /* A thread's buffers in one allocation, sized by the features and classes (never by the batch).
    malloc, not calloc: each block writes what it reads (load_rows its converted rows and the group's
