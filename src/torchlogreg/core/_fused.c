@@ -55,10 +55,10 @@
 #define WIDE_PARTS 8
 #define WIDE_PART_ROWS 64
 /* ... and a mini-batch step, up to STEP_PARTS parts of STEP_PART_WORK multiply-adds and STEP_PART_ROWS
-   rows: a 256-row MNIST step is 4 parts, 256 rows of 16 x 16 pictures 2, 100 rows 3 (each part's
-   gradient is added at the end, so finer parts cost more to add up). */
+   rows: a 256-row MNIST step is 2 parts of 128, 100 rows 2 of 50 (each part costs a gradient to
+   clear and add, and its own start, which showed on one thread with 4 parts of 64 rows). */
 #define STEP_PART_WORK ((int64_t)32 * 784 * 10)
-#define STEP_PARTS 4
+#define STEP_PARTS 2
 #define STEP_PART_ROWS 32
 /* Blank chunks (0 in every row of a group) are skipped from this many classes up: with fewer, a
    chunk's products cost less than finding out whether it is blank (measured on MNIST's rows: with one

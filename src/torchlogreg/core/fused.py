@@ -5,7 +5,7 @@ They cover float32 parameters on the CPU, rows of uint8 or float32 features (rea
 batch needs no gather), int64 labels and optional float32 sample weights; `usable` says whether a
 call is covered, and callers fall back to PyTorch kernels otherwise, and everywhere when the
 extension was not built (no C compiler at install). The kernels cut a batch into parts by its size
-(a 256-row MNIST step: 4) and share them over `threads()`, with helper threads they keep; a batch
+(a 256-row MNIST step: 2) and share them over `threads()`, with helper threads they keep; a batch
 of one part (under 64 MNIST rows) runs on the calling thread.
 
 The extension checks every argument (dtype, shape, contiguity, writability, each row index and
