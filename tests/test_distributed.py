@@ -34,6 +34,12 @@ def _single(*args) -> list[str]:
     return [sys.executable, "-m", "torchlogreg", "train", *map(str, args)]
 
 
+# Weights of one and two processes agree to float32's rounding, not to the bit: each rank sums its half
+# of a batch in parts of its own (the kernel cuts a batch by its rows), so tens of steps on two ranks
+# round differently from one process's (up to about 1e-5 here); a wrong sum or resume is off by far more
+ROUNDING = 3e-5
+
+
 def _max_difference(a: Path, b: Path) -> float:
     first, second = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     return max((first[k] - second[k]).abs().max().item() for k in first)
@@ -56,7 +62,7 @@ def test_two_processes_match_one(tmp_path, data_root):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert _max_difference(one, two) <= 1e-5
+    assert _max_difference(one, two) <= ROUNDING
     metrics = json.loads((two / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["test"]["n"] == 10000
 
@@ -72,7 +78,7 @@ def test_out_of_core_two_processes_match_one(tmp_path, mnist_splits):
     subprocess.run(_single("--out", one, *args), check=True, capture_output=True)
     done = subprocess.run(_torchrun(2, "--out", two, *args), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert _max_difference(one, two) <= 1e-5
+    assert _max_difference(one, two) <= ROUNDING
     metrics = json.loads((two / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["train"]["n"] == 58881
 
@@ -133,7 +139,7 @@ def test_killed_rank_stops_the_job_and_resume_completes_in_one_process(tmp_path,
     resumed = subprocess.run(_single("--resume", out, "--quiet"), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     subprocess.run(_single("--out", reference, *args, "--quiet"), check=True, capture_output=True)
-    assert _max_difference(out, reference) <= 1e-5
+    assert _max_difference(out, reference) <= ROUNDING
 
 
 @pytest.mark.numerics
@@ -160,5 +166,5 @@ def test_checkpoint_of_one_process_resumes_in_two(tmp_path, data_root):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     subprocess.run(_single("--out", reference, *args), check=True, capture_output=True)
-    assert _max_difference(out, reference) <= 1e-5
+    assert _max_difference(out, reference) <= ROUNDING
     assert torch.__version__
