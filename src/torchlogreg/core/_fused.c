@@ -603,6 +603,23 @@ static int64_t next_round(struct helper *h) {
     return sequence;
 }
 
+/* Part `p` of round `r` on `work`, its gradient into `gradient` (cleared first; NULL for sums), its
+   loss and correct count into loss[p] and correct[p]: the caller's and a helper's alike. */
+static void run_part(const struct round *r, struct work *work, float *gradient, int p, double *loss,
+                     int64_t *correct) {
+    const int64_t classes = r->m.classes, size = classes * r->in.features + classes;
+    work->first = p * r->rows_each;
+    work->last = p + 1 == r->count ? r->in.rows : work->first + r->rows_each;
+    work->correct = 0;
+    if (gradient) {
+        work->gw = gradient;
+        work->gb = gradient + size - classes;
+        memset(gradient, 0, sizeof(float) * (size_t)size);
+    }
+    loss[p] = r->kernel(&r->in, &r->m, work);
+    correct[p] = work->correct;
+}
+
 /* A helper's share of one round: parts from the last, while they are free, at most an even share of
    them (so that the helpers' gradients add up to about one batch's parts, not one each). */
 static void help(struct helper *h, const struct round *r, int64_t round) {
@@ -625,18 +642,9 @@ static void help(struct helper *h, const struct round *r, int64_t round) {
             if (expected >> 8 != round) return; /* the round is over */
             continue;
         }
-        work->first = p * r->rows_each;
-        work->last = p + 1 == r->count ? r->in.rows : work->first + r->rows_each;
-        work->correct = 0;
         h->slot_of[p] = taken;
-        if (!r->sums) {
-            work->gw = h->slots[taken];
-            work->gb = work->gw + size - classes;
-            memset(work->gw, 0, sizeof(float) * (size_t)size);
-        }
+        run_part(r, work, r->sums ? NULL : h->slots[taken], p, h->loss, h->correct);
         taken++;
-        h->loss[p] = r->kernel(&r->in, &r->m, work);
-        h->correct[p] = work->correct;
         expected = PART_STATE(round, h->owner, TAKEN);
         if (!__atomic_compare_exchange_n(&pool.state[p], &expected, PART_STATE(round, h->owner, DONE), 0,
                                          __ATOMIC_RELEASE, __ATOMIC_RELAXED))
@@ -733,22 +741,6 @@ static void release_helpers(struct call *call) {
     call->helpers = call->published = 0;
 }
 
-/* The caller's part `p` of round `r`, into its own buffers. */
-static void own_part(const struct round *r, struct work *work, float *gradients, int p, double *loss,
-                     int64_t *correct) {
-    const int64_t classes = r->m.classes, size = classes * r->in.features + classes;
-    work->first = p * r->rows_each;
-    work->last = p + 1 == r->count ? r->in.rows : work->first + r->rows_each;
-    work->correct = 0;
-    if (!r->sums) {
-        work->gw = gradients + p * size;
-        work->gb = work->gw + size - classes;
-        memset(work->gw, 0, sizeof(float) * (size_t)size);
-    }
-    loss[p] = r->kernel(&r->in, &r->m, work);
-    correct[p] = work->correct;
-}
-
 /* Runs the checked call's batch (on the helper threads too where it can have them); the loss, and
    the correct count in *correct. */
 static int run_call(struct call *call, int sums, double *loss, int64_t *correct) {
@@ -802,7 +794,7 @@ static int run_call(struct call *call, int sums, double *loss, int64_t *correct)
             waiting[pending++] = p; /* a helper's */
             continue;
         }
-        own_part(&r, &job->work, call->gradients, p, losses, counts);
+        run_part(&r, &job->work, sums ? NULL : call->gradients + p * size, p, losses, counts);
         mine[p] = 1;
     }
     if (pending) {
@@ -813,7 +805,8 @@ static int run_call(struct call *call, int sums, double *loss, int64_t *correct)
             for (int spin = 0;; spin++) {
                 if ((__atomic_load_n(&pool.state[p], __ATOMIC_ACQUIRE) & 3) == DONE) break;
                 if ((spin & 63) == 63 && seconds_now() > until) {
-                    own_part(&r, &job->work, call->gradients, p, losses, counts); /* held up: ours too */
+                    /* held up: ours too */
+                    run_part(&r, &job->work, sums ? NULL : call->gradients + p * size, p, losses, counts);
                     mine[p] = 1;
                     held_up = 1;
                     break;
