@@ -116,6 +116,28 @@ def test_shard_batches_are_the_same_at_any_world_size(shard_size, batch_size):
     assert runs <= shard_size // CHUNK_ROWS + len(sizes) + 1
 
 
+@pytest.mark.parametrize(
+    "shard_size,batch_size,world", [(1, 1, 2), (97, 1, 3), (1000, 7, 4), (65, 64, 2), (33, 5000, 3)]
+)
+def test_shard_batches_cut_each_batch_into_the_ranks_parts(shard_size, batch_size, world):
+    """Each batch of the shuffled sequence, in order, cut into `world` contiguous parts by the rule
+    in shard_batches' docstring (a batch of one row: one rank gets it, the others nothing)."""
+    sequence, _, sizes = shard_batches(shard_size, batch_size, torch.Generator().manual_seed(5))
+    for rank in range(world):
+        rows, local, global_sizes = shard_batches(
+            shard_size, batch_size, torch.Generator().manual_seed(5), rank, world
+        )
+        assert global_sizes == sizes
+        expected, expected_local = [], []
+        for offset in range(0, shard_size, batch_size):
+            size = min(batch_size, shard_size - offset)
+            first, last = offset + rank * size // world, offset + (rank + 1) * size // world
+            expected.append(sequence[first:last])
+            expected_local.append(last - first)
+        assert local == expected_local
+        assert torch.equal(rows, torch.cat(expected))
+
+
 def test_take_reads_rows_in_the_order_asked(mnist_on_disk):
     images = DiskImages(mnist_on_disk / "train-images.npy").view(100, 1100)
     rows = torch.tensor([5, 6, 7, 900, 3, 4, 999])
@@ -188,6 +210,7 @@ def test_shards_are_read_into_one_buffer(mnist_on_disk, monkeypatch):
         pointers.append(part.x.data_ptr())
     assert next(expected, None) is None
     assert len(pointers) == 3 and len(set(pointers)) == 1
+
 
 # the fused kernel's first call is one step, the others end at checks (every 20 steps), epochs' ends
 # (24) and, with several shards, shards' ends (8 batches): a stop asked after a call stops at its end,

@@ -138,14 +138,14 @@ def shard_batches(
     order = chunk_starts[torch.randperm(len(chunk_starts), generator=generator)]
     sequence = (order[:, None] + torch.arange(CHUNK_ROWS)).flatten()
     sequence = sequence[sequence < shard_size]  # the shard's last run may be short
-    parts, local_sizes, global_sizes = [], [], []
-    for offset in range(0, shard_size, batch_size):
-        size = min(batch_size, shard_size - offset)
-        first, last = offset + rank * size // world_size, offset + (rank + 1) * size // world_size
-        parts.append(sequence[first:last])
-        local_sizes.append(last - first)
-        global_sizes.append(size)
-    return torch.cat(parts), local_sizes, global_sizes
+    offsets = torch.arange(0, shard_size, batch_size)
+    sizes = (shard_size - offsets).clamp(max=batch_size)
+    firsts, lasts = offsets + rank * sizes // world_size, offsets + (rank + 1) * sizes // world_size
+    local = lasts - firsts
+    if world_size > 1:  # each batch's part [first, last): positions counted within the parts, then moved
+        moved = torch.repeat_interleave(firsts - (local.cumsum(0) - local), local)
+        sequence = sequence[torch.arange(len(moved)) + moved]
+    return sequence, local.tolist(), sizes.tolist()
 
 
 MAX_META_BYTES = 4 * 2**20  # a dataset folder's meta.json: a few hundred bytes in practice
