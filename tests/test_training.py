@@ -3,6 +3,7 @@ early stopping, divergence and the history it records."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from torchlogreg.training.engine import Engine
 from torchlogreg.training.trainer import HISTORY_KEYS
 
 pytestmark = pytest.mark.numerics  # compares floats across batchings: CI reruns it under other MKL code paths
+
 
 def test_default_preset_reaches_the_ceiling(default_result):
     metrics = default_result.metrics
@@ -178,13 +180,50 @@ def test_sgd_takes_l1_as_a_proximal_step_with_exact_zeros(mnist_splits, l1):
     assert losses[0] == pytest.approx(losses[1], rel=0.03)
 
 
-def test_lbfgs_continues_from_the_model_after_a_new_objective(tiny_data, tiny_config):
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_the_flat_objective_is_the_engines(n_classes):
+    """FlatObjective, at L-BFGS's vector in centred coordinates, gives the objective and the gradient
+    the engine's closure gives at the same point (Gradient: the model's parameters, the penalty, the
+    centring): within float32's rounding of the same sums."""
+    from conftest import synthetic_data
+
+    from torchlogreg.training import engine as engine_module
+    from torchlogreg.training.trainer import build
+
+    data = synthetic_data(n_classes=n_classes)
+    config = TrainConfig(optimizer="lbfgs", device="cpu", val_size=0, weight_decay=0.01, iters=3)
+    engine = build(config, data, verbose=False).engine
+    flat = engine_module.flat_objective(engine)
+    assert flat is not None and flat.mean is not None
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in engine.parameters:
+            param.normal_(0.0, 0.05)
+        loss, _ = engine._centred_gradient(None, False)  # at the ordinary parameters: .grad centred
+        value = loss + engine.objective.penalty(engine.model.linear.weight)
+        expected = torch.cat([param.grad.reshape(-1) for param in engine.parameters]).numpy()
+        engine.centring.enter()
+        point = torch.cat([param.reshape(-1) for param in engine.parameters]).numpy().copy()
+        engine.centring.leave()
+    flat_value, gradient = flat(point)
+    assert flat_value == pytest.approx(value, rel=1e-6)
+    assert flat.loss == pytest.approx(loss, rel=1e-6)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["flat objective", "closure"])
+def test_lbfgs_continues_from_the_model_after_a_new_objective(tiny_data, tiny_config, flat, monkeypatch):
     """A penalty changed mid-run (the playground's live settings) restarts L-BFGS at the model's
-    weights; its steps are centred, so a restart from the ordinary parameters would move the bias."""
+    weights; its steps are centred, so a restart from the ordinary parameters would move the bias.
+    Whether the objective is evaluated on the driver's vector (FlatObjective) or by the closure."""
+    from torchlogreg.core.objective import FlatObjective
+    from torchlogreg.training import engine as engine_module
     from torchlogreg.training.trainer import build
 
     config = tiny_config.replace(optimizer="lbfgs", batch_size=None, iters=8, tol=0.0)
     engine = build(config, tiny_data, verbose=False).engine
+    if not flat:
+        monkeypatch.setattr(engine_module, "flat_objective", lambda engine: None)
     engine.run()
     before = {name: value.clone() for name, value in engine.model.state_dict().items()}
     engine.set_objective(Objective(engine.objective.weight_decay * 2))
@@ -194,8 +233,18 @@ def test_lbfgs_continues_from_the_model_after_a_new_objective(tiny_data, tiny_co
         seen.append({name: value.clone() for name, value in engine.model.state_dict().items()})
         return evaluate(*args)
 
+    def watched_flat(self, point):  # the point's ordinary parameters
+        weight = torch.from_numpy(point[: self.size].reshape(self.shape).copy())
+        bias = torch.from_numpy(point[self.size :].copy()) - weight @ torch.from_numpy(self.mean)
+        seen.append({"linear.weight": weight, "linear.bias": bias})
+        return flat_call(self, point)
+
+    flat_call = FlatObjective.__call__
+    monkeypatch.setattr(FlatObjective, "__call__", watched_flat)
     engine._centred_gradient, engine.total = watched, 9
     engine.run()
+    assert seen, "the objective was not evaluated"
+    assert (engine.flat_kept is not None and engine.flat_kept[2] is not None) == flat  # (the path tested)
     for name, value in before.items():
         torch.testing.assert_close(seen[0][name], value, rtol=1e-6, atol=1e-6)
 

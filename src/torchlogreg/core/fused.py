@@ -151,8 +151,33 @@ def add_gradients(
         for param in (weight, bias):
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
+    return gradient_into(
+        **_parameters(weight, bias), x=x, labels=labels, share=share, scale=scale,
+        sample_weight=sample_weight, index=index, accumulate=accumulate,
+    )  # fmt: skip
+
+
+def gradient_into(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    grad_weight: np.ndarray,
+    grad_bias: np.ndarray,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    share: float,
+    scale: float,
+    sample_weight: torch.Tensor | None = None,
+    index: torch.Tensor | None = None,
+    accumulate: bool = False,
+) -> float:
+    """`add_gradients` with the parameters and their gradients as float32 NumPy arrays, the gradients
+    written (or with `accumulate`, added to): for a solver whose point is a flat vector (L-BFGS),
+    which wrapping in tensors would cost more than a small set's pass."""
     return _fused.gradient(
-        **_parameters(weight, bias),
+        weight=weight,
+        bias=bias,
+        grad_weight=grad_weight,
+        grad_bias=grad_bias,
         x=_view(x),
         labels=_view(labels),
         index=_view(index),

@@ -11,9 +11,10 @@ engine's and the estimator's) minimise the same objective.
 
 Implementations of the data term, all tested against one float64 reference (tests/test_objective.py):
 the fused C kernel (the fused module: float32 on the CPU) and the PyTorch path (model.column_losses,
-behind model.accumulate_gradients and model.loss), both reached through `Objective`; and the
-evaluators the estimator's full-batch solver calls (the solvers module: NumPy in float64, the fused
-kernel, the device).
+behind model.accumulate_gradients and model.loss), both reached through `Objective`; `FlatObjective`
+below, the fused kernel at L-BFGS's flat vector (the engine's full-batch steps); and the evaluators
+the estimator's full-batch solver calls (the solvers module: NumPy in float64, the fused kernel, the
+device).
 """
 
 from __future__ import annotations
@@ -131,3 +132,48 @@ class Objective:
             return 0.0
         batch_fraction = rows / total_rows
         return model.accumulate_gradients(x, y, batch_fraction, sample_weight, scale, index) * batch_fraction
+
+
+class FlatObjective:
+    """`objective` and its gradient at a point given as L-BFGS's flat float32 vector (the weight's
+    entries, then the bias), on rows the fused kernel reads in place: the data term from one kernel
+    call on NumPy views of the vector, the penalty from `Objective`. With `mean`, the vector's bias
+    is the centred one (b + W @ mean, as the engine's Centring steps in) and so is its gradient.
+
+    What the engine's `Gradient` sums, for one process on the CPU, without loading the point into
+    the model and reading the gradient back: that was a dozen torch operations an evaluation, as
+    long as the kernel itself on a set of a few thousand rows."""
+
+    def __init__(
+        self,
+        objective: Objective,
+        shape: tuple[int, int],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        rows: int,
+        sample_weight: torch.Tensor | None = None,
+        scale: float = 1.0,
+        index: torch.Tensor | None = None,
+        mean: np.ndarray | None = None,
+    ):
+        self.objective, self.shape, self.rows, self.mean = objective, shape, rows, mean
+        self.data = {"x": x, "labels": y, "sample_weight": sample_weight, "index": index}
+        self.scale = scale * pixel_scale(x)
+        self.size = shape[0] * shape[1]
+        self.loss = float("nan")  # the data term at the last point evaluated
+
+    def __call__(self, point: np.ndarray) -> tuple[float, np.ndarray]:
+        """(objective, its gradient as a new flat vector) at `point`."""
+        weight, bias = point[: self.size].reshape(self.shape), point[self.size :]
+        if self.mean is not None:
+            bias = bias - weight @ self.mean
+        gradient = np.empty_like(point)
+        grad_weight, grad_bias = gradient[: self.size].reshape(self.shape), gradient[self.size :]
+        summed = fused.gradient_into(
+            weight, bias, grad_weight, grad_bias, share=1.0 / self.rows, scale=self.scale, **self.data
+        )
+        self.loss = summed / self.rows
+        self.objective.add_penalty_gradients(weight, grad_weight)
+        if self.mean is not None:  # d/dW at a fixed centred bias
+            grad_weight -= np.outer(grad_bias, self.mean)
+        return self.loss + self.objective.penalty(weight), gradient

@@ -240,11 +240,18 @@ class LBFGS:
         )
         self.restart()
 
-    def step(self, lr: float, closure: Callable[[], torch.Tensor]) -> None:
+    def step(
+        self,
+        lr: float,
+        closure: Callable[[], torch.Tensor] | None,
+        flat: Callable[[np.ndarray], tuple[float, np.ndarray]] | None = None,
+    ) -> None:
         """Up to `max_iter` iterations (counted in `iterations`); fewer when the gradient's max-norm is
         within `tolerance_grad` or the line search finds no lower objective (then `stalled` says so).
-        The closure runs at least once per step (the engine records each step from it). The driver's
-        NumPy products run on one BLAS thread, beside the closure's torch threads (`blas_threads`)."""
+        The closure runs at least once per step (the engine records each step from it). With `flat`,
+        the objective and its gradient at the driver's vector (objective.FlatObjective) are taken from
+        it instead, the parameters loaded once the step is taken. The driver's NumPy products run on
+        one BLAS thread, beside the closure's torch threads (`blas_threads`)."""
         if self.driver is None:
             self.driver = self._new_driver()
         calls = 0
@@ -252,6 +259,8 @@ class LBFGS:
         def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
             nonlocal calls
             calls += 1
+            if flat is not None:
+                return flat(x)
             self._load(x)
             value = float(closure())
             return value, self._flat([param.grad for param in self.params])

@@ -108,8 +108,6 @@ class FusedLoss:
         uniform = bool(np.all(sample_weight == sample_weight[0]))
         self.sample_weight = None if uniform else torch.from_numpy(sample_weight.astype(np.float32))
         self.total = float(len(targets)) if uniform else float(sample_weight.sum())
-        self.weight = torch.zeros(n_outputs, X.shape[1])
-        self.bias = torch.zeros(n_outputs)
 
     @staticmethod
     def covers(X) -> bool:
@@ -123,14 +121,20 @@ class FusedLoss:
         )
 
     def __call__(self, coef: np.ndarray, intercept: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        self.weight.copy_(torch.from_numpy(coef))
-        self.bias.copy_(torch.from_numpy(intercept))
-        self.weight.grad = self.bias.grad = None  # written, not added to
-        total = fused.add_gradients(
-            self.weight, self.bias, self.X, self.labels, 1.0 / self.total, 1.0, self.sample_weight
+        weight, bias = coef.astype(np.float32), intercept.astype(np.float32)  # (new C-ordered arrays)
+        grad_coef, grad_intercept = np.empty_like(weight), np.empty_like(bias)
+        total = fused.gradient_into(
+            weight,
+            bias,
+            grad_coef,
+            grad_intercept,
+            self.X,
+            self.labels,
+            1.0 / self.total,
+            1.0,
+            self.sample_weight,
         )
-        grad_coef = self.weight.grad.numpy().astype(np.float64)
-        return total / self.total, grad_coef, self.bias.grad.numpy().astype(np.float64)
+        return total / self.total, grad_coef.astype(np.float64), grad_intercept.astype(np.float64)
 
 
 class DeviceLoss:

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from ..base.exceptions import CheckpointError
+from ..core import fused
 from ..core.lbfgs import pseudo_gradient
 from ..core.model import LogisticRegression, without_grad
-from ..core.objective import Objective
+from ..core.objective import FlatObjective, Objective
+from ..core.optimizers import LBFGS
 from ..core.stopping import EXPLOSION_FACTOR, diverged, divergence
 from ..data.batches import Batch
 from ..runfolder.checkpoints import HISTORY_KEYS
@@ -72,6 +74,7 @@ class Engine:
         stepped = stepped_objective(optimizer, objective, self._weight)
         self.gradient = Gradient(model, stepped, self.parameters, dist, self.centring, full_batch)
         self._measuring: Gradient | None = None  # another objective's, for `measure`
+        self.flat_kept: tuple | None = None  # (source, objective, its FlatObjective or None)
         self.callbacks = list(callbacks)
         self.steps_per_epoch = 1 if full_batch else source.steps_per_epoch
         self._epoch_origin = 0  # the iteration epochs are counted from (moved by set_source)
@@ -150,8 +153,10 @@ class Engine:
         return min(rows / self.source.batch_size, 1.0)
 
     def _full_batch_step(self, lr: float, wants_stop: bool) -> tuple[float, bool]:
-        """An L-BFGS step: its closure evaluates the whole objective, as often as the line search asks."""
+        """An L-BFGS step: its closure evaluates the whole objective, as often as the line search asks
+        (or `FlatObjective`, at the driver's vector, where it applies: `flat_objective`)."""
         centring, result = self.centring, {}
+        flat = flat_objective(self)
 
         def closure() -> torch.Tensor:
             if centring is not None:  # L-BFGS evaluates at points of its own: the model's there
@@ -164,7 +169,11 @@ class Engine:
 
         if centring is not None:
             centring.enter()
-        self.optimizer.step(lr, closure)
+        if flat is None:
+            self.optimizer.step(lr, closure)
+        else:
+            self.optimizer.step(lr, None, flat)
+            result["loss"], result["stop"] = flat.loss, wants_stop
         if centring is not None:
             centring.leave()
         return result["loss"], result["stop"]
@@ -328,6 +337,37 @@ class Engine:
         for callback in self.callbacks:
             if hasattr(callback, "load_state_dict"):
                 callback.load_state_dict(tensors, meta)
+
+
+def flat_objective(engine: Engine) -> FlatObjective | None:
+    """The engine's L-BFGS objective on the driver's vector (`FlatObjective`), where that covers it:
+    one process, the weight and the bias stepped on the CPU, and the whole set one part that the fused
+    kernel reads in place (one shard, or rows in memory). Built again when the source or the
+    objective changes (the playground's live settings)."""
+    source, objective = engine.source, engine.gradient.objective
+    kept = engine.flat_kept
+    if kept is not None and kept[0] is source and kept[1] == objective:
+        return kept[2]
+    engine.flat_kept = (source, objective, _flat_objective(engine, objective))
+    return engine.flat_kept[2]
+
+
+def _flat_objective(engine: Engine, objective: Objective) -> FlatObjective | None:
+    weight, bias = engine.model.linear.weight, engine.model.linear.bias
+    stepped = len(engine.parameters) == 2 and engine.parameters[0] is weight and engine.parameters[1] is bias
+    if engine.dist is not None or not stepped or not isinstance(engine.optimizer, LBFGS):
+        return None
+    parts = list(engine.source.chunks())
+    if len(parts) != 1:
+        return None
+    part = parts[0]
+    x = part.x.flatten(1) if part.x.dim() > 2 else part.x
+    if not fused.usable(weight, bias, x, part.y, part.sample_weight, part.index):
+        return None
+    mean = engine.centring.mean.numpy() if engine.centring is not None else None
+    return FlatObjective(
+        objective, tuple(weight.shape), x, part.y, part.size, part.sample_weight, part.scale, part.index, mean
+    )
 
 
 def stepped_objective(optimizer, objective: Objective, weight: torch.Tensor) -> Objective:
