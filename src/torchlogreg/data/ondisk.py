@@ -134,18 +134,19 @@ def shard_batches(
     the r-th of `world_size` contiguous parts of every batch. The batches do not depend on the
     world size, so N processes do the same math as one.
     """
-    chunk_starts = torch.arange(0, shard_size, CHUNK_ROWS)
-    order = chunk_starts[torch.randperm(len(chunk_starts), generator=generator)]
-    sequence = (order[:, None] + torch.arange(CHUNK_ROWS)).flatten()
-    sequence = sequence[sequence < shard_size]  # the shard's last run may be short
-    offsets = torch.arange(0, shard_size, batch_size)
-    sizes = (shard_size - offsets).clamp(max=batch_size)
+    # (in NumPy: a few operations on a few thousand numbers, where each torch call costs more than its work)
+    order = torch.randperm(-(-shard_size // CHUNK_ROWS), generator=generator).numpy() * CHUNK_ROWS
+    sequence = (order[:, None] + np.arange(CHUNK_ROWS)).reshape(-1)
+    if shard_size % CHUNK_ROWS:  # the shard's last run is short
+        sequence = sequence[sequence < shard_size]
+    offsets = np.arange(0, shard_size, batch_size)
+    sizes = np.minimum(shard_size - offsets, batch_size)
     firsts, lasts = offsets + rank * sizes // world_size, offsets + (rank + 1) * sizes // world_size
     local = lasts - firsts
     if world_size > 1:  # each batch's part [first, last): positions counted within the parts, then moved
-        moved = torch.repeat_interleave(firsts - (local.cumsum(0) - local), local)
-        sequence = sequence[torch.arange(len(moved)) + moved]
-    return sequence, local.tolist(), sizes.tolist()
+        moved = np.repeat(firsts - (np.cumsum(local) - local), local)
+        sequence = sequence[np.arange(len(moved)) + moved]
+    return torch.from_numpy(sequence), local.tolist(), sizes.tolist()
 
 
 MAX_META_BYTES = 4 * 2**20  # a dataset folder's meta.json: a few hundred bytes in practice
