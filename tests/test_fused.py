@@ -111,6 +111,26 @@ def test_gradient_matches_autograd(classes, dtype, weighted, indexed, isa):
     torch.testing.assert_close(model.linear.bias.grad.double(), expected_bias, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("classes", [3, 17, 40])
+def test_the_softmax_holds_over_the_whole_range_of_scores(classes, isa):
+    """Scores whose gaps to the top run from 0 to beyond float32's smallest exponential (e^-87), as a
+    confident model's do: the kernel's exponentials (a vector at a time) give the float64 loss and
+    gradient, the classes far below the top exactly 0, for the gradient and the evaluation's sums."""
+    features, rows = 21, 50
+    model = _model(features, classes)
+    with torch.no_grad():  # gaps of 0 to about 130 between the classes' scores
+        model.linear.bias.copy_(-torch.linspace(0.0, 130.0, classes)[torch.randperm(classes)])
+    x, labels, weights = _data(rows, features, classes, torch.float32)
+    loss = _fused_gradient(model, x, labels, weights, None)
+    expected_loss, expected_weight, expected_bias = _autograd(model, x, labels, weights, None)
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+    torch.testing.assert_close(model.linear.weight.grad.double(), expected_weight, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(model.linear.bias.grad.double(), expected_bias, rtol=1e-5, atol=1e-7)
+    summed, correct = fused.sums(model.linear.weight, model.linear.bias, x, labels, 1.0, weights)
+    assert summed / rows == pytest.approx(expected_loss, rel=1e-6)
+    assert correct == (model(x).argmax(1) == labels).sum().item()
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     rows=st.integers(1, 19),

@@ -11,7 +11,8 @@
    rows as for the whole set. Helper threads are kept between calls (see `run_call`).
 
    Arithmetic: float32 products with float32 accumulators (as BLAS), the softmax's exponentials in
-   float32 (as torch's), their sum, the log and the loss in float64. Rows are visited in order, and
+   float32 (as torch's; a vector at a time, within 2 ulp: `exp_lanes`), their sum, the log and the
+   loss in float64. Rows are visited in order, and
    each row's scores depend only on that row, so a row's residual does not depend on the batch it is
    in; the gradient sums a block of rows in registers before adding it, so its rounding depends on
    how the rows fall into blocks. A batch is cut into parts (by its size and width alone), each summed
@@ -109,47 +110,14 @@ static inline int64_t batch_at(const struct batch *in, int64_t row) {
     return in->index ? in->index[row] : row;
 }
 
-/* The (weighted) loss of one row from its raw scores z, with d(loss)/d(score) x weight x share in r. */
-static inline double row_loss(const struct batch *in, const struct model *m, int64_t row, double *z,
-                              float *r) {
-    int64_t at = in->index ? in->index[row] : row, label = in->labels[at], classes = m->classes;
-    double weight = in->weights ? in->weights[at] : 1.0, factor = weight * m->share;
-    for (int64_t c = 0; c < classes; c++) z[c] = z[c] * m->scale + m->b[c];
-    if (classes == 1) { /* sigmoid and binary cross-entropy, from one exponential */
-        double y = (double)label, e = exp(-fabs(z[0])), p = z[0] >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-        r[0] = (float)((p - y) * factor);
-        return weight * (fmax(z[0], 0.0) - z[0] * y + log1p(e));
-    }
-    double top = z[0], sum = 0.0;
-    for (int64_t c = 1; c < classes; c++) top = z[c] > top ? z[c] : top;
-    double label_score = z[label] - top;
-    for (int64_t c = 0; c < classes; c++) sum += (z[c] = expf((float)(z[c] - top)));
-    for (int64_t c = 0; c < classes; c++) r[c] = (float)((z[c] / sum - (c == label)) * factor);
-    return weight * (log(sum) - label_score);
-}
-
-/* The (weighted) loss of one row from its raw scores z, and a count in *correct when its prediction
-   is its label: C >= 2 classes, the first top score (NaN counted largest, as torch's max); one logit,
-   positive where the float32 sigmoid is at least the threshold (as model.decide). */
-static inline double row_sums(const struct batch *in, const struct model *m, int64_t row, double *z,
-                              int64_t *correct) {
-    int64_t at = in->index ? in->index[row] : row, label = in->labels[at], classes = m->classes;
-    double weight = in->weights ? in->weights[at] : 1.0;
-    if (classes == 1) {
-        double logit = (double)(float)(z[0] * m->scale + m->b[0]), y = (double)label;
-        float probability = 1.0f / (1.0f + expf((float)-logit));
-        *correct += (probability >= (float)m->threshold) == (label == 1);
-        return weight * (fmax(logit, 0.0) - logit * y + log1p(exp(-fabs(logit))));
-    }
-    int64_t top = 0;
-    for (int64_t c = 0; c < classes; c++) {
-        z[c] = (double)(float)(z[c] * m->scale + m->b[c]); /* the float32 logits torch would have */
-        if (!isnan(z[top]) && (isnan(z[c]) || z[c] > z[top])) top = c;
-    }
-    *correct += top == label;
-    double peak = z[top], sum = 0.0;
-    for (int64_t c = 0; c < classes; c++) sum += expf((float)(z[c] - peak));
-    return weight * (log(sum) - (z[label] - peak));
+/* The sum of e[0..classes) in float64, in four interleaved running sums (a single running sum waits
+   on each add in turn); the same order for every row. */
+static inline double sum_of(const float *e, int64_t classes) {
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    int64_t c = 0;
+    for (; c + 4 <= classes; c += 4) s0 += e[c], s1 += e[c + 1], s2 += e[c + 2], s3 += e[c + 3];
+    for (; c < classes; c++) s0 += e[c];
+    return (s0 + s1) + (s2 + s3);
 }
 
 /* Ask for row `row` of the batch ahead of its use: read by index, rows are scattered and the hardware

@@ -71,6 +71,91 @@ INLINE float NAME(total)(VFLOAT v) {
 }
 #undef HIGHER
 
+/* e^x lane by lane for the softmax's shifted scores x <= 0 (or NaN, which stays NaN): Cephes' expf, a
+   degree-6 polynomial in x - n ln 2 times 2^n made from the exponent bits, within 2 ulp of e^x; 0
+   below ln(FLT_MIN) (as subnormals are flushed). By hand: C has no vector expf, and a call to the
+   library's per class was a tenth of a pass over rows of 256 features. */
+INLINE VFLOAT NAME(exp_lanes)(VFLOAT x) {
+    const VFLOAT low = (VFLOAT){0} - 87.33654475f, shift = (VFLOAT){0} + 12582912.0f; /* 1.5 x 2^23 */
+    VINT under = x < low;
+    x = (VFLOAT)(((VINT)x & ~under) | ((VINT)low & under));
+    VFLOAT n = x * 1.44269504088896341f + shift; /* round(x / ln 2) in the low bits */
+    VINT whole = (VINT)n - (VINT)shift;
+    n -= shift;
+    VFLOAT r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    VFLOAT p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    VFLOAT power = (VFLOAT)((whole + 127) << 23);
+    return (VFLOAT)((VINT)(p * power) & ~under);
+}
+
+/* e[c] = exp((float)(z[c] - top)) for c < classes, LANES at a time (the last vector padded) */
+INLINE void NAME(exponentials)(const double *z, double top, int64_t classes, float *e) {
+    float t[LANES];
+    for (int64_t c = 0; c < classes; c += LANES) {
+        int64_t n = classes - c < LANES ? classes - c : LANES;
+        for (int i = 0; i < LANES; i++) t[i] = i < n ? (float)(z[c + i] - top) : 0.0f;
+        VFLOAT v = NAME(exp_lanes)(NAME(load)(t));
+        if (n == LANES) {
+            NAME(store)(e + c, v);
+        } else {
+            NAME(store)(t, v);
+            memcpy(e + c, t, (size_t)n * sizeof(float));
+        }
+    }
+}
+
+/* The (weighted) loss of one row from its raw scores z, with d(loss)/d(score) x weight x share in r. */
+INLINE double NAME(row_loss)(const struct batch *in, const struct model *m, int64_t row, double *z, float *r) {
+    int64_t at = in->index ? in->index[row] : row, label = in->labels[at], classes = m->classes;
+    double weight = in->weights ? in->weights[at] : 1.0, factor = weight * m->share;
+    for (int64_t c = 0; c < classes; c++) z[c] = z[c] * m->scale + m->b[c];
+    if (classes == 1) { /* sigmoid and binary cross-entropy, from one exponential */
+        double y = (double)label, e = exp(-fabs(z[0])), p = z[0] >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+        r[0] = (float)((p - y) * factor);
+        return weight * (fmax(z[0], 0.0) - z[0] * y + log1p(e));
+    }
+    double top = z[0];
+    for (int64_t c = 1; c < classes; c++) top = z[c] > top ? z[c] : top;
+    double label_score = z[label] - top;
+    NAME(exponentials)(z, top, classes, r);
+    double sum = sum_of(r, classes), inverse = 1.0 / sum, each = factor * inverse; /* one division */
+    double label_share = r[label] * inverse;
+    for (int64_t c = 0; c < classes; c++) r[c] = (float)(r[c] * each);
+    r[label] = (float)((label_share - 1.0) * factor);
+    return weight * (log(sum) - label_score);
+}
+
+/* The (weighted) loss of one row from its raw scores z, and a count in *correct when its prediction
+   is its label: C >= 2 classes, the first top score (NaN counted largest, as torch's max); one logit,
+   positive where the float32 sigmoid is at least the threshold (as model.decide). `e`: room for
+   `classes` floats. */
+INLINE double NAME(row_sums)(const struct batch *in, const struct model *m, int64_t row, double *z,
+                             int64_t *correct, float *e) {
+    int64_t at = in->index ? in->index[row] : row, label = in->labels[at], classes = m->classes;
+    double weight = in->weights ? in->weights[at] : 1.0;
+    if (classes == 1) {
+        double logit = (double)(float)(z[0] * m->scale + m->b[0]), y = (double)label;
+        float probability = 1.0f / (1.0f + expf((float)-logit));
+        *correct += (probability >= (float)m->threshold) == (label == 1);
+        return weight * (fmax(logit, 0.0) - logit * y + log1p(exp(-fabs(logit))));
+    }
+    int64_t top = 0;
+    for (int64_t c = 0; c < classes; c++) {
+        z[c] = (double)(float)(z[c] * m->scale + m->b[c]); /* the float32 logits torch would have */
+        if (!isnan(z[top]) && (isnan(z[c]) || z[c] > z[top])) top = c;
+    }
+    *correct += top == label;
+    double peak = z[top];
+    NAME(exponentials)(z, peak, classes, e);
+    return weight * (log(sum_of(e, classes)) - (z[label] - peak));
+}
+
 /* s[r * classes + c] = w[c] . x[r] for the group's ROWS rows and classes [c0, c0 + cb); asks for a line
    of the next block's rows (`ahead`) with each chunk */
 INLINE void NAME(score)(const float *const *x, const int32_t *live, int64_t n_live, const float *w,
@@ -210,7 +295,7 @@ TARGET static double NAME(rows_gradient)(const struct batch *in, const struct mo
         NAME(score_block)(in, m, row, n, work, x, &n_live);
         for (int r = 0; r < n; r++) {
             float *rr = work->residuals + r * classes;
-            loss += row_loss(in, m, row + r, work->scores + r * classes, rr);
+            loss += NAME(row_loss)(in, m, row + r, work->scores + r * classes, rr);
             for (int64_t c = 0; c < classes; c++) {
                 work->gb[c] += rr[c];
                 rr[c] *= (float)m->scale;
@@ -233,7 +318,8 @@ TARGET static double NAME(rows_sums)(const struct batch *in, const struct model 
         int64_t n_live;
         NAME(score_block)(in, m, row, n, work, x, &n_live);
         for (int r = 0; r < n; r++)
-            loss += row_sums(in, m, row + r, work->scores + r * classes, &work->correct);
+            loss += NAME(row_sums)(in, m, row + r, work->scores + r * classes, &work->correct,
+                                   work->residuals + r * classes);
     }
     return loss;
 }
