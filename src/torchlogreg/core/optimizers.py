@@ -266,7 +266,8 @@ class LBFGS:
             return value, self._flat([param.grad for param in self.params])
 
         self.iterations, self.stalled = 0, ""
-        with blas_threads(1):
+        # (a trial step may overflow, in the driver's NumPy or `flat`'s: the line search backs off)
+        with blas_threads(1), np.errstate(over="ignore", invalid="ignore"):
             while self.iterations < self.max_iter:
                 self.gradient_max = self.driver.gradient_max(evaluate)  # (the convergence rule's measure)
                 if self.gradient_max <= self.tolerance_grad:
