@@ -75,6 +75,12 @@ def evaluate(
     """
     images = as_inputs(images, "images")
     labels = _checked_labels(labels, len(images), 2 if model.binary else model.n_classes)
+    return _evaluate(model, images, labels, threshold)
+
+
+def _evaluate(model: LogisticRegression, images, labels: torch.Tensor, threshold: float) -> dict[str, float]:
+    """`evaluate` on images and labels already checked (a loaded data set's splits, which training
+    evaluates every epoch)."""
     was_training = model.training
     model.eval()
     device = model.linear.weight.device
@@ -147,13 +153,14 @@ def _sums(
 def evaluate_on_ranks(
     model: LogisticRegression, images, labels: torch.Tensor, threshold: float, dist: DistContext | None
 ) -> dict[str, float]:
-    """evaluate(); under torchrun each rank takes its contiguous part (read from disk alone) and the
-    sums are all-reduced, so every rank gets the metrics of the whole set."""
+    """evaluate() of a loaded data set's split (its labels checked when it was read); under torchrun
+    each rank takes its contiguous part (read from disk alone) and the sums are all-reduced, so every
+    rank gets the metrics of the whole set."""
     if dist is None:
-        return evaluate(model, images, labels, threshold)
+        return _evaluate(model, images, labels, threshold)
     first, last = rank_range(len(labels), dist.rank, dist.world_size)
     part = images.view(first, last) if isinstance(images, DiskImages) else images[first:last]
-    local = evaluate(model, part, labels[first:last], threshold)
+    local = _evaluate(model, part, labels[first:last], threshold)
     n = local["n"]
     totals = torch.tensor([local["loss"] * n if n else 0.0, local["accuracy"] * n, n], dtype=torch.float64)
     all_reduce_sum(totals, dist, "the all-reduce of the metrics")
