@@ -289,6 +289,40 @@ def test_a_short_last_batch_counts_its_share_of_a_whole_one(fused_path, momentum
         torch.testing.assert_close(end, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_callbacks_hear_of_a_fused_calls_steps_at_once_or_each_in_turn():
+    """A callback with on_steps hears of a fused call's steps at once, the engine at the last; one
+    with on_step alone of each in turn, with the iteration and share of a whole batch as at that
+    step (the epoch's short last batch: 8 of 16 rows). Both hear of every step, once."""
+    from conftest import synthetic_data
+
+    data = synthetic_data(n_classes=3)
+    x, labels = data.train.images.reshape(len(data.train), -1)[:40], data.train.labels[:40]
+    model = LogisticRegression(x.shape[1], 3)
+    each, calls = [], []
+
+    class EachStep:
+        def steps_ahead(self, engine):
+            return engine.total
+
+        def on_step(self, engine, row):
+            each.append((engine.iteration, row["iteration"], engine.step_share))
+
+    class AtOnce(EachStep):
+        def on_steps(self, engine, rows, shares):
+            calls.append((engine.iteration, [row["iteration"] for row in rows], shares))
+
+    engine = Engine(model, Objective(0.01), SGD(list(model.parameters()), 0.9), MemoryBatches(x, labels, 16),
+                    lambda step: 0.1, 9, generator=torch.Generator().manual_seed(0),
+                    callbacks=[EachStep(), AtOnce()])  # fmt: skip
+    engine.run()
+    shares = [1.0, 1.0, 0.5] * 3
+    assert each == [(step, step, share) for step, share in zip(range(1, 10), shares, strict=True)]
+    assert [iteration for call in calls for iteration in call[1]] == list(range(1, 10))
+    assert [share for call in calls for share in call[2]] == shares
+    assert all(at == steps[-1] for at, steps, _ in calls)
+    assert max(len(steps) for _, steps, _ in calls) > 1  # (several steps a call: the fused path)
+
+
 def test_a_batch_one_row_short_of_the_set_trains_as_a_whole_one(mnist_splits):
     """2,000 MNIST rows at batch 1,999 (found by a hostile helper: test loss 10.5, 'converged') end
     near L-BFGS's optimum: the one-row batch counts 1/1,999 of a step and of an epoch. Near is not

@@ -86,6 +86,9 @@ class EpochEnd:
     def steps_ahead(self, engine: Engine) -> int:
         return engine.total  # it acts at epochs' ends, where the fused kernel's calls end too
 
+    def on_steps(self, engine: Engine, rows: list[dict], shares: list[float]) -> None:
+        self.on_step(engine, rows[-1])  # (calls end at epochs' ends: only the last can be one)
+
     def on_step(self, engine: Engine, row: dict) -> None:
         if engine.iteration % engine.steps_per_epoch:
             return

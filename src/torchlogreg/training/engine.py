@@ -37,7 +37,9 @@ class Callback(Protocol):
     A callback may also have `steps_ahead(engine) -> int`: how many steps from now it may be told of
     after they are all taken, because it reads the model or stops the run at the last of them at the
     earliest. The engine then takes that many steps in one call of the fused kernel where it can
-    (training/fused_steps.py); a callback without it is told of every step as it is taken."""
+    (training/fused_steps.py); a callback without it is told of every step as it is taken. It may
+    then also have `on_steps(engine, rows, shares)`: told of a call's steps at once (each step's
+    history row and share of a whole batch), the engine as at the last of them."""
 
     def on_step(self, engine: Engine, row: dict) -> None: ...
 
@@ -209,11 +211,15 @@ class Engine:
                 ceiling_is=f" ({factor:g}x the larger of its start, {start:.4g}, and 1)",
             )
 
-    def _record(self, loss: float, lr: float) -> dict:
-        row = _BLANK_ROW.copy()
-        row.update(iteration=self.iteration, epoch=self.iteration / self.steps_per_epoch, lr=lr, loss=loss)
-        self.history.append(row)
-        return row
+    def _record(self, losses: Sequence[float], lrs: Sequence[float]) -> list[dict]:
+        """History rows for the steps after `iteration` that had these losses and learning rates."""
+        first, per_epoch, rows = self.iteration, self.steps_per_epoch, []
+        for step, (loss, lr) in enumerate(zip(losses, lrs, strict=True), start=first + 1):
+            row = _BLANK_ROW.copy()
+            row.update(iteration=step, epoch=step / per_epoch, lr=lr, loss=loss)
+            rows.append(row)
+        self.history.extend(rows)
+        return rows
 
     def run(self) -> Engine:
         """Step until `total`, or until a callback or a stop request sets `stop_reason`. Under one
@@ -236,18 +242,31 @@ class Engine:
                 continue
             lr = self.schedule(self.iteration)
             loss, stop = self.step(lr)
-            self._after_step(loss, lr, stop)
+            self._after_steps([loss], [lr], [self.step_share], stop)
 
-    def _after_step(self, loss: float, lr: float, stop: bool, checked: bool = False) -> None:
-        """Count, check (unless `checked`: the fused kernel's call stopped at the first step that
-        broke the divergence rule, so only its last can have), record and tell the callbacks."""
-        self.iteration += 1
-        self.start_loss = loss if self.start_loss is None else self.start_loss
-        if not checked:
-            self._check_loss(loss)
-        row = self._record(loss, lr)
+    def _after_steps(self, losses: list[float], lrs: list[float], shares: list[float], stop: bool) -> None:
+        """Record, count and check steps just taken (one, or a fused call's, which stopped at the
+        first step that broke the divergence rule: only the last can have), then tell the callbacks.
+        A callback with `on_steps(engine, rows, shares)` hears of them at once; one without, of each
+        in turn, with `iteration` and `step_share` as they were at that step."""
+        self.start_loss = losses[0] if self.start_loss is None else self.start_loss
+        if diverged(losses[-1], self._ceiling()):  # the steps before it are told of, then it raises
+            if len(losses) > 1:
+                self._after_steps(losses[:-1], lrs[:-1], shares[:-1], False)
+            self.iteration += 1
+            self._check_loss(losses[-1])
+        rows = self._record(losses, lrs)
+        self.iteration += len(rows)
         for callback in self.callbacks:
-            callback.on_step(self, row)
+            on_steps = getattr(callback, "on_steps", None)
+            if on_steps is not None:
+                self.step_share = shares[-1]
+                on_steps(self, rows, shares)
+                continue
+            for row, share in zip(rows, shares, strict=True):
+                self.iteration, self.step_share = row["iteration"], share
+                callback.on_step(self, row)
+        self.iteration, self.step_share = rows[-1]["iteration"], shares[-1]
         if stop and self.stop_reason is None and self.iteration < self.total:
             self.stop_reason = "interrupted"
 
@@ -281,10 +300,7 @@ class Engine:
         shares = [self._share(size) for size in sizes[: len(losses)]]
         self.optimizer.took(shares)  # (Adam's bias corrections count them)
         wants_stop = self.should_stop is not None and self.should_stop()
-        for step, loss in enumerate(losses.tolist()):
-            last = step == len(losses) - 1
-            self.step_share = shares[step]
-            self._after_step(loss, lrs[step], wants_stop and last, checked=not last)
+        self._after_steps(losses.tolist(), lrs[: len(losses)], shares, wants_stop)
 
     @property
     def at_epoch_end(self) -> bool:

@@ -265,6 +265,7 @@ class LiveTraining:
         with self._lock:
             self._snapshot = Snapshot.of(engine, self.samples, self._snapshot)
 
+
 class MidRun:
     """What may change while a live run goes on: the values of LIVE_FIELDS, the changes asked for
     (pending until the next step) and made, and, once the batch size changed, the segment the run

@@ -176,6 +176,9 @@ class Checkpointer:
         """To the next checkpoint (a last good state is taken at evaluations, which end calls too)."""
         return self.every - engine.iteration % self.every if self.every else engine.total
 
+    def on_steps(self, engine, rows: list[dict], shares: list[float]) -> None:
+        self.on_step(engine, rows[-1])  # (evaluations and checkpoints end calls: only the last is due)
+
     def on_step(self, engine, row: dict) -> None:
         if row["train_accuracy"] is not None and self.out is not None and self.main_rank:
             self.last_good = engine.state_dict()  # evaluated at this step, so not diverging

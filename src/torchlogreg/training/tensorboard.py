@@ -79,6 +79,9 @@ class TensorBoardLogger:
     def steps_ahead(self, engine: Engine) -> int:
         return engine.total  # it logs evaluations' rows: the evaluator ends calls there
 
+    def on_steps(self, engine: Engine, rows: list[dict], shares: list[float]) -> None:
+        self.on_step(engine, rows[-1])  # (evaluations end calls: only the last can be one)
+
     def on_step(self, engine: Engine, row: dict) -> None:
         if row["train_accuracy"] is None:  # set only at evaluation steps
             return

@@ -85,10 +85,16 @@ class Evaluator:
         return self.every - engine.iteration % self.every  # (the run's end bounds every call too)
 
     def on_step(self, engine: Engine, row: dict) -> None:
-        share = engine.step_share  # (an epoch's short last batch weighs its rows, as in the epoch objective)
-        self.loss_sum, self.losses = self.loss_sum + row["loss"] * share, self.losses + share
+        self.on_steps(engine, [row], [engine.step_share])
+
+    def on_steps(self, engine: Engine, rows: list[dict], shares: list[float]) -> None:
+        """A call's steps (its last may be due a check): their losses summed, each weighing its share
+        of a whole batch (an epoch's short last batch, as in the epoch objective)."""
+        for row, share in zip(rows, shares, strict=True):
+            self.loss_sum, self.losses = self.loss_sum + row["loss"] * share, self.losses + share
         if engine.iteration % self.every and engine.iteration != engine.total:
             return
+        row = rows[-1]
         row["train_accuracy"] = self._metrics(engine.model, *self.train_sample)["accuracy"]
         kind = "loss" if engine.full_batch else "mean batch loss"
         line = f"iteration {engine.iteration:>7}  {kind} {self.loss_sum / self.losses:.4f}"
@@ -122,7 +128,10 @@ class ProgressBar:
         return engine.total  # the bar may move a call's steps at once
 
     def on_step(self, engine: Engine, row: dict) -> None:
-        self.bar.update()
+        self.on_steps(engine, [row], [engine.step_share])
+
+    def on_steps(self, engine: Engine, rows: list[dict], shares: list[float]) -> None:
+        self.bar.update(len(rows))
         if engine.stop_reason is not None or engine.iteration >= engine.total:
             self.bar.close()
 
@@ -165,9 +174,17 @@ class Convergence:
                 elif self.tol:
                     engine.stop_reason = "converged"
             return
-        share = engine.step_share  # (one row at the end of a batch of 1,999 weighed half an epoch)
-        self.epoch_loss += row["loss"] * share
-        self.epoch_steps += share
+        self.on_steps(engine, [row], [engine.step_share])
+
+    def on_steps(self, engine: Engine, rows: list[dict], shares: list[float]) -> None:
+        """A call's steps (an epoch ends at its last, if anywhere): the epoch's mean loss, each
+        step's weighing its share (one row at the end of a batch of 1,999 weighed half an epoch)."""
+        if engine.full_batch:  # (a full-batch call is one step)
+            self.on_step(engine, rows[-1])
+            return
+        for row, share in zip(rows, shares, strict=True):
+            self.epoch_loss += row["loss"] * share
+            self.epoch_steps += share
         if not engine.at_epoch_end:
             return
         # the batches' losses are at the weights before each step: the penalty is taken where the
