@@ -429,7 +429,8 @@ static int check_call(struct call *call, PyObject **objects, const char *functio
 
 /* A thread's buffers in one allocation, sized by the features and classes (never by the batch).
    malloc, not calloc: each block writes what it reads (load_rows its converted rows and the group's
-   padding pointers; score every class of every whole group; row_loss every residual of its n rows;
+   padding pointers; score every class of every whole group; row_loss every residual of its n rows,
+   and row_sums uses a row's residuals as its exponentials' scratch;
    find_live each live[] entry it counts; score_block the mask and block_live[] up to its count); a
    thread that gets no part, or a batch of no rows, reads none of them. Kept while the sizes fit. */
 static int prepare_job(struct job *job, int64_t d, int64_t classes, int skip_blank) {

@@ -94,8 +94,13 @@ INLINE VFLOAT NAME(exp_lanes)(VFLOAT x) {
     return (VFLOAT)((VINT)(p * power) & ~under);
 }
 
-/* e[c] = exp((float)(z[c] - top)) for c < classes, LANES at a time (the last vector padded) */
+/* e[c] = exp((float)(z[c] - top)) for c < classes, LANES at a time (the last vector padded); under
+   LANES / 2 classes one at a time (the library's expf), where a vector would be mostly padding */
 INLINE void NAME(exponentials)(const double *z, double top, int64_t classes, float *e) {
+    if (2 * classes < LANES) {
+        for (int64_t c = 0; c < classes; c++) e[c] = expf((float)(z[c] - top));
+        return;
+    }
     float t[LANES];
     for (int64_t c = 0; c < classes; c += LANES) {
         int64_t n = classes - c < LANES ? classes - c : LANES;
