@@ -121,7 +121,8 @@ class FusedLoss:
         )
 
     def __call__(self, coef: np.ndarray, intercept: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        weight, bias = coef.astype(np.float32), intercept.astype(np.float32)  # (new C-ordered arrays)
+        weight = np.ascontiguousarray(coef, dtype=np.float32)  # (the kernel's: C-ordered float32)
+        bias = np.ascontiguousarray(intercept, dtype=np.float32)
         grad_coef, grad_intercept = np.empty_like(weight), np.empty_like(bias)
         total = fused.gradient_into(
             weight,
