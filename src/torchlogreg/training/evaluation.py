@@ -73,14 +73,19 @@ def evaluate(
     >>> tl.evaluate(run.model, data.test.images, data.test.labels)  # doctest: +SKIP
     {'accuracy': 0.926, 'loss': 0.2688..., 'n': 10000}
     """
-    images = as_inputs(images, "images")
-    labels = _checked_labels(labels, len(images), 2 if model.binary else model.n_classes)
+    images, labels = checked_inputs(images, labels, 2 if model.binary else model.n_classes)
     return _evaluate(model, images, labels, threshold)
 
 
+def checked_inputs(images, labels, n_classes: int) -> tuple:
+    """(images, labels) as `evaluate` takes them, checked: finite pixels, one label per image, each
+    in 0..n_classes-1. Training checks the splits it evaluates every epoch once, here."""
+    images = as_inputs(images, "images")
+    return images, _checked_labels(labels, len(images), n_classes)
+
+
 def _evaluate(model: LogisticRegression, images, labels: torch.Tensor, threshold: float) -> dict[str, float]:
-    """`evaluate` on images and labels already checked (a loaded data set's splits, which training
-    evaluates every epoch)."""
+    """`evaluate` on images and labels already checked (`checked_inputs`)."""
     was_training = model.training
     model.eval()
     device = model.linear.weight.device
@@ -151,16 +156,26 @@ def _sums(
 
 
 def evaluate_on_ranks(
-    model: LogisticRegression, images, labels: torch.Tensor, threshold: float, dist: DistContext | None
+    model: LogisticRegression,
+    images,
+    labels: torch.Tensor,
+    threshold: float,
+    dist: DistContext | None,
+    checked: bool = False,
 ) -> dict[str, float]:
-    """evaluate() of a loaded data set's split (its labels checked when it was read); under torchrun
-    each rank takes its contiguous part (read from disk alone) and the sums are all-reduced, so every
-    rank gets the metrics of the whole set."""
+    """evaluate(), its inputs checked unless `checked` (`checked_inputs` was called on them); under
+    torchrun each rank takes its contiguous part (read from disk alone) and the sums are
+    all-reduced, so every rank gets the metrics of the whole set."""
+    if dist is not None:
+        first, last = rank_range(len(labels), dist.rank, dist.world_size)
+        images = images.view(first, last) if isinstance(images, DiskImages) else images[first:last]
+        labels = labels[first:last]
+    if checked:
+        local = _evaluate(model, images, labels, threshold)
+    else:
+        local = evaluate(model, images, labels, threshold)
     if dist is None:
-        return _evaluate(model, images, labels, threshold)
-    first, last = rank_range(len(labels), dist.rank, dist.world_size)
-    part = images.view(first, last) if isinstance(images, DiskImages) else images[first:last]
-    local = _evaluate(model, part, labels[first:last], threshold)
+        return local
     n = local["n"]
     totals = torch.tensor([local["loss"] * n if n else 0.0, local["accuracy"] * n, n], dtype=torch.float64)
     all_reduce_sum(totals, dist, "the all-reduce of the metrics")

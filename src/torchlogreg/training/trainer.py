@@ -29,7 +29,7 @@ from ..data.inmemory import Data
 from ..data.rules import FeatureSample, settle
 from .distributed import DistContext
 from .engine import HISTORY_KEYS, Callback, Engine
-from .evaluation import evaluate_on_ranks
+from .evaluation import checked_inputs, evaluate_on_ranks
 
 __all__ = ["HISTORY_KEYS", "TrainResult", "Training", "build", "finish"]
 
@@ -72,14 +72,16 @@ class Evaluator:
 
     def __init__(self, data: Data, config: TrainConfig, every: int, dist, log: Callable[[str], None]):
         self.data, self.config, self.every, self.dist, self.log = data, config, every, dist, log
-        count = min(TRAIN_ACCURACY_SAMPLES, len(data.train))
-        self.train_sample = (data.train.images[:count], data.train.labels[:count])
+        count, classes = min(TRAIN_ACCURACY_SAMPLES, len(data.train)), data.n_classes
+        # checked once here, not at every check (a tenth of a small pass)
+        self.train_sample = checked_inputs(data.train.images[:count], data.train.labels[:count], classes)
+        self.val = None if data.val is None else checked_inputs(data.val.images, data.val.labels, classes)
         self.stopping = EarlyStopping(VAL_LOSS_TOL, config.patience, keep=config.patience is not None)
         self.loss_sum, self.losses = 0.0, 0.0  # the steps' losses since the last check, and their shares
 
     def _metrics(self, model, images, labels) -> dict:
         with outside_threads():  # a whole set's pass, not a mini-batch step: split over the threads
-            return evaluate_on_ranks(model, images, labels, self.config.threshold, self.dist)
+            return evaluate_on_ranks(model, images, labels, self.config.threshold, self.dist, checked=True)
 
     def steps_ahead(self, engine: Engine) -> int:
         return self.every - engine.iteration % self.every  # (the run's end bounds every call too)
@@ -103,7 +105,7 @@ class Evaluator:
             rows = len(self.train_sample[1])
             self.log(f"{line}  train accuracy ({rows:,} rows) {row['train_accuracy']:.4f}")
             return
-        val = self._metrics(engine.model, self.data.val.images, self.data.val.labels)
+        val = self._metrics(engine.model, *self.val)
         row.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
         self.log(f"{line}  val accuracy {val['accuracy']:.4f}")
         if self.stopping.update(val["loss"], engine.model, engine.iteration):
