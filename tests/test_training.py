@@ -211,6 +211,43 @@ def test_the_flat_objective_is_the_engines(n_classes):
     np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("weight_decay", [1e-2, 1e-3])
+def test_lbfgs_takes_the_same_steps_on_its_vector_or_through_the_model(weight_decay, monkeypatch):
+    """One process on the CPU evaluates L-BFGS's objective on the driver's vector (FlatObjective);
+    torchrun and GPUs through the model (the closure). Both hand the driver the same float64 value,
+    so they take the same steps and stop at the same iteration for the same reason (the closure's
+    value rounded to float32 once stopped on 'no progress' where the other converged)."""
+    from conftest import synthetic_data
+
+    from torchlogreg.training import engine as engine_module
+    from torchlogreg.training.trainer import build
+
+    data = synthetic_data(n_classes=3)
+    config = TrainConfig(
+        optimizer="lbfgs", device="cpu", val_size=0, weight_decay=weight_decay, iters=40, tol=1e-7
+    )
+    engines = []
+    for flat in (True, False):
+        if not flat:
+            monkeypatch.setattr(engine_module, "flat_objective", lambda engine: None)
+        engine = build(config, data, verbose=False).engine
+        engine.run()
+        engines.append(engine)
+    on_vector, through_model = engines
+    assert on_vector.flat_kept is not None and on_vector.flat_kept[2] is not None
+    assert through_model.flat_kept is None
+    assert (on_vector.iteration, on_vector.stop_reason) == (
+        through_model.iteration,
+        through_model.stop_reason,
+    )
+    losses = [[row["loss"] for row in engine.history] for engine in engines]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    weights = [engine.model.linear.weight for engine in engines]  # (penalised: one optimum)
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-2, atol=1e-3)
+    biases = [engine.model.linear.bias - engine.model.linear.bias.mean() for engine in engines]
+    torch.testing.assert_close(biases[0], biases[1], rtol=1e-2, atol=1e-3)  # (softmax ignores a shift)
+
+
 @pytest.mark.parametrize("flat", [True, False], ids=["flat objective", "closure"])
 def test_lbfgs_continues_from_the_model_after_a_new_objective(tiny_data, tiny_config, flat, monkeypatch):
     """A penalty changed mid-run (the playground's live settings) restarts L-BFGS at the model's
@@ -291,8 +328,8 @@ def test_a_short_last_batch_counts_its_share_of_a_whole_one(fused_path, momentum
 
 def test_callbacks_hear_of_a_fused_calls_steps_at_once_or_each_in_turn():
     """A callback with on_steps hears of a fused call's steps at once, the engine at the last; one
-    with on_step alone of each in turn, with the iteration and share of a whole batch as at that
-    step (the epoch's short last batch: 8 of 16 rows). Both hear of every step, once."""
+    with on_step alone of each in turn, with the iteration, the share of a whole batch (the epoch's
+    short last batch: 8 of 16 rows) and the history as at that step. Both hear of every step, once."""
     from conftest import synthetic_data
 
     data = synthetic_data(n_classes=3)
@@ -305,6 +342,7 @@ def test_callbacks_hear_of_a_fused_calls_steps_at_once_or_each_in_turn():
             return engine.total
 
         def on_step(self, engine, row):
+            assert engine.history[-1] is row and len(engine.history) == engine.iteration
             each.append((engine.iteration, row["iteration"], engine.step_share))
 
     class AtOnce(EachStep):

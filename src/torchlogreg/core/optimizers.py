@@ -190,7 +190,8 @@ class LBFGS:
     pairs, all checkpointed: a resumed run takes the steps an uninterrupted one would have taken.
 
     `closure` fills .grad and returns the objective (less the L1 term the driver takes, `take_l1`);
-    it is called once per point the search tries.
+    it is called once per point the search tries. A step given `flat` (objective.FlatObjective)
+    calls that instead, at the driver's vector, and leaves .grad as it was.
     Between steps the driver's iterate is the truth: the engine's centring moves the parameters out
     and back (rounding their last bits), and each step starts from the iterate again. Parameters or an
     objective changed from outside need `restart()`: the driver is then built afresh at the next

@@ -5,7 +5,8 @@ It takes a model, an objective, an optimizer with one `step(lr, closure)` signat
 L-BFGS alike), a batch source and callbacks (evaluation, early stopping, checkpoints, progress). One
 gradient path everywhere: the closed-form gradient of this rank's part of the batch, and under
 torchrun one all-reduce of the flat gradient per evaluation of the objective, with the stop request
-riding along, so every rank stops at the same step.
+riding along, so every rank stops at the same step. (In one process on the CPU, L-BFGS evaluates the
+same objective on its own flat vector, `FlatObjective`, without the model: the same kernel and sums.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .distributed import DistContext, step_sum
 
 
 class Callback(Protocol):
-    """Called after every step with the history row just recorded; may set `engine.stop_reason`.
+    """Called after every step with its history row (just recorded); may set `engine.stop_reason`.
 
     A callback may also have `steps_ahead(engine) -> int`: how many steps from now it may be told of
     after they are all taken, because it reads the model or stops the run at the last of them at the
@@ -167,7 +168,7 @@ class Engine:
             objective = result["loss"] + self.gradient.objective.penalty(self._weight)
             if centring is not None:
                 centring.enter()
-            return torch.tensor(objective, dtype=self._weight.dtype)
+            return torch.tensor(objective, dtype=torch.float64)  # (as FlatObjective's: unrounded)
 
         if centring is not None:
             centring.enter()
@@ -211,14 +212,13 @@ class Engine:
                 ceiling_is=f" ({factor:g}x the larger of its start, {start:.4g}, and 1)",
             )
 
-    def _record(self, losses: Sequence[float], lrs: Sequence[float]) -> list[dict]:
+    def _rows(self, losses: Sequence[float], lrs: Sequence[float]) -> list[dict]:
         """History rows for the steps after `iteration` that had these losses and learning rates."""
         first, per_epoch, rows = self.iteration, self.steps_per_epoch, []
         for step, (loss, lr) in enumerate(zip(losses, lrs, strict=True), start=first + 1):
             row = _BLANK_ROW.copy()
             row.update(iteration=step, epoch=step / per_epoch, lr=lr, loss=loss)
             rows.append(row)
-        self.history.extend(rows)
         return rows
 
     def run(self) -> Engine:
@@ -245,28 +245,31 @@ class Engine:
             self._after_steps([loss], [lr], [self.step_share], stop)
 
     def _after_steps(self, losses: list[float], lrs: list[float], shares: list[float], stop: bool) -> None:
-        """Record, count and check steps just taken (one, or a fused call's, which stopped at the
-        first step that broke the divergence rule: only the last can have), then tell the callbacks.
-        A callback with `on_steps(engine, rows, shares)` hears of them at once; one without, of each
-        in turn, with `iteration` and `step_share` as they were at that step."""
+        """Count, check, record and tell the callbacks of steps just taken: one, or a fused call's,
+        which stopped at the first step that broke the divergence rule (only the last can have). A
+        callback with `on_steps(engine, rows, shares)` hears of a call's steps at once, at the last;
+        one without, of each step in turn, the engine's count, share and history as at that step."""
         self.start_loss = losses[0] if self.start_loss is None else self.start_loss
         if diverged(losses[-1], self._ceiling()):  # the steps before it are told of, then it raises
             if len(losses) > 1:
                 self._after_steps(losses[:-1], lrs[:-1], shares[:-1], False)
             self.iteration += 1
             self._check_loss(losses[-1])
-        rows = self._record(losses, lrs)
-        self.iteration += len(rows)
-        for callback in self.callbacks:
-            on_steps = getattr(callback, "on_steps", None)
-            if on_steps is not None:
-                self.step_share = shares[-1]
-                on_steps(self, rows, shares)
-                continue
-            for row, share in zip(rows, shares, strict=True):
+        rows = self._rows(losses, lrs)
+        each = [callback for callback in self.callbacks if not hasattr(callback, "on_steps")]
+        for row, share in zip(rows[:-1], shares[:-1], strict=True):
+            self.history.append(row)
+            if each:
                 self.iteration, self.step_share = row["iteration"], share
-                callback.on_step(self, row)
+                for callback in each:
+                    callback.on_step(self, row)
+        self.history.append(rows[-1])
         self.iteration, self.step_share = rows[-1]["iteration"], shares[-1]
+        for callback in self.callbacks:
+            if hasattr(callback, "on_steps"):
+                callback.on_steps(self, rows, shares)
+            else:
+                callback.on_step(self, rows[-1])
         if stop and self.stop_reason is None and self.iteration < self.total:
             self.stop_reason = "interrupted"
 
@@ -289,7 +292,7 @@ class Engine:
         return True
 
     def _fused_steps(self) -> None:
-        """Steps in one call of the fused kernel, then each recorded and told to the callbacks. The call
+        """Steps in one call of the fused kernel, then recorded and told to the callbacks. The call
         stops after a step that diverged, whose check then raises; a stop request asked after the
         call ends the run there."""
         count = fused_steps.run_length(self, self._cursor)
@@ -370,14 +373,21 @@ def flat_objective(engine: Engine) -> FlatObjective | None:
 
 def _flat_objective(engine: Engine, objective: Objective) -> FlatObjective | None:
     weight, bias = engine.model.linear.weight, engine.model.linear.bias
-    stepped = len(engine.parameters) == 2 and engine.parameters[0] is weight and engine.parameters[1] is bias
-    if engine.dist is not None or not stepped or not isinstance(engine.optimizer, LBFGS):
+    optimizer = engine.optimizer
+    if (
+        engine.dist is not None
+        or not isinstance(optimizer, LBFGS)
+        or not fused.available()
+        or not weight.is_cpu
+    ):
         return None
-    parts = list(engine.source.chunks())
-    if len(parts) != 1:
+    if len(optimizer.params) != 2 or optimizer.params[0] is not weight or optimizer.params[1] is not bias:
+        return None  # (the vector holds the weight, then the bias)
+    chunks = iter(engine.source.chunks())  # one part or not: at most two looked at (read, on disk)
+    part = next(chunks, None)
+    if part is None or next(chunks, None) is not None:
         return None
-    part = parts[0]
-    x = part.x.flatten(1) if part.x.dim() > 2 else part.x
+    x = part.x.flatten(1) if part.x.dim() > 2 and part.x.is_contiguous() else part.x
     if not fused.usable(weight, bias, x, part.y, part.sample_weight, part.index):
         return None
     mean = engine.centring.mean.numpy() if engine.centring is not None else None
