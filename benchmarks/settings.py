@@ -123,14 +123,6 @@ def run_row(config, data, optimizer: str, batch: int | None) -> dict:
     training = build(config, data, verbose=False, progress=False)
     engine = training.engine
     engine.callbacks = []
-    passes = [0]
-    chunks = engine.source.chunks
-
-    def counted_chunks():
-        passes[0] += 1
-        return chunks()
-
-    engine.source.chunks = counted_chunks
     step_rows = rows if engine.full_batch else size
     model = engine.model
     threads = threads_for(step_rows, model.n_features, model.linear.out_features, torch.device("cpu"))
@@ -142,7 +134,8 @@ def run_row(config, data, optimizer: str, batch: int | None) -> dict:
         kernel = kernel_threads()
     cpu = time.process_time() - started
     peak, _ = _memory()
-    samples = passes[0] * rows if engine.full_batch else engine.iteration * size
+    # (L-BFGS: a pass over the rows per evaluation of the objective, as many as its line searches asked)
+    samples = engine.optimizer.evaluations * rows if engine.full_batch else engine.iteration * size
     return {
         "seconds": engine.train_seconds,
         "per_sample_us": 1e6 * engine.train_seconds / samples,

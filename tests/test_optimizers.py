@@ -81,7 +81,8 @@ def test_adam_refuses_a_step_count_that_is_not_a_finite_number():
 
 
 @pytest.mark.parametrize(
-    "make", [lambda p: SGD(p), lambda p: SGD(p, 0.9), lambda p: SGD(p, 0.9, True), Adam],
+    "make",
+    [lambda p: SGD(p), lambda p: SGD(p, 0.9), lambda p: SGD(p, 0.9, True), Adam],
     ids=["plain", "momentum", "nesterov", "adam"],
 )
 def test_a_short_step_is_its_share_of_a_whole_one(make):
@@ -189,6 +190,7 @@ def test_lbfgs_calls_the_closure_every_step_even_when_converged():
         optimizer.step(1.0, closure)
         assert calls[0] > before  # the engine records each step from its closure
     assert optimizer.iterations == 0 and not optimizer.stalled  # converged: no iteration in the last step
+    assert optimizer.evaluations == calls[0]  # (each a pass over the rows: what benchmarks count)
 
 
 def test_adam_takes_a_step_whose_scalar_does_not_fit_float32():

@@ -211,6 +211,7 @@ class LBFGS:
         self.iterations = 0  # taken by the last step: 0 when it converged or could not go on
         self.stalled = ""  # why the last step could not lower the objective ("" when it could)
         self.gradient_max: float | None = None  # the objective's largest gradient entry, last measured
+        self.evaluations = 0  # of the objective, each a pass over the rows, since this optimizer was made
 
     def _flat(self, tensors: list[torch.Tensor]) -> np.ndarray:
         """The tensors as one new host vector."""
@@ -260,6 +261,7 @@ class LBFGS:
         def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
             nonlocal calls
             calls += 1
+            self.evaluations += 1
             if flat is not None:
                 return flat(x)
             self._load(x)
