@@ -211,12 +211,13 @@ def test_the_flat_objective_is_the_engines(n_classes):
     np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("weight_decay", [1e-2, 1e-3])
+@pytest.mark.parametrize("weight_decay", [1e-2, 1e-4])
 def test_lbfgs_takes_the_same_steps_on_its_vector_or_through_the_model(weight_decay, monkeypatch):
     """One process on the CPU evaluates L-BFGS's objective on the driver's vector (FlatObjective);
-    torchrun and GPUs through the model (the closure). Both hand the driver the same float64 value,
-    so they take the same steps and stop at the same iteration for the same reason (the closure's
-    value rounded to float32 once stopped on 'no progress' where the other converged)."""
+    torchrun and GPUs through the model (the closure). Both hand the driver the objective in float64,
+    so to scikit-learn's tol they take the same steps and converge at the same iteration. (Much below
+    it, at 1e-7, their last steps are decided by the rounding of their float32 sums, which differ
+    between the two paths and between MKL's code paths: not compared here.)"""
     from conftest import synthetic_data
 
     from torchlogreg.training import engine as engine_module
@@ -224,7 +225,7 @@ def test_lbfgs_takes_the_same_steps_on_its_vector_or_through_the_model(weight_de
 
     data = synthetic_data(n_classes=3)
     config = TrainConfig(
-        optimizer="lbfgs", device="cpu", val_size=0, weight_decay=weight_decay, iters=40, tol=1e-7
+        optimizer="lbfgs", device="cpu", val_size=0, weight_decay=weight_decay, iters=40, tol=1e-4
     )
     engines = []
     for flat in (True, False):
@@ -236,16 +237,14 @@ def test_lbfgs_takes_the_same_steps_on_its_vector_or_through_the_model(weight_de
     on_vector, through_model = engines
     assert on_vector.flat_kept is not None and on_vector.flat_kept[2] is not None
     assert through_model.flat_kept is None
-    assert (on_vector.iteration, on_vector.stop_reason) == (
-        through_model.iteration,
-        through_model.stop_reason,
-    )
+    assert on_vector.stop_reason == through_model.stop_reason == "converged"
+    assert on_vector.iteration == through_model.iteration
     losses = [[row["loss"] for row in engine.history] for engine in engines]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
     weights = [engine.model.linear.weight for engine in engines]  # (penalised: one optimum)
-    torch.testing.assert_close(weights[0], weights[1], rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-3, atol=1e-4)
     biases = [engine.model.linear.bias - engine.model.linear.bias.mean() for engine in engines]
-    torch.testing.assert_close(biases[0], biases[1], rtol=1e-2, atol=1e-3)  # (softmax ignores a shift)
+    torch.testing.assert_close(biases[0], biases[1], rtol=1e-3, atol=1e-4)  # (softmax ignores a shift)
 
 
 @pytest.mark.parametrize("flat", [True, False], ids=["flat objective", "closure"])
