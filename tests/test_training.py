@@ -247,6 +247,28 @@ def test_lbfgs_takes_the_same_steps_on_its_vector_or_through_the_model(weight_de
     torch.testing.assert_close(biases[0], biases[1], rtol=1e-3, atol=1e-4)  # (softmax ignores a shift)
 
 
+def test_the_closure_hands_lbfgs_the_objective_unrounded(tiny_data, tiny_config, monkeypatch):
+    """The closure's objective reaches L-BFGS in float64, as FlatObjective's does: rounded to float32
+    it hid falls the line search could use (at tol 1e-7 on a small set: 'no progress' after 10
+    iterations, where the flat path went on to 13)."""
+    from torchlogreg.training import engine as engine_module
+    from torchlogreg.training.trainer import build
+
+    monkeypatch.setattr(engine_module, "flat_objective", lambda engine: None)
+    engine = build(
+        tiny_config.replace(optimizer="lbfgs", batch_size=None, iters=2), tiny_data, verbose=False
+    ).engine
+    seen, step = [], engine.optimizer.step
+
+    def watched(lr, closure, flat=None):
+        seen.append(closure())
+        return step(lr, closure, flat)
+
+    monkeypatch.setattr(engine.optimizer, "step", watched)
+    engine.run()
+    assert seen and all(value.dtype == torch.float64 for value in seen)
+
+
 @pytest.mark.parametrize("flat", [True, False], ids=["flat objective", "closure"])
 def test_lbfgs_continues_from_the_model_after_a_new_objective(tiny_data, tiny_config, flat, monkeypatch):
     """A penalty changed mid-run (the playground's live settings) restarts L-BFGS at the model's
