@@ -247,6 +247,18 @@ def test_lbfgs_takes_the_same_steps_on_its_vector_or_through_the_model(weight_de
     torch.testing.assert_close(biases[0], biases[1], rtol=1e-3, atol=1e-4)  # (softmax ignores a shift)
 
 
+def test_an_lbfgs_runs_printed_loss_is_the_loss_at_that_iteration(tiny_data, tiny_config, capsys):
+    """A full-batch check prints the loss where that step ended (history's), not the mean since the
+    last check (a newcomer saw 'loss 0.1950' at iteration 10, the mean of rows 1-10, where it was 0.0687)."""
+    config = tiny_config.replace(optimizer="lbfgs", batch_size=None, iters=12, tol=0.0, eval_every=4)
+    result = train(config, tiny_data, verbose=True)
+    printed = {int(line.split()[1]): float(line.split("loss")[1].split()[0])
+               for line in capsys.readouterr().out.splitlines() if line.startswith("iteration")}  # fmt: skip
+    assert sorted(printed) == [4, 8, 12]
+    for iteration, loss in printed.items():
+        assert loss == pytest.approx(result.history[iteration - 1]["loss"], abs=5e-5)
+
+
 def test_the_closure_hands_lbfgs_the_objective_unrounded(tiny_data, tiny_config, monkeypatch):
     """The closure's objective reaches L-BFGS in float64, as FlatObjective's does: rounded to float32
     it hid falls the line search could use (at tol 1e-7 on a small set: 'no progress' after 10

@@ -98,8 +98,10 @@ class Evaluator:
             return
         row = rows[-1]
         row["train_accuracy"] = self._metrics(engine.model, *self.train_sample)["accuracy"]
-        kind = "loss" if engine.full_batch else "mean batch loss"
-        line = f"iteration {engine.iteration:>7}  {kind} {self.loss_sum / self.losses:.4f}"
+        if engine.full_batch:  # the loss where this step ended
+            line = f"iteration {engine.iteration:>7}  loss {row['loss']:.4f}"
+        else:  # one batch's swings widely: the mean of the batches' since the last check
+            line = f"iteration {engine.iteration:>7}  mean batch loss {self.loss_sum / self.losses:.4f}"
         self.loss_sum, self.losses = 0.0, 0
         if self.data.val is None:
             rows = len(self.train_sample[1])
