@@ -144,23 +144,24 @@ class FlatObjective:
     the model and reading the gradient back: that was a dozen torch operations an evaluation, as
     long as the kernel itself on a set of a few thousand rows."""
 
-    def __init__(
-        self,
-        objective: Objective,
-        shape: tuple[int, int],
-        x: torch.Tensor,
-        y: torch.Tensor,
-        rows: int,
-        sample_weight: torch.Tensor | None = None,
-        scale: float = 1.0,
-        index: torch.Tensor | None = None,
-        mean: np.ndarray | None = None,
-    ):
-        self.objective, self.shape, self.rows, self.mean = objective, shape, rows, mean
-        self.data = {"x": x, "labels": y, "sample_weight": sample_weight, "index": index}
-        self.scale = scale * pixel_scale(x)
+    def __init__(self, objective: Objective, shape: tuple[int, int], part, mean: np.ndarray | None = None):
+        self.objective, self.shape, self.rows, self.mean = objective, shape, part.size, mean
+        self.data = {"x": part.x, "labels": part.y, "sample_weight": part.sample_weight, "index": part.index}
+        self.scale = part.scale * pixel_scale(part.x)
         self.size = shape[0] * shape[1]
         self.loss = float("nan")  # the data term at the last point evaluated
+
+    @classmethod
+    def covering(
+        cls, objective: Objective, model: LogisticRegression, part, mean: np.ndarray | None = None
+    ) -> FlatObjective | None:
+        """The FlatObjective of `model`'s parameters on `part` (a data.batches.Batch: the whole set's
+        rows), or None where the fused kernel does not cover them (then: the engine's closure)."""
+        weight, bias = model.linear.weight, model.linear.bias
+        x = part.x.flatten(1) if part.x.dim() > 2 and part.x.is_contiguous() else part.x
+        if not fused.usable(weight, bias, x, part.y, part.sample_weight, part.index):
+            return None
+        return cls(objective, tuple(weight.shape), part._replace(x=x), mean)
 
     def __call__(self, point: np.ndarray) -> tuple[float, np.ndarray]:
         """(objective, its gradient as a new flat vector) at `point`."""

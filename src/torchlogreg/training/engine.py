@@ -387,13 +387,8 @@ def _flat_objective(engine: Engine, objective: Objective) -> FlatObjective | Non
     part = next(chunks, None)
     if part is None or next(chunks, None) is not None:
         return None
-    x = part.x.flatten(1) if part.x.dim() > 2 and part.x.is_contiguous() else part.x
-    if not fused.usable(weight, bias, x, part.y, part.sample_weight, part.index):
-        return None
     mean = engine.centring.mean.numpy() if engine.centring is not None else None
-    return FlatObjective(
-        objective, tuple(weight.shape), x, part.y, part.size, part.sample_weight, part.scale, part.index, mean
-    )
+    return FlatObjective.covering(objective, engine.model, part, mean)
 
 
 def stepped_objective(optimizer, objective: Objective, weight: torch.Tensor) -> Objective:
