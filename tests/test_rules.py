@@ -286,3 +286,24 @@ def test_an_epoch_of_one_whole_batch_converges(mnist_splits):
     data = Data("x", Split(train_split.images[:100], train_split.labels[:100]), None, test_split, names,
                 tuple(range(10)), False)  # fmt: skip
     assert _train(data, optimizer="sgd", batch_size=100).metrics["stop_reason"] == "converged"
+
+
+@pytest.mark.parametrize("stored", ["uint8", "float32"])
+def test_the_feature_sample_centres_without_forming_the_centred_rows(stored):
+    # x - mean enters the products as rank-one corrections: the same curvature and spread as the
+    # centred rows formed outright, and the mean of the stored values as their float64 mean
+    images = _data(700, side=6).train.images
+    images = images if stored == "uint8" else images.float() / 255 * 3
+    sample = FeatureSample(images)
+    x = sample.x
+    centred = x - x.mean(0)
+    assert sample.curvature() == FeatureSample._power_iteration(x, sample._mean)
+    big = 10.0  # above the floor of 1 (the bias's curvature), which synthetic pixels' is under
+    expected = FeatureSample._power_iteration(big * centred, None)
+    assert FeatureSample._power_iteration(big * x, big * sample._mean) == pytest.approx(expected, rel=1e-12)
+    assert expected > 1
+    spread = float(centred.square().sum(1).mean())
+    assert sample.spread() == pytest.approx(spread, rel=1e-12)
+    assert sample.spread(False) == pytest.approx(float(x.square().sum(1).mean()), rel=1e-12)
+    assert torch.equal(sample.mean, x.mean(0).float()) and sample._mean.dtype == torch.float64
+

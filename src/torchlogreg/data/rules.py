@@ -66,16 +66,13 @@ def validation_rows(rows: int, patience: int | None) -> int:
 
 def _sample(images) -> torch.Tensor:
     """Up to CURVATURE_VALUES feature values' worth of rows spread evenly over `images` (in memory or
-    on disk), as float features."""
+    on disk), flattened, as stored (uint8 pixels or float features)."""
     import torch
-
-    from ..core.model import pixel_scale
 
     rows = max(2, CURVATURE_VALUES // math.prod(images.shape[1:]))
     index = torch.linspace(0, len(images) - 1, min(rows, len(images))).round().long().unique()
     raw = images[index] if isinstance(images, torch.Tensor) else images.take(index)
-    raw = raw.reshape(len(index), -1)
-    return raw.to(torch.float64) * pixel_scale(raw)  # float64: the same values whatever the threads
+    return raw.reshape(len(index), -1)
 
 
 class FeatureSample:
@@ -83,16 +80,44 @@ class FeatureSample:
     mean, on which training centres them (engine.Centring: the objective as it is, the bias taking up
     w . mean, the mean's curvature gone), and the curvature that sets sgd's step.
 
-    Computed on one CPU thread: a sample's products are too small to split, and where another program
-    held the second core, each waited for it (the curvature took 0.6 s instead of 15 ms)."""
+    Computed in float64 (the same values whatever the threads) on one CPU thread: a sample's products
+    are too small to split, and where another program held the second core, each waited for it (the
+    curvature took 0.6 s instead of 15 ms). The centred rows are never formed: x - mean enters the
+    products as a rank-one correction, so the sample is converted once, and only for sgd's step."""
 
     def __init__(self, images):
         from ..base.devices import cpu_threads
+        from ..core.model import pixel_scale
 
         with cpu_threads(1):
-            self.x = _sample(images)
-            self._mean = self.x.mean(0)  # float64
+            self.raw = _sample(images)
+        self.scale = pixel_scale(self.raw)
         self._curvatures: dict[bool, float] = {}
+
+    @cached_property
+    def x(self) -> torch.Tensor:
+        """The sample as float64 features."""
+        import torch
+
+        from ..base.devices import cpu_threads
+
+        with cpu_threads(1):
+            return self.raw.to(torch.float64).mul_(self.scale)
+
+    @cached_property
+    def _mean(self) -> torch.Tensor:
+        """The features' mean, in float64 (summed from the stored values: no converted copy)."""
+        import numpy as np
+        import torch
+
+        from ..base.devices import cpu_threads
+
+        if self.raw.dtype == torch.uint8:  # exact in integers, and NumPy's sum of them is the fastest
+            total = torch.from_numpy(self.raw.numpy().sum(0, dtype=np.int64)).to(torch.float64)
+        else:
+            with cpu_threads(1):
+                total = self.raw.sum(0, dtype=torch.float64)
+        return total.mul_(self.scale / len(self.raw))
 
     @cached_property
     def mean(self) -> torch.Tensor:
@@ -109,23 +134,25 @@ class FeatureSample:
 
         if centred not in self._curvatures:
             with cpu_threads(1):
-                self._curvatures[centred] = self._power_iteration(self._rows(centred))
+                centre = self._mean if centred else None
+                self._curvatures[centred] = self._power_iteration(self.x, centre)
         return self._curvatures[centred]
 
     def spread(self, centred: bool = True) -> float:
         """The (centred) rows' mean squared norm (the second moments' trace): the curvature one row
         brings."""
+        import torch
+
         from ..base.devices import cpu_threads
 
         with cpu_threads(1):
-            return float(self._rows(centred).square().sum(1).mean())
-
-    def _rows(self, centred: bool) -> torch.Tensor:
-        return self.x - self._mean if centred else self.x
+            total = float(torch.linalg.vector_norm(self.x).square()) / len(self.x)
+            return total - float(self._mean.square().sum()) if centred else total
 
     @staticmethod
-    def _power_iteration(x: torch.Tensor) -> float:
-        """The largest eigenvalue of x.T @ x / len(x), at least 1."""
+    def _power_iteration(x: torch.Tensor, centre: torch.Tensor | None) -> float:
+        """The largest eigenvalue of (x - centre).T @ (x - centre) / len(x), at least 1 (`centre`: None, or
+        the rows' mean)."""
         import torch
 
         vector = torch.randn(x.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -135,7 +162,11 @@ class FeatureSample:
             if not norm > 0:
                 break
             vector = vector / norm
-            product = x.T @ (x @ vector) / len(x)
+            along = x @ vector
+            product = x.T @ along
+            if centre is not None:  # (x - 1 c^T)^T x v: the rows' mean c makes (x - 1 c^T)^T 1 zero
+                product -= centre * along.sum()
+            product /= len(x)
             value = float(vector @ product)
             vector = product
         return max(value, 1.0)
