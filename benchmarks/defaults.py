@@ -9,8 +9,9 @@ Each data set is written into a temporary folder as a user would bring it (an .n
 CSV with a header, a folder of PNGs in {train,test}/<class>/), made a dataset folder with
 `torchlogreg data convert`, and trained with `torchlogreg train --dataset FOLDER --out RUN --quiet`
 (no tuning flags; --quiet only hides the progress bar), in a fresh process, --repeats times.
-The time is the `train_seconds` of the run's metrics.json (training alone, median of the repeats),
-the accuracy its test accuracy; when training refuses the data or fails, its error line instead.
+The time is the `train_seconds` of the run's metrics.json (choosing the settings from the data, then
+training; not loading the data, not the final evaluation; median of the repeats), the accuracy its
+test accuracy; when training refuses the data or fails, its error line instead.
 
 The reference is scikit-learn's `LogisticRegression()` (C=1, lbfgs, max_iter=MAX_ITER so that it
 converges; float32 pixels / 255), fit once on every training row of the dataset folder (the rows
@@ -476,7 +477,8 @@ def markdown(rows: list[dict], header: dict) -> str:
         "work, so times are noisy; ratios more than a few times apart are what this table can tell.",
         "",
         f"torchlogreg: `torchlogreg train --dataset FOLDER --quiet`, no tuning flags; time = metrics.json's "
-        f"train_seconds, median of {header['repeats']} runs (training alone, not the process). scikit-learn: "
+        f"train_seconds, median of {header['repeats']} runs (choosing the settings from the data, then "
+        "training; not loading the data, not the final evaluation, not the process). scikit-learn: "
         f"`LogisticRegression(max_iter={MAX_ITER})` (C=1, lbfgs) on float32 pixels / 255, "
         f"{header['sklearn_threads']} thread(s), fit once on every "
         "training row (torchlogreg's training plus validation rows), scored on the same test rows. "

@@ -307,3 +307,24 @@ def test_the_feature_sample_centres_without_forming_the_centred_rows(stored):
     assert sample.spread(False) == pytest.approx(float(x.square().sum(1).mean()), rel=1e-12)
     assert torch.equal(sample.mean, x.mean(0).float()) and sample._mean.dtype == torch.float64
 
+
+def test_train_seconds_counts_choosing_the_settings_from_the_data(monkeypatch):
+    # the step size's sample is part of fitting: a clock that jumps an hour during it shows in the run
+    import torchlogreg.training.trainer as trainer
+
+    class Clock:
+        now = 0.0
+
+        @classmethod
+        def perf_counter(cls):
+            return cls.now
+
+    class Sample(FeatureSample):
+        def __init__(self, images):
+            super().__init__(images)
+            Clock.now += 3600.0
+
+    monkeypatch.setattr(trainer, "time", Clock)
+    monkeypatch.setattr(trainer, "FeatureSample", Sample)
+    result = _train(_data(300), epochs=1, optimizer="sgd")
+    assert 3600.0 <= result.metrics["train_seconds"] < 3660.0

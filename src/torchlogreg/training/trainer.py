@@ -10,6 +10,7 @@ in training/runs.py; `torchlogreg.train` is that module's.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -286,6 +287,7 @@ def build(
 ) -> Training:
     """The engine for `config` on `data`: model, objective, optimizer, batches, evaluation. Fields
     left None follow the data (rules.settle); `Training.config` holds the values used."""
+    started = time.perf_counter()  # the settings' rules are part of fitting: train_seconds counts them
     device = resolve_device(config.device)
     sample = FeatureSample(data.train.images)  # one sample for the step size and the centring
     config = settle(config, data, sample).replace(device=str(device))
@@ -326,6 +328,7 @@ def build(
         advice=f"with {config.optimizer} lr {config.lr:g}: lower the learning rate (lr)",
         centre=sample.mean if config.centred else None,
     )
+    engine.train_seconds = time.perf_counter() - started
     return Training(config, data, engine, evaluator, dist, bar, convergence)
 
 
