@@ -445,3 +445,17 @@ def test_the_progress_lines_mean_loss_weighs_a_short_batch_by_its_rows(capsys):
     losses = [row["loss"] for row in result.history]
     expected = [(losses[i] + losses[i + 1] / 999) / (1 + 1 / 999) for i in range(0, len(losses), 2)]
     assert printed == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "sgd"])
+def test_a_run_that_converges_between_checks_ends_with_one(tiny_data, optimizer, capsys):
+    # the last row is a check (train accuracy, validation, a printed line) however the run stopped:
+    # history, TensorBoard and the plots end where the model did
+    config = TrainConfig(optimizer=optimizer, epochs=400, eval_every=10_000, tol=1e-2, device="cpu")
+    config = config.replace(val_size=60)
+    result = train(config, tiny_data, verbose=True)
+    assert result.metrics["stop_reason"] == "converged"
+    last = result.history[-1]
+    assert last["iteration"] == result.metrics["iterations"] < 10_000
+    assert last["train_accuracy"] is not None and last["val_accuracy"] is not None
+    assert f"iteration {last['iteration']:>7}" in capsys.readouterr().out

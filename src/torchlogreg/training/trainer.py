@@ -67,7 +67,8 @@ class TrainResult:
 
 
 class Evaluator:
-    """Every `every` steps and at the end: train accuracy on a sample, validation loss and accuracy,
+    """Every `every` steps and where the run ends (its budget, or a stop reason set before this
+    callback: the convergence rule's runs first): train accuracy on a sample, validation loss and accuracy,
     a printed line (with the mean of the batches' losses since the last check: one batch's swings
     widely), the best weights by validation loss, and early stopping after `patience` checks."""
 
@@ -95,7 +96,7 @@ class Evaluator:
         of a whole batch (an epoch's short last batch, as in the epoch objective)."""
         for row, share in zip(rows, shares, strict=True):
             self.loss_sum, self.losses = self.loss_sum + row["loss"] * share, self.losses + share
-        if engine.iteration % self.every and engine.iteration != engine.total:
+        if engine.iteration % self.every and engine.iteration != engine.total and engine.stop_reason is None:
             return
         row = rows[-1]
         row["train_accuracy"] = self._metrics(engine.model, *self.train_sample)["accuracy"]
@@ -111,7 +112,7 @@ class Evaluator:
         val = self._metrics(engine.model, *self.val)
         row.update(val_accuracy=val["accuracy"], val_loss=val["loss"])
         self.log(f"{line}  val accuracy {val['accuracy']:.4f}")
-        if self.stopping.update(val["loss"], engine.model, engine.iteration):
+        if self.stopping.update(val["loss"], engine.model, engine.iteration) and engine.stop_reason is None:
             engine.stop_reason = "early stopping"
 
     def state_dict(self, tensors: dict, meta: dict) -> None:
@@ -322,7 +323,7 @@ def build(
         total,
         generator=generator,
         full_batch=full_batch,
-        callbacks=[evaluator, convergence, bar, *callbacks],
+        callbacks=[convergence, evaluator, bar, *callbacks],  # a run that converges ends with a check
         dist=dist,
         should_stop=should_stop,
         advice=f"with {config.optimizer} lr {config.lr:g}: lower the learning rate (lr)",
