@@ -663,6 +663,63 @@ def test_lbfgs_on_features_near_the_float64_limit_warns_to_scale_them():
     assert np.isfinite(model.coef_).all() and np.isfinite(model.predict_proba(X)).all()
 
 
+_UNIT = np.random.default_rng(0).random((200, 5)), np.arange(200) % 3
+_NEAR_LIMIT = np.array([[1e300, 1.0], [-1e300, 2.0], [1e300, 0.5], [-1e300, 0.1]]), np.array([0, 1, 1, 0])
+
+
+@pytest.mark.parametrize(
+    "scale, classes, params",
+    [(1e20, 2, {}), (1e20, 3, {}), (1e30, 3, {"dtype": "float32"}), (1.0, 3, {"C": 1e-30})],
+)
+def test_lbfgs_that_takes_no_step_warns_the_iterations_n_iter_says(scale, classes, params):
+    """Features scaled by 1e20 (or C=1e-30): from the all-zero start the line search finds no lower
+    objective, so lbfgs takes no step. The warning said "after 0 iteration(s)" where n_iter_ said 1,
+    over three lines, and advised a larger tol (the gradient was 2e18); a newcomer's finding."""
+    X, y = _UNIT[0] * scale, np.arange(200) % classes
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = TorchLogisticRegression(**params).fit(X, y)
+    [message] = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert model.n_iter_[0] == 1 and not model.coef_.any()
+    assert message.startswith("lbfgs failed to converge after 1 iteration(s) (max_iter=100): it took no step")
+    assert "More iterations will not help" in message and "with StandardScaler" in message
+    assert "larger tol" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "solver, data, params",
+    [
+        ("lbfgs", _UNIT, {"max_iter": 2}),
+        ("lbfgs", _NEAR_LIMIT, {"C": np.inf}),
+        ("adam", (_UNIT[0] * 1e30, _UNIT[1]), {"max_iter": 3, "random_state": 0}),
+        ("sgd", (_UNIT[0] * 1e-20, _UNIT[1]), {"max_iter": 3, "random_state": 0}),
+    ],
+    ids=["max_iter", "near-float64-limit", "adam-1e30", "sgd-1e-20"],
+)
+def test_convergence_warnings_count_as_n_iter_does_and_say_to_scale(solver, data, params):
+    """Every ConvergenceWarning of a fit is one line, counts the iterations (epochs) n_iter_ holds and
+    says to scale the data: adam at 1e30 said only "raise max_iter" (its weights never move there)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = TorchLogisticRegression(solver=solver, **params).fit(*data)
+    [message] = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    n_iter = model.n_iter_[0]
+    count = f"after {n_iter} iteration(s)" if solver == "lbfgs" else f"max_iter={n_iter} epochs"
+    assert count in message and "scale the data (e.g. with StandardScaler)" in message and "\n" not in message
+
+
+def test_lbfgs_on_tiny_features_or_a_constant_column_converges_without_a_warning():
+    """The extremes beside the 1e20 one: features scaled by 1e-20 (all but the intercepts vanish), and
+    a constant column, converge in a few iterations, quietly."""
+    X, y = _UNIT
+    constant = X.copy()
+    constant[:, 2] = 7.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for features in (X * 1e-20, constant):
+            assert 1 <= TorchLogisticRegression().fit(features, y).n_iter_[0] < 20
+
+
 def test_lbfgs_raises_on_a_non_finite_start():
     X, y = np.array([[1.0, 2.0], [2.0, 1.0], [0.5, 3.0]]), [0, 1, 0]
     model = TorchLogisticRegression(warm_start=True).fit(X, y)

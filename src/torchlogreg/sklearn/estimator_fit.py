@@ -41,10 +41,7 @@ MOMENTUM = 0.9  # sgd's (Nesterov)
 EXPLICIT_DECAY_LIMIT = 0.01  # sgd: an L2 shrinking W by more than this per step is a proximal step
 DIVERGED = 1.1  # sgd/adam ending above this times max(start, all-zero model's) objective diverged
 ADVICE = "lower lr, raise C or scale the features"
-SCALE_DATA = (
-    "You might also want to scale the data as shown in:\n"
-    "    https://scikit-learn.org/stable/modules/preprocessing.html"
-)
+SCALE_DATA = "scale the data (e.g. with StandardScaler)"
 
 
 def to_tensor(block, device, dtype: torch.dtype) -> torch.Tensor:
@@ -161,9 +158,11 @@ class FullBatch(Fit):
         if diverged(value):
             advice = "scale the features (StandardScaler), so that the logits stay finite"
             raise divergence(value, who="lbfgs", what="objective", where="in its search", advice=advice)
-        self._warn_unconverged(solution, max_iter)
+        # n_iter_ is at least 1 (scikit-learn's checks): a first iteration that took no step counts
+        n_iter = max(solution.n_iter, 1)
+        self._warn_unconverged(solution, n_iter, max_iter, X, warm)
         set_weights(est, solution.coef, solution.intercept)
-        return max(solution.n_iter, 1)
+        return n_iter
 
     def _loss(self, X, targets, weights) -> tuple[FusedLoss | HostLoss | DeviceLoss, int | None]:
         """The loss evaluator for the device, and the CPU threads for it (None: the libraries' choice)."""
@@ -180,26 +179,41 @@ class FullBatch(Fit):
         source = self.source(X, targets, weights, device, CHUNK)
         return DeviceLoss(model, source, float(weights.sum())), None
 
-    def _warn_unconverged(self, solution: Solution, max_iter: int) -> None:
+    def _warn_unconverged(self, solution: Solution, n_iter: int, max_iter: int, X, warm: bool) -> None:
+        """A one-line ConvergenceWarning where lbfgs ended with its max |gradient| above tol: the
+        iterations it ran (`n_iter`, as n_iter_ says), why it stopped, and what would help."""
         tol, gradient = self.est.tol, solution.gradient
         if gradient <= tol:
             return
+        ran = f"lbfgs failed to converge after {n_iter} iteration(s) (max_iter={max_iter})"
+        measure = f"the objective's max |gradient| is {gradient:.3g}, above tol={tol}"
         if solution.reached_max_iter:
+            message = f"{ran}: {measure}; raise max_iter or {SCALE_DATA}."
+        elif solution.n_iter == 0 and not warm:
+            # From the all-zero start, where the objective is smooth and log(classes): the lower
+            # objective lies at steps shorter than the line search resolves (features at 1e20, or C
+            # at 1e-30), not below float rounding, so a larger tol or dtype would be no remedy.
             message = (
-                f"lbfgs failed to converge after {solution.n_iter} iteration(s): the objective's max "
-                f"|gradient| is {gradient:.3g}, above tol={tol}.\nIncrease the number of "
-                f"iterations to improve the convergence (max_iter={max_iter}).\n{SCALE_DATA}"
+                f"{ran}: it took no step ({solution.message}), so the weights are still zero; "
+                f"{measure}. More iterations will not help: the objective is too steep for the steps "
+                f"the line search can take, as with features on a huge scale (here up to "
+                f"|x| = {_largest(X):.3g}) or a tiny C (here C={self.C:g}): {SCALE_DATA} or raise C."
             )
-        else:
+        else:  # after steps: the objective's rounding or features too steep; nothing here tells which
             dtype = self.est._compute_dtype
             remedy = "a larger tol" if dtype == np.float64 else "dtype='float64' or a larger tol"
             message = (
-                f"lbfgs failed to converge after {solution.n_iter} iteration(s): it stopped "
-                f"({solution.message}) with the objective's max |gradient| at {gradient:.3g}, "
-                f"above tol={tol}: the objective no longer falls measurably in {dtype.name} arithmetic. "
-                f"Use {remedy}.\n{SCALE_DATA}"
+                f"{ran}: it stopped ({solution.message}); {measure}. More iterations will not help: "
+                f"if the features are on a huge scale (here up to |x| = {_largest(X):.3g}), {SCALE_DATA}; "
+                f"if the objective no longer falls measurably in {dtype.name} arithmetic, use {remedy}."
             )
         warnings.warn(message, ConvergenceWarning, stacklevel=4)
+
+
+def _largest(X) -> float:
+    """The largest |entry| of dense or CSR X (a CSR matrix's stored values only)."""
+    values = X.data if hasattr(X, "toarray") else X
+    return float(np.abs(values).max(initial=0.0))
 
 
 class MiniBatch(Fit):
@@ -359,8 +373,9 @@ class MiniBatch(Fit):
         if gradient is not None and not gradient <= self.est.tol:  # (a nan gradient is no convergence)
             warnings.warn(
                 f"{solver} failed to converge: after max_iter={epochs} epochs the objective's largest "
-                f"gradient entry is {gradient:.3g}, above tol={self.est.tol}; raise max_iter, or use "
-                "solver='lbfgs', which converges in far fewer passes on sets that fit in memory.",
+                f"gradient entry is {gradient:.3g}, above tol={self.est.tol}; raise max_iter, "
+                f"{SCALE_DATA}, or use solver='lbfgs', which converges in far fewer passes on sets "
+                "that fit in memory.",
                 ConvergenceWarning,
                 stacklevel=5,
             )
