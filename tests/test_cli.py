@@ -369,18 +369,53 @@ def test_a_reader_that_went_away_ends_the_command_quietly(default_run, tmp_path)
 
 
 @pytest.mark.parametrize(
-    "lr,says", [(1.0, "no longer falls measurably"), (1e-30, "scaled by --lr 1e-30: try --lr 1, the default")]
+    "lr,weight_decay,says",
+    [
+        (1.0, None, "no longer falls measurably"),
+        (1e-3, None, "scaled by --lr 0.001: try --lr 1, the default"),
+        (1e23, 1e10, "--weight-decay 1e+10 scales the weights far above the bias; try less"),
+    ],
 )
-def test_an_lbfgs_run_that_stops_without_progress_says_why(tiny_data, tiny_config, tmp_path, lr, says):
-    """--lr 1e-30 makes L-BFGS's first trial step vanish: the run stops at once, and the line names
-    the flag; at the default lr the line speaks of the arithmetic's precision."""
+def test_an_lbfgs_run_that_stops_without_progress_says_why(tiny_data, tiny_config, lr, weight_decay, says):
+    """At the default lr the line speaks of the arithmetic's precision; at a smaller lr, which scales
+    every line search's first trial step, it names the flag. A larger lr is no cause (the search cuts
+    a step too long): --lr 1e23 under --weight-decay 1e10, whose start is already the optimum as far
+    as float32 tells, names the weight decay."""
     from torchlogreg import train
     from torchlogreg.apps.cli_train import stop_line
 
     config = tiny_config.replace(optimizer="lbfgs", batch_size=None, lr=lr, iters=50, tol=1e-12)
+    if weight_decay is not None:
+        config = config.replace(weight_decay=weight_decay)
     result = train(config, tiny_data, verbose=False)
     assert result.metrics["stop_reason"] == "no progress"
     assert says in stop_line(result.metrics, result.config)
+
+
+def test_lbfgs_at_a_tiny_lr_fails_in_one_line_and_at_a_huge_one_trains(tmp_path, capsys):
+    """--lr 1e-30: L-BFGS's first step finds no lower objective, and the run fails as a divergence
+    does: one line naming --lr and its default, exit 1, no model saved. --lr 1e23: the line search
+    cuts its overflowing steps and the run converges. Both stopped at the untrained start ('no
+    progress'), saved it as the model and exited 0 (a newcomer's finding)."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(300) % 3
+    images = rng.integers(0, 60, (300, 4, 4), dtype=np.uint8)
+    images.reshape(300, -1)[np.arange(300), labels] = 250
+    np.savez(
+        tmp_path / "a.npz", train_images=images, train_labels=labels, test_images=images, test_labels=labels
+    )
+    converted = ["data", "convert", "--from-npz", str(tmp_path / "a.npz"), "--out", str(tmp_path / "ds")]
+    assert main(converted) == 0
+    capsys.readouterr()
+    train = ["train", "--dataset", str(tmp_path / "ds"), "--optimizer", "lbfgs", "--quiet"]
+    assert main([*train, "--lr", "1e-30", "--out", str(tmp_path / "tiny")]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("torchlogreg train: error: training made no progress: ") and err.count("\n") == 1
+    assert "scaled by --lr 1e-30," in err and "; set --lr 1 (the default) and train again" in err
+    assert not (tmp_path / "tiny" / "model.safetensors").exists()
+    assert main([*train, "--lr", "1e23", "--out", str(tmp_path / "huge")]) == 0
+    assert "converged (tol 0.0001)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "huge" / "metrics.json").read_text())["test"]["accuracy"] > 0.9
 
 
 def test_lbfgs_forgets_its_pairs_when_their_direction_fails(tmp_path):

@@ -105,6 +105,26 @@ def test_a_step_that_overflows_is_backed_off():
     np.testing.assert_allclose(driver.x, 3.0)
 
 
+@pytest.mark.parametrize("l1", [0.0, 0.1], ids=["wolfe", "owl-qn"])
+@pytest.mark.parametrize("lr", [1e12, 1e23, 3.4e38])
+def test_a_first_step_far_too_long_is_cut_to_one_that_lowers_the_objective(lr, l1):
+    """--lr 1e23 made L-BFGS's first trial step some 1e20 times too long: past float32's overflow, or
+    finite but huge. Halving it, the search's 25 evaluations ended near 1e13 times too long, and the
+    run stopped at its untrained start. The step is now cut to one that lowers F, with and without
+    L1, and every later step (each tried first at lr) too: the minimum is reached. F = |x - 3|^2 (+ l1
+    |x|_1), inf beyond |x| = 1e19, where float32's square overflows."""
+
+    def evaluate(x: np.ndarray) -> tuple[float, np.ndarray]:
+        if np.abs(x).max() >= 1e19:
+            return float("inf"), np.full_like(x, np.nan)
+        return float(((x - 3) ** 2).sum()), 2 * (x - 3)
+
+    driver = LBFGS(np.zeros(4), l1=l1)
+    while driver.gradient_max(evaluate) > 1e-9:
+        assert driver.iterations < 30 and driver.step(evaluate, lr=lr), driver.stopped
+    np.testing.assert_allclose(driver.x, 3.0 - l1 / 2)
+
+
 def test_a_non_finite_start_is_refused_with_its_reason():
     driver = LBFGS(np.zeros(3))
     assert not driver.step(lambda x: (float("nan"), np.zeros_like(x)))

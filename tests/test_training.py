@@ -94,6 +94,39 @@ def test_adam_with_the_largest_lr_is_a_divergence_not_a_torch_error(tiny_data, t
         train(tiny_config.replace(optimizer="adam", lr=1e38), tiny_data, verbose=False)
 
 
+@pytest.mark.parametrize("flat", [True, False], ids=["flat objective", "closure"])
+def test_lbfgs_at_a_huge_lr_cuts_its_steps_and_trains(tiny_data, tiny_config, flat, monkeypatch):
+    """lr 1e23 or float32's largest: L-BFGS's first trial step overflows the objective; the line search
+    cuts it, and each later one, and the run converges to lr 1's optimum. It stopped at once ('no
+    progress') and saved the untrained start as if trained. On the driver's vector or the closure."""
+    from torchlogreg.training import engine as engine_module
+
+    if not flat:
+        monkeypatch.setattr(engine_module, "flat_objective", lambda engine: None)
+    config = tiny_config.replace(optimizer="lbfgs", batch_size=None, val_size=0, iters=200, tol=1e-4)
+    results = [train(config.replace(lr=lr), tiny_data, verbose=False) for lr in (1.0, 1e23, 3.4e38)]
+    assert [result.metrics["stop_reason"] for result in results] == ["converged"] * 3
+    losses = [result.metrics["train"]["loss"] for result in results]
+    assert losses[1:] == pytest.approx([losses[0]] * 2, rel=0.02)  # (the untrained start: log 3 = 1.1)
+
+
+@pytest.mark.parametrize("flat", [True, False], ids=["flat objective", "closure"])
+def test_lbfgs_whose_first_step_finds_nothing_at_a_tiny_lr_fails_naming_lr(
+    tiny_data, tiny_config, flat, monkeypatch
+):
+    """lr 1e-30 makes L-BFGS's trial steps too short to change the objective: the run fails as a
+    divergence does, naming lr and its default, instead of returning the untrained start as a model."""
+    from torchlogreg.training import engine as engine_module
+
+    if not flat:
+        monkeypatch.setattr(engine_module, "flat_objective", lambda engine: None)
+    config = tiny_config.replace(optimizer="lbfgs", batch_size=None, lr=1e-30)
+    expected = r"^training made no progress: .* scaled by lr=1e-30, .*; set lr=1 \(the default\)$"
+    with pytest.raises(DivergenceError, match=expected) as raised:
+        train(config, tiny_data, verbose=False)
+    assert raised.value.parameter == "lr"
+
+
 def test_nan_loss_stops_with_a_clear_error():
     features = torch.rand(8, 4)
     features[3, 1] = float("nan")

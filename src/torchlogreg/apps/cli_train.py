@@ -218,7 +218,9 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
         kept = f"; kept iteration {best}'s weights, the best validation check" if restored else ""
         return f"converged ({tol}) after {last} iterations{kept}"
     if reason == "no progress":
-        if config.lr != OTHER_LR["lbfgs"]:
+        # (a larger lr is no cause: the line search cuts a step too long, and a first step that found
+        # nothing at a smaller one failed the run, trainer._check_first_step)
+        if config.lr < OTHER_LR["lbfgs"]:
             why = f"its first trial step is scaled by --lr {config.lr:g}: try --lr 1, the default"
         elif config.weight_decay >= 1:  # the weights' curvature dwarfs the bias's: steps too short to tell
             why = f"--weight-decay {config.weight_decay:g} scales the weights far above the bias; try less"

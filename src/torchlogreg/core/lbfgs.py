@@ -37,7 +37,9 @@ CURVATURE_FLOOR = 1e-10  # a pair (s, y) with y.s below this would make H indefi
 ARMIJO = 1e-4  # sufficient decrease (c1), as torch's search
 CURVATURE = 0.9  # the strong Wolfe condition's c2, as torch's
 BRACKET_FLOOR = 1e-9  # the Wolfe search stops shrinking a bracket this short (times max |d|), as torch's
-BACKTRACK = 0.5  # the backtracking search halves the step until F falls enough
+BACKTRACK = 0.5  # the backtracking search halves the step until F falls enough,
+FAR_TOO_LONG = 0.1  # unless F says it is over ten times too long: then its quadratic model's step
+OVERFLOW_SHRINK = 0.1  # a step whose F overflows shrinks by this, squared at each overflow in a row
 
 
 class LBFGS:
@@ -188,16 +190,26 @@ class LBFGS:
                 along, direction, first, self.value, self.gradient, slope, self.max_line_search
             )
         except _Overflow as overflow:
-            return self._backtracking_search(evaluate, direction, pseudo, overflow.step * BACKTRACK)
+            t, shrink = overflow.step * OVERFLOW_SHRINK, OVERFLOW_SHRINK**2
+            return self._backtracking_search(evaluate, direction, pseudo, t, shrink)
         if not value < self.value or t == 0:
             return None
         return last[t] if t in last else self.x + t * direction, value, gradient
 
     def _backtracking_search(
-        self, evaluate: Evaluate, direction: np.ndarray, pseudo: np.ndarray, t: float
+        self,
+        evaluate: Evaluate,
+        direction: np.ndarray,
+        pseudo: np.ndarray,
+        t: float,
+        shrink: float = OVERFLOW_SHRINK,
     ) -> tuple[np.ndarray, float, np.ndarray] | None:
         """OWL-QN's search: the point x + t d (with L1 projected on x's orthant: the pseudo-gradient's
-        opposite where x is 0), halving t until F falls by ARMIJO times the step's first-order fall."""
+        opposite where x is 0), halving t until F falls by ARMIJO times the step's first-order fall.
+        A step far too long (a large lr) is cut faster, so that the search's few evaluations reach a
+        useful step from one wrong by any factor a float allows: where F overflows, by `shrink`, which
+        squares at each overflow in a row (0.1, 0.01, 1e-4...: a factor of 1e-31 in five); where F
+        rose over ten times more than its quadratic model allows, to that model's minimum (`_shorter`)."""
         if self.l1 is not None:
             orthant = np.where(self.x == 0, -np.sign(pseudo), np.sign(self.x))
             penalised = self.l1 > 0
@@ -206,9 +218,13 @@ class LBFGS:
             if self.l1 is not None:
                 x[penalised & (np.sign(x) != orthant)] = 0.0
             value, gradient = self._evaluate(evaluate, x)
-            if value <= self.value + ARMIJO * float(pseudo.dot(x - self.x)):  # False for nan and inf
+            fall = float(pseudo.dot(x - self.x))  # the step's first-order change of F (< 0)
+            if value <= self.value + ARMIJO * fall:  # False for nan and inf
                 return (x, value, gradient) if value < self.value else None
-            t *= BACKTRACK
+            if math.isfinite(value):
+                t *= _shorter(value - self.value, fall)
+            else:
+                t, shrink = t * shrink, shrink * shrink
         return None
 
     # --- resumable state -------------------------------------------------------------------------
@@ -404,6 +420,16 @@ def _cubic_minimum(
     except (ZeroDivisionError, OverflowError):  # (torch's tensors gave inf or nan here)
         return (low + high) / 2.0
     return min(max(position, low), high) if math.isfinite(position) else (low + high) / 2.0
+
+
+def _shorter(rise: float, fall: float) -> float:
+    """The factor a backtracking step shrinks by, given F's change over it (`rise`, above ARMIJO times
+    `fall`) and its first-order change `fall` (< 0): BACKTRACK, or where the quadratic through both
+    and the start's slope has its minimum below FAR_TOO_LONG of the step, that minimum's share
+    (Nocedal and Wright's interpolating backtrack, taken only there: halving keeps OWL-QN's steps)."""
+    curvature = rise - fall  # > 0: the quadratic's second-order term at the step
+    quadratic = -fall / (2.0 * curvature) if curvature > 0 else BACKTRACK
+    return quadratic if 0 < quadratic < FAR_TOO_LONG else BACKTRACK
 
 
 class _Overflow(Exception):

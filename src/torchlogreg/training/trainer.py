@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..base.config import TrainConfig
 from ..base.devices import outside_threads, resolve_device
-from ..base.exceptions import ConfigError
+from ..base.exceptions import ConfigError, DivergenceError
 from ..core.model import LogisticRegression
 from ..core.objective import Objective
 from ..core.optimizers import Proximal, make_optimizer, scheduled_lr
@@ -27,7 +27,7 @@ from ..core.stopping import EarlyStopping
 from ..data.batches import batch_source
 from ..data.images import MNIST_STYLE
 from ..data.inmemory import Data
-from ..data.rules import FeatureSample, settle
+from ..data.rules import OTHER_LR, FeatureSample, settle
 from .distributed import DistContext
 from .engine import HISTORY_KEYS, Callback, Engine
 from .evaluation import checked_inputs, evaluate_on_ranks
@@ -176,6 +176,8 @@ class Convergence:
             self.gradient = measured if measured is not None and math.isfinite(measured) else None
             if engine.stop_reason is None and getattr(engine.optimizer, "iterations", 1) == 0:
                 if getattr(engine.optimizer, "stalled", ""):
+                    if engine.iteration == 1:  # (the run's first step: the model is the untrained start)
+                        _check_first_step(row["lr"])
                     engine.stop_reason = "no progress"
                 elif self.tol:
                     engine.stop_reason = "converged"
@@ -227,6 +229,21 @@ class Convergence:
             self.start_penalty = values[5] if len(values) > 5 else None  # (older checkpoints: none)
             if len(values) > 6:  # (older checkpoints: the rule's start)
                 self.wait, self.gradient = values[6:8]
+
+
+def _check_first_step(lr: float) -> None:
+    """L-BFGS's first step found no objective below the start's: at an lr below the default, whose
+    trial steps are then too short to change the objective (lr 1e-30), a DivergenceError (as for a
+    bold lr: failed, with the flag to change), not the untrained start saved as the model. At the
+    default or above (the line search cuts a step too long) the start is the optimum as far as the
+    model's arithmetic tells (weight decay 1e10): the run stops 'no progress'."""
+    default = OTHER_LR["lbfgs"]
+    if lr < default:
+        raise DivergenceError(
+            f"training made no progress: L-BFGS's first step, its trial steps scaled by lr={lr:g}, found "
+            f"no objective below the start's; set lr={default:g} (the default)",
+            parameter="lr",
+        )
 
 
 @dataclass
