@@ -1,6 +1,8 @@
 """Interrupted training loses nothing: a checkpoint at a fixed iteration, resumed, ends with the
-same weights as an uninterrupted run; SIGINT/SIGTERM from the command line do the same."""
+same weights as an uninterrupted run; SIGINT/SIGTERM from the command line do the same. An
+interrupted folder reads as interrupted, also where the run replaced another (overwrite)."""
 
+import contextlib
 import itertools
 import json
 import os
@@ -233,3 +235,63 @@ def test_the_disk_held_for_a_run_does_not_grow_with_an_absurd_step_limit():
     few, absurd = (run_bytes(training) for training in trainings)
     assert absurd - few == (HISTORY_ROWS_HELD - 1000) * HISTORY_ROW_BYTES
     assert absurd < 64 * 2**20
+
+
+def _what_commands_say(run_dir, capsys) -> list[str]:
+    """What evaluate, predict and report print for `run_dir`, which they refuse."""
+    from torchlogreg.apps.cli import main
+
+    said = []
+    for command, *rest in (("evaluate", "--device", "cpu"), ("predict", "digit.png"), ("report",)):
+        assert main([command, str(run_dir), *rest]) == 1
+        said.append(capsys.readouterr().err.strip())
+    return said
+
+
+def test_an_interrupted_overwrite_leaves_no_old_run_to_read(tiny_data, tiny_config, tmp_path, capsys):
+    """A run that replaces another (overwrite) removes it as training starts: interrupted, its
+    folder reads as interrupted, as a fresh run's does, never as the old run."""
+    from torchlogreg.runfolder.checkpoints import RUN_FILES, load_run
+
+    fresh, out = tmp_path / "fresh", tmp_path / "out"
+    with pytest.raises(Interrupted):
+        train(tiny_config, tiny_data, out=fresh, verbose=False, should_stop=lambda: True)
+    train(tiny_config.replace(epochs=1), tiny_data, out=out, verbose=False)  # the old run
+    step = itertools.count(1)
+    with pytest.raises(Interrupted):  # a few steps in
+        train(
+            tiny_config,
+            tiny_data,
+            out=out,
+            overwrite=True,
+            verbose=False,
+            should_stop=lambda: next(step) == 3,
+        )
+    assert has_training_state(out) and not [name for name in RUN_FILES if (out / name).exists()]
+    for folder in (fresh, out):
+        with pytest.raises(CheckpointError) as caught:
+            load_run(folder)
+        line = f"{folder} holds an interrupted training (its checkpoint), not a finished run"
+        assert str(caught.value) == f"{line}; resume=True continues it" and caught.value.resume_dir == folder
+        cli_line = f"{line}. Continue with: torchlogreg train --resume {folder}"
+        assert _what_commands_say(folder, capsys) == [
+            f"torchlogreg {command}: error: {cli_line}" for command in ("evaluate", "predict", "report")
+        ]
+    train(data=tiny_data, out=out, resume=True, verbose=False)
+    assert load_run(out).config.epochs == tiny_config.epochs and not has_training_state(out)
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_refused_overwrite_leaves_the_old_run_as_it_was(tiny_data, tiny_config, tmp_path, finished):
+    """Replacing a run (or an interrupted one's checkpoint) starts with training: data refused once
+    the folder is claimed leaves it whole."""
+    from torchlogreg import DataError
+
+    with contextlib.suppress(Interrupted):
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: not finished)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    assert ("model.json" in before) is finished and ("checkpoint.json" in before) is not finished
+    nowhere = tiny_config.replace(data_root=str(tmp_path / "no-data"))
+    with pytest.raises(DataError):
+        train(nowhere, out=tmp_path, overwrite=True, verbose=False, download=False)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before

@@ -25,7 +25,14 @@ import torch
 from ..base.config import TrainConfig
 from ..base.devices import resolve_device
 from ..base.exceptions import CheckpointError, ConfigError, InputError, OutputError, did_you_mean
-from ..base.storage import atomic_write_bytes, atomic_write_csv, atomic_write_json, exists, refuse_existing
+from ..base.storage import (
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    exists,
+    refuse_existing,
+    writing,
+)
 from ..base.version import package_version
 from ..core.model import LogisticRegression
 from ..data.classnames import class_names_problem
@@ -39,6 +46,7 @@ WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+RUN_FILES = (META_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE)  # a finished run; model.json makes it one
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"  # the resumable state of an interrupted training
 CHECKPOINT_META = "checkpoint.json"
 CHECKPOINT_HISTORY = "checkpoint-history.csv"
@@ -201,6 +209,15 @@ def check_run_target(out: Path, overwrite: bool, hint: str = "") -> None:
         raise ConfigError(f"out {out} is a file, not a folder; give out=A_FOLDER", parameter="out")
     if is_run_folder(out):
         refuse_existing(out, "out", overwrite, holds="a run", hint=hint)
+
+
+def remove_run(out: Path) -> None:
+    """Delete the finished run in `out` (its files; a checkpoint is resumable.remove_training_state's),
+    model.json first: a folder left part way is no longer read as a run. For a new run that replaces
+    it (overwrite), as it starts: its folder must never show the old results as its own."""
+    for name in RUN_FILES:
+        with writing(out / name):
+            (out / name).unlink(missing_ok=True)
 
 
 def _write_run(out: Path, weights: bytes, meta: dict, result: TrainedRun) -> None:
@@ -406,7 +423,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     Raises
     ------
     CheckpointError
-        When a file is missing, too large, damaged, unsafe or inconsistent (one line naming it).
+        When a file is missing, too large, damaged, unsafe or inconsistent (one line naming it), or
+        the folder holds an interrupted training (``train(out=run_dir, resume=True)`` finishes it;
+        the error's ``resume_dir`` is the folder).
 
     Examples
     --------
@@ -415,9 +434,16 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     >>> run.class_names, run.metrics["test"]["accuracy"]  # doctest: +SKIP
     (('0', '1', '2', '3', '4', '5', '6', '7', '8', '9'), 0.926)
     """
+    from .resumable import has_training_state
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder (expected a run folder from 'train')")
+    if has_training_state(run_dir):  # train removes it once the run is saved: this one has not finished
+        raise CheckpointError(
+            f"{run_dir} holds an interrupted training (its checkpoint), not a finished run",
+            resume_dir=run_dir,
+        )
     meta = read_json(run_dir / META_FILE)
     _check_meta(run_dir / META_FILE, meta)
     Run(run_dir, None, meta, {}).config  # noqa: B018 (a damaged config: refused by every command)

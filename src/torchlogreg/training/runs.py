@@ -23,7 +23,7 @@ from ..base.devices import cpu_threads, resolve_device, threads_for
 from ..base.exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
 from ..base.storage import atomic_write_bytes, make_folder, output_lock, reserved_space
 from ..data.inmemory import Data, dataset_location, load_data
-from ..runfolder.checkpoints import check_run_target, save_run
+from ..runfolder.checkpoints import check_run_target, remove_run, save_run
 from ..runfolder.resumable import (
     has_training_state,
     load_training_state,
@@ -146,7 +146,8 @@ def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, 
 
 
 def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
-    """`out` ready for a fresh run: holding none (unless `overwrite`), writable, no stale checkpoint."""
+    """`out` ready for a fresh run: holding none (unless `overwrite`), writable. What it holds stays
+    until training starts (_clear_folder)."""
     try:
         check_run_target(out, overwrite)
     except ConfigError as error:
@@ -155,6 +156,15 @@ def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
         raise
     if main_rank:
         check_writable(out)
+
+
+def _clear_folder(out: Path | None, main_rank: bool) -> None:
+    """Remove the run (and any checkpoint) that a fresh run replaces in `out` (with overwrite), as
+    training starts: after every check (settings, data, disk), so a run refused leaves the old one as
+    it was, and before the first step, so an interrupted run's folder holds its own checkpoint alone
+    and is read as interrupted, never as the old run."""
+    if out is not None and main_rank:
+        remove_run(out)
         remove_training_state(out)
 
 
@@ -289,7 +299,8 @@ def train(
     resume : bool, default=False
         Continue the interrupted run in `out` with its own settings, exactly where it stopped.
     overwrite : bool, default=False
-        Replace a run already in `out`.
+        Replace a run (or checkpoint) already in `out`: removed once every check has passed, as
+        training starts; interrupted, the folder then holds the new run's checkpoint alone.
     checkpoint_every : int, optional
         Also write a resumable checkpoint every N steps.
     verbose : bool, default=True
@@ -362,6 +373,8 @@ def train(
         if announce is not None and main_rank:
             announce(describe(training))
         with _space_for_run(out, training, main_rank):
+            if state is None:
+                _clear_folder(out, main_rank)
             _run(training, checkpointer)
             result = finish(training)
         if out is not None and main_rank:
@@ -382,9 +395,9 @@ def _claim_folder(
     overwrite: bool,
 ) -> Path | None:
     """The run folder as every process names it; for a `fresh` run locked by the main one until
-    `cleanup` (a second `train` into it is refused), checked and emptied of an old checkpoint;
-    None without `out`. A folder made here and still empty at `cleanup` (the data could not be
-    read, say) is removed: a failed start leaves nothing behind."""
+    `cleanup` (a second `train` into it is refused) and checked (what it holds is removed as training
+    starts, by _clear_folder); None without `out`. A folder made here and still empty at `cleanup`
+    (the data could not be read, say) is removed: a failed start leaves nothing behind."""
     if out is None:
         return None
     out = Path(broadcast_object(str(out), dist))
