@@ -334,7 +334,8 @@ def train(
     ConfigError, DataError, CheckpointError
         For bad settings, data or run folders, before training starts.
     DivergenceError
-        When the loss becomes NaN/inf or explodes (lower the learning rate).
+        When the loss becomes NaN/inf or explodes (lower the learning rate), or L-BFGS's first step
+        finds no lower objective at an lr below the default (raise it).
     Interrupted
         After a stop request, once the checkpoint is written.
 
