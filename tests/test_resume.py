@@ -257,6 +257,9 @@ def test_an_interrupted_overwrite_leaves_no_old_run_to_read(tiny_data, tiny_conf
     with pytest.raises(Interrupted):
         train(tiny_config, tiny_data, out=fresh, verbose=False, should_stop=lambda: True)
     train(tiny_config.replace(epochs=1), tiny_data, out=out, verbose=False)  # the old run
+    (out / "report").mkdir()  # ... and its report (as `torchlogreg report` writes it), with a note of ours
+    for name in ("report.html", "curves.png", "notes.txt"):
+        (out / "report" / name).write_text("the old run")
     step = itertools.count(1)
     with pytest.raises(Interrupted):  # a few steps in
         train(
@@ -268,6 +271,7 @@ def test_an_interrupted_overwrite_leaves_no_old_run_to_read(tiny_data, tiny_conf
             should_stop=lambda: next(step) == 3,
         )
     assert has_training_state(out) and not [name for name in RUN_FILES if (out / name).exists()]
+    assert [path.name for path in (out / "report").iterdir()] == ["notes.txt"]
     for folder in (fresh, out):
         with pytest.raises(CheckpointError) as caught:
             load_run(folder)

@@ -23,14 +23,13 @@ from ..base.exceptions import require
 from ..base.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, make_folder
 from ..core.model import decide, logits_of
 from ..data.inmemory import Data, load_run_data
-from ..runfolder.checkpoints import METRICS_FILE, Run, load_run, read_history
+from ..runfolder.checkpoints import METRICS_FILE, REPORT_DIR, Run, load_run, read_history
 
 FIGSIZE = (9.0, 6.0)  # inches; every figure has this size
 DPI = 100  # so every PNG is 900 x 600 pixels
 CALIBRATION_BINS = 10
 N_SAMPLES = 32
 N_MISTAKES = 24
-REPORT_DIR = "report"
 
 
 @dataclass

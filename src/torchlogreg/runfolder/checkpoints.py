@@ -47,6 +47,7 @@ META_FILE = "model.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 RUN_FILES = (META_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE)  # a finished run; model.json makes it one
+REPORT_DIR = "report"  # `torchlogreg report`'s page and figures (apps/report.py)
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"  # the resumable state of an interrupted training
 CHECKPOINT_META = "checkpoint.json"
 CHECKPOINT_HISTORY = "checkpoint-history.csv"
@@ -212,12 +213,19 @@ def check_run_target(out: Path, overwrite: bool, hint: str = "") -> None:
 
 
 def remove_run(out: Path) -> None:
-    """Delete the finished run in `out` (its files; a checkpoint is resumable.remove_training_state's),
-    model.json first: a folder left part way is no longer read as a run. For a new run that replaces
-    it (overwrite), as it starts: its folder must never show the old results as its own."""
+    """Delete the finished run in `out` (its files, model.json first: a folder left part way is no
+    longer read as a run; then its report's page and figures; a checkpoint is
+    resumable.remove_training_state's). For a new run that replaces it (overwrite), as it starts: its
+    folder must never show the old results as its own."""
     for name in RUN_FILES:
         with writing(out / name):
             (out / name).unlink(missing_ok=True)
+    report = out / REPORT_DIR
+    with writing(report):
+        if report.is_dir() and not report.is_symlink():  # its page and figures describe the old run
+            for path in report.iterdir():
+                if path.suffix in (".html", ".png") and path.is_file() and not path.is_symlink():
+                    path.unlink()
 
 
 def _write_run(out: Path, weights: bytes, meta: dict, result: TrainedRun) -> None:
