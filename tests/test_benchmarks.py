@@ -105,3 +105,12 @@ def test_settings_tiny(tmp_path, data_root):
         assert [r["full"] for r in rows if r["kind"] == kind and r["optimizer"] == "lbfgs"] == [True]
     for row in rows:
         assert row["cpu_per_sample_us"] > 0 and row["floor_us"] > 0 and row["peak_mb"] > row["added_mb"] >= 0
+
+
+def test_estimator_scale_tiny(tmp_path, data_root):
+    _benchmark("estimator_scale", "--rows", "1000", "--repeats", "1", tmp_path=tmp_path, data_root=data_root)
+    (row,) = json.loads((tmp_path / "estimator_scale.json").read_text())["rows"]
+    assert row["rows"] == 1000 and row["speedup"] > 0 and isinstance(row["meets_floor"], bool)
+    for name in ("scikit-learn", "torchlogreg"):
+        assert 0 < row[name]["objective"] < 2.31 and 0.5 < row[name]["accuracy"] <= 1
+    assert "| training rows | estimator | fit s |" in (tmp_path / "estimator_scale.md").read_text()
