@@ -288,24 +288,25 @@ def test_an_epoch_of_one_whole_batch_converges(mnist_splits):
     assert _train(data, optimizer="sgd", batch_size=100).metrics["stop_reason"] == "converged"
 
 
-@pytest.mark.parametrize("stored", ["uint8", "float32"])
-def test_the_feature_sample_centres_without_forming_the_centred_rows(stored):
-    # x - mean enters the products as rank-one corrections: the same curvature and spread as the
-    # centred rows formed outright, and the mean of the stored values as their float64 mean
-    images = _data(700, side=6).train.images
-    images = images if stored == "uint8" else images.float() / 255 * 3
+@pytest.mark.parametrize("offset", [0.0, 1e8])
+def test_the_feature_sample_keeps_the_spread_of_features_far_from_zero(offset):
+    # a timestamp-like column (1.7e9 + 0 or 1) and columns offset by 1e8: centring must not cancel
+    # their spread away (a shortcut through E|x|^2 - |mean|^2 gave a negative spread)
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(600, 10, generator=generator, dtype=torch.float64)
+    stamp = 1.7e9 + torch.randint(0, 2, (600, 1), generator=generator).double()
+    images = torch.cat([noise + offset, stamp], 1).reshape(600, 1, 11)
     sample = FeatureSample(images)
-    x = sample.x
-    centred = x - x.mean(0)
-    assert sample.curvature() == FeatureSample._power_iteration(x, sample._mean)
-    big = 10.0  # above the floor of 1 (the bias's curvature), which synthetic pixels' is under
-    expected = FeatureSample._power_iteration(big * centred, None)
-    assert FeatureSample._power_iteration(big * x, big * sample._mean) == pytest.approx(expected, rel=1e-12)
-    assert expected > 1
-    spread = float(centred.square().sum(1).mean())
-    assert sample.spread() == pytest.approx(spread, rel=1e-12)
-    assert sample.spread(False) == pytest.approx(float(x.square().sum(1).mean()), rel=1e-12)
-    assert torch.equal(sample.mean, x.mean(0).float()) and sample._mean.dtype == torch.float64
+    exact = torch.cat([noise - noise.mean(0), stamp - stamp.mean(0)], 1)  # centred before the offsets
+    assert sample.spread() == pytest.approx(float(exact.square().sum(1).mean()), rel=1e-6)
+    assert sample.curvature() == pytest.approx(FeatureSample._power_iteration(exact), rel=1e-6)
+    assert sample.spread() > 0 and sample.curvature() > 1
+
+
+def test_the_feature_sample_of_a_single_row_or_constant_images_has_no_spread():
+    for images in (torch.full((5, 3, 3), 7, dtype=torch.uint8), torch.rand(1, 4, 4)):
+        sample = FeatureSample(images)
+        assert sample.spread() == 0.0 and sample.curvature() == 1.0
 
 
 def test_train_seconds_counts_choosing_the_settings_from_the_data(monkeypatch):

@@ -82,8 +82,8 @@ class FeatureSample:
 
     Computed in float64 (the same values whatever the threads) on one CPU thread: a sample's products
     are too small to split, and where another program held the second core, each waited for it (the
-    curvature took 0.6 s instead of 15 ms). The centred rows are never formed: x - mean enters the
-    products as a rank-one correction, so the sample is converted once, and only for sgd's step."""
+    curvature took 0.6 s instead of 15 ms). The rows are converted only for sgd's step (L-BFGS needs
+    the mean alone), once: centred in place, unless training steps on plain features."""
 
     def __init__(self, images):
         from ..base.devices import cpu_threads
@@ -93,16 +93,6 @@ class FeatureSample:
             self.raw = _sample(images)
         self.scale = pixel_scale(self.raw)
         self._curvatures: dict[bool, float] = {}
-
-    @cached_property
-    def x(self) -> torch.Tensor:
-        """The sample as float64 features."""
-        import torch
-
-        from ..base.devices import cpu_threads
-
-        with cpu_threads(1):
-            return self.raw.to(torch.float64).mul_(self.scale)
 
     @cached_property
     def _mean(self) -> torch.Tensor:
@@ -125,6 +115,20 @@ class FeatureSample:
 
         return self._mean.to(torch.float32)
 
+    def rows(self, centred: bool = True) -> torch.Tensor:
+        """The sample as float64 features, less their mean when `centred` (formed outright: features
+        far from zero, a timestamp's, would lose their spread to cancellation in any shortcut)."""
+        import torch
+
+        from ..base.devices import cpu_threads
+
+        key = "_centred" if centred else "_plain"
+        if key not in self.__dict__:
+            with cpu_threads(1):
+                x = self.raw.to(torch.float64).mul_(self.scale)
+                self.__dict__[key] = x.sub_(self._mean) if centred else x
+        return self.__dict__[key]
+
     def curvature(self, centred: bool = True) -> float:
         """The largest eigenvalue of the (centred) features' second moments, at least 1 (the bias's):
         the log-loss's curvature in the coordinates training steps in, so a step of SGD_STEP /
@@ -133,9 +137,9 @@ class FeatureSample:
         from ..base.devices import cpu_threads
 
         if centred not in self._curvatures:
+            rows = self.rows(centred)
             with cpu_threads(1):
-                centre = self._mean if centred else None
-                self._curvatures[centred] = self._power_iteration(self.x, centre)
+                self._curvatures[centred] = self._power_iteration(rows)
         return self._curvatures[centred]
 
     def spread(self, centred: bool = True) -> float:
@@ -145,14 +149,13 @@ class FeatureSample:
 
         from ..base.devices import cpu_threads
 
+        rows = self.rows(centred)
         with cpu_threads(1):
-            total = float(torch.linalg.vector_norm(self.x).square()) / len(self.x)
-            return total - float(self._mean.square().sum()) if centred else total
+            return float(torch.linalg.vector_norm(rows).square()) / len(rows)
 
     @staticmethod
-    def _power_iteration(x: torch.Tensor, centre: torch.Tensor | None) -> float:
-        """The largest eigenvalue of (x - centre).T @ (x - centre) / len(x), at least 1 (`centre`: None, or
-        the rows' mean)."""
+    def _power_iteration(x: torch.Tensor) -> float:
+        """The largest eigenvalue of x.T @ x / len(x), at least 1."""
         import torch
 
         vector = torch.randn(x.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -162,11 +165,7 @@ class FeatureSample:
             if not norm > 0:
                 break
             vector = vector / norm
-            along = x @ vector
-            product = x.T @ along
-            if centre is not None:  # (x - 1 c^T)^T x v: the rows' mean c makes (x - 1 c^T)^T 1 zero
-                product -= centre * along.sum()
-            product /= len(x)
+            product = x.T @ (x @ vector) / len(x)
             value = float(vector @ product)
             vector = product
         return max(value, 1.0)
