@@ -299,3 +299,15 @@ def test_a_refused_overwrite_leaves_the_old_run_as_it_was(tiny_data, tiny_config
     with pytest.raises(DataError):
         train(nowhere, out=tmp_path, overwrite=True, verbose=False, download=False)
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_a_folder_that_held_no_run_keeps_its_files(tiny_data, tiny_config, tmp_path):
+    """Only a run (or checkpoint) is removed as training starts: a folder of the user's own files
+    that happen to share a run's names keeps them when the run into it is interrupted."""
+    mine = {"metrics.json": "{}", "history.csv": "mine", "report/report.html": "mine"}
+    for name, text in mine.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    with pytest.raises(Interrupted):
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: True)
+    assert {name: (tmp_path / name).read_text() for name in mine} == mine and has_training_state(tmp_path)

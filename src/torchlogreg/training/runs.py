@@ -23,7 +23,7 @@ from ..base.devices import cpu_threads, resolve_device, threads_for
 from ..base.exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
 from ..base.storage import atomic_write_bytes, make_folder, output_lock, reserved_space
 from ..data.inmemory import Data, dataset_location, load_data
-from ..runfolder.checkpoints import check_run_target, remove_run, save_run
+from ..runfolder.checkpoints import check_run_target, is_run_folder, remove_run, save_run
 from ..runfolder.resumable import (
     has_training_state,
     load_training_state,
@@ -163,7 +163,7 @@ def _clear_folder(out: Path | None, main_rank: bool) -> None:
     training starts: after every check (settings, data, disk), so a run refused leaves the old one as
     it was, and before the first step, so an interrupted run's folder holds its own checkpoint alone
     and is read as interrupted, never as the old run."""
-    if out is not None and main_rank:
+    if out is not None and main_rank and is_run_folder(out):  # (a folder of other files keeps them)
         remove_run(out)
         remove_training_state(out)
 
