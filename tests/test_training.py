@@ -127,6 +127,19 @@ def test_lbfgs_whose_first_step_finds_nothing_at_a_tiny_lr_fails_naming_lr(
     assert raised.value.parameter == "lr"
 
 
+def test_lbfgs_held_at_its_start_by_a_huge_weight_decay_blames_no_lr(tiny_data, tiny_config):
+    # weight decay 1e10 makes the start the optimum as float32 tells: below the default lr too, the run
+    # stops 'no progress' (the stop line names the weight decay), as it does at lr 1
+    from torchlogreg.apps.cli_train import stop_line
+
+    for lr in (0.5, 1.0):
+        config = tiny_config.replace(optimizer="lbfgs", batch_size=None, lr=lr, weight_decay=1e10)
+        result = train(config, tiny_data, verbose=False)
+        assert result.metrics["stop_reason"] == "no progress"
+        line = stop_line(result.metrics, config)
+        assert "--weight-decay 1e+10 scales the weights far above the bias" in line
+
+
 def test_nan_loss_stops_with_a_clear_error():
     features = torch.rand(8, 4)
     features[3, 1] = float("nan")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..base.config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from ..base.exceptions import ConfigError
-from ..data.rules import OTHER_LR, RULES
+from ..data.rules import RULES
 from .cli_common import add_data_options, dataset_arg, path_flag
 
 DEFAULT = PRESETS["default"]
@@ -218,14 +218,14 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
         kept = f"; kept iteration {best}'s weights, the best validation check" if restored else ""
         return f"converged ({tol}) after {last} iterations{kept}"
     if reason == "no progress":
-        # (a larger lr is no cause: the line search cuts a step too long, and a first step that found
-        # nothing at a smaller one failed the run, trainer._check_first_step)
-        if config.lr < OTHER_LR["lbfgs"]:
-            why = f"its first trial step is scaled by --lr {config.lr:g}: try --lr 1, the default"
-        elif config.weight_decay >= 1:  # the weights' curvature dwarfs the bias's: steps too short to tell
-            why = f"--weight-decay {config.weight_decay:g} scales the weights far above the bias; try less"
-        else:
-            why = "it no longer falls measurably in the model's arithmetic"
+        from ..training.trainer import stall_cause
+
+        why = {
+            "lr": f"its first trial step is scaled by --lr {config.lr:g}: try --lr 1, the default",
+            "weight_decay": f"--weight-decay {config.weight_decay:g} scales the weights far above the bias; "
+            "try less",
+            None: "it no longer falls measurably in the model's arithmetic",
+        }[stall_cause(config.lr, config.weight_decay)]
         return (
             f"stopped after {metrics['iterations']} iterations, not converged ({tol}): L-BFGS's line search "
             f"found no lower objective ({why})"

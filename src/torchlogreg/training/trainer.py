@@ -177,7 +177,7 @@ class Convergence:
             if engine.stop_reason is None and getattr(engine.optimizer, "iterations", 1) == 0:
                 if getattr(engine.optimizer, "stalled", ""):
                     if engine.iteration == 1:  # (the run's first step: the model is the untrained start)
-                        _check_first_step(row["lr"])
+                        _check_first_step(row["lr"], engine.objective.weight_decay)
                     engine.stop_reason = "no progress"
                 elif self.tol:
                     engine.stop_reason = "converged"
@@ -231,14 +231,23 @@ class Convergence:
                 self.wait, self.gradient = values[6:8]
 
 
-def _check_first_step(lr: float) -> None:
-    """L-BFGS's first step found no objective below the start's: at an lr below the default, whose
-    trial steps are then too short to change the objective (lr 1e-30), a DivergenceError (as for a
-    bold lr: failed, with the flag to change), not the untrained start saved as the model. At the
-    default or above (the line search cuts a step too long) the start is the optimum as far as the
-    model's arithmetic tells (weight decay 1e10): the run stops 'no progress'."""
-    default = OTHER_LR["lbfgs"]
-    if lr < default:
+def stall_cause(lr: float, weight_decay: float) -> str | None:
+    """The setting that left L-BFGS's line search with no lower objective: "weight_decay" (at 1 or
+    more the weights' curvature dwarfs the bias's: steps too short to tell), "lr" (below the default,
+    its trial steps are too short to change the objective, lr 1e-30), or None (the objective no
+    longer falls measurably in the model's arithmetic; a larger lr is no cause: the search cuts it)."""
+    if weight_decay >= 1:
+        return "weight_decay"
+    return "lr" if lr < OTHER_LR["lbfgs"] else None
+
+
+def _check_first_step(lr: float, weight_decay: float) -> None:
+    """L-BFGS's first step found no objective below the start's: where the lr is the cause, a
+    DivergenceError (as for a bold lr: failed, with the flag to change), not the untrained start
+    saved as the model. Otherwise the start is the optimum as far as the model's arithmetic tells
+    (weight decay 1e10): the run stops 'no progress'."""
+    if stall_cause(lr, weight_decay) == "lr":
+        default = OTHER_LR["lbfgs"]
         raise DivergenceError(
             f"training made no progress: L-BFGS's first step, its trial steps scaled by lr={lr:g}, found "
             f"no objective below the start's; set lr={default:g} (the default)",
