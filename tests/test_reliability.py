@@ -115,8 +115,8 @@ def test_diverging_training_stops_and_says_what_to_lower(data_root, tmp_path, ca
     )
     err = capsys.readouterr().err.strip()
     assert code == 1 and "training diverged" in err and "lower the learning rate" in err
-    assert "last good checkpoint" in err
-    assert (out / "checkpoint.safetensors").exists() and not (out / "model.safetensors").exists()
+    # it diverged before any check passed: the start is nothing to keep, and the folder made is gone
+    assert "last good checkpoint" not in err and not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from torchlogreg import CheckpointError, ConfigError, DivergenceError, Interrupted, OutputError, train
+from torchlogreg.runfolder.checkpoints import load_run
 from torchlogreg.runfolder.resumable import has_training_state, load_training_state
 
 
@@ -60,7 +61,10 @@ def test_divergence_keeps_the_last_good_checkpoint(tiny_data, tiny_config, tmp_p
     with pytest.raises(DivergenceError, match="kept the last good checkpoint"):
         train(config, tiny_data, out=tmp_path, verbose=False)
     tensors, meta, _ = load_training_state(tmp_path)
-    assert torch.isfinite(tensors["model.linear.weight"]).all()
+    assert torch.isfinite(tensors["model.linear.weight"]).all() and meta["iteration"] > 0
+    with pytest.raises(CheckpointError, match="last good checkpoint of a training that diverged") as caught:
+        load_run(tmp_path)  # not 'interrupted ... resume': a resume would repeat the divergence
+    assert caught.value.resume_dir is None
 
 
 def _train_command(data_root, out, *extra):
@@ -251,7 +255,7 @@ def _what_commands_say(run_dir, capsys) -> list[str]:
 def test_an_interrupted_overwrite_leaves_no_old_run_to_read(tiny_data, tiny_config, tmp_path, capsys):
     """A run that replaces another (overwrite) removes it as training starts: interrupted, its
     folder reads as interrupted, as a fresh run's does, never as the old run."""
-    from torchlogreg.runfolder.checkpoints import RUN_FILES, load_run
+    from torchlogreg.runfolder.checkpoints import RUN_FILES
 
     fresh, out = tmp_path / "fresh", tmp_path / "out"
     with pytest.raises(Interrupted):

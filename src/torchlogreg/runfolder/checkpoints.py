@@ -408,6 +408,23 @@ def _load_device(device: str | torch.device) -> torch.device:
     return resolve_device(device)
 
 
+def _refuse_training(run_dir: Path) -> None:
+    """The one-line error for a folder holding a training's checkpoint rather than a run: interrupted
+    (resumable: the error's resume_dir), or diverged (its last good state; a resume would repeat it)."""
+    try:
+        diverged = read_json(run_dir / CHECKPOINT_META).get("diverged") is True
+    except (CheckpointError, OSError):
+        diverged = False  # (a damaged checkpoint: the resume says what is wrong with it)
+    if diverged:
+        raise CheckpointError(
+            f"{run_dir} holds the last good checkpoint of a training that diverged, not a finished run; "
+            "train again with other settings (a lower lr)"
+        )
+    raise CheckpointError(
+        f"{run_dir} holds an interrupted training (its checkpoint), not a finished run", resume_dir=run_dir
+    )
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     """Rebuild the model of a run folder from its files alone.
 
@@ -448,10 +465,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder (expected a run folder from 'train')")
     if has_training_state(run_dir):  # train removes it once the run is saved: this one has not finished
-        raise CheckpointError(
-            f"{run_dir} holds an interrupted training (its checkpoint), not a finished run",
-            resume_dir=run_dir,
-        )
+        _refuse_training(run_dir)
     meta = read_json(run_dir / META_FILE)
     _check_meta(run_dir / META_FILE, meta)
     Run(run_dir, None, meta, {}).config  # noqa: B018 (a damaged config: refused by every command)

@@ -244,9 +244,10 @@ def _run(training: Training, checkpointer: Checkpointer) -> None:
             engine.run()
     except DivergenceError as error:
         training.bar.close()
-        if out is not None and checkpointer.last_good is not None:
-            checkpointer.write(engine, checkpointer.last_good)
-            iteration = checkpointer.last_good[1]["iteration"]
+        good = checkpointer.last_good
+        if out is not None and good is not None and good[1]["iteration"] > 0:  # (the start keeps nothing)
+            checkpointer.write(engine, (good[0], {**good[1], "diverged": True}))  # load_run tells it so
+            iteration = good[1]["iteration"]
             error.args = (
                 f"{error} and train again with out=ANOTHER_FOLDER (resume=True would repeat these settings); "
                 f"kept the last good checkpoint (iteration {iteration}) in {out}",
