@@ -408,6 +408,11 @@ def _load_device(device: str | torch.device) -> torch.device:
     return resolve_device(device)
 
 
+def has_training_state(run_dir: str | Path) -> bool:
+    """Whether `run_dir` holds the checkpoint of an interrupted training."""
+    return (Path(run_dir) / CHECKPOINT_META).exists()
+
+
 def _refuse_training(run_dir: Path) -> None:
     """The one-line error for a folder holding a training's checkpoint rather than a run: interrupted
     (resumable: the error's resume_dir), or diverged (its last good state; a resume would repeat it)."""
@@ -459,8 +464,6 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     >>> run.class_names, run.metrics["test"]["accuracy"]  # doctest: +SKIP
     (('0', '1', '2', '3', '4', '5', '6', '7', '8', '9'), 0.926)
     """
-    from .resumable import has_training_state
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a folder (expected a run folder from 'train')")

@@ -24,6 +24,7 @@ from .checkpoints import (
     FORMAT,
     HISTORY_KEYS,
     MAX_CHECKPOINT_BYTES,
+    has_training_state,
     read_history,
     read_json,
     read_weights,
@@ -92,11 +93,6 @@ def save_training_state(
     atomic_write_json(
         out / CHECKPOINT_META, {**meta, "format": FORMAT, "weights_sha256": hashlib.sha256(blob).hexdigest()}
     )
-
-
-def has_training_state(run_dir: str | Path) -> bool:
-    """Whether `run_dir` holds the checkpoint of an interrupted training."""
-    return (Path(run_dir) / CHECKPOINT_META).exists()
 
 
 def _check_fields(path: Path, meta: dict) -> None:
