@@ -269,6 +269,24 @@ def test_output_folder_rules_and_failed_conversion_keeps_the_old_dataset(tmp_pat
     assert (other / "notes.txt").read_text() == "mine"
 
 
+def test_overwrite_refuses_a_dataset_folder_holding_other_files_its_source_among_them(tmp_path):
+    """--overwrite replaces the whole folder: the user's files in it, or the very source being
+    converted, are refused rather than deleted (a newcomer lost a folder of photos so)."""
+    images, labels = _synthetic(20)
+    out = tmp_path / "out"
+    np.savez(tmp_path / "a.npz", train_images=images, train_labels=labels, test_images=images,
+             test_labels=labels)  # fmt: skip
+    convert(out, npz=tmp_path / "a.npz")
+    (out / "a.npz").write_bytes((tmp_path / "a.npz").read_bytes())
+    (out / "README.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"holds other files \(README.txt, a.npz\), which a dataset would"):
+        convert(out, npz=out / "a.npz", overwrite=True)
+    assert (out / "README.txt").read_text() == "mine" and (out / "a.npz").is_file()
+    (out / "README.txt").unlink()
+    (out / "a.npz").unlink()
+    convert(out, npz=tmp_path / "a.npz", overwrite=True)  # the dataset's own files alone: replaced
+
+
 def test_overwriting_moves_the_old_dataset_aside_until_the_new_one_is_in(tmp_path, monkeypatch):
     images, labels = _synthetic(20)
     np.savez(tmp_path / "a.npz", train_images=images, train_labels=labels, test_images=images,

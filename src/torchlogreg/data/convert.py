@@ -37,7 +37,7 @@ from .classnames import class_names_problem
 from .csvfiles import CsvLayout, csv_header, describe_csv
 from .images import AS_IS, MNIST_STYLE, check_pictures
 from .inmemory import Split, load_splits
-from .ondisk import read_meta, write_dataset
+from .ondisk import DATASET_FILES, read_meta, write_dataset
 from .readers import labels_problem
 from .sources import read_csv, read_idx_folder, read_image_folders, read_npz
 
@@ -132,13 +132,21 @@ def _pictures_rule(train_images: torch.Tensor, options: dict) -> str:
 
 # --- the conversion --------------------------------------------------------------------------
 def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse to replace anything but an earlier dataset folder, and that only when overwriting."""
+    """Refuse to replace anything but an earlier dataset folder, and that only when overwriting: the
+    whole folder is replaced, so one holding anything else (the user's files, the very source being
+    converted) is refused, overwrite or not."""
     if exists(out) and not out.is_dir():
         raise ConfigError(f"out {out} is a file; give out=A_FOLDER to create", parameter="out")
     if not out.is_dir() or not any(out.iterdir()):
         return
-    if not is_dataset_folder(out):
-        raise ConfigError(f"out {out} holds other files; give out=A_NEW_OR_EMPTY_FOLDER", parameter="out")
+    others = sorted(path.name for path in out.iterdir() if path.name not in DATASET_FILES)
+    if others or not is_dataset_folder(out):
+        listed = f" ({', '.join(ascii(name)[1:-1] for name in others[:3])}{', ...' if len(others) > 3 else ''})"
+        raise ConfigError(
+            f"out {out} holds other files{listed if others else ''}, which a dataset would replace; "
+            "give out=A_NEW_OR_EMPTY_FOLDER",
+            parameter="out",
+        )
     refuse_existing(out, "out", overwrite, holds="a dataset")
 
 
