@@ -652,6 +652,8 @@ def test_diverging_sgd_raises_with_advice():
         StandardScaler(), TorchLogisticRegression(solver="sgd", max_iter=10, random_state=0)
     )
     assert scaled.fit(X, y).score(X, y) > 0.9
+    with pytest.raises(DivergenceError, match="became nan .*scale the features"):  # (was a TypeError)
+        TorchLogisticRegression(solver="sgd", max_iter=10, random_state=0).fit(X * 1e20, y)
 
 
 def test_lbfgs_on_features_near_the_float64_limit_warns_to_scale_them():

@@ -62,3 +62,14 @@ def test_early_stopping_without_patience_never_stops_and_its_state_round_trips()
     again = EarlyStopping(tol=0.0, patience=None)
     again.load_state_dict(tensors, meta)
     assert (again.best_loss, again.best_iteration, again.unimproved) == (1.0, 0, 3)
+
+
+def test_a_divergence_message_tells_the_loss_from_its_ceiling():
+    """Four digits printed 'rose to 230.3, above 230.3'; as many as tell them apart are shown."""
+    error = divergence(
+        230.30001, who="training", what="loss", where="at iteration 3", advice="x", ceiling=230.3
+    )
+    assert "rose to 230.30001, above 230.3 at" in str(error)
+    assert "rose to 400, above 230.3 at" in str(
+        divergence(400.0, who="t", what="loss", where="at", advice="x", ceiling=230.3)
+    )

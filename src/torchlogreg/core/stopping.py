@@ -38,7 +38,8 @@ def divergence(
     """The error for a `value` that `diverged`, one line: who, what the value did, where, what to do;
     `ceiling_is` says what the ceiling was measured from."""
     if math.isfinite(value):
-        change = f"rose to {value:.4g}, above {ceiling:.4g}{ceiling_is}"
+        digits = next(d for d in (4, 6, 8, 17) if f"{value:.{d}g}" != f"{ceiling:.{d}g}" or d == 17)
+        change = f"rose to {value:.{digits}g}, above {ceiling:.{digits}g}{ceiling_is}"  # told apart
     else:
         change = f"became {value}"
     return DivergenceError(f"{who} diverged: the {what} {change} {where}; {advice}")

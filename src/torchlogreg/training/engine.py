@@ -209,7 +209,9 @@ class Engine:
                 where=f"at iteration {self.iteration}",
                 advice=self.advice,
                 ceiling=ceiling,
-                ceiling_is=f" ({factor:g}x the larger of its start, {start:.4g}, and 1)",
+                ceiling_is=""
+                if ceiling is None
+                else f" ({factor:g}x the larger of its start, {start:.4g}, and 1)",
             )
 
     def _rows(self, losses: Sequence[float], lrs: Sequence[float]) -> list[dict]:
