@@ -26,7 +26,7 @@ from torchlogreg.apps.report import (
     write_report,
 )
 from torchlogreg.data.inmemory import prepare
-from torchlogreg.runfolder.checkpoints import load_run, save_run
+from torchlogreg.runfolder.checkpoints import REPORT_FIGURES, REPORT_PAGE, load_run, save_run
 
 FIGURES = ("samples", "weights", "curves", "confusion", "mistakes", "calibration")
 SIZE = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
@@ -101,6 +101,8 @@ def test_binary_report_has_roc_and_pr(mnist_splits, tmp_path):
     data = prepare(config, *mnist_splits)
     run_dir = save_run(train(config, data, verbose=False), tmp_path / "binary")
     out = write_report(load_run(run_dir), data)
+    # every file report writes: what an overwrite removes (remove_run), the user's own files kept
+    assert {path.name for path in out.iterdir()} == {REPORT_PAGE, *(f"{name}.png" for name in REPORT_FIGURES)}
     with Image.open(out / "roc_pr.png") as image:
         assert image.size == SIZE
     metrics = json.loads((run_dir / "metrics.json").read_text())

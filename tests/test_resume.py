@@ -262,7 +262,7 @@ def test_an_interrupted_overwrite_leaves_no_old_run_to_read(tiny_data, tiny_conf
         train(tiny_config, tiny_data, out=fresh, verbose=False, should_stop=lambda: True)
     train(tiny_config.replace(epochs=1), tiny_data, out=out, verbose=False)  # the old run
     (out / "report").mkdir()  # ... and its report (as `torchlogreg report` writes it), with a note of ours
-    for name in ("report.html", "curves.png", "notes.txt"):
+    for name in ("report.html", "curves.png", "notes.txt", "mine.png"):
         (out / "report" / name).write_text("the old run")
     step = itertools.count(1)
     with pytest.raises(Interrupted):  # a few steps in
@@ -275,7 +275,7 @@ def test_an_interrupted_overwrite_leaves_no_old_run_to_read(tiny_data, tiny_conf
             should_stop=lambda: next(step) == 3,
         )
     assert has_training_state(out) and not [name for name in RUN_FILES if (out / name).exists()]
-    assert [path.name for path in (out / "report").iterdir()] == ["notes.txt"]
+    assert sorted(path.name for path in (out / "report").iterdir()) == ["mine.png", "notes.txt"]
     for folder in (fresh, out):
         with pytest.raises(CheckpointError) as caught:
             load_run(folder)
@@ -305,13 +305,44 @@ def test_a_refused_overwrite_leaves_the_old_run_as_it_was(tiny_data, tiny_config
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
 
 
+def test_an_overwrite_that_fails_before_it_has_anything_to_keep_leaves_the_old_run(
+    tiny_data, tiny_config, tmp_path
+):
+    """The old run is removed at the new one's first write, not as training starts: an overwrite that
+    diverges at its first step (nothing to keep) left an empty folder, the old run lost."""
+    train(tiny_config.replace(epochs=1), tiny_data, out=tmp_path, verbose=False)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    stalled = tiny_config.replace(optimizer="lbfgs", lr=1e-30)
+    with pytest.raises(DivergenceError, match="made no progress"):
+        train(stalled, tiny_data, out=tmp_path, overwrite=True, verbose=False)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_a_diverged_checkpoint_is_not_offered_to_resume(tiny_data, tiny_config, tmp_path):
+    """train into a folder holding a diverged training's last good checkpoint says so, with no
+    'Continue with: train --resume' (that would diverge again)."""
+    (tmp_path / "checkpoint.json").write_text(json.dumps({"diverged": True}))
+    with pytest.raises(
+        ConfigError, match="holds the last good checkpoint of a training that diverged;"
+    ) as caught:
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False)
+    assert caught.value.resume_dir is None
+    (tmp_path / "checkpoint.json").write_text(json.dumps({"diverged": False}))
+    with pytest.raises(ConfigError, match="holds an interrupted training") as caught:
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False)
+    assert caught.value.resume_dir == tmp_path
+
+
 def test_a_folder_that_held_no_run_keeps_its_files(tiny_data, tiny_config, tmp_path):
-    """Only a run (or checkpoint) is removed as training starts: a folder of the user's own files
-    that happen to share a run's names keeps them when the run into it is interrupted."""
+    """A folder of the user's own files that share a run's names is refused, naming them (a run
+    would replace them); with overwrite, only a run (or checkpoint) is ever removed before the new
+    run writes, so an interrupted run into it keeps them."""
     mine = {"metrics.json": "{}", "history.csv": "mine", "report/report.html": "mine"}
     for name, text in mine.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match="holds metrics.json, history.csv, which a run would replace; give"):
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False)
     with pytest.raises(Interrupted):
-        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: True)
+        train(tiny_config, tiny_data, out=tmp_path, overwrite=True, verbose=False, should_stop=lambda: True)
     assert {name: (tmp_path / name).read_text() for name in mine} == mine and has_training_state(tmp_path)

@@ -23,7 +23,7 @@ from ..base.exceptions import require
 from ..base.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, make_folder
 from ..core.model import decide, logits_of
 from ..data.inmemory import Data, load_run_data
-from ..runfolder.checkpoints import METRICS_FILE, REPORT_DIR, Run, load_run, read_history
+from ..runfolder.checkpoints import METRICS_FILE, REPORT_DIR, REPORT_PAGE, Run, load_run, read_history
 
 FIGSIZE = (9.0, 6.0)  # inches; every figure has this size
 DPI = 100  # so every PNG is 900 x 600 pixels
@@ -467,7 +467,7 @@ def write_report(run: Run, data: Data) -> Path:
         atomic_write_bytes(out / f"{name}.png", png)
     metrics = {**run.metrics, **{k: v for k, v in extra.items() if k != "calibration"}}
     atomic_write_json(run.path / METRICS_FILE, metrics)
-    atomic_write_text(out / "report.html", render_html(run, metrics, extra, pngs))
+    atomic_write_text(out / REPORT_PAGE, render_html(run, metrics, extra, pngs))
     return out
 
 

@@ -141,7 +141,8 @@ def check_output(out: Path, overwrite: bool) -> None:
         return
     others = sorted(path.name for path in out.iterdir() if path.name not in DATASET_FILES)
     if others or not is_dataset_folder(out):
-        listed = f" ({', '.join(ascii(name)[1:-1] for name in others[:3])}{', ...' if len(others) > 3 else ''})"
+        named = ", ".join(ascii(name)[1:-1] for name in others[:3]) + (", ..." if len(others) > 3 else "")
+        listed = f" ({named})"
         raise ConfigError(
             f"out {out} holds other files{listed if others else ''}, which a dataset would replace; "
             "give out=A_NEW_OR_EMPTY_FOLDER",

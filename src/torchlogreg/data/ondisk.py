@@ -152,7 +152,10 @@ def shard_batches(
 MAX_META_BYTES = 4 * 2**20  # a dataset folder's meta.json: a few hundred bytes in practice
 MAX_LABELS_BYTES = 2**30  # a dataset folder's labels .npy: 8 bytes a row
 DATASET_META_KEYS = ("format", "class_names", "image_shape", "splits", "pictures")  # write_dataset's
-DATASET_FILES = (DATASET_META, *(f"{split}-{part}.npy" for split in ("train", "test") for part in ("images", "labels")))
+DATASET_FILES = (  # what write_dataset writes: all a dataset folder holds
+    DATASET_META,
+    *(f"{split}-{part}.npy" for split in ("train", "test") for part in ("images", "labels")),
+)
 
 
 def read_meta(folder: Path) -> dict:

@@ -48,6 +48,8 @@ METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 RUN_FILES = (META_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE)  # a finished run; model.json makes it one
 REPORT_DIR = "report"  # `torchlogreg report`'s page and figures (apps/report.py)
+REPORT_PAGE = "report.html"
+REPORT_FIGURES = ("samples", "weights", "curves", "confusion", "mistakes", "calibration", "roc_pr")  # .png
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"  # the resumable state of an interrupted training
 CHECKPOINT_META = "checkpoint.json"
 CHECKPOINT_HISTORY = "checkpoint-history.csv"
@@ -205,11 +207,32 @@ def save_run(
 
 
 def check_run_target(out: Path, overwrite: bool, hint: str = "") -> None:
-    """`out` may take a new run: a folder (or nothing yet) that holds no run, unless `overwrite`."""
+    """`out` may take a new run: a folder (or nothing yet) that holds no run, nor files of a run's
+    names (the user's metrics.json), unless `overwrite`."""
+    if out.is_symlink() and not out.exists():
+        raise ConfigError(f"out {out} is a symbolic link to nothing; give out=A_FOLDER", parameter="out")
     if exists(out) and not out.is_dir():
         raise ConfigError(f"out {out} is a file, not a folder; give out=A_FOLDER", parameter="out")
     if is_run_folder(out):
-        refuse_existing(out, "out", overwrite, holds="a run", hint=hint)
+        refuse_existing(out, "out", overwrite, holds=_holding(out), hint=hint)
+        return
+    taken = [name for name in RUN_FILES if exists(out / name)]
+    if taken and not overwrite:
+        raise ConfigError(
+            f"out {out} holds {', '.join(taken)}, which a run would replace; give out=ANOTHER_PATH, or "
+            "overwrite=True to replace them",
+            parameter="out",
+        )
+
+
+def _holding(out: Path) -> str:
+    """What a run folder holds, in words: a run, an interrupted training or a diverged one's last
+    good checkpoint."""
+    if exists(out / META_FILE) or not exists(out / CHECKPOINT_META):
+        return "a run"
+    if checkpoint_diverged(out):
+        return "the last good checkpoint of a training that diverged"
+    return "an interrupted training (its checkpoint)"
 
 
 def remove_run(out: Path) -> None:
@@ -223,9 +246,9 @@ def remove_run(out: Path) -> None:
     report = out / REPORT_DIR
     with writing(report):
         if report.is_dir() and not report.is_symlink():  # its page and figures describe the old run
-            for path in report.iterdir():
-                if path.suffix in (".html", ".png") and path.is_file() and not path.is_symlink():
-                    path.unlink()
+            for name in (REPORT_PAGE, *(f"{figure}.png" for figure in REPORT_FIGURES)):
+                if (report / name).is_file() and not (report / name).is_symlink():  # (the user's own stay)
+                    (report / name).unlink()
 
 
 def _write_run(out: Path, weights: bytes, meta: dict, result: TrainedRun) -> None:
@@ -413,14 +436,19 @@ def has_training_state(run_dir: str | Path) -> bool:
     return (Path(run_dir) / CHECKPOINT_META).exists()
 
 
+def checkpoint_diverged(run_dir: Path) -> bool:
+    """Whether `run_dir`'s checkpoint is the last good state of a training that diverged (a resume
+    would repeat the divergence)."""
+    try:
+        return read_json(run_dir / CHECKPOINT_META).get("diverged") is True
+    except (CheckpointError, OSError):
+        return False  # (a damaged checkpoint: the resume says what is wrong with it)
+
+
 def _refuse_training(run_dir: Path) -> None:
     """The one-line error for a folder holding a training's checkpoint rather than a run: interrupted
     (resumable: the error's resume_dir), or diverged (its last good state; a resume would repeat it)."""
-    try:
-        diverged = read_json(run_dir / CHECKPOINT_META).get("diverged") is True
-    except (CheckpointError, OSError):
-        diverged = False  # (a damaged checkpoint: the resume says what is wrong with it)
-    if diverged:
+    if checkpoint_diverged(run_dir):
         raise CheckpointError(
             f"{run_dir} holds the last good checkpoint of a training that diverged, not a finished run; "
             "train again with other settings (a lower lr)"

@@ -23,7 +23,7 @@ from ..base.devices import cpu_threads, resolve_device, threads_for
 from ..base.exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
 from ..base.storage import atomic_write_bytes, make_folder, output_lock, reserved_space
 from ..data.inmemory import Data, dataset_location, load_data
-from ..runfolder.checkpoints import check_run_target, is_run_folder, remove_run, save_run
+from ..runfolder.checkpoints import check_run_target, checkpoint_diverged, is_run_folder, remove_run, save_run
 from ..runfolder.resumable import (
     has_training_state,
     load_training_state,
@@ -147,23 +147,23 @@ def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, 
 
 def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
     """`out` ready for a fresh run: holding none (unless `overwrite`), writable. What it holds stays
-    until training starts (_clear_folder)."""
+    until the new run first writes there (_clear_folder)."""
     try:
         check_run_target(out, overwrite)
     except ConfigError as error:
-        if has_training_state(out):
+        if has_training_state(out) and not checkpoint_diverged(out):  # (a resume would diverge again)
             error.resume_dir = out
         raise
     if main_rank:
         check_writable(out)
 
 
-def _clear_folder(out: Path | None, main_rank: bool) -> None:
-    """Remove the run (and any checkpoint) that a fresh run replaces in `out` (with overwrite), as
-    training starts: after every check (settings, data, disk), so a run refused leaves the old one as
-    it was, and before the first step, so an interrupted run's folder holds its own checkpoint alone
-    and is read as interrupted, never as the old run."""
-    if out is not None and main_rank and is_run_folder(out):  # (a folder of other files keeps them)
+def _clear_folder(out: Path, main_rank: bool) -> None:
+    """Remove the run (and any checkpoint) that a fresh run replaces in `out` (with overwrite), just
+    before the new run first writes there (a checkpoint, or the run): a run refused or failing before
+    it has anything to keep leaves the old one as it was, and an interrupted run's folder holds its own
+    checkpoint alone, read as interrupted, never as the old run."""
+    if main_rank and is_run_folder(out):  # (a folder of other files keeps them)
         remove_run(out)
         remove_training_state(out)
 
@@ -171,13 +171,28 @@ def _clear_folder(out: Path | None, main_rank: bool) -> None:
 class Checkpointer:
     """Callback: a resumable checkpoint every `every` steps; a last good state at each evaluation."""
 
-    def __init__(self, out: Path | None, every: int | None, main_rank: bool, config: TrainConfig):
+    def __init__(
+        self,
+        out: Path | None,
+        every: int | None,
+        main_rank: bool,
+        config: TrainConfig,
+        replaces: bool = False,
+    ):
         self.out, self.every, self.main_rank, self.config = out, every, main_rank, config.to_dict()
         self.last_good = None
+        self.replaces = replaces  # what `out` holds is replaced at the first write (a fresh run)
+
+    def claim(self) -> None:
+        """Before the run's first write into `out`: the run it replaces goes (_clear_folder)."""
+        if self.replaces and self.out is not None:
+            _clear_folder(self.out, self.main_rank)
+        self.replaces = False
 
     def write(self, engine, state=None) -> None:
         if self.out is None or not self.main_rank:
             return
+        self.claim()
         tensors, meta = state or engine.state_dict()
         history = engine.history[: meta["history_rows"]]
         save_training_state(self.out, tensors, {**meta, "config": self.config}, history)
@@ -364,7 +379,7 @@ def train(
         logger = _tensorboard_logger(tensorboard, data) if main_rank else None
         if logger is not None:
             cleanup.callback(logger.close)
-        checkpointer = Checkpointer(out, checkpoint_every, main_rank, config)
+        checkpointer = Checkpointer(out, checkpoint_every, main_rank, config, replaces=state is None)
         callbacks = [checkpointer] + ([logger] if logger else [])
         training = build(
             config, data, dist=dist, verbose=verbose and main_rank, progress=progress, callbacks=callbacks
@@ -375,11 +390,10 @@ def train(
         if announce is not None and main_rank:
             announce(describe(training))
         with _space_for_run(out, training, main_rank):
-            if state is None:
-                _clear_folder(out, main_rank)
             _run(training, checkpointer)
             result = finish(training)
         if out is not None and main_rank:
+            checkpointer.claim()
             save_run(result, out, overwrite=True, command=command)  # the folder was checked before
             remove_training_state(out)
         if logger is not None:
@@ -397,8 +411,8 @@ def _claim_folder(
     overwrite: bool,
 ) -> Path | None:
     """The run folder as every process names it; for a `fresh` run locked by the main one until
-    `cleanup` (a second `train` into it is refused) and checked (what it holds is removed as training
-    starts, by _clear_folder); None without `out`. A folder made here and still empty at `cleanup`
+    `cleanup` (a second `train` into it is refused) and checked (what it holds is removed at the new
+    run's first write, by _clear_folder); None without `out`. A folder made here and still empty at `cleanup`
     (the data could not be read, say) is removed: a failed start leaves nothing behind."""
     if out is None:
         return None
