@@ -62,8 +62,10 @@ def test_train_evaluate_predict(tmp_path, data_root, mnist_splits):
     trained = run_cli("train", "--data-root", data_root, "--out", out, "--epochs", "1", "--device", "cpu")
     assert trained.returncode == 0, trained.stderr
     assert "iteration     235  mean batch loss" in trained.stdout and "test accuracy 0.9" in trained.stdout
-    assert "not converged (tol 0.0001 on the objective's largest gradient entry): stopped at the step " \
+    assert (
+        "not converged (tol 0.0001 on the objective's largest gradient entry): stopped at the step "
         "limit" in trained.stdout
+    )
     assert "To train longer: --epochs 2" in trained.stdout
     metrics = json.loads((out / "metrics.json").read_text())
 
@@ -388,7 +390,7 @@ def test_an_lbfgs_run_that_stops_without_progress_says_why(tiny_data, tiny_confi
     if weight_decay is not None:
         config = config.replace(weight_decay=weight_decay)
     result = train(config, tiny_data, verbose=False)
-    assert result.metrics["stop_reason"] == "no progress"
+    assert result.metrics["stop_reason"] == "no progress" and result.metrics["train_longer"] == {}
     assert says in stop_line(result.metrics, result.config)
 
 

@@ -1,7 +1,7 @@
 """`torchlogreg train` and `torchlogreg sweep`: their options (one per TrainConfig field) and handlers.
 
-    torchlogreg train --preset tutorial --out runs/tutorial
-    torchlogreg sweep --grid lr=0.01,0.1 --seeds 3 --out sweeps/a
+torchlogreg train --preset tutorial --out runs/tutorial
+torchlogreg sweep --grid lr=0.01,0.1 --seeds 3 --out sweeps/a
 """
 
 from __future__ import annotations
@@ -212,11 +212,12 @@ def _counted(count: float, word: str) -> str:
 def stop_line(metrics: dict, config: TrainConfig) -> str:
     """Why training stopped, in one line; when it had not converged, the flag that trains longer."""
     reason, tol = metrics["stop_reason"], f"tol {config.tol:g}"
+    iterations = _counted(metrics["iterations"], "iteration")
     if reason == "converged":
         best, last = metrics.get("best_iteration"), metrics["iterations"]
         restored = config.patience is not None and best not in (None, last)  # (only early stopping keeps)
         kept = f"; kept iteration {best}'s weights, the best validation check" if restored else ""
-        return f"converged ({tol}) after {last} iterations{kept}"
+        return f"converged ({tol}) after {_counted(last, 'iteration')}{kept}"
     if reason == "no progress":
         from ..training.trainer import stall_cause
 
@@ -227,14 +228,14 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
             None: "it no longer falls measurably in the model's arithmetic",
         }[stall_cause(config.lr, config.weight_decay)]
         return (
-            f"stopped after {metrics['iterations']} iterations, not converged ({tol}): L-BFGS's line search "
+            f"stopped after {iterations}, not converged ({tol}): L-BFGS's line search "
             f"found no lower objective ({why})"
         )
     if reason == "early stopping":
         checks = _counted(config.patience, "check")
         return f"stopped early: no better validation loss in {checks} (--patience)"
     if not config.tol:
-        return f"ran its whole budget of {metrics['iterations']} iterations (tol 0: no convergence test)"
+        return f"ran its whole budget of {iterations} (tol 0: no convergence test)"
     longer = " ".join(f"--{name} {value}" for name, value in metrics["train_longer"].items())
     change = metrics.get("objective_change")
     if change is not None and change < -config.tol:  # the last epoch ended above the best: steps too bold
@@ -245,8 +246,11 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
         )
     fell = ""
     if change is not None:  # (an epoch just above the best, by float noise, is no sign of bold steps)
-        fell = f"; its last epoch lowered the objective by {change:.2g}" if change > 0 else (
-            "; its last epoch's objective was within tol of its best")
+        fell = (
+            f"; its last epoch lowered the objective by {change:.2g}"
+            if change > 0
+            else ("; its last epoch's objective was within tol of its best")
+        )
     gradient = metrics.get("gradient_max")
     measured = "" if gradient is None else f", its largest gradient entry {gradient:.2g} when last measured"
     return (
@@ -294,7 +298,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(
         f"test accuracy {metrics['test']['accuracy']:.4f} (loss {metrics['test']['loss']:.4f}){val_text} | "
         f"trained in {metrics['train_seconds']:.2f} s ({_counted(metrics['epochs'], 'epoch')}, "
-        f"{metrics['iterations']} iterations, {metrics['device']})"
+        f"{_counted(metrics['iterations'], 'iteration')}, {metrics['device']})"
     )
     print(stop_line(metrics, result.config))
     if config.optimizer is None:  # the rules chose it: flags of another optimizer went unused

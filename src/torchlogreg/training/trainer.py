@@ -389,7 +389,7 @@ def finish(training: Training) -> TrainResult:
         converged=engine.stop_reason == "converged",
         objective_change=training.convergence.change,
         gradient_max=gradient,
-        train_longer={} if engine.stop_reason == "converged" else longer_budget(training.config),
+        train_longer=longer_budget(training.config) if engine.stop_reason in (None, "step limit") else {},
         best_iteration=evaluator.stopping.best_iteration if data.val is not None else None,
         device=str(engine.parameters[0].device),
         world_size=training.dist.world_size if training.dist else 1,
