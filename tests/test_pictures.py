@@ -183,6 +183,22 @@ def test_arrays_of_light_strokes_on_dark_are_mnist_style(tmp_path, mnist_splits,
     assert convert(tmp_path / "chosen", npz=tmp_path / "digits.npz", pictures=other)["pictures"] == other
 
 
+def test_arrays_that_reach_their_border_are_as_is_so_their_own_pictures_predict_as_trained(tmp_path):
+    """scikit-learn's 8x8 digits are light on dark but fill their frame: fitting a picture of one
+    MNIST-style re-framed it (a newcomer's PNGs of training images: 40 of 91 right). As-is, a
+    picture of the dataset's shape reaches the model as its training pixels were."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.rint(digits.images * 255 / 16).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", train_images=images[:300], train_labels=digits.target[:300],
+             test_images=images[300:350], test_labels=digits.target[300:350])  # fmt: skip
+    assert convert(tmp_path / "ds", npz=tmp_path / "d.npz")["pictures"] == AS_IS
+    Image.fromarray(images[7]).save(tmp_path / "seven.png")
+    pixels = picture_pixels(read_image(tmp_path / "seven.png"), (8, 8), AS_IS)  # (in 0..1)
+    assert np.array_equal(np.rint(pixels * 255), images[7])
+
+
 def test_a_dataset_written_before_the_rule_reads_as_mnist_style(dark_on_light, tmp_path):
     root, _, _ = dark_on_light
     old = tmp_path / "old"

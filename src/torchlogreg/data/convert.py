@@ -11,7 +11,8 @@ Classes are the labels the training data holds, in sorted order: labels {3, 5} m
 dataset of classes '3' and '5'. meta.json records how a picture file becomes the dataset's pixels
 (images.PICTURE_RULES): an image folder is stored as it is ("as-is": grayscale, one size), or, with
 --pictures mnist-style, each picture is fitted like an MNIST digit; the built-in datasets, and
-arrays whose images are light strokes on a dark background, are "mnist-style". Runs copy the rule,
+arrays whose images are light strokes on a dark background inside a blank margin (fitted like
+MNIST's digits), are "mnist-style". Runs copy the rule,
 and predict and serve apply it to picture files, so a model sees the pixels it was trained on.
 
 Each source is read by its format's one reader (data/sources.py); CSV files and image folders stream
@@ -43,6 +44,8 @@ from .sources import read_csv, read_idx_folder, read_image_folders, read_npz
 
 SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
 POLARITY_SAMPLE = 1000  # images whose border pixels tell light strokes on dark from dark on light
+MARGIN_INK = 0.05  # MNIST-like images keep a margin: under this share of their ink in the outer ring
+MARGIN = 2 / 28  # ... that ring's width, as a share of the shorter side (MNIST: 4 pixels of 28 are blank)
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -117,17 +120,33 @@ def _light_strokes_on_dark(images: torch.Tensor) -> bool:
     return float(border.float().median()) < 128
 
 
+def _fitted_like_mnist(images: torch.Tensor) -> bool:
+    """Whether images are fitted like MNIST's digits, inside a blank margin: under MARGIN_INK of the
+    ink of up to POLARITY_SAMPLE evenly spaced images lies in the outer ring MARGIN wide (MNIST, and
+    MNIST resized or padded: under 1%; scikit-learn's 8x8 digits, which reach their border: 24%)."""
+    rows = images[:: max(1, len(images) // POLARITY_SAMPLE)][:POLARITY_SAMPLE].double()
+    height, width = rows.shape[1:]
+    ring = max(1, round(min(height, width) * MARGIN))
+    if min(height, width) <= 2 * ring:
+        return False
+    total = float(rows.sum())
+    inside = float(rows[:, ring : height - ring, ring : width - ring].sum())
+    return total > 0 and (total - inside) / total < MARGIN_INK
+
+
 def _pictures_rule(train_images: torch.Tensor, options: dict) -> str:
     """How picture files become this dataset's pixels (see the module's docstring): the rule given,
     else as-is for an image folder, mnist-style for a built-in dataset, and for arrays mnist-style
-    when their images are light strokes on dark, else as-is."""
+    when their images are light strokes on dark fitted inside a blank margin as MNIST's are, else
+    as-is (a picture of the model's own shape then reaches it as the training pixels were)."""
     if options["pictures"] is not None:
         return options["pictures"]
     if options["folder"] is not None:
         return AS_IS
     if all(options[key] is None for key in ("npz", "idx", "csv")):
         return MNIST_STYLE
-    return MNIST_STYLE if _light_strokes_on_dark(train_images) else AS_IS
+    mnist_like = _light_strokes_on_dark(train_images) and _fitted_like_mnist(train_images)
+    return MNIST_STYLE if mnist_like else AS_IS
 
 
 # --- the conversion --------------------------------------------------------------------------
