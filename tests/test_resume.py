@@ -346,3 +346,18 @@ def test_a_folder_that_held_no_run_keeps_its_files(tiny_data, tiny_config, tmp_p
     with pytest.raises(Interrupted):
         train(tiny_config, tiny_data, out=tmp_path, overwrite=True, verbose=False, should_stop=lambda: True)
     assert {name: (tmp_path / name).read_text() for name in mine} == mine and has_training_state(tmp_path)
+
+
+def test_resume_of_a_folder_without_a_checkpoint_says_what_it_is(tiny_data, tiny_config, tmp_path):
+    """A finished run, a missing path or a file: each named, with what to do instead."""
+    train(tiny_config.replace(epochs=1), tiny_data, out=tmp_path / "done", verbose=False)
+    (tmp_path / "file").write_text("x")
+    expected = {
+        "done": "it holds a finished run; train a new one with out=ANOTHER_PATH (or overwrite=True)",
+        "nowhere": "it does not exist; give the folder of an interrupted training",
+        "file": "it is a file; give the folder of an interrupted training",
+    }
+    for name, says in expected.items():
+        with pytest.raises(CheckpointError) as caught:
+            train(data=tiny_data, out=tmp_path / name, resume=True, verbose=False)
+        assert str(caught.value) == f"{tmp_path / name} holds no resumable checkpoint: {says}"

@@ -24,6 +24,7 @@ from .checkpoints import (
     FORMAT,
     HISTORY_KEYS,
     MAX_CHECKPOINT_BYTES,
+    META_FILE,
     has_training_state,
     read_history,
     read_json,
@@ -106,12 +107,23 @@ def _check_fields(path: Path, meta: dict) -> None:
         raise CheckpointError(f"{path}: {'; '.join(problems)}")
 
 
+def _instead(run_dir: Path) -> str:
+    """What `run_dir` is instead of an interrupted training, and what to do."""
+    if not run_dir.exists():
+        return "it does not exist; give the folder of an interrupted training"
+    if not run_dir.is_dir():
+        return "it is a file; give the folder of an interrupted training"
+    if (run_dir / META_FILE).exists():
+        return "it holds a finished run; train a new one with out=ANOTHER_PATH (or overwrite=True)"
+    return f"{CHECKPOINT_META} is missing; give the folder of an interrupted training"
+
+
 def read_training_meta(run_dir: str | Path) -> dict:
     """checkpoint.json of the interrupted training in `run_dir`, checked: its format, config,
     weights digest and counters."""
     run_dir = Path(run_dir)
     if not has_training_state(run_dir):
-        raise CheckpointError(f"{run_dir} holds no resumable checkpoint ({CHECKPOINT_META} is missing)")
+        raise CheckpointError(f"{run_dir} holds no resumable checkpoint: {_instead(run_dir)}")
     meta = read_json(run_dir / CHECKPOINT_META)
     if meta.get("format") != FORMAT or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{run_dir / CHECKPOINT_META}: not a torchlogreg checkpoint")
