@@ -543,3 +543,6 @@ def test_a_converged_line_says_which_weights_early_stopping_kept():
     assert stop_line(metrics, TrainConfig(tol=1e-4)) == plain  # a validation set alone keeps the last
     metrics["best_iteration"] = 1100
     assert stop_line(metrics, TrainConfig(tol=1e-4, patience=5)) == plain
+    for count, said in ((1, "1 iteration"), (1234567, "1234567 iterations")):  # (not 1.23457e+06)
+        metrics.update(iterations=count, best_iteration=None)
+        assert stop_line(metrics, TrainConfig(tol=1e-4)) == f"converged (tol 0.0001) after {said}"

@@ -284,7 +284,14 @@ def test_overwrite_refuses_a_dataset_folder_holding_other_files_its_source_among
     assert (out / "README.txt").read_text() == "mine" and (out / "a.npz").is_file()
     (out / "README.txt").unlink()
     (out / "a.npz").unlink()
+    (out / ".DS_Store").write_bytes(b"")  # (a file browser's: no file of the user's)
     convert(out, npz=tmp_path / "a.npz", overwrite=True)  # the dataset's own files alone: replaced
+    (out / "meta.json").unlink()
+    with pytest.raises(ConfigError, match=r"holds part of a dataset \(no meta.json\): not one to replace"):
+        convert(out, npz=tmp_path / "a.npz", overwrite=True)
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="link is a symbolic link to nothing; give out=A_FOLDER"):
+        convert(tmp_path / "link", npz=tmp_path / "a.npz")
 
 
 def test_overwriting_moves_the_old_dataset_aside_until_the_new_one_is_in(tmp_path, monkeypatch):
@@ -432,7 +439,6 @@ def test_a_symlink_loop_in_an_image_folder_is_refused(tmp_path):
 
 
 # --- generated damage: meta.json of dataset folders, CSV rows -------------------------------------
-
 
 
 JSON_VALUES = st.recursive(

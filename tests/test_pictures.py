@@ -168,7 +168,14 @@ def test_the_cli_names_the_other_rule_by_its_flag(tmp_path, mnist_splits, capsys
     assert "--pictures as-is" in err and "pictures=" not in err
 
 
-@pytest.mark.parametrize(("paint", "rule"), [(lambda d: d, MNIST_STYLE), (lambda d: 255 - d, AS_IS)])
+def _lifted(images: np.ndarray) -> np.ndarray:
+    """A grey background (20 of 255): still MNIST's digits in their margin."""
+    return np.clip(images.astype(np.int16) + 20, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("paint", "rule"), [(lambda d: d, MNIST_STYLE), (_lifted, MNIST_STYLE), (lambda d: 255 - d, AS_IS)]
+)
 def test_arrays_of_light_strokes_on_dark_are_mnist_style(tmp_path, mnist_splits, paint, rule):
     train_split, test_split, _ = mnist_splits
     arrays = {

@@ -205,6 +205,9 @@ def test_an_interruption_names_the_folder_to_resume(tiny_data, tiny_config, tmp_
     with pytest.raises(Interrupted, match="resume=True continues it") as caught:
         train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: True)
     assert caught.value.resume_dir == tmp_path
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="link is a symbolic link to nothing; give out=A_FOLDER"):
+        train(tiny_config, tiny_data, out=tmp_path / "link", verbose=False)
     assert in_flags(caught.value).endswith(
         f"in {tmp_path}. Continue with: torchlogreg train --resume {tmp_path}"
     )
@@ -315,6 +318,17 @@ def test_an_overwrite_that_fails_before_it_has_anything_to_keep_leaves_the_old_r
     stalled = tiny_config.replace(optimizer="lbfgs", lr=1e-30)
     with pytest.raises(DivergenceError, match="made no progress"):
         train(stalled, tiny_data, out=tmp_path, overwrite=True, verbose=False)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_an_overwrite_that_diverges_later_keeps_the_old_run(tiny_data, tiny_config, tmp_path):
+    """Past its first checks, the diverging replacement's last good state is no run to use (resume
+    diverges again, load_run refuses it): the run the folder held is kept instead, and said so."""
+    train(tiny_config.replace(epochs=1), tiny_data, out=tmp_path, verbose=False)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    bold = tiny_config.replace(lr=100.0, epochs=50, centred=False, eval_every=1)
+    with pytest.raises(DivergenceError, match=f"; {tmp_path} keeps the run it held$"):
+        train(bold, tiny_data, out=tmp_path, overwrite=True, verbose=False)
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
 
 

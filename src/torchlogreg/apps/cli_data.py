@@ -163,7 +163,11 @@ def _add_convert_options(convert: argparse.ArgumentParser) -> None:
     convert.add_argument(
         "--out", type=path_flag, required=True, metavar="DIR", help="dataset folder to write"
     )
-    convert.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    convert.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the dataset in --out (a folder holding only a dataset)",
+    )
 
 
 def demo_parser(commands) -> None:

@@ -205,8 +205,9 @@ def _given_config(args: argparse.Namespace):
 
 
 def _counted(count: float, word: str) -> str:
-    """'1 epoch', '2.5 epochs'."""
-    return f"{count:g} {word}" + ("" if count == 1 else "s")
+    """'1 epoch', '2.5 epochs', '1234567 iterations' (whole counts in full)."""
+    number = f"{int(count)}" if float(count).is_integer() else f"{count:g}"
+    return f"{number} {word}" + ("" if count == 1 else "s")
 
 
 def stop_line(metrics: dict, config: TrainConfig) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ..base.datasets import is_dataset_folder
+from ..base.datasets import DATASET_META, is_dataset_folder
 from ..base.exceptions import ConfigError, DataError
 from ..base.storage import exists, output_lock, refuse_existing
 from .classnames import class_names_problem
@@ -45,6 +45,7 @@ from .sources import read_csv, read_idx_folder, read_image_folders, read_npz
 SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
 POLARITY_SAMPLE = 1000  # images whose border pixels tell light strokes on dark from dark on light
 MARGIN_INK = 0.05  # MNIST-like images keep a margin: under this share of their ink in the outer ring
+OS_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")  # what file browsers leave in any folder
 MARGIN = 2 / 28  # ... that ring's width, as a share of the shorter side (MNIST: 4 pixels of 28 are blank)
 
 
@@ -129,8 +130,9 @@ def _fitted_like_mnist(images: torch.Tensor) -> bool:
     ring = max(1, round(min(height, width) * MARGIN))
     if min(height, width) <= 2 * ring:
         return False
-    total = float(rows.sum())
-    inside = float(rows[:, ring : height - ring, ring : width - ring].sum())
+    ink = (rows - rows.flatten(1).median(dim=1).values[:, None, None]).clamp_(min=0)  # less the background
+    total = float(ink.sum())
+    inside = float(ink[:, ring : height - ring, ring : width - ring].sum())
     return total > 0 and (total - inside) / total < MARGIN_INK
 
 
@@ -154,16 +156,24 @@ def check_output(out: Path, overwrite: bool) -> None:
     """Refuse to replace anything but an earlier dataset folder, and that only when overwriting: the
     whole folder is replaced, so one holding anything else (the user's files, the very source being
     converted) is refused, overwrite or not."""
+    if out.is_symlink() and not out.exists():
+        raise ConfigError(f"out {out} is a symbolic link to nothing; give out=A_FOLDER", parameter="out")
     if exists(out) and not out.is_dir():
         raise ConfigError(f"out {out} is a file; give out=A_FOLDER to create", parameter="out")
-    if not out.is_dir() or not any(out.iterdir()):
+    held = [path.name for path in out.iterdir() if path.name not in OS_FILES] if out.is_dir() else []
+    if not held:
         return
-    others = sorted(path.name for path in out.iterdir() if path.name not in DATASET_FILES)
-    if others or not is_dataset_folder(out):
-        named = ", ".join(ascii(name)[1:-1] for name in others[:3]) + (", ..." if len(others) > 3 else "")
-        listed = f" ({named})"
+    others = sorted(name for name in held if name not in DATASET_FILES)
+    if not others and not is_dataset_folder(out):
         raise ConfigError(
-            f"out {out} holds other files{listed if others else ''}, which a dataset would replace; "
+            f"out {out} holds part of a dataset (no {DATASET_META}): not one to replace; remove it, or give "
+            "out=A_NEW_OR_EMPTY_FOLDER",
+            parameter="out",
+        )
+    if others:
+        named = ", ".join(ascii(name)[1:-1] for name in others[:3]) + (", ..." if len(others) > 3 else "")
+        raise ConfigError(
+            f"out {out} holds other files ({named}), which a dataset would replace; "
             "give out=A_NEW_OR_EMPTY_FOLDER",
             parameter="out",
         )

@@ -238,8 +238,8 @@ def _holding(out: Path) -> str:
 def remove_run(out: Path) -> None:
     """Delete the finished run in `out` (its files, model.json first: a folder left part way is no
     longer read as a run; then its report's page and figures; a checkpoint is
-    resumable.remove_training_state's). For a new run that replaces it (overwrite), as it starts: its
-    folder must never show the old results as its own."""
+    resumable.remove_training_state's). For a new run that replaces it (overwrite), just before its
+    first write: its folder must never show the old results as its own."""
     for name in RUN_FILES:
         with writing(out / name):
             (out / name).unlink(missing_ok=True)

@@ -260,7 +260,9 @@ def _run(training: Training, checkpointer: Checkpointer) -> None:
     except DivergenceError as error:
         training.bar.close()
         good = checkpointer.last_good
-        if out is not None and good is not None and good[1]["iteration"] > 0:  # (the start keeps nothing)
+        if out is not None and checkpointer.replaces and is_run_folder(out):  # a run nothing can use ...
+            error.args = (f"{error}; {out} keeps the run it held",)  # ... replaces none that works
+        elif out is not None and good is not None and good[1]["iteration"] > 0:  # (the start keeps nothing)
             checkpointer.write(engine, (good[0], {**good[1], "diverged": True}))  # load_run tells it so
             iteration = good[1]["iteration"]
             error.args = (
@@ -315,8 +317,9 @@ def train(
     resume : bool, default=False
         Continue the interrupted run in `out` with its own settings, exactly where it stopped.
     overwrite : bool, default=False
-        Replace a run (or checkpoint) already in `out`: removed once every check has passed, as
-        training starts; interrupted, the folder then holds the new run's checkpoint alone.
+        Replace a run (or checkpoint) already in `out`: removed just before the new run first writes
+        there (a checkpoint or the run), so a run refused, failing or diverging leaves it whole;
+        interrupted, the folder then holds the new run's checkpoint alone.
     checkpoint_every : int, optional
         Also write a resumable checkpoint every N steps.
     verbose : bool, default=True
