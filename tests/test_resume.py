@@ -360,6 +360,11 @@ def test_a_folder_that_held_no_run_keeps_its_files(tiny_data, tiny_config, tmp_p
     with pytest.raises(Interrupted):
         train(tiny_config, tiny_data, out=tmp_path, overwrite=True, verbose=False, should_stop=lambda: True)
     assert {name: (tmp_path / name).read_text() for name in mine} == mine and has_training_state(tmp_path)
+    keras = tmp_path / "keras"
+    keras.mkdir()
+    (keras / "model.json").write_text('{"class_name": "Sequential"}')  # another tool's
+    with pytest.raises(ConfigError, match="holds a model.json that is not a torchlogreg run's; give out="):
+        train(tiny_config, tiny_data, out=keras, verbose=False)
 
 
 def test_resume_of_a_folder_without_a_checkpoint_says_what_it_is(tiny_data, tiny_config, tmp_path):

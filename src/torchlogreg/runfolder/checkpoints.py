@@ -228,7 +228,13 @@ def check_run_target(out: Path, overwrite: bool, hint: str = "") -> None:
 def _holding(out: Path) -> str:
     """What a run folder holds, in words: a run, an interrupted training or a diverged one's last
     good checkpoint."""
-    if exists(out / META_FILE) or not exists(out / CHECKPOINT_META):
+    if exists(out / META_FILE):
+        try:
+            ours = read_json(out / META_FILE).get("format") == FORMAT
+        except (CheckpointError, OSError):
+            ours = False
+        return "a run" if ours else f"a {META_FILE} that is not a torchlogreg run's"
+    if not exists(out / CHECKPOINT_META):
         return "a run"
     if checkpoint_diverged(out):
         return "the last good checkpoint of a training that diverged"
