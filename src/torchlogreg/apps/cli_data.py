@@ -1,7 +1,7 @@
 """`torchlogreg data convert` (a dataset into the on-disk format) and `torchlogreg demo`.
 
-torchlogreg data convert --from-csv train.csv test.csv --out data/mine
-torchlogreg demo cross-entropy
+    torchlogreg data convert --from-csv train.csv test.csv --out data/mine
+    torchlogreg demo cross-entropy
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`torchlogreg train` and `torchlogreg sweep`: their options (one per TrainConfig field) and handlers.
 
-torchlogreg train --preset tutorial --out runs/tutorial
-torchlogreg sweep --grid lr=0.01,0.1 --seeds 3 --out sweeps/a
+    torchlogreg train --preset tutorial --out runs/tutorial
+    torchlogreg sweep --grid lr=0.01,0.1 --seeds 3 --out sweeps/a
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
         best, last = metrics.get("best_iteration"), metrics["iterations"]
         restored = config.patience is not None and best not in (None, last)  # (only early stopping keeps)
         kept = f"; kept iteration {best}'s weights, the best validation check" if restored else ""
-        return f"converged ({tol}) after {_counted(last, 'iteration')}{kept}"
+        return f"converged ({tol}) after {iterations}{kept}"
     if reason == "no progress":
         from ..training.trainer import stall_cause
 
@@ -247,11 +247,8 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
         )
     fell = ""
     if change is not None:  # (an epoch just above the best, by float noise, is no sign of bold steps)
-        fell = (
-            f"; its last epoch lowered the objective by {change:.2g}"
-            if change > 0
-            else ("; its last epoch's objective was within tol of its best")
-        )
+        fell = f"; its last epoch lowered the objective by {change:.2g}" if change > 0 else (
+            "; its last epoch's objective was within tol of its best")
     gradient = metrics.get("gradient_max")
     measured = "" if gradient is None else f", its largest gradient entry {gradient:.2g} when last measured"
     return (

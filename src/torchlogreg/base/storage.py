@@ -67,6 +67,19 @@ def exists(path: str | os.PathLike) -> bool:
         return Path(path).exists() or Path(path).is_symlink()
 
 
+def refuse_non_folder(path: str | os.PathLike, parameter: str) -> None:
+    """Refuse an output folder's path (the library parameter `parameter`) that holds a file or a
+    symbolic link to nothing: it must be a folder, or nothing yet."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        what = "a symbolic link to nothing"
+    elif exists(path) and not path.is_dir():
+        what = "a file, not a folder"
+    else:
+        return
+    raise ConfigError(f"{parameter} {path} is {what}; give {parameter}=A_FOLDER", parameter=parameter)
+
+
 def refuse_existing(
     path: str | os.PathLike, parameter: str, overwrite: bool, holds: str = "", hint: str = ""
 ) -> None:

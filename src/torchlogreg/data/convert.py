@@ -33,7 +33,7 @@ import torch
 
 from ..base.datasets import DATASET_META, is_dataset_folder
 from ..base.exceptions import ConfigError, DataError
-from ..base.storage import exists, output_lock, refuse_existing
+from ..base.storage import output_lock, refuse_existing, refuse_non_folder
 from .classnames import class_names_problem
 from .csvfiles import CsvLayout, csv_header, describe_csv
 from .images import AS_IS, MNIST_STYLE, check_pictures
@@ -45,8 +45,8 @@ from .sources import read_csv, read_idx_folder, read_image_folders, read_npz
 SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
 POLARITY_SAMPLE = 1000  # images whose border pixels tell light strokes on dark from dark on light
 MARGIN_INK = 0.05  # MNIST-like images keep a margin: under this share of their ink in the outer ring
-OS_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")  # what file browsers leave in any folder
 MARGIN = 2 / 28  # ... that ring's width, as a share of the shorter side (MNIST: 4 pixels of 28 are blank)
+OS_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")  # what file browsers leave in any folder
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -111,10 +111,15 @@ def present_classes(
     return Split(train.images, lookup[train.labels]), Split(test.images, lookup[test.labels]), names
 
 
+def _spread_sample(images: torch.Tensor) -> torch.Tensor:
+    """Up to POLARITY_SAMPLE images spread evenly over `images`: what the picture rule looks at."""
+    return images[:: max(1, len(images) // POLARITY_SAMPLE)][:POLARITY_SAMPLE]
+
+
 def _light_strokes_on_dark(images: torch.Tensor) -> bool:
     """Whether images look like MNIST's, light strokes on a dark background: the median of the
     border pixels of up to POLARITY_SAMPLE evenly spaced images is below mid-grey."""
-    rows = images[:: max(1, len(images) // POLARITY_SAMPLE)][:POLARITY_SAMPLE]
+    rows = _spread_sample(images)
     if not len(rows) or min(rows.shape[1:]) < 3:
         return True
     border = torch.cat([rows[:, 0], rows[:, -1], rows[:, 1:-1, 0], rows[:, 1:-1, -1]], dim=1)
@@ -125,7 +130,7 @@ def _fitted_like_mnist(images: torch.Tensor) -> bool:
     """Whether images are fitted like MNIST's digits, inside a blank margin: under MARGIN_INK of the
     ink of up to POLARITY_SAMPLE evenly spaced images lies in the outer ring MARGIN wide (MNIST, and
     MNIST resized or padded: under 1%; scikit-learn's 8x8 digits, which reach their border: 24%)."""
-    rows = images[:: max(1, len(images) // POLARITY_SAMPLE)][:POLARITY_SAMPLE].double()
+    rows = _spread_sample(images).double()
     height, width = rows.shape[1:]
     ring = max(1, round(min(height, width) * MARGIN))
     if min(height, width) <= 2 * ring:
@@ -156,10 +161,7 @@ def check_output(out: Path, overwrite: bool) -> None:
     """Refuse to replace anything but an earlier dataset folder, and that only when overwriting: the
     whole folder is replaced, so one holding anything else (the user's files, the very source being
     converted) is refused, overwrite or not."""
-    if out.is_symlink() and not out.exists():
-        raise ConfigError(f"out {out} is a symbolic link to nothing; give out=A_FOLDER", parameter="out")
-    if exists(out) and not out.is_dir():
-        raise ConfigError(f"out {out} is a file; give out=A_FOLDER to create", parameter="out")
+    refuse_non_folder(out, "out")
     held = [path.name for path in out.iterdir() if path.name not in OS_FILES] if out.is_dir() else []
     if not held:
         return

@@ -31,6 +31,7 @@ from ..base.storage import (
     atomic_write_json,
     exists,
     refuse_existing,
+    refuse_non_folder,
     writing,
 )
 from ..base.version import package_version
@@ -209,10 +210,7 @@ def save_run(
 def check_run_target(out: Path, overwrite: bool, hint: str = "") -> None:
     """`out` may take a new run: a folder (or nothing yet) that holds no run, nor files of a run's
     names (the user's metrics.json), unless `overwrite`."""
-    if out.is_symlink() and not out.exists():
-        raise ConfigError(f"out {out} is a symbolic link to nothing; give out=A_FOLDER", parameter="out")
-    if exists(out) and not out.is_dir():
-        raise ConfigError(f"out {out} is a file, not a folder; give out=A_FOLDER", parameter="out")
+    refuse_non_folder(out, "out")
     if is_run_folder(out):
         refuse_existing(out, "out", overwrite, holds=_holding(out), hint=hint)
         return

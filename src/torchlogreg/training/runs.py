@@ -147,7 +147,7 @@ def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, 
 
 def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
     """`out` ready for a fresh run: holding none (unless `overwrite`), writable. What it holds stays
-    until the new run first writes there (_clear_folder)."""
+    until the new run first writes there (Checkpointer.claim)."""
     try:
         check_run_target(out, overwrite)
     except ConfigError as error:
@@ -156,16 +156,6 @@ def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
         raise
     if main_rank:
         check_writable(out)
-
-
-def _clear_folder(out: Path, main_rank: bool) -> None:
-    """Remove the run (and any checkpoint) that a fresh run replaces in `out` (with overwrite), just
-    before the new run first writes there (a checkpoint, or the run): a run refused or failing before
-    it has anything to keep leaves the old one as it was, and an interrupted run's folder holds its own
-    checkpoint alone, read as interrupted, never as the old run."""
-    if main_rank and is_run_folder(out):  # (a folder of other files keeps them)
-        remove_run(out)
-        remove_training_state(out)
 
 
 class Checkpointer:
@@ -184,9 +174,13 @@ class Checkpointer:
         self.replaces = replaces  # what `out` holds is replaced at the first write (a fresh run)
 
     def claim(self) -> None:
-        """Before the run's first write into `out`: the run it replaces goes (_clear_folder)."""
-        if self.replaces and self.out is not None:
-            _clear_folder(self.out, self.main_rank)
+        """Before the run's first write into `out`, remove the run (and any checkpoint) it replaces
+        (overwrite): a run refused or failing before it has anything to keep leaves the old one as it
+        was, and an interrupted run's folder holds its own checkpoint alone, read as interrupted,
+        never as the old run. A folder of other files keeps them."""
+        if self.replaces and self.out is not None and self.main_rank and is_run_folder(self.out):
+            remove_run(self.out)
+            remove_training_state(self.out)
         self.replaces = False
 
     def write(self, engine, state=None) -> None:
@@ -415,8 +409,8 @@ def _claim_folder(
 ) -> Path | None:
     """The run folder as every process names it; for a `fresh` run locked by the main one until
     `cleanup` (a second `train` into it is refused) and checked (what it holds is removed at the new
-    run's first write, by _clear_folder); None without `out`. A folder made here and still empty at `cleanup`
-    (the data could not be read, say) is removed: a failed start leaves nothing behind."""
+    run's first write, by Checkpointer.claim); None without `out`. A folder made here and still empty
+    at `cleanup` (the data could not be read, say) is removed: a failed start leaves nothing behind."""
     if out is None:
         return None
     out = Path(broadcast_object(str(out), dist))
