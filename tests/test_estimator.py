@@ -167,6 +167,36 @@ def test_partial_fit_on_chunks(digits):
     assert clf.score(X, y) > 0.93 and clf.n_iter_[0] == 5 * 6
 
 
+@pytest.mark.parametrize("scale", [1.0, 16.0])
+def test_sgd_defaults_follow_the_data(digits, scale):
+    """solver='sgd' with no lr and no max_iter takes `torchlogreg train`'s rules: an lr from the
+    features' curvature, and epochs enough for 200 steps of 256 rows on a small set. A fixed lr of 0.8
+    and 5 epochs diverged on the raw 0..16 pixels and stopped 4 points short of lbfgs on the /16 ones."""
+    from torchlogreg.data import rules
+
+    X, y = digits[0] * scale, digits[1]
+    exact = TorchLogisticRegression(max_iter=1000).fit(X, y).score(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = TorchLogisticRegression(solver="sgd", random_state=0).fit(X, y)
+    assert model.score(X, y) >= exact - 0.01
+    assert model.n_iter_[0] == rules.minibatch_epochs("sgd", len(y), 256) > 5
+    sample = rules.FeatureSample(X)
+    expected = rules.default_lr("sgd", sample, 1 / len(y), 256, len(y))
+    assert model.lr_ == expected
+
+
+def test_partial_fit_keeps_its_first_chunks_lr(digits):
+    X, y = digits
+    clf = TorchLogisticRegression(solver="sgd", random_state=0)
+    clf.partial_fit(X[:300], y[:300], classes=np.arange(10))
+    first = clf.lr_
+    clf.partial_fit(X[300:600] * 0.5, y[300:600])  # (another chunk's features: the stream's lr holds)
+    assert clf.lr_ == first > 0
+    clf.set_params(lr=0.01).partial_fit(X[600:900], y[600:900])
+    assert clf.lr_ == 0.01
+
+
 def test_class_weight_balanced_equals_the_sample_weights(digits):
     X, y = digits[0][:400], digits[1][:400] % 2
     from sklearn.utils.class_weight import compute_sample_weight
@@ -642,18 +672,21 @@ def test_sgd_l1_approaches_the_exact_solution(small):
     assert (sgd.coef_ == 0).sum() >= 0.8 * (exact.coef_ == 0).sum() > 0
 
 
-def test_diverging_sgd_raises_with_advice():
+def test_sgd_steps_follow_the_features_and_a_diverging_lr_raises_with_advice():
+    """sgd's default lr is the package's rule for the features (rules.default_lr, in centred
+    coordinates): features far from zero and unscaled train as they are (a fixed lr of 0.8 diverged
+    on them). A user's lr too bold for them still raises, saying what to change."""
     rng = np.random.default_rng(0)
     X = rng.normal(loc=100, size=(200, 2))  # far from centred and unscaled
     y = (X[:, 0] > 100).astype(int)
-    with pytest.raises(DivergenceError, match="scale the features"):
-        TorchLogisticRegression(solver="sgd", max_iter=10, random_state=0).fit(X, y)
-    scaled = make_pipeline(
-        StandardScaler(), TorchLogisticRegression(solver="sgd", max_iter=10, random_state=0)
-    )
-    assert scaled.fit(X, y).score(X, y) > 0.9
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # (10 epochs: not yet to tol)
+        model = TorchLogisticRegression(solver="sgd", max_iter=10, random_state=0).fit(X, y)
+    assert model.score(X, y) > 0.9 and model.lr_ > 1  # centred, the features' curvature is about 1
+    with pytest.raises(DivergenceError, match="lower lr, raise C or scale the features"):
+        TorchLogisticRegression(solver="sgd", max_iter=10, lr=1e4, random_state=0).fit(X, y)
     with pytest.raises(DivergenceError, match="became nan .*scale the features"):  # (was a TypeError)
-        TorchLogisticRegression(solver="sgd", max_iter=10, random_state=0).fit(X * 1e20, y)
+        TorchLogisticRegression(solver="sgd", max_iter=10, random_state=0).fit(X * 1e150, y)
 
 
 def test_lbfgs_on_features_near_the_float64_limit_warns_to_scale_them():
@@ -706,7 +739,7 @@ def test_convergence_warnings_count_as_n_iter_does_and_say_to_scale(solver, data
         model = TorchLogisticRegression(solver=solver, **params).fit(*data)
     [message] = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
     n_iter = model.n_iter_[0]
-    count = f"after {n_iter} iteration(s)" if solver == "lbfgs" else f"max_iter={n_iter} epochs"
+    count = f"after {n_iter} iteration(s)" if solver == "lbfgs" else f"after {n_iter} epochs (max_iter="
     assert count in message and "scale the data (e.g. with StandardScaler)" in message and "\n" not in message
 
 
@@ -752,9 +785,10 @@ def test_sgd_warns_only_when_max_iter_ran_out_first():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         TorchLogisticRegression(solver="sgd", max_iter=1000, random_state=0).fit(X, y)
-    with pytest.warns(ConvergenceWarning, match=r"after max_iter=50 epochs .* gradient entry is"):
+    expected = r"after 50 epochs \(max_iter=50\) the objective.s largest gradient entry is"
+    with pytest.warns(ConvergenceWarning, match=expected):
         TorchLogisticRegression(solver="adam", max_iter=50, random_state=0).fit(X, y)
-    with pytest.warns(ConvergenceWarning, match="max_iter=1 epochs"):
+    with pytest.warns(ConvergenceWarning, match=r"after 1 epoch \(max_iter=1\)"):
         TorchLogisticRegression(solver="sgd", max_iter=1, lr=0.05, random_state=0).fit(X, y)
 
 

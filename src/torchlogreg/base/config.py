@@ -18,9 +18,6 @@ from .exceptions import ConfigError, did_you_mean
 OPTIMIZERS = ("sgd", "adam", "lbfgs")
 SCHEDULES = ("none", "cosine", "step")
 INITS = ("zeros", "uniform")
-# Fixed learning rates of the scikit-learn estimator, whose features are scaled by the caller; a
-# TrainConfig's `lr` of None follows the data instead (data/rules.py).
-DEFAULT_LR = {"sgd": 0.8, "adam": 0.005, "lbfgs": 1.0}
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 

@@ -65,13 +65,23 @@ def validation_rows(rows: int, patience: int | None) -> int:
 
 
 def _sample(images) -> torch.Tensor:
-    """Up to CURVATURE_VALUES feature values' worth of rows spread evenly over `images` (in memory or
-    on disk), flattened, as stored (uint8 pixels or float features)."""
+    """Up to CURVATURE_VALUES feature values' worth of rows spread evenly over `images` (a tensor,
+    images on disk, or the estimator's NumPy array or SciPy sparse matrix), flattened, as stored
+    (uint8 pixels or float features)."""
+    import numpy as np
     import torch
 
+    count = images.shape[0]
     rows = max(2, CURVATURE_VALUES // math.prod(images.shape[1:]))
-    index = torch.linspace(0, len(images) - 1, min(rows, len(images))).round().long().unique()
-    raw = images[index] if isinstance(images, torch.Tensor) else images.take(index)
+    index = torch.linspace(0, count - 1, min(rows, count)).round().long().unique()
+    if isinstance(images, torch.Tensor):
+        raw = images[index]
+    elif isinstance(images, np.ndarray) or hasattr(images, "toarray"):  # (sparse: these rows densified)
+        picked = images[index.numpy()]
+        picked = picked.toarray() if hasattr(picked, "toarray") else picked
+        raw = torch.from_numpy(np.ascontiguousarray(picked))
+    else:
+        raw = images.take(index)
     return raw.reshape(len(index), -1)
 
 
@@ -202,18 +212,41 @@ def _optimizer(config: TrainConfig, rows: int) -> str:
     return "lbfgs" if rows < LBFGS_BELOW_ROWS and config.batch_size is None else "sgd"
 
 
+def default_lr(
+    optimizer: str,
+    sample: FeatureSample | None,
+    weight_decay: float,
+    batch: int,
+    rows: int,
+    centred: bool = True,
+) -> float:
+    """The lr rule (RULES["lr"]) for `optimizer`: sgd's `sgd_step` for the features as training sees
+    them (centred, or not) in batches of `batch` of `rows` rows; adam's and lbfgs's fixed values."""
+    if optimizer != "sgd":
+        return OTHER_LR[optimizer]
+    curvature, spread = sample.curvature(centred), sample.spread(centred)
+    step = sgd_step(curvature, spread, weight_decay, batch, rows)
+    return float(f"{step:.3g}")  # 3 digits: readable in the run, the same on every rank
+
+
+def minibatch_epochs(optimizer: str, rows: int, batch: int) -> int:
+    """The epochs rule (RULES["epochs"]) for mini-batch `optimizer` (sgd, adam) over `rows` rows in
+    batches of `batch`: SGD_EPOCHS, or as many as give SGD_MIN_STEPS steps on smaller sets."""
+    # sgd: steps of BATCH_ROWS rows at least, as a smaller batch takes the same step per row
+    # (batch_share) and so runs the epochs the default batch would, in more, smaller steps
+    counted = max(batch, BATCH_ROWS) if optimizer == "sgd" else batch
+    # rows / counted steps an epoch: a short last batch is that fraction of a step (engine.Engine.step)
+    return max(SGD_EPOCHS, math.ceil(SGD_MIN_STEPS * counted / rows))
+
+
 def _lr(
     config: TrainConfig, optimizer: str, data, sample: FeatureSample | None, weight_decay: float, batch: int
 ) -> float:
-    """The step size: sgd's `sgd_step` for the features as training sees them (centred, or not)."""
     if config.lr is not None:
         return config.lr
     if optimizer == "sgd":
         sample = sample or FeatureSample(data.train.images)
-        curvature, spread = sample.curvature(config.centred), sample.spread(config.centred)
-        step = sgd_step(curvature, spread, weight_decay, batch, len(data.train))
-        return float(f"{step:.3g}")  # 3 digits: readable in the run, the same on every rank
-    return OTHER_LR[optimizer]
+    return default_lr(optimizer, sample, weight_decay, batch, len(data.train), config.centred)
 
 
 def _budget(config: TrainConfig, optimizer: str, rows: int, batch: int) -> dict:
@@ -221,11 +254,7 @@ def _budget(config: TrainConfig, optimizer: str, rows: int, batch: int) -> dict:
         return {}
     if optimizer == "lbfgs":
         return {"epochs": LBFGS_ITERATIONS}
-    # sgd: steps of BATCH_ROWS rows at least, as a smaller batch takes the same step per row
-    # (batch_share) and so runs the epochs the default batch would, in more, smaller steps
-    counted = max(batch, BATCH_ROWS) if optimizer == "sgd" else batch
-    # rows / counted steps an epoch: a short last batch is that fraction of a step (engine.Engine.step)
-    return {"epochs": max(SGD_EPOCHS, math.ceil(SGD_MIN_STEPS * counted / rows))}
+    return {"epochs": minibatch_epochs(optimizer, rows, batch)}
 
 
 def settle(config: TrainConfig, data, sample: FeatureSample | None = None) -> TrainConfig:

@@ -80,10 +80,12 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         'lbfgs' is full batch and exact for every penalty; 'liblinear', 'newton-cg',
         'newton-cholesky', 'sag' and 'saga' reach the same optimum in scikit-learn (liblinear: up to
         its penalised intercept) and run 'lbfgs' here. 'sgd' (Nesterov momentum 0.9, cosine schedule,
-        mini-batches; L1, or an L2 too strong for a gradient step, as an exact proximal step) and
-        'adam' are the fast ones on large data.
+        mini-batches, steps taken on centred features with an intercept; L1, or an L2 too strong for
+        a gradient step, as an exact proximal step) and 'adam' are the fast ones on large data.
     max_iter : int or None, default=None
-        lbfgs iterations, or sgd/adam epochs (None: 100, 5, 5).
+        lbfgs iterations, or sgd/adam epochs (None: 100 for lbfgs, as scikit-learn; for sgd/adam the
+        rule of ``torchlogreg train``: 4 epochs, or as many as give 200 steps of 256 rows on smaller
+        sets).
     verbose : int, default=0
         Print the objective per lbfgs iteration or sgd/adam epoch.
     warm_start : bool, default=False
@@ -91,7 +93,10 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     n_jobs : int or None, default=None
         No effect (as in scikit-learn >= 1.8, which warns when it is set).
     lr : float or None, default=None
-        sgd/adam learning rate (None: 0.8 for sgd, 0.005 for adam).
+        sgd/adam learning rate (None: the rule of ``torchlogreg train``, read from a sample of the
+        rows: for sgd 4 / the largest eigenvalue of the centred features' second moments, so that
+        unscaled features train too, smaller for batches under 256; 0.005 for adam). ``lr_`` holds
+        the value used.
     batch_size : int, default=256
         Samples per step for sgd/adam.
     early_stopping, validation_fraction, n_iter_no_change
@@ -119,6 +124,9 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         Column names, when ``X`` had string column names (a pandas DataFrame).
     n_iter_ : ndarray of shape (1,)
         lbfgs iterations or sgd/adam epochs run (at least 1).
+    lr_ : float or None
+        The learning rate sgd/adam used (``lr``, or its rule's value for the data; ``partial_fit``:
+        from its first chunk); None for lbfgs, whose line search sets each step.
 
     Raises
     ------
@@ -271,6 +279,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         weights = sample_weights(self, X, y, classes, sample_weight)
         warm = self.warm_start and hasattr(self, "model_") and np.array_equal(self.classes_, classes)
         self._coef_dtype = X.dtype
+        self.lr_ = None  # (sgd and adam set it)
         if not warm:
             self.classes_ = classes
             self._init_model(X.shape[1])

@@ -17,7 +17,7 @@ from sklearn.utils.validation import _check_sample_weight
 
 from ..base.devices import resolve_device
 
-DEFAULT_MAX_ITER = {"lbfgs": 100, "sgd": 5, "adam": 5}  # lbfgs: iterations; sgd/adam: epochs
+LBFGS_MAX_ITER = 100  # scikit-learn's default (sgd/adam: rules.minibatch_epochs)
 MINI_BATCH = ("sgd", "adam")
 FULL_BATCH = ("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga")  # all run lbfgs
 

@@ -17,15 +17,15 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 
-from ..base.config import DEFAULT_LR
 from ..base.devices import blas_threads, cpu_threads, outside_threads, resolve_device, threads_for
 from ..core.model import LogisticRegression
 from ..core.objective import Objective
 from ..core.optimizers import Proximal, make_optimizer, schedule_lr
 from ..core.stopping import EarlyStopping, diverged, divergence
 from ..data.batches import MemoryBatches
+from ..data.rules import FeatureSample, default_lr, minibatch_epochs
 from ..training.engine import Engine, full_objective
-from .estimator_checks import DEFAULT_MAX_ITER, FULL_BATCH, resolve_penalty, sample_weights
+from .estimator_checks import FULL_BATCH, LBFGS_MAX_ITER, resolve_penalty, sample_weights
 from .solvers import (
     DeviceLoss,
     FusedLoss,
@@ -140,7 +140,7 @@ class FullBatch(Fit):
     def fit(self, X, targets, weights, warm: bool) -> int:
         """L-BFGS until max |subgradient| <= tol or max_iter iterations; returns iterations."""
         est = self.est
-        max_iter = DEFAULT_MAX_ITER["lbfgs"] if est.max_iter is None else est.max_iter
+        max_iter = LBFGS_MAX_ITER if est.max_iter is None else est.max_iter
         loss, threads = self._loss(X, targets, weights)
         with blas_threads(threads):
             solution = lbfgs(
@@ -237,11 +237,12 @@ class MiniBatch(Fit):
     def _engine(
         self, X, targets, weights, penalty: Objective, solver: str, total: int, batch_size: int, **kwargs
     ) -> Engine:
-        """The shared training engine, set up with this estimator's objective and `solver`."""
+        """The shared training engine, set up with this estimator's objective and `solver`, at lr_,
+        in centred coordinates (`_centre`) with an intercept."""
         device = resolve_device(self.est.device)
         model = self.est.model_.to(device)
         params = self._parameters(model)
-        lr = self.est.lr or DEFAULT_LR[solver]
+        lr = self.est.lr_
         optimizer = make_optimizer(params, solver, lr, momentum=MOMENTUM)
         proximal = self._proximal(solver, lr, penalty)
         if proximal:
@@ -261,6 +262,7 @@ class MiniBatch(Fit):
             parameters=params,
             advice=ADVICE,
             explosion_factor=None,  # mini-batch losses swing widely; the epoch-end objective is checked
+            centre=self.est._centre,
             **kwargs,
         )
 
@@ -273,7 +275,7 @@ class MiniBatch(Fit):
     def fit(self, X, targets, weights, warm: bool) -> int:
         """max_iter epochs (cosine schedule), or fewer with early stopping, from the model as it is
         (zeros, or warm: synced from coef_); returns the epochs run."""
-        epochs = self.est.max_iter if self.est.max_iter is not None else DEFAULT_MAX_ITER[self.est.solver]
+        epochs = self.est.max_iter
         validation = None
         if self.est.early_stopping:
             from sklearn.model_selection import train_test_split
@@ -287,6 +289,8 @@ class MiniBatch(Fit):
             )
             validation = (X[val_index], targets[val_index], weights[val_index])
             X, targets, weights = X[train_index], targets[train_index], weights[train_index]
+        if epochs is None:
+            epochs = minibatch_epochs(self.est.solver, X.shape[0], min(self.est.batch_size, X.shape[0]))
         epochs_run = self.run_epochs(X, targets, weights, epochs, self.est.solver, True, validation)
         publish(self.est)
         return epochs_run
@@ -298,12 +302,14 @@ class MiniBatch(Fit):
         whole set smaller than it is one whole step."""
         batch = self.est.batch_size if chunk else min(self.est.batch_size, X.shape[0])
         steps = epochs * math.ceil(X.shape[0] / batch)
-        lr = self.est.lr or DEFAULT_LR[solver]
         device = resolve_device(self.est.device)
         # The steps see the weights scaled to mean 1, and the penalty scaled to match: the minimiser
         # is scikit-learn's, and lr means the same whatever the weights' scale (class weights of
         # 1000 made lr 0.001 a step of about 1, and the fit's end a matter of rounding).
         penalty = self.penalty(float(weights.sum()))  # the engine's loss: sum(w l) / n, w of mean 1
+        if not chunk or getattr(self.est, "lr_", None) is None:  # (a stream keeps its first chunk's rules)
+            self._settle(X, solver, penalty.weight_decay, batch)
+        lr = self.est.lr_ = self.est.lr if self.est.lr is not None else self.est.lr_
         mean_weight = float(weights.mean())
         weights = weights / mean_weight
         if validation is not None:
@@ -329,6 +335,18 @@ class MiniBatch(Fit):
         self._finish(engine, solver)
         return math.ceil(engine.epochs)
 
+    def _settle(self, X, solver: str, weight_decay: float, batch: int) -> None:
+        """lr_ (lr, or the package's rule for the features: rules.default_lr) and the mean the steps
+        centre the features on (`_centre`, with an intercept; None: plain steps), from a sample of X's
+        rows, as `torchlogreg train` sets them."""
+        centred = self.est.fit_intercept
+        sample = FeatureSample(X) if centred or (self.est.lr is None and solver == "sgd") else None
+        self.est._centre = sample.mean if centred else None
+        lr = self.est.lr
+        if lr is None:
+            lr = default_lr(solver, sample, weight_decay, batch, X.shape[0], centred)
+        self.est.lr_ = lr
+
     def partial_fit(self, X, y, classes, sample_weight, first: bool) -> None:
         """One epoch at a constant lr on this chunk; the first call sets classes_ and the model."""
         est = self.est
@@ -338,6 +356,7 @@ class MiniBatch(Fit):
             est._coef_dtype = X.dtype
             est._init_model(X.shape[1])
             est.n_iter_ = np.array([0], dtype=np.int32)
+            est.lr_ = None  # (set from this first chunk)
         elif classes is not None and not np.array_equal(np.unique(classes), est.classes_):
             raise ValueError(f"classes {np.unique(classes)} differ from the first call's {est.classes_}")
         unknown = np.setdiff1d(y, est.classes_)
@@ -372,8 +391,9 @@ class MiniBatch(Fit):
             )
         if gradient is not None and not gradient <= self.est.tol:  # (a nan gradient is no convergence)
             warnings.warn(
-                f"{solver} failed to converge: after max_iter={epochs} epochs the objective's largest "
-                f"gradient entry is {gradient:.3g}, above tol={self.est.tol}; raise max_iter, "
+                f"{solver} failed to converge: after {epochs} epoch{'s' * (epochs != 1)} "
+                f"(max_iter={self.est.max_iter}) the objective's largest gradient entry is "
+                f"{gradient:.3g}, above tol={self.est.tol}; raise max_iter, "
                 f"{SCALE_DATA}, or use solver='lbfgs', which converges in far fewer passes on sets "
                 "that fit in memory.",
                 ConvergenceWarning,
