@@ -135,7 +135,7 @@ _rules()
 # The limits the security guide states: (module, constant, what it bounds), read from the source.
 LIMITS = [
     (
-        "runfolder.checkpoints",
+        "runfolder.layout",
         "MAX_JSON_BYTES",
         "a run folder's `model.json`, `metrics.json`, `checkpoint.json`",
     ),

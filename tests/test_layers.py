@@ -38,6 +38,7 @@ LAYERS = {
         {"convert"},
     ],
     "runfolder": [
+        {"layout"},
         {"checkpoints"},
         {"resumable"},
     ],

@@ -26,7 +26,8 @@ from torchlogreg.apps.report import (
     write_report,
 )
 from torchlogreg.data.inmemory import prepare
-from torchlogreg.runfolder.checkpoints import REPORT_FIGURES, REPORT_PAGE, load_run, save_run
+from torchlogreg.runfolder.checkpoints import load_run, save_run
+from torchlogreg.runfolder.layout import REPORT_FIGURES, REPORT_PAGE
 
 FIGURES = ("samples", "weights", "curves", "confusion", "mistakes", "calibration")
 SIZE = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))

@@ -258,7 +258,7 @@ def _what_commands_say(run_dir, capsys) -> list[str]:
 def test_an_interrupted_overwrite_leaves_no_old_run_to_read(tiny_data, tiny_config, tmp_path, capsys):
     """A run that replaces another (overwrite) removes it as training starts: interrupted, its
     folder reads as interrupted, as a fresh run's does, never as the old run."""
-    from torchlogreg.runfolder.checkpoints import RUN_FILES
+    from torchlogreg.runfolder.layout import RUN_FILES
 
     fresh, out = tmp_path / "fresh", tmp_path / "out"
     with pytest.raises(Interrupted):

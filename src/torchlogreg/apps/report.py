@@ -23,7 +23,8 @@ from ..base.exceptions import require
 from ..base.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, make_folder
 from ..core.model import decide, logits_of
 from ..data.inmemory import Data, load_run_data
-from ..runfolder.checkpoints import METRICS_FILE, REPORT_DIR, REPORT_PAGE, Run, load_run, read_history
+from ..runfolder.checkpoints import Run, load_run, read_history
+from ..runfolder.layout import METRICS_FILE, REPORT_DIR, REPORT_PAGE
 
 FIGSIZE = (9.0, 6.0)  # inches; every figure has this size
 DPI = 100  # so every PNG is 900 x 600 pixels

@@ -4,7 +4,8 @@ A run folder holds ``model.safetensors`` (weights, never pickle), ``model.json``
 needed to rebuild and use the model), ``metrics.json`` and ``history.csv``; an interrupted training
 adds its resumable state (runfolder/resumable.py). Loading executes no code: weights through safetensors,
 metadata as JSON, and the weights' SHA-256 is checked. `predict`, `serve` and `export` read runs
-through this module alone: it imports the model and the readers, nothing that trains.
+through this module alone: it imports the model and the readers, nothing that trains. The files'
+names, and the checks on a folder before a run is written there, are runfolder/layout.py's.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import platform
 import sys
 from dataclasses import dataclass
@@ -29,34 +29,27 @@ from ..base.storage import (
     atomic_write_bytes,
     atomic_write_csv,
     atomic_write_json,
-    exists,
-    refuse_existing,
-    refuse_non_folder,
-    writing,
 )
 from ..base.version import package_version
 from ..core.model import LogisticRegression
 from ..data.classnames import class_names_problem
 from ..data.digits import box_for
 from ..data.images import AS_IS, MNIST_STYLE, check_pictures
-from ..data.readers import read_capped
+from .layout import (
+    FORMAT,
+    HISTORY_FILE,
+    HISTORY_KEYS,
+    META_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    check_run_target,
+    checkpoint_diverged,
+    has_training_state,
+    read_json,
+    read_regular_file,
+)
 
-FORMAT = "torchlogreg-run"
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.csv"
-RUN_FILES = (META_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE)  # a finished run; model.json makes it one
-REPORT_DIR = "report"  # `torchlogreg report`'s page and figures (apps/report.py)
-REPORT_PAGE = "report.html"
-REPORT_FIGURES = ("samples", "weights", "curves", "confusion", "mistakes", "calibration", "roc_pr")  # .png
-CHECKPOINT_WEIGHTS = "checkpoint.safetensors"  # the resumable state of an interrupted training
-CHECKPOINT_META = "checkpoint.json"
-CHECKPOINT_HISTORY = "checkpoint-history.csv"
-# history.csv's columns: one row per step, as the engine records it
-HISTORY_KEYS = ("iteration", "epoch", "lr", "loss", "train_accuracy", "val_accuracy", "val_loss")
-MAX_JSON_BYTES = 4 * 2**20  # model.json, metrics.json, checkpoint.json: a few KB in practice
 MAX_FEATURES = 2**24  # pixels per image (4096 x 4096)
 MAX_CLASSES = 100_000
 MAX_HISTORY_BYTES = 256 * 2**20  # history.csv: one row per step, ~100 bytes each
@@ -184,11 +177,6 @@ def model_metadata(result: TrainedRun, weights_sha256: str, command: list[str] |
     }
 
 
-def is_run_folder(path: str | Path) -> bool:
-    path = Path(path)
-    return any(exists(path / name) for name in (WEIGHTS_FILE, META_FILE, CHECKPOINT_META))
-
-
 def save_run(
     result: TrainedRun, out: str | Path, *, overwrite: bool = False, command: list[str] | None = None
 ) -> Path:
@@ -205,54 +193,6 @@ def save_run(
     except OutputError as error:
         raise OutputError(f"{error}; {_rescue(weights, meta, result)}") from None
     return out
-
-
-def check_run_target(out: Path, overwrite: bool, hint: str = "") -> None:
-    """`out` may take a new run: a folder (or nothing yet) that holds no run, nor files of a run's
-    names (the user's metrics.json), unless `overwrite`."""
-    refuse_non_folder(out, "out")
-    if is_run_folder(out):
-        refuse_existing(out, "out", overwrite, holds=_holding(out), hint=hint)
-        return
-    taken = [name for name in RUN_FILES if exists(out / name)]
-    if taken and not overwrite:
-        raise ConfigError(
-            f"out {out} holds {', '.join(taken)}, which a run would replace; give out=ANOTHER_PATH, or "
-            "overwrite=True to replace them",
-            parameter="out",
-        )
-
-
-def _holding(out: Path) -> str:
-    """What a run folder holds, in words: a run, an interrupted training or a diverged one's last
-    good checkpoint."""
-    if exists(out / META_FILE):
-        try:
-            ours = read_json(out / META_FILE).get("format") == FORMAT
-        except (CheckpointError, OSError):
-            ours = False
-        return "a run" if ours else f"a {META_FILE} that is not a torchlogreg run's"
-    if not exists(out / CHECKPOINT_META):
-        return "a run"
-    if checkpoint_diverged(out):
-        return "the last good checkpoint of a training that diverged"
-    return "an interrupted training (its checkpoint)"
-
-
-def remove_run(out: Path) -> None:
-    """Delete the finished run in `out` (its files, model.json first: a folder left part way is no
-    longer read as a run; then its report's page and figures; a checkpoint is
-    resumable.remove_training_state's). For a new run that replaces it (overwrite), just before its
-    first write: its folder must never show the old results as its own."""
-    for name in RUN_FILES:
-        with writing(out / name):
-            (out / name).unlink(missing_ok=True)
-    report = out / REPORT_DIR
-    with writing(report):
-        if report.is_dir() and not report.is_symlink():  # its page and figures describe the old run
-            for name in (REPORT_PAGE, *(f"{figure}.png" for figure in REPORT_FIGURES)):
-                if (report / name).is_file() and not (report / name).is_symlink():  # (the user's own stay)
-                    (report / name).unlink()
 
 
 def _write_run(out: Path, weights: bytes, meta: dict, result: TrainedRun) -> None:
@@ -287,26 +227,6 @@ def _rescue(weights: bytes, meta: dict, result: TrainedRun) -> str:
     except (OSError, OutputError) as error:
         return f"the trained model could not be kept anywhere ({error})"
     return f"the trained model is kept in {rescue}: move that folder where you want the run"
-
-
-def read_regular_file(path: Path, limit: int) -> bytes:
-    """The bytes of `path` if it is a regular file of at most `limit` bytes: a run folder may come
-    from a stranger, so a symlink (to /dev/zero, say), a FIFO or a device is refused, never read."""
-    return read_capped(
-        path, limit, CheckpointError, follow_links=False, missing="is missing: not a torchlogreg run folder"
-    )
-
-
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(read_regular_file(path, MAX_JSON_BYTES).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error})") from None
-    except RecursionError:
-        raise CheckpointError(f"{path} nests too deeply to be a torchlogreg file") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return data
 
 
 def read_weights(path: Path, expected_sha256: str, limit: int, named_in: str = META_FILE) -> dict:
@@ -433,20 +353,6 @@ def _load_device(device: str | torch.device) -> torch.device:
             f"device must be a string such as 'cpu' or a torch.device, got {device!r}", parameter="device"
         )
     return resolve_device(device)
-
-
-def has_training_state(run_dir: str | Path) -> bool:
-    """Whether `run_dir` holds the checkpoint of an interrupted training."""
-    return (Path(run_dir) / CHECKPOINT_META).exists()
-
-
-def checkpoint_diverged(run_dir: Path) -> bool:
-    """Whether `run_dir`'s checkpoint is the last good state of a training that diverged (a resume
-    would repeat the divergence)."""
-    try:
-        return read_json(run_dir / CHECKPOINT_META).get("diverged") is True
-    except (CheckpointError, OSError):
-        return False  # (a damaged checkpoint: the resume says what is wrong with it)
 
 
 def _refuse_training(run_dir: Path) -> None:

@@ -1,7 +1,7 @@
 """The resumable state of an interrupted training in its run folder: weights, optimizer, RNG,
 counters and history, written atomically and read back checked like a run's weights.
 
-    checkpoint.safetensors, checkpoint.json, checkpoint-history.csv    (checkpoints.CHECKPOINT_*)
+    checkpoint.safetensors, checkpoint.json, checkpoint-history.csv    (layout.CHECKPOINT_*)
 
 The counters in checkpoint.json are checked by type and range where they are read, so a damaged or
 hand-edited file is one CheckpointError naming the field, never a TypeError halfway through a resume.
@@ -17,18 +17,16 @@ import torch
 
 from ..base.exceptions import CheckpointError
 from ..base.storage import atomic_write_bytes, atomic_write_csv, atomic_write_json
-from .checkpoints import (
+from .checkpoints import MAX_CHECKPOINT_BYTES, read_history, read_weights
+from .layout import (
     CHECKPOINT_HISTORY,
     CHECKPOINT_META,
     CHECKPOINT_WEIGHTS,
     FORMAT,
     HISTORY_KEYS,
-    MAX_CHECKPOINT_BYTES,
     META_FILE,
     has_training_state,
-    read_history,
     read_json,
-    read_weights,
 )
 
 

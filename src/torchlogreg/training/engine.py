@@ -27,7 +27,7 @@ from ..core.objective import FlatObjective, Objective
 from ..core.optimizers import LBFGS
 from ..core.stopping import EXPLOSION_FACTOR, diverged, divergence
 from ..data.batches import Batch
-from ..runfolder.checkpoints import HISTORY_KEYS
+from ..runfolder.layout import HISTORY_KEYS
 from . import fused_steps
 from .distributed import DistContext, step_sum
 

@@ -23,7 +23,8 @@ from ..base.devices import cpu_threads, resolve_device, threads_for
 from ..base.exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
 from ..base.storage import atomic_write_bytes, make_folder, output_lock, reserved_space
 from ..data.inmemory import Data, dataset_location, load_data
-from ..runfolder.checkpoints import check_run_target, checkpoint_diverged, is_run_folder, remove_run, save_run
+from ..runfolder.checkpoints import save_run
+from ..runfolder.layout import check_run_target, checkpoint_diverged, is_run_folder, remove_run
 from ..runfolder.resumable import (
     has_training_state,
     load_training_state,

@@ -34,7 +34,7 @@ from ..base.exceptions import ConfigError, DivergenceError, did_you_mean
 from ..base.storage import atomic_write_bytes, atomic_write_csv, atomic_write_text, output_lock
 from ..data.inmemory import load_data, load_splits, prepare
 from ..data.readers import read_capped
-from ..runfolder.checkpoints import is_run_folder
+from ..runfolder.layout import is_run_folder
 from .runs import check_writable, train
 from .tensorboard import log_sweep_run
 
