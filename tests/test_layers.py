@@ -44,6 +44,7 @@ LAYERS = {
     ],
     "training": [
         {"distributed", "fused_steps"},
+        {"gradient"},
         {"engine", "evaluation"},
         {"tensorboard", "trainer"},
         {"live"},

@@ -236,7 +236,7 @@ def steps(
     """Take len(sizes) mini-batch steps on weight and bias in one call; return each step's mean loss.
     Step k's rows are the next sizes[k] entries of `index`, its learning rate lrs[k]; its gradient is
     the fused one plus the penalty's (weight_decay, l1), in centred coordinates with `mean` (see
-    engine.Centring), and its update `rule`'s: optimizers.SGD's or Adam's `fused_rule()`, whose
+    gradient.Centring), and its update `rule`'s: optimizers.SGD's or Adam's `fused_rule()`, whose
     buffers it updates (with prox_l1, prox_l2 and prox_scale: optimizers.Proximal's map after
     it). weight.grad and bias.grad must exist; they end with the last step's gradient. The call
     stops after a step whose loss is not finite or above `ceiling` (the losses returned are the

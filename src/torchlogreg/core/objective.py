@@ -138,9 +138,9 @@ class FlatObjective:
     """`objective` and its gradient at a point given as L-BFGS's flat float32 vector (the weight's
     entries, then the bias), on rows the fused kernel reads in place: the data term from one kernel
     call on NumPy views of the vector, the penalty from `Objective`. With `mean`, the vector's bias
-    is the centred one (b + W @ mean, as the engine's Centring steps in) and so is its gradient.
+    is the centred one (b + W @ mean, as training.gradient.Centring steps in) and so is its gradient.
 
-    What the engine's `Gradient` sums, for one process on the CPU, without loading the point into
+    What the engine's `gradient.Gradient` sums, for one process on the CPU, without loading the point into
     the model and reading the gradient back: that was a dozen torch operations an evaluation, as
     long as the kernel itself on a set of a few thousand rows."""
 

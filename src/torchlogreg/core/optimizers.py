@@ -324,7 +324,7 @@ class Proximal:
         self.amplification = 1.0 / (1.0 - momentum)
 
     def take_l1(self, l1: float, weight: torch.Tensor) -> None:
-        """Take the objective's L1 term on `weight` in the map (engine.stepped_objective)."""
+        """Take the objective's L1 term on `weight` in the map (training.gradient.stepped_objective)."""
         if weight is not self.weight:
             raise ValueError("Proximal's map is on its own weight, not the one given")
         self.l1 = l1

@@ -87,7 +87,7 @@ def _sample(images) -> torch.Tensor:
 
 class FeatureSample:
     """Rows spread over the training set, taken once, and what training needs of them: the features'
-    mean, on which training centres them (engine.Centring: the objective as it is, the bias taking up
+    mean, on which training centres them (gradient.Centring: the objective as it is, the bias taking up
     w . mean, the mean's curvature gone), and the curvature that sets sgd's step.
 
     Computed in float64 (the same values whatever the threads) on one CPU thread: a sample's products

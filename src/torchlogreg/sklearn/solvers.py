@@ -243,7 +243,7 @@ class SmoothLoss:
     """L-BFGS's smooth part on its vector V = (W, b + W @ mean) * scale: the data term from `loss`
     and the L2 penalty from `Objective`, with their gradient in V (L1 is the driver's).
 
-    The intercept is stepped in centred coordinates (as the engine's `Centring`): the logits are
+    The intercept is stepped in centred coordinates (as the engine's `gradient.Centring`): the logits are
     W (x - mean) + (b + W @ mean), the same objective and minimiser, but the mean's direction, whose
     curvature dwarfs the rest's on pixels, no longer slows L-BFGS."""
 

@@ -4,7 +4,7 @@
 
 torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; `torchlogreg.train` joins the group. Every rank draws the
 same global batch (same seeded permutation) and takes its part (strided in memory, contiguous on
-disk); the engine sums the flat gradient of the parts once per step (engine.Gradient, `step_sum`), so
+disk); the engine sums the flat gradient of the parts once per step (gradient.Gradient, `step_sum`), so
 world size N with global batch B does the same math as one process with batch B. When every rank
 runs on this host, that sum goes through shared memory (`SharedMemorySum`); otherwise through the
 process group.
