@@ -186,15 +186,28 @@ def test_sgd_defaults_follow_the_data(digits, scale):
     assert model.lr_ == expected
 
 
-def test_partial_fit_keeps_its_first_chunks_lr(digits):
-    X, y = digits
+def test_partial_fit_takes_each_chunks_rule_on_plain_features(digits):
+    """A stream's chunk takes its own chunk's lr (the uncentred rule: no mean of the stream is known,
+    and one row's own mean would leave it no weight gradient) on plain features. A 1-row first chunk
+    kept as the stream's lr and centre (1.0, that row) diverged on the next chunk; a centre kept from
+    a fit moved a frozen bias after set_params(fit_intercept=False)."""
+    X, y = digits[0] * 16, digits[1]  # (raw 0..16 pixels: a fixed lr of 0.8 diverged)
     clf = TorchLogisticRegression(solver="sgd", random_state=0)
-    clf.partial_fit(X[:300], y[:300], classes=np.arange(10))
-    first = clf.lr_
-    clf.partial_fit(X[300:600] * 0.5, y[300:600])  # (another chunk's features: the stream's lr holds)
-    assert clf.lr_ == first > 0
-    clf.set_params(lr=0.01).partial_fit(X[600:900], y[600:900])
-    assert clf.lr_ == 0.01
+    clf.partial_fit(X[:1], y[:1], classes=np.arange(10))
+    lrs = []
+    for _ in range(3):
+        for start in range(1, len(y), 300):
+            clf.partial_fit(X[start : start + 300], y[start : start + 300])
+            lrs.append(clf.lr_)
+    assert clf.score(X, y) > 0.9 and len(set(lrs)) > 1 and clf._centre is None
+    clf.set_params(lr=0.001).partial_fit(X[:300], y[:300])
+    assert clf.lr_ == 0.001
+    frozen = TorchLogisticRegression(solver="sgd", random_state=0).fit(X + 3, y)
+    frozen.set_params(fit_intercept=False, max_iter=None)
+    frozen.intercept_[:] = 0
+    for start in range(0, 900, 300):
+        frozen.partial_fit(X[start : start + 300] + 3, y[start : start + 300])
+    assert not frozen.intercept_.any()
 
 
 def test_class_weight_balanced_equals_the_sample_weights(digits):

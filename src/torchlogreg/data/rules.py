@@ -64,10 +64,10 @@ def validation_rows(rows: int, patience: int | None) -> int:
     return max(1, min(VALIDATION_ROWS, rows // VALIDATION_SHARE))
 
 
-def _sample(images) -> torch.Tensor:
-    """Up to CURVATURE_VALUES feature values' worth of rows spread evenly over `images` (a tensor,
-    images on disk, or the estimator's NumPy array or SciPy sparse matrix), flattened, as stored
-    (uint8 pixels or float features)."""
+def _sample(images) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index, rows): up to CURVATURE_VALUES feature values' worth of rows spread evenly over `images`
+    (a tensor, images on disk, or the estimator's NumPy array or SciPy sparse matrix), flattened, as
+    stored (uint8 pixels or float features)."""
     import numpy as np
     import torch
 
@@ -82,7 +82,7 @@ def _sample(images) -> torch.Tensor:
         raw = torch.from_numpy(np.ascontiguousarray(picked))
     else:
         raw = images.take(index)
-    return raw.reshape(len(index), -1)
+    return index, raw.reshape(len(index), -1)
 
 
 class FeatureSample:
@@ -93,15 +93,24 @@ class FeatureSample:
     Computed in float64 (the same values whatever the threads) on one CPU thread: a sample's products
     are too small to split, and where another program held the second core, each waited for it (the
     curvature took 0.6 s instead of 15 ms). The rows are converted only for sgd's step (L-BFGS needs
-    the mean alone), once: centred in place, unless training steps on plain features."""
+    the mean alone), once: centred in place, unless training steps on plain features.
 
-    def __init__(self, images):
+    With `weights` (the estimator's sample weights, of mean 1 over the rows), each is the objective's
+    as weighted: the weighted mean, and the second moments of the rows scaled by sqrt(weight)."""
+
+    def __init__(self, images, weights=None):
+        import numpy as np
+        import torch
+
         from ..base.devices import cpu_threads
         from ..core.model import pixel_scale
 
         with cpu_threads(1):
-            self.raw = _sample(images)
+            index, self.raw = _sample(images)
         self.scale = pixel_scale(self.raw)
+        self.weights = None  # (None: every row weighs 1)
+        if weights is not None and not np.all(np.asarray(weights) == 1):
+            self.weights = torch.as_tensor(np.asarray(weights)[index.numpy()], dtype=torch.float64)
         self._curvatures: dict[bool, float] = {}
 
     @cached_property
@@ -112,6 +121,10 @@ class FeatureSample:
 
         from ..base.devices import cpu_threads
 
+        if self.weights is not None:
+            with cpu_threads(1):
+                total = self.weights @ self.raw.to(torch.float64)
+            return total.mul_(self.scale / float(self.weights.sum()))
         if self.raw.dtype == torch.uint8:  # exact in integers, and NumPy's sum of them is the fastest
             total = torch.from_numpy(self.raw.numpy().sum(0, dtype=np.int64)).to(torch.float64)
         else:
@@ -127,7 +140,8 @@ class FeatureSample:
 
     def rows(self, centred: bool = True) -> torch.Tensor:
         """The sample as float64 features, less their mean when `centred` (formed outright: features
-        far from zero, a timestamp's, would lose their spread to cancellation in any shortcut)."""
+        far from zero, a timestamp's, would lose their spread to cancellation in any shortcut), each
+        row times sqrt(its weight) where rows are weighted."""
         import torch
 
         from ..base.devices import cpu_threads
@@ -135,8 +149,9 @@ class FeatureSample:
         key = "_centred" if centred else "_plain"
         if key not in self.__dict__:
             with cpu_threads(1):
-                x = self.raw.to(torch.float64).mul_(self.scale)
-                self.__dict__[key] = x.sub_(self._mean) if centred else x
+                x = self.raw.to(torch.float64, copy=True).mul_(self.scale)  # (raw stays as stored)
+                x = x.sub_(self._mean) if centred else x
+                self.__dict__[key] = x if self.weights is None else x.mul_(self.weights.sqrt()[:, None])
         return self.__dict__[key]
 
     def curvature(self, centred: bool = True) -> float:

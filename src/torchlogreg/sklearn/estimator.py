@@ -125,8 +125,9 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     n_iter_ : ndarray of shape (1,)
         lbfgs iterations or sgd/adam epochs run (at least 1).
     lr_ : float or None
-        The learning rate sgd/adam used (``lr``, or its rule's value for the data; ``partial_fit``:
-        from its first chunk); None for lbfgs, whose line search sets each step.
+        The learning rate sgd/adam used (``lr``, or its rule's value for the data, its sample weights
+        included; ``partial_fit``: the last chunk's, for its plain features); None for lbfgs, whose
+        line search sets each step.
 
     Raises
     ------

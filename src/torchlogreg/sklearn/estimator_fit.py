@@ -307,11 +307,9 @@ class MiniBatch(Fit):
         # is scikit-learn's, and lr means the same whatever the weights' scale (class weights of
         # 1000 made lr 0.001 a step of about 1, and the fit's end a matter of rounding).
         penalty = self.penalty(float(weights.sum()))  # the engine's loss: sum(w l) / n, w of mean 1
-        if not chunk or getattr(self.est, "lr_", None) is None:  # (a stream keeps its first chunk's rules)
-            self._settle(X, solver, penalty.weight_decay, batch)
-        lr = self.est.lr_ = self.est.lr if self.est.lr is not None else self.est.lr_
         mean_weight = float(weights.mean())
         weights = weights / mean_weight
+        lr = self._settle(X, weights, solver, penalty.weight_decay, batch, centred=not chunk)
         if validation is not None:
             validation = (*validation[:2], validation[2] / mean_weight)
         val_source = None if validation is None else self.source(*validation, device, CHUNK)
@@ -335,17 +333,21 @@ class MiniBatch(Fit):
         self._finish(engine, solver)
         return math.ceil(engine.epochs)
 
-    def _settle(self, X, solver: str, weight_decay: float, batch: int) -> None:
-        """lr_ (lr, or the package's rule for the features: rules.default_lr) and the mean the steps
-        centre the features on (`_centre`, with an intercept; None: plain steps), from a sample of X's
-        rows, as `torchlogreg train` sets them."""
-        centred = self.est.fit_intercept
-        sample = FeatureSample(X) if centred or (self.est.lr is None and solver == "sgd") else None
+    def _settle(self, X, weights, solver: str, weight_decay: float, batch: int, centred: bool) -> float:
+        """lr_ (lr, or the package's rule for the features as weighted: rules.default_lr) and the mean
+        the steps centre the features on (`_centre`; None: plain steps), from a sample of X's rows, as
+        `torchlogreg train` sets them; returns lr_. A fit centres where there is an intercept; a
+        stream's chunk (partial_fit) does not, as the stream's mean is unknown (one row's own mean
+        would leave it no weight gradient), and takes its own chunk's rule."""
+        centred = centred and self.est.fit_intercept
+        wanted = centred or (self.est.lr is None and solver == "sgd")
+        sample = FeatureSample(X, weights) if wanted else None
         self.est._centre = sample.mean if centred else None
         lr = self.est.lr
         if lr is None:
             lr = default_lr(solver, sample, weight_decay, batch, X.shape[0], centred)
         self.est.lr_ = lr
+        return lr
 
     def partial_fit(self, X, y, classes, sample_weight, first: bool) -> None:
         """One epoch at a constant lr on this chunk; the first call sets classes_ and the model."""
@@ -356,7 +358,6 @@ class MiniBatch(Fit):
             est._coef_dtype = X.dtype
             est._init_model(X.shape[1])
             est.n_iter_ = np.array([0], dtype=np.int32)
-            est.lr_ = None  # (set from this first chunk)
         elif classes is not None and not np.array_equal(np.unique(classes), est.classes_):
             raise ValueError(f"classes {np.unique(classes)} differ from the first call's {est.classes_}")
         unknown = np.setdiff1d(y, est.classes_)
@@ -393,7 +394,7 @@ class MiniBatch(Fit):
             warnings.warn(
                 f"{solver} failed to converge: after {epochs} epoch{'s' * (epochs != 1)} "
                 f"(max_iter={self.est.max_iter}) the objective's largest gradient entry is "
-                f"{gradient:.3g}, above tol={self.est.tol}; raise max_iter, "
+                f"{gradient:.3g}, above tol={self.est.tol}; raise max_iter above {epochs}, "
                 f"{SCALE_DATA}, or use solver='lbfgs', which converges in far fewer passes on sets "
                 "that fit in memory.",
                 ConvergenceWarning,
