@@ -133,6 +133,27 @@ def test_sparse_sgd_densifies_only_batches(digits):
     assert clf.score(X, y) > 0.95
 
 
+class _Undensifiable(sp.csr_matrix):
+    def toarray(self, *args, **kwargs):
+        raise AssertionError(f"densified {self.shape}")
+
+
+def test_wide_sparse_rows_are_densified_a_bounded_chunk_at_a_time(digits):
+    """Scores of sparse X are SciPy's product, never a dense block (8,192 rows of 100,000 columns
+    were 6.5 GB each); a full pass during sgd densifies chunks of at most DENSE_VALUES values."""
+    from torchlogreg.data.batches import DENSE_VALUES, MemoryBatches
+    from torchlogreg.sklearn.estimator_fit import SparseRows, logits
+
+    X, y = digits
+    clf = TorchLogisticRegression().fit(X, y)
+    scores = logits(clf, _Undensifiable(X))
+    np.testing.assert_allclose(scores.numpy(), clf.decision_function(X), rtol=1e-9, atol=1e-12)
+    wide = sp.random(30, 500_000, density=1e-5, format="csr", random_state=0)
+    source = MemoryBatches(SparseRows(wide, torch.float32), torch.zeros(30, dtype=torch.long), 30)
+    chunks = [part.x.shape for part in source.chunks()]
+    assert sum(rows for rows, _ in chunks) == 30 and max(rows for rows, _ in chunks) * 500_000 <= DENSE_VALUES
+
+
 def test_pickle_and_clone(digits):
     X, y = digits
     clf = TorchLogisticRegression().fit(X, y)

@@ -23,6 +23,7 @@ from .ondisk import SHARD_ROWS, DiskImages, shard_batches
 CPU_CHUNK = 1024  # rows per chunk of a full pass on a CPU without the fused kernel: cache-sized
 DEVICE_CHUNK = 16384  # the same on a GPU: few kernel launches
 DISK_CHUNK = 16384  # rows per read of a full pass from disk: bounds memory
+DENSE_VALUES = 1 << 22  # feature values per chunk of rows densified when taken (sparse): bounds memory
 
 
 class Batch(NamedTuple):
@@ -174,6 +175,9 @@ class MemoryBatches:
         chunk = CPU_CHUNK if self.device.type == "cpu" else DEVICE_CHUNK
         if self._in_place():
             chunk = max(last - first, 1)
+        elif not isinstance(self.features, torch.Tensor):  # (100,000 tf-idf columns: 40 rows a chunk)
+            width = math.prod(self.features.shape[1:])
+            chunk = max(1, min(chunk, DENSE_VALUES // max(width, 1)))
         for start in range(first, last, chunk):
             stop = min(start + chunk, last)
             if isinstance(self.features, torch.Tensor):  # a slice: no copy of the rows
