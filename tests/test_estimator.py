@@ -836,3 +836,27 @@ def test_a_partial_fit_chunk_smaller_than_a_batch_is_a_fraction_of_a_step(digits
         clf.partial_fit(X, y, classes=np.arange(10))
         moves.append(np.abs(clf.coef_).sum())
     assert 0 < moves[0] < 5 / 256 * moves[1]
+
+
+def test_a_random_state_instance_seeds_the_batches_as_scikit_learn_does(digits):
+    """A RandomState gives the seed (it was ignored, NumPy's global state drawn instead): two
+    estimators given RandomState(3) fit alike; one instance fitted twice moves on, as scikit-learn's."""
+    X, y = digits
+    fit = lambda state: TorchLogisticRegression(solver="sgd", max_iter=1, random_state=state).fit(X, y)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        np.random.seed(0)
+        first = fit(np.random.RandomState(3)).coef_
+        np.random.seed(1)
+        assert np.array_equal(first, fit(np.random.RandomState(3)).coef_)
+        shared = np.random.RandomState(3)
+        assert not np.array_equal(fit(shared).coef_, fit(shared).coef_)
+
+
+def test_a_fit_that_raised_leaves_the_estimator_unfitted(digits):
+    X, y = digits
+    model = TorchLogisticRegression(solver="sgd", lr=1e6, max_iter=2, random_state=0)
+    with pytest.raises(DivergenceError):
+        model.fit(X * 1e3, y)
+    with pytest.raises(NotFittedError, match="not fitted yet"):  # (was AttributeError: no coef_)
+        model.predict(X)

@@ -334,7 +334,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     # --- prediction ----------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         try:
-            check_is_fitted(self, "model_")
+            check_is_fitted(self, "coef_")  # (set once a fit ends: a fit that raised leaves none)
         except SklearnNotFittedError:
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 
 from ..base.devices import blas_threads, cpu_threads, outside_threads, resolve_device, threads_for
@@ -249,8 +250,10 @@ class MiniBatch(Fit):
             optimizer = Proximal(optimizer, params[0], weight_decay=penalty.weight_decay, momentum=MOMENTUM)
         if self.est.optimizer_state_ is not None and self.est.optimizer_state_[0] == solver:
             optimizer.load_state_dict(self.est.optimizer_state_[1])  # (copied to the device's buffers)
-        seed = self.est.random_state if isinstance(self.est.random_state, Integral) else None
-        generator = torch.Generator().manual_seed(seed if seed is not None else int(np.random.randint(2**31)))
+        state = self.est.random_state  # an int seeds torch as it is; a RandomState (or None: NumPy's
+        # global one) gives a seed drawn from it, as scikit-learn's estimators take them
+        seed = state if isinstance(state, Integral) else int(check_random_state(state).randint(2**31))
+        generator = torch.Generator().manual_seed(seed)
         return Engine(
             model,
             Objective(0.0, penalty.l1) if proximal else penalty,  # proximal: in its step (L1 handed over)
