@@ -860,3 +860,19 @@ def test_a_fit_that_raised_leaves_the_estimator_unfitted(digits):
         model.fit(X * 1e3, y)
     with pytest.raises(NotFittedError, match="not fitted yet"):  # (was AttributeError: no coef_)
         model.predict(X)
+
+
+def test_sgd_stops_once_converged_by_the_clis_rule():
+    """A fit ends at the convergence rule's measure (trainer.Convergence), not after every epoch of
+    the budget: a few separable rows, whose budget is thousands of full-batch epochs, stop within a
+    hundred, quietly; with tol=0 every epoch runs."""
+    from torchlogreg.data import rules
+
+    X, y = np.arange(12.0).reshape(6, 2), np.array([0, 0, 0, 1, 1, 1])
+    budget = rules.minibatch_epochs("sgd", 6, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        model = TorchLogisticRegression(solver="sgd", random_state=0).fit(X, y)
+    assert model.n_iter_[0] < min(100, budget) and model.score(X, y) == 1.0
+    every = TorchLogisticRegression(solver="sgd", tol=0, max_iter=150, random_state=0).fit(X, y)
+    assert every.n_iter_[0] == 150

@@ -135,7 +135,7 @@ def _convergence(steps: list[tuple], gradient: float = 0.0, total: int = 1000) -
     rule, model = Convergence(1e-4), SimpleNamespace(linear=SimpleNamespace(weight=torch.zeros(1)))
     engine = SimpleNamespace(full_batch=False, objective=Objective(), iteration=0, total=total,
                              stop_reason=None, model=model)  # fmt: skip
-    engine.measure = lambda: (0.0, measured.append(engine.iteration) or gradient)
+    engine.measure = lambda objective=None: (0.0, measured.append(engine.iteration) or gradient)
     short = any(step[0] < 1 for step in steps)
     for share, loss in steps:
         engine.iteration += 1

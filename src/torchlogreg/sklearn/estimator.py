@@ -64,10 +64,11 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         lbfgs: stop once the objective's largest absolute projected gradient (for L1, its minimal-norm
         subgradient) is at most ``tol``, as scikit-learn's lbfgs (SciPy's pgtol), with a
         ``ConvergenceWarning`` if ``max_iter`` (or the arithmetic's precision) ends it first. sgd/adam
-        run ``max_iter`` epochs (the cosine schedule spans them) and warn if the same measure is then
-        above ``tol`` (taken in the last epoch's closing pass); with ``early_stopping`` they stop once
-        the validation loss has not fallen by more than ``tol`` for ``n_iter_no_change`` epochs in a
-        row.
+        stop by ``torchlogreg train``'s rule: once epochs end within ``tol`` of the best objective,
+        the same measure is taken in a pass over the rows, and at most ``tol`` ends the fit; else they
+        run ``max_iter`` epochs (the cosine schedule spans them) and warn if the measure is then above
+        ``tol``. With ``early_stopping`` they also stop once the validation loss has not fallen by
+        more than ``tol`` for ``n_iter_no_change`` epochs in a row.
     fit_intercept : bool, default=True
         Whether to learn an intercept.
     intercept_scaling : float, default=1

@@ -26,6 +26,7 @@ from ..core.stopping import EarlyStopping, diverged, divergence
 from ..data.batches import MemoryBatches
 from ..data.rules import FeatureSample, default_lr, minibatch_epochs
 from ..training.engine import Engine, full_objective
+from ..training.trainer import Convergence
 from .estimator_checks import FULL_BATCH, LBFGS_MAX_ITER, resolve_penalty, sample_weights
 from .solvers import (
     DeviceLoss,
@@ -321,8 +322,10 @@ class MiniBatch(Fit):
         watcher = EpochEnd(  # (a fit's epochs end with the convergence rule's measure; partial_fit's not)
             penalty, val_source, self.est.tol, self.est.n_iter_no_change, self.est.verbose, schedule is cosine
         )
+        # a fit stops once converged, by `torchlogreg train`'s rule (first: its stop is the epoch's)
+        callbacks = [Convergence(self.est.tol, penalty), watcher] if schedule is cosine else [watcher]
         engine = self._engine(
-            X, targets, weights, penalty, solver, steps, batch, schedule=schedule, callbacks=[watcher]
+            X, targets, weights, penalty, solver, steps, batch, schedule=schedule, callbacks=callbacks
         )
         zero = math.log(engine.model.n_classes)  # the all-zero model's objective (weights of mean 1)
         start = full_objective(engine, None, penalty) if _has_weights(engine.model) else zero

@@ -157,10 +157,12 @@ class Convergence:
     epochs suggest it: NO_CHANGE_EPOCHS in a row whose mean objective (their batches' losses, a short
     batch's counting its share of a whole one, plus the penalty at the epoch's start) is within tol of
     the best so far. That alone is no proof (a schedule's shrinking steps still the objective
-    anywhere); a measure above tol doubles the epochs before the next, up to MEASURE_WAIT."""
+    anywhere); a measure above tol doubles the epochs before the next, up to MEASURE_WAIT.
+    `objective`: the one to measure, where the engine steps on part of it (the estimator's sgd takes
+    a strong L2 as a proximal step); None: the engine's."""
 
-    def __init__(self, tol: float):
-        self.tol = tol
+    def __init__(self, tol: float, objective: Objective | None = None):
+        self.tol, self.objective = tol, objective
         self.epoch_loss, self.epoch_steps = 0.0, 0
         self.best, self.unchanged, self.change = math.inf, 0, None
         self.start_penalty: float | None = None  # the penalty as the epoch began (None: not yet known)
@@ -197,7 +199,7 @@ class Convergence:
             return
         # the batches' losses are at the weights before each step: the penalty is taken where the
         # epoch began, which makes one step an epoch (a batch of every row) its exact objective
-        end_penalty = engine.objective.penalty(engine.model.linear.weight)
+        end_penalty = (self.objective or engine.objective).penalty(engine.model.linear.weight)
         start = end_penalty if self.start_penalty is None else self.start_penalty
         mean = self.epoch_loss / self.epoch_steps + start
         self.epoch_loss, self.epoch_steps, self.start_penalty = 0.0, 0, end_penalty
@@ -209,7 +211,7 @@ class Convergence:
         self.unchanged = self.unchanged + 1 if still else 0
         if self.tol and self.unchanged >= self.wait:  # (the last epoch too: the run then says so)
             with outside_threads():  # a whole set's pass, not a mini-batch step: split over the threads
-                _, measured = engine.measure()
+                _, measured = engine.measure(self.objective)
             self.gradient = measured if math.isfinite(measured) else None  # (JSON has no nan)
             if measured <= self.tol:
                 engine.stop_reason = "converged"
