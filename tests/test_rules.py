@@ -91,7 +91,7 @@ def test_the_feature_sample_takes_one_thread_and_gives_it_back(monkeypatch):
     sample = FeatureSample(images)
     value, mean = sample.curvature(), sample.mean
     assert asked and asked[::2] == [1] * len(asked[::2]) and torch.get_num_threads() == before
-    assert value == curvature(images) and mean.dtype == torch.float32 and mean.shape == (64,)
+    assert value == curvature(images) and mean.dtype == torch.float64 and mean.shape == (64,)
 
 
 def _train(data: Data, **changes):

@@ -839,7 +839,7 @@ struct stepping {
     int64_t count;
     double weight_decay, l1;
     double ceiling;          /* stop after a step whose loss is above this (or not finite) */
-    const float *mean;       /* the centre of the features (engine.Centring), or NULL */
+    const float *mean;       /* the centre of the features (gradient.Centring), or NULL */
     int step_bias;
     float *first_w, *first_b, *second_w, *second_b; /* SGD: momentum buffers in first_*; Adam: both */
     double *moved;           /* scratch: (classes) the weights' move along the mean */
@@ -983,7 +983,7 @@ CLONES static void proximal(const struct rule *r, float *restrict w, int64_t n, 
 }
 
 /* Step k's penalty and centring on the gradient, then its update of the weights and (step_bias) the
-   bias. Centred (engine.Centring), the step is taken on b + W @ mean: the bias then moves by its own
+   bias. Centred (gradient.Centring), the step is taken on b + W @ mean: the bias then moves by its own
    step less the weights' move along the mean. A short batch is a step of `share` (the engine's):
    its learning rate and the buffers' decay follow it (scalars_of), the proximal map's step too; Adam's
    count after it is `adam_step`. */

@@ -93,10 +93,11 @@ class FeatureSample:
     Computed in float64 (the same values whatever the threads) on one CPU thread: a sample's products
     are too small to split, and where another program held the second core, each waited for it (the
     curvature took 0.6 s instead of 15 ms). The rows are converted only for sgd's step (L-BFGS needs
-    the mean alone), once: centred in place, unless training steps on plain features.
+    the mean alone), once for each look (centred, or plain).
 
-    With `weights` (the estimator's sample weights, of mean 1 over the rows), each is the objective's
-    as weighted: the weighted mean, and the second moments of the rows scaled by sqrt(weight)."""
+    With `weights` (the estimator's sample weights, one per row), each is the objective's as
+    weighted: the weighted mean, and the second moments of the rows scaled by sqrt(weight), the
+    sampled rows' weights taken to mean 1 (all zero: as unweighted)."""
 
     def __init__(self, images, weights=None):
         import numpy as np
@@ -110,7 +111,9 @@ class FeatureSample:
         self.scale = pixel_scale(self.raw)
         self.weights = None  # (None: every row weighs 1)
         if weights is not None and not np.all(np.asarray(weights) == 1):
-            self.weights = torch.as_tensor(np.asarray(weights)[index.numpy()], dtype=torch.float64)
+            sampled = torch.as_tensor(np.asarray(weights)[index.numpy()], dtype=torch.float64)
+            if sampled.sum() > 0:
+                self.weights = sampled / sampled.mean()
         self._curvatures: dict[bool, float] = {}
 
     @cached_property
@@ -132,11 +135,11 @@ class FeatureSample:
                 total = self.raw.sum(0, dtype=torch.float64)
         return total.mul_(self.scale / len(self.raw))
 
-    @cached_property
+    @property
     def mean(self) -> torch.Tensor:
-        import torch
-
-        return self._mean.to(torch.float32)
+        """The features' mean in float64 (the centre training steps about: Centring casts it to the
+        model's dtype; a float64 model keeps it whole, as features far from zero need)."""
+        return self._mean
 
     def rows(self, centred: bool = True) -> torch.Tensor:
         """The sample as float64 features, less their mean when `centred` (formed outright: features

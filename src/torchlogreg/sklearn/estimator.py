@@ -22,6 +22,7 @@ sklearn/estimator_fit.py how each solver is driven.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -38,6 +39,10 @@ from ..base.exceptions import NotFittedError
 from ..core.model import LogisticRegression, decide
 from .estimator_checks import FULL_BATCH, MINI_BATCH, check_params, sample_weights
 from .estimator_fit import FullBatch, MiniBatch, logits, publish, sync_model
+
+# what a fit sets: all gone when it raises (the estimator then as unfitted as a new one)
+FITTED = ("coef_", "intercept_", "model_", "n_iter_", "optimizer_state_", "lr_", "classes_", "n_features_in_",
+          "feature_names_in_", "_coef_dtype")  # fmt: skip
 
 
 class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
@@ -94,10 +99,11 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     n_jobs : int or None, default=None
         No effect (as in scikit-learn >= 1.8, which warns when it is set).
     lr : float or None, default=None
-        sgd/adam learning rate (None: the rule of ``torchlogreg train``, read from a sample of the
-        rows: for sgd 4 / the largest eigenvalue of the centred features' second moments, so that
-        unscaled features train too, smaller for batches under 256; 0.005 for adam). ``lr_`` holds
-        the value used.
+        sgd/adam learning rate (None: the rule of ``torchlogreg train``, ``rules.RULES['lr']``, read
+        from a sample of the rows as weighted: for sgd 4 / (the largest eigenvalue of the features'
+        second moments, centred with an intercept, at least 1, + the L2 strength), at most
+        1 / (their mean squared norm / batch_size + the L2 strength), and smaller for batches under
+        256, so that unscaled features train too; 0.005 for adam). ``lr_`` holds the value used.
     batch_size : int, default=256
         Samples per step for sgd/adam.
     early_stopping, validation_fraction, n_iter_no_change
@@ -268,38 +274,39 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         self
         """
         self._validate_params()
-        adapter = (FullBatch if self.solver in FULL_BATCH else MiniBatch)(self)
-        check_params(self)
-        X, y = self._validate(X, y, reset=True)
-        check_classification_targets(y)
-        classes = np.unique(y)
-        if len(classes) < 2:
-            raise ValueError(
-                f"This solver needs samples of at least 2 classes in the data, but the data contains only "
-                f"one class: {classes[0]!r}"
-            )
-        weights = sample_weights(self, X, y, classes, sample_weight)
-        warm = self.warm_start and hasattr(self, "model_") and np.array_equal(self.classes_, classes)
-        self._coef_dtype = X.dtype
-        self.lr_ = None  # (sgd and adam set it)
-        if not warm:
-            self.classes_ = classes
-            self._init_model(X.shape[1])
-        else:
-            self.model_.to(self._torch_dtype)
-            sync_model(self)  # from coef_ / intercept_ as they are now (a user may edit them)
-        targets = np.searchsorted(self.classes_, y)
-        if self.max_iter == 0:  # initialised, not trained, as scikit-learn does
-            warnings.warn(
-                "max_iter=0: the model is initialised, not fitted; failed to converge.",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
-            n_iter = 0
-            publish(self)
-        else:
-            n_iter = adapter.fit(X, targets, weights, warm)
-        self.n_iter_ = np.array([n_iter], dtype=np.int32)
+        with self._unfitted_if_raised():
+            adapter = (FullBatch if self.solver in FULL_BATCH else MiniBatch)(self)
+            check_params(self)
+            X, y = self._validate(X, y, reset=True)
+            check_classification_targets(y)
+            classes = np.unique(y)
+            if len(classes) < 2:
+                raise ValueError(
+                    "This solver needs samples of at least 2 classes in the data, but the data contains "
+                    f"only one class: {classes[0]!r}"
+                )
+            weights = sample_weights(self, X, y, classes, sample_weight)
+            warm = self.warm_start and hasattr(self, "coef_") and np.array_equal(self.classes_, classes)
+            self._coef_dtype = X.dtype
+            self.lr_ = None  # (sgd and adam set it)
+            if not warm:
+                self.classes_ = classes
+                self._init_model(X.shape[1])
+            else:
+                self.model_.to(self._torch_dtype)
+                sync_model(self)  # from coef_ / intercept_ as they are now (a user may edit them)
+            targets = np.searchsorted(self.classes_, y)
+            if self.max_iter == 0:  # initialised, not trained, as scikit-learn does
+                warnings.warn(
+                    "max_iter=0: the model is initialised, not fitted; failed to converge.",
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
+                n_iter = 0
+                publish(self)
+            else:
+                n_iter = adapter.fit(X, targets, weights, warm)
+            self.n_iter_ = np.array([n_iter], dtype=np.int32)
         return self
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -316,7 +323,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        first = not hasattr(self, "model_")
+        first = not hasattr(self, "coef_")
         if first:
             self._validate_params()
             if classes is None:
@@ -325,8 +332,24 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         if first:
             check_params(self)
         X, y = self._validate(X, y, reset=first)
-        adapter.partial_fit(X, y, classes, sample_weight, first)
+        with self._unfitted_if_raised(first):
+            adapter.partial_fit(X, y, classes, sample_weight, first)
         return self
+
+    @contextmanager
+    def _unfitted_if_raised(self, whole: bool = True):
+        """A fit (or a stream's first chunk) that raises leaves no fitted state: the half-made model,
+        classes and weights of a refit would not match (a diverged warm start went on from its wreck)."""
+        try:
+            yield
+        except BaseException:
+            if whole:
+                for name in FITTED:
+                    self.__dict__.pop(name, None)
+            raise
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "coef_")  # (set as a fit ends)
 
     def _init_model(self, n_features: int) -> None:
         self.model_ = LogisticRegression(n_features, len(self.classes_)).to(self._torch_dtype)
@@ -335,7 +358,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     # --- prediction ----------------------------------------------------------------------------
     def _check_fitted(self) -> None:
         try:
-            check_is_fitted(self, "coef_")  # (set once a fit ends: a fit that raised leaves none)
+            check_is_fitted(self)
         except SklearnNotFittedError:
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "

@@ -38,7 +38,7 @@ from .solvers import (
     lbfgs,
 )
 
-CHUNK = 8192  # rows per full-pass chunk (and per densified block of a sparse matrix)
+CHUNK = 8192  # rows per chunk of a full pass (a sparse matrix's: data.batches.DENSE_VALUES at most)
 MOMENTUM = 0.9  # sgd's (Nesterov)
 EXPLICIT_DECAY_LIMIT = 0.01  # sgd: an L2 shrinking W by more than this per step is a proximal step
 DIVERGED = 1.1  # sgd/adam ending above this times max(start, all-zero model's) objective diverged
@@ -47,9 +47,7 @@ SCALE_DATA = "scale the data (e.g. with StandardScaler)"
 
 
 def to_tensor(block, device, dtype: torch.dtype) -> torch.Tensor:
-    """A dense tensor from a numpy block or a sparse block (densified here, block by block)."""
-    if hasattr(block, "toarray"):
-        block = block.toarray()
+    """A tensor of a dense NumPy block (sparse rows are SparseRows', taken a batch at a time)."""
     block = np.require(block, requirements=["C", "W"])  # torch wants writable memory (copies if not)
     return torch.as_tensor(block, dtype=dtype, device=device)
 
@@ -239,12 +237,12 @@ class MiniBatch(Fit):
     def _engine(
         self, X, targets, weights, penalty: Objective, solver: str, total: int, batch_size: int, **kwargs
     ) -> Engine:
-        """The shared training engine, set up with this estimator's objective and `solver`, at lr_,
-        in centred coordinates (`_centre`) with an intercept."""
+        """The shared training engine, set up with this estimator's objective and `solver` at `lr`,
+        stepping about `centre` (None: on plain features)."""
         device = resolve_device(self.est.device)
         model = self.est.model_.to(device)
         params = self._parameters(model)
-        lr = self.est.lr_
+        lr = kwargs.pop("lr")
         optimizer = make_optimizer(params, solver, lr, momentum=MOMENTUM)
         proximal = self._proximal(solver, lr, penalty)
         if proximal:
@@ -266,7 +264,6 @@ class MiniBatch(Fit):
             parameters=params,
             advice=ADVICE,
             explosion_factor=None,  # mini-batch losses swing widely; the epoch-end objective is checked
-            centre=self.est._centre,
             **kwargs,
         )
 
@@ -313,7 +310,7 @@ class MiniBatch(Fit):
         penalty = self.penalty(float(weights.sum()))  # the engine's loss: sum(w l) / n, w of mean 1
         mean_weight = float(weights.mean())
         weights = weights / mean_weight
-        lr = self._settle(X, weights, solver, penalty.weight_decay, batch, centred=not chunk)
+        lr, centre = self._settle(X, weights, solver, penalty.weight_decay, batch, centred=not chunk)
         if validation is not None:
             validation = (*validation[:2], validation[2] / mean_weight)
         val_source = None if validation is None else self.source(*validation, device, CHUNK)
@@ -325,8 +322,9 @@ class MiniBatch(Fit):
         # a fit stops once converged, by `torchlogreg train`'s rule (first: its stop is the epoch's)
         callbacks = [Convergence(self.est.tol, penalty), watcher] if schedule is cosine else [watcher]
         engine = self._engine(
-            X, targets, weights, penalty, solver, steps, batch, schedule=schedule, callbacks=callbacks
-        )
+            X, targets, weights, penalty, solver, steps, batch,
+            lr=lr, centre=centre, schedule=schedule, callbacks=callbacks,
+        )  # fmt: skip
         zero = math.log(engine.model.n_classes)  # the all-zero model's objective (weights of mean 1)
         start = full_objective(engine, None, penalty) if _has_weights(engine.model) else zero
         model, device = engine.model, engine.parameters[0].device
@@ -339,21 +337,23 @@ class MiniBatch(Fit):
         self._finish(engine, solver)
         return math.ceil(engine.epochs)
 
-    def _settle(self, X, weights, solver: str, weight_decay: float, batch: int, centred: bool) -> float:
-        """lr_ (lr, or the package's rule for the features as weighted: rules.default_lr) and the mean
-        the steps centre the features on (`_centre`; None: plain steps), from a sample of X's rows, as
-        `torchlogreg train` sets them; returns lr_. A fit centres where there is an intercept; a
+    def _settle(
+        self, X, weights, solver: str, weight_decay: float, batch: int, centred: bool
+    ) -> tuple[float, torch.Tensor | None]:
+        """(lr_, centre): lr, or the package's rule for the features as weighted (rules.default_lr),
+        and the float64 mean the steps centre the features on (None: plain steps), from a sample of
+        X's rows, as `torchlogreg train` sets them. A fit centres where there is an intercept; a
         stream's chunk (partial_fit) does not, as the stream's mean is unknown (one row's own mean
-        would leave it no weight gradient), and takes its own chunk's rule."""
+        would leave it no weight gradient), and takes its own chunk's rule. (Sgd's momentum carries
+        over from a fit to partial_fit across that change of coordinates: the bias's, briefly.)"""
         centred = centred and self.est.fit_intercept
         wanted = centred or (self.est.lr is None and solver == "sgd")
         sample = FeatureSample(X, weights) if wanted else None
-        self.est._centre = sample.mean if centred else None
         lr = self.est.lr
         if lr is None:
             lr = default_lr(solver, sample, weight_decay, batch, X.shape[0], centred)
         self.est.lr_ = lr
-        return lr
+        return lr, sample.mean if centred else None
 
     def partial_fit(self, X, y, classes, sample_weight, first: bool) -> None:
         """One epoch at a constant lr on this chunk; the first call sets classes_ and the model."""
