@@ -926,3 +926,13 @@ def test_weights_that_are_zero_on_every_sampled_row_fall_back_to_unweighted():
     assert weighted.weights is None and weighted.curvature() == rules.FeatureSample(X).curvature()
     weights[index.numpy()] = 2.0
     assert rules.FeatureSample(X, weights).weights.mean() == pytest.approx(1.0)
+
+
+def test_early_stopping_on_a_set_too_small_to_stratify_its_split(digits):
+    """30 rows of 10 classes hold out 3: too few for a stratified split (scikit-learn's "test_size = 3
+    should be greater or equal to the number of classes"); the split is then a plain one."""
+    X, y = digits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = TorchLogisticRegression(solver="sgd", early_stopping=True, random_state=0).fit(X[:30], y[:30])
+    assert model.n_iter_[0] >= 1 and model.score(X[:30], y[:30]) > 0.5

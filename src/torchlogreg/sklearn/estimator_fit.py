@@ -282,11 +282,15 @@ class MiniBatch(Fit):
             from sklearn.model_selection import train_test_split
 
             index = np.arange(X.shape[0])
+            counts = np.bincount(targets)
+            held = math.ceil(self.est.validation_fraction * len(index))
+            # stratified where each part can hold every class (30 rows of 10 classes: 3 held out)
+            stratified = counts.min() >= 2 and min(held, len(index) - held) >= len(counts)
             train_index, val_index = train_test_split(
                 index,
                 test_size=self.est.validation_fraction,
                 random_state=self.est.random_state,
-                stratify=targets if np.bincount(targets).min() >= 2 else None,
+                stratify=targets if stratified else None,
             )
             validation = (X[val_index], targets[val_index], weights[val_index])
             X, targets, weights = X[train_index], targets[train_index], weights[train_index]
