@@ -2,6 +2,7 @@
 input containers, pickling and model selection; agreement with scikit-learn's LogisticRegression
 (its optimum for every penalty, its parameters and warnings); stopping and divergence."""
 
+import contextlib
 import pickle
 
 import numpy as np
@@ -857,10 +858,11 @@ def test_a_random_state_instance_seeds_the_batches_as_scikit_learn_does(digits):
         np.random.set_state(state)
 
 
-def test_a_fit_that_raised_leaves_the_estimator_unfitted(digits):
-    """Whatever a fit or a stream's first chunk made is gone when it raises: predict said "no
-    attribute coef_", a failed refit on 2 classes kept the 10-class coef_ (IndexError), partial_fit
-    took the wreck for a stream under way, and a warm start went on from the diverged weights."""
+def test_a_fit_that_raised_leaves_the_estimator_as_it_was(digits):
+    """A fit or a stream's first chunk that raises, Ctrl-C included, leaves the estimator as before:
+    unfitted after a first fit (predict said "no attribute coef_"), the previous fit whole after a
+    refit (a failed refit on 2 classes kept the 10-class coef_ beside 2 classes_: IndexError; a
+    warm start went on from the diverged weights)."""
     from sklearn.utils.validation import check_is_fitted
 
     X, y = digits
@@ -877,12 +879,32 @@ def test_a_fit_that_raised_leaves_the_estimator_unfitted(digits):
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.set_params(lr=None).partial_fit(X[:300], y[:300], classes=np.arange(10))  # a new stream
         assert model.n_iter_[0] == 1
-        refit = TorchLogisticRegression(warm_start=True, random_state=0).fit(X, y)
+        good = TorchLogisticRegression(warm_start=True, random_state=0).fit(X, y)
+        kept = {name: value for name, value in vars(good).items() if name.endswith("_")}
         with pytest.raises(DivergenceError):
-            refit.set_params(**bold).fit(X * 1e3, y % 2)
-        with pytest.raises(NotFittedError):
-            refit.predict(X)
-        assert refit.set_params(solver="lbfgs", max_iter=100).fit(X, y).score(X, y) > 0.95
+            good.set_params(**bold).fit(X * 1e3, y % 2)
+        assert {name: value for name, value in vars(good).items() if name.endswith("_")} == kept
+        assert good.score(X, y) > 0.95 and list(good.classes_) == list(range(10))
+        good.set_params(solver="lbfgs", lr=None, max_iter=100)
+        with pytest.raises(KeyboardInterrupt), _interrupted_runs():
+            good.fit(X, y)  # (warm: from the kept fit, interrupted)
+        assert good.coef_ is kept["coef_"] and good.fit(X, y).score(X, y) > 0.95
+
+
+@contextlib.contextmanager
+def _interrupted_runs():
+    """Every solver's run raises KeyboardInterrupt, as Ctrl-C would."""
+    from torchlogreg.sklearn import estimator_fit
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real = estimator_fit.lbfgs
+    estimator_fit.lbfgs = interrupt
+    try:
+        yield
+    finally:
+        estimator_fit.lbfgs = real
 
 
 def test_sgd_stops_once_converged_by_the_clis_rule():
@@ -936,3 +958,28 @@ def test_early_stopping_on_a_set_too_small_to_stratify_its_split(digits):
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = TorchLogisticRegression(solver="sgd", early_stopping=True, random_state=0).fit(X[:30], y[:30])
     assert model.n_iter_[0] >= 1 and model.score(X[:30], y[:30]) > 0.5
+
+
+def test_early_stopping_keeps_the_best_weights_however_the_epochs_end(monkeypatch):
+    """The best weights by validation loss come back when convergence or the budget ends the epochs
+    too, not only when patience runs out (here the convergence rule stopped at epoch 51 with the
+    validation loss 1.017, its best 0.958 at epoch 12)."""
+    from sklearn.datasets import make_classification
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import train_test_split
+
+    from torchlogreg.core.stopping import EarlyStopping
+
+    X, y = make_classification(400, 20, n_informative=5, n_classes=3, flip_y=0.3, random_state=1)
+    losses = []
+    real = EarlyStopping.update
+    record = lambda self, loss, *args: losses.append(loss) or real(self, loss, *args)  # noqa: E731
+    monkeypatch.setattr(EarlyStopping, "update", record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        settings = {"n_iter_no_change": 100, "max_iter": 60, "tol": 1e-2, "C": 1e4, "random_state": 0}
+        model = TorchLogisticRegression(solver="sgd", early_stopping=True, **settings).fit(X, y)
+    _, val = train_test_split(np.arange(400), test_size=0.1, random_state=0, stratify=y)  # (the fit's split)
+    assert min(losses) < losses[-1] - 0.01  # (the last epoch was not the best)
+    assert log_loss(y[val], model.predict_proba(X[val])) == pytest.approx(min(losses), abs=1e-5)
+    assert model.optimizer_state_ is None  # (the momentum was the last epoch's)

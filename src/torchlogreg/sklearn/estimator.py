@@ -40,7 +40,7 @@ from ..core.model import LogisticRegression, decide
 from .estimator_checks import FULL_BATCH, MINI_BATCH, check_params, sample_weights
 from .estimator_fit import FullBatch, MiniBatch, logits, publish, sync_model
 
-# what a fit sets: all gone when it raises (the estimator then as unfitted as a new one)
+# what a fit sets: put back as it was when a fit raises
 FITTED = ("coef_", "intercept_", "model_", "n_iter_", "optimizer_state_", "lr_", "classes_", "n_features_in_",
           "feature_names_in_", "_coef_dtype")  # fmt: skip
 
@@ -338,14 +338,17 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
 
     @contextmanager
     def _unfitted_if_raised(self, whole: bool = True):
-        """A fit (or a stream's first chunk) that raises leaves no fitted state: the half-made model,
-        classes and weights of a refit would not match (a diverged warm start went on from its wreck)."""
+        """A fit (or a stream's first chunk) that raises, Ctrl-C included, leaves the estimator as it
+        was before: the previous fit whole, or unfitted (a failed refit on 2 classes left the 10-class
+        coef_ beside the new classes_; a first fit that raised left a model_ and no coef_)."""
+        before = {name: self.__dict__[name] for name in FITTED if name in self.__dict__}
         try:
             yield
         except BaseException:
             if whole:
                 for name in FITTED:
                     self.__dict__.pop(name, None)
+                self.__dict__.update(before)  # (model_ is synced from coef_ before it trains again)
             raise
 
     def __sklearn_is_fitted__(self) -> bool:

@@ -267,10 +267,12 @@ class MiniBatch(Fit):
             **kwargs,
         )
 
-    def _finish(self, engine: Engine, solver: str) -> None:
+    def _finish(self, engine: Engine, solver: str, momentum: bool = True) -> None:
+        """The trained model, and the optimizer's state for a warm start (none where the weights were
+        put back to an earlier epoch's, which the state no longer describes)."""
         engine.model.zero_grad(set_to_none=True)
         state = {k: v.cpu() for k, v in engine.optimizer.state_dict().items()}
-        self.est.optimizer_state_ = (solver, state)
+        self.est.optimizer_state_ = (solver, state) if momentum else None
         self.est.model_ = engine.model.cpu()
 
     def fit(self, X, targets, weights, warm: bool) -> int:
@@ -334,11 +336,16 @@ class MiniBatch(Fit):
         model, device = engine.model, engine.parameters[0].device
         with cpu_threads(threads_for(batch, model.n_features, model.linear.out_features, device)):
             engine.run()
-        if engine.stop_reason == "early stopping" and watcher.stopping.restore(engine.model):
+        # with early_stopping the best weights by validation loss, however the epochs ended (patience,
+        # convergence or the budget), as scikit-learn's MLP keeps them
+        best = watcher.stopping
+        restored = best.best_iteration != engine.iteration and best.restore(engine.model)
+        if restored:
             watcher.objectives.append(full_objective(engine, None, penalty))
-        gradient = watcher.gradient if schedule is cosine and engine.stop_reason is None else None
+        measured = schedule is cosine and engine.stop_reason is None and not restored
+        gradient = watcher.gradient if measured else None
         self._check(solver, [start, *watcher.objectives], max(start, zero), epochs, gradient)
-        self._finish(engine, solver)
+        self._finish(engine, solver, momentum=not restored)
         return math.ceil(engine.epochs)
 
     def _settle(
