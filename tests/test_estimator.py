@@ -208,21 +208,26 @@ def test_sgd_defaults_follow_the_data(digits, scale):
     assert model.lr_ == expected
 
 
-def test_partial_fit_takes_each_chunks_rule_on_plain_features(digits):
-    """A stream's chunk takes its own chunk's lr (the uncentred rule: no mean of the stream is known,
-    and one row's own mean would leave it no weight gradient) on plain features. A 1-row first chunk
-    kept as the stream's lr and centre (1.0, that row) diverged on the next chunk; a centre kept from
-    a fit moved a frozen bias after set_params(fit_intercept=False)."""
+def test_partial_fit_centres_on_the_streams_running_mean_at_each_chunks_rule(digits):
+    """A stream's chunk steps about the running mean of the stream so far, at its own chunk's lr.
+    A 1-row first chunk kept as the stream's lr and centre (1.0, that row) diverged on the next
+    chunk; plain steps left features near +100 at chance; a centre kept from a fit moved a frozen
+    bias after set_params(fit_intercept=False)."""
     X, y = digits[0] * 16, digits[1]  # (raw 0..16 pixels: a fixed lr of 0.8 diverged)
-    clf = TorchLogisticRegression(solver="sgd", random_state=0)
-    clf.partial_fit(X[:1], y[:1], classes=np.arange(10))
-    lrs = []
-    for _ in range(3):
-        for start in range(1, len(y), 300):
-            clf.partial_fit(X[start : start + 300], y[start : start + 300])
-            lrs.append(clf.lr_)
-    assert clf.score(X, y) > 0.9 and len(set(lrs)) > 1
-    clf.set_params(lr=0.001).partial_fit(X[:300], y[:300])
+    for offset in (0.0, 100.0):
+        clf = TorchLogisticRegression(solver="sgd", random_state=0)
+        clf.partial_fit(X[:1] + offset, y[:1], classes=np.arange(10))
+        lrs = []
+        for _ in range(3):
+            for start in range(1, len(y), 300):
+                clf.partial_fit(X[start : start + 300] + offset, y[start : start + 300])
+                lrs.append(clf.lr_)
+        assert clf.score(X + offset, y) > 0.9 and len(set(lrs)) > 1
+        mean, seen = clf._stream
+        assert seen == 3 * (len(y) - 1) + 1
+        streamed = (X[0] + 3 * X[1:].sum(0)) / seen + offset  # (the first row once, the rest thrice)
+        np.testing.assert_allclose(mean.numpy(), streamed, rtol=1e-9, atol=1e-9)
+    clf.set_params(lr=0.001).partial_fit(X[:300] + offset, y[:300])
     assert clf.lr_ == 0.001
     frozen = TorchLogisticRegression(solver="sgd", random_state=0).fit(X + 3, y)
     frozen.set_params(fit_intercept=False, max_iter=None)

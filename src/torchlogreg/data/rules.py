@@ -97,7 +97,8 @@ class FeatureSample:
 
     With `weights` (the estimator's sample weights, one per row), each is the objective's as
     weighted: the weighted mean, and the second moments of the rows scaled by sqrt(weight), the
-    sampled rows' weights taken to mean 1 (all zero: as unweighted)."""
+    sampled rows' weights taken to mean 1 (all zero: as unweighted). A stream's chunk is centred on
+    the stream's running mean instead of its own (`centre`)."""
 
     def __init__(self, images, weights=None):
         import numpy as np
@@ -110,6 +111,7 @@ class FeatureSample:
             index, self.raw = _sample(images)
         self.scale = pixel_scale(self.raw)
         self.weights = None  # (None: every row weighs 1)
+        self.centre = None  # what the centred look subtracts (None: the mean; set before any look)
         if weights is not None and not np.all(np.asarray(weights) == 1):
             sampled = torch.as_tensor(np.asarray(weights)[index.numpy()], dtype=torch.float64)
             if sampled.sum() > 0:
@@ -153,7 +155,7 @@ class FeatureSample:
         if key not in self.__dict__:
             with cpu_threads(1):
                 x = self.raw.to(torch.float64, copy=True).mul_(self.scale)  # (raw stays as stored)
-                x = x.sub_(self._mean) if centred else x
+                x = x.sub_(self._mean if self.centre is None else self.centre) if centred else x
                 self.__dict__[key] = x if self.weights is None else x.mul_(self.weights.sqrt()[:, None])
         return self.__dict__[key]
 

@@ -42,7 +42,7 @@ from .estimator_fit import FullBatch, MiniBatch, logits, publish, sync_model
 
 # what a fit sets: put back as it was when a fit raises
 FITTED = ("coef_", "intercept_", "model_", "n_iter_", "optimizer_state_", "lr_", "classes_", "n_features_in_",
-          "feature_names_in_", "_coef_dtype")  # fmt: skip
+          "feature_names_in_", "_coef_dtype", "_stream")  # fmt: skip
 
 
 class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
@@ -133,8 +133,8 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         lbfgs iterations or sgd/adam epochs run (at least 1).
     lr_ : float or None
         The learning rate sgd/adam used (``lr``, or its rule's value for the data, its sample weights
-        included; ``partial_fit``: the last chunk's, for its plain features); None for lbfgs, whose
-        line search sets each step.
+        included; ``partial_fit``: the last chunk's, about the stream's running mean); None for
+        lbfgs, whose line search sets each step.
 
     Raises
     ------
@@ -289,6 +289,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
             warm = self.warm_start and hasattr(self, "coef_") and np.array_equal(self.classes_, classes)
             self._coef_dtype = X.dtype
             self.lr_ = None  # (sgd and adam set it)
+            self._stream = None  # (a partial_fit after this fit starts its own stream mean)
             if not warm:
                 self.classes_ = classes
                 self._init_model(X.shape[1])

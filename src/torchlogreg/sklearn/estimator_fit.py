@@ -316,7 +316,7 @@ class MiniBatch(Fit):
         penalty = self.penalty(float(weights.sum()))  # the engine's loss: sum(w l) / n, w of mean 1
         mean_weight = float(weights.mean())
         weights = weights / mean_weight
-        lr, centre = self._settle(X, weights, solver, penalty.weight_decay, batch, centred=not chunk)
+        lr, centre = self._settle(X, weights, solver, penalty.weight_decay, batch, chunk)
         if validation is not None:
             validation = (*validation[:2], validation[2] / mean_weight)
         val_source = None if validation is None else self.source(*validation, device, CHUNK)
@@ -349,22 +349,36 @@ class MiniBatch(Fit):
         return math.ceil(engine.epochs)
 
     def _settle(
-        self, X, weights, solver: str, weight_decay: float, batch: int, centred: bool
+        self, X, weights, solver: str, weight_decay: float, batch: int, chunk: bool
     ) -> tuple[float, torch.Tensor | None]:
         """(lr_, centre): lr, or the package's rule for the features as weighted (rules.default_lr),
-        and the float64 mean the steps centre the features on (None: plain steps), from a sample of
-        X's rows, as `torchlogreg train` sets them. A fit centres where there is an intercept; a
-        stream's chunk (partial_fit) does not, as the stream's mean is unknown (one row's own mean
-        would leave it no weight gradient), and takes its own chunk's rule. (Sgd's momentum carries
-        over from a fit to partial_fit across that change of coordinates: the bias's, briefly.)"""
-        centred = centred and self.est.fit_intercept
+        and the float64 point the steps centre the features on (None: plain steps, without an
+        intercept), from a sample of X's rows, as `torchlogreg train` sets them. A fit centres on its
+        rows' mean; a stream's chunk (`chunk`, partial_fit) on the running mean of the stream so far,
+        this chunk's rows included (its own mean would leave a 1-row chunk no weight gradient, and
+        plain steps left features near +100 untrained), with its own chunk's lr about it."""
+        centred = self.est.fit_intercept
         wanted = centred or (self.est.lr is None and solver == "sgd")
         sample = FeatureSample(X, weights) if wanted else None
+        if centred and chunk:
+            sample.centre = self._stream_mean(sample.mean, X.shape[0])
         lr = self.est.lr
         if lr is None:
             lr = default_lr(solver, sample, weight_decay, batch, X.shape[0], centred)
         self.est.lr_ = lr
-        return lr, sample.mean if centred else None
+        return lr, (sample.mean if sample.centre is None else sample.centre) if centred else None
+
+    def _stream_mean(self, chunk_mean: torch.Tensor, rows: int) -> torch.Tensor:
+        """The mean of the stream's rows so far, `rows` rows of mean `chunk_mean` just added
+        (`_stream`: the mean and the rows before; None at a stream's start)."""
+        if getattr(self.est, "_stream", None) is None:  # (an estimator pickled before streams had one)
+            mean, seen = chunk_mean, rows
+        else:
+            before, seen = self.est._stream
+            seen += rows
+            mean = before + (chunk_mean - before) * (rows / seen)
+        self.est._stream = (mean, seen)
+        return mean
 
     def partial_fit(self, X, y, classes, sample_weight, first: bool) -> None:
         """One epoch at a constant lr on this chunk; the first call sets classes_ and the model."""
@@ -375,6 +389,8 @@ class MiniBatch(Fit):
             est._coef_dtype = X.dtype
             est._init_model(X.shape[1])
             est.n_iter_ = np.array([0], dtype=np.int32)
+        if first:
+            est._stream = None
         elif classes is not None and not np.array_equal(np.unique(classes), est.classes_):
             raise ValueError(f"classes {np.unique(classes)} differ from the first call's {est.classes_}")
         unknown = np.setdiff1d(y, est.classes_)
