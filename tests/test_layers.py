@@ -49,6 +49,7 @@ LAYERS = {
         {"tensorboard", "trainer"},
         {"live"},
         {"runs"},
+        {"sweep_figures"},
         {"sweep"},
     ],
     "sklearn": [

@@ -266,7 +266,7 @@ def test_a_failed_run_ends_the_sweep_with_the_rows_before_it(tmp_path, data_root
 
 
 def test_the_plots_say_what_each_point_is():
-    from torchlogreg.training.sweep import _at_each
+    from torchlogreg.training.sweep_figures import _at_each
 
     def entry(lr, decay, val, runs=3):
         return {
@@ -415,10 +415,10 @@ def _texts_outside(figure) -> list[str]:
 def test_every_label_of_the_sweep_plots_fits_in_its_figure(tmp_path, monkeypatch):
     """The y label said what a point is on one line, longer than the figure is tall: it read
     "ccuracy (mean over 2 seeds; ... by val accura". Four options and 2 or 3 seeds give the longest."""
-    import torchlogreg.training.sweep
+    from torchlogreg.training import sweep_figures
 
     figures = []
-    monkeypatch.setattr(torchlogreg.training.sweep, "_save", lambda figure, path: figures.append(figure))
+    monkeypatch.setattr(sweep_figures, "_save", lambda figure, path: figures.append(figure))
     grid = Grid(
         {
             "train_size": (300, 3000),
@@ -429,7 +429,7 @@ def test_every_label_of_the_sweep_plots_fits_in_its_figure(tmp_path, monkeypatch
     )
     metrics = {"val_accuracy": "0.8", "test_accuracy": "0.8", "train_accuracy": "0.9", "train_loss": "0.3"}
     rows = _rows(grid.axes, 3, train_seconds="1", **metrics)[:-1]  # (a combination one seed short)
-    torchlogreg.training.sweep.plot_sweep(summarize(rows, grid), grid, tmp_path, hue="weight_decay")
+    sweep_figures.plot_sweep(summarize(rows, grid), grid.axes, tmp_path, hue="weight_decay")
     assert len(figures) == 5
     assert "val accuracy" in figures[0].axes[0].get_ylabel()
     for figure in figures:
