@@ -59,8 +59,8 @@ LAYERS = {
         {"estimator"},
     ],
     "apps": [
-        {"timed_h11"},
-        {"weblimits"},
+        {"report_metrics", "timed_h11"},
+        {"report_figures", "weblimits"},
         {"demos", "export", "prediction", "report", "serving"},
         {"playground_setup"},
         {"playground_session"},

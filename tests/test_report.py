@@ -14,17 +14,9 @@ from PIL import Image
 from benchmarks.localserver import CHROMIUM_FLAGS
 from torchlogreg import preset, train
 from torchlogreg.apps.demos import cross_entropy_cases, fit_logistic, least_squares, linear_vs_logistic
-from torchlogreg.apps.report import (
-    DPI,
-    FIGSIZE,
-    Predictions,
-    _literal_text,
-    calibration_bins,
-    curves_figure,
-    expected_calibration_error,
-    weights_figure,
-    write_report,
-)
+from torchlogreg.apps.report import _literal_text, write_report
+from torchlogreg.apps.report_figures import DPI, FIGSIZE, curves_figure, weights_figure
+from torchlogreg.apps.report_metrics import Predictions, calibration_bins, expected_calibration_error
 from torchlogreg.data.inmemory import prepare
 from torchlogreg.runfolder.checkpoints import load_run, save_run
 from torchlogreg.runfolder.layout import REPORT_FIGURES, REPORT_PAGE
