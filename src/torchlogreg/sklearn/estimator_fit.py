@@ -389,8 +389,7 @@ class MiniBatch(Fit):
             est._coef_dtype = X.dtype
             est._init_model(X.shape[1])
             est.n_iter_ = np.array([0], dtype=np.int32)
-        if first:
-            est._stream = None
+            est._stream = None  # (the stream's mean so far: _stream_mean)
         elif classes is not None and not np.array_equal(np.unique(classes), est.classes_):
             raise ValueError(f"classes {np.unique(classes)} differ from the first call's {est.classes_}")
         unknown = np.setdiff1d(y, est.classes_)
