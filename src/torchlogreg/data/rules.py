@@ -66,8 +66,8 @@ def validation_rows(rows: int, patience: int | None) -> int:
 
 def _sample(images) -> tuple[torch.Tensor, torch.Tensor]:
     """(index, rows): up to CURVATURE_VALUES feature values' worth of rows spread evenly over `images`
-    (a tensor, images on disk, or the estimator's NumPy array or SciPy sparse matrix), flattened, as
-    stored (uint8 pixels or float features)."""
+    (a tensor, the estimator's NumPy array, or anything with `take`: images on disk, the estimator's
+    SparseRows), flattened, as stored (uint8 pixels or float features)."""
     import numpy as np
     import torch
 
@@ -76,10 +76,8 @@ def _sample(images) -> tuple[torch.Tensor, torch.Tensor]:
     index = torch.linspace(0, count - 1, min(rows, count)).round().long().unique()
     if isinstance(images, torch.Tensor):
         raw = images[index]
-    elif isinstance(images, np.ndarray) or hasattr(images, "toarray"):  # (sparse: these rows densified)
-        picked = images[index.numpy()]
-        picked = picked.toarray() if hasattr(picked, "toarray") else picked
-        raw = torch.from_numpy(np.ascontiguousarray(picked))
+    elif isinstance(images, np.ndarray):  # (these rows alone converted)
+        raw = torch.from_numpy(np.ascontiguousarray(images[index.numpy()]))
     else:
         raw = images.take(index)
     return index, raw.reshape(len(index), -1)
@@ -138,6 +136,11 @@ class FeatureSample:
         return total.mul_(self.scale / len(self.raw))
 
     @property
+    def about(self) -> torch.Tensor:
+        """The point the centred look subtracts and training steps about: `centre`, else the mean."""
+        return self._mean if self.centre is None else self.centre
+
+    @property
     def mean(self) -> torch.Tensor:
         """The features' mean in float64 (the centre training steps about: Centring casts it to the
         model's dtype; a float64 model keeps it whole, as features far from zero need)."""
@@ -155,7 +158,7 @@ class FeatureSample:
         if key not in self.__dict__:
             with cpu_threads(1):
                 x = self.raw.to(torch.float64, copy=True).mul_(self.scale)  # (raw stays as stored)
-                x = x.sub_(self._mean if self.centre is None else self.centre) if centred else x
+                x = x.sub_(self.about) if centred else x
                 self.__dict__[key] = x if self.weights is None else x.mul_(self.weights.sqrt()[:, None])
         return self.__dict__[key]
 

@@ -274,41 +274,45 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         self
         """
         self._validate_params()
-        with self._unfitted_if_raised():
-            adapter = (FullBatch if self.solver in FULL_BATCH else MiniBatch)(self)
-            check_params(self)
-            X, y = self._validate(X, y, reset=True)
-            check_classification_targets(y)
-            classes = np.unique(y)
-            if len(classes) < 2:
-                raise ValueError(
-                    "This solver needs samples of at least 2 classes in the data, but the data contains "
-                    f"only one class: {classes[0]!r}"
-                )
-            weights = sample_weights(self, X, y, classes, sample_weight)
-            warm = self.warm_start and hasattr(self, "coef_") and np.array_equal(self.classes_, classes)
-            self._coef_dtype = X.dtype
-            self.lr_ = None  # (sgd and adam set it)
-            self._stream = None  # (a partial_fit after this fit starts its own stream mean)
-            if not warm:
-                self.classes_ = classes
-                self._init_model(X.shape[1])
-            else:
-                self.model_.to(self._torch_dtype)
-                sync_model(self)  # from coef_ / intercept_ as they are now (a user may edit them)
-            targets = np.searchsorted(self.classes_, y)
-            if self.max_iter == 0:  # initialised, not trained, as scikit-learn does
-                warnings.warn(
-                    "max_iter=0: the model is initialised, not fitted; failed to converge.",
-                    ConvergenceWarning,
-                    stacklevel=2,
-                )
-                n_iter = 0
-                publish(self)
-            else:
-                n_iter = adapter.fit(X, targets, weights, warm)
-            self.n_iter_ = np.array([n_iter], dtype=np.int32)
+        with self._restored_if_raised():
+            self._fit(X, y, sample_weight)
         return self
+
+    def _fit(self, X, y, sample_weight) -> None:
+        """fit's work, in a state `_restored_if_raised` puts back when it raises."""
+        adapter = (FullBatch if self.solver in FULL_BATCH else MiniBatch)(self)
+        check_params(self)
+        X, y = self._validate(X, y, reset=True)
+        check_classification_targets(y)
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(
+                "This solver needs samples of at least 2 classes in the data, but the data contains "
+                f"only one class: {classes[0]!r}"
+            )
+        weights = sample_weights(self, X, y, classes, sample_weight)
+        warm = self.warm_start and hasattr(self, "coef_") and np.array_equal(self.classes_, classes)
+        self._coef_dtype = X.dtype
+        self.lr_ = None  # (sgd and adam set it)
+        self._stream = None  # (a partial_fit after this fit starts its own stream mean)
+        if not warm:
+            self.classes_ = classes
+            self._init_model(X.shape[1])
+        else:
+            self.model_.to(self._torch_dtype)
+            sync_model(self)  # from coef_ / intercept_ as they are now (a user may edit them)
+        targets = np.searchsorted(self.classes_, y)
+        if self.max_iter == 0:  # initialised, not trained, as scikit-learn does
+            warnings.warn(
+                "max_iter=0: the model is initialised, not fitted; failed to converge.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+            n_iter = 0
+            publish(self)
+        else:
+            n_iter = adapter.fit(X, targets, weights, warm)
+        self.n_iter_ = np.array([n_iter], dtype=np.int32)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch of sgd/adam (constant learning rate) on this chunk of the data.
@@ -333,12 +337,12 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         if first:
             check_params(self)
         X, y = self._validate(X, y, reset=first)
-        with self._unfitted_if_raised(first):
+        with self._restored_if_raised(first):
             adapter.partial_fit(X, y, classes, sample_weight, first)
         return self
 
     @contextmanager
-    def _unfitted_if_raised(self, whole: bool = True):
+    def _restored_if_raised(self, whole: bool = True):
         """A fit (or a stream's first chunk) that raises, Ctrl-C included, leaves the estimator as it
         was before: the previous fit whole, or unfitted (a failed refit on 2 classes left the 10-class
         coef_ beside the new classes_; a first fit that raised left a model_ and no coef_)."""

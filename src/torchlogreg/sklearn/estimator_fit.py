@@ -359,14 +359,15 @@ class MiniBatch(Fit):
         plain steps left features near +100 untrained), with its own chunk's lr about it."""
         centred = self.est.fit_intercept
         wanted = centred or (self.est.lr is None and solver == "sgd")
-        sample = FeatureSample(X, weights) if wanted else None
+        rows = SparseRows(X, torch.float64) if hasattr(X, "toarray") else X  # (sampled rows densified)
+        sample = FeatureSample(rows, weights) if wanted else None
         if centred and chunk:
             sample.centre = self._stream_mean(sample.mean, X.shape[0])
         lr = self.est.lr
         if lr is None:
             lr = default_lr(solver, sample, weight_decay, batch, X.shape[0], centred)
         self.est.lr_ = lr
-        return lr, (sample.mean if sample.centre is None else sample.centre) if centred else None
+        return lr, sample.about if centred else None
 
     def _stream_mean(self, chunk_mean: torch.Tensor, rows: int) -> torch.Tensor:
         """The mean of the stream's rows so far, `rows` rows of mean `chunk_mean` just added
