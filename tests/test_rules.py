@@ -14,6 +14,7 @@ from torchlogreg.data.rules import (
     BATCH_ROWS,
     LBFGS_BELOW_ROWS,
     LBFGS_ITERATIONS,
+    OTHER_LR,
     SGD_EPOCHS,
     SGD_MIN_STEPS,
     FeatureSample,
@@ -63,6 +64,26 @@ def test_given_values_win_over_rules():
         "adam", 0.01, 0.0, 7, None
     )
     assert config.schedule == "step" and config.batch_size == 100
+
+
+@pytest.mark.parametrize(
+    ("rows", "budget", "steps"),
+    [(60_000, {}, 4 * 235), (600, {}, 86 * 3), (600, {"epochs": 2}, 2 * 3), (100, {"iters": 10}, 10)],
+)
+def test_adams_lr_lets_a_short_run_move_its_weights_as_far_as_a_long_one(rows, budget, steps):
+    """adam moves a weight about lr a step: MNIST's 940 steps take 0.005, a shorter run of the
+    same reach a larger lr (4 / its steps), counted from the budget the run was given or settled."""
+    config = settle(TrainConfig(optimizer="adam", **budget), _data(rows, side=2))
+    assert config.lr == pytest.approx(max(OTHER_LR["adam"], 4 / steps), rel=1e-3)
+
+
+def test_adams_default_on_a_short_run_reaches_the_optimum_that_sgd_does():
+    """200 steps of 8x8 pictures at adam's long-run lr (0.005) stayed far above the optimum."""
+    data = _data(600, side=8)
+    optimum = _train(data, optimizer="lbfgs", tol=1e-6).metrics["train"]["loss"]
+    adam = _train(data, optimizer="adam").metrics["train"]["loss"]
+    slow = _train(data, optimizer="adam", lr=OTHER_LR["adam"]).metrics["train"]["loss"]
+    assert adam - optimum < (slow - optimum) / 2
 
 
 def test_presets_stay_explicit():

@@ -316,7 +316,7 @@ class MiniBatch(Fit):
         penalty = self.penalty(float(weights.sum()))  # the engine's loss: sum(w l) / n, w of mean 1
         mean_weight = float(weights.mean())
         weights = weights / mean_weight
-        lr, centre = self._settle(X, weights, solver, penalty.weight_decay, batch, chunk)
+        lr, centre = self._settle(X, weights, solver, penalty.weight_decay, batch, None if chunk else steps)
         if validation is not None:
             validation = (*validation[:2], validation[2] / mean_weight)
         val_source = None if validation is None else self.source(*validation, device, CHUNK)
@@ -349,23 +349,24 @@ class MiniBatch(Fit):
         return math.ceil(engine.epochs)
 
     def _settle(
-        self, X, weights, solver: str, weight_decay: float, batch: int, chunk: bool
+        self, X, weights, solver: str, weight_decay: float, batch: int, steps: int | None
     ) -> tuple[float, torch.Tensor | None]:
         """(lr_, centre): lr, or the package's rule for the features as weighted (rules.default_lr),
         and the float64 point the steps centre the features on (None: plain steps, without an
-        intercept), from a sample of X's rows, as `torchlogreg train` sets them. A fit centres on its
-        rows' mean; a stream's chunk (`chunk`, partial_fit) on the running mean of the stream so far,
-        this chunk's rows included (its own mean would leave a 1-row chunk no weight gradient, and
-        plain steps left features near +100 untrained), with its own chunk's lr about it."""
+        intercept), from a sample of X's rows, as `torchlogreg train` sets them for a run of `steps`
+        steps. A fit centres on its rows' mean; a stream's chunk (`steps` None: partial_fit) on the
+        running mean of the stream so far, this chunk's rows included (its own mean would leave a
+        1-row chunk no weight gradient, and plain steps left features near +100 untrained), with its
+        own chunk's lr about it."""
         centred = self.est.fit_intercept
         wanted = centred or (self.est.lr is None and solver == "sgd")
         rows = SparseRows(X, torch.float64) if hasattr(X, "toarray") else X  # (sampled rows densified)
         sample = FeatureSample(rows, weights) if wanted else None
-        if centred and chunk:
+        if centred and steps is None:
             sample.centre = self._stream_mean(sample.mean, X.shape[0])
         lr = self.est.lr
         if lr is None:
-            lr = default_lr(solver, sample, weight_decay, batch, X.shape[0], centred)
+            lr = default_lr(solver, sample, weight_decay, batch, X.shape[0], centred, steps)
         self.est.lr_ = lr
         return lr, sample.about if centred else None
 
