@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..base.exceptions import ConfigError
+from ..base.exceptions import ConfigError, counted
 from ..base.storage import refuse_existing
 from .cli_common import add_data_options, add_run_dir, dataset_arg, path_flag, print_to_stderr, printable
 
@@ -71,7 +71,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise InputError(f"{error}{hint}") from None
     if tally.skipped_files or tally.skipped_rows:
         counts = {"file": tally.skipped_files, "row": tally.skipped_rows}
-        skipped = " and ".join(f"{n} bad {what}{'s' * (n > 1)}" for what, n in counts.items() if n)
+        skipped = " and ".join(counted(n, f"bad {what}") for what, n in counts.items() if n)
         report(f"skipped {skipped}; predicted {tally.predicted}")
     if output is not None:
         print(printable(f"wrote {tally.predicted} predictions to {output}"))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..base.config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
-from ..base.exceptions import ConfigError
+from ..base.exceptions import ConfigError, counted
 from ..data.rules import RULES
 from .cli_common import add_data_options, dataset_arg, path_flag
 
@@ -204,16 +204,10 @@ def _given_config(args: argparse.Namespace):
     return {name: getattr(args, name) for name in RESUMABLE if getattr(args, name) is not None}
 
 
-def _counted(count: float, word: str) -> str:
-    """'1 epoch', '2.5 epochs', '1234567 iterations' (whole counts in full)."""
-    number = f"{int(count)}" if float(count).is_integer() else f"{count:g}"
-    return f"{number} {word}" + ("" if count == 1 else "s")
-
-
 def stop_line(metrics: dict, config: TrainConfig) -> str:
     """Why training stopped, in one line; when it had not converged, the flag that trains longer."""
     reason, tol = metrics["stop_reason"], f"tol {config.tol:g}"
-    iterations = _counted(metrics["iterations"], "iteration")
+    iterations = counted(metrics["iterations"], "iteration")
     if reason == "converged":
         best, last = metrics.get("best_iteration"), metrics["iterations"]
         restored = config.patience is not None and best not in (None, last)  # (only early stopping keeps)
@@ -233,7 +227,7 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
             f"found no lower objective ({why})"
         )
     if reason == "early stopping":
-        checks = _counted(config.patience, "check")
+        checks = counted(config.patience, "check")
         return f"stopped early: no better validation loss in {checks} (--patience)"
     if not config.tol:
         return f"ran its whole budget of {iterations} (tol 0: no convergence test)"
@@ -295,8 +289,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     val_text = f" | val {metrics['val']['accuracy']:.4f}" if "val" in metrics else ""
     print(
         f"test accuracy {metrics['test']['accuracy']:.4f} (loss {metrics['test']['loss']:.4f}){val_text} | "
-        f"trained in {metrics['train_seconds']:.2f} s ({_counted(metrics['epochs'], 'epoch')}, "
-        f"{_counted(metrics['iterations'], 'iteration')}, {metrics['device']})"
+        f"trained in {metrics['train_seconds']:.2f} s ({counted(metrics['epochs'], 'epoch')}, "
+        f"{counted(metrics['iterations'], 'iteration')}, {metrics['device']})"
     )
     print(stop_line(metrics, result.config))
     if config.optimizer is None:  # the rules chose it: flags of another optimizer went unused

@@ -104,6 +104,12 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     return f" (did you mean {by_lower[match[0]]!r}?)" if match else ""
 
 
+def counted(count: float, word: str) -> str:
+    """'1 epoch', '2.5 epochs', '1234567 iterations': a count and its noun, as messages write them."""
+    number = f"{int(count)}" if float(count).is_integer() else f"{count:g}"
+    return f"{number} {word}" + ("" if count == 1 else "s")
+
+
 def __getattr__(name: str):
     """NotFittedError, built on first use: it subclasses scikit-learn's NotFittedError too (so
     scikit-learn's own checks recognise it), and importing scikit-learn costs start-up time."""

@@ -19,6 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 
 from ..base.devices import blas_threads, cpu_threads, outside_threads, resolve_device, threads_for
+from ..base.exceptions import counted
 from ..core.model import LogisticRegression
 from ..core.objective import Objective
 from ..core.optimizers import Proximal, make_optimizer, schedule_lr
@@ -426,7 +427,7 @@ class MiniBatch(Fit):
             )
         if gradient is not None and not gradient <= self.est.tol:  # (a nan gradient is no convergence)
             warnings.warn(
-                f"{solver} failed to converge: after {epochs} epoch{'s' * (epochs != 1)} "
+                f"{solver} failed to converge: after {counted(epochs, 'epoch')} "
                 f"(max_iter={self.est.max_iter}) the objective's largest gradient entry is "
                 f"{gradient:.3g}, above tol={self.est.tol}; raise max_iter above {epochs}, "
                 f"{SCALE_DATA}, or use solver='lbfgs', which converges in far fewer passes on sets "
