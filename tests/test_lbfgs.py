@@ -8,7 +8,7 @@ import scipy.optimize
 import scipy.special
 from sklearn.datasets import load_digits
 
-from torchlogreg.core.lbfgs import LBFGS
+from torchlogreg.core.lbfgs import HISTORY, LBFGS, MIN_HISTORY, PAIRS_BYTES, history_for
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +160,15 @@ def test_a_gradient_that_is_not_finite_is_named_not_taken_for_zero():
     driver = LBFGS(np.zeros(3))
     assert not driver.step(lambda x: (1.0, np.full_like(x, np.nan)))
     assert driver.stopped == "the gradient is not finite where the search starts"
+
+
+def test_history_keeps_the_pairs_that_fit_in_memory():
+    """MNIST's 7,850 weights keep HISTORY pairs; a model too wide for them keeps as many as fit in
+    PAIRS_BYTES, never fewer than scikit-learn's 10."""
+    assert history_for(7_850) == HISTORY
+    wide = PAIRS_BYTES // (2 * 8 * 20)  # 20 pairs of float64 vectors fit
+    assert history_for(wide) == 20 and history_for(wide, itemsize=4) == HISTORY
+    assert history_for(10**9) == MIN_HISTORY == 10
 
 
 def test_history_must_keep_a_pair():

@@ -247,6 +247,30 @@ def test_lbfgs_starts_from_the_parameters_after_a_restart_or_an_empty_state():
         assert all(torch.equal(param, torch.full_like(param, 0.5)) for param in seen[0])
 
 
+def test_lbfgs_resumes_with_the_pairs_its_checkpoint_kept(monkeypatch):
+    """A checkpoint made under another history rule (an older version's) resumes with its own pairs,
+    taking the step the uninterrupted run takes."""
+    from torchlogreg.core import lbfgs
+
+    params, closure, _ = _logistic_problem()
+    optimizer = LBFGS(params, lr=1.0)
+    for _ in range(3):
+        optimizer.step(1.0, closure)
+    state = {name: value.clone() for name, value in optimizer.state_dict().items()}
+    saved = [param.detach().clone() for param in params]
+    optimizer.step(1.0, closure)
+    expected = [param.detach().clone() for param in params]
+    monkeypatch.setattr(lbfgs, "HISTORY", lbfgs.HISTORY // 2)
+    with torch.no_grad():
+        for param, value in zip(params, saved, strict=True):
+            param.copy_(value)
+    resumed = LBFGS(params, lr=1.0)
+    resumed.load_state_dict(state)
+    resumed.step(1.0, closure)
+    assert resumed.driver.steps_kept.shape[0] == state["steps_kept"].shape[0] != lbfgs.HISTORY
+    assert all(torch.equal(param, value) for param, value in zip(params, expected, strict=True))
+
+
 def test_lbfgs_looks_the_blas_libraries_up_when_built_not_in_its_first_step():
     """threadpoolctl's scan of the loaded libraries (milliseconds once torch is in) happens as the
     optimizer is built: it was a third of a fresh process's training loop on 2,000 rows."""

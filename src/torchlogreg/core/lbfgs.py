@@ -4,7 +4,7 @@ to the end, in float64).
 
 It minimises F(x) = f(x) + sum_i l1_i |x_i| over a flat NumPy vector x, given f's value and gradient:
 
-    driver = LBFGS(x0, history=10)
+    driver = LBFGS(x0, history=history_for(x0.size))
     while driver.gradient_max(evaluate) > tol and driver.step(evaluate):
         ...                          # evaluate(x) -> (f(x), its gradient); x is driver.x
 
@@ -40,6 +40,18 @@ BRACKET_FLOOR = 1e-9  # the Wolfe search stops shrinking a bracket this short (t
 BACKTRACK = 0.5  # the backtracking search halves the step until F falls enough,
 FAR_TOO_LONG = 0.1  # unless F says it is over ten times too long: then its quadratic model's step
 OVERFLOW_SHRINK = 0.1  # a step whose F overflows shrinks by this, squared at each overflow in a row
+# Curvature pairs kept: HISTORY where they fit in PAIRS_BYTES, else as many as fit, at least
+# MIN_HISTORY (scikit-learn's 10). On MNIST the estimator converged in 96 iterations with 40, 100+ with
+# 20 (300,000 rows: 95 against 100+; raw wine 56 against 89); a pair costs two vectors' memory and a
+# few products of them an iteration, small beside a pass over the rows.
+HISTORY, MIN_HISTORY = 40, 10
+PAIRS_BYTES = 1 << 28
+
+
+def history_for(length: int, itemsize: int = 8) -> int:
+    """How many curvature pairs to keep for a vector of `length` entries of `itemsize` bytes."""
+    fits = PAIRS_BYTES // (2 * itemsize * max(length, 1))
+    return max(MIN_HISTORY, min(HISTORY, fits))
 
 
 class LBFGS:

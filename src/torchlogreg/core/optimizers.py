@@ -184,10 +184,10 @@ class Adam:
 
 class LBFGS:
     """The engine's L-BFGS: `lbfgs.LBFGS` (the one driver, shared with the estimator) over the model's
-    parameters, `max_iter` iterations per `step`, keeping HISTORY pairs (torch.optim.LBFGS's default
-    is 100; 20 cost less per iteration and took no more iterations on MNIST-like sets), in the
-    parameters' dtype. The driver holds its iterate, that point's evaluation and its curvature
-    pairs, all checkpointed: a resumed run takes the steps an uninterrupted one would have taken.
+    parameters, `max_iter` iterations per `step`, keeping the driver's rule's curvature pairs
+    (`lbfgs.history_for`; a resumed run keeps its checkpoint's count), in the parameters' dtype. The
+    driver holds its iterate, that point's evaluation and its curvature pairs, all checkpointed: a
+    resumed run takes the steps an uninterrupted one would have taken.
 
     `closure` fills .grad and returns the objective (less the L1 term the driver takes, `take_l1`);
     it is called once per point the search tries. A step given `flat` (objective.FlatObjective)
@@ -197,8 +197,6 @@ class LBFGS:
     objective changed from outside need `restart()`: the driver is then built afresh at the next
     step, from the parameters as that step sees them (centred, in the engine).
     """
-
-    HISTORY = 20
 
     def __init__(
         self, params: list[torch.Tensor], lr: float, tolerance_grad: float = 1e-7, max_iter: int = 1
@@ -225,9 +223,11 @@ class LBFGS:
                 param.copy_(part.view_as(param))  # (to the parameter's device)
                 offset += param.numel()
 
-    def _new_driver(self) -> lbfgs.LBFGS:
-        """A driver starting from the parameters as they are now."""
-        return lbfgs.LBFGS(self._flat(self.params), history=self.HISTORY, l1=self.l1)
+    def _new_driver(self, history: int | None = None) -> lbfgs.LBFGS:
+        """A driver starting from the parameters as they are now, keeping `history` pairs (None: the
+        driver's rule for them)."""
+        x = self._flat(self.params)
+        return lbfgs.LBFGS(x, history=history or lbfgs.history_for(x.size, x.itemsize), l1=self.l1)
 
     def restart(self) -> None:
         """Start afresh at the next step, from the parameters as they are then (after an outside change
@@ -292,7 +292,8 @@ class LBFGS:
         self.restart()  # from the loaded parameters, where the state has nothing (older checkpoints)
         if not state:
             return
-        self.driver = self._new_driver()
+        kept = state.get("steps_kept")
+        self.driver = self._new_driver(None if kept is None or kept.dim() != 2 else kept.shape[0])
         try:
             self.driver.load_state_dict({name: value.cpu().numpy() for name, value in state.items()})
         except ValueError as error:

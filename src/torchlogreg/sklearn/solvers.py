@@ -3,11 +3,11 @@
     objective(W, b) = sum_i s_i * loss_i / sum_i s_i + l2 / 2 * |W|^2 + l1 * |W|_1
 
 (s_i: sample weights; the intercept b never penalised), driven by the package's one L-BFGS
-(core/lbfgs.py, the engine's too) on a float64 vector, with scikit-learn's settings for its 'lbfgs'
-(up to 50 evaluations per line search, its gtol and ftol rules), keeping 20 curvature pairs (10 for
-OWL-QN, with L1), in weights scaled by the Hessian's diagonal and an intercept for centred features. L1 and
-elastic-net are that driver's OWL-QN form: the problem stays in W, the stopping rule measures the
-objective's minimal-norm subgradient, and weights the penalty removes end exactly at 0.
+(core/lbfgs.py, the engine's too) on a float64 vector, with scikit-learn's settings for its 'lbfgs' (up
+to 50 evaluations per line search, its gtol and ftol rules), keeping `lbfgs.history_for` curvature pairs
+(10 for OWL-QN, with L1), in weights scaled by the Hessian's diagonal and an intercept for centred
+features. L1 and elastic-net are that driver's OWL-QN form: the problem stays in W, the stopping rule
+measures the objective's minimal-norm subgradient, and weights the penalty removes end exactly at 0.
 
 The loss and its gradient come from one of three evaluators with one signature: `FusedLoss` (the
 fused CPU kernel, for dense float32 X on the CPU: one pass over the rows, a few times faster than
@@ -29,16 +29,16 @@ import scipy.special
 import torch
 
 from ..core import fused
-from ..core.lbfgs import LBFGS, pseudo_gradient
+from ..core.lbfgs import LBFGS, history_for, pseudo_gradient
 from ..core.model import LogisticRegression
 from ..core.objective import Objective
 from ..data.batches import MemoryBatches
 
 FTOL = 64 * np.finfo(float).eps  # scikit-learn's: stop when the objective's relative fall is this small
 MAX_LINE_SEARCH = 50  # scikit-learn's evaluations per line search (SciPy's default is 20)
-# Curvature pairs kept: scikit-learn's 10 with L1 (OWL-QN took 10-20% more iterations with 20 on the
-# small sets), 20 without (MNIST converges in 101 iterations instead of 111, 300,000 rows in 95, not 120)
-HISTORY, HISTORY_L1 = 20, 10
+# Curvature pairs kept with L1: scikit-learn's 10 (OWL-QN took 10-20% more iterations with 20 on the
+# small sets); without, the driver's rule (lbfgs.history_for)
+HISTORY_L1 = 10
 
 # loss(coef (k, d), intercept (k,)) -> (mean loss, its gradient in coef, in intercept), float64
 LossFunction = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray, np.ndarray]]
@@ -309,7 +309,7 @@ def lbfgs(
     with np.errstate(over="ignore", invalid="ignore"):  # a trial step may overflow: the search backs off
         driver = LBFGS(
             smooth.to_vector(coef, intercept),
-            history=HISTORY_L1 if penalty.l1 else HISTORY,
+            history=HISTORY_L1 if penalty.l1 else history_for(packing.length),
             l1=l1 / scale,  # l1 |W| = l1 / scale * |V|
             max_line_search=MAX_LINE_SEARCH,
         )
