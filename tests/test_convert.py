@@ -376,6 +376,8 @@ def test_a_byte_order_mark_is_not_data(tmp_path):
         ("nan", r"row 3: pixel 2 is nan, expected 0\.\.255"),
         ("inf", "row 3: pixel 2 is inf"),
         ("1e12", r"row 3: label 1e\+12 is not a class number; labels .* 0\.\.99999"),
+        # (a dataset stores 8-bit pixels: 5.5 was stored as 6, and a table of iris's 5.1 cm as 5)
+        ("5.5", r"row 3: pixel 2 is 5\.5, not a whole number 0\.\.255: .* TorchLogisticRegression"),
     ],
 )
 def test_csv_cells_that_are_not_pixels_or_labels(tmp_path, cell, fragment):
@@ -516,6 +518,21 @@ def test_generated_csv_rows_convert_or_fail_cleanly(tmp_path_factory, memory_cap
         convert(folder / "out", csv=(folder / "train.csv", folder / "train.csv"))
     except TorchLogRegError:
         assert not (folder / "out").exists()  # a failed conversion leaves nothing behind
+
+
+@pytest.mark.parametrize(("largest", "noted"), [(16, True), (2, True), (17, False), (255, False), (1, False)])
+def test_near_black_training_images_are_noted(tmp_path, largest, noted):
+    """Pixels that never pass 16 of 255 (scikit-learn's 0..16 digits) train as near-black pictures:
+    convert says so, with the factor that scales them; 0s and 1s are read as fractions."""
+    images = np.random.default_rng(0).integers(0, largest + 1, (20, 4, 4), dtype=np.uint8)
+    images[0, 0, 0] = largest
+    labels = np.arange(20) % 2
+    arrays = dict(train_images=images, train_labels=labels, test_images=images, test_labels=labels)
+    np.savez(tmp_path / "a.npz", **arrays)
+    note = convert(tmp_path / "out", npz=tmp_path / "a.npz")["note"]
+    assert bool(note) == noted
+    if noted:
+        assert f"never pass {largest} of 255" in note and f"(x {255 // largest})" in note
 
 
 # --- classes are the labels present --------------------------------------------------------------

@@ -49,6 +49,8 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
             + _csv_read(written["csv"])
         )
     )
+    if written["note"]:
+        print(printable(written["note"]), file=sys.stderr)
     return 0
 
 

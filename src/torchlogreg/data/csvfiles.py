@@ -330,7 +330,9 @@ class CsvRows:
     """One CSV's rows as blocks (see the module's docstring) of images of `image_shape` (H, W), or of
     `n_pixels` or as many pixels as the first line has columns after the label when None (set
     `image_shape` once known, for messages). Bad rows are raised as `error`, or given to `skip_row`
-    (a one-line message) and left out; `labels` asks for the label column's values."""
+    (a one-line message) and left out; `labels` asks for the label column's values. `whole`: 0..255
+    pixels must be whole numbers (a dataset stores 8-bit pixels: 5.1 would be stored as 5), else
+    they are read as they are."""
 
     def __init__(
         self,
@@ -342,15 +344,16 @@ class CsvRows:
         labels: bool = False,
         skip_row: Callable[[str], None] | None = None,
         error: type[TorchLogRegError] = InputError,
+        whole: bool = False,
     ):
-        self.path, self.image_shape, self.label_column = path, image_shape, label_column
+        self.path, self.image_shape, self.label_column, self.whole = path, image_shape, label_column, whole
         self.n_pixels = image_shape[0] * image_shape[1] if image_shape else n_pixels
         self.want_labels, self.skip_row, self.error = labels, skip_row, error
         self.layout: CsvLayout | None = None  # read from the first line
         self._pending, self._line = b"", 1  # the first line when it is data, and its number
         self.scale = _PixelScale()
         self.rows = 0  # data rows read so far
-        self.largest = 0  # the largest 0..255 pixel read so far
+        self.largest = 0.0  # the largest 0..255 pixel read so far
         self.max_line = CSV_CELL_BYTES * (self.n_pixels + 1 if self.n_pixels else MAX_CSV_COLUMNS)
         self.max_line = max(CSV_BLOCK_BYTES, self.max_line)
         self._handle = None  # the stream `blocks` reads, for looking ahead
@@ -418,8 +421,9 @@ class CsvRows:
         pixels = np.delete(cells, label, axis=1) if label is not None else cells
         kept = self._check_labels(cells[:, label], lines[parsed], bad) if self.want_labels else None
         kept, pixels = self._ready(pixels, lines[parsed], bad, kept)
-        if pixels.dtype == np.uint8 and len(pixels):
-            self.largest = max(self.largest, int(pixels.max()))
+        if self.scale.scale == BYTES and len(pixels):  # (uint8, or float32 / 255 where not whole)
+            top = float(pixels.max())
+            self.largest = max(self.largest, top if pixels.dtype == np.uint8 else round(top * 255, 4))
         for number, message in sorted(bad):
             if self.skip_row is None:
                 raise self.error(f"{self.path}: row {number}{message}")
@@ -436,7 +440,7 @@ class CsvRows:
         if self.scale.scale != BYTES or self.largest > DIM_PIXEL:
             return ""
         return (
-            f"{self.path}: pixels 0..255, the largest {self.largest}: near-black images (a file of "
+            f"{self.path}: pixels 0..255, the largest {self.largest:g}: near-black images (a file of "
             "fractions holds every pixel in [0, 1]; rescale the file if its pixels mean more)"
         )
 
@@ -521,7 +525,20 @@ class CsvRows:
         pixels = pixels.astype(np.float64, copy=False)
         kept = self._in_range(pixels, lines, bad, kept)
         self._off_scale(pixels, kept, lines, bad)
+        if self.whole and self.scale.scale == BYTES:
+            self._whole(pixels, kept, lines, bad)
         return kept, self._scaled(pixels[kept], lines[kept])
+
+    def _whole(self, pixels: np.ndarray, kept: np.ndarray, lines: np.ndarray, bad: list) -> None:
+        """Kept rows of 0..255 pixels that are not all whole numbers become bad (`kept` in place)."""
+        for i in np.flatnonzero(kept & (pixels != np.rint(pixels)).any(axis=1)):
+            column = int(np.flatnonzero(pixels[i] != np.rint(pixels[i]))[0])
+            bad.append((int(lines[i]), (
+                f": pixel {column} is {pixels[i, column]:g}, not a whole number 0..255: a dataset holds "
+                "8-bit pictures (or fractions in [0, 1]); fit a table of measurements with the "
+                "scikit-learn estimator TorchLogisticRegression, or scale its columns to 0..255"
+            )))  # fmt: skip
+            kept[i] = False
 
     @staticmethod
     def _in_range(pixels: np.ndarray, lines: np.ndarray, bad: list, kept: np.ndarray) -> np.ndarray:

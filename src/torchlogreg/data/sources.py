@@ -162,7 +162,7 @@ def read_csv(
     through `scratch`. `scale`: the file's pixel scale as `csvfiles.describe_csv` found it (else
     settled as the rows come)."""
     path = Path(path)
-    reader = CsvRows(path, None, label_column=label_column, labels=True, error=DataError)
+    reader = CsvRows(path, None, label_column=label_column, labels=True, error=DataError, whole=True)
     if scale is not None:
         reader.scale = scale
     labels = []
