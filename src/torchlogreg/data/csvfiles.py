@@ -496,11 +496,21 @@ class CsvRows:
             of = f" of {self.image_shape[0]}x{self.image_shape[1]} images" if self.image_shape else ""
             expected = f"{self.layout.width} ({label}{self.layout.n_pixels} pixels{of})"
             return f" has {len(cells)} cells, expected {expected}", []
+        label = self.layout.label
+        if label is not None and not self.want_labels:  # (predict: the label column is not read)
+            cells[label] = "0"
         try:
             return "", [float(cell) for cell in cells]
         except ValueError:
-            cell = next(c for c in cells if not is_number(c))
-            return f": {cell[:20]!r} is not a number", []
+            at = next(i for i, c in enumerate(cells) if not is_number(c))
+            if at == label:
+                name = repr(self.layout.fields[label]) if self.layout.header else str(label)
+                return (
+                    f": label {cells[at][:20]!r} (column {name}) is not a class number; labels are "
+                    f"integers 0..{MAX_LABEL}: number the classes (pandas: .astype('category').cat.codes) "
+                    "and name them with --class-names"
+                ), []
+            return f": {cells[at][:20]!r} is not a number", []
 
     def _check_labels(self, labels: np.ndarray, lines: np.ndarray, bad: list) -> np.ndarray:
         """Which rows hold a class number (an integer 0..MAX_LABEL) as their label; the others are bad."""
