@@ -12,7 +12,7 @@ import math
 import warnings
 
 import numpy as np
-from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import _check_sample_weight
 
 from ..base.devices import resolve_device
@@ -96,7 +96,16 @@ def sample_weights(est, X, y, classes, sample_weight) -> np.ndarray:
             unknown = set(est.class_weight) - set(classes.tolist())
             if unknown:
                 raise ValueError(f"class_weight names classes {sorted(unknown)} not in the data")
-        weights = weights * compute_sample_weight(est.class_weight, y)
+        present, index = np.unique(y, return_inverse=True)
+        if isinstance(est.class_weight, str):  # 'balanced': each class's rows counted by their sample
+            # weights, as scikit-learn's LogisticRegression counts them (weights and repeats fit alike)
+            counts = np.bincount(index, weights=weights, minlength=len(present))
+            per_class = np.divide(  # (a class whose rows all weigh 0 stays at 0)
+                weights.sum(), len(present) * counts, out=np.zeros_like(counts), where=counts > 0
+            )
+        else:
+            per_class = compute_class_weight(est.class_weight, classes=present, y=y)
+        weights = weights * per_class[index]
     if not weights.sum() > 0:
         raise ValueError(f"The sample weights must have a positive sum; got {weights.sum()}.")
     return weights
