@@ -87,3 +87,21 @@ def test_plain_pytorch_lines_are_the_tested_ones(page):
     from test_export import PLAIN_PYTORCH
 
     assert f"```python\n{PLAIN_PYTORCH}```" in (ROOT / page).read_text()
+
+
+def test_readme_prediction_lines_fit_a_run_of_any_shape(tmp_path, monkeypatch, mnist_splits):
+    """The quick start's picture lines on an 8x8 run: the inputs take the run's shape (without it they
+    were made 28x28, and top_k refused them)."""
+    from conftest import synthetic_data
+
+    import torchlogreg as tl
+
+    monkeypatch.chdir(tmp_path)
+    data = synthetic_data(n_train=60, n_val=0, n_test=10, n_classes=3, side=8)
+    tl.train(tl.TrainConfig(epochs=2, device="cpu"), data, out="run", verbose=False)
+    Image.fromarray(255 - mnist_splits[1].images[0].numpy()).save("my-digit.png")  # a digit on paper
+    block = _python_block("tl.load_run").splitlines()
+    lines = [line for line in block if "load_inputs" in line or "top_k" in line]
+    namespace = {"tl": tl, "run": tl.load_run("run")}
+    exec(compile("\n".join(lines), "README.md", "exec"), namespace)
+    assert namespace["images"].shape[1:] == (8, 8)
