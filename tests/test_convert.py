@@ -248,6 +248,23 @@ def test_image_folders(tmp_path):
         convert(tmp_path / "fox", folder=root, image_size="6x5")
 
 
+@pytest.mark.parametrize("suffix", [".gif", ".GIF", ".pgm"])
+def test_image_folders_read_every_picture_format_predict_reads(tmp_path, suffix):
+    """convert reads the picture files predict reads (torchvision's ImageFolder list left GIFs out,
+    silently); other files are left alone."""
+    images, labels = _synthetic(8, shape=(6, 5))
+    for split in ("train", "test"):
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            folder = tmp_path / "pics" / split / f"c{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            kind = Image.registered_extensions()[suffix.lower()]
+            Image.fromarray(image).save(folder / f"{i}{suffix}", format=kind)
+        (tmp_path / "pics" / split / "c0" / "notes.txt").write_text("not a picture")
+    written = convert(tmp_path / "out", folder=tmp_path / "pics")
+    assert written["train"] == written["test"] == 8
+    assert _same_rows(tmp_path / "out", "train", images, labels)
+
+
 def test_output_folder_rules_and_failed_conversion_keeps_the_old_dataset(tmp_path):
     images, labels = _synthetic(20)
     np.savez(tmp_path / "a.npz", train_images=images, train_labels=labels, test_images=images,

@@ -16,7 +16,8 @@ from ..base.exceptions import InputError
 from .digits import as_gray, as_shape, mnist_style, resize
 from .readers import one_line
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+# picture files, for predict and data convert alike (torchvision's ImageFolder list left GIFs out)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MAX_IMAGE_PIXELS = 50_000_000  # refuse larger images before decoding them (decompression bombs)
 FULL_SCALES = (1.0, 255.0, 65535.0, 2.0**31 - 1)  # white of 1-, 8-, 16- and 32-bit (signed) pixels
 # How a picture file becomes a dataset's (and so a run's) pixels; decided when the dataset is made,

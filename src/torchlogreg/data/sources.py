@@ -20,12 +20,13 @@ from ..base.exceptions import ConfigError, DataError, InputError
 from .csvfiles import CsvRows
 from .digits import MNIST_SHAPE
 from .idxfiles import read_idx_pair
-from .images import AS_IS, MNIST_STYLE, picture_pixels, read_image
+from .images import AS_IS, IMAGE_SUFFIXES, MNIST_STYLE, picture_pixels, read_image
 from .inmemory import Split
 from .npyfiles import read_npz_arrays
 from .readers import labels_problem, open_regular
 
 MAX_SOURCE_BYTES = 4 * 2**30  # an .npz source decoded: read whole (the folder is written from it)
+PICTURE_SUFFIXES = tuple(sorted(IMAGE_SUFFIXES))  # make_dataset takes a tuple (and matches any case)
 
 
 NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -233,7 +234,7 @@ def read_image_folders(
     each picture made into pixels by the rule `pictures` (images.picture_pixels, as predict does):
     AS_IS keeps them as grayscale, which must share one size unless `image_size` resizes them all;
     MNIST_STYLE fits the digit of each picture, whatever its size, into `image_size` (default 28x28)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+    from torchvision.datasets.folder import make_dataset
 
     root = Path(root)
     folders, class_to_index = _class_folders(root)
@@ -242,11 +243,11 @@ def read_image_folders(
     splits, seen = [], {}
     for name, folder in folders.items():
         try:
-            samples = make_dataset(folder, class_to_index, IMG_EXTENSIONS, allow_empty=name == "test")
+            samples = make_dataset(folder, class_to_index, PICTURE_SUFFIXES, allow_empty=name == "test")
         except FileNotFoundError as error:
             raise DataError(f"{folder}: {error}") from None
         if not samples:
-            raise DataError(f"{folder}: no images ({', '.join(IMG_EXTENSIONS)})")
+            raise DataError(f"{folder}: no images ({', '.join(PICTURE_SUFFIXES)})")
         _refuse_repeats(samples, seen)
         with RowWriter(scratch / f"{name}.raw") as writer:
             _picture_rows(samples, writer, image_size, pictures, progress)
