@@ -104,7 +104,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         second moments, centred with an intercept, at least 1, + the L2 strength), at most
         1 / (their mean squared norm / batch_size + the L2 strength), and smaller for batches under
         256, so that unscaled features train too; for adam 0.005, or 4 / (the fit's steps) on fits
-        of fewer than 800 steps; partial_fit: 0.005). ``lr_`` holds the value used.
+        of fewer than 800 steps, at most 0.05; partial_fit: 0.005). ``lr_`` holds the value used.
     batch_size : int, default=256
         Samples per step for sgd/adam.
     early_stopping, validation_fraction, n_iter_no_change
