@@ -92,10 +92,6 @@ def sample_weights(est, X, y, classes, sample_weight) -> np.ndarray:
     """`sample_weight` (default 1) times the class weights, checked: non-negative, a positive sum."""
     weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
     if est.class_weight is not None:
-        if isinstance(est.class_weight, dict):
-            unknown = set(est.class_weight) - set(classes.tolist())
-            if unknown:
-                raise ValueError(f"class_weight names classes {sorted(unknown)} not in the data")
         present, index = np.unique(y, return_inverse=True)
         if isinstance(est.class_weight, str):  # 'balanced': each class's rows counted by their sample
             # weights, as scikit-learn's LogisticRegression counts them (weights and repeats fit alike)
@@ -103,7 +99,8 @@ def sample_weights(est, X, y, classes, sample_weight) -> np.ndarray:
             per_class = np.divide(  # (a class whose rows all weigh 0 stays at 0)
                 weights.sum(), len(present) * counts, out=np.zeros_like(counts), where=counts > 0
             )
-        else:
+        else:  # a dict: classes it leaves out weigh 1; it may name classes not in y (a CV fold, one
+            # of OneVsRest's problems) where it covers those in y, as scikit-learn's rule says
             per_class = compute_class_weight(est.class_weight, classes=present, y=y)
         weights = weights * per_class[index]
     if not weights.sum() > 0:
