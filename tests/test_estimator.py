@@ -348,6 +348,71 @@ def test_coef_has_the_inputs_float_dtype(digits):
     assert TorchLogisticRegression().fit(X, y).coef_.dtype == np.float64
 
 
+@pytest.mark.parametrize("fit_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("predict_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("classes", [2, 10])
+def test_scores_come_in_scikit_learns_dtype(digits, fit_dtype, predict_dtype, classes):
+    """float32 X and coef_ give float32 scores, as scikit-learn's (they were float64 whatever X)."""
+    X, y = digits[0][:300], digits[1][:300] % classes
+    ours = TorchLogisticRegression().fit(X.astype(fit_dtype), y)
+    theirs = LogisticRegression().fit(X.astype(fit_dtype), y)
+    new = X[:20].astype(predict_dtype)
+    for method in ("decision_function", "predict_proba", "predict_log_proba"):
+        mine, sklearns = getattr(ours, method)(new), getattr(theirs, method)(new)
+        assert mine.dtype == sklearns.dtype and mine.shape == sklearns.shape, method
+
+
+def test_a_class_weight_may_name_classes_a_fit_does_not_see(digits):
+    """A dict naming every class of the problem fits a part that lacks some (a CV fold, one of
+    OneVsRest's binary problems), as scikit-learn's; one leaving out a class it sees and naming
+    another is refused, by scikit-learn's rule."""
+    from sklearn.multiclass import OneVsRestClassifier
+
+    X, y = digits[0][:300], digits[1][:300] % 3
+    weights = {0: 1.0, 1: 2.0, 2: 3.0}
+    assert TorchLogisticRegression(class_weight=weights).fit(X[y < 2], y[y < 2]).classes_.tolist() == [0, 1]
+    assert OneVsRestClassifier(TorchLogisticRegression(class_weight=weights)).fit(X, y).score(X, y) > 0.5
+    with pytest.raises(ValueError, match=r"The classes, \[1\], are not in class_weight"):
+        TorchLogisticRegression(class_weight={0: 1.0, 5: 2.0}).fit(X[y < 2], y[y < 2])
+
+
+def test_a_warm_start_on_other_features_is_refused_by_shape(digits):
+    X, y = digits
+    model = TorchLogisticRegression(warm_start=True, max_iter=500).fit(X, y)
+    with pytest.raises(ValueError, match=r"warm_start: coef_ is of shape \(10, 64\), expected \(10, 63\)"):
+        model.fit(X[:, 1:], y)
+    assert model.coef_.shape == (10, 64) and model.n_features_in_ == 64  # the fit it had
+
+
+def test_adams_default_lr_takes_a_single_step_safely():
+    """One epoch of one batch: 4 / steps would be a step of 4 in every weight (it diverged)."""
+    X, y = load_iris(return_X_y=True)
+    model = TorchLogisticRegression(solver="adam", max_iter=1, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        model.fit(StandardScaler().fit_transform(X), y)
+    assert model.lr_ == 0.05
+
+
+def test_a_read_only_float32_array_fits_without_torchs_warning(tmp_path):
+    """A memmapped float32 X (np.load(mmap_mode='r')) is read in place, without PyTorch's warning
+    about writing to it (once per process: checked in a fresh one)."""
+    import subprocess
+    import sys
+
+    X, y = load_digits(return_X_y=True)
+    np.save(tmp_path / "X.npy", X.astype(np.float32))
+    code = (
+        "import warnings, numpy as np; from sklearn.datasets import load_digits;"
+        "from torchlogreg import TorchLogisticRegression;"
+        "warnings.simplefilter('error', UserWarning);"
+        f"X = np.load({str(tmp_path / 'X.npy')!r}, mmap_mode='r'); y = load_digits().target;"
+        "print(TorchLogisticRegression(max_iter=500).fit(X, y).score(X, y))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) > 0.99
+
+
 def test_logistic_regressions_other_parameters_are_accepted(digits):
     X, y = digits
     model = TorchLogisticRegression(C=np.inf, max_iter=300, n_jobs=2, dual=False, intercept_scaling=2.0)

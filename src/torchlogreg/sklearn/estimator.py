@@ -300,6 +300,12 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
             self.classes_ = classes
             self._init_model(X.shape[1])
         else:
+            expected = (self.model_.linear.out_features, X.shape[1])
+            if np.shape(self.coef_) != expected:
+                raise ValueError(
+                    f"warm_start: coef_ is of shape {np.shape(self.coef_)}, expected {expected} for X's "
+                    f"{X.shape[1]} features; set warm_start=False to start afresh"
+                )
             self.model_.to(self._torch_dtype)
             sync_model(self)  # from coef_ / intercept_ as they are now (a user may edit them)
         targets = np.searchsorted(self.classes_, y)
@@ -374,31 +380,38 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
                 "arguments before using this estimator."
             ) from None
 
-    def _logits(self, X) -> torch.Tensor:
+    def _logits(self, X) -> tuple[torch.Tensor, np.dtype]:
+        """(float64 logits, the dtype scikit-learn returns scores in: X's and coef_'s common type)."""
         self._check_fitted()
-        return logits(self, self._validate_X(X, reset=False))
+        X = self._validate_X(X, reset=False)
+        return logits(self, X), np.result_type(X.dtype, self.coef_.dtype)
 
     def decision_function(self, X) -> np.ndarray:
         """Scores: shape (n_samples,) for two classes (the logit of ``classes_[1]``), else
         (n_samples, n_classes)."""
-        logits = self._logits(X)
-        return logits.squeeze(1).numpy() if self.model_.binary else logits.numpy()
+        logits, dtype = self._logits(X)
+        return (logits.squeeze(1) if self.model_.binary else logits).numpy().astype(dtype, copy=False)
 
     def predict_log_proba(self, X) -> np.ndarray:
-        logits = self._logits(X)
+        logits, dtype = self._logits(X)
+        return self._log_proba(logits).astype(dtype, copy=False)
+
+    def _log_proba(self, logits: torch.Tensor) -> np.ndarray:
         if self.model_.binary:
             logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
         return torch.log_softmax(logits, dim=1).numpy()
 
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities, shape (n_samples, n_classes), columns ordered as ``classes_`` (computed in
-        float64, so a sample's row does not depend on the other rows passed with it)."""
-        return np.exp(self.predict_log_proba(X))
+        float64, so a sample's row does not depend on the other rows passed with it; returned in
+        X's dtype when X and ``coef_`` are float32, as scikit-learn's)."""
+        logits, dtype = self._logits(X)
+        return np.exp(self._log_proba(logits)).astype(dtype, copy=False)
 
     def predict(self, X) -> np.ndarray:
         """Labels from ``classes_`` by the package's one rule: the argmax, or for two classes
         P(``classes_[1]``) >= ``threshold``."""
-        index = decide(self._logits(X), self.threshold).numpy()  # checks fitted state first
+        index = decide(self._logits(X)[0], self.threshold).numpy()  # checks fitted state first
         return self.classes_[index]
 
     # --- learned attributes with scikit-learn's names ------------------------------------------

@@ -21,6 +21,7 @@ any C, and L1 gives exact zeros there too.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -102,7 +103,9 @@ class FusedLoss:
     any tol L-BFGS is given. HostLoss stays for float64 X (asked for by dtype) and sparse X."""
 
     def __init__(self, X: np.ndarray, targets: np.ndarray, sample_weight: np.ndarray, n_outputs: int):
-        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        with warnings.catch_warnings():  # the kernel only reads X: a read-only array (a memmap) is
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")  # not copied
+            self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
         self.labels = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64))
         # one common weight w: sum(w * loss) / sum(w) is the plain mean, with no weights to read
         uniform = bool(np.all(sample_weight == sample_weight[0]))
