@@ -409,6 +409,38 @@ def test_csv_cells_that_are_not_pixels_or_labels(tmp_path, cell, fragment):
         convert(tmp_path / "out", csv=(tmp_path / "train.csv", tmp_path / "train.csv"))
 
 
+def test_csv_labels_may_be_class_names(tmp_path):
+    """Labels that are names ('cat', as a labelling tool writes them) are the classes, sorted (as a
+    picture folder's subfolders and scikit-learn's classes_); a test file's labels are names as the
+    training file's are, and a name only the test rows hold is refused."""
+    images, labels = _synthetic(12)
+    words = np.array(["emu", "cat", "3"])  # ('3' is a name too, in a file of names)
+    _write_csv(tmp_path / "train.csv", images, words[labels])
+    _write_csv(tmp_path / "test.csv", images[:6], words[labels[:6]])
+    written = convert(tmp_path / "out", csv=(tmp_path / "train.csv", tmp_path / "test.csv"))
+    assert written["class_names"] == ("3", "cat", "emu")
+    number = {"3": 0, "cat": 1, "emu": 2}
+    expected = np.array([number[word] for word in words[labels]])
+    assert _same_rows(tmp_path / "out", "train", images, expected)
+    assert _same_rows(tmp_path / "out", "test", images[:6], expected[:6])
+    one_file = convert(tmp_path / "split", csv=(tmp_path / "train.csv",), test_size=0.25)
+    assert one_file["class_names"] == ("3", "cat", "emu") and one_file["test"] == 3
+    _write_csv(tmp_path / "fox.csv", images[:2], np.array(["fox", "cat"]))
+    with pytest.raises(DataError, match=r"fox.csv: classes 'fox' are not in .*train.csv's labels"):
+        convert(tmp_path / "fox", csv=(tmp_path / "train.csv", tmp_path / "fox.csv"))
+    assert not (tmp_path / "fox").exists()
+
+
+def test_a_csv_of_class_numbers_refuses_a_name_among_them(tmp_path):
+    images, labels = _synthetic(6)
+    mixed = labels.astype(str)
+    mixed[4] = "seven"
+    _write_csv(tmp_path / "train.csv", images, mixed)
+    refused = r"row 6: label 'seven' \(column 'label'\) is not a class number, as the file's first label is"
+    with pytest.raises(DataError, match=refused):
+        convert(tmp_path / "out", csv=(tmp_path / "train.csv",))
+
+
 @pytest.mark.parametrize("labels", [np.array([0, 1, 2**63], np.uint64), np.array([0, -1, 1], np.int64)])
 def test_npz_labels_that_are_no_class_numbers_are_refused(tmp_path, labels):
     images, _ = _synthetic(3)

@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 from torchlogreg.apps.cli import main
-from torchlogreg.base.exceptions import DataError
-from torchlogreg.data.convert import convert
 
 N_TRAIN, N_TEST = 2000, 500
 
@@ -84,8 +82,7 @@ def test_predict_takes_a_label_column_by_name(tmp_path, default_run, mnist_split
 
 
 def test_predict_ignores_a_text_label_column(tmp_path, default_run, mnist_splits):
-    """The label column is not read by predict, so class names there ('seven') do not make rows bad;
-    `data convert` needs class numbers and says how to get them."""
+    """The label column is not read by predict, so class names there ('seven') do not make rows bad."""
     test = mnist_splits[1]
     words = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
     pixels = test.images[:20].reshape(20, -1).numpy()
@@ -98,6 +95,3 @@ def test_predict_ignores_a_text_label_column(tmp_path, default_run, mnist_splits
     assert main(["predict", str(default_run), str(path), "--output", str(out)]) == 0
     predicted = np.loadtxt(out, delimiter=",", skiprows=1, dtype=np.int64)[:, 1]
     assert np.mean(predicted == test.labels[:20].numpy()) > 0.8
-    refused = r"row 2: label 'seven' \(column 'label'\) is not a class number; .*--class-names"
-    with pytest.raises(DataError, match=refused):
-        convert(tmp_path / "data", csv=(path,))

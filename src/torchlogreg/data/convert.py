@@ -223,14 +223,31 @@ def _read_source(scratch: Path, options: dict) -> tuple[Split, Split, tuple[str,
         return (*read_npz(npz), None)
     if idx is not None:
         return (*read_idx_folder(idx), None)
-    if csv is not None:  # each file as _check_csvs found it: its label column and pixel scale
+    if csv is not None:  # each file as _check_csvs found it: its label column, pixel scale, named labels
         read = zip(("train", "test"), csv, options["csv_columns"], strict=False)  # (train alone: one)
-        train, *test = [read_csv(path, scratch / f"{name}.raw", label, size, scale)
-                        for name, path, (label, scale) in read]  # fmt: skip
+        names: dict[str, int] = {}  # class names, where the labels are names
+        train, *test = [read_csv(path, scratch / f"{name}.raw", label, size, scale, names, named)
+                        for name, path, (label, scale, named) in read]  # fmt: skip
         if not test:  # one labelled CSV (Kaggle's train.csv): split off a test set
-            return (*stratified_split(train, options["test_size"], options["seed"]), None)
-        return train, test[0], None
+            train, test = stratified_split(train, options["test_size"], options["seed"])
+        else:
+            test = test[0]
+        return (train, test, None) if not names else by_name(train, test, names, csv)
     return load_splits(options["dataset"], options["data_root"], download=options["download"])
+
+
+def by_name(train: Split, test: Split, names: dict[str, int], csv) -> tuple[Split, Split, tuple[str, ...]]:
+    """(train, test, class names) of CSV labels that are class names, numbered in `names` by first
+    appearance: the classes are the names the training rows hold, sorted (as a picture folder's
+    subfolders, and scikit-learn's classes_), renumbered so; a name only test rows hold is refused."""
+    by_number = list(names)
+    present = sorted({by_number[i] for i in torch.unique(train.labels).tolist()})
+    extra = sorted({by_number[i] for i in torch.unique(test.labels).tolist()} - set(present))
+    if extra:
+        raise DataError(f"{csv[-1]}: classes {', '.join(map(repr, extra))} are not in {csv[0]}'s labels")
+    number = {name: i for i, name in enumerate(present)}
+    renumber = torch.tensor([number.get(name, -1) for name in by_number], dtype=torch.int64)
+    return (*(Split(split.images, renumber[split.labels]) for split in (train, test)), tuple(present))
 
 
 def _check_splits(train: Split, test: Split, names: tuple[str, ...]) -> None:
@@ -291,11 +308,11 @@ def _check_csvs(csv: tuple | None, label_column: str | None) -> tuple[tuple[dict
     found by another rule (a test file without a header took its first pixel as the label)."""
     if csv is None:
         return (), []
-    train, scale = describe_csv(csv[0], label_column=label_column)
-    read, columns = [_csv_read(csv[0], train, scale.describe())], [(label_column, scale)]
+    train, scale, named = describe_csv(csv[0], label_column=label_column)
+    read, columns = [_csv_read(csv[0], train, scale.describe())], [(label_column, scale, named)]
     if len(csv) > 1:
         test_label = label_column if label_column is not None else _same_label(train, csv_header(csv[1]))
-        test, scale = describe_csv(csv[1], train.n_pixels, test_label)
+        test, scale, _ = describe_csv(csv[1], train.n_pixels, test_label, named)  # (as the training file's)
         if test.label is None:
             raise DataError(
                 f"{csv[1]}: no label column ({test.width} columns, as many as the pixels of {csv[0]}); a "
@@ -305,7 +322,7 @@ def _check_csvs(csv: tuple | None, label_column: str | None) -> tuple[tuple[dict
         read.append(_csv_read(csv[1], test, scale.describe()))
         if label_column is None and test_label is not None:
             read[-1]["how"] = f"as {Path(csv[0]).name}'s"
-        columns.append((test_label, scale))
+        columns.append((test_label, scale, named))
     return tuple(read), columns
 
 

@@ -16,7 +16,8 @@ one CSV reader, for predict, serve's callers and `load_inputs` (labels optional,
   the rest of the file is scanned for that row (a pass that stops at it), so they are read in the
   file's scale wherever it is settled. A row of the other scale than the one settled is a bad row
   naming the row that set it: one scale is never silently chosen for rows that mean the other.
-- Labels (when wanted) are integers in 0..readers.MAX_LABEL.
+- Labels (when wanted) are integers in 0..readers.MAX_LABEL, or for `data convert` class names
+  throughout (the file's first label decides; see CsvRows' `names`).
 
 Memory does not grow with a file: the text is parsed CSV_BLOCK_BYTES of whole lines at a time.
 Kaggle-style rows (integers 0..255, quoted or not) take a vectorised NumPy parse of the bytes
@@ -202,19 +203,26 @@ def label_note(layout: CsvLayout, path: Path) -> str:
 
 
 def describe_csv(
-    path: str | os.PathLike, n_pixels: int | None = None, label_column: str | None = None
-) -> tuple[CsvLayout, _PixelScale]:
+    path: str | os.PathLike,
+    n_pixels: int | None = None,
+    label_column: str | None = None,
+    named: bool | None = None,
+) -> tuple[CsvLayout, _PixelScale, bool]:
     """(the layout, the pixel scale: its `describe()` says how the pixels are read) of the labelled
     CSV `path` as `CsvRows` reads it for `data convert`, `n_pixels` as the pixel columns it must hold
     (a test file: the training file's; it may then lack the label column). Reads up to the row that
     settles the scale: the first block of most files, all of a file of 0s and 1s (which is then
-    settled as fractions: a reader given this scale need not scan it again)."""
+    settled as fractions: a reader given this scale need not scan it again), and whether its labels
+    are class names (`named`: as CsvRows takes it)."""
     path = Path(path)
-    reader = CsvRows(path, None, n_pixels=n_pixels, label_column=label_column, labels=True, error=DataError)
+    reader = CsvRows(
+        path, None, n_pixels=n_pixels, label_column=label_column, labels=True, error=DataError, names={},
+        named=named,
+    )  # fmt: skip
     with open_regular(path, DataError) as handle:
         layout = reader.read_layout(handle)
         reader.settle_scale(handle)
-    return layout, reader.scale
+    return layout, reader.scale, bool(reader.named)
 
 
 def _unquoted(block: bytes, delimiter: str) -> bytes | None:
@@ -332,7 +340,10 @@ class CsvRows:
     `image_shape` once known, for messages). Bad rows are raised as `error`, or given to `skip_row`
     (a one-line message) and left out; `labels` asks for the label column's values. `whole`: 0..255
     pixels must be whole numbers (a dataset stores 8-bit pixels: 5.1 would be stored as 5), else
-    they are read as they are."""
+    they are read as they are. `names` (a dict, shared by the files of one dataset) lets labels be
+    class names ('cat', 'seven'): each is numbered in order of first appearance in `names`, where
+    `named` says the file's labels are names (None: decided by its first row's, a name when not a
+    number; every label of a named file is a name, '3' among them)."""
 
     def __init__(
         self,
@@ -345,8 +356,11 @@ class CsvRows:
         skip_row: Callable[[str], None] | None = None,
         error: type[TorchLogRegError] = InputError,
         whole: bool = False,
+        names: dict[str, int] | None = None,
+        named: bool | None = None,
     ):
         self.path, self.image_shape, self.label_column, self.whole = path, image_shape, label_column, whole
+        self.names, self.named = names, named
         self.n_pixels = image_shape[0] * image_shape[1] if image_shape else n_pixels
         self.want_labels, self.skip_row, self.error = labels, skip_row, error
         self.layout: CsvLayout | None = None  # read from the first line
@@ -449,11 +463,35 @@ class CsvRows:
         vectorised parse (uint8) when it takes them, else by `_parse` (float64)."""
         if b"\r" in block:
             block = block.replace(b"\r\n", b"\n")
+        if self.names is not None and self.layout.label is not None:
+            block = self._numbered(block)
         plain = _unquoted(block, self.layout.delimiter) if b'"' in block else block
         cells = _uint8_cells(plain, self.layout.width, self.layout.delimiter) if plain else None
         if cells is None:
             return self._parse(block, line, bad)
         return np.arange(line, line + len(cells)), np.ones(len(cells), bool), cells
+
+    def _numbered(self, block: bytes) -> bytes:
+        """`block` with each row's label, where the file's labels are class names, replaced by its
+        number in `names` (rows that do not split into the file's cells are left for the parse to
+        name)."""
+        rows, label, delimiter = block.split(b"\n")[:-1], self.layout.label, self.layout.delimiter
+        for i, raw in enumerate(rows):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            cells = _csv_cells(text, delimiter) if '"' in text else text.split(delimiter)
+            if len(cells) != self.layout.width or not text.strip():
+                continue
+            name = cells[label].strip()
+            if self.named is None:  # the file's first row decides
+                self.named = not is_number(name)
+            if not self.named:
+                return block
+            cells[label] = str(self.names.setdefault(name, len(self.names)))
+            rows[i] = delimiter.join(cells).encode()
+        return b"\n".join(rows) + b"\n"
 
     def _parse(self, block: bytes, line: int, bad: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(line numbers of the data lines, which of them parsed, their cells as float64) for a block
@@ -506,9 +544,8 @@ class CsvRows:
             if at == label:
                 name = repr(self.layout.fields[label]) if self.layout.header else str(label)
                 return (
-                    f": label {cells[at][:20]!r} (column {name}) is not a class number; labels are "
-                    f"integers 0..{MAX_LABEL}: number the classes (pandas: .astype('category').cat.codes) "
-                    "and name them with --class-names"
+                    f": label {cells[at][:20]!r} (column {name}) is not a class number, as the file's "
+                    f"first label is; labels are class numbers (0..{MAX_LABEL}) or class names throughout"
                 ), []
             return f": {cells[at][:20]!r} is not a number", []
 

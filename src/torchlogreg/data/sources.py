@@ -157,13 +157,19 @@ def read_csv(
     label_column: str | None = None,
     image_size: tuple[int, int] | None = None,
     scale=None,
+    names: dict[str, int] | None = None,
+    named: bool | None = None,
 ) -> Split:
     """A split from a CSV with one row per image: a label column and one column per pixel (row
     by row), with or without a header (csvfiles' rules); streamed a block of rows at a time
     through `scratch`. `scale`: the file's pixel scale as `csvfiles.describe_csv` found it (else
-    settled as the rows come)."""
+    settled as the rows come). `names`, `named`: labels that are class names, numbered in `names`
+    (see CsvRows)."""
     path = Path(path)
-    reader = CsvRows(path, None, label_column=label_column, labels=True, error=DataError, whole=True)
+    reader = CsvRows(
+        path, None, label_column=label_column, labels=True, error=DataError, whole=True, names=names,
+        named=named,
+    )  # fmt: skip
     if scale is not None:
         reader.scale = scale
     labels = []
