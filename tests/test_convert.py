@@ -431,6 +431,21 @@ def test_csv_labels_may_be_class_names(tmp_path):
     assert not (tmp_path / "fox").exists()
 
 
+def test_pandas_row_index_is_named_as_such(tmp_path):
+    """df.to_csv() writes the row index as a first column without a name: refused with the fix (it
+    was read as a pixel, or made the columns no square image)."""
+    import pandas as pd
+
+    images, labels = _synthetic(6)
+    frame = pd.DataFrame(images.reshape(6, -1), columns=[f"px{i}" for i in range(16)])
+    frame.insert(0, "label", labels)
+    frame.to_csv(tmp_path / "train.csv")
+    with pytest.raises(DataError, match=r"the first column has no name: pandas' row index .* index=False"):
+        convert(tmp_path / "out", csv=(tmp_path / "train.csv",))
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    assert convert(tmp_path / "out", csv=(tmp_path / "train.csv",), test_size=0.5)["train"] == 3
+
+
 def test_a_csv_of_class_numbers_refuses_a_name_among_them(tmp_path):
     images, labels = _synthetic(6)
     mixed = labels.astype(str)

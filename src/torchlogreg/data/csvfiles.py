@@ -174,6 +174,11 @@ def csv_layout(
     pixel columns, and a label column only when named or when there is one column more. `labels`:
     the caller needs labels (convert), so a label column left open is refused naming label_column."""
     delimiter, fields, header = _first_line(first)
+    if header and fields[0] in ("", "Unnamed: 0"):  # a pixel or label column has a name
+        raise InputError(
+            f"{path}: the first column has no name: pandas' row index (to_csv writes it unless "
+            "index=False)? Write the file without it: df.to_csv(path, index=False)"
+        )
     names = [f.lower() for f in fields] if header else []
     label, rule = None, ""
     if label_column is not None:
