@@ -34,7 +34,11 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset", default="default", help=f"starting settings: {presets} (default: default)"
     )
-    add_data_options(parser, f"one of {', '.join(DATASET_NAMES)} (default: {DEFAULT.dataset})")
+    add_data_options(
+        parser,
+        f"a dataset folder (torchlogreg data convert writes one), or one of {', '.join(DATASET_NAMES)} "
+        f"(default: {DEFAULT.dataset})",
+    )
     _add_task_options(parser.add_argument_group("task"))
     _add_optimisation_options(
         parser.add_argument_group(
