@@ -232,11 +232,11 @@ def _read_source(scratch: Path, options: dict) -> tuple[Split, Split, tuple[str,
             train, test = stratified_split(train, options["test_size"], options["seed"])
         else:
             test = test[0]
-        return (train, test, None) if not names else by_name(train, test, names, csv)
+        return (train, test, None) if not names else _by_name(train, test, names, csv)
     return load_splits(options["dataset"], options["data_root"], download=options["download"])
 
 
-def by_name(train: Split, test: Split, names: dict[str, int], csv) -> tuple[Split, Split, tuple[str, ...]]:
+def _by_name(train: Split, test: Split, names: dict[str, int], csv) -> tuple[Split, Split, tuple[str, ...]]:
     """(train, test, class names) of CSV labels that are class names, numbered in `names` by first
     appearance: the classes are the names the training rows hold, sorted (as a picture folder's
     subfolders, and scikit-learn's classes_), renumbered so; a name only test rows hold is refused."""
