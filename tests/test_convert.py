@@ -431,6 +431,18 @@ def test_csv_labels_may_be_class_names(tmp_path):
     assert not (tmp_path / "fox").exists()
 
 
+def test_one_class_from_a_guessed_label_column_says_how_to_pick_another(tmp_path):
+    """A CSV without a header and its label last: the first column (a blank pixel) was taken as the
+    label, and the one-class error now says so, and how to pick the last."""
+    images, labels = _synthetic(8)
+    images[:, 0, 0] = 0
+    _write_csv(tmp_path / "train.csv", images, labels, header=False, label_at=16)
+    hint = r"only class 0 \(.*train.csv: column 0 was taken as the label, the first: no header; --label-"
+    with pytest.raises(DataError, match=hint + r"column picks another, -1 the last\)"):
+        convert(tmp_path / "out", csv=(tmp_path / "train.csv",))
+    assert convert(tmp_path / "out", csv=(tmp_path / "train.csv",), label_column="-1")["train"] > 0
+
+
 def test_pandas_row_index_is_named_as_such(tmp_path):
     """df.to_csv() writes the row index as a first column without a name: refused with the fix (it
     was read as a pixel, or made the columns no square image)."""

@@ -250,13 +250,19 @@ def _by_name(train: Split, test: Split, names: dict[str, int], csv) -> tuple[Spl
     return (*(Split(split.images, renumber[split.labels]) for split in (train, test)), tuple(present))
 
 
-def _check_splits(train: Split, test: Split, names: tuple[str, ...]) -> None:
-    """At least two classes to learn, and one image size in both splits."""
+def _check_splits(train: Split, test: Split, names: tuple[str, ...], csv_read: tuple[dict, ...] = ()) -> None:
+    """At least two classes to learn (from a CSV whose label column was found by a rule, the line
+    says which column, and how to pick another), and one image size in both splits."""
     present = torch.unique(train.labels)
     if len(present) < 2:
+        found = next((read for read in csv_read if read["how"] != "as asked"), None)
+        hint = "" if found is None else (
+            f" ({found['file']}: column {found['label']} was taken as the label, {found['how']}; "
+            "--label-column picks another, -1 the last)"
+        )  # fmt: skip
         raise DataError(
-            f"the training data holds only class {names[int(present[0])] if len(present) else 'none'}; "
-            "a classifier needs at least two"
+            f"the training data holds only class {names[int(present[0])] if len(present) else 'none'}"
+            f"{hint}; a classifier needs at least two"
         )
     if train.images.shape[1:] != test.images.shape[1:]:
         raise DataError(
@@ -337,7 +343,7 @@ def _write_folder(folder: Path, scratch: Path, options: dict) -> int:
         train, test, names = present_classes(train, test, class_names, str(source))
     if problem := class_names_problem(list(names)):  # a folder's subfolder names, say
         raise DataError(f"{options['folder'] or npz or idx or dataset}: {problem}")
-    _check_splits(train, test, names)
+    _check_splits(train, test, names, options["csv_read"])
     write_dataset(folder, train, test, names, pictures=_pictures_rule(train.images, options))
     return int(train.images.max())
 
@@ -391,6 +397,7 @@ def convert(
     out = Path(out)
     _check_options(options)  # nothing is written for options that do not go together
     csv_read, options["csv_columns"] = _check_csvs(csv, label_column)
+    options["csv_read"] = csv_read
     with output_lock(out):  # one process writes `out` (and its staging folder) at a time
         check_output(out, overwrite)
         # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
