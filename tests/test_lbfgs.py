@@ -169,6 +169,7 @@ def test_history_keeps_the_pairs_that_fit_in_memory():
     wide = PAIRS_BYTES // (2 * 8 * 20)  # 20 pairs of float64 vectors fit
     assert history_for(wide) == 20 and history_for(wide, itemsize=4) == HISTORY
     assert history_for(10**9) == MIN_HISTORY == 10
+    assert history_for(7_850, l1=True) == MIN_HISTORY  # OWL-QN: scikit-learn's 10
 
 
 def test_history_must_keep_a_pair():

@@ -226,8 +226,8 @@ class LBFGS:
     def _new_driver(self, history: int | None = None) -> lbfgs.LBFGS:
         """A driver starting from the parameters as they are now, keeping `history` pairs (None: the
         driver's rule for them)."""
-        x = self._flat(self.params)
-        return lbfgs.LBFGS(x, history=history or lbfgs.history_for(x.size, x.itemsize), l1=self.l1)
+        x, l1 = self._flat(self.params), bool(np.any(self.l1))
+        return lbfgs.LBFGS(x, history=history or lbfgs.history_for(x.size, x.itemsize, l1), l1=self.l1)
 
     def restart(self) -> None:
         """Start afresh at the next step, from the parameters as they are then (after an outside change

@@ -37,9 +37,6 @@ from ..data.batches import MemoryBatches
 
 FTOL = 64 * np.finfo(float).eps  # scikit-learn's: stop when the objective's relative fall is this small
 MAX_LINE_SEARCH = 50  # scikit-learn's evaluations per line search (SciPy's default is 20)
-# Curvature pairs kept with L1: scikit-learn's 10 (OWL-QN took 10-20% more iterations with 20 on the
-# small sets); without, the driver's rule (lbfgs.history_for)
-HISTORY_L1 = 10
 
 # loss(coef (k, d), intercept (k,)) -> (mean loss, its gradient in coef, in intercept), float64
 LossFunction = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray, np.ndarray]]
@@ -312,7 +309,7 @@ def lbfgs(
     with np.errstate(over="ignore", invalid="ignore"):  # a trial step may overflow: the search backs off
         driver = LBFGS(
             smooth.to_vector(coef, intercept),
-            history=HISTORY_L1 if penalty.l1 else history_for(packing.length),
+            history=history_for(packing.length, l1=bool(penalty.l1)),
             l1=l1 / scale,  # l1 |W| = l1 / scale * |V|
             max_line_search=MAX_LINE_SEARCH,
         )
