@@ -26,7 +26,6 @@ from .npyfiles import read_npz_arrays
 from .readers import labels_problem, open_regular
 
 MAX_SOURCE_BYTES = 4 * 2**30  # an .npz source decoded: read whole (the folder is written from it)
-PICTURE_SUFFIXES = tuple(sorted(IMAGE_SUFFIXES))  # make_dataset takes a tuple (and matches any case)
 
 
 NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -249,11 +248,12 @@ def read_image_folders(
     splits, seen = [], {}
     for name, folder in folders.items():
         try:
-            samples = make_dataset(folder, class_to_index, PICTURE_SUFFIXES, allow_empty=name == "test")
+            suffixes = tuple(sorted(IMAGE_SUFFIXES))  # (a tuple, as make_dataset takes; any case matches)
+            samples = make_dataset(folder, class_to_index, suffixes, allow_empty=name == "test")
         except FileNotFoundError as error:
             raise DataError(f"{folder}: {error}") from None
         if not samples:
-            raise DataError(f"{folder}: no images ({', '.join(PICTURE_SUFFIXES)})")
+            raise DataError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         _refuse_repeats(samples, seen)
         with RowWriter(scratch / f"{name}.raw") as writer:
             _picture_rows(samples, writer, image_size, pictures, progress)

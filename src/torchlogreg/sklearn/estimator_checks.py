@@ -94,7 +94,8 @@ def sample_weights(est, X, y, classes, sample_weight) -> np.ndarray:
     if est.class_weight is not None:
         present, index = np.unique(y, return_inverse=True)
         if isinstance(est.class_weight, str):  # 'balanced': each class's rows counted by their sample
-            # weights, as scikit-learn's LogisticRegression counts them (weights and repeats fit alike)
+            # weights, as scikit-learn's LogisticRegression counts them (weights and repeats fit alike;
+            # compute_class_weight takes sample_weight only from scikit-learn 1.7, and 1.6 is supported)
             counts = np.bincount(index, weights=weights, minlength=len(present))
             per_class = np.divide(  # (a class whose rows all weigh 0 stays at 0)
                 weights.sum(), len(present) * counts, out=np.zeros_like(counts), where=counts > 0
