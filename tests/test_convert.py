@@ -426,9 +426,31 @@ def test_csv_labels_may_be_class_names(tmp_path):
     one_file = convert(tmp_path / "split", csv=(tmp_path / "train.csv",), test_size=0.25)
     assert one_file["class_names"] == ("3", "cat", "emu") and one_file["test"] == 3
     _write_csv(tmp_path / "fox.csv", images[:2], np.array(["fox", "cat"]))
-    with pytest.raises(DataError, match=r"fox.csv: classes 'fox' are not in .*train.csv's labels"):
+    with pytest.raises(DataError, match=r"test labels 'fox' never occur in the training data"):
         convert(tmp_path / "fox", csv=(tmp_path / "train.csv", tmp_path / "fox.csv"))
     assert not (tmp_path / "fox").exists()
+    with pytest.raises(ConfigError, match=r"class_names: .*train.csv's labels are class names already"):
+        convert(tmp_path / "renamed", csv=(tmp_path / "train.csv",), class_names=["a", "b", "c"])
+    blank = words[labels].copy()
+    blank[3] = ""
+    _write_csv(tmp_path / "blank.csv", images, blank)
+    with pytest.raises(DataError, match=r"blank.csv: class name .* is blank"):
+        convert(tmp_path / "blank", csv=(tmp_path / "blank.csv",))
+
+
+def test_a_csv_of_class_names_needs_no_header(tmp_path):
+    """A first row holding one class name among pixels is a row, not a header (it was dropped as
+    one); a header of pandas' column numbers (0, 1, ...) with one name among them is still a header."""
+    images, labels = _synthetic(12)
+    named = np.array(["emu", "cat", "dog"])[labels]
+    _write_csv(tmp_path / "plain.csv", images, named, header=False)
+    written = convert(tmp_path / "plain", csv=(tmp_path / "plain.csv", tmp_path / "plain.csv"))
+    assert written["train"] == 12 and written["class_names"] == ("cat", "dog", "emu")
+    numbered = tmp_path / "numbered.csv"
+    rows = [",".join([str(i) for i in range(16)] + ["label"])]
+    rows += [",".join([*map(str, image.ravel()), str(y)]) for image, y in zip(images, labels, strict=True)]
+    numbered.write_text("\n".join(rows) + "\n")
+    assert convert(tmp_path / "numbered", csv=(numbered, numbered))["train"] == 12
 
 
 def test_one_class_from_a_guessed_label_column_says_how_to_pick_another(tmp_path):
@@ -608,7 +630,8 @@ def test_near_black_training_images_are_noted(tmp_path, largest, noted):
     note = convert(tmp_path / "out", npz=tmp_path / "a.npz")["note"]
     assert bool(note) == noted
     if noted:
-        assert f"never pass {largest} of 255" in note and f"(x {255 // largest})" in note
+        assert f"the training pixels 0..255, the largest {largest}: near-black" in note
+        assert f"(x {255 // largest};" in note
 
 
 # --- classes are the labels present --------------------------------------------------------------

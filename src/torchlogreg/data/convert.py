@@ -35,7 +35,7 @@ from ..base.datasets import DATASET_META, is_dataset_folder
 from ..base.exceptions import ConfigError, DataError
 from ..base.storage import output_lock, refuse_existing, refuse_non_folder
 from .classnames import class_names_problem
-from .csvfiles import DIM_PIXEL, CsvLayout, csv_header, describe_csv
+from .csvfiles import BYTES, CsvLayout, csv_header, describe_csv, near_black
 from .images import AS_IS, MNIST_STYLE, check_pictures
 from .inmemory import Split, load_splits
 from .ondisk import DATASET_FILES, read_meta, write_dataset
@@ -99,7 +99,9 @@ def present_classes(
     present = torch.unique(train.labels)
     unknown = torch.unique(test.labels[~torch.isin(test.labels, present)])
     if len(unknown):
-        listed = ", ".join(str(int(v)) for v in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        named = class_names is not None and len(class_names) > int(unknown[-1])  # (one per label 0..max)
+        listed = ", ".join(repr(class_names[v]) if named else str(v) for v in unknown[:10].tolist())
+        listed += ", ..." if len(unknown) > 10 else ""
         raise DataError(
             f"{where}: test labels {listed} never occur in the training data (labels "
             f"{', '.join(str(int(v)) for v in present[:10])}{', ...' if len(present) > 10 else ''}); "
@@ -232,22 +234,20 @@ def _read_source(scratch: Path, options: dict) -> tuple[Split, Split, tuple[str,
             train, test = stratified_split(train, options["test_size"], options["seed"])
         else:
             test = test[0]
-        return (train, test, None) if not names else _by_name(train, test, names, csv)
+        if not names:
+            return train, test, None
+        return _by_name(train, test, names, " and ".join(map(str, csv)))
     return load_splits(options["dataset"], options["data_root"], download=options["download"])
 
 
-def _by_name(train: Split, test: Split, names: dict[str, int], csv) -> tuple[Split, Split, tuple[str, ...]]:
-    """(train, test, class names) of CSV labels that are class names, numbered in `names` by first
-    appearance: the classes are the names the training rows hold, sorted (as a picture folder's
-    subfolders, and scikit-learn's classes_), renumbered so; a name only test rows hold is refused."""
-    by_number = list(names)
-    present = sorted({by_number[i] for i in torch.unique(train.labels).tolist()})
-    extra = sorted({by_number[i] for i in torch.unique(test.labels).tolist()} - set(present))
-    if extra:
-        raise DataError(f"{csv[-1]}: classes {', '.join(map(repr, extra))} are not in {csv[0]}'s labels")
-    number = {name: i for i, name in enumerate(present)}
-    renumber = torch.tensor([number.get(name, -1) for name in by_number], dtype=torch.int64)
-    return (*(Split(split.images, renumber[split.labels]) for split in (train, test)), tuple(present))
+def _by_name(train: Split, test: Split, names: dict[str, int], where: str) -> tuple[Split, Split, tuple]:
+    """`present_classes` of CSV labels that are class names, numbered in `names` by first
+    appearance: renumbered in the names' sorted order first, so the classes are the names the
+    training rows hold, sorted (as a picture folder's subfolders, and scikit-learn's classes_)."""
+    ordered = sorted(names)
+    renumber = torch.tensor([ordered.index(name) for name in names], dtype=torch.int64)
+    train, test = (Split(split.images, renumber[split.labels]) for split in (train, test))
+    return present_classes(train, test, ordered, where)
 
 
 def _check_splits(train: Split, test: Split, names: tuple[str, ...], csv_read: tuple[dict, ...] = ()) -> None:
@@ -338,11 +338,11 @@ def _write_folder(folder: Path, scratch: Path, options: dict) -> int:
     train, test, names = _read_source(scratch, options)
     class_names = options["class_names"]
     npz, idx, csv, dataset = (options[key] for key in ("npz", "idx", "csv", "dataset"))
+    source = str(options["folder"] or npz or idx or (csv and " and ".join(map(str, csv))) or dataset)
     if names is None or class_names is not None:
-        source = npz or idx or (csv and " and ".join(map(str, csv))) or dataset
-        train, test, names = present_classes(train, test, class_names, str(source))
-    if problem := class_names_problem(list(names)):  # a folder's subfolder names, say
-        raise DataError(f"{options['folder'] or npz or idx or dataset}: {problem}")
+        train, test, names = present_classes(train, test, class_names, source)
+    if problem := class_names_problem(list(names)):  # a folder's subfolder names, or a CSV's
+        raise DataError(f"{source}: {problem}")
     _check_splits(train, test, names, options["csv_read"])
     write_dataset(folder, train, test, names, pictures=_pictures_rule(train.images, options))
     return int(train.images.max())
@@ -391,13 +391,19 @@ def convert(
 
     Returns {"out", "train", "test", "class_names", "image_shape", "pictures"} of what was written,
     "csv": for each CSV read, {"file", "label", "how", "pixels"} (see `_csv_read`), and "note": a
-    line on near-black training images (`dim_note`), or "".
+    line on near-black training images (`_dim_note`), or "".
     """
     options = dict(locals())  # the keyword arguments, as _read_source reads them
     out = Path(out)
     _check_options(options)  # nothing is written for options that do not go together
     csv_read, options["csv_columns"] = _check_csvs(csv, label_column)
     options["csv_read"] = csv_read
+    if class_names is not None and any(named for _, _, named in options["csv_columns"]):
+        raise ConfigError(
+            f"class_names: {csv[0]}'s labels are class names already (the classes are those names, "
+            "sorted); leave class_names out",
+            parameter="class_names",
+        )
     with output_lock(out):  # one process writes `out` (and its staging folder) at a time
         check_output(out, overwrite)
         # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
@@ -420,17 +426,14 @@ def convert(
         "image_shape": tuple(meta["image_shape"]),
         "pictures": meta["pictures"],
         "csv": csv_read,
-        "note": dim_note(largest),
+        "note": _dim_note(largest, options["csv_columns"]),
     }
 
 
-def dim_note(largest: int) -> str:
-    """A line for training images whose pixels never pass DIM_PIXEL (of 255), else "": a model sees
-    them as near-black pictures, and the 0..16 levels of scikit-learn's 8x8 digits trained to 90%
-    where the same images scaled to 0..255 reach 96%."""
-    if not 1 < largest <= DIM_PIXEL:  # (a file of 0s and 1s is read as fractions: 0 and 255)
+def _dim_note(largest: int, csv_columns: list[tuple]) -> str:
+    """A line for training pixels that stay near black (`csvfiles.near_black`), else "" (and for
+    a CSV of fractions, whose pixels are what they say)."""
+    if any(scale.scale != BYTES for _, scale, _ in csv_columns):
         return ""
-    return (
-        f"note: the training pixels never pass {largest} of 255, so they train as near-black pictures; "
-        f"if they are levels 0..{largest}, scale them to 0..255 (x {255 // largest}) and convert again"
-    )
+    note = near_black(largest)
+    return f"note: the training {note}; then convert again" if note else ""
