@@ -434,8 +434,39 @@ def test_csv_labels_may_be_class_names(tmp_path):
     blank = words[labels].copy()
     blank[3] = ""
     _write_csv(tmp_path / "blank.csv", images, blank)
-    with pytest.raises(DataError, match=r"blank.csv: class name .* is blank"):
+    with pytest.raises(DataError, match=r"blank.csv: row 5: its label \(column 'label'\) is blank"):
         convert(tmp_path / "blank", csv=(tmp_path / "blank.csv",))
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["label," + ",".join(str(2 * j) for j in range(16)),  # the label's name, pixels named by number
+     ",".join(str(j) for j in range(17)),  # pandas' column numbers: pd.DataFrame(np.c_[y, X]).to_csv()
+     "y," + ",".join(str(100 + j) for j in range(16))],  # a crop's pixel numbers
+)  # fmt: skip
+def test_a_header_of_numbers_stays_a_header(tmp_path, header):
+    """First lines of column numbers are headers, not a row of pixels (an extra image, of the class
+    'label', and predict's ImageIds shifted by one)."""
+    images, labels = _synthetic(12)
+    pairs = zip(images, labels, strict=True)
+    rows = [header] + [",".join([str(y), *map(str, image.ravel())]) for image, y in pairs]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    written = convert(tmp_path / "out", csv=(tmp_path / "train.csv",), test_size=0.25, label_column="0")
+    assert written["train"] + written["test"] == 12 and written["class_names"] == ("0", "1", "2")
+
+
+def test_a_test_csv_holds_the_training_files_pixel_columns_in_order(tmp_path):
+    """Pixels are read by their place: a test file whose columns are named in another order would be
+    mirrored pictures, taken without a word."""
+    images, labels = _synthetic(8)
+    _write_csv(tmp_path / "train.csv", images, labels)
+    lines = (tmp_path / "train.csv").read_text().splitlines()
+    names = lines[0].split(",")
+    lines[0] = ",".join([names[0], *reversed(names[1:])])
+    (tmp_path / "test.csv").write_text("\n".join(lines) + "\n")
+    mirrored = r"test.csv: pixel column 0 is 'pixel15' where .*train.csv has 'pixel0'"
+    with pytest.raises(DataError, match=mirrored):
+        convert(tmp_path / "out", csv=(tmp_path / "train.csv", tmp_path / "test.csv"))
 
 
 def test_a_csv_of_class_names_needs_no_header(tmp_path):

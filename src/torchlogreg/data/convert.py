@@ -325,11 +325,27 @@ def _check_csvs(csv: tuple | None, label_column: str | None) -> tuple[tuple[dict
                 f"test CSV needs its labels, in a column as {csv[0]} has them (column {read[0]['label']}), "
                 "or give the training CSV alone to split a test set off it"
             )
+        _same_pixels(train, test, csv)
         read.append(_csv_read(csv[1], test, scale.describe()))
         if label_column is None and test_label is not None:
             read[-1]["how"] = f"as {Path(csv[0]).name}'s"
         columns.append((test_label, scale, named))
     return tuple(read), columns
+
+
+def _same_pixels(train: CsvLayout, test: CsvLayout, csv: tuple) -> None:
+    """Where both CSVs name their columns, the test file's pixel columns are the training file's, in
+    the same order: pixels are read by their place, and a test file of reordered columns (a
+    DataFrame's columns sorted another way) would be other pictures."""
+    if not (train.header and test.header):
+        return
+    pixels = [[f for i, f in enumerate(layout.fields) if i != layout.label] for layout in (train, test)]
+    for place, (ours, theirs) in enumerate(zip(*pixels, strict=True)):
+        if ours != theirs:
+            raise DataError(
+                f"{csv[1]}: pixel column {place} is {theirs!r} where {csv[0]} has {ours!r}; a test CSV "
+                "holds the training file's pixel columns in the same order"
+            )
 
 
 def _write_folder(folder: Path, scratch: Path, options: dict) -> int:

@@ -4,7 +4,8 @@ one CSV reader, for predict, serve's callers and `load_inputs` (labels optional,
 
 - Cells are separated by commas, semicolons or tabs: whichever the first line holds most of. They
   may be quoted as Python's csv module reads them ("0","12": pandas' QUOTE_ALL).
-- The first line is a header when a cell of it is not a number. The label column is the one
+- The first line is a header when a cell of it is not a number (but not pixels with one class
+  name among them) or its numbers count up by one (`_first_line`). The label column is the one
   `label_column` names (an index or a header name), else a header column named like CSV_LABEL_NAMES;
   when the file must have labels or has one column more than the pixels and none is named, it is
   the one header name unlike the others' (`digit` among `px0`..`px63`), or in a file without a header
@@ -30,6 +31,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -52,6 +54,7 @@ FRACTIONS, BYTES = "fractions in [0, 1]", "values 0..255"  # the two pixel scale
 DIM_PIXEL = 16  # a 0..255 file whose pixels never pass this is noted as near-black (0..16: sklearn's digits)
 ONLY_0_1 = "only 0s and 1s, read as fractions (1 = full intensity)"  # how a file of 0s and 1s is read
 QUOTE = ord('"')
+COUNTED_NAMES = 8  # a first line of at least this many numbers counting up by one is a header of them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,20 +165,21 @@ def _unnamed_label(fields: list[str], header: bool, path: Path, n_pixels: int | 
     )
 
 
-def _first_line(first: str) -> tuple[str, list[str], bool]:
+def _first_line(first: str, label_column: str | None = None) -> tuple[str, list[str], bool]:
     """(delimiter, cells, whether it is a header) of a CSV's first line: the delimiter it holds most
-    of; a header when a cell is not a number, except a row of pixels with a class name for its label
-    (one cell not a number, and the others not the column numbers 0, 1, 2, ... or 1, 2, 3, ... that
-    pandas names unnamed columns by)."""
+    of; a header when a cell is not a number, or when its numbers count up by one (pandas' column
+    numbers, 0, 1, 2, ...; a crop's, 100, 101, ...). A first line of pixels with one class name among
+    them is a row (a file of class names without a header), unless that name is a label column's
+    (CSV_LABEL_NAMES, or `label_column`)."""
     line = first.rstrip("\r\n")
     delimiter = max(DELIMITERS, key=line.count)
     fields = _csv_cells(line, delimiter)
     words = [f for f in fields if not is_number(f)]
-    if len(words) != 1 or len(fields) < 3:
-        return delimiter, fields, bool(words)
     numbers = [float(f) for f in fields if is_number(f)]
-    counted = all(b - a == 1 for a, b in zip(numbers, numbers[1:], strict=False)) and numbers[0] in (0, 1)
-    return delimiter, fields, counted
+    counted = len(numbers) >= COUNTED_NAMES and all(b - a == 1 for a, b in itertools.pairwise(numbers))
+    if len(words) != 1 or len(fields) < 3:
+        return delimiter, fields, bool(words) or counted
+    return delimiter, fields, counted or words[0].lower() in CSV_LABEL_NAMES or words[0] == label_column
 
 
 def csv_header(path: str | os.PathLike) -> list[str] | None:
@@ -193,7 +197,7 @@ def csv_layout(
     module's docstring says) and the other columns are pixels; else the file must hold `n_pixels`
     pixel columns, and a label column only when named or when there is one column more. `labels`:
     the caller needs labels (convert), so a label column left open is refused naming label_column."""
-    delimiter, fields, header = _first_line(first)
+    delimiter, fields, header = _first_line(first, label_column)
     if header and fields[0] in ("", "Unnamed: 0"):  # a pixel or label column has a name
         raise InputError(
             f"{path}: the first column has no name: pandas' row index (to_csv writes it unless "
@@ -510,6 +514,10 @@ class CsvRows:
                 self.named = not is_number(name)
             if not self.named:
                 return block
+            if not name:  # (left for the parse to name the row)
+                continue
+            if name not in self.names and len(self.names) > MAX_LABEL:
+                raise self.error(f"{self.path}: more than {MAX_LABEL + 1:,} class names (a dataset's most)")
             cells[label] = str(self.names.setdefault(name, len(self.names)))
             rows[i] = delimiter.join(cells).encode()
         return b"\n".join(rows) + b"\n"
@@ -564,6 +572,8 @@ class CsvRows:
             at = next(i for i, c in enumerate(cells) if not is_number(c))
             if at == label:
                 name = repr(self.layout.fields[label]) if self.layout.header else str(label)
+                if self.named:  # (a blank name: `_numbered` left it)
+                    return f": its label (column {name}) is blank; each row of class names names one", []
                 return (
                     f": label {cells[at][:20]!r} (column {name}) is not a class number, as the file's "
                     f"first label is; labels are class numbers (0..{MAX_LABEL}) or class names throughout"
