@@ -84,9 +84,28 @@ def test_cli_convert_and_train(tmp_path, data_root, capsys):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]["n"] == 30
 
 
-def test_unsupported_options_and_broken_files_are_refused(mnist_on_disk, tmp_path):
-    with pytest.raises(ConfigError, match=r"need an in-memory \(built-in\) dataset; .* convert a"):
-        load_data(preset("default", dataset=str(mnist_on_disk), train_size=100))
+def test_a_task_on_a_dataset_folder_reads_its_rows_into_memory(mnist_on_disk, mnist_splits):
+    """classes, positive and train_size take rows of a dataset folder as of a built-in dataset (they
+    were refused): the folder's rows of those classes, relabelled as the task says."""
+    train, test, names = mnist_splits
+    tasks = ({"classes": (3, 5)}, {"positive": 7}, {"train_size": 100}, {"classes": (5, 3), "train_size": 40})
+    for task in tasks:
+        ours = load_data(preset("default", dataset=str(mnist_on_disk), **task))
+        wanted = task.get("classes") or (None if "positive" in task else tuple(range(10)))
+        if wanted is not None:
+            assert ours.class_names == tuple(names[c] for c in wanted)
+            assert len(ours.test) == int(torch.isin(test.labels, torch.tensor(wanted)).sum())
+        else:
+            assert ours.class_names == ("not 7", "7") and ours.binary and len(ours.test) == len(test)
+            assert int(ours.test.labels.sum()) == int((test.labels == 7).sum())
+        if "train_size" in task:
+            assert len(ours.train) == task["train_size"]
+        assert isinstance(ours.train.images, torch.Tensor) and ours.dataset == str(mnist_on_disk)
+    with pytest.raises(ConfigError, match=r"classes names class 12, but .* has classes 0..9"):
+        load_data(preset("default", dataset=str(mnist_on_disk), classes=(3, 12)))
+
+
+def test_broken_files_are_refused(tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"nonsense")
     with pytest.raises(DataError, match="not a .npy file"):
         DiskImages(tmp_path / "bad.npy")

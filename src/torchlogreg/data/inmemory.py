@@ -380,16 +380,27 @@ def _in_order_of(data: Data, class_names: tuple[str, ...]) -> Data:
     )  # fmt: skip
 
 
+def _rows_in_memory(images, labels: torch.Tensor, classes: tuple[int, ...] | None) -> Split:
+    """A dataset folder's split read into memory: the rows of `classes` (None: every row), with
+    their labels as stored (`prepare` renumbers them)."""
+    index = torch.arange(len(labels))
+    if classes is not None:
+        index = index[torch.isin(labels, torch.tensor(classes))]
+    return Split(images.take(index).reshape(len(index), *images.image_shape), labels[index])
+
+
 def load_disk_data(config: TrainConfig) -> Data:
-    """Data for `config` from the dataset folder `config.dataset`; train stays on disk."""
+    """Data for `config` from the dataset folder `config.dataset`; train stays on disk, unless the
+    task takes some of its rows (classes, positive, train_size): then those rows are read into
+    memory and prepared as a built-in dataset's."""
     folder = Path(config.dataset).expanduser()
     read_meta(folder)
-    if config.classes is not None or config.positive is not None or config.train_size is not None:
-        raise ConfigError(
-            f"classes, positive and train_size need an in-memory (built-in) dataset; {folder} is read from "
-            "disk as it is: convert a dataset folder of just the rows to train on"
-        )
     found = read_dataset_folder(folder)
+    if config.classes is not None or config.positive is not None or config.train_size is not None:
+        _task_classes(config, found.class_names)  # (a class that is not there: refused before reading)
+        train, test = (_rows_in_memory(*split, config.classes) for split in (found.train, found.test))
+        data = prepare(config, train, test, found.class_names)
+        return dataclasses.replace(data, dataset=str(folder), pictures=found.meta["pictures"])
     train_images, train_labels = found.train
     val_size = _val_size(config, len(train_images))
     n_train = len(train_images) - val_size
