@@ -426,7 +426,7 @@ def test_csv_labels_may_be_class_names(tmp_path):
     one_file = convert(tmp_path / "split", csv=(tmp_path / "train.csv",), test_size=0.25)
     assert one_file["class_names"] == ("3", "cat", "emu") and one_file["test"] == 3
     _write_csv(tmp_path / "fox.csv", images[:2], np.array(["fox", "cat"]))
-    with pytest.raises(DataError, match=r"test labels 'fox' never occur in the training data"):
+    with pytest.raises(DataError, match=r"test labels 'fox' never occur in the training data \(labels '3', "):
         convert(tmp_path / "fox", csv=(tmp_path / "train.csv", tmp_path / "fox.csv"))
     assert not (tmp_path / "fox").exists()
     with pytest.raises(ConfigError, match=r"class_names: .*train.csv's labels are class names already"):
@@ -467,6 +467,26 @@ def test_a_test_csv_holds_the_training_files_pixel_columns_in_order(tmp_path):
     mirrored = r"test.csv: pixel column 0 is 'pixel15' where .*train.csv has 'pixel0'"
     with pytest.raises(DataError, match=mirrored):
         convert(tmp_path / "out", csv=(tmp_path / "train.csv", tmp_path / "test.csv"))
+
+
+def test_a_task_picks_a_dataset_folders_classes_by_name(tmp_path, capsys):
+    """--classes and --positive take class names (a folder's classes are numbered in their sorted
+    order, which a name spares counting: --classes 0,1 of digit names was eight against five); the
+    training line names the binary task's classes."""
+    images, labels = _synthetic(60, shape=(6, 6), classes=3)
+    arrays = dict(train_images=images, train_labels=labels, test_images=images, test_labels=labels)
+    np.savez(tmp_path / "a.npz", **arrays)
+    data = tmp_path / "data"
+    convert(data, npz=tmp_path / "a.npz", class_names=["emu", "cat", "dog"])
+    run = ["train", "--dataset", str(data), "--out"]
+    assert main([*run, str(tmp_path / "r1"), "--classes", "emu,cat"]) == 0
+    assert "2 classes (binary: cat against emu)" in capsys.readouterr().out
+    assert read_meta(data)["class_names"] == ["emu", "cat", "dog"]
+    assert json.loads((tmp_path / "r1" / "model.json").read_text())["class_names"] == ["emu", "cat"]
+    assert main([*run, str(tmp_path / "r2"), "--positive", "dog", "--quiet"]) == 0
+    assert json.loads((tmp_path / "r2" / "model.json").read_text())["class_names"] == ["not dog", "dog"]
+    assert main([*run, str(tmp_path / "r3"), "--classes", "emu,cta"]) == 2
+    assert "--classes: " in (err := capsys.readouterr().err) and "no class 'cta' (did you mean 'cat'?)" in err
 
 
 def test_a_csv_of_class_names_needs_no_header(tmp_path):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..base.config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
-from ..base.exceptions import ConfigError, counted
+from ..base.exceptions import ConfigError, counted, did_you_mean
 from ..data.rules import RULES
 from .cli_common import add_data_options, dataset_arg, path_flag
 
@@ -21,11 +21,29 @@ DEFAULT = PRESETS["default"]
 CONFIG_FLAGS = tuple(field.name for field in dataclasses.fields(TrainConfig))  # one flag each
 
 
-def _class_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected class numbers like 3,8, got {text!r}") from None
+def _class_list(text: str) -> tuple[str, ...]:
+    parts = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected class numbers or names like 3,8 or cat,dog, got {text!r}")
+    return parts
+
+
+def _class_numbers(given: tuple[str, ...] | None, flag: str, dataset: str) -> tuple[int, ...] | None:
+    """The class numbers `given` (all whole numbers), or the numbers of the class names `given`
+    in `dataset` (a dataset folder's classes are numbered in their sorted order, which a name spares
+    the user from counting)."""
+    if given is None or all(part.isdigit() for part in given):
+        return None if given is None else tuple(int(part) for part in given)
+    from ..data.inmemory import class_names_of
+
+    names = class_names_of(dataset)
+    for part in given:
+        if part not in names:
+            listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise ConfigError(
+                f"{flag}: {dataset} has no class {part!r}{did_you_mean(part, names)}; its classes: {listed}"
+            )
+    return tuple(names.index(part) for part in given)
 
 
 def add_train_options(parser: argparse.ArgumentParser) -> None:
@@ -53,11 +71,11 @@ def _add_task_options(task) -> None:
         "--classes",
         type=_class_list,
         metavar="A,B,...",
-        help="keep only these classes; two classes A,B train a binary (sigmoid) model of B against A "
-        "(--threshold applies to B's probability)",
+        help="keep only these classes, by number or by name (cat,dog); two classes A,B train a binary "
+        "(sigmoid) model of B against A (--threshold applies to B's probability)",
     )
     task.add_argument(
-        "--positive", type=int, metavar="CLASS", help="binary model: this class against all others"
+        "--positive", metavar="CLASS", help="binary model: this class (a number or a name) against all others"
     )
     task.add_argument(
         "--threshold", type=float, help=f"binary decision threshold (default: {DEFAULT.threshold})"
@@ -140,7 +158,12 @@ def config_from_args(args: argparse.Namespace):
     from ..base.config import preset
 
     flags = {name: getattr(args, name) for name in CONFIG_FLAGS}
-    config = preset(args.preset, **{**flags, "dataset": dataset_arg(args.dataset)})
+    dataset = dataset_arg(args.dataset)
+    named = dataset or PRESETS[args.preset].dataset if args.preset in PRESETS else dataset
+    flags["classes"] = _class_numbers(args.classes, "--classes", named)
+    positive = _class_numbers(None if args.positive is None else (args.positive,), "--positive", named)
+    flags["positive"] = None if positive is None else positive[0]
+    config = preset(args.preset, **{**flags, "dataset": dataset})
     for note in unused_flags(args, config):
         print(f"torchlogreg: note: {note}", file=sys.stderr)
     return config

@@ -98,14 +98,15 @@ def present_classes(
     _check_label_range([train.labels, test.labels], where)
     present = torch.unique(train.labels)
     unknown = torch.unique(test.labels[~torch.isin(test.labels, present)])
-    if len(unknown):
-        named = class_names is not None and len(class_names) > int(unknown[-1])  # (one per label 0..max)
-        listed = ", ".join(repr(class_names[v]) if named else str(v) for v in unknown[:10].tolist())
-        listed += ", ..." if len(unknown) > 10 else ""
+    if len(unknown):  # named as class_names names them, where it has one name per label 0..max
+        named = class_names is not None and len(class_names) > max(int(unknown[-1]), int(present[-1]))
+        shown = lambda labels: ", ".join(  # noqa: E731
+            [repr(class_names[v]) if named else str(v) for v in labels[:10].tolist()]
+            + ["..."] * (len(labels) > 10)
+        )
         raise DataError(
-            f"{where}: test labels {listed} never occur in the training data (labels "
-            f"{', '.join(str(int(v)) for v in present[:10])}{', ...' if len(present) > 10 else ''}); "
-            "every test class needs training samples"
+            f"{where}: test labels {shown(unknown)} never occur in the training data (labels "
+            f"{shown(present)}); every test class needs training samples"
         )
     names = _names_for(present.tolist(), class_names, where)
     lookup = torch.full((int(present[-1]) + 1,), -1, dtype=torch.int64)

@@ -319,6 +319,14 @@ def load_data(config: TrainConfig, download: bool = True) -> Data:
     return load_disk_data(config)
 
 
+def class_names_of(dataset: str) -> tuple[str, ...]:
+    """The class names of `dataset` (a built-in name, or a dataset folder), without reading its data."""
+    if dataset in DATASETS:
+        return DATASETS[dataset].class_names
+    _check_folder(dataset)
+    return tuple(read_meta(Path(dataset).expanduser())["class_names"])
+
+
 def _check_folder(dataset: str, of_run: bool = False) -> None:
     """A DataError unless `dataset` is a folder holding a meta.json; for a run's own dataset
     (`of_run`) the line says the data has moved and how to name where it is now."""

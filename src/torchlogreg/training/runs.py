@@ -215,9 +215,10 @@ def describe(training: Training) -> str:
     budget = f"at most {budget}" + (f", tol {config.tol:g}" if config.tol else "")
     batch = "full batch" if config.optimizer == "lbfgs" else f"batch {config.batch_size}"
     ranks = f" on {training.dist.world_size} processes" if training.dist else ""
+    task = f" (binary: {data.class_names[1]} against {data.class_names[0]})" if data.binary else ""
     line = (
         f"training {config.dataset}: {len(data.train)} train / {val} val / {len(data.test)} test, "
-        f"{data.n_classes} classes{' (binary)' if data.binary else ''}; {config.optimizer} "
+        f"{data.n_classes} classes{task}; {config.optimizer} "
         f"lr {config.lr:g}, {batch}, weight decay {config.weight_decay:.3g}, {budget}{ranks}"
     )
     if engine.iteration:
