@@ -377,7 +377,28 @@ def as_gray(gray) -> np.ndarray:
 
 def mnist_style(gray: np.ndarray, shape: tuple[int, int] = MNIST_SHAPE) -> np.ndarray:
     """A float image of `shape` (H, W) in MNIST's layout from a grayscale picture of one digit;
-    `InputError` "no digit found" when the picture has no ink that stands out from its paper."""
+    `InputError` "no digit found" when the picture has no ink that stands out from its paper. A
+    picture already in that layout (an MNIST digit saved as a PNG) is kept as it is: fitting it
+    again would only resample it (9 of MNIST's first 600 test digits then changed their class)."""
     shape = as_shape(shape)
-    crop = _mnist_strokes(_digit_in(as_gray(gray)))
+    gray = as_gray(gray)
+    if in_layout(gray, shape):
+        return gray
+    crop = _mnist_strokes(_digit_in(gray))
     return _place(_fitted(crop, shape), shape)
+
+
+def in_layout(gray: np.ndarray, shape: tuple[int, int]) -> bool:
+    """Whether `gray` is a digit in MNIST's layout at `shape`: light ink on a black field (its median
+    pixel below FAINTEST, its brightest at least 0.5), the ink's larger side filling the box to a
+    pixel, its centre of mass within a pixel of the field's centre (MNIST's test digits: all)."""
+    if gray.shape != shape or np.median(gray) > FAINTEST or gray.max() < 0.5:
+        return False
+    ink = gray > FAINTEST
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    box = box_for(shape)
+    filled = max(rows[-1] - rows[0] + 1 - box[0], cols[-1] - cols[0] + 1 - box[1])
+    total = float(gray.sum())
+    centre = (gray.sum(axis=1) @ np.arange(shape[0]) / total, gray.sum(axis=0) @ np.arange(shape[1]) / total)
+    off = max(abs(centre[0] - shape[0] / 2), abs(centre[1] - shape[1] / 2))
+    return -1 <= filled <= 1 and off <= 1
