@@ -172,7 +172,7 @@ def _cli(*args):
     "args,fragment",
     [
         (["train", "--lrr", "1"], "unrecognized arguments: --lrr 1 (did you mean --lr?)"),
-        (["train", "--classes", "a,b"], "expected class numbers like 3,8"),
+        (["train", "--classes", "a,b"], "--classes: mnist has no class 'a'; its classes: 0, 1, 2"),
         (["train", "--lr", "1e39"], "lr must be at most"),
         (["train", "--threshold", "0.3"], "threshold applies to binary tasks"),
         (["train", "--dataset", "/no/such/dir"], "/no/such/dir is not a folder; write a dataset folder"),
