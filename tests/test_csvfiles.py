@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from torchlogreg import ConfigError, DataError, InputError
 from torchlogreg.data.convert import convert
-from torchlogreg.data.csvfiles import CsvRows, csv_layout
+from torchlogreg.data.csvfiles import CsvRows
+from torchlogreg.data.csvlayout import csv_layout
 from torchlogreg.data.inputs import read_chunks
 
 

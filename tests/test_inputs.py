@@ -27,7 +27,7 @@ from torchlogreg import InputError
 from torchlogreg.apps.cli import main
 from torchlogreg.apps.prediction import json_lines, kaggle_csv, predict_files, show_progress
 from torchlogreg.base.storage import atomic_output
-from torchlogreg.data import csvfiles, inputs
+from torchlogreg.data import csvfiles, csvlayout, inputs
 from torchlogreg.data.inputs import load_inputs, read_chunks
 from torchlogreg.runfolder.checkpoints import load_run
 
@@ -113,7 +113,7 @@ def test_fractions_are_read_as_they_are(tmp_path):
 
 BAD_CELLS = {
     "not a number": st.text(alphabet="abcxyz_#-+. ", min_size=0, max_size=6).filter(
-        lambda text: not csvfiles.is_number(text)
+        lambda text: not csvlayout.is_number(text)
     ),
     "out of range": st.one_of(st.integers(256, 10**6), st.integers(-1000, -1)).map(str),
     "not finite": st.sampled_from(["nan", "inf", "-inf", "NaN"]),

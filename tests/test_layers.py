@@ -30,7 +30,7 @@ LAYERS = {
     ],
     "data": [
         {"classnames"},
-        {"digits", "readers"},
+        {"csvlayout", "digits", "readers"},
         {"csvfiles", "idxfiles", "images", "npyfiles"},
         {"inputs", "ondisk", "rules"},
         {"batches", "inmemory"},

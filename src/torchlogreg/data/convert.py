@@ -35,7 +35,8 @@ from ..base.datasets import DATASET_META, is_dataset_folder
 from ..base.exceptions import ConfigError, DataError
 from ..base.storage import output_lock, refuse_existing, refuse_non_folder
 from .classnames import class_names_problem
-from .csvfiles import BYTES, CsvLayout, csv_header, describe_csv, near_black
+from .csvfiles import BYTES, csv_header, describe_csv, near_black
+from .csvlayout import CsvLayout
 from .images import AS_IS, MNIST_STYLE, check_pictures
 from .inmemory import Split, load_splits
 from .ondisk import DATASET_FILES, read_meta, write_dataset

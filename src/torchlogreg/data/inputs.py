@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from ..base.exceptions import InputError
-from .csvfiles import FRACTIONS, CsvRows, label_note
+from .csvfiles import FRACTIONS, CsvRows
+from .csvlayout import label_note
 from .digits import MNIST_SHAPE, as_shape
 from .images import (
     IMAGE_SUFFIXES,
