@@ -159,7 +159,7 @@ def config_from_args(args: argparse.Namespace):
 
     flags = {name: getattr(args, name) for name in CONFIG_FLAGS}
     dataset = dataset_arg(args.dataset)
-    named = dataset or PRESETS[args.preset].dataset if args.preset in PRESETS else dataset
+    named = dataset or PRESETS.get(args.preset, DEFAULT).dataset  # (whose class names --classes means)
     flags["classes"] = _class_numbers(args.classes, "--classes", named)
     positive = _class_numbers(None if args.positive is None else (args.positive,), "--positive", named)
     flags["positive"] = None if positive is None else positive[0]

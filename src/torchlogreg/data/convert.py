@@ -352,7 +352,7 @@ def _same_pixels(train: CsvLayout, test: CsvLayout, csv: tuple) -> None:
 
 def _write_folder(folder: Path, scratch: Path, options: dict) -> int:
     """The source `options` names read (through `scratch`) and written as a dataset folder; returns
-    the training images' largest pixel."""
+    the largest pixel of a sample of the training images."""
     train, test, names = _read_source(scratch, options)
     class_names = options["class_names"]
     npz, idx, csv, dataset = (options[key] for key in ("npz", "idx", "csv", "dataset"))
@@ -363,7 +363,7 @@ def _write_folder(folder: Path, scratch: Path, options: dict) -> int:
         raise DataError(f"{source}: {problem}")
     _check_splits(train, test, names, options["csv_read"])
     write_dataset(folder, train, test, names, pictures=_pictures_rule(train.images, options))
-    return int(train.images.max())
+    return int(_spread_sample(train.images).max())  # (as the picture rule, from a sample: no second pass)
 
 
 def _swap_in(staging: Path, out: Path) -> None:
