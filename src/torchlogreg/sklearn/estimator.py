@@ -291,7 +291,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
                 "This solver needs samples of at least 2 classes in the data, but the data contains "
                 f"only one class: {classes[0]!r}"
             )
-        weights = sample_weights(self, X, y, classes, sample_weight)
+        weights = sample_weights(self, X, y, sample_weight)
         warm = self.warm_start and hasattr(self, "coef_") and np.array_equal(self.classes_, classes)
         self._coef_dtype = X.dtype
         self.lr_ = None  # (sgd and adam set it)

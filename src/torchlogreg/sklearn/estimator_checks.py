@@ -88,7 +88,7 @@ def check_params(est) -> None:
         )
 
 
-def sample_weights(est, X, y, classes, sample_weight) -> np.ndarray:
+def sample_weights(est, X, y, sample_weight) -> np.ndarray:
     """`sample_weight` (default 1) times the class weights, checked: non-negative, a positive sum."""
     weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
     if est.class_weight is not None:

@@ -398,7 +398,7 @@ class MiniBatch(Fit):
         unknown = np.setdiff1d(y, est.classes_)
         if len(unknown):
             raise ValueError(f"y holds labels {unknown} that are not in classes {est.classes_}")
-        weights = sample_weights(self.est, X, y, est.classes_, sample_weight)
+        weights = sample_weights(self.est, X, y, sample_weight)
         if not first:
             sync_model(est)
         solver = "sgd" if est.solver in FULL_BATCH else est.solver
