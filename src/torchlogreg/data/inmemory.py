@@ -388,13 +388,12 @@ def _in_order_of(data: Data, class_names: tuple[str, ...]) -> Data:
     )  # fmt: skip
 
 
-def _rows_in_memory(images, labels: torch.Tensor, classes: tuple[int, ...] | None) -> Split:
-    """A dataset folder's split read into memory: the rows of `classes` (None: every row), with
-    their labels as stored (`prepare` renumbers them)."""
-    index = torch.arange(len(labels))
-    if classes is not None:
-        index = index[torch.isin(labels, torch.tensor(classes))]
-    return Split(images.take(index).reshape(len(index), *images.image_shape), labels[index])
+def _read_rows(rows: Split | None, images) -> Split | None:
+    """`rows` (a split whose images are row numbers of the dataset folder's `images`) with those rows
+    read into memory."""
+    if rows is None:
+        return None
+    return Split(images.take(rows.images).reshape(len(rows), *images.image_shape), rows.labels)
 
 
 def load_disk_data(config: TrainConfig) -> Data:
@@ -405,10 +404,13 @@ def load_disk_data(config: TrainConfig) -> Data:
     read_meta(folder)
     found = read_dataset_folder(folder)
     if config.classes is not None or config.positive is not None or config.train_size is not None:
-        _task_classes(config, found.class_names)  # (a class that is not there: refused before reading)
-        train, test = (_rows_in_memory(*split, config.classes) for split in (found.train, found.test))
+        # the task prepared on the rows' numbers (it reads labels alone), then only its rows read
+        train, test = (Split(torch.arange(len(labels)), labels) for _, labels in (found.train, found.test))
         data = prepare(config, train, test, found.class_names)
-        return dataclasses.replace(data, dataset=str(folder), pictures=found.meta["pictures"])
+        return dataclasses.replace(
+            data, train=_read_rows(data.train, found.train[0]), val=_read_rows(data.val, found.train[0]),
+            test=_read_rows(data.test, found.test[0]), dataset=str(folder), pictures=found.meta["pictures"],
+        )  # fmt: skip
     train_images, train_labels = found.train
     val_size = _val_size(config, len(train_images))
     n_train = len(train_images) - val_size
