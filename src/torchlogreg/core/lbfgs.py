@@ -28,7 +28,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from scipy.linalg.blas import dtrsv
 
 # evaluate(x) -> (f(x), gradient of f at x): f without the L1 term, a gradient the caller no longer writes
 Evaluate = Callable[[np.ndarray], tuple[float, np.ndarray]]
@@ -285,6 +284,9 @@ def inverse_hessian_product(
     compact form of Byrd, Nocedal and Schnabel (1994), four products with the pairs and two m x m
     triangular solves rather than 4m vector operations. `steps_grads`, `grads_grads`: s_i . y_j for
     i <= j (R, the compact form's triangle: the lower half is not read) and y_i . y_j, oldest first."""
+    from scipy.linalg.blas import dtrsv  # (here: scipy.linalg's import is a tenth of a second that
+    # every run would pay, mini-batch training, evaluate and predict included)
+
     gamma = steps_grads[-1, -1] / grads_grads[-1, -1]
     along_grads = (grads @ v)[rows]  # Y^T v
     # BLAS's triangular solve reads R from the upper half in place: np.linalg.solve's checks, copies
