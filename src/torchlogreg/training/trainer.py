@@ -38,7 +38,9 @@ STOP_REASONS = ("converged", "no progress", "step limit", "early stopping", "int
 NO_CHANGE_EPOCHS = 2  # mini-batch training measures the gradient after this many epochs of change under tol
 MEASURE_WAIT = 8  # ... and after a measure above tol, twice as many, at most this many (a pass each)
 
-TRAIN_ACCURACY_SAMPLES = 5_000  # periodic train accuracy is estimated on this many samples
+# periodic train accuracy is estimated on a tenth of the training rows, within these bounds (all of
+# them when fewer): a check then costs a small share of an epoch's steps, however large the set
+TRAIN_ACCURACY_SAMPLES = (1_000, 5_000)
 LBFGS_EVAL_EVERY = 10  # L-BFGS iterations between checks (each is a full pass already)
 VAL_LOSS_TOL = 1e-7  # a validation loss must fall by more than this to count as progress
 MAX_CHECKS = 8  # mini-batch runs: a check every epoch, or every few epochs on long runs
@@ -66,6 +68,12 @@ class TrainResult:
     pictures: str = MNIST_STYLE  # how picture files become the data's pixels: the run predicts them so
 
 
+def train_sample_rows(rows: int) -> int:
+    """How many of `rows` training rows the periodic train accuracy is measured on."""
+    least, most = TRAIN_ACCURACY_SAMPLES
+    return min(rows, max(least, min(most, rows // 10)))
+
+
 class Evaluator:
     """Every `every` steps and where the run ends (its budget, or a stop reason set before this
     callback: the convergence rule's runs first): train accuracy on a sample, validation loss and accuracy,
@@ -74,7 +82,7 @@ class Evaluator:
 
     def __init__(self, data: Data, config: TrainConfig, every: int, dist, log: Callable[[str], None]):
         self.data, self.config, self.every, self.dist, self.log = data, config, every, dist, log
-        count, classes = min(TRAIN_ACCURACY_SAMPLES, len(data.train)), data.n_classes
+        count, classes = train_sample_rows(len(data.train)), data.n_classes
         # checked once here, not at every check (a tenth of a small pass)
         self.train_sample = checked_inputs(data.train.images[:count], data.train.labels[:count], classes)
         self.val = None if data.val is None else checked_inputs(data.val.images, data.val.labels, classes)
