@@ -192,7 +192,7 @@ def test_partial_fit_on_chunks(digits):
 @pytest.mark.parametrize("scale", [1.0, 16.0])
 def test_sgd_defaults_follow_the_data(digits, scale):
     """solver='sgd' with no lr and no max_iter takes `torchlogreg train`'s rules: an lr from the
-    features' curvature, and epochs enough for 200 steps of 256 rows on a small set. A fixed lr of 0.8
+    features' curvature, and epochs enough for 150 steps of 256 rows on a small set. A fixed lr of 0.8
     and 5 epochs diverged on the raw 0..16 pixels and stopped 4 points short of lbfgs on the /16 ones."""
     from torchlogreg.data import rules
 

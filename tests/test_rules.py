@@ -69,7 +69,7 @@ def test_given_values_win_over_rules():
 
 @pytest.mark.parametrize(
     ("rows", "budget", "steps"),
-    [(60_000, {}, 4 * 235), (600, {}, 86 * 3), (600, {"epochs": 2}, 2 * 3), (100, {"iters": 100}, 100),
+    [(60_000, {}, 4 * 235), (600, {}, 64 * 3), (600, {"epochs": 2}, 2 * 3), (100, {"iters": 100}, 100),
      (100, {"iters": 1}, 1)],
 )  # fmt: skip
 def test_adams_lr_lets_a_short_run_move_its_weights_as_far_as_a_long_one(rows, budget, steps):
@@ -77,7 +77,8 @@ def test_adams_lr_lets_a_short_run_move_its_weights_as_far_as_a_long_one(rows, b
     same reach a larger lr (4 / its steps), counted from the budget the run was given or settled, up
     to ADAM_MAX_LR (a single step of 4 diverged)."""
     config = settle(TrainConfig(optimizer="adam", **budget), _data(rows, side=2))
-    assert config.lr == pytest.approx(min(ADAM_MAX_LR, max(OTHER_LR["adam"], 4 / steps)), rel=1e-3)
+    expected = min(ADAM_MAX_LR, max(OTHER_LR["adam"], 4 / steps))
+    assert config.lr == pytest.approx(expected, rel=5e-3)  # (the rule keeps 3 digits)
 
 
 def test_adams_default_on_a_short_run_reaches_the_optimum_that_sgd_does():
@@ -299,7 +300,7 @@ def test_a_short_last_batch_is_a_fraction_of_a_step_in_the_epochs_rule():
 
     data = synthetic_data(n_train=2000)
     epochs = [settle(TrainConfig(optimizer="sgd", batch_size=batch), data).epochs for batch in (1999, 2000)]
-    assert epochs == [200, 200]
+    assert epochs == [SGD_MIN_STEPS, SGD_MIN_STEPS]
 
 
 def test_an_epoch_of_one_whole_batch_converges(mnist_splits):

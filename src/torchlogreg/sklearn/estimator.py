@@ -90,7 +90,7 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         a gradient step, as an exact proximal step) and 'adam' are the fast ones on large data.
     max_iter : int or None, default=None
         lbfgs iterations, or sgd/adam epochs (None: 100 for lbfgs, as scikit-learn; for sgd/adam the
-        rule of ``torchlogreg train``: 4 epochs, or as many as give 200 steps of 256 rows on smaller
+        rule of ``torchlogreg train``: 4 epochs, or as many as give 150 steps of 256 rows on smaller
         sets).
     verbose : int, default=0
         Print the objective per lbfgs iteration or sgd/adam epoch.
