@@ -187,7 +187,8 @@ def _csv_blocks(handle, pending: bytes, line: int, block_bytes: int, max_line: i
 
 class _PixelScale:
     """The file's pixel scale, settled by the first row that only one scale fits (a fraction:
-    FRACTIONS; a value over 1: BYTES), or, where no row does, FRACTIONS for a file of 0s and 1s."""
+    FRACTIONS; a value over 1: BYTES), or, where no row does, FRACTIONS for a file of 0s and 1s; and
+    the checks that hold each block's pixels to it (`ready`)."""
 
     def __init__(self):
         self.scale: str | None = None
@@ -214,6 +215,109 @@ class _PixelScale:
         if self.scale is None or self.reason == f"holds {ONLY_0_1}":
             return f"pixels {ONLY_0_1}"
         return "pixels 0..255" if self.scale == BYTES else f"pixels {FRACTIONS}"
+
+    def ready(
+        self,
+        pixels: np.ndarray,
+        lines: np.ndarray,
+        bad: list,
+        kept: np.ndarray | None,
+        *,
+        whole: bool,
+        settle_rest: Callable[[int], None],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(which rows are kept, their pixels): uint8 0..255, or float32 in [0, 1]. Rows of `lines`
+        that break the rules (`whole`: 0..255 pixels that are not whole numbers too) are added to
+        `bad`; `settle_rest(row)` settles the scale by the rest of the file where rows of 0s and 1s
+        leave it open."""
+        kept = np.ones(len(pixels), bool) if kept is None else kept
+        if pixels.dtype == np.uint8 and self.scale == BYTES:
+            return kept, pixels[kept] if not kept.all() else pixels
+        if pixels.dtype == np.uint8 and self.scale == FRACTIONS and pixels.max(initial=0) <= 1:
+            return kept, pixels[kept].astype(np.float32)  # a file of 0s and 1s
+        pixels = pixels.astype(np.float64, copy=False)
+        kept = self.in_range(pixels, lines, bad, kept)
+        self.off_scale(pixels, kept, lines, bad)
+        if whole and self.scale == BYTES:
+            self._whole(pixels, kept, lines, bad)
+        return kept, self._scaled(pixels[kept], lines[kept], settle_rest)
+
+    def _whole(self, pixels: np.ndarray, kept: np.ndarray, lines: np.ndarray, bad: list) -> None:
+        """Kept rows of 0..255 pixels that are not all whole numbers become bad (`kept` in place)."""
+        for i in np.flatnonzero(kept & (pixels != np.rint(pixels)).any(axis=1)):
+            column = int(np.flatnonzero(pixels[i] != np.rint(pixels[i]))[0])
+            bad.append((int(lines[i]), (
+                f": pixel {column} is {pixels[i, column]:g}, not a whole number 0..255: a dataset holds "
+                "8-bit pictures (or fractions in [0, 1]); fit a table of measurements with the "
+                "scikit-learn estimator TorchLogisticRegression, or scale its columns to 0..255"
+            )))  # fmt: skip
+            kept[i] = False
+
+    @staticmethod
+    def in_range(pixels: np.ndarray, lines: np.ndarray, bad: list, kept: np.ndarray) -> np.ndarray:
+        """Which `kept` rows' pixels all lie in 0..255; the other kept rows are bad."""
+        with np.errstate(invalid="ignore"):
+            valid = (pixels >= 0).all(axis=1) & (pixels <= 255).all(axis=1)  # NaN compares False
+        for i in np.flatnonzero(kept & ~valid):
+            column = int(np.flatnonzero(~((pixels[i] >= 0) & (pixels[i] <= 255)))[0])
+            bad.append((int(lines[i]), f": pixel {column} is {pixels[i, column]:g}, expected {PIXEL_RANGE}"))
+        return kept & valid
+
+    def off_scale(self, pixels: np.ndarray, kept: np.ndarray, lines: np.ndarray, bad: list) -> None:
+        """Settles the file's scale by the first row only one scale fits (a value over 1: BYTES; a
+        fraction: FRACTIONS); a kept row of the other scale becomes bad (`kept` updated in place)."""
+        over = (pixels > 1).any(axis=1) & kept
+        fractional = np.zeros(len(pixels), bool)
+        if self.scale != FRACTIONS:  # only rows of values 0..1 can hold a fraction
+            maybe = np.flatnonzero(kept & ~over)
+            fractional[maybe] = (pixels[maybe] != np.rint(pixels[maybe])).any(axis=1)
+        if self.scale is None and len(first := np.flatnonzero(over | fractional)):
+            self.settle(BYTES if over[first[0]] else FRACTIONS, int(lines[first[0]]))
+        wrong = {FRACTIONS: over, BYTES: fractional}.get(self.scale, np.zeros(0, bool))
+        for i in np.flatnonzero(wrong):
+            kind = BYTES if self.scale == FRACTIONS else FRACTIONS
+            bad.append((int(lines[i]), self.problem(pixels[i], kind)))
+            kept[i] = False
+
+    def _scaled(self, pixels: np.ndarray, lines: np.ndarray, settle_rest: Callable) -> np.ndarray:
+        """Good rows in the file's scale: fractions as float32, 0..255 as uint8 (float32 / 255 when
+        some are not whole). Rows with a 1 before the scale is settled settle it by the rest of the file."""
+        if self.scale is None and pixels.max(initial=0) == 1:
+            settle_rest(int(lines[np.flatnonzero(pixels.max(axis=1) == 1)[0]]))
+        if self.scale == FRACTIONS:
+            return pixels.astype(np.float32)
+        if np.array_equal(pixels, np.rint(pixels)):
+            return pixels.astype(np.uint8)
+        return (pixels / 255.0).astype(np.float32)
+
+
+def _numbered(
+    block: bytes, layout: CsvLayout, names: dict[str, int], named: bool | None, path: Path
+) -> tuple[bytes, bool | None]:
+    """(`block` with each row's label, where the file's labels are class names, replaced by its
+    number in `names`; whether they are: `named`, or where None, decided by the first row's label).
+    Rows that do not split into the file's cells are left for the parse to name."""
+    rows, label, delimiter = block.split(b"\n")[:-1], layout.label, layout.delimiter
+    for i, raw in enumerate(rows):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        cells = csv_cells(text, delimiter) if '"' in text else text.split(delimiter)
+        if len(cells) != layout.width or not text.strip():
+            continue
+        name = cells[label].strip()
+        if named is None:  # the file's first row decides
+            named = not is_number(name)
+        if not named:
+            return block, named
+        if not name:  # (left for the parse to name the row)
+            continue
+        if name not in names and len(names) > MAX_LABEL:
+            raise InputError(f"{path}: more than {MAX_LABEL + 1:,} class names (a dataset's most)")
+        cells[label] = str(names.setdefault(name, len(names)))
+        rows[i] = delimiter.join(cells).encode()
+    return b"\n".join(rows) + b"\n", named
 
 
 class CsvRows:
@@ -316,7 +420,9 @@ class CsvRows:
         label = self.layout.label
         pixels = np.delete(cells, label, axis=1) if label is not None else cells
         kept = self._check_labels(cells[:, label], lines[parsed], bad) if self.want_labels else None
-        kept, pixels = self._ready(pixels, lines[parsed], bad, kept)
+        kept, pixels = self.scale.ready(
+            pixels, lines[parsed], bad, kept, whole=self.whole, settle_rest=self._settle_rest
+        )
         if self.scale.scale == BYTES and len(pixels):  # (uint8, or float32 / 255 where not whole)
             top = float(pixels.max())
             self.largest = max(self.largest, top if pixels.dtype == np.uint8 else round(top * 255, 4))
@@ -342,38 +448,12 @@ class CsvRows:
         if b"\r" in block:
             block = block.replace(b"\r\n", b"\n")
         if self.names is not None and self.layout.label is not None:
-            block = self._numbered(block)
+            block, self.named = _numbered(block, self.layout, self.names, self.named, self.path)
         plain = _unquoted(block, self.layout.delimiter) if b'"' in block else block
         cells = _uint8_cells(plain, self.layout.width, self.layout.delimiter) if plain else None
         if cells is None:
             return self._parse(block, line, bad)
         return np.arange(line, line + len(cells)), np.ones(len(cells), bool), cells
-
-    def _numbered(self, block: bytes) -> bytes:
-        """`block` with each row's label, where the file's labels are class names, replaced by its
-        number in `names` (rows that do not split into the file's cells are left for the parse to
-        name)."""
-        rows, label, delimiter = block.split(b"\n")[:-1], self.layout.label, self.layout.delimiter
-        for i, raw in enumerate(rows):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            cells = csv_cells(text, delimiter) if '"' in text else text.split(delimiter)
-            if len(cells) != self.layout.width or not text.strip():
-                continue
-            name = cells[label].strip()
-            if self.named is None:  # the file's first row decides
-                self.named = not is_number(name)
-            if not self.named:
-                return block
-            if not name:  # (left for the parse to name the row)
-                continue
-            if name not in self.names and len(self.names) > MAX_LABEL:
-                raise self.error(f"{self.path}: more than {MAX_LABEL + 1:,} class names (a dataset's most)")
-            cells[label] = str(self.names.setdefault(name, len(self.names)))
-            rows[i] = delimiter.join(cells).encode()
-        return b"\n".join(rows) + b"\n"
 
     def _parse(self, block: bytes, line: int, bad: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(line numbers of the data lines, which of them parsed, their cells as float64) for a block
@@ -444,69 +524,10 @@ class CsvRows:
             bad.append((int(lines[i]), f": label {labels[i]:g} is not a class number; {rule}"))
         return good
 
-    def _ready(
-        self, pixels: np.ndarray, lines: np.ndarray, bad: list, kept: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(which rows are kept, their pixels): uint8 0..255, or float32 in [0, 1] (see _PixelScale)."""
-        kept = np.ones(len(pixels), bool) if kept is None else kept
-        if pixels.dtype == np.uint8 and self.scale.scale == BYTES:
-            return kept, pixels[kept] if not kept.all() else pixels
-        if pixels.dtype == np.uint8 and self.scale.scale == FRACTIONS and pixels.max(initial=0) <= 1:
-            return kept, pixels[kept].astype(np.float32)  # a file of 0s and 1s
-        pixels = pixels.astype(np.float64, copy=False)
-        kept = self._in_range(pixels, lines, bad, kept)
-        self._off_scale(pixels, kept, lines, bad)
-        if self.whole and self.scale.scale == BYTES:
-            self._whole(pixels, kept, lines, bad)
-        return kept, self._scaled(pixels[kept], lines[kept])
-
-    def _whole(self, pixels: np.ndarray, kept: np.ndarray, lines: np.ndarray, bad: list) -> None:
-        """Kept rows of 0..255 pixels that are not all whole numbers become bad (`kept` in place)."""
-        for i in np.flatnonzero(kept & (pixels != np.rint(pixels)).any(axis=1)):
-            column = int(np.flatnonzero(pixels[i] != np.rint(pixels[i]))[0])
-            bad.append((int(lines[i]), (
-                f": pixel {column} is {pixels[i, column]:g}, not a whole number 0..255: a dataset holds "
-                "8-bit pictures (or fractions in [0, 1]); fit a table of measurements with the "
-                "scikit-learn estimator TorchLogisticRegression, or scale its columns to 0..255"
-            )))  # fmt: skip
-            kept[i] = False
-
-    @staticmethod
-    def _in_range(pixels: np.ndarray, lines: np.ndarray, bad: list, kept: np.ndarray) -> np.ndarray:
-        """Which `kept` rows' pixels all lie in 0..255; the other kept rows are bad."""
-        with np.errstate(invalid="ignore"):
-            valid = (pixels >= 0).all(axis=1) & (pixels <= 255).all(axis=1)  # NaN compares False
-        for i in np.flatnonzero(kept & ~valid):
-            column = int(np.flatnonzero(~((pixels[i] >= 0) & (pixels[i] <= 255)))[0])
-            bad.append((int(lines[i]), f": pixel {column} is {pixels[i, column]:g}, expected {PIXEL_RANGE}"))
-        return kept & valid
-
-    def _off_scale(self, pixels: np.ndarray, kept: np.ndarray, lines: np.ndarray, bad: list) -> None:
-        """Settles the file's scale by the first row only one scale fits (a value over 1: BYTES; a
-        fraction: FRACTIONS); a kept row of the other scale becomes bad (`kept` updated in place)."""
-        over = (pixels > 1).any(axis=1) & kept
-        fractional = np.zeros(len(pixels), bool)
-        if self.scale.scale != FRACTIONS:  # only rows of values 0..1 can hold a fraction
-            maybe = np.flatnonzero(kept & ~over)
-            fractional[maybe] = (pixels[maybe] != np.rint(pixels[maybe])).any(axis=1)
-        if self.scale.scale is None and len(first := np.flatnonzero(over | fractional)):
-            self.scale.settle(BYTES if over[first[0]] else FRACTIONS, int(lines[first[0]]))
-        wrong = {FRACTIONS: over, BYTES: fractional}.get(self.scale.scale, np.zeros(0, bool))
-        for i in np.flatnonzero(wrong):
-            kind = BYTES if self.scale.scale == FRACTIONS else FRACTIONS
-            bad.append((int(lines[i]), self.scale.problem(pixels[i], kind)))
-            kept[i] = False
-
-    def _scaled(self, pixels: np.ndarray, lines: np.ndarray) -> np.ndarray:
-        """Good rows in the file's scale: fractions as float32, 0..255 as uint8 (float32 / 255 when
-        some are not whole). Rows with a 1 before the scale is settled settle it by the rest of the file."""
-        if self.scale.scale is None and pixels.max(initial=0) == 1:
-            self.settle_scale(self._handle, int(lines[np.flatnonzero(pixels.max(axis=1) == 1)[0]]))
-        if self.scale.scale == FRACTIONS:
-            return pixels.astype(np.float32)
-        if np.array_equal(pixels, np.rint(pixels)):
-            return pixels.astype(np.uint8)
-        return (pixels / 255.0).astype(np.float32)
+    def _settle_rest(self, first: int) -> None:
+        """`settle_scale` by the stream `blocks` reads (rows of 0s and 1s from row `first` leave the
+        scale open)."""
+        self.settle_scale(self._handle, first)
 
     def _look_ahead(self, handle) -> None:
         """Settles the scale by the first good row after the last block read (of the seekable
@@ -531,5 +552,5 @@ class CsvRows:
         kept = np.ones(len(pixels), bool)
         if self.want_labels and label is not None:
             kept = self._check_labels(cells[:, label], lines[parsed], [])
-        kept = self._in_range(pixels, lines[parsed], [], kept)
-        self._off_scale(pixels, kept, lines[parsed], [])
+        kept = self.scale.in_range(pixels, lines[parsed], [], kept)
+        self.scale.off_scale(pixels, kept, lines[parsed], [])
