@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..base.exceptions import CheckpointError, ConfigError, DependencyError, require
+from ..base.exceptions import CheckpointError, ConfigError, require
 from ..base.storage import atomic_write_bytes, refuse_existing
 from ..base.version import package_version
 from ..core.model import decide
@@ -25,10 +26,9 @@ from ..runfolder.checkpoints import PREPROCESSING, Run, load_run
 EXTRA = "export"
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("probabilities", "label")
-DEFAULT_OPSET = 18  # the torch exporter's own opset; ONNX Runtime 1.14 (2023) and later run it
-OPSETS = range(18, 24)  # 18 .. 23: what torch's exporter writes without falling back
+DEFAULT_OPSET = 18  # ONNX Runtime 1.14 (2023) and later run it
+OPSETS = range(18, 24)  # 18 .. 23
 VERIFY_TOLERANCE = 1e-5  # largest probability difference accepted between ONNX Runtime and torch
-MIN_TORCH = (2, 6)  # torch.onnx.export(dynamo=True, external_data=False) giving an ONNXProgram
 INPUT_NOTE = "float32 (N, {shape}) pixels in [0, 1]; from uint8 pixels divide by 255"
 
 
@@ -51,13 +51,8 @@ def _check_opset(opset: int) -> None:
 
 
 def _check_exporter() -> None:
-    """torch's exporter and what it needs are here, or a one-line DependencyError."""
-    if torch.__version__ < MIN_TORCH:
-        raise DependencyError(
-            f"ONNX export needs torch {'.'.join(map(str, MIN_TORCH))} or later, found {torch.__version__}: "
-            "pip install -U torch"
-        )
-    for module in ("onnx", "onnxscript", "onnxruntime"):
+    """onnx (to write the graph) and onnxruntime (to check it) are here, or a one-line DependencyError."""
+    for module in ("onnx", "onnxruntime"):
         require(module, EXTRA)
 
 
@@ -86,21 +81,58 @@ def onnx_metadata(run: Run) -> dict[str, str]:
     }
 
 
-def _to_onnx(module: _Exportable, shape: tuple[int, ...], opset: int):
-    """The ONNX ModelProto of `module` from torch's (dynamo) exporter, the batch size left free."""
-    example = torch.zeros(2, *shape)  # two rows: a batch of one would be specialised as a constant
-    program = torch.onnx.export(
-        module,
-        (example,),
-        input_names=[INPUT_NAME],
-        output_names=list(OUTPUT_NAMES),
-        dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}},
-        opset_version=opset,
-        dynamo=True,
-        external_data=False,
-        verbose=False,
+def _to_onnx(run: Run, opset: int):
+    """The ONNX ModelProto of the run's model and prediction rule, the batch size left free: five
+    nodes written with onnx.helper. By hand because the graph is that small: torch's (dynamo)
+    exporter traced the same module in several seconds and needs onnxscript; `_verify` checks the
+    result against torch either way."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = run.model
+    weight = model.linear.weight.detach().to(torch.float32).numpy()
+    bias = model.linear.bias.detach().to(torch.float32).numpy()
+    outputs = weight.shape[0]
+    nodes = [
+        helper.make_node("Flatten", [INPUT_NAME], ["features"], axis=1),
+        helper.make_node("Gemm", ["features", "weight", "bias"], ["logits"], transB=1),
+    ]
+    constants = [numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")]
+    if model.binary:  # P(positive) = sigmoid(the one logit): columns P(0), P(1); the label by threshold
+        constants += [
+            numpy_helper.from_array(np.ones(1, np.float32), "one"),
+            numpy_helper.from_array(np.array([1], np.int64), "column"),
+            numpy_helper.from_array(np.array(run.threshold, np.float32), "threshold"),
+        ]
+        nodes += [
+            helper.make_node("Sigmoid", ["logits"], ["positive"]),
+            helper.make_node("Sub", ["one", "positive"], ["negative"]),
+            helper.make_node("Concat", ["negative", "positive"], [OUTPUT_NAMES[0]], axis=1),
+            helper.make_node("Squeeze", ["positive", "column"], ["positive_column"]),
+            helper.make_node("GreaterOrEqual", ["positive_column", "threshold"], ["decided"]),
+            helper.make_node("Cast", ["decided"], [OUTPUT_NAMES[1]], to=TensorProto.INT64),
+        ]
+        outputs = 2
+    else:
+        nodes += [
+            helper.make_node("Softmax", ["logits"], [OUTPUT_NAMES[0]], axis=1),
+            helper.make_node("ArgMax", ["logits"], [OUTPUT_NAMES[1]], axis=1, keepdims=0),
+        ]
+    graph = helper.make_graph(
+        nodes,
+        "torchlogreg",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", *run.image_shape])],
+        [
+            helper.make_tensor_value_info(OUTPUT_NAMES[0], TensorProto.FLOAT, ["batch", outputs]),
+            helper.make_tensor_value_info(OUTPUT_NAMES[1], TensorProto.INT64, ["batch"]),
+        ],
+        constants,
     )
-    return program.model_proto
+    opsets = [helper.make_opsetid("", opset)]
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="torchlogreg")
+    proto.ir_version = helper.find_min_ir_version_for(opsets)  # (any runtime that knows the opset reads it)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
 
 
 def _near_a_tie(probabilities: torch.Tensor, binary: bool, threshold: float) -> torch.Tensor:
@@ -129,7 +161,7 @@ def _verify(blob: bytes, module: _Exportable, shape: tuple[int, ...], path: Path
     if gap > VERIFY_TOLERANCE or bool(differ.any()):
         raise CheckpointError(
             f"{path}: not written, the exported model disagrees with torch (probabilities differ by up to "
-            f"{gap:.2g}, {int(differ.sum())} labels differ); please report it with your torch and onnxscript "
+            f"{gap:.2g}, {int(differ.sum())} labels differ); please report it with your onnx and onnxruntime "
             "versions"
         )
 
@@ -150,7 +182,7 @@ def export_onnx(
     _check_exporter()
     run = load_run(run_dir)
     exportable = _Exportable(run).eval()
-    model = _to_onnx(exportable, run.image_shape, opset)
+    model = _to_onnx(run, opset)
     meta = onnx_metadata(run)
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
