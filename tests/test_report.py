@@ -237,3 +237,20 @@ def test_the_loss_axis_is_labelled_in_plain_numbers(top, bottom):
     shown = [text.replace("\N{MINUS SIGN}", "-") for text in labels if text]
     assert len(shown) >= 2 and not any("$" in text or "mathdefault" in text for text in shown)
     assert all(bottom / 10 <= float(text) <= top * 10 for text in shown)
+
+
+def test_samples_show_pictures_as_the_data_holds_them():
+    """A dark-on-light set's samples look dark on light, MNIST's white on black: a reversed grey had
+    shown every set inverted, hiding a polarity mistake in the user's data."""
+    import io
+
+    from torchlogreg.apps.report_figures import png_bytes, samples_figure
+
+    light = torch.full((4, 8, 8), 255, dtype=torch.uint8)
+    light[:, 3:5, 2:6] = 0  # a dark stroke on white paper
+    brightness = {}
+    for name, images in {"light": light, "dark": 255 - light}.items():
+        png = png_bytes(samples_figure(images, torch.zeros(4, dtype=torch.long), ("a",)))
+        picture = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=float)
+        brightness[name] = picture.mean()  # (white margins and titles alike in both)
+    assert brightness["light"] > brightness["dark"] + 20

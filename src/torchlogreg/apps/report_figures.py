@@ -17,6 +17,7 @@ from .report_metrics import CALIBRATION_BINS, Predictions, binary_curves, calibr
 FIGSIZE = (9.0, 6.0)  # inches; every figure has this size
 DPI = 100  # so every PNG is 900 x 600 pixels
 N_MISTAKES = 24
+GRAY = "gray"  # pictures as stored: 0 black, 255 white (MNIST: white ink on black; a scan: dark on light)
 
 
 def _figure():
@@ -39,11 +40,12 @@ def _grid(count: int, max_columns: int = 8) -> tuple[int, int]:
 
 
 def samples_figure(images: torch.Tensor, labels: torch.Tensor, class_names: tuple[str, ...]):
+    """Training pictures as the data holds them (GRAY: 0 black), so a dark-on-light set looks so."""
     figure = _figure()
     rows, columns = _grid(len(images))
     axes = figure.subplots(rows, columns, squeeze=False)
     for ax, image, label in zip(axes.flat, images, labels, strict=False):
-        ax.imshow(image.numpy(), cmap="gray_r", vmin=0, vmax=255)
+        ax.imshow(image.numpy(), cmap=GRAY, vmin=0, vmax=255)
         ax.set_title(class_names[int(label)], fontsize=10)
     for ax in axes.flat:
         ax.axis("off")
@@ -168,7 +170,7 @@ def mistakes_figure(images: torch.Tensor, pred: Predictions, class_names: tuple[
     rows, columns = _grid(max(len(worst), 1))
     axes = figure.subplots(rows, columns, squeeze=False)
     for ax, index in zip(axes.flat, worst, strict=False):
-        ax.imshow(images[index].numpy(), cmap="gray_r", vmin=0, vmax=255)
+        ax.imshow(images[index].numpy(), cmap=GRAY, vmin=0, vmax=255)
         ax.set_title(
             f"true {class_names[pred.labels[index]]}\npred {class_names[pred.predicted[index]]} "
             f"{pred.confidence[index]:.2f}",
