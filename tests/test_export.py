@@ -144,6 +144,14 @@ def test_bad_opset(mnist_run, tmp_path, opset):
         export_onnx(mnist_run.path, tmp_path / "model.onnx", opset=opset)
 
 
+@pytest.mark.parametrize("name", ["model.pt", "model", "model.onnx.bak"])
+def test_a_name_for_another_format_is_refused(mnist_run, tmp_path, name):
+    """ONNX in a file named model.pt would fail in torch.load: the name must say what it holds."""
+    with pytest.raises(ConfigError, match=r"does not end in \.onnx.*model\.safetensors"):
+        export_onnx(mnist_run.path, tmp_path / name)
+    assert not (tmp_path / name).exists()
+
+
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(CheckpointError, match="not a folder"):
         export_onnx(tmp_path / "missing", tmp_path / "model.onnx")

@@ -62,6 +62,12 @@ def _check_target(out_path: Path, overwrite: bool) -> None:
         raise ConfigError(
             f"out_path {out_path} is a folder; give a file name such as model.onnx", parameter="out_path"
         )
+    if out_path.suffix.lower() != ".onnx":  # (a model.pt holding ONNX would fail in torch.load)
+        raise ConfigError(
+            f"out_path {out_path} does not end in .onnx, the format written; give a name such as model.onnx "
+            "(a run's weights for plain PyTorch are its model.safetensors)",
+            parameter="out_path",
+        )
     refuse_existing(out_path, "out_path", overwrite)
 
 
