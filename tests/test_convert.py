@@ -489,6 +489,24 @@ def test_a_task_picks_a_dataset_folders_classes_by_name(tmp_path, capsys):
     assert "--classes: " in (err := capsys.readouterr().err) and "no class 'cta' (did you mean 'cat'?)" in err
 
 
+def test_classes_named_by_other_numbers_are_picked_by_those_numbers(tmp_path, capsys):
+    """Labels 3, 7 and 10 are classes 0, 1 and 2: --classes 3,7 means the classes so named, as
+    `data convert` lists them (it had taken positions 3 and 7), and 0 names no class."""
+    images, labels = _synthetic(60, shape=(6, 6), classes=3)
+    labels = np.array([3, 7, 10])[labels]
+    arrays = dict(train_images=images, train_labels=labels, test_images=images, test_labels=labels)
+    np.savez(tmp_path / "a.npz", **arrays)
+    data = tmp_path / "data"
+    assert convert(data, npz=tmp_path / "a.npz")["class_names"] == ("3", "7", "10")
+    run = ["train", "--dataset", str(data), "--quiet", "--out"]
+    assert main([*run, str(tmp_path / "r1"), "--classes", "3,10"]) == 0
+    assert json.loads((tmp_path / "r1" / "model.json").read_text())["class_names"] == ["3", "10"]
+    assert main([*run, str(tmp_path / "r2"), "--positive", "7"]) == 0
+    assert json.loads((tmp_path / "r2" / "model.json").read_text())["class_names"] == ["not 7", "7"]
+    assert main([*run, str(tmp_path / "r3"), "--classes", "0,1"]) == 2
+    assert "--classes: " in (err := capsys.readouterr().err) and "no class '0'" in err and "3, 7, 10" in err
+
+
 def test_a_csv_of_class_names_needs_no_header(tmp_path):
     """A first row holding one class name among pixels is a row, not a header (it was dropped as
     one); a header of pandas' column numbers (0, 1, ...) with one name among them is still a header."""

@@ -29,14 +29,18 @@ def _class_list(text: str) -> tuple[str, ...]:
 
 
 def _class_numbers(given: tuple[str, ...] | None, flag: str, dataset: str) -> tuple[int, ...] | None:
-    """The class numbers `given` (all whole numbers), or the numbers of the class names `given`
-    in `dataset` (a dataset folder's classes are numbered in their sorted order, which a name spares
-    the user from counting)."""
-    if given is None or all(part.isdigit() for part in given):
-        return None if given is None else tuple(int(part) for part in given)
+    """The numbers of the classes `given` in `dataset`: by their names (a dataset folder's classes
+    are numbered in their sorted order, which a name spares the user from counting), else, all
+    whole numbers, as class numbers, unless the classes are named by other numbers (labels 3, 7,
+    10: '0' would be class '3')."""
+    if given is None:
+        return None
     from ..data.inmemory import class_names_of
 
     names = class_names_of(dataset)
+    numbered_otherwise = any(name.isdigit() and name != str(i) for i, name in enumerate(names))
+    if all(part.isdigit() for part in given) and not numbered_otherwise:
+        return tuple(int(part) for part in given)
     for part in given:
         if part not in names:
             listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
