@@ -153,8 +153,8 @@ def _add_convert_options(convert: argparse.ArgumentParser) -> None:
         metavar="RULE",
         help="how picture files become this dataset's pixels, in training and in predict/serve: as-is "
         "(grayscale, resized) or mnist-style (each digit fitted and centred like MNIST's). Default: as-is "
-        "for --from-folder; mnist-style for built-in datasets and for arrays of light strokes on dark "
-        "inside a blank margin, as MNIST's digits",
+        "for --from-folder; mnist-style for built-in datasets and for arrays whose images already are "
+        "in MNIST's layout (light digits on black, fitted and centred as MNIST's)",
     )
     convert.add_argument("--data-root", metavar="DIR", help="folder holding the datasets")
     convert.add_argument("--no-download", action="store_true", help="fail instead of downloading")

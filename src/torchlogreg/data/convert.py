@@ -11,8 +11,8 @@ Classes are the labels the training data holds, in sorted order: labels {3, 5} m
 dataset of classes '3' and '5'. meta.json records how a picture file becomes the dataset's pixels
 (images.PICTURE_RULES): an image folder is stored as it is ("as-is": grayscale, one size), or, with
 --pictures mnist-style, each picture is fitted like an MNIST digit; the built-in datasets, and
-arrays whose images are light strokes on a dark background inside a blank margin (fitted like
-MNIST's digits), are "mnist-style". Runs copy the rule,
+arrays whose images already are in MNIST's layout (light digits on black, fitted and centred as
+MNIST's: `digits.in_layout`), are "mnist-style". Runs copy the rule,
 and predict and serve apply it to picture files, so a model sees the pixels it was trained on.
 
 Each source is read by its format's one reader (data/sources.py); CSV files and image folders stream
@@ -37,6 +37,7 @@ from ..base.storage import output_lock, refuse_existing, refuse_non_folder
 from .classnames import class_names_problem
 from .csvfiles import BYTES, csv_header, describe_csv, near_black
 from .csvlayout import CsvLayout
+from .digits import in_layout
 from .images import AS_IS, MNIST_STYLE, check_pictures
 from .inmemory import Split, load_splits
 from .ondisk import DATASET_FILES, read_meta, write_dataset
@@ -44,9 +45,8 @@ from .readers import labels_problem
 from .sources import read_csv, read_idx_folder, read_image_folders, read_npz
 
 SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
-POLARITY_SAMPLE = 1000  # images whose border pixels tell light strokes on dark from dark on light
-MARGIN_INK = 0.05  # MNIST-like images keep a margin: under this share of their ink in the outer ring
-MARGIN = 2 / 28  # ... that ring's width, as a share of the shorter side (MNIST: 4 pixels of 28 are blank)
+POLARITY_SAMPLE = 1000  # images the picture rule looks at, spread over the training set
+IN_LAYOUT_SHARE = 0.9  # arrays are mnist-style when this share of them is in MNIST's layout (MNIST: all)
 OS_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")  # what file browsers leave in any folder
 
 
@@ -120,44 +120,32 @@ def _spread_sample(images: torch.Tensor) -> torch.Tensor:
     return images[:: max(1, len(images) // POLARITY_SAMPLE)][:POLARITY_SAMPLE]
 
 
-def _light_strokes_on_dark(images: torch.Tensor) -> bool:
-    """Whether images look like MNIST's, light strokes on a dark background: the median of the
-    border pixels of up to POLARITY_SAMPLE evenly spaced images is below mid-grey."""
+def _in_mnist_layout(images: torch.Tensor) -> bool:
+    """Whether images are already what the mnist-style rule makes of a picture (digits.in_layout:
+    light ink on black, fitted and centred as MNIST's digits): at least IN_LAYOUT_SHARE of up to
+    POLARITY_SAMPLE evenly spaced ones (MNIST's: all). Only then may predict fit pictures so and
+    still see what training saw: MNIST padded to 32x32 or resized to 16x16, two digits side by side,
+    digits centred by their box, on a grey background, all pass a looser test and were refitted."""
     rows = _spread_sample(images)
-    if not len(rows) or min(rows.shape[1:]) < 3:
-        return True
-    border = torch.cat([rows[:, 0], rows[:, -1], rows[:, 1:-1, 0], rows[:, 1:-1, -1]], dim=1)
-    return float(border.float().median()) < 128
-
-
-def _fitted_like_mnist(images: torch.Tensor) -> bool:
-    """Whether images are fitted like MNIST's digits, inside a blank margin: under MARGIN_INK of the
-    ink of up to POLARITY_SAMPLE evenly spaced images lies in the outer ring MARGIN wide (MNIST, and
-    MNIST resized or padded: under 1%; scikit-learn's 8x8 digits, which reach their border: 24%)."""
-    rows = _spread_sample(images).double()
-    height, width = rows.shape[1:]
-    ring = max(1, round(min(height, width) * MARGIN))
-    if min(height, width) <= 2 * ring:
+    if not len(rows):
         return False
-    ink = (rows - rows.flatten(1).median(dim=1).values[:, None, None]).clamp_(min=0)  # less the background
-    total = float(ink.sum())
-    inside = float(ink[:, ring : height - ring, ring : width - ring].sum())
-    return total > 0 and (total - inside) / total < MARGIN_INK
+    shape = tuple(rows.shape[1:])
+    fitted = sum(in_layout(row.numpy() / 255.0, shape) for row in rows)
+    return fitted >= IN_LAYOUT_SHARE * len(rows)
 
 
 def _pictures_rule(train_images: torch.Tensor, options: dict) -> str:
     """How picture files become this dataset's pixels (see the module's docstring): the rule given,
     else as-is for an image folder, mnist-style for a built-in dataset, and for arrays mnist-style
-    when their images are light strokes on dark fitted inside a blank margin as MNIST's are, else
-    as-is (a picture of the model's own shape then reaches it as the training pixels were)."""
+    when their images already are in MNIST's layout, else as-is (a picture of the model's own shape
+    then reaches it as the training pixels were)."""
     if options["pictures"] is not None:
         return options["pictures"]
     if options["folder"] is not None:
         return AS_IS
     if all(options[key] is None for key in ("npz", "idx", "csv")):
         return MNIST_STYLE
-    mnist_like = _light_strokes_on_dark(train_images) and _fitted_like_mnist(train_images)
-    return MNIST_STYLE if mnist_like else AS_IS
+    return MNIST_STYLE if _in_mnist_layout(train_images) else AS_IS
 
 
 # --- the conversion --------------------------------------------------------------------------

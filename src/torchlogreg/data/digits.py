@@ -382,13 +382,13 @@ def mnist_style(gray: np.ndarray, shape: tuple[int, int] = MNIST_SHAPE) -> np.nd
     again would only resample it (9 of MNIST's first 600 test digits then changed their class)."""
     shape = as_shape(shape)
     gray = as_gray(gray)
-    if _in_layout(gray, shape):
+    if in_layout(gray, shape):
         return gray
     crop = _mnist_strokes(_digit_in(gray))
     return _place(_fitted(crop, shape), shape)
 
 
-def _in_layout(gray: np.ndarray, shape: tuple[int, int]) -> bool:
+def in_layout(gray: np.ndarray, shape: tuple[int, int]) -> bool:
     """Whether `gray` is a digit in MNIST's layout at `shape`: light ink on a black field (its median
     pixel below FAINTEST, its brightest at least 0.5), the ink's larger side filling the box to a
     pixel, its centre of mass within a pixel of the field's centre (MNIST's test digits: all)."""
