@@ -73,6 +73,19 @@ def test_an_image_folder_is_stored_as_it_is_and_the_run_copies_the_rule(dark_on_
     assert stored.mean() > 200  # dark ink on white: nothing was inverted
 
 
+def test_a_run_records_its_pictures_background_for_the_drawing_pads(dark_on_light, default_run):
+    """serve's and the playground's pads draw on the training pictures' background: an as-is run of
+    light digits on black read a pad's black ink on white as nothing it knew (0 of 100 right)."""
+    from torchlogreg.apps.serving import model_summary
+    from torchlogreg.data.images import background_of
+
+    _, _, run = dark_on_light
+    assert run.background == "light" and model_summary(run)["background"] == "light"
+    mnist = load_run(default_run)
+    assert mnist.background == "dark" and model_summary(mnist)["background"] == "dark"
+    assert background_of(torch.zeros(3, 8, 8)) == "dark" and background_of(np.ones((3, 8, 8))) == "light"
+
+
 def test_a_picture_folder_predicts_as_it_evaluates(dark_on_light):
     root, _, run = dark_on_light
     data = load_data(run.config)

@@ -365,6 +365,8 @@ def test_drawing_a_one_in_chromium(server, tmp_path):
         )
         assert label.get_attribute("data-label") == "1"
         assert browser.find_elements(By.CSS_SELECTOR, "#bars li")
+        corner = browser.execute_script("return [...pad.getContext('2d').getImageData(2, 2, 1, 1).data]")
+        assert corner == [0, 0, 0, 255]  # MNIST's black paper, as /api/model's background says
         browser.save_screenshot(str(tmp_path / "serve.png"))
         shutil.copy(
             tmp_path / "serve.png", Path(server.split("//")[0] or ".").parent / "serve_screenshot.png"

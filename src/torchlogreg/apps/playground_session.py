@@ -20,7 +20,7 @@ import torch
 from ..base.config import TrainConfig
 from ..base.exceptions import ConfigError, InputError
 from ..core.model import LogisticRegression, decide
-from ..data.images import MNIST_STYLE
+from ..data.images import MNIST_STYLE, background_of
 from ..data.inmemory import Data
 from ..runfolder.checkpoints import Run
 from ..training.engine import HISTORY_KEYS
@@ -201,7 +201,11 @@ class Session:
             self._release()
             raise
         self.sample = Sample(data, config.threshold)
-        self.meta = {"image_shape": list(data.image_shape), "class_names": list(data.class_names)}
+        self.meta = {
+            "image_shape": list(data.image_shape),
+            "class_names": list(data.class_names),
+            "background": background_of(data.train.images),  # the pad draws on the pictures' background
+        }
         self.pictures = data.pictures  # how the pad's drawing becomes pixels: as the data's pictures did
         engine = self.live.engine
         await self.send_text(

@@ -242,6 +242,7 @@ def model_summary(run: Run, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict:
         "threshold": run.threshold if binary else None,  # P(class 1) >= threshold decides class 1
         "metrics": metrics,
         "pictures": run.pictures,
+        "background": run.background,  # the training pictures': the drawing pad draws on it
         "preprocessing": (
             f"pictures: {pictures}; arrays: {shape[0]}x{shape[1]} or {shape[0] * shape[1]} values, "
             "integers 0..255 or floats 0..1"

@@ -25,6 +25,8 @@ FULL_SCALES = (1.0, 255.0, 65535.0, 2.0**31 - 1)  # white of 1-, 8-, 16- and 32-
 AS_IS = "as-is"  # grayscale, resized to the dataset's shape, nothing else (8-bit, as a dataset stores it)
 MNIST_STYLE = "mnist-style"  # `mnist_style`: white ink on black, fitted and centred like MNIST
 PICTURE_RULES = (AS_IS, MNIST_STYLE)
+BACKGROUNDS = ("dark", "light")  # a set's pictures: light ink on dark (MNIST), or dark on light (paper)
+BACKGROUND_SAMPLE = 1000  # images whose border pixels tell the background
 
 
 def source_name(source, name: str | None) -> Path:
@@ -115,6 +117,22 @@ def check_pictures(rule: object, where: str = "pictures", error: type[Exception]
     if not isinstance(rule, str) or rule not in PICTURE_RULES:
         raise error(f"{where} must be one of {', '.join(PICTURE_RULES)}, got {rule!r}")
     return rule
+
+
+def background_of(images) -> str:
+    """"dark" or "light": the median border pixel of up to BACKGROUND_SAMPLE images spread over
+    `images` (N, H, W; uint8, or floats in [0, 1]), below or above mid-grey. A drawing pad draws in
+    the run's training set's way (an as-is run of light digits on black read a pad's black ink on white
+    as nothing it knew)."""
+    import torch
+
+    rows = images[:: max(1, len(images) // BACKGROUND_SAMPLE)][:BACKGROUND_SAMPLE]
+    rows = torch.as_tensor(rows)
+    if not len(rows) or rows.dim() != 3:
+        return BACKGROUNDS[0]
+    border = torch.cat([rows[:, 0], rows[:, -1], rows[:, :, 0], rows[:, :, -1]], dim=1).float()
+    white = 255.0 if rows.dtype == torch.uint8 else 1.0
+    return BACKGROUNDS[0] if float(border.median()) < white / 2 else BACKGROUNDS[1]
 
 
 def picture_pixels(gray: np.ndarray, shape: tuple[int, int], rule: str) -> np.ndarray:

@@ -34,7 +34,7 @@ from ..base.version import package_version
 from ..core.model import LogisticRegression
 from ..data.classnames import class_names_problem
 from ..data.digits import box_for
-from ..data.images import AS_IS, MNIST_STYLE, check_pictures
+from ..data.images import AS_IS, BACKGROUNDS, MNIST_STYLE, check_pictures
 from .layout import (
     FORMAT,
     HISTORY_FILE,
@@ -113,6 +113,12 @@ class Run:
         runs saved before the rule was recorded fitted every picture MNIST-style."""
         return self.meta.get("pictures", MNIST_STYLE)
 
+    @property
+    def background(self) -> str:
+        """The training pictures' background (images.BACKGROUNDS), which a drawing pad draws on; runs
+        saved before it was recorded: light (the pad's paper, which their MNIST-style rule inverts)."""
+        return self.meta.get("background", "light")
+
 
 def _versions() -> dict:
     return {"torchlogreg": package_version(), "torch": torch.__version__, "python": platform.python_version()}
@@ -133,6 +139,7 @@ META_KEYS = (  # what model.json holds; a key outside these is refused on load (
     "weights_sha256",
     "preprocessing",
     "pictures",
+    "background",
     "config",
     "command",
     "created",
@@ -151,6 +158,7 @@ class TrainedRun(Protocol):
     history: list[dict]
     metrics: dict
     pictures: str
+    background: str
 
 
 def model_metadata(result: TrainedRun, weights_sha256: str, command: list[str] | None) -> dict:
@@ -169,6 +177,7 @@ def model_metadata(result: TrainedRun, weights_sha256: str, command: list[str] |
         "weight_shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
         "weights_sha256": weights_sha256,
         "pictures": result.pictures,
+        "background": result.background,
         "preprocessing": preprocessing(result.pictures, result.image_shape),
         "config": result.config.to_dict(),
         "command": command,
@@ -290,6 +299,8 @@ def _meta_problems(meta: dict) -> list[str]:
         check_pictures(meta.get("pictures", MNIST_STYLE))
     except InputError as error:
         problems.append(str(error))
+    if meta.get("background", "light") not in BACKGROUNDS:
+        problems.append(f"background must be one of {', '.join(BACKGROUNDS)}, got {meta['background']!r}")
     return problems
 
 

@@ -25,7 +25,7 @@ from ..core.objective import Objective
 from ..core.optimizers import Proximal, make_optimizer, scheduled_lr
 from ..core.stopping import EarlyStopping
 from ..data.batches import batch_source
-from ..data.images import MNIST_STYLE
+from ..data.images import MNIST_STYLE, background_of
 from ..data.inmemory import Data
 from ..data.rules import OTHER_LR, FeatureSample, settle
 from .distributed import DistContext
@@ -66,6 +66,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     pictures: str = MNIST_STYLE  # how picture files become the data's pixels: the run predicts them so
+    background: str = "dark"  # the training pictures' background (images.background_of): a pad draws on it
 
 
 def train_sample_rows(rows: int) -> int:
@@ -413,4 +414,5 @@ def finish(training: Training) -> TrainResult:
         history=engine.history,
         metrics=metrics,
         pictures=data.pictures,
+        background=background_of(data.train.images),
     )

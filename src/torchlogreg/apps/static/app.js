@@ -11,15 +11,16 @@ const strokes = [];
 let current = null;
 let inFlight = false;
 let pending = false;
+let colors = { paper: "#fff", ink: "#000" };  // the run's training pictures' way round (/api/model)
 
 function clearPad() {
-  ink.fillStyle = "#fff";
+  ink.fillStyle = colors.paper;
   ink.fillRect(0, 0, pad.width, pad.height);
 }
 
 function redraw() {
   clearPad();
-  ink.strokeStyle = "#000";
+  ink.strokeStyle = colors.ink;
   ink.lineWidth = pad.width / 14;
   ink.lineCap = "round";
   ink.lineJoin = "round";
@@ -155,7 +156,12 @@ function paint(id, grid, color) {
 async function loadModelInfo() {
   const info = document.getElementById("model-info");
   try {
-    const { input_shape: shape, dataset, class_names: classes, metrics } = await (await fetch("/api/model")).json();
+    const { input_shape: shape, dataset, class_names: classes, metrics, background } =
+      await (await fetch("/api/model")).json();
+    if (background === "dark") {  // light strokes on black, as the run's training pictures
+      colors = { paper: "#000", ink: "#fff" };
+      redraw();
+    }
     const [height, width] = shape || [28, 28];
     for (const id of MAPS) sizeMap(document.getElementById(id), height, width);
     document.getElementById("caption-seen").textContent = `What the model sees (${height}×${width})`;

@@ -152,6 +152,9 @@ const HANDLERS = {
     status(`Training ${run.summary}`, true);  // the values used, those left to the data included
     $("sample-name").textContent = `(${message.sample} images)`;
     buildTemplates(message.class_names, message.image_shape);
+    const dark = message.background === "dark";
+    padColors = dark ? { paper: "#000", ink: "#fff" } : { paper: "#fff", ink: "#000" };
+    clearPad();
   },
   frame(message) {
     const run = page.run;
@@ -725,7 +728,8 @@ function clearPanels() {
 const pad = $("pad");
 const ink = pad.getContext("2d");
 let stroke = null;
-function clearPad() { ink.fillStyle = "#fff"; ink.fillRect(0, 0, pad.width, pad.height); }
+let padColors = { paper: "#fff", ink: "#000" };  // a run on light digits on black draws so (run message)
+function clearPad() { ink.fillStyle = padColors.paper; ink.fillRect(0, 0, pad.width, pad.height); }
 function padPoint(event) {
   const box = pad.getBoundingClientRect();
   return [(event.clientX - box.left) * pad.width / box.width, (event.clientY - box.top) * pad.height / box.height];
@@ -733,13 +737,13 @@ function padPoint(event) {
 pad.addEventListener("pointerdown", (event) => {
   pad.setPointerCapture(event.pointerId);
   stroke = padPoint(event);
-  ink.fillStyle = "#000";
+  ink.fillStyle = padColors.ink;
   ink.beginPath(); ink.arc(stroke[0], stroke[1], pad.width / 28, 0, 2 * Math.PI); ink.fill();
 });
 pad.addEventListener("pointermove", (event) => {
   if (!stroke) return;
   const next = padPoint(event);
-  ink.strokeStyle = "#000"; ink.lineWidth = pad.width / 14; ink.lineCap = "round";
+  ink.strokeStyle = padColors.ink; ink.lineWidth = pad.width / 14; ink.lineCap = "round";
   ink.beginPath(); ink.moveTo(...stroke); ink.lineTo(...next); ink.stroke();
   stroke = next;
 });
