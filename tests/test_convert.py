@@ -507,6 +507,23 @@ def test_classes_named_by_other_numbers_are_picked_by_those_numbers(tmp_path, ca
     assert "--classes: " in (err := capsys.readouterr().err) and "no class '0'" in err and "3, 7, 10" in err
 
 
+def test_a_class_name_holding_a_comma_is_shown_quoted_and_can_be_picked(tmp_path, capsys):
+    """'deux, два' was listed bare (ten classes read as eleven) and could not be named in --classes."""
+    images, labels = _synthetic(60, shape=(6, 6), classes=3)
+    arrays = dict(train_images=images, train_labels=labels, test_images=images, test_labels=labels)
+    np.savez(tmp_path / "a.npz", **arrays)
+    data = tmp_path / "data"
+    convert(data, npz=tmp_path / "a.npz", class_names=["deux, два", "cat", "dog"])
+    run = ["train", "--dataset", str(data), "--quiet", "--out"]
+    assert main([*run, str(tmp_path / "r1"), "--classes", "'deux, два',dog"]) == 0
+    assert json.loads((tmp_path / "r1" / "model.json").read_text())["class_names"] == ["deux, два", "dog"]
+    with pytest.raises(SystemExit, match="2"):  # (argparse's exit: a flag's own value is wrong)
+        main([*run, str(tmp_path / "r2"), "--classes", "deux"])
+    assert "at least two classes (A,B), got deux" in capsys.readouterr().err
+    assert main([*run, str(tmp_path / "r3"), "--classes", "deux,cat"]) == 2
+    assert "its classes: 'deux, два', cat, dog" in capsys.readouterr().err
+
+
 def test_a_csv_of_class_names_needs_no_header(tmp_path):
     """A first row holding one class name among pixels is a row, not a header (it was dropped as
     one); a header of pandas' column numbers (0, 1, ...) with one name among them is still a header."""

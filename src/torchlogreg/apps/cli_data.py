@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..base.config import DATASET_NAMES
-from ..base.exceptions import ConfigError
+from ..base.exceptions import ConfigError, listed
 from ..base.storage import refuse_existing
 from .cli_common import path_flag, printable
 
@@ -41,11 +41,11 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     )
     height, width = written["image_shape"]
     names = written["class_names"]
-    listed = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    shown = listed(names, 10)
     print(
         printable(
             f"wrote {written['train']} train and {written['test']} test images ({height}x{width}, "
-            f"{len(names)} classes: {listed}; pictures {written['pictures']}) to {written['out']}"
+            f"{len(names)} classes: {shown}; pictures {written['pictures']}) to {written['out']}"
             + _csv_read(written["csv"])
         )
     )

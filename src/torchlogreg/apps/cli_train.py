@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import os
 import sys
 from pathlib import Path
 
 from ..base.config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
-from ..base.exceptions import ConfigError, counted, did_you_mean
+from ..base.exceptions import ConfigError, counted, did_you_mean, listed
 from ..data.rules import RULES
 from .cli_common import add_data_options, dataset_arg, path_flag
 
@@ -22,9 +23,15 @@ CONFIG_FLAGS = tuple(field.name for field in dataclasses.fields(TrainConfig))  #
 
 
 def _class_list(text: str) -> tuple[str, ...]:
-    parts = tuple(part.strip() for part in text.split(",") if part.strip())
+    """Class numbers or names, split at commas; a name holding a comma is quoted, "deux, два" or
+    'deux, два' (as `listed` shows it)."""
+    quote = '"' if '"' in text else "'" if "'" in text else None
+    cells = next(csv.reader([text], quotechar=quote, skipinitialspace=True)) if quote else text.split(",")
+    parts = tuple(part.strip() for part in cells if part.strip())
     if not parts:
         raise argparse.ArgumentTypeError(f"expected class numbers or names like 3,8 or cat,dog, got {text!r}")
+    if len(parts) < 2:
+        raise argparse.ArgumentTypeError(f"name at least two classes (A,B), got {listed(parts)}")
     return parts
 
 
@@ -40,12 +47,18 @@ def _class_numbers(given: tuple[str, ...] | None, flag: str, dataset: str) -> tu
     names = class_names_of(dataset)
     numbered_otherwise = any(name.isdigit() and name != str(i) for i, name in enumerate(names))
     if all(part.isdigit() for part in given) and not numbered_otherwise:
+        for part in given:
+            if int(part) >= len(names):
+                raise ConfigError(
+                    f"{flag}: {dataset} has no class {part}: its {len(names)} classes are numbered "
+                    f"0..{len(names) - 1} in this order: {listed(names)}"
+                )
         return tuple(int(part) for part in given)
     for part in given:
         if part not in names:
-            listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
             raise ConfigError(
-                f"{flag}: {dataset} has no class {part!r}{did_you_mean(part, names)}; its classes: {listed}"
+                f"{flag}: {dataset} has no class {part!r}{did_you_mean(part, names)}; its classes: "
+                + listed(names)
             )
     return tuple(names.index(part) for part in given)
 

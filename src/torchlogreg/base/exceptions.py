@@ -110,6 +110,14 @@ def counted(count: float, word: str) -> str:
     return f"{number} {word}" + ("" if count == 1 else "s")
 
 
+def listed(names: Iterable[str], most: int = 12) -> str:
+    """'a, b, c, ...': up to `most` names as messages list them, a name that holds a comma or spaces
+    at its ends quoted ('deux, два' would read as two)."""
+    names = list(names)
+    shown = [repr(name) if "," in name or name != name.strip() or not name else name for name in names[:most]]
+    return ", ".join(shown) + (", ..." if len(names) > most else "")
+
+
 def __getattr__(name: str):
     """NotFittedError, built on first use: it subclasses scikit-learn's NotFittedError too (so
     scikit-learn's own checks recognise it), and importing scikit-learn costs start-up time."""
