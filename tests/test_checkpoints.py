@@ -73,6 +73,33 @@ def test_pickle_posing_as_a_checkpoint_is_refused_without_running_it(run_copy, t
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("header_bytes", [384, 640, 0x1080])
+def test_safetensors_whose_header_length_begins_like_a_pickle_is_read(tmp_path, header_bytes):
+    """A safetensors file begins with its header's length: 384 bytes is b"\\x80\\x01...", as a
+    binary 28x28 run's checkpoint was, and it had been refused as a pickle (the run lost)."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    from torchlogreg.runfolder.checkpoints import read_weights
+
+    tensors = {"linear.weight": torch.arange(6.0).reshape(2, 3), "linear.bias": torch.ones(2)}
+    plain = save(tensors)
+    header = plain[8 : 8 + int.from_bytes(plain[:8], "little")].rstrip(b" ")
+    assert len(header) < header_bytes
+    blob = header_bytes.to_bytes(8, "little") + header.ljust(header_bytes, b" ") + _data(plain)
+    assert blob[:1] == b"\x80"
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(blob)
+    read = read_weights(path, hashlib.sha256(blob).hexdigest(), len(blob))
+    assert all(torch.equal(read[name], tensors[name]) for name in tensors)
+
+
+def _data(blob: bytes) -> bytes:
+    """The tensor bytes of a safetensors `blob`: what follows its header."""
+    return blob[8 + int.from_bytes(blob[:8], "little") :]
+
+
 def test_torch_save_file_is_refused(run_copy):
     torch.save({"linear.weight": torch.zeros(10, 784)}, run_copy / "model.safetensors")
     with pytest.raises(CheckpointError, match="pickle / torch.save"):

@@ -243,7 +243,7 @@ def read_weights(path: Path, expected_sha256: str, limit: int, named_in: str = M
     from safetensors.torch import load
 
     blob = read_regular_file(path, limit)
-    if blob[:1] == b"\x80" or blob[:2] == b"PK":
+    if _looks_pickled(blob):
         raise CheckpointError(
             f"{path} looks like a pickle / torch.save file; refusing to load it "
             "(unpickling can run code). Only safetensors weights are accepted"
@@ -258,6 +258,17 @@ def read_weights(path: Path, expected_sha256: str, limit: int, named_in: str = M
         return load(blob)
     except (SafetensorError, ValueError, OSError) as error:
         raise CheckpointError(f"{path} is not a valid safetensors file ({error})") from None
+
+
+def _looks_pickled(blob: bytes) -> bool:
+    """Whether `blob` is a pickle (b"\\x80" and a protocol number) or a torch.save zip (b"PK"), not
+    safetensors, which begins with its header's length (8 bytes, little-endian) and then the
+    header's "{": a header of 384 bytes begins b"\\x80\\x01", and such checkpoints had been refused
+    as pickles."""
+    header = int.from_bytes(blob[:8], "little") if len(blob) >= 9 else 0
+    if blob[8:9] == b"{" and 0 < header <= len(blob) - 8:
+        return False
+    return blob[:1] == b"\x80" or blob[:2] == b"PK"
 
 
 def _is_int(value, low: int, high: int) -> bool:
