@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,6 +38,71 @@ def test_resume_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, opt
         assert torch.equal(value, result.model.state_dict()[key]), key
     assert [r["loss"] for r in result.history] == [r["loss"] for r in reference.history]
     assert result.metrics["iterations"] == 60
+
+
+@pytest.mark.parametrize("killed_before", ["atomic_write_bytes", "atomic_write_json"])
+def test_a_checkpoint_cut_short_leaves_the_one_before_it_whole(
+    tiny_data, tiny_config, tmp_path, monkeypatch, killed_before
+):
+    """checkpoint.json names its weights and is replaced last: a process killed while writing a
+    checkpoint (SIGKILL, a second Ctrl-C) leaves the previous one resumable. The weights had been
+    replaced first under one name, beside the old JSON: both checkpoints lost."""
+    import torchlogreg.runfolder.resumable as resumable
+
+    config = tiny_config.replace(optimizer="sgd", epochs=4, eval_every=4, patience=50)
+    reference = train(config, tiny_data, verbose=False)
+    write, writes = getattr(resumable, killed_before), itertools.count(1)
+
+    def killed_at_the_second(*args, **kwargs):
+        if next(writes) == 2:
+            raise KeyboardInterrupt  # as a second Ctrl-C would, half-way
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(resumable, killed_before, killed_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tiny_data, out=tmp_path, verbose=False, checkpoint_every=10)
+    monkeypatch.undo()
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    assert meta["iteration"] == 10 and (tmp_path / meta["weights_file"]).is_file()
+    result = train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(value, result.model.state_dict()[key]), key
+    assert not list(tmp_path.glob("checkpoint*"))  # every checkpoint's weights removed with it
+
+
+def test_a_checkpoint_names_its_weights_in_the_folder_only(tiny_data, tiny_config, tmp_path):
+    steps = itertools.count(1)
+    with pytest.raises(Interrupted):
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 2)
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    (tmp_path / "checkpoint.json").write_text(json.dumps({**meta, "weights_file": "../model.safetensors"}))
+    with pytest.raises(CheckpointError, match="weights_file must be 'checkpoint-[0-9a-f]{16}.safetensors'"):
+        train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+
+
+def test_a_run_killed_while_being_saved_is_no_run_and_resumes(tiny_data, tiny_config, tmp_path, monkeypatch):
+    """model.json, written last, makes a folder a run: killed before it, the folder is still an
+    interrupted training (it had passed for a finished run with no metrics)."""
+    import torchlogreg.runfolder.checkpoints as checkpoints
+
+    steps = itertools.count(1)
+    with pytest.raises(Interrupted):
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 2)
+    write = checkpoints.atomic_write_json
+
+    def killed_at_model_json(path, *args, **kwargs):
+        if Path(path).name == "model.json":
+            raise KeyboardInterrupt
+        return write(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "atomic_write_json", killed_at_model_json)
+    with pytest.raises(KeyboardInterrupt):
+        train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="holds an interrupted training .* resume=True continues it"):
+        load_run(tmp_path)
+    assert train(data=tiny_data, out=tmp_path, resume=True, verbose=False).metrics["iterations"] > 2
+    assert load_run(tmp_path).metrics["iterations"] > 2
 
 
 @pytest.mark.numerics
@@ -186,7 +252,7 @@ def test_a_truncated_checkpoint_names_the_checkpoint(tiny_data, tiny_config, tmp
     steps = itertools.count(1)
     with pytest.raises(Interrupted):
         train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 2)
-    weights = tmp_path / "checkpoint.safetensors"
+    weights = tmp_path / json.loads((tmp_path / "checkpoint.json").read_text())["weights_file"]
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="recorded in checkpoint.json"):
         train(data=tiny_data, out=tmp_path, resume=True, verbose=False)

@@ -205,15 +205,16 @@ def save_run(
 
 
 def _write_run(out: Path, weights: bytes, meta: dict, result: TrainedRun) -> None:
-    """The run's four files in `out`; when one cannot be written, those this call made are removed
-    (a folder with weights but no model.json would pass for a run)."""
+    """The run's four files in `out`, model.json last: it makes the folder a run, so a process killed
+    part way leaves no half-written run to be read as a finished one (a checkpoint, removed after,
+    still resumes it). When one cannot be written, those this call made are removed."""
     made = []
     try:
         for name, write in (
             (WEIGHTS_FILE, lambda path: atomic_write_bytes(path, weights)),
-            (META_FILE, lambda path: atomic_write_json(path, meta)),
             (METRICS_FILE, lambda path: atomic_write_json(path, result.metrics)),
             (HISTORY_FILE, lambda path: atomic_write_csv(path, HISTORY_KEYS, result.history)),
+            (META_FILE, lambda path: atomic_write_json(path, meta)),
         ):
             existed = (out / name).exists()
             write(out / name)

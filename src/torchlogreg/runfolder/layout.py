@@ -22,7 +22,9 @@ RUN_FILES = (META_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE)  # a finished 
 REPORT_DIR = "report"  # `torchlogreg report`'s page and figures (apps/report.py)
 REPORT_PAGE = "report.html"
 REPORT_FIGURES = ("samples", "weights", "curves", "confusion", "mistakes", "calibration", "roc_pr")  # .png
-CHECKPOINT_WEIGHTS = "checkpoint.safetensors"  # the resumable state of an interrupted training
+# the resumable state of an interrupted training: weights named by digest (checkpoint-<16 hex
+# digits>.safetensors, which checkpoint.json names), or this one name in checkpoints written before
+CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_META = "checkpoint.json"
 CHECKPOINT_HISTORY = "checkpoint-history.csv"
 # history.csv's columns: one row per step, as the engine records it

@@ -1,7 +1,12 @@
 """The resumable state of an interrupted training in its run folder: weights, optimizer, RNG,
 counters and history, written atomically and read back checked like a run's weights.
 
-    checkpoint.safetensors, checkpoint.json, checkpoint-history.csv    (layout.CHECKPOINT_*)
+    checkpoint-<digest>.safetensors, checkpoint.json, checkpoint-history.csv    (layout.CHECKPOINT_*)
+
+checkpoint.json is the commit point: it names the weights file (by the start of its SHA-256) and
+the history rows that belong to it, and is replaced last, atomically. A process killed at any
+moment of a checkpoint's writing leaves the previous checkpoint whole: the new weights sit beside
+it under their own name, the history holds rows past those it names (dropped on resume).
 
 The counters in checkpoint.json are checked by type and range where they are read, so a damaged or
 hand-edited file is one CheckpointError naming the field, never a TypeError halfway through a resume.
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -72,26 +78,39 @@ FIELDS = {  # what checkpoint.json holds besides format, config and weights_sha2
         "null or [loss, steps, best, unchanged, change, start penalty, wait, gradient]",
     ),
 }
+WEIGHTS_NAME = re.compile(r"checkpoint-[0-9a-f]{16}\.safetensors")
 OPTIONAL = ("convergence",)  # absent from checkpoints written before it was recorded
 
 
 def save_training_state(
     out: str | Path, tensors: dict[str, torch.Tensor], meta: dict, history: list[dict]
 ) -> None:
-    """Write a resumable training state (weights, optimizer, RNG, counters, history) atomically.
-
-    The JSON, written last, names the SHA-256 of the tensors, so a reader never pairs a new JSON
-    with old tensors.
-    """
+    """Write a resumable training state (weights, optimizer, RNG, counters, history) as a unit: the
+    history, then the weights under a name of their own, then the JSON that names them (the commit
+    point), then the previous checkpoint's weights are removed."""
     from safetensors.torch import save
 
     out = Path(out)
     blob = save({k: v.contiguous() for k, v in tensors.items()})
+    digest = hashlib.sha256(blob).hexdigest()
+    weights = _weights_name(digest)
     atomic_write_csv(out / CHECKPOINT_HISTORY, HISTORY_KEYS, history)
-    atomic_write_bytes(out / CHECKPOINT_WEIGHTS, blob)
+    atomic_write_bytes(out / weights, blob)
     atomic_write_json(
-        out / CHECKPOINT_META, {**meta, "format": FORMAT, "weights_sha256": hashlib.sha256(blob).hexdigest()}
+        out / CHECKPOINT_META, {**meta, "format": FORMAT, "weights_sha256": digest, "weights_file": weights}
     )
+    _remove_weights(out, keep=weights)
+
+
+def _weights_name(digest: str) -> str:
+    return f"checkpoint-{digest[:16]}.safetensors"
+
+
+def _remove_weights(run_dir: Path, keep: str | None = None) -> None:
+    """Delete checkpoint weights files in `run_dir` but `keep` (earlier checkpoints', or all)."""
+    for path in run_dir.glob("checkpoint*.safetensors"):
+        if path.name != keep and (path.name == CHECKPOINT_WEIGHTS or WEIGHTS_NAME.fullmatch(path.name)):
+            path.unlink(missing_ok=True)
 
 
 def _check_fields(path: Path, meta: dict) -> None:
@@ -129,6 +148,12 @@ def read_training_meta(run_dir: str | Path) -> dict:
     if not isinstance(digest, str) or len(digest) != 64:
         raise CheckpointError(f"{run_dir / CHECKPOINT_META}: weights_sha256 must be a 64-hex-digit SHA-256")
     _check_fields(run_dir / CHECKPOINT_META, meta)
+    named = meta.get("weights_file", CHECKPOINT_WEIGHTS)
+    if named != CHECKPOINT_WEIGHTS and named != _weights_name(digest):  # (a path elsewhere, say)
+        expected = _weights_name(digest)
+        raise CheckpointError(
+            f"{run_dir / CHECKPOINT_META}: weights_file must be {expected!r}, got {ascii(named)[:80]}"
+        )
     return meta
 
 
@@ -136,12 +161,13 @@ def load_training_state(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], d
     """The state written by save_training_state, checked like a run's weights."""
     run_dir = Path(run_dir)
     meta = read_training_meta(run_dir)
-    weights = run_dir / CHECKPOINT_WEIGHTS
+    weights = run_dir / meta.get("weights_file", CHECKPOINT_WEIGHTS)  # (older checkpoints: one name)
     tensors = read_weights(weights, meta["weights_sha256"], MAX_CHECKPOINT_BYTES, CHECKPOINT_META)
     return tensors, meta, read_history(run_dir / CHECKPOINT_HISTORY)
 
 
 def remove_training_state(run_dir: str | Path) -> None:
     """Delete the checkpoint files (once the run is saved whole, or before a fresh run)."""
-    for name in (CHECKPOINT_META, CHECKPOINT_WEIGHTS, CHECKPOINT_HISTORY):
+    for name in (CHECKPOINT_META, CHECKPOINT_HISTORY):
         (Path(run_dir) / name).unlink(missing_ok=True)
+    _remove_weights(Path(run_dir))
