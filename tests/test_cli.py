@@ -546,3 +546,11 @@ def test_a_converged_line_says_which_weights_early_stopping_kept():
     for count, said in ((1, "1 iteration"), (1234567, "1234567 iterations")):  # (not 1.23457e+06)
         metrics.update(iterations=count, best_iteration=None)
         assert stop_line(metrics, TrainConfig(tol=1e-4)) == f"converged (tol 0.0001) after {said}"
+
+
+def test_a_name_the_system_refuses_is_one_line(tmp_path, capsys):
+    """A path component over 255 bytes was a traceback (OSError: File name too long) in every
+    command; the system's refusal is one line naming the file."""
+    assert main(["evaluate", str(tmp_path / ("x" * 300))]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "File name too long" in err and "characters)" in err

@@ -202,3 +202,14 @@ def test_a_file_system_without_locks_is_one_line_and_leaks_nothing(tmp_path, mon
         pass
     assert len(os.listdir("/proc/self/fd")) == open_fds
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_whose_name_nearly_fills_a_file_name_can_be_locked(tmp_path):
+    """`.NAME.lock` beside a 252-character folder would be 258: a run there was refused."""
+    from torchlogreg.base.storage import output_lock
+
+    for name in ("y" * 252, "é" * 126):
+        with output_lock(tmp_path / name):
+            (locks,) = [p for p in tmp_path.iterdir() if p.name.endswith(".lock")]
+            assert len(locks.name.encode()) <= 255
+        assert not list(tmp_path.glob("*.lock"))

@@ -161,12 +161,22 @@ def main(argv: list[str] | None = None) -> int:
                 return signals.exit_code(signum)
             if isinstance(error, BrokenPipeError):  # the reader went away (`| head`): stop as Unix tools do
                 return _stdout_closed()
+            if isinstance(error, OSError) and not debug:  # the system refused a file (a name too long)
+                print(f"torchlogreg {command}: error: {printable(_os_error(error))}", file=sys.stderr)
+                return 1
             if not isinstance(error, TorchLogRegError):
                 raise
             if debug:
                 traceback.print_exc()
             print(f"torchlogreg {command}: error: {printable(in_flags(error))}", file=sys.stderr)
             return error.exit_code
+
+
+def _os_error(error: OSError) -> str:
+    """An OSError in one line: what the system said and the file it said it of (its name shortened)."""
+    name = str(error.filename) if error.filename is not None else ""
+    name = name if len(name) <= 120 else f"{name[:60]}...{name[-40:]} ({len(name)} characters)"
+    return f"{name}: {error.strerror or error}" if name else str(error.strerror or error)
 
 
 def _stdout_closed() -> int:

@@ -261,10 +261,22 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
         os.close(fd)
 
 
+def _lock_name(name: str) -> str:
+    """`.NAME.lock`, or for a name too long to take six more characters (file names end at 255
+    bytes), its first 200 characters and a digest of the whole."""
+    lock = f".{name}.lock"
+    if len(lock.encode()) <= 255:
+        return lock
+    import hashlib
+
+    start = name.encode()[:200].decode(errors="ignore")  # (whole characters)
+    return f".{start}-{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock"
+
+
 def _lock_beside(path: Path) -> tuple[int, Path | None]:
     """The held lock for `path`: the fd of `.NAME.lock` beside it, holding this pid, and its path;
     (the fd of the folder `path`, None) when the parent refuses the lock file."""
-    lock = make_folder(path.parent) / f".{path.name}.lock"
+    lock = make_folder(path.parent) / _lock_name(path.name)
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
