@@ -70,6 +70,23 @@ def test_a_checkpoint_cut_short_leaves_the_one_before_it_whole(
     assert not list(tmp_path.glob("checkpoint*"))  # every checkpoint's weights removed with it
 
 
+def test_a_resumed_run_keeps_checkpointing_as_it_did(tiny_data, tiny_config, tmp_path, monkeypatch):
+    """The printed `train --resume RUN` had dropped --checkpoint-every: a kill -9 after the resume
+    lost everything since."""
+    config = tiny_config.replace(optimizer="sgd", epochs=4, eval_every=4, patience=50)
+    steps = itertools.count(1)
+    with pytest.raises(Interrupted):
+        train(config, tiny_data, out=tmp_path, verbose=False, checkpoint_every=10,
+              should_stop=lambda: next(steps) == 2)  # fmt: skip
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["checkpoint_every"] == 10
+    import torchlogreg.training.runs as runs
+
+    saved, save = [], runs.save_training_state
+    monkeypatch.setattr(runs, "save_training_state", lambda *a: saved.append(a[2]["iteration"]) or save(*a))
+    train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+    assert {30, 40, 50} <= set(saved)
+
+
 def test_a_checkpoint_names_its_weights_in_the_folder_only(tiny_data, tiny_config, tmp_path):
     steps = itertools.count(1)
     with pytest.raises(Interrupted):

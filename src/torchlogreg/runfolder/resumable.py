@@ -77,9 +77,10 @@ FIELDS = {  # what checkpoint.json holds besides format, config and weights_sha2
         _convergence,
         "null or [loss, steps, best, unchanged, change, start penalty, wait, gradient]",
     ),
+    "checkpoint_every": (lambda v: v is None or (_count(v) and v >= 1), "null or an integer >= 1"),
 }
 WEIGHTS_NAME = re.compile(r"checkpoint-[0-9a-f]{16}\.safetensors")
-OPTIONAL = ("convergence",)  # absent from checkpoints written before it was recorded
+OPTIONAL = ("convergence", "checkpoint_every")  # absent from checkpoints written before they were recorded
 
 
 def save_training_state(

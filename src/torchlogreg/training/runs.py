@@ -190,7 +190,8 @@ class Checkpointer:
         self.claim()
         tensors, meta = state or engine.state_dict()
         history = engine.history[: meta["history_rows"]]
-        save_training_state(self.out, tensors, {**meta, "config": self.config}, history)
+        meta = {**meta, "config": self.config, "checkpoint_every": self.every}  # (a resume keeps it)
+        save_training_state(self.out, tensors, meta, history)
 
     def steps_ahead(self, engine) -> int:
         """To the next checkpoint (a last good state is taken at evaluations, which end calls too)."""
@@ -317,7 +318,8 @@ def train(
         there (a checkpoint or the run), so a run refused, failing or diverging leaves it whole;
         interrupted, the folder then holds the new run's checkpoint alone.
     checkpoint_every : int, optional
-        Also write a resumable checkpoint every N steps.
+        Also write a resumable checkpoint every N steps (a resumed run keeps the interrupted one's
+        unless given).
     verbose : bool, default=True
         Print a line per validation check and a summary.
     progress : bool, optional
@@ -368,6 +370,8 @@ def train(
         if resume and out is not None and int(os.environ.get("RANK", "0")) == 0:
             cleanup.enter_context(output_lock(out))  # before its checkpoint is read, not after
         config, state = _settings(config, data, out, resume, checkpoint_every)
+        if state is not None and checkpoint_every is None:  # a resumed run checkpoints as it did
+            checkpoint_every = state[1].get("checkpoint_every")
         config, dist = _join(config, dist_timeout)
         main_rank = dist is None or dist.is_main
         cleanup.callback(shutdown, dist)
