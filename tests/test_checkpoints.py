@@ -3,6 +3,7 @@ inconsistent."""
 
 import json
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -394,3 +395,19 @@ def test_reading_a_run_loads_no_training_module(default_run, tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [({"test": {"accuracy": "high"}}, "test.accuracy must be a number in [0, 1]"),
+     ({"test": {"accuracy": 1.5}}, "test.accuracy"), ({"train": {"loss": float("inf")}}, "train.loss"),
+     ({"val": {"n": -1}}, "val.n must be an integer"), ({"test": [0.9]}, "test must be an object"),
+     ({"train_seconds": "fast"}, "train_seconds must be a finite number")],
+)  # fmt: skip
+def test_a_damaged_metrics_file_is_refused_by_name(run_copy, change, named):
+    """metrics.json from a stranger: "test high" and "training time fast s" had reached the report
+    and serve's /api/model."""
+    path = run_copy / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(CheckpointError, match=f"metrics.json: .*{re.escape(named)}"):
+        load_run(run_copy)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import platform
 import sys
 from dataclasses import dataclass
@@ -455,7 +456,36 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     metrics_path = run_dir / METRICS_FILE
     metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    problems = _metrics_problems(metrics)
+    if problems:
+        raise CheckpointError(f"{metrics_path}: {'; '.join(problems[:3])}")
     return Run(run_dir, model.to(device).eval(), meta, metrics)
+
+
+def _metrics_problems(metrics: dict) -> list[str]:
+    """What is wrong with the measures of metrics.json that commands show (each split's accuracy,
+    loss and rows, the training time): "test high" and "training time fast s" had reached a report
+    and serve's /api/model from a hand-edited file."""
+    def number(value, low: float = 0.0, high: float = math.inf) -> bool:
+        real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return real and low <= value <= high
+
+    rules = {"accuracy": (lambda v: number(v, 0, 1), "a number in [0, 1]"),
+             "loss": (number, "a finite number >= 0"),
+             "n": (lambda v: _is_int(v, 0, 2**62), "an integer >= 0")}  # fmt: skip
+    problems = []
+    for split in ("train", "val", "test"):
+        values = metrics.get(split)
+        if split in metrics and not isinstance(values, dict):
+            problems.append(f"{split} must be an object of accuracy, loss and n, got {ascii(values)[:40]}")
+            continue
+        for key, (check, rule) in rules.items():
+            if isinstance(values, dict) and values.get(key) is not None and not check(values[key]):
+                problems.append(f"{split}.{key} must be {rule}, got {ascii(values[key])[:40]}")
+    seconds = metrics.get("train_seconds")
+    if seconds is not None and not number(seconds):
+        problems.append(f"train_seconds must be a finite number >= 0, got {ascii(seconds)[:40]}")
+    return problems
 
 
 def read_history(path: Path) -> list[dict]:
