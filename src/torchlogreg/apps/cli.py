@@ -25,7 +25,7 @@ import sys
 import traceback
 
 from ..base import signals
-from ..base.exceptions import ConfigError, TorchLogRegError
+from ..base.exceptions import ConfigError, Interrupted, TorchLogRegError
 from ..base.version import package_version
 from .cli_common import printable
 from .cli_data import data_parser, demo_parser
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             if debug:
                 traceback.print_exc()
-            print(f"torchlogreg {command}: error: {printable(in_flags(error))}", file=sys.stderr)
+            kind = "" if isinstance(error, Interrupted) else "error: "  # (asked for, and its work kept)
+            print(f"torchlogreg {command}: {kind}{printable(in_flags(error))}", file=sys.stderr)
             return error.exit_code
 
 

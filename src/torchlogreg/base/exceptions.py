@@ -61,7 +61,8 @@ class DivergenceError(TorchLogRegError, FloatingPointError):
 
 
 class Interrupted(TorchLogRegError):
-    """Training was stopped on request (SIGINT/SIGTERM) after saving a resumable checkpoint."""
+    """Training was stopped on request (SIGINT/SIGTERM) after saving a resumable checkpoint; the
+    exit code is the shell's for the signal, 128 + its number (130, 143)."""
 
     exit_code = 130
 
@@ -71,9 +72,12 @@ class Interrupted(TorchLogRegError):
         iteration: int = 0,
         parameter: str | None = None,
         resume_dir: str | os.PathLike | None = None,
+        signum: int | None = None,
     ):
         super().__init__(message, parameter=parameter, resume_dir=resume_dir)
         self.iteration = iteration
+        if signum is not None:
+            self.exit_code = 128 + signum
 
 
 class DistributedError(TorchLogRegError):

@@ -44,6 +44,7 @@ class StopFlag:
 
     def __init__(self):
         self.requested = False
+        self.signum: int | None = None  # the first signal's (the exit code follows it)
         self.previous = {}
 
     def __call__(self) -> bool:
@@ -56,7 +57,7 @@ class StopFlag:
         def handle(signum, frame):
             if self.requested and signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            self.requested = True
+            self.requested, self.signum = True, self.signum or signum
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             self.previous[signum] = signal.signal(signum, handle)
@@ -275,6 +276,7 @@ def _run(training: Training, checkpointer: Checkpointer) -> None:
             f"interrupted at iteration {engine.iteration} of {engine.total}{where}",
             iteration=engine.iteration,
             resume_dir=out,
+            signum=getattr(engine.should_stop, "signum", None),
         )
 
 
