@@ -61,11 +61,37 @@ def test_data_that_moved_is_one_line_and_can_be_named(workdir, capsys):
     assert main(["evaluate", "run"]) == 1
     error = capsys.readouterr().err
     assert f"the run's dataset {workdir / 'od'}: " in error and "moved or deleted since training?" in error
-    assert "give --dataset DIR (evaluate, report)" in error and error.count("\n") == 1
+    assert "give --dataset DIR (evaluate, report, train --resume)" in error and error.count("\n") == 1
     assert main(["evaluate", "run", "--dataset", "moved", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["dataset"] == str(workdir / "moved")
     assert main(["report", "run"]) == 1  # report takes --dataset too (the line advised one it lacked)
     assert main(["report", "run", "--dataset", "moved"]) == 0
+
+
+def test_a_resume_finds_moved_data_and_refuses_other_data(workdir, capsys, monkeypatch):
+    """A checkpoint records its data's fingerprint: the printed resume on a moved folder says so and
+    takes --dataset for where it is now; other rows of the same shape are refused (they had been
+    trained on silently from the old state)."""
+    import torchlogreg.training.runs as runs
+
+    assert main(["data", "convert", "--from-npz", "mine.npz", "--out", "od"]) == 0
+    asked = iter(range(10**6))
+    with monkeypatch.context() as patched:  # (a Ctrl-C after the first step)
+        patched.setattr(runs.StopFlag, "__call__", lambda self: next(asked) >= 1)
+        assert main(["train", "--dataset", "od", *TRAIN, "--optimizer", "sgd", "--out", "run"]) == 130
+    os.rename(workdir / "od", workdir / "moved")
+    capsys.readouterr()
+    assert main(["train", "--resume", "run"]) == 1
+    assert "moved or deleted since training?" in capsys.readouterr().err
+    arrays = dict(np.load("mine.npz"))
+    arrays["train_images"] = 255 - arrays["train_images"]
+    np.savez("other.npz", **arrays)
+    assert main(["data", "convert", "--from-npz", "other.npz", "--out", "other"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "run", "--dataset", "other"]) == 1
+    assert "the data differs from what this run trained on (digest" in capsys.readouterr().err
+    assert main(["train", "--resume", "run", "--dataset", "moved", "--quiet"]) == 0
+    assert json.loads((workdir / "run" / "model.json").read_text())["dataset"] == str(workdir / "moved")
 
 
 def test_a_built_in_name_that_is_also_a_folder_is_called_out(workdir, capsys):

@@ -232,8 +232,8 @@ def unused_in_sweep(args: argparse.Namespace, axes: list[str], rows: list[dict])
 
 
 def _given_config(args: argparse.Namespace):
-    """With --resume: the settings given that a resume may change (--device, --data-root); any other
-    refused by its flag."""
+    """With --resume: the settings given that a resume may change (--device, --data-root, --dataset:
+    where the same data is now); any other refused by its flag."""
     from ..training.runs import RESUMABLE
 
     given = [
@@ -245,7 +245,10 @@ def _given_config(args: argparse.Namespace):
         raise ConfigError(
             f"--resume continues with the run's own settings; drop {', '.join(given) or '--preset'}"
         )
-    return {name: getattr(args, name) for name in RESUMABLE if getattr(args, name) is not None}
+    allowed = {name: getattr(args, name) for name in RESUMABLE if getattr(args, name) is not None}
+    if "dataset" in allowed:  # (where the run's data is now: the checkpoint checks it is the same)
+        allowed["dataset"] = dataset_arg(allowed["dataset"])
+    return allowed
 
 
 def stop_line(metrics: dict, config: TrainConfig) -> str:
@@ -415,7 +418,8 @@ def train_parser(commands) -> None:
     out.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue an interrupted run from its checkpoint, with its own settings",
+        help="continue an interrupted run from its checkpoint, with its own settings (--device, "
+        "--data-root and --dataset, where its data is now, may be given)",
     )
     out.add_argument(
         "--dist-timeout",

@@ -44,6 +44,9 @@ class Split:
         return Split(self.images[index], self.labels[index])
 
 
+FINGERPRINT_ROWS = 1000  # training images a checkpoint's data digest reads
+
+
 @dataclass(frozen=True)
 class Data:
     """Train, validation and test splits with the names of their classes."""
@@ -64,6 +67,21 @@ class Data:
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.train.images.shape[1:])
+
+    def fingerprint(self) -> dict:
+        """What identifies these splits, cheaply: each split's rows, the shape, the classes, and a
+        digest of every training label and of FINGERPRINT_ROWS training images spread over the set
+        (a checkpoint records it: a resume on other data would go on silently from the old state)."""
+        import hashlib
+
+        images = self.train.images
+        index = torch.linspace(0, len(images) - 1, min(FINGERPRINT_ROWS, len(images))).round().long()
+        digest = hashlib.sha256(self.train.labels.numpy().astype("<i8").tobytes())
+        digest.update(np.ascontiguousarray(torch.as_tensor(images[index]).numpy()).tobytes())
+        splits = {"train": self.train, "val": self.val, "test": self.test}
+        rows = {name: len(split) for name, split in splits.items() if split is not None}
+        return {**rows, "shape": list(self.image_shape), "classes": list(self.class_names),
+                "digest": digest.hexdigest()[:16]}  # fmt: skip
 
 
 def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
@@ -327,6 +345,12 @@ def class_names_of(dataset: str) -> tuple[str, ...]:
     return tuple(read_meta(Path(dataset).expanduser())["class_names"])
 
 
+def check_run_dataset(dataset: str) -> None:
+    """A DataError saying a run's dataset folder moved, where `dataset` is a folder no longer there."""
+    if dataset not in DATASETS:
+        _check_folder(dataset, of_run=True)
+
+
 def _check_folder(dataset: str, of_run: bool = False) -> None:
     """A DataError unless `dataset` is a folder holding a meta.json; for a run's own dataset
     (`of_run`) the line says the data has moved and how to name where it is now."""
@@ -337,7 +361,7 @@ def _check_folder(dataset: str, of_run: bool = False) -> None:
     if of_run:
         raise DataError(
             f"the run's dataset {dataset}: {folder} {what} (moved or deleted since training?); "
-            "give --dataset DIR (evaluate, report) to use it where it is now"
+            "give --dataset DIR (evaluate, report, train --resume) to use it where it is now"
         )
     raise DataError(
         f"dataset {dataset}: {folder} {what}; write a dataset folder with 'torchlogreg data "
@@ -359,8 +383,8 @@ def load_run_data(
     (`data_root`, else $TORCHLOGREG_DATA, else the default), never the one the run recorded: a run
     folder may come from a stranger, and reading it must not choose where files are written."""
     config = config.replace(dataset=dataset or config.dataset, data_root=data_root, train_size=None)
-    if dataset is None and config.dataset not in DATASETS:
-        _check_folder(config.dataset, of_run=True)
+    if dataset is None:
+        check_run_dataset(config.dataset)
     data = load_data(config, download)
     if data.n_classes != len(class_names):
         raise ConfigError(

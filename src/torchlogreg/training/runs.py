@@ -22,7 +22,7 @@ from ..base.config import TrainConfig
 from ..base.devices import cpu_threads, resolve_device, threads_for
 from ..base.exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
 from ..base.storage import atomic_write_bytes, make_folder, output_lock, reserved_space
-from ..data.inmemory import Data, dataset_location, load_data
+from ..data.inmemory import Data, check_run_dataset, dataset_location, load_data
 from ..runfolder.checkpoints import save_run
 from ..runfolder.layout import check_run_target, checkpoint_diverged, is_run_folder, remove_run
 from ..runfolder.resumable import (
@@ -35,7 +35,9 @@ from ..runfolder.resumable import (
 from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
 from .trainer import Training, TrainResult, build, finish
 
-RESUMABLE = ("device", "data_root")  # the settings a resume may change (the CLI: --device, --data-root)
+# the settings a resume may change (the CLI: --device, --data-root, --dataset): the dataset only to
+# where the same data is now (checked against the checkpoint's fingerprint of it)
+RESUMABLE = ("device", "data_root", "dataset")
 
 
 class StopFlag:
@@ -128,8 +130,7 @@ def saved_config(out: Path, meta: dict | None = None) -> TrainConfig:
 
 
 def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, tuple]:
-    """The interrupted run's config and state; `config`, when given, may change only the device and
-    the data root."""
+    """The interrupted run's config and state; `config`, when given, may change only RESUMABLE's."""
     tensors, meta, history = load_training_state(out)
     saved = saved_config(out, meta)
     if config is None:
@@ -144,7 +145,15 @@ def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, 
             f"resume continues with the run's own settings; these differ: {', '.join(differ)}",
             parameter="resume",
         )
-    return saved.replace(**{k: getattr(config, k) for k in RESUMABLE}), (tensors, meta, history)
+    changed = {k: getattr(config, k) for k in RESUMABLE}
+    changed["dataset"] = dataset_location(changed["dataset"])
+    if changed["dataset"] != saved.dataset and "data" not in meta:
+        raise ConfigError(
+            f"this checkpoint does not record its data, so it resumes on its own dataset only "
+            f"({saved.dataset}); give that dataset",
+            parameter="dataset",
+        )
+    return saved.replace(**changed), (tensors, meta, history)
 
 
 def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
@@ -172,6 +181,7 @@ class Checkpointer:
         replaces: bool = False,
     ):
         self.out, self.every, self.main_rank, self.config = out, every, main_rank, config.to_dict()
+        self.data: dict | None = None  # the data's fingerprint (Data.fingerprint), once it is loaded
         self.last_good = None
         self.replaces = replaces  # what `out` holds is replaced at the first write (a fresh run)
 
@@ -192,6 +202,7 @@ class Checkpointer:
         tensors, meta = state or engine.state_dict()
         history = engine.history[: meta["history_rows"]]
         meta = {**meta, "config": self.config, "checkpoint_every": self.every}  # (a resume keeps it)
+        meta = meta if self.data is None else {**meta, "data": self.data}
         save_training_state(self.out, tensors, meta, history)
 
     def steps_ahead(self, engine) -> int:
@@ -307,7 +318,8 @@ def train(
     ----------
     config : TrainConfig, optional
         What to train (default: the ``default`` preset). With ``resume`` it may change only the
-        device and the data root.
+        device, the data root and the dataset (to where the same data is now: the checkpoint's
+        fingerprint of its data must match).
     data : Data, optional
         Data already loaded with :func:`load_data` for this config; reuse it across runs.
     out : str or path, optional
@@ -378,6 +390,8 @@ def train(
         main_rank = dist is None or dist.is_main
         cleanup.callback(shutdown, dist)
         out = _claim_folder(out, dist, main_rank, cleanup, fresh=state is None, overwrite=overwrite)
+        if state is not None and data is None:
+            check_run_dataset(config.dataset)  # (a folder gone: it says it moved, and what to give)
         data = data if data is not None else load_data(config, download=download)
         if handle_signals:
             should_stop = cleanup.enter_context(StopFlag())
@@ -385,6 +399,8 @@ def train(
         if logger is not None:
             cleanup.callback(logger.close)
         checkpointer = Checkpointer(out, checkpoint_every, main_rank, config, replaces=state is None)
+        if out is not None:
+            checkpointer.data = _same_data(data, state)
         callbacks = [checkpointer] + ([logger] if logger else [])
         training = build(
             config, data, dist=dist, verbose=verbose and main_rank, progress=progress, callbacks=callbacks
@@ -404,6 +420,21 @@ def train(
         if logger is not None:
             logger.add_weights(result.model, data.image_shape)
         return result
+
+
+def _same_data(data: Data, state: tuple | None) -> dict:
+    """`data`'s fingerprint, which must be the checkpoint's where a run resumes (where it records one):
+    other rows would go on silently from the state the old ones left."""
+    found = data.fingerprint()
+    recorded = None if state is None else state[1].get("data")
+    if recorded is not None and recorded != found:
+        differ = [f"{key} {recorded.get(key)!r} then, {found.get(key)!r} now" for key in found
+                  if recorded.get(key) != found[key]]  # fmt: skip
+        raise CheckpointError(
+            f"the data differs from what this run trained on ({'; '.join(differ)[:300]}): resume with that "
+            "data, or train a new run"
+        )
+    return found
 
 
 def _claim_folder(
