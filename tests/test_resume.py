@@ -70,6 +70,28 @@ def test_a_checkpoint_cut_short_leaves_the_one_before_it_whole(
     assert not list(tmp_path.glob("checkpoint*"))  # every checkpoint's weights removed with it
 
 
+def test_a_long_runs_history_is_thinned_and_resumes_alike(tiny_data, tiny_config, tmp_path, monkeypatch):
+    """Past MAX_HISTORY_ROWS rows the history keeps every 2nd step's, then every 4th's, ..., every
+    check's and the last: batch 1 for 65 epochs had written a history.csv no reader took."""
+    import torchlogreg.training.engine as engine
+
+    monkeypatch.setattr(engine, "MAX_HISTORY_ROWS", 40)
+    config = tiny_config.replace(optimizer="sgd", batch_size=4, epochs=3, eval_every=30, patience=50)
+    reference = train(config, tiny_data, verbose=False)
+    iterations = [row["iteration"] for row in reference.history]
+    total = reference.metrics["iterations"]
+    assert len(iterations) <= 40 and iterations == sorted(set(iterations)) and iterations[-1] == total
+    checks = [row["iteration"] for row in reference.history if row["train_accuracy"] is not None]
+    assert checks == [i for i in range(30, total + 1, 30)] + ([total] if total % 30 else [])
+    assert len(iterations) < total / 3 and sum(i % 8 == 0 for i in iterations) > len(iterations) / 2
+    calls = itertools.count(1)
+    with pytest.raises(Interrupted):
+        train(config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(calls) == 6)
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["history_every"] > 1  # (thinned by then)
+    resumed = train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+    assert resumed.history == reference.history
+
+
 def test_a_resumed_run_keeps_checkpointing_as_it_did(tiny_data, tiny_config, tmp_path, monkeypatch):
     """The printed `train --resume RUN` had dropped --checkpoint-every: a kill -9 after the resume
     lost everything since."""

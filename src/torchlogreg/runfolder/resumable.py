@@ -79,9 +79,11 @@ FIELDS = {  # what checkpoint.json holds besides format, config and weights_sha2
     ),
     "checkpoint_every": (lambda v: v is None or (_count(v) and v >= 1), "null or an integer >= 1"),
     "data": (lambda v: isinstance(v, dict), "an object (the data's fingerprint)"),
+    "history_every": (lambda v: _count(v) and v >= 1, "an integer >= 1"),
 }
 WEIGHTS_NAME = re.compile(r"checkpoint-[0-9a-f]{16}\.safetensors")
-OPTIONAL = ("convergence", "checkpoint_every", "data")  # absent from checkpoints written before them
+# absent from checkpoints written before they were recorded
+OPTIONAL = ("convergence", "checkpoint_every", "data", "history_every")
 
 
 def save_training_state(
