@@ -92,6 +92,32 @@ def test_a_long_runs_history_is_thinned_and_resumes_alike(tiny_data, tiny_config
     assert resumed.history == reference.history
 
 
+def test_the_stop_checkpoint_is_written_once_the_held_disk_is_given_back(
+    tiny_data, tiny_config, tmp_path, monkeypatch
+):
+    """The disk held for the finished run had still been held as Ctrl-C's checkpoint was written:
+    on a nearly full disk that checkpoint failed and the folder was removed."""
+    import contextlib
+
+    import torchlogreg.training.runs as runs
+
+    held, written = [], []
+
+    @contextlib.contextmanager
+    def reserved(folder, n_bytes):
+        held.append(True)
+        yield
+        held.pop()
+
+    save = runs.save_training_state
+    monkeypatch.setattr(runs, "reserved_space", reserved)
+    monkeypatch.setattr(runs, "save_training_state", lambda *a: written.append(bool(held)) or save(*a))
+    steps = itertools.count(1)
+    with pytest.raises(Interrupted):
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 2)
+    assert written == [False] and has_training_state(tmp_path)
+
+
 def test_a_resumed_run_keeps_checkpointing_as_it_did(tiny_data, tiny_config, tmp_path, monkeypatch):
     """The printed `train --resume RUN` had dropped --checkpoint-every: a kill -9 after the resume
     lost everything since."""

@@ -256,7 +256,7 @@ def _restore(training: Training, state: tuple, out: Path) -> None:
 
 
 def _run(training: Training, checkpointer: Checkpointer) -> None:
-    """engine.run(); on divergence keep the last good state, on a stop request a checkpoint."""
+    """engine.run(); on divergence keep the last good state (a stop request: `_interrupted`)."""
     engine, out = training.engine, checkpointer.out
     if out is not None and checkpointer.main_rank:
         checkpointer.last_good = engine.state_dict()  # the start, until an evaluation passes
@@ -280,15 +280,20 @@ def _run(training: Training, checkpointer: Checkpointer) -> None:
             )
         raise
     training.bar.close()
-    if engine.stop_reason == "interrupted":
-        checkpointer.write(engine)
-        where = f"; saved a checkpoint in {out}" if out else ""
-        raise Interrupted(
-            f"interrupted at iteration {engine.iteration} of {engine.total}{where}",
-            iteration=engine.iteration,
-            resume_dir=out,
-            signum=getattr(engine.should_stop, "signum", None),
-        )
+
+
+def _interrupted(training: Training, checkpointer: Checkpointer) -> None:
+    """A stopped run's checkpoint, then Interrupted; written once the disk held for the finished run
+    is given back (on a nearly full disk the checkpoint had not fitted beside it)."""
+    engine, out = training.engine, checkpointer.out
+    checkpointer.write(engine)
+    where = f"; saved a checkpoint in {out}" if out else ""
+    raise Interrupted(
+        f"interrupted at iteration {engine.iteration} of {engine.total}{where}",
+        iteration=engine.iteration,
+        resume_dir=out,
+        signum=getattr(engine.should_stop, "signum", None),
+    )
 
 
 def train(
@@ -412,7 +417,9 @@ def train(
             announce(describe(training))
         with _space_for_run(out, training, main_rank):
             _run(training, checkpointer)
-            result = finish(training)
+            result = None if training.engine.stop_reason == "interrupted" else finish(training)
+        if result is None:
+            _interrupted(training, checkpointer)
         if out is not None and main_rank:
             checkpointer.claim()
             save_run(result, out, overwrite=True, command=command)  # the folder was checked before
