@@ -515,13 +515,13 @@ def test_a_class_name_holding_a_comma_is_shown_quoted_and_can_be_picked(tmp_path
     data = tmp_path / "data"
     convert(data, npz=tmp_path / "a.npz", class_names=["deux, два", "cat", "dog"])
     run = ["train", "--dataset", str(data), "--quiet", "--out"]
-    assert main([*run, str(tmp_path / "r1"), "--classes", "'deux, два',dog"]) == 0
+    assert main([*run, str(tmp_path / "r1"), "--classes", '"deux, два", dog']) == 0
     assert json.loads((tmp_path / "r1" / "model.json").read_text())["class_names"] == ["deux, два", "dog"]
     with pytest.raises(SystemExit, match="2"):  # (argparse's exit: a flag's own value is wrong)
         main([*run, str(tmp_path / "r2"), "--classes", "deux"])
     assert "at least two classes (A,B), got deux" in capsys.readouterr().err
     assert main([*run, str(tmp_path / "r3"), "--classes", "deux,cat"]) == 2
-    assert "its classes: 'deux, два', cat, dog" in capsys.readouterr().err
+    assert 'its classes: "deux, два", cat, dog' in capsys.readouterr().err  # (as --classes takes it)
 
 
 def test_a_csv_of_class_names_needs_no_header(tmp_path):

@@ -166,6 +166,16 @@ def test_a_run_over_the_step_limit_is_refused(tiny_config):
         LiveTraining(tiny_config, synthetic_data(), max_steps=10)
 
 
+def test_a_smaller_batch_that_would_pass_the_step_limit_is_refused(tiny_config):
+    """The limit bounds a live run's history (which the page streams): a batch of 1 mid-run had taken
+    it past, unchecked."""
+    live = LiveTraining(tiny_config.replace(optimizer="sgd", batch_size=16), synthetic_data(), max_steps=100)
+    with pytest.raises(ConfigError, match="batch_size: 1 would make this run .* over the 100 allowed"):
+        live.change(batch_size=1)
+    assert live.change(batch_size=32)["batch_size"] == 32
+    live.close()
+
+
 def test_closing_stops_the_training_thread(tiny_config):
     live = LiveTraining(tiny_config.replace(epochs=None, iters=100_000), synthetic_data())
     live.start()

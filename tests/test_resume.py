@@ -92,6 +92,39 @@ def test_a_long_runs_history_is_thinned_and_resumes_alike(tiny_data, tiny_config
     assert resumed.history == reference.history
 
 
+def test_checks_alone_past_the_bound_are_thinned_too(tiny_data, tiny_config, monkeypatch):
+    """A check every step kept every row: the thinning doubled its spacing for ever and the run hung."""
+    import torchlogreg.training.engine as engine
+
+    monkeypatch.setattr(engine, "MAX_HISTORY_ROWS", 16)
+    config = tiny_config.replace(optimizer="sgd", batch_size=8, epochs=2, eval_every=1, patience=500)
+    result = train(config, tiny_data, verbose=False)  # (it ends: the bound held, every row a check)
+    history = result.history
+    assert result.metrics["iterations"] > 32 and 8 <= len(history) <= 16
+    assert history[-1]["iteration"] == result.metrics["iterations"]
+
+
+def test_a_checkpoint_and_run_of_the_previous_version_still_load(tiny_data, tiny_config, tmp_path):
+    """Written before checkpoints named their weights and recorded their data, history spacing and
+    checkpoint_every, and before runs recorded their pictures' background."""
+    config = tiny_config.replace(optimizer="sgd", epochs=4, eval_every=4, patience=50)
+    reference = train(config, tiny_data, verbose=False)
+    calls = itertools.count(1)
+    with pytest.raises(Interrupted):
+        train(config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(calls) == 4)
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    (tmp_path / meta.pop("weights_file")).rename(tmp_path / "checkpoint.safetensors")
+    for key in ("data", "history_every", "checkpoint_every"):
+        del meta[key]
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    result = train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+    assert result.history == reference.history and not list(tmp_path.glob("checkpoint*"))
+    model = json.loads((tmp_path / "model.json").read_text())
+    del model["background"]
+    (tmp_path / "model.json").write_text(json.dumps(model))
+    assert load_run(tmp_path).background == "light"
+
+
 def test_the_stop_checkpoint_is_written_once_the_held_disk_is_given_back(
     tiny_data, tiny_config, tmp_path, monkeypatch
 ):

@@ -23,11 +23,9 @@ CONFIG_FLAGS = tuple(field.name for field in dataclasses.fields(TrainConfig))  #
 
 
 def _class_list(text: str) -> tuple[str, ...]:
-    """Class numbers or names, split at commas; a name holding a comma is quoted, "deux, два" or
-    'deux, два' (as `listed` shows it)."""
-    quote = '"' if '"' in text else "'" if "'" in text else None
-    cells = next(csv.reader([text], quotechar=quote, skipinitialspace=True)) if quote else text.split(",")
-    parts = tuple(part.strip() for part in cells if part.strip())
+    """Class numbers or names, split at commas as a CSV line: a name holding a comma is in double
+    quotes, "deux, два" (as `listed` shows it); spaces after a comma are dropped."""
+    parts = tuple(cell for cell in next(csv.reader([text], skipinitialspace=True), []) if cell.strip())
     if not parts:
         raise argparse.ArgumentTypeError(f"expected class numbers or names like 3,8 or cat,dog, got {text!r}")
     if len(parts) < 2:
@@ -45,6 +43,7 @@ def _class_numbers(given: tuple[str, ...] | None, flag: str, dataset: str) -> tu
     from ..data.inmemory import class_names_of
 
     names = class_names_of(dataset)
+    given = tuple(part if part in names else part.strip() for part in given)  # ('cat ,dog': cat)
     numbered_otherwise = any(name.isdigit() and name != str(i) for i, name in enumerate(names))
     if all(part.isdigit() for part in given) and not numbered_otherwise:
         for part in given:
@@ -88,8 +87,9 @@ def _add_task_options(task) -> None:
         "--classes",
         type=_class_list,
         metavar="A,B,...",
-        help="keep only these classes, by number or by name (cat,dog); two classes A,B train a binary "
-        "(sigmoid) model of B against A (--threshold applies to B's probability)",
+        help="keep only these classes, by number or by name (cat,dog; a name holding a comma in double "
+        "quotes, as data convert lists it); two classes A,B train a binary (sigmoid) model of B against A "
+        "(--threshold applies to B's probability)",
     )
     task.add_argument(
         "--positive", metavar="CLASS", help="binary model: this class (a number or a name) against all others"

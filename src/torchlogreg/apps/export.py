@@ -88,7 +88,7 @@ def onnx_metadata(run: Run) -> dict[str, str]:
 
 
 def _to_onnx(run: Run, opset: int):
-    """The ONNX ModelProto of the run's model and prediction rule, the batch size left free: five
+    """The ONNX ModelProto of the run's model and prediction rule, the batch size left free: a few
     nodes written with onnx.helper. By hand because the graph is that small: torch's (dynamo)
     exporter traced the same module in several seconds and needs onnxscript; `_verify` checks the
     result against torch either way."""

@@ -115,10 +115,13 @@ def counted(count: float, word: str) -> str:
 
 
 def listed(names: Iterable[str], most: int = 12) -> str:
-    """'a, b, c, ...': up to `most` names as messages list them, a name that holds a comma or spaces
-    at its ends quoted ('deux, два' would read as two)."""
+    """'a, b, c, ...': up to `most` names as messages list them; a name that holds a comma, a double
+    quote or spaces at its ends in double quotes, as a CSV cell (and `--classes`) writes it ('deux,
+    два' would read as two)."""
     names = list(names)
-    shown = [repr(name) if "," in name or name != name.strip() or not name else name for name in names[:most]]
+    quote = lambda name: '"' + name.replace('"', '""') + '"'  # noqa: E731
+    odd = lambda name: "," in name or '"' in name or name != name.strip() or not name  # noqa: E731
+    shown = [quote(name) if odd(name) else name for name in names[:most]]
     return ", ".join(shown) + (", ..." if len(names) > most else "")
 
 

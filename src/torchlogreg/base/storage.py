@@ -265,12 +265,13 @@ def _lock_name(name: str) -> str:
     """`.NAME.lock`, or for a name too long to take six more characters (file names end at 255
     bytes), its first 200 characters and a digest of the whole."""
     lock = f".{name}.lock"
-    if len(lock.encode()) <= 255:
+    if len(os.fsencode(lock)) <= 255:  # (the file system's bytes: a name may hold undecodable ones)
         return lock
     import hashlib
 
-    start = name.encode()[:200].decode(errors="ignore")  # (whole characters)
-    return f".{start}-{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock"
+    raw = os.fsencode(name)
+    start = os.fsdecode(raw[:200].decode("utf-8", errors="ignore").encode("utf-8"))  # (whole characters)
+    return f".{start}-{hashlib.sha256(raw).hexdigest()[:16]}.lock"
 
 
 def _lock_beside(path: Path) -> tuple[int, Path | None]:

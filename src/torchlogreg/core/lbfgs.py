@@ -271,6 +271,14 @@ class LBFGS:
             self.value, self.gradient = math.nan, None
 
 
+def load_blas() -> None:
+    """Import the triangular solve the product uses (scipy.linalg's BLAS) now, as an L-BFGS run is
+    set up: the import is a tenth of a second, which commands that run no L-BFGS (mini-batch
+    training, evaluate, predict) no longer pay at start-up, and an L-BFGS run pays before its
+    first iteration, not in it. Before `devices.find_blas`, which then finds that BLAS too."""
+    import scipy.linalg.blas  # noqa: F401
+
+
 def inverse_hessian_product(
     v: np.ndarray,
     steps: np.ndarray,
@@ -284,8 +292,7 @@ def inverse_hessian_product(
     compact form of Byrd, Nocedal and Schnabel (1994), four products with the pairs and two m x m
     triangular solves rather than 4m vector operations. `steps_grads`, `grads_grads`: s_i . y_j for
     i <= j (R, the compact form's triangle: the lower half is not read) and y_i . y_j, oldest first."""
-    from scipy.linalg.blas import dtrsv  # (here: scipy.linalg's import is a tenth of a second that
-    # every run would pay, mini-batch training, evaluate and predict included)
+    from scipy.linalg.blas import dtrsv  # (load_blas: imported where L-BFGS is set up)
 
     gamma = steps_grads[-1, -1] / grads_grads[-1, -1]
     along_grads = (grads @ v)[rows]  # Y^T v

@@ -205,7 +205,8 @@ class LBFGS:
         self.tolerance_grad, self.max_iter = tolerance_grad, max_iter
         self.l1: float | np.ndarray = 0.0
         self.restart()
-        find_blas()  # (setup, not a step's time)
+        lbfgs.load_blas()  # (setup, not a step's time)
+        find_blas()
         self.iterations = 0  # taken by the last step: 0 when it converged or could not go on
         self.stalled = ""  # why the last step could not lower the objective ("" when it could)
         self.gradient_max: float | None = None  # the objective's largest gradient entry, last measured

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ..base.datasets import DATASET_META, is_dataset_folder
-from ..base.exceptions import ConfigError, DataError
+from ..base.exceptions import ConfigError, DataError, listed
 from ..base.storage import output_lock, refuse_existing, refuse_non_folder
 from .classnames import class_names_problem
 from .csvfiles import BYTES, csv_header, describe_csv, near_black
@@ -79,7 +79,7 @@ def _names_for(present: list[int], class_names: list[str] | None, where: str) ->
         return tuple(class_names)
     if len(class_names) > present[-1]:
         return tuple(class_names[label] for label in present)
-    shown = ", ".join(map(str, present[:10])) + (", ..." if len(present) > 10 else "")
+    shown = listed(map(str, present), 10)
     valid = f"{len(present)} names, one per label in that order"
     if present[-1] + 1 != len(present):
         valid += f", or {present[-1] + 1}, one per label 0..{present[-1]}"
@@ -165,7 +165,7 @@ def check_output(out: Path, overwrite: bool) -> None:
             parameter="out",
         )
     if others:
-        named = ", ".join(ascii(name)[1:-1] for name in others[:3]) + (", ..." if len(others) > 3 else "")
+        named = listed((ascii(name)[1:-1] for name in others), 3)
         raise ConfigError(
             f"out {out} holds other files ({named}), which a dataset would replace; "
             "give out=A_NEW_OR_EMPTY_FOLDER",

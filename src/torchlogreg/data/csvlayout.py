@@ -11,7 +11,7 @@ import itertools
 import re
 from pathlib import Path
 
-from ..base.exceptions import ConfigError, InputError
+from ..base.exceptions import ConfigError, InputError, listed
 
 CSV_LABEL_NAMES = ("label", "labels", "class", "target", "y")  # a header column taken as the label
 DELIMITERS = (",", ";", "\t")
@@ -55,7 +55,7 @@ def _label_column(fields: list[str], header: bool, label_column: str, path: Path
         return index % len(fields)
     if header and label_column in fields:
         return fields.index(label_column)
-    columns = ", ".join(fields[:5]) + (", ..." if len(fields) > 5 else "") if header else "none (no header)"
+    columns = listed(fields, 5) if header else "none (no header)"
     raise ConfigError(
         f"label_column {label_column!r} is not a column of {path}; columns: {columns}",
         parameter="label_column",

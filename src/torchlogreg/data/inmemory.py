@@ -21,7 +21,7 @@ import torch
 
 from ..base.config import TrainConfig
 from ..base.datasets import DATASETS, DatasetSpec, is_dataset_folder
-from ..base.exceptions import ConfigError, DataError, did_you_mean
+from ..base.exceptions import ConfigError, DataError, did_you_mean, listed
 from .idxfiles import read_idx_pair
 from .images import MNIST_STYLE
 from .ondisk import read_dataset_folder, read_meta
@@ -76,8 +76,8 @@ class Data:
 
         images = self.train.images
         index = torch.linspace(0, len(images) - 1, min(FINGERPRINT_ROWS, len(images))).round().long()
-        digest = hashlib.sha256(self.train.labels.numpy().astype("<i8").tobytes())
-        digest.update(np.ascontiguousarray(torch.as_tensor(images[index]).numpy()).tobytes())
+        digest = hashlib.sha256(self.train.labels.cpu().numpy().astype("<i8").tobytes())
+        digest.update(np.ascontiguousarray(torch.as_tensor(images[index]).cpu().numpy()).tobytes())
         splits = {"train": self.train, "val": self.val, "test": self.test}
         rows = {name: len(split) for name, split in splits.items() if split is not None}
         return {**rows, "shape": list(self.image_shape), "classes": list(self.class_names),
@@ -345,10 +345,11 @@ def class_names_of(dataset: str) -> tuple[str, ...]:
     return tuple(read_meta(Path(dataset).expanduser())["class_names"])
 
 
-def check_run_dataset(dataset: str) -> None:
-    """A DataError saying a run's dataset folder moved, where `dataset` is a folder no longer there."""
+def check_dataset(dataset: str, of_run: bool = False) -> None:
+    """A DataError where `dataset` names no built-in dataset and no dataset folder (`of_run`: a
+    run's own, and the line says it moved and how to name where it is now)."""
     if dataset not in DATASETS:
-        _check_folder(dataset, of_run=True)
+        _check_folder(dataset, of_run)
 
 
 def _check_folder(dataset: str, of_run: bool = False) -> None:
@@ -384,7 +385,7 @@ def load_run_data(
     folder may come from a stranger, and reading it must not choose where files are written."""
     config = config.replace(dataset=dataset or config.dataset, data_root=data_root, train_size=None)
     if dataset is None:
-        check_run_dataset(config.dataset)
+        check_dataset(config.dataset, of_run=True)
     data = load_data(config, download)
     if data.n_classes != len(class_names):
         raise ConfigError(
@@ -395,8 +396,8 @@ def load_run_data(
         return data
     if sorted(data.class_names) != sorted(class_names):
         raise ConfigError(
-            f"dataset {config.dataset}'s classes ({', '.join(data.class_names)}) are not the run's "
-            f"({', '.join(class_names)}); give a dataset with the run's class names"
+            f"dataset {config.dataset}'s classes ({listed(data.class_names)}) are not the run's "
+            f"({listed(class_names)}); give a dataset with the run's class names"
         )
     return _in_order_of(data, tuple(class_names))
 

@@ -53,7 +53,7 @@ from .layout import (
 FORMAT_VERSION = 1
 MAX_FEATURES = 2**24  # pixels per image (4096 x 4096)
 MAX_CLASSES = 100_000
-MAX_HISTORY_BYTES = 256 * 2**20  # history.csv: one row per step, ~100 bytes each
+MAX_HISTORY_BYTES = 256 * 2**20  # history.csv: at most 131,072 rows (the engine thins it), ~100 bytes each
 MAX_WEIGHTS_BYTES = 2**31  # model.safetensors, read whole: 4096x4096 pixels x 32 classes in float32
 MAX_CHECKPOINT_BYTES = 2**31  # a checkpoint holds the weights a few times over (optimizer state, best)
 PREPROCESSING = {

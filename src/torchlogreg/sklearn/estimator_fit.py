@@ -20,6 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 
 from ..base.devices import blas_threads, cpu_threads, outside_threads, resolve_device, threads_for
 from ..base.exceptions import counted
+from ..core.lbfgs import load_blas
 from ..core.model import LogisticRegression
 from ..core.objective import Objective
 from ..core.optimizers import Proximal, make_optimizer, schedule_lr
@@ -143,6 +144,7 @@ class FullBatch(Fit):
         est = self.est
         max_iter = LBFGS_MAX_ITER if est.max_iter is None else est.max_iter
         loss, threads = self._loss(X, targets, weights)
+        load_blas()  # (before blas_threads first looks the loaded BLAS libraries up)
         with blas_threads(threads):
             solution = lbfgs(
                 loss,

@@ -286,10 +286,16 @@ class Engine:
             self._thin_history()
 
     def _thin_history(self) -> None:
-        """Every other kept step's row dropped (history_every doubles), a check's and the last kept."""
+        """Every other kept step's row dropped (history_every doubles), a check's and the last kept;
+        where checks alone fill it, every other check too. In place: a live run shares the list."""
         while len(self.history) > MAX_HISTORY_ROWS:
-            self.history_every *= 2
-            self.history = [row for row in self.history if self._kept(row) or row is self.history[-1]]
+            last = self.history[-1]
+            if any(row["train_accuracy"] is None for row in self.history[:-1]):
+                self.history_every *= 2
+                kept = [row for row in self.history if self._kept(row) or row is last]
+            else:
+                kept = [row for i, row in enumerate(self.history) if i % 2 == 0 or row is last]
+            self.history[:] = kept
 
     def _kept(self, row: dict) -> bool:
         return row["iteration"] % self.history_every == 0 or row["train_accuracy"] is not None
@@ -359,11 +365,10 @@ class Engine:
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict, history: list[dict]) -> None:
         """Continue from `state_dict()` of an interrupted run of the same settings."""
         iteration, rows = meta.get("iteration"), meta.get("history_rows")
-        fits = _is_count(iteration) and iteration <= self.total and _is_count(rows) and rows <= len(history)
-        if not fits:
+        if not (_is_count(iteration) and iteration <= self.total and _is_count(rows)):
             raise CheckpointError(
                 f"the checkpoint's iteration {iteration!r} (of {self.total}) or history rows {rows!r} "
-                f"(of {len(history)}) are out of range"
+                "are out of range"
             )
         self.model.load_state_dict(_part(tensors, "model."))
         # (as read: each optimizer copies its buffers to their device, and reads counts on the host,
@@ -373,7 +378,9 @@ class Engine:
         self.iteration = int(meta["iteration"])
         self.start_loss = meta["start_loss"]
         self.train_seconds = float(meta["train_seconds"])
-        self.history = history[: int(meta["history_rows"])]
+        # its rows up to its step: a history file written just after it (a kill before the next
+        # checkpoint.json) holds later rows, and, thinned since, may lack some of its own
+        self.history = [row for row in history if row["iteration"] <= iteration][:rows]
         self.history_every = int(meta.get("history_every", 1))  # (older checkpoints: every step's)
         self._batches, self._cursor = None, None
         for callback in self.callbacks:

@@ -15,6 +15,7 @@ same engine, callbacks, thread count and final metrics (`finish`), bit for bit.
 from __future__ import annotations
 
 import copy
+import math
 import queue
 import threading
 import time
@@ -89,7 +90,7 @@ class LiveTraining:
                 f"epochs/iters: this run takes {engine.total} steps, over the {max_steps} allowed here; "
                 "train it with 'torchlogreg train' instead"
             )
-        self.config, self.n_train = config, len(data.train)
+        self.config, self.n_train, self.max_steps = config, len(data.train), max_steps
         self.used = self.training.config  # as build() took it: a field left None has its value there
         self.midrun = MidRun(self.used, self.n_train)
         self.state, self.error, self.result = "ready", None, None
@@ -137,7 +138,20 @@ class LiveTraining:
         if "batch_size" in settings and self.engine.full_batch:
             raise ConfigError(f"batch_size: {self.used.optimizer} takes the whole training set each step")
         check_fits(self.used.replace(**self.midrun.after(settings)), self.training.data)
+        if "batch_size" in settings and self.max_steps is not None:
+            self._check_steps(settings["batch_size"])
         return self.midrun.request(settings)
+
+    def _check_steps(self, batch_size: int) -> None:
+        """A smaller batch keeps the epochs left, in more steps: within max_steps, as the start was."""
+        engine = self.engine
+        left = (engine.total - engine.iteration) / engine.steps_per_epoch
+        total = engine.iteration + max(1, round(left * math.ceil(self.n_train / batch_size)))
+        if total > self.max_steps:
+            raise ConfigError(
+                f"batch_size: {batch_size} would make this run {total} steps, over the {self.max_steps} "
+                "allowed here; choose a larger batch"
+            )
 
     def close(self) -> None:
         """Stop for good (the page went away): the thread ends after the current step."""

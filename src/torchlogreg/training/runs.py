@@ -19,10 +19,11 @@ from datetime import datetime
 from pathlib import Path
 
 from ..base.config import TrainConfig
+from ..base.datasets import DATASETS
 from ..base.devices import cpu_threads, resolve_device, threads_for
 from ..base.exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
 from ..base.storage import atomic_write_bytes, make_folder, output_lock, reserved_space
-from ..data.inmemory import Data, check_run_dataset, dataset_location, load_data
+from ..data.inmemory import Data, check_dataset, dataset_location, load_data
 from ..runfolder.checkpoints import save_run
 from ..runfolder.layout import check_run_target, checkpoint_diverged, is_run_folder, remove_run
 from ..runfolder.resumable import (
@@ -33,6 +34,7 @@ from ..runfolder.resumable import (
     save_training_state,
 )
 from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
+from .engine import MAX_HISTORY_ROWS
 from .trainer import Training, TrainResult, build, finish
 
 # the settings a resume may change (the CLI: --device, --data-root, --dataset): the dataset only to
@@ -97,14 +99,14 @@ def check_writable(folder: Path) -> None:
 
 RUN_OVERHEAD_BYTES = 256 * 1024  # model.json, metrics.json and file system slack
 HISTORY_ROW_BYTES = 128  # one line of history.csv
-# History rows held ahead: a step limit is a cap that convergence usually stops long before
-# (`--epochs 10**26` is legal), and rows past these are caught by the writer like any full disk.
-HISTORY_ROWS_HELD = 100_000
+# History rows held ahead: as many as the engine keeps (a step limit is a cap that convergence usually
+# stops long before: `--epochs 10**26` is legal)
+HISTORY_ROWS_HELD = MAX_HISTORY_ROWS
 
 
 def run_bytes(training: Training) -> int:
     """About what the run folder will take once saved: the weights as safetensors (float32), the
-    history (one row per step, up to HISTORY_ROWS_HELD) and the JSON files."""
+    history (a row per step, up to HISTORY_ROWS_HELD) and the JSON files."""
     model = training.engine.model
     rows = 1 if model.binary else model.n_classes
     history = min(training.engine.total, HISTORY_ROWS_HELD) * HISTORY_ROW_BYTES
@@ -145,15 +147,22 @@ def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, 
             f"resume continues with the run's own settings; these differ: {', '.join(differ)}",
             parameter="resume",
         )
-    changed = {k: getattr(config, k) for k in RESUMABLE}
-    changed["dataset"] = dataset_location(changed["dataset"])
-    if changed["dataset"] != saved.dataset and "data" not in meta:
+    changed = {k: getattr(config, k) for k in RESUMABLE if k != "dataset"}
+    dataset = _moved_dataset(config.dataset, saved.dataset, meta)
+    return saved.replace(**changed, dataset=dataset), (tensors, meta, history)
+
+
+def _moved_dataset(given: str, saved: str, meta: dict) -> str:
+    """The dataset a resume reads: the run's own, or where its folder is now when `given` names
+    another folder (the data there is checked against the checkpoint's fingerprint, `_same_data`)."""
+    if dataset_location(given) == dataset_location(saved):
+        return saved
+    if given in DATASETS or saved in DATASETS or "data" not in meta:
+        why = "a built-in dataset does not move" if "data" in meta else "the checkpoint does not record it"
         raise ConfigError(
-            f"this checkpoint does not record its data, so it resumes on its own dataset only "
-            f"({saved.dataset}); give that dataset",
-            parameter="dataset",
+            f"resume continues on the run's own data ({saved}), not {given}: {why}", parameter="dataset"
         )
-    return saved.replace(**changed), (tensors, meta, history)
+    return dataset_location(given)
 
 
 def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
@@ -200,7 +209,8 @@ class Checkpointer:
             return
         self.claim()
         tensors, meta = state or engine.state_dict()
-        history = engine.history[: meta["history_rows"]]
+        history = [row for row in engine.history if row["iteration"] <= meta["iteration"]]  # (a last
+        # good state's: the history may have been thinned since)
         meta = {**meta, "config": self.config, "checkpoint_every": self.every}  # (a resume keeps it)
         meta = meta if self.data is None else {**meta, "data": self.data}
         save_training_state(self.out, tensors, meta, history)
@@ -395,8 +405,8 @@ def train(
         main_rank = dist is None or dist.is_main
         cleanup.callback(shutdown, dist)
         out = _claim_folder(out, dist, main_rank, cleanup, fresh=state is None, overwrite=overwrite)
-        if state is not None and data is None:
-            check_run_dataset(config.dataset)  # (a folder gone: it says it moved, and what to give)
+        if state is not None and data is None:  # (the run's own folder gone: it says it moved)
+            check_dataset(config.dataset, of_run=config.dataset == state[1]["config"].get("dataset"))
         data = data if data is not None else load_data(config, download=download)
         if handle_signals:
             should_stop = cleanup.enter_context(StopFlag())

@@ -66,7 +66,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     pictures: str = MNIST_STYLE  # how picture files become the data's pixels: the run predicts them so
-    background: str = "dark"  # the training pictures' background (images.background_of): a pad draws on it
+    background: str = "light"  # the training pictures' (images.background_of), which a pad draws on;
+    # unset, light: the pad's paper, as runs saved before it was recorded (checkpoints.Run.background)
 
 
 def train_sample_rows(rows: int) -> int:
