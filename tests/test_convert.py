@@ -520,6 +520,10 @@ def test_a_class_name_holding_a_comma_is_shown_quoted_and_can_be_picked(tmp_path
     with pytest.raises(SystemExit, match="2"):  # (argparse's exit: a flag's own value is wrong)
         main([*run, str(tmp_path / "r2"), "--classes", "deux"])
     assert "at least two classes (A,B), got deux" in capsys.readouterr().err
+    assert main([*run, str(tmp_path / "r4"), "--positive", '"deux, два"']) == 0  # (as listed shows it)
+    assert json.loads((tmp_path / "r4" / "model.json").read_text())["class_names"][1] == "deux, два"
+    assert main([*run, str(tmp_path / "r5"), "--classes", "²,1"]) == 2  # (int() reads '²': a traceback)
+    assert "has no class '²'" in capsys.readouterr().err
     assert main([*run, str(tmp_path / "r3"), "--classes", "deux,cat"]) == 2
     assert 'its classes: "deux, два", cat, dog' in capsys.readouterr().err  # (as --classes takes it)
 

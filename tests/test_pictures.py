@@ -84,6 +84,9 @@ def test_a_run_records_its_pictures_background_for_the_drawing_pads(dark_on_ligh
     mnist = load_run(default_run)
     assert mnist.background == "dark" and model_summary(mnist)["background"] == "dark"
     assert background_of(torch.zeros(3, 8, 8)) == "dark" and background_of(np.ones((3, 8, 8))) == "light"
+    framed = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    framed[:, [0, -1]], framed[:, :, [0, -1]] = 255, 255
+    assert background_of(framed) == "dark"  # (a frame or a scan's edge: the border alone said light)
 
 
 def test_a_picture_folder_predicts_as_it_evaluates(dark_on_light):

@@ -33,6 +33,14 @@ def _class_list(text: str) -> tuple[str, ...]:
     return parts
 
 
+def _one_class(text: str | None) -> tuple[str] | None:
+    """--positive's class, a name in double quotes as `listed` shows it taken out of them."""
+    if text is None:
+        return None
+    quoted = len(text) >= 2 and text[0] == text[-1] == '"'
+    return (next(csv.reader([text]))[0],) if quoted else (text,)
+
+
 def _class_numbers(given: tuple[str, ...] | None, flag: str, dataset: str) -> tuple[int, ...] | None:
     """The numbers of the classes `given` in `dataset`: by their names (a dataset folder's classes
     are numbered in their sorted order, which a name spares the user from counting), else, all
@@ -44,8 +52,9 @@ def _class_numbers(given: tuple[str, ...] | None, flag: str, dataset: str) -> tu
 
     names = class_names_of(dataset)
     given = tuple(part if part in names else part.strip() for part in given)  # ('cat ,dog': cat)
-    numbered_otherwise = any(name.isdigit() and name != str(i) for i, name in enumerate(names))
-    if all(part.isdigit() for part in given) and not numbered_otherwise:
+    whole = lambda text: text.isascii() and text.isdigit()  # noqa: E731 (int() takes '²' for no number)
+    numbered_otherwise = any(whole(name) and name != str(i) for i, name in enumerate(names))
+    if all(whole(part) for part in given) and not numbered_otherwise:
         for part in given:
             if int(part) >= len(names):
                 raise ConfigError(
@@ -178,7 +187,7 @@ def config_from_args(args: argparse.Namespace):
     dataset = dataset_arg(args.dataset)
     named = dataset or PRESETS.get(args.preset, DEFAULT).dataset  # (whose class names --classes means)
     flags["classes"] = _class_numbers(args.classes, "--classes", named)
-    positive = _class_numbers(None if args.positive is None else (args.positive,), "--positive", named)
+    positive = _class_numbers(_one_class(args.positive), "--positive", named)
     flags["positive"] = None if positive is None else positive[0]
     config = preset(args.preset, **{**flags, "dataset": dataset})
     for note in unused_flags(args, config):

@@ -120,8 +120,9 @@ def check_pictures(rule: object, where: str = "pictures", error: type[Exception]
 
 
 def background_of(images) -> str:
-    """"dark" or "light": the median border pixel of up to BACKGROUND_SAMPLE images spread over
-    `images` (N, H, W; uint8, or floats in [0, 1]), below or above mid-grey. A drawing pad draws in
+    """"dark" or "light": the median pixel of up to BACKGROUND_SAMPLE images spread over `images`
+    (N, H, W; uint8, or floats in [0, 1]), below or above mid-grey: a picture of a stroke is mostly
+    its background (the border alone took a framed digit for a light one). A drawing pad draws in
     the run's training set's way (an as-is run of light digits on black read a pad's black ink on white
     as nothing it knew)."""
     import torch
@@ -130,9 +131,8 @@ def background_of(images) -> str:
     rows = torch.as_tensor(rows)
     if not len(rows) or rows.dim() != 3:
         return BACKGROUNDS[0]
-    border = torch.cat([rows[:, 0], rows[:, -1], rows[:, :, 0], rows[:, :, -1]], dim=1).float()
     white = 255.0 if rows.dtype == torch.uint8 else 1.0
-    return BACKGROUNDS[0] if float(border.median()) < white / 2 else BACKGROUNDS[1]
+    return BACKGROUNDS[0] if float(rows.float().median()) < white / 2 else BACKGROUNDS[1]
 
 
 def picture_pixels(gray: np.ndarray, shape: tuple[int, int], rule: str) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,19 +70,33 @@ class Data:
         return tuple(self.train.images.shape[1:])
 
     def fingerprint(self) -> dict:
-        """What identifies these splits, cheaply: each split's rows, the shape, the classes, and a
-        digest of every training label and of FINGERPRINT_ROWS training images spread over the set
-        (a checkpoint records it: a resume on other data would go on silently from the old state)."""
+        """What identifies these splits, in one pass: each split's rows, the shape, the classes, and a
+        digest of every split's labels, of each pixel's sum over its images, and of FINGERPRINT_ROWS
+        training images spread over the set (a checkpoint records it: a resume on other data would
+        go on silently from the old state; 1,000 sampled images alone missed 59 of 60 rows)."""
         import hashlib
 
+        digest = hashlib.sha256()
+        splits = {"train": self.train, "val": self.val, "test": self.test}
+        for split in (split for split in splits.values() if split is not None):
+            digest.update(split.labels.cpu().numpy().astype("<i8").tobytes())
+            digest.update(_pixel_sums(split.images).astype("<f8").tobytes())
         images = self.train.images
         index = torch.linspace(0, len(images) - 1, min(FINGERPRINT_ROWS, len(images))).round().long()
-        digest = hashlib.sha256(self.train.labels.cpu().numpy().astype("<i8").tobytes())
         digest.update(np.ascontiguousarray(torch.as_tensor(images[index]).cpu().numpy()).tobytes())
-        splits = {"train": self.train, "val": self.val, "test": self.test}
         rows = {name: len(split) for name, split in splits.items() if split is not None}
         return {**rows, "shape": list(self.image_shape), "classes": list(self.class_names),
                 "digest": digest.hexdigest()[:16]}  # fmt: skip
+
+
+def _pixel_sums(images, chunk: int = 65_536) -> np.ndarray:
+    """Each pixel's sum over `images` (a tensor, or images on disk read a chunk at a time), in
+    float64 (exact for uint8 pixels). NumPy's: torch's reduction of uint8 columns took 8x as long."""
+    total = np.zeros(math.prod(images.shape[1:]), dtype=np.float64)
+    for start in range(0, len(images), chunk):
+        rows = torch.as_tensor(images[start : start + chunk]).cpu().numpy().reshape(-1, len(total))
+        total += rows.sum(0, dtype=np.int64 if rows.dtype == np.uint8 else np.float64)
+    return total
 
 
 def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
