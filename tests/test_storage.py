@@ -205,8 +205,14 @@ def test_a_file_system_without_locks_is_one_line_and_leaks_nothing(tmp_path, mon
 
 
 def test_a_folder_whose_name_nearly_fills_a_file_name_can_be_locked(tmp_path):
-    """`.NAME.lock` beside a 252-character folder would be 258: a run there was refused."""
-    from torchlogreg.base.storage import output_lock
+    """`.NAME.lock` beside a 252-character folder would be 258: a run there was refused; a file's
+    temporary beside it (`export --out` of 240 bytes) likewise."""
+    from torchlogreg.base.storage import atomic_write_bytes, output_lock
+
+    for name in ("e" * 250 + ".onnx", "é" * 125):
+        atomic_write_bytes(tmp_path / name, b"model")
+        assert (tmp_path / name).read_bytes() == b"model" and len(list(tmp_path.iterdir())) == 1
+        (tmp_path / name).unlink()
 
     for name in ("y" * 252, "é" * 126):
         with output_lock(tmp_path / name):

@@ -115,8 +115,22 @@ def make_folder(path: str | os.PathLike, *, follow_link: bool = True) -> Path:
     return path
 
 
+def hidden_name(name: str, suffix: str, room: int = 0) -> str:
+    """`.NAME` + `suffix`, a hidden file's name beside NAME; where it and `room` more bytes would pass
+    the 255 bytes a file name may take, NAME's first 180 bytes and a digest of it instead (a legal
+    252-byte --out had been refused for its lock or temporary file)."""
+    full = f".{name}{suffix}"
+    if len(os.fsencode(full)) + room <= 255:  # (the file system's bytes: a name may hold undecodable ones)
+        return full
+    import hashlib
+
+    raw = os.fsencode(name)
+    start = os.fsdecode(raw[:180].decode("utf-8", errors="ignore").encode("utf-8"))  # (whole characters)
+    return f".{start}-{hashlib.sha256(raw).hexdigest()[:16]}{suffix}"
+
+
 def _temporary_prefix(path: Path) -> str:
-    return f".{path.name}."
+    return hidden_name(path.name, ".", room=40)  # (mkstemp adds the pid, 8 characters and .tmp)
 
 
 def _remove_stale(path: Path) -> None:
@@ -261,23 +275,10 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
         os.close(fd)
 
 
-def _lock_name(name: str) -> str:
-    """`.NAME.lock`, or for a name too long to take six more characters (file names end at 255
-    bytes), its first 200 characters and a digest of the whole."""
-    lock = f".{name}.lock"
-    if len(os.fsencode(lock)) <= 255:  # (the file system's bytes: a name may hold undecodable ones)
-        return lock
-    import hashlib
-
-    raw = os.fsencode(name)
-    start = os.fsdecode(raw[:200].decode("utf-8", errors="ignore").encode("utf-8"))  # (whole characters)
-    return f".{start}-{hashlib.sha256(raw).hexdigest()[:16]}.lock"
-
-
 def _lock_beside(path: Path) -> tuple[int, Path | None]:
     """The held lock for `path`: the fd of `.NAME.lock` beside it, holding this pid, and its path;
     (the fd of the folder `path`, None) when the parent refuses the lock file."""
-    lock = make_folder(path.parent) / _lock_name(path.name)
+    lock = make_folder(path.parent) / hidden_name(path.name, ".lock")
     while True:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())

@@ -33,7 +33,7 @@ import torch
 
 from ..base.datasets import DATASET_META, is_dataset_folder
 from ..base.exceptions import ConfigError, DataError, listed
-from ..base.storage import output_lock, refuse_existing, refuse_non_folder
+from ..base.storage import hidden_name, output_lock, refuse_existing, refuse_non_folder
 from .classnames import class_names_problem
 from .csvfiles import BYTES, csv_header, describe_csv, near_black
 from .csvlayout import CsvLayout
@@ -413,7 +413,7 @@ def convert(
     with output_lock(out):  # one process writes `out` (and its staging folder) at a time
         check_output(out, overwrite)
         # Written beside `out` and renamed into place: a failed conversion leaves `out` as it was.
-        staging = out.parent / f".{out.name}.converting"
+        staging = out.parent / hidden_name(out.name, ".converting")
         shutil.rmtree(staging, ignore_errors=True)
         scratch = staging / "scratch"
         scratch.mkdir(parents=True)

@@ -26,7 +26,7 @@ AS_IS = "as-is"  # grayscale, resized to the dataset's shape, nothing else (8-bi
 MNIST_STYLE = "mnist-style"  # `mnist_style`: white ink on black, fitted and centred like MNIST
 PICTURE_RULES = (AS_IS, MNIST_STYLE)
 BACKGROUNDS = ("dark", "light")  # a set's pictures: light ink on dark (MNIST), or dark on light (paper)
-BACKGROUND_SAMPLE = 1000  # images whose border pixels tell the background
+BACKGROUND_SAMPLE = 1000  # images whose median pixel tells the background
 
 
 def source_name(source, name: str | None) -> Path:
