@@ -114,6 +114,7 @@ def test_a_checkpoint_and_run_of_the_previous_version_still_load(tiny_data, tiny
         train(config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(calls) == 4)
     meta = json.loads((tmp_path / "checkpoint.json").read_text())
     (tmp_path / meta.pop("weights_file")).rename(tmp_path / "checkpoint.safetensors")
+    (tmp_path / meta.pop("history_file")).rename(tmp_path / "checkpoint-history.csv")
     for key in ("data", "history_every", "checkpoint_every"):
         del meta[key]
     (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
@@ -166,6 +167,33 @@ def test_a_resumed_run_keeps_checkpointing_as_it_did(tiny_data, tiny_config, tmp
     monkeypatch.setattr(runs, "save_training_state", lambda *a: saved.append(a[2]["iteration"]) or save(*a))
     train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
     assert {30, 40, 50} <= set(saved)
+
+
+def test_a_checkpoint_cut_short_after_the_history_was_thinned_resumes_alike(
+    tiny_data, tiny_config, tmp_path, monkeypatch
+):
+    """A history file is a checkpoint's own (named with its weights): one written for the next
+    checkpoint, thinned since, had been read by the one before (every step's rows after a resume)."""
+    import torchlogreg.runfolder.resumable as resumable
+    import torchlogreg.training.engine as engine
+
+    monkeypatch.setattr(engine, "MAX_HISTORY_ROWS", 40)
+    config = tiny_config.replace(optimizer="sgd", batch_size=4, epochs=3, eval_every=30, patience=50)
+    reference = train(config, tiny_data, verbose=False)
+    write, writes = resumable.atomic_write_json, itertools.count(1)
+
+    def killed_at_the_second(*args, **kwargs):
+        if next(writes) == 2:
+            raise KeyboardInterrupt
+        return write(*args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(resumable, "atomic_write_json", killed_at_the_second)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, tiny_data, out=tmp_path, verbose=False, checkpoint_every=30)
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["history_every"] == 1  # (before thinning)
+    resumed = train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+    assert resumed.history == reference.history
 
 
 def test_a_checkpoint_names_its_weights_in_the_folder_only(tiny_data, tiny_config, tmp_path):

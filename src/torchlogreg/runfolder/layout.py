@@ -26,7 +26,7 @@ REPORT_FIGURES = ("samples", "weights", "curves", "confusion", "mistakes", "cali
 # digits>.safetensors, which checkpoint.json names), or this one name in checkpoints written before
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_META = "checkpoint.json"
-CHECKPOINT_HISTORY = "checkpoint-history.csv"
+CHECKPOINT_HISTORY = "checkpoint-history.csv"  # (older checkpoints: now checkpoint-<digest>-history.csv)
 # history.csv's columns: one row per step, as the engine records it (engine.MAX_HISTORY_ROWS: thinned past it)
 HISTORY_KEYS = ("iteration", "epoch", "lr", "loss", "train_accuracy", "val_accuracy", "val_loss")
 MAX_JSON_BYTES = 4 * 2**20  # model.json, metrics.json, checkpoint.json: a few KB in practice

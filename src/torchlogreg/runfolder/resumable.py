@@ -1,12 +1,13 @@
 """The resumable state of an interrupted training in its run folder: weights, optimizer, RNG,
 counters and history, written atomically and read back checked like a run's weights.
 
-    checkpoint-<digest>.safetensors, checkpoint.json, checkpoint-history.csv    (layout.CHECKPOINT_*)
+    checkpoint-<digest>.safetensors, checkpoint-<digest>-history.csv, checkpoint.json
+    (older checkpoints: checkpoint.safetensors and checkpoint-history.csv; layout.CHECKPOINT_*)
 
-checkpoint.json is the commit point: it names the weights file (by the start of its SHA-256) and
-the history rows that belong to it, and is replaced last, atomically. A process killed at any
-moment of a checkpoint's writing leaves the previous checkpoint whole: the new weights sit beside
-it under their own name, the history holds rows past those it names (dropped on resume).
+checkpoint.json is the commit point: it names the weights and history files (by the start of the
+weights' SHA-256), and is replaced last, atomically, after which the earlier checkpoint's files
+are removed. A process killed at any moment of a checkpoint's writing leaves the previous
+checkpoint whole: the new files sit beside it under their own names.
 
 The counters in checkpoint.json are checked by type and range where they are read, so a damaged or
 hand-edited file is one CheckpointError naming the field, never a TypeError halfway through a resume.
@@ -81,7 +82,7 @@ FIELDS = {  # what checkpoint.json holds besides format, config and weights_sha2
     "data": (lambda v: isinstance(v, dict), "an object (the data's fingerprint)"),
     "history_every": (lambda v: _count(v) and v >= 1, "an integer >= 1"),
 }
-WEIGHTS_NAME = re.compile(r"checkpoint-[0-9a-f]{16}\.safetensors")
+CHECKPOINT_FILE = re.compile(r"checkpoint-[0-9a-f]{16}(\.safetensors|-history\.csv)")
 # absent from checkpoints written before they were recorded
 OPTIONAL = ("convergence", "checkpoint_every", "data", "history_every")
 
@@ -90,30 +91,35 @@ def save_training_state(
     out: str | Path, tensors: dict[str, torch.Tensor], meta: dict, history: list[dict]
 ) -> None:
     """Write a resumable training state (weights, optimizer, RNG, counters, history) as a unit: the
-    history, then the weights under a name of their own, then the JSON that names them (the commit
-    point), then the previous checkpoint's weights are removed."""
+    history and the weights under names of their own, then the JSON that names them (the commit
+    point), then the previous checkpoint's files are removed."""
     from safetensors.torch import save
 
     out = Path(out)
     blob = save({k: v.contiguous() for k, v in tensors.items()})
     digest = hashlib.sha256(blob).hexdigest()
-    weights = _weights_name(digest)
-    atomic_write_csv(out / CHECKPOINT_HISTORY, HISTORY_KEYS, history)
+    weights, rows = _weights_name(digest), _history_name(digest)
+    atomic_write_csv(out / rows, HISTORY_KEYS, history)
     atomic_write_bytes(out / weights, blob)
-    atomic_write_json(
-        out / CHECKPOINT_META, {**meta, "format": FORMAT, "weights_sha256": digest, "weights_file": weights}
-    )
-    _remove_weights(out, keep=weights)
+    files = {"weights_file": weights, "history_file": rows}
+    atomic_write_json(out / CHECKPOINT_META, {**meta, "format": FORMAT, "weights_sha256": digest, **files})
+    _remove_files(out, keep=(weights, rows))
 
 
 def _weights_name(digest: str) -> str:
     return f"checkpoint-{digest[:16]}.safetensors"
 
 
-def _remove_weights(run_dir: Path, keep: str | None = None) -> None:
-    """Delete checkpoint weights files in `run_dir` but `keep` (earlier checkpoints', or all)."""
-    for path in run_dir.glob("checkpoint*.safetensors"):
-        if path.name != keep and (path.name == CHECKPOINT_WEIGHTS or WEIGHTS_NAME.fullmatch(path.name)):
+def _history_name(digest: str) -> str:
+    return f"checkpoint-{digest[:16]}-history.csv"
+
+
+def _remove_files(run_dir: Path, keep: tuple[str, ...] = ()) -> None:
+    """Delete checkpoint weights and history files in `run_dir` but `keep` (earlier checkpoints', or
+    all: named by CHECKPOINT_FILE, or the older fixed names)."""
+    for path in run_dir.glob("checkpoint*"):
+        ours = path.name in (CHECKPOINT_WEIGHTS, CHECKPOINT_HISTORY) or CHECKPOINT_FILE.fullmatch(path.name)
+        if ours and path.name not in keep:
             path.unlink(missing_ok=True)
 
 
@@ -152,12 +158,13 @@ def read_training_meta(run_dir: str | Path) -> dict:
     if not isinstance(digest, str) or len(digest) != 64:
         raise CheckpointError(f"{run_dir / CHECKPOINT_META}: weights_sha256 must be a 64-hex-digit SHA-256")
     _check_fields(run_dir / CHECKPOINT_META, meta)
-    named = meta.get("weights_file", CHECKPOINT_WEIGHTS)
-    if named != CHECKPOINT_WEIGHTS and named != _weights_name(digest):  # (a path elsewhere, say)
-        expected = _weights_name(digest)
-        raise CheckpointError(
-            f"{run_dir / CHECKPOINT_META}: weights_file must be {expected!r}, got {ascii(named)[:80]}"
-        )
+    for key, name, older in (("weights_file", _weights_name, CHECKPOINT_WEIGHTS),
+                             ("history_file", _history_name, CHECKPOINT_HISTORY)):  # fmt: skip
+        named = meta.get(key, older)
+        if named != older and named != name(digest):  # (a path elsewhere, say)
+            raise CheckpointError(
+                f"{run_dir / CHECKPOINT_META}: {key} must be {name(digest)!r}, got {ascii(named)[:80]}"
+            )
     return meta
 
 
@@ -167,11 +174,10 @@ def load_training_state(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], d
     meta = read_training_meta(run_dir)
     weights = run_dir / meta.get("weights_file", CHECKPOINT_WEIGHTS)  # (older checkpoints: one name)
     tensors = read_weights(weights, meta["weights_sha256"], MAX_CHECKPOINT_BYTES, CHECKPOINT_META)
-    return tensors, meta, read_history(run_dir / CHECKPOINT_HISTORY)
+    return tensors, meta, read_history(run_dir / meta.get("history_file", CHECKPOINT_HISTORY))
 
 
 def remove_training_state(run_dir: str | Path) -> None:
     """Delete the checkpoint files (once the run is saved whole, or before a fresh run)."""
-    for name in (CHECKPOINT_META, CHECKPOINT_HISTORY):
-        (Path(run_dir) / name).unlink(missing_ok=True)
-    _remove_weights(Path(run_dir))
+    (Path(run_dir) / CHECKPOINT_META).unlink(missing_ok=True)
+    _remove_files(Path(run_dir))
