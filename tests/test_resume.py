@@ -282,7 +282,7 @@ def _train_command(data_root, out, *extra):
 
 
 @pytest.mark.numerics
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_checkpoints_and_resume_matches(tmp_path, data_root, signum):
     reference = tmp_path / "reference"
     subprocess.run(_train_command(data_root, reference, "--quiet"), check=True, capture_output=True)

@@ -43,8 +43,9 @@ RESUMABLE = ("device", "data_root", "dataset")
 
 
 class StopFlag:
-    """Set by the first SIGINT/SIGTERM so training stops after the current step and checkpoints;
-    a second SIGINT interrupts at once."""
+    """Set by the first SIGINT/SIGTERM (or SIGHUP: the terminal or SSH session went away) so
+    training stops after the current step and checkpoints; a second SIGINT interrupts at once. A
+    SIGHUP that the process ignores (`nohup`) stays ignored."""
 
     def __init__(self):
         self.requested = False
@@ -65,6 +66,9 @@ class StopFlag:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             self.previous[signum] = signal.signal(signum, handle)
+        hangup = getattr(signal, "SIGHUP", None)  # (not on Windows)
+        if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+            self.previous[hangup] = signal.signal(hangup, handle)
 
     def uninstall(self) -> None:
         """Put back the handlers that were there before install()."""
