@@ -38,14 +38,13 @@ from .classnames import class_names_problem
 from .csvfiles import BYTES, csv_header, describe_csv, near_black
 from .csvlayout import CsvLayout
 from .digits import in_layout
-from .images import AS_IS, MNIST_STYLE, check_pictures
+from .images import AS_IS, MNIST_STYLE, check_pictures, spread_sample
 from .inmemory import Split, load_splits
 from .ondisk import DATASET_FILES, read_meta, write_dataset
 from .readers import labels_problem
 from .sources import read_csv, read_idx_folder, read_image_folders, read_npz
 
 SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
-POLARITY_SAMPLE = 1000  # images the picture rule looks at, spread over the training set
 IN_LAYOUT_SHARE = 0.9  # arrays are mnist-style when this share of them is in MNIST's layout (MNIST: all)
 OS_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")  # what file browsers leave in any folder
 
@@ -115,18 +114,13 @@ def present_classes(
     return Split(train.images, lookup[train.labels]), Split(test.images, lookup[test.labels]), names
 
 
-def _spread_sample(images: torch.Tensor) -> torch.Tensor:
-    """Up to POLARITY_SAMPLE images spread evenly over `images`: what the picture rule looks at."""
-    return images[:: max(1, len(images) // POLARITY_SAMPLE)][:POLARITY_SAMPLE]
-
-
 def _in_mnist_layout(images: torch.Tensor) -> bool:
     """Whether images are already what the mnist-style rule makes of a picture (digits.in_layout:
     light ink on black, fitted and centred as MNIST's digits): at least IN_LAYOUT_SHARE of up to
-    POLARITY_SAMPLE evenly spaced ones (MNIST's: all). Only then may predict fit pictures so and
+    images.PICTURE_SAMPLE evenly spaced ones (MNIST's: all). Only then may predict fit pictures so and
     still see what training saw: MNIST padded to 32x32 or resized to 16x16, two digits side by side,
     digits centred by their box, on a grey background, all pass a looser test and were refitted."""
-    rows = _spread_sample(images)
+    rows = spread_sample(images)
     if not len(rows):
         return False
     shape = tuple(rows.shape[1:])
@@ -351,7 +345,7 @@ def _write_folder(folder: Path, scratch: Path, options: dict) -> int:
         raise DataError(f"{source}: {problem}")
     _check_splits(train, test, names, options["csv_read"])
     write_dataset(folder, train, test, names, pictures=_pictures_rule(train.images, options))
-    return int(_spread_sample(train.images).max())  # (as the picture rule, from a sample: no second pass)
+    return int(spread_sample(train.images).max())  # (as the picture rule, from a sample: no second pass)
 
 
 def _swap_in(staging: Path, out: Path) -> None:

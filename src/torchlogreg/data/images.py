@@ -26,7 +26,7 @@ AS_IS = "as-is"  # grayscale, resized to the dataset's shape, nothing else (8-bi
 MNIST_STYLE = "mnist-style"  # `mnist_style`: white ink on black, fitted and centred like MNIST
 PICTURE_RULES = (AS_IS, MNIST_STYLE)
 BACKGROUNDS = ("dark", "light")  # a set's pictures: light ink on dark (MNIST), or dark on light (paper)
-BACKGROUND_SAMPLE = 1000  # images whose median pixel tells the background
+PICTURE_SAMPLE = 1000  # images the picture rules look at (layout, background), spread over a set
 
 
 def source_name(source, name: str | None) -> Path:
@@ -119,16 +119,20 @@ def check_pictures(rule: object, where: str = "pictures", error: type[Exception]
     return rule
 
 
+def spread_sample(images):
+    """Up to PICTURE_SAMPLE images spread evenly over `images` (anything that slices)."""
+    return images[:: max(1, len(images) // PICTURE_SAMPLE)][:PICTURE_SAMPLE]
+
+
 def background_of(images) -> str:
-    """"dark" or "light": the median pixel of up to BACKGROUND_SAMPLE images spread over `images`
+    """"dark" or "light": the median pixel of up to PICTURE_SAMPLE images spread over `images`
     (N, H, W; uint8, or floats in [0, 1]), below or above mid-grey: a picture of a stroke is mostly
     its background (the border alone took a framed digit for a light one). A drawing pad draws in
     the run's training set's way (an as-is run of light digits on black read a pad's black ink on white
     as nothing it knew)."""
     import torch
 
-    rows = images[:: max(1, len(images) // BACKGROUND_SAMPLE)][:BACKGROUND_SAMPLE]
-    rows = torch.as_tensor(rows)
+    rows = torch.as_tensor(spread_sample(images))
     if not len(rows) or rows.dim() != 3:
         return BACKGROUNDS[0]
     white = 255.0 if rows.dtype == torch.uint8 else 1.0

@@ -378,8 +378,8 @@ class Engine:
         self.iteration = int(meta["iteration"])
         self.start_loss = meta["start_loss"]
         self.train_seconds = float(meta["train_seconds"])
-        # its rows up to its step: a history file written just after it (a kill before the next
-        # checkpoint.json) holds later rows, and, thinned since, may lack some of its own
+        # its rows up to its step (a checkpoint from before history files were named per checkpoint
+        # may read a history written for the next one)
         self.history = [row for row in history if row["iteration"] <= iteration][:rows]
         self.history_every = int(meta.get("history_every", 1))  # (older checkpoints: every step's)
         self._batches, self._cursor = None, None

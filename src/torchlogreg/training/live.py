@@ -144,9 +144,7 @@ class LiveTraining:
 
     def _check_steps(self, batch_size: int) -> None:
         """A smaller batch keeps the epochs left, in more steps: within max_steps, as the start was."""
-        engine = self.engine
-        left = (engine.total - engine.iteration) / engine.steps_per_epoch
-        total = engine.iteration + max(1, round(left * math.ceil(self.n_train / batch_size)))
+        total = _total_after(self.engine, math.ceil(self.n_train / batch_size))
         if total > self.max_steps:
             raise ConfigError(
                 f"batch_size: {batch_size} would make this run {total} steps, over the {self.max_steps} "
@@ -336,12 +334,12 @@ class MidRun:
     def _new_batch_size(self, engine, data, epoch: float) -> None:
         """Batches of the new size from a fresh epoch; the run keeps the epochs it had left."""
         fraction = self._fraction(engine, engine.iteration)
-        left = (engine.total - engine.iteration) / engine.steps_per_epoch
+        left = _epochs_left(engine)
         source = batch_source(
             data.train.images, data.train.labels, self.settings["batch_size"], engine.parameters[0].device
         )
         engine.set_source(source)
-        engine.total = engine.iteration + max(1, round(left * source.steps_per_epoch))
+        engine.total = _total_after(engine, source.steps_per_epoch, left)
         self.segment = (engine.iteration, epoch, fraction)
 
     def _fraction(self, engine, iteration: int) -> float:
@@ -360,3 +358,13 @@ class MidRun:
         return lambda step: schedule_lr(
             name, lr, self._fraction(engine, step) * SCHEDULE_SCALE, SCHEDULE_SCALE
         )
+
+
+def _epochs_left(engine) -> float:
+    return (engine.total - engine.iteration) / engine.steps_per_epoch
+
+
+def _total_after(engine, steps_per_epoch: int, left: float | None = None) -> int:
+    """The run's steps once batches give `steps_per_epoch`: it keeps the epochs it had `left`."""
+    left = _epochs_left(engine) if left is None else left
+    return engine.iteration + max(1, round(left * steps_per_epoch))
