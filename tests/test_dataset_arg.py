@@ -3,6 +3,7 @@ built-in name that is also a folder here is called out, and a run records its da
 absolute path (data.dataset_location), so evaluate and report find it from any working directory and
 say so in one line when it has moved."""
 
+import itertools
 import json
 import os
 
@@ -92,6 +93,30 @@ def test_a_resume_finds_moved_data_and_refuses_other_data(workdir, capsys, monke
     assert "the data differs from what this run trained on (digest" in capsys.readouterr().err
     assert main(["train", "--resume", "run", "--dataset", "moved", "--quiet"]) == 0
     assert json.loads((workdir / "run" / "model.json").read_text())["dataset"] == str(workdir / "moved")
+
+
+def test_a_second_ctrl_c_names_the_checkpoint_kept_and_the_resume(workdir, capsys, monkeypatch):
+    """A run stopped at once (a second Ctrl-C, here mid-step) ends with a line naming the checkpoint its
+    folder keeps and the command that continues it: the line had said only that it was interrupted."""
+    import torchlogreg.training.runs as runs
+
+    assert main(["data", "convert", "--from-npz", "mine.npz", "--out", "od"]) == 0
+    asked = itertools.count()
+
+    def second_ctrl_c(self):
+        if next(asked) == 5:
+            raise KeyboardInterrupt
+        return False
+
+    monkeypatch.setattr(runs.StopFlag, "__call__", second_ctrl_c)
+    capsys.readouterr()
+    flags = [*TRAIN, "--optimizer", "sgd", "--checkpoint-every", "2", "--out", "run"]
+    assert main(["train", "--dataset", "od", *flags]) == 130
+    error = capsys.readouterr().err
+    assert error == (
+        "torchlogreg train: interrupted (SIGINT) at iteration 6 of 10; run keeps the checkpoint of "
+        "iteration 6. Continue with: torchlogreg train --resume run\n"
+    )
 
 
 def test_a_built_in_name_that_is_also_a_folder_is_called_out(workdir, capsys):

@@ -70,6 +70,43 @@ def test_a_checkpoint_cut_short_leaves_the_one_before_it_whole(
     assert not list(tmp_path.glob("checkpoint*"))  # every checkpoint's weights removed with it
 
 
+def test_a_run_stopped_at_once_says_which_checkpoint_it_keeps(tiny_data, tiny_config, tmp_path, monkeypatch):
+    """A KeyboardInterrupt mid-run (a second Ctrl-C, a notebook's stop) stays one, with a note naming
+    the checkpoint the folder keeps (the last written whole), or saying that none was written."""
+    import torchlogreg.runfolder.resumable as resumable
+
+    config = tiny_config.replace(optimizer="sgd", epochs=4, eval_every=4, patience=50)
+    write, writes = resumable.atomic_write_json, itertools.count(1)
+
+    def killed_at_the_second(*args, **kwargs):
+        if next(writes) == 2:
+            raise KeyboardInterrupt
+        return write(*args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(resumable, "atomic_write_json", killed_at_the_second)
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            train(config, tiny_data, out=tmp_path / "run", verbose=False, checkpoint_every=10)
+    assert stopped.value.resume_dir == tmp_path / "run"
+    assert stopped.value.__notes__ == [
+        f"torchlogreg: interrupted at iteration 20 of 60; {tmp_path / 'run'} keeps the checkpoint of "
+        "iteration 10; resume=True continues it"
+    ]
+    steps = itertools.count(1)
+
+    def stop_at_once():
+        if next(steps) == 3:
+            raise KeyboardInterrupt
+        return False
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(config, tiny_data, out=tmp_path / "other", verbose=False, should_stop=stop_at_once)
+    assert stopped.value.resume_dir is None and not (tmp_path / "other").exists()
+    assert stopped.value.kept.endswith(
+        f"no checkpoint was written in {tmp_path / 'other'} (checkpoint_every=N writes one as it trains)"
+    )
+
+
 def test_a_long_runs_history_is_thinned_and_resumes_alike(tiny_data, tiny_config, tmp_path, monkeypatch):
     """Past MAX_HISTORY_ROWS rows the history keeps every 2nd step's, then every 4th's, ..., every
     check's and the last: batch 1 for 65 epochs had written a history.csv no reader took."""

@@ -152,12 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             if signum is not None:  # whatever the interruption became on its way up, it is one
                 if debug:
                     traceback.print_exc()
-                hint = (
-                    "finished runs are in results.csv: run the same command to resume"
-                    if command == "sweep"
-                    else "no file was left half-written"
-                )
-                print(f"torchlogreg {command}: interrupted ({signals.name(signum)}); {hint}", file=sys.stderr)
+                print(f"torchlogreg {command}: interrupted ({signals.name(signum)}){_kept(command, error)}",
+                      file=sys.stderr)  # fmt: skip
                 return signals.exit_code(signum)
             if isinstance(error, BrokenPipeError):  # the reader went away (`| head`): stop as Unix tools do
                 return _stdout_closed()
@@ -171,6 +167,21 @@ def main(argv: list[str] | None = None) -> int:
             kind = "" if isinstance(error, Interrupted) else "error: "  # (asked for, and its work kept)
             print(f"torchlogreg {command}: {kind}{printable(in_flags(error))}", file=sys.stderr)
             return error.exit_code
+
+
+def _kept(command: str, error: BaseException) -> str:
+    """What an interrupted command leaves: a run stopped at once names the checkpoint its folder keeps
+    (runs.train sets `kept` and `resume_dir` on the KeyboardInterrupt) and the command to continue."""
+    if command == "sweep":
+        return "; finished runs are in results.csv: run the same command to resume"
+    kept = getattr(error, "kept", None)
+    if kept is None:
+        return "; no file was left half-written"
+    resume_dir = getattr(error, "resume_dir", None)
+    line = " " + printable(in_flags(TorchLogRegError(kept)))
+    if resume_dir is not None:
+        line += f". Continue with: torchlogreg train --resume {shlex.quote(str(resume_dir))}"
+    return line
 
 
 def _os_error(error: OSError) -> str:

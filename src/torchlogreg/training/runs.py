@@ -310,6 +310,26 @@ def _interrupted(training: Training, checkpointer: Checkpointer) -> None:
     )
 
 
+def _say_what_is_kept(stop: KeyboardInterrupt, training: Training, checkpointer: Checkpointer) -> None:
+    """A run stopped at once (a KeyboardInterrupt: a second Ctrl-C, a notebook's stop) says, in a note
+    on it, what its folder keeps: the last checkpoint written whole (every write is atomic), or none.
+    `stop.kept` holds the words and `stop.resume_dir` the folder to resume, for the CLI's line."""
+    engine, out = training.engine, checkpointer.out
+    iteration = None
+    if out is not None and checkpointer.main_rank and has_training_state(out):
+        with contextlib.suppress(CheckpointError):
+            iteration = read_training_meta(out)["iteration"]
+    stop.resume_dir = out if iteration is not None else None
+    if iteration is not None:
+        kept = f"{out} keeps the checkpoint of iteration {iteration}"
+    else:
+        kept = "no checkpoint was written" + (f" in {out}" if out is not None else "")
+        kept += "" if checkpointer.every else " (checkpoint_every=N writes one as it trains)"
+    stop.kept = f"at iteration {engine.iteration} of {engine.total}; {kept}"
+    resumes = "; resume=True continues it" if iteration is not None else ""
+    stop.add_note(f"torchlogreg: interrupted {stop.kept}{resumes}")
+
+
 def train(
     config: TrainConfig | None = None,
     data: Data | None = None,
@@ -429,15 +449,19 @@ def train(
             _restore(training, state, out)
         if announce is not None and main_rank:
             announce(describe(training))
-        with _space_for_run(out, training, main_rank):
-            _run(training, checkpointer)
-            result = None if training.engine.stop_reason == "interrupted" else finish(training)
-        if result is None:
-            _interrupted(training, checkpointer)
-        if out is not None and main_rank:
-            checkpointer.claim()
-            save_run(result, out, overwrite=True, command=command)  # the folder was checked before
-            remove_training_state(out)
+        try:
+            with _space_for_run(out, training, main_rank):
+                _run(training, checkpointer)
+                result = None if training.engine.stop_reason == "interrupted" else finish(training)
+            if result is None:
+                _interrupted(training, checkpointer)
+            if out is not None and main_rank:
+                checkpointer.claim()
+                save_run(result, out, overwrite=True, command=command)  # the folder was checked before
+                remove_training_state(out)
+        except KeyboardInterrupt as stop:  # at once (a second Ctrl-C, a notebook's stop)
+            _say_what_is_kept(stop, training, checkpointer)
+            raise
         if logger is not None:
             logger.add_weights(result.model, data.image_shape)
         return result
