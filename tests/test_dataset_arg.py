@@ -73,12 +73,12 @@ def test_a_resume_finds_moved_data_and_refuses_other_data(workdir, capsys, monke
     """A checkpoint records its data's fingerprint: the printed resume on a moved folder says so and
     takes --dataset for where it is now; other rows of the same shape are refused (they had been
     trained on silently from the old state)."""
-    import torchlogreg.training.runs as runs
+    from torchlogreg.base.signals import StopFlag
 
     assert main(["data", "convert", "--from-npz", "mine.npz", "--out", "od"]) == 0
     asked = iter(range(10**6))
     with monkeypatch.context() as patched:  # (a Ctrl-C after the first step)
-        patched.setattr(runs.StopFlag, "__call__", lambda self: next(asked) >= 1)
+        patched.setattr(StopFlag, "__call__", lambda self: next(asked) >= 1)
         assert main(["train", "--dataset", "od", *TRAIN, "--optimizer", "sgd", "--out", "run"]) == 130
     os.rename(workdir / "od", workdir / "moved")
     capsys.readouterr()
@@ -98,7 +98,7 @@ def test_a_resume_finds_moved_data_and_refuses_other_data(workdir, capsys, monke
 def test_a_second_ctrl_c_names_the_checkpoint_kept_and_the_resume(workdir, capsys, monkeypatch):
     """A run stopped at once (a second Ctrl-C, here mid-step) ends with a line naming the checkpoint its
     folder keeps and the command that continues it: the line had said only that it was interrupted."""
-    import torchlogreg.training.runs as runs
+    from torchlogreg.base.signals import StopFlag
 
     assert main(["data", "convert", "--from-npz", "mine.npz", "--out", "od"]) == 0
     asked = itertools.count()
@@ -108,7 +108,7 @@ def test_a_second_ctrl_c_names_the_checkpoint_kept_and_the_resume(workdir, capsy
             raise KeyboardInterrupt
         return False
 
-    monkeypatch.setattr(runs.StopFlag, "__call__", second_ctrl_c)
+    monkeypatch.setattr(StopFlag, "__call__", second_ctrl_c)
     capsys.readouterr()
     flags = [*TRAIN, "--optimizer", "sgd", "--checkpoint-every", "2", "--out", "run"]
     assert main(["train", "--dataset", "od", *flags]) == 130

@@ -18,8 +18,8 @@ OLD_PATHS = {"estimator": "sklearn.estimator", "model": "core.model"}
 # subpackage ("" is the package root) -> its floors, bottom first; the subpackages in order, bottom first
 LAYERS = {
     "base": [
-        {"datasets", "exceptions", "signals", "version"},
-        {"config", "storage"},
+        {"datasets", "exceptions", "version"},
+        {"config", "signals", "storage"},
         {"devices"},
     ],
     "core": [
@@ -39,6 +39,7 @@ LAYERS = {
     ],
     "runfolder": [
         {"layout"},
+        {"checks"},
         {"checkpoints"},
         {"resumable"},
     ],
@@ -47,7 +48,7 @@ LAYERS = {
         {"gradient"},
         {"engine", "evaluation"},
         {"tensorboard", "trainer"},
-        {"live"},
+        {"checkpointer", "live", "resume"},
         {"runs"},
         {"sweep_figures"},
         {"sweep"},

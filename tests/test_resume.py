@@ -170,7 +170,7 @@ def test_the_stop_checkpoint_is_written_once_the_held_disk_is_given_back(
     on a nearly full disk that checkpoint failed and the folder was removed."""
     import contextlib
 
-    import torchlogreg.training.runs as runs
+    import torchlogreg.training.checkpointer as checkpointer
 
     held, written = [], []
 
@@ -180,9 +180,11 @@ def test_the_stop_checkpoint_is_written_once_the_held_disk_is_given_back(
         yield
         held.pop()
 
-    save = runs.save_training_state
-    monkeypatch.setattr(runs, "reserved_space", reserved)
-    monkeypatch.setattr(runs, "save_training_state", lambda *a: written.append(bool(held)) or save(*a))
+    save = checkpointer.save_training_state
+    monkeypatch.setattr(checkpointer, "reserved_space", reserved)
+    monkeypatch.setattr(
+        checkpointer, "save_training_state", lambda *a: written.append(bool(held)) or save(*a)
+    )
     steps = itertools.count(1)
     with pytest.raises(Interrupted):
         train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 2)
@@ -198,10 +200,12 @@ def test_a_resumed_run_keeps_checkpointing_as_it_did(tiny_data, tiny_config, tmp
         train(config, tiny_data, out=tmp_path, verbose=False, checkpoint_every=10,
               should_stop=lambda: next(steps) == 2)  # fmt: skip
     assert json.loads((tmp_path / "checkpoint.json").read_text())["checkpoint_every"] == 10
-    import torchlogreg.training.runs as runs
+    import torchlogreg.training.checkpointer as checkpointer
 
-    saved, save = [], runs.save_training_state
-    monkeypatch.setattr(runs, "save_training_state", lambda *a: saved.append(a[2]["iteration"]) or save(*a))
+    saved, save = [], checkpointer.save_training_state
+    monkeypatch.setattr(
+        checkpointer, "save_training_state", lambda *a: saved.append(a[2]["iteration"]) or save(*a)
+    )
     train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
     assert {30, 40, 50} <= set(saved)
 
@@ -449,12 +453,12 @@ def test_an_interruption_names_the_folder_to_resume(tiny_data, tiny_config, tmp_
 def test_resume_takes_the_lock_before_reading_the_checkpoint(tiny_data, tiny_config, tmp_path, monkeypatch):
     """A resume refused because another process holds the folder has not read its checkpoint."""
     from torchlogreg.base.storage import output_lock
-    from torchlogreg.training import runs
+    from torchlogreg.training import resume
 
     with pytest.raises(Interrupted):
         train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: True)
     reads = []
-    monkeypatch.setattr(runs, "load_training_state", lambda out: reads.append(out))
+    monkeypatch.setattr(resume, "load_training_state", lambda out: reads.append(out))
     with output_lock(tmp_path), pytest.raises(OutputError, match="being written by another"):
         train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
     assert reads == []
@@ -464,7 +468,7 @@ def test_the_disk_held_for_a_run_does_not_grow_with_an_absurd_step_limit():
     # `--epochs 10**26` is legal (training stops on convergence) and once asked for zettabytes of disk
     from types import SimpleNamespace
 
-    from torchlogreg.training.runs import HISTORY_ROW_BYTES, HISTORY_ROWS_HELD, run_bytes
+    from torchlogreg.training.checkpointer import HISTORY_ROW_BYTES, HISTORY_ROWS_HELD, run_bytes
 
     model = SimpleNamespace(binary=False, n_classes=10, n_features=784)
     trainings = [SimpleNamespace(engine=SimpleNamespace(model=model, total=n)) for n in (1000, 10**30)]

@@ -243,7 +243,7 @@ def unused_in_sweep(args: argparse.Namespace, axes: list[str], rows: list[dict])
 def _given_config(args: argparse.Namespace):
     """With --resume: the settings given that a resume may change (--device, --data-root, --dataset:
     where the same data is now); any other refused by its flag."""
-    from ..training.runs import RESUMABLE
+    from ..training.resume import RESUMABLE
 
     given = [
         f"--{n.replace('_', '-')}"
@@ -309,7 +309,8 @@ def stop_line(metrics: dict, config: TrainConfig) -> str:
 
 def _config_and_out(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     """The config to train with and the run folder: from the flags, or with --resume the run's own."""
-    from ..training.runs import default_out, saved_config
+    from ..training.resume import saved_config
+    from ..training.runs import default_out
 
     if not args.resume:
         return config_from_args(args), Path(args.out) if args.out else default_out()

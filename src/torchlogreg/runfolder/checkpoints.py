@@ -5,7 +5,8 @@ needed to rebuild and use the model), ``metrics.json`` and ``history.csv``; an i
 adds its resumable state (runfolder/resumable.py). Loading executes no code: weights through safetensors,
 metadata as JSON, and the weights' SHA-256 is checked. `predict`, `serve` and `export` read runs
 through this module alone: it imports the model and the readers, nothing that trains. The files'
-names, and the checks on a folder before a run is written there, are runfolder/layout.py's.
+names, and the checks on a folder before a run is written there, are runfolder/layout.py's; what
+model.json and metrics.json must hold, runfolder/checks.py's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import math
 import platform
 import sys
 from dataclasses import dataclass
@@ -25,7 +25,7 @@ import torch
 
 from ..base.config import TrainConfig
 from ..base.devices import resolve_device
-from ..base.exceptions import CheckpointError, ConfigError, InputError, OutputError, did_you_mean
+from ..base.exceptions import CheckpointError, ConfigError, OutputError
 from ..base.storage import (
     atomic_write_bytes,
     atomic_write_csv,
@@ -33,9 +33,9 @@ from ..base.storage import (
 )
 from ..base.version import package_version
 from ..core.model import LogisticRegression
-from ..data.classnames import class_names_problem
 from ..data.digits import box_for
-from ..data.images import AS_IS, BACKGROUNDS, MNIST_STYLE, check_pictures
+from ..data.images import AS_IS, MNIST_STYLE
+from .checks import FORMAT_VERSION, check_meta, metrics_problems, weights_limit
 from .layout import (
     FORMAT,
     HISTORY_FILE,
@@ -50,11 +50,7 @@ from .layout import (
     read_regular_file,
 )
 
-FORMAT_VERSION = 1
-MAX_FEATURES = 2**24  # pixels per image (4096 x 4096)
-MAX_CLASSES = 100_000
 MAX_HISTORY_BYTES = 256 * 2**20  # history.csv: at most 131,072 rows (the engine thins it), ~100 bytes each
-MAX_WEIGHTS_BYTES = 2**31  # model.safetensors, read whole: 4096x4096 pixels x 32 classes in float32
 MAX_CHECKPOINT_BYTES = 2**31  # a checkpoint holds the weights a few times over (optimizer state, best)
 PREPROCESSING = {
     "input": "grayscale image, white ink on black, digit fitted to 20x20 and centred by mass in 28x28",
@@ -124,28 +120,6 @@ class Run:
 def _versions() -> dict:
     return {"torchlogreg": package_version(), "torch": torch.__version__, "python": platform.python_version()}
 
-
-META_KEYS = (  # what model.json holds; a key outside these is refused on load (a typo, or not ours)
-    "format",
-    "format_version",
-    "dataset",
-    "class_names",
-    "source_labels",
-    "binary",
-    "threshold",
-    "n_features",
-    "n_classes",
-    "input_shape",
-    "weight_shapes",
-    "weights_sha256",
-    "preprocessing",
-    "pictures",
-    "background",
-    "config",
-    "command",
-    "created",
-    "versions",
-)
 
 
 class TrainedRun(Protocol):
@@ -273,97 +247,6 @@ def _looks_pickled(blob: bytes) -> bool:
     return blob[:1] == b"\x80" or blob[:2] == b"PK"
 
 
-def _is_int(value, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _meta_problems(meta: dict) -> list[str]:
-    """model.json checked against its schema before anything is built from it."""
-    problems = []
-    n_features, n_classes = meta.get("n_features"), meta.get("n_classes")
-    if not _is_int(n_features, 1, MAX_FEATURES):
-        problems.append(f"n_features must be an integer in 1..{MAX_FEATURES}, got {n_features!r}")
-    if not _is_int(n_classes, 2, MAX_CLASSES):
-        problems.append(f"n_classes must be an integer in 2..{MAX_CLASSES}, got {n_classes!r}")
-    names = meta.get("class_names")
-    if problem := class_names_problem(names):
-        problems.append(problem)
-    elif isinstance(n_classes, int) and len(names) != n_classes:
-        problems.append(f"{len(names)} class names for {n_classes} classes")
-    problems += _shape_problems(meta, n_features, n_classes)
-    threshold = meta.get("threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-        problems.append(f"threshold must be a number in (0, 1), got {threshold!r}")
-    shape = meta.get("input_shape")
-    if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v, 1, MAX_FEATURES) for v in shape)):
-        problems.append(f"input_shape must be [height, width], got {shape!r}")
-    elif isinstance(n_features, int) and shape[0] * shape[1] != n_features:
-        problems.append(f"input_shape {shape} does not hold n_features {n_features}")
-    if _is_int(n_features, 1, MAX_FEATURES) and _is_int(n_classes, 2, MAX_CLASSES):
-        size = weights_limit(n_features, n_classes)
-        if size > MAX_WEIGHTS_BYTES:
-            problems.append(f"its weights may take {size} bytes, over the {MAX_WEIGHTS_BYTES} a run may hold")
-    digest = meta.get("weights_sha256")
-    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
-        problems.append("weights_sha256 must be the 64-hex-digit SHA-256 of the weights")
-    if not isinstance(meta.get("config"), dict):
-        problems.append("config must be a JSON object")
-    try:
-        check_pictures(meta.get("pictures", MNIST_STYLE))
-    except InputError as error:
-        problems.append(str(error))
-    if meta.get("background", "light") not in BACKGROUNDS:
-        problems.append(f"background must be one of {', '.join(BACKGROUNDS)}, got {meta['background']!r}")
-    return problems
-
-
-def _shape_problems(meta: dict, n_features, n_classes) -> list[str]:
-    """The version and the fields that must agree with the model's size: format_version (a run of a
-    newer format is not read as this one), binary (one logit exactly for two classes), one source
-    label per class, and the weights' shapes as the model's."""
-    problems = []
-    version = meta.get("format_version")
-    if not _is_int(version, 1, FORMAT_VERSION):
-        newer = _is_int(version, FORMAT_VERSION + 1, 2**31)
-        problems.append(
-            f"format_version {version!r} is a newer run format than this torchlogreg reads (up to "
-            f"{FORMAT_VERSION}): upgrade torchlogreg" if newer else
-            f"format_version must be an integer 1..{FORMAT_VERSION}, got {version!r}"
-        )  # fmt: skip
-    if not (_is_int(n_features, 1, MAX_FEATURES) and _is_int(n_classes, 2, MAX_CLASSES)):
-        return problems  # (said by the caller)
-    if meta.get("binary") is not (n_classes == 2):
-        problems.append(f"binary must be {str(n_classes == 2).lower()} for {n_classes} classes")
-    labels = meta.get("source_labels")  # (-1: the rest, for a one-vs-rest run's negative class)
-    one_each = isinstance(labels, list) and len(labels) == n_classes
-    if not (one_each and all(_is_int(v, -1, 2**31) for v in labels)):
-        problems.append(f"source_labels must be {n_classes} integers, one a class")
-    rows = 1 if n_classes == 2 else n_classes
-    expected = {"linear.weight": [rows, n_features], "linear.bias": [rows]}
-    if meta.get("weight_shapes") != expected:
-        problems.append(f"weight_shapes must be {expected} for {n_features} features and {n_classes} classes")
-    return problems
-
-
-def _check_meta(path: Path, meta: dict) -> None:
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a torchlogreg run (format {meta.get('format')!r})")
-    problems = _meta_problems(meta)
-    unknown = [str(key) for key in meta if key not in META_KEYS]
-    if unknown:
-        problems.append(
-            "; ".join(f"unknown key {key[:80]!r}{did_you_mean(key, META_KEYS)}" for key in unknown[:5])
-        )
-    if problems:
-        raise CheckpointError(f"{path}: {'; '.join(problems)}")
-
-
-def weights_limit(n_features: int, n_classes: int) -> int:
-    """The most bytes a safetensors file of this model can take (float64, plus its header)."""
-    rows = 1 if n_classes == 2 else n_classes
-    return (n_features + 1) * rows * 8 + 64 * 1024
-
-
 def _load_device(device: str | torch.device) -> torch.device:
     """The device a run is loaded on: one that holds data (not "meta"), named as --device names it."""
     if isinstance(device, torch.device):
@@ -432,7 +315,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     if has_training_state(run_dir):  # train removes it once the run is saved: this one has not finished
         _refuse_training(run_dir)
     meta = read_json(run_dir / META_FILE)
-    _check_meta(run_dir / META_FILE, meta)
+    check_meta(run_dir / META_FILE, meta)
     Run(run_dir, None, meta, {}).config  # noqa: B018 (a damaged config: refused by every command)
     n_features, n_classes = meta["n_features"], meta["n_classes"]
     limit = weights_limit(n_features, n_classes)
@@ -456,36 +339,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     metrics_path = run_dir / METRICS_FILE
     metrics = read_json(metrics_path) if metrics_path.exists() else {}
-    problems = _metrics_problems(metrics)
+    problems = metrics_problems(metrics)
     if problems:
         raise CheckpointError(f"{metrics_path}: {'; '.join(problems[:3])}")
     return Run(run_dir, model.to(device).eval(), meta, metrics)
-
-
-def _metrics_problems(metrics: dict) -> list[str]:
-    """What is wrong with the measures of metrics.json that commands show (each split's accuracy,
-    loss and rows, the training time): "test high" and "training time fast s" had reached a report
-    and serve's /api/model from a hand-edited file."""
-    def number(value, low: float = 0.0, high: float = math.inf) -> bool:
-        real = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        return real and low <= value <= high
-
-    rules = {"accuracy": (lambda v: number(v, 0, 1), "a number in [0, 1]"),
-             "loss": (number, "a finite number >= 0"),
-             "n": (lambda v: _is_int(v, 0, 2**62), "an integer >= 0")}  # fmt: skip
-    problems = []
-    for split in ("train", "val", "test"):
-        values = metrics.get(split)
-        if split in metrics and not isinstance(values, dict):
-            problems.append(f"{split} must be an object of accuracy, loss and n, got {ascii(values)[:40]}")
-            continue
-        for key, (check, rule) in rules.items():
-            if isinstance(values, dict) and values.get(key) is not None and not check(values[key]):
-                problems.append(f"{split}.{key} must be {rule}, got {ascii(values[key])[:40]}")
-    seconds = metrics.get("train_seconds")
-    if seconds is not None and not number(seconds):
-        problems.append(f"train_seconds must be a finite number >= 0, got {ascii(seconds)[:40]}")
-    return problems
 
 
 def read_history(path: Path) -> list[dict]:

@@ -1,5 +1,6 @@
-"""The run's life: its folder (created, never overwritten by accident, checkpointed, finalized),
-resume, stop requests (SIGINT/SIGTERM), and torchrun. The CLI and Python callers share it:
+"""The run's life: its folder (created, never overwritten by accident, finalized), the checkpoints
+(checkpointer), a resume (resume), stop requests (signals.StopFlag) and torchrun, put together in
+`train`. The CLI and Python callers share it:
 
     import torchlogreg as tl
     tl.train(tl.preset("default"), out="runs/x", checkpoint_every=500)   # Ctrl-C: a checkpoint
@@ -11,77 +12,23 @@ Under torchrun (WORLD_SIZE > 1) `train` joins the process group itself; rank 0 w
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
-import signal
-import threading
 from datetime import datetime
 from pathlib import Path
 
 from ..base.config import TrainConfig
-from ..base.datasets import DATASETS
 from ..base.devices import cpu_threads, resolve_device, threads_for
 from ..base.exceptions import CheckpointError, ConfigError, DivergenceError, Interrupted
-from ..base.storage import atomic_write_bytes, make_folder, output_lock, reserved_space
+from ..base.signals import StopFlag
+from ..base.storage import atomic_write_bytes, make_folder, output_lock
 from ..data.inmemory import Data, check_dataset, dataset_location, load_data
 from ..runfolder.checkpoints import save_run
-from ..runfolder.layout import check_run_target, checkpoint_diverged, is_run_folder, remove_run
-from ..runfolder.resumable import (
-    has_training_state,
-    load_training_state,
-    read_training_meta,
-    remove_training_state,
-    save_training_state,
-)
+from ..runfolder.layout import check_run_target, checkpoint_diverged, is_run_folder
+from ..runfolder.resumable import has_training_state, read_training_meta, remove_training_state
+from .checkpointer import Checkpointer, space_for_run
 from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
-from .engine import MAX_HISTORY_ROWS
+from .resume import resumed_config, same_data
 from .trainer import Training, TrainResult, build, finish
-
-# the settings a resume may change (the CLI: --device, --data-root, --dataset): the dataset only to
-# where the same data is now (checked against the checkpoint's fingerprint of it)
-RESUMABLE = ("device", "data_root", "dataset")
-
-
-class StopFlag:
-    """Set by the first SIGINT/SIGTERM (or SIGHUP: the terminal or SSH session went away) so
-    training stops after the current step and checkpoints; a second SIGINT interrupts at once. A
-    SIGHUP that the process ignores (`nohup`) stays ignored."""
-
-    def __init__(self):
-        self.requested = False
-        self.signum: int | None = None  # the first signal's (the exit code follows it)
-        self.previous = {}
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            raise ConfigError("handle_signals needs the main thread (Python delivers signals there only)")
-
-        def handle(signum, frame):
-            if self.requested and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.requested, self.signum = True, self.signum or signum
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self.previous[signum] = signal.signal(signum, handle)
-        hangup = getattr(signal, "SIGHUP", None)  # (not on Windows)
-        if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
-            self.previous[hangup] = signal.signal(hangup, handle)
-
-    def uninstall(self) -> None:
-        """Put back the handlers that were there before install()."""
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-        self.previous = {}
-
-    def __enter__(self) -> StopFlag:
-        self.install()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.uninstall()
 
 
 def default_out(parent: str = "runs") -> Path:
@@ -101,74 +48,6 @@ def check_writable(folder: Path) -> None:
     (folder / ".write-test").unlink()
 
 
-RUN_OVERHEAD_BYTES = 256 * 1024  # model.json, metrics.json and file system slack
-HISTORY_ROW_BYTES = 128  # one line of history.csv
-# History rows held ahead: as many as the engine keeps (a step limit is a cap that convergence usually
-# stops long before: `--epochs 10**26` is legal)
-HISTORY_ROWS_HELD = MAX_HISTORY_ROWS
-
-
-def run_bytes(training: Training) -> int:
-    """About what the run folder will take once saved: the weights as safetensors (float32), the
-    history (a row per step, up to HISTORY_ROWS_HELD) and the JSON files."""
-    model = training.engine.model
-    rows = 1 if model.binary else model.n_classes
-    history = min(training.engine.total, HISTORY_ROWS_HELD) * HISTORY_ROW_BYTES
-    return (model.n_features + 1) * rows * 4 + history + RUN_OVERHEAD_BYTES
-
-
-def _space_for_run(out: Path | None, training: Training, main_rank: bool):
-    """Disk held in `out` while training, for the run it will save: a disk too full is found before
-    the work, not after (see storage.reserved_space)."""
-    if out is None or not main_rank:
-        return contextlib.nullcontext()
-    return reserved_space(out, run_bytes(training))
-
-
-def saved_config(out: Path, meta: dict | None = None) -> TrainConfig:
-    """The config of the interrupted run in `out` (from its checkpoint's `meta`, else read: the
-    JSON alone, not the weights)."""
-    meta = read_training_meta(out) if meta is None else meta
-    try:
-        return TrainConfig.from_dict(meta["config"])
-    except ConfigError as error:
-        raise CheckpointError(f"{out}: the checkpoint's config is damaged ({error})") from None
-
-
-def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, tuple]:
-    """The interrupted run's config and state; `config`, when given, may change only RESUMABLE's."""
-    tensors, meta, history = load_training_state(out)
-    saved = saved_config(out, meta)
-    if config is None:
-        return saved, (tensors, meta, history)
-    differ = [
-        f"{f.name} ({getattr(config, f.name)!r}, the run has {getattr(saved, f.name)!r})"
-        for f in dataclasses.fields(TrainConfig)
-        if f.name not in RESUMABLE and getattr(config, f.name) != getattr(saved, f.name)
-    ]
-    if differ:
-        raise ConfigError(
-            f"resume continues with the run's own settings; these differ: {', '.join(differ)}",
-            parameter="resume",
-        )
-    changed = {k: getattr(config, k) for k in RESUMABLE if k != "dataset"}
-    dataset = _moved_dataset(config.dataset, saved.dataset, meta)
-    return saved.replace(**changed, dataset=dataset), (tensors, meta, history)
-
-
-def _moved_dataset(given: str, saved: str, meta: dict) -> str:
-    """The dataset a resume reads: the run's own, or where its folder is now when `given` names
-    another folder (the data there is checked against the checkpoint's fingerprint, `_same_data`)."""
-    if dataset_location(given) == dataset_location(saved):
-        return saved
-    if given in DATASETS or saved in DATASETS or "data" not in meta:
-        why = "a built-in dataset does not move" if "data" in meta else "the checkpoint does not record it"
-        raise ConfigError(
-            f"resume continues on the run's own data ({saved}), not {given}: {why}", parameter="dataset"
-        )
-    return dataset_location(given)
-
-
 def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
     """`out` ready for a fresh run: holding none (unless `overwrite`), writable. What it holds stays
     until the new run first writes there (Checkpointer.claim)."""
@@ -180,57 +59,6 @@ def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
         raise
     if main_rank:
         check_writable(out)
-
-
-class Checkpointer:
-    """Callback: a resumable checkpoint every `every` steps; a last good state at each evaluation."""
-
-    def __init__(
-        self,
-        out: Path | None,
-        every: int | None,
-        main_rank: bool,
-        config: TrainConfig,
-        replaces: bool = False,
-    ):
-        self.out, self.every, self.main_rank, self.config = out, every, main_rank, config.to_dict()
-        self.data: dict | None = None  # the data's fingerprint (Data.fingerprint), once it is loaded
-        self.last_good = None
-        self.replaces = replaces  # what `out` holds is replaced at the first write (a fresh run)
-
-    def claim(self) -> None:
-        """Before the run's first write into `out`, remove the run (and any checkpoint) it replaces
-        (overwrite): a run refused or failing before it has anything to keep leaves the old one as it
-        was, and an interrupted run's folder holds its own checkpoint alone, read as interrupted,
-        never as the old run. A folder of other files keeps them."""
-        if self.replaces and self.out is not None and self.main_rank and is_run_folder(self.out):
-            remove_run(self.out)
-            remove_training_state(self.out)
-        self.replaces = False
-
-    def write(self, engine, state=None) -> None:
-        if self.out is None or not self.main_rank:
-            return
-        self.claim()
-        tensors, meta = state or engine.state_dict()
-        history = [row for row in engine.history if row["iteration"] <= meta["iteration"]]  # (a last
-        # good state's: the history may have been thinned since)
-        meta = {**meta, "config": self.config, "checkpoint_every": self.every}  # (a resume keeps it)
-        meta = meta if self.data is None else {**meta, "data": self.data}
-        save_training_state(self.out, tensors, meta, history)
-
-    def steps_ahead(self, engine) -> int:
-        """To the next checkpoint (a last good state is taken at evaluations, which end calls too)."""
-        return self.every - engine.iteration % self.every if self.every else engine.total
-
-    def on_steps(self, engine, rows: list[dict], shares: list[float]) -> None:
-        self.on_step(engine, rows[-1])  # (evaluations and checkpoints end calls: only the last is due)
-
-    def on_step(self, engine, row: dict) -> None:
-        if row["train_accuracy"] is not None and self.out is not None and self.main_rank:
-            self.last_good = engine.state_dict()  # evaluated at this step, so not diverging
-        if self.every and engine.iteration % self.every == 0:
-            self.write(engine)
 
 
 def describe(training: Training) -> str:
@@ -439,7 +267,7 @@ def train(
             cleanup.callback(logger.close)
         checkpointer = Checkpointer(out, checkpoint_every, main_rank, config, replaces=state is None)
         if out is not None:
-            checkpointer.data = _same_data(data, state)
+            checkpointer.data = same_data(data, state)
         callbacks = [checkpointer] + ([logger] if logger else [])
         training = build(
             config, data, dist=dist, verbose=verbose and main_rank, progress=progress, callbacks=callbacks
@@ -450,7 +278,7 @@ def train(
         if announce is not None and main_rank:
             announce(describe(training))
         try:
-            with _space_for_run(out, training, main_rank):
+            with space_for_run(out, training, main_rank):
                 _run(training, checkpointer)
                 result = None if training.engine.stop_reason == "interrupted" else finish(training)
             if result is None:
@@ -465,21 +293,6 @@ def train(
         if logger is not None:
             logger.add_weights(result.model, data.image_shape)
         return result
-
-
-def _same_data(data: Data, state: tuple | None) -> dict:
-    """`data`'s fingerprint, which must be the checkpoint's where a run resumes (where it records one):
-    other rows would go on silently from the state the old ones left."""
-    found = data.fingerprint()
-    recorded = None if state is None else state[1].get("data")
-    if recorded is not None and recorded != found:
-        differ = [f"{key} {recorded.get(key)!r} then, {found.get(key)!r} now" for key in found
-                  if recorded.get(key) != found[key]]  # fmt: skip
-        raise CheckpointError(
-            f"the data differs from what this run trained on ({'; '.join(differ)[:300]}): resume with that "
-            "data, or train a new run"
-        )
-    return found
 
 
 def _claim_folder(
