@@ -1,9 +1,12 @@
 """base/devices.py: the thread-count blocks training runs in."""
 
+import threading
+
+import numpy as np
 import pytest
 import torch
 
-from torchlogreg.base.devices import cpu_threads, outside_threads
+from torchlogreg.base.devices import blas_threads, cpu_threads, outside_threads
 
 
 def test_outside_threads_restores_the_count_outside_every_block():
@@ -55,3 +58,34 @@ def test_the_kernels_share_this_hosts_cores_with_the_other_ranks(monkeypatch):
     assert kernel_threads() == 1
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert kernel_threads() == outside
+
+
+def _blas_counts() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+
+def test_blocks_in_many_threads_leave_the_counts_as_they_found_them():
+    """Fits in several threads at once (joblib's threading backend, a web server): the first block to
+    open saves the counts and the last to close restores them. Each block restoring what it found had
+    left the process on one thread of torch and of OpenBLAS for good (it found another's limit)."""
+    import scipy.linalg  # noqa: F401 (SciPy's OpenBLAS too)
+
+    torch_before, blas_before = torch.get_num_threads(), _blas_counts()
+    product = np.ones((64, 64))
+    barrier = threading.Barrier(4)
+
+    def fit() -> None:
+        for _ in range(20):
+            with cpu_threads(1), blas_threads(1):
+                barrier.wait(timeout=30)  # every thread inside, then out in turn
+                product @ product
+                assert torch.get_num_threads() == 1
+
+    threads = [threading.Thread(target=fit) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert torch.get_num_threads() == torch_before and _blas_counts() == blas_before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from functools import cache
 
@@ -53,7 +54,81 @@ def threads_for(rows_per_step: int, features: int, classes: int, device: torch.d
     return 1
 
 
-_OUTSIDE: list[int] = []  # the thread count before each open cpu_threads block, outermost first
+class _SharedLimit:
+    """A process-wide thread count that blocks may set for their duration, from any thread: the first
+    open block saves the count as it was and the last to close puts it back (a fit in each of two
+    threads, each restoring what it found, had left the process on the other's limit for good; joblib's
+    threading backend does that). While blocks overlap, the most recently opened one's count holds."""
+
+    def __init__(self, save, apply):
+        self._save, self._apply = save, apply  # save() -> restore(); apply(count)
+        self._lock = threading.Lock()
+        self._open: list[int] = []  # the open blocks' counts, in the order they opened
+        self._restore = None
+        self.original: int | None = None  # the count before the first open block (None: none open)
+
+    @contextlib.contextmanager
+    def __call__(self, count: int | None) -> Iterator[None]:
+        if count is None:
+            yield
+            return
+        with self._lock:
+            first = not self._open
+            saved = self._save() if first else None
+            if first or self._open[-1] != count:
+                self._apply(count)  # (refused: no block opened)
+            if first:
+                self.original, self._restore = saved
+            self._open.append(count)
+        try:
+            yield
+        finally:
+            with self._lock:
+                last = self._open.pop(len(self._open) - 1 - self._open[::-1].index(count))
+                if not self._open:
+                    self._restore()
+                    self.original = self._restore = None
+                elif self._open[-1] != last:
+                    self._apply(self._open[-1])
+
+
+def _save_torch_threads():
+    before = torch.get_num_threads()
+    return before, lambda: torch.set_num_threads(before)
+
+
+def _save_blas_threads():
+    limiter = _thread_pools().limit(limits=None, user_api="blas")  # (records the counts, changes none)
+
+    def restore() -> None:
+        with _blas_control():
+            limiter.restore_original_limits()
+
+    return None, restore
+
+
+def _limit_blas_threads(count: int) -> None:
+    with _blas_control():
+        _thread_pools().limit(limits=count, user_api="blas")
+
+
+@contextlib.contextmanager
+def _blas_control() -> Iterator[None]:
+    """The calling thread in control of OpenBLAS's process-wide pool for the block: threadpoolctl (from
+    3.8) lets only the thread that set it last change it until it is let go, and others' changes do
+    nothing (a restore among them). _SharedLimit's lock makes ours one at a time."""
+    from threadpoolctl import OpenBLASController
+
+    release = getattr(OpenBLASController, "clear_controlling_thread", lambda: None)
+    release()
+    try:
+        yield
+    finally:
+        release()
+
+
+_TORCH_THREADS = _SharedLimit(_save_torch_threads, torch.set_num_threads)
+_BLAS_THREADS = _SharedLimit(_save_blas_threads, _limit_blas_threads)
 
 
 def kernel_threads() -> int:
@@ -62,31 +137,20 @@ def kernel_threads() -> int:
     out themselves, and compute a part themselves when a helper thread that another program holds off
     its core is late with it. Under torchrun, at most this host's cores over its ranks: every rank
     runs its own."""
-    threads = _OUTSIDE[0] if _OUTSIDE else torch.get_num_threads()
+    threads = _TORCH_THREADS.original or torch.get_num_threads()
     ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
     return min(threads, max(1, (os.cpu_count() or 1) // ranks)) if ranks > 1 else threads
 
 
-@contextlib.contextmanager
-def cpu_threads(count: int | None) -> Iterator[None]:
+def cpu_threads(count: int | None) -> contextlib.AbstractContextManager[None]:
     """torch's intra-op threads set to `count` for the block, then restored (None: unchanged)."""
-    if count is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    _OUTSIDE.append(before)
-    try:
-        yield
-    finally:
-        _OUTSIDE.pop()
-        torch.set_num_threads(before)
+    return _TORCH_THREADS(count)
 
 
 def outside_threads() -> contextlib.AbstractContextManager[None]:
     """torch's threads as they are outside every cpu_threads block, for the block: a pass over a
     whole set (an evaluation) inside a mini-batch run's one-thread steps is large enough to split."""
-    return cpu_threads(_OUTSIDE[0] if _OUTSIDE else None)
+    return cpu_threads(_TORCH_THREADS.original)
 
 
 @cache
@@ -104,16 +168,11 @@ def find_blas() -> None:
     _thread_pools()
 
 
-@contextlib.contextmanager
-def blas_threads(count: int | None) -> Iterator[None]:
+def blas_threads(count: int | None) -> contextlib.AbstractContextManager[None]:
     """BLAS (NumPy's and SciPy's) limited to `count` threads for the block (None: unchanged).
 
     One where torch computes the heavy part (the fused kernel, the engine's gradients) and NumPy only
     L-BFGS's products: OpenBLAS's threads and torch's, which spin between kernels, then share the
     cores and wait for each other (a fit several times slower; 100x on a machine whose other core
     is busy)."""
-    if count is None:
-        yield
-        return
-    with _thread_pools().limit(limits=count, user_api="blas"):
-        yield
+    return _BLAS_THREADS(count)

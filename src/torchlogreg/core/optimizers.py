@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..base.config import TrainConfig
-from ..base.devices import blas_threads, find_blas
+from ..base.devices import blas_threads, cpu_threads, find_blas
 from ..base.exceptions import CheckpointError
 from . import lbfgs
 from .model import without_grad
@@ -130,11 +130,8 @@ class Adam:
         # then overflows the weights, and the engine's divergence check stops the run
         folded = lr / correction1 > self.largest
         correction2_sqrt = math.sqrt(1 - beta2**self.steps)
-        threads = torch.get_num_threads()
-        single = threads > 1 and self.params[0].device.type == "cpu"
-        if single:  # (devices.cpu_threads, which this layer cannot import)
-            torch.set_num_threads(1)
-        try:
+        single = torch.get_num_threads() > 1 and self.params[0].device.type == "cpu"
+        with cpu_threads(1 if single else None):
             for param, first, second in zip(self.params, self.first, self.second, strict=True):
                 first.lerp_(param.grad, 1 - keep1)
                 second.mul_(keep2).addcmul_(param.grad, param.grad, value=1 - keep2)
@@ -143,9 +140,6 @@ class Adam:
                     param.addcdiv_(first, denominator.mul_(correction1), value=-lr)
                 else:
                     param.addcdiv_(first, denominator, value=-lr / correction1)
-        finally:
-            if single:
-                torch.set_num_threads(threads)
 
     def fused_rule(self) -> dict:
         """This rule for the fused kernel's many-step call (fused.steps), with its buffers and count."""
