@@ -148,7 +148,7 @@ def test_wide_sparse_rows_are_densified_a_bounded_chunk_at_a_time(digits):
     X, y = digits
     clf = TorchLogisticRegression().fit(X, y)
     scores = logits(clf, _Undensifiable(X))
-    np.testing.assert_allclose(scores.numpy(), clf.decision_function(X), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(scores, clf.decision_function(X), rtol=1e-9, atol=1e-12)
     wide = sp.random(30, 500_000, density=1e-5, format="csr", random_state=0)
     source = MemoryBatches(SparseRows(wide, torch.float32), torch.zeros(30, dtype=torch.long), 30)
     chunks = [part.x.shape for part in source.chunks()]
@@ -163,6 +163,31 @@ def test_pickle_and_clone(digits):
     assert restored.model_.linear.weight.device.type == "cpu"
     fresh = clone(clf)
     assert fresh.get_params() == clf.get_params() and not hasattr(fresh, "model_")
+
+
+def test_a_model_fitted_on_another_device_predicts_here(digits):
+    """Prediction is NumPy's on the CPU: an estimator fitted with device='cuda' and unpickled where
+    there is none (its stored parameter) predicts, as any scikit-learn model; it had refused."""
+    X, y = digits
+    clf = TorchLogisticRegression().fit(X, y)
+    expected = clf.predict_proba(X)
+    clf.__dict__["device"] = "cuda:7"
+    restored = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(restored.predict_proba(X), expected)
+    assert restored.score(X, y) == clf.score(X, y)
+
+
+def test_a_binary_tie_goes_to_the_first_class_as_scikit_learns():
+    """Rows scored exactly 0 (empty rows with no intercept) are classes_[0], as LogisticRegression's
+    decision_function > 0; predict agrees with predict_proba's argmax."""
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 2.0]])
+    y = np.array(["ham", "spam", "ham", "spam"])
+    empty = np.zeros((3, 2))
+    ours = TorchLogisticRegression(fit_intercept=False).fit(X, y)
+    theirs = LogisticRegression(fit_intercept=False).fit(X, y)
+    assert (ours.decision_function(empty) == 0).all()
+    assert list(ours.predict(empty)) == list(theirs.predict(empty)) == ["ham"] * 3
+    assert list(ours.classes_[ours.predict_proba(empty).argmax(1)]) == ["ham"] * 3
 
 
 def test_pipeline_grid_search_and_cross_validation(digits):

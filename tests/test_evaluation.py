@@ -60,7 +60,7 @@ def test_binary_threshold_moves_the_predictions(samples):
     model = _model(2)
     probability = torch.sigmoid(model(images)).squeeze(-1).detach()
     for threshold in (0.1, 0.5, 0.9):
-        expected = ((probability >= threshold).long() == labels).float().mean().item()
+        expected = ((probability > threshold).long() == labels).float().mean().item()
         assert evaluate(model, images, labels, threshold)["accuracy"] == pytest.approx(expected)
     assert predict_proba(model, images).shape == (50, 2)
 

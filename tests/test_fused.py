@@ -131,6 +131,17 @@ def test_the_softmax_holds_over_the_whole_range_of_scores(classes, isa):
     assert correct == (model(x).argmax(1) == labels).sum().item()
 
 
+def test_the_kernels_count_a_tie_as_the_negative_class():
+    """The evaluation's sums use model.decide's rule: one logit, positive where it is above the
+    threshold's logit; a tie (logit 0 at 0.5) is negative, scikit-learn's rule."""
+    model = _model(4, 2)
+    x, labels = torch.rand(6, 4), torch.tensor([0, 1, 0, 1, 0, 1])
+    with torch.no_grad():
+        model.linear.weight.zero_()
+    _, correct = fused.sums(model.linear.weight, model.linear.bias, x, labels, 1.0)
+    assert correct == 3 == (model.predict(x) == labels).sum().item()
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     rows=st.integers(1, 19),

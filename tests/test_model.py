@@ -80,7 +80,21 @@ def test_binary_threshold_moves_decisions():
         model.linear.weight.normal_()
     low, high = model.predict(x, threshold=0.05), model.predict(x, threshold=0.95)
     assert low.sum() >= high.sum()
-    assert torch.equal(model.predict(x, 0.5), (model.predict_proba(x)[:, 1] >= 0.5).long())
+    assert torch.equal(model.predict(x, 0.5), (model.predict_proba(x)[:, 1] > 0.5).long())
+
+
+def test_a_tie_goes_to_the_negative_class_as_scikit_learns():
+    """P(positive) > threshold, compared as logits: at 0.5, logit > 0 (scikit-learn's decision_function
+    > 0). `sigmoid >= 0.5` had called an all-zero model's rows, and logits within ~1e-8 of 0 (which the
+    float32 sigmoid rounds to 0.5), positive."""
+    model = LogisticRegression(3, 2)
+    x = torch.rand(4, 3)
+    assert not model.predict(x).any()  # zero weights: every logit 0, P exactly 0.5
+    from torchlogreg.core.model import decide
+
+    logits = torch.tensor([[-1e-9], [0.0], [1e-9]])
+    assert decide(logits).tolist() == [0, 0, 1]
+    assert decide(torch.tensor([[0.0], [1.0]]), threshold=0.7310585786300049).tolist() == [0, 0]
 
 
 def test_zero_initialised_and_binary_has_one_logit():

@@ -20,7 +20,7 @@ from torch import nn
 from ..base.exceptions import CheckpointError, ConfigError, require
 from ..base.storage import atomic_write_bytes, refuse_existing
 from ..base.version import package_version
-from ..core.model import decide
+from ..core.model import decide, threshold_logit
 from ..runfolder.checkpoints import PREPROCESSING, Run, load_run
 
 EXTRA = "export"
@@ -104,18 +104,19 @@ def _to_onnx(run: Run, opset: int):
         helper.make_node("Gemm", ["features", "weight", "bias"], ["logits"], transB=1),
     ]
     constants = [numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")]
-    if model.binary:  # P(positive) = sigmoid(the one logit): columns P(0), P(1); the label by threshold
+    if model.binary:  # P(positive) = sigmoid(the one logit): columns P(0), P(1); the label by threshold,
+        # compared as logits (model.decide)
         constants += [
             numpy_helper.from_array(np.ones(1, np.float32), "one"),
             numpy_helper.from_array(np.array([1], np.int64), "column"),
-            numpy_helper.from_array(np.array(run.threshold, np.float32), "threshold"),
+            numpy_helper.from_array(np.array(threshold_logit(run.threshold), np.float32), "threshold"),
         ]
         nodes += [
             helper.make_node("Sigmoid", ["logits"], ["positive"]),
             helper.make_node("Sub", ["one", "positive"], ["negative"]),
             helper.make_node("Concat", ["negative", "positive"], [OUTPUT_NAMES[0]], axis=1),
-            helper.make_node("Squeeze", ["positive", "column"], ["positive_column"]),
-            helper.make_node("GreaterOrEqual", ["positive_column", "threshold"], ["decided"]),
+            helper.make_node("Squeeze", ["logits", "column"], ["logit"]),
+            helper.make_node("Greater", ["logit", "threshold"], ["decided"]),
             helper.make_node("Cast", ["decided"], [OUTPUT_NAMES[1]], to=TensorProto.INT64),
         ]
         outputs = 2

@@ -239,7 +239,7 @@ def model_summary(run: Run, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict:
         "class_names": list(run.class_names),
         "input_shape": list(shape),
         "binary": binary,
-        "threshold": run.threshold if binary else None,  # P(class 1) >= threshold decides class 1
+        "threshold": run.threshold if binary else None,  # P(class 1) > threshold decides class 1
         "metrics": metrics,
         "pictures": run.pictures,
         "background": run.background,  # the training pictures': the drawing pad draws on it

@@ -85,7 +85,7 @@ struct model {
     int64_t classes;      /* 1: one logit (binary) */
     double scale;         /* the features are x * scale */
     double share;         /* each row's gradient is added times this */
-    double threshold;     /* one logit: sums() counts a row positive where its probability is at least this */
+    double threshold_logit; /* one logit: sums() counts a row positive where its logit is above this */
 };
 
 /* One thread's rows, buffers and results. */
@@ -1226,7 +1226,7 @@ static PyObject *entry(PyObject *args, PyObject *kwargs, int sums) {
         release_call(&call);
         return NULL;
     }
-    call.m.threshold = threshold;
+    call.m.threshold_logit = log(threshold / (1.0 - threshold)); /* (as model.threshold_logit) */
     double loss = 0.0;
     int64_t correct = 0;
     int ok;
@@ -1295,7 +1295,7 @@ static PyMethodDef methods[] = {
     {"sums", (PyCFunction)(void (*)(void))sums, METH_VARARGS | METH_KEYWORDS,
      "sums(*, x, labels, weight, bias, index=None, sample_weight=None, scale=1.0, threads=1, threshold=0.5) ->"
      " (the rows' summed (weighted) loss, rows predicted as their label: the top score's class, or for one"
-     " logit positive where its sigmoid is at least threshold)"},
+     " logit positive where its sigmoid is above threshold)"},
     {"steps", (PyCFunction)(void (*)(void))steps, METH_VARARGS | METH_KEYWORDS,
      "steps(*, x, labels, weight, bias, grad_weight, grad_bias, index, sizes, lrs, losses, sample_weight=None,"
      " mean=None, first_weight=None, first_bias=None, second_weight=None, second_bias=None, scale=1.0,"

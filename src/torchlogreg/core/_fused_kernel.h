@@ -138,7 +138,7 @@ INLINE double NAME(row_loss)(const struct batch *in, const struct model *m, int6
 
 /* The (weighted) loss of one row from its raw scores z, and a count in *correct when its prediction
    is its label: C >= 2 classes, the first top score (NaN counted largest, as torch's max); one logit,
-   positive where the float32 sigmoid is at least the threshold (as model.decide). `e`: room for
+   positive where the float32 logit is above the threshold's logit (as model.decide). `e`: room for
    `classes` floats. */
 INLINE double NAME(row_sums)(const struct batch *in, const struct model *m, int64_t row, double *z,
                              int64_t *correct, float *e) {
@@ -146,8 +146,7 @@ INLINE double NAME(row_sums)(const struct batch *in, const struct model *m, int6
     double weight = in->weights ? in->weights[at] : 1.0;
     if (classes == 1) {
         double logit = (double)(float)(z[0] * m->scale + m->b[0]), y = (double)label;
-        float probability = 1.0f / (1.0f + expf((float)-logit));
-        *correct += (probability >= (float)m->threshold) == (label == 1);
+        *correct += ((float)logit > (float)m->threshold_logit) == (label == 1);
         return weight * (fmax(logit, 0.0) - logit * y + log1p(exp(-fabs(logit))));
     }
     int64_t top = 0;

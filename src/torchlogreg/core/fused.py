@@ -199,7 +199,7 @@ def sums(
     threshold: float = 0.5,
 ) -> tuple[float, int]:
     """(summed (weighted) loss, rows predicted as their label) over (x * scale, labels): the first top
-    logit's class, or for one logit positive where its probability is at least `threshold`
+    logit's class, or for one logit positive where its probability is above `threshold`
     (model.decide's rule); `usable(...)` must hold. The forward pass of evaluation and of the
     objective, with no logits in memory."""
     return _fused.sums(

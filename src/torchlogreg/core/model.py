@@ -8,6 +8,7 @@ cross-entropy. The model takes float inputs in [0, 1] or raw uint8 pixels (0..25
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -125,13 +126,25 @@ def loss_gradient(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return residual.T.contiguous().div_(len(logits))
 
 
-def decide(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """The one prediction rule: argmax of C logits; for one logit, P(positive) >= `threshold`."""
+def decide(logits: torch.Tensor | np.ndarray, threshold: float = 0.5) -> torch.Tensor | np.ndarray:
+    """The one prediction rule: argmax of C logits; for one logit, P(positive) > `threshold`, compared
+    as logits (`threshold_logit`): at 0.5, logit > 0, scikit-learn's rule, a tie going to the negative
+    class (a sigmoid rounds to 0.5 for logits within ~1e-8 of 0, and `>=` had called ties positive).
+    Logits as a NumPy array (the estimator's) give int64 indices in NumPy."""
+    if isinstance(logits, np.ndarray):  # (argmax: the first of tied maxima, NaN counted largest, as max)
+        if logits.shape[-1] == 1:
+            return (logits[..., 0] > threshold_logit(threshold)).astype(np.int64)
+        return logits.argmax(axis=-1)
     if logits.shape[-1] == 1:
-        return (torch.sigmoid(logits.squeeze(-1)) >= threshold).long()
+        return (logits.squeeze(-1) > threshold_logit(threshold)).long()
     # max's indices are argmax's (the first of tied maxima, NaN counted largest) at a tenth of its
     # time for a handful of classes
     return logits.max(dim=-1).indices
+
+
+def threshold_logit(threshold: float) -> float:
+    """The logit at which P(positive) equals `threshold` (in (0, 1)): exactly 0 at 0.5."""
+    return math.log(threshold / (1 - threshold))
 
 
 def without_grad(function: Callable) -> Callable:
@@ -234,7 +247,7 @@ class LogisticRegression(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-        """Class indices for inputs `x` (a tensor, array or list); binary: P(positive) >= `threshold`."""
+        """Class indices for inputs `x` (a tensor, array or list); binary: P(positive) > `threshold`."""
         return decide(finite_scores(self(as_inputs(x))), threshold)
 
     @without_grad

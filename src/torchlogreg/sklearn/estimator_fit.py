@@ -479,23 +479,24 @@ def sync_model(est: BaseEstimator) -> None:
         set_weights(est, *start_point(est, warm=True))
 
 
-def logits(est: BaseEstimator, X) -> torch.Tensor:
-    """float64 logits of validated X, whatever `dtype` the model was trained in.
+def logits(est: BaseEstimator, X) -> np.ndarray:
+    """float64 logits of validated X, computed by NumPy on the CPU whatever device the model was fitted
+    on: a fitted estimator predicts on any machine, as scikit-learn's do (one fitted on a GPU had
+    refused to predict where there is none), and a linear model's scores cost a single pass over X,
+    which copying X to a device would cost already.
 
     A float32 dot product's rounding depends on the kernel BLAS picks, which depends on the CPU and
     on how many rows share the call, so in float32 a sample's score would depend on the other
     samples passed with it (by up to ~1e-6). In float64 the same differences are ~1e-13, far below
     anything visible, and scikit-learn's subset-invariance check (rtol 1e-7) holds on any CPU.
     """
-    coef = est.coef_.toarray() if hasattr(est.coef_, "toarray") else est.coef_
-    if hasattr(X, "toarray"):  # sparse: SciPy's product, row by row, never densified (blocks of 8,192
-        # rows of 100,000 tf-idf columns took 6.5 GB each)
-        intercept = np.asarray(est.intercept_, dtype=np.float64).reshape(-1)
-        scores = X.astype(np.float64) @ np.asarray(coef, dtype=np.float64).T + intercept
-        return torch.from_numpy(np.ascontiguousarray(scores))
-    device = resolve_device(est.device)
-    device = torch.device("cpu") if device.type == "mps" else device  # MPS has no float64
-    weight = torch.as_tensor(np.asarray(coef, dtype=np.float64), device=device)
-    bias = torch.as_tensor(np.asarray(est.intercept_, dtype=np.float64).reshape(-1), device=device)
-    blocks = (X[start : start + CHUNK] for start in range(0, X.shape[0], CHUNK))
-    return torch.cat([torch.addmm(bias, to_tensor(b, device, torch.float64), weight.T) for b in blocks]).cpu()
+    coef = np.asarray(est.coef_.toarray() if hasattr(est.coef_, "toarray") else est.coef_, dtype=np.float64)
+    intercept = np.asarray(est.intercept_, dtype=np.float64).reshape(-1)
+    if hasattr(X, "toarray"):  # sparse: SciPy's product, never densified (blocks of 8,192 rows of
+        # 100,000 tf-idf columns took 6.5 GB each)
+        return np.ascontiguousarray(X.astype(np.float64) @ coef.T + intercept)
+    scores = np.empty((X.shape[0], coef.shape[0]))
+    for start in range(0, X.shape[0], CHUNK):  # (float32 X converted a chunk at a time)
+        block = X[start : start + CHUNK].astype(np.float64, copy=False)
+        np.matmul(block, coef.T, out=scores[start : start + CHUNK])
+    return np.add(scores, intercept, out=scores)
