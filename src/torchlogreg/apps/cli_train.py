@@ -104,7 +104,10 @@ def _add_task_options(task) -> None:
         "--positive", metavar="CLASS", help="binary model: this class (a number or a name) against all others"
     )
     task.add_argument(
-        "--threshold", type=float, help=f"binary decision threshold (default: {DEFAULT.threshold})"
+        "--threshold",
+        type=float,
+        help="binary: predict the positive class where its probability is above this (default: "
+        f"{DEFAULT.threshold})",
     )
     task.add_argument(
         "--val-size", type=int, help=f"validation samples taken from train (default: {RULES['val_size']})"

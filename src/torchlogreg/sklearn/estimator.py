@@ -110,13 +110,14 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     early_stopping, validation_fraction, n_iter_no_change
         sgd/adam: stop on the loss of a held-out fraction, keeping the best weights (see ``tol``).
     device : {'auto', 'cpu', 'cuda', 'cuda:N', 'mps'}
-        lbfgs evaluates its loss with NumPy on the CPU and with torch elsewhere.
+        Where fitting runs: lbfgs evaluates its loss with NumPy on the CPU and with torch elsewhere.
+        Prediction is NumPy's on the CPU, so a fitted model predicts on any machine.
     dtype : {None, 'float32', 'float64'}
         The arithmetic's precision (None: for lbfgs the input's, as scikit-learn; float32 for
         sgd/adam and on MPS); ``coef_`` always has the input's dtype.
     threshold : float in (0, 1), default=0.5
-        Two classes: predict ``classes_[1]`` when its probability is at least this (the rule the
-        rest of the package uses).
+        Two classes: predict ``classes_[1]`` when its probability is above this (the rule the rest
+        of the package uses; at 0.5 scikit-learn's, ``decision_function > 0``).
 
     Attributes
     ----------

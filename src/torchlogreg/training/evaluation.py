@@ -58,7 +58,7 @@ def evaluate(
     labels : torch.Tensor, NumPy array or list
         (N,) class indices.
     threshold : float, default=0.5
-        Binary models: predict the positive class when its probability is at least this.
+        Binary models: predict the positive class when its probability is above this.
 
     Returns
     -------
