@@ -135,6 +135,8 @@ def test_predicts_arrays_sent_as_json(client, mnist_splits, default_result):
         ({"json": {"other": 1}}, 422, '"pixels"'),
         ({"json": {"pixels": "abc"}}, 422, "array of numbers"),
         ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "multipart"),
+        ({"content": b"{}", "headers": {"content-type": "application/jsonfoo"}}, 415, "multipart"),
+        ({"content": b"{}", "headers": {"content-type": "Application/JSON; charset=utf-8"}}, 422, '"pixels"'),
     ],
 )
 def test_errors_are_json_4xx(client, kwargs, status, fragment):

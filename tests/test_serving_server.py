@@ -342,6 +342,33 @@ def test_connections_that_send_no_request_are_closed(server):
         assert reply.status == 200
 
 
+def test_connections_that_stall_in_a_body_get_408_and_are_closed(server):
+    """A body due within BODY_SECONDS of its headers: 33 connections each sending one byte of a
+    5,000-byte body, then nothing, had held every connection the server allows for as long as they
+    liked (every other request 503)."""
+    from urllib.parse import urlparse
+    from urllib.request import urlopen
+
+    from torchlogreg.apps.weblimits import BODY_SECONDS, MAX_CONNECTIONS
+
+    address = urlparse(server)
+    head = (
+        b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5000\r\n\r\n{"
+    )
+    stalled = [socket.create_connection((address.hostname, address.port)) for _ in range(MAX_CONNECTIONS)]
+    for sock in stalled:
+        sock.sendall(head)
+    for sock in stalled:
+        sock.settimeout(BODY_SECONDS + 10)
+        reply = _reply(sock)
+        assert reply.startswith(b"HTTP/1.1 408") and b"within" in reply
+        assert sock.recv(1024) == b""  # then closed by the server
+        sock.close()
+    with urlopen(server + "/healthz", timeout=10) as reply:
+        assert reply.status == 200
+
+
 def test_drawing_a_one_in_chromium(server, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By

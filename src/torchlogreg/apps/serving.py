@@ -43,7 +43,7 @@ from ..data.images import AS_IS, MAX_IMAGE_PIXELS, picture_pixels, read_image
 from ..data.inputs import array_images, read_array
 from ..data.readers import one_line
 from ..runfolder.checkpoints import Run, load_run
-from .weblimits import HeaderLimit, WorkLimit, read_body, server_options
+from .weblimits import BODY_SECONDS, HeaderLimit, WorkLimit, media_type, read_body, server_options
 
 STATIC = Path(__file__).resolve().parent / "static"
 API_VERSION = "1"  # what /openapi.json reports: the API's version, not the package's
@@ -256,10 +256,13 @@ def model_summary(run: Run, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> dict:
     }
 
 
-def _json_error(status: int, message: str):
+def _json_error(status: int, message: str, close: bool = False):
+    """A JSON error; `close`: the connection closes after it (a body left unread, whose rest the
+    client may still be sending)."""
     from fastapi.responses import JSONResponse
 
-    return JSONResponse(status_code=status, content={"error": message})
+    headers = {"connection": "close"} if close else None
+    return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
 
 def _install_error_handlers(app) -> None:
@@ -344,9 +347,9 @@ class Answerer:
         from fastapi.responses import JSONResponse
         from starlette.requests import ClientDisconnect
 
-        content_type = request.headers.get("content-type", "")
-        multipart = content_type.startswith("multipart/form-data")
-        if not (multipart or content_type.startswith("application/json")):
+        content_type = media_type(request.headers.get("content-type", ""))
+        multipart = content_type == "multipart/form-data"
+        if not (multipart or content_type == "application/json"):
             wanted = "send multipart/form-data with a 'file', or application/json with 'pixels'"
             return _json_error(415, wanted)
         limit = self.upload_limit if multipart else self.json_limit
@@ -354,8 +357,10 @@ class Answerer:
             body = await read_body(request, limit)
         except ClientDisconnect:
             return _json_error(400, "the client disconnected before sending the whole body")
+        except TimeoutError:  # (the rest of the body unread: the connection closes)
+            return _json_error(408, f"the body did not arrive within {BODY_SECONDS} s", close=True)
         if body is None:
-            return _json_error(413, f"upload is over the limit of {limit} bytes")
+            return _json_error(413, f"upload is over the limit of {limit} bytes", close=True)
         if multipart:
             upload = await _upload_from_multipart(request, body)
             if upload is None:

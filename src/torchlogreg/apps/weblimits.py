@@ -18,12 +18,12 @@ the server hold or wait for.
 MAX_HEADER_BYTES (uvicorn's default parser, httptools, buffers headers of any size: a 256 MB header
 took 94 s and 511 MB), at most MAX_CONNECTIONS connections (503 beyond) and a connection closed that
 has not sent a request's line and headers KEEP_ALIVE_SECONDS after it opened or after its last
-answer. h11 applies its cut only to a header still arriving: one that comes whole in
-a single read is parsed at any size, so `HeaderLimit` refuses, with 431, a request whose line and
-headers pass MAX_HEADER_BYTES however they arrived. `read_body` reads a body as it streams in and
-stops at its limit (chunked bodies too). `WorkLimit` runs decoding and model work in worker threads,
-MAX_ACTIVE_REQUESTS at a time, so the event loop keeps answering other clients and memory holds a
-bounded number of requests' work.
+answer. h11 applies its cut only to a header still arriving: one that comes whole in a single read
+is parsed at any size, so `HeaderLimit` refuses, with 431, a request whose line and headers pass
+MAX_HEADER_BYTES however they arrived. `read_body` reads a body as it streams in and stops at its
+limit (chunked bodies too), and within BODY_SECONDS of the headers. `WorkLimit` runs decoding and
+model work in worker threads, MAX_ACTIVE_REQUESTS at a time, so the event loop keeps answering other
+clients and memory holds a bounded number of requests' work.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ MAX_HEADER_BYTES = 32 * 1024  # request line and headers; browsers send under 8 
 MAX_CONNECTIONS = 32  # served at once, each holding at most the body its server allows
 MAX_ACTIVE_REQUESTS = 2  # requests decoding and classifying at once (each up to ~100 MB for a photo)
 KEEP_ALIVE_SECONDS = 5  # a connection that sends no request this long after it opened or was answered closes
+BODY_SECONDS = 10  # a request's body is whole this long after its headers (2 MiB: 200 kB/s), or 408
 
 
 def server_options() -> dict:
@@ -55,22 +56,32 @@ def timed_h11() -> type:
     return TimedH11Protocol
 
 
-async def read_body(request, limit: int) -> bytes | None:
+async def read_body(request, limit: int, seconds: float = BODY_SECONDS) -> bytes | None:
     """The request body read as it streams in (chunked or not); None as soon as it passes `limit`
-    bytes (or declares more in Content-Length), so a huge body is never held in memory."""
+    bytes (or declares more in Content-Length), so a huge body is never held in memory. TimeoutError
+    when it is not whole within `seconds`: 33 connections each sending a byte of body now and then had
+    held every connection the server allows, for as long as they liked."""
     from contextlib import aclosing
+
+    import anyio
 
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         return None
     chunks, size = [], 0
-    async with aclosing(request.stream()) as stream:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
+    with anyio.fail_after(seconds):
+        async with aclosing(request.stream()) as stream:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > limit:
+                    return None
+                chunks.append(chunk)
     return b"".join(chunks)
+
+
+def media_type(content_type: str) -> str:
+    """A Content-Type's media type, as compared: without parameters, in lower case (RFC 9110)."""
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 class WorkLimit:
