@@ -83,8 +83,26 @@ def test_bad_messages_are_one_line_errors(client):
         assert "nests too deeply" in _until(ws, "error")["message"]
         ws.send_text('{"type": "check", "settings": {"seed": ' + "9" * 5000 + "}}")
         assert _until(ws, "error")["message"] == "messages must be JSON objects"
+        ws.send_json({"type": ["start"]})  # (a list or an object where a name belongs)
+        assert "type must be one of" in _until(ws, "error")["message"]
+        ws.send_json({"type": "check", "dataset": [1]})
+        assert "dataset must be one of" in _until(ws, "error")["message"]
         ws.send_json({"type": "check"})
         assert _until(ws, "config")["command"]  # the page is still served
+
+
+def test_weights_that_overflow_end_the_run_with_the_divergence_message(client):
+    """At lr 1e30 the weights overflow before the run's divergence check: the sample's confusion
+    matrix had raised, and the page's connection closed with nothing said."""
+    settings = {"optimizer": "sgd", "lr": 1e30, "schedule": "none", "epochs": 1, "train_size": 2000}
+    with client.websocket_connect(SOCKET) as ws:
+        ws.receive_json()
+        ws.send_json({"type": "start", "settings": settings})
+        frame = _until(ws, "frame", "diverged")
+        assert "training diverged" in frame["error"] and "lower the learning rate" in frame["error"]
+        ws.send_json({"type": "reset"})
+        ws.send_json({"type": "check"})
+        assert _until(ws, "config")["command"]  # still connected
 
 
 def test_a_page_that_goes_away_while_it_is_answered_logs_no_traceback(catalog, tmp_path, caplog):

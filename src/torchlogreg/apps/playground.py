@@ -190,7 +190,7 @@ async def _serve_page(ws, session: Session, send_text) -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.wake.wait(), timeout=1.0)
             session.wake.clear()
-            await session.frame()
+            await guarded(session.frame())  # (a frame that fails says so; the page stays connected)
 
     await _until_one_ends(receive(), pump())
 

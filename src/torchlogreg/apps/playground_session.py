@@ -44,6 +44,7 @@ def _b64(array: np.ndarray) -> str:
 def weights_message(weight: torch.Tensor) -> bytes:
     """The weights for the templates, compact: a float32 scale, then the weights as int8 (x scale/127)."""
     values = weight.detach().float().cpu()
+    values = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)  # (diverging weights: drawn blank)
     scale = float(values.abs().max()) if values.numel() else 0.0
     quantised = (
         (values * (127 / scale)).round().to(torch.int8)
@@ -71,11 +72,15 @@ class Sample:
         self.model = LogisticRegression(math.prod(data.image_shape), data.n_classes)
 
     def measure(self, weight: torch.Tensor, bias: torch.Tensor) -> dict:
-        """Confusion matrix (rows: true class), accuracy and the first mistakes of these weights."""
+        """Confusion matrix (rows: true class), accuracy and the first mistakes of these weights; none
+        where their scores overflow (weights diverging: the run's own check ends it, and says so)."""
         with torch.no_grad():
             self.model.linear.weight.copy_(weight)
             self.model.linear.bias.copy_(bias)
-            predicted = decide(logits_of(self.model, self.images), self.threshold)
+            try:
+                predicted = decide(logits_of(self.model, self.images), self.threshold)
+            except InputError:  # (an lr of 1e30 had closed the page's connection here)
+                return {}
         k = self.n_classes
         confusion = torch.bincount(self.labels * k + predicted, minlength=k * k).reshape(k, k)
         wrong = torch.nonzero(predicted != self.labels).flatten()[:MISTAKES]
@@ -149,6 +154,7 @@ class Session:
     # --- commands -----------------------------------------------------------------------------
     async def handle(self, message: dict) -> None:
         kind = message.get("type") if isinstance(message, dict) else None
+        kind = kind if isinstance(kind, str) else ascii(kind)[:40]  # (a list is no handler's name)
         handlers = {
             "check": self.check,
             "start": self.start,

@@ -107,7 +107,7 @@ class Catalog:
         self._lock = threading.Lock()
 
     def dataset(self, key) -> str:
-        if key not in self.paths:
+        if not isinstance(key, str) or key not in self.paths:  # (a list or an object is no key)
             hint = did_you_mean(str(key), self.paths)
             raise ConfigError(f"dataset must be one of {', '.join(self.paths)}, got {key!r}{hint}")
         return self.paths[key]
