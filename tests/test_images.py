@@ -94,12 +94,21 @@ def test_arrays_of_the_runs_shape(tmp_path, layout):
     assert images.shape == (rows, 32, 24) and len(names) == rows
 
 
+def test_arrays_of_one_channel_are_images(tmp_path):
+    """torchvision's (N, 1, H, W) tensors, saved as arrays, are N images."""
+    path = tmp_path / "nchw.npy"
+    np.save(path, np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 1, 28, 28))
+    assert load_inputs([path])[0].shape[0] == 2
+
+
 @pytest.mark.parametrize(
     "layout,image_shape,found,expected",
     [
         ((3, 28, 28), (32, 32), r"\(3, 28, 28\)", "32x32"),
         ((784,), (32, 24), r"\(784,\)", "32x24"),
         ((2, 32, 32), (28, 28), r"\(2, 32, 32\)", "28x28"),
+        ((1, 3, 28, 28), (28, 28), r"\(1, 3, 28, 28\)", "28x28"),  # RGB, channels first: not 3 images
+        ((2, 2, 28, 28), (28, 28), r"\(2, 2, 28, 28\)", "28x28"),
     ],
 )
 def test_arrays_of_another_shape_are_refused(tmp_path, layout, image_shape, found, expected):

@@ -153,7 +153,8 @@ def predict_parser(commands) -> None:
         help="classify image, array or CSV files",
         description="Classify images (PNG/JPG/BMP/...: made into pixels as the run's data was, by the "
         "'pictures' rule in its model.json: fitted like MNIST digits, or as they are), arrays (.npy/.npz of "
-        "images of the run's shape (28x28 for MNIST), uint8 or floats in [0,1]) or CSV rows (one image per "
+        "images of the run's shape (28x28 for MNIST): (H, W), (N, H, W), (N, 1, H, W) or flat; uint8 or "
+        "floats in [0,1]) or CSV rows (one image per "
         "row, pixels 0..255 or fractions in [0,1]). Inputs of any size are read, predicted and written a "
         "chunk at a time.",
     )

@@ -55,15 +55,19 @@ def read_npy(
 
 
 def _check_layout(shape: tuple[int, ...], label: object, image_shape: tuple[int, int]) -> None:
-    """Refuse an array `shape` that does not hold images of `image_shape` (H, W)."""
+    """Refuse an array `shape` that does not hold images of `image_shape` (H, W): one image, N images,
+    flat or not, or N images of one channel (torchvision's (N, 1, H, W)); an RGB (N, 3, H, W) had been
+    read as three images."""
     height, width = image_shape
     n_pixels = height * width
-    if tuple(shape[-2:]) == (height, width) or (len(shape) in (1, 2) and shape[-1] == n_pixels):
+    shape = tuple(shape)
+    pictures = shape[-2:] == (height, width) and (len(shape) in (2, 3) or (len(shape) == 4 and shape[1] == 1))
+    if pictures or (len(shape) in (1, 2) and shape[-1] == n_pixels):
         return
-    found = "a single value (a 0-d array)" if not shape else f"shape {tuple(shape)}"
+    found = "a single value (a 0-d array)" if not shape else f"shape {shape}"
     raise InputError(
-        f"{label}: array of {found} does not hold {height}x{width} images "
-        f"(expected ({height}, {width}), (N, {height}, {width}), ({n_pixels},) or (N, {n_pixels}))"
+        f"{label}: array of {found} does not hold {height}x{width} images (expected ({height}, {width}), "
+        f"(N, {height}, {width}), (N, 1, {height}, {width}), ({n_pixels},) or (N, {n_pixels}))"
     )
 
 
