@@ -94,6 +94,24 @@ def test_arrays_of_the_runs_shape(tmp_path, layout):
     assert images.shape == (rows, 32, 24) and len(names) == rows
 
 
+def test_a_picture_over_pillows_size_limit_is_one_line_at_the_cli(default_run, tmp_path):
+    """Pillow warns (two lines) of a picture over its own limit as it opens the header; the CLI's line
+    refusing it had come after that warning."""
+    import struct
+    import subprocess
+    import sys
+    import zlib
+
+    header = struct.pack(">IIBBBBB", 10_000, 10_000, 8, 0, 0, 0, 0)  # IHDR: 10,000 x 10,000, grey
+    chunk = b"IHDR" + header
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    (tmp_path / "huge.png").write_bytes(png + b"\x00\x00\x00\x00IEND\xaeB`\x82")
+    command = [sys.executable, "-m", "torchlogreg", "predict", str(default_run), str(tmp_path / "huge.png")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)  # (stderr as a user sees it)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "larger than the limit" in done.stderr
+
+
 def test_arrays_of_one_channel_are_images(tmp_path):
     """torchvision's (N, 1, H, W) tensors, saved as arrays, are N images."""
     path = tmp_path / "nchw.npy"

@@ -214,6 +214,16 @@ def test_a_damaged_history_gives_gaps_not_a_crash(default_run, mnist_data, tmp_p
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
+def test_a_run_with_no_history_says_so_with_no_warning(default_run, mnist_data, tmp_path, recwarn):
+    """Empty panels say why; matplotlib had warned "No artists with labels found to put in legend"."""
+    folder = tmp_path / "run"
+    shutil.copytree(default_run, folder)
+    (folder / "history.csv").unlink()
+    out = write_report(load_run(folder), mnist_data)
+    assert Image.open(out / "curves.png").size == SIZE
+    assert not [str(w.message) for w in recwarn if "legend" in str(w.message)]
+
+
 def test_the_report_module_loads_no_training_module():
     """Scoring a saved run needs the model and the run format: report imports no training-side module."""
     training_side = tuple(f"torchlogreg.{name}" for name in ("evaluation", "training", "engine", "batches"))

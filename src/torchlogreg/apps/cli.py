@@ -23,6 +23,7 @@ import shlex
 import signal
 import sys
 import traceback
+import warnings
 
 from ..base import signals
 from ..base.exceptions import ConfigError, Interrupted, TorchLogRegError
@@ -139,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     command, debug = "start-up", False
+    # Pillow warns of a picture over its own size limit before ours refuses it in one line
+    # (data/images.py), which would then follow two lines of Pillow's
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
     with signals.interruptible():
         try:
             args = build_parser().parse_args(argv)

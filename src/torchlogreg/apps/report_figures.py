@@ -127,7 +127,10 @@ def curves_figure(history: list[dict]):
     loss_ax.plot(iterations, _smooth(loss, max(1, len(loss) // 50)), color="tab:blue", label="smoothed")
     loss_ax.set(xlabel="iteration", ylabel="training loss (cross-entropy)", title="Loss")
     _log_y(loss_ax)
-    loss_ax.legend()
+    if history:
+        loss_ax.legend()
+    else:  # (history.csv missing or empty)
+        loss_ax.text(0.5, 0.5, "no history recorded", ha="center", transform=loss_ax.transAxes)
     for key, label, color in (
         ("train_accuracy", "train", "tab:orange"),
         ("val_accuracy", "validation", "tab:green"),
@@ -140,7 +143,11 @@ def curves_figure(history: list[dict]):
             accuracy_ax.plot(x, y, marker="o", color=color, label=label)
     accuracy_ax.set(xlabel="iteration", ylabel="accuracy", title="Accuracy")
     accuracy_ax.grid(alpha=0.3)
-    accuracy_ax.legend()
+    if accuracy_ax.get_lines():
+        accuracy_ax.legend()
+    else:  # (a run with no history, or no checks: matplotlib warns of an empty legend)
+        no_checks = "no accuracy checks recorded"
+        accuracy_ax.text(0.5, 0.5, no_checks, ha="center", transform=accuracy_ax.transAxes)
     figure.suptitle("Training curves")
     return figure
 
