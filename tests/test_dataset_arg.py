@@ -119,6 +119,21 @@ def test_a_second_ctrl_c_names_the_checkpoint_kept_and_the_resume(workdir, capsy
     )
 
 
+def test_a_run_is_measured_on_images_of_its_own_shape(workdir, capsys):
+    """evaluate and report name both shapes: an 8x8 run on MNIST had said only "expected 64 features
+    per sample, got 784", and a run whose model.json says 2x8 (its 16 pixels) scored 4x4 images."""
+    assert main(["data", "convert", "--from-npz", "mine.npz", "--out", "od"]) == 0
+    assert main(["train", "--dataset", "od", *TRAIN, "--out", "run"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "run", "--dataset", "mnist"]) == 2
+    assert "holds 28x28 images but the run takes 4x4 ones" in capsys.readouterr().err
+    meta = json.loads((workdir / "run" / "model.json").read_text())
+    (workdir / "run" / "model.json").write_text(json.dumps({**meta, "input_shape": [2, 8]}))
+    for command in (["evaluate", "run"], ["report", "run"]):
+        assert main(command) == 2
+        assert "holds 4x4 images but the run takes 2x8 ones" in capsys.readouterr().err
+
+
 def test_a_built_in_name_that_is_also_a_folder_is_called_out(workdir, capsys):
     assert main(["data", "convert", "--from-npz", "mine.npz", "--out", "mnist"]) == 0
     capsys.readouterr()

@@ -27,7 +27,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir, device=resolve_device(args.device or "auto"))
     dataset = dataset_arg(args.dataset)
-    data = load_run_data(run.config, run.class_names, dataset, args.data_root, not args.no_download)
+    data = load_run_data(
+        run.config, run.class_names, dataset, args.data_root, not args.no_download, run.image_shape
+    )
     split = {"test": data.test, "val": data.val, "train": data.train}[args.split]
     if split is None:
         raise ConfigError(f"--split {args.split}: the run has no validation set (val_size 0)")

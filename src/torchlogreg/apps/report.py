@@ -178,4 +178,5 @@ def report_for_run(
     """Load the run in `run_dir` and its dataset (or `dataset`: its folder where it is now, or another
     with the run's classes), then write its report."""
     run = load_run(run_dir)
-    return write_report(run, load_run_data(run.config, run.class_names, dataset, data_root, download))
+    data = load_run_data(run.config, run.class_names, dataset, data_root, download, run.image_shape)
+    return write_report(run, data)

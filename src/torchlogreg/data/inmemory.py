@@ -391,17 +391,24 @@ def load_run_data(
     dataset: str | None = None,
     data_root: str | None = None,
     download: bool = True,
+    image_shape: tuple[int, ...] | None = None,
 ) -> Data:
-    """The splits a saved run is measured on (its own dataset, or another one with the same classes):
-    the same validation split as in training, the whole training set. The dataset's classes must be
-    the run's `class_names` (in any order: its labels are put in the run's); scored against other
-    names, every label would mean something else. The data root is the caller's
-    (`data_root`, else $TORCHLOGREG_DATA, else the default), never the one the run recorded: a run
-    folder may come from a stranger, and reading it must not choose where files are written."""
+    """The splits a saved run is measured on (its own dataset, or another one with the same classes): the
+    same validation split as in training, the whole training set. The dataset's classes must be the run's
+    `class_names` (in any order: its labels are put in the run's); scored against other names, every label
+    would mean something else. Its images must be of the run's `image_shape` (when given): as many pixels
+    in another layout would be scored as pictures they are not. The data root is the caller's
+    (`data_root`, else $TORCHLOGREG_DATA, else the default), never the one the run recorded: a run folder
+    may come from a stranger, and reading it must not choose where files are written."""
     config = config.replace(dataset=dataset or config.dataset, data_root=data_root, train_size=None)
     if dataset is None:
         check_dataset(config.dataset, of_run=True)
     data = load_data(config, download)
+    if image_shape is not None and tuple(data.image_shape) != tuple(image_shape):
+        raise ConfigError(
+            f"dataset {config.dataset} holds {_sides(data.image_shape)} images but the run takes "
+            f"{_sides(image_shape)} ones; give a dataset of {_sides(image_shape)} images"
+        )
     if data.n_classes != len(class_names):
         raise ConfigError(
             f"dataset {config.dataset} gives {data.n_classes} classes but the run's model has "
@@ -415,6 +422,10 @@ def load_run_data(
             f"({listed(class_names)}); give a dataset with the run's class names"
         )
     return _in_order_of(data, tuple(class_names))
+
+
+def _sides(shape: tuple[int, ...]) -> str:
+    return "x".join(str(side) for side in shape)
 
 
 def _in_order_of(data: Data, class_names: tuple[str, ...]) -> Data:
