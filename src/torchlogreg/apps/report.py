@@ -133,7 +133,8 @@ def render_html(run: Run, metrics: dict, extra: dict, figures: dict[str, bytes])
 def write_report(run: Run, data: Data) -> Path:
     """Write RUN_DIR/report/ (figures and report.html); add the report's metrics to metrics.json."""
     require("matplotlib", "report")
-    require("sklearn", "report")
+    if run.model.binary:  # (the ROC and PR curves)
+        require("sklearn", "report")
     out = make_folder(run.path / REPORT_DIR, follow_link=False)  # a link there must not send the report away
     pred = predict_split(run, data.test.images, data.test.labels)
     extra = report_metrics(pred, run.class_names)
