@@ -26,6 +26,19 @@ def _figure():
     return Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
 
 
+def _picture_grid(rows: int, columns: int, title_lines: int = 1):
+    """(figure, axes) for a grid of small pictures with short titles, laid out by fixed margins:
+    matplotlib's constrained layout measured each of 32 panels and took most of a report's drawing
+    time (about 1.3 s of 1.5 for the samples)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=FIGSIZE, dpi=DPI)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    space = 0.25 * title_lines + 0.1  # (between rows, for the titles)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9, wspace=0.15, hspace=space)
+    return figure, axes
+
+
 def png_bytes(figure) -> bytes:
     import io
 
@@ -41,9 +54,7 @@ def _grid(count: int, max_columns: int = 8) -> tuple[int, int]:
 
 def samples_figure(images: torch.Tensor, labels: torch.Tensor, class_names: tuple[str, ...]):
     """Training pictures as the data holds them (GRAY: 0 black), so a dark-on-light set looks so."""
-    figure = _figure()
-    rows, columns = _grid(len(images))
-    axes = figure.subplots(rows, columns, squeeze=False)
+    figure, axes = _picture_grid(*_grid(len(images)))
     for ax, image, label in zip(axes.flat, images, labels, strict=False):
         ax.imshow(image.numpy(), cmap=GRAY, vmin=0, vmax=255)
         ax.set_title(class_names[int(label)], fontsize=10)
@@ -173,9 +184,7 @@ def confusion_figure(matrix: np.ndarray, class_names: tuple[str, ...]):
 def mistakes_figure(images: torch.Tensor, pred: Predictions, class_names: tuple[str, ...]):
     wrong = np.nonzero(pred.predicted != pred.labels)[0]
     worst = wrong[np.argsort(-pred.confidence[wrong])][:N_MISTAKES]
-    figure = _figure()
-    rows, columns = _grid(max(len(worst), 1))
-    axes = figure.subplots(rows, columns, squeeze=False)
+    figure, axes = _picture_grid(*_grid(max(len(worst), 1)), title_lines=2)
     for ax, index in zip(axes.flat, worst, strict=False):
         ax.imshow(images[index].numpy(), cmap=GRAY, vmin=0, vmax=255)
         ax.set_title(
