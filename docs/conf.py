@@ -162,7 +162,8 @@ LIMITS = [
     ("apps.weblimits", "MAX_CONNECTIONS", "connections served at once (503 beyond)"),
     ("apps.weblimits", "MAX_ACTIVE_REQUESTS", "requests decoding and classifying at once, in worker threads"),
     ("apps.weblimits", "KEEP_ALIVE_SECONDS", "seconds a connection may wait to send a request's headers"),
-    ("apps.weblimits", "BODY_SECONDS", "seconds a request's body may take after its headers (408 beyond)"),
+    ("apps.weblimits", "BODY_SECONDS", "seconds a request's body may take after its headers (408) ..."),
+    ("apps.weblimits", "BODY_BYTES_PER_SECOND", "... plus a second per this many bytes it declares"),
     ("apps.serving", "SERVE_MAX_PIXELS", "a run's input shape that `serve` accepts at start"),
     (
         "apps.playground",

@@ -67,25 +67,33 @@ def _blas_counts() -> list[int]:
 
 
 def test_blocks_in_many_threads_leave_the_counts_as_they_found_them():
-    """Fits in several threads at once (joblib's threading backend, a web server): the first block to
-    open saves the counts and the last to close restores them. Each block restoring what it found had
-    left the process on one thread of torch and of OpenBLAS for good (it found another's limit)."""
+    """Fits in several threads at once (joblib's threading backend, a web server). OpenBLAS's pool is
+    the process's: the first blas_threads block to open saves its count and the last to close
+    restores it (each block restoring what it found had left the process on one thread for good).
+    torch's count is each thread's own (OpenMP's): each thread's blocks restore that thread's."""
     import scipy.linalg  # noqa: F401 (SciPy's OpenBLAS too)
 
-    torch_before, blas_before = torch.get_num_threads(), _blas_counts()
+    blas_before = _blas_counts()
     product = np.ones((64, 64))
     barrier = threading.Barrier(4)
+    seen: dict[int, list[int]] = {}
 
-    def fit() -> None:
+    def fit(own: int) -> None:
+        torch.set_num_threads(own)  # this thread's count, which its blocks must give back
+        counts = seen.setdefault(own, [])
         for _ in range(20):
             with cpu_threads(1), blas_threads(1):
                 barrier.wait(timeout=30)  # every thread inside, then out in turn
                 product @ product
-                assert torch.get_num_threads() == 1
+                counts.append(torch.get_num_threads())
+                with outside_threads():
+                    counts.append(torch.get_num_threads())
+        counts.append(torch.get_num_threads())
 
-    threads = [threading.Thread(target=fit) for _ in range(4)]
+    threads = [threading.Thread(target=fit, args=(own,)) for own in (2, 3, 4, 5)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert torch.get_num_threads() == torch_before and _blas_counts() == blas_before
+    assert seen == {own: [1, own] * 20 + [own] for own in (2, 3, 4, 5)}  # (a worker's failure: none here)
+    assert _blas_counts() == blas_before

@@ -142,6 +142,33 @@ def test_the_kernels_count_a_tie_as_the_negative_class():
     assert correct == 3 == (model.predict(x) == labels).sum().item()
 
 
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.9])
+def test_the_kernels_count_as_decide_next_to_the_threshold(threshold):
+    """Logits a float32 step either side of the threshold's logit (the smallest normal ones around 0),
+    and on it: the kernel's count of right answers is decide's, at any threshold (it compares the same
+    float32 values)."""
+    from torchlogreg.core.model import decide, threshold_logit
+
+    at = torch.tensor(threshold_logit(threshold), dtype=torch.float32)
+    step = torch.finfo(torch.float32).tiny if at == 0 else 0  # (the kernel flushes subnormals to 0)
+    logits = torch.stack([torch.nextafter(at - step, at - 1), at, torch.nextafter(at + step, at + 1)])
+    model = _model(1, 2)
+    x = torch.ones(3, 1)
+    with torch.no_grad():
+        model.linear.weight.zero_()
+        model.linear.bias.zero_()
+    for label in (0, 1):
+        labels = torch.full((3,), label)
+        expected = (decide(logits[:, None], threshold) == labels).sum().item()
+        weight, bias = model.linear.weight.detach().clone(), logits  # (a bias per row: one row at a time)
+        counted = sum(
+            fused.sums(weight, bias[i : i + 1], x[i : i + 1], labels[i : i + 1], 1.0, threshold=threshold)[1]
+            for i in range(3)
+        )
+        assert counted == expected
+    assert decide(logits[:, None], threshold).tolist() == [0, 0, 1]
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     rows=st.integers(1, 19),

@@ -166,16 +166,26 @@ async def _serve_page(ws, session: Session, send_text) -> None:
     """Two loops until the page goes away: its messages in, frames out."""
     from starlette.websockets import WebSocketDisconnect
 
-    async def guarded(work) -> None:
+    async def guarded(work, said: list[str] | None = None) -> None:
+        """`work`, its failure said to the page in one line; with `said` (a loop's last failure), one
+        failing again as it did is not said again (a frame failing at every tick)."""
         try:
             await work
         except WebSocketDisconnect:
             raise  # the page went away while it was answered: not a failure of the command
-        except TorchLogRegError as error:
-            await send_text({"type": "error", "message": str(error)})
-        except Exception:
-            logger.exception("playground: a command failed")
-            await send_text({"type": "error", "message": "internal error (logged by the server)"})
+        except Exception as error:
+            known = isinstance(error, TorchLogRegError)
+            message = str(error) if known else "internal error (logged by the server)"
+            if said is not None and said == [message]:
+                return
+            if not known:
+                logger.exception("playground: a command failed")
+            if said is not None:
+                said[:] = [message]
+            await send_text({"type": "error", "message": message})
+        else:
+            if said is not None:
+                said.clear()
 
     async def receive() -> None:
         while True:
@@ -186,11 +196,12 @@ async def _serve_page(ws, session: Session, send_text) -> None:
             await guarded(session.predict(data) if data is not None else _handle(session, text))
 
     async def pump() -> None:
+        said: list[str] = []
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(session.wake.wait(), timeout=1.0)
             session.wake.clear()
-            await guarded(session.frame())  # (a frame that fails says so; the page stays connected)
+            await guarded(session.frame(), said)  # (a frame that fails says so; the page stays connected)
 
     await _until_one_ends(receive(), pump())
 

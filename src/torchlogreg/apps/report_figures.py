@@ -235,8 +235,7 @@ def calibration_figure(pred: Predictions, ece: float):
 
 def roc_pr_figure(pred: Predictions, class_names: tuple[str, ...], threshold: float):
     curves = binary_curves(pred)
-    scores = pred.probabilities[:, 1]
-    chosen = scores > threshold  # (model.decide)
+    chosen = pred.predicted == 1  # the run's operating point: its own predictions (model.decide)
     positives = pred.labels == 1
     tpr = float((chosen & positives).sum() / max(positives.sum(), 1))
     fpr = float((chosen & ~positives).sum() / max((~positives).sum(), 1))

@@ -43,7 +43,7 @@ from ..data.images import AS_IS, MAX_IMAGE_PIXELS, picture_pixels, read_image
 from ..data.inputs import array_images, read_array
 from ..data.readers import one_line
 from ..runfolder.checkpoints import Run, load_run
-from .weblimits import BODY_SECONDS, HeaderLimit, WorkLimit, media_type, read_body, server_options
+from .weblimits import HeaderLimit, WorkLimit, media_type, read_body, server_options
 
 STATIC = Path(__file__).resolve().parent / "static"
 API_VERSION = "1"  # what /openapi.json reports: the API's version, not the package's
@@ -358,7 +358,7 @@ class Answerer:
         except ClientDisconnect:
             return _json_error(400, "the client disconnected before sending the whole body")
         except TimeoutError:  # (the rest of the body unread: the connection closes)
-            return _json_error(408, f"the body did not arrive within {BODY_SECONDS} s", close=True)
+            return _json_error(408, "the body did not arrive in time (see the security guide)", close=True)
         if body is None:
             return _json_error(413, f"upload is over the limit of {limit} bytes", close=True)
         if multipart:

@@ -21,7 +21,7 @@ has not sent a request's line and headers KEEP_ALIVE_SECONDS after it opened or 
 answer. h11 applies its cut only to a header still arriving: one that comes whole in a single read
 is parsed at any size, so `HeaderLimit` refuses, with 431, a request whose line and headers pass
 MAX_HEADER_BYTES however they arrived. `read_body` reads a body as it streams in and stops at its
-limit (chunked bodies too), and within BODY_SECONDS of the headers. `WorkLimit` runs decoding and
+limit (chunked bodies too), and within `body_seconds` of the headers. `WorkLimit` runs decoding and
 model work in worker threads, MAX_ACTIVE_REQUESTS at a time, so the event loop keeps answering other
 clients and memory holds a bounded number of requests' work.
 """
@@ -32,7 +32,8 @@ MAX_HEADER_BYTES = 32 * 1024  # request line and headers; browsers send under 8 
 MAX_CONNECTIONS = 32  # served at once, each holding at most the body its server allows
 MAX_ACTIVE_REQUESTS = 2  # requests decoding and classifying at once (each up to ~100 MB for a photo)
 KEEP_ALIVE_SECONDS = 5  # a connection that sends no request this long after it opened or was answered closes
-BODY_SECONDS = 10  # a request's body is whole this long after its headers (2 MiB: 200 kB/s), or 408
+BODY_SECONDS = 10  # a request's body is whole this long after its headers, or 408 ...
+BODY_BYTES_PER_SECOND = 64 * 1024  # ... plus a second per this many bytes it declares (2 MiB: 42 s)
 
 
 def server_options() -> dict:
@@ -56,11 +57,18 @@ def timed_h11() -> type:
     return TimedH11Protocol
 
 
-async def read_body(request, limit: int, seconds: float = BODY_SECONDS) -> bytes | None:
+def body_seconds(declared: int) -> float:
+    """How long a body of `declared` bytes may take to arrive: BODY_SECONDS, and a second for every
+    BODY_BYTES_PER_SECOND (a photo from a phone on a slow uplink arrives; a trickle is cut off)."""
+    return BODY_SECONDS + declared / BODY_BYTES_PER_SECOND
+
+
+async def read_body(request, limit: int) -> bytes | None:
     """The request body read as it streams in (chunked or not); None as soon as it passes `limit`
     bytes (or declares more in Content-Length), so a huge body is never held in memory. TimeoutError
-    when it is not whole within `seconds`: 33 connections each sending a byte of body now and then had
-    held every connection the server allows, for as long as they liked."""
+    when it is not whole within `body_seconds` of its declared size (chunked: of `limit`): 33
+    connections each sending a byte of body now and then had held every connection the server
+    allows, for as long as they liked."""
     from contextlib import aclosing
 
     import anyio
@@ -69,7 +77,7 @@ async def read_body(request, limit: int, seconds: float = BODY_SECONDS) -> bytes
     if declared.isdigit() and int(declared) > limit:
         return None
     chunks, size = [], 0
-    with anyio.fail_after(seconds):
+    with anyio.fail_after(body_seconds(int(declared) if declared.isdigit() else limit)):
         async with aclosing(request.stream()) as stream:
             async for chunk in stream:
                 size += len(chunk)

@@ -55,17 +55,17 @@ def threads_for(rows_per_step: int, features: int, classes: int, device: torch.d
 
 
 class _SharedLimit:
-    """A process-wide thread count that blocks may set for their duration, from any thread: the first
-    open block saves the count as it was and the last to close puts it back (a fit in each of two
-    threads, each restoring what it found, had left the process on the other's limit for good; joblib's
-    threading backend does that). While blocks overlap, the most recently opened one's count holds."""
+    """A process-wide thread count (OpenBLAS's pthreads pool) that blocks may set for their duration,
+    from any thread: the first open block saves the count as it was and the last to close puts it back
+    (a fit in each of two threads, each restoring what it found, had left the process on the other's
+    limit for good; joblib's threading backend does that). While blocks overlap, the most recently
+    opened one's count holds."""
 
     def __init__(self, save, apply):
         self._save, self._apply = save, apply  # save() -> restore(); apply(count)
         self._lock = threading.Lock()
         self._open: list[int] = []  # the open blocks' counts, in the order they opened
         self._restore = None
-        self.original: int | None = None  # the count before the first open block (None: none open)
 
     @contextlib.contextmanager
     def __call__(self, count: int | None) -> Iterator[None]:
@@ -74,11 +74,11 @@ class _SharedLimit:
             return
         with self._lock:
             first = not self._open
-            saved = self._save() if first else None
+            restore = self._save() if first else None
             if first or self._open[-1] != count:
                 self._apply(count)  # (refused: no block opened)
             if first:
-                self.original, self._restore = saved
+                self._restore = restore
             self._open.append(count)
         try:
             yield
@@ -86,15 +86,10 @@ class _SharedLimit:
             with self._lock:
                 last = self._open.pop(len(self._open) - 1 - self._open[::-1].index(count))
                 if not self._open:
-                    self._restore()
-                    self.original = self._restore = None
+                    restore, self._restore = self._restore, None
+                    restore()
                 elif self._open[-1] != last:
                     self._apply(self._open[-1])
-
-
-def _save_torch_threads():
-    before = torch.get_num_threads()
-    return before, lambda: torch.set_num_threads(before)
 
 
 def _save_blas_threads():
@@ -104,7 +99,7 @@ def _save_blas_threads():
         with _blas_control():
             limiter.restore_original_limits()
 
-    return None, restore
+    return restore
 
 
 def _limit_blas_threads(count: int) -> None:
@@ -116,7 +111,9 @@ def _limit_blas_threads(count: int) -> None:
 def _blas_control() -> Iterator[None]:
     """The calling thread in control of OpenBLAS's process-wide pool for the block: threadpoolctl (from
     3.8) lets only the thread that set it last change it until it is let go, and others' changes do
-    nothing (a restore among them). _SharedLimit's lock makes ours one at a time."""
+    nothing (a restore among them). _SharedLimit's lock makes ours one at a time. Control is let go
+    after each change, so a caller's own threadpool_limits in another thread may take it; one that
+    holds it as a plain call (not a `with` block) makes these changes do nothing."""
     from threadpoolctl import OpenBLASController
 
     release = getattr(OpenBLASController, "clear_controlling_thread", lambda: None)
@@ -127,8 +124,17 @@ def _blas_control() -> Iterator[None]:
         release()
 
 
-_TORCH_THREADS = _SharedLimit(_save_torch_threads, torch.set_num_threads)
 _BLAS_THREADS = _SharedLimit(_save_blas_threads, _limit_blas_threads)
+_OUTSIDE = threading.local()  # .counts: a thread's count before each of its open cpu_threads blocks
+
+
+def _outside() -> list[int]:
+    """This thread's counts before its open cpu_threads blocks, outermost first: torch's count is the
+    calling thread's own (OpenMP's), so each thread saves and restores its own."""
+    counts = getattr(_OUTSIDE, "counts", None)
+    if counts is None:
+        counts = _OUTSIDE.counts = []
+    return counts
 
 
 def kernel_threads() -> int:
@@ -137,20 +143,36 @@ def kernel_threads() -> int:
     out themselves, and compute a part themselves when a helper thread that another program holds off
     its core is late with it. Under torchrun, at most this host's cores over its ranks: every rank
     runs its own."""
-    threads = _TORCH_THREADS.original or torch.get_num_threads()
+    outside = _outside()
+    threads = outside[0] if outside else torch.get_num_threads()
     ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
     return min(threads, max(1, (os.cpu_count() or 1) // ranks)) if ranks > 1 else threads
 
 
-def cpu_threads(count: int | None) -> contextlib.AbstractContextManager[None]:
-    """torch's intra-op threads set to `count` for the block, then restored (None: unchanged)."""
-    return _TORCH_THREADS(count)
+@contextlib.contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `count` for the block, then restored (None: unchanged), in the
+    calling thread (under OpenMP each thread has its own count)."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    outside = _outside()
+    outside.append(before)
+    try:
+        yield
+    finally:
+        outside.pop()
+        torch.set_num_threads(before)
 
 
 def outside_threads() -> contextlib.AbstractContextManager[None]:
-    """torch's threads as they are outside every cpu_threads block, for the block: a pass over a
-    whole set (an evaluation) inside a mini-batch run's one-thread steps is large enough to split."""
-    return cpu_threads(_TORCH_THREADS.original)
+    """torch's threads as they are outside every cpu_threads block of this thread, for the block: a
+    pass over a whole set (an evaluation) inside a mini-batch run's one-thread steps is large enough
+    to split."""
+    outside = _outside()
+    return cpu_threads(outside[0] if outside else None)
 
 
 @cache

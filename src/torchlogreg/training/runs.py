@@ -144,9 +144,9 @@ def _say_what_is_kept(stop: KeyboardInterrupt, training: Training, checkpointer:
     `stop.kept` holds the words and `stop.resume_dir` the folder to resume, for the CLI's line."""
     engine, out = training.engine, checkpointer.out
     iteration = None
-    if out is not None and checkpointer.main_rank and has_training_state(out):
-        with contextlib.suppress(CheckpointError):
-            iteration = read_training_meta(out)["iteration"]
+    if out is not None and checkpointer.main_rank:
+        with contextlib.suppress(CheckpointError, OSError):  # (the interruption stays what is raised)
+            iteration = read_training_meta(out)["iteration"] if has_training_state(out) else None
     stop.resume_dir = out if iteration is not None else None
     if iteration is not None:
         kept = f"{out} keeps the checkpoint of iteration {iteration}"
@@ -283,13 +283,13 @@ def train(
                 result = None if training.engine.stop_reason == "interrupted" else finish(training)
             if result is None:
                 _interrupted(training, checkpointer)
-            if out is not None and main_rank:
-                checkpointer.claim()
-                save_run(result, out, overwrite=True, command=command)  # the folder was checked before
-                remove_training_state(out)
-        except KeyboardInterrupt as stop:  # at once (a second Ctrl-C, a notebook's stop)
+        except KeyboardInterrupt as stop:  # at once (a second Ctrl-C, a notebook's stop), while training
             _say_what_is_kept(stop, training, checkpointer)
             raise
+        if out is not None and main_rank:
+            checkpointer.claim()
+            save_run(result, out, overwrite=True, command=command)  # the folder was checked before
+            remove_training_state(out)
         if logger is not None:
             logger.add_weights(result.model, data.image_shape)
         return result
