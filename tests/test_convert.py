@@ -202,6 +202,27 @@ def test_convert_says_which_column_it_took_as_the_label(tmp_path, capsys, header
     assert sorted(map(bytes, stored)) == sorted(map(bytes, images))  # the pixels, not shifted by a column
 
 
+def test_predict_reads_a_csv_without_a_header_as_the_training_csv(tmp_path, capsys):
+    """The dataset and the run record where a training CSV without a header held its label (here the
+    last column), and predict reads such a file alike: it had taken column 0, shifting every pixel by
+    one, and answered 42% of 8x8 digits right with exit 0."""
+    images, labels = _synthetic(90, classes=3)
+    images.reshape(90, -1)[np.arange(90), labels] = 255  # a pixel per class: learnable
+    path = tmp_path / "rows.csv"
+    np.savetxt(path, np.column_stack([images.reshape(90, -1), labels]), fmt="%d", delimiter=",")
+    out, run = tmp_path / "data", tmp_path / "run"
+    assert main(["data", "convert", "--from-csv", str(path), "--label-column", "-1", "--out", str(out)]) == 0
+    assert read_meta(out)["csv_label"] == -1
+    assert main(["train", "--dataset", str(out), "--out", str(run), "--quiet"]) == 0
+    assert json.loads((run / "model.json").read_text())["csv_label"] == -1
+    capsys.readouterr()
+    assert main(["predict", str(run), str(path), "--output", str(tmp_path / "p.csv")]) == 0
+    said = "column 16 taken as the label (the last, as the training CSV had it: no header)"
+    assert said in capsys.readouterr().err
+    predicted = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1, dtype=int)[:, 1]
+    assert (predicted == labels).mean() > 0.9
+
+
 def test_csv_refuses_a_change_of_pixel_scale(tmp_path, monkeypatch):
     monkeypatch.setattr("torchlogreg.data.csvfiles.CSV_BLOCK_BYTES", 1)  # a block per row
     mixed = tmp_path / "mixed.csv"

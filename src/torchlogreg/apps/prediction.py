@@ -144,8 +144,9 @@ def _predict_file(
     included). `skip_row` (or None: raise) gets each bad CSV row, `advance` the bytes read."""
     rows = 0
     chunks = read_chunks(
-        path, run.image_shape, skip_row=skip_row, note=say, pictures=run.pictures, label_column=label_column
-    )
+        path, run.image_shape, skip_row=skip_row, note=say, pictures=run.pictures, label_column=label_column,
+        headerless=run.csv_label,  # (a CSV without a header holds its label where the training CSV did)
+    )  # fmt: skip
     for chunk in chunks:
         if len(chunk.rows):
             out.write(fmt.render(_predict(run, chunk, first_id, fmt.top_k)).encode("utf-8"))

@@ -290,14 +290,25 @@ def _same_label(train: CsvLayout, test_header: list[str] | None) -> str | None:
     return name if name in test_header else None
 
 
-def _check_csvs(csv: tuple | None, label_column: str | None) -> tuple[tuple[dict, ...], list[tuple]]:
+def headerless_label(layout: CsvLayout) -> int | None:
+    """Where a training CSV without a header holds its label, for predict to read such files alike: -1
+    for the last column, else its index (None: the file has a header, whose names say it)."""
+    if layout.header or layout.label is None:
+        return None
+    return -1 if layout.label == layout.width - 1 else layout.label
+
+
+def _check_csvs(
+    csv: tuple | None, label_column: str | None
+) -> tuple[tuple[dict, ...], list[tuple], int | None]:
     """How each CSV of `csv` (train[, test]) will be read, decided before anything is written: the
-    command's lines (_csv_read), and for `read_csv` each file's (label column, pixel scale). A test
+    command's lines (_csv_read), for `read_csv` each file's (label column, pixel scale), and where a
+    training file without a header holds its label (`headerless_label`, recorded in the dataset). A test
     CSV must hold the training CSV's pixel columns and its label column: the one asked for, else the
     training file's (by its header name where both files have a header, else by its place), never one
     found by another rule (a test file without a header took its first pixel as the label)."""
     if csv is None:
-        return (), []
+        return (), [], None
     train, scale, named = describe_csv(csv[0], label_column=label_column)
     read, columns = [_csv_read(csv[0], train, scale.describe())], [(label_column, scale, named)]
     if len(csv) > 1:
@@ -314,7 +325,7 @@ def _check_csvs(csv: tuple | None, label_column: str | None) -> tuple[tuple[dict
         if label_column is None and test_label is not None:
             read[-1]["how"] = f"as {Path(csv[0]).name}'s"
         columns.append((test_label, scale, named))
-    return tuple(read), columns
+    return tuple(read), columns, headerless_label(train)
 
 
 def _same_pixels(train: CsvLayout, test: CsvLayout, csv: tuple) -> None:
@@ -344,7 +355,8 @@ def _write_folder(folder: Path, scratch: Path, options: dict) -> int:
     if problem := class_names_problem(list(names)):  # a folder's subfolder names, or a CSV's
         raise DataError(f"{source}: {problem}")
     _check_splits(train, test, names, options["csv_read"])
-    write_dataset(folder, train, test, names, pictures=_pictures_rule(train.images, options))
+    pictures = _pictures_rule(train.images, options)
+    write_dataset(folder, train, test, names, pictures=pictures, csv_label=options["csv_label"])
     return int(spread_sample(train.images).max())  # (as the picture rule, from a sample: no second pass)
 
 
@@ -396,7 +408,7 @@ def convert(
     options = dict(locals())  # the keyword arguments, as _read_source reads them
     out = Path(out)
     _check_options(options)  # nothing is written for options that do not go together
-    csv_read, options["csv_columns"] = _check_csvs(csv, label_column)
+    csv_read, options["csv_columns"], options["csv_label"] = _check_csvs(csv, label_column)
     options["csv_read"] = csv_read
     if class_names is not None and any(named for _, _, named in options["csv_columns"]):
         raise ConfigError(

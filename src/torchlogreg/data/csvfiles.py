@@ -344,8 +344,10 @@ class CsvRows:
         whole: bool = False,
         names: dict[str, int] | None = None,
         named: bool | None = None,
+        headerless: int = 0,
     ):
         self.path, self.image_shape, self.label_column, self.whole = path, image_shape, label_column, whole
+        self.headerless = headerless  # (predict: where the run's training CSV held its label)
         self.names, self.named = names, named
         self.n_pixels = image_shape[0] * image_shape[1] if image_shape else n_pixels
         self.want_labels, self.skip_row, self.error = labels, skip_row, error
@@ -369,7 +371,9 @@ class CsvRows:
             raise self.error(f"{self.path}: row 1 is longer than {byte_size(self.max_line)}; is this a CSV?")
         try:
             text = first.decode("utf-8")
-            self.layout = csv_layout(text, self.path, self.n_pixels, self.label_column, self.want_labels)
+            self.layout = csv_layout(
+                text, self.path, self.n_pixels, self.label_column, self.want_labels, self.headerless
+            )
         except UnicodeDecodeError as failure:
             raise self.error(f"{self.path}: cannot read it as a text CSV ({one_line(failure)})") from None
         except InputError as failure:

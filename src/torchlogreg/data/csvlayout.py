@@ -81,12 +81,18 @@ def _unlike_the_others(names: list[str]) -> int | None:
     return stems.index(min(counts, key=counts.get))
 
 
-def _unnamed_label(fields: list[str], header: bool, path: Path, n_pixels: int | None, labels: bool):
+def _unnamed_label(
+    fields: list[str], header: bool, path: Path, n_pixels: int | None, labels: bool, headerless: int = 0
+):
     """(the label column, how it was found) of a file that must have one but names none: the header
-    name unlike the others, or without a header the first column; a header that leaves it open is
-    refused (convert: naming label_column; predict: naming what the header would need)."""
+    name unlike the others, or without a header the column `headerless` (-1: the last; predict: where
+    the run's training CSV held it); a header that leaves it open is refused (convert: naming
+    label_column; predict: naming what the header would need)."""
     if not header:
-        return 0, "the first: no header"
+        if headerless == 0:
+            return 0, "the first: no header"
+        where = "the last" if headerless == -1 else f"column {headerless}"
+        return headerless % len(fields), f"{where}, as the training CSV had it: no header"
     if (column := _unlike_the_others([f.lower() for f in fields])) is not None:
         return column, "the one not named like the pixels"
     names = f"{', '.join(CSV_LABEL_NAMES[:-1])} or {CSV_LABEL_NAMES[-1]}, and none is named unlike the others"
@@ -120,12 +126,18 @@ def first_line(first: str, label_column: str | None = None) -> tuple[str, list[s
 
 
 def csv_layout(
-    first: str, path: Path, n_pixels: int | None, label_column: str | None = None, labels: bool = False
+    first: str,
+    path: Path,
+    n_pixels: int | None,
+    label_column: str | None = None,
+    labels: bool = False,
+    headerless: int = 0,
 ) -> CsvLayout:
     """The layout of a CSV from its first line. `n_pixels` None: every row has a label (found as the
     module's docstring says) and the other columns are pixels; else the file must hold `n_pixels`
     pixel columns, and a label column only when named or when there is one column more. `labels`:
-    the caller needs labels (convert), so a label column left open is refused naming label_column."""
+    the caller needs labels (convert), so a label column left open is refused naming label_column.
+    `headerless`: the label column of a file without a header that names none (predict: the run's)."""
     delimiter, fields, header = first_line(first, label_column)
     if header and fields[0] in ("", "Unnamed: 0"):  # a pixel or label column has a name
         raise InputError(
@@ -139,7 +151,7 @@ def csv_layout(
     elif (named := next((names.index(n) for n in CSV_LABEL_NAMES if n in names), None)) is not None:
         label, rule = named, "by its name"
     elif n_pixels is None or len(fields) == n_pixels + 1:
-        label, rule = _unnamed_label(fields, header, path, n_pixels, labels)
+        label, rule = _unnamed_label(fields, header, path, n_pixels, labels, headerless)
     if n_pixels is None:
         if len(fields) < 2:
             raise InputError(f"{path}: expected a label column and pixel columns, got one column")

@@ -60,6 +60,7 @@ class Data:
     source_labels: tuple[int, ...]  # dataset label behind each class index
     binary: bool
     pictures: str = MNIST_STYLE  # how a picture file becomes these pixels (images.PICTURE_RULES)
+    csv_label: int | None = None  # where its CSV without a header held the label (convert.headerless_label)
 
     @property
     def n_classes(self) -> int:
@@ -461,6 +462,7 @@ def load_disk_data(config: TrainConfig) -> Data:
         return dataclasses.replace(
             data, train=_read_rows(data.train, found.train[0]), val=_read_rows(data.val, found.train[0]),
             test=_read_rows(data.test, found.test[0]), dataset=str(folder), pictures=found.meta["pictures"],
+            csv_label=found.meta.get("csv_label"),
         )  # fmt: skip
     train_images, train_labels = found.train
     val_size = _val_size(config, len(train_images))
@@ -478,4 +480,5 @@ def load_disk_data(config: TrainConfig) -> Data:
     train = Split(train_images.view(0, n_train), train_labels[:n_train])
     names = found.class_names
     classes = tuple(range(len(names)))
-    return Data(str(folder), train, val, test, names, classes, len(names) == 2, found.meta["pictures"])
+    pictures, csv_label = found.meta["pictures"], found.meta.get("csv_label")
+    return Data(str(folder), train, val, test, names, classes, len(names) == 2, pictures, csv_label)

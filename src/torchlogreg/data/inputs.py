@@ -213,12 +213,13 @@ def _array_chunks(path: Path, image_shape: tuple[int, int], chunk_rows: int) -> 
 
 
 def _csv_chunks(
-    path: Path, image_shape: tuple[int, int], skip_row, note, block_bytes: int | None, label_column=None
-) -> Iterator[Chunk]:
+    path: Path, image_shape: tuple[int, int], skip_row, note, block_bytes: int | None, label_column=None,
+    headerless: int = 0,
+) -> Iterator[Chunk]:  # fmt: skip
     """A CSV's rows (see csvfiles), a block of lines at a time; `note` hears which column is the label
     and, once read, how its pixels were where that is not plain 0..255 or they stayed near black (one
     stray 2 makes a file of 0s and 1s 0..255)."""
-    reader = CsvRows(path, image_shape, skip_row=skip_row, label_column=label_column)
+    reader = CsvRows(path, image_shape, skip_row=skip_row, label_column=label_column, headerless=headerless)
     with open_regular(path) as handle:
         layout = reader.read_layout(handle)
         if note is not None and (text := label_note(layout, path)):
@@ -259,6 +260,7 @@ def read_chunks(
     block_bytes: int | None = None,
     pictures: str = MNIST_STYLE,
     label_column: str | None = None,
+    headerless: int = 0,
 ) -> Iterator[Chunk]:
     """The images of one file (picture, .npy/.npz array or CSV rows), a chunk at a time, so memory
     holds one chunk however large the file. A bad file raises `InputError` naming it; a bad CSV row
@@ -266,13 +268,14 @@ def read_chunks(
     left out. `note` is called with what is worth saying (the label column a CSV's rows carry).
     `chunk_rows` (array rows) and `block_bytes` (CSV text) default to ARRAY_CHUNK_ROWS, CSV_BLOCK_BYTES.
     `pictures` is the run's rule for picture files (`Run.pictures`, images.PICTURE_RULES); a CSV's
-    `label_column` (a header name or an index) is its label column, else found by csvfiles' rules."""
+    `label_column` (a header name or an index) is its label column, else found by csvfiles' rules,
+    in a file without a header the column `headerless` (the run's `csv_label`: -1, the last)."""
     path, image_shape, pictures = Path(path), _input_shape(image_shape), check_pictures(pictures)
     chunk_rows = chunk_rows or ARRAY_CHUNK_ROWS
     suffix = path.suffix.lower()
     try:
         if suffix in TABLE_SUFFIXES:
-            yield from _csv_chunks(path, image_shape, skip_row, note, block_bytes, label_column)
+            yield from _csv_chunks(path, image_shape, skip_row, note, block_bytes, label_column, headerless)
         elif suffix in ARRAY_SUFFIXES:
             yield from _array_chunks(path, image_shape, chunk_rows)
         elif suffix in IMAGE_SUFFIXES:

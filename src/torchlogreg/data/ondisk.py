@@ -151,7 +151,8 @@ def shard_batches(
 
 MAX_META_BYTES = 4 * 2**20  # a dataset folder's meta.json: a few hundred bytes in practice
 MAX_LABELS_BYTES = 2**30  # a dataset folder's labels .npy: 8 bytes a row
-DATASET_META_KEYS = ("format", "class_names", "image_shape", "splits", "pictures")  # write_dataset's
+# write_dataset's keys
+DATASET_META_KEYS = ("format", "class_names", "image_shape", "splits", "pictures", "csv_label")
 DATASET_FILES = (  # what write_dataset writes: all a dataset folder holds
     DATASET_META,
     *(f"{split}-{part}.npy" for split in ("train", "test") for part in ("images", "labels")),
@@ -180,7 +181,15 @@ def read_meta(folder: Path) -> dict:
         raise DataError(f"{path}: image_shape must be [height, width], got {shape!r}")
     # folders written before the rule was recorded: read as they always were, MNIST-style
     check_pictures(meta.setdefault("pictures", MNIST_STYLE), f"{path}: pictures", DataError)
+    if not is_csv_label(meta.get("csv_label")):
+        got = ascii(meta["csv_label"])[:40]
+        raise DataError(f"{path}: csv_label must be a column index (-1: the last), got {got}")
     return meta
+
+
+def is_csv_label(value) -> bool:
+    """Whether `value` may be a recorded csv_label (convert.headerless_label's), or none."""
+    return value is None or (type(value) is int and -1 <= value < 2**24)
 
 
 def _disk_labels(path: Path, count: int, n_classes: int) -> torch.Tensor:
@@ -236,10 +245,12 @@ def write_dataset(
     seed: int = 0,
     chunk: int = SHARD_ROWS,
     pictures: str = MNIST_STYLE,
+    csv_label: int | None = None,
 ) -> Path:
     """Write train/test Splits in the on-disk format; train rows are shuffled (by `seed`).
     `pictures` (images.PICTURE_RULES) records how a picture file becomes this data's pixels, so
-    runs trained on it predict pictures the way the data was made."""
+    runs trained on it predict pictures the way the data was made; `csv_label`, where the training
+    CSV held its label without a header (convert.headerless_label), so predict reads such rows alike."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
@@ -263,6 +274,7 @@ def write_dataset(
             "image_shape": list(train.images.shape[1:]),
             "pictures": pictures,
             "splits": {"train": len(train), "test": len(test)},
+            **({"csv_label": csv_label} if csv_label is not None else {}),
         },
     )
     return out

@@ -105,6 +105,12 @@ class Run:
         return tuple(self.meta["input_shape"])
 
     @property
+    def csv_label(self) -> int:
+        """Where a CSV row without a header holds its label, as the training CSV did (-1: the last; the
+        first when the data did not come from such a file)."""
+        return self.meta.get("csv_label", 0)
+
+    @property
     def pictures(self) -> str:
         """How picture files become this run's pixels (images.PICTURE_RULES), as its data was made;
         runs saved before the rule was recorded fitted every picture MNIST-style."""
@@ -153,6 +159,7 @@ def model_metadata(result: TrainedRun, weights_sha256: str, command: list[str] |
         "weights_sha256": weights_sha256,
         "pictures": result.pictures,
         "background": result.background,
+        **({"csv_label": label} if (label := getattr(result, "csv_label", None)) is not None else {}),
         "preprocessing": preprocessing(result.pictures, result.image_shape),
         "config": result.config.to_dict(),
         "command": command,

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..base.exceptions import CheckpointError, InputError, did_you_mean
 from ..data.classnames import class_names_problem
 from ..data.images import BACKGROUNDS, MNIST_STYLE, check_pictures
+from ..data.ondisk import is_csv_label
 from .layout import FORMAT
 
 FORMAT_VERSION = 1
@@ -35,6 +36,7 @@ META_KEYS = (  # what model.json holds; a key outside these is refused on load (
     "preprocessing",
     "pictures",
     "background",
+    "csv_label",
     "config",
     "command",
     "created",
@@ -81,6 +83,9 @@ def meta_problems(meta: dict) -> list[str]:
         check_pictures(meta.get("pictures", MNIST_STYLE))
     except InputError as error:
         problems.append(str(error))
+    if not is_csv_label(meta.get("csv_label")):
+        got = ascii(meta["csv_label"])[:40]
+        problems.append(f"csv_label must be a column index (-1: the last), got {got}")
     if meta.get("background", "light") not in BACKGROUNDS:
         problems.append(f"background must be one of {', '.join(BACKGROUNDS)}, got {meta['background']!r}")
     return problems

@@ -68,6 +68,7 @@ class TrainResult:
     pictures: str = MNIST_STYLE  # how picture files become the data's pixels: the run predicts them so
     background: str = "light"  # the training pictures' (images.background_of), which a pad draws on;
     # unset, light: the pad's paper, as runs saved before it was recorded (checkpoints.Run.background)
+    csv_label: int | None = None  # where the data's CSV without a header held the label: predict's too
 
 
 def train_sample_rows(rows: int) -> int:
@@ -416,4 +417,5 @@ def finish(training: Training) -> TrainResult:
         metrics=metrics,
         pictures=data.pictures,
         background=background_of(data.train.images),
+        csv_label=data.csv_label,
     )
