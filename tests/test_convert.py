@@ -223,6 +223,21 @@ def test_predict_reads_a_csv_without_a_header_as_the_training_csv(tmp_path, caps
     assert (predicted == labels).mean() > 0.9
 
 
+def test_a_first_column_that_looks_like_pixels_beside_a_last_that_looks_like_labels_is_asked(tmp_path):
+    """Without a header the first column is the label (Kaggle's way); where the last looks far more like
+    one, convert asks which: label-last shapes had made 66 classes of a pixel's values (4% test)."""
+    images, labels = _synthetic(90, classes=3)
+    path = tmp_path / "rows.csv"
+    np.savetxt(path, np.column_stack([images.reshape(90, -1), labels]), fmt="%d", delimiter=",")
+    with pytest.raises(DataError, match=r"column 0, taken as the label \(no header\), gives \d+ classes, but "
+                       r"the last column holds 3 values: give label_column=-1"):  # fmt: skip
+        convert(tmp_path / "out", csv=(path,))
+    assert not (tmp_path / "out").exists()
+    convert(tmp_path / "first", csv=(path,), label_column="0")  # (asked for: as it is)
+    convert(tmp_path / "last", csv=(path,), label_column="-1")
+    assert read_meta(tmp_path / "last")["class_names"] == ["0", "1", "2"]
+
+
 def test_csv_refuses_a_change_of_pixel_scale(tmp_path, monkeypatch):
     monkeypatch.setattr("torchlogreg.data.csvfiles.CSV_BLOCK_BYTES", 1)  # a block per row
     mixed = tmp_path / "mixed.csv"

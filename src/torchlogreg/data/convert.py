@@ -253,6 +253,22 @@ def _check_splits(train: Split, test: Split, names: tuple[str, ...], csv_read: t
             f"train images are {tuple(train.images.shape[1:])} but test images "
             f"{tuple(test.images.shape[1:])}; they must match"
         )
+    _check_first_column(train, len(present), csv_read)
+
+
+def _check_first_column(train: Split, classes: int, csv_read: tuple[dict, ...]) -> None:
+    """A CSV without a header whose first column was taken as the label, by that rule alone, where the
+    last column looks more like one (at least four times fewer values, and more than one): refused,
+    asking which. Label-last shapes had made "66 classes" of a pixel's values and trained to 4%."""
+    if not csv_read or csv_read[0]["how"] != "the first: no header":
+        return
+    last = len(torch.unique(train.images.reshape(len(train.images), -1)[:, -1]))
+    if last >= 2 and 4 * last <= classes:
+        raise DataError(
+            f"{csv_read[0]['file']}: column 0, taken as the label (no header), gives {classes} classes, but "
+            f"the last column holds {last} values: give label_column=-1 if it is the label, or "
+            "label_column=0 to keep the first"
+        )
 
 
 def _check_options(options: dict) -> None:
