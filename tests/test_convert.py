@@ -756,8 +756,8 @@ def test_near_black_training_images_are_noted(tmp_path, largest, noted):
     note = convert(tmp_path / "out", npz=tmp_path / "a.npz")["note"]
     assert bool(note) == noted
     if noted:
-        assert f"the training pixels 0..255, the largest {largest}: near-black" in note
-        assert f"(x {255 // largest};" in note
+        assert f"the training pixels read as 0..255, the largest {largest}: near-black" in note
+        assert f"multiply them by 255/{largest} (so that {largest} becomes 255;" in note  # (x 15 had said)
 
 
 # --- classes are the labels present --------------------------------------------------------------

@@ -394,6 +394,7 @@ def test_drawing_a_one_in_chromium(server, tmp_path):
         assert browser.find_elements(By.CSS_SELECTOR, "#bars li")
         corner = browser.execute_script("return [...pad.getContext('2d').getImageData(2, 2, 1, 1).data]")
         assert corner == [0, 0, 0, 255]  # MNIST's black paper, as /api/model's background says
+        assert browser.find_element(By.TAG_NAME, "h1").text == "Draw a digit"  # (other runs: their classes)
         browser.save_screenshot(str(tmp_path / "serve.png"))
         shutil.copy(
             tmp_path / "serve.png", Path(server.split("//")[0] or ".").parent / "serve_screenshot.png"

@@ -70,9 +70,9 @@ def near_black(largest: float) -> str:
     if not 1 < largest <= DIM_PIXEL:
         return ""
     return (
-        f"pixels 0..255, the largest {largest:g}: near-black pictures to a model; if they are levels "
-        f"0..{largest:g}, scale them to 0..255 (x {int(255 // largest)}; a file of fractions holds every "
-        "pixel in [0, 1])"
+        f"pixels read as 0..255, the largest {largest:g}: near-black pictures to a model; if they are "
+        f"levels 0..{largest:g}, multiply them by 255/{largest:g} (so that {largest:g} becomes 255; a "
+        "file of fractions holds every pixel in [0, 1])"
     )
 
 

@@ -96,8 +96,18 @@ function showEmpty() {
   showMessage("");
 }
 
+let askLine = "Draw a digit.";  // what the page asks for: a digit, or the run's classes (loadModelInfo)
+
 function showMessage(text) {
-  document.getElementById("status").textContent = text.includes("no digit found") ? "Draw a digit." : text;
+  document.getElementById("status").textContent = text.includes("no digit found") ? askLine : text;
+}
+
+// "Draw a digit" for a run of digits; else its class names, the first few ("Draw one of: circles,
+// squares, triangles"): a run of shapes had asked for a digit
+function askFor(classes) {
+  if (classes.every((name) => /^[0-9]$/.test(name))) return "Draw a digit";
+  const shown = classes.length > 6 ? [...classes.slice(0, 5), "…"] : classes;
+  return `Draw one of: ${shown.join(", ")}`;
 }
 
 function show(data) {
@@ -162,6 +172,10 @@ async function loadModelInfo() {
       colors = { paper: "#000", ink: "#fff" };
       redraw();
     }
+    const ask = askFor(classes);
+    document.querySelector("h1").textContent = ask;
+    document.title = `torchlogreg: ${ask.toLowerCase()}`;
+    askLine = `${ask}.`;
     const [height, width] = shape || [28, 28];
     for (const id of MAPS) sizeMap(document.getElementById(id), height, width);
     document.getElementById("caption-seen").textContent = `What the model sees (${height}×${width})`;
