@@ -254,6 +254,21 @@ def _image_tree(root, images, labels, names, split, mode="L"):
         Image.fromarray(image).convert(mode).save(folder / f"{i:03d}.png")
 
 
+@pytest.mark.parametrize("layout", ["flat", "train only"])
+def test_an_image_folder_without_test_has_one_split_off(tmp_path, layout):
+    """ROOT/<class>/* (torchvision's ImageFolder(ROOT)) or ROOT/train/<class>/* alone: a stratified test
+    split of test_size, as of one CSV; both had been refused, and --test-size ignored."""
+    images, labels = _synthetic(40, shape=(6, 5), classes=2)
+    root = tmp_path / "photos"
+    _image_tree(root, images, labels, ["cat", "dog"], "." if layout == "flat" else "train")
+    done = convert(tmp_path / "out", folder=root, test_size=0.25)
+    assert (done["train"], done["test"], tuple(done["class_names"])) == (30, 10, ("cat", "dog"))
+    test_labels = _load(tmp_path / "out", "test")[1]
+    assert sorted(test_labels.tolist()) == [0] * 5 + [1] * 5  # stratified
+    stored = np.concatenate([_load(tmp_path / "out", split)[0] for split in ("train", "test")])
+    assert sorted(map(bytes, stored)) == sorted(map(bytes, images))
+
+
 def test_image_folders(tmp_path):
     images, labels = _synthetic(30, shape=(6, 5))
     test_images, test_labels = _synthetic(6, shape=(6, 5), seed=1)
@@ -822,7 +837,7 @@ def test_test_size_errors_say_what_would_be_valid(tmp_path):
     left_train, left_test = stratified_split(split, 0.2, 0)  # inside that range: both sides get rows
     assert len(left_train) and len(left_test)
     single = Split(torch.zeros((2, 2, 2), dtype=torch.uint8), torch.tensor([0, 1]))
-    with pytest.raises(ConfigError, match="test_size cannot split 2 rows of one per class; give a test CSV"):
+    with pytest.raises(ConfigError, match="test_size cannot split 2 rows of one per class; give a test set"):
         stratified_split(single, 0.5, 0)
 
 

@@ -57,7 +57,8 @@ def test_predict_reads_a_csv_as_convert_read_the_training_csv(tmp_path, mnist_sp
         lines[-1] = "2" + lines[-1][1:]
         stray.write_text("\n".join(lines) + "\n")
         assert main(["predict", str(run), str(stray), "--output", str(tmp_path / "stray.out.csv")]) == 0
-        assert f"{stray}: pixels read as 0..255, the largest 2: near-black pictures" in capsys.readouterr().err
+        said = f"{stray}: pixels read as 0..255, the largest 2: near-black pictures"
+        assert said in capsys.readouterr().err
         lines[-1] = "200.5" + lines[-1][1:]  # a largest pixel that is not whole counts too (it was 0)
         stray.write_text("\n".join(lines) + "\n")
         assert main(["predict", str(run), str(stray), "--output", str(tmp_path / "bright.out.csv")]) == 0

@@ -124,7 +124,8 @@ def _add_sources(convert: argparse.ArgumentParser) -> None:
         "--from-folder",
         metavar="DIR",
         help="instead: DIR/train/<class>/*.png and DIR/test/<class>/*.png (any image format), read as "
-        "grayscale; the class names are the subfolders' names",
+        "grayscale; the class names are the subfolders' names. Without test/, or with DIR/<class>/*.png "
+        "alone (torchvision's ImageFolder(DIR)): a stratified test split of --test-size",
     )
 
 
@@ -159,9 +160,12 @@ def _add_convert_options(convert: argparse.ArgumentParser) -> None:
     convert.add_argument("--data-root", metavar="DIR", help="folder holding the datasets")
     convert.add_argument("--no-download", action="store_true", help="fail instead of downloading")
     convert.add_argument(
-        "--test-size", type=float, default=0.2, help="one CSV: the fraction held out for test (default: 0.2)"
+        "--test-size",
+        type=float,
+        default=0.2,
+        help="one CSV, or a folder without test/: the fraction held out for test (default: 0.2)",
     )
-    convert.add_argument("--seed", type=int, default=0, help="one CSV: seed of the test split (default: 0)")
+    convert.add_argument("--seed", type=int, default=0, help="seed of that test split (default: 0)")
     convert.add_argument(
         "--out", type=path_flag, required=True, metavar="DIR", help="dataset folder to write"
     )

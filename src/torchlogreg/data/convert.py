@@ -183,7 +183,7 @@ def stratified_split(split: Split, test_size: float, seed: int) -> tuple[Split, 
         largest = int(torch.unique(split.labels, return_counts=True)[1].max())
         if largest < 2:
             raise ConfigError(
-                f"test_size cannot split {len(split)} rows of one per class; give a test CSV as well",
+                f"test_size cannot split {len(split)} rows of one per class; give a test set as well",
                 parameter="test_size",
             )
         raise ConfigError(
@@ -204,7 +204,10 @@ def _read_source(scratch: Path, options: dict) -> tuple[Split, Split, tuple[str,
     size = parse_size(options["image_size"])
     if folder is not None:
         rule = options["pictures"] or AS_IS
-        return read_image_folders(folder, scratch, size, options["progress"], rule)
+        train, test, names = read_image_folders(folder, scratch, size, options["progress"], rule)
+        if test is None:  # no test/ folder: split a test set off, as off one CSV
+            train, test = stratified_split(train, options["test_size"], options["seed"])
+        return train, test, names
     if npz is not None:
         return (*read_npz(npz), None)
     if idx is not None:
@@ -412,7 +415,8 @@ def convert(
     pictures: str | None = None,
 ) -> dict:
     """Write one source (npz, idx, csv = (train, test), folder, else the built-in `dataset`) to `out`.
-    A single CSV, csv = (train,), gives a stratified test split of `test_size`, chosen by `seed`.
+    A single CSV, csv = (train,), or a folder without test/ gives a stratified test split of
+    `test_size`, chosen by `seed`.
     Classes are the labels present in the training data, sorted; `class_names` name them (one name
     per label present, or one per label 0..max). `pictures` (images.PICTURE_RULES) is how picture
     files become the dataset's pixels; None: the source's own (see `_pictures_rule`).

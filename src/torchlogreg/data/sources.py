@@ -193,17 +193,23 @@ def _refuse_repeats(samples: list[tuple[str, int]], seen: dict[str, str]) -> Non
 
 
 def _class_folders(root: Path) -> tuple[dict[str, Path], dict[str, int]]:
-    """ROOT's train and test folders, and the class index of each subfolder name of train (test's
-    must be among them)."""
+    """ROOT's folders of class subfolders by split: train/ and test/, train/ alone, or, with neither,
+    ROOT itself as the training set (torchvision's ImageFolder(ROOT)); a test set is then split off
+    (convert's test_size). The class index of each subfolder name of train (test's must be among
+    them)."""
     from torchvision.datasets.folder import find_classes
 
-    folders = {name: root / name for name in ("train", "test")}
+    if (root / "train").exists() or (root / "test").exists():
+        names = [name for name in ("train", "test") if name == "train" or (root / name).exists()]
+        folders = {name: root / name for name in names}
+    else:
+        folders = {"train": root}
     for folder in folders.values():
         if not folder.is_dir():
             raise DataError(f"folder {root}: needs {folder} with one subfolder per class", parameter="folder")
     try:
         class_names, class_to_index = find_classes(folders["train"])
-        extra = sorted(set(find_classes(folders["test"])[0]) - set(class_names))
+        extra = sorted(set(find_classes(folders["test"])[0]) - set(class_names)) if "test" in folders else []
     except FileNotFoundError as error:  # a split without class subfolders
         raise DataError(f"folder {root}: {error}", parameter="folder") from None
     if extra:
@@ -234,8 +240,9 @@ def read_image_folders(
     image_size: tuple[int, int] | None = None,
     progress: bool = False,
     pictures: str = AS_IS,
-) -> tuple[Split, Split, tuple[str, ...]]:
-    """Splits from ROOT/train/<class>/* and ROOT/test/<class>/* (torchvision's ImageFolder layout),
+) -> tuple[Split, Split | None, tuple[str, ...]]:
+    """Splits from ROOT/train/<class>/* and ROOT/test/<class>/* (torchvision's ImageFolder layout;
+    without test/, or with ROOT/<class>/* alone, the test split is None: the caller splits one off),
     each picture made into pixels by the rule `pictures` (images.picture_pixels, as predict does):
     AS_IS keeps them as grayscale, which must share one size unless `image_size` resizes them all;
     MNIST_STYLE fits the digit of each picture, whatever its size, into `image_size` (default 28x28)."""
@@ -259,11 +266,11 @@ def read_image_folders(
             _picture_rows(samples, writer, image_size, pictures, progress)
         labels = torch.tensor([index for _, index in samples], dtype=torch.int64)
         splits.append(Split(writer.finish(), labels))
-    if splits[0].images.shape[1:] != splits[1].images.shape[1:]:
+    if len(splits) == 2 and splits[0].images.shape[1:] != splits[1].images.shape[1:]:
         raise DataError(
             f"{root}: train and test images differ in size; give image_size=HxW", parameter="image_size"
         )
-    return splits[0], splits[1], tuple(class_to_index)
+    return splits[0], splits[1] if len(splits) == 2 else None, tuple(class_to_index)
 
 
 def _stored(gray: np.ndarray, shape: tuple[int, int], pictures: str, file: str) -> np.ndarray:
