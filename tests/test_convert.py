@@ -269,6 +269,18 @@ def test_an_image_folder_without_test_has_one_split_off(tmp_path, layout):
     assert sorted(map(bytes, stored)) == sorted(map(bytes, images))
 
 
+def test_a_dataset_of_two_classes_is_binary_with_a_training_subset_too(tmp_path):
+    """A two-class dataset gives the binary model (one logit), train_size or not: with it, prepare had
+    made a two-logit softmax model and the run's line lost "(binary: ... against ...)"."""
+    images, labels = _synthetic(40, shape=(6, 5), classes=2)
+    np.savez(tmp_path / "two.npz", train_images=images, train_labels=labels, test_images=images,
+             test_labels=labels)  # fmt: skip
+    convert(tmp_path / "two", npz=tmp_path / "two.npz")
+    for train_size in (None, 20):
+        data = load_data(TrainConfig(dataset=str(tmp_path / "two"), train_size=train_size), download=False)
+        assert data.binary and data.n_classes == 2
+
+
 def test_image_folders(tmp_path):
     images, labels = _synthetic(30, shape=(6, 5))
     test_images, test_labels = _synthetic(6, shape=(6, 5), seed=1)

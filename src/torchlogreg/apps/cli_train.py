@@ -113,7 +113,9 @@ def _add_task_options(task) -> None:
         "--val-size", type=int, help=f"validation samples taken from train (default: {RULES['val_size']})"
     )
     task.add_argument(
-        "--train-size", type=int, help="use a class-balanced subset of this many training samples"
+        "--train-size",
+        type=int,
+        help="use a subset of this many training samples, the classes as equal as the data allows",
     )
 
 

@@ -39,7 +39,7 @@ class TrainConfig:
     positive: int | None = None  # this label against all others -> binary model
     threshold: float = 0.5  # binary decision threshold on P(positive), in (0, 1)
     val_size: int | None = None  # validation samples carved from train (0: none; None: data/rules.py)
-    train_size: int | None = None  # class-balanced training subset (None: all that is left)
+    train_size: int | None = None  # training subset, classes as equal as the data allows (None: all)
     # --- optimisation: None means "follow the data" (data/rules.py, stated in `train --help`) ---
     optimizer: str | None = None  # one of OPTIMIZERS; lbfgs is full-batch
     lr: float | None = None  # step size of sgd/adam; lbfgs's first step (its line search scales it)

@@ -305,7 +305,8 @@ def prepare(config: TrainConfig, train: Split, test: Split, names: tuple[str, ..
     _check_every_class_left(train, class_names)
     if config.train_size is not None:
         train = balanced_subset(train, config.train_size, len(class_names), config.seed)
-    return Data(config.dataset, train, val, test, class_names, source_labels, config.binary)
+    binary = len(class_names) == 2  # (a dataset of two classes too: with train_size it had been softmax)
+    return Data(config.dataset, train, val, test, class_names, source_labels, binary)
 
 
 def dataset_location(dataset: str) -> str:
