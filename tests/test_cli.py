@@ -94,6 +94,18 @@ def test_binary_run_from_the_command_line(tmp_path, data_root):
     assert trained.returncode == 0, trained.stderr
     assert json.loads((out / "model.json").read_text())["binary"] is True
     assert json.loads((out / "metrics.json").read_text())["test"]["accuracy"] >= 0.95
+    # a binary run's threshold, changed after training: evaluate and predict take --threshold
+    scores = {}
+    for threshold in ("0.01", "0.99"):
+        done = run_cli("evaluate", out, "--data-root", data_root, "--json", "--threshold", threshold)
+        assert done.returncode == 0, done.stderr
+        scores[threshold] = json.loads(done.stdout)["accuracy"]
+    assert scores["0.01"] != scores["0.99"]
+    digits = tmp_path / "digits.npy"
+    np.save(digits, np.zeros((3, 28, 28), np.uint8))
+    low, high = (run_cli("predict", out, digits, "--json", "--threshold", t) for t in ("1e-6", "0.999999"))
+    assert {json.loads(line)["label"] for line in low.stdout.splitlines()} == {"8"}
+    assert {json.loads(line)["label"] for line in high.stdout.splitlines()} == {"3"}
 
 
 @pytest.mark.parametrize(
@@ -104,6 +116,7 @@ def test_binary_run_from_the_command_line(tmp_path, data_root):
         (["train", "--dataset", "mnits"], "did you mean 'mnist'?", 2),
         (["train", "--preset", "tutorail"], "did you mean 'tutorial'?", 2),
         (["evaluate", "no/such/run"], "no/such/run is not a folder", 1),
+        (["predict", "no/such/run", "x.png", "--threshold", "2"], "no/such/run is not a folder", 1),
         (["train", "--optimizer", "LBFGS"], "did you mean 'lbfgs'?", 2),
     ],
 )

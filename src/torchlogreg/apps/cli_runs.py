@@ -10,6 +10,7 @@ They read the run through checkpoints.load_run alone: none of them loads the tra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..training.evaluation import evaluate
 
     run = load_run(args.run_dir, device=resolve_device(args.device or "auto"))
+    run = _with_threshold(run, args.threshold)
     dataset = dataset_arg(args.dataset)
     data = load_run_data(
         run.config, run.class_names, dataset, args.data_root, not args.no_download, run.image_shape
@@ -33,7 +35,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     split = {"test": data.test, "val": data.val, "train": data.train}[args.split]
     if split is None:
         raise ConfigError(f"--split {args.split}: the run has no validation set (val_size 0)")
-    metrics = evaluate(run.model, split.images, split.labels, run.threshold)
+    metrics = evaluate(run.model, split.images, split.labels, run.threshold)  # (--threshold's, if given)
     if args.json:
         print(json.dumps({"dataset": data.dataset, "split": args.split, **metrics}))
     else:
@@ -42,6 +44,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             + f"loss {metrics['loss']:.4f} ({metrics['n']} samples)"
         )
     return 0
+
+
+def _with_threshold(run, threshold: float | None):
+    """The run deciding at `threshold` (--threshold) instead of its own (binary runs), else as it is."""
+    if threshold is None:
+        return run
+    if not run.model.binary:
+        classes = len(run.class_names)
+        raise ConfigError(f"--threshold applies to a binary run; {run.path} has {classes} classes")
+    if not 0 < threshold < 1:
+        raise ConfigError(f"--threshold must be a probability in (0, 1), got {threshold}")
+    return dataclasses.replace(run, meta={**run.meta, "threshold": threshold})
+
+
+def _add_threshold(parser) -> None:
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="binary run: predict the positive class where its probability is above this (default: the "
+        "run's own, as trained)",
+    )
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -58,6 +81,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if output is not None:
         _check_output_file(output, args.overwrite)
     run = load_run(args.run_dir, device=resolve_device(args.device or "auto"))
+    run = _with_threshold(run, args.threshold)
     files = expand_inputs(args.files)
     fmt = _predict_format(output, args.json, run.class_names, args.top_k)
     report = print_to_stderr
@@ -146,6 +170,7 @@ def evaluate_parser(commands) -> None:
         "run trained with --train-size saw (its metrics.json scores those)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_threshold(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
 
@@ -165,6 +190,7 @@ def predict_parser(commands) -> None:
         "files", metavar="FILE", nargs="+", help="images, .npy/.npz arrays, .csv rows, or folders of them"
     )
     predict.add_argument("--top-k", type=int, default=3, help="how many classes to list (default: 3)")
+    _add_threshold(predict)
     predict.add_argument(
         "--json",
         action="store_true",
