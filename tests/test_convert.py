@@ -5,6 +5,7 @@ refused, and that a failed conversion leaves the output as it was."""
 import contextlib
 import gzip
 import json
+import re
 import shutil
 
 import numpy as np
@@ -223,19 +224,45 @@ def test_predict_reads_a_csv_without_a_header_as_the_training_csv(tmp_path, caps
     assert (predicted == labels).mean() > 0.9
 
 
-def test_a_first_column_that_looks_like_pixels_beside_a_last_that_looks_like_labels_is_asked(tmp_path):
-    """Without a header the first column is the label (Kaggle's way); where the last looks far more like
-    one, convert asks which: label-last shapes had made 66 classes of a pixel's values (4% test)."""
+def test_a_first_column_that_looks_like_pixels_beside_a_last_that_looks_like_labels_is_noted(tmp_path):
+    """Without a header the first column is the label (Kaggle's way); where the last holds fewer values,
+    convert says so (label-last shapes had made 66 classes of a pixel's values, 4% test, no word). A
+    note, not a refusal: binarized label-first digits look the same."""
     images, labels = _synthetic(90, classes=3)
     path = tmp_path / "rows.csv"
     np.savetxt(path, np.column_stack([images.reshape(90, -1), labels]), fmt="%d", delimiter=",")
-    with pytest.raises(DataError, match=r"column 0, taken as the label \(no header\), gives \d+ classes, but "
-                       r"the last column holds 3 values: give label_column=-1"):  # fmt: skip
-        convert(tmp_path / "out", csv=(path,))
-    assert not (tmp_path / "out").exists()
-    convert(tmp_path / "first", csv=(path,), label_column="0")  # (asked for: as it is)
-    convert(tmp_path / "last", csv=(path,), label_column="-1")
-    assert read_meta(tmp_path / "last")["class_names"] == ["0", "1", "2"]
+    note = convert(tmp_path / "out", csv=(path,))["note"]
+    said = r"taken as the label \(no header\), gives \d+ classes; the last column holds 3 values: if it is"
+    assert re.search(said, note) and note.endswith("the label, convert again with label_column=-1")
+    assert convert(tmp_path / "last", csv=(path,), label_column="-1")["note"] == ""
+    binarized = np.column_stack([labels, (images.reshape(90, -1) > 127) * 255])  # label first: 3 classes
+    np.savetxt(tmp_path / "first.csv", binarized, fmt="%d", delimiter=",")
+    assert convert(tmp_path / "first", csv=(tmp_path / "first.csv",))["class_names"] == ("0", "1", "2")
+
+
+def test_predict_takes_the_training_csvs_label_place_for_a_file_without_a_header(tmp_path, capsys):
+    """Recorded whether or not the training CSV had a header (a file predicted may have none); a
+    recorded place is refused when it is damaged or past the file's columns (it had wrapped round)."""
+    images, labels = _synthetic(90, classes=3)
+    images.reshape(90, -1)[np.arange(90), labels] = 255
+    rows = np.column_stack([images.reshape(90, -1), labels])
+    header = ",".join([*(f"px{i}" for i in range(16)), "label"])
+    np.savetxt(tmp_path / "named.csv", rows, fmt="%d", delimiter=",", header=header, comments="")
+    np.savetxt(tmp_path / "bare.csv", rows, fmt="%d", delimiter=",")
+    out, run = tmp_path / "data", tmp_path / "run"
+    assert main(["data", "convert", "--from-csv", str(tmp_path / "named.csv"), "--out", str(out)]) == 0
+    assert main(["train", "--dataset", str(out), "--out", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(run), str(tmp_path / "bare.csv"), "--output", str(tmp_path / "p.csv")]) == 0
+    predicted = np.loadtxt(tmp_path / "p.csv", delimiter=",", skiprows=1, dtype=int)[:, 1]
+    assert (predicted == labels).mean() > 0.9
+    capsys.readouterr()
+    meta = json.loads((run / "model.json").read_text())
+    for bad, said in ((None, "csv_label must be a column index"), (1000, "held its label in column 1000")):
+        (run / "model.json").write_text(json.dumps({**meta, "csv_label": bad}))
+        assert main(["predict", str(run), str(tmp_path / "bare.csv")]) in (1, 2)
+        error = capsys.readouterr().err
+        assert said in error and error.count("\n") == 1
 
 
 def test_csv_refuses_a_change_of_pixel_scale(tmp_path, monkeypatch):
@@ -279,6 +306,27 @@ def test_a_dataset_of_two_classes_is_binary_with_a_training_subset_too(tmp_path)
     for train_size in (None, 20):
         data = load_data(TrainConfig(dataset=str(tmp_path / "two"), train_size=train_size), download=False)
         assert data.binary and data.n_classes == 2
+
+
+def test_test_size_with_a_source_of_its_own_test_set_is_refused(tmp_path):
+    """It had been ignored without a word (train/ and test/, two CSVs, an .npz)."""
+    images, labels = _synthetic(20, shape=(6, 5), classes=2)
+    root = tmp_path / "photos"
+    _image_tree(root, images, labels, ["cat", "dog"], "train")
+    _image_tree(root, images, labels, ["cat", "dog"], "test")
+    with pytest.raises(ConfigError, match="test_size splits a test set off a source without one"):
+        convert(tmp_path / "out", folder=root, test_size=0.5)
+    assert convert(tmp_path / "out", folder=root)["test"] == 20
+
+
+def test_a_folder_mixing_splits_and_classes_is_refused(tmp_path):
+    """A class named train, or class folders beside test/: which layout is meant is not clear."""
+    images, labels = _synthetic(20, shape=(6, 5), classes=2)
+    for split_like in ("train", "test"):
+        root = tmp_path / split_like
+        _image_tree(root, images, labels, [split_like, "dog"], ".")
+        with pytest.raises(DataError, match=r"holds train/ or test/ \(read as splits\) beside dog"):
+            convert(tmp_path / f"out-{split_like}", folder=root)
 
 
 def test_image_folders(tmp_path):

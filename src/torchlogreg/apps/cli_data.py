@@ -49,8 +49,8 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
             + _csv_read(written["csv"])
         )
     )
-    if written["note"]:
-        print(printable(written["note"]), file=sys.stderr)
+    for note in written["note"].splitlines():  # (in the library's words: label_column=-1 is a flag here)
+        print(printable(note.replace("label_column=", "--label-column ")), file=sys.stderr)
     return 0
 
 
@@ -162,7 +162,6 @@ def _add_convert_options(convert: argparse.ArgumentParser) -> None:
     convert.add_argument(
         "--test-size",
         type=float,
-        default=0.2,
         help="one CSV, or a folder without test/: the fraction held out for test (default: 0.2)",
     )
     convert.add_argument("--seed", type=int, default=0, help="seed of that test split (default: 0)")

@@ -36,12 +36,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if split is None:
         raise ConfigError(f"--split {args.split}: the run has no validation set (val_size 0)")
     metrics = evaluate(run.model, split.images, split.labels, run.threshold)  # (--threshold's, if given)
+    threshold = {"threshold": run.threshold} if run.model.binary else {}  # (the run's, or --threshold's)
     if args.json:
-        print(json.dumps({"dataset": data.dataset, "split": args.split, **metrics}))
+        print(json.dumps({"dataset": data.dataset, "split": args.split, **metrics, **threshold}))
     else:
+        at = f", threshold {run.threshold:g}" if threshold else ""
         print(
             printable(f"{data.dataset} {args.split}: accuracy {metrics['accuracy']:.4f}, ")
-            + f"loss {metrics['loss']:.4f} ({metrics['n']} samples)"
+            + f"loss {metrics['loss']:.4f} ({metrics['n']} samples{at})"
         )
     return 0
 

@@ -47,6 +47,7 @@ from .sources import read_csv, read_idx_folder, read_image_folders, read_npz
 SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
 IN_LAYOUT_SHARE = 0.9  # arrays are mnist-style when this share of them is in MNIST's layout (MNIST: all)
 OS_FILES = (".DS_Store", "Thumbs.db", "desktop.ini")  # what file browsers leave in any folder
+TEST_SIZE = 0.2  # the share of rows a source without a test set holds out for one (stratified)
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -256,22 +257,23 @@ def _check_splits(train: Split, test: Split, names: tuple[str, ...], csv_read: t
             f"train images are {tuple(train.images.shape[1:])} but test images "
             f"{tuple(test.images.shape[1:])}; they must match"
         )
-    _check_first_column(train, len(present), csv_read)
 
 
-def _check_first_column(train: Split, classes: int, csv_read: tuple[dict, ...]) -> None:
-    """A CSV without a header whose first column was taken as the label, by that rule alone, where the
-    last column looks more like one (at least four times fewer values, and more than one): refused,
-    asking which. Label-last shapes had made "66 classes" of a pixel's values and trained to 4%."""
+def _first_column_note(train: Split, csv_read: tuple[dict, ...]) -> str:
+    """A line where a CSV without a header had its first column taken as the label, by that rule
+    alone, and its last column holds fewer values (a label column's look): which is the label only the
+    user knows (label-last shapes had made "66 classes" of a pixel's values and trained to 4% with no
+    word; binarized label-first digits look so too, so it is a note, not a refusal)."""
     if not csv_read or csv_read[0]["how"] != "the first: no header":
-        return
+        return ""
+    classes = len(torch.unique(train.labels))
     last = len(torch.unique(train.images.reshape(len(train.images), -1)[:, -1]))
-    if last >= 2 and 4 * last <= classes:
-        raise DataError(
-            f"{csv_read[0]['file']}: column 0, taken as the label (no header), gives {classes} classes, but "
-            f"the last column holds {last} values: give label_column=-1 if it is the label, or "
-            "label_column=0 to keep the first"
-        )
+    if not 2 <= last < classes:
+        return ""
+    return (
+        f"note: {csv_read[0]['file']}: column 0, taken as the label (no header), gives {classes} classes; "
+        f"the last column holds {last} values: if it is the label, convert again with label_column=-1"
+    )
 
 
 def _check_options(options: dict) -> None:
@@ -290,6 +292,23 @@ def _check_options(options: dict) -> None:
     parse_size(options["image_size"])
     if options["class_names"] is not None and (problem := class_names_problem(options["class_names"])):
         raise ConfigError(f"class_names: {problem}", parameter="class_names")
+    if options["test_size"] is not None and _has_test_set(options):
+        raise ConfigError(
+            "test_size splits a test set off a source without one (one CSV, or a folder without test/); "
+            "this one has its own",
+            parameter="test_size",
+        )
+    options["test_size"] = TEST_SIZE if options["test_size"] is None else options["test_size"]
+
+
+def _has_test_set(options: dict) -> bool:
+    """Whether the source `options` name holds its own test split (test_size then has nothing to do)."""
+    if options["csv"] is not None:
+        return len(options["csv"]) > 1
+    if options["folder"] is not None:
+        root = Path(options["folder"])
+        return (root / "test").exists()
+    return True  # npz, idx, a built-in dataset
 
 
 def _csv_read(path, layout: CsvLayout, pixels: str) -> dict:
@@ -310,9 +329,10 @@ def _same_label(train: CsvLayout, test_header: list[str] | None) -> str | None:
 
 
 def headerless_label(layout: CsvLayout) -> int | None:
-    """Where a training CSV without a header holds its label, for predict to read such files alike: -1
-    for the last column, else its index (None: the file has a header, whose names say it)."""
-    if layout.header or layout.label is None:
+    """Where a training CSV holds its label, for predict to read a file without a header alike: -1 for
+    the last column, else its index (None: the first, the rule's own; recorded whether or not the
+    training file had a header, as the file predicted may have none)."""
+    if layout.label is None or layout.label == 0:
         return None
     return -1 if layout.label == layout.width - 1 else layout.label
 
@@ -362,9 +382,9 @@ def _same_pixels(train: CsvLayout, test: CsvLayout, csv: tuple) -> None:
             )
 
 
-def _write_folder(folder: Path, scratch: Path, options: dict) -> int:
+def _write_folder(folder: Path, scratch: Path, options: dict) -> tuple[int, str]:
     """The source `options` names read (through `scratch`) and written as a dataset folder; returns
-    the largest pixel of a sample of the training images."""
+    the largest pixel of a sample of the training images, and a note on a CSV's label column (or "")."""
     train, test, names = _read_source(scratch, options)
     class_names = options["class_names"]
     npz, idx, csv, dataset = (options[key] for key in ("npz", "idx", "csv", "dataset"))
@@ -376,7 +396,8 @@ def _write_folder(folder: Path, scratch: Path, options: dict) -> int:
     _check_splits(train, test, names, options["csv_read"])
     pictures = _pictures_rule(train.images, options)
     write_dataset(folder, train, test, names, pictures=pictures, csv_label=options["csv_label"])
-    return int(spread_sample(train.images).max())  # (as the picture rule, from a sample: no second pass)
+    largest = int(spread_sample(train.images).max())  # (as the picture rule, from a sample: no second pass)
+    return largest, _first_column_note(train, options["csv_read"])
 
 
 def _swap_in(staging: Path, out: Path) -> None:
@@ -410,13 +431,14 @@ def convert(
     class_names: list[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
-    test_size: float = 0.2,
+    test_size: float | None = None,
     seed: int = 0,
     pictures: str | None = None,
 ) -> dict:
     """Write one source (npz, idx, csv = (train, test), folder, else the built-in `dataset`) to `out`.
     A single CSV, csv = (train,), or a folder without test/ gives a stratified test split of
-    `test_size`, chosen by `seed`.
+    `test_size` (None: TEST_SIZE), chosen by `seed`; test_size with a source of its own test split is
+    refused (it had been ignored).
     Classes are the labels present in the training data, sorted; `class_names` name them (one name
     per label present, or one per label 0..max). `pictures` (images.PICTURE_RULES) is how picture
     files become the dataset's pixels; None: the source's own (see `_pictures_rule`).
@@ -444,7 +466,7 @@ def convert(
         scratch = staging / "scratch"
         scratch.mkdir(parents=True)
         try:
-            largest = _write_folder(staging, scratch, options)
+            largest, label_note = _write_folder(staging, scratch, options)
             shutil.rmtree(scratch)  # the splits read from it are gone with _write_folder's frame
             _swap_in(staging, out)
         finally:
@@ -458,7 +480,7 @@ def convert(
         "image_shape": tuple(meta["image_shape"]),
         "pictures": meta["pictures"],
         "csv": csv_read,
-        "note": _dim_note(largest, options["csv_columns"]),
+        "note": "\n".join(n for n in (label_note, _dim_note(largest, options["csv_columns"])) if n),
     }
 
 

@@ -91,6 +91,11 @@ def _unnamed_label(
     if not header:
         if headerless == 0:
             return 0, "the first: no header"
+        if headerless >= len(fields):
+            raise InputError(
+                f"{path}: the run's training CSV held its label in column {headerless}, but this file has "
+                f"{len(fields)} columns; give label_column (predict: --label-column)"
+            )
         where = "the last" if headerless == -1 else f"column {headerless}"
         return headerless % len(fields), f"{where}, as the training CSV had it: no header"
     if (column := _unlike_the_others([f.lower() for f in fields])) is not None:

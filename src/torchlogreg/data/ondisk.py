@@ -181,15 +181,16 @@ def read_meta(folder: Path) -> dict:
         raise DataError(f"{path}: image_shape must be [height, width], got {shape!r}")
     # folders written before the rule was recorded: read as they always were, MNIST-style
     check_pictures(meta.setdefault("pictures", MNIST_STYLE), f"{path}: pictures", DataError)
-    if not is_csv_label(meta.get("csv_label")):
+    if "csv_label" in meta and not is_csv_label(meta["csv_label"]):
         got = ascii(meta["csv_label"])[:40]
         raise DataError(f"{path}: csv_label must be a column index (-1: the last), got {got}")
     return meta
 
 
 def is_csv_label(value) -> bool:
-    """Whether `value` may be a recorded csv_label (convert.headerless_label's), or none."""
-    return value is None or (type(value) is int and -1 <= value < 2**24)
+    """Whether `value` may be a recorded csv_label (convert.headerless_label's): -1, or an index past
+    the first column within a row of at most 2**24 pixels and a label."""
+    return type(value) is int and (value == -1 or 1 <= value <= 2**24)
 
 
 def _disk_labels(path: Path, count: int, n_classes: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..base.exceptions import ConfigError, DataError, InputError
+from ..base.exceptions import ConfigError, DataError, InputError, listed
 from .csvfiles import CsvRows
 from .digits import MNIST_SHAPE
 from .idxfiles import read_idx_pair
@@ -204,6 +204,16 @@ def _class_folders(root: Path) -> tuple[dict[str, Path], dict[str, int]]:
         folders = {name: root / name for name in names}
     else:
         folders = {"train": root}
+    if folders["train"] != root:
+        beside = (p.name for p in root.iterdir() if p.is_dir() and p.name not in ("train", "test"))
+        classes_beside = sorted(beside)
+        if classes_beside:  # (a class named train, or class folders beside the splits)
+            raise DataError(
+                f"folder {root}: holds train/ or test/ (read as splits) beside {listed(classes_beside[:5])}; "
+                "give DIR/train/<class>/ and DIR/test/<class>/, or DIR/<class>/ alone (no class named "
+                "train or test)",
+                parameter="folder",
+            )
     for folder in folders.values():
         if not folder.is_dir():
             raise DataError(f"folder {root}: needs {folder} with one subfolder per class", parameter="folder")

@@ -83,7 +83,7 @@ def meta_problems(meta: dict) -> list[str]:
         check_pictures(meta.get("pictures", MNIST_STYLE))
     except InputError as error:
         problems.append(str(error))
-    if not is_csv_label(meta.get("csv_label")):
+    if "csv_label" in meta and not is_csv_label(meta["csv_label"]):
         got = ascii(meta["csv_label"])[:40]
         problems.append(f"csv_label must be a column index (-1: the last), got {got}")
     if meta.get("background", "light") not in BACKGROUNDS:
