@@ -21,6 +21,7 @@ sklearn/estimator_fit.py how each solver is driven.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -43,6 +44,15 @@ from .estimator_fit import FullBatch, MiniBatch, logits, publish, sync_model
 # what a fit sets: put back as it was when a fit raises
 FITTED = ("coef_", "intercept_", "model_", "n_iter_", "optimizer_state_", "lr_", "classes_", "n_features_in_",
           "feature_names_in_", "_coef_dtype", "_stream")  # fmt: skip
+
+
+def _along_rows(ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
+    """`ufunc` (np.maximum, np.add) over each row of 2-D `values`, as a column: by hand, a column at a
+    time, for the few columns of most models (NumPy's reduction over a short last axis took 0.7 ms on
+    20,000 x 3, 25x as long, and made predict_proba slower than torch's had been)."""
+    if values.shape[1] > 16:
+        return ufunc.reduce(values, axis=1, keepdims=True)
+    return functools.reduce(ufunc, values.T)[:, None]
 
 
 class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
@@ -397,21 +407,25 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
         logits, dtype = self._logits(X)
         return self._log_proba(logits).astype(dtype, copy=False)
 
-    def _log_proba(self, logits: np.ndarray) -> np.ndarray:
-        """log-softmax of float64 logits (binary: of 0 and the one logit), in NumPy: prediction runs in
-        NumPy alone (torch's threads, started beside BLAS's still spinning after the product, had made
-        predict_proba 4x slower than scikit-learn's)."""
+    def _shifted(self, logits: np.ndarray) -> np.ndarray:
+        """Float64 logits (binary: 0 and the one logit) less each row's largest, in NumPy: prediction
+        runs in NumPy alone, as scikit-learn's does (a model fitted on a GPU predicts anywhere)."""
         if self.model_.binary:
             logits = np.concatenate([np.zeros_like(logits), logits], axis=1)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return logits - _along_rows(np.maximum, logits)
+
+    def _log_proba(self, logits: np.ndarray) -> np.ndarray:
+        shifted = self._shifted(logits)
+        return shifted - np.log(_along_rows(np.add, np.exp(shifted)))
 
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities, shape (n_samples, n_classes), columns ordered as ``classes_`` (computed in
         float64, so a sample's row does not depend on the other rows passed with it; returned in
         X's dtype when X and ``coef_`` are float32, as scikit-learn's)."""
         logits, dtype = self._logits(X)
-        return np.exp(self._log_proba(logits)).astype(dtype, copy=False)
+        exponentials = np.exp(self._shifted(logits))
+        exponentials /= _along_rows(np.add, exponentials)  # (softmax: one exp, no log)
+        return exponentials.astype(dtype, copy=False)
 
     def predict(self, X) -> np.ndarray:
         """Labels from ``classes_`` by the package's one rule: the argmax, or for two classes
