@@ -134,6 +134,23 @@ def test_a_run_is_measured_on_images_of_its_own_shape(workdir, capsys):
         assert "holds 4x4 images but the run takes 2x8 ones" in capsys.readouterr().err
 
 
+def test_evaluate_notes_pictures_of_the_other_polarity(workdir, capsys):
+    """A run of light strokes on dark scored on dark-on-light pictures: evaluate says the model sees
+    them inverted (the newcomer's 0.9045 was the majority class, with no word)."""
+    arrays = dict(np.load("mine.npz"))
+    inverted = {k: 255 - v if k.endswith("images") else v for k, v in arrays.items()}
+    np.savez("inverted.npz", **inverted)
+    for name in ("mine", "inverted"):
+        assert main(["data", "convert", "--from-npz", f"{name}.npz", "--out", name]) == 0
+    assert main(["train", "--dataset", "mine", *TRAIN, "--out", "run"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "run"]) == 0
+    assert "note" not in capsys.readouterr().err
+    assert main(["evaluate", "run", "--dataset", "inverted"]) == 0
+    said = "on a dark background; these are on a light one, which the model sees inverted"
+    assert said in capsys.readouterr().err
+
+
 def test_a_built_in_name_that_is_also_a_folder_is_called_out(workdir, capsys):
     assert main(["data", "convert", "--from-npz", "mine.npz", "--out", "mnist"]) == 0
     capsys.readouterr()

@@ -22,6 +22,7 @@ from .cli_common import add_data_options, add_run_dir, dataset_arg, path_flag, p
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..base.devices import resolve_device
+    from ..data.images import background_of
     from ..data.inmemory import load_run_data
     from ..runfolder.checkpoints import load_run
     from ..training.evaluation import evaluate
@@ -36,6 +37,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if split is None:
         raise ConfigError(f"--split {args.split}: the run has no validation set (val_size 0)")
     metrics = evaluate(run.model, split.images, split.labels, run.threshold)  # (--threshold's, if given)
+    if "background" in run.meta and (seen := background_of(split.images)) != run.background:
+        print_to_stderr(  # (a light-on-dark run scored on dark-on-light pictures had looked like a model)
+            f"note: the run trained on pictures on a {run.background} background; these are on a {seen} "
+            "one, which the model sees inverted"
+        )
     threshold = {"threshold": run.threshold} if run.model.binary else {}  # (the run's, or --threshold's)
     if args.json:
         print(json.dumps({"dataset": data.dataset, "split": args.split, **metrics, **threshold}))
