@@ -50,7 +50,7 @@ def test_the_delimiter_is_the_one_the_first_line_holds_most_of(tmp_path, delimit
         ("1,2,3,4,5", None, "-1", 4),  # an index from the end
         ("px0,px1,px2,px3,digit", 4, None, 4),  # the one header name unlike the others
         ("px0,px1,px2,px3,digit", None, None, 4),
-        ("id,pixel0,pixel1,pixel2,pixel3", 4, None, 0),
+        ("id,pixel0,pixel1,pixel2,pixel3", 4, "id", 0),  # (a column named id is the label only as asked)
         ('"label","px0","px1","px2","px3"', None, None, 0),  # quoted names
         ('"a,b",c,d,e,label', None, None, 4),  # a quoted comma is no delimiter
     ],
@@ -68,6 +68,8 @@ def test_the_label_column(tmp_path, first, n_pixels, label_column, label):
         ("px0,px1,px2,px3,px4", 4, InputError, "5 columns, one more than the 4 pixels, but no column is "
          "named label, labels, class, target or y, and none is named unlike the others; give "
          "label_column (predict: --label-column), name it label in the header, or remove it"),
+        ("id,pixel0,pixel1,pixel2,pixel3", 4, InputError, "column 'id' numbers the rows, it is not a pixel; "
+         "write the file without it (pandas: df.drop(columns='id').to_csv(path, index=False))"),
     ],
 )  # fmt: skip
 def test_a_header_that_leaves_the_label_column_open_is_refused(tmp_path, first, n_pixels, error, message):

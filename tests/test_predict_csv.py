@@ -96,3 +96,17 @@ def test_predict_ignores_a_text_label_column(tmp_path, default_run, mnist_splits
     assert main(["predict", str(default_run), str(path), "--output", str(out)]) == 0
     predicted = np.loadtxt(out, delimiter=",", skiprows=1, dtype=np.int64)[:, 1]
     assert np.mean(predicted == test.labels[:20].numpy()) > 0.8
+
+
+@pytest.mark.parametrize("name", ["id", "ImageId", "index"])
+def test_a_column_numbering_the_rows_is_refused_not_read_as_a_pixel(tmp_path, name):
+    """`id,label,pixel0..` had been read as 65 pixels ("do not make a square image"), and without a
+    label `id` was taken as the label."""
+    from torchlogreg.base.exceptions import InputError
+    from torchlogreg.data.inputs import load_inputs
+
+    path = tmp_path / "rows.csv"
+    header, row = ",".join([name, *(f"pixel{i}" for i in range(784))]), ",".join(["1"] + ["0"] * 784)
+    path.write_text(f"{header}\n{row}\n")
+    with pytest.raises(InputError, match=rf"column '{name}' numbers the rows, it is not a pixel"):
+        load_inputs([path])

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..base.exceptions import ConfigError, InputError, listed
 
 CSV_LABEL_NAMES = ("label", "labels", "class", "target", "y")  # a header column taken as the label
+ROW_ID_NAMES = ("id", "imageid", "image_id", "index", "row_id")  # a header column that numbers the rows
 DELIMITERS = (",", ";", "\t")
 COUNTED_NAMES = 8  # a first line of at least this many numbers counting up by one is a header of them
 
@@ -148,6 +149,13 @@ def csv_layout(
         raise InputError(
             f"{path}: the first column has no name: pandas' row index (to_csv writes it unless "
             "index=False)? Write the file without it: df.to_csv(path, index=False)"
+        )
+    ids = [f for f in fields if f.strip().lower() in ROW_ID_NAMES and f != label_column]  # (asked: a label)
+    if header and ids:
+        named_id = ids
+        raise InputError(  # (it had been read as a pixel: "65 pixel columns do not make a square image")
+            f"{path}: column {named_id[0]!r} numbers the rows, it is not a pixel; write the file without it "
+            f"(pandas: df.drop(columns={named_id[0]!r}).to_csv(path, index=False))"
         )
     names = [f.lower() for f in fields] if header else []
     label, rule = None, ""
