@@ -40,6 +40,18 @@ def test_resume_ends_with_the_same_weights(tiny_data, tiny_config, tmp_path, opt
     assert result.metrics["iterations"] == 60
 
 
+def _killed_at_the_second(write):
+    """`write` raising KeyboardInterrupt at its second call, as a second Ctrl-C (or a kill) half-way would."""
+    writes = itertools.count(1)
+
+    def killed(*args, **kwargs):
+        if next(writes) == 2:
+            raise KeyboardInterrupt
+        return write(*args, **kwargs)
+
+    return killed
+
+
 @pytest.mark.parametrize("killed_before", ["atomic_write_bytes", "atomic_write_json"])
 def test_a_checkpoint_cut_short_leaves_the_one_before_it_whole(
     tiny_data, tiny_config, tmp_path, monkeypatch, killed_before
@@ -51,13 +63,7 @@ def test_a_checkpoint_cut_short_leaves_the_one_before_it_whole(
 
     config = tiny_config.replace(optimizer="sgd", epochs=4, eval_every=4, patience=50)
     reference = train(config, tiny_data, verbose=False)
-    write, writes = getattr(resumable, killed_before), itertools.count(1)
-
-    def killed_at_the_second(*args, **kwargs):
-        if next(writes) == 2:
-            raise KeyboardInterrupt  # as a second Ctrl-C would, half-way
-        return write(*args, **kwargs)
-
+    killed_at_the_second = _killed_at_the_second(getattr(resumable, killed_before))
     monkeypatch.setattr(resumable, killed_before, killed_at_the_second)
     with pytest.raises(KeyboardInterrupt):
         train(config, tiny_data, out=tmp_path, verbose=False, checkpoint_every=10)
@@ -76,13 +82,7 @@ def test_a_run_stopped_at_once_says_which_checkpoint_it_keeps(tiny_data, tiny_co
     import torchlogreg.runfolder.resumable as resumable
 
     config = tiny_config.replace(optimizer="sgd", epochs=4, eval_every=4, patience=50)
-    write, writes = resumable.atomic_write_json, itertools.count(1)
-
-    def killed_at_the_second(*args, **kwargs):
-        if next(writes) == 2:
-            raise KeyboardInterrupt
-        return write(*args, **kwargs)
-
+    killed_at_the_second = _killed_at_the_second(resumable.atomic_write_json)
     with monkeypatch.context() as patched:
         patched.setattr(resumable, "atomic_write_json", killed_at_the_second)
         with pytest.raises(KeyboardInterrupt) as stopped:
@@ -221,13 +221,7 @@ def test_a_checkpoint_cut_short_after_the_history_was_thinned_resumes_alike(
     monkeypatch.setattr(engine, "MAX_HISTORY_ROWS", 40)
     config = tiny_config.replace(optimizer="sgd", batch_size=4, epochs=3, eval_every=30, patience=50)
     reference = train(config, tiny_data, verbose=False)
-    write, writes = resumable.atomic_write_json, itertools.count(1)
-
-    def killed_at_the_second(*args, **kwargs):
-        if next(writes) == 2:
-            raise KeyboardInterrupt
-        return write(*args, **kwargs)
-
+    killed_at_the_second = _killed_at_the_second(resumable.atomic_write_json)
     with monkeypatch.context() as patched:
         patched.setattr(resumable, "atomic_write_json", killed_at_the_second)
         with pytest.raises(KeyboardInterrupt):

@@ -84,11 +84,11 @@ class _SharedLimit:
             yield
         finally:
             with self._lock:
-                last = self._open.pop(len(self._open) - 1 - self._open[::-1].index(count))
+                self._open.pop(len(self._open) - 1 - self._open[::-1].index(count))  # (its last opening)
                 if not self._open:
                     restore, self._restore = self._restore, None
                     restore()
-                elif self._open[-1] != last:
+                elif self._open[-1] != count:
                     self._apply(self._open[-1])
 
 
