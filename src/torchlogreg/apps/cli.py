@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 import signal
 import sys
@@ -26,66 +25,15 @@ import traceback
 import warnings
 
 from ..base import signals
-from ..base.exceptions import ConfigError, Interrupted, TorchLogRegError
+from ..base.exceptions import Interrupted, TorchLogRegError
 from ..base.version import package_version
-from .cli_common import printable
+from .cli_common import in_flags, printable
 from .cli_data import data_parser, demo_parser
 from .cli_runs import evaluate_parser, export_parser, predict_parser, report_parser
 from .cli_serve import playground_parser, serve_parser
-from .cli_train import CONFIG_FLAGS, config_from_args, dataset_arg, stop_line, sweep_parser, train_parser
+from .cli_train import config_from_args, dataset_arg, stop_line, sweep_parser, train_parser
 
-__all__ = ["build_parser", "config_from_args", "dataset_arg", "main", "stop_line"]
-
-FLAG_OF = {  # a library parameter named in an error -> the flag that sets it
-    **{name: f"--{name.replace('_', '-')}" for name in CONFIG_FLAGS},
-    "out": "--out",
-    "out_path": "--out",
-    "overwrite": "--overwrite",
-    "resume": "--resume",
-    "checkpoint_every": "--checkpoint-every",
-    "test_size": "--test-size",
-    "class_names": "--class-names",
-    "image_size": "--image-size",
-    "label_column": "--label-column",
-    "grid_file": "--grid-file",
-}
-# Parameters whose names are also plain words of messages ("folder", "output"): their flag replaces
-# them where the error is about them (`error.parameter`) or where they are written as a keyword
-# (`pictures=as-is`, `(csv)`), never a bare word of the prose.
-FLAG_OF_WORD = {
-    "output": "--output",
-    "grid": "--grid",
-    "npz": "--from-npz",
-    "idx": "--from-idx",
-    "csv": "--from-csv",
-    "folder": "--from-folder",
-    "pictures": "--pictures",
-}
-SWITCH_OF = {"resume": "--resume RUN_DIR"}  # `name=True` where the flag is not a plain switch
-_FLAGS = FLAG_OF | FLAG_OF_WORD
-_NAMES = "|".join(sorted(FLAG_OF, key=len, reverse=True))
-_KEYWORDS = "|".join(sorted(_FLAGS, key=len, reverse=True))
-
-
-def in_flags(error: TorchLogRegError) -> str:
-    """The error's message in the CLI's words: the parameter the error is about (`error.parameter`)
-    opens the message and becomes its flag; other parameters, named as keywords (`overwrite=True`,
-    `out=DIR`), in parentheses (`(lr)`) or opening a later part (`; lr must be ...`), become theirs too.
-    Messages name parameters only in these forms, so paths are left alone. A checkpoint to continue
-    (`error.resume_dir`) ends the line with the command that does it."""
-    text = Exception.__str__(error)  # without the library's own `resume=True` hint
-    name = error.parameter
-    if name in _FLAGS and re.match(rf"{re.escape(name)}[ :]", text):
-        text = _FLAGS[name] + text[len(name) :]
-    text = re.sub(rf"(?<![\w./-])({_KEYWORDS})=True\b", lambda m: SWITCH_OF.get(m[1], _FLAGS[m[1]]), text)
-    text = re.sub(rf"(?<![\w./-])({_KEYWORDS})=", lambda m: f"{_FLAGS[m[1]]} ", text)
-    text = re.sub(rf"\(({_KEYWORDS})\)", lambda m: f"({_FLAGS[m[1]]})", text)
-    if isinstance(error, ConfigError) or name is not None:  # messages listing several parameters
-        text = re.sub(rf"(^|; )({_NAMES}) ", lambda m: f"{m[1]}{FLAG_OF[m[2]]} ", text)
-    if error.resume_dir is not None:
-        text += f". Continue with: torchlogreg train --resume {shlex.quote(str(error.resume_dir))}"
-    return text
-
+__all__ = ["build_parser", "config_from_args", "dataset_arg", "in_flags", "main", "stop_line"]
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), and "did you mean" for unknown options."""

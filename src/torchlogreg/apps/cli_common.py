@@ -1,4 +1,5 @@
-"""What every `torchlogreg` command shares: text safe for a terminal, path flags, the data options.
+"""What every `torchlogreg` command shares: text safe for a terminal, the library's parameter names
+in the flags' words, path flags, the data options.
 
 Imports nothing heavy: the whole parser is built from these modules for `torchlogreg --help`.
 """
@@ -6,11 +7,17 @@ Imports nothing heavy: the whole parser is built from these modules for `torchlo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 
-from ..base.config import DATASET_NAMES
+from ..base.config import DATASET_NAMES, TrainConfig
+from ..base.exceptions import ConfigError, TorchLogRegError
+
+CONFIG_FLAGS = tuple(field.name for field in dataclasses.fields(TrainConfig))  # one flag each
 
 
 def printable(text) -> str:
@@ -19,6 +26,63 @@ def printable(text) -> str:
     return "".join(
         ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text)
     )
+
+
+FLAG_OF = {  # a library parameter named in an error -> the flag that sets it
+    **{name: f"--{name.replace('_', '-')}" for name in CONFIG_FLAGS},
+    "out": "--out",
+    "out_path": "--out",
+    "overwrite": "--overwrite",
+    "resume": "--resume",
+    "checkpoint_every": "--checkpoint-every",
+    "test_size": "--test-size",
+    "class_names": "--class-names",
+    "image_size": "--image-size",
+    "label_column": "--label-column",
+    "grid_file": "--grid-file",
+}
+# Parameters whose names are also plain words of messages ("folder", "output"): their flag replaces
+# them where the error is about them (`error.parameter`) or where they are written as a keyword
+# (`pictures=as-is`, `(csv)`), never a bare word of the prose.
+FLAG_OF_WORD = {
+    "output": "--output",
+    "grid": "--grid",
+    "npz": "--from-npz",
+    "idx": "--from-idx",
+    "csv": "--from-csv",
+    "folder": "--from-folder",
+    "pictures": "--pictures",
+}
+SWITCH_OF = {"resume": "--resume RUN_DIR"}  # `name=True` where the flag is not a plain switch
+_FLAGS = FLAG_OF | FLAG_OF_WORD
+_NAMES = "|".join(sorted(FLAG_OF, key=len, reverse=True))
+_KEYWORDS = "|".join(sorted(_FLAGS, key=len, reverse=True))
+
+
+def flags_in(text: str) -> str:
+    """A library message in the CLI's words: parameters named as keywords (`overwrite=True`,
+    `label_column=-1`) or in parentheses (`(lr)`) become their flags. Messages name parameters only in
+    these forms (and those `in_flags` adds), so paths and prose are left alone."""
+    text = re.sub(rf"(?<![\w./-])({_KEYWORDS})=True\b", lambda m: SWITCH_OF.get(m[1], _FLAGS[m[1]]), text)
+    text = re.sub(rf"(?<![\w./-])({_KEYWORDS})=", lambda m: f"{_FLAGS[m[1]]} ", text)
+    return re.sub(rf"\(({_KEYWORDS})\)", lambda m: f"({_FLAGS[m[1]]})", text)
+
+
+def in_flags(error: TorchLogRegError) -> str:
+    """The error's message in the CLI's words: the parameter the error is about (`error.parameter`)
+    opens the message and becomes its flag; other parameters become theirs as in `flags_in`, and so
+    does one opening a later part (`; lr must be ...`). A checkpoint to continue (`error.resume_dir`)
+    ends the line with the command that does it."""
+    text = Exception.__str__(error)  # without the library's own `resume=True` hint
+    name = error.parameter
+    if name in _FLAGS and re.match(rf"{re.escape(name)}[ :]", text):
+        text = _FLAGS[name] + text[len(name) :]
+    text = flags_in(text)
+    if isinstance(error, ConfigError) or name is not None:  # messages listing several parameters
+        text = re.sub(rf"(^|; )({_NAMES}) ", lambda m: f"{m[1]}{FLAG_OF[m[2]]} ", text)
+    if error.resume_dir is not None:
+        text += f". Continue with: torchlogreg train --resume {shlex.quote(str(error.resume_dir))}"
+    return text
 
 
 def path_flag(text: str) -> str:

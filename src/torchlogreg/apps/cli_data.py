@@ -12,7 +12,7 @@ import sys
 from ..base.config import DATASET_NAMES
 from ..base.exceptions import ConfigError, listed
 from ..base.storage import refuse_existing
-from .cli_common import path_flag, printable
+from .cli_common import flags_in, path_flag, printable
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
@@ -50,7 +50,7 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
         )
     )
     for note in written["note"].splitlines():  # (in the library's words: label_column=-1 is a flag here)
-        print(printable(note.replace("label_column=", "--label-column ")), file=sys.stderr)
+        print(printable(flags_in(note)), file=sys.stderr)
     return 0
 
 

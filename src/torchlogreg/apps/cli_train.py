@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -16,10 +15,9 @@ from pathlib import Path
 from ..base.config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
 from ..base.exceptions import ConfigError, counted, did_you_mean, listed
 from ..data.rules import RULES
-from .cli_common import add_data_options, dataset_arg, path_flag
+from .cli_common import CONFIG_FLAGS, add_data_options, dataset_arg, path_flag
 
 DEFAULT = PRESETS["default"]
-CONFIG_FLAGS = tuple(field.name for field in dataclasses.fields(TrainConfig))  # one flag each
 
 
 def _class_list(text: str) -> tuple[str, ...]:
