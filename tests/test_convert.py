@@ -224,7 +224,7 @@ def test_predict_reads_a_csv_without_a_header_as_the_training_csv(tmp_path, caps
     assert (predicted == labels).mean() > 0.9
 
 
-def test_a_first_column_that_looks_like_pixels_beside_a_last_that_looks_like_labels_is_noted(tmp_path):
+def test_a_first_column_that_looks_like_pixels_beside_a_last_that_looks_like_labels_is_noted(tmp_path, capsys):
     """Without a header the first column is the label (Kaggle's way); where the last holds fewer values,
     convert says so (label-last shapes had made 66 classes of a pixel's values, 4% test, no word). A
     note, not a refusal: binarized label-first digits look the same."""
@@ -234,6 +234,8 @@ def test_a_first_column_that_looks_like_pixels_beside_a_last_that_looks_like_lab
     note = convert(tmp_path / "out", csv=(path,))["note"]
     said = r"taken as the label \(no header\), gives \d+ classes; the last column holds 3 values: if it is"
     assert re.search(said, note) and note.endswith("the label, convert again with label_column=-1")
+    assert main(["data", "convert", "--from-csv", str(path), "--out", str(tmp_path / "cli")]) == 0
+    assert capsys.readouterr().err.rstrip().endswith("the label, convert again with --label-column -1")
     assert convert(tmp_path / "last", csv=(path,), label_column="-1")["note"] == ""
     binarized = np.column_stack([labels, (images.reshape(90, -1) > 127) * 255])  # label first: 3 classes
     np.savetxt(tmp_path / "first.csv", binarized, fmt="%d", delimiter=",")
