@@ -44,7 +44,7 @@ LAYERS = {
         {"resumable"},
     ],
     "training": [
-        {"distributed", "fused_steps"},
+        {"distributed", "fused_steps", "history"},
         {"gradient"},
         {"engine", "evaluation"},
         {"tensorboard", "trainer"},

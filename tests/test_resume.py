@@ -110,9 +110,9 @@ def test_a_run_stopped_at_once_says_which_checkpoint_it_keeps(tiny_data, tiny_co
 def test_a_long_runs_history_is_thinned_and_resumes_alike(tiny_data, tiny_config, tmp_path, monkeypatch):
     """Past MAX_HISTORY_ROWS rows the history keeps every 2nd step's, then every 4th's, ..., every
     check's and the last: batch 1 for 65 epochs had written a history.csv no reader took."""
-    import torchlogreg.training.engine as engine
+    import torchlogreg.training.history as history
 
-    monkeypatch.setattr(engine, "MAX_HISTORY_ROWS", 40)
+    monkeypatch.setattr(history, "MAX_HISTORY_ROWS", 40)
     config = tiny_config.replace(optimizer="sgd", batch_size=4, epochs=3, eval_every=30, patience=50)
     reference = train(config, tiny_data, verbose=False)
     iterations = [row["iteration"] for row in reference.history]
@@ -131,9 +131,9 @@ def test_a_long_runs_history_is_thinned_and_resumes_alike(tiny_data, tiny_config
 
 def test_checks_alone_past_the_bound_are_thinned_too(tiny_data, tiny_config, monkeypatch):
     """A check every step kept every row: the thinning doubled its spacing for ever and the run hung."""
-    import torchlogreg.training.engine as engine
+    import torchlogreg.training.history as history
 
-    monkeypatch.setattr(engine, "MAX_HISTORY_ROWS", 16)
+    monkeypatch.setattr(history, "MAX_HISTORY_ROWS", 16)
     config = tiny_config.replace(optimizer="sgd", batch_size=8, epochs=2, eval_every=1, patience=500)
     result = train(config, tiny_data, verbose=False)  # (it ends: the bound held, every row a check)
     history = result.history
@@ -216,9 +216,9 @@ def test_a_checkpoint_cut_short_after_the_history_was_thinned_resumes_alike(
     """A history file is a checkpoint's own (named with its weights): one written for the next
     checkpoint, thinned since, had been read by the one before (every step's rows after a resume)."""
     import torchlogreg.runfolder.resumable as resumable
-    import torchlogreg.training.engine as engine
+    import torchlogreg.training.history as history
 
-    monkeypatch.setattr(engine, "MAX_HISTORY_ROWS", 40)
+    monkeypatch.setattr(history, "MAX_HISTORY_ROWS", 40)
     config = tiny_config.replace(optimizer="sgd", batch_size=4, epochs=3, eval_every=30, patience=50)
     reference = train(config, tiny_data, verbose=False)
     killed_at_the_second = _killed_at_the_second(resumable.atomic_write_json)

@@ -10,7 +10,7 @@ from ..base.config import TrainConfig
 from ..base.storage import reserved_space
 from ..runfolder.layout import is_run_folder, remove_run
 from ..runfolder.resumable import remove_training_state, save_training_state
-from .engine import MAX_HISTORY_ROWS
+from .history import MAX_HISTORY_ROWS
 from .trainer import Training
 
 RUN_OVERHEAD_BYTES = 256 * 1024  # model.json, metrics.json and file system slack

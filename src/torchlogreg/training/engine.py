@@ -27,15 +27,9 @@ from ..core.objective import FlatObjective, Objective
 from ..core.optimizers import LBFGS
 from ..core.stopping import EXPLOSION_FACTOR, diverged, divergence
 from ..data.batches import Batch
-from ..runfolder.layout import HISTORY_KEYS
-from . import fused_steps
+from . import fused_steps, history
 from .distributed import DistContext
 from .gradient import Centring, Gradient, stepped_objective
-
-# history keeps a row per step up to this many rows; a longer run keeps every 2nd step's, then every
-# 4th's, ... (and every check's, and the last): batch 1 for 65 epochs of MNIST had made 3.9 million
-# rows, a history.csv over what a run folder may hold, and 2.85 GB of rows in memory
-MAX_HISTORY_ROWS = 2**17
 
 
 class Callback(Protocol):
@@ -88,7 +82,7 @@ class Engine:
         self.steps_per_epoch = 1 if full_batch else source.steps_per_epoch
         self._epoch_origin = 0  # the iteration epochs are counted from (moved by set_source)
         self.iteration, self.history, self.start_loss = 0, [], None
-        self.history_every = 1  # the steps the history keeps a row of (MAX_HISTORY_ROWS)
+        self.history_every = 1  # the steps the history keeps a row of (history.MAX_HISTORY_ROWS)
         self.train_seconds, self.stop_reason = 0.0, None
         self.step_share = 1.0  # the last step's rows as a share of a whole batch (1: full batch)
         self.epoch_rng_state = generator.get_state()  # the generator as the current epoch began
@@ -221,15 +215,6 @@ class Engine:
                 else f" ({factor:g}x the larger of its start, {start:.4g}, and 1)",
             )
 
-    def _rows(self, losses: Sequence[float], lrs: Sequence[float]) -> list[dict]:
-        """History rows for the steps after `iteration` that had these losses and learning rates."""
-        first, per_epoch, rows = self.iteration, self.steps_per_epoch, []
-        for step, (loss, lr) in enumerate(zip(losses, lrs, strict=True), start=first + 1):
-            row = _BLANK_ROW.copy()
-            row.update(iteration=step, epoch=step / per_epoch, lr=lr, loss=loss)
-            rows.append(row)
-        return rows
-
     def run(self) -> Engine:
         """Step until `total`, or until a callback or a stop request sets `stop_reason`. Under one
         no_grad for the whole loop: the closed-form gradient needs no graph."""
@@ -264,7 +249,8 @@ class Engine:
                 self._after_steps(losses[:-1], lrs[:-1], shares[:-1], False)
             self.iteration += 1
             self._check_loss(losses[-1])
-        rows = self._rows(losses, lrs)
+        rows = history.step_rows(self.iteration, self.steps_per_epoch, losses, lrs)
+        history.drop_stray_last(self.history, self.history_every)
         each = [callback for callback in self.callbacks if not hasattr(callback, "on_steps")]
         for row, share in zip(rows[:-1], shares[:-1], strict=True):
             if row["iteration"] % self.history_every == 0:
@@ -282,23 +268,7 @@ class Engine:
                 callback.on_step(self, rows[-1])
         if stop and self.stop_reason is None and self.iteration < self.total:
             self.stop_reason = "interrupted"
-        if len(self.history) > MAX_HISTORY_ROWS:
-            self._thin_history()
-
-    def _thin_history(self) -> None:
-        """Every other kept step's row dropped (history_every doubles), a check's and the last kept;
-        where checks alone fill it, every other check too. In place: a live run shares the list."""
-        while len(self.history) > MAX_HISTORY_ROWS:
-            last = self.history[-1]
-            if any(row["train_accuracy"] is None for row in self.history[:-1]):
-                self.history_every *= 2
-                kept = [row for row in self.history if self._kept(row) or row is last]
-            else:
-                kept = [row for i, row in enumerate(self.history) if i % 2 == 0 or row is last]
-            self.history[:] = kept
-
-    def _kept(self, row: dict) -> bool:
-        return row["iteration"] % self.history_every == 0 or row["train_accuracy"] is not None
+        self.history_every = history.thin(self.history, self.history_every)
 
     def _done_in_epoch(self) -> int:
         """Steps of the current epoch already taken (counted from where the batch source changed)."""
@@ -419,9 +389,6 @@ def _flat_objective(engine: Engine, objective: Objective) -> FlatObjective | Non
         return None
     mean = engine.centring.mean.numpy() if engine.centring is not None else None
     return FlatObjective.covering(objective, engine.model, part, mean)
-
-
-_BLANK_ROW = dict.fromkeys(HISTORY_KEYS)  # a history row before its values (copied: cheaper per step)
 
 
 def _computed() -> None:

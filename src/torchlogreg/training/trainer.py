@@ -28,8 +28,9 @@ from ..data.batches import batch_source
 from ..data.images import MNIST_STYLE, background_of
 from ..data.inmemory import Data
 from ..data.rules import OTHER_LR, FeatureSample, settle
+from ..runfolder.layout import HISTORY_KEYS
 from .distributed import DistContext
-from .engine import HISTORY_KEYS, Callback, Engine
+from .engine import Callback, Engine
 from .evaluation import checked_inputs, evaluate_on_ranks
 
 __all__ = ["HISTORY_KEYS", "TrainResult", "Training", "build", "finish"]
