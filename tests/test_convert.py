@@ -224,7 +224,7 @@ def test_predict_reads_a_csv_without_a_header_as_the_training_csv(tmp_path, caps
     assert (predicted == labels).mean() > 0.9
 
 
-def test_a_first_column_that_looks_like_pixels_beside_a_last_that_looks_like_labels_is_noted(tmp_path, capsys):
+def test_a_first_column_like_pixels_beside_a_last_like_labels_is_noted(tmp_path, capsys):
     """Without a header the first column is the label (Kaggle's way); where the last holds fewer values,
     convert says so (label-last shapes had made 66 classes of a pixel's values, 4% test, no word). A
     note, not a refusal: binarized label-first digits look the same."""

@@ -143,7 +143,8 @@ def test_wide_sparse_rows_are_densified_a_bounded_chunk_at_a_time(digits):
     """Scores of sparse X are SciPy's product, never a dense block (8,192 rows of 100,000 columns
     were 6.5 GB each); a full pass during sgd densifies chunks of at most DENSE_VALUES values."""
     from torchlogreg.data.batches import DENSE_VALUES, MemoryBatches
-    from torchlogreg.sklearn.estimator_fit import SparseRows, logits
+    from torchlogreg.sklearn.estimator_fit import SparseRows
+    from torchlogreg.sklearn.estimator_predict import logits
 
     X, y = digits
     clf = TorchLogisticRegression().fit(X, y)

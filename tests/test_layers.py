@@ -56,7 +56,7 @@ LAYERS = {
     "sklearn": [
         {"estimator_checks"},
         {"solvers"},
-        {"estimator_fit"},
+        {"estimator_fit", "estimator_predict"},
         {"estimator"},
     ],
     "apps": [

@@ -27,7 +27,8 @@ REPORT_FIGURES = ("samples", "weights", "curves", "confusion", "mistakes", "cali
 CHECKPOINT_WEIGHTS = "checkpoint.safetensors"
 CHECKPOINT_META = "checkpoint.json"
 CHECKPOINT_HISTORY = "checkpoint-history.csv"  # (older checkpoints: now checkpoint-<digest>-history.csv)
-# history.csv's columns: one row per step, as the engine records it (history.MAX_HISTORY_ROWS: thinned past it)
+# history.csv's columns: one row per step, as the engine records it (thinned past
+# training.history.MAX_HISTORY_ROWS)
 HISTORY_KEYS = ("iteration", "epoch", "lr", "loss", "train_accuracy", "val_accuracy", "val_loss")
 MAX_JSON_BYTES = 4 * 2**20  # model.json, metrics.json, checkpoint.json: a few KB in practice
 

@@ -16,12 +16,12 @@ exactly for every penalty, full batch, with the package's one L-BFGS (core/lbfgs
 on a loss evaluated on the CPU or by torch on the device (sklearn/solvers.py); 'sgd' and 'adam' run
 mini-batch epochs on the package's one training loop (engine.Engine), the fast choice on large data.
 This module holds the estimator's contract; sklearn/estimator_checks.py its inputs' rules,
-sklearn/estimator_fit.py how each solver is driven.
+sklearn/estimator_fit.py how each solver is driven, sklearn/estimator_predict.py what a fitted one
+predicts.
 """
 
 from __future__ import annotations
 
-import functools
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -30,32 +30,25 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from ..base.devices import resolve_device
 from ..base.exceptions import NotFittedError
-from ..core.model import LogisticRegression, decide
+from ..core.model import LogisticRegression
 from .estimator_checks import FULL_BATCH, MINI_BATCH, check_params, sample_weights
-from .estimator_fit import FullBatch, MiniBatch, logits, publish, sync_model
+from .estimator_fit import FullBatch, MiniBatch, publish, sync_model
+from .estimator_predict import LinearPrediction
+
+__all__ = ["NotFittedError", "TorchLogisticRegression"]  # (NotFittedError: importable from here, as it was)
 
 # what a fit sets: put back as it was when a fit raises
 FITTED = ("coef_", "intercept_", "model_", "n_iter_", "optimizer_state_", "lr_", "classes_", "n_features_in_",
           "feature_names_in_", "_coef_dtype", "_stream")  # fmt: skip
 
 
-def _along_rows(ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
-    """`ufunc` (np.maximum, np.add) over each row of 2-D `values`, as a column: by hand, a column at a
-    time, for the few columns of most models (NumPy's reduction over a short last axis took 0.7 ms on
-    20,000 x 3, 25x as long, and made predict_proba slower than torch's had been)."""
-    if values.shape[1] > 16:
-        return ufunc.reduce(values, axis=1, keepdims=True)
-    return functools.reduce(ufunc, values.T)[:, None]
-
-
-class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
+class TorchLogisticRegression(LinearPrediction, ClassifierMixin, BaseEstimator):
     """Logistic regression (multinomial, or one sigmoid logit for two classes) trained with PyTorch.
 
     A drop-in for :class:`sklearn.linear_model.LogisticRegression` that follows scikit-learn's
@@ -380,71 +373,3 @@ class TorchLogisticRegression(ClassifierMixin, BaseEstimator):
     def _init_model(self, n_features: int) -> None:
         self.model_ = LogisticRegression(n_features, len(self.classes_)).to(self._torch_dtype)
         self.optimizer_state_ = None
-
-    # --- prediction ----------------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        try:
-            check_is_fitted(self)
-        except SklearnNotFittedError:
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
-                "arguments before using this estimator."
-            ) from None
-
-    def _logits(self, X) -> tuple[np.ndarray, np.dtype]:
-        """(float64 logits, the dtype scikit-learn returns scores in: X's and coef_'s common type)."""
-        self._check_fitted()
-        X = self._validate_X(X, reset=False)
-        return logits(self, X), np.result_type(X.dtype, self.coef_.dtype)
-
-    def decision_function(self, X) -> np.ndarray:
-        """Scores: shape (n_samples,) for two classes (the logit of ``classes_[1]``), else
-        (n_samples, n_classes)."""
-        logits, dtype = self._logits(X)
-        return (logits[:, 0] if self.model_.binary else logits).astype(dtype, copy=False)
-
-    def predict_log_proba(self, X) -> np.ndarray:
-        logits, dtype = self._logits(X)
-        return self._log_proba(logits).astype(dtype, copy=False)
-
-    def _shifted(self, logits: np.ndarray) -> np.ndarray:
-        """Float64 logits (binary: 0 and the one logit) less each row's largest, in NumPy: prediction
-        runs in NumPy alone, as scikit-learn's does (a model fitted on a GPU predicts anywhere)."""
-        if self.model_.binary:
-            logits = np.concatenate([np.zeros_like(logits), logits], axis=1)
-        return logits - _along_rows(np.maximum, logits)
-
-    def _log_proba(self, logits: np.ndarray) -> np.ndarray:
-        shifted = self._shifted(logits)
-        return shifted - np.log(_along_rows(np.add, np.exp(shifted)))
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Probabilities, shape (n_samples, n_classes), columns ordered as ``classes_`` (computed in
-        float64, so a sample's row does not depend on the other rows passed with it; returned in
-        X's dtype when X and ``coef_`` are float32, as scikit-learn's)."""
-        logits, dtype = self._logits(X)
-        exponentials = np.exp(self._shifted(logits))
-        exponentials /= _along_rows(np.add, exponentials)  # (softmax: one exp, no log)
-        return exponentials.astype(dtype, copy=False)
-
-    def predict(self, X) -> np.ndarray:
-        """Labels from ``classes_`` by the package's one rule: the argmax, or for two classes
-        P(``classes_[1]``) > ``threshold`` (at 0.5 scikit-learn's rule: decision_function > 0)."""
-        index = decide(self._logits(X)[0], self.threshold)  # checks fitted state first
-        return self.classes_[index]
-
-    # --- learned attributes with scikit-learn's names ------------------------------------------
-    def densify(self):
-        """``coef_`` as a dense array (after ``sparsify``); returns self."""
-        self._check_fitted()
-        if hasattr(self.coef_, "toarray"):
-            self.coef_ = self.coef_.toarray()
-        return self
-
-    def sparsify(self):
-        """``coef_`` as a SciPy CSR matrix, worth it when L1 made most weights zero; returns self."""
-        import scipy.sparse
-
-        self._check_fitted()
-        self.coef_ = scipy.sparse.csr_matrix(self.coef_)
-        return self

@@ -477,26 +477,3 @@ def sync_model(est: BaseEstimator) -> None:
     """The model's weights from coef_ and intercept_ (which a user may have edited)."""
     if hasattr(est, "coef_"):
         set_weights(est, *start_point(est, warm=True))
-
-
-def logits(est: BaseEstimator, X) -> np.ndarray:
-    """float64 logits of validated X, computed by NumPy on the CPU whatever device the model was fitted
-    on: a fitted estimator predicts on any machine, as scikit-learn's do (one fitted on a GPU had
-    refused to predict where there is none), and a linear model's scores cost a single pass over X,
-    which copying X to a device would cost already.
-
-    A float32 dot product's rounding depends on the kernel BLAS picks, which depends on the CPU and
-    on how many rows share the call, so in float32 a sample's score would depend on the other
-    samples passed with it (by up to ~1e-6). In float64 the same differences are ~1e-13, far below
-    anything visible, and scikit-learn's subset-invariance check (rtol 1e-7) holds on any CPU.
-    """
-    coef = np.asarray(est.coef_.toarray() if hasattr(est.coef_, "toarray") else est.coef_, dtype=np.float64)
-    intercept = np.asarray(est.intercept_, dtype=np.float64).reshape(-1)
-    if hasattr(X, "toarray"):  # sparse: SciPy's product, never densified (blocks of 8,192 rows of
-        # 100,000 tf-idf columns took 6.5 GB each)
-        return np.ascontiguousarray(X.astype(np.float64) @ coef.T + intercept)
-    scores = np.empty((X.shape[0], coef.shape[0]))
-    for start in range(0, X.shape[0], CHUNK):  # (float32 X converted a chunk at a time)
-        block = X[start : start + CHUNK].astype(np.float64, copy=False)
-        np.matmul(block, coef.T, out=scores[start : start + CHUNK])
-    return np.add(scores, intercept, out=scores)
