@@ -31,6 +31,7 @@ LAYERS = {
     "data": [
         {"classnames"},
         {"csvlayout", "digits", "readers"},
+        {"csvparse", "csvscale"},
         {"csvfiles", "idxfiles", "images", "npyfiles"},
         {"inputs", "ondisk", "rules"},
         {"batches", "inmemory"},

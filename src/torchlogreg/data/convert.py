@@ -35,8 +35,9 @@ from ..base.datasets import DATASET_META, is_dataset_folder
 from ..base.exceptions import ConfigError, DataError, listed
 from ..base.storage import hidden_name, output_lock, refuse_existing, refuse_non_folder
 from .classnames import class_names_problem
-from .csvfiles import BYTES, csv_header, describe_csv, near_black
+from .csvfiles import csv_header, describe_csv
 from .csvlayout import CsvLayout
+from .csvscale import BYTES, near_black
 from .digits import in_layout
 from .images import AS_IS, MNIST_STYLE, check_pictures, spread_sample
 from .inmemory import Split, load_splits

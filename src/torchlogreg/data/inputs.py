@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from ..base.exceptions import InputError
-from .csvfiles import FRACTIONS, CsvRows
+from .csvfiles import CsvRows
 from .csvlayout import label_note
+from .csvscale import FRACTIONS
 from .digits import MNIST_SHAPE, as_shape
 from .images import (
     IMAGE_SUFFIXES,
