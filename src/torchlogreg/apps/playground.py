@@ -24,7 +24,7 @@ from pathlib import Path
 from ..base.config import PRESETS
 from ..base.exceptions import ConfigError, InputError, TorchLogRegError, require
 from ..base.storage import json_safe
-from ..training.engine import HISTORY_KEYS
+from ..runfolder.layout import HISTORY_KEYS
 from ..training.live import LIVE_FIELDS
 from .playground_session import MAX_STEPS, Session, Slots
 from .playground_setup import EXPERIMENTS, PAGE_FIELDS, SHOWN_PRESETS, Catalog

@@ -23,7 +23,7 @@ from ..core.model import LogisticRegression, decide
 from ..data.images import MNIST_STYLE, background_of
 from ..data.inmemory import Data
 from ..runfolder.checkpoints import Run
-from ..training.engine import HISTORY_KEYS
+from ..runfolder.layout import HISTORY_KEYS
 from ..training.evaluation import logits_of
 from ..training.live import LIVE_FIELDS, LiveTraining
 from .playground_setup import command_for, config_for, save_live
