@@ -241,6 +241,29 @@ def test_a_checkpoint_names_its_weights_in_the_folder_only(tiny_data, tiny_confi
         train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
 
 
+@pytest.mark.parametrize("damage", ["cut", "removed", "emptied"])
+def test_a_checkpoint_whose_history_is_cut_short_is_refused(tiny_data, tiny_config, tmp_path, damage):
+    """The weights are checked by their digest; the history by its last row, the checkpoint's own step:
+    a file cut short or removed had been read as it was, the finished run's curves losing the steps
+    before the resume without a word."""
+    steps = itertools.count(1)
+    with pytest.raises(Interrupted):
+        train(tiny_config, tiny_data, out=tmp_path, verbose=False, should_stop=lambda: next(steps) == 3)
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    rows = tmp_path / meta["history_file"]
+    text = rows.read_text()
+    if damage == "cut":
+        rows.write_text(text[: len(text) // 2])
+    elif damage == "removed":
+        rows.unlink()
+    else:
+        rows.write_text(text.splitlines()[0] + "\n")
+    found = "it is missing" if damage == "removed" else "its last row is iteration"
+    said = f"at iteration {meta['iteration']} with .* history rows, but {found}"
+    with pytest.raises(CheckpointError, match=said):
+        train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
+
+
 def test_a_run_killed_while_being_saved_is_no_run_and_resumes(tiny_data, tiny_config, tmp_path, monkeypatch):
     """model.json, written last, makes a folder a run: killed before it, the folder is still an
     interrupted training (it had passed for a finished run with no metrics)."""
@@ -373,7 +396,8 @@ def test_a_checkpoint_with_an_impossible_iteration_is_refused(tiny_data, tiny_co
     meta = json.loads((tmp_path / "checkpoint.json").read_text())
     meta["iteration"] = iteration
     (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="iteration (must be an integer >= 0|.* out of range)"):
+    said = "iteration (must be an integer >= 0|.* out of range)|at iteration 10{15} with .* history rows"
+    with pytest.raises(CheckpointError, match=said):
         train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
 
 

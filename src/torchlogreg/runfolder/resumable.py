@@ -174,7 +174,25 @@ def load_training_state(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], d
     meta = read_training_meta(run_dir)
     weights = run_dir / meta.get("weights_file", CHECKPOINT_WEIGHTS)  # (older checkpoints: one name)
     tensors = read_weights(weights, meta["weights_sha256"], MAX_CHECKPOINT_BYTES, CHECKPOINT_META)
-    return tensors, meta, read_history(run_dir / meta.get("history_file", CHECKPOINT_HISTORY))
+    path = run_dir / meta.get("history_file", CHECKPOINT_HISTORY)
+    history = read_history(path)
+    if "history_file" in meta:  # (older checkpoints could read a history written for the next one)
+        _check_history_end(path, history, meta)
+    return tensors, meta, history
+
+
+def _check_history_end(path: Path, history: list[dict], meta: dict) -> None:
+    """A checkpoint's history ends with its own step's row (a history keeps the last step's, and a
+    check's): a file cut short or removed had been read as it was, and the finished run's curves
+    lost the steps before the resume without a word."""
+    iteration, rows = meta["iteration"], meta["history_rows"]
+    last = history[-1]["iteration"] if history else None
+    if rows and last != iteration:
+        found = "it is missing" if not path.exists() else f"its last row is iteration {last}"
+        raise CheckpointError(
+            f"{path}: the checkpoint is at iteration {iteration} with {rows} history rows, but {found}: "
+            "the history file is damaged (train the run again with overwrite=True)"
+        )
 
 
 def remove_training_state(run_dir: str | Path) -> None:
