@@ -4,6 +4,7 @@ plots, selection by validation accuracy, and reproducibility."""
 import csv
 import json
 import math
+import re
 
 import pytest
 
@@ -35,6 +36,7 @@ def test_grid_values_take_the_options_types(tmp_path):
         ("weight_decy=0.1", "did you mean 'weight_decay'?"),
         ("lr", "expected NAME=VALUE"),
         ("dataset=mnist,kmnist", "cannot sweep dataset"),
+        ("lr=0.1,1,1e-1", "grid lr gives 0.1 twice; give each value once"),
     ],
 )
 def test_bad_grids_name_the_option(option, fragment):
@@ -52,6 +54,38 @@ def test_grid_file_errors_name_the_parameter(tmp_path):
     with pytest.raises(ConfigError, match="^give at least one grid=NAME=VALUES") as error:
         parse_grid([])
     assert error.value.parameter == "grid"
+
+
+@pytest.mark.parametrize(
+    "table, fragment",
+    [
+        ("lr = []", "lr has no values; give at least one"),
+        ("batch_size = [true]", "batch_size: True is not a valid int"),  # (a bool is an int to Python)
+        ("batch_size = [32, 32.0]", "batch_size gives 32 twice"),
+    ],
+)
+def test_grid_file_values_are_checked_and_the_file_named(tmp_path, table, fragment):
+    """An empty list had crashed the plots with a traceback, after writing a summary of no rows."""
+    path = tmp_path / "grid.toml"
+    path.write_text(f"[grid]\n{table}\n")
+    with pytest.raises(ConfigError, match=rf"^grid_file .*grid.toml: {re.escape(fragment)}") as error:
+        parse_grid([], path)
+    assert error.value.parameter == "grid_file"
+
+
+def test_a_swept_seed_with_several_seeds_is_refused(tmp_path, capsys):
+    """seed=0,1 with --seeds 2 had trained seeds 0, 1, 1, 2 and summed seed 1's two runs as one point."""
+    argv = ["sweep", "--grid", "seed=0,1", "--seeds", "2", "--out", str(tmp_path / "s")]
+    assert main(argv) == 2
+    said = capsys.readouterr().err.strip()
+    assert said.endswith("--grid sweeps seed and --seeds 2 adds seeds to each: give the seeds one way")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_bad_grid_is_echoed_as_given(capsys):
+    """The value and the example had been rewritten into flags: "--grid '--lr ': ..., e.g. --lr 0.01"."""
+    assert main(["sweep", "--grid", "lr="]) == 2
+    assert "--grid 'lr=': expected NAME=VALUE[,VALUE...], e.g. 'lr=0.01,0.1'" in capsys.readouterr().err
 
 
 def test_parse_value_for_optional_fields():
@@ -338,7 +372,31 @@ def test_cli_sweep_with_a_diverging_point_prints_its_summary(tmp_path, data_root
     argv = ["sweep", "--data-root", str(data_root), "--device", "cpu", "--train-size", "600", "--epochs",
             "1", "--optimizer", "sgd", "--grid", "lr=0.1,1e6", "--quiet", "--out", str(tmp_path)]  # fmt: skip
     assert main(argv) == 0
-    assert "2 runs (" in capsys.readouterr().out
+    assert "2 runs trained (" in capsys.readouterr().out
+    assert main(argv) == 0  # again: nothing to train, and it says so
+    assert "0 runs trained (0.0 s of training), 2 kept from before" in capsys.readouterr().out
+
+
+def test_select_refuses_when_every_run_diverged(tmp_path, data_root, capsys):
+    """It had named a diverged point "best" (val nan) and retrained it, which diverged again."""
+    argv = ["sweep", "--data-root", str(data_root), "--device", "cpu", "--train-size", "600", "--val-size",
+            "100", "--epochs", "1", "--optimizer", "sgd", "--grid", "lr=1e6,1e7", "--select", "val",
+            "--retrain", "--quiet", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 1
+    said = capsys.readouterr()
+    assert "every run of the sweep diverged (2 runs): nothing to select or retrain" in said.err
+    assert "best" not in said.out and not (tmp_path / "best").exists()
+    assert "every run diverged: nothing to sort or select" in (tmp_path / "summary.md").read_text()
+
+
+def test_the_learning_curve_places_all_the_rows_at_their_count(tmp_path, data_root):
+    """train_size=none (every row) had no place on the curve's size axis and was left out."""
+    base = TrainConfig(data_root=str(data_root), device="cpu", epochs=1, optimizer="sgd", batch_size=500)
+    rows = run_sweep(base, Grid({"train_size": (600, None)}), 1, tmp_path, progress=False, report=True)
+    assert [row["train_size"] for row in rows] == ["600", "60000"]
+    summary = summarize(rows, Grid({"train_size": (600, None)}))
+    assert {entry["options"]["train_size"] for entry in summary} == {"600", "none (rule: 60000)"}
+    assert (tmp_path / "learning_curve.png").exists()
 
 
 def test_a_plot_whose_runs_all_diverged_draws_no_empty_legend(tmp_path, data_root):

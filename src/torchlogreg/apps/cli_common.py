@@ -40,6 +40,7 @@ FLAG_OF = {  # a library parameter named in an error -> the flag that sets it
     "image_size": "--image-size",
     "label_column": "--label-column",
     "grid_file": "--grid-file",
+    "seeds": "--seeds",
 }
 # Parameters whose names are also plain words of messages ("folder", "output"): their flag replaces
 # them where the error is about them (`error.parameter`) or where they are written as a keyword
@@ -62,7 +63,13 @@ _KEYWORDS = "|".join(sorted(_FLAGS, key=len, reverse=True))
 def flags_in(text: str) -> str:
     """A library message in the CLI's words: parameters named as keywords (`overwrite=True`,
     `label_column=-1`) or in parentheses (`(lr)`) become their flags. Messages name parameters only in
-    these forms (and those `in_flags` adds), so paths and prose are left alone."""
+    these forms (and those `in_flags` adds), so paths and prose are left alone, and so is a quoted
+    value or example ('lr=', a value echoed as given)."""
+    parts = re.split(r"((?<!\w)'[^'\n]*'(?!\w))", text)  # odd parts: quoted
+    return "".join(part if i % 2 else _keywords_to_flags(part) for i, part in enumerate(parts))
+
+
+def _keywords_to_flags(text: str) -> str:
     text = re.sub(rf"(?<![\w./-])({_KEYWORDS})=True\b", lambda m: SWITCH_OF.get(m[1], _FLAGS[m[1]]), text)
     text = re.sub(rf"(?<![\w./-])({_KEYWORDS})=", lambda m: f"{_FLAGS[m[1]]} ", text)
     return re.sub(rf"\(({_KEYWORDS})\)", lambda m: f"({_FLAGS[m[1]]})", text)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import sys
 from pathlib import Path
 
 from ..base.config import DATASET_NAMES, INITS, OPTIMIZERS, PRESETS, SCHEDULES, TrainConfig
-from ..base.exceptions import ConfigError, counted, did_you_mean, listed
+from ..base.exceptions import ConfigError, DivergenceError, counted, did_you_mean, listed
 from ..data.rules import RULES
 from .cli_common import CONFIG_FLAGS, add_data_options, dataset_arg, path_flag
 
@@ -383,19 +384,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             "--select val and --retrain choose by validation accuracy: set --val-size > 0 (the default "
             "holds none out)"
         )
+    runs = len(sweep.sweep_configs(base, grid, args.seeds))  # (checks seed and --seeds)
     sweep.check_out(out)
-    runs = len(grid.combinations()) * args.seeds
     if not args.quiet:
         print(f"sweeping {', '.join(grid.axes)}: {runs} runs into {out}")
     progress = False if args.quiet else None
     hue = args.hue.replace("-", "_") if args.hue else None
+    before = {row["key"] for row in sweep.read_results(out / sweep.RESULTS_FILE)}
     rows = sweep.run_sweep(base, grid, args.seeds, out, progress, args.tensorboard, report=True, hue=hue)
     summary = sweep.summarize(rows, grid)
-    seconds = sum(float(row["train_seconds"] or 0) for row in rows)
-    print(f"{len(rows)} runs ({seconds:.1f} s of training); results.csv, summary.md and plots in {out}")
+    trained = [row for row in rows if row["key"] not in before]
+    seconds = sum(float(row["train_seconds"] or 0) for row in trained)
+    kept = f", {len(rows) - len(trained)} kept from before" if len(trained) < len(rows) else ""
+    print(
+        f"{len(trained)} runs trained ({seconds:.1f} s of training){kept}; results.csv, summary.md and plots "
+        f"in {out}"
+    )
     for note in unused_in_sweep(args, list(grid.axes), rows):
         print(f"torchlogreg: note: {note}", file=sys.stderr)
     best = summary[0]
+    if (args.select or args.retrain) and math.isnan(best["val_accuracy"]):
+        raise DivergenceError(
+            f"every run of the sweep diverged ({len(rows)} runs): nothing to select or retrain; lower the "
+            "learning rate (see summary.md)"
+        )
     if args.select or args.retrain:
         options = ", ".join(f"{k}={v}" for k, v in best["options"].items())
         print(

@@ -75,6 +75,8 @@ def parse_value(name: str, text) -> object:
     if optional and str not in allowed and isinstance(text, str) and text.strip().lower() == "none":
         return None  # a text option keeps "none" (schedule=none); leave it out of the grid for its rule
     for kind in allowed:
+        if isinstance(text, bool) and kind is not bool:
+            continue  # (TOML's true is no number: a bool is an int to Python)
         try:
             if kind is bool:
                 if isinstance(text, bool):
@@ -133,14 +135,18 @@ def parse_grid(grid: Iterable[str], grid_file: str | Path | None = None) -> Grid
                 f"grid_file {grid_file}: expected a [grid] table of option = [values]", parameter="grid_file"
             )
         for raw, values in table.items():
-            name = _option_name(raw)
             values = values if isinstance(values, list) else [values]
-            axes[name] = tuple(parse_value(name, v) for v in values)
+            try:
+                name = _option_name(raw)
+                axes[name] = _axis(name, [parse_value(name, v) for v in values])
+            except ConfigError as error:  # (named by the file, not as grid=)
+                said = str(error).removeprefix("grid ")
+                raise ConfigError(f"grid_file {grid_file}: {said}", parameter="grid_file") from None
     for option in grid:
         raw, sep, values = option.partition("=")
         if not sep or not values.strip():
             raise ConfigError(
-                f"grid {option!r}: expected NAME=VALUE[,VALUE...], e.g. lr=0.01,0.1", parameter="grid"
+                f"grid {option!r}: expected NAME=VALUE[,VALUE...], e.g. 'lr=0.01,0.1'", parameter="grid"
             )
         name = _option_name(raw)
         if name in axes:
@@ -148,10 +154,21 @@ def parse_grid(grid: Iterable[str], grid_file: str | Path | None = None) -> Grid
                 f"grid {name} is given twice; give its values once, in (grid) or in the file (grid_file)",
                 parameter="grid",
             )
-        axes[name] = tuple(parse_value(name, v) for v in values.split(","))
+        axes[name] = _axis(name, [parse_value(name, v) for v in values.split(",")])
     if not axes:
         raise ConfigError("give at least one grid=NAME=VALUES (or grid_file=FILE)", parameter="grid")
     return Grid(axes)
+
+
+def _axis(name: str, values: list) -> tuple:
+    """An option's values, checked: at least one, none twice (0.1 and 1e-1 too: the same runs, which
+    the summary would have counted as one combination of several seeds)."""
+    if not values:
+        raise ConfigError(f"grid {name} has no values; give at least one", parameter="grid")
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            raise ConfigError(f"grid {name} gives {value!r} twice; give each value once", parameter="grid")
+    return tuple(values)
 
 
 def _row_key(config: TrainConfig) -> str:
@@ -210,6 +227,10 @@ def run_sweep(
 
 def sweep_configs(base: TrainConfig, grid: Grid, seeds: int) -> list[TrainConfig]:
     """One config per combination and seed: `seeds` consecutive seeds from the combination's own."""
+    if "seed" in grid.axes and seeds > 1:  # (seed=0,1 with 2 seeds: 0, 1, 1, 2, seed 1 twice)
+        raise ConfigError(
+            f"grid sweeps seed and seeds={seeds} adds seeds to each: give the seeds one way", parameter="grid"
+        )
     configs = []
     for combination in grid.combinations():
         for offset in range(seeds):
@@ -268,6 +289,8 @@ def _train_one(config: TrainConfig, data, grid: Grid, tensorboard) -> dict:
     asked = {name: getattr(config, name) for name in (*grid.axes, "seed")}
     # a swept value as given (its text names the grid point); the rule's value where the grid said none
     used = result.config.to_dict() | {name: value for name, value in asked.items() if value is not None}
+    if used["train_size"] is None:  # all the rows: how many (the learning curve's point for them)
+        used["train_size"] = metrics["train"]["n"] + metrics.get("val", {}).get("n", 0)
     row = {"key": key, **{k: _csv_value(v) for k, v in used.items()}}
     row.update(
         val_accuracy=metrics["val"]["accuracy"] if "val" in metrics else "",
@@ -361,9 +384,12 @@ def summary_markdown(summary: list[dict], grid: Grid, seeds: int) -> str:
     by = (
         "validation accuracy" if ranking(summary) == "val_accuracy" else "train accuracy (no validation rows)"
     )
+    order = f"sorted by {by} (the selection never looks at test)"
+    if all(entry["diverged"] == entry["runs"] for entry in summary):
+        order = "every run diverged: nothing to sort or select"
     lines = [
         f"Sweep over {', '.join(names)}: {len(summary)} combinations x {seeds} seed(s); mean ± std over "
-        f"seeds, sorted by {by} (the selection never looks at test); a run that diverged has no metrics.",
+        f"seeds, {order}; a run that diverged has no metrics.",
         "",
         "| "
         + " | ".join(

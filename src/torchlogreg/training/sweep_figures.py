@@ -189,7 +189,7 @@ def learning_curve_figure(summary: list[dict]):
     figure, ax = _figure()
     by_decay: dict[str, list[dict]] = {}
     for entry in _by_grid_point(summary):
-        by_decay.setdefault(entry["options"].get("weight_decay", "as set"), []).append(entry)
+        by_decay.setdefault(entry["options"].get("weight_decay", ""), []).append(entry)  # ("": not swept)
     meaning, ticks = "", {}
     for decay in sort_values(list(by_decay)):
         entries = by_decay[decay]
@@ -206,14 +206,14 @@ def learning_curve_figure(summary: list[dict]):
                 [position for position, _ in drawn],
                 [point[metric] for _, point in drawn],
                 style,
-                label=f"{metric.split('_')[0]}, weight decay {decay}",
+                label=metric.split("_")[0] + (f", weight decay {decay}" if decay else ""),
             )
     _log_x(ax, ticks)
     ax.set(
         xlabel="training-set size",
         ylabel=_accuracy_label(meaning),
         title="Learning curve: train vs test accuracy (the gap is over-fitting)\n"
-        "each size trained by the default rules (L-BFGS to convergence on small sets)",
+        "each size trained as the sweep's options say (by default to convergence: L-BFGS on small sets)",
     )
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
