@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -46,8 +47,14 @@ def test_scalars_are_the_history_at_evaluation_steps(tmp_path):
     assert [row["iteration"] for row in checks] == [15, 30, 45]  # 240 samples / 16 per batch, 3 epochs
     events = _events(tmp_path)
     assert set(events.Tags()["scalars"]) == {"train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr"}
+    # train/loss: the mean batch loss since the last check (as the console's), one batch's swinging widely
+    means = [
+        np.mean([r["loss"] for r in result.history if i - 15 < r["iteration"] <= i]) for i in (15, 30, 45)
+    ]
+    assert _scalars(events, "train/loss") == [
+        (i, pytest.approx(m, rel=1e-6)) for i, m in zip((15, 30, 45), means, strict=True)
+    ]
     for tag, key in (
-        ("train/loss", "loss"),
         ("train/accuracy", "train_accuracy"),
         ("val/loss", "val_loss"),
         ("val/accuracy", "val_accuracy"),
@@ -83,7 +90,7 @@ def test_binary_run_has_one_template_and_no_val_set(tmp_path):
 def test_resume_hides_steps_logged_after_the_checkpoint(tmp_path):
     first = TensorBoardLogger(tmp_path)
     for step in (10, 20, 30):  # the crashed attempt: it got past the checkpoint at 20
-        first.on_step(None, {"iteration": step, "loss": 1.0, "train_accuracy": 0.5, "lr": 0.1} | _no_val())
+        first.on_step(_ENGINE, {"iteration": step, "loss": 1.0, "train_accuracy": 0.5, "lr": 0.1} | _no_val())
     first.close()
     # TensorBoard reads event files in name order (time, host, pid, a per-process counter compared as
     # text); a real resume starts later in another process. Date the crashed attempt's file back so the
@@ -92,9 +99,12 @@ def test_resume_hides_steps_logged_after_the_checkpoint(tmp_path):
     crashed.rename(tmp_path / ("events.out.tfevents.0000000001." + crashed.name.split(".", 4)[4]))
     second = TensorBoardLogger(tmp_path)
     second.load_state_dict({}, {"iteration": 20})
-    second.on_step(None, {"iteration": 30, "loss": 2.0, "train_accuracy": 0.7, "lr": 0.1} | _no_val())
+    second.on_step(_ENGINE, {"iteration": 30, "loss": 2.0, "train_accuracy": 0.7, "lr": 0.1} | _no_val())
     second.close()
     assert _scalars(_events(tmp_path), "train/loss") == [(10, 1.0), (20, 1.0), (30, 2.0)]
+
+
+_ENGINE = types.SimpleNamespace(step_share=1.0, full_batch=False)  # what the logger reads of an engine
 
 
 def _no_val() -> dict:
@@ -103,7 +113,7 @@ def _no_val() -> dict:
 
 def test_steps_without_evaluation_write_nothing(tmp_path):
     logger = TensorBoardLogger(tmp_path)
-    logger.on_step(None, {"iteration": 1, "loss": 1.0, "lr": 0.1, "train_accuracy": None} | _no_val())
+    logger.on_step(_ENGINE, {"iteration": 1, "loss": 1.0, "lr": 0.1, "train_accuracy": None} | _no_val())
     logger.close()
     logger.close()  # twice is harmless
     assert _events(tmp_path).Tags()["scalars"] == []

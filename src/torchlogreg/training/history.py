@@ -54,3 +54,22 @@ def thin(history: list[dict], every: int) -> int:
         else:
             history[:] = [row for i, row in enumerate(history) if i % 2 == 0 or row is last]
     return every
+
+
+class BatchLosses:
+    """The mean of the steps' losses since it was last taken, each weighing its share of a whole
+    batch (an epoch's short last batch, as in the epoch objective): what a check reports of
+    mini-batch training, where one batch's loss swings widely (at batch 1, from 0.005 to 2)."""
+
+    def __init__(self):
+        self.total, self.shares = 0.0, 0.0
+
+    def add(self, rows: Sequence[dict], shares: Sequence[float]) -> None:
+        for row, share in zip(rows, shares, strict=True):
+            self.total, self.shares = self.total + row["loss"] * share, self.shares + share
+
+    def take(self) -> float:
+        """The mean since the last take (NaN where no step came), and a fresh start."""
+        mean = self.total / self.shares if self.shares else float("nan")
+        self.total, self.shares = 0.0, 0.0
+        return mean

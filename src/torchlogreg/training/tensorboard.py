@@ -18,6 +18,7 @@ import torch
 
 from ..base.exceptions import ConfigError, require
 from ..base.storage import make_folder, writing
+from .history import BatchLosses
 
 if TYPE_CHECKING:
     from ..core.model import LogisticRegression
@@ -58,8 +59,10 @@ def weight_images(weight: torch.Tensor, image_shape: Sequence[int]) -> torch.Ten
 class TensorBoardLogger:
     """Engine callback: scalars at each evaluation step; `close(model)` adds the weight templates.
 
-    Tags: train/loss (that step's batch loss), train/accuracy, val/loss, val/accuracy (when there is
-    a validation set) and lr, at the step's iteration. Images: weights/<class name>, one per class
+    Tags: train/loss (mini-batch training: the mean of the batches' losses since the last check, as
+    the console's; one batch's swings widely; full batch: the objective where the step ended),
+    train/accuracy, val/loss, val/accuracy (when there is a validation set) and lr, at the step's
+    iteration. Images: weights/<class name>, one per class
     (one for a binary run: the positive class's template). On resume (the engine calls
     `load_state_dict`) events logged after the checkpoint are hidden, so curves do not fold back.
     """
@@ -75,19 +78,25 @@ class TensorBoardLogger:
         self.image_shape = tuple(image_shape) if image_shape is not None else None
         self.class_names = tuple(class_names) if class_names is not None else None
         self.writer = _summary_writer(log_dir)
+        self.batch_losses = BatchLosses()
 
     def steps_ahead(self, engine: Engine) -> int:
         return engine.total  # it logs evaluations' rows: the evaluator ends calls there
 
-    def on_steps(self, engine: Engine, rows: list[dict], shares: list[float]) -> None:
-        self.on_step(engine, rows[-1])  # (evaluations end calls: only the last can be one)
-
     def on_step(self, engine: Engine, row: dict) -> None:
+        self.on_steps(engine, [row], [engine.step_share])
+
+    def on_steps(self, engine: Engine, rows: list[dict], shares: list[float]) -> None:
+        """Logs a check's row (evaluations end calls: only a call's last can be one)."""
+        self.batch_losses.add(rows, shares)
+        row = rows[-1]
         if row["train_accuracy"] is None:  # set only at evaluation steps
             return
+        mean = self.batch_losses.take()
         for tag, key in SCALARS.items():
-            if row[key] is not None:
-                self.writer.add_scalar(tag, row[key], row["iteration"])
+            value = mean if key == "loss" and not engine.full_batch else row[key]
+            if value is not None:
+                self.writer.add_scalar(tag, value, row["iteration"])
 
     def load_state_dict(self, tensors: dict, meta: dict) -> None:
         """Resuming at `meta["iteration"]`: hide events a crashed attempt logged after that step."""

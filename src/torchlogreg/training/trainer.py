@@ -32,6 +32,7 @@ from ..runfolder.layout import HISTORY_KEYS
 from .distributed import DistContext
 from .engine import Callback, Engine
 from .evaluation import checked_inputs, evaluate_on_ranks
+from .history import BatchLosses
 
 __all__ = ["HISTORY_KEYS", "TrainResult", "Training", "build", "finish"]
 
@@ -91,7 +92,7 @@ class Evaluator:
         self.train_sample = checked_inputs(data.train.images[:count], data.train.labels[:count], classes)
         self.val = None if data.val is None else checked_inputs(data.val.images, data.val.labels, classes)
         self.stopping = EarlyStopping(VAL_LOSS_TOL, config.patience, keep=config.patience is not None)
-        self.loss_sum, self.losses = 0.0, 0.0  # the steps' losses since the last check, and their shares
+        self.batch_losses = BatchLosses()  # the steps' since the last check
 
     def _metrics(self, model, images, labels) -> dict:
         with outside_threads():  # a whole set's pass, not a mini-batch step: split over the threads
@@ -106,17 +107,16 @@ class Evaluator:
     def on_steps(self, engine: Engine, rows: list[dict], shares: list[float]) -> None:
         """A call's steps (its last may be due a check): their losses summed, each weighing its share
         of a whole batch (an epoch's short last batch, as in the epoch objective)."""
-        for row, share in zip(rows, shares, strict=True):
-            self.loss_sum, self.losses = self.loss_sum + row["loss"] * share, self.losses + share
+        self.batch_losses.add(rows, shares)
         if engine.iteration % self.every and engine.iteration != engine.total and engine.stop_reason is None:
             return
         row = rows[-1]
         row["train_accuracy"] = self._metrics(engine.model, *self.train_sample)["accuracy"]
+        mean = self.batch_losses.take()
         if engine.full_batch:  # the loss where this step ended
             line = f"iteration {engine.iteration:>7}  loss {row['loss']:.4f}"
         else:  # one batch's swings widely: the mean of the batches' since the last check
-            line = f"iteration {engine.iteration:>7}  mean batch loss {self.loss_sum / self.losses:.4f}"
-        self.loss_sum, self.losses = 0.0, 0
+            line = f"iteration {engine.iteration:>7}  mean batch loss {mean:.4f}"
         if self.data.val is None:
             rows = len(self.train_sample[1])
             self.log(f"{line}  train accuracy ({rows:,} rows) {row['train_accuracy']:.4f}")
