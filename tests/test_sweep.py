@@ -528,3 +528,12 @@ def test_cli_sweep_rows_hold_the_rules_value_and_resume(tmp_path, data_root, cap
 
     monkeypatch.setattr(torchlogreg.training.sweep, "train", lambda *a, **k: pytest.fail("trained again"))
     assert main(argv) == 0 and read_results(tmp_path / "results.csv") == rows
+
+
+def test_a_run_is_not_written_into_a_sweeps_folder(tmp_path, capsys):
+    """It had been: the sweep then refused to go on in a folder holding a run, its results mixed in."""
+    (tmp_path / "results.csv").write_text("key\n")
+    assert main(["train", "--train-size", "600", "--out", str(tmp_path)]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said.endswith(f"--out {tmp_path} holds a sweep (results.csv); give --out ANOTHER_PATH for the run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]

@@ -19,6 +19,7 @@ META_FILE = "model.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 RUN_FILES = (META_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE)  # a finished run; model.json makes it one
+SWEEP_RESULTS = "results.csv"  # a sweep folder's rows (training.sweep): no run is written among them
 REPORT_DIR = "report"  # `torchlogreg report`'s page and figures (apps/report.py)
 REPORT_PAGE = "report.html"
 REPORT_FIGURES = ("samples", "weights", "curves", "confusion", "mistakes", "calibration", "roc_pr")  # .png
@@ -74,8 +75,13 @@ def checkpoint_diverged(run_dir: Path) -> bool:
 
 def check_run_target(out: Path, overwrite: bool, hint: str = "") -> None:
     """`out` may take a new run: a folder (or nothing yet) that holds no run, nor files of a run's
-    names (the user's metrics.json), unless `overwrite`."""
+    names (the user's metrics.json), unless `overwrite`, and never a sweep's folder. Other files stay."""
     refuse_non_folder(out, "out")
+    if exists(out / SWEEP_RESULTS):  # (its runs' files would mix with the sweep's, which would then
+        # refuse to go on in a folder holding a run)
+        raise ConfigError(
+            f"out {out} holds a sweep ({SWEEP_RESULTS}); give out=ANOTHER_PATH for the run", parameter="out"
+        )
     if is_run_folder(out):
         refuse_existing(out, "out", overwrite, holds=_holding(out), hint=hint)
         return

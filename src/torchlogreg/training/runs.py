@@ -190,8 +190,8 @@ def train(
     data : Data, optional
         Data already loaded with :func:`load_data` for this config; reuse it across runs.
     out : str or path, optional
-        A run folder to write (weights, ``model.json``, metrics, history); it must be new or empty
-        unless ``overwrite``.
+        A run folder to write (weights, ``model.json``, metrics, history): new, or a folder that holds
+        no run (unless ``overwrite``) and is not a sweep's; other files in it stay.
     resume : bool, default=False
         Continue the interrupted run in `out` with its own settings, exactly where it stopped.
     overwrite : bool, default=False

@@ -32,7 +32,7 @@ from ..base.exceptions import ConfigError, DivergenceError, did_you_mean
 from ..base.storage import atomic_write_csv, atomic_write_text, output_lock
 from ..data.inmemory import load_data, load_splits, prepare
 from ..data.readers import read_capped
-from ..runfolder.layout import is_run_folder
+from ..runfolder.layout import SWEEP_RESULTS, is_run_folder
 from .runs import check_writable, train
 from .sweep_figures import by_rule, plot_sweep, sort_values
 from .tensorboard import log_sweep_run
@@ -47,7 +47,7 @@ METRIC_COLUMNS = (
     "iterations",
     "stop_reason",
 )
-RESULTS_FILE = "results.csv"
+RESULTS_FILE = SWEEP_RESULTS
 MAX_GRID_FILE_BYTES = 1 << 20  # a grid of a few options; far more than any real one
 
 
