@@ -411,3 +411,20 @@ def test_a_damaged_metrics_file_is_refused_by_name(run_copy, change, named):
     path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
     with pytest.raises(CheckpointError, match=f"metrics.json: .*{re.escape(named)}"):
         load_run(run_copy)
+
+
+def test_a_loaded_binary_run_decides_at_its_threshold(tmp_path):
+    """tl.evaluate(run.model, ...) and tl.top_k gave 0.5's answers for a run trained at 0.3."""
+    from conftest import synthetic_data
+
+    from torchlogreg import TrainConfig, top_k, train
+
+    data = synthetic_data(side=4, n_classes=2, n_val=0)
+    config = TrainConfig(device="cpu", val_size=0, classes=(0, 1), threshold=0.2, epochs=3, batch_size=16)
+    result = train(config, data, out=tmp_path / "run", verbose=False)
+    run = load_run(tmp_path / "run")
+    assert run.model.threshold == 0.2 and result.model.threshold == 0.2
+    assert evaluate(run.model, data.test.images, data.test.labels) == result.metrics["test"]
+    probability = run.model.predict_proba(data.test.images)[:, 1]
+    ranked = [row["index"] for row in top_k(run.model, data.test.images, run.class_names)]
+    assert ranked == (probability > 0.2).long().tolist()

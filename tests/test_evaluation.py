@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import matmul_rounding_bound
 
+from torchlogreg.base.exceptions import ConfigError
 from torchlogreg.core.model import EVAL_BATCH, LogisticRegression
 from torchlogreg.data.ondisk import DiskImages
 from torchlogreg.training.evaluation import PASS_BYTES, _pass_rows, evaluate, logits_of, predict_proba, top_k
@@ -63,6 +64,29 @@ def test_binary_threshold_moves_the_predictions(samples):
         expected = ((probability > threshold).long() == labels).float().mean().item()
         assert evaluate(model, images, labels, threshold)["accuracy"] == pytest.approx(expected)
     assert predict_proba(model, images).shape == (50, 2)
+
+
+def test_a_binary_model_decides_at_its_own_threshold_by_default(samples, tmp_path):
+    """A run trained with --threshold 0.3 and loaded with tl.load_run had been evaluated and ranked at
+    0.5 by tl.evaluate and tl.top_k (0.9682 where evaluate's CLI said 0.9652; '3' where predict said 8)."""
+    import pickle
+
+    images, labels = samples
+    images, labels = images.reshape(50, -1), (labels == 1).long()
+    model = _model(2)
+    probability = torch.sigmoid(model(images)).squeeze(-1).detach()
+    model.threshold = 0.9
+    expected = ((probability > 0.9).long() == labels).float().mean().item()
+    assert evaluate(model, images, labels)["accuracy"] == pytest.approx(expected)
+    assert evaluate(model, images, labels, 0.9) == evaluate(model, images, labels)
+    assert torch.equal(model.predict(images), (probability > 0.9).long())
+    assert not torch.equal(model.predict(images, 0.5), model.predict(images))
+    ranked = [row["index"] for row in top_k(model, images, ("0", "1"), k=1)]
+    assert ranked == (probability > 0.9).long().tolist()
+    del model.threshold  # pickled before models held a threshold: 0.5, as they decided then
+    assert pickle.loads(pickle.dumps(model)).threshold == 0.5
+    with pytest.raises(ConfigError, match=r"threshold must be a number in \(0, 1\), got 1"):
+        LogisticRegression(16, 2, threshold=1)
 
 
 def test_top_k_and_empty_sets(samples):

@@ -63,6 +63,7 @@ def _with_threshold(run, threshold: float | None):
         raise ConfigError(f"--threshold applies to a binary run; {run.path} has {classes} classes")
     if not 0 < threshold < 1:
         raise ConfigError(f"--threshold must be a probability in (0, 1), got {threshold}")
+    run.model.threshold = threshold  # (the model's default decision too)
     return dataclasses.replace(run, meta={**run.meta, "threshold": threshold})
 
 

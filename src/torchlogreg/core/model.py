@@ -175,6 +175,10 @@ class LogisticRegression(nn.Module):
         Inputs per sample (784 for 28 × 28 images).
     n_classes : int
         At least 2; two classes give one logit.
+    threshold : float, default=0.5
+        Two classes: the positive class is predicted where its probability is above this (the
+        run's, for a model loaded with :func:`load_run`); the default of ``predict``,
+        :func:`evaluate` and :func:`top_k`. Not a weight: ``state_dict`` holds the weights alone.
 
     Examples
     --------
@@ -186,12 +190,17 @@ class LogisticRegression(nn.Module):
     tensor([0.1000, 0.1000, 0.1000])
     """
 
-    def __init__(self, n_features: int, n_classes: int):
+    def __init__(self, n_features: int, n_classes: int, threshold: float = 0.5):
         super().__init__()
         if n_classes < 2:
             raise ConfigError(f"n_classes must be >= 2, got {n_classes}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+            raise ConfigError(
+                f"threshold must be a number in (0, 1), got {threshold!r}", parameter="threshold"
+            )
         self.n_features = n_features
         self.n_classes = n_classes
+        self.threshold = float(threshold)
         self.linear = nn.Linear(n_features, 1 if n_classes == 2 else n_classes)
         # Zero start, as scikit-learn: the loss is convex, so nothing needs breaking symmetry,
         # and pixels that are never lit keep weight 0, which keeps the templates clean.
@@ -245,10 +254,16 @@ class LogisticRegression(nn.Module):
         """Class probabilities (N, C) for inputs `x` (a tensor, array or list); binary gives two columns."""
         return self.probabilities(finite_scores(self(as_inputs(x))))
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling: a model pickled before it held a threshold decides at 0.5, as it did."""
+        super().__setstate__(state)
+        self.__dict__.setdefault("threshold", 0.5)
+
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-        """Class indices for inputs `x` (a tensor, array or list); binary: P(positive) > `threshold`."""
-        return decide(finite_scores(self(as_inputs(x))), threshold)
+    def predict(self, x: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        """Class indices for inputs `x` (a tensor, array or list); binary: P(positive) > `threshold`
+        (None: the model's own, ``self.threshold``)."""
+        return decide(finite_scores(self(as_inputs(x))), self.threshold if threshold is None else threshold)
 
     @without_grad
     def accumulate_gradients(

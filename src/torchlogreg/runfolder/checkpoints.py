@@ -342,7 +342,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
             "cannot predict anything (train it again)"
         )
     device = _load_device(device)
-    model = LogisticRegression(n_features, n_classes)
+    model = LogisticRegression(n_features, n_classes, threshold=meta["threshold"])
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     metrics_path = run_dir / METRICS_FILE
     metrics = read_json(metrics_path) if metrics_path.exists() else {}

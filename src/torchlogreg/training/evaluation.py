@@ -44,7 +44,7 @@ def predict_proba(model: LogisticRegression, images: torch.Tensor) -> torch.Tens
 
 @torch.no_grad()
 def evaluate(
-    model: LogisticRegression, images: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5
+    model: LogisticRegression, images: torch.Tensor, labels: torch.Tensor, threshold: float | None = None
 ) -> dict[str, float]:
     """Accuracy and the exact mean loss of `model` over a whole set.
 
@@ -57,8 +57,9 @@ def evaluate(
         (N, H, W) uint8 pixels or floats in [0, 1].
     labels : torch.Tensor, NumPy array or list
         (N,) class indices.
-    threshold : float, default=0.5
-        Binary models: predict the positive class when its probability is above this.
+    threshold : float, optional
+        Binary models: predict the positive class when its probability is above this; by default the
+        model's own (``model.threshold``: the run's, for a model from :func:`load_run`).
 
     Returns
     -------
@@ -74,7 +75,7 @@ def evaluate(
     {'accuracy': 0.926, 'loss': 0.2688..., 'n': 10000}
     """
     images, labels = checked_inputs(images, labels, 2 if model.binary else model.n_classes)
-    return _evaluate(model, images, labels, threshold)
+    return _evaluate(model, images, labels, model.threshold if threshold is None else threshold)
 
 
 def checked_inputs(images, labels, n_classes: int) -> tuple:
@@ -192,7 +193,7 @@ def top_k(
     images: torch.Tensor,
     class_names: tuple[str, ...],
     k: int = 3,
-    threshold: float = 0.5,
+    threshold: float | None = None,
 ) -> list[dict]:
     """The prediction for each image, with the `k` most likely classes.
 
@@ -205,8 +206,9 @@ def top_k(
         The run's class names (``run.class_names``), one per class of the model.
     k : int, default=3
         How many classes to list (at most the number of classes).
-    threshold : float, default=0.5
-        Binary models: the decision threshold (``run.threshold``).
+    threshold : float, optional
+        Binary models: the decision threshold; by default the model's own (``model.threshold``: the
+        run's, for a model from :func:`load_run`).
 
     Returns
     -------
@@ -231,7 +233,7 @@ def top_k(
         raise ConfigError(f"k must be an integer (how many classes to list), got {k!r}", parameter="k")
     logits = logits_of(model, images)
     probabilities = model.probabilities(logits).cpu()
-    predicted = decide(logits, threshold).cpu()
+    predicted = decide(logits, model.threshold if threshold is None else threshold).cpu()
     k = max(1, min(k, len(class_names)))
     values, indices = probabilities.topk(k, dim=1)
     return [

@@ -302,7 +302,7 @@ def check_fits(config: TrainConfig, data: Data) -> None:
 
 def _initial_model(config: TrainConfig, data: Data, generator: torch.Generator) -> LogisticRegression:
     """The model before training: zeros, or (init="uniform") nn.Linear's uniform start from `generator`."""
-    model = LogisticRegression(math.prod(data.image_shape), data.n_classes)
+    model = LogisticRegression(math.prod(data.image_shape), data.n_classes, threshold=config.threshold)
     return model.init_uniform(generator) if config.init == "uniform" else model
 
 
