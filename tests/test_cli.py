@@ -106,6 +106,11 @@ def test_binary_run_from_the_command_line(tmp_path, data_root):
     low, high = (run_cli("predict", out, digits, "--json", "--threshold", t) for t in ("1e-6", "0.999999"))
     assert {json.loads(line)["label"] for line in low.stdout.splitlines()} == {"8"}
     assert {json.loads(line)["label"] for line in high.stdout.splitlines()} == {"3"}
+    # a line whose label is not the likelier class says why (it had read "8 (0.425)   top: 3 0.575, ...")
+    for threshold in ("1e-6", "0.999999"):
+        for line in run_cli("predict", out, digits, "--threshold", threshold).stdout.splitlines():
+            label, top = line.split(": ")[1].split()[0], line.split("top: ")[1].split()[0]
+            assert line.endswith(f"(8 where P(8) > threshold {float(threshold):g})") == (label != top), line
 
 
 @pytest.mark.parametrize(

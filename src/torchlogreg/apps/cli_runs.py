@@ -92,7 +92,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, device=resolve_device(args.device or "auto"))
     run = _with_threshold(run, args.threshold)
     files = expand_inputs(args.files)
-    fmt = _predict_format(output, args.json, run.class_names, args.top_k)
+    threshold = run.threshold if run.model.binary else 0.5
+    fmt = _predict_format(output, args.json, run.class_names, args.top_k, threshold)
     report = print_to_stderr
     try:
         # written as they come to a temporary file: renamed to --output, or copied to stdout, at the end
@@ -121,8 +122,11 @@ def _check_output_file(output: Path, overwrite: bool) -> None:
     refuse_existing(output, "output", overwrite)
 
 
-def _predict_format(output: Path | None, as_json: bool, class_names: tuple[str, ...], top_k: int):
-    """The output's format: Kaggle's CSV or JSON lines for --output, JSON lines or text on stdout."""
+def _predict_format(
+    output: Path | None, as_json: bool, class_names: tuple[str, ...], top_k: int, threshold: float = 0.5
+):
+    """The output's format: Kaggle's CSV or JSON lines for --output, JSON lines or text on stdout (a
+    binary run's line names its threshold where it makes the label another than the likelier)."""
     from .prediction import Format, json_lines, kaggle_csv
 
     if output is not None and output.suffix.lower() == ".csv":
@@ -135,6 +139,8 @@ def _predict_format(output: Path | None, as_json: bool, class_names: tuple[str, 
         for name, result in predicted.results(class_names):
             others = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top_k"])
             line = f"{name}: {result['label']} ({result['probability']:.3f})   top: {others}"
+            if result["label"] != result["top_k"][0]["label"]:
+                line += f"   ({class_names[1]} where P({class_names[1]}) > threshold {threshold:g})"
             text.append(printable(line) + "\n")
         return "".join(text)
 

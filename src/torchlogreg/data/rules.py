@@ -40,7 +40,8 @@ POWER_ITERATIONS = 12
 
 RULES = {
     "val_size": "none: every training row is fitted, as the stopping rule needs no validation set; with "
-    f"--patience, a tenth of the rows, at most {VALIDATION_ROWS:,}",
+    f"--patience, a tenth of the dataset's training rows, at most {VALIDATION_ROWS:,} (taken before "
+    "--train-size takes its subset: the same validation rows at every training-set size)",
     "optimizer": f"lbfgs (full batch, to convergence) below {LBFGS_BELOW_ROWS:,} training rows, sgd from "
     "there or when --batch-size is given",
     "lr": f"sgd: {SGD_STEP:g} / (the largest eigenvalue of the features' second moments, centred unless "

@@ -202,7 +202,7 @@ def train(
         Also write a resumable checkpoint every N steps (a resumed run keeps the interrupted one's
         unless given).
     verbose : bool, default=True
-        Print a line per validation check and a summary.
+        Print a line per check (`torchlogreg train` adds the summary; ``result.metrics`` holds it).
     progress : bool, optional
         Show a progress bar (default: when stderr is a terminal).
     should_stop : callable, optional
