@@ -34,8 +34,11 @@ def report_dir(default_run, mnist_data, tmp_path_factory):
 
 @pytest.mark.parametrize("name", FIGURES)
 def test_each_figure_is_a_png_of_the_fixed_size(report_dir, name):
+    """The fixed width; the fixed height too, but for a grid of pictures whose rows need less (two
+    rows had sat in the whole height, a band between them)."""
     with Image.open(report_dir / f"{name}.png") as image:
-        assert image.format == "PNG" and image.size == SIZE
+        assert image.format == "PNG" and image.width == SIZE[0]
+        assert image.height == SIZE[1] if name not in ("samples", "mistakes") else image.height <= SIZE[1]
         pixels = np.asarray(image.convert("L"))
     assert pixels.std() > 10  # something is drawn
 

@@ -135,8 +135,8 @@ def _add_convert_options(convert: argparse.ArgumentParser) -> None:
         "--label-column",
         metavar="COL",
         help="CSV: the label column, by name or index (-1 = last); default: a column named "
-        "label/class/target/y, else the one header name unlike the others (digit among px0..px63), else, "
-        "without a header, the first",
+        "label/labels/class/target/y, else the one header name unlike the others (digit among "
+        "px0..px63), else, without a header, the first",
     )
     convert.add_argument(
         "--image-size",

@@ -223,7 +223,7 @@ def predict_parser(commands) -> None:
         "--label-column",
         metavar="NAME",
         help="a CSV input's label column, left out of the pixels: a header name, or an index (-1: the "
-        "last); default: one named label/class/target/y, else the one header name unlike the others",
+        "last); default: one named label/labels/class/target/y, else the one header name unlike the others",
     )
     predict.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     predict.add_argument(

@@ -104,7 +104,11 @@ def playground_parser(commands) -> None:
         description="A page to set up runs, watch curves, templates and mistakes change as it trains, "
         "change settings on the fly, compare runs and save them as run folders.",
     )
-    playground.add_argument("--data-root", metavar="DIR", help="folder holding the built-in datasets")
+    playground.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="folder holding the built-in datasets (default: $TORCHLOGREG_DATA, else ~/.cache/torchlogreg)",
+    )
     playground.add_argument(
         "--dataset-folder", action="append", default=[], metavar="DIR", help="also offer this dataset folder"
     )

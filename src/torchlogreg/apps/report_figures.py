@@ -14,7 +14,7 @@ import torch
 from ..runfolder.checkpoints import Run
 from .report_metrics import CALIBRATION_BINS, Predictions, binary_curves, calibration_bins
 
-FIGSIZE = (9.0, 6.0)  # inches; every figure has this size
+FIGSIZE = (9.0, 6.0)  # inches: every figure's width, and its height but for short picture grids
 DPI = 100  # so every PNG is 900 x 600 pixels
 N_MISTAKES = 24
 GRAY = "gray"  # pictures as stored: 0 black, 255 white (MNIST: white ink on black; a scan: dark on light)
@@ -32,10 +32,15 @@ def _picture_grid(rows: int, columns: int, title_lines: int = 1):
     time (about 1.3 s of 1.5 for the samples)."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=FIGSIZE, dpi=DPI)
+    width = FIGSIZE[0]
+    space = 0.25 * title_lines + 0.1  # (between rows, for the titles, as a share of a panel)
+    panel = width * 0.96 / (columns + 0.15 * (columns - 1))  # (a square panel's side, in inches)
+    # as tall as the rows need, at most FIGSIZE's: two rows had sat in six inches, a band between them
+    height = min(FIGSIZE[1], rows * panel * (1 + space) + 0.8)
+    figure = Figure(figsize=(width, height), dpi=DPI)
     axes = figure.subplots(rows, columns, squeeze=False)
-    space = 0.25 * title_lines + 0.1  # (between rows, for the titles)
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9, wspace=0.15, hspace=space)
+    top = 1 - 0.6 / height  # (room for the title)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=top, wspace=0.15, hspace=space)
     return figure, axes
 
 
@@ -82,7 +87,8 @@ def weights_figure(run: Run, image_shape: tuple[int, ...]):
     for ax in axes.flat[len(weight) :]:
         ax.axis("off")
     figure.colorbar(shown, ax=axes, shrink=0.8, label="weight (per unit of pixel intensity)")
-    figure.suptitle("Learned weights: one template per class")
+    one = "one template (two classes: one logit)" if run.model.binary else "one template per class"
+    figure.suptitle(f"Learned weights: {one}")
     return figure
 
 

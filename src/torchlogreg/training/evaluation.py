@@ -72,7 +72,7 @@ def evaluate(
     >>> run = tl.load_run("runs/default")  # doctest: +SKIP
     >>> data = tl.load_data(run.config)  # doctest: +SKIP
     >>> tl.evaluate(run.model, data.test.images, data.test.labels)  # doctest: +SKIP
-    {'accuracy': 0.926, 'loss': 0.2688..., 'n': 10000}
+    {'accuracy': 0.9255, 'loss': 0.2663..., 'n': 10000}
     """
     images, labels = checked_inputs(images, labels, 2 if model.binary else model.n_classes)
     return _evaluate(model, images, labels, model.threshold if threshold is None else threshold)

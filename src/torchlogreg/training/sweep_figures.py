@@ -143,8 +143,9 @@ def accuracy_figure(summary: list[dict], axes: dict[str, tuple], option: str, hu
         label = entry["options"][hue] if hue and hue != option else "all"
         groups.setdefault(label, []).append(entry)
     meaning = "mean over seeds"
-    for label in sort_values(list(groups)):
+    for number, label in enumerate(sort_values(list(groups))):
         entries = groups[label]
+        colour = f"C{number % 10}"  # (a hue value's validation and test lines alike: solid and dotted)
         xs = sort_values(list({e["options"][option] for e in entries}))
         points, meaning = _at_each(entries, option, xs)
         numeric = _is_numeric(xs) and "" not in xs
@@ -154,7 +155,8 @@ def accuracy_figure(summary: list[dict], axes: dict[str, tuple], option: str, hu
                 continue
             positions = [float(x) for x in xs] if numeric else list(range(len(xs)))
             name = metric.split("_")[0]
-            ax.plot(positions, means, style, label=f"{name}" + (f", {hue}={label}" if label != "all" else ""))
+            shown = f"{name}" + (f", {hue}={label}" if label != "all" else "")
+            ax.plot(positions, means, style, color=colour if label != "all" else None, label=shown)
         if not numeric:
             ax.set_xticks(range(len(xs)), [x or "None" for x in xs])
     if _wide_positive_range(axes[option]):
