@@ -296,16 +296,20 @@ def cli_seconds(preset_name: str, device: str, repeats: int) -> float:
 
 
 def machine_name() -> str:
-    model = platform.processor() or platform.machine()
+    """<cores>cpu-<model>, and -avx2 for an x86 CPU without AVX-512: virtual machines of one model
+    name come with and without it, and the fused kernels' vectors (16 or 8 floats) set their speed."""
+    model, flags = platform.processor() or platform.machine(), None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and model == (platform.processor() or platform.machine()):
                 model = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and flags is None:
+                flags = line.split(":", 1)[1].split()
     except OSError:
         pass
     slug = "".join(c if c.isalnum() else "-" for c in model.lower()).strip("-")
-    return f"{os.cpu_count()}cpu-{'-'.join(filter(None, slug.split('-')))}"
+    lesser = "-avx2" if flags is not None and "avx2" in flags and "avx512f" not in flags else ""
+    return f"{os.cpu_count()}cpu-{'-'.join(filter(None, slug.split('-')))}{lesser}"
 
 
 def build_rows(devices: list[str]) -> list[dict]:
