@@ -296,19 +296,23 @@ def cli_seconds(preset_name: str, device: str, repeats: int) -> float:
 
 
 def machine_name() -> str:
-    """<cores>cpu-<model>, and -avx2 for an x86 CPU without AVX-512: virtual machines of one model
-    name come with and without it, and the fused kernels' vectors (16 or 8 floats) set their speed."""
-    model, flags = platform.processor() or platform.machine(), None
+    """<cores>cpu-<model>, and -avx2 (or -baseline) for an x86 CPU without AVX-512: virtual machines
+    of one model name come with and without it, and the fused kernels' vectors (16, 8 or 4 floats)
+    set their speed."""
+    model, flags = None, None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == (platform.processor() or platform.machine()):
+            if line.startswith("model name") and model is None:
                 model = line.split(":", 1)[1].strip()
             elif line.startswith("flags") and flags is None:
                 flags = line.split(":", 1)[1].split()
     except OSError:
         pass
+    model = model or platform.processor() or platform.machine()
     slug = "".join(c if c.isalnum() else "-" for c in model.lower()).strip("-")
-    lesser = "-avx2" if flags is not None and "avx2" in flags and "avx512f" not in flags else ""
+    lesser = ""  # (x86 CPUs: a name without a suffix has AVX-512, as the files before the suffix)
+    if flags is not None and ("sse2" in flags or "avx2" in flags) and "avx512f" not in flags:
+        lesser = "-avx2" if "avx2" in flags else "-baseline"
     return f"{os.cpu_count()}cpu-{'-'.join(filter(None, slug.split('-')))}{lesser}"
 
 

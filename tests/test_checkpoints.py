@@ -420,11 +420,16 @@ def test_a_loaded_binary_run_decides_at_its_threshold(tmp_path):
     from torchlogreg import TrainConfig, top_k, train
 
     data = synthetic_data(side=4, n_classes=2, n_val=0)
-    config = TrainConfig(device="cpu", val_size=0, classes=(0, 1), threshold=0.2, epochs=3, batch_size=16)
+    config = TrainConfig(
+        device="cpu", val_size=0, classes=(0, 1), threshold=0.45, epochs=1, batch_size=16, optimizer="sgd",
+        lr=0.01,
+    )  # (a short, timid run: probabilities near 0.5, some between the threshold and 0.5)
     result = train(config, data, out=tmp_path / "run", verbose=False)
     run = load_run(tmp_path / "run")
-    assert run.model.threshold == 0.2 and result.model.threshold == 0.2
-    assert evaluate(run.model, data.test.images, data.test.labels) == result.metrics["test"]
+    assert run.model.threshold == 0.45 and result.model.threshold == 0.45
     probability = run.model.predict_proba(data.test.images)[:, 1]
+    assert ((probability > 0.45) & (probability <= 0.5)).any()  # where 0.5 would decide otherwise
+    assert evaluate(run.model, data.test.images, data.test.labels) == result.metrics["test"]
+    assert evaluate(run.model, data.test.images, data.test.labels, 0.5) != result.metrics["test"]
     ranked = [row["index"] for row in top_k(run.model, data.test.images, run.class_names)]
-    assert ranked == (probability > 0.2).long().tolist()
+    assert ranked == (probability > 0.45).long().tolist()

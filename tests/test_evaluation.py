@@ -83,10 +83,14 @@ def test_a_binary_model_decides_at_its_own_threshold_by_default(samples, tmp_pat
     assert not torch.equal(model.predict(images, 0.5), model.predict(images))
     ranked = [row["index"] for row in top_k(model, images, ("0", "1"), k=1)]
     assert ranked == (probability > 0.9).long().tolist()
-    del model.threshold  # pickled before models held a threshold: 0.5, as they decided then
+    del model._threshold  # pickled before models held a threshold: 0.5, as they decided then
     assert pickle.loads(pickle.dumps(model)).threshold == 0.5
     with pytest.raises(ConfigError, match=r"threshold must be a number in \(0, 1\), got 1"):
         LogisticRegression(16, 2, threshold=1)
+    with pytest.raises(ConfigError, match=r"threshold must be a number in \(0, 1\), got True"):
+        model.threshold = True
+    model.threshold = np.float32(0.25)  # (any real number)
+    assert model.threshold == 0.25 and type(model.threshold) is float
 
 
 def test_top_k_and_empty_sets(samples):

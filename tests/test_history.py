@@ -40,14 +40,18 @@ def test_a_check_is_kept_off_the_spacing(monkeypatch):
     assert [row["iteration"] for row in rows] == [4, 8, 12, 16, 20, 23] and every == 4
 
 
-def test_the_step_by_step_path_thins_its_history_evenly(tiny_data, tiny_config, monkeypatch):
-    """The engine, every step a call of its own (the path taken where the fused kernel cannot run)."""
+@pytest.mark.parametrize("path", ["step by step", "fused"])
+def test_the_engine_thins_its_history_evenly(tiny_data, tiny_config, monkeypatch, path):
+    """Step by step, every step is a call of its own (the path taken where the fused kernel cannot
+    run); fused, a call takes many steps, up to a check."""
     monkeypatch.setattr(history, "MAX_HISTORY_ROWS", 40)
-    monkeypatch.setattr(fused_steps, "covers", lambda engine: False)
-    config = tiny_config.replace(optimizer="sgd", batch_size=4, epochs=3, eval_every=1000, patience=None)
+    if path == "step by step":
+        monkeypatch.setattr(fused_steps, "covers", lambda engine: False)
+    config = tiny_config.replace(optimizer="sgd", batch_size=4, epochs=3, eval_every=7, patience=None)
     result = train(config, tiny_data, verbose=False)
     iterations = [row["iteration"] for row in result.history]
+    checks = [row["iteration"] for row in result.history if row["train_accuracy"] is not None]
     total = result.metrics["iterations"]
-    every = iterations[0]
+    every = min(i for i in iterations if i not in checks)
     assert every > 1 and iterations[-1] == total and len(iterations) <= 40
-    assert iterations[:-1] == list(range(every, total, every))[: len(iterations) - 1]
+    assert iterations == sorted(set(range(every, total, every)) | set(checks) | {total})

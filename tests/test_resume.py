@@ -258,8 +258,8 @@ def test_a_checkpoint_whose_history_is_cut_short_is_refused(tiny_data, tiny_conf
         rows.unlink()
     else:
         rows.write_text(text.splitlines()[0] + "\n")
-    found = "it is missing" if damage == "removed" else "its last row is iteration"
-    said = f"at iteration {meta['iteration']} with .* history rows, but {found}"
+    found = "is missing" if damage == "removed" else "ends at iteration"
+    said = f"checkpoint.json and its history disagree: it is at iteration {meta['iteration']} with .* {found}"
     with pytest.raises(CheckpointError, match=said):
         train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
 
@@ -396,7 +396,7 @@ def test_a_checkpoint_with_an_impossible_iteration_is_refused(tiny_data, tiny_co
     meta = json.loads((tmp_path / "checkpoint.json").read_text())
     meta["iteration"] = iteration
     (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
-    said = "iteration (must be an integer >= 0|.* out of range)|at iteration 10{15} with .* history rows"
+    said = "iteration (must be an integer >= 0|.* out of range)|history disagree: it is at iteration 10{15}"
     with pytest.raises(CheckpointError, match=said):
         train(data=tiny_data, out=tmp_path, resume=True, verbose=False)
 

@@ -390,12 +390,15 @@ def test_select_refuses_when_every_run_diverged(tmp_path, data_root, capsys):
 
 
 def test_the_learning_curve_places_all_the_rows_at_their_count(tmp_path, data_root):
-    """train_size=none (every row) had no place on the curve's size axis and was left out."""
-    base = TrainConfig(data_root=str(data_root), device="cpu", epochs=1, optimizer="sgd", batch_size=500)
+    """train_size=none (every training row) had no place on the curve's size axis and was left out;
+    its count is the training rows', the validation rows taken out before."""
+    base = TrainConfig(
+        data_root=str(data_root), device="cpu", epochs=1, optimizer="sgd", batch_size=500, val_size=5000
+    )
     rows = run_sweep(base, Grid({"train_size": (600, None)}), 1, tmp_path, progress=False, report=True)
-    assert [row["train_size"] for row in rows] == ["600", "60000"]
+    assert [row["train_size"] for row in rows] == ["600", "55000"]
     summary = summarize(rows, Grid({"train_size": (600, None)}))
-    assert {entry["options"]["train_size"] for entry in summary} == {"600", "none (rule: 60000)"}
+    assert {entry["options"]["train_size"] for entry in summary} == {"600", "none (all: 55000)"}
     assert (tmp_path / "learning_curve.png").exists()
 
 
@@ -537,3 +540,8 @@ def test_a_run_is_not_written_into_a_sweeps_folder(tmp_path, capsys):
     said = capsys.readouterr().err.strip()
     assert said.endswith(f"--out {tmp_path} holds a sweep (results.csv); give --out ANOTHER_PATH for the run")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+    (tmp_path / "checkpoint.json").write_text("{}")  # (left by an older version): no advice to resume
+    assert main(["train", "--train-size", "600", "--out", str(tmp_path)]) == 2
+    assert "Continue with" not in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith("holds a sweep; a run is not written among its files")

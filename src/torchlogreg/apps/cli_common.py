@@ -40,7 +40,6 @@ FLAG_OF = {  # a library parameter named in an error -> the flag that sets it
     "image_size": "--image-size",
     "label_column": "--label-column",
     "grid_file": "--grid-file",
-    "seeds": "--seeds",
 }
 # Parameters whose names are also plain words of messages ("folder", "output"): their flag replaces
 # them where the error is about them (`error.parameter`) or where they are written as a keyword
@@ -53,6 +52,7 @@ FLAG_OF_WORD = {
     "csv": "--from-csv",
     "folder": "--from-folder",
     "pictures": "--pictures",
+    "seeds": "--seeds",
 }
 SWITCH_OF = {"resume": "--resume RUN_DIR"}  # `name=True` where the flag is not a plain switch
 _FLAGS = FLAG_OF | FLAG_OF_WORD

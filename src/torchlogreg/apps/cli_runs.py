@@ -10,7 +10,6 @@ They read the run through checkpoints.load_run alone: none of them loads the tra
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -63,8 +62,8 @@ def _with_threshold(run, threshold: float | None):
         raise ConfigError(f"--threshold applies to a binary run; {run.path} has {classes} classes")
     if not 0 < threshold < 1:
         raise ConfigError(f"--threshold must be a probability in (0, 1), got {threshold}")
-    run.model.threshold = threshold  # (the model's default decision too)
-    return dataclasses.replace(run, meta={**run.meta, "threshold": threshold})
+    run.model.threshold = threshold  # (run.threshold is its model's)
+    return run
 
 
 def _add_threshold(parser) -> None:
@@ -139,7 +138,7 @@ def _predict_format(
         for name, result in predicted.results(class_names):
             others = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top_k"])
             line = f"{name}: {result['label']} ({result['probability']:.3f})   top: {others}"
-            if result["label"] != result["top_k"][0]["label"]:
+            if len(class_names) == 2 and result["label"] != result["top_k"][0]["label"]:
                 line += f"   ({class_names[1]} where P({class_names[1]}) > threshold {threshold:g})"
             text.append(printable(line) + "\n")
         return "".join(text)

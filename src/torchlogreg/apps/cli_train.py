@@ -169,10 +169,10 @@ def _add_optimisation_options(opt) -> None:
         "--eval-every",
         type=int,
         metavar="N",
-        help="check every N iterations: print the iteration, the loss and the validation accuracy "
-        "(without a validation set, the accuracy on the first tenth of the training rows, 1,000 to "
-        "5,000) (default: every epoch, or every few epochs so that a run makes at most 8 checks; lbfgs: "
-        "every 10 iterations)",
+        help="check every N iterations: print the iteration, the loss (mini-batch: the mean of the "
+        "batches' since the last check) and the validation accuracy, or without a validation set the "
+        "accuracy on the first tenth of the training rows, 1,000 to 5,000. Default: every epoch, or "
+        "every few epochs so that a run makes at most 8 checks; lbfgs: every 10 iterations",
     )
     opt.add_argument("--patience", type=int, help="stop after N checks without a better val loss")
     opt.add_argument(

@@ -1,7 +1,7 @@
-"""The report's figures, each FIGSIZE at DPI: sample images, the learned templates, the training
-curves, the confusion matrix, the most confident mistakes, the calibration and (two classes) the
-ROC and precision-recall curves. Drawn with matplotlib's object API on the Agg canvas (no display,
-no global state); apps/report.py embeds them in the page.
+"""The report's figures, each FIGSIZE at DPI (a short grid of pictures less tall): sample images,
+the learned templates, the training curves, the confusion matrix, the most confident mistakes, the
+calibration and (two classes) the ROC and precision-recall curves. Drawn with matplotlib's object
+API on the Agg canvas (no display, no global state); apps/report.py embeds them in the page.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ..runfolder.checkpoints import Run
 from .report_metrics import CALIBRATION_BINS, Predictions, binary_curves, calibration_bins
 
 FIGSIZE = (9.0, 6.0)  # inches: every figure's width, and its height but for short picture grids
-DPI = 100  # so every PNG is 900 x 600 pixels
+DPI = 100  # so a PNG is 900 pixels wide, 600 high
 N_MISTAKES = 24
 GRAY = "gray"  # pictures as stored: 0 black, 255 white (MNIST: white ink on black; a scan: dark on light)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -194,13 +195,9 @@ class LogisticRegression(nn.Module):
         super().__init__()
         if n_classes < 2:
             raise ConfigError(f"n_classes must be >= 2, got {n_classes}")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-            raise ConfigError(
-                f"threshold must be a number in (0, 1), got {threshold!r}", parameter="threshold"
-            )
         self.n_features = n_features
         self.n_classes = n_classes
-        self.threshold = float(threshold)
+        self.threshold = threshold
         self.linear = nn.Linear(n_features, 1 if n_classes == 2 else n_classes)
         # Zero start, as scikit-learn: the loss is convex, so nothing needs breaking symmetry,
         # and pixels that are never lit keep weight 0, which keeps the templates clean.
@@ -210,6 +207,18 @@ class LogisticRegression(nn.Module):
     @property
     def binary(self) -> bool:
         return self.n_classes == 2
+
+    @property
+    def threshold(self) -> float:
+        """Two classes: P(positive) above this predicts the positive class (predict's, evaluate's and
+        top_k's default)."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+            raise ConfigError(f"threshold must be a number in (0, 1), got {value!r}", parameter="threshold")
+        self._threshold = float(value)
 
     @torch.no_grad()
     def init_uniform(self, generator: torch.Generator) -> LogisticRegression:
@@ -257,7 +266,7 @@ class LogisticRegression(nn.Module):
     def __setstate__(self, state: dict) -> None:
         """Unpickling: a model pickled before it held a threshold decides at 0.5, as it did."""
         super().__setstate__(state)
-        self.__dict__.setdefault("threshold", 0.5)
+        self.__dict__.setdefault("_threshold", 0.5)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, threshold: float | None = None) -> torch.Tensor:

@@ -486,7 +486,7 @@ def convert(
 
 
 def _dim_note(largest: int, csv_columns: list[tuple]) -> str:
-    """A line for training pixels that stay near black (`csvfiles.near_black`), else "" (and for
+    """A line for training pixels that stay near black (`csvscale.near_black`), else "" (and for
     a CSV of fractions, whose pixels are what they say)."""
     if any(scale.scale != BYTES for _, scale, _ in csv_columns):
         return ""

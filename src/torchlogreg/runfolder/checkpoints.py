@@ -98,7 +98,9 @@ class Run:
 
     @property
     def threshold(self) -> float:
-        return float(self.meta["threshold"])
+        """A binary run's decision threshold: its model's (which `predict`, `evaluate` and `top_k`
+        take by default), as model.json records it until one is set."""
+        return self.model.threshold if self.model is not None else float(self.meta["threshold"])
 
     @property
     def image_shape(self) -> tuple[int, ...]:

@@ -73,11 +73,16 @@ def checkpoint_diverged(run_dir: Path) -> bool:
         return False  # (a damaged checkpoint: the resume says what is wrong with it)
 
 
+def is_sweep_folder(folder: Path) -> bool:
+    """Whether `folder` holds a sweep's results (training.sweep)."""
+    return exists(Path(folder) / SWEEP_RESULTS)
+
+
 def check_run_target(out: Path, overwrite: bool, hint: str = "") -> None:
     """`out` may take a new run: a folder (or nothing yet) that holds no run, nor files of a run's
     names (the user's metrics.json), unless `overwrite`, and never a sweep's folder. Other files stay."""
     refuse_non_folder(out, "out")
-    if exists(out / SWEEP_RESULTS):  # (its runs' files would mix with the sweep's, which would then
+    if is_sweep_folder(out):  # (its runs' files would mix with the sweep's, which would then
         # refuse to go on in a folder holding a run)
         raise ConfigError(
             f"out {out} holds a sweep ({SWEEP_RESULTS}); give out=ANOTHER_PATH for the run", parameter="out"

@@ -188,10 +188,11 @@ def _check_history_end(path: Path, history: list[dict], meta: dict) -> None:
     iteration, rows = meta["iteration"], meta["history_rows"]
     last = history[-1]["iteration"] if history else None
     if rows and last != iteration:
-        found = "it is missing" if not path.exists() else f"its last row is iteration {last}"
+        found = "is missing" if not path.exists() else f"ends at iteration {last}"
         raise CheckpointError(
-            f"{path}: the checkpoint is at iteration {iteration} with {rows} history rows, but {found}: "
-            "the history file is damaged (train the run again with overwrite=True)"
+            f"{path.parent / CHECKPOINT_META} and its history disagree: it is at iteration {iteration} with "
+            f"{rows} history rows, and {path.name} {found}; the checkpoint is damaged (train the run again "
+            "with overwrite=True)"
         )
 
 

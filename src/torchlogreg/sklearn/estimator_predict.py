@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..base.exceptions import NotFittedError
 from ..core.model import decide
 
-CHUNK = 8192  # rows of X converted to float64 at a time
+PREDICT_CHUNK = 8192  # rows of X converted to float64 at a time
 
 
 def _along_rows(ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
@@ -44,9 +44,9 @@ def logits(est, X) -> np.ndarray:
         # 100,000 tf-idf columns took 6.5 GB each)
         return np.ascontiguousarray(X.astype(np.float64) @ coef.T + intercept)
     scores = np.empty((X.shape[0], coef.shape[0]))
-    for start in range(0, X.shape[0], CHUNK):  # (float32 X converted a chunk at a time)
-        block = X[start : start + CHUNK].astype(np.float64, copy=False)
-        np.matmul(block, coef.T, out=scores[start : start + CHUNK])
+    for start in range(0, X.shape[0], PREDICT_CHUNK):  # (float32 X converted a chunk at a time)
+        block = X[start : start + PREDICT_CHUNK].astype(np.float64, copy=False)
+        np.matmul(block, coef.T, out=scores[start : start + PREDICT_CHUNK])
     return np.add(scores, intercept, out=scores)
 
 

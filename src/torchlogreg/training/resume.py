@@ -11,6 +11,7 @@ from ..base.config import TrainConfig
 from ..base.datasets import DATASETS
 from ..base.exceptions import CheckpointError, ConfigError
 from ..data.inmemory import Data, dataset_location
+from ..runfolder.layout import is_sweep_folder
 from ..runfolder.resumable import load_training_state, read_training_meta
 
 # the settings a resume may change (the CLI: --device, --data-root, --dataset): the dataset only to
@@ -18,9 +19,17 @@ from ..runfolder.resumable import load_training_state, read_training_meta
 RESUMABLE = ("device", "data_root", "dataset")
 
 
+def _not_a_sweep(out: Path) -> None:
+    """A run is never written among a sweep's files (a checkpoint an older version left there)."""
+    if is_sweep_folder(out):
+        raise ConfigError(f"out {out} holds a sweep; a run is not written among its files", parameter="out")
+
+
 def saved_config(out: Path, meta: dict | None = None) -> TrainConfig:
     """The config of the interrupted run in `out` (from its checkpoint's `meta`, else read: the
     JSON alone, not the weights)."""
+    if meta is None:
+        _not_a_sweep(out)
     meta = read_training_meta(out) if meta is None else meta
     try:
         return TrainConfig.from_dict(meta["config"])
@@ -30,6 +39,7 @@ def saved_config(out: Path, meta: dict | None = None) -> TrainConfig:
 
 def resumed_config(out: Path, config: TrainConfig | None) -> tuple[TrainConfig, tuple]:
     """The interrupted run's config and state; `config`, when given, may change only RESUMABLE's."""
+    _not_a_sweep(out)
     tensors, meta, history = load_training_state(out)
     saved = saved_config(out, meta)
     if config is None:

@@ -23,7 +23,7 @@ from ..base.signals import StopFlag
 from ..base.storage import atomic_write_bytes, make_folder, output_lock
 from ..data.inmemory import Data, check_dataset, dataset_location, load_data
 from ..runfolder.checkpoints import save_run
-from ..runfolder.layout import check_run_target, checkpoint_diverged, is_run_folder
+from ..runfolder.layout import check_run_target, checkpoint_diverged, is_run_folder, is_sweep_folder
 from ..runfolder.resumable import has_training_state, read_training_meta, remove_training_state
 from .checkpointer import Checkpointer, space_for_run
 from .distributed import DistContext, broadcast_object, init_from_environment, shutdown
@@ -54,7 +54,8 @@ def _prepare_folder(out: Path, overwrite: bool, main_rank: bool) -> None:
     try:
         check_run_target(out, overwrite)
     except ConfigError as error:
-        if has_training_state(out) and not checkpoint_diverged(out):  # (a resume would diverge again)
+        resumable = has_training_state(out) and not checkpoint_diverged(out)  # (a resume would diverge again)
+        if resumable and not is_sweep_folder(out):  # (a run is never written among a sweep's files)
             error.resume_dir = out
         raise
     if main_rank:

@@ -103,7 +103,7 @@ def _option_name(raw: str) -> str:
     name = raw.strip().replace("-", "_")
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
     if name not in fields:
-        raise ConfigError(f"grid names unknown option {raw!r}{did_you_mean(name, fields)}", parameter="grid")
+        raise ConfigError(f"grid: unknown option {raw!r}{did_you_mean(name, fields)}", parameter="grid")
     if name in ("classes", "data_root", "dataset", "device"):
         raise ConfigError(f"grid cannot sweep {name}; set it once for the whole sweep", parameter="grid")
     return name
@@ -140,7 +140,7 @@ def parse_grid(grid: Iterable[str], grid_file: str | Path | None = None) -> Grid
                 name = _option_name(raw)
                 axes[name] = _axis(name, [parse_value(name, v) for v in values])
             except ConfigError as error:  # (named by the file, not as grid=)
-                said = str(error).removeprefix("grid ")
+                said = str(error).removeprefix("grid").removeprefix(":").lstrip()
                 raise ConfigError(f"grid_file {grid_file}: {said}", parameter="grid_file") from None
     for option in grid:
         raw, sep, values = option.partition("=")
@@ -289,8 +289,9 @@ def _train_one(config: TrainConfig, data, grid: Grid, tensorboard) -> dict:
     asked = {name: getattr(config, name) for name in (*grid.axes, "seed")}
     # a swept value as given (its text names the grid point); the rule's value where the grid said none
     used = result.config.to_dict() | {name: value for name, value in asked.items() if value is not None}
-    if used["train_size"] is None:  # all the rows: how many (the learning curve's point for them)
-        used["train_size"] = metrics["train"]["n"] + metrics.get("val", {}).get("n", 0)
+    if "train_size" in grid.axes and used["train_size"] is None:  # every training row: how many (the
+        # learning curve's point for them; the validation rows were taken out before)
+        used["train_size"] = metrics["train"]["n"]
     row = {"key": key, **{k: _csv_value(v) for k, v in used.items()}}
     row.update(
         val_accuracy=metrics["val"]["accuracy"] if "val" in metrics else "",
@@ -356,7 +357,7 @@ def summarize(rows: list[dict], grid: Grid) -> list[dict]:
         entry = {
             "point": dict(zip(grid.axes, point, strict=True)),
             "options": {
-                name: by_rule(used[name]) if value is None else value
+                name: by_rule(used[name], name) if value is None else value
                 for name, value in zip(grid.axes, point, strict=True)
             },
             "used": used,

@@ -24,14 +24,15 @@ def short(text: str) -> str:
     return str(int(number)) if number.is_integer() and abs(number) < 1e15 else f"{number:.3g}"
 
 
-def by_rule(used: list[str]) -> str:
-    """How a grid point left to an option's rule reads, given the values its runs used: "none (rule:
-    1.76)", or the range the rule chose over them ("none (rule: 1.74 to 1.78)"); "none" where they
-    hold none (None was the value used, as train_size's "all rows", or every run diverged)."""
+def by_rule(used: list[str], name: str = "") -> str:
+    """How a grid point left to option `name`'s rule reads, given the values its runs used: "none
+    (rule: 1.76)", or the range the rule chose over them ("none (rule: 1.74 to 1.78)"); train_size's
+    "none (all: 55000)", its runs' training rows; "none" where they hold none (every run diverged)."""
     shown = list(dict.fromkeys(short(value) for value in sort_values(used)))
     if not shown:
         return "none"
-    return f"none (rule: {shown[0]})" if len(shown) == 1 else f"none (rule: {shown[0]} to {shown[-1]})"
+    word = "all" if name == "train_size" else "rule"
+    return f"none ({word}: {shown[0]})" if len(shown) == 1 else f"none ({word}: {shown[0]} to {shown[-1]})"
 
 
 def sort_values(values: list[str]) -> list[str]:
@@ -125,7 +126,7 @@ def _by_grid_point(summary: list[dict]) -> list[dict]:
     by the grid's values, not by what the rule chose for each combination and seed."""
     names = summary[0]["point"] if summary else {}
     shown = {
-        name: by_rule([value for e in summary if e["point"][name] is None for value in e["used"][name]])
+        name: by_rule([value for e in summary if e["point"][name] is None for value in e["used"][name]], name)
         for name in names
     }
     return [
