@@ -37,7 +37,9 @@ def kept(row: dict, every: int) -> bool:
 def drop_stray_last(history: list[dict], every: int) -> None:
     """Before more steps' rows: the last row, kept for the callbacks of the call that made it (a check
     fills it in), leaves where it is not one the history keeps. A row per call had stayed, so a thinned
-    history grew dense again on the step-by-step path, and its spacing followed where calls ended."""
+    history grew dense again on the step-by-step path, and its spacing followed where calls ended.
+    Only a thinned history drops one: a live view that reads rows by index (the playground's) never
+    meets it, as its runs stop short of MAX_HISTORY_ROWS steps."""
     if history and not kept(history[-1], every):
         history.pop()
 
