@@ -86,6 +86,11 @@ def test_a_bad_grid_is_echoed_as_given(capsys):
     """The value and the example had been rewritten into flags: "--grid '--lr ': ..., e.g. --lr 0.01"."""
     assert main(["sweep", "--grid", "lr="]) == 2
     assert "--grid 'lr=': expected NAME=VALUE[,VALUE...], e.g. 'lr=0.01,0.1'" in capsys.readouterr().err
+    from torchlogreg.apps.cli_common import flags_in
+
+    # a value echoed in either of repr's quotes stays as given; the run's lr= is prose's apostrophe
+    said = """grid "lr='a'": give lr=0.1 (lr); the run's lr=2, not 'lr=3'"""
+    assert flags_in(said) == """grid "lr='a'": give --lr 0.1 (--lr); the run's --lr 2, not 'lr=3'"""
 
 
 def test_parse_value_for_optional_fields():

@@ -64,8 +64,8 @@ def flags_in(text: str) -> str:
     """A library message in the CLI's words: parameters named as keywords (`overwrite=True`,
     `label_column=-1`) or in parentheses (`(lr)`) become their flags. Messages name parameters only in
     these forms (and those `in_flags` adds), so paths and prose are left alone, and so is a quoted
-    value or example ('lr=', a value echoed as given)."""
-    parts = re.split(r"((?<!\w)'[^'\n]*'(?!\w))", text)  # odd parts: quoted
+    value or example ('lr=', "lr='a'": a value echoed as given, in either of repr's quotes)."""
+    parts = re.split(r"""((?<!\w)'[^'\n]*'(?!\w)|(?<!\w)"[^"\n]*"(?!\w))""", text)  # odd parts: quoted
     return "".join(part if i % 2 else _keywords_to_flags(part) for i, part in enumerate(parts))
 
 
