@@ -382,6 +382,21 @@ def test_cli_sweep_with_a_diverging_point_prints_its_summary(tmp_path, data_root
     assert "0 runs trained (0.0 s of training), 2 kept from before" in capsys.readouterr().out
 
 
+def test_a_second_grid_in_a_sweeps_folder_says_the_first_ones_rows_stay(tmp_path, data_root, capsys):
+    """Its summary.md and plots are its own; the other grid's rows, kept in results.csv, had left them
+    with no word."""
+    argv = ["sweep", "--data-root", str(data_root), "--device", "cpu", "--train-size", "600", "--epochs",
+            "1", "--optimizer", "sgd", "--quiet", "--out", str(tmp_path)]  # fmt: skip
+    assert main([*argv, "--grid", "lr=0.1"]) == 0
+    assert "also holds" not in capsys.readouterr().err
+    assert main([*argv, "--grid", "lr=0.05"]) == 0
+    said = capsys.readouterr()
+    assert "1 run trained (" in said.out
+    assert "results.csv also holds 1 run of another grid or seeds; summary.md and the plots are" in said.err
+    assert len(read_results(tmp_path / "results.csv")) == 2
+    assert "| 0.05 |" in (tmp_path / "summary.md").read_text()
+
+
 def test_select_refuses_when_every_run_diverged(tmp_path, data_root, capsys):
     """It had named a diverged point "best" (val nan) and retrained it, which diverged again."""
     argv = ["sweep", "--data-root", str(data_root), "--device", "cpu", "--train-size", "600", "--val-size",

@@ -399,9 +399,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     seconds = sum(float(row["train_seconds"] or 0) for row in trained)
     kept = f", {len(rows) - len(trained)} kept from before" if len(trained) < len(rows) else ""
     print(
-        f"{len(trained)} runs trained ({seconds:.1f} s of training){kept}; results.csv, summary.md and plots "
-        f"in {out}"
+        f"{counted(len(trained), 'run')} trained ({seconds:.1f} s of training){kept}; results.csv, "
+        f"summary.md and plots in {out}"
     )
+    others = len(before - {row["key"] for row in rows})
+    if others:  # (a folder swept before with another grid: its rows stay, out of this summary)
+        print(
+            f"torchlogreg: note: results.csv also holds {counted(others, 'run')} of another grid or "
+            "seeds; summary.md and the plots are this sweep's",
+            file=sys.stderr,
+        )
     for note in unused_in_sweep(args, list(grid.axes), rows):
         print(f"torchlogreg: note: {note}", file=sys.stderr)
     best = summary[0]
