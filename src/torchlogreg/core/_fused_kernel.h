@@ -161,23 +161,28 @@ INLINE double NAME(row_sums)(const struct batch *in, const struct model *m, int6
 }
 
 /* s[r * classes + c] = w[c] . x[r] for the group's ROWS rows and classes [c0, c0 + cb); asks for a line
-   of the next block's rows (`ahead`) with each chunk */
+   of the next block's rows (`ahead`) with each chunk while lines are left, then runs the rest of the
+   chunks without asking (with many classes, most of a block's chunks come after its lines are all
+   asked for, and the asking's loads and branches had taken registers from the products) */
+#define SCORE_CHUNK(j)                                                           \
+    {                                                                            \
+        int64_t k = live[j];                                                     \
+        VFLOAT v[ROWS];                                                          \
+        for (int r = 0; r < ROWS; r++) v[r] = NAME(load)(x[r] + k);              \
+        for (int c = 0; c < cb; c++) {                                           \
+            VFLOAT wc = NAME(load)(w + (c0 + c) * w_stride + k);                 \
+            for (int r = 0; r < ROWS; r++) a[r][c] += wc * v[r];                 \
+        }                                                                        \
+    }
 INLINE void NAME(score)(const float *const *x, const int32_t *live, int64_t n_live, const float *w,
                         int64_t w_stride, int64_t d, int64_t classes, int64_t c0, int cb, double *s,
                         const struct batch *in, struct ahead *ahead) {
     VFLOAT a[ROWS][CLASS_BLOCK];
     for (int r = 0; r < ROWS; r++)
         for (int c = 0; c < CLASS_BLOCK; c++) a[r][c] = (VFLOAT){0};
-    for (int64_t j = 0; j < n_live; j++) {
-        int64_t k = live[j];
-        prefetch_line(in, ahead);
-        VFLOAT v[ROWS];
-        for (int r = 0; r < ROWS; r++) v[r] = NAME(load)(x[r] + k);
-        for (int c = 0; c < cb; c++) {
-            VFLOAT wc = NAME(load)(w + (c0 + c) * w_stride + k);
-            for (int r = 0; r < ROWS; r++) a[r][c] += wc * v[r];
-        }
-    }
+    int64_t j = 0;
+    for (; j < n_live && prefetch_line(in, ahead); j++) SCORE_CHUNK(j)
+    for (; j < n_live; j++) SCORE_CHUNK(j)
     for (int r = 0; r < ROWS; r++) {
         for (int c = 0; c < cb; c++) {
             float t = NAME(total)(a[r][c]);
@@ -328,6 +333,7 @@ TARGET static double NAME(rows_sums)(const struct batch *in, const struct model 
     return loss;
 }
 
+#undef SCORE_CHUNK
 #undef INLINE
 #undef VFLOAT
 #undef VINT
