@@ -335,12 +335,15 @@ def test_the_feature_sample_of_a_single_row_or_constant_images_has_no_spread():
 
 
 def test_train_seconds_counts_choosing_the_settings_from_the_data(monkeypatch):
-    # the step size's sample is part of fitting: on a clock that stands still but for an hour's jump
-    # during the sample, the run's train_seconds is that hour exactly (no real time is measured)
+    """The step size's sample is part of fitting. No real time is measured: the clock is a counter
+    that moves only while the sample is taken, by a marker amount, and train_seconds must hold the
+    marker (a run that left the sample out of its clock reads 0)."""
     import torchlogreg.training.engine as engine
     import torchlogreg.training.trainer as trainer
 
-    class Clock:
+    marker = 3600.0  # (any number the steps cannot produce: the counter stands still for them)
+
+    class Counter:
         now = 0.0
 
         @classmethod
@@ -350,13 +353,13 @@ def test_train_seconds_counts_choosing_the_settings_from_the_data(monkeypatch):
     class Sample(FeatureSample):
         def __init__(self, images):
             super().__init__(images)
-            Clock.now += 3600.0
+            Counter.now += marker
 
-    monkeypatch.setattr(trainer, "time", Clock)
-    monkeypatch.setattr(engine, "time", Clock)
+    monkeypatch.setattr(trainer, "time", Counter)
+    monkeypatch.setattr(engine, "time", Counter)
     monkeypatch.setattr(trainer, "FeatureSample", Sample)
     result = _train(_data(300), epochs=1, optimizer="sgd")
-    assert result.metrics["train_seconds"] == 3600.0
+    assert result.metrics["train_seconds"] == marker
 
 
 def test_weighted_rows_have_the_mean_and_curvature_of_their_repeats():
