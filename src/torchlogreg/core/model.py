@@ -263,6 +263,10 @@ class LogisticRegression(nn.Module):
         """Class probabilities (N, C) for inputs `x` (a tensor, array or list); binary gives two columns."""
         return self.probabilities(finite_scores(self(as_inputs(x))))
 
+    def decides_at(self, threshold: float | None = None) -> float:
+        """The threshold a binary decision uses: `threshold`, or where None the model's own."""
+        return self.threshold if threshold is None else threshold
+
     def __setstate__(self, state: dict) -> None:
         """Unpickling: a model pickled before it held a threshold decides at 0.5, as it did."""
         super().__setstate__(state)
@@ -272,7 +276,7 @@ class LogisticRegression(nn.Module):
     def predict(self, x: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
         """Class indices for inputs `x` (a tensor, array or list); binary: P(positive) > `threshold`
         (None: the model's own, ``self.threshold``)."""
-        return decide(finite_scores(self(as_inputs(x))), self.threshold if threshold is None else threshold)
+        return decide(finite_scores(self(as_inputs(x))), self.decides_at(threshold))
 
     @without_grad
     def accumulate_gradients(

@@ -152,10 +152,9 @@ def csv_layout(
         )
     ids = [f for f in fields if f.strip().lower() in ROW_ID_NAMES and f != label_column]  # (asked: a label)
     if header and ids:
-        named_id = ids
         raise InputError(  # (it had been read as a pixel: "65 pixel columns do not make a square image")
-            f"{path}: column {named_id[0]!r} numbers the rows, it is not a pixel; write the file without it "
-            f"(pandas: df.drop(columns={named_id[0]!r}).to_csv(path, index=False))"
+            f"{path}: column {ids[0]!r} numbers the rows, it is not a pixel; write the file without it "
+            f"(pandas: df.drop(columns={ids[0]!r}).to_csv(path, index=False))"
         )
     names = [f.lower() for f in fields] if header else []
     label, rule = None, ""

@@ -75,7 +75,7 @@ def evaluate(
     {'accuracy': 0.9255, 'loss': 0.2663..., 'n': 10000}
     """
     images, labels = checked_inputs(images, labels, 2 if model.binary else model.n_classes)
-    return _evaluate(model, images, labels, model.threshold if threshold is None else threshold)
+    return _evaluate(model, images, labels, model.decides_at(threshold))
 
 
 def checked_inputs(images, labels, n_classes: int) -> tuple:
@@ -233,7 +233,7 @@ def top_k(
         raise ConfigError(f"k must be an integer (how many classes to list), got {k!r}", parameter="k")
     logits = logits_of(model, images)
     probabilities = model.probabilities(logits).cpu()
-    predicted = decide(logits, model.threshold if threshold is None else threshold).cpu()
+    predicted = decide(logits, model.decides_at(threshold)).cpu()
     k = max(1, min(k, len(class_names)))
     values, indices = probabilities.topk(k, dim=1)
     return [
