@@ -69,6 +69,7 @@ LAYERS = {
         {"playground"},
         {"cli_common"},
         {"cli_data", "cli_runs", "cli_serve", "cli_train"},
+        {"cli_sweep"},
         {"cli"},
     ],
     "": [

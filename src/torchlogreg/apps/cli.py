@@ -8,7 +8,7 @@
 argparse (standard library) rather than typer/click: no extra dependency and no start-up cost;
 heavy modules (torch, torchvision) are imported only inside the command that needs them.
 
-Each command's options and handler live in its own module (cli_train: train, sweep; cli_runs:
+Each command's options and handler live in its own module (cli_train: train; cli_sweep: sweep; cli_runs:
 evaluate, predict, export, report; cli_serve: serve, playground; cli_data: data convert, demo). Here:
 the parser they make together, and `main`, which runs a command and prints an error as one line, in
 the flags' words (the library's errors name its parameters: `out`, `lr`, `overwrite=True`).
@@ -31,7 +31,8 @@ from .cli_common import in_flags, printable
 from .cli_data import data_parser, demo_parser
 from .cli_runs import evaluate_parser, export_parser, predict_parser, report_parser
 from .cli_serve import playground_parser, serve_parser
-from .cli_train import config_from_args, dataset_arg, stop_line, sweep_parser, train_parser
+from .cli_sweep import sweep_parser
+from .cli_train import config_from_args, dataset_arg, stop_line, train_parser
 
 __all__ = ["build_parser", "config_from_args", "dataset_arg", "in_flags", "main", "stop_line"]
 
